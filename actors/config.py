@@ -1,0 +1,317 @@
+"""The configuration: one msgspec Struct per TOML table, and ``load_config``, its one reader."""
+
+from __future__ import annotations
+
+import os
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from actors.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "ENV_OVERRIDES",
+    "Config",
+    "HttpConfig",
+    "LogConfig",
+    "PipelineConfig",
+    "ProcessorConfig",
+    "QueueConfig",
+    "RuntimeConfig",
+    "Secret",
+    "Secrets",
+    "StorageConfig",
+    "SupervisionConfig",
+    "config_path_from",
+    "dump_config",
+    "load_config",
+]
+
+#: Where ``load_config`` looks when neither ``--config`` nor ``ACTORS_CONFIG`` names a file.
+DEFAULT_CONFIG_PATH = Path("config/actors.toml")
+
+Positive = Annotated[float, Meta(gt=0)]
+NonNegative = Annotated[float, Meta(ge=0)]
+Port = Annotated[int, Meta(ge=0, le=65535)]
+
+
+class _Table(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """Base of every table: a key the code does not know is an error (usually a typo)."""
+
+
+class RuntimeConfig(_Table):
+    backend: Literal["asyncio", "trio"] = "asyncio"
+
+
+class QueueConfig(_Table):
+    backend: Literal["sqlite", "postgres", "http"] = "sqlite"
+    path: str = "data/actors.db"
+    # normal: survives a process crash; full: also survives power loss (fsync on every commit).
+    durability: Literal["normal", "full"] = "normal"
+    visibility_seconds: Annotated[float, Meta(gt=0, le=600)] = 60.0
+    batch_size: Annotated[int, Meta(ge=1, le=1000)] = 10
+    max_attempts: Annotated[int, Meta(ge=1, le=1000)] = 5
+    poll_interval_seconds: Positive = 1.0
+    reap_interval_seconds: Positive = 5.0
+    # Finished jobs older than this are purged on a schedule; 0 keeps them forever.
+    retention_seconds: NonNegative = 7 * 24 * 3600.0
+    dsn: str | None = None  # backend = "postgres"; the password comes from PGPASSWORD
+    url: str | None = None  # backend = "http"; the token comes from EDGE_API_TOKEN
+
+
+class PipelineConfig(_Table):
+    concurrency: Annotated[int, Meta(ge=1, le=10_000)] = 32
+    fetchers: Annotated[int, Meta(ge=1, le=256)] = 4
+    processors: Annotated[int, Meta(ge=1, le=256)] = 4
+    shutdown_grace_seconds: NonNegative = 30.0
+    ack_batch_size: Annotated[int, Meta(ge=1, le=10_000)] = 100
+    # How long the ack reporter waits to fill a batch; a few ms buys group commit.
+    ack_window_seconds: NonNegative = 0.005
+    max_object_bytes: Annotated[int, Meta(ge=1)] = 50 * 1024 * 1024
+    # A run room with no event for this long goes to sleep (its state is in the database).
+    run_idle_seconds: Positive = 60.0
+
+
+class StorageConfig(_Table):
+    kind: Literal["local", "r2", "s3"] = "local"
+    root: str = "data/objects"  # kind = "local"
+    endpoint: str | None = None  # kind = "r2" | "s3"; or R2_ENDPOINT
+    bucket: str | None = None  # or R2_BUCKET
+    region: str = "auto"
+    addressing_style: Literal["auto", "virtual", "path"] = "auto"
+    timeout_seconds: Positive = 30.0
+
+
+class ProcessorConfig(_Table):
+    kind: Literal["local", "gemini"] = "local"
+    max_chunk_chars: Annotated[int, Meta(ge=100, le=100_000)] = 2000
+    summary_sentences: Annotated[int, Meta(ge=1, le=50)] = 3
+    chat_model: str = "gemini-2.0-flash"  # or GEMINI_CHAT_MODEL
+    embed_model: str = "text-embedding-004"  # or GEMINI_EMBED_MODEL
+    base_url: str | None = None  # or AI_GATEWAY_URL; None means Google's endpoint
+
+
+class SupervisionConfig(_Table):
+    max_restarts: Annotated[int, Meta(ge=0)] = 5
+    max_seconds: Positive = 30.0
+    backoff_min_seconds: NonNegative = 0.1
+    backoff_max_seconds: NonNegative = 10.0
+
+
+class HttpConfig(_Table):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: Port = 8787
+
+
+class LogConfig(_Table):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    # auto: JSON when stderr is not a terminal, coloured lines when it is.
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Secret:
+    """A string that never shows itself in ``repr``, ``str`` or logs; ``reveal()`` returns it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class Secrets(msgspec.Struct, kw_only=True, frozen=True):
+    """Credentials, read only from the environment (never from a file on disk)."""
+
+    google_api_key: Secret | None = None  # GOOGLE_API_KEY
+    r2_access_key_id: Secret | None = None  # R2_ACCESS_KEY_ID
+    r2_secret_access_key: Secret | None = None  # R2_SECRET_ACCESS_KEY
+    api_token: Secret | None = None  # JWT_SECRET or EDGE_API_TOKEN (the seed's one secret)
+    pg_password: Secret | None = None  # PGPASSWORD
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Secrets:
+        def get(*names: str) -> Secret | None:
+            for name in names:
+                if env.get(name):
+                    return Secret(env[name])
+            return None
+
+        return cls(
+            google_api_key=get("GOOGLE_API_KEY"),
+            r2_access_key_id=get("R2_ACCESS_KEY_ID"),
+            r2_secret_access_key=get("R2_SECRET_ACCESS_KEY"),
+            api_token=get("JWT_SECRET", "EDGE_API_TOKEN"),
+            pg_password=get("PGPASSWORD"),
+        )
+
+
+class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """The whole configuration. TOML table names and keys equal these attribute names."""
+
+    runtime: RuntimeConfig = msgspec.field(default_factory=RuntimeConfig)
+    queue: QueueConfig = msgspec.field(default_factory=QueueConfig)
+    pipeline: PipelineConfig = msgspec.field(default_factory=PipelineConfig)
+    storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
+    processor: ProcessorConfig = msgspec.field(default_factory=ProcessorConfig)
+    supervision: SupervisionConfig = msgspec.field(default_factory=SupervisionConfig)
+    http: HttpConfig = msgspec.field(default_factory=HttpConfig)
+    log: LogConfig = msgspec.field(default_factory=LogConfig)
+    # Not a TOML table: filled from the environment by load_config.
+    secrets: Secrets = msgspec.field(default_factory=Secrets)
+    # The file this came from (None: embedded defaults); for messages only.
+    source: str | None = None
+
+
+#: The seed's environment variables that override a config key (environment wins over the file).
+ENV_OVERRIDES: dict[str, tuple[str, str]] = {
+    "BATCH_SIZE": ("queue", "batch_size"),
+    "VISIBILITY_TIMEOUT": ("queue", "visibility_seconds"),
+    "GEMINI_CHAT_MODEL": ("processor", "chat_model"),
+    "GEMINI_EMBED_MODEL": ("processor", "embed_model"),
+    "AI_GATEWAY_URL": ("processor", "base_url"),
+    "R2_ENDPOINT": ("storage", "endpoint"),
+    "R2_BUCKET": ("storage", "bucket"),
+    "EDGE_BASE_URL": ("queue", "url"),
+}
+
+_TABLES: dict[str, type[_Table]] = {
+    name: tp
+    for name, tp in typing.get_type_hints(Config).items()
+    if isinstance(tp, type) and issubclass(tp, _Table)
+}
+
+
+def config_path_from(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:
+    """Choose the config file: ``--config``, else ``ACTORS_CONFIG``, else the default if it exists."""
+    if explicit is not None:
+        return Path(explicit)
+    if env.get("ACTORS_CONFIG"):
+        return Path(env["ACTORS_CONFIG"])
+    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.is_file() else None
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Read the config file named by ``path`` (or found by `config_path_from`) and the environment.
+
+    With no file at all the embedded defaults apply, so a fresh checkout runs as it is.
+    Raises `ConfigError` naming the file and the key for every mistake.
+    """
+    env = os.environ if env is None else env
+    chosen = config_path_from(path, env)
+    raw: dict[str, Any] = {}
+    source = None
+    if chosen is not None:
+        source = str(chosen)
+        try:
+            text = chosen.read_bytes()
+        except FileNotFoundError:
+            raise ConfigError(
+                f"config file {source} does not exist. Pass an existing file with --config "
+                "or ACTORS_CONFIG, or neither to use the embedded defaults."
+            ) from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {source}: {exc.strerror}") from None
+        try:
+            raw = msgspec.toml.decode(text)
+        except msgspec.DecodeError as exc:
+            raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+        if not isinstance(raw, dict):  # pragma: no cover - TOML documents are always tables
+            raise ConfigError(f"{source}: expected TOML tables")
+        for key in ("secrets", "source"):
+            if key in raw:
+                raise ConfigError(
+                    f"{source}: [{key}] is not a config table. Secrets come from environment "
+                    "variables only (GOOGLE_API_KEY, R2_ACCESS_KEY_ID, R2_SECRET_ACCESS_KEY, "
+                    "JWT_SECRET or EDGE_API_TOKEN, PGPASSWORD), never from a file."
+                )
+    try:
+        config = msgspec.convert(raw, Config, strict=True)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{source or 'config'}: {_explain(exc)}") from None
+    return msgspec.structs.replace(
+        _apply_env(config, env), secrets=Secrets.from_env(env), source=source
+    )
+
+
+def _apply_env(config: Config, env: Mapping[str, str]) -> Config:
+    tables: dict[str, _Table] = {}
+    for var, (table, key) in ENV_OVERRIDES.items():
+        value = env.get(var)
+        if not value:
+            continue
+        current = tables.get(table, getattr(config, table))
+        field_type = typing.get_type_hints(type(current), include_extras=True)[key]
+        try:
+            typed = msgspec.convert(value, field_type, strict=False)
+            tables[table] = msgspec.convert(
+                {**msgspec.structs.asdict(current), key: typed}, type(current)
+            )
+        except msgspec.ValidationError as exc:
+            raise ConfigError(
+                f"environment variable {var}={value!r} (sets [{table}].{key}): "
+                f"{str(exc).split(' - at ')[0]}"
+            ) from None
+    return msgspec.structs.replace(config, **tables) if tables else config
+
+
+def _explain(exc: msgspec.ValidationError) -> str:
+    """Turn msgspec's ``... - at `$.queue.n``` into ``[queue].n: ...`` with a hint."""
+    message, _, where = str(exc).partition(" - at ")
+    parts = where.strip("`").split(".")[1:] if where else []
+    if message.startswith("Object contains unknown field"):
+        name = message.split("`")[1]
+        if not parts:
+            known = ", ".join(f"[{t}]" for t in _TABLES)
+            return f"unknown table [{name}]; the tables are {known}"
+        table = parts[0]
+        known = ", ".join(f.name for f in msgspec.structs.fields(_TABLES[table]))
+        return f"[{table}] has no key `{name}` (a typo?); its keys are {known}"
+    if not parts:
+        return message
+    if len(parts) == 1:
+        return f"[{parts[0]}] must be a table: {message}"
+    return f"[{parts[0]}].{'.'.join(parts[1:])}: {message}"
+
+
+def dump_config(config: Config) -> str:
+    """Render ``config`` as TOML with secrets masked (for ``config show``)."""
+    lines: list[str] = []
+    if config.source:
+        lines.append(f"# from {config.source} and the environment")
+    for name in _TABLES:
+        table = getattr(config, name)
+        lines.append(f"\n[{name}]")
+        for field in msgspec.structs.fields(table):
+            value = getattr(table, field.name)
+            if value is None:
+                lines.append(f"# {field.name} is not set")
+            else:
+                lines.append(f"{field.name} = {msgspec.json.encode(value).decode()}")
+    lines.append("\n# secrets, from the environment")
+    for field in msgspec.structs.fields(config.secrets):
+        state = "set (********)" if getattr(config.secrets, field.name) else "not set"
+        lines.append(f"# {field.name}: {state}")
+    return "\n".join(lines) + "\n"

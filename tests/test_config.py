@@ -1,0 +1,117 @@
+"""The configuration: defaults, the file, the environment, and every kind of mistake."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from actors.config import Config, Secret, dump_config, load_config
+from actors.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "actors.toml"
+    path.write_text(text)
+    return path
+
+
+def test_the_shipped_default_file_equals_the_embedded_defaults() -> None:
+    loaded = load_config(ROOT / "config" / "actors.toml", env={})
+    assert msgspec.structs.replace(loaded, source=None) == Config()
+
+
+def test_no_file_at_all_gives_the_embedded_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_config(env={}) == Config()
+
+
+def test_actors_config_variable_names_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "[pipeline]\nconcurrency = 7\n")
+    assert load_config(env={"ACTORS_CONFIG": str(path)}).pipeline.concurrency == 7
+
+
+def test_an_unknown_key_is_refused_with_the_table_and_its_keys(tmp_path: Path) -> None:
+    path = write(tmp_path, "[queue]\nvisibility_secs = 30\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    message = str(info.value)
+    assert str(path) in message
+    assert "[queue] has no key `visibility_secs`" in message
+    assert "visibility_seconds" in message
+
+
+def test_an_unknown_table_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown table \[queu\]"):
+        load_config(write(tmp_path, "[queu]\npath = 'x'\n"), env={})
+
+
+def test_a_value_of_the_wrong_type_names_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[pipeline\]\.concurrency: Expected `int`, got `str`"):
+        load_config(write(tmp_path, "[pipeline]\nconcurrency = 'many'\n"), env={})
+
+
+def test_an_out_of_range_value_names_the_key_and_the_bound(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[queue\]\.visibility_seconds: Expected `float` <= 600"):
+        load_config(write(tmp_path, "[queue]\nvisibility_seconds = 3600\n"), env={})
+
+
+def test_a_value_outside_its_choices_names_the_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[queue\]\.durability: Invalid enum value 'fsync'"):
+        load_config(write(tmp_path, "[queue]\ndurability = 'fsync'\n"), env={})
+
+
+def test_malformed_toml_is_refused_with_its_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"not valid TOML: .*line 1"):
+        load_config(write(tmp_path, "[queue\npath = 1\n"), env={})
+
+
+def test_a_missing_explicit_file_is_an_error_not_the_defaults(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml", env={})
+
+
+def test_secrets_in_the_file_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="environment variables only"):
+        load_config(write(tmp_path, "[secrets]\ngoogle_api_key = 'k'\n"), env={})
+
+
+def test_the_seeds_environment_variables_override_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "[queue]\nbatch_size = 5\n")
+    config = load_config(
+        path,
+        env={"BATCH_SIZE": "25", "VISIBILITY_TIMEOUT": "90", "GEMINI_CHAT_MODEL": "m",
+             "R2_BUCKET": "b", "AI_GATEWAY_URL": "http://gw"},
+    )
+    assert config.queue.batch_size == 25
+    assert config.queue.visibility_seconds == 90.0
+    assert config.processor.chat_model == "m"
+    assert config.processor.base_url == "http://gw"
+    assert config.storage.bucket == "b"
+
+
+def test_a_bad_environment_value_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match=r"BATCH_SIZE='lots' \(sets \[queue\]\.batch_size\)"):
+        load_config(None, env={"BATCH_SIZE": "lots", "ACTORS_CONFIG": ""})
+    with pytest.raises(ConfigError, match=r"VISIBILITY_TIMEOUT='9999'.*<= 600"):
+        load_config(None, env={"VISIBILITY_TIMEOUT": "9999"})
+
+
+def test_secrets_come_from_the_environment_and_never_print(tmp_path: Path) -> None:
+    config = load_config(None, env={"GOOGLE_API_KEY": "sk-123", "EDGE_API_TOKEN": "tok-456"})
+    assert config.secrets.google_api_key == Secret("sk-123")
+    assert config.secrets.api_token is not None
+    assert config.secrets.api_token.reveal() == "tok-456"
+    shown = dump_config(config) + repr(config) + str(config.secrets)
+    assert "sk-123" not in shown
+    assert "tok-456" not in shown
+    assert "google_api_key: set (********)" in dump_config(config)
+
+
+def test_dump_config_round_trips_through_load_config(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "[pipeline]\nfetchers = 9\n[log]\nlevel = 'debug'\n"), env={})
+    again = load_config(write(tmp_path, dump_config(config)), env={})
+    assert msgspec.structs.replace(again, source=None) == msgspec.structs.replace(config, source=None)
