@@ -4,11 +4,28 @@ Hierarchy::
 
     ActorsError                      base of everything raised on purpose
     ├── ConfigError                  a config file or environment variable is wrong
-    └── DocumentError                a document cannot be processed (a permanent job failure)
-        ├── UnsupportedDocument      the bytes are not a kind we can read (binary, unknown format)
-        ├── CorruptDocument          the bytes claim a kind but are damaged or truncated
-        ├── EncryptedDocument        a PDF is encrypted and no password is available
-        └── EmptyDocument            the document holds no text at all
+    └── QueueError                   the durable queue refused or failed an operation
+        ├── InvalidArgument          an argument is malformed (also a ValueError)
+        │   ├── OutOfRange           a number is outside its documented bounds
+        │   └── PayloadTooLarge      a payload or result exceeds max_payload_bytes
+        ├── JobNotFound              no job has that id (also a LookupError)
+        ├── RunNotFound              no run has that id (also a LookupError)
+        ├── LeaseLost                a lease token is stale: expired, superseded or finished
+        ├── QueueClosed              the queue was used after it was closed
+        ├── StorageError             SQLite itself failed (disk full, file unreadable, ...)
+        └── SchemaError              the file's schema cannot be used as it is
+            ├── SchemaTooNew         the file was written by a newer version of actors
+            └── MigrationRefused     a down-migration would drop data and was not forced
+    ├── DocumentError                a document cannot be processed (permanent job failure)
+    │   ├── UnsupportedDocument      not a kind the offline processor reads
+    │   ├── CorruptDocument          claims a kind but is damaged or invalid
+    │   ├── EncryptedDocument        an encrypted PDF
+    │   └── EmptyDocument            no extractable text
+    └── ObjectStoreError             the object store refused or failed a read or write
+        ├── ObjectMissing            no object under that key (permanent job failure)
+        ├── ObjectTooLarge           the object exceeds [pipeline].max_object_bytes (permanent)
+        ├── InvalidObjectKey         the key is malformed: absolute, `..`, empty (permanent)
+        └── ObjectStoreUnavailable   a transient failure: retry with backoff
 
 Each message says what happened, the likely cause and what to do about it.
 """
@@ -22,7 +39,24 @@ __all__ = [
     "DocumentError",
     "EmptyDocument",
     "EncryptedDocument",
+    "InvalidObjectKey",
+    "ObjectMissing",
+    "ObjectStoreError",
+    "ObjectStoreUnavailable",
+    "ObjectTooLarge",
     "UnsupportedDocument",
+    "InvalidArgument",
+    "JobNotFound",
+    "LeaseLost",
+    "MigrationRefused",
+    "OutOfRange",
+    "PayloadTooLarge",
+    "QueueClosed",
+    "QueueError",
+    "RunNotFound",
+    "SchemaError",
+    "SchemaTooNew",
+    "StorageError",
 ]
 
 
@@ -32,6 +66,79 @@ class ActorsError(Exception):
 
 class ConfigError(ActorsError):
     """A config file, a key in it or an environment variable is wrong; the message names which."""
+
+
+class QueueError(ActorsError):
+    """The durable queue refused or failed an operation."""
+
+
+class InvalidArgument(QueueError, ValueError):
+    """An argument is malformed; the message names it and the accepted form."""
+
+
+class OutOfRange(InvalidArgument):
+    """A number is outside its documented bounds; the message names the bounds."""
+
+
+class PayloadTooLarge(InvalidArgument):
+    """A payload or result encodes to more than ``max_payload_bytes``."""
+
+
+class JobNotFound(QueueError, LookupError):
+    """No job has this id (it never existed, or it was purged)."""
+
+    def __init__(self, job_id: int) -> None:
+        self.job_id = job_id
+        super().__init__(
+            f"job {job_id} does not exist; it was never enqueued in this database or it was "
+            "purged. Check the id and the --db path (`python -m actors jobs list`)."
+        )
+
+
+class RunNotFound(QueueError, LookupError):
+    """No run has this id (no job was ever enqueued for it, or it was purged)."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(
+            f"run {run_id!r} does not exist; no job was enqueued for it in this database or "
+            "it was purged. Check the run id and the --db path."
+        )
+
+
+class LeaseLost(QueueError):
+    """A renew, release or ack carried a lease token that is no longer live; nothing changed.
+
+    ``reason`` is one of ``"expired"`` (the lease ran out; nobody holds the job yet),
+    ``"superseded"`` (the job was leased again under a new token), ``"finished"`` (the job
+    is already done or failed) or ``"not_leased"`` (the job is pending again: released,
+    retried or reaped).
+    """
+
+    def __init__(self, job_id: int, reason: str, message: str) -> None:
+        self.job_id = job_id
+        self.reason = reason
+        super().__init__(message)
+
+
+class QueueClosed(QueueError):
+    """The queue was used after ``close()`` or outside its ``async with`` block."""
+
+
+class StorageError(QueueError):
+    """SQLite failed underneath the queue; the message carries SQLite's own words."""
+
+
+class SchemaError(QueueError):
+    """The database file's schema cannot be used as it is."""
+
+
+class SchemaTooNew(SchemaError):
+    """The file's schema version is newer than this version of actors knows."""
+
+
+class MigrationRefused(SchemaError):
+    """A down-migration would drop rows and ``force`` was not given."""
 
 
 class DocumentError(ActorsError):
@@ -52,3 +159,30 @@ class EncryptedDocument(DocumentError):
 
 class EmptyDocument(DocumentError):
     """The document is empty or holds no extractable text (a scanned PDF, whitespace only)."""
+
+
+class ObjectStoreError(ActorsError):
+    """The object store refused or failed a read or a write.
+
+    ``permanent`` says whether retrying the job can help: a missing object stays missing.
+    """
+
+    permanent = True
+
+
+class ObjectMissing(ObjectStoreError, LookupError):
+    """No object is stored under the key."""
+
+
+class ObjectTooLarge(ObjectStoreError):
+    """The object is larger than ``[pipeline].max_object_bytes``; it was not read."""
+
+
+class InvalidObjectKey(ObjectStoreError, ValueError):
+    """The key is empty, absolute or climbs out of the store with ``..``."""
+
+
+class ObjectStoreUnavailable(ObjectStoreError):
+    """A transient failure (timeout, reset, 5xx, throttling): the job is retried with backoff."""
+
+    permanent = False
