@@ -1,0 +1,47 @@
+"""The durable job queue: one SQLite file, leases with fencing, retries, runs, group commit."""
+
+from __future__ import annotations
+
+from actors.queue.model import (
+    MAX_BATCH,
+    MAX_DELAY_SECONDS,
+    MAX_PULL,
+    MAX_VISIBILITY_SECONDS,
+    Ack,
+    AckResult,
+    ItemResult,
+    Job,
+    JobStatus,
+    LeaseResult,
+    NewJob,
+    Page,
+    RunStatus,
+    RunSummary,
+    Stats,
+)
+from actors.queue.schema import LATEST_VERSION, Durability
+from actors.queue.sqlite import DEFAULT_MAX_PAYLOAD_BYTES, SQLiteQueue
+from actors.queue.store import Backoff
+
+__all__ = [
+    "DEFAULT_MAX_PAYLOAD_BYTES",
+    "LATEST_VERSION",
+    "MAX_BATCH",
+    "MAX_DELAY_SECONDS",
+    "MAX_PULL",
+    "MAX_VISIBILITY_SECONDS",
+    "Ack",
+    "AckResult",
+    "Backoff",
+    "Durability",
+    "ItemResult",
+    "Job",
+    "JobStatus",
+    "LeaseResult",
+    "NewJob",
+    "Page",
+    "RunStatus",
+    "RunSummary",
+    "SQLiteQueue",
+    "Stats",
+]

@@ -1,0 +1,169 @@
+"""The queue's values: jobs, acks, results, stats and run summaries, as frozen msgspec Structs."""
+
+from __future__ import annotations
+
+from typing import Any, Generic, Literal, TypeVar
+
+import msgspec
+
+__all__ = [
+    "MAX_BATCH",
+    "MAX_DELAY_SECONDS",
+    "MAX_PULL",
+    "MAX_VISIBILITY_SECONDS",
+    "Ack",
+    "AckResult",
+    "ItemReason",
+    "ItemResult",
+    "Job",
+    "JobStatus",
+    "LeaseResult",
+    "NewJob",
+    "Page",
+    "RunStatus",
+    "RunSummary",
+    "Stats",
+]
+
+# One hour: a longer lease would hide a crashed worker's job for too long; a job that takes
+# longer renews its lease (the lease manager renews at half the visibility timeout).
+MAX_VISIBILITY_SECONDS = 3600.0
+# One day: retries back off for at most 5 minutes; a longer delay is a scheduling job, not ours.
+MAX_DELAY_SECONDS = 86_400.0
+# One pull leases at most this many jobs; more would hold the write lock for too long.
+MAX_PULL = 1000
+# One batch call (enqueue_many, ack_many, ...) carries at most this many items, for the same reason.
+MAX_BATCH = 10_000
+
+JobStatus = Literal["pending", "leased", "done", "failed"]
+RunStatus = Literal["queued", "processing", "done", "failed"]
+ItemReason = Literal[
+    "ok",  # the operation was applied
+    "duplicate",  # an ack repeated under the same lease: nothing changed, the job is as acked
+    "expired",  # the lease ran out before this call; nobody else holds the job yet
+    "superseded",  # the job was leased again under a newer token
+    "finished",  # the job is already done or failed
+    "not_leased",  # the job is pending again (released, retried or reaped)
+    "not_found",  # no job has this id
+]
+
+T = TypeVar("T")
+
+
+class Job(msgspec.Struct, frozen=True, kw_only=True):
+    """One unit of work: an object (``r2_key``) of a run of a tenant, and its lease state.
+
+    Invariant: ``status == "leased"`` exactly when ``lease_token`` names the one live lease and
+    ``lease_expires_at`` is set; times are seconds since the epoch on the queue's clock.
+    """
+
+    id: int
+    run_id: str
+    tenant_id: str
+    r2_key: str
+    payload: Any = None
+    status: JobStatus = "pending"
+    attempts: int = 0
+    max_attempts: int = 5
+    priority: int = 0
+    available_at: float = 0.0
+    lease_token: str | None = None
+    lease_expires_at: float | None = None
+    worker_id: str | None = None
+    last_error: str | None = None
+    result: Any = None
+    idempotency_key: str | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    finished_at: float | None = None
+
+
+class NewJob(msgspec.Struct, frozen=True, kw_only=True):
+    """The arguments of one enqueue, for ``enqueue_many``."""
+
+    run_id: str
+    tenant_id: str
+    r2_key: str
+    payload: Any = None
+    idempotency_key: str | None = None
+    delay_seconds: float = 0.0
+    priority: int = 0
+    max_attempts: int | None = None
+
+
+class Ack(msgspec.Struct, frozen=True, kw_only=True):
+    """The outcome of one leased job, for ``ack_many``.
+
+    ``permanent`` with ``status="failed"`` makes the job terminally failed at once (a missing
+    object will not appear on retry). ``run_metrics`` is added to the run's metrics in the same
+    transaction, e.g. ``{"bytes": 1234, "tokens": 50}``.
+    """
+
+    job_id: int
+    lease_token: str
+    status: Literal["done", "failed"] = "done"
+    result: Any = None
+    error: str | None = None
+    permanent: bool = False
+    run_metrics: dict[str, float] | None = None
+
+
+class ItemResult(msgspec.Struct, frozen=True, kw_only=True):
+    """The outcome of one item of a batch call: applied (``ok``) or refused, and why.
+
+    ``job`` is the job after the call when it was applied (or found); ``message`` says what
+    happened and what to do when it was refused.
+    """
+
+    job_id: int
+    ok: bool
+    reason: ItemReason
+    job: Job | None = None
+    message: str | None = None
+
+
+# The same shape serves acks and lease calls; the names say which call returned it.
+AckResult = ItemResult
+LeaseResult = ItemResult
+
+
+class Stats(msgspec.Struct, frozen=True, kw_only=True):
+    """How many jobs are in each status, and how long the oldest pending job has waited."""
+
+    pending: int
+    leased: int
+    done: int
+    failed: int
+    oldest_pending_age_seconds: float | None
+
+    @property
+    def total(self) -> int:
+        return self.pending + self.leased + self.done + self.failed
+
+
+class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """A run's state: job counts from the jobs table, summed metrics, and a derived status.
+
+    ``status`` is ``"queued"`` while no job has been leased or finished, ``"done"`` when every
+    job is done, ``"failed"`` when every job is finished and some failed, else ``"processing"``.
+    """
+
+    run_id: str
+    tenant_id: str
+    status: RunStatus
+    total: int
+    pending: int
+    leased: int
+    done: int
+    failed: int
+    metrics: dict[str, float]
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+
+
+class Page(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
+    """One page of a listing; pass ``next_cursor`` back to get the next (None: no more)."""
+
+    items: list[T]
+    next_cursor: str | None = None

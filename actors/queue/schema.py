@@ -1,0 +1,244 @@
+"""The database file: connection pragmas (set here only) and versioned schema migrations."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from actors.errors import InvalidArgument, MigrationRefused, SchemaTooNew, StorageError
+
+__all__ = [
+    "LATEST_VERSION",
+    "MIGRATIONS",
+    "Durability",
+    "Migration",
+    "connect",
+    "current_version",
+    "migrate_down",
+    "migrate_up",
+]
+
+Durability = Literal["normal", "full"]
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step: statements to apply it, statements to undo it, and what undoing drops."""
+
+    version: int
+    name: str
+    up: tuple[str, ...]
+    down: tuple[str, ...]
+    # Tables whose rows the down-migration deletes: a non-empty one refuses unless forced.
+    drops: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        version=1,
+        name="jobs",
+        up=(
+            """
+            CREATE TABLE jobs (
+                id               INTEGER PRIMARY KEY,
+                run_id           TEXT    NOT NULL,
+                tenant_id        TEXT    NOT NULL,
+                r2_key           TEXT    NOT NULL,
+                payload          TEXT,
+                status           TEXT    NOT NULL DEFAULT 'pending'
+                                 CHECK (status IN ('pending', 'leased', 'done', 'failed')),
+                attempts         INTEGER NOT NULL DEFAULT 0,
+                max_attempts     INTEGER NOT NULL,
+                priority         INTEGER NOT NULL DEFAULT 0,
+                available_at     REAL    NOT NULL,
+                lease_token      TEXT,
+                lease_expires_at REAL,
+                worker_id        TEXT,
+                last_error       TEXT,
+                result           TEXT,
+                idempotency_key  TEXT,
+                created_at       REAL    NOT NULL,
+                updated_at       REAL    NOT NULL,
+                finished_at      REAL
+            )
+            """,
+            # Matches pull's ORDER BY, so a claim reads the first `max` entries of one range.
+            "CREATE INDEX jobs_claim ON jobs (status, priority DESC, available_at)",
+            # Only live leases are indexed: reaping reads the expired ones and nothing else.
+            """
+            CREATE INDEX jobs_lease_expiry ON jobs (lease_expires_at)
+            WHERE status = 'leased'
+            """,
+            # Invariant: one idempotency key names at most one job within a tenant.
+            """
+            CREATE UNIQUE INDEX jobs_idempotency ON jobs (tenant_id, idempotency_key)
+            WHERE idempotency_key IS NOT NULL
+            """,
+            "CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL",
+        ),
+        down=("DROP TABLE jobs",),
+        drops=("jobs",),
+    ),
+    Migration(
+        version=2,
+        name="runs",
+        up=(
+            """
+            CREATE TABLE runs (
+                run_id      TEXT PRIMARY KEY,
+                tenant_id   TEXT NOT NULL,
+                created_at  REAL NOT NULL,
+                updated_at  REAL NOT NULL,
+                finished_at REAL,
+                metrics     TEXT NOT NULL DEFAULT '{}'
+            )
+            """,
+            # Per-run counts by status come from this index alone (a covering index scan).
+            "CREATE INDEX jobs_run ON jobs (run_id, status)",
+            # A file from version 1 gets one run per run_id already in its jobs table.
+            """
+            INSERT INTO runs (run_id, tenant_id, created_at, updated_at, finished_at)
+            SELECT run_id, min(tenant_id), min(created_at), max(updated_at),
+                   CASE WHEN sum(status IN ('pending', 'leased')) = 0 THEN max(finished_at) END
+            FROM jobs GROUP BY run_id
+            """,
+        ),
+        down=("DROP INDEX jobs_run", "DROP TABLE runs"),
+        drops=("runs",),
+    ),
+)
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def connect(
+    path: str | Path, *, durability: Durability = "normal", busy_timeout_seconds: float = 10.0
+) -> sqlite3.Connection:
+    """Open a connection to ``path`` with the queue's pragmas: WAL, synchronous, busy timeout."""
+    if durability not in ("normal", "full"):
+        raise InvalidArgument(
+            f"durability must be 'normal' (survives a process crash) or 'full' (survives power "
+            f"loss), not {durability!r}; fix [queue].durability"
+        )
+    if str(path) == ":memory:" or str(path).startswith("file:"):
+        raise InvalidArgument(
+            f"the queue needs a file path, not {str(path)!r}: its writer and readers use separate "
+            "connections; use a file in a temporary directory for throwaway queues"
+        )
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves; the writer thread owns it.
+        conn = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_seconds
+        )
+    except (OSError, sqlite3.Error) as exc:
+        raise StorageError(
+            f"cannot open the queue database {str(path)!r}: {exc}. Check that the directory "
+            "exists and is writable, or point --db / [queue].path elsewhere"
+        ) from exc
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_seconds * 1000)}")
+        _set_wal(conn, busy_timeout_seconds)
+        # NORMAL in WAL mode: a commit survives a process crash, maybe not a power loss.
+        # FULL: every commit is fsynced, so it survives power loss too.
+        conn.execute(f"PRAGMA synchronous = {durability.upper()}")
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise StorageError(
+            f"{str(path)!r} is not a usable SQLite database: {exc}. Point --db / [queue].path "
+            "at the queue's file, or move this file away to start a new queue"
+        ) from exc
+    return conn
+
+
+def _set_wal(conn: sqlite3.Connection, busy_timeout_seconds: float) -> None:
+    # Switching a new file to WAL takes an exclusive lock that the busy handler does not wait
+    # for; another process opening the same new file at once makes it fail, so retry briefly.
+    deadline = time.monotonic() + busy_timeout_seconds
+    while True:
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+            continue
+        if mode != "wal":
+            raise sqlite3.DatabaseError(f"journal_mode is {mode!r}, WAL could not be enabled")
+        return
+
+
+def current_version(conn: sqlite3.Connection) -> int:
+    """Return the schema version recorded in the file (0 for a new file)."""
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def check_version(version: int, path: str | Path) -> None:
+    """Raise SchemaTooNew if ``version`` is newer than this code knows."""
+    if version > LATEST_VERSION:
+        raise SchemaTooNew(
+            f"{str(path)!r} has schema version {version}, but this version of actors knows "
+            f"versions up to {LATEST_VERSION}: it was written by a newer actors. Upgrade actors, "
+            "or run the newer one's `python -m actors migrate down` to this version first"
+        )
+
+
+def migrate_up(conn: sqlite3.Connection, path: str | Path, target: int | None = None) -> list[int]:
+    """Apply every migration above the file's version up to ``target``; return those applied."""
+    target = LATEST_VERSION if target is None else target
+    applied: list[int] = []
+    for migration in MIGRATIONS:
+        if migration.version > target:
+            break
+        # BEGIN IMMEDIATE, then re-read the version: another process may have migrated first.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = current_version(conn)
+            check_version(version, path)
+            if version < migration.version:
+                for statement in migration.up:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {migration.version}")
+                applied.append(migration.version)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return applied
+
+
+def migrate_down(
+    conn: sqlite3.Connection, path: str | Path, target: int, *, force: bool = False
+) -> list[int]:
+    """Undo migrations above ``target``, newest first; refuse to drop rows unless ``force``."""
+    if not 0 <= target <= LATEST_VERSION:
+        raise InvalidArgument(f"target version must be between 0 and {LATEST_VERSION}, not {target}")
+    undone: list[int] = []
+    for migration in reversed(MIGRATIONS):
+        if migration.version <= target:
+            break
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = current_version(conn)
+            check_version(version, path)
+            if version >= migration.version:
+                rows = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in migration.drops}
+                if any(rows.values()) and not force:
+                    held = ", ".join(f"{n} rows in {t}" for t, n in rows.items() if n)
+                    raise MigrationRefused(
+                        f"undoing migration {migration.version} ({migration.name}) of "
+                        f"{str(path)!r} would delete {held}; copy the file first, then run "
+                        "`python -m actors migrate down --force` if you mean it"
+                    )
+                for statement in migration.down:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {migration.version - 1}")
+                undone.append(migration.version)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return undone

@@ -1,0 +1,603 @@
+"""The queue's SQL: every verb as a synchronous function of a connection and ``now``.
+
+Callers own the transaction (the writer thread wraps each request in a SAVEPOINT inside one
+group transaction); these functions only read and write rows. ``now`` is always a parameter,
+so tests and the Hypothesis model control time.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import msgspec
+
+from actors.errors import InvalidArgument, JobNotFound, LeaseLost, RunNotFound
+from actors.queue.model import (
+    Ack,
+    ItemReason,
+    ItemResult,
+    Job,
+    JobStatus,
+    NewJob,
+    Page,
+    RunStatus,
+    RunSummary,
+    Stats,
+)
+
+__all__ = [
+    "Backoff",
+    "ack",
+    "enqueue",
+    "get",
+    "list_jobs",
+    "list_runs",
+    "pull",
+    "purge",
+    "reap",
+    "release",
+    "renew",
+    "requeue",
+    "run_summary",
+    "stats",
+]
+
+COLUMNS = (
+    "id, run_id, tenant_id, r2_key, payload, status, attempts, max_attempts, priority, "
+    "available_at, lease_token, lease_expires_at, worker_id, last_error, result, "
+    "idempotency_key, created_at, updated_at, finished_at"
+)
+# A lease is live while the job is leased under this token and has not run out.
+LIVE_LEASE = "status = 'leased' AND lease_token = :token AND lease_expires_at > :now"
+
+_encode = msgspec.json.encode
+_decode = msgspec.json.decode
+_metrics_decoder = msgspec.json.Decoder(dict[str, float])
+
+
+class Backoff(msgspec.Struct, frozen=True, kw_only=True):
+    """Retry delay after the n-th failed attempt: ``min(cap, base * 2**(n-1))`` times a factor
+    drawn from ``[1 - jitter, 1]`` by the caller (so this module stays deterministic)."""
+
+    base_seconds: float = 1.0
+    cap_seconds: float = 300.0
+    jitter: float = 0.5
+
+
+def _job(row: Sequence[Any]) -> Job:
+    payload = row[4]
+    result = row[14]
+    return Job(
+        id=row[0],
+        run_id=row[1],
+        tenant_id=row[2],
+        r2_key=row[3],
+        payload=None if payload is None else _decode(payload),
+        status=row[5],
+        attempts=row[6],
+        max_attempts=row[7],
+        priority=row[8],
+        available_at=row[9],
+        lease_token=row[10],
+        lease_expires_at=row[11],
+        worker_id=row[12],
+        last_error=row[13],
+        result=None if result is None else _decode(result),
+        idempotency_key=row[15],
+        created_at=row[16],
+        updated_at=row[17],
+        finished_at=row[18],
+    )
+
+
+def encode_json(value: Any) -> str | None:
+    """Encode a payload or result as JSON text (None stays NULL)."""
+    return None if value is None else _encode(value).decode()
+
+
+# --- producers -----------------------------------------------------------------------------
+
+
+def enqueue(
+    conn: sqlite3.Connection, now: float, jobs: Sequence[NewJob], default_max_attempts: int
+) -> list[Job]:
+    """Insert ``jobs`` (or find them by idempotency key) and create or touch their runs."""
+    out: list[Job] = []
+    runs: dict[str, str] = {}
+    for new in jobs:
+        row = conn.execute(
+            f"""
+            INSERT INTO jobs (run_id, tenant_id, r2_key, payload, max_attempts, priority,
+                              available_at, idempotency_key, created_at, updated_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL
+            DO NOTHING
+            RETURNING {COLUMNS}
+            """,
+            (
+                new.run_id,
+                new.tenant_id,
+                new.r2_key,
+                encode_json(new.payload),
+                new.max_attempts or default_max_attempts,
+                new.priority,
+                now + new.delay_seconds,
+                new.idempotency_key,
+                now,
+                now,
+            ),
+        ).fetchone()
+        if row is None:  # the idempotency key is taken: return the job that holds it
+            row = conn.execute(
+                f"SELECT {COLUMNS} FROM jobs WHERE tenant_id = ? AND idempotency_key = ?",
+                (new.tenant_id, new.idempotency_key),
+            ).fetchone()
+        else:
+            runs[new.run_id] = new.tenant_id
+        out.append(_job(row))
+    for run_id, tenant_id in runs.items():
+        # A new job reopens a finished run. Invariant: a run belongs to exactly one tenant.
+        touched = conn.execute(
+            """
+            INSERT INTO runs (run_id, tenant_id, created_at, updated_at) VALUES (?, ?, ?, ?)
+            ON CONFLICT (run_id) DO UPDATE SET updated_at = excluded.updated_at, finished_at = NULL
+            WHERE runs.tenant_id = excluded.tenant_id
+            RETURNING run_id
+            """,
+            (run_id, tenant_id, now, now),
+        ).fetchone()
+        if touched is None:
+            (owner,) = conn.execute(
+                "SELECT tenant_id FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            raise InvalidArgument(
+                f"run {run_id!r} belongs to tenant {owner!r}, not {tenant_id!r}; a run has one "
+                "tenant. Use a new run id for this tenant"
+            )
+    return out
+
+
+# --- consumers -----------------------------------------------------------------------------
+
+
+def pull(
+    conn: sqlite3.Connection, now: float, max: int, visibility_seconds: float, worker_id: str | None
+) -> list[Job]:
+    """Lease up to ``max`` visible jobs for ``visibility_seconds``, highest priority first."""
+    reap(conn, now)
+    rows = conn.execute(
+        f"""
+        UPDATE jobs
+        SET status = 'leased', attempts = attempts + 1,
+            lease_token = lower(hex(randomblob(16))), lease_expires_at = :expires,
+            worker_id = :worker, updated_at = :now
+        WHERE id IN (
+            SELECT id FROM jobs
+            WHERE status = 'pending' AND available_at <= :now
+            ORDER BY priority DESC, available_at
+            LIMIT :max
+        )
+        RETURNING {COLUMNS}
+        """,
+        {"now": now, "expires": now + visibility_seconds, "worker": worker_id, "max": max},
+    ).fetchall()
+    # RETURNING does not keep the subquery's order; restore it.
+    jobs = [_job(row) for row in rows]
+    jobs.sort(key=lambda j: (-j.priority, j.available_at, j.id))
+    return jobs
+
+
+def reap(conn: sqlite3.Connection, now: float) -> int:
+    """Return every expired lease's job to pending, or fail it when its attempts are used up."""
+    rows = conn.execute(
+        """
+        UPDATE jobs
+        SET status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'pending' END,
+            last_error = CASE WHEN attempts >= max_attempts
+                THEN 'lease expired on the last attempt (' || attempts || ' of ' || max_attempts
+                     || ') held by worker ' || coalesce(worker_id, '?')
+                ELSE last_error END,
+            finished_at = CASE WHEN attempts >= max_attempts THEN :now END,
+            lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, updated_at = :now
+        WHERE status = 'leased' AND lease_expires_at <= :now
+        RETURNING run_id, status
+        """,
+        {"now": now},
+    ).fetchall()
+    _close_runs(conn, now, {run_id for run_id, status in rows if status == "failed"})
+    return len(rows)
+
+
+def renew(
+    conn: sqlite3.Connection, now: float, job_id: int, token: str, visibility_seconds: float
+) -> ItemResult:
+    """Extend a live lease to ``now + visibility_seconds``."""
+    row = conn.execute(
+        f"""
+        UPDATE jobs SET lease_expires_at = :now + :visibility, updated_at = :now
+        WHERE id = :id AND {LIVE_LEASE}
+        RETURNING {COLUMNS}
+        """,
+        {"id": job_id, "token": token, "now": now, "visibility": visibility_seconds},
+    ).fetchone()
+    return _applied(row) if row else _refused(conn, now, job_id, token, "renewed")
+
+
+def release(
+    conn: sqlite3.Connection, now: float, job_id: int, token: str, delay_seconds: float
+) -> ItemResult:
+    """Give a live lease back: the job is pending again after ``delay_seconds``, attempt unspent."""
+    row = conn.execute(
+        f"""
+        UPDATE jobs
+        SET status = 'pending', attempts = attempts - 1, available_at = :now + :delay,
+            lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, updated_at = :now
+        WHERE id = :id AND {LIVE_LEASE}
+        RETURNING {COLUMNS}
+        """,
+        {"id": job_id, "token": token, "now": now, "delay": delay_seconds},
+    ).fetchone()
+    return _applied(row) if row else _refused(conn, now, job_id, token, "released")
+
+
+def ack(
+    conn: sqlite3.Connection,
+    now: float,
+    acks: Iterable[Ack],
+    backoff: Backoff,
+    jitter_factors: Iterable[float],
+    *,
+    fenced: bool = True,
+) -> list[ItemResult]:
+    """Record each ack's outcome under its live lease; refuse (per item) those whose lease is not.
+
+    ``done`` stores the result. ``failed`` returns the job to pending after a backoff while
+    attempts remain, else (or when ``permanent``) makes it terminally failed. Accepted acks add
+    their ``run_metrics`` to the run, and a run whose last job finished gets ``finished_at``.
+    ``fenced=False`` is the seed's ``ack(ids, status)``: any leased job, whatever its token.
+    """
+    results: list[ItemResult] = []
+    metrics: dict[str, dict[str, float]] = {}
+    finished_runs: set[str] = set()
+    for a, factor in zip(acks, jitter_factors, strict=False):
+        params = {
+            "id": a.job_id,
+            "token": a.lease_token,
+            "now": now,
+            "fenced": fenced,
+            "error": a.error,
+        }
+        if a.status == "done":
+            row = conn.execute(
+                f"""
+                UPDATE jobs
+                SET status = 'done', result = :result, lease_expires_at = NULL,
+                    finished_at = :now, updated_at = :now
+                WHERE id = :id AND (({LIVE_LEASE}) OR (NOT :fenced AND status = 'leased'))
+                RETURNING {COLUMNS}
+                """,
+                {**params, "result": encode_json(a.result)},
+            ).fetchone()
+        else:
+            # Terminal when permanent or out of attempts; else pending again after a backoff.
+            row = conn.execute(
+                f"""
+                UPDATE jobs
+                SET status = CASE WHEN :terminal THEN 'failed' ELSE 'pending' END,
+                    available_at = CASE WHEN :terminal THEN available_at
+                        ELSE :now + min(:cap, :base * (1 << min(attempts - 1, 40))) * :factor END,
+                    finished_at = CASE WHEN :terminal THEN :now END,
+                    lease_token = CASE WHEN :terminal THEN lease_token END,
+                    worker_id = CASE WHEN :terminal THEN worker_id END,
+                    lease_expires_at = NULL, last_error = :error, updated_at = :now
+                WHERE id = :id AND (({LIVE_LEASE}) OR (NOT :fenced AND status = 'leased'))
+                RETURNING {COLUMNS}
+                """.replace(":terminal", "(:permanent OR attempts >= max_attempts)"),
+                {
+                    **params,
+                    "permanent": a.permanent,
+                    "cap": backoff.cap_seconds,
+                    "base": backoff.base_seconds,
+                    "factor": factor,
+                },
+            ).fetchone()
+        if row is None:
+            results.append(_refused(conn, now, a.job_id, a.lease_token, "acked", a.status))
+            continue
+        job = _job(row)
+        results.append(ItemResult(job_id=job.id, ok=True, reason="ok", job=job))
+        if job.finished_at is not None:
+            finished_runs.add(job.run_id)
+        if a.run_metrics:
+            into = metrics.setdefault(job.run_id, {})
+            for key, value in a.run_metrics.items():
+                into[key] = into.get(key, 0.0) + value
+    _add_run_metrics(conn, now, metrics)
+    _close_runs(conn, now, finished_runs)
+    return results
+
+
+def _add_run_metrics(
+    conn: sqlite3.Connection, now: float, metrics: dict[str, dict[str, float]]
+) -> None:
+    for run_id, added in metrics.items():
+        (stored,) = conn.execute("SELECT metrics FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        total = _metrics_decoder.decode(stored)
+        for key, value in added.items():
+            total[key] = total.get(key, 0.0) + value
+        conn.execute(
+            "UPDATE runs SET metrics = ?, updated_at = ? WHERE run_id = ?",
+            (_encode(total).decode(), now, run_id),
+        )
+
+
+def _close_runs(conn: sqlite3.Connection, now: float, run_ids: Iterable[str]) -> None:
+    # Invariant: runs.finished_at is set exactly while none of the run's jobs is unfinished.
+    for run_id in run_ids:
+        conn.execute(
+            """
+            UPDATE runs SET finished_at = :now, updated_at = :now
+            WHERE run_id = :run AND finished_at IS NULL AND NOT EXISTS (
+                SELECT 1 FROM jobs WHERE run_id = :run AND status IN ('pending', 'leased')
+            )
+            """,
+            {"now": now, "run": run_id},
+        )
+
+
+def _applied(row: Sequence[Any]) -> ItemResult:
+    job = _job(row)
+    return ItemResult(job_id=job.id, ok=True, reason="ok", job=job)
+
+
+def _refused(
+    conn: sqlite3.Connection,
+    now: float,
+    job_id: int,
+    token: str,
+    verb: str,
+    ack_status: JobStatus | None = None,
+) -> ItemResult:
+    """Say why a fenced call changed nothing (or, for a repeated ack, that it already happened)."""
+    row = conn.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    if row is None:
+        return ItemResult(
+            job_id=job_id, ok=False, reason="not_found", message=str(JobNotFound(job_id))
+        )
+    job = _job(row)
+    reason: ItemReason
+    if job.status in ("done", "failed") and job.lease_token == token and job.status == ack_status:
+        # The same ack again (a retry after a cancelled or lost reply): it already happened.
+        return ItemResult(job_id=job_id, ok=True, reason="duplicate", job=job)
+    if job.status == "leased" and job.lease_token == token:
+        reason = "expired"
+        late = now - (job.lease_expires_at or now)
+        message = (
+            f"job {job_id} was {verb} {late:.1f}s after its lease expired; another worker may "
+            "run it. Nothing changed. Raise [queue].visibility_seconds or renew the lease "
+            "while working"
+        )
+    elif job.status == "leased":
+        reason = "superseded"
+        message = (
+            f"job {job_id} was not {verb}: it is leased under another token (this lease expired "
+            f"and {_worker(job.worker_id)} leased it again), so nothing changed. Discard this "
+            "work; renew leases well before visibility_seconds runs out"
+        )
+    elif job.status in ("done", "failed"):
+        reason = "finished"
+        message = (
+            f"job {job_id} was not {verb}: it is already {job.status} under another lease, so "
+            "this token is stale and nothing changed. Discard this work"
+        )
+    else:
+        reason = "not_leased"
+        message = (
+            f"job {job_id} was not {verb}: it is pending again (its lease was released, retried "
+            "or reaped after expiring), so nothing changed. Pull it again to work on it"
+        )
+    return ItemResult(job_id=job_id, ok=False, reason=reason, job=job, message=message)
+
+
+def _worker(worker_id: str | None) -> str:
+    return "an unnamed worker" if worker_id is None else f"worker {worker_id!r}"
+
+
+def raise_if_refused(result: ItemResult) -> Job:
+    """Return the result's job, or raise the error that explains why the call was refused."""
+    if result.ok and result.job is not None:
+        return result.job
+    if result.reason == "not_found":
+        raise JobNotFound(result.job_id)
+    raise LeaseLost(result.job_id, result.reason, result.message or result.reason)
+
+
+# --- operators -----------------------------------------------------------------------------
+
+
+def requeue(
+    conn: sqlite3.Connection,
+    now: float,
+    job_ids: Sequence[int] | None,
+    run_id: str | None,
+    tenant_id: str | None,
+) -> int:
+    """Return terminally failed jobs (all, or those named or filtered) to pending, attempts reset."""
+    where, params = _filters(run_id=run_id, tenant_id=tenant_id, job_ids=job_ids)
+    rows = conn.execute(
+        f"""
+        UPDATE jobs
+        SET status = 'pending', attempts = 0, available_at = :now, finished_at = NULL,
+            lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, updated_at = :now
+        WHERE status = 'failed' {where}
+        RETURNING run_id
+        """,
+        {**params, "now": now},
+    ).fetchall()
+    for run_id_ in {r[0] for r in rows}:
+        conn.execute(
+            "UPDATE runs SET finished_at = NULL, updated_at = ? WHERE run_id = ?", (now, run_id_)
+        )
+    return len(rows)
+
+
+def purge(conn: sqlite3.Connection, now: float, older_than_seconds: float) -> int:
+    """Delete done and failed jobs finished more than ``older_than_seconds`` ago, and empty runs."""
+    cutoff = now - older_than_seconds
+    deleted = conn.execute(
+        "DELETE FROM jobs WHERE finished_at <= ? AND status IN ('done', 'failed')", (cutoff,)
+    ).rowcount
+    conn.execute(
+        """
+        DELETE FROM runs WHERE finished_at <= ?
+        AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.run_id = runs.run_id)
+        """,
+        (cutoff,),
+    )
+    return int(deleted)
+
+
+# --- readers -------------------------------------------------------------------------------
+
+
+def get(conn: sqlite3.Connection, job_id: int) -> Job:
+    """Return the job with this id."""
+    row = conn.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    if row is None:
+        raise JobNotFound(job_id)
+    return _job(row)
+
+
+def stats(conn: sqlite3.Connection, now: float) -> Stats:
+    """Count jobs by status and measure how long the oldest pending job has waited."""
+    counts = dict(conn.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall())
+    (oldest,) = conn.execute("SELECT min(created_at) FROM jobs WHERE status = 'pending'").fetchone()
+    return Stats(
+        pending=counts.get("pending", 0),
+        leased=counts.get("leased", 0),
+        done=counts.get("done", 0),
+        failed=counts.get("failed", 0),
+        oldest_pending_age_seconds=None if oldest is None else max(0.0, now - oldest),
+    )
+
+
+def list_jobs(
+    conn: sqlite3.Connection,
+    status: JobStatus | None,
+    run_id: str | None,
+    tenant_id: str | None,
+    limit: int,
+    cursor: str | None,
+) -> Page[Job]:
+    """Return one page of jobs in id order, filtered by status, run and tenant."""
+    where, params = _filters(status=status, run_id=run_id, tenant_id=tenant_id)
+    rows = conn.execute(
+        f"SELECT {COLUMNS} FROM jobs WHERE id > :after {where} ORDER BY id LIMIT :limit",
+        {**params, "after": _cursor(cursor), "limit": limit + 1},
+    ).fetchall()
+    items = [_job(row) for row in rows[:limit]]
+    more = len(rows) > limit
+    return Page(items=items, next_cursor=str(items[-1].id) if more else None)
+
+
+def run_summary(conn: sqlite3.Connection, run_id: str) -> RunSummary:
+    """Return the run's counts (from the jobs table), metrics, times and derived status."""
+    row = conn.execute(
+        "SELECT run_id, tenant_id, created_at, updated_at, finished_at, metrics FROM runs "
+        "WHERE run_id = ?",
+        (run_id,),
+    ).fetchone()
+    if row is None:
+        raise RunNotFound(run_id)
+    return _summary(conn, row)
+
+
+def list_runs(
+    conn: sqlite3.Connection, tenant_id: str | None, limit: int, cursor: str | None
+) -> Page[RunSummary]:
+    """Return one page of run summaries in creation order, optionally for one tenant."""
+    where, params = _filters(tenant_id=tenant_id)
+    rows = conn.execute(
+        f"""
+        SELECT run_id, tenant_id, created_at, updated_at, finished_at, metrics, rowid FROM runs
+        WHERE rowid > :after {where} ORDER BY rowid LIMIT :limit
+        """,
+        {**params, "after": _cursor(cursor), "limit": limit + 1},
+    ).fetchall()
+    items = [_summary(conn, row) for row in rows[:limit]]
+    more = len(rows) > limit
+    return Page(items=items, next_cursor=str(rows[limit - 1][6]) if more else None)
+
+
+def _summary(conn: sqlite3.Connection, row: Sequence[Any]) -> RunSummary:
+    run_id, tenant_id, created_at, updated_at, finished_at, metrics = row[:6]
+    counts = dict(
+        conn.execute(
+            "SELECT status, count(*) FROM jobs WHERE run_id = ? GROUP BY status", (run_id,)
+        ).fetchall()
+    )
+    pending, leased = counts.get("pending", 0), counts.get("leased", 0)
+    done, failed = counts.get("done", 0), counts.get("failed", 0)
+    total = pending + leased + done + failed
+    status: RunStatus
+    if total == 0:  # every job was purged
+        status = "done" if finished_at is not None else "queued"
+    elif pending + leased == 0:
+        status = "failed" if failed else "done"
+    elif leased + done + failed == 0:
+        status = "queued"
+    else:
+        status = "processing"
+    return RunSummary(
+        run_id=run_id,
+        tenant_id=tenant_id,
+        status=status,
+        total=total,
+        pending=pending,
+        leased=leased,
+        done=done,
+        failed=failed,
+        metrics=_metrics_decoder.decode(metrics),
+        created_at=created_at,
+        updated_at=updated_at,
+        finished_at=finished_at,
+    )
+
+
+def _filters(
+    *,
+    status: str | None = None,
+    run_id: str | None = None,
+    tenant_id: str | None = None,
+    job_ids: Sequence[int] | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """Build ``AND`` clauses (fixed SQL, values as parameters) for the filters that are set."""
+    clauses: list[str] = []
+    params: dict[str, Any] = {}
+    if status is not None:
+        clauses.append("status = :status")
+        params["status"] = status
+    if run_id is not None:
+        clauses.append("run_id = :run_id")
+        params["run_id"] = run_id
+    if tenant_id is not None:
+        clauses.append("tenant_id = :tenant_id")
+        params["tenant_id"] = tenant_id
+    if job_ids is not None:
+        clauses.append("id IN (SELECT value FROM json_each(:job_ids))")
+        params["job_ids"] = _encode(list(job_ids)).decode()
+    return "".join(f" AND {c}" for c in clauses), params
+
+
+def _cursor(cursor: str | None) -> int:
+    if cursor is None:
+        return 0
+    try:
+        return int(cursor)
+    except ValueError:
+        raise InvalidArgument(
+            f"cursor {cursor!r} is not one this queue returned; pass a page's next_cursor "
+            "unchanged, or none for the first page"
+        ) from None
