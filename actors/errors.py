@@ -4,18 +4,18 @@ Hierarchy::
 
     ActorsError                      base of everything raised on purpose
     ├── ConfigError                  a config file or environment variable is wrong
-    └── QueueError                   the durable queue refused or failed an operation
-        ├── InvalidArgument          an argument is malformed (also a ValueError)
-        │   ├── OutOfRange           a number is outside its documented bounds
-        │   └── PayloadTooLarge      a payload or result exceeds max_payload_bytes
-        ├── JobNotFound              no job has that id (also a LookupError)
-        ├── RunNotFound              no run has that id (also a LookupError)
-        ├── LeaseLost                a lease token is stale: expired, superseded or finished
-        ├── QueueClosed              the queue was used after it was closed
-        ├── StorageError             SQLite itself failed (disk full, file unreadable, ...)
-        └── SchemaError              the file's schema cannot be used as it is
-            ├── SchemaTooNew         the file was written by a newer version of actors
-            └── MigrationRefused     a down-migration would drop data and was not forced
+    ├── QueueError                   the durable queue refused or failed an operation
+    │   ├── InvalidArgument          an argument is malformed (also a ValueError)
+    │   │   ├── OutOfRange           a number is outside its documented bounds
+    │   │   └── PayloadTooLarge      a payload or result exceeds max_payload_bytes
+    │   ├── JobNotFound              no job has that id (also a LookupError)
+    │   ├── RunNotFound              no run has that id (also a LookupError)
+    │   ├── LeaseLost                a lease token is stale: expired, superseded or finished
+    │   ├── QueueClosed              the queue was used after it was closed
+    │   ├── StorageError             SQLite itself failed (disk full, file unreadable, ...)
+    │   └── SchemaError              the file's schema cannot be used as it is
+    │       ├── SchemaTooNew         the file was written by a newer version of actors
+    │       └── MigrationRefused     a down-migration would drop data and was not forced
     ├── DocumentError                a document cannot be processed (permanent job failure)
     │   ├── UnsupportedDocument      not a kind the offline processor reads
     │   ├── CorruptDocument          claims a kind but is damaged or invalid
@@ -39,16 +39,15 @@ __all__ = [
     "DocumentError",
     "EmptyDocument",
     "EncryptedDocument",
+    "InvalidArgument",
     "InvalidObjectKey",
+    "JobNotFound",
+    "LeaseLost",
+    "MigrationRefused",
     "ObjectMissing",
     "ObjectStoreError",
     "ObjectStoreUnavailable",
     "ObjectTooLarge",
-    "UnsupportedDocument",
-    "InvalidArgument",
-    "JobNotFound",
-    "LeaseLost",
-    "MigrationRefused",
     "OutOfRange",
     "PayloadTooLarge",
     "QueueClosed",
@@ -57,6 +56,7 @@ __all__ = [
     "SchemaError",
     "SchemaTooNew",
     "StorageError",
+    "UnsupportedDocument",
 ]
 
 
