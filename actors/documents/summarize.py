@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import msgspec
 
@@ -31,6 +32,7 @@ STOPWORDS = frozenset(
 _WORDS_PER_MINUTE = 238
 # Sentences shorter than this many words (headings, list items) are scored down in proportion.
 _FULL_SENTENCE_WORDS = 8
+_TERMINAL = re.compile(r"[.!?…][)\"'\]’”»]*$")
 _FIRST_SENTENCE_BONUS = 0.5
 _PARAGRAPH_LEAD_BONUS = 0.2
 
@@ -59,8 +61,9 @@ def analyze_text(text: str, *, summary_sentences: int = 3, top_keywords: int = 1
 
     A sentence scores the sum of the normalized frequencies (count / highest count) of its content
     words over the square root of their number, scaled down if it has fewer than 8 words, with a
-    bonus for the first sentence of the text and of each paragraph. Ties go to the earlier
-    sentence, so the result depends on the text alone.
+    bonus for the first sentence of the text and of each paragraph. Fragments without terminal
+    punctuation (headings, list items) are chosen only when real sentences run out. Ties go to the
+    earlier sentence, so the result depends on the text alone.
     """
     sentences = sentence_spans(text)
     sentence_words = [
@@ -123,8 +126,11 @@ def _summary(
             elif paragraph != previous_paragraph:
                 score *= 1 + _PARAGRAPH_LEAD_BONUS
             previous_paragraph = paragraph
-            scores.append((-score, i))
-        chosen = sorted(i for _, i in sorted(scores)[:k])
+            # A sentence that does not end in . ! or ? is a heading, a list item or a label: it is
+            # chosen only when there are not enough real sentences.
+            fragment = _TERMINAL.search(text, sentences[i][0], sentences[i][1]) is None
+            scores.append((fragment, -score, i))
+        chosen = sorted(i for _, _, i in sorted(scores)[:k])
     else:
         chosen = list(range(len(sentences)))
     # Whitespace is collapsed so that a sentence wrapped over lines reads as one line.
