@@ -1,0 +1,82 @@
+"""Migrations and pragmas: versioned upgrades on open, refused downgrades, durability modes."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from actors.errors import InvalidArgument, MigrationRefused, SchemaTooNew, StorageError
+from actors.queue import LATEST_VERSION, SQLiteQueue
+from actors.queue import schema
+
+
+def open_raw(db: Path) -> sqlite3.Connection:
+    return schema.connect(db)
+
+
+def test_connect_sets_wal_and_the_chosen_durability(db: Path) -> None:
+    normal = schema.connect(db)
+    full = schema.connect(db, durability="full")
+    assert normal.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert normal.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    assert full.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_connect_refuses_an_unknown_durability_and_an_in_memory_path(db: Path) -> None:
+    with pytest.raises(InvalidArgument, match="'normal' .* or 'full'"):
+        schema.connect(db, durability="paranoid")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument, match="needs a file path"):
+        schema.connect(":memory:")
+
+
+def test_a_file_that_is_not_a_database_is_refused_with_a_storage_error(db: Path) -> None:
+    db.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StorageError, match="not a usable SQLite database"):
+        schema.connect(db)
+
+
+def test_migrations_go_up_and_down_one_version_at_a_time(db: Path) -> None:
+    conn = open_raw(db)
+    assert schema.current_version(conn) == 0
+    assert schema.migrate_up(conn, db) == list(range(1, LATEST_VERSION + 1))
+    assert schema.migrate_up(conn, db) == []
+    assert schema.migrate_down(conn, db, 0) == list(range(LATEST_VERSION, 0, -1))
+    assert schema.current_version(conn) == 0
+    assert conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+
+
+def test_down_refuses_to_drop_rows_unless_forced(db: Path) -> None:
+    conn = open_raw(db)
+    schema.migrate_up(conn, db)
+    conn.execute("INSERT INTO runs (run_id, tenant_id, created_at, updated_at) VALUES ('r','t',0,0)")
+    with pytest.raises(MigrationRefused, match="would delete 1 rows in runs.*--force"):
+        schema.migrate_down(conn, db, 1)
+    assert schema.current_version(conn) == LATEST_VERSION
+    assert schema.migrate_down(conn, db, 1, force=True) == [2]
+
+
+@pytest.mark.anyio
+async def test_an_old_file_is_upgraded_when_opened_and_keeps_its_jobs(db: Path) -> None:
+    conn = open_raw(db)
+    schema.migrate_up(conn, db, target=1)
+    conn.execute(
+        "INSERT INTO jobs (run_id, tenant_id, r2_key, status, max_attempts, available_at, "
+        "created_at, updated_at, finished_at) VALUES ('r', 't', 'k', 'done', 5, 1, 1, 2, 2)"
+    )
+    conn.close()
+    async with SQLiteQueue.open(db) as queue:
+        summary = await queue.run_summary("r")
+        assert (summary.status, summary.total, summary.finished_at) == ("done", 1, 2)
+    assert schema.current_version(open_raw(db)) == LATEST_VERSION
+
+
+@pytest.mark.anyio
+async def test_a_file_from_a_newer_version_is_refused_with_a_clear_message(db: Path) -> None:
+    conn = open_raw(db)
+    conn.execute(f"PRAGMA user_version = {LATEST_VERSION + 1}")
+    conn.close()
+    with pytest.raises(SchemaTooNew, match="written by a newer actors. Upgrade actors"):
+        async with SQLiteQueue.open(db):
+            pass

@@ -1,0 +1,111 @@
+"""The async bridge: group commit, per-request isolation, cancellation, callbacks, closing."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import anyio
+import pytest
+
+from actors.errors import InvalidArgument, QueueClosed, StorageError
+from actors.queue import NewJob, SQLiteQueue
+from actors.queue.writer import GroupCommitWriter
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_many_concurrent_enqueues_all_commit(queue: SQLiteQueue) -> None:
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            for i in range(100):
+                tg.start_soon(queue.enqueue, "r", "t", str(i))
+    assert (await queue.stats()).pending == 100
+
+
+async def test_a_failing_request_does_not_fail_the_others_in_its_group(db: Path) -> None:
+    conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    conn.execute("CREATE TABLE t (x INTEGER PRIMARY KEY)")
+    writer = GroupCommitWriter(conn)
+    results: dict[int, object] = {}
+
+    async def insert(x: int) -> None:
+        def work(c: sqlite3.Connection) -> int:
+            c.execute("INSERT INTO t VALUES (?)", (x,))
+            if x == 3:
+                raise InvalidArgument("three is refused")
+            return x
+
+        try:
+            results[x] = await writer.run(work)
+        except InvalidArgument as exc:
+            results[x] = exc
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            for x in range(6):
+                tg.start_soon(insert, x)
+    await writer.aclose()
+    assert isinstance(results.pop(3), InvalidArgument)
+    assert results == {x: x for x in (0, 1, 2, 4, 5)}
+    check = sqlite3.connect(db)
+    assert [r[0] for r in check.execute("SELECT x FROM t ORDER BY x")] == [0, 1, 2, 4, 5]
+
+
+async def test_an_sqlite_error_in_a_request_becomes_a_storage_error(db: Path) -> None:
+    writer = GroupCommitWriter(sqlite3.connect(db, isolation_level=None, check_same_thread=False))
+    with pytest.raises(StorageError, match="SQLite failed: no such table"):
+        await writer.run(lambda c: c.execute("SELECT * FROM missing"))
+    await writer.aclose()
+
+
+async def test_a_cancelled_enqueue_still_commits_whole(queue: SQLiteQueue) -> None:
+    # Invariant: a request handed to the writer is carried out whether or not its caller waits.
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        await queue.enqueue_many(
+            [NewJob(run_id="r", tenant_id="t", r2_key=str(i)) for i in range(50)]
+        )
+    assert scope.cancelled_caught
+    with anyio.fail_after(10):
+        while (await queue.stats()).pending == 0:
+            await anyio.sleep(0.01)
+    assert (await queue.stats()).pending == 50
+
+
+async def test_on_enqueue_callbacks_run_after_the_commit_until_unsubscribed(
+    queue: SQLiteQueue,
+) -> None:
+    seen: list[int] = []
+
+    def callback() -> None:
+        seen.append(len(seen))
+
+    def broken() -> None:
+        raise RuntimeError("subscriber bug")
+
+    unsubscribe = queue.on_enqueue(callback)
+    queue.on_enqueue(broken)
+    await queue.enqueue("r", "t", "a")
+    await queue.enqueue_many([NewJob(run_id="r", tenant_id="t", r2_key="b")])
+    unsubscribe()
+    unsubscribe()  # twice is harmless
+    await queue.enqueue("r", "t", "c")
+    assert seen == [0, 1]
+
+
+async def test_the_queue_refuses_work_after_it_is_closed(db: Path) -> None:
+    async with SQLiteQueue.open(db) as queue:
+        pass
+    with pytest.raises(QueueClosed, match="use it inside"):
+        await queue.enqueue("r", "t", "k")
+    with pytest.raises(QueueClosed):
+        await queue.stats()
+
+
+async def test_closing_commits_what_was_already_submitted(db: Path) -> None:
+    async with SQLiteQueue.open(db) as queue, anyio.create_task_group() as tg:
+        for i in range(20):
+            tg.start_soon(queue.enqueue, "r", "t", str(i))
+    async with SQLiteQueue.open(db) as queue:
+        assert (await queue.stats()).pending == 20
