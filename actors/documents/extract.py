@@ -48,6 +48,12 @@ def extract_text(
         )
     kind = detect_kind(data, filename=filename, content_type=content_type)
     if kind == "pdf":
+        # 1024 bytes: readers accept a PDF header anywhere in the first kilobyte.
+        if b"%PDF-" not in data[:1024]:
+            raise CorruptDocument(
+                f"{name} is declared a PDF (by its content type or name) but has no %PDF- header;"
+                " it is another kind of file or a damaged one. Check the upload"
+            )
         return _extract_pdf(data, name)
     text = _decode(data, name, kind, content_type)
     match kind:
@@ -109,7 +115,7 @@ _HTML_START = re.compile(rb"\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html|head|b
 _MARKDOWN_HINT = re.compile(r"^(?:#{1,6}\s|```|~~~|\s{0,3}[-*+]\s|\d+\.\s)|\]\([^)\s]+\)", re.M)
 # A byte order mark says both "this is text" and which encoding it is in.
 _BOMS = (
-    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
     (codecs.BOM_UTF32_LE, "utf-32"),
     (codecs.BOM_UTF32_BE, "utf-32"),
     (codecs.BOM_UTF16_LE, "utf-16"),
