@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
 
 import anyio
@@ -15,7 +17,9 @@ class Clock(Protocol):
     """What the runtime and the queue need to know about time.
 
     ``monotonic()`` measures intervals (restart windows, backoff, idle timeouts);
-    ``time()`` is wall-clock seconds since the epoch (timestamps stored in the queue).
+    ``time()`` is wall-clock seconds since the epoch (timestamps stored in the queue);
+    ``move_on_after()`` is a cancel scope whose deadline is read on this clock (ask
+    timeouts, shutdown timeouts, idle timeouts).
     """
 
     def monotonic(self) -> float: ...
@@ -24,9 +28,11 @@ class Clock(Protocol):
 
     async def sleep(self, seconds: float) -> None: ...
 
+    def move_on_after(self, seconds: float) -> AbstractContextManager[anyio.CancelScope]: ...
+
 
 class SystemClock:
-    """The real clock: ``time.monotonic``, ``time.time`` and ``anyio.sleep``."""
+    """The real clock: ``time.monotonic``, ``time.time``, ``anyio.sleep`` and ``anyio.move_on_after``."""
 
     def monotonic(self) -> float:
         return time.monotonic()
@@ -37,21 +43,25 @@ class SystemClock:
     async def sleep(self, seconds: float) -> None:
         await anyio.sleep(max(0.0, seconds))
 
+    def move_on_after(self, seconds: float) -> AbstractContextManager[anyio.CancelScope]:
+        return anyio.move_on_after(seconds)
+
 
 class FakeClock:
     """A clock that only moves when a test calls :meth:`advance`.
 
-    Sleepers wake when the clock passes their deadline. ``wall_offset`` is added to the
-    monotonic reading to produce ``time()``, so both readings move together.
+    Sleepers wake, and ``move_on_after`` scopes are cancelled, when the clock passes their
+    deadline. ``wall_offset`` is added to the monotonic reading to produce ``time()``, so
+    both readings move together.
     """
 
     def __init__(self, start: float = 0.0, *, wall_offset: float = 1_700_000_000.0) -> None:
         self._now = start
         self._wall_offset = wall_offset
-        # (deadline, event); an unsorted list is fine: tests have few sleepers.
-        self._sleepers: list[tuple[float, anyio.Event]] = []
+        # (deadline, event or scope); an unsorted list is fine: tests have few timers.
+        self._timers: list[tuple[float, anyio.Event | anyio.CancelScope]] = []
         # Created lazily: anyio.Event needs a running event loop, the clock may not.
-        self._sleepers_changed: anyio.Event | None = None
+        self._timers_changed: anyio.Event | None = None
 
     def monotonic(self) -> float:
         return self._now
@@ -61,48 +71,74 @@ class FakeClock:
 
     @property
     def sleepers(self) -> int:
-        """How many tasks are sleeping on this clock right now."""
-        return len(self._sleepers)
+        """How many tasks wait on this clock right now (in ``sleep`` or ``move_on_after``)."""
+        return len(self._timers)
 
     @property
     def next_deadline(self) -> float:
         """The earliest deadline of a sleeper (``inf`` when nobody sleeps)."""
-        return min((d for d, _ in self._sleepers), default=math.inf)
+        return min((d for d, _ in self._timers), default=math.inf)
 
     async def sleep(self, seconds: float) -> None:
         if seconds <= 0:
             await anyio.lowlevel.checkpoint()
             return
-        entry = (self._now + seconds, anyio.Event())
-        self._sleepers.append(entry)
-        self._notify()
+        entry: tuple[float, anyio.Event | anyio.CancelScope] = (self._now + seconds, anyio.Event())
+        self._add(entry)
         try:
-            await entry[1].wait()
+            await entry[1].wait()  # type: ignore[union-attr]
         finally:
-            if entry in self._sleepers:
-                self._sleepers.remove(entry)
-                self._notify()
+            self._remove(entry)
+
+    @contextmanager
+    def move_on_after(self, seconds: float) -> Iterator[anyio.CancelScope]:
+        with anyio.CancelScope() as scope:
+            if seconds <= 0:
+                scope.cancel()
+                yield scope
+                return
+            if math.isinf(seconds):
+                yield scope
+                return
+            entry: tuple[float, anyio.Event | anyio.CancelScope] = (self._now + seconds, scope)
+            self._add(entry)
+            try:
+                yield scope
+            finally:
+                self._remove(entry)
 
     def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds`` and wake every sleeper whose deadline has passed."""
         if seconds < 0:
             raise ValueError("a clock never goes backwards; got advance(%r)" % seconds)
         self._now += seconds
-        due = [entry for entry in self._sleepers if entry[0] <= self._now]
+        due = [entry for entry in self._timers if entry[0] <= self._now]
         for entry in due:
-            self._sleepers.remove(entry)
-            entry[1].set()
+            self._timers.remove(entry)
+            if isinstance(entry[1], anyio.Event):
+                entry[1].set()
+            else:
+                entry[1].cancel()
         if due:
             self._notify()
 
     async def wait_for_sleepers(self, count: int = 1) -> None:
-        """Wait until at least ``count`` tasks sleep on this clock (wrap in ``fail_after``)."""
-        while len(self._sleepers) < count:
-            if self._sleepers_changed is None:
-                self._sleepers_changed = anyio.Event()
-            await self._sleepers_changed.wait()
+        """Wait until at least ``count`` tasks wait on this clock (wrap in ``fail_after``)."""
+        while len(self._timers) < count:
+            if self._timers_changed is None:
+                self._timers_changed = anyio.Event()
+            await self._timers_changed.wait()
+
+    def _add(self, entry: tuple[float, anyio.Event | anyio.CancelScope]) -> None:
+        self._timers.append(entry)
+        self._notify()
+
+    def _remove(self, entry: tuple[float, anyio.Event | anyio.CancelScope]) -> None:
+        if entry in self._timers:
+            self._timers.remove(entry)
+            self._notify()
 
     def _notify(self) -> None:
-        if self._sleepers_changed is not None:
-            self._sleepers_changed.set()
-            self._sleepers_changed = None
+        if self._timers_changed is not None:
+            self._timers_changed.set()
+            self._timers_changed = None
