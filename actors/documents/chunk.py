@@ -22,7 +22,7 @@ class Chunk(msgspec.Struct, frozen=True, kw_only=True):
 
 def chunk_text(text: str, *, max_chars: int = 2000, overlap_chars: int = 200) -> list[Chunk]:
     """Split `text` into chunks of at most `max_chars`, each repeating up to `overlap_chars` of the
-    previous one.
+    previous one, and never more than half a chunk (so a small `max_chars` works with the default).
 
     Invariant: the first chunk starts at 0, the last ends at ``len(text)``, and each chunk starts
     after the previous one starts and no later than it ends, so the spans cover the whole text and
@@ -35,11 +35,9 @@ def chunk_text(text: str, *, max_chars: int = 2000, overlap_chars: int = 200) ->
     """
     if max_chars < 1:
         raise ValueError(f"max_chars must be at least 1, got {max_chars}")
-    if not 0 <= overlap_chars < max_chars:
-        raise ValueError(
-            f"overlap_chars must be at least 0 and less than max_chars ({max_chars}), "
-            f"got {overlap_chars}"
-        )
+    if overlap_chars < 0:
+        raise ValueError(f"overlap_chars must be at least 0, got {overlap_chars}")
+    overlap_chars = min(overlap_chars, max_chars // 2)
     if not text:
         return []
     if len(text) <= max_chars:
