@@ -10,7 +10,7 @@ from actors.documents.summarize import (
     TextAnalysis,
     analyze_text,
     document_stats,
-    summarize,
+    summarize_text,
 )
 
 __all__ = [
@@ -26,5 +26,5 @@ __all__ = [
     "document_stats",
     "extract_text",
     "process_document",
-    "summarize",
+    "summarize_text",
 ]

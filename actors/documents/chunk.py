@@ -76,9 +76,9 @@ def _last_boundary(levels: tuple[list[int], ...], low: int, high: int) -> int | 
 
 
 def _overlap_start(levels: tuple[list[int], ...], low: int, end: int) -> int:
-    """Return the first boundary in [low, end] of the most preferred level, else `end`."""
+    """Return the first boundary in [low, end) of the most preferred level, else `end`."""
     for boundaries in levels:
         i = bisect_left(boundaries, low)
-        if i < len(boundaries) and boundaries[i] <= end:
+        if i < len(boundaries) and boundaries[i] < end:
             return boundaries[i]
     return end

@@ -111,7 +111,9 @@ _EXTENSIONS: dict[str, DocumentKind] = {
     ".xhtml": "html",
     ".json": "json",
 }
-_HTML_START = re.compile(rb"\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html|head|body)\b", re.I | re.S)
+_HTML_START = re.compile(
+    rb"\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html|head|body)\b", re.I | re.S
+)
 _MARKDOWN_HINT = re.compile(r"^(?:#{1,6}\s|```|~~~|\s{0,3}[-*+]\s|\d+\.\s)|\]\([^)\s]+\)", re.M)
 # A byte order mark says both "this is text" and which encoding it is in.
 _BOMS = (
@@ -278,13 +280,12 @@ def _extract_pdf(data: bytes, name: str) -> ExtractedText:
 
     try:
         reader = PdfReader(io.BytesIO(data), strict=False)
-        if reader.is_encrypted:
-            # Many PDFs are encrypted with only an owner password and open with an empty one.
-            if not reader.decrypt(""):
-                raise EncryptedDocument(
-                    f"{name} is an encrypted PDF that needs a password; remove the password"
-                    " protection (print to PDF, or qpdf --decrypt) and submit it again"
-                )
+        # Many PDFs are encrypted with only an owner password and open with an empty one.
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise EncryptedDocument(
+                f"{name} is an encrypted PDF that needs a password; remove the password"
+                " protection (print to PDF, or qpdf --decrypt) and submit it again"
+            )
         pages = [page.extract_text() for page in reader.pages]
         title = _pdf_title(reader)
     except EncryptedDocument:
@@ -330,11 +331,11 @@ class _HTMLText(HTMLParser):
     BLOCKS = frozenset(
         """address article aside blockquote body caption dd details div dl dt fieldset figcaption
         figure footer form h1 h2 h3 h4 h5 h6 header hr html legend main nav ol p pre section
-        summary table tbody thead tfoot ul""".split()
+        summary table tbody thead tfoot ul""".split()  # noqa: SIM905  # reads better as text
     )
-    LINES = frozenset("br li tr option".split())
-    CELLS = frozenset("td th".split())
-    HIDDEN = frozenset("script style noscript template svg".split())
+    LINES = frozenset({"br", "li", "tr", "option"})
+    CELLS = frozenset({"td", "th"})
+    HIDDEN = frozenset({"script", "style", "noscript", "template", "svg"})
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)

@@ -211,8 +211,8 @@ August, and the inverter fault of last winter has not returned.
 ## Money
 
 Members received a return of 3.8 percent on their shares, paid in November. The cooperative \
-also put aside enough to replace one inverter without borrowing. See the [full accounts](accounts.pdf) \
-for the details.
+also put aside enough to replace one inverter without borrowing. See the \
+[full accounts](accounts.pdf) for the details.
 
 ## What we learned
 
@@ -242,7 +242,8 @@ _CLOCK_HTML = """\
   <script>document.addEventListener("DOMContentLoaded", () => console.log("ready"));</script>
 </head>
 <body>
-  <header><h1>The Escapement</h1><p class="note">Winter issue, for friends of the museum</p></header>
+  <header><h1>The Escapement</h1>
+    <p class="note">Winter issue, for friends of the museum</p></header>
   <article>
     <h2>The tower clock is ticking again</h2>
     <p>After eighteen months in the workshop, the movement of the old market tower clock is back

@@ -6,17 +6,18 @@ import re
 
 __all__ = ["WORD", "paragraph_spans", "sentence_spans", "word_starts"]
 
-# A word: letters and digits, with inner apostrophes ("don't", "Ng’ang’a").
-WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
+# A word: letters and digits, with inner apostrophes, straight or curly (U+2019).
+WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*")
 
 _BLANK_LINE = re.compile(r"\n[ \t\r\f\v]*\n\s*")
 # A place where a sentence may end: terminal punctuation (and closing quotes or brackets) before
 # whitespace, or a line break.
-_CANDIDATE = re.compile(r"[.!?…]+[)\"'\]’”»]*\s+|[ \t]*\n\s*")
+_CANDIDATE = re.compile(r"[.!?\u2026]+[)\"'\]\u2019\u201d\u00bb]*\s+|[ \t]*\n\s*")
 _SPACE_RUN = re.compile(r"\s+")
 _INITIALS = re.compile(r"(?:[A-Za-z]\.)*[A-Za-z]")
 _ABBREVIATIONS = frozenset(
-    "mr mrs ms dr prof st sr jr vs e.g i.e cf fig vol approx dept inc ltd corp".split()
+    {"mr", "mrs", "ms", "dr", "prof", "st", "sr", "jr", "vs", "e.g", "i.e", "cf", "fig", "vol"}
+    | {"approx", "dept", "inc", "ltd", "corp"}
 )
 # 40 chars: a line at least this long that ends mid-sentence is a soft wrap (PDF text, plain text
 # wrapped at 72-90 columns); shorter lines are headings, list items or "key: value" lines.
@@ -25,7 +26,7 @@ _SOFT_WRAP_MIN_LINE = 40
 
 def paragraph_spans(text: str) -> list[tuple[int, int]]:
     """Return the (start, end) of each paragraph: runs of text between blank lines, trimmed."""
-    spans = []
+    spans: list[tuple[int, int]] = []
     position = 0
     for match in _BLANK_LINE.finditer(text):
         _add_trimmed(text, position, match.start(), spans)
@@ -85,5 +86,5 @@ def _is_abbreviation(text: str, line_start: int, dot: int) -> bool:
     if text[dot] != ".":
         return False
     word_start = text.rfind(" ", line_start, dot) + 1 or line_start
-    word = text[max(word_start, line_start) : dot].lstrip("([\"'“‘")
+    word = text[max(word_start, line_start) : dot].lstrip("([\"'\u201c\u2018")
     return word.lower() in _ABBREVIATIONS or _INITIALS.fullmatch(word) is not None

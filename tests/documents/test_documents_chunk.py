@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -20,8 +22,24 @@ def _reassemble(chunks: list[Chunk]) -> str:
 
 
 _PIECES = st.sampled_from(
-    ["word", "Another", "x", "sentence.", "Ends!", "Dr.", "e.g.", " ", " ", "  ", "\n", "\n\n",
-     "\t", "supercalifragilistic", "é", "3.5"]
+    [
+        "word",
+        "Another",
+        "x",
+        "sentence.",
+        "Ends!",
+        "Dr.",
+        "e.g.",
+        " ",
+        " ",
+        "  ",
+        "\n",
+        "\n\n",
+        "\t",
+        "supercalifragilistic",
+        "é",
+        "3.5",
+    ]
 )
 
 
@@ -46,7 +64,7 @@ def test_chunks_cover_the_text_in_bounded_overlapping_pieces(
     for chunk in chunks:
         assert chunk.text == text[chunk.start : chunk.end]
         assert 0 < len(chunk.text) <= max_chars
-    for before, after in zip(chunks, chunks[1:], strict=False):
+    for before, after in itertools.pairwise(chunks):
         assert before.start < after.start <= before.end < after.end
         assert before.end - after.start <= min(overlap, max_chars // 2)
 
