@@ -37,6 +37,7 @@ class Context:
       root), to reach further up the tree: ``ctx.parent.sibling("store")``.
     - ``stop_requested`` / ``wait_stop_requested()`` / ``stop_scope()``: the polite stop
       signal for a task child; it has its ChildSpec's ``shutdown`` seconds to return.
+    - ``stop()``: an actor's way to exit normally after its current message.
     - ``receive()``: for a task child with an inbox, the next message.
     - ``log``: a structlog logger bound with ``actor=<path>``.
     """
@@ -47,6 +48,7 @@ class Context:
         "_stop_event",
         "_stop_requested",
         "_stop_scopes",
+        "_stop_self",
         "clock",
         "events",
         "id",
@@ -75,6 +77,7 @@ class Context:
         self._stop_requested = False
         self._stop_event: anyio.Event | None = None
         self._stop_scopes: list[anyio.CancelScope] = []
+        self._stop_self = False
         self.log = structlog.get_logger("supervisors").bind(actor=self.path)
 
     def __repr__(self) -> str:
@@ -119,6 +122,15 @@ class Context:
                 yield scope
             finally:
                 self._stop_scopes.remove(scope)
+
+    def stop(self) -> None:
+        """Make this actor exit normally once its current message is handled.
+
+        It is then restarted only if it is ``permanent``; a ``transient`` or ``temporary``
+        child stops for good (and leaves a dynamic supervisor's registry). A task child
+        exits normally by returning from ``run``.
+        """
+        self._stop_self = True
 
     async def receive(self) -> Any:
         """The next message in this task child's inbox (an ``ask`` to a task child fails)."""

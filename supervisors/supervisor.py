@@ -555,7 +555,8 @@ class _SupervisorBase:
                 # The stop signal cancels `graceful` only while the actor waits for a message
                 # (inc.waiting); during a handler it only sets inc.stop_requested, so the
                 # current message is always finished.
-                while not inc.stop_requested:
+                ctx = inc.ctx
+                while not (inc.stop_requested or ctx._stop_self):
                     inc.waiting = True
                     if idle_timeout is None:
                         item = await receive()
