@@ -1,14 +1,8 @@
-"""The command line: ``python -m actors``."""
+"""``python -m actors``: the command line lives in ``actors.cli``."""
 
 from __future__ import annotations
 
-import sys
-
-
-def main(argv: list[str] | None = None) -> int:
-    print("actors: nothing here yet", file=sys.stderr)
-    return 2
-
+from actors.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

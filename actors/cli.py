@@ -1,0 +1,289 @@
+"""The command line, ``python -m actors``: enqueue, stats, jobs, runs and schema migrations."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import re
+import sqlite3
+import sys
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+
+from actors.errors import ActorsError, InvalidArgument
+from actors.queue import LATEST_VERSION, SQLiteQueue, schema
+
+__all__ = ["main"]
+
+Handler = Callable[[argparse.Namespace, SQLiteQueue], Awaitable[int]]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args))
+    except ActorsError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Describe every command and its options."""
+    parser = argparse.ArgumentParser(
+        prog="python -m actors",
+        description="Durable document-processing jobs over a SQLite queue.",
+    )
+    parser.add_argument("--config", metavar="PATH", help="the TOML config file (default: found)")
+    parser.add_argument("--db", metavar="PATH", help="the queue's SQLite file (overrides the config)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    enqueue = commands.add_parser("enqueue", help="add one job and print it as JSON")
+    enqueue.add_argument("--run-id", required=True)
+    enqueue.add_argument("--tenant-id", required=True)
+    enqueue.add_argument("--r2-key", required=True)
+    enqueue.add_argument("--payload", metavar="JSON", help="a JSON value stored with the job")
+    enqueue.add_argument("--idempotency-key", metavar="KEY")
+    enqueue.add_argument("--delay", type=float, default=0.0, metavar="SECONDS")
+    enqueue.add_argument("--priority", type=int, default=0)
+    enqueue.add_argument("--max-attempts", type=int)
+    enqueue.set_defaults(run=with_queue(cmd_enqueue))
+
+    stats = commands.add_parser("stats", help="count jobs by status")
+    stats.add_argument("--json", action="store_true", help="print JSON")
+    stats.set_defaults(run=with_queue(cmd_stats))
+
+    jobs = commands.add_parser("jobs", help="list, show, requeue or purge jobs")
+    job_commands = jobs.add_subparsers(title="jobs commands", required=True, metavar="ACTION")
+    listing = job_commands.add_parser("list", help="list jobs, oldest first")
+    listing.add_argument("--status", choices=["pending", "leased", "done", "failed"])
+    listing.add_argument("--run-id")
+    listing.add_argument("--tenant-id")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--cursor", help="the next_cursor printed by the previous page")
+    listing.add_argument("--json", action="store_true", help="print one JSON page")
+    listing.set_defaults(run=with_queue(cmd_jobs_list))
+    show = job_commands.add_parser("show", help="print one job as JSON")
+    show.add_argument("id", type=int)
+    show.set_defaults(run=with_queue(cmd_jobs_show))
+    requeue = job_commands.add_parser("requeue", help="return terminally failed jobs to pending")
+    requeue.add_argument("ids", type=int, nargs="*", metavar="ID")
+    requeue.add_argument("--all", action="store_true", help="every failed job")
+    requeue.add_argument("--run-id")
+    requeue.add_argument("--tenant-id")
+    requeue.set_defaults(run=with_queue(cmd_jobs_requeue))
+    purge = job_commands.add_parser("purge", help="delete finished jobs older than a retention")
+    purge.add_argument(
+        "--older-than", required=True, type=duration, metavar="AGE", help="e.g. 3600, 90m, 12h, 7d"
+    )
+    purge.set_defaults(run=with_queue(cmd_jobs_purge))
+
+    runs = commands.add_parser("runs", help="list runs or show one")
+    run_commands = runs.add_subparsers(title="runs commands", required=True, metavar="ACTION")
+    run_list = run_commands.add_parser("list", help="list run summaries, oldest first")
+    run_list.add_argument("--tenant-id")
+    run_list.add_argument("--limit", type=int, default=50)
+    run_list.add_argument("--cursor")
+    run_list.set_defaults(run=with_queue(cmd_runs_list))
+    run_show = run_commands.add_parser("show", help="print one run summary as JSON")
+    run_show.add_argument("run_id")
+    run_show.set_defaults(run=with_queue(cmd_runs_show))
+
+    migrate = commands.add_parser("migrate", help="show or change the file's schema version")
+    steps = migrate.add_subparsers(title="migrate commands", required=True, metavar="ACTION")
+    steps.add_parser("status", help="print the file's version and each migration").set_defaults(
+        run=cmd_migrate_status
+    )
+    up = steps.add_parser("up", help="apply migrations (to the latest by default)")
+    up.add_argument("--to", type=int, default=LATEST_VERSION, metavar="VERSION")
+    up.set_defaults(run=cmd_migrate_up)
+    down = steps.add_parser("down", help="undo migrations (one by default); refuses to drop rows")
+    down.add_argument("--to", type=int, metavar="VERSION", help="default: one below the current")
+    down.add_argument("--force", action="store_true", help="drop rows if a migration must")
+    down.set_defaults(run=cmd_migrate_down)
+    return parser
+
+
+def duration(text: str) -> float:
+    """Parse ``3600``, ``90s``, ``90m``, ``12h`` or ``7d`` into seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration; write e.g. 3600, 90m, 12h, 7d")
+    return float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+
+
+# --- plumbing --------------------------------------------------------------------------------
+
+
+class QueueSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """What the CLI takes from the config file: where the queue is and how to open it."""
+
+    path: Path
+    durability: schema.Durability
+    max_attempts: int
+    backend: str
+
+
+def queue_settings(args: argparse.Namespace) -> QueueSettings:
+    """Read the config file (and the environment), then let ``--db`` override the path."""
+    from actors.config import load_config  # imported here: only commands that need it pay
+
+    config = load_config(args.config)
+    return QueueSettings(
+        path=Path(args.db or config.queue.path),
+        durability=config.queue.durability,
+        max_attempts=config.queue.max_attempts,
+        backend=config.runtime.backend,
+    )
+
+
+def with_queue(handler: Handler) -> Callable[[argparse.Namespace], int]:
+    """Run ``handler`` with the configured queue open, on the configured async backend."""
+
+    def run(args: argparse.Namespace) -> int:
+        settings = queue_settings(args)
+
+        async def open_and_run() -> int:
+            async with SQLiteQueue.open(
+                settings.path, durability=settings.durability, max_attempts=settings.max_attempts
+            ) as queue:
+                return await handler(args, queue)
+
+        return anyio.run(open_and_run, backend=settings.backend)
+
+    return run
+
+
+def emit(value: Any) -> None:
+    """Print ``value`` as indented JSON on stdout."""
+    print(msgspec.json.format(msgspec.json.encode(value), indent=2).decode())
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+async def cmd_enqueue(args: argparse.Namespace, queue: SQLiteQueue) -> int:
+    payload = None
+    if args.payload is not None:
+        try:
+            payload = msgspec.json.decode(args.payload)
+        except msgspec.DecodeError as exc:
+            raise InvalidArgument(f"--payload is not valid JSON ({exc}); quote it, e.g. '{{\"a\": 1}}'") from exc
+    job = await queue.enqueue(
+        args.run_id,
+        args.tenant_id,
+        args.r2_key,
+        payload=payload,
+        idempotency_key=args.idempotency_key,
+        delay_seconds=args.delay,
+        priority=args.priority,
+        max_attempts=args.max_attempts,
+    )
+    emit(job)
+    return 0
+
+
+async def cmd_stats(args: argparse.Namespace, queue: SQLiteQueue) -> int:
+    stats = await queue.stats()
+    if args.json:
+        emit({**msgspec.structs.asdict(stats), "total": stats.total})
+        return 0
+    for name in ("pending", "leased", "done", "failed", "total"):
+        print(f"{name:<8} {getattr(stats, name):>10}")
+    age = stats.oldest_pending_age_seconds
+    print(f"oldest pending job waited {age:.1f}s" if age is not None else "no pending job")
+    return 0
+
+
+async def cmd_jobs_list(args: argparse.Namespace, queue: SQLiteQueue) -> int:
+    page = await queue.list(args.status, args.run_id, args.tenant_id, args.limit, args.cursor)
+    if args.json:
+        emit(page)
+        return 0
+    print(f"{'id':>8}  {'status':<8} {'tries':>5}  {'run':<16} {'tenant':<12} r2_key")
+    for job in page.items:
+        tries = f"{job.attempts}/{job.max_attempts}"
+        print(f"{job.id:>8}  {job.status:<8} {tries:>5}  {job.run_id:<16} {job.tenant_id:<12} {job.r2_key}")
+    if page.next_cursor:
+        print(f"more: --cursor {page.next_cursor}")
+    return 0
+
+
+async def cmd_jobs_show(args: argparse.Namespace, queue: SQLiteQueue) -> int:
+    emit(await queue.get(args.id))
+    return 0
+
+
+async def cmd_jobs_requeue(args: argparse.Namespace, queue: SQLiteQueue) -> int:
+    if not (args.ids or args.all or args.run_id or args.tenant_id):
+        raise InvalidArgument("name the jobs to requeue: IDs, --run-id, --tenant-id, or --all")
+    count = await queue.requeue(args.ids or None, run_id=args.run_id, tenant_id=args.tenant_id)
+    print(f"requeued {count} failed job(s)")
+    return 0
+
+
+async def cmd_jobs_purge(args: argparse.Namespace, queue: SQLiteQueue) -> int:
+    count = await queue.purge(args.older_than)
+    print(f"purged {count} finished job(s)")
+    return 0
+
+
+async def cmd_runs_list(args: argparse.Namespace, queue: SQLiteQueue) -> int:
+    page = await queue.list_runs(args.tenant_id, args.limit, args.cursor)
+    print(f"{'run':<24} {'tenant':<12} {'status':<10} {'done':>6} {'failed':>6} {'total':>6}")
+    for run in page.items:
+        print(f"{run.run_id:<24} {run.tenant_id:<12} {run.status:<10} {run.done:>6} {run.failed:>6} {run.total:>6}")
+    if page.next_cursor:
+        print(f"more: --cursor {page.next_cursor}")
+    return 0
+
+
+async def cmd_runs_show(args: argparse.Namespace, queue: SQLiteQueue) -> int:
+    emit(await queue.run_summary(args.run_id))
+    return 0
+
+
+@contextlib.contextmanager
+def raw_connection(args: argparse.Namespace) -> Iterator[tuple[Path, sqlite3.Connection]]:
+    """Open the configured file without migrating it (the migrate commands do that themselves)."""
+    settings = queue_settings(args)
+    conn = schema.connect(settings.path, durability=settings.durability)
+    try:
+        yield settings.path, conn
+    finally:
+        conn.close()
+
+
+def cmd_migrate_status(args: argparse.Namespace) -> int:
+    with raw_connection(args) as (path, conn):
+        version = schema.current_version(conn)
+    print(f"{path}: schema version {version} (this actors knows up to {LATEST_VERSION})")
+    for migration in schema.MIGRATIONS:
+        mark = "applied" if migration.version <= version else "pending"
+        print(f"  {migration.version:>3}  {migration.name:<12} {mark}")
+    return 0
+
+
+def cmd_migrate_up(args: argparse.Namespace) -> int:
+    with raw_connection(args) as (path, conn):
+        applied = schema.migrate_up(conn, path, args.to)
+    print(f"applied {applied}" if applied else "nothing to apply")
+    return 0
+
+
+def cmd_migrate_down(args: argparse.Namespace) -> int:
+    with raw_connection(args) as (path, conn):
+        target = schema.current_version(conn) - 1 if args.to is None else args.to
+        undone = schema.migrate_down(conn, path, max(target, 0), force=args.force)
+    print(f"undid {undone}" if undone else "nothing to undo")
+    return 0
