@@ -169,6 +169,18 @@ def emit(value: Any) -> None:
     print(msgspec.json.format(msgspec.json.encode(value), indent=2).decode())
 
 
+def print_table(
+    header: Sequence[str], rows: Sequence[Sequence[object]], next_cursor: str | None
+) -> None:
+    """Print rows in aligned columns, then how to get the next page if there is one."""
+    cells = [list(map(str, header))] + [list(map(str, row)) for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    for row in cells:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    if next_cursor:
+        print(f"more: --cursor {next_cursor}")
+
+
 # --- commands --------------------------------------------------------------------------------
 
 
@@ -210,12 +222,11 @@ async def cmd_jobs_list(args: argparse.Namespace, queue: SQLiteQueue) -> int:
     if args.json:
         emit(page)
         return 0
-    print(f"{'id':>8}  {'status':<8} {'tries':>5}  {'run':<16} {'tenant':<12} r2_key")
-    for job in page.items:
-        tries = f"{job.attempts}/{job.max_attempts}"
-        print(f"{job.id:>8}  {job.status:<8} {tries:>5}  {job.run_id:<16} {job.tenant_id:<12} {job.r2_key}")
-    if page.next_cursor:
-        print(f"more: --cursor {page.next_cursor}")
+    rows = [
+        (j.id, j.status, f"{j.attempts}/{j.max_attempts}", j.run_id, j.tenant_id, j.r2_key)
+        for j in page.items
+    ]
+    print_table(("id", "status", "tries", "run", "tenant", "r2_key"), rows, page.next_cursor)
     return 0
 
 
@@ -240,11 +251,8 @@ async def cmd_jobs_purge(args: argparse.Namespace, queue: SQLiteQueue) -> int:
 
 async def cmd_runs_list(args: argparse.Namespace, queue: SQLiteQueue) -> int:
     page = await queue.list_runs(args.tenant_id, args.limit, args.cursor)
-    print(f"{'run':<24} {'tenant':<12} {'status':<10} {'done':>6} {'failed':>6} {'total':>6}")
-    for run in page.items:
-        print(f"{run.run_id:<24} {run.tenant_id:<12} {run.status:<10} {run.done:>6} {run.failed:>6} {run.total:>6}")
-    if page.next_cursor:
-        print(f"more: --cursor {page.next_cursor}")
+    rows = [(r.run_id, r.tenant_id, r.status, r.done, r.failed, r.total) for r in page.items]
+    print_table(("run", "tenant", "status", "done", "failed", "total"), rows, page.next_cursor)
     return 0
 
 
