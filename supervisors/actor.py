@@ -42,7 +42,7 @@ class Actor(Generic[M]):
         raise NotImplementedError(f"{type(self).__name__} must implement handle(message)")
 
     async def on_stop(self) -> None:
-        """Clean up; called whenever the actor stops after ``on_start`` succeeded (also after a crash)."""
+        """Clean up; called when the actor stops after ``on_start`` succeeded, crash included."""
 
 
 class _Ask:
@@ -208,7 +208,9 @@ class ActorRef(Generic[M]):
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             raise ActorStopped(mailbox.path, mailbox.stopped_reason) from None
 
-    async def ask(self, message: M, *, timeout: float) -> Any:
+    # The timeout is a parameter on purpose: it is read on the supervisor's clock, which
+    # a caller's cancel scope cannot be.
+    async def ask(self, message: M, *, timeout: float) -> Any:  # noqa: ASYNC109
         """Send ``message`` and return the handler's reply; re-raise the handler's exception.
 
         ``timeout`` (seconds on the supervisor's clock) covers waiting for room in the inbox

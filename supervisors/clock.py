@@ -32,7 +32,7 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """The real clock: ``time.monotonic``, ``time.time``, ``anyio.sleep`` and ``anyio.move_on_after``."""
+    """The real clock: ``time.monotonic``, ``time.time`` and anyio's sleep and timeouts."""
 
     def monotonic(self) -> float:
         return time.monotonic()
@@ -110,7 +110,7 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds`` and wake every sleeper whose deadline has passed."""
         if seconds < 0:
-            raise ValueError("a clock never goes backwards; got advance(%r)" % seconds)
+            raise ValueError(f"a clock never goes backwards; got advance({seconds!r})")
         self._now += seconds
         due = [entry for entry in self._timers if entry[0] <= self._now]
         for entry in due:

@@ -1,4 +1,4 @@
-"""What a child is handed at each start: its identity, its siblings, the clock and the stop signal."""
+"""What a child is handed at each start: its identity, its siblings, the clock, the stop signal."""
 
 from __future__ import annotations
 

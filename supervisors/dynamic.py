@@ -66,7 +66,9 @@ class DynamicSupervisor(_SupervisorBase):
             on_give_up=on_give_up,
         )
         if max_children is not None and max_children < 0:
-            raise ValueError(f"supervisor {name!r}: max_children must be >= 0; got {max_children!r}")
+            raise ValueError(
+                f"supervisor {name!r}: max_children must be >= 0; got {max_children!r}"
+            )
         if idle_timeout is not None and not idle_timeout > 0:
             raise ValueError(f"supervisor {name!r}: idle_timeout must be > 0; got {idle_timeout!r}")
         self.spec_for = spec_for

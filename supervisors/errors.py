@@ -7,7 +7,7 @@ The hierarchy::
     ├── AskTimeout            ask() got no reply in time (also a TimeoutError)
     ├── MailboxFull           tell_nowait() on a full inbox
     ├── NotAnActor            a ref was asked of a child that has no inbox
-    ├── UnknownChild          a ref was asked of an id the supervisor does not have (also a LookupError)
+    ├── UnknownChild          a ref was asked of an id its supervisor lacks (a LookupError)
     ├── DuplicateChild        two children with one id under one supervisor
     ├── MaxChildrenReached    a dynamic supervisor is at its max_children cap
     ├── ChildStartFailed      a child raised or returned before it was ready

@@ -1,4 +1,4 @@
-"""Lifecycle events of supervised children: logged through structlog and published to subscribers."""
+"""Lifecycle events of supervised children: logged through structlog, published to subscribers."""
 
 from __future__ import annotations
 
@@ -64,8 +64,10 @@ class EventBus:
         self.dropped = 0
 
     @contextmanager
-    def subscribe(self, max_buffer: int = 100) -> Iterator[MemoryObjectReceiveStream[LifecycleEvent]]:
-        """Receive every event published while the ``with`` block is open (at most ``max_buffer`` behind)."""
+    def subscribe(
+        self, max_buffer: int = 100
+    ) -> Iterator[MemoryObjectReceiveStream[LifecycleEvent]]:
+        """Receive the events published while the block is open (at most ``max_buffer`` behind)."""
         send, receive = anyio.create_memory_object_stream[LifecycleEvent](max_buffer)
         self._subscribers.append(send)
         try:
@@ -76,7 +78,7 @@ class EventBus:
             send.close()
 
     def publish(self, event: LifecycleEvent) -> None:
-        """Log ``event`` as ``supervisor.child_<kind>`` and hand it to every subscriber without waiting."""
+        """Log ``event`` and hand it to each subscriber without waiting."""
         fields: dict[str, object] = {"supervisor": event.supervisor, "child": event.child}
         if event.attempt is not None:
             fields["attempt"] = event.attempt

@@ -1,4 +1,4 @@
-"""What a supervisor is told about its children: ChildSpec, Backoff and the introspection records."""
+"""What a supervisor is told about its children: ChildSpec, Backoff, the introspection records."""
 
 from __future__ import annotations
 
@@ -38,9 +38,9 @@ WORKER_SHUTDOWN_SECONDS = 5.0
 
 
 class Runnable(Protocol):
-    """A long-running child that is not message-driven: ready when it calls ``task_status.started()``."""
+    """A long-running child, not message-driven: ready when it calls ``task_status.started()``."""
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = ...) -> None: ...
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None: ...
 
 
 RunFunction: TypeAlias = Callable[..., Awaitable[None]]
@@ -84,7 +84,9 @@ class ChildSpec:
                 f"got {self.restart!r}"
             )
         if self.shutdown is not None and not self.shutdown >= 0:
-            raise ValueError(f"child {self.id!r}: shutdown must be >= 0 seconds; got {self.shutdown!r}")
+            raise ValueError(
+                f"child {self.id!r}: shutdown must be >= 0 seconds; got {self.shutdown!r}"
+            )
         if self.inbox_size is not None and self.inbox_size < 0:
             raise ValueError(f"child {self.id!r}: inbox_size must be >= 0; got {self.inbox_size!r}")
 

@@ -1,4 +1,4 @@
-"""OTP-style supervisors: start children in order, restart them per strategy, stop them in reverse."""
+"""OTP-style supervisors: start children in order, restart them per strategy, stop in reverse."""
 
 from __future__ import annotations
 
@@ -69,7 +69,17 @@ class _StartFailure:
 class _Slot:
     """A child's place in its supervisor: its spec, its inbox and its current incarnation."""
 
-    __slots__ = ("attempt", "inc", "kind", "mailbox", "restarts", "spec", "started_at", "state", "token")
+    __slots__ = (
+        "attempt",
+        "inc",
+        "kind",
+        "mailbox",
+        "restarts",
+        "spec",
+        "started_at",
+        "state",
+        "token",
+    )
 
     def __init__(self, spec: ChildSpec, mailbox: Mailbox | None) -> None:
         self.spec = spec
@@ -215,9 +225,9 @@ class _SupervisorBase:
         self._restart_times: deque[float] = deque()
         # Unbounded on purpose: at most one exit and one timer per child, plus requests from
         # callers that each wait for their answer, so it cannot grow without bound.
-        self._commands_send, self._commands_receive = anyio.create_memory_object_stream[
-            _Command
-        ](math.inf)
+        self._commands_send, self._commands_receive = anyio.create_memory_object_stream[_Command](
+            math.inf
+        )
         self._tg: anyio.abc.TaskGroup | None = None
         self._failure: Exception | None = None
         self._stop_requested = False
@@ -273,7 +283,9 @@ class _SupervisorBase:
             workers=sum(1 for s in slots if s.kind in ("actor", "task")),
         )
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         """Start the children in order, report ready, then supervise until stopped.
 
         Returns after :meth:`stop` (or a parent's stop) once every child has stopped, in
@@ -294,9 +306,9 @@ class _SupervisorBase:
         self._restart_times.clear()
         self._failure = None
         self._stop_requested = False
-        self._commands_send, self._commands_receive = anyio.create_memory_object_stream[
-            _Command
-        ](math.inf)
+        self._commands_send, self._commands_receive = anyio.create_memory_object_stream[_Command](
+            math.inf
+        )
         self._finished = anyio.Event()
         start_error: Exception | None = None
         try:
@@ -473,7 +485,9 @@ class _SupervisorBase:
             self._publish("restarted", slot, attempt=restart[0], delay=restart[1])
         return None
 
-    async def _child_main(self, inc: _Incarnation, *, task_status: anyio.abc.TaskStatus[Any]) -> None:
+    async def _child_main(
+        self, inc: _Incarnation, *, task_status: anyio.abc.TaskStatus[Any]
+    ) -> None:
         status = _Status(task_status)
         exc: Exception | None = None
         try:
@@ -513,7 +527,7 @@ class _SupervisorBase:
             slot.kind = "supervisor"
             inc.child_sup = child
             child._attach(inc.ctx)
-            await child.run(task_status=status)  # type: ignore[arg-type]
+            await child.run(task_status=status)
         elif inspect.iscoroutine(child):
             child.close()
             raise TypeError(
@@ -640,9 +654,13 @@ class _SupervisorBase:
             await self._give_up(slot, exc, len(self._restart_times))
             return
         backoff = self.backoff
-        if backoff is not None and slot.started_at is not None:
-            if now - slot.started_at >= backoff.quiet_period:
-                slot.attempt = 0
+        started_at = slot.started_at
+        if (
+            backoff is not None
+            and started_at is not None
+            and now - started_at >= backoff.quiet_period
+        ):
+            slot.attempt = 0
         slot.attempt += 1
         delay = backoff.delay(slot.attempt) if backoff is not None else 0.0
 
@@ -654,7 +672,8 @@ class _SupervisorBase:
         for member in group:
             if member is not slot and member.spec.restart == "temporary":
                 self._terminate(
-                    member, f"sibling {slot.spec.id!r} failed and temporary children are not restarted"
+                    member,
+                    f"sibling {slot.spec.id!r} failed and temporary children are not restarted",
                 )
                 continue
             member.set_state("restarting")
@@ -669,7 +688,9 @@ class _SupervisorBase:
         await self.clock.sleep(command.delay)
         self._post(command)
 
-    async def _restart_batch(self, batch: list[tuple[_Slot, int]], trigger: _Slot, delay: float) -> None:
+    async def _restart_batch(
+        self, batch: list[tuple[_Slot, int]], trigger: _Slot, delay: float
+    ) -> None:
         for member, token in batch:
             if member.token != token or member.state != "restarting" or self._failure is not None:
                 continue  # superseded by a later failure (or the supervisor gave up)

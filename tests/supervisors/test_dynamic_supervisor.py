@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from sv_helpers import Probe, Worker, next_event, worker
 
@@ -55,7 +56,7 @@ async def test_a_duplicate_id_and_a_full_supervisor_are_refused_with_clear_error
             with pytest.raises(DuplicateChild, match="'rooms' already has a child 'a'"):
                 await sup.start_child(worker(probe, "a"))
             await sup.get_or_start("b")
-            with pytest.raises(MaxChildrenReached, match="refused child 'c'.*max_children=2"):
+            with pytest.raises(MaxChildrenReached, match=r"refused child 'c'.*max_children=2"):
                 await sup.get_or_start("c")
             await sup.terminate_child("a")
             await sup.get_or_start("c")  # room again
@@ -69,7 +70,7 @@ async def test_the_registry_never_returns_a_child_that_has_stopped_for_good() ->
             done = await sup.get_or_start("done")
             assert await done.ask("exit", timeout=5) == "bye"  # exits normally: not restarted
             await next_event(events, "stopped", "done")
-            assert sup.lookup("done") is None and "done" not in sup.keys()
+            assert sup.lookup("done") is None and "done" not in sup
             with pytest.raises(ActorStopped, match="'rooms/done' has stopped"):
                 await done.tell("late")
 
@@ -111,7 +112,7 @@ async def test_an_idle_child_sleeps_and_the_next_message_wakes_a_fresh_instance(
             assert await ref.ask("a", timeout=5) == ("r", "a", 1)
             await clock.wait_for_sleepers(1)  # the actor waits for a message, with a deadline
             clock.advance(29)
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
             assert sup.which_children()[0].state == "running"
             clock.advance(1)
             await next_event(events, "slept", "r")
@@ -135,7 +136,9 @@ async def test_a_dynamic_child_that_fails_to_start_is_not_registered() -> None:
         async with DynamicSupervisor(
             spec_for=lambda key: ChildSpec(key, lambda ctx: Broken(), inbox_size=1)
         ) as sup:
-            with pytest.raises(ChildStartFailed, match="could not start child 'x': OSError: no such run"):
+            with pytest.raises(
+                ChildStartFailed, match="could not start child 'x': OSError: no such run"
+            ):
                 await sup.get_or_start("x")
             assert sup.lookup("x") is None
 

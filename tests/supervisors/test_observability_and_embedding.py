@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import anyio
+import anyio.lowlevel
 import pytest
 from structlog.testing import capture_logs
 from sv_helpers import Boom, Probe, next_event, worker
@@ -27,7 +28,7 @@ async def test_lifecycle_events_are_logged_with_stable_names_and_fields() -> Non
             await clock.wait_for_sleepers(1)
             clock.advance(0.5)
             while sup.which_children()[0].state != "running":
-                await anyio.sleep(0)
+                await anyio.lowlevel.checkpoint()
             await sup.ref("w").tell("crash")
             await anyio.sleep_forever()
     names = [entry["event"] for entry in logs]
@@ -75,10 +76,13 @@ async def test_which_children_and_count_children_describe_the_tree() -> None:
         ) as sup:
             await sup.ref("t").tell("exit")
             while sup.which_children()[1].state != "stopped":
-                await anyio.sleep(0)
+                await anyio.lowlevel.checkpoint()
             rows = [(c.id, c.state, c.kind, c.restart, c.restarts) for c in sup.which_children()]
             counts = sup.count_children()
-    assert rows == [("a", "running", "actor", "permanent", 0), ("t", "stopped", "actor", "temporary", 0)]
+    assert rows == [
+        ("a", "running", "actor", "permanent", 0),
+        ("t", "stopped", "actor", "temporary", 0),
+    ]
     assert (counts.specs, counts.active, counts.supervisors, counts.workers) == (2, 1, 0, 2)
 
 
@@ -90,15 +94,17 @@ async def test_a_tree_embedded_in_a_host_task_group_takes_the_host_down_when_it_
         task_status.started()
         for n in range(1000):
             served.append(n)
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
 
     # The host's task group wraps what leaves it in an ExceptionGroup, as task groups do.
     with anyio.fail_after(5), pytest.raises(ExceptionGroup) as info:
-        async with anyio.create_task_group() as host:
-            async with Supervisor([worker(probe, "w")], max_restarts=0) as sup:
-                await host.start(web_server)
-                await sup.ref("w").tell("crash")
-                await anyio.sleep_forever()
+        async with (
+            anyio.create_task_group() as host,
+            Supervisor([worker(probe, "w")], max_restarts=0) as sup,
+        ):
+            await host.start(web_server)
+            await sup.ref("w").tell("crash")
+            await anyio.sleep_forever()
     assert info.group_contains(RestartLimitExceeded, match="child 'w'")
     assert len(served) < 1000  # never a dead tree behind a live server
 

@@ -1,4 +1,4 @@
-"""Supervisor semantics: restart types x strategies, intensity, backoff, start and stop order, nesting."""
+"""Supervisor semantics: restart types x strategies, intensity, backoff, start/stop, nesting."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from sv_helpers import Boom, Probe, next_event, worker
 
@@ -61,7 +62,9 @@ async def test_the_restart_type_decides_whether_and_the_strategy_decides_who_res
 
 
 @pytest.mark.parametrize("strategy", ["one_for_all", "rest_for_one"])
-async def test_a_temporary_child_stopped_by_a_siblings_failure_is_not_restarted(strategy: Any) -> None:
+async def test_a_temporary_child_stopped_by_a_siblings_failure_is_not_restarted(
+    strategy: Any,
+) -> None:
     probe = Probe()
     sup = Supervisor(
         [worker(probe, "a"), worker(probe, "b"), worker(probe, "c", restart="temporary")],
@@ -92,16 +95,21 @@ async def test_a_transient_child_stopped_by_a_siblings_failure_is_restarted_with
 async def test_the_supervisor_gives_up_after_more_than_max_restarts_within_max_seconds() -> None:
     clock = FakeClock()
     probe = Probe()
-    sup = Supervisor([worker(probe, "a"), worker(probe, "b")], max_restarts=2, max_seconds=10, clock=clock)
-    with anyio.fail_after(5), sup.events.subscribe() as events:
-        with pytest.raises(RestartLimitExceeded) as info:
-            async with sup:
-                for _ in range(2):
-                    await sup.ref("b").tell("crash")
-                    await next_event(events, "restarted", "b")
-                clock.advance(9.9)  # both restarts are still inside the 10 s window
+    sup = Supervisor(
+        [worker(probe, "a"), worker(probe, "b")], max_restarts=2, max_seconds=10, clock=clock
+    )
+    with (
+        anyio.fail_after(5),
+        sup.events.subscribe() as events,
+        pytest.raises(RestartLimitExceeded) as info,
+    ):
+        async with sup:
+            for _ in range(2):
                 await sup.ref("b").tell("crash")
-                await anyio.sleep_forever()  # the give-up cancels the body
+                await next_event(events, "restarted", "b")
+            clock.advance(9.9)  # both restarts are still inside the 10 s window
+            await sup.ref("b").tell("crash")
+            await anyio.sleep_forever()  # the give-up cancels the body
     error = info.value
     assert (error.supervisor, error.child, error.restarts) == ("root", "b", 3)
     assert "child 'b'" in str(error) and "max_restarts=2 in max_seconds=10" in str(error)
@@ -161,7 +169,9 @@ async def test_backoff_delays_grow_and_reset_after_a_quiet_period() -> None:
     clock = FakeClock()
     probe = Probe()
     backoff = Backoff(min_seconds=1, max_seconds=4, jitter=0.5, reset_after=60, random=lambda: 0.0)
-    sup = Supervisor([worker(probe, "w")], max_restarts=100, max_seconds=1, backoff=backoff, clock=clock)
+    sup = Supervisor(
+        [worker(probe, "w")], max_restarts=100, max_seconds=1, backoff=backoff, clock=clock
+    )
     delays: list[float | None] = []
     with anyio.fail_after(5), sup.events.subscribe() as events:
         async with sup:
@@ -193,8 +203,8 @@ async def test_children_start_in_order_each_ready_before_the_next_starts() -> No
     def slow_task(name: str) -> Any:
         async def run(*, task_status: anyio.abc.TaskStatus[None]) -> None:
             order.append(f"{name} starting")
-            await anyio.sleep(0)  # still not ready: the next child must wait
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()  # still not ready: the next child must wait
+            await anyio.lowlevel.checkpoint()
             order.append(f"{name} ready")
             task_status.started()
             await anyio.sleep_forever()
@@ -207,7 +217,9 @@ async def test_children_start_in_order_each_ready_before_the_next_starts() -> No
     assert order == [f"{n} {s}" for n in "abc" for s in ("starting", "ready")]
 
 
-async def test_children_stop_in_reverse_order_and_one_that_ignores_the_stop_is_cancelled_after_its_timeout() -> None:
+async def test_children_stop_in_reverse_order_and_a_stuck_one_is_cancelled_after_its_timeout() -> (
+    None
+):
     clock = FakeClock()
     probe = Probe()
     never = anyio.Event()
@@ -218,13 +230,13 @@ async def test_children_stop_in_reverse_order_and_one_that_ignores_the_stop_is_c
         async with sup:
             await sup.ref("stuck").tell(("block", never))
             while sup.ref("stuck").statistics().buffered:
-                await anyio.sleep(0)
+                await anyio.lowlevel.checkpoint()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(sup.stop)
                 await clock.wait_for_sleepers(1)  # waiting out stuck's shutdown timeout
                 assert probe.stops == []
                 clock.advance(2.9)
-                await anyio.sleep(0)
+                await anyio.lowlevel.checkpoint()
                 assert probe.stops == []
                 clock.advance(0.1)
             kinds = [(e.kind, e.child) async for e in drain(events) if e.kind != "started"]
@@ -252,7 +264,7 @@ async def test_a_task_child_gets_the_stop_signal_and_drains_within_its_timeout()
             task_status.started()
             with self.ctx.stop_scope():
                 await anyio.sleep_forever()
-            await anyio.sleep(0)  # the drain may await: it is no longer cancelled
+            await anyio.lowlevel.checkpoint()  # the drain may await: it is no longer cancelled
             log.append("drained")
 
     with anyio.fail_after(5):
@@ -336,7 +348,9 @@ async def test_nested_supervisors_stop_depth_first_in_reverse_order() -> None:
     probe = Probe()
     pool = lambda ctx: Supervisor([worker(probe, "p1"), worker(probe, "p2")])  # noqa: E731
     with anyio.fail_after(5):
-        async with Supervisor([worker(probe, "first"), ChildSpec("pool", pool), worker(probe, "last")]) as sup:
+        async with Supervisor(
+            [worker(probe, "first"), ChildSpec("pool", pool), worker(probe, "last")]
+        ) as sup:
             counts = sup.count_children()
     assert (counts.specs, counts.active, counts.supervisors, counts.workers) == (3, 3, 1, 2)
     assert probe.stops == ["last", "p2", "p1", "first"]
