@@ -377,7 +377,8 @@ class _SupervisorBase:
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> bool:
+    ) -> None:
+        # Returns None, never True: what the body raised always propagates (mypy relies on it).
         assert self._host_tg is not None
         host_tg = self._host_tg
         if self._hosted_failure is not None:
@@ -386,7 +387,8 @@ class _SupervisorBase:
             raise self._hosted_failure
         if isinstance(exc, anyio.get_cancelled_exc_class()):
             # The host is being cancelled: no graceful shutdown, cancel the tree with it.
-            return bool(await host_tg.__aexit__(exc_type, exc, tb))
+            await host_tg.__aexit__(exc_type, exc, tb)
+            return
         try:
             await self.stop()
         except BaseException as stop_exc:
@@ -395,7 +397,6 @@ class _SupervisorBase:
         await host_tg.__aexit__(None, None, None)
         if self._hosted_failure is not None:
             raise self._hosted_failure
-        return False
 
     async def _run_hosted(self, *, task_status: anyio.abc.TaskStatus[Any]) -> None:
         status = _Status(task_status)
