@@ -36,7 +36,8 @@ class LifecycleEvent:
 
     ``kind`` is one of: ``started`` (ready), ``stopped`` (exited without an exception, or
     stopped by its supervisor), ``crashed`` (``exc`` is the exception), ``restarted``
-    (``attempt`` counts consecutive restarts, ``delay`` is the backoff slept before it),
+    (``attempt`` counts consecutive restarts, ``delay`` is the backoff slept before it,
+    ``exc`` the failure that caused it),
     ``killed`` (cancelled after its shutdown timeout), ``slept`` (stopped after its idle
     timeout; the next message wakes it) and ``gave_up`` (the supervisor exceeded its restart
     intensity; ``child`` is the child whose failure tipped it over).
@@ -84,6 +85,9 @@ class EventBus:
             fields["attempt"] = event.attempt
         if event.delay is not None:
             fields["delay"] = None if math.isinf(event.delay) else round(event.delay, 6)
+        if event.kind == "restarted" and event.exc is not None:
+            # The traceback was logged with child_crashed; here only what caused the restart.
+            fields["error"] = repr(event.exc)
         name = _EVENT_NAMES[event.kind]
         if event.kind in ("crashed", "gave_up"):
             _log.error(name, exc_info=event.exc, **fields)

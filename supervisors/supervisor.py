@@ -71,6 +71,7 @@ class _Slot:
 
     __slots__ = (
         "attempt",
+        "cause",
         "inc",
         "kind",
         "mailbox",
@@ -89,6 +90,7 @@ class _Slot:
         self.kind: ChildKind | None = None
         self.restarts = 0  # total restarts, for which_children()
         self.attempt = 0  # consecutive restarts, for backoff; reset after a quiet period
+        self.cause: BaseException | None = None  # the failure that caused the pending restart
         self.started_at: float | None = None
         self.token = 0  # bumped whenever a scheduled restart is superseded
 
@@ -483,7 +485,7 @@ class _SupervisorBase:
         if restart is None:
             self._publish("started", slot)
         else:
-            self._publish("restarted", slot, attempt=restart[0], delay=restart[1])
+            self._publish("restarted", slot, attempt=restart[0], delay=restart[1], exc=slot.cause)
         return None
 
     async def _child_main(
@@ -663,6 +665,8 @@ class _SupervisorBase:
         ):
             slot.attempt = 0
         slot.attempt += 1
+        for member in self._group(slot):
+            member.cause = exc
         delay = backoff.delay(slot.attempt) if backoff is not None else 0.0
 
         group = self._group(slot)

@@ -41,6 +41,7 @@ async def test_lifecycle_events_are_logged_with_stable_names_and_fields() -> Non
     ]
     restarted = logs[2]
     assert (restarted["child"], restarted["attempt"], restarted["delay"]) == ("w", 1, 0.5)
+    assert restarted["error"] == "Boom('w crashed on purpose')"
     assert isinstance(logs[1]["exc_info"], Boom)
     assert logs[1]["log_level"] == "error" and logs[4]["supervisor"] == "root"
 
