@@ -35,7 +35,7 @@ from actors.queue.model import (
 )
 from actors.queue.schema import Durability
 from actors.queue.store import Backoff
-from actors.queue.writer import GroupCommitWriter, ReaderPool
+from actors.queue.writer import Checkpointer, GroupCommitWriter, ReaderPool
 from supervisors.clock import Clock, SystemClock
 
 __all__ = ["DEFAULT_MAX_PAYLOAD_BYTES", "SQLiteQueue"]
@@ -63,6 +63,7 @@ class SQLiteQueue:
         path: Path,
         writer: GroupCommitWriter,
         readers: ReaderPool,
+        checkpointer: Checkpointer,
         *,
         clock: Clock,
         max_payload_bytes: int,
@@ -73,6 +74,7 @@ class SQLiteQueue:
         self.path = path
         self._writer = writer
         self._readers = readers
+        self._checkpointer = checkpointer
         self._clock = clock
         self._max_payload_bytes = max_payload_bytes
         self._max_attempts = max_attempts
@@ -102,10 +104,12 @@ class SQLiteQueue:
             schema.connect, path, durability=durability, busy_timeout_seconds=busy_timeout_seconds
         )
         conn = await anyio.to_thread.run_sync(_open_migrated, connect, path)
+        checkpointer = Checkpointer(await anyio.to_thread.run_sync(connect))
         queue = cls(
             path,
-            GroupCommitWriter(conn),
+            GroupCommitWriter(conn, after_commit=checkpointer.poke),
             ReaderPool(connect),
+            checkpointer,
             clock=clock or SystemClock(),
             max_payload_bytes=max_payload_bytes,
             max_attempts=max_attempts,
@@ -121,6 +125,7 @@ class SQLiteQueue:
     async def aclose(self) -> None:
         """Commit what was submitted, stop the writer thread and close every connection."""
         await self._writer.aclose()
+        await self._checkpointer.aclose()
         self._readers.close()
 
     # --- producers -----------------------------------------------------------------------
@@ -397,6 +402,8 @@ def _open_migrated(connect: Callable[[], Any], path: Path) -> Any:
     try:
         schema.check_version(schema.current_version(conn), path)
         schema.migrate_up(conn, path)
+        # The Checkpointer's thread checkpoints instead, so no commit waits for one.
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
     except BaseException:
         conn.close()
         raise

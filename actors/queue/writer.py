@@ -16,6 +16,7 @@ matter: an enqueue with an idempotency key and an ack repeated under the same le
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import sqlite3
 import threading
@@ -27,7 +28,7 @@ import sniffio
 
 from actors.errors import QueueClosed, QueueError, StorageError
 
-__all__ = ["GroupCommitWriter", "ReaderPool"]
+__all__ = ["Checkpointer", "GroupCommitWriter", "ReaderPool"]
 
 T = TypeVar("T")
 Work = Callable[[sqlite3.Connection], T]
@@ -75,8 +76,15 @@ _STOP: Any = object()
 class GroupCommitWriter:
     """Owns the write connection on one thread; ``await run(work)`` commits ``work(conn)``."""
 
-    def __init__(self, conn: sqlite3.Connection, *, name: str = "queue-writer") -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        after_commit: Callable[[], None] | None = None,
+        name: str = "queue-writer",
+    ) -> None:
         self._conn = conn
+        self._after_commit = after_commit
         self._requests: queue.SimpleQueue[_Request[Any]] = queue.SimpleQueue()
         self._closed = False
         self._lock = threading.Lock()  # orders put() against close(): nothing after _STOP
@@ -141,6 +149,8 @@ class GroupCommitWriter:
                     group.append(request)
                 self._commit(group)
                 self._wake(group)
+                if self._after_commit is not None:
+                    self._after_commit()
         finally:
             # Normally empty; after an unexpected death, callers must not wait forever.
             with self._lock:
@@ -193,6 +203,49 @@ class GroupCommitWriter:
                     loop.run_sync_soon(_complete_all, requests)
             except RuntimeError:  # the loop has finished (trio's RunFinishedError is one)
                 pass
+
+
+class Checkpointer:
+    """Copies the WAL back into the database file on a thread of its own.
+
+    The writer's connection has auto-checkpointing off, so no commit waits for a checkpoint
+    (and its fsyncs); after a commit the writer calls ``poke()`` and this thread runs a PASSIVE
+    checkpoint, which never blocks writers or readers, at most once per ``interval`` seconds.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, *, interval: float = 0.1) -> None:
+        self._conn = conn
+        self._interval = interval
+        self._dirty = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="queue-checkpointer", daemon=True)
+        self._thread.start()
+
+    def poke(self) -> None:
+        """Say that a commit happened (cheap; called by the writer thread)."""
+        self._dirty.set()
+
+    async def aclose(self) -> None:
+        """Run a last checkpoint and stop the thread."""
+        self._stopping.set()
+        self._dirty.set()
+        await anyio.to_thread.run_sync(self._thread.join)
+
+    def _main(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                self._dirty.wait()
+                self._dirty.clear()
+                self._checkpoint()
+                self._stopping.wait(self._interval)  # batches the commits of one interval
+            self._checkpoint()
+        finally:
+            self._conn.close()
+
+    def _checkpoint(self) -> None:
+        # A busy or failed checkpoint is harmless: the WAL keeps every commit; the next one retries.
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
 
 def _storage_error(exc: BaseException) -> QueueError:

@@ -1,0 +1,362 @@
+"""Queue benchmark: jobs/s for enqueue, pull, ack and the full cycle; pull latency; async bridges.
+
+Usage: ``python bench/bench_queue.py [--scale 1.0] [--write]``. ``--write`` replaces the
+"## Queue" section of docs/benchmarks.md with the figures of this run. The machine is noisy, so
+every async figure is printed next to the raw ``sqlite3`` limit measured in the same run for the
+same SQL (the functions of ``actors.queue.store`` in a tight synchronous loop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import platform
+import re
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from actors.queue import Ack, Backoff, NewJob, SQLiteQueue, schema, store
+
+ROOT = Path(__file__).resolve().parent.parent
+NO_JITTER = itertools.repeat(1.0)
+counter = itertools.count()
+
+
+def new_jobs(n: int) -> list[NewJob]:
+    return [NewJob(run_id="bench", tenant_id="t", r2_key=f"k{next(counter)}") for _ in range(n)]
+
+
+def acks_for(jobs: list[Any]) -> list[Ack]:
+    return [Ack(job_id=j.id, lease_token=j.lease_token) for j in jobs]
+
+
+# --- raw sqlite3: the same SQL, one thread, no async ------------------------------------------
+
+
+def raw_connection(path: Path, durability: schema.Durability) -> sqlite3.Connection:
+    conn = schema.connect(path, durability=durability)
+    schema.migrate_up(conn, path)
+    return conn
+
+
+def in_tx(conn: sqlite3.Connection, work: Callable[[], Any]) -> Any:
+    conn.execute("BEGIN IMMEDIATE")
+    result = work()
+    conn.execute("COMMIT")
+    return result
+
+
+def raw_phases(path: Path, durability: schema.Durability, n: int, batch: int) -> dict[str, float]:
+    """Enqueue n, then pull n, then ack n, ``batch`` jobs per transaction; jobs/s per phase."""
+    conn = raw_connection(path, durability)
+    rates: dict[str, float] = {}
+    t0 = time.perf_counter()
+    for _ in range(n // batch):
+        in_tx(conn, lambda: store.enqueue(conn, time.time(), new_jobs(batch), 5))
+    rates["enqueue"] = n / (time.perf_counter() - t0)
+    leased: list[Any] = []
+    t0 = time.perf_counter()
+    for _ in range(n // batch):
+        leased += in_tx(conn, lambda: store.pull(conn, time.time(), batch, 60, None))
+    rates["pull"] = n / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for i in range(0, n, batch):
+        chunk = acks_for(leased[i : i + batch])
+        in_tx(conn, lambda: store.ack(conn, time.time(), chunk, Backoff(), NO_JITTER))
+    rates["ack"] = n / (time.perf_counter() - t0)
+    rates["cycle"] = 1 / sum(1 / r for r in rates.values())
+    conn.close()
+    return rates
+
+
+# --- the async API --------------------------------------------------------------------------
+
+
+async def api_phases(queue: SQLiteQueue, n: int, batch: int) -> dict[str, float]:
+    """The same phases through SQLiteQueue, one caller awaiting each call."""
+    rates: dict[str, float] = {}
+    t0 = time.perf_counter()
+    for _ in range(n // batch):
+        if batch == 1:
+            await queue.enqueue("bench", "t", f"k{next(counter)}")
+        else:
+            await queue.enqueue_many(new_jobs(batch))
+    rates["enqueue"] = n / (time.perf_counter() - t0)
+    leased: list[Any] = []
+    t0 = time.perf_counter()
+    for _ in range(n // batch):
+        leased += await queue.pull(max=batch)
+    rates["pull"] = n / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for i in range(0, n, batch):
+        if batch == 1:
+            await queue.ack(leased[i].id, leased[i].lease_token)
+        else:
+            await queue.ack_many(acks_for(leased[i : i + batch]))
+    rates["ack"] = n / (time.perf_counter() - t0)
+    rates["cycle"] = 1 / sum(1 / r for r in rates.values())
+    return rates
+
+
+async def concurrent_cycle(
+    workers: int,
+    n: int,
+    enqueue: Callable[[], Awaitable[Any]],
+    pull: Callable[[], Awaitable[list[Any]]],
+    ack: Callable[[Any], Awaitable[Any]],
+) -> float:
+    """``workers`` tasks each loop enqueue -> pull(1) -> ack, awaiting every commit; jobs/s."""
+    done = 0
+
+    async def worker() -> None:
+        nonlocal done
+        while done < n:
+            await enqueue()
+            for job in await pull():
+                await ack(job)
+                done += 1
+
+    t0 = time.perf_counter()
+    async with anyio.create_task_group() as tg:
+        for _ in range(workers):
+            tg.start_soon(worker)
+    return done / (time.perf_counter() - t0)
+
+
+async def group_commit_cycle(path: Path, durability: schema.Durability, workers: int, n: int) -> float:
+    async with SQLiteQueue.open(path, durability=durability) as q:
+        return await concurrent_cycle(
+            workers,
+            n,
+            lambda: q.enqueue("bench", "t", f"k{next(counter)}"),
+            lambda: q.pull(max=1),
+            lambda job: q.ack(job.id, job.lease_token),
+        )
+
+
+async def to_thread_cycle(path: Path, durability: schema.Durability, workers: int, n: int) -> float:
+    """sqlite3 on one thread at a time through anyio.to_thread: one transaction per call."""
+    conn = raw_connection(path, durability)
+    one = anyio.CapacityLimiter(1)  # a sqlite3 connection is not safe for concurrent use
+
+    async def run(work: Callable[[], Any]) -> Any:
+        return await anyio.to_thread.run_sync(in_tx, conn, work, limiter=one)
+
+    try:
+        return await concurrent_cycle(
+            workers,
+            n,
+            lambda: run(lambda: store.enqueue(conn, time.time(), new_jobs(1), 5)),
+            lambda: run(lambda: store.pull(conn, time.time(), 1, 60, None)),
+            lambda job: run(lambda: store.ack(conn, time.time(), acks_for([job]), Backoff(), NO_JITTER)),
+        )
+    finally:
+        conn.close()
+
+
+async def aiosqlite_cycle(path: Path, durability: schema.Durability, workers: int, n: int) -> float:
+    """aiosqlite as it is used: one awaited call per statement, a lock per transaction."""
+    import aiosqlite  # asyncio only; a test dependency, not a runtime one
+
+    raw_connection(path, durability).close()
+    db = await aiosqlite.connect(path, isolation_level=None)
+    await db.execute(f"PRAGMA synchronous = {durability.upper()}")
+    lock = asyncio.Lock()
+
+    async def tx(*steps: tuple[str, tuple[Any, ...]]) -> list[Any]:
+        async with lock:
+            await db.execute("BEGIN IMMEDIATE")
+            rows = [await (await db.execute(sql, args)).fetchall() for sql, args in steps]
+            await db.execute("COMMIT")
+            return rows
+
+    def now() -> float:
+        return time.time()
+
+    async def enqueue() -> None:
+        await tx(
+            ("INSERT INTO jobs (run_id, tenant_id, r2_key, max_attempts, available_at, created_at,"
+             " updated_at) VALUES ('bench', 't', ?, 5, ?, ?, ?) RETURNING id",
+             (f"k{next(counter)}", now(), now(), now())),
+            ("INSERT INTO runs (run_id, tenant_id, created_at, updated_at) VALUES ('bench','t',?,?)"
+             " ON CONFLICT (run_id) DO UPDATE SET updated_at = excluded.updated_at RETURNING run_id",
+             (now(), now())),
+        )  # fmt: skip
+
+    async def pull() -> list[Any]:
+        t = now()
+        rows = await tx(
+            ("UPDATE jobs SET status = 'pending' WHERE status = 'leased' AND lease_expires_at <= ?",
+             (t,)),
+            ("UPDATE jobs SET status = 'leased', attempts = attempts + 1, lease_token ="
+             " lower(hex(randomblob(16))), lease_expires_at = ?, updated_at = ? WHERE id IN"
+             " (SELECT id FROM jobs WHERE status = 'pending' AND available_at <= ?"
+             " ORDER BY priority DESC, available_at LIMIT 1) RETURNING id, lease_token",
+             (t + 60, t, t)),
+        )  # fmt: skip
+        return list(rows[1])
+
+    async def ack(job: Any) -> None:
+        t = now()
+        await tx(
+            ("UPDATE jobs SET status = 'done', finished_at = ?, updated_at = ? WHERE id = ?"
+             " AND status = 'leased' AND lease_token = ? AND lease_expires_at > ? RETURNING id",
+             (t, t, job[0], job[1], t)),
+            ("UPDATE runs SET finished_at = ? WHERE run_id = 'bench' AND finished_at IS NULL AND"
+             " NOT EXISTS (SELECT 1 FROM jobs WHERE run_id = 'bench' AND status IN"
+             " ('pending', 'leased'))", (t,)),
+        )  # fmt: skip
+
+    try:
+        return await concurrent_cycle(workers, n, enqueue, pull, ack)
+    finally:
+        await db.close()
+
+
+async def pull_latency(path: Path, pending: int, workers: int, pulls: int) -> tuple[float, float]:
+    """p50 and p99 of pull(max=1) in ms, with ``pending`` jobs waiting and ``workers`` pulling."""
+    async with SQLiteQueue.open(path) as q:
+        for _ in range(pending // 10_000):
+            await q.enqueue_many(new_jobs(10_000))
+        latencies: list[float] = []
+
+        async def worker() -> None:
+            while len(latencies) < pulls:
+                t0 = time.perf_counter()
+                jobs = await q.pull(max=1)
+                latencies.append(time.perf_counter() - t0)
+                for job in jobs:
+                    await q.ack(job.id, job.lease_token or "")
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(workers):
+                tg.start_soon(worker)
+    q50, q99 = statistics.quantiles(latencies, n=100)[49], statistics.quantiles(latencies, n=100)[98]
+    return q50 * 1000, q99 * 1000
+
+
+# --- the report -----------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, scale: float) -> None:
+        self.scale = scale
+        self.dir = Path(tempfile.mkdtemp(prefix="bench-queue-"))
+        self.files = (self.dir / f"q{i}.db" for i in itertools.count())
+        self.lines: list[str] = []
+
+    def n(self, base: int) -> int:
+        return max(100, int(base * self.scale) // 100 * 100)
+
+    def out(self, line: str = "") -> None:
+        print(line, flush=True)
+        self.lines.append(line)
+
+    def run(self, only: str | None) -> None:
+        if only == "latency":
+            self.latency()
+            return
+        n1, n100 = self.n(2000), self.n(50_000)
+        raw = {
+            (d, b): raw_phases(next(self.files), d, n1 if b == 1 else n100, b)
+            for d in ("normal", "full")
+            for b in (1, 100)
+        }
+        self.out("Raw `sqlite3` limit (same SQL, one thread, tight loop), jobs/s:")
+        self.out()
+        self.out("| durability | jobs per transaction | enqueue | pull | ack | enqueue+pull+ack |")
+        self.out("|---|---|---:|---:|---:|---:|")
+        for (d, b), r in raw.items():
+            self.out(f"| {d} | {b} | {r['enqueue']:,.0f} | {r['pull']:,.0f} | {r['ack']:,.0f} | {r['cycle']:,.0f} |")
+        self.out()
+
+        self.out("Async API (`SQLiteQueue`, synchronous=NORMAL), one caller awaiting each call, jobs/s:")
+        self.out()
+        self.out("| backend | jobs per call | enqueue | pull | ack | cycle | cycle / raw |")
+        self.out("|---|---|---:|---:|---:|---:|---:|")
+        for backend in ("asyncio", "trio"):
+            for b in (1, 100):
+                r = anyio.run(self._api, b, n1 if b == 1 else n100, backend=backend)
+                ratio = r["cycle"] / raw[("normal", b)]["cycle"]
+                self.out(f"| {backend} | {b} | {r['enqueue']:,.0f} | {r['pull']:,.0f} | {r['ack']:,.0f} | {r['cycle']:,.0f} | {ratio:.2f}x |")
+        self.out()
+
+        self.out("Full cycle, one job per call, every worker awaiting its own durable commit, jobs/s "
+                 "(ratio: to the raw one-job-per-transaction cycle of the same durability):")  # fmt: skip
+        self.out()
+        self.out("| bridge | backend | durability | 1 worker | 64 workers | 64 workers / raw |")
+        self.out("|---|---|---|---:|---:|---:|")
+        bridges = [
+            ("group-commit writer thread (chosen)", group_commit_cycle, ("asyncio", "trio")),
+            ("sqlite3 via anyio.to_thread, 1 thread", to_thread_cycle, ("asyncio", "trio")),
+            ("aiosqlite", aiosqlite_cycle, ("asyncio",)),
+        ]
+        n_cycle = self.n(3000)
+        for name, cycle, backends in bridges:
+            for backend in backends:
+                for d in ("normal", "full"):
+                    one = anyio.run(cycle, next(self.files), d, 1, n1 // 2, backend=backend)
+                    many = anyio.run(cycle, next(self.files), d, 64, n_cycle, backend=backend)
+                    ratio = many / raw[(d, 1)]["cycle"]
+                    self.out(f"| {name} | {backend} | {d} | {one:,.0f} | {many:,.0f} | {ratio:.2f}x |")
+        self.out()
+        self.latency()
+
+    def latency(self) -> None:
+        pending = max(10_000, int(100_000 * min(self.scale, 1.0)) // 10_000 * 10_000)
+        self.out(f"Pull latency, `pull(max=1)` with {pending:,} pending jobs and 64 workers each "
+                 "pulling and acking (synchronous=NORMAL):")  # fmt: skip
+        self.out()
+        self.out("| backend | p50 ms | p99 ms |")
+        self.out("|---|---:|---:|")
+        for backend in ("asyncio", "trio"):
+            p50, p99 = anyio.run(pull_latency, next(self.files), pending, 64, self.n(5000), backend=backend)
+            self.out(f"| {backend} | {p50:.2f} | {p99:.2f} |")
+
+    async def _api(self, batch: int, n: int) -> dict[str, float]:
+        async with SQLiteQueue.open(next(self.files)) as q:
+            return await api_phases(q, n, batch)
+
+
+def write_section(lines: list[str], command: str) -> None:
+    """Replace the body of "## Queue" in docs/benchmarks.md with this run's figures."""
+    doc = ROOT / "docs" / "benchmarks.md"
+    text = doc.read_text()
+    header = (
+        f"Command: `{command}` ({time.strftime('%Y-%m-%d')}, Python {platform.python_version()}, "
+        f"SQLite {sqlite3.sqlite_version}, WAL). Figures from one run; see ARCHITECTURE.md for "
+        "what they decided.\n\n"
+    )
+    body = header + "\n".join(lines) + "\n\n"
+    new, count = re.subn(r"(## Queue\n\n).*?(?=\n## |\Z)", lambda m: m[1] + body, text, flags=re.S)
+    if count != 1:
+        sys.exit("docs/benchmarks.md has no '## Queue' section to replace")
+    doc.write_text(new.rstrip() + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every job count")
+    parser.add_argument("--write", action="store_true", help="write docs/benchmarks.md")
+    parser.add_argument("--only", choices=["latency"], help="run one section (no --write)")
+    args = parser.parse_args()
+    bench = Bench(args.scale)
+    bench.run(args.only)
+    if args.only:
+        return
+    if args.write:
+        write_section(bench.lines, "python bench/bench_queue.py" + (f" --scale {args.scale:g}" if args.scale != 1 else "") + " --write")
+
+
+if __name__ == "__main__":
+    main()
