@@ -346,6 +346,13 @@ class _SupervisorBase:
             elif type(command) is _TerminateRequest:
                 command.done.set()
 
+    def request_stop(self) -> None:
+        """Ask the supervisor to stop its children in reverse order, without waiting for it.
+
+        Safe to call from one of its own children (``stop()`` there would wait for itself).
+        """
+        self._request_stop()
+
     async def stop(self) -> None:
         """Stop every child in reverse start order (each within its shutdown timeout) and return."""
         self._request_stop()

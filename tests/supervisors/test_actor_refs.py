@@ -13,6 +13,7 @@ from supervisors import (
     Actor,
     ActorStopped,
     AskTimeout,
+    Backoff,
     ChildSpec,
     Context,
     FakeClock,
@@ -218,3 +219,37 @@ async def test_an_actor_without_inbox_size_fails_to_start_with_a_clear_message()
         async with Supervisor([ChildSpec("w", lambda ctx: Worker(ctx, probe))]):
             pass
     assert "could not start child 'w'" in str(info.value)
+
+
+async def test_a_tell_during_a_backoff_waits_in_the_inbox_for_the_restarted_actor() -> None:
+    clock = FakeClock()
+    probe = Probe()
+    sup = Supervisor([worker(probe, "w")], backoff=Backoff(min_seconds=10, jitter=0), clock=clock)
+    with anyio.fail_after(5):
+        async with sup:
+            ref = sup.ref("w")
+            await ref.tell("crash")
+            await clock.wait_for_sleepers(1)
+            assert ref.statistics().state == "restarting" and ref.alive
+            await ref.tell("waits")
+            assert ref.statistics().buffered == 1
+            clock.advance(10)
+            assert await ref.ask("then", timeout=5) == ("w", "then", 2)
+    assert [m for _, m in probe.handled] == ["waits", "then"]
+
+
+async def test_a_child_can_ask_its_own_supervisor_to_stop() -> None:
+    probe = Probe()
+
+    class Quitter(Actor[str]):
+        async def handle(self, message: str) -> None:
+            sup.request_stop()
+
+    sup = Supervisor(
+        [worker(probe, "a"), ChildSpec("quitter", lambda ctx: Quitter(), inbox_size=1)]
+    )
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            await tg.start(sup.run)
+            await sup.ref("quitter").tell("quit")
+    assert probe.stops == ["a"]
