@@ -44,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Durable document-processing jobs over a SQLite queue.",
     )
     parser.add_argument("--config", metavar="PATH", help="the TOML config file (default: found)")
-    parser.add_argument("--db", metavar="PATH", help="the queue's SQLite file (overrides the config)")
+    parser.add_argument(
+        "--db", metavar="PATH", help="the queue's SQLite file (overrides the config)"
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
@@ -118,7 +120,9 @@ def duration(text: str) -> float:
     """Parse ``3600``, ``90s``, ``90m``, ``12h`` or ``7d`` into seconds."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
     if match is None:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration; write e.g. 3600, 90m, 12h, 7d")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration; write e.g. 3600, 90m, 12h, 7d"
+        )
     return float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
 
 
@@ -176,7 +180,9 @@ def print_table(
     cells = [list(map(str, header))] + [list(map(str, row)) for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     for row in cells:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
     if next_cursor:
         print(f"more: --cursor {next_cursor}")
 
@@ -190,7 +196,9 @@ async def cmd_enqueue(args: argparse.Namespace, queue: SQLiteQueue) -> int:
         try:
             payload = msgspec.json.decode(args.payload)
         except msgspec.DecodeError as exc:
-            raise InvalidArgument(f"--payload is not valid JSON ({exc}); quote it, e.g. '{{\"a\": 1}}'") from exc
+            raise InvalidArgument(
+                f"--payload is not valid JSON ({exc}); quote it, e.g. '{{\"a\": 1}}'"
+            ) from exc
     job = await queue.enqueue(
         args.run_id,
         args.tenant_id,

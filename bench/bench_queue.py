@@ -72,7 +72,7 @@ def raw_phases(path: Path, durability: schema.Durability, n: int, batch: int) ->
     t0 = time.perf_counter()
     for i in range(0, n, batch):
         chunk = acks_for(leased[i : i + batch])
-        in_tx(conn, lambda: store.ack(conn, time.time(), chunk, Backoff(), NO_JITTER))
+        in_tx(conn, lambda c=chunk: store.ack(conn, time.time(), c, Backoff(), NO_JITTER))
     rates["ack"] = n / (time.perf_counter() - t0)
     rates["cycle"] = 1 / sum(1 / r for r in rates.values())
     conn.close()
@@ -133,7 +133,9 @@ async def concurrent_cycle(
     return done / (time.perf_counter() - t0)
 
 
-async def group_commit_cycle(path: Path, durability: schema.Durability, workers: int, n: int) -> float:
+async def group_commit_cycle(
+    path: Path, durability: schema.Durability, workers: int, n: int
+) -> float:
     async with SQLiteQueue.open(path, durability=durability) as q:
         return await concurrent_cycle(
             workers,
@@ -158,7 +160,9 @@ async def to_thread_cycle(path: Path, durability: schema.Durability, workers: in
             n,
             lambda: run(lambda: store.enqueue(conn, time.time(), new_jobs(1), 5)),
             lambda: run(lambda: store.pull(conn, time.time(), 1, 60, None)),
-            lambda job: run(lambda: store.ack(conn, time.time(), acks_for([job]), Backoff(), NO_JITTER)),
+            lambda job: run(
+                lambda: store.ack(conn, time.time(), acks_for([job]), Backoff(), NO_JITTER)
+            ),
         )
     finally:
         conn.close()
@@ -188,8 +192,9 @@ async def aiosqlite_cycle(path: Path, durability: schema.Durability, workers: in
             ("INSERT INTO jobs (run_id, tenant_id, r2_key, max_attempts, available_at, created_at,"
              " updated_at) VALUES ('bench', 't', ?, 5, ?, ?, ?) RETURNING id",
              (f"k{next(counter)}", now(), now(), now())),
-            ("INSERT INTO runs (run_id, tenant_id, created_at, updated_at) VALUES ('bench','t',?,?)"
-             " ON CONFLICT (run_id) DO UPDATE SET updated_at = excluded.updated_at RETURNING run_id",
+            ("INSERT INTO runs (run_id, tenant_id, created_at, updated_at)"
+             " VALUES ('bench', 't', ?, ?) ON CONFLICT (run_id)"
+             " DO UPDATE SET updated_at = excluded.updated_at RETURNING run_id",
              (now(), now())),
         )  # fmt: skip
 
@@ -241,11 +246,18 @@ async def pull_latency(path: Path, pending: int, workers: int, pulls: int) -> tu
         async with anyio.create_task_group() as tg:
             for _ in range(workers):
                 tg.start_soon(worker)
-    q50, q99 = statistics.quantiles(latencies, n=100)[49], statistics.quantiles(latencies, n=100)[98]
+    q50, q99 = (
+        statistics.quantiles(latencies, n=100)[49],
+        statistics.quantiles(latencies, n=100)[98],
+    )
     return q50 * 1000, q99 * 1000
 
 
 # --- the report -----------------------------------------------------------------------------
+
+
+def rates(r: dict[str, float]) -> list[str]:
+    return [f"{r[k]:,.0f}" for k in ("enqueue", "pull", "ack", "cycle")]
 
 
 class Bench:
@@ -257,6 +269,9 @@ class Bench:
 
     def n(self, base: int) -> int:
         return max(100, int(base * self.scale) // 100 * 100)
+
+    def row(self, *cells: object) -> None:
+        self.out("| " + " | ".join(map(str, cells)) + " |")
 
     def out(self, line: str = "") -> None:
         print(line, flush=True)
@@ -277,10 +292,12 @@ class Bench:
         self.out("| durability | jobs per transaction | enqueue | pull | ack | enqueue+pull+ack |")
         self.out("|---|---|---:|---:|---:|---:|")
         for (d, b), r in raw.items():
-            self.out(f"| {d} | {b} | {r['enqueue']:,.0f} | {r['pull']:,.0f} | {r['ack']:,.0f} | {r['cycle']:,.0f} |")
+            self.row(d, b, *rates(r))
         self.out()
 
-        self.out("Async API (`SQLiteQueue`, synchronous=NORMAL), one caller awaiting each call, jobs/s:")
+        self.out(
+            "Async API (`SQLiteQueue`, synchronous=NORMAL), one caller awaiting each call, jobs/s:"
+        )
         self.out()
         self.out("| backend | jobs per call | enqueue | pull | ack | cycle | cycle / raw |")
         self.out("|---|---|---:|---:|---:|---:|---:|")
@@ -288,11 +305,13 @@ class Bench:
             for b in (1, 100):
                 r = anyio.run(self._api, b, n1 if b == 1 else n100, backend=backend)
                 ratio = r["cycle"] / raw[("normal", b)]["cycle"]
-                self.out(f"| {backend} | {b} | {r['enqueue']:,.0f} | {r['pull']:,.0f} | {r['ack']:,.0f} | {r['cycle']:,.0f} | {ratio:.2f}x |")
+                self.row(backend, b, *rates(r), f"{ratio:.2f}x")
         self.out()
 
-        self.out("Full cycle, one job per call, every worker awaiting its own durable commit, jobs/s "
-                 "(ratio: to the raw one-job-per-transaction cycle of the same durability):")  # fmt: skip
+        self.out(
+            "Full cycle, one job per call, every worker awaiting its own durable commit, jobs/s "
+            "(ratio: to the raw one-job-per-transaction cycle of the same durability):"
+        )
         self.out()
         self.out("| bridge | backend | durability | 1 worker | 64 workers | 64 workers / raw |")
         self.out("|---|---|---|---:|---:|---:|")
@@ -308,7 +327,7 @@ class Bench:
                     one = anyio.run(cycle, next(self.files), d, 1, n1 // 2, backend=backend)
                     many = anyio.run(cycle, next(self.files), d, 64, n_cycle, backend=backend)
                     ratio = many / raw[(d, 1)]["cycle"]
-                    self.out(f"| {name} | {backend} | {d} | {one:,.0f} | {many:,.0f} | {ratio:.2f}x |")
+                    self.row(name, backend, d, f"{one:,.0f}", f"{many:,.0f}", f"{ratio:.2f}x")
         self.out()
         self.latency()
 
@@ -320,8 +339,10 @@ class Bench:
         self.out("| backend | p50 ms | p99 ms |")
         self.out("|---|---:|---:|")
         for backend in ("asyncio", "trio"):
-            p50, p99 = anyio.run(pull_latency, next(self.files), pending, 64, self.n(5000), backend=backend)
-            self.out(f"| {backend} | {p50:.2f} | {p99:.2f} |")
+            p50, p99 = anyio.run(
+                pull_latency, next(self.files), pending, 64, self.n(5000), backend=backend
+            )
+            self.row(backend, f"{p50:.2f}", f"{p99:.2f}")
 
     async def _api(self, batch: int, n: int) -> dict[str, float]:
         async with SQLiteQueue.open(next(self.files)) as q:
@@ -355,7 +376,12 @@ def main() -> None:
     if args.only:
         return
     if args.write:
-        write_section(bench.lines, "python bench/bench_queue.py" + (f" --scale {args.scale:g}" if args.scale != 1 else "") + " --write")
+        write_section(
+            bench.lines,
+            "python bench/bench_queue.py"
+            + (f" --scale {args.scale:g}" if args.scale != 1 else "")
+            + " --write",
+        )
 
 
 if __name__ == "__main__":

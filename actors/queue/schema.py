@@ -215,7 +215,9 @@ def migrate_down(
 ) -> list[int]:
     """Undo migrations above ``target``, newest first; refuse to drop rows unless ``force``."""
     if not 0 <= target <= LATEST_VERSION:
-        raise InvalidArgument(f"target version must be between 0 and {LATEST_VERSION}, not {target}")
+        raise InvalidArgument(
+            f"target version must be between 0 and {LATEST_VERSION}, not {target}"
+        )
     undone: list[int] = []
     for migration in reversed(MIGRATIONS):
         if migration.version <= target:
@@ -225,7 +227,10 @@ def migrate_down(
             version = current_version(conn)
             check_version(version, path)
             if version >= migration.version:
-                rows = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in migration.drops}
+                rows = {
+                    t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                    for t in migration.drops
+                }
                 if any(rows.values()) and not force:
                     held = ", ".join(f"{n} rows in {t}" for t, n in rows.items() if n)
                     raise MigrationRefused(

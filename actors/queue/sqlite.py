@@ -277,7 +277,7 @@ class SQLiteQueue:
     async def ack_ids(
         self, ids: Sequence[int], status: Literal["done", "failed"], *, error: str | None = None
     ) -> list[AckResult]:
-        """Record an outcome for leased jobs by id alone (the seed's unfenced ``ack(ids, status)``)."""
+        """Record an outcome for leased jobs by id alone (the seed's unfenced form)."""
         _check_batch("ids", ids)
         acks = [Ack(job_id=i, lease_token="", status=status, error=error) for i in ids]
         for a in acks:
@@ -378,7 +378,11 @@ class SQLiteQueue:
         if a.error is not None and not isinstance(a.error, str):
             raise InvalidArgument(f"an ack's error must be a string, not {type(a.error).__name__}")
         for key, value in (a.run_metrics or {}).items():
-            if not isinstance(key, str) or not isinstance(value, int | float) or not math.isfinite(value):
+            if (
+                not isinstance(key, str)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+            ):
                 raise InvalidArgument(
                     f"run_metrics must map names to finite numbers; {key!r}: {value!r} is not"
                 )
@@ -441,7 +445,9 @@ def _check_text(name: str, value: object) -> None:
     if not isinstance(value, str) or not value:
         raise InvalidArgument(f"{name} must be a non-empty string, not {value!r}")
     if len(value) > MAX_ID_CHARS:
-        raise OutOfRange(f"{name} is {len(value)} characters long, over the limit of {MAX_ID_CHARS}")
+        raise OutOfRange(
+            f"{name} is {len(value)} characters long, over the limit of {MAX_ID_CHARS}"
+        )
 
 
 def _check_optional_text(name: str, value: object) -> None:

@@ -426,7 +426,7 @@ def requeue(
     run_id: str | None,
     tenant_id: str | None,
 ) -> int:
-    """Return terminally failed jobs (all, or those named or filtered) to pending, attempts reset."""
+    """Return terminally failed jobs (all, or those named or filtered) to pending, attempts 0."""
     where, params = _filters(run_id=run_id, tenant_id=tenant_id, job_ids=job_ids)
     rows = conn.execute(
         f"""

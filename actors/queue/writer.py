@@ -40,7 +40,7 @@ MAX_GROUP = 512
 class _Request(Generic[T]):
     """One unit of work for the writer thread and the means to wake its caller."""
 
-    __slots__ = ("error", "future", "event", "loop", "on_commit", "result", "work")
+    __slots__ = ("error", "event", "future", "loop", "on_commit", "result", "work")
 
     def __init__(self, work: Work[T], on_commit: Callable[[T], None] | None) -> None:
         self.work = work
@@ -267,7 +267,9 @@ class ReaderPool:
     async def run(self, work: Work[T]) -> T:
         """Run ``work(conn)`` in one read transaction (a consistent snapshot) on a worker thread."""
         if self._closed:
-            raise QueueClosed("the queue is closed; use it inside `async with SQLiteQueue.open(...)`")
+            raise QueueClosed(
+                "the queue is closed; use it inside `async with SQLiteQueue.open(...)`"
+            )
         return await anyio.to_thread.run_sync(self._read, work)
 
     def _read(self, work: Work[T]) -> T:

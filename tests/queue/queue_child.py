@@ -1,4 +1,4 @@
-"""A child process for the multi-process and crash tests: ``python queue_child.py MODE DB LOG BACKEND``.
+"""A child process for the process tests: ``python queue_child.py MODE DB LOG BACKEND``.
 
 ``work``: pull and ack until nothing is pending or leased; forget ~5% of its leases (as a crashed
 worker would) so they expire and come back. Logs ``L id token leased_at expires_at`` per lease and
@@ -18,7 +18,7 @@ import anyio
 from actors.queue import Ack, SQLiteQueue
 
 
-async def work(db: str, log: "Log") -> None:
+async def work(db: str, log: Log) -> None:
     rng = random.Random(os.getpid())
     async with SQLiteQueue.open(db) as queue:
         while True:
@@ -34,11 +34,13 @@ async def work(db: str, log: "Log") -> None:
             for job in jobs:
                 if rng.random() < 0.05:
                     continue  # forgotten: the lease expires and another worker gets the job
-                (result,) = await queue.ack_many([Ack(job_id=job.id, lease_token=job.lease_token or "")])
+                (result,) = await queue.ack_many(
+                    [Ack(job_id=job.id, lease_token=job.lease_token or "")]
+                )
                 log.line("A", job.id, result.ok, result.reason)
 
 
-async def crash(db: str, log: "Log") -> None:
+async def crash(db: str, log: Log) -> None:
     generation = os.getpid()
     async with SQLiteQueue.open(db) as queue:
         log.line("ready")

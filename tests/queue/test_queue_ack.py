@@ -109,7 +109,7 @@ async def test_ack_after_the_lease_expired_names_how_late_it_was(
 ) -> None:
     (job,) = await leased(queue)
     clock.advance(63.1)
-    with pytest.raises(LeaseLost, match="acked 3.1s after its lease expired.*visibility_seconds"):
+    with pytest.raises(LeaseLost, match=r"acked 3.1s after its lease expired.*visibility_seconds"):
         await queue.ack(job.id, job.lease_token or "")
 
 
@@ -147,7 +147,11 @@ async def test_ack_many_commits_good_acks_and_refuses_stale_ones_per_item(
             Ack(job_id=c.id, lease_token=c.lease_token or "", status="failed", error="e"),
         ]
     )
-    assert [(r.ok, r.reason) for r in results] == [(True, "ok"), (False, "superseded"), (True, "ok")]
+    assert [(r.ok, r.reason) for r in results] == [
+        (True, "ok"),
+        (False, "superseded"),
+        (True, "ok"),
+    ]
     assert results[1].message and "Discard this work" in results[1].message
     stats = await queue.stats()
     assert (stats.done, stats.leased, stats.pending) == (1, 1, 1)
@@ -178,7 +182,9 @@ async def test_acks_add_their_metrics_to_the_run_in_the_same_transaction(
     a, b, c = await leased(queue, 3)
     await queue.ack_many(
         [
-            Ack(job_id=a.id, lease_token=a.lease_token or "", run_metrics={"bytes": 10, "tokens": 1}),
+            Ack(
+                job_id=a.id, lease_token=a.lease_token or "", run_metrics={"bytes": 10, "tokens": 1}
+            ),
             Ack(job_id=b.id, lease_token=b.lease_token or "", run_metrics={"bytes": 5}),
             Ack(job_id=c.id, lease_token="stale", run_metrics={"bytes": 1000}),
         ]

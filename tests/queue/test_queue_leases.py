@@ -97,9 +97,7 @@ async def test_renew_many_reports_each_stale_lease_without_failing_the_others(
 ) -> None:
     await queue.enqueue_many([NewJob(run_id="r", tenant_id="t", r2_key=str(i)) for i in range(2)])
     a, b = await queue.pull(max=2)
-    results = await queue.renew_many(
-        [(a.id, a.lease_token or ""), (b.id, "stale"), (999, "x")], 30
-    )
+    results = await queue.renew_many([(a.id, a.lease_token or ""), (b.id, "stale"), (999, "x")], 30)
     assert [(r.job_id, r.ok, r.reason) for r in results] == [
         (a.id, True, "ok"),
         (b.id, False, "superseded"),
@@ -150,9 +148,7 @@ async def test_renew_and_release_of_an_unknown_job_raise_job_not_found(
         await queue.release(42, "x")
 
 
-async def test_reap_returns_expired_leases_to_pending(
-    queue: SQLiteQueue, clock: FakeClock
-) -> None:
+async def test_reap_returns_expired_leases_to_pending(queue: SQLiteQueue, clock: FakeClock) -> None:
     await queue.enqueue_many([NewJob(run_id="r", tenant_id="t", r2_key=str(i)) for i in range(3)])
     await queue.pull(max=2, visibility_seconds=10)
     assert await queue.reap() == 0
@@ -193,9 +189,7 @@ async def test_pull_max_outside_its_bounds_is_refused(queue: SQLiteQueue, max: i
 
 
 async def test_concurrent_pulls_never_lease_one_job_twice(queue: SQLiteQueue) -> None:
-    await queue.enqueue_many(
-        [NewJob(run_id="r", tenant_id="t", r2_key=str(i)) for i in range(200)]
-    )
+    await queue.enqueue_many([NewJob(run_id="r", tenant_id="t", r2_key=str(i)) for i in range(200)])
     leased: list[int] = []
 
     async def worker() -> None:

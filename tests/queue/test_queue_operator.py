@@ -29,7 +29,7 @@ async def test_stats_count_every_status_and_the_oldest_pending_age(
     await queue.enqueue_many([NewJob(run_id="r", tenant_id="t", r2_key=str(i)) for i in range(4)])
     clock.advance(7)
     await queue.enqueue("r", "t", "late")
-    a, b = await queue.pull(max=2)
+    a, _ = await queue.pull(max=2)
     await queue.ack(a.id, a.lease_token or "")
     stats = await queue.stats()
     assert (stats.pending, stats.leased, stats.done, stats.failed) == (3, 1, 1, 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import signal
@@ -29,7 +30,9 @@ def read_log(path: Path) -> list[list[str]]:
     if not path.exists():
         return []
     # A line without its newline was being written when the process died: it did not return.
-    return [line.split() for line in path.read_text().splitlines(keepends=True) if line.endswith("\n")]
+    return [
+        line.split() for line in path.read_text().splitlines(keepends=True) if line.endswith("\n")
+    ]
 
 
 def test_processes_sharing_one_file_finish_every_job_exactly_once(tmp_path: Path) -> None:
@@ -60,7 +63,7 @@ def test_processes_sharing_one_file_finish_every_job_exactly_once(tmp_path: Path
     assert any(len(v) > 1 for v in leases.values())  # forgotten leases expired and came back
     for intervals in leases.values():
         intervals.sort()
-        for (_, expires), (next_start, _) in zip(intervals, intervals[1:], strict=False):
+        for (_, expires), (next_start, _) in itertools.pairwise(intervals):
             assert next_start >= expires  # never two live leases at once
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall() == [

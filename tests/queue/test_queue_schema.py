@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from actors.errors import InvalidArgument, MigrationRefused, SchemaTooNew, StorageError
-from actors.queue import LATEST_VERSION, SQLiteQueue
-from actors.queue import schema
+from actors.queue import LATEST_VERSION, SQLiteQueue, schema
 
 
 def open_raw(db: Path) -> sqlite3.Connection:
@@ -25,7 +24,7 @@ def test_connect_sets_wal_and_the_chosen_durability(db: Path) -> None:
 
 
 def test_connect_refuses_an_unknown_durability_and_an_in_memory_path(db: Path) -> None:
-    with pytest.raises(InvalidArgument, match="'normal' .* or 'full'"):
+    with pytest.raises(InvalidArgument, match=r"'normal' .* or 'full'"):
         schema.connect(db, durability="paranoid")  # type: ignore[arg-type]
     with pytest.raises(InvalidArgument, match="needs a file path"):
         schema.connect(":memory:")
@@ -50,8 +49,10 @@ def test_migrations_go_up_and_down_one_version_at_a_time(db: Path) -> None:
 def test_down_refuses_to_drop_rows_unless_forced(db: Path) -> None:
     conn = open_raw(db)
     schema.migrate_up(conn, db)
-    conn.execute("INSERT INTO runs (run_id, tenant_id, created_at, updated_at) VALUES ('r','t',0,0)")
-    with pytest.raises(MigrationRefused, match="would delete 1 rows in runs.*--force"):
+    conn.execute(
+        "INSERT INTO runs (run_id, tenant_id, created_at, updated_at) VALUES ('r','t',0,0)"
+    )
+    with pytest.raises(MigrationRefused, match=r"would delete 1 rows in runs.*--force"):
         schema.migrate_down(conn, db, 1)
     assert schema.current_version(conn) == LATEST_VERSION
     assert schema.migrate_down(conn, db, 1, force=True) == [2]
@@ -77,6 +78,6 @@ async def test_a_file_from_a_newer_version_is_refused_with_a_clear_message(db: P
     conn = open_raw(db)
     conn.execute(f"PRAGMA user_version = {LATEST_VERSION + 1}")
     conn.close()
-    with pytest.raises(SchemaTooNew, match="written by a newer actors. Upgrade actors"):
+    with pytest.raises(SchemaTooNew, match=r"written by a newer actors\. Upgrade actors"):
         async with SQLiteQueue.open(db):
             pass

@@ -81,7 +81,9 @@ class QueueMachine(RuleBasedStateMachine):
         return self.clock.time()
 
     def model_reap(self) -> int:
-        expired = [m for m in self.jobs.values() if m.status == "leased" and (m.expires or 0) <= self.now]
+        expired = [
+            m for m in self.jobs.values() if m.status == "leased" and (m.expires or 0) <= self.now
+        ]
         for m in expired:
             m.status = "failed" if m.attempts >= m.max_attempts else "pending"
             m.token = m.expires = None
