@@ -53,7 +53,7 @@ class QueueConfig(_Table):
     path: str = "data/actors.db"
     # normal: survives a process crash; full: also survives power loss (fsync on every commit).
     durability: Literal["normal", "full"] = "normal"
-    visibility_seconds: Annotated[float, Meta(gt=0, le=600)] = 60.0
+    visibility_seconds: Annotated[float, Meta(gt=0, le=3600)] = 60.0
     batch_size: Annotated[int, Meta(ge=1, le=1000)] = 10
     max_attempts: Annotated[int, Meta(ge=1, le=1000)] = 5
     poll_interval_seconds: Positive = 1.0

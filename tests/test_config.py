@@ -55,8 +55,8 @@ def test_a_value_of_the_wrong_type_names_the_key(tmp_path: Path) -> None:
 
 
 def test_an_out_of_range_value_names_the_key_and_the_bound(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"\[queue\]\.visibility_seconds: Expected `float` <= 600"):
-        load_config(write(tmp_path, "[queue]\nvisibility_seconds = 3600\n"), env={})
+    with pytest.raises(ConfigError, match=r"\[queue\]\.visibility_seconds: Expected `float` <= 3600"):
+        load_config(write(tmp_path, "[queue]\nvisibility_seconds = 7200\n"), env={})
 
 
 def test_a_value_outside_its_choices_names_the_key(tmp_path: Path) -> None:
@@ -96,7 +96,7 @@ def test_the_seeds_environment_variables_override_the_file(tmp_path: Path) -> No
 def test_a_bad_environment_value_names_the_variable() -> None:
     with pytest.raises(ConfigError, match=r"BATCH_SIZE='lots' \(sets \[queue\]\.batch_size\)"):
         load_config(None, env={"BATCH_SIZE": "lots", "ACTORS_CONFIG": ""})
-    with pytest.raises(ConfigError, match=r"VISIBILITY_TIMEOUT='9999'.*<= 600"):
+    with pytest.raises(ConfigError, match=r"VISIBILITY_TIMEOUT='9999'.*<= 3600"):
         load_config(None, env={"VISIBILITY_TIMEOUT": "9999"})
 
 
