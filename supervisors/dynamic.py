@@ -163,7 +163,8 @@ class DynamicSupervisor(_SupervisorBase):
     async def _on_start_request(self, command: _StartRequest) -> None:
         slot = command.slot
         if slot.state != "starting" or self._slots.get(slot.spec.id) is not slot:
-            command.error = ChildStartFailed(self.path, slot.spec.id, None)
+            cause = RuntimeError("it was terminated before it started")
+            command.error = ChildStartFailed(self.path, slot.spec.id, cause)
             command.done.set()
             return
         error = await self._start_slot(slot)

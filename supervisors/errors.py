@@ -154,8 +154,8 @@ class RestartLimitExceeded(SupervisionError):
         self.max_restarts = max_restarts
         self.max_seconds = max_seconds
         super().__init__(
-            f"supervisor {supervisor!r} gave up: child {child!r} failed and would have been "
-            f"restart {restarts} within {max_seconds:g}s, over the limit of max_restarts="
+            f"supervisor {supervisor!r} gave up: child {child!r} failed again, which makes "
+            f"{restarts} restarts within {max_seconds:g}s, over the limit of max_restarts="
             f"{max_restarts} in max_seconds={max_seconds:g}. Its children are stopped and the "
             "failure goes to its parent. Fix the cause chained below, or widen the limit if "
             "the failures are expected."

@@ -341,7 +341,8 @@ class _SupervisorBase:
             except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
                 return
             if type(command) is _StartRequest:
-                command.error = ChildStartFailed(self.path, command.slot.spec.id, None)
+                cause = RuntimeError("its supervisor stopped before it could start the child")
+                command.error = ChildStartFailed(self.path, command.slot.spec.id, cause)
                 command.done.set()
             elif type(command) is _TerminateRequest:
                 command.done.set()
@@ -369,6 +370,7 @@ class _SupervisorBase:
         cancelled and :class:`RestartLimitExceeded` comes out of the ``async with`` -- unless
         ``on_give_up`` was given, which is then called with it and the body goes on.
         """
+        self._hosted_failure = None
         self._host_tg = anyio.create_task_group()
         await self._host_tg.__aenter__()
         try:
@@ -480,6 +482,7 @@ class _SupervisorBase:
         result = await self._tg.start(self._child_main, inc)
         if isinstance(result, _StartFailure):
             slot.inc = None
+            slot.started_at = None  # it never ran: no quiet period to reset the backoff
             exc = result.exc
             if exc is None:
                 exc = RuntimeError(
@@ -692,7 +695,9 @@ class _SupervisorBase:
             member.token += 1
             batch.append((member, member.token))
         if delay <= 0:
-            await self._restart_batch(batch, slot, 0.0)
+            # Through the command queue, not a direct call: a child that keeps failing to
+            # start would otherwise recurse once per attempt.
+            self._post(_RestartDue(batch, slot, 0.0))
         else:
             self._tg.start_soon(self._restart_later, _RestartDue(batch, slot, delay))
 

@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
-from sv_helpers import Boom, Probe, next_event, worker
+from sv_helpers import Boom, Probe, Worker, next_event, worker
 
 from supervisors import (
     Backoff,
@@ -303,8 +303,6 @@ async def test_a_child_that_fails_while_restarting_counts_toward_the_intensity()
         attempts += 1
         if attempts > 1:
             raise Boom("dependency down")
-        from sv_helpers import Worker
-
         return Worker(ctx, probe)
 
     sup = Supervisor([ChildSpec("w", flaky, inbox_size=4)], max_restarts=3, max_seconds=5)
@@ -362,3 +360,52 @@ def test_child_specs_are_checked_when_written() -> None:
     with pytest.raises(Exception, match="already has a child 'x'"):
         Supervisor([ChildSpec("x", lambda ctx: None), ChildSpec("x", lambda ctx: None)])  # type: ignore[arg-type,return-value]
     assert math.isinf(Supervisor([]).max_seconds) is False
+
+
+async def test_a_child_that_keeps_failing_to_start_grows_its_backoff_until_the_limit() -> None:
+    clock = FakeClock()
+    probe = Probe()
+    healthy = True
+
+    def start(ctx: Context) -> Any:
+        if not healthy:
+            raise Boom("dependency down")
+        return Worker(ctx, probe)
+
+    backoff = Backoff(min_seconds=1, max_seconds=8, jitter=0, reset_after=60)
+    sup = Supervisor(
+        [ChildSpec("w", start, inbox_size=4)],
+        max_restarts=4,
+        max_seconds=1000,
+        backoff=backoff,
+        clock=clock,
+    )
+    delays = []
+    with anyio.fail_after(5), pytest.raises(RestartLimitExceeded):
+        async with sup:
+            clock.advance(100)  # it ran for a long, quiet time before failing
+            healthy = False
+            await sup.ref("w").tell("crash")
+            while True:
+                await clock.wait_for_sleepers(1)
+                delays.append(clock.next_deadline - clock.monotonic())
+                clock.advance(delays[-1])
+    assert delays == [1, 2, 4, 8]
+
+
+async def test_many_immediate_restarts_do_not_recurse() -> None:
+    attempts = 0
+
+    def start(ctx: Context) -> Any:
+        nonlocal attempts
+        attempts += 1
+        if attempts > 1:
+            raise Boom("always fails")
+        return Worker(ctx, Probe())
+
+    sup = Supervisor([ChildSpec("w", start, inbox_size=1)], max_restarts=1500, max_seconds=60)
+    with anyio.fail_after(10), pytest.raises(RestartLimitExceeded):
+        async with sup:
+            await sup.ref("w").tell("crash")
+            await anyio.sleep_forever()
+    assert attempts == 1501  # the first start, then 1500 failed restarts
