@@ -114,7 +114,7 @@ _EXTENSIONS: dict[str, DocumentKind] = {
 _HTML_START = re.compile(
     rb"\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html|head|body)\b", re.I | re.S
 )
-_MARKDOWN_HINT = re.compile(r"^(?:#{1,6}\s|```|~~~|\s{0,3}[-*+]\s|\d+\.\s)|\]\([^)\s]+\)", re.M)
+_MARKDOWN_HINT = re.compile(r"^(?:#{1,6}\s|```|~~~|\s{0,3}[-*+]\s|\d+\.\s)|\]\([^()\s]+\)", re.M)
 # A byte order mark says both "this is text" and which encoding it is in.
 _BOMS = (
     (codecs.BOM_UTF8, "utf-8-sig"),
@@ -231,7 +231,7 @@ def _check_text(text: str, name: str) -> str:
     return text
 
 
-_META_CHARSET = re.compile(rb"<meta[^>]+charset\s*=\s*[\"']?([\w.:-]+)", re.I)
+_META_CHARSET = re.compile(rb"<meta[^<>]+charset\s*=\s*[\"']?([\w.:-]+)", re.I)
 
 
 def _declared_charset(data: bytes, kind: DocumentKind, content_type: str | None) -> str | None:
@@ -248,7 +248,7 @@ def _declared_charset(data: bytes, kind: DocumentKind, content_type: str | None)
 
 
 _BLANK_RUNS = re.compile(r"\n{3,}")
-_TRAILING_SPACE = re.compile(r"[ \t]+\n")
+_TRAILING_SPACE = re.compile(r"(?<![ \t])[ \t]+\n")  # the lookbehind keeps this linear
 
 
 def _tidy(text: str) -> str:
@@ -444,26 +444,32 @@ def _html_to_text(html: str) -> tuple[str, str | None]:
 # Markdown ----------------------------------------------------------------------------------------
 
 _FENCE = re.compile(r"^\s{0,3}(`{3,}|~{3,})")
-_ATX = re.compile(r"^\s{0,3}(#{1,6})(?:\s+(.*?))?(?:\s+#+)?\s*$")
+_ATX = re.compile(r"\s{0,3}(#{1,6})(?:\s|$)")
 _SETEXT = re.compile(r"^\s{0,3}(=+|-+)\s*$")
 _RULE = re.compile(r"^\s{0,3}(?:(?:\*\s*){3,}|(?:-\s*){3,}|(?:_\s*){3,})$")
 _REFERENCE_DEFINITION = re.compile(r"^\s{0,3}\[[^\]]+\]:\s*\S")
 _QUOTE = re.compile(r"^\s{0,3}(?:>\s?)+")
 _LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d{1,9}[.)])\s+(?:\[[ xX]\]\s+)?")
 _TABLE_RULE = re.compile(r"^\s*\|?\s*:?-+:?\s*(?:\|\s*:?-+:?\s*)+\|?\s*$")
-_HTML_COMMENT = re.compile(r"<!--.*?-->", re.S)
-_CODE_SPAN = re.compile(r"(`+)(.+?)\1")
+# Invariant: every pattern below runs in time linear in the line; none can backtrack over the
+# rest of the line from each of many starting points (a 200 KB line of "[a " took minutes when
+# link text was `[^\]]+`). So bracketed parts stop at the next opening bracket, and emphasis
+# markers are dropped where they open or close a word instead of being paired.
+_HTML_COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.S)  # an unclosed comment hides the rest
+# Code spans and backslash escapes are literal text; the rest of a line goes through _INLINE.
+_LITERAL = re.compile(r"(`+)([^`]+)\1|\\([\\`*_{}\[\]()#+\-.!|>~<])")
 _INLINE = (
-    (re.compile(r"!\[([^\]]*)\]\([^)]*\)"), r"\1"),  # image -> alt text
-    (re.compile(r"\[([^\]]+)\]\([^)]*\)"), r"\1"),  # link -> its text
-    (re.compile(r"\[([^\]]+)\]\[[^\]]*\]"), r"\1"),  # reference link -> its text
-    (re.compile(r"<((?:https?|mailto):[^>\s]+)>"), r"\1"),  # autolink -> the address
-    (re.compile(r"</?[A-Za-z][^>]*>"), ""),  # inline HTML tags
-    (re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1"), r"\2"),  # strong
-    (re.compile(r"(?<![\w*])\*(?=\S)(.+?)(?<=\S)\*(?![\w*])"), r"\1"),  # emphasis
-    (re.compile(r"(?<![\w_])_(?=\S)(.+?)(?<=\S)_(?![\w_])"), r"\1"),  # emphasis
-    (re.compile(r"~~(?=\S)(.+?)(?<=\S)~~"), r"\1"),  # strikethrough
-    (re.compile(r"\\([\\`*_{}\[\]()#+\-.!|>~<])"), r"\1"),  # backslash escapes
+    (re.compile(r"!\[([^\[\]]*)\]\([^()]*\)"), r"\1"),  # image -> alt text
+    (re.compile(r"\[([^\[\]]+)\]\([^()]*\)"), r"\1"),  # link -> its text
+    (re.compile(r"\[([^\[\]]+)\]\[[^\[\]]*\]"), r"\1"),  # reference link -> its text
+    (re.compile(r"<((?:https?|mailto):[^<>\s]+)>"), r"\1"),  # autolink -> the address
+    (re.compile(r"</?[A-Za-z][^<>]*>"), ""),  # inline HTML tags
+    # Emphasis, strong and strikethrough markers: a run of * _ or ~~ that opens a word (not after
+    # a word character) or closes one (not before one); snake_case and 2 * 3 keep theirs.
+    (
+        re.compile(r"(?<![\w*_~])(?:\*+|_+|~~)(?=[^\s*_~])|(?<=[^\s*_~])(?:\*+|_+|~~)(?![\w*_~])"),
+        "",
+    ),
 )
 
 
@@ -519,7 +525,11 @@ def _markdown_to_text(markdown: str) -> tuple[str, str | None]:
             flush()
             continue
         if match := _ATX.match(line):
-            heading(match.group(2) or "", len(match.group(1)))
+            text = line[match.end() :].strip()
+            closing = text.rstrip("#")  # "## Title ##": the closing hashes are optional
+            if not closing or closing[-1].isspace():
+                text = closing.rstrip()
+            heading(text, len(match.group(1)))
             continue
         next_line = lines[i + 1] if i + 1 < len(lines) else ""
         if paragraph and _SETEXT.match(line) and not _LIST_ITEM.match(line):
@@ -552,16 +562,16 @@ def _inline(text: str) -> str:
     """Strip inline Markdown (links, emphasis, code spans, tags) from one line."""
     pieces = []
     position = 0
-    for match in _CODE_SPAN.finditer(text):
+    for match in _LITERAL.finditer(text):
         pieces.append(_strip_inline(text[position : match.start()]))
-        pieces.append(match.group(2).strip())
+        pieces.append(match.group(2).strip() if match.group(1) else match.group(3))
         position = match.end()
     pieces.append(_strip_inline(text[position:]))
     return "".join(pieces).strip()
 
 
 def _strip_inline(text: str) -> str:
-    if any(c in text for c in "[<*_~\\"):
+    if any(c in text for c in "[<*_~"):
         for pattern, replacement in _INLINE:
             text = pattern.sub(replacement, text)
     return text

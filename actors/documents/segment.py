@@ -12,7 +12,11 @@ WORD = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*")
 _BLANK_LINE = re.compile(r"\n[ \t\r\f\v]*\n\s*")
 # A place where a sentence may end: terminal punctuation (and closing quotes or brackets) before
 # whitespace, or a line break.
-_CANDIDATE = re.compile(r"[.!?\u2026]+[)\"'\]\u2019\u201d\u00bb]*\s+|[ \t]*\n\s*")
+# The lookbehinds make each match start at the beginning of its run, so that a long run of spaces
+# or of "!" is scanned once, not once from each of its characters.
+_CANDIDATE = re.compile(
+    r"(?<![.!?\u2026])[.!?\u2026]+[)\"'\]\u2019\u201d\u00bb]*\s+|(?<![ \t])[ \t]*\n\s*"
+)
 _SPACE_RUN = re.compile(r"\s+")
 _INITIALS = re.compile(r"(?:[A-Za-z]\.)*[A-Za-z]")
 _ABBREVIATIONS = frozenset(

@@ -70,15 +70,13 @@ def analyze_text(text: str, *, summary_sentences: int = 3, top_keywords: int = 1
         [word.replace("\u2019", "'").lower() for word in WORD.findall(text, start, end)]
         for start, end, _ in sentences
     ]
-    counts: dict[str, int] = {}
-    unique: set[str] = set()
-    total_words = 0
+    frequency: dict[str, int] = {}
     for words in sentence_words:
-        total_words += len(words)
-        unique.update(words)
         for word in words:
-            if _is_content(word):
-                counts[word] = counts.get(word, 0) + 1
+            frequency[word] = frequency.get(word, 0) + 1
+    # Only content words count towards keywords and scores.
+    counts = {word: count for word, count in frequency.items() if _is_content(word)}
+    total_words = sum(frequency.values())
 
     # sorted() is stable and dicts keep insertion order, so equal counts rank by first appearance.
     keywords = [word for word, _ in sorted(counts.items(), key=lambda item: -item[1])]
@@ -87,7 +85,7 @@ def analyze_text(text: str, *, summary_sentences: int = 3, top_keywords: int = 1
         words=total_words,
         sentences=len(sentences),
         paragraphs=len(paragraph_spans(text)),
-        unique_words=len(unique),
+        unique_words=len(frequency),
         reading_minutes=round(total_words / _WORDS_PER_MINUTE, 2),
     )
     summary = _summary(text, sentences, sentence_words, counts, summary_sentences)
@@ -118,7 +116,7 @@ def _summary(
         scores = []
         previous_paragraph = -1
         for i, ((_, _, paragraph), words) in enumerate(zip(sentences, sentence_words, strict=True)):
-            content = [word for word in words if _is_content(word)]
+            content = [word for word in words if word in counts]
             score = sum(counts[word] for word in content) / highest / math.sqrt(len(content) or 1)
             score *= min(1.0, len(words) / _FULL_SENTENCE_WORDS)
             if i == 0:
