@@ -164,3 +164,38 @@ async def test_a_dynamic_supervisor_nested_in_a_tree_is_reached_through_its_obje
             assert room_sup.path == "root/rooms"
             assert tree.count_children().supervisors == 1
     assert isinstance(Worker, type)
+
+
+async def test_a_message_that_arrives_while_a_child_falls_asleep_wakes_it_again() -> None:
+    clock = FakeClock()
+    in_on_stop = anyio.Event()
+    release = anyio.Event()
+    handled: list[str] = []
+
+    class Sleepy(Actor[str]):
+        async def handle(self, message: str) -> None:
+            handled.append(message)
+
+        async def on_stop(self) -> None:
+            if not release.is_set():
+                in_on_stop.set()
+                await release.wait()
+
+    sup = DynamicSupervisor(
+        spec_for=lambda key: ChildSpec(key, lambda ctx: Sleepy(), inbox_size=4),
+        idle_timeout=10,
+        clock=clock,
+    )
+    with anyio.fail_after(5), sup.events.subscribe() as events:
+        async with sup:
+            ref = await sup.get_or_start("r")
+            await clock.wait_for_sleepers(1)
+            clock.advance(10)
+            await in_on_stop.wait()  # going to sleep, not asleep yet
+            await ref.tell("in between")
+            release.set()
+            await next_event(events, "slept", "r")
+            await next_event(events, "started", "r")
+            while not handled:
+                await anyio.sleep(0)
+    assert handled == ["in between"]
