@@ -171,10 +171,12 @@ async def test_a_message_that_arrives_while_a_child_falls_asleep_wakes_it_again(
     in_on_stop = anyio.Event()
     release = anyio.Event()
     handled: list[str] = []
+    got_it = anyio.Event()
 
     class Sleepy(Actor[str]):
         async def handle(self, message: str) -> None:
             handled.append(message)
+            got_it.set()
 
         async def on_stop(self) -> None:
             if not release.is_set():
@@ -196,6 +198,5 @@ async def test_a_message_that_arrives_while_a_child_falls_asleep_wakes_it_again(
             release.set()
             await next_event(events, "slept", "r")
             await next_event(events, "started", "r")
-            while not handled:
-                await anyio.sleep(0)
+            await got_it.wait()
     assert handled == ["in between"]
