@@ -56,6 +56,10 @@ class QueueConfig(_Table):
     visibility_seconds: Annotated[float, Meta(gt=0, le=3600)] = 60.0
     batch_size: Annotated[int, Meta(ge=1, le=1000)] = 10
     max_attempts: Annotated[int, Meta(ge=1, le=1000)] = 5
+    # A failed attempt waits retry_base_seconds * 2**(attempt-1), at most retry_cap_seconds,
+    # less up to half of it at random (so jobs that failed together do not retry together).
+    retry_base_seconds: NonNegative = 1.0
+    retry_cap_seconds: NonNegative = 300.0
     poll_interval_seconds: Positive = 1.0
     reap_interval_seconds: Positive = 5.0
     # Finished jobs older than this are purged on a schedule; 0 keeps them forever.

@@ -1,0 +1,117 @@
+"""The in-flight table: every job this process has leased and not yet settled, and who holds it."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+
+import anyio
+
+from actors.messages import LeasedJob
+from supervisors import Context
+
+__all__ = ["InFlight", "stop_scope"]
+
+
+@contextlib.contextmanager
+def stop_scope(ctx: Context | None) -> Iterator[None]:
+    """Cancelled when the supervisor asks the child to stop; does nothing outside a tree."""
+    if ctx is None:
+        yield
+        return
+    with ctx.stop_scope():
+        yield
+
+
+class _Entry:
+    __slots__ = ("crash", "holder", "job")
+
+    def __init__(self, job: LeasedJob) -> None:
+        self.job = job
+        self.holder: str | None = None  # the worker working on it; None while in a stream
+        self.crash: str | None = None  # set when the holder crashed on it
+
+
+class InFlight:
+    """Slots and custody of leased jobs; the credit behind the pipeline's flow control.
+
+    The lease manager takes a slot per job it leases (`add`); the ack reporter gives it back
+    once the job's outcome is committed or its lease given back (`settle`). Workers record which
+    job they hold (`hold`), so that a restarted worker can recover what its predecessor held
+    (`take_held`): nothing in this table is ever forgotten while its lease is live.
+
+    Invariant: ``len(self) <= capacity``, and every job in the table is either in a stream
+    between two stages (no holder) or held by exactly one named worker.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._entries: dict[int, _Entry] = {}
+        self._changed: anyio.Event | None = None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._entries
+
+    @property
+    def free(self) -> int:
+        """How many more jobs may be leased now."""
+        return self.capacity - len(self._entries)
+
+    def jobs(self) -> list[LeasedJob]:
+        """Every job in flight, oldest first."""
+        return [entry.job for entry in self._entries.values()]
+
+    def add(self, jobs: Iterable[LeasedJob]) -> None:
+        """Take a slot for each of ``jobs``, just leased."""
+        for job in jobs:
+            self._entries[job.id] = _Entry(job)
+        if len(self._entries) > self.capacity:
+            raise AssertionError(f"in-flight table over capacity: {len(self)} > {self.capacity}")
+        self._notify()
+
+    def hold(self, job_id: int, holder: str | None) -> None:
+        """Record that ``holder`` works on ``job_id`` now (``None``: it went into a stream)."""
+        entry = self._entries.get(job_id)
+        if entry is not None:
+            entry.holder = holder
+
+    def crashed(self, job_id: int, error: str) -> None:
+        """Record that the job's holder crashed on it, so its successor fails it rather than retries."""
+        entry = self._entries.get(job_id)
+        if entry is not None:
+            entry.crash = error
+
+    def take_held(self, holder: str) -> list[tuple[LeasedJob, str | None]]:
+        """Return the jobs ``holder`` held (with its crash, if any) and clear their holder."""
+        taken = []
+        for entry in self._entries.values():
+            if entry.holder == holder:
+                taken.append((entry.job, entry.crash))
+                entry.holder = None
+                entry.crash = None
+        return taken
+
+    def settle(self, job_ids: Iterable[int]) -> None:
+        """Give back the slots of ``job_ids``: their outcome is committed or their lease returned."""
+        for job_id in job_ids:
+            self._entries.pop(job_id, None)
+        self._notify()
+
+    async def wait_changed(self) -> None:
+        """Wait until a job is added or settled."""
+        if self._changed is None:
+            self._changed = anyio.Event()
+        await self._changed.wait()
+
+    async def wait_empty(self) -> None:
+        """Wait until no job is in flight."""
+        while self._entries:
+            await self.wait_changed()
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None

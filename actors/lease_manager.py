@@ -1,0 +1,191 @@
+"""The lease manager: the pipeline's source; leases jobs for free slots and keeps their leases alive."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectSendStream
+
+from actors.config import QueueConfig
+from actors.errors import QueueError
+from actors.inflight import InFlight, stop_scope
+from actors.messages import JobLeased, LeasedJob
+from supervisors import Clock, Context
+
+__all__ = ["LeaseManager", "leased_job"]
+
+log = structlog.get_logger("actors.lease_manager")
+
+
+def leased_job(job: Any) -> LeasedJob:
+    """The plain-data view of a queue ``Job`` that stages pass around."""
+    return LeasedJob(
+        id=job.id,
+        run_id=job.run_id,
+        tenant_id=job.tenant_id,
+        r2_key=job.r2_key,
+        lease_token=job.lease_token,
+        attempts=job.attempts,
+        max_attempts=job.max_attempts,
+        payload=job.payload,
+    )
+
+
+class LeaseManager:
+    """Leases at most as many jobs as there are free slots, renews them, reaps expired leases.
+
+    It wakes at once when this process enqueues a job (``queue.on_enqueue``) and polls every
+    ``poll_interval_seconds`` otherwise, for jobs enqueued by other processes. Every in-flight
+    job's lease is renewed every third of ``visibility_seconds``, so a slow job is never handed
+    to a second worker while this process is alive.
+
+    Error handling: a queue error while pulling or renewing is logged and retried on the next
+    round; anything else crashes the actor. A crash loses no job: jobs already handed on stay in
+    the in-flight table (their leases are renewed again after the restart), and a job leased
+    but not yet recorded is redelivered when its lease expires.
+    """
+
+    name = "lease_manager"
+
+    def __init__(
+        self,
+        *,
+        queue: Any,
+        inflight: InFlight,
+        outbox: MemoryObjectSendStream[JobLeased],
+        settings: QueueConfig,
+        clock: Clock,
+        worker_id: str,
+        on_leased: Callable[[list[LeasedJob]], Awaitable[None]] | None = None,
+        ctx: Context | None = None,
+        draining: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self._ctx = ctx
+        self._system_draining = draining
+        self._queue = queue
+        self._inflight = inflight
+        self._outbox = outbox
+        self._settings = settings
+        self._clock = clock
+        self._worker_id = worker_id
+        self._on_leased = on_leased
+        self._wake: anyio.Event | None = None
+        self._draining = False
+        self.idle = False  # True after a pull found nothing and nothing is in flight
+
+    @property
+    def draining(self) -> bool:
+        return self._draining or self._system_draining()
+
+    def stop_pulling(self) -> None:
+        """Lease nothing more (graceful shutdown); in-flight jobs go on."""
+        self._draining = True
+        self.wake()
+
+    def wake(self) -> None:
+        """Look for jobs now (called after a local enqueue, on the loop's thread)."""
+        if self._wake is not None:
+            self._wake.set()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        unsubscribe = self._queue.on_enqueue(self.wake)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._renew_forever)
+                tg.start_soon(self._reap_forever)
+                task_status.started()
+                with stop_scope(self._ctx):
+                    await self._lease_until_draining()
+                    # Draining: in-flight jobs still need their leases renewed until they end.
+                    await anyio.sleep_forever()
+                tg.cancel_scope.cancel()
+        finally:
+            unsubscribe()
+
+    async def _lease_until_draining(self) -> None:
+        settings = self._settings
+        while not self.draining:
+            free = self._inflight.free
+            if free <= 0:
+                await self._inflight.wait_changed()
+                continue
+            # A fresh event before the pull: an enqueue that commits during it still wakes us.
+            self._wake = anyio.Event()
+            try:
+                jobs = await self._queue.pull(
+                    max=min(free, settings.batch_size),
+                    visibility_seconds=settings.visibility_seconds,
+                    worker_id=self._worker_id,
+                )
+            except QueueError as exc:
+                log.warning("lease.pull_failed", error=str(exc))
+                jobs = []
+            if not jobs:
+                self.idle = len(self._inflight) == 0
+                await self._sleep_unless_woken(settings.poll_interval_seconds)
+                continue
+            self.idle = False
+            leased = [leased_job(job) for job in jobs]
+            self._inflight.add(leased)
+            for job in leased:
+                # Never blocks: the stream holds `concurrency` items and the in-flight table
+                # never holds more jobs than that.
+                self._outbox.send_nowait(JobLeased(job=job))
+            if self._on_leased is not None:
+                await self._on_leased(leased)
+
+    async def _sleep_unless_woken(self, seconds: float) -> None:
+        wake = self._wake
+        if wake is None or wake.is_set():
+            return
+        async with anyio.create_task_group() as tg:
+
+            async def sleep_then_stop() -> None:
+                await self._clock.sleep(seconds)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(sleep_then_stop)
+            await wake.wait()
+            tg.cancel_scope.cancel()
+
+    async def _renew_forever(self) -> None:
+        # A third of the lease: two renewals can fail in a row before a lease runs out.
+        interval = self._settings.visibility_seconds / 3
+        while True:
+            await self._clock.sleep(interval)
+            jobs = self._inflight.jobs()
+            if not jobs:
+                continue
+            try:
+                results = await self._queue.renew_many(
+                    [(job.id, job.lease_token) for job in jobs],
+                    visibility_seconds=self._settings.visibility_seconds,
+                )
+            except QueueError as exc:
+                log.warning("lease.renew_failed", jobs=len(jobs), error=str(exc))
+                continue
+            for job, result in zip(jobs, results, strict=True):
+                if not result.ok and job.id in self._inflight:
+                    log.warning("lease.lost", job_id=job.id, run_id=job.run_id,
+                                reason=result.reason, error=result.message)
+
+    async def _reap_forever(self) -> None:
+        next_purge = self._clock.monotonic()
+        while True:
+            await self._clock.sleep(self._settings.reap_interval_seconds)
+            try:
+                reaped = await self._queue.reap()
+                if reaped:
+                    log.info("lease.reaped", jobs=reaped)
+                retention = self._settings.retention_seconds
+                if retention > 0 and self._clock.monotonic() >= next_purge:
+                    purged = await self._queue.purge(older_than_seconds=retention)
+                    if purged:
+                        log.info("queue.purged", jobs=purged)
+                    next_purge = self._clock.monotonic() + 3600
+            except QueueError as exc:
+                log.warning("lease.reap_failed", error=str(exc))

@@ -1,0 +1,135 @@
+"""The processor stage: turns a fetched object into the job's result (offline or with Gemini)."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import anyio
+import msgspec
+import structlog
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from actors.config import ProcessorConfig
+from actors.errors import ActorsError, DocumentError
+from actors.inflight import InFlight, stop_scope
+from actors.messages import AckInbox, Failed, Fetched, LeasedJob, Processed, Release
+from supervisors import Context
+
+__all__ = ["LocalProcessor", "Processor", "ProcessorOutput", "ProcessorStage"]
+
+log = structlog.get_logger("actors.processor")
+
+# Documents this small are processed on the loop's thread (a few hundred microseconds at most);
+# larger ones in a worker thread so the loop keeps renewing leases and acking meanwhile.
+_INLINE_BYTES = 32 * 1024
+
+
+class ProcessorOutput(msgspec.Struct, frozen=True, kw_only=True):
+    """A job's result and the numbers added to its run's aggregates."""
+
+    result: Any
+    metrics: dict[str, float] = msgspec.field(default_factory=dict)
+
+
+class Processor(Protocol):
+    """What the processor stage needs from a processor (offline, Gemini...).
+
+    Error handling: raise `DocumentError` when retrying cannot help (the job fails at once);
+    any other `ActorsError` is a failed attempt that the queue retries with backoff.
+    """
+
+    async def process(self, job: LeasedJob, data: bytes, content_type: str | None) -> ProcessorOutput: ...
+
+    async def aclose(self) -> None: ...
+
+
+class LocalProcessor:
+    """The embedded default: text extraction, chunks, extractive summary; no key, no network."""
+
+    def __init__(self, settings: ProcessorConfig) -> None:
+        self._settings = settings
+
+    def _process(self, data: bytes, filename: str, content_type: str | None) -> ProcessorOutput:
+        from actors.documents import process_document
+
+        document = process_document(
+            data,
+            filename=filename,
+            content_type=content_type,
+            max_chunk_chars=self._settings.max_chunk_chars,
+            summary_sentences=self._settings.summary_sentences,
+        )
+        return ProcessorOutput(
+            result=msgspec.to_builtins(document),
+            metrics={"bytes": float(len(data)), "chunks": float(len(document.chunks))},
+        )
+
+    async def process(self, job: LeasedJob, data: bytes, content_type: str | None) -> ProcessorOutput:
+        if len(data) <= _INLINE_BYTES:
+            return self._process(data, job.r2_key, content_type)
+        return await anyio.to_thread.run_sync(self._process, data, job.r2_key, content_type)
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+class ProcessorStage:
+    """One of a pool of processors sharing one inbox; sends each outcome to the ack reporter.
+
+    Error handling: a `DocumentError` fails the job permanently (a corrupt PDF stays corrupt);
+    another `ActorsError` fails this attempt, to be retried with backoff. Any other exception
+    crashes this processor after marking the job, so that its restarted successor fails the job
+    (a retry) rather than losing it.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        inbox: MemoryObjectReceiveStream[Fetched],
+        acks: MemoryObjectSendStream[AckInbox],
+        processor: Processor,
+        inflight: InFlight,
+        ctx: Context | None = None,
+    ) -> None:
+        self.name = name
+        self._ctx = ctx
+        self._inbox = inbox
+        self._acks = acks
+        self._processor = processor
+        self._inflight = inflight
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        recovered = self._inflight.take_held(self.name)
+        task_status.started()
+        for job, crash in recovered:
+            # The object went with the crashed predecessor: give the lease back (or fail the
+            # attempt if the processor crashed on it) and let the queue hand it out again.
+            if crash is None:
+                self._acks.send_nowait(Release(job=job, reason=f"{self.name} was restarted"))
+            else:
+                self._acks.send_nowait(
+                    Failed(job=job, error=f"{self.name} crashed on this job: {crash}",
+                           stage="process")
+                )
+        with stop_scope(self._ctx):
+            async for message in self._inbox:
+                await self._process(message)
+
+    async def _process(self, message: Fetched) -> None:
+        job = message.job
+        self._inflight.hold(job.id, self.name)
+        try:
+            output = await self._processor.process(job, message.data, message.content_type)
+        except DocumentError as exc:
+            outcome: AckInbox = Failed(job=job, error=str(exc), permanent=True, stage="process")
+        except ActorsError as exc:
+            outcome = Failed(job=job, error=str(exc), stage="process")
+        except Exception as exc:
+            self._inflight.crashed(job.id, repr(exc))
+            raise
+        else:
+            outcome = Processed(job=job, result=output.result, metrics=output.metrics)
+        self._acks.send_nowait(outcome)
+        self._inflight.hold(job.id, None)

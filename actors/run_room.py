@@ -1,0 +1,109 @@
+"""The run room: one actor per run that holds its live state and tells subscribers what happens."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import msgspec
+
+from actors.errors import RunNotFound
+from actors.messages import RunEvent, RunRoomInbox, Subscribe
+from supervisors import Actor
+
+__all__ = ["RunRoom", "RunUpdate", "TERMINAL_RUN_STATUSES"]
+
+TERMINAL_RUN_STATUSES = frozenset({"done", "failed"})
+
+
+class RunUpdate(msgspec.Struct, frozen=True, kw_only=True):
+    """What a subscriber sees: the run's state now and the events since its last update."""
+
+    summary: Any  # actors.queue.RunSummary
+    events: list[RunEvent]
+    missed: int = 0  # events that fell out of the room's memory before this subscriber saw them
+
+
+class RunRoom(Actor[RunRoomInbox]):
+    """One run's state, like the RunRoom Durable Object: summary, recent events, subscribers.
+
+    The durable state lives in the queue's database, updated in the same transaction as the
+    acks (`RunSummary`: counts, aggregates, timestamps), so a room is a cache that can sleep
+    when idle and is rebuilt from the database when it wakes; after any crash it agrees with
+    the queue. Events reach it after their commit (the ack reporter sends them), so a
+    subscriber never sees an outcome that could still be rolled back.
+
+    Error handling: a room has no job in its hands; if it crashes, its successor reloads the
+    summary and the subscribers of the old one move to the new one (`ActorSystem.watch_run`).
+    """
+
+    def __init__(self, run_id: str, *, queue: Any, recent_events: int = 100) -> None:
+        self.run_id = run_id
+        self._queue = queue
+        self._events: deque[tuple[int, RunEvent]] = deque(maxlen=recent_events)
+        self._seq = 0
+        self._changed = anyio.Event()
+        self._subscribers = 0
+        self.closed = False
+        self.summary: Any = None
+
+    @property
+    def subscribers(self) -> int:
+        return self._subscribers
+
+    async def on_start(self) -> None:
+        """Load the run's state from the database (a missing run is one not enqueued yet)."""
+        await self._refresh()
+
+    async def on_stop(self) -> None:
+        self.closed = True
+        self._notify()
+
+    async def handle(self, message: RunRoomInbox) -> RunRoom | None:
+        """Record an event and reload the run's state; answer a `Subscribe` with this room."""
+        match message:
+            case RunEvent():
+                self._seq += 1
+                self._events.append((self._seq, message))
+                await self._refresh()
+                self._notify()
+            case Subscribe():
+                return self
+        return None
+
+    async def _refresh(self) -> None:
+        try:
+            self.summary = await self._queue.run_summary(self.run_id)
+        except RunNotFound:
+            self.summary = None
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    @property
+    def finished(self) -> bool:
+        return self.summary is not None and self.summary.status in TERMINAL_RUN_STATUSES
+
+    async def updates(self) -> AsyncIterator[RunUpdate]:
+        """Yield the state now, then after every change, until the run ends or the room stops.
+
+        A slow subscriber never slows the room: it skips intermediate states and gets the
+        events it missed from the room's memory (``missed`` counts those already forgotten).
+        """
+        self._subscribers += 1
+        try:
+            seen = self._seq
+            yield RunUpdate(summary=self.summary, events=[e for _, e in self._events])
+            while not self.finished and not self.closed:
+                changed = self._changed
+                await changed.wait()
+                new = [(seq, e) for seq, e in self._events if seq > seen]
+                oldest = new[0][0] if new else self._seq + 1
+                missed = max(0, oldest - seen - 1) if new else 0
+                seen = self._seq
+                yield RunUpdate(summary=self.summary, events=[e for _, e in new], missed=missed)
+        finally:
+            self._subscribers -= 1

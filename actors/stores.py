@@ -1,0 +1,127 @@
+"""Object stores: where a job's object lives (the embedded default is a local folder)."""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import uuid
+from pathlib import Path, PurePosixPath
+from typing import Protocol
+
+import anyio
+import msgspec
+
+from actors.errors import InvalidObjectKey, ObjectMissing, ObjectStoreUnavailable, ObjectTooLarge
+
+__all__ = ["LocalObjectStore", "ObjectStore", "StoredObject", "check_key"]
+
+# Objects this small are read on the event loop's thread: a thread hop costs more than the read.
+# Larger ones go to a worker thread so a slow disk never blocks the loop.
+_INLINE_READ_BYTES = 64 * 1024
+
+
+class StoredObject(msgspec.Struct, frozen=True, kw_only=True):
+    """An object's bytes, read whole, and what the store knows of its type."""
+
+    key: str
+    data: bytes
+    content_type: str | None = None
+
+
+class ObjectStore(Protocol):
+    """What the fetcher and ``submit`` need from an object store.
+
+    Error handling: ``get`` raises `ObjectMissing`, `ObjectTooLarge` or `InvalidObjectKey`
+    (permanent: the job fails without retries) or `ObjectStoreUnavailable` (transient: the job
+    is retried with backoff). A store never returns part of an object.
+    """
+
+    async def get(self, key: str, *, max_bytes: int) -> StoredObject: ...
+
+    async def put(self, key: str, data: bytes, *, content_type: str | None = None) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` if it is a relative path of plain segments, else raise `InvalidObjectKey`."""
+    path = PurePosixPath(key)
+    if not key or path.is_absolute() or any(part in ("..", ".", "") for part in key.split("/")):
+        raise InvalidObjectKey(
+            f"object key {key!r} is not allowed: keys are relative paths like "
+            "'tenant/run/file.pdf', without empty, '.' or '..' segments and without a leading '/'"
+        )
+    if "\x00" in key or "\\" in key:
+        raise InvalidObjectKey(f"object key {key!r} contains a NUL byte or a backslash")
+    return key
+
+
+class LocalObjectStore:
+    """Objects as files under ``root``: the key ``a/b.pdf`` is the file ``root/a/b.pdf``.
+
+    Writes go to a temporary file that is renamed into place, so a reader never sees a
+    partial object, even if the writer is killed.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    async def get(self, key: str, *, max_bytes: int) -> StoredObject:
+        """Read the object under ``key`` whole, refusing it unread if it exceeds ``max_bytes``."""
+        path = self._path(key)
+        try:
+            size = path.stat().st_size  # one stat: cheap enough for the loop's thread
+            if size > max_bytes:
+                raise ObjectTooLarge(
+                    f"object {key!r} is {size} bytes, over the limit of {max_bytes}; raise "
+                    "[pipeline].max_object_bytes or split the document"
+                )
+            if size <= _INLINE_READ_BYTES:
+                data = path.read_bytes()
+            else:
+                data = await anyio.to_thread.run_sync(path.read_bytes)
+        except FileNotFoundError:
+            raise ObjectMissing(
+                f"object {key!r} does not exist in the local store at {self.root}; upload it "
+                "(python -m actors submit) before enqueueing its job"
+            ) from None
+        except IsADirectoryError:
+            raise ObjectMissing(f"object {key!r} is a folder in {self.root}, not a file") from None
+        except OSError as exc:
+            raise ObjectStoreUnavailable(
+                f"reading object {key!r} from {self.root} failed: {exc.strerror}"
+            ) from None
+        if len(data) > max_bytes:  # the file grew between stat and read
+            raise ObjectTooLarge(f"object {key!r} grew past the limit of {max_bytes} bytes")
+        content_type, _ = mimetypes.guess_type(key)
+        return StoredObject(key=key, data=data, content_type=content_type)
+
+    async def put(self, key: str, data: bytes, *, content_type: str | None = None) -> None:
+        """Store ``data`` under ``key`` atomically and durably (fsync, then rename)."""
+        path = self._path(key)
+        await anyio.to_thread.run_sync(_write_atomically, path, data)
+
+    async def aclose(self) -> None:
+        """Nothing to release: files are opened per call."""
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except OSError as exc:
+        raise ObjectStoreUnavailable(
+            f"writing object to {path} failed: {exc.strerror}; check free disk space and "
+            "permissions of [storage].root"
+        ) from None

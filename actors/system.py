@@ -1,0 +1,354 @@
+"""The actor system: wires config, queue, stores and actors into one supervised tree."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AsyncExitStack
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+
+from actors.ack_reporter import AckReporter, AckStats
+from actors.config import Config
+from actors.errors import ActorsError, ConfigError
+from actors.fetcher import Fetcher
+from actors.inflight import InFlight
+from actors.lease_manager import LeaseManager
+from actors.messages import AckInbox, Fetched, JobLeased, LeasedJob, RunEvent, Subscribe
+from actors.processor import LocalProcessor, Processor, ProcessorStage
+from actors.queue import Backoff as RetryBackoff
+from actors.queue import Job, NewJob, RunSummary, SQLiteQueue, Stats
+from actors.run_room import TERMINAL_RUN_STATUSES, RunRoom, RunUpdate
+from actors.stores import LocalObjectStore, ObjectStore
+from supervisors import (
+    Backoff,
+    ChildSpec,
+    Clock,
+    Context,
+    DynamicSupervisor,
+    MailboxFull,
+    RestartLimitExceeded,
+    SupervisionError,
+    Supervisor,
+    SystemClock,
+)
+
+__all__ = ["ActorSystem", "SystemFailed"]
+
+log = structlog.get_logger("actors.system")
+
+# A run room's inbox: events come a few per ack batch; more than this waiting means the room
+# is stuck, and dropping an event there costs only an entry of its recent-events list.
+_ROOM_INBOX = 1000
+# Rooms of idle runs sleep; this bounds the awake and asleep rooms kept at once.
+_MAX_ROOMS = 100_000
+
+
+def _explain_give_up(exc: BaseException) -> str:
+    """Name the innermost actor whose crashes made the tree give up, and its last error."""
+    chain: list[RestartLimitExceeded] = []
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, RestartLimitExceeded):
+            chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    inner = chain[-1] if chain else exc
+    actor = getattr(inner, "child", "?")
+    root = inner.__cause__ or inner.__context__
+    why = f"; its last error: {type(root).__name__}: {root}" if root is not None else ""
+    return (
+        f"actor {actor!r} kept crashing: {getattr(inner, 'restarts', '?')} restarts within "
+        f"{getattr(inner, 'max_seconds', '?')}s, over [supervision].max_restarts="
+        f"{getattr(inner, 'max_restarts', '?')}, so the system stopped{why}. Jobs in flight "
+        "were given back to the queue. Fix the cause, or raise [supervision].max_restarts "
+        "if such crashes are expected"
+    )
+
+
+class SystemFailed(ActorsError):
+    """The supervision tree gave up: an actor exceeded its restart limit. The message names it."""
+
+
+def default_worker_id() -> str:
+    """``host:pid:random``: unique per process, readable in ``jobs list``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class ActorSystem:
+    """The whole pipeline as an async context manager, for ``python -m actors`` and host apps.
+
+    ``async with ActorSystem(config) as system:`` opens the queue, starts the supervision tree
+    (sinks first, the source last) and leaves it running in the caller's task group until the
+    block ends, which drains it: stop leasing, let in-flight jobs finish for up to
+    ``shutdown_grace_seconds``, give back the leases of the rest, flush the acks.
+
+    Error handling: if the tree gives up (an actor crashed more often than its restart limit
+    allows) the block is cancelled and `SystemFailed` comes out of it, naming the actor;
+    ``on_failure`` is called first, for hosts that want to know without being cancelled.
+    No signal handler is installed here; ``python -m actors`` does that.
+    """
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        clock: Clock | None = None,
+        store: ObjectStore | None = None,
+        processor: Processor | None = None,
+        worker_id: str | None = None,
+        on_failure: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self.config = config if config is not None else Config()
+        self.clock = clock if clock is not None else SystemClock()
+        self.worker_id = worker_id or default_worker_id()
+        self._store = store
+        self._processor = processor
+        self._on_failure = on_failure
+        self._stack: AsyncExitStack | None = None
+        self.queue: Any = None
+        self.ack_stats = AckStats()
+        self._draining = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> ActorSystem:
+        config = self.config
+        if config.queue.backend != "sqlite":
+            raise ConfigError(
+                f"[queue].backend = {config.queue.backend!r} is not available in this version; "
+                "use \"sqlite\""
+            )
+        stack = AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            Path(config.queue.path).parent.mkdir(parents=True, exist_ok=True)
+            self.queue = await stack.enter_async_context(
+                SQLiteQueue.open(config.queue.path, durability=config.queue.durability,
+                                 clock=self.clock, max_attempts=config.queue.max_attempts,
+                                 backoff=RetryBackoff(base_seconds=config.queue.retry_base_seconds,
+                                                      cap_seconds=config.queue.retry_cap_seconds))
+            )
+            if self._store is None:
+                self._store = LocalObjectStore(config.storage.root)
+            stack.push_async_callback(self._store.aclose)
+            if self._processor is None:
+                self._processor = LocalProcessor(config.processor)
+            stack.push_async_callback(self._processor.aclose)
+            self._build()
+            self._tg = await stack.enter_async_context(anyio.create_task_group())
+            await self._tg.start(self._run_tree)
+            stack.push_async_callback(self.stop)
+        except BaseException:
+            await stack.__aexit__(None, None, None)
+            raise
+        self._stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        stack, self._stack = self._stack, None
+        assert stack is not None
+        try:
+            return await stack.__aexit__(exc_type, exc, tb)  # stop() runs first: pushed last
+        except BaseExceptionGroup as group:
+            # The task group wraps the tree's failure; the host wants the failure itself.
+            failed = group.subgroup(lambda e: isinstance(e, SystemFailed))
+            while isinstance(failed, BaseExceptionGroup) and len(failed.exceptions) == 1:
+                failed = failed.exceptions[0]  # type: ignore[assignment]
+            if isinstance(failed, SystemFailed):
+                raise failed from failed.__cause__
+            raise
+
+    def _build(self) -> None:
+        config = self.config
+        capacity = config.pipeline.concurrency
+        self.inflight = InFlight(capacity)
+        # The channels between stages belong to the system, not to an actor: they outlive
+        # every restart, so a message is never lost with the actor that would have read it.
+        self._fetch_send, self._fetch_recv = anyio.create_memory_object_stream[JobLeased](capacity)
+        self._process_send, self._process_recv = anyio.create_memory_object_stream[Fetched](capacity)
+        self._ack_send, self._ack_recv = anyio.create_memory_object_stream[AckInbox](capacity)
+        sup = config.supervision
+        limits: dict[str, Any] = {
+            "max_restarts": sup.max_restarts,
+            "max_seconds": sup.max_seconds,
+            "backoff": Backoff(min_seconds=sup.backoff_min_seconds,
+                               max_seconds=sup.backoff_max_seconds),
+        }
+        assert self._store is not None and self._processor is not None
+        store, processor = self._store, self._processor
+
+        def fetcher(i: int) -> ChildSpec:
+            return ChildSpec(f"fetcher-{i}", lambda ctx: Fetcher(
+                ctx.id, inbox=self._fetch_recv, outbox=self._process_send, acks=self._ack_send,
+                store=store, inflight=self.inflight, max_bytes=config.pipeline.max_object_bytes,
+                draining=lambda: self._draining, ctx=ctx,
+            ), shutdown=1.0)
+
+        def processor_stage(i: int) -> ChildSpec:
+            return ChildSpec(f"processor-{i}", lambda ctx: ProcessorStage(
+                ctx.id, inbox=self._process_recv, acks=self._ack_send, processor=processor,
+                inflight=self.inflight, ctx=ctx,
+            ), shutdown=1.0)
+
+        def ack_reporter(ctx: Context) -> AckReporter:
+            return AckReporter(
+                queue=self.queue, inbox=self._ack_recv, inflight=self.inflight, clock=self.clock,
+                batch_size=config.pipeline.ack_batch_size,
+                window_seconds=config.pipeline.ack_window_seconds,
+                on_committed=self._on_committed, stats=self.ack_stats, ctx=ctx,
+            )
+
+        def lease_manager(ctx: Context) -> LeaseManager:
+            self.lease_manager = LeaseManager(
+                queue=self.queue, inflight=self.inflight, outbox=self._fetch_send,
+                settings=config.queue, clock=self.clock, worker_id=self.worker_id,
+                on_leased=self._on_leased, ctx=ctx, draining=lambda: self._draining,
+            )
+            return self.lease_manager
+
+        self.rooms = DynamicSupervisor(
+            name="run_rooms",
+            spec_for=lambda run_id: ChildSpec(
+                run_id, lambda ctx: RunRoom(run_id, queue=self.queue), restart="transient",
+                inbox_size=_ROOM_INBOX,
+            ),
+            max_children=_MAX_ROOMS,
+            idle_timeout=config.pipeline.run_idle_seconds,
+            **limits,
+        )
+        self.lease_manager = None  # type: ignore[assignment]
+
+        def group(name: str, children: list[ChildSpec]) -> ChildSpec:
+            return ChildSpec(name, lambda ctx: Supervisor(children, name=name, **limits))
+
+        # Sinks first, the source last: stopping in reverse order is a drain.
+        self.tree = Supervisor(
+            [
+                group("sink", [ChildSpec("ack_reporter", ack_reporter, shutdown=10.0)]),
+                ChildSpec("run_rooms", lambda ctx: self.rooms),
+                group("processors", [processor_stage(i) for i in range(config.pipeline.processors)]),
+                group("fetchers", [fetcher(i) for i in range(config.pipeline.fetchers)]),
+                group("source", [ChildSpec("lease_manager", lease_manager, shutdown=5.0)]),
+            ],
+            name="actors",
+            strategy="one_for_one",
+            # Each group restarts its own children within [supervision]'s limits; a group that
+            # gives up has a bug or a dead dependency that restarting will not fix, so the
+            # root gives up at once and the process exits non-zero for its manager to see.
+            max_restarts=0,
+            clock=self.clock,
+        )
+
+    async def _run_tree(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await self.tree.run(task_status=task_status)
+        except RestartLimitExceeded as exc:
+            failure = SystemFailed(_explain_give_up(exc))
+            log.error("system.failed", error=str(failure))
+            if self._on_failure is not None:
+                self._on_failure(failure)
+            raise failure from exc
+
+    async def stop(self, grace_seconds: float | None = None) -> None:
+        """Drain: stop leasing, wait for in-flight jobs, give back the rest, flush the acks."""
+        grace = self.config.pipeline.shutdown_grace_seconds if grace_seconds is None else grace_seconds
+        self._draining = True
+        if self.lease_manager is not None:
+            self.lease_manager.wake()
+        with anyio.move_on_after(grace):
+            await self.inflight.wait_empty()
+        await self.tree.stop()
+        with anyio.CancelScope(shield=True):
+            await self._release_leftovers()
+
+    async def _release_leftovers(self) -> None:
+        left = self.inflight.jobs()
+        if not left:
+            return
+        results = await self.queue.release_many([(job.id, job.lease_token) for job in left])
+        released = sum(1 for r in results if r.ok)
+        self.inflight.settle(job.id for job in left)
+        log.info("system.released", jobs=released)
+
+    # -- run rooms -------------------------------------------------------------------------
+
+    async def _on_leased(self, jobs: list[LeasedJob]) -> None:
+        now = self.clock.time()
+        by_run: dict[str, list[int]] = {}
+        for job in jobs:
+            by_run.setdefault(job.run_id, []).append(job.id)
+        await self._on_committed(
+            [RunEvent(run_id=run, kind="leased", job_ids=tuple(ids), at=now)
+             for run, ids in by_run.items()]
+        )
+
+    async def _on_committed(self, events: list[RunEvent]) -> None:
+        """Tell each event's run room (started on demand); a full room inbox drops the event."""
+        for event in events:
+            try:
+                room = await self.rooms.get_or_start(event.run_id)
+                room.tell_nowait(event)
+            except MailboxFull:
+                # The room reloads its state from the database on its next event, so only
+                # this entry of its recent-events list is lost, never a count.
+                log.warning("run_room.event_dropped", run_id=event.run_id, kind=event.kind)
+            except SupervisionError as exc:
+                log.warning("run_room.unavailable", run_id=event.run_id, error=str(exc))
+
+    async def _room(self, run_id: str) -> RunRoom:
+        ref = await self.rooms.get_or_start(run_id)
+        room: RunRoom = await ref.ask(Subscribe(), timeout=10.0)
+        return room
+
+    # -- the embedding API -----------------------------------------------------------------
+
+    async def enqueue(self, run_id: str, tenant_id: str, r2_key: str, **options: Any) -> Job:
+        """Enqueue one job (see `SQLiteQueue.enqueue`); a local worker wakes at once."""
+        return await self.queue.enqueue(run_id, tenant_id, r2_key, **options)  # type: ignore[no-any-return]
+
+    async def enqueue_many(self, jobs: Sequence[NewJob]) -> list[Job]:
+        return await self.queue.enqueue_many(list(jobs))  # type: ignore[no-any-return]
+
+    async def stats(self) -> Stats:
+        return await self.queue.stats()  # type: ignore[no-any-return]
+
+    async def run_summary(self, run_id: str) -> RunSummary:
+        return await self.queue.run_summary(run_id)  # type: ignore[no-any-return]
+
+    async def watch_run(self, run_id: str) -> AsyncIterator[RunUpdate]:
+        """Yield the run's state now and after every change, until it is done or failed."""
+        while True:
+            room = await self._room(run_id)
+            async for update in room.updates():
+                yield update
+                if update.summary is not None and update.summary.status in TERMINAL_RUN_STATUSES:
+                    return
+            if room.finished:
+                return
+
+    async def wait_run(self, run_id: str) -> RunSummary:
+        """Wait until every job of the run is done or failed; return the run's summary."""
+        async for update in self.watch_run(run_id):
+            if update.summary is not None and update.summary.status in TERMINAL_RUN_STATUSES:
+                return update.summary  # type: ignore[no-any-return]
+        return await self.run_summary(run_id)
+
+    async def wait_idle(self, poll_seconds: float = 0.05) -> Stats:
+        """Wait until no job is pending or leased in the whole queue (``run --until-idle``)."""
+        while True:
+            stats = await self.stats()
+            if stats.pending == 0 and stats.leased == 0 and len(self.inflight) == 0:
+                return stats
+            await anyio.sleep(poll_seconds)

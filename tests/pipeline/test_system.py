@@ -1,0 +1,264 @@
+"""The pipeline in one process: every job ends once, faults are retried, leases outlive slow jobs."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+import pytest
+
+from actors.config import Config, PipelineConfig, QueueConfig, StorageConfig, SupervisionConfig
+from actors.errors import ActorsError
+from actors.messages import LeasedJob
+from actors.processor import LocalProcessor, ProcessorOutput
+from actors.queue import NewJob
+from actors.stores import LocalObjectStore, StoredObject
+from actors.system import ActorSystem, SystemFailed
+
+pytestmark = pytest.mark.anyio
+
+TEXT = b"Lichens grow slowly on old stone. They record clean air. Surveys count them yearly."
+
+
+def make_config(tmp_path: Path, **tables: Any) -> Config:
+    queue = {"path": str(tmp_path / "q.db"), "retry_base_seconds": 0.01,
+             "poll_interval_seconds": 0.05, **tables.pop("queue", {})}
+    supervision = {"backoff_min_seconds": 0.0, "backoff_max_seconds": 0.0,
+                   **tables.pop("supervision", {})}
+    return Config(
+        queue=QueueConfig(**queue),
+        storage=StorageConfig(root=str(tmp_path / "objects")),
+        supervision=SupervisionConfig(**supervision),
+        pipeline=PipelineConfig(**tables.pop("pipeline", {})),
+    )
+
+
+async def put_objects(root: Path, count: int, data: bytes = TEXT) -> list[str]:
+    store = LocalObjectStore(root)
+    keys = [f"t1/run/{i}.txt" for i in range(count)]
+    for key in keys:
+        await store.put(key, data)
+    return keys
+
+
+def jobs_by_status(db: Path) -> dict[str, int]:
+    with sqlite3.connect(db) as conn:
+        return dict(conn.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall())
+
+
+class FlakyStore(LocalObjectStore):
+    """Raises an unexpected error (a bug, not a store error) on its first ``failures`` reads."""
+
+    def __init__(self, root: Path, failures: int) -> None:
+        super().__init__(root)
+        self.failures = failures
+        self.calls = 0
+
+    async def get(self, key: str, *, max_bytes: int) -> StoredObject:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise RuntimeError(f"injected fetcher fault #{self.calls}")
+        return await super().get(key, max_bytes=max_bytes)
+
+
+class CountingProcessor(LocalProcessor):
+    """The offline processor, counting calls per job, failing or stalling when told to."""
+
+    def __init__(self, config: Config, *, failures: int = 0, seconds: float = 0.0) -> None:
+        super().__init__(config.processor)
+        self.calls: dict[int, int] = {}
+        self.failures = failures
+        self.seconds = seconds
+
+    async def process(self, job: LeasedJob, data: bytes, content_type: str | None) -> ProcessorOutput:
+        self.calls[job.id] = self.calls.get(job.id, 0) + 1
+        if sum(self.calls.values()) <= self.failures:
+            raise ZeroDivisionError("injected processor fault")
+        if self.seconds:
+            await anyio.sleep(self.seconds)
+        return await super().process(job, data, content_type)
+
+
+async def test_every_job_of_a_run_ends_done_once_with_its_result(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    keys = await put_objects(tmp_path / "objects", 200)
+    processor = CountingProcessor(config)
+    with anyio.fail_after(60):
+        async with ActorSystem(config, processor=processor) as system:
+            await system.enqueue_many([NewJob(run_id="r1", tenant_id="t1", r2_key=k) for k in keys])
+            summary = await system.wait_run("r1")
+            page = await system.queue.list(run_id="r1", limit=1000)
+    assert (summary.status, summary.total, summary.done, summary.failed) == ("done", 200, 200, 0)
+    assert jobs_by_status(tmp_path / "q.db") == {"done": 200}
+    assert sorted(processor.calls.values()) == [1] * 200
+    assert {job.result["kind"] for job in page.items} == {"text"}
+    assert all(job.result["summary"] for job in page.items)
+    assert summary.metrics["bytes"] == 200 * len(TEXT)
+    assert system.ack_stats.done == 200
+    assert system.ack_stats.stale == 0
+
+
+async def test_a_missing_object_fails_its_job_at_once_without_burning_retries(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    with anyio.fail_after(30):
+        async with ActorSystem(config) as system:
+            job = await system.enqueue("r1", "t1", "t1/nowhere.pdf")
+            summary = await system.wait_run("r1")
+            failed = await system.queue.get(job.id)
+    assert summary.status == "failed"
+    assert failed.status == "failed"
+    assert failed.attempts == 1
+    assert "t1/nowhere.pdf" in (failed.last_error or "")
+    assert "does not exist" in (failed.last_error or "")
+
+
+async def test_an_oversized_object_is_refused_unread_and_fails_permanently(tmp_path: Path) -> None:
+    config = make_config(tmp_path, pipeline={"max_object_bytes": 10})
+    (key,) = await put_objects(tmp_path / "objects", 1)
+    with anyio.fail_after(30):
+        async with ActorSystem(config) as system:
+            job = await system.enqueue("r1", "t1", key)
+            await system.wait_run("r1")
+            failed = await system.queue.get(job.id)
+    assert (failed.status, failed.attempts) == ("failed", 1)
+    assert "over the limit of 10" in (failed.last_error or "")
+
+
+async def test_a_corrupt_document_fails_permanently_with_the_reason(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    (key,) = await put_objects(tmp_path / "objects", 1, data=b"%PDF-1.4 truncated garbage")
+    with anyio.fail_after(30):
+        async with ActorSystem(config) as system:
+            job = await system.enqueue("r1", "t1", key)
+            await system.wait_run("r1")
+            failed = await system.queue.get(job.id)
+    assert (failed.status, failed.attempts) == ("failed", 1)
+    assert failed.last_error
+
+
+async def test_a_fetcher_that_raises_is_restarted_and_its_job_retried(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    (key,) = await put_objects(tmp_path / "objects", 1)
+    store = FlakyStore(tmp_path / "objects", failures=1)
+    with anyio.fail_after(30):
+        async with ActorSystem(config, store=store) as system:
+            with system.tree.events.subscribe() as events:
+                job = await system.enqueue("r1", "t1", key)
+                summary = await system.wait_run("r1")
+                restarted = []
+                while not restarted:
+                    event = await events.receive()
+                    if event.kind == "restarted":
+                        restarted.append(event)
+            done = await system.queue.get(job.id)
+    assert summary.status == "done"
+    assert (done.status, done.attempts) == ("done", 2)
+    assert restarted[0].child.startswith("fetcher-")
+    assert "injected fetcher fault" in repr(restarted[0].exc)
+
+
+async def test_a_processor_that_raises_is_restarted_and_its_job_retried(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    keys = await put_objects(tmp_path / "objects", 3)
+    processor = CountingProcessor(config, failures=2)
+    with anyio.fail_after(30):
+        async with ActorSystem(config, processor=processor) as system:
+            await system.enqueue_many([NewJob(run_id="r1", tenant_id="t1", r2_key=k) for k in keys])
+            summary = await system.wait_run("r1")
+            page = await system.queue.list(run_id="r1")
+    assert (summary.status, summary.done) == ("done", 3)
+    assert sum(job.attempts for job in page.items) == 3 + 2
+    assert "injected processor fault" in "".join(job.last_error or "" for job in page.items)
+
+
+async def test_an_actor_that_keeps_crashing_stops_the_system_naming_it(tmp_path: Path) -> None:
+    config = make_config(tmp_path, supervision={"max_restarts": 2, "max_seconds": 60},
+                         queue={"max_attempts": 50})
+    keys = await put_objects(tmp_path / "objects", 5)
+    store = FlakyStore(tmp_path / "objects", failures=1000)
+    failures: list[BaseException] = []
+    with anyio.fail_after(30), pytest.raises(SystemFailed) as info:
+        async with ActorSystem(config, store=store, on_failure=failures.append) as system:
+            await system.enqueue_many([NewJob(run_id="r1", tenant_id="t1", r2_key=k) for k in keys])
+            await anyio.sleep_forever()
+    assert "fetcher-" in str(info.value)
+    assert "max_restarts=2" in str(info.value)
+    assert "injected fetcher fault" in str(info.value)
+    assert failures == [info.value]
+    # Nothing is lost: every job is pending again or waiting for its retry, none is done.
+    statuses = jobs_by_status(tmp_path / "q.db")
+    assert sum(statuses.values()) == 5
+    assert statuses.get("done", 0) == 0
+
+
+async def test_a_job_longer_than_its_lease_is_renewed_and_processed_once(tmp_path: Path) -> None:
+    # Two systems on one file: the second would take the job if the first let its lease lapse.
+    config = make_config(tmp_path, queue={"visibility_seconds": 0.6, "reap_interval_seconds": 0.1})
+    (key,) = await put_objects(tmp_path / "objects", 1)
+    slow = CountingProcessor(config, seconds=2.0)
+    rival = CountingProcessor(config)
+    with anyio.fail_after(30):
+        async with ActorSystem(config, processor=slow) as system, \
+                ActorSystem(config, processor=rival):
+            job = await system.enqueue("r1", "t1", key)
+            summary = await system.wait_run("r1")
+            done = await system.queue.get(job.id)
+    assert summary.status == "done"
+    assert slow.calls == {job.id: 1}
+    assert rival.calls == {}
+    assert done.attempts == 1
+
+
+async def test_stop_gives_back_unfinished_jobs_at_once(tmp_path: Path) -> None:
+    config = make_config(tmp_path, pipeline={"shutdown_grace_seconds": 0.2, "concurrency": 4})
+    keys = await put_objects(tmp_path / "objects", 10)
+    stuck = CountingProcessor(config, seconds=3600)
+    with anyio.fail_after(30):
+        async with ActorSystem(config, processor=stuck) as system:
+            await system.enqueue_many([NewJob(run_id="r1", tenant_id="t1", r2_key=k) for k in keys])
+            while len(stuck.calls) < 4:
+                await anyio.sleep(0.01)
+        # After the block: nothing leased, nothing failed, all ten available now.
+        assert jobs_by_status(tmp_path / "q.db") == {"pending": 10}
+        async with ActorSystem(config) as again:
+            summary = await again.wait_run("r1")
+    assert (summary.status, summary.done) == ("done", 10)
+
+
+async def test_a_local_enqueue_wakes_an_idle_worker_at_once(tmp_path: Path) -> None:
+    # One poll a minute: only the wake-up on enqueue can finish this in time.
+    config = make_config(tmp_path, queue={"poll_interval_seconds": 60.0})
+    (key,) = await put_objects(tmp_path / "objects", 1)
+    with anyio.fail_after(20):
+        async with ActorSystem(config) as system:
+            await anyio.sleep(0.2)  # let the lease manager find nothing and go to sleep
+            await system.enqueue("r1", "t1", key)
+            summary = await system.wait_run("r1")
+    assert summary.status == "done"
+
+
+async def test_watch_run_reports_progress_until_the_run_is_done(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    keys = await put_objects(tmp_path / "objects", 20)
+    seen: list[Any] = []
+    with anyio.fail_after(30):
+        async with ActorSystem(config) as system:
+            await system.enqueue_many([NewJob(run_id="r1", tenant_id="t1", r2_key=k) for k in keys])
+            async for update in system.watch_run("r1"):
+                seen.append(update)
+    assert seen[-1].summary.status == "done"
+    assert seen[-1].summary.done == 20
+    kinds = {event.kind for update in seen for event in update.events}
+    assert "done" in kinds
+    dones = [update.summary.done for update in seen if update.summary is not None]
+    assert dones == sorted(dones)
+
+
+async def test_the_system_refuses_a_backend_it_does_not_have(tmp_path: Path) -> None:
+    config = msgspec.structs.replace(make_config(tmp_path), queue=QueueConfig(backend="postgres"))
+    with pytest.raises(ActorsError, match="postgres"):
+        async with ActorSystem(config):
+            pass
