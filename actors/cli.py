@@ -1,21 +1,26 @@
-"""The command line, ``python -m actors``: enqueue, stats, jobs, runs and schema migrations."""
+"""The command line, ``python -m actors``: run, submit, enqueue, stats, jobs, runs, config, migrate."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
+import os
 import re
 import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
 
 from actors.errors import ActorsError, InvalidArgument
 from actors.queue import LATEST_VERSION, SQLiteQueue, schema
+
+if TYPE_CHECKING:
+    from actors.config import Config
 
 __all__ = ["main"]
 
@@ -35,6 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`... | head`): not an error; keep Python from complaining.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,7 +57,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--db", metavar="PATH", help="the queue's SQLite file (overrides the config)"
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+    parser.set_defaults(run=cmd_run, until_idle=False)  # no command: run the system
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the pipeline until SIGINT/SIGTERM (the default)")
+    run.add_argument("--until-idle", action="store_true",
+                     help="exit once no job is pending or leased, printing each run's summary")
+    run.set_defaults(run=cmd_run)
+
+    submit = commands.add_parser(
+        "submit", help="store files and enqueue one job per file under a new run; print its id"
+    )
+    submit.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    submit.add_argument("--tenant-id", default="default")
+    submit.add_argument("--run-id", help="default: a new run-... id")
+    submit.set_defaults(run=cmd_submit)
+
+    config = commands.add_parser("config", help="check the config file or show it (secrets masked)")
+    config_commands = config.add_subparsers(title="config commands", required=True,
+                                            metavar="ACTION")
+    config_commands.add_parser("check", help="load the config and report the first mistake") \
+        .set_defaults(run=cmd_config_check)
+    config_commands.add_parser("show", help="print the effective config as TOML") \
+        .set_defaults(run=cmd_config_show)
 
     enqueue = commands.add_parser("enqueue", help="add one job and print it as JSON")
     enqueue.add_argument("--run-id", required=True)
@@ -97,9 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
     run_list.add_argument("--limit", type=int, default=50)
     run_list.add_argument("--cursor")
     run_list.set_defaults(run=with_queue(cmd_runs_list))
-    run_show = run_commands.add_parser("show", help="print one run summary as JSON")
+    run_show = run_commands.add_parser("show", help="print one run's summary")
     run_show.add_argument("run_id")
+    run_show.add_argument("--json", action="store_true", help="print JSON")
     run_show.set_defaults(run=with_queue(cmd_runs_show))
+    run_watch = run_commands.add_parser(
+        "watch", help="follow a run until it ends: a progress bar, or JSON lines when piped"
+    )
+    run_watch.add_argument("run_id")
+    run_watch.set_defaults(run=cmd_runs_watch)
 
     migrate = commands.add_parser("migrate", help="show or change the file's schema version")
     steps = migrate.add_subparsers(title="migrate commands", required=True, metavar="ACTION")
@@ -265,7 +302,84 @@ async def cmd_runs_list(args: argparse.Namespace, queue: SQLiteQueue) -> int:
 
 
 async def cmd_runs_show(args: argparse.Namespace, queue: SQLiteQueue) -> int:
-    emit(await queue.run_summary(args.run_id))
+    from actors.service import format_summary
+
+    summary = await queue.run_summary(args.run_id)
+    if args.json:
+        emit(summary)
+    else:
+        print(format_summary(summary))
+    return 0
+
+
+# --- the pipeline ------------------------------------------------------------------------------
+
+
+def load_effective_config(args: argparse.Namespace) -> Config:
+    """The config file and the environment, with ``--db`` overriding ``[queue].path``."""
+    from actors.config import load_config
+
+    config = load_config(args.config)
+    if args.db:
+        config = msgspec.structs.replace(
+            config, queue=msgspec.structs.replace(config.queue, path=args.db)
+        )
+    return config
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from actors.log import configure_logging
+    from actors.service import serve
+    from actors.system import SystemFailed
+
+    config = load_effective_config(args)
+    configure_logging(config.log.level, config.log.format)
+    try:
+        return anyio.run(
+            functools.partial(serve, config, until_idle=args.until_idle),
+            backend=config.runtime.backend,
+        )
+    except SystemFailed as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 70  # EX_SOFTWARE: a process manager should restart us
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from actors.service import submit_files
+
+    config = load_effective_config(args)
+    run_id, count = anyio.run(
+        functools.partial(submit_files, config, args.files, tenant_id=args.tenant_id,
+                          run_id=args.run_id),
+        backend=config.runtime.backend,
+    )
+    print(run_id)
+    print(f"submitted {count} file(s) as run {run_id}; process them with "
+          "`python -m actors run --until-idle`", file=sys.stderr)
+    return 0
+
+
+def cmd_runs_watch(args: argparse.Namespace) -> int:
+    from actors.service import watch
+
+    config = load_effective_config(args)
+    summary = anyio.run(functools.partial(watch, config, args.run_id),
+                        backend=config.runtime.backend)
+    return 0 if summary.status == "done" else 1
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    config = load_effective_config(args)
+    print(f"{config.source or 'embedded defaults'}: ok")
+    return 0
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    from actors.config import dump_config
+
+    print(dump_config(load_effective_config(args)), end="")
     return 0
 
 

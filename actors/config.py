@@ -92,7 +92,9 @@ class StorageConfig(_Table):
 
 
 class ProcessorConfig(_Table):
-    kind: Literal["local", "gemini"] = "local"
+    kind: Literal["local", "gemini", "python"] = "local"
+    # kind = "python": "package.module:callable", called with this table, returns a Processor.
+    factory: str | None = None
     max_chunk_chars: Annotated[int, Meta(ge=100, le=100_000)] = 2000
     summary_sentences: Annotated[int, Meta(ge=1, le=50)] = 3
     chat_model: str = "gemini-2.0-flash"  # or GEMINI_CHAT_MODEL

@@ -116,11 +116,15 @@ class LeaseManager:
             # A fresh event before the pull: an enqueue that commits during it still wakes us.
             self._wake = anyio.Event()
             try:
-                jobs = await self._queue.pull(
-                    max=min(free, settings.batch_size),
-                    visibility_seconds=settings.visibility_seconds,
-                    worker_id=self._worker_id,
-                )
+                # Shielded: a pull cancelled half-way would still commit its leases in the
+                # writer thread, and jobs leased but never recorded would wait out their
+                # visibility timeout. Recorded, they are given back at once on shutdown.
+                with anyio.CancelScope(shield=True):
+                    jobs = await self._queue.pull(
+                        max=min(free, settings.batch_size),
+                        visibility_seconds=settings.visibility_seconds,
+                        worker_id=self._worker_id,
+                    )
             except QueueError as exc:
                 log.warning("lease.pull_failed", error=str(exc))
                 jobs = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, Protocol
 
 import anyio
@@ -11,12 +12,12 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from actors.config import ProcessorConfig
-from actors.errors import ActorsError, DocumentError
+from actors.errors import ActorsError, ConfigError, DocumentError
 from actors.inflight import InFlight, stop_scope
 from actors.messages import AckInbox, Failed, Fetched, LeasedJob, Processed, Release
 from supervisors import Context
 
-__all__ = ["LocalProcessor", "Processor", "ProcessorOutput", "ProcessorStage"]
+__all__ = ["LocalProcessor", "Processor", "ProcessorOutput", "ProcessorStage", "make_processor"]
 
 log = structlog.get_logger("actors.processor")
 
@@ -72,6 +73,32 @@ class LocalProcessor:
 
     async def aclose(self) -> None:
         """Nothing to release."""
+
+
+def make_processor(settings: ProcessorConfig) -> Processor:
+    """The processor that ``[processor].kind`` names (``python``: your own, by import path)."""
+    if settings.kind == "local":
+        return LocalProcessor(settings)
+    if settings.kind == "python":
+        if not settings.factory or ":" not in settings.factory:
+            raise ConfigError(
+                "[processor].kind = \"python\" needs [processor].factory = "
+                "\"package.module:callable\", a callable that takes the [processor] table "
+                "and returns a processor"
+            )
+        module_name, _, attribute = settings.factory.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(
+                f"[processor].factory = {settings.factory!r} cannot be imported: {exc}. Check "
+                "the name and that its package is on PYTHONPATH"
+            ) from None
+        return factory(settings)  # type: ignore[no-any-return]
+    raise ConfigError(
+        f"[processor].kind = {settings.kind!r} is not available in this version; "
+        "use \"local\" or \"python\""
+    )
 
 
 class ProcessorStage:

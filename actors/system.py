@@ -22,7 +22,7 @@ from actors.fetcher import Fetcher
 from actors.inflight import InFlight
 from actors.lease_manager import LeaseManager
 from actors.messages import AckInbox, Fetched, JobLeased, LeasedJob, RunEvent, Subscribe
-from actors.processor import LocalProcessor, Processor, ProcessorStage
+from actors.processor import Processor, ProcessorStage, make_processor
 from actors.queue import Backoff as RetryBackoff
 from actors.queue import Job, NewJob, RunSummary, SQLiteQueue, Stats
 from actors.run_room import TERMINAL_RUN_STATUSES, RunRoom, RunUpdate
@@ -40,7 +40,7 @@ from supervisors import (
     SystemClock,
 )
 
-__all__ = ["ActorSystem", "SystemFailed"]
+__all__ = ["ActorSystem", "SystemFailed", "raise_system_failed"]
 
 log = structlog.get_logger("actors.system")
 
@@ -74,6 +74,15 @@ def _explain_give_up(exc: BaseException) -> str:
 
 class SystemFailed(ActorsError):
     """The supervision tree gave up: an actor exceeded its restart limit. The message names it."""
+
+
+def raise_system_failed(group: BaseExceptionGroup[Any]) -> None:
+    """Raise the `SystemFailed` inside a task group's exception group, if there is one."""
+    failed = group.subgroup(lambda e: isinstance(e, SystemFailed))
+    while isinstance(failed, BaseExceptionGroup) and len(failed.exceptions) == 1:
+        failed = failed.exceptions[0]  # type: ignore[assignment]
+    if isinstance(failed, SystemFailed):
+        raise failed from failed.__cause__
 
 
 def default_worker_id() -> str:
@@ -115,6 +124,10 @@ class ActorSystem:
         self.queue: Any = None
         self.ack_stats = AckStats()
         self._draining = False
+        self._grace_scope: anyio.CancelScope | None = None
+        self._skip_grace = False
+        #: Runs that had a job finish in this process (``run --until-idle`` reports them).
+        self.runs_seen: set[str] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -139,7 +152,7 @@ class ActorSystem:
                 self._store = LocalObjectStore(config.storage.root)
             stack.push_async_callback(self._store.aclose)
             if self._processor is None:
-                self._processor = LocalProcessor(config.processor)
+                self._processor = make_processor(config.processor)
             stack.push_async_callback(self._processor.aclose)
             self._build()
             self._tg = await stack.enter_async_context(anyio.create_task_group())
@@ -163,11 +176,7 @@ class ActorSystem:
             return await stack.__aexit__(exc_type, exc, tb)  # stop() runs first: pushed last
         except BaseExceptionGroup as group:
             # The task group wraps the tree's failure; the host wants the failure itself.
-            failed = group.subgroup(lambda e: isinstance(e, SystemFailed))
-            while isinstance(failed, BaseExceptionGroup) and len(failed.exceptions) == 1:
-                failed = failed.exceptions[0]  # type: ignore[assignment]
-            if isinstance(failed, SystemFailed):
-                raise failed from failed.__cause__
+            raise_system_failed(group)
             raise
 
     def _build(self) -> None:
@@ -262,16 +271,29 @@ class ActorSystem:
             raise failure from exc
 
     async def stop(self, grace_seconds: float | None = None) -> None:
-        """Drain: stop leasing, wait for in-flight jobs, give back the rest, flush the acks."""
+        """Drain: stop leasing, wait for in-flight jobs, give back the rest, flush the acks.
+
+        The leases of jobs still in flight are given back even when the drain is cancelled
+        or the tree has failed, so that they can run again at once rather than after their
+        visibility timeout.
+        """
         grace = self.config.pipeline.shutdown_grace_seconds if grace_seconds is None else grace_seconds
-        self._draining = True
-        if self.lease_manager is not None:
-            self.lease_manager.wake()
-        with anyio.move_on_after(grace):
-            await self.inflight.wait_empty()
-        await self.tree.stop()
-        with anyio.CancelScope(shield=True):
-            await self._release_leftovers()
+        try:
+            self._draining = True
+            if self.lease_manager is not None:
+                self.lease_manager.wake()
+            with anyio.move_on_after(0 if self._skip_grace else grace) as self._grace_scope:
+                await self.inflight.wait_empty()
+            await self.tree.stop()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._release_leftovers()
+
+    def skip_grace(self) -> None:
+        """Stop waiting for in-flight jobs (a second signal): give their leases back now."""
+        self._skip_grace = True
+        if self._grace_scope is not None:
+            self._grace_scope.cancel()
 
     async def _release_leftovers(self) -> None:
         left = self.inflight.jobs()
@@ -297,6 +319,8 @@ class ActorSystem:
     async def _on_committed(self, events: list[RunEvent]) -> None:
         """Tell each event's run room (started on demand); a full room inbox drops the event."""
         for event in events:
+            if event.kind in ("done", "failed"):
+                self.runs_seen.add(event.run_id)
             try:
                 room = await self.rooms.get_or_start(event.run_id)
                 room.tell_nowait(event)

@@ -196,9 +196,11 @@ async def test_an_actor_that_keeps_crashing_stops_the_system_naming_it(tmp_path:
 
 async def test_a_job_longer_than_its_lease_is_renewed_and_processed_once(tmp_path: Path) -> None:
     # Two systems on one file: the second would take the job if the first let its lease lapse.
-    config = make_config(tmp_path, queue={"visibility_seconds": 0.6, "reap_interval_seconds": 0.1})
+    # Renewals come every 0.5 s; only a stall of a whole lease (1.5 s) on a loaded machine
+    # could let the lease lapse.
+    config = make_config(tmp_path, queue={"visibility_seconds": 1.5, "reap_interval_seconds": 0.1})
     (key,) = await put_objects(tmp_path / "objects", 1)
-    slow = CountingProcessor(config, seconds=2.0)
+    slow = CountingProcessor(config, seconds=4.0)
     rival = CountingProcessor(config)
     with anyio.fail_after(30):
         async with ActorSystem(config, processor=slow) as system, \

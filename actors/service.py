@@ -1,0 +1,155 @@
+"""The long-running process: signals, ``--until-idle``, ``submit`` and ``runs watch``."""
+
+from __future__ import annotations
+
+import mimetypes
+import signal
+import sys
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import anyio
+import msgspec
+import structlog
+
+from actors.config import Config
+from actors.errors import ActorsError
+from actors.queue import NewJob, RunSummary, SQLiteQueue
+from actors.stores import LocalObjectStore
+from actors.system import ActorSystem, raise_system_failed
+
+__all__ = ["format_summary", "serve", "submit_files", "watch"]
+
+log = structlog.get_logger("actors.service")
+
+
+async def serve(config: Config, *, until_idle: bool = False, out: TextIO | None = None) -> int:
+    """Run the system until SIGINT/SIGTERM (or, with ``until_idle``, until the queue is empty).
+
+    The first signal drains (stop leasing, finish in-flight jobs within
+    ``shutdown_grace_seconds``, give back the rest); a second one skips what is left of the
+    grace period. Returns the exit code: 0 after a clean stop.
+    """
+    out = sys.stdout if out is None else out
+    system = ActorSystem(config)
+    try:
+        await _serve(system, config, until_idle, out)
+    except BaseExceptionGroup as group:
+        raise_system_failed(group)
+        raise
+    return 0
+
+
+async def _serve(system: ActorSystem, config: Config, until_idle: bool, out: TextIO) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with anyio.create_task_group() as tg:
+            body = anyio.CancelScope()
+
+            async def on_signals() -> None:
+                received = 0
+                async for signum in signals:
+                    received += 1
+                    name = signal.Signals(signum).name
+                    if received == 1:
+                        log.info("system.stopping", signal=name,
+                                 grace_seconds=config.pipeline.shutdown_grace_seconds)
+                        body.cancel()
+                    else:
+                        log.warning("system.stopping_now", signal=name)
+                        system.skip_grace()
+
+            tg.start_soon(on_signals)
+            async with system:
+                log.info("system.started", worker_id=system.worker_id, db=config.queue.path,
+                         concurrency=config.pipeline.concurrency)
+                with body:
+                    if until_idle:
+                        await system.wait_idle()
+                        for run_id in sorted(system.runs_seen):
+                            print(format_summary(await system.run_summary(run_id)), file=out)
+                    else:
+                        await anyio.sleep_forever()
+            log.info("system.stopped", jobs_done=system.ack_stats.done,
+                     jobs_failed=system.ack_stats.failed, released=system.ack_stats.released)
+            tg.cancel_scope.cancel()
+
+
+async def submit_files(
+    config: Config,
+    paths: Sequence[Path],
+    *,
+    tenant_id: str,
+    run_id: str | None = None,
+) -> tuple[str, int]:
+    """Put each file into the object store and enqueue one job per file under one run.
+
+    Objects are stored before their jobs are enqueued, so no job ever points at an object
+    that is still being written. Returns the run id and the number of jobs enqueued.
+    """
+    if config.storage.kind != "local":
+        raise ActorsError(
+            f"[storage].kind = {config.storage.kind!r} is not available in this version; "
+            "use \"local\""
+        )
+    for path in paths:
+        if not path.is_file():
+            raise ActorsError(f"cannot submit {path}: no such file")
+    run_id = run_id or f"run-{uuid.uuid4().hex[:12]}"
+    store = LocalObjectStore(config.storage.root)
+    jobs = []
+    for path in paths:
+        key = f"{tenant_id}/{run_id}/{path.name}"
+        data = await anyio.Path(path).read_bytes()
+        await store.put(key, data, content_type=mimetypes.guess_type(path.name)[0])
+        # The key makes a retried submit of the same run idempotent.
+        jobs.append(NewJob(run_id=run_id, tenant_id=tenant_id, r2_key=key, idempotency_key=key,
+                           payload={"filename": path.name, "bytes": len(data)}))
+    Path(config.queue.path).parent.mkdir(parents=True, exist_ok=True)
+    async with SQLiteQueue.open(config.queue.path, durability=config.queue.durability,
+                                max_attempts=config.queue.max_attempts) as queue:
+        await queue.enqueue_many(jobs)
+    return run_id, len(jobs)
+
+
+def format_summary(summary: RunSummary) -> str:
+    """A run's state in a few readable lines."""
+    metrics = ", ".join(f"{k}={v:g}" for k, v in sorted(summary.metrics.items()))
+    return (
+        f"run {summary.run_id} (tenant {summary.tenant_id}): {summary.status}\n"
+        f"  jobs: {summary.total} total, {summary.done} done, {summary.failed} failed, "
+        f"{summary.pending} pending, {summary.leased} leased\n"
+        + (f"  {metrics}\n" if metrics else "")
+    ).rstrip("\n")
+
+
+async def watch(config: Config, run_id: str, *, out: TextIO | None = None,
+                poll_seconds: float = 0.5) -> RunSummary:
+    """Show a run's progress until it ends: a bar on a terminal, JSON lines otherwise.
+
+    It reads the database, so it works beside any number of worker processes.
+    """
+    out = sys.stdout if out is None else out
+    tty = out.isatty()
+    last: Any = None
+    async with SQLiteQueue.open(config.queue.path) as queue:
+        while True:
+            summary = await queue.run_summary(run_id)
+            if summary != last:
+                if tty:
+                    finished = summary.done + summary.failed
+                    width = 30
+                    filled = width * finished // max(1, summary.total)
+                    bar = "#" * filled + "-" * (width - filled)
+                    out.write(f"\r{run_id} [{bar}] {finished}/{summary.total} "
+                              f"({summary.failed} failed) {summary.status}   ")
+                else:
+                    out.write(msgspec.json.encode(summary).decode() + "\n")
+                out.flush()
+                last = summary
+            if summary.status in ("done", "failed"):
+                if tty:
+                    out.write("\n")
+                return summary
+            await anyio.sleep(poll_seconds)

@@ -1,0 +1,22 @@
+"""A processor for process-level tests: ``[processor] kind = "python"``, factory = "faulty:crash"."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Crashing:
+    """Raises an unexpected error on every document: a bug, not a document error."""
+
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+
+    async def process(self, job: Any, data: bytes, content_type: str | None) -> Any:
+        raise ZeroDivisionError(f"injected processor bug on job {job.id}")
+
+    async def aclose(self) -> None:
+        pass
+
+
+def crash(settings: Any) -> Crashing:
+    return Crashing(settings)

@@ -1,0 +1,202 @@
+"""The real process: `python -m actors` end to end, killed with SIGKILL, stopped with SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+HERE = Path(__file__).resolve().parent
+DOC = b"Harbour traffic rose in spring. Ferries ran late twice. The pier needs repair soon.\n"
+
+
+def write_config(tmp_path: Path, extra: str = "", *, level: str = "warning") -> Path:
+    path = tmp_path / "actors.toml"
+    path.write_text(
+        f"""
+[queue]
+path = "{tmp_path / 'q.db'}"
+visibility_seconds = 2
+poll_interval_seconds = 0.1
+reap_interval_seconds = 0.2
+retry_base_seconds = 0.05
+[storage]
+root = "{tmp_path / 'objects'}"
+[log]
+level = "{level}"
+format = "json"
+{extra}
+"""
+    )
+    return path
+
+
+def actors(config: Path, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "actors", "--config", str(config), *args],
+        capture_output=True, text=True, timeout=120, check=False, **kwargs,  # type: ignore[call-overload]
+    )
+
+
+def start(config: Path, *args: str, stderr: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    with open(stderr, "ab") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "actors", "--config", str(config), "run", *args],
+            stdout=subprocess.DEVNULL, stderr=err, env=env,
+        )
+
+
+def make_files(tmp_path: Path, count: int) -> list[Path]:
+    folder = tmp_path / "in"
+    folder.mkdir(exist_ok=True)
+    paths = []
+    for i in range(count):
+        path = folder / f"doc-{i:05}.txt"
+        path.write_bytes(DOC)
+        paths.append(path)
+    return paths
+
+
+def submit(config: Path, files: list[Path]) -> str:
+    done = actors(config, "submit", *map(str, files))
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def rows(db: Path, sql: str, *params: object) -> list[tuple[object, ...]]:
+    with sqlite3.connect(db, timeout=30) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def status_counts(db: Path) -> dict[str, int]:
+    return dict(rows(db, "SELECT status, count(*) FROM jobs GROUP BY status"))  # type: ignore[arg-type]
+
+
+def run_row(db: Path, run_id: str) -> tuple[object, ...]:
+    (row,) = rows(db, "SELECT metrics, finished_at FROM runs WHERE run_id = ?", run_id)
+    return row
+
+
+def wait_for_line(path: Path, needle: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and needle in path.read_text(errors="replace"):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{needle!r} never appeared in {path}")
+
+
+def test_two_hundred_jobs_go_through_the_real_process(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    run_id = submit(config, make_files(tmp_path, 200))
+    done = actors(config, "run", "--until-idle")
+    assert done.returncode == 0, done.stderr
+    assert f"run {run_id} (tenant default): done" in done.stdout
+    assert "200 total, 200 done, 0 failed" in done.stdout
+    db = tmp_path / "q.db"
+    assert status_counts(db) == {"done": 200}
+    assert rows(db, "SELECT count(*) FROM jobs WHERE result IS NULL") == [(0,)]
+    shown = actors(config, "runs", "show", run_id, "--json")
+    assert '"done": 200' in shown.stdout
+
+
+def test_sigkill_at_random_moments_loses_nothing_and_acks_each_job_once(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    count = 1500
+    run_id = submit(config, make_files(tmp_path, count))
+    db = tmp_path / "q.db"
+    rng = random.Random(os.environ.get("PYTEST_SEED", "kill"))
+    for _ in range(5):
+        process = start(config, stderr=tmp_path / "err.log")
+        time.sleep(rng.uniform(0.4, 1.2))
+        process.send_signal(signal.SIGKILL)
+        assert process.wait(timeout=30) == -signal.SIGKILL
+        # The file opens cleanly after every kill and no job has vanished.
+        counts = status_counts(db)
+        assert sum(counts.values()) == count
+        assert counts.get("failed", 0) == 0
+    finished = actors(config, "run", "--until-idle")
+    assert finished.returncode == 0, finished.stderr
+    assert status_counts(db) == {"done": count}
+    assert rows(db, "SELECT count(*) FROM jobs WHERE result IS NULL") == [(0,)]
+    # The run's byte total is added in each ack's transaction: a second ack of any job
+    # would have counted its bytes twice.
+    metrics, finished_at = run_row(db, run_id)
+    assert f'"bytes":{float(count * len(DOC))}' in str(metrics)
+    assert finished_at is not None
+
+
+def test_sigterm_drains_exits_zero_and_leaves_unfinished_jobs_available(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "[pipeline]\nshutdown_grace_seconds = 5\n", level="info")
+    count = 4000
+    run_id = submit(config, make_files(tmp_path, count))
+    db = tmp_path / "q.db"
+    err = tmp_path / "err.log"
+    process = start(config, stderr=err)
+    wait_for_line(err, '"job.done"')
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 0
+    counts = status_counts(db)
+    assert counts.get("leased", 0) == 0
+    assert counts.get("failed", 0) == 0
+    assert counts.get("done", 0) + counts.get("pending", 0) == count
+    assert counts.get("pending", 0) > 0, "the run finished before SIGTERM: nothing was tested"
+    # Given back, not abandoned: every unfinished job can be leased again right now.
+    assert rows(db, "SELECT count(*) FROM jobs WHERE status = 'pending' "
+                    "AND available_at > ?", time.time()) == [(0,)]
+    metrics, _ = run_row(db, run_id)
+    assert f'"bytes":{float(counts["done"] * len(DOC))}' in str(metrics)
+    assert "system.stopping" in err.read_text()
+
+
+def test_an_actor_that_keeps_crashing_makes_the_process_exit_non_zero(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path,
+        '[processor]\nkind = "python"\nfactory = "faulty:crash"\n'
+        "[supervision]\nmax_restarts = 2\nbackoff_min_seconds = 0\nbackoff_max_seconds = 0\n",
+    )
+    submit(config, make_files(tmp_path, 3))
+    env = {**os.environ, "PYTHONPATH": str(HERE)}
+    done = actors(config, "run", env=env)
+    assert done.returncode == 70, done.stderr
+    assert "error: actor 'processor-" in done.stderr
+    assert "kept crashing" in done.stderr
+    assert "ZeroDivisionError: injected processor bug" in done.stderr
+    counts = status_counts(tmp_path / "q.db")
+    assert sum(counts.values()) == 3
+    assert counts.get("done", 0) == 0
+    assert counts.get("leased", 0) == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[queue]\nvisibilty_seconds = 5\n", "[queue] has no key `visibilty_seconds`"),
+        ("[pipeline]\nconcurrency = 'lots'\n", "[pipeline].concurrency: Expected `int`"),
+        ("[pipeline\nconcurrency = 3\n", "not valid TOML"),
+        ("[queue]\nvisibility_seconds = -1\n", "[queue].visibility_seconds: Expected `float` > 0"),
+        ("[gemini]\nkey = 'x'\n", "unknown table [gemini]"),
+    ],
+)
+def test_a_bad_config_stops_the_process_before_it_starts(tmp_path: Path, text: str,
+                                                         message: str) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    done = subprocess.run(
+        [sys.executable, "-m", "actors", "--config", str(config), "run"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False,
+    )
+    assert done.returncode == 1
+    assert message in done.stderr
+    assert str(config) in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "data").exists()
