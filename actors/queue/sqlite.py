@@ -7,6 +7,7 @@ import functools
 import itertools
 import math
 import random
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -103,8 +104,9 @@ class SQLiteQueue:
         connect = functools.partial(
             schema.connect, path, durability=durability, busy_timeout_seconds=busy_timeout_seconds
         )
-        conn = await anyio.to_thread.run_sync(_open_migrated, connect, path)
-        checkpointer = Checkpointer(await anyio.to_thread.run_sync(connect))
+        # One thread call, then no await until `try`: a cancellation cannot leak a connection.
+        conn, checkpoint_conn = await anyio.to_thread.run_sync(_open_migrated, connect, path)
+        checkpointer = Checkpointer(checkpoint_conn)
         queue = cls(
             path,
             GroupCommitWriter(conn, after_commit=checkpointer.poke),
@@ -401,17 +403,20 @@ class SQLiteQueue:
             )
 
 
-def _open_migrated(connect: Callable[[], Any], path: Path) -> Any:
+def _open_migrated(
+    connect: Callable[[], sqlite3.Connection], path: Path
+) -> tuple[sqlite3.Connection, sqlite3.Connection]:
+    """Open the writer's connection (migrated) and the checkpointer's, or neither."""
     conn = connect()
     try:
         schema.check_version(schema.current_version(conn), path)
         schema.migrate_up(conn, path)
         # The Checkpointer's thread checkpoints instead, so no commit waits for one.
         conn.execute("PRAGMA wal_autocheckpoint = 0")
+        return conn, connect()
     except BaseException:
         conn.close()
         raise
-    return conn
 
 
 def _check_range(name: str, value: float, lo: float, hi: float) -> None:

@@ -287,16 +287,20 @@ def ack(
             row = conn.execute(
                 f"""
                 UPDATE jobs
-                SET status = CASE WHEN :terminal THEN 'failed' ELSE 'pending' END,
-                    available_at = CASE WHEN :terminal THEN available_at
+                SET status = CASE WHEN :permanent OR attempts >= max_attempts
+                        THEN 'failed' ELSE 'pending' END,
+                    available_at = CASE WHEN :permanent OR attempts >= max_attempts
+                        THEN available_at
                         ELSE :now + min(:cap, :base * (1 << min(attempts - 1, 40))) * :factor END,
-                    finished_at = CASE WHEN :terminal THEN :now END,
-                    lease_token = CASE WHEN :terminal THEN lease_token END,
-                    worker_id = CASE WHEN :terminal THEN worker_id END,
+                    finished_at = CASE WHEN :permanent OR attempts >= max_attempts THEN :now END,
+                    lease_token = CASE WHEN :permanent OR attempts >= max_attempts
+                        THEN lease_token END,
+                    worker_id = CASE WHEN :permanent OR attempts >= max_attempts
+                        THEN worker_id END,
                     lease_expires_at = NULL, last_error = :error, updated_at = :now
                 WHERE id = :id AND (({LIVE_LEASE}) OR (NOT :fenced AND status = 'leased'))
                 RETURNING {COLUMNS}
-                """.replace(":terminal", "(:permanent OR attempts >= max_attempts)"),
+                """,
                 {
                     **params,
                     "permanent": a.permanent,

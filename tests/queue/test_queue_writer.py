@@ -7,6 +7,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+import structlog
 
 from actors.errors import InvalidArgument, QueueClosed, StorageError
 from actors.queue import NewJob, SQLiteQueue
@@ -89,7 +90,9 @@ async def test_on_enqueue_callbacks_run_after_the_commit_until_unsubscribed(
 
     unsubscribe = queue.on_enqueue(callback)
     queue.on_enqueue(broken)
-    await queue.enqueue("r", "t", "a")
+    with structlog.testing.capture_logs() as logs:
+        await queue.enqueue("r", "t", "a")
+    assert [(e["event"], e["log_level"]) for e in logs] == [("queue.on_enqueue_failed", "error")]
     await queue.enqueue_many([NewJob(run_id="r", tenant_id="t", r2_key="b")])
     unsubscribe()
     unsubscribe()  # twice is harmless
