@@ -81,3 +81,15 @@ async def test_a_file_from_a_newer_version_is_refused_with_a_clear_message(db: P
     with pytest.raises(SchemaTooNew, match=r"written by a newer actors\. Upgrade actors"):
         async with SQLiteQueue.open(db):
             pass
+
+
+@pytest.mark.anyio
+async def test_a_queue_opened_with_full_durability_works_and_a_bad_setting_is_refused(
+    db: Path,
+) -> None:
+    async with SQLiteQueue.open(db, durability="full") as queue:
+        job = await queue.enqueue("r", "t", "k")
+        assert (await queue.get(job.id)).status == "pending"
+    with pytest.raises(InvalidArgument, match="durability must be"):
+        async with SQLiteQueue.open(db, durability="sometimes"):  # type: ignore[arg-type]
+            pass
