@@ -2,4 +2,23 @@
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from actors.config import Config, load_config
+from actors.errors import ActorsError, ConfigError
+from actors.queue import Job, NewJob, RunSummary, SQLiteQueue, Stats
+from actors.run_room import RunUpdate
+from actors.system import ActorSystem, SystemFailed
+
+__all__ = [
+    "ActorSystem",
+    "ActorsError",
+    "Config",
+    "ConfigError",
+    "Job",
+    "NewJob",
+    "RunSummary",
+    "RunUpdate",
+    "SQLiteQueue",
+    "Stats",
+    "SystemFailed",
+    "load_config",
+]

@@ -11,7 +11,7 @@ import msgspec
 
 from actors.errors import RunNotFound
 from actors.messages import RunEvent, RunRoomInbox, Subscribe
-from supervisors import Actor
+from supervisors import Actor, Context
 
 __all__ = ["RunRoom", "RunUpdate", "TERMINAL_RUN_STATUSES"]
 
@@ -39,8 +39,11 @@ class RunRoom(Actor[RunRoomInbox]):
     summary and the subscribers of the old one move to the new one (`ActorSystem.watch_run`).
     """
 
-    def __init__(self, run_id: str, *, queue: Any, recent_events: int = 100) -> None:
+    def __init__(
+        self, run_id: str, *, queue: Any, ctx: Context | None = None, recent_events: int = 100
+    ) -> None:
         self.run_id = run_id
+        self._ctx = ctx
         self._queue = queue
         self._events: deque[tuple[int, RunEvent]] = deque(maxlen=recent_events)
         self._seq = 0
@@ -69,6 +72,11 @@ class RunRoom(Actor[RunRoomInbox]):
                 self._events.append((self._seq, message))
                 await self._refresh()
                 self._notify()
+                if self.finished and self._ctx is not None:
+                    # A finished run leaves the registry for good once this event is handled
+                    # (subscribers still read its final state from this object); a later
+                    # event or watcher starts a fresh room from the database.
+                    self._ctx.stop()
             case Subscribe():
                 return self
         return None

@@ -230,7 +230,7 @@ class ActorSystem:
         self.rooms = DynamicSupervisor(
             name="run_rooms",
             spec_for=lambda run_id: ChildSpec(
-                run_id, lambda ctx: RunRoom(run_id, queue=self.queue), restart="transient",
+                run_id, lambda ctx: RunRoom(run_id, queue=self.queue, ctx=ctx), restart="transient",
                 inbox_size=_ROOM_INBOX,
             ),
             max_children=_MAX_ROOMS,
@@ -337,6 +337,12 @@ class ActorSystem:
         return room
 
     # -- the embedding API -----------------------------------------------------------------
+
+    @property
+    def store(self) -> ObjectStore:
+        """The object store jobs are fetched from (put objects here before enqueueing)."""
+        assert self._store is not None, "use the system inside `async with`"
+        return self._store
 
     async def enqueue(self, run_id: str, tenant_id: str, r2_key: str, **options: Any) -> Job:
         """Enqueue one job (see `SQLiteQueue.enqueue`); a local worker wakes at once."""
