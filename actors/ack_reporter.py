@@ -91,7 +91,8 @@ class AckReporter:
                 self._take_ready(batch)
                 if len(batch) < self._batch_size and self._window > 0:
                     with anyio.move_on_after(self._window):
-                        while len(batch) < self._batch_size:
+                        # Every job in flight is in the batch: nothing more can come, commit.
+                        while len(batch) < min(self._batch_size, len(self._inflight)):
                             message = await self._inbox.receive()
                             self._inflight.hold(message.job.id, self.name)
                             batch.append(message)

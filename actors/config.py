@@ -54,7 +54,7 @@ class QueueConfig(_Table):
     # normal: survives a process crash; full: also survives power loss (fsync on every commit).
     durability: Literal["normal", "full"] = "normal"
     visibility_seconds: Annotated[float, Meta(gt=0, le=3600)] = 60.0
-    batch_size: Annotated[int, Meta(ge=1, le=1000)] = 10
+    batch_size: Annotated[int, Meta(ge=1, le=1000)] = 32
     max_attempts: Annotated[int, Meta(ge=1, le=1000)] = 5
     # A failed attempt waits retry_base_seconds * 2**(attempt-1), at most retry_cap_seconds,
     # less up to half of it at random (so jobs that failed together do not retry together).
@@ -69,13 +69,15 @@ class QueueConfig(_Table):
 
 
 class PipelineConfig(_Table):
-    concurrency: Annotated[int, Meta(ge=1, le=10_000)] = 32
+    # Jobs leased and not yet acked. Memory does not grow with it: only a few whole objects
+    # wait between fetchers and processors; the rest wait as ids.
+    concurrency: Annotated[int, Meta(ge=1, le=10_000)] = 128
     fetchers: Annotated[int, Meta(ge=1, le=256)] = 4
     processors: Annotated[int, Meta(ge=1, le=256)] = 4
     shutdown_grace_seconds: NonNegative = 30.0
     ack_batch_size: Annotated[int, Meta(ge=1, le=10_000)] = 100
     # How long the ack reporter waits to fill a batch; a few ms buys group commit.
-    ack_window_seconds: NonNegative = 0.005
+    ack_window_seconds: NonNegative = 0.002
     max_object_bytes: Annotated[int, Meta(ge=1)] = 50 * 1024 * 1024
     # A run room with no event for this long goes to sleep (its state is in the database).
     run_idle_seconds: Positive = 60.0

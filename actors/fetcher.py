@@ -76,7 +76,7 @@ class Fetcher:
         try:
             obj = await self._store.get(job.r2_key, max_bytes=self._max_bytes)
         except ObjectStoreError as exc:
-            self._inflight.hold(job.id, None)
+            self._inflight.let_go(job.id, self.name)
             log.info("fetch.failed", job_id=job.id, run_id=job.run_id, error=str(exc),
                      permanent=exc.permanent)
             self._acks.send_nowait(
@@ -86,7 +86,8 @@ class Fetcher:
         except Exception as exc:
             self._inflight.crashed(job.id, repr(exc))
             raise
-        # Handed on synchronously: between these two lines nothing can cancel us, so the job
-        # is always either held by this fetcher or in the processors' stream.
-        self._outbox.send_nowait(Fetched(job=job, data=obj.data, content_type=obj.content_type))
-        self._inflight.hold(job.id, None)
+        # The processors' stream is short (it holds whole objects: memory stays bounded), so
+        # this may wait. The job stays in this fetcher's custody until the send is done: a
+        # cancelled send leaves it here, to be fetched again by this fetcher's successor.
+        await self._outbox.send(Fetched(job=job, data=obj.data, content_type=obj.content_type))
+        self._inflight.let_go(job.id, self.name)

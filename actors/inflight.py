@@ -78,6 +78,12 @@ class InFlight:
         if entry is not None:
             entry.holder = holder
 
+    def let_go(self, job_id: int, holder: str) -> None:
+        """``holder`` handed the job on: clear its custody unless the next stage took it already."""
+        entry = self._entries.get(job_id)
+        if entry is not None and entry.holder == holder:
+            entry.holder = None
+
     def crashed(self, job_id: int, error: str) -> None:
         """Record that the job's holder crashed on it, so its successor fails it rather than retries."""
         entry = self._entries.get(job_id)

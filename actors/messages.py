@@ -16,6 +16,7 @@ __all__ = [
     "Message",
     "Processed",
     "ProcessorInbox",
+    "Refresh",
     "Release",
     "RunEvent",
     "RunRoomInbox",
@@ -93,7 +94,11 @@ class Subscribe(Message, frozen=True, kw_only=True):
     """Anyone -> run room: reply with the room, whose ``updates()`` a watcher iterates."""
 
 
+class Refresh(Message, frozen=True, kw_only=True):
+    """A watcher -> run room: reload the run's state (other processes may have changed it)."""
+
+
 FetcherInbox = JobLeased
 ProcessorInbox = Fetched
 AckInbox = Processed | Failed | Release
-RunRoomInbox = RunEvent | Subscribe
+RunRoomInbox = RunEvent | Subscribe | Refresh

@@ -158,5 +158,5 @@ class ProcessorStage:
             raise
         else:
             outcome = Processed(job=job, result=output.result, metrics=output.metrics)
-        self._acks.send_nowait(outcome)
-        self._inflight.hold(job.id, None)
+        self._acks.send_nowait(outcome)  # never blocks: the stream holds every in-flight job
+        self._inflight.let_go(job.id, self.name)

@@ -10,8 +10,8 @@ import anyio
 import msgspec
 
 from actors.errors import RunNotFound
-from actors.messages import RunEvent, RunRoomInbox, Subscribe
-from supervisors import Actor, Context
+from actors.messages import Refresh, RunEvent, RunRoomInbox, Subscribe
+from supervisors import Actor, Context, SupervisionError
 
 __all__ = ["RunRoom", "RunUpdate", "TERMINAL_RUN_STATUSES"]
 
@@ -40,10 +40,17 @@ class RunRoom(Actor[RunRoomInbox]):
     """
 
     def __init__(
-        self, run_id: str, *, queue: Any, ctx: Context | None = None, recent_events: int = 100
+        self,
+        run_id: str,
+        *,
+        queue: Any,
+        ctx: Context | None = None,
+        recent_events: int = 100,
+        poll_seconds: float = 1.0,
     ) -> None:
         self.run_id = run_id
         self._ctx = ctx
+        self._poll_seconds = poll_seconds
         self._queue = queue
         self._events: deque[tuple[int, RunEvent]] = deque(maxlen=recent_events)
         self._seq = 0
@@ -70,22 +77,37 @@ class RunRoom(Actor[RunRoomInbox]):
             case RunEvent():
                 self._seq += 1
                 self._events.append((self._seq, message))
-                await self._refresh()
-                self._notify()
-                if self.finished and self._ctx is not None:
-                    # A finished run leaves the registry for good once this event is handled
-                    # (subscribers still read its final state from this object); a later
-                    # event or watcher starts a fresh room from the database.
-                    self._ctx.stop()
+                await self._reload(changed=True)
+            case Refresh():
+                await self._reload(changed=False)
             case Subscribe():
                 return self
         return None
+
+    async def _reload(self, *, changed: bool) -> None:
+        before = self.summary
+        await self._refresh()
+        if changed or self.summary != before:
+            self._notify()
+        if self.finished and self._ctx is not None:
+            # A finished run leaves the registry for good once this message is handled
+            # (subscribers still read its final state from this object); a later event or
+            # watcher starts a fresh room from the database.
+            self._ctx.stop()
 
     async def _refresh(self) -> None:
         try:
             self.summary = await self._queue.run_summary(self.run_id)
         except RunNotFound:
             self.summary = None
+
+    def _request_refresh(self) -> None:
+        if self._ctx is None:
+            return
+        try:
+            self._ctx.self_ref.tell_nowait(Refresh())
+        except SupervisionError:
+            pass  # a full inbox reloads anyway; a stopped room ends the subscription
 
     def _notify(self) -> None:
         self._changed.set()
@@ -107,7 +129,13 @@ class RunRoom(Actor[RunRoomInbox]):
             yield RunUpdate(summary=self.summary, events=[e for _, e in self._events])
             while not self.finished and not self.closed:
                 changed = self._changed
-                await changed.wait()
+                # Workers in other processes change the run too, and they tell no room here:
+                # while someone watches, reload from the database every poll interval.
+                with anyio.move_on_after(self._poll_seconds):
+                    await changed.wait()
+                if not changed.is_set():
+                    self._request_refresh()
+                    continue
                 new = [(seq, e) for seq, e in self._events if seq > seen]
                 oldest = new[0][0] if new else self._seq + 1
                 missed = max(0, oldest - seen - 1) if new else 0

@@ -28,6 +28,7 @@ from actors.queue import Job, NewJob, RunSummary, SQLiteQueue, Stats
 from actors.run_room import TERMINAL_RUN_STATUSES, RunRoom, RunUpdate
 from actors.stores import LocalObjectStore, ObjectStore
 from supervisors import (
+    ActorStopped,
     Backoff,
     ChildSpec,
     Clock,
@@ -186,7 +187,11 @@ class ActorSystem:
         # The channels between stages belong to the system, not to an actor: they outlive
         # every restart, so a message is never lost with the actor that would have read it.
         self._fetch_send, self._fetch_recv = anyio.create_memory_object_stream[JobLeased](capacity)
-        self._process_send, self._process_recv = anyio.create_memory_object_stream[Fetched](capacity)
+        # Fetched objects are whole documents: keep only a couple per processor waiting, so
+        # memory is bounded by the stage sizes, not by the concurrency.
+        self._process_send, self._process_recv = anyio.create_memory_object_stream[Fetched](
+            2 * config.pipeline.processors
+        )
         self._ack_send, self._ack_recv = anyio.create_memory_object_stream[AckInbox](capacity)
         sup = config.supervision
         limits: dict[str, Any] = {
@@ -230,7 +235,10 @@ class ActorSystem:
         self.rooms = DynamicSupervisor(
             name="run_rooms",
             spec_for=lambda run_id: ChildSpec(
-                run_id, lambda ctx: RunRoom(run_id, queue=self.queue, ctx=ctx), restart="transient",
+                run_id, lambda ctx: RunRoom(
+                    run_id, queue=self.queue, ctx=ctx,
+                    poll_seconds=config.queue.poll_interval_seconds,
+                ), restart="transient",
                 inbox_size=_ROOM_INBOX,
             ),
             max_children=_MAX_ROOMS,
@@ -332,9 +340,13 @@ class ActorSystem:
                 log.warning("run_room.unavailable", run_id=event.run_id, error=str(exc))
 
     async def _room(self, run_id: str) -> RunRoom:
-        ref = await self.rooms.get_or_start(run_id)
-        room: RunRoom = await ref.ask(Subscribe(), timeout=10.0)
-        return room
+        while True:
+            ref = await self.rooms.get_or_start(run_id)
+            try:
+                room: RunRoom = await ref.ask(Subscribe(), timeout=10.0)
+            except ActorStopped:
+                continue  # the room's run finished and it left just now: start a fresh one
+            return room
 
     # -- the embedding API -----------------------------------------------------------------
 

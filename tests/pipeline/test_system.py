@@ -203,10 +203,13 @@ async def test_a_job_longer_than_its_lease_is_renewed_and_processed_once(tmp_pat
     slow = CountingProcessor(config, seconds=4.0)
     rival = CountingProcessor(config)
     with anyio.fail_after(30):
-        async with ActorSystem(config, processor=slow) as system, \
-                ActorSystem(config, processor=rival):
+        async with ActorSystem(config, processor=slow) as system:
             job = await system.enqueue("r1", "t1", key)
-            summary = await system.wait_run("r1")
+            while not slow.calls:
+                await anyio.sleep(0.01)
+            # The first system holds the job now; the rival polls for it from here on.
+            async with ActorSystem(config, processor=rival):
+                summary = await system.wait_run("r1")
             done = await system.queue.get(job.id)
     assert summary.status == "done"
     assert slow.calls == {job.id: 1}
@@ -240,6 +243,26 @@ async def test_a_local_enqueue_wakes_an_idle_worker_at_once(tmp_path: Path) -> N
             await system.enqueue("r1", "t1", key)
             summary = await system.wait_run("r1")
     assert summary.status == "done"
+
+
+async def test_wait_run_sees_a_run_finished_by_another_process(tmp_path: Path) -> None:
+    config = make_config(tmp_path, pipeline={"concurrency": 1, "shutdown_grace_seconds": 0.1})
+    keys = await put_objects(tmp_path / "objects", 4)
+    stuck = CountingProcessor(config, seconds=3600)
+    with anyio.fail_after(30):
+        async with ActorSystem(config, processor=stuck) as watcher:
+            await watcher.enqueue("blocker", "t1", keys[0])
+            while not stuck.calls:
+                await anyio.sleep(0.01)
+            # The watcher's only slot is taken: it will lease nothing of run r1, so no event
+            # of r1 ever reaches its run room; only the database can tell it.
+            async with ActorSystem(config) as worker:
+                await worker.enqueue_many(
+                    [NewJob(run_id="r1", tenant_id="t1", r2_key=k) for k in keys[1:]]
+                )
+                summary = await watcher.wait_run("r1")
+    assert (summary.status, summary.done) == ("done", 3)
+    assert list(stuck.calls.values()) == [1]
 
 
 async def test_watch_run_reports_progress_until_the_run_is_done(tmp_path: Path) -> None:
