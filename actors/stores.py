@@ -11,9 +11,16 @@ from typing import Protocol
 import anyio
 import msgspec
 
-from actors.errors import InvalidObjectKey, ObjectMissing, ObjectStoreUnavailable, ObjectTooLarge
+from actors.config import Config
+from actors.errors import (
+    ConfigError,
+    InvalidObjectKey,
+    ObjectMissing,
+    ObjectStoreUnavailable,
+    ObjectTooLarge,
+)
 
-__all__ = ["LocalObjectStore", "ObjectStore", "StoredObject", "check_key"]
+__all__ = ["LocalObjectStore", "ObjectStore", "StoredObject", "check_key", "make_store"]
 
 # Objects this small are read on the event loop's thread: a thread hop costs more than the read.
 # Larger ones go to a worker thread so a slow disk never blocks the loop.
@@ -41,6 +48,16 @@ class ObjectStore(Protocol):
     async def put(self, key: str, data: bytes, *, content_type: str | None = None) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+def make_store(config: Config) -> ObjectStore:
+    """The object store that ``[storage].kind`` names."""
+    if config.storage.kind == "local":
+        return LocalObjectStore(config.storage.root)
+    raise ConfigError(
+        f"[storage].kind = {config.storage.kind!r} is not available in this version; "
+        "use \"local\""
+    )
 
 
 def check_key(key: str) -> str:

@@ -23,10 +23,10 @@ from actors.inflight import InFlight
 from actors.lease_manager import LeaseManager
 from actors.messages import AckInbox, Fetched, JobLeased, LeasedJob, RunEvent, Subscribe
 from actors.processor import Processor, ProcessorStage, make_processor
-from actors.queue import Backoff as RetryBackoff
-from actors.queue import Job, NewJob, RunSummary, SQLiteQueue, Stats
+from actors.queue import Job, NewJob, RunSummary, Stats
+from actors.queue.factory import open_queue
 from actors.run_room import TERMINAL_RUN_STATUSES, RunRoom, RunUpdate
-from actors.stores import LocalObjectStore, ObjectStore
+from actors.stores import ObjectStore, make_store
 from supervisors import (
     ActorStopped,
     Backoff,
@@ -134,23 +134,12 @@ class ActorSystem:
 
     async def __aenter__(self) -> ActorSystem:
         config = self.config
-        if config.queue.backend != "sqlite":
-            raise ConfigError(
-                f"[queue].backend = {config.queue.backend!r} is not available in this version; "
-                "use \"sqlite\""
-            )
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:
-            Path(config.queue.path).parent.mkdir(parents=True, exist_ok=True)
-            self.queue = await stack.enter_async_context(
-                SQLiteQueue.open(config.queue.path, durability=config.queue.durability,
-                                 clock=self.clock, max_attempts=config.queue.max_attempts,
-                                 backoff=RetryBackoff(base_seconds=config.queue.retry_base_seconds,
-                                                      cap_seconds=config.queue.retry_cap_seconds))
-            )
+            self.queue = await stack.enter_async_context(open_queue(config, clock=self.clock))
             if self._store is None:
-                self._store = LocalObjectStore(config.storage.root)
+                self._store = make_store(config)
             stack.push_async_callback(self._store.aclose)
             if self._processor is None:
                 self._processor = make_processor(config.processor)

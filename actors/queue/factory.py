@@ -1,0 +1,37 @@
+"""Open the queue backend that ``[queue].backend`` names."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from actors.config import Config
+from actors.errors import ConfigError
+from actors.queue.sqlite import SQLiteQueue
+from actors.queue.store import Backoff
+from supervisors.clock import Clock
+
+__all__ = ["open_queue"]
+
+
+@contextlib.asynccontextmanager
+async def open_queue(config: Config, *, clock: Clock | None = None) -> AsyncIterator[Any]:
+    """Open the configured queue for the block; every backend keeps the same contract."""
+    settings = config.queue
+    backoff = Backoff(base_seconds=settings.retry_base_seconds, cap_seconds=settings.retry_cap_seconds)
+    if settings.backend == "sqlite":
+        Path(settings.path).parent.mkdir(parents=True, exist_ok=True)
+        async with SQLiteQueue.open(
+            settings.path,
+            durability=settings.durability,
+            clock=clock,
+            max_attempts=settings.max_attempts,
+            backoff=backoff,
+        ) as queue:
+            yield queue
+        return
+    raise ConfigError(
+        f"[queue].backend = {settings.backend!r} is not available in this version; use \"sqlite\""
+    )
