@@ -8,6 +8,7 @@ so tests and the Hypothesis model control time.
 from __future__ import annotations
 
 import sqlite3
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -106,6 +107,7 @@ def enqueue(
     """Insert ``jobs`` (or find them by idempotency key) and create or touch their runs."""
     out: list[Job] = []
     runs: dict[str, str] = {}
+    added: Counter[str] = Counter()
     for new in jobs:
         row = conn.execute(
             f"""
@@ -136,17 +138,20 @@ def enqueue(
             ).fetchone()
         else:
             runs[new.run_id] = new.tenant_id
+            added[new.run_id] += 1
         out.append(_job(row))
     for run_id, tenant_id in runs.items():
         # A new job reopens a finished run. Invariant: a run belongs to exactly one tenant.
         touched = conn.execute(
             """
-            INSERT INTO runs (run_id, tenant_id, created_at, updated_at) VALUES (?, ?, ?, ?)
-            ON CONFLICT (run_id) DO UPDATE SET updated_at = excluded.updated_at, finished_at = NULL
+            INSERT INTO runs (run_id, tenant_id, created_at, updated_at, pending)
+            VALUES (?, ?, ?, ?, ?)
+            ON CONFLICT (run_id) DO UPDATE SET updated_at = excluded.updated_at, finished_at = NULL,
+                                               pending = runs.pending + excluded.pending
             WHERE runs.tenant_id = excluded.tenant_id
             RETURNING run_id
             """,
-            (run_id, tenant_id, now, now),
+            (run_id, tenant_id, now, now, added[run_id]),
         ).fetchone()
         if touched is None:
             (owner,) = conn.execute(
@@ -511,13 +516,12 @@ def list_jobs(
 def run_summary(conn: sqlite3.Connection, run_id: str) -> RunSummary:
     """Return the run's counts (from the jobs table), metrics, times and derived status."""
     row = conn.execute(
-        "SELECT run_id, tenant_id, created_at, updated_at, finished_at, metrics FROM runs "
-        "WHERE run_id = ?",
+        f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?",
         (run_id,),
     ).fetchone()
     if row is None:
         raise RunNotFound(run_id)
-    return _summary(conn, row)
+    return _summary(row)
 
 
 def list_runs(
@@ -527,25 +531,25 @@ def list_runs(
     where, params = _filters(tenant_id=tenant_id)
     rows = conn.execute(
         f"""
-        SELECT run_id, tenant_id, created_at, updated_at, finished_at, metrics, rowid FROM runs
+        SELECT {RUN_COLUMNS}, rowid FROM runs
         WHERE rowid > :after {where} ORDER BY rowid LIMIT :limit
         """,
         {**params, "after": _cursor(cursor), "limit": limit + 1},
     ).fetchall()
-    items = [_summary(conn, row) for row in rows[:limit]]
+    items = [_summary(row) for row in rows[:limit]]
     more = len(rows) > limit
-    return Page(items=items, next_cursor=str(rows[limit - 1][6]) if more else None)
+    return Page(items=items, next_cursor=str(rows[limit - 1][10]) if more else None)
 
 
-def _summary(conn: sqlite3.Connection, row: Sequence[Any]) -> RunSummary:
+# The counts are stored, kept by enqueue and by the triggers of migration 3 (schema.py).
+RUN_COLUMNS = (
+    "run_id, tenant_id, created_at, updated_at, finished_at, metrics, pending, leased, done, failed"
+)
+
+
+def _summary(row: Sequence[Any]) -> RunSummary:
     run_id, tenant_id, created_at, updated_at, finished_at, metrics = row[:6]
-    counts = dict(
-        conn.execute(
-            "SELECT status, count(*) FROM jobs WHERE run_id = ? GROUP BY status", (run_id,)
-        ).fetchall()
-    )
-    pending, leased = counts.get("pending", 0), counts.get("leased", 0)
-    done, failed = counts.get("done", 0), counts.get("failed", 0)
+    pending, leased, done, failed = row[6:10]
     total = pending + leased + done + failed
     status: RunStatus
     if total == 0:  # every job was purged

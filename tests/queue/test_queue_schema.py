@@ -55,7 +55,7 @@ def test_down_refuses_to_drop_rows_unless_forced(db: Path) -> None:
     with pytest.raises(MigrationRefused, match=r"would delete 1 rows in runs.*--force"):
         schema.migrate_down(conn, db, 1)
     assert schema.current_version(conn) == LATEST_VERSION
-    assert schema.migrate_down(conn, db, 1, force=True) == [2]
+    assert schema.migrate_down(conn, db, 1, force=True) == list(range(LATEST_VERSION, 1, -1))
 
 
 @pytest.mark.anyio
@@ -93,3 +93,23 @@ async def test_a_queue_opened_with_full_durability_works_and_a_bad_setting_is_re
     with pytest.raises(InvalidArgument, match="durability must be"):
         async with SQLiteQueue.open(db, durability="sometimes"):  # type: ignore[arg-type]
             pass
+
+
+def test_a_version_2_file_gets_its_run_counts_counted_when_upgraded(db: Path) -> None:
+    conn = open_raw(db)
+    schema.migrate_up(conn, db, target=2)
+    for status in ("pending", "pending", "leased", "done", "failed"):
+        conn.execute(
+            "INSERT INTO jobs (run_id, tenant_id, r2_key, status, max_attempts, available_at, "
+            "created_at, updated_at) VALUES ('r', 't', 'k', ?, 5, 1, 1, 1)",
+            (status,),
+        )
+    conn.execute(
+        "INSERT INTO runs (run_id, tenant_id, created_at, updated_at) VALUES ('r', 't', 1, 1)"
+    )
+    schema.migrate_up(conn, db)
+    assert conn.execute("SELECT pending, leased, done, failed FROM runs").fetchone() == (2, 1, 1, 1)
+    # From here on the triggers keep them: a status change and a deletion.
+    conn.execute("UPDATE jobs SET status = 'done' WHERE status = 'leased'")
+    conn.execute("DELETE FROM jobs WHERE status = 'failed'")
+    assert conn.execute("SELECT pending, leased, done, failed FROM runs").fetchone() == (2, 0, 2, 0)

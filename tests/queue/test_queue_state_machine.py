@@ -230,6 +230,17 @@ class QueueMachine(RuleBasedStateMachine):
         for status in ("pending", "leased", "done", "failed"):
             assert getattr(stats, status) == sum(m.status == status for m in self.jobs.values())
 
+    @invariant()
+    def each_runs_stored_counts_match_its_jobs(self) -> None:
+        for tenant in ("t1", "t2"):
+            mine = [m for m in self.jobs.values() if m.tenant == tenant]
+            if not mine:
+                continue
+            summary = self.call(self.queue.run_summary, f"run-{tenant}")
+            assert summary.total == len(mine)
+            for status in ("pending", "leased", "done", "failed"):
+                assert getattr(summary, status) == sum(m.status == status for m in mine)
+
 
 @pytest.fixture
 def portal(anyio_backend: str) -> Iterator[anyio.from_thread.BlockingPortal]:
