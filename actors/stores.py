@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mimetypes
 import os
+import stat
 import uuid
 from pathlib import Path, PurePosixPath
 from typing import Protocol
@@ -43,7 +44,41 @@ class ObjectStore(Protocol):
     is retried with backoff). A store never returns part of an object.
     """
 
-    async def get(self, key: str, *, max_bytes: int) -> StoredObject: ...
+    async def get(self, key: str, *, max_bytes: int) -> StoredObject:
+        """Read the object under ``key`` whole, refusing it unread if it exceeds ``max_bytes``."""
+        path = self._path(key)
+        try:
+            with open(path, "rb") as f:
+                info = os.fstat(f.fileno())
+                if not stat.S_ISREG(info.st_mode):
+                    raise IsADirectoryError
+                size = info.st_size
+                if size > max_bytes:
+                    raise ObjectTooLarge(
+                        f"object {key!r} is {size} bytes, over the limit of {max_bytes}; raise "
+                        "[pipeline].max_object_bytes or split the document"
+                    )
+                if size <= _INLINE_READ_BYTES:
+                    data = f.read(max_bytes + 1)
+                else:
+                    data = await anyio.to_thread.run_sync(f.read, max_bytes + 1)
+        except FileNotFoundError:
+            raise ObjectMissing(
+                f"object {key!r} does not exist in the local store at {self.root}; upload it "
+                "(python -m actors submit) before enqueueing its job"
+            ) from None
+        except IsADirectoryError:
+            raise ObjectMissing(
+                f"object {key!r} is a folder (or not a regular file) in {self.root}, not a file"
+            ) from None
+        except OSError as exc:
+            raise ObjectStoreUnavailable(
+                f"reading object {key!r} from {self.root} failed: {exc.strerror}"
+            ) from None
+        if len(data) > max_bytes:  # the file grew between the size check and the read
+            raise ObjectTooLarge(f"object {key!r} grew past the limit of {max_bytes} bytes")
+        content_type, _ = mimetypes.guess_type(key)
+        return StoredObject(key=key, data=data, content_type=content_type)
 
     async def put(self, key: str, data: bytes, *, content_type: str | None = None) -> None: ...
 
@@ -54,6 +89,10 @@ def make_store(config: Config) -> ObjectStore:
     """The object store that ``[storage].kind`` names."""
     if config.storage.kind == "local":
         return LocalObjectStore(config.storage.root)
+    if config.storage.kind in ("r2", "s3"):
+        from actors.r2_store import S3ObjectStore  # imports aioboto3: only when configured
+
+        return S3ObjectStore.from_config(config)
     raise ConfigError(
         f"[storage].kind = {config.storage.kind!r} is not available in this version; "
         "use \"local\""
@@ -106,7 +145,9 @@ class LocalObjectStore:
                 "(python -m actors submit) before enqueueing its job"
             ) from None
         except IsADirectoryError:
-            raise ObjectMissing(f"object {key!r} is a folder in {self.root}, not a file") from None
+            raise ObjectMissing(
+                f"object {key!r} is a folder (or not a regular file) in {self.root}, not a file"
+            ) from None
         except OSError as exc:
             raise ObjectStoreUnavailable(
                 f"reading object {key!r} from {self.root} failed: {exc.strerror}"

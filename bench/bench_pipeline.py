@@ -1,0 +1,168 @@
+"""Pipeline benchmark: end-to-end jobs/s on embedded defaults, beside the queue's raw cycle; memory.
+
+Usage: ``python bench/bench_pipeline.py [--jobs 20000] [--memory-jobs 1000000] [--write]``.
+Each job is a tiny text object (so the measured cost is the system's own: queue, actors,
+acks), processed by the offline processor on the embedded defaults (config/actors.toml with
+its paths moved to a temporary folder). In the same run it measures the raw ``sqlite3``
+enqueue+pull+ack cycle of the queue's own SQL, one job per transaction and 100 per
+transaction, so the ratio is honest on a noisy machine. ``--memory-jobs`` runs one long
+pipeline and samples its resident memory (RSS) as jobs complete. ``--write`` replaces the
+"## Pipeline" section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+
+from actors.config import Config, LogConfig, QueueConfig, StorageConfig
+from actors.log import configure_logging
+from actors.queue import NewJob
+from actors.queue.factory import open_queue
+from actors.stores import LocalObjectStore
+from actors.system import ActorSystem
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+from bench_queue import raw_phases  # noqa: E402  (a sibling script, not a package)
+
+DOC = b"Tiny report. The harbour opened at dawn. Two ferries ran. Nothing else happened.\n"
+RUN_SIZE = 10_000  # jobs per run, as a producer would submit them
+
+
+def rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def config_in(folder: Path) -> Config:
+    return Config(
+        queue=QueueConfig(path=str(folder / "q.db")),
+        storage=StorageConfig(root=str(folder / "objects")),
+        log=LogConfig(level="error"),
+    )
+
+
+async def enqueue_all(config: Config, jobs: int) -> list[str]:
+    """Store the object and enqueue every job before the pipeline starts."""
+    await LocalObjectStore(config.storage.root).put("bench/doc.txt", DOC)
+    runs = []
+    async with open_queue(config) as queue:
+        for start in range(0, jobs, RUN_SIZE):
+            run_id = f"run-{start // RUN_SIZE}"
+            runs.append(run_id)
+            for batch in range(start, min(jobs, start + RUN_SIZE), 1000):
+                count = min(1000, jobs - batch, start + RUN_SIZE - batch)
+                await queue.enqueue_many(
+                    [NewJob(run_id=run_id, tenant_id="bench", r2_key="bench/doc.txt")] * count
+                )
+    return runs
+
+
+async def end_to_end(jobs: int) -> float:
+    """Jobs/s from the system's start to the last run's end, all jobs enqueued beforehand."""
+    with tempfile.TemporaryDirectory() as folder:
+        config = config_in(Path(folder))
+        runs = await enqueue_all(config, jobs)
+        t0 = time.perf_counter()
+        async with ActorSystem(config) as system:
+            for run_id in runs:
+                await system.wait_run(run_id)
+            elapsed = time.perf_counter() - t0
+            stats = await system.stats()
+            assert stats.done == jobs, stats
+        return jobs / elapsed
+
+
+async def memory(jobs: int, samples: int = 10) -> list[tuple[int, float, float]]:
+    """(jobs done, RSS MiB, jobs/s since the previous sample) at evenly spaced points."""
+    points: list[tuple[int, float, float]] = []
+    with tempfile.TemporaryDirectory() as folder:
+        config = config_in(Path(folder))
+        await enqueue_all(config, jobs)
+        async with ActorSystem(config) as system:
+            step = jobs // samples
+            last_done, last_t = 0, time.perf_counter()
+            while last_done < jobs:
+                await anyio.sleep(0.5)
+                done = system.ack_stats.done
+                if done - last_done >= step or done == jobs:
+                    now = time.perf_counter()
+                    points.append((done, rss_mib(), (done - last_done) / (now - last_t)))
+                    print(f"  {done:>9,} done  RSS {points[-1][1]:7.1f} MiB  "
+                          f"{points[-1][2]:7,.0f} jobs/s", flush=True)
+                    last_done, last_t = done, now
+    return points
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--memory-jobs", type=int, default=0,
+                        help="also run one long pipeline of this many jobs and sample its RSS")
+    parser.add_argument("--write", action="store_true", help="write docs/benchmarks.md")
+    args = parser.parse_args()
+    configure_logging("error")
+    lines: list[str] = []
+
+    def say(line: str = "") -> None:
+        print(line, flush=True)
+        lines.append(line)
+
+    with tempfile.TemporaryDirectory() as folder:
+        raw1 = raw_phases(Path(folder) / "raw1.db", "normal", 5000, 1)["cycle"]
+        raw100 = raw_phases(Path(folder) / "raw100.db", "normal", 50_000, 100)["cycle"]
+    rates = {backend: anyio.run(end_to_end, args.jobs, backend=backend)
+             for backend in ("asyncio", "trio")}
+    say(f"End to end on embedded defaults ({args.jobs:,} tiny text jobs in runs of "
+        f"{RUN_SIZE:,}; concurrency {Config().pipeline.concurrency}, pull batches of "
+        f"{Config().queue.batch_size}), beside the raw `sqlite3` cycle of the queue's SQL "
+        "(enqueue+pull+ack, synchronous=NORMAL) from the same run:")
+    say()
+    say("| | jobs/s | / raw, 1 job per transaction | / raw, 100 per transaction |")
+    say("|---|---:|---:|---:|")
+    say(f"| raw `sqlite3` cycle, 1 job per transaction | {raw1:,.0f} | 1.00x | |")
+    say(f"| raw `sqlite3` cycle, 100 jobs per transaction | {raw100:,.0f} | | 1.00x |")
+    for backend, rate in rates.items():
+        say(f"| pipeline, {backend} | {rate:,.0f} | {rate / raw1:.2f}x | {rate / raw100:.2f}x |")
+    if args.memory_jobs:
+        say()
+        say(f"Resident memory over one long run of {args.memory_jobs:,} jobs (asyncio):")
+        say()
+        points = anyio.run(memory, args.memory_jobs)
+        say("| jobs done | RSS MiB | jobs/s in the interval |")
+        say("|---:|---:|---:|")
+        for done, rss, rate in points:
+            say(f"| {done:,} | {rss:.1f} | {rate:,.0f} |")
+        first = next((p for p in points if p[0] >= args.memory_jobs // 10), points[0])
+        say()
+        say(f"RSS from {first[0]:,} to {points[-1][0]:,} jobs: {first[1]:.1f} -> "
+            f"{points[-1][1]:.1f} MiB ({(points[-1][1] / first[1] - 1) * 100:+.1f}%).")
+    say()
+    say(f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}; {time.strftime('%Y-%m-%d')}.")
+    if args.write:
+        command = (f"python bench/bench_pipeline.py --jobs {args.jobs}"
+                   + (f" --memory-jobs {args.memory_jobs}" if args.memory_jobs else "")
+                   + " --write")
+        doc = ROOT / "docs" / "benchmarks.md"
+        text = doc.read_text()
+        body = f"Command: `{command}`\n\n" + "\n".join(lines) + "\n\n"
+        if "## Pipeline\n" in text:
+            text = re.sub(r"(## Pipeline\n\n).*?(?=\n## |\Z)", lambda m: m[1] + body, text,
+                          flags=re.S)
+        else:
+            text = text.rstrip() + "\n\n## Pipeline\n\n" + body
+        doc.write_text(text.rstrip() + "\n")
+
+
+if __name__ == "__main__":
+    main()
