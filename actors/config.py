@@ -90,7 +90,18 @@ class StorageConfig(_Table):
     bucket: str | None = None  # or R2_BUCKET
     region: str = "auto"
     addressing_style: Literal["auto", "virtual", "path"] = "auto"
+    # Bounds each request to the store, a download's body included.
     timeout_seconds: Positive = 30.0
+    # Transient failures (timeouts, resets, 5xx, throttling) are retried this many times within
+    # one attempt of the job, waiting base * 2**n (at most the cap, less up to half at random).
+    max_retries: Annotated[int, Meta(ge=0, le=20)] = 3
+    retry_base_seconds: NonNegative = 0.2
+    retry_cap_seconds: NonNegative = 5.0
+    # Uploads larger than the threshold go up in parts (S3's minimum part is 5 MiB).
+    multipart_threshold_bytes: Annotated[int, Meta(ge=5 * 1024 * 1024)] = 16 * 1024 * 1024
+    multipart_part_bytes: Annotated[int, Meta(ge=5 * 1024 * 1024, le=5 * 1024**3)] = (
+        8 * 1024 * 1024
+    )
 
 
 class ProcessorConfig(_Table):
@@ -102,6 +113,29 @@ class ProcessorConfig(_Table):
     chat_model: str = "gemini-2.0-flash"  # or GEMINI_CHAT_MODEL
     embed_model: str = "text-embedding-004"  # or GEMINI_EMBED_MODEL
     base_url: str | None = None  # or AI_GATEWAY_URL; None means Google's endpoint
+    # kind = "gemini": the instruction sent with each document's text; the answer must fit
+    # the response schema (summary, topics, entities, language; see gemini_processor.py).
+    prompt: str = (
+        "Analyse the document below. Give a short summary, its main topics, the named "
+        "entities it mentions and its language."
+    )
+    api_version: str = "v1beta"
+    # Send PDFs to the chat model as inline data instead of the locally extracted text.
+    send_pdf_inline: bool = False
+    # Characters of text sent to the chat model at most (the rest is embedded, not analysed).
+    max_prompt_chars: Annotated[int, Meta(ge=1000)] = 200_000
+    embed_batch_size: Annotated[int, Meta(ge=1, le=100)] = 100
+    # Embeddings stored per document at most: the result must fit the queue's 256 KiB.
+    max_chunks: Annotated[int, Meta(ge=1, le=100)] = 64
+    # Shared by every processor of the process: calls in flight, and per-minute budgets.
+    concurrency: Annotated[int, Meta(ge=1, le=1000)] = 8
+    requests_per_minute: Annotated[int, Meta(ge=1)] = 1000
+    tokens_per_minute: Annotated[int, Meta(ge=1)] = 1_000_000
+    # Per call: 429, 5xx and timeouts are retried this often within one attempt of the job.
+    max_retries: Annotated[int, Meta(ge=0, le=20)] = 4
+    retry_base_seconds: NonNegative = 1.0
+    retry_cap_seconds: NonNegative = 60.0
+    timeout_seconds: Positive = 120.0
 
 
 class SupervisionConfig(_Table):

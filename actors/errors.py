@@ -25,6 +25,7 @@ Hierarchy::
         ├── ObjectMissing            no object under that key (permanent job failure)
         ├── ObjectTooLarge           the object exceeds [pipeline].max_object_bytes (permanent)
         ├── InvalidObjectKey         the key is malformed: absolute, `..`, empty (permanent)
+        ├── ObjectStoreRefused       access denied, no such bucket, another 4xx (permanent)
         └── ObjectStoreUnavailable   a transient failure: retry with backoff
 
 Each message says what happened, the likely cause and what to do about it.
@@ -46,6 +47,7 @@ __all__ = [
     "MigrationRefused",
     "ObjectMissing",
     "ObjectStoreError",
+    "ObjectStoreRefused",
     "ObjectStoreUnavailable",
     "ObjectTooLarge",
     "OutOfRange",
@@ -180,6 +182,10 @@ class ObjectTooLarge(ObjectStoreError):
 
 class InvalidObjectKey(ObjectStoreError, ValueError):
     """The key is empty, absolute or climbs out of the store with ``..``."""
+
+
+class ObjectStoreRefused(ObjectStoreError):
+    """The store refused the request for good: access denied, no such bucket, another 4xx."""
 
 
 class ObjectStoreUnavailable(ObjectStoreError):

@@ -17,7 +17,7 @@ import structlog
 from actors.config import Config
 from actors.errors import ActorsError
 from actors.queue import NewJob, RunSummary, SQLiteQueue
-from actors.stores import LocalObjectStore
+from actors.stores import make_store
 from actors.system import ActorSystem, raise_system_failed
 
 __all__ = ["format_summary", "serve", "submit_files", "watch"]
@@ -87,25 +87,32 @@ async def submit_files(
 
     Objects are stored before their jobs are enqueued, so no job ever points at an object
     that is still being written. Returns the run id and the number of jobs enqueued.
+    Uploads go to the configured store (``[storage].kind``); on R2/S3 a large file goes up in
+    parts, one part in memory at a time.
     """
-    if config.storage.kind != "local":
-        raise ActorsError(
-            f"[storage].kind = {config.storage.kind!r} is not available in this version; "
-            "use \"local\""
-        )
     for path in paths:
         if not path.is_file():
             raise ActorsError(f"cannot submit {path}: no such file")
     run_id = run_id or f"run-{uuid.uuid4().hex[:12]}"
-    store = LocalObjectStore(config.storage.root)
+    store = make_store(config)
     jobs = []
-    for path in paths:
-        key = f"{tenant_id}/{run_id}/{path.name}"
-        data = await anyio.Path(path).read_bytes()
-        await store.put(key, data, content_type=mimetypes.guess_type(path.name)[0])
-        # The key makes a retried submit of the same run idempotent.
-        jobs.append(NewJob(run_id=run_id, tenant_id=tenant_id, r2_key=key, idempotency_key=key,
-                           payload={"filename": path.name, "bytes": len(data)}))
+    try:
+        for path in paths:
+            key = f"{tenant_id}/{run_id}/{path.name}"
+            content_type = mimetypes.guess_type(path.name)[0]
+            put_file = getattr(store, "put_file", None)
+            if put_file is not None:
+                size = await put_file(path, key, content_type=content_type)
+            else:
+                data = await anyio.Path(path).read_bytes()
+                await store.put(key, data, content_type=content_type)
+                size = len(data)
+            # The key makes a retried submit of the same run idempotent.
+            jobs.append(NewJob(run_id=run_id, tenant_id=tenant_id, r2_key=key,
+                               idempotency_key=key,
+                               payload={"filename": path.name, "bytes": size}))
+    finally:
+        await store.aclose()
     Path(config.queue.path).parent.mkdir(parents=True, exist_ok=True)
     async with SQLiteQueue.open(config.queue.path, durability=config.queue.durability,
                                 max_attempts=config.queue.max_attempts) as queue:
