@@ -149,6 +149,14 @@ class HttpConfig(_Table):
     enabled: bool = False
     host: str = "127.0.0.1"
     port: Port = 8787
+    # Serve the queue to remote workers and lease nothing in this process.
+    queue_only: bool = False
+    # Larger JSON bodies are refused with 413 (uploads are bounded by max_object_bytes).
+    max_body_bytes: Annotated[int, Meta(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
+    # "open": anyone who reaches the port may scrape /metrics; "token": any valid token.
+    metrics: Literal["open", "token"] = "open"
+    # How long an upload URL from /uploads/create stays valid.
+    upload_url_seconds: Annotated[float, Meta(gt=0, le=7 * 24 * 3600)] = 3600.0
 
 
 class LogConfig(_Table):
@@ -188,6 +196,7 @@ class Secrets(msgspec.Struct, kw_only=True, frozen=True):
     r2_secret_access_key: Secret | None = None  # R2_SECRET_ACCESS_KEY
     api_token: Secret | None = None  # JWT_SECRET or EDGE_API_TOKEN (the seed's one secret)
     pg_password: Secret | None = None  # PGPASSWORD
+    http_tokens: Secret | None = None  # ACTORS_TOKENS="token:role[:tenant],..." (http/auth.py)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Secrets:
@@ -203,6 +212,7 @@ class Secrets(msgspec.Struct, kw_only=True, frozen=True):
             r2_secret_access_key=get("R2_SECRET_ACCESS_KEY"),
             api_token=get("JWT_SECRET", "EDGE_API_TOKEN"),
             pg_password=get("PGPASSWORD"),
+            http_tokens=get("ACTORS_TOKENS"),
         )
 
 

@@ -239,14 +239,29 @@ class ActorSystem:
         def group(name: str, children: list[ChildSpec]) -> ChildSpec:
             return ChildSpec(name, lambda ctx: Supervisor(children, name=name, **limits))
 
+        # [http]: the API server (actors/http/), supervised like any actor. It stops after
+        # the workers, so remote workers can still ack while this process drains; with
+        # queue_only this process serves the queue and leases nothing itself.
+        self.http: Any = None
+
+        def http_server(ctx: Context) -> Any:
+            from actors.http import HttpServer  # only a process that serves HTTP imports it
+
+            self.http = HttpServer(self, ctx=ctx)
+            return self.http
+
+        http = [group("http", [ChildSpec("server", http_server, shutdown=5.0)])]
+        source = [group("source", [ChildSpec("lease_manager", lease_manager, shutdown=5.0)])]
+
         # Sinks first, the source last: stopping in reverse order is a drain.
         self.tree = Supervisor(
             [
                 group("sink", [ChildSpec("ack_reporter", ack_reporter, shutdown=10.0)]),
                 ChildSpec("run_rooms", lambda ctx: self.rooms),
+                *(http if config.http.enabled else []),
                 group("processors", [processor_stage(i) for i in range(config.pipeline.processors)]),
                 group("fetchers", [fetcher(i) for i in range(config.pipeline.fetchers)]),
-                group("source", [ChildSpec("lease_manager", lease_manager, shutdown=5.0)]),
+                *([] if config.http.queue_only else source),
             ],
             name="actors",
             strategy="one_for_one",

@@ -1,0 +1,83 @@
+"""HTTP errors as JSON: `ApiError`, and how queue and store errors map to status codes."""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+from starlette.responses import Response
+
+from actors.errors import (
+    InvalidArgument,
+    InvalidObjectKey,
+    JobNotFound,
+    LeaseLost,
+    ObjectStoreError,
+    PayloadTooLarge,
+    QueueError,
+    RunNotFound,
+)
+
+__all__ = ["ApiError", "error_response", "from_decode_error", "from_domain_error"]
+
+
+class ApiError(Exception):
+    """An HTTP error answered as ``{success: false, error: {code, message, field}}``."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+def error_response(exc: ApiError) -> Response:
+    body = {"success": False, "error": {"code": exc.code, "message": exc.message}}
+    if exc.field is not None:
+        body["error"]["field"] = exc.field  # type: ignore[index]
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return Response(msgspec.json.encode(body), exc.status, headers=headers,
+                    media_type="application/json")
+
+
+def from_decode_error(exc: msgspec.DecodeError) -> ApiError:
+    """A 400 naming the field: msgspec says ``... - at `$.jobs[0].runId```."""
+    message, _, where = str(exc).partition(" - at ")
+    field = where.strip("`").removeprefix("$").lstrip(".") or None if where else None
+    if isinstance(exc, msgspec.ValidationError):
+        named = f"{field}: {message}" if field else message
+        return ApiError(400, "invalid_field", named, field)
+    return ApiError(400, "invalid_json", f"the body is not valid JSON: {message}")
+
+
+# The queue's messages name snake_case arguments; the API's fields are camelCase.
+_FIELD = re.compile(r"^(?:an? \w+'s )?(\w+)")
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def from_domain_error(exc: Exception) -> ApiError | None:
+    """The HTTP error for a queue or store error, or None for anything else."""
+    message = str(exc)
+    if isinstance(exc, PayloadTooLarge):
+        return ApiError(413, "payload_too_large", message, _camel(message.split(" ")[0]))
+    if isinstance(exc, InvalidArgument):
+        match = _FIELD.match(message)
+        return ApiError(400, "invalid_argument", message, _camel(match[1]) if match else None)
+    if isinstance(exc, JobNotFound):
+        return ApiError(404, "job_not_found", message)
+    if isinstance(exc, RunNotFound):
+        return ApiError(404, "run_not_found", message)
+    if isinstance(exc, LeaseLost):
+        return ApiError(409, "lease_lost", message)
+    if isinstance(exc, InvalidObjectKey):
+        return ApiError(400, "invalid_object_key", message)
+    if isinstance(exc, ObjectStoreError):
+        return ApiError(503, "object_store_unavailable", message)
+    if isinstance(exc, QueueError):
+        return ApiError(503, "queue_unavailable", message)
+    return None

@@ -1,0 +1,302 @@
+"""The edge worker's JSON bodies as msgspec Structs, camelCase on the wire (server and client)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from actors.queue.model import (
+    MAX_BATCH,
+    MAX_DELAY_SECONDS,
+    MAX_PULL,
+    MAX_VISIBILITY_SECONDS,
+    Job,
+    RunSummary,
+    Stats,
+)
+
+__all__ = [
+    "AckIn",
+    "AckItem",
+    "AckOut",
+    "CountOut",
+    "EnqueueIn",
+    "EnqueueManyIn",
+    "EnqueueManyOut",
+    "EnqueueOut",
+    "ErrorOut",
+    "ItemOut",
+    "JobOut",
+    "JobsPage",
+    "LeaseRef",
+    "LeasesOut",
+    "PullIn",
+    "PullOut",
+    "PurgeIn",
+    "ReleaseIn",
+    "RenewIn",
+    "RequeueIn",
+    "ResultIn",
+    "RunOut",
+    "StatsBody",
+    "StatsOut",
+    "UploadCreateIn",
+    "UploadCreateOut",
+    "UploadDoneOut",
+    "job_out",
+    "run_out",
+    "stats_out",
+]
+
+# Bounds repeated from the queue, so that the OpenAPI schema states them and a bad value is a
+# 400 naming the field before any queue call.
+JobId = Annotated[int, Meta(ge=1, le=2**63 - 1)]
+Text = Annotated[str, Meta(min_length=1, max_length=1024)]
+Priority = Annotated[int, Meta(ge=-1_000_000, le=1_000_000)]
+Delay = Annotated[float, Meta(ge=0, le=MAX_DELAY_SECONDS)]
+Visibility = Annotated[float, Meta(gt=0, le=MAX_VISIBILITY_SECONDS)]
+Attempts = Annotated[int, Meta(ge=1, le=1000)]
+Metrics = dict[Annotated[str, Meta(max_length=256)], float]
+
+
+class _In(msgspec.Struct, kw_only=True, rename="camel", frozen=True):
+    """Base of request bodies: camelCase keys; unknown keys are ignored, as the edge worker did."""
+
+
+class _Out(msgspec.Struct, kw_only=True, rename="camel", frozen=True):
+    """Base of response bodies: camelCase keys."""
+
+
+# --- jobs ------------------------------------------------------------------------------------
+
+
+class EnqueueIn(_In, frozen=True):
+    run_id: Text
+    tenant_id: Text
+    r2_key: Text
+    payload: Any = None
+    idempotency_key: Text | None = None
+    delay_seconds: Delay = 0.0
+    priority: Priority = 0
+    max_attempts: Attempts | None = None
+
+
+class EnqueueOut(_Out, frozen=True):
+    success: bool
+    job_id: int
+    run_id: str
+    status: str
+
+
+class EnqueueManyIn(_In, frozen=True):
+    jobs: Annotated[list[EnqueueIn], Meta(max_length=MAX_BATCH)]
+
+
+class JobOut(_Out, frozen=True):
+    """A job as the API shows it; the seed's pull returned the first six fields."""
+
+    id: int
+    run_id: str
+    tenant_id: str
+    r2_key: str
+    attempts: int
+    lease_token: str | None = None
+    status: str = "pending"
+    max_attempts: int = 5
+    priority: int = 0
+    payload: Any = None
+    available_at: float = 0.0
+    lease_expires_at: float | None = None
+    worker_id: str | None = None
+    last_error: str | None = None
+    result: Any = None
+    idempotency_key: str | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    finished_at: float | None = None
+
+
+class EnqueueManyOut(_Out, frozen=True):
+    success: bool
+    jobs: list[JobOut]
+
+
+class PullIn(_In, frozen=True):
+    max: Annotated[int, Meta(ge=1, le=MAX_PULL)] = 10
+    visibility_seconds: Visibility = 60.0
+    worker_id: Text | None = None
+
+
+class PullOut(_Out, frozen=True):
+    jobs: list[JobOut]
+
+
+class AckItem(_In, frozen=True):
+    """One lease-aware outcome: the job, its lease token, and what happened."""
+
+    id: JobId
+    lease_token: Annotated[str, Meta(max_length=256)]
+    status: Literal["done", "failed"] = "done"
+    result: Any = None
+    error: Annotated[str, Meta(max_length=65_536)] | None = None
+    permanent: bool = False
+    run_metrics: Metrics | None = None
+
+
+class AckIn(_In, frozen=True):
+    """Either the seed's ``{ids, status}`` (by id, unfenced) or ``{acks: [...]}`` (fenced)."""
+
+    ids: Annotated[list[JobId], Meta(max_length=MAX_BATCH)] | None = None
+    status: Literal["done", "failed"] = "done"
+    error: Annotated[str, Meta(max_length=65_536)] | None = None
+    acks: Annotated[list[AckItem], Meta(max_length=MAX_BATCH)] | None = None
+
+
+class ItemOut(_Out, frozen=True):
+    """The outcome of one item of a batch: applied (``ok``) or refused, and why."""
+
+    id: int
+    ok: bool
+    reason: str
+    status: str | None = None
+    message: str | None = None
+
+
+class AckOut(_Out, frozen=True):
+    success: bool
+    results: list[ItemOut]
+
+
+class LeaseRef(_In, frozen=True):
+    id: JobId
+    lease_token: Annotated[str, Meta(max_length=256)]
+
+
+class RenewIn(_In, frozen=True):
+    leases: Annotated[list[LeaseRef], Meta(max_length=MAX_BATCH)]
+    visibility_seconds: Visibility = 60.0
+
+
+class ReleaseIn(_In, frozen=True):
+    leases: Annotated[list[LeaseRef], Meta(max_length=MAX_BATCH)]
+    delay_seconds: Delay = 0.0
+
+
+class LeasesOut(_Out, frozen=True):
+    success: bool
+    results: list[ItemOut]
+
+
+class ResultIn(_In, frozen=True):
+    """Store a leased job's result: the job is acked done with it under its lease."""
+
+    lease_token: Annotated[str, Meta(max_length=256)]
+    result: Any = None
+    run_metrics: Metrics | None = None
+
+
+class RequeueIn(_In, frozen=True):
+    ids: Annotated[list[JobId], Meta(max_length=MAX_BATCH)] | None = None
+    run_id: Text | None = None
+    tenant_id: Text | None = None
+
+
+class PurgeIn(_In, frozen=True):
+    older_than_seconds: Annotated[float, Meta(ge=0, le=10 * 365 * 86_400)]
+
+
+class CountOut(_Out, frozen=True):
+    success: bool
+    count: int
+
+
+class JobsPage(_Out, frozen=True):
+    jobs: list[JobOut]
+    next_cursor: str | None = None
+
+
+class StatsBody(_Out, frozen=True):
+    pending: int
+    leased: int
+    done: int
+    failed: int
+    oldest_pending_age_seconds: float | None = None
+
+
+class StatsOut(_Out, frozen=True):
+    stats: StatsBody
+    timestamp: float
+
+
+class RunOut(_Out, frozen=True):
+    run_id: str
+    tenant_id: str
+    status: str
+    total: int
+    pending: int
+    leased: int
+    done: int
+    failed: int
+    metrics: dict[str, float]
+    created_at: float
+    updated_at: float
+    finished_at: float | None = None
+
+
+# --- uploads ---------------------------------------------------------------------------------
+
+
+class UploadCreateIn(_In, frozen=True):
+    content_type: Annotated[str, Meta(min_length=1, max_length=255)]
+    filename: Annotated[str, Meta(min_length=1, max_length=255)]
+    tenant_id: Text
+    run_id: Text | None = None
+
+
+class UploadCreateOut(_Out, frozen=True):
+    """Where to PUT the file. ``completeUrl`` enqueues the job after a presigned upload."""
+
+    success: bool
+    run_id: str
+    r2_key: str
+    upload_url: str
+    method: str
+    expires_at: float
+    complete_url: str | None = None
+    upload_token: str | None = None  # with completeUrl: POST {"token": uploadToken} there
+
+
+class UploadDoneOut(_Out, frozen=True):
+    success: bool
+    job_id: int
+    run_id: str
+    r2_key: str
+    status: str
+
+
+class ErrorBody(_Out, frozen=True):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorOut(_Out, frozen=True):
+    success: bool
+    error: ErrorBody
+
+
+# --- conversions -----------------------------------------------------------------------------
+
+
+def job_out(job: Job) -> JobOut:
+    return msgspec.convert(job, JobOut, from_attributes=True)
+
+
+def run_out(summary: RunSummary) -> RunOut:
+    return msgspec.convert(summary, RunOut, from_attributes=True)
+
+
+def stats_out(stats: Stats, now: float) -> StatsOut:
+    return StatsOut(stats=msgspec.convert(stats, StatsBody, from_attributes=True), timestamp=now)
