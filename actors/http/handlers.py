@@ -459,8 +459,9 @@ class Api:
         if presign is not None:
             # An object store that signs its own PUTs (R2, S3): the client uploads there, then
             # calls completeUrl, which enqueues the job.
-            url = await self.call(presign(key, content_type=body.content_type,
-                                          expires_seconds=self.config.http.upload_url_seconds))
+            url = await self.call(presign(
+                key, content_type=body.content_type,
+                expires_seconds=max(1, int(self.config.http.upload_url_seconds))))
             complete = str(request.url_for("complete_upload"))
         else:
             url = str(request.url_for("put_upload", token=token))

@@ -32,6 +32,18 @@ async def open_queue(config: Config, *, clock: Clock | None = None) -> AsyncIter
         ) as queue:
             yield queue
         return
+    if settings.backend == "http":
+        if not settings.url:
+            raise ConfigError(
+                '[queue].backend = "http" needs [queue].url (or EDGE_BASE_URL), the queue '
+                "server's address, e.g. http://127.0.0.1:8787"
+            )
+        from actors.queue.http_client import HttpQueue  # httpx is imported only if used
+
+        token = config.secrets.api_token.reveal() if config.secrets.api_token else None
+        async with HttpQueue.open(settings.url, token) as queue:
+            yield queue
+        return
     raise ConfigError(
         f"[queue].backend = {settings.backend!r} is not available in this version; use \"sqlite\""
     )
