@@ -18,6 +18,10 @@ __all__ = ["RunRoom", "RunUpdate", "TERMINAL_RUN_STATUSES"]
 TERMINAL_RUN_STATUSES = frozenset({"done", "failed"})
 
 
+def _terminal(summary: Any) -> bool:
+    return summary is not None and summary.status in TERMINAL_RUN_STATUSES
+
+
 class RunUpdate(msgspec.Struct, frozen=True, kw_only=True):
     """What a subscriber sees: the run's state now and the events since its last update."""
 
@@ -81,6 +85,8 @@ class RunRoom(Actor[RunRoomInbox]):
             case Refresh():
                 await self._reload(changed=False)
             case Subscribe():
+                if self.finished and self._ctx is not None:
+                    self._ctx.stop()  # a watcher of a finished run needs no live room
                 return self
         return None
 
@@ -115,7 +121,7 @@ class RunRoom(Actor[RunRoomInbox]):
 
     @property
     def finished(self) -> bool:
-        return self.summary is not None and self.summary.status in TERMINAL_RUN_STATUSES
+        return _terminal(self.summary)
 
     async def updates(self) -> AsyncIterator[RunUpdate]:
         """Yield the state now, then after every change, until the run ends or the room stops.
@@ -125,21 +131,23 @@ class RunRoom(Actor[RunRoomInbox]):
         """
         self._subscribers += 1
         try:
-            seen = self._seq
-            yield RunUpdate(summary=self.summary, events=[e for _, e in self._events])
-            while not self.finished and not self.closed:
-                changed = self._changed
-                # Workers in other processes change the run too, and they tell no room here:
-                # while someone watches, reload from the database every poll interval.
-                with anyio.move_on_after(self._poll_seconds):
-                    await changed.wait()
-                if not changed.is_set():
-                    self._request_refresh()
+            seen, last = self._seq, self.summary
+            yield RunUpdate(summary=last, events=[e for _, e in self._events])
+            while not _terminal(last):
+                if self._seq == seen and self.summary == last:
+                    if self.closed:
+                        return  # the room stopped; the watcher finds its successor
+                    changed = self._changed
+                    # Workers in other processes change the run too, and they tell no room
+                    # here: while someone watches, reload from the database every interval.
+                    with anyio.move_on_after(self._poll_seconds):
+                        await changed.wait()
+                    if not changed.is_set():
+                        self._request_refresh()
                     continue
                 new = [(seq, e) for seq, e in self._events if seq > seen]
-                oldest = new[0][0] if new else self._seq + 1
-                missed = max(0, oldest - seen - 1) if new else 0
-                seen = self._seq
-                yield RunUpdate(summary=self.summary, events=[e for _, e in new], missed=missed)
+                missed = max(0, new[0][0] - seen - 1) if new else 0
+                seen, last = self._seq, self.summary
+                yield RunUpdate(summary=last, events=[e for _, e in new], missed=missed)
         finally:
             self._subscribers -= 1

@@ -44,41 +44,7 @@ class ObjectStore(Protocol):
     is retried with backoff). A store never returns part of an object.
     """
 
-    async def get(self, key: str, *, max_bytes: int) -> StoredObject:
-        """Read the object under ``key`` whole, refusing it unread if it exceeds ``max_bytes``."""
-        path = self._path(key)
-        try:
-            with open(path, "rb") as f:
-                info = os.fstat(f.fileno())
-                if not stat.S_ISREG(info.st_mode):
-                    raise IsADirectoryError
-                size = info.st_size
-                if size > max_bytes:
-                    raise ObjectTooLarge(
-                        f"object {key!r} is {size} bytes, over the limit of {max_bytes}; raise "
-                        "[pipeline].max_object_bytes or split the document"
-                    )
-                if size <= _INLINE_READ_BYTES:
-                    data = f.read(max_bytes + 1)
-                else:
-                    data = await anyio.to_thread.run_sync(f.read, max_bytes + 1)
-        except FileNotFoundError:
-            raise ObjectMissing(
-                f"object {key!r} does not exist in the local store at {self.root}; upload it "
-                "(python -m actors submit) before enqueueing its job"
-            ) from None
-        except IsADirectoryError:
-            raise ObjectMissing(
-                f"object {key!r} is a folder (or not a regular file) in {self.root}, not a file"
-            ) from None
-        except OSError as exc:
-            raise ObjectStoreUnavailable(
-                f"reading object {key!r} from {self.root} failed: {exc.strerror}"
-            ) from None
-        if len(data) > max_bytes:  # the file grew between the size check and the read
-            raise ObjectTooLarge(f"object {key!r} grew past the limit of {max_bytes} bytes")
-        content_type, _ = mimetypes.guess_type(key)
-        return StoredObject(key=key, data=data, content_type=content_type)
+    async def get(self, key: str, *, max_bytes: int) -> StoredObject: ...
 
     async def put(self, key: str, data: bytes, *, content_type: str | None = None) -> None: ...
 
@@ -129,16 +95,20 @@ class LocalObjectStore:
         """Read the object under ``key`` whole, refusing it unread if it exceeds ``max_bytes``."""
         path = self._path(key)
         try:
-            size = path.stat().st_size  # one stat: cheap enough for the loop's thread
-            if size > max_bytes:
-                raise ObjectTooLarge(
-                    f"object {key!r} is {size} bytes, over the limit of {max_bytes}; raise "
-                    "[pipeline].max_object_bytes or split the document"
-                )
-            if size <= _INLINE_READ_BYTES:
-                data = path.read_bytes()
-            else:
-                data = await anyio.to_thread.run_sync(path.read_bytes)
+            with open(path, "rb") as f:
+                info = os.fstat(f.fileno())
+                if not stat.S_ISREG(info.st_mode):
+                    raise IsADirectoryError
+                size = info.st_size
+                if size > max_bytes:
+                    raise ObjectTooLarge(
+                        f"object {key!r} is {size} bytes, over the limit of {max_bytes}; raise "
+                        "[pipeline].max_object_bytes or split the document"
+                    )
+                if size <= _INLINE_READ_BYTES:
+                    data = f.read(max_bytes + 1)
+                else:
+                    data = await anyio.to_thread.run_sync(f.read, max_bytes + 1)
         except FileNotFoundError:
             raise ObjectMissing(
                 f"object {key!r} does not exist in the local store at {self.root}; upload it "
@@ -152,7 +122,7 @@ class LocalObjectStore:
             raise ObjectStoreUnavailable(
                 f"reading object {key!r} from {self.root} failed: {exc.strerror}"
             ) from None
-        if len(data) > max_bytes:  # the file grew between stat and read
+        if len(data) > max_bytes:  # the file grew between the size check and the read
             raise ObjectTooLarge(f"object {key!r} grew past the limit of {max_bytes} bytes")
         content_type, _ = mimetypes.guess_type(key)
         return StoredObject(key=key, data=data, content_type=content_type)
