@@ -119,6 +119,10 @@ class ProcessorConfig(_Table):
         "Analyse the document below. Give a short summary, its main topics, the named "
         "entities it mentions and its language."
     )
+    # JSON text of a Gemini responseSchema replacing the default one (a different analysis).
+    response_schema: str | None = None
+    # outputDimensionality of the embeddings (None: the model's own, 768 for text-embedding-004).
+    embed_dimensions: Annotated[int, Meta(ge=1, le=4096)] | None = None
     api_version: str = "v1beta"
     # Send PDFs to the chat model as inline data instead of the locally extracted text.
     send_pdf_inline: bool = False

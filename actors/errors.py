@@ -20,7 +20,11 @@ Hierarchy::
     │   ├── UnsupportedDocument      not a kind the offline processor reads
     │   ├── CorruptDocument          claims a kind but is damaged or invalid
     │   ├── EncryptedDocument        an encrypted PDF
-    │   └── EmptyDocument            no extractable text
+    │   ├── EmptyDocument            no extractable text
+    │   └── ModelRejected            the model API refused the request (a 4xx): permanent
+    ├── ModelError                   the model API failed; the attempt is retried by the queue
+    │   ├── ModelUnavailable         429, 5xx or timeouts outlasted the processor's own retries
+    │   └── ModelResponseInvalid     the answer is malformed or not what was asked for
     └── ObjectStoreError             the object store refused or failed a read or write
         ├── ObjectMissing            no object under that key (permanent job failure)
         ├── ObjectTooLarge           the object exceeds [pipeline].max_object_bytes (permanent)
@@ -45,6 +49,10 @@ __all__ = [
     "JobNotFound",
     "LeaseLost",
     "MigrationRefused",
+    "ModelError",
+    "ModelRejected",
+    "ModelResponseInvalid",
+    "ModelUnavailable",
     "ObjectMissing",
     "ObjectStoreError",
     "ObjectStoreRefused",
@@ -161,6 +169,25 @@ class EncryptedDocument(DocumentError):
 
 class EmptyDocument(DocumentError):
     """The document is empty or holds no extractable text (a scanned PDF, whitespace only)."""
+
+
+class ModelRejected(DocumentError):
+    """The model API answered 400-class (bad request, key refused, document too large...).
+
+    Retrying the same request cannot help, so the job fails permanently with the API's message.
+    """
+
+
+class ModelError(ActorsError):
+    """The model API failed in a way that a later attempt may not repeat."""
+
+
+class ModelUnavailable(ModelError):
+    """Rate limits (429), 5xx or timeouts lasted through the processor's retries."""
+
+
+class ModelResponseInvalid(ModelError):
+    """The API's answer is not what it promises: not JSON, no candidates, a broken schema."""
 
 
 class ObjectStoreError(ActorsError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any, Protocol
 
 import anyio
@@ -11,7 +12,7 @@ import structlog
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from actors.config import ProcessorConfig
+from actors.config import ProcessorConfig, Secrets
 from actors.errors import ActorsError, ConfigError, DocumentError
 from actors.inflight import InFlight, stop_scope
 from actors.messages import AckInbox, Failed, Fetched, LeasedJob, Processed, Release
@@ -75,10 +76,19 @@ class LocalProcessor:
         """Nothing to release."""
 
 
-def make_processor(settings: ProcessorConfig) -> Processor:
-    """The processor that ``[processor].kind`` names (``python``: your own, by import path)."""
+def make_processor(settings: ProcessorConfig, secrets: Secrets | None = None) -> Processor:
+    """The processor that ``[processor].kind`` names (``python``: your own, by import path).
+
+    ``secrets`` default to the environment's (``GOOGLE_API_KEY`` for ``gemini``).
+    """
     if settings.kind == "local":
         return LocalProcessor(settings)
+    if settings.kind == "gemini":
+        from actors.gemini_processor import GeminiProcessor  # imports httpx: only when used
+
+        if secrets is None:
+            secrets = Secrets.from_env(os.environ)
+        return GeminiProcessor.from_settings(settings, secrets)
     if settings.kind == "python":
         if not settings.factory or ":" not in settings.factory:
             raise ConfigError(
@@ -97,7 +107,7 @@ def make_processor(settings: ProcessorConfig) -> Processor:
         return factory(settings)  # type: ignore[no-any-return]
     raise ConfigError(
         f"[processor].kind = {settings.kind!r} is not available in this version; "
-        "use \"local\" or \"python\""
+        "use \"local\", \"gemini\" or \"python\""
     )
 
 
