@@ -32,6 +32,21 @@ async def open_queue(config: Config, *, clock: Clock | None = None) -> AsyncIter
         ) as queue:
             yield queue
         return
+    if settings.backend == "postgres":
+        if not settings.dsn:
+            raise ConfigError('[queue].backend = "postgres" needs [queue].dsn = "postgresql://..."')
+        from actors.queue.postgres import PostgresQueue  # asyncpg is imported only if used
+
+        password = config.secrets.pg_password.reveal() if config.secrets.pg_password else None
+        async with PostgresQueue.open(
+            settings.dsn,
+            password=password,
+            clock=clock,
+            max_attempts=settings.max_attempts,
+            backoff=backoff,
+        ) as queue:
+            yield queue
+        return
     if settings.backend == "http":
         if not settings.url:
             raise ConfigError(

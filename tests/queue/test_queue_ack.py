@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -54,9 +55,11 @@ async def test_a_failed_job_is_retried_with_exponential_backoff(
     assert delays == [1.0, 2.0, 4.0]  # Backoff(base_seconds=1, jitter=0) in the fixture
 
 
-async def test_retry_delays_are_jittered_and_capped(db: Path, clock: FakeClock) -> None:
+async def test_retry_delays_are_jittered_and_capped(
+    open_queue: Callable[..., Any], clock: FakeClock
+) -> None:
     backoff = Backoff(base_seconds=10, cap_seconds=15, jitter=0.5)
-    async with SQLiteQueue.open(db, clock=clock, backoff=backoff, seed=1) as queue:
+    async with open_queue(backoff=backoff, seed=1) as queue:
         jobs = await leased(queue, 20, max_attempts=3)
         acks = [Ack(job_id=j.id, lease_token=j.lease_token or "", status="failed") for j in jobs]
         first = [r.job.available_at - clock.time() for r in await queue.ack_many(acks) if r.job]

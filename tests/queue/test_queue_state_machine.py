@@ -26,6 +26,7 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from pg_helpers import PG_DSN, pg_admin
 
 from actors.errors import LeaseLost
 from actors.queue import Ack, Backoff, Job, SQLiteQueue
@@ -55,6 +56,8 @@ class Model:
 
 class QueueMachine(RuleBasedStateMachine):
     portal: anyio.from_thread.BlockingPortal  # set by the test before running
+    backend: str  # "sqlite" or "postgres", set by the test
+    pg_schema: str  # the test's PostgreSQL schema, emptied before each example
 
     leases = Bundle("leases")
 
@@ -62,10 +65,19 @@ class QueueMachine(RuleBasedStateMachine):
         super().__init__()
         self.dir = Path(tempfile.mkdtemp())
         self.clock = FakeClock()
-        self.cm = self.portal.wrap_async_context_manager(
-            SQLiteQueue.open(self.dir / "q.db", clock=self.clock, backoff=BACKOFF)
-        )
+        opened: Any
+        if self.backend == "sqlite":
+            opened = SQLiteQueue.open(self.dir / "q.db", clock=self.clock, backoff=BACKOFF)
+        else:
+            from actors.queue.postgres import PostgresQueue
+
+            opened = PostgresQueue.open(
+                PG_DSN, schema=self.pg_schema, clock=self.clock, backoff=BACKOFF, pool_size=2
+            )
+        self.cm = self.portal.wrap_async_context_manager(opened)
         self.queue = self.cm.__enter__()
+        if self.backend == "postgres":
+            pg_admin(f"TRUNCATE {self.pg_schema}.jobs, {self.pg_schema}.runs RESTART IDENTITY")
         self.jobs: dict[int, Model] = {}
         self.ever_done: set[int] = set()
 
@@ -248,9 +260,16 @@ def portal(anyio_backend: str) -> Iterator[anyio.from_thread.BlockingPortal]:
         yield portal
 
 
-def test_the_queue_behaves_like_its_model(portal: anyio.from_thread.BlockingPortal) -> None:
+def test_the_queue_behaves_like_its_model(
+    portal: anyio.from_thread.BlockingPortal, backend: str, request: pytest.FixtureRequest
+) -> None:
     QueueMachine.portal = portal
+    QueueMachine.backend = backend
+    if backend == "postgres":
+        QueueMachine.pg_schema = request.getfixturevalue("pg_schema")
+    # Fewer examples on PostgreSQL: each step is a network round trip; SQLite explores more.
+    examples = 60 if backend == "sqlite" else 12
     run_state_machine_as_test(
         QueueMachine,
-        settings=settings(max_examples=60, stateful_step_count=40, deadline=None),
+        settings=settings(max_examples=examples, stateful_step_count=40, deadline=None),
     )

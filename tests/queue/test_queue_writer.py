@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -100,8 +102,8 @@ async def test_on_enqueue_callbacks_run_after_the_commit_until_unsubscribed(
     assert seen == [0, 1]
 
 
-async def test_the_queue_refuses_work_after_it_is_closed(db: Path) -> None:
-    async with SQLiteQueue.open(db) as queue:
+async def test_the_queue_refuses_work_after_it_is_closed(open_queue: Callable[..., Any]) -> None:
+    async with open_queue() as queue:
         pass
     with pytest.raises(QueueClosed, match="use it inside"):
         await queue.enqueue("r", "t", "k")
@@ -109,9 +111,9 @@ async def test_the_queue_refuses_work_after_it_is_closed(db: Path) -> None:
         await queue.stats()
 
 
-async def test_closing_commits_what_was_already_submitted(db: Path) -> None:
-    async with SQLiteQueue.open(db) as queue, anyio.create_task_group() as tg:
+async def test_closing_commits_what_was_already_submitted(open_queue: Callable[..., Any]) -> None:
+    async with open_queue() as queue, anyio.create_task_group() as tg:
         for i in range(20):
             tg.start_soon(queue.enqueue, "r", "t", str(i))
-    async with SQLiteQueue.open(db) as queue:
+    async with open_queue() as queue:
         assert (await queue.stats()).pending == 20

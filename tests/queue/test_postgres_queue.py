@@ -1,0 +1,181 @@
+"""PostgreSQL only: SKIP LOCKED claims, killed connections, NOTIFY between processes, migrations."""
+
+from __future__ import annotations
+
+import anyio
+import asyncpg
+import pytest
+import structlog
+from pg_helpers import PG_DSN, pg_admin
+
+from actors.errors import MigrationRefused, SchemaTooNew
+from actors.queue import Ack, Backoff, NewJob
+from actors.queue import postgres_schema as pg_schema_module
+from actors.queue.postgres import CLAIM, PostgresQueue
+from supervisors.clock import FakeClock
+
+pytestmark = pytest.mark.anyio
+
+
+def jobs(n: int, run_id: str = "r") -> list[NewJob]:
+    return [NewJob(run_id=run_id, tenant_id="t", r2_key=str(i)) for i in range(n)]
+
+
+# The raw connections below are asyncpg's, which runs on asyncio only.
+asyncio_only = pytest.mark.parametrize("anyio_backend", ["asyncio"])
+
+
+async def admin(sql: str, *args: object) -> list[asyncpg.Record]:
+    return await anyio.to_thread.run_sync(lambda: pg_admin(sql, *args))
+
+
+@asyncio_only
+async def test_a_claim_skips_rows_another_open_transaction_holds(pg_schema: str) -> None:
+    async with PostgresQueue.open(PG_DSN, schema=pg_schema) as queue:
+        await queue.enqueue_many(jobs(5))
+        # An open READ COMMITTED transaction holds the first two jobs' row locks.
+        other = await asyncpg.connect(PG_DSN, server_settings={"search_path": pg_schema})
+        try:
+            tx = other.transaction(isolation="read_committed")
+            await tx.start()
+            held = await other.fetch(CLAIM, 1e12, 2, 2e12, "other")
+            with anyio.fail_after(5):  # it skips them instead of waiting for them
+                mine = await queue.pull(max=5)
+            assert {j.id for j in mine}.isdisjoint(r["id"] for r in held)
+            assert len(mine) == 3
+            await tx.rollback()
+        finally:
+            await other.close()
+        assert len(await queue.pull(max=5)) == 2  # rolled back: pending again
+
+
+async def test_two_queues_claiming_at_once_never_lease_one_job_twice(pg_schema: str) -> None:
+    async with (
+        PostgresQueue.open(PG_DSN, schema=pg_schema, pool_size=4) as a,
+        PostgresQueue.open(PG_DSN, schema=pg_schema, pool_size=4) as b,
+    ):
+        await a.enqueue_many(jobs(600))
+        leased: list[int] = []
+
+        async def claimer(queue: PostgresQueue) -> None:
+            while batch := await queue.pull(max=7):
+                leased.extend(j.id for j in batch)
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                for n in range(8):
+                    tg.start_soon(claimer, (a, b)[n % 2])
+        assert len(leased) == len(set(leased)) == 600
+
+
+async def test_killed_connections_are_retried_and_lose_nothing(pg_schema: str) -> None:
+    clock = FakeClock()
+    async with PostgresQueue.open(
+        PG_DSN, schema=pg_schema, clock=clock, backoff=Backoff(jitter=0.0), pool_size=3
+    ) as queue:
+        await queue.enqueue_many(jobs(300))
+        acked: list[int] = []
+
+        async def kill_backends() -> None:
+            for _ in range(15):
+                await anyio.sleep(0.03)
+                await admin(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = $1",
+                    f"actors {pg_schema}",
+                )
+
+        async def work() -> None:
+            while (await queue.stats()).done < 300:
+                batch = await queue.pull(max=10, visibility_seconds=30)
+                if not batch:  # leases taken by a pull whose reply was lost: let them expire
+                    clock.advance(31)
+                    continue
+                results = await queue.ack_many(
+                    [
+                        Ack(job_id=j.id, lease_token=j.lease_token or "", run_metrics={"n": 1})
+                        for j in batch
+                    ]
+                )
+                acked.extend(r.job_id for r in results if r.ok)
+
+        with structlog.testing.capture_logs() as logs, anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(kill_backends)
+                await work()
+        assert any(e["event"] == "queue.pg_retry" for e in logs)
+        stats = await queue.stats()
+        assert (stats.done, stats.total) == (300, 300)
+        summary = await queue.run_summary("r")
+        # Each job's ack was applied once: a retried ack is a duplicate, its metrics not re-added.
+        assert summary.metrics == {"n": 300.0}
+        assert (summary.done, summary.status) == (300, "done")
+
+
+async def test_an_enqueue_in_another_process_wakes_this_ones_subscribers(pg_schema: str) -> None:
+    async with (
+        PostgresQueue.open(PG_DSN, schema=pg_schema) as mine,
+        PostgresQueue.open(PG_DSN, schema=pg_schema) as theirs,
+    ):
+        woken = anyio.Event()
+        mine.on_enqueue(woken.set)
+        await anyio.sleep(0.2)  # the listening connection comes up in the background
+        await theirs.enqueue("r", "t", "k")
+        with anyio.fail_after(5):
+            await woken.wait()
+
+
+async def test_run_counts_kept_by_triggers_agree_with_the_jobs_table(pg_schema: str) -> None:
+    clock = FakeClock()
+    async with PostgresQueue.open(PG_DSN, schema=pg_schema, clock=clock) as queue:
+        await queue.enqueue_many(jobs(20, "a") + jobs(10, "b"))
+        batch = await queue.pull(max=25, visibility_seconds=10)
+        await queue.ack_many(
+            [Ack(job_id=j.id, lease_token=j.lease_token or "") for j in batch[:12]]
+        )
+        clock.advance(11)
+        await queue.reap()
+        clock.advance(100)
+        await queue.purge(50)
+    counted = await admin(
+        f"SELECT run_id, status, count(*) FROM {pg_schema}.jobs GROUP BY 1, 2 ORDER BY 1, 2"
+    )
+    stored = await admin(f"SELECT run_id, done, failed, total FROM {pg_schema}.runs ORDER BY 1")
+    expected = {}
+    for run_id, status, n in counted:
+        expected.setdefault(run_id, dict.fromkeys(("pending", "leased", "done", "failed"), 0))
+        expected[run_id][status] = n
+    for row in stored:
+        counts = expected[row["run_id"]]
+        assert (row["done"], row["failed"]) == (counts["done"], counts["failed"])
+        assert row["total"] == sum(counts.values())
+
+
+@asyncio_only
+async def test_migrations_go_up_and_down_and_refuse_what_they_must(pg_schema: str) -> None:
+    conn = await asyncpg.connect(PG_DSN)
+    try:
+        await conn.execute(f"CREATE SCHEMA {pg_schema}; SET search_path = {pg_schema}")
+        latest = pg_schema_module.LATEST_VERSION
+        assert await pg_schema_module.migrate_up(conn, "t", target=1) == [1]
+        await conn.execute(
+            "INSERT INTO jobs (run_id, tenant_id, r2_key, status, max_attempts, available_at, "
+            "created_at, updated_at, finished_at) VALUES ('r', 't', 'k', 'done', 5, 1, 1, 2, 2)"
+        )
+        assert await pg_schema_module.migrate_up(conn, "t") == list(range(2, latest + 1))
+        row = await conn.fetchrow("SELECT done, total, finished_at FROM runs")
+        assert tuple(row) == (1, 1, 2)  # a version-1 schema gets its runs and counts
+        with pytest.raises(MigrationRefused, match="would delete 1 rows in runs"):
+            await pg_schema_module.migrate_down(conn, "t", 1)
+        assert await pg_schema_module.current_version(conn) == latest  # nothing was undone
+        assert await pg_schema_module.migrate_down(conn, "t", 0, force=True) == list(
+            range(latest, 0, -1)
+        )
+        assert await pg_schema_module.current_version(conn) == 0
+        await conn.execute("CREATE TABLE schema_version (version integer NOT NULL)")
+        await conn.execute("INSERT INTO schema_version VALUES ($1)", latest + 1)
+    finally:
+        await conn.close()
+    with pytest.raises(SchemaTooNew, match="written by a newer actors"):
+        async with PostgresQueue.open(PG_DSN, schema=pg_schema):
+            pass
