@@ -131,12 +131,27 @@ def build_parser() -> argparse.ArgumentParser:
     run_show = run_commands.add_parser("show", help="print one run's summary")
     run_show.add_argument("run_id")
     run_show.add_argument("--json", action="store_true", help="print JSON")
+    run_show.add_argument("--limit", type=int, default=20, help="jobs listed at most (20)")
     run_show.set_defaults(run=with_queue(cmd_runs_show))
     run_watch = run_commands.add_parser(
         "watch", help="follow a run until it ends: a progress bar, or JSON lines when piped"
     )
     run_watch.add_argument("run_id")
     run_watch.set_defaults(run=cmd_runs_watch)
+    # -- results (actors/results.py) --
+    run_export = run_commands.add_parser(
+        "export", help="write one JSON line per job: analysis, chunks, embeddings, usage"
+    )
+    run_export.add_argument("run_id")
+    run_export.add_argument("--output", "-o", type=Path, help="a file (default: stdout)")
+    run_export.set_defaults(run=with_queue(cmd_runs_export))
+    run_search = run_commands.add_parser(
+        "search", help="the chunks of a run most similar to a text (embeds it with Gemini)"
+    )
+    run_search.add_argument("run_id")
+    run_search.add_argument("text")
+    run_search.add_argument("--top", type=int, default=5)
+    run_search.set_defaults(run=with_queue(cmd_runs_search))
 
     migrate = commands.add_parser("migrate", help="show or change the file's schema version")
     steps = migrate.add_subparsers(title="migrate commands", required=True, metavar="ACTION")
@@ -302,13 +317,42 @@ async def cmd_runs_list(args: argparse.Namespace, queue: SQLiteQueue) -> int:
 
 
 async def cmd_runs_show(args: argparse.Namespace, queue: SQLiteQueue) -> int:
-    from actors.service import format_summary
-
-    summary = await queue.run_summary(args.run_id)
     if args.json:
-        emit(summary)
+        emit(await queue.run_summary(args.run_id))
+        return 0
+    from actors.results import report_run
+
+    await report_run(queue, args.run_id, sys.stdout, limit=args.limit)
+    return 0
+
+
+async def cmd_runs_export(args: argparse.Namespace, queue: SQLiteQueue) -> int:
+    from actors.results import export_run
+
+    if args.output is None:
+        count = await export_run(queue, args.run_id, sys.stdout)
     else:
-        print(format_summary(summary))
+        # A one-task CLI: blocking writes here stall nobody (stdout blocks the same way).
+        with open(args.output, "w", encoding="utf-8") as out:  # noqa: ASYNC230
+            count = await export_run(queue, args.run_id, out)
+        print(f"{count} jobs written to {args.output}", file=sys.stderr)
+    return 0
+
+
+async def cmd_runs_search(args: argparse.Namespace, queue: SQLiteQueue) -> int:
+    from actors.gemini_processor import GeminiProcessor
+    from actors.results import search_run
+
+    config = load_effective_config(args)
+    processor = GeminiProcessor.from_settings(config.processor, config.secrets)
+    try:
+        (vector,) = await processor.client.embed([args.text], task_type="RETRIEVAL_QUERY")
+    finally:
+        await processor.aclose()
+    for hit in await search_run(queue, args.run_id, vector, top=args.top):
+        text = " ".join((hit["text"] or "(text not stored)").split())
+        print(f"{hit['score']:.3f}  #{hit['job_id']} {hit['key']} chunk {hit['chunk']}: "
+              f"{text[:120]}")
     return 0
 
 
