@@ -233,7 +233,7 @@ class PostgresQueue:
         self._on_enqueue: list[Callable[[], object]] = []
         # Our own NOTIFYs carry this id, so subscribers are not woken twice for one enqueue.
         self._origin = uuid.uuid4().hex
-        self._channel = f"actors_enqueued_{schema}" if schema else "actors_enqueued"
+        self._channel = "actors_enqueued"  # then "actors_enqueued_<schema>", once connected
 
     @property
     def where(self) -> str:
@@ -306,6 +306,14 @@ class PostgresQueue:
         try:
             if self.schema:
                 await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            current = await conn.fetchval("SELECT current_schema()")
+            if current is None:
+                raise StorageError(
+                    f"no schema to use at {self.where}: the search_path names none that exists. "
+                    "Create it, or name an existing one in the DSN (?search_path=...)"
+                )
+            # Enqueues in other schemas of the database do not wake this queue's workers.
+            self._channel = f"actors_enqueued_{current}"
             await pg_schema.migrate_up(conn, self.where)
         except asyncpg.PostgresError as exc:
             raise StorageError(f"cannot migrate the queue at {self.where}: {exc}") from exc

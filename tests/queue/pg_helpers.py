@@ -22,3 +22,16 @@ def pg_admin(sql: str, *args: object) -> list[asyncpg.Record]:
             await conn.close()
 
     return asyncio.run(run())
+
+
+def pg_script(sql: str) -> None:
+    """Run several statements (no parameters, no rows) on a connection of their own."""
+
+    async def run() -> None:
+        conn = await asyncpg.connect(PG_DSN, timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
