@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import random
 import threading
 from collections.abc import Awaitable, Callable
@@ -50,8 +51,8 @@ class S3ObjectStore:
     event loop that uses it: the caller's loop on asyncio; on trio, where aiobotocore cannot
     run (its aiohttp and httpx sessions both need an asyncio loop), an asyncio loop on a
     helper thread that this store starts and stops. The client is recreated if the loop
-    changes (a restarted system on a new loop) and after a request fails at the connection
-    level, so a broken pool does not outlive the failure.
+    changes; a broken connection is dropped from aiohttp's pool by aiohttp itself (closing the
+    shared client after a failure would break the other fetchers' requests in flight).
 
     Error handling: `get` refuses an object larger than ``max_bytes`` before reading its body
     when the store announces its length, and stops reading at the cap otherwise
@@ -339,8 +340,6 @@ class S3ObjectStore:
                 delay *= self._rng.uniform(0.5, 1.0)
                 log.info("store.retrying", op=what, key=key, retry=retry + 1, error=str(error),
                          delay_seconds=round(delay, 3))
-                if _is_connection_error(exc):
-                    await self._discard_client()
                 await anyio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -420,21 +419,6 @@ class S3ObjectStore:
             self._client, self._client_cm, self._client_loop = client, cm, loop
             return client
 
-    async def _discard_client(self) -> None:
-        """Drop the client after a connection-level failure; the next call makes a new one."""
-        cm, loop = self._client_cm, self._client_loop
-        self._client = self._client_cm = self._client_loop = None
-        if cm is None or loop is None or loop.is_closed():
-            return
-        with anyio.CancelScope(shield=True):
-            try:
-                if loop is self._helper_loop:
-                    await _await_on(loop, cm.__aexit__(None, None, None))
-                elif _running_loop() is loop:
-                    await cm.__aexit__(None, None, None)
-            except Exception as exc:  # closing a broken client may fail; it is gone anyway
-                log.debug("store.client_close_failed", error=str(exc))
-
     def _helper(self) -> asyncio.AbstractEventLoop:
         with self._helper_guard:
             if self._helper_loop is None:
@@ -467,20 +451,28 @@ def _is_store_failure(exc: BaseException) -> bool:
                       | TimeoutError | _Truncated)
 
 
-def _is_connection_error(exc: BaseException) -> bool:
-    from botocore.exceptions import ClientError
-
-    return not isinstance(exc, ClientError | TimeoutError)
-
-
 async def _await_on(loop: asyncio.AbstractEventLoop, coro: Awaitable[T]) -> T:
     """Run ``coro`` on ``loop`` (another thread's) and await its outcome from any backend.
 
-    Cancelling the caller cancels the coroutine on the other loop.
+    On trio the helper loop wakes the waiting task through the trio token (no thread is
+    held while waiting); cancelling the caller cancels the coroutine on the other loop.
     """
     future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(coro, loop)  # type: ignore[arg-type]
     try:
-        return await anyio.to_thread.run_sync(future.result, abandon_on_cancel=True)
+        if sniffio.current_async_library() != "trio":
+            return await anyio.to_thread.run_sync(future.result, abandon_on_cancel=True)
+        import trio
+
+        token = trio.lowlevel.current_trio_token()
+        done = trio.Event()
+
+        def wake(_: object) -> None:
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(done.set)
+
+        future.add_done_callback(wake)
+        await done.wait()
+        return future.result()
     except BaseException:
         future.cancel()
         raise
