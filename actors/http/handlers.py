@@ -48,6 +48,23 @@ def _json(value: Any, status: int = 200) -> Response:
     return Response(msgspec.json.encode(value), status, media_type="application/json")
 
 
+def _integral(value: Any, key: str | None = None) -> Any:
+    """JSON numbers like ``3.0`` as ints, as JSON Schema's "integer" allows; user data untouched.
+
+    msgspec's strict decoding refuses ``3.0`` for an int field. Only whole, finite numbers
+    within int64 change; ``payload`` and ``result`` are the client's own data and stay as sent.
+    """
+    if key in ("payload", "result"):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() and abs(value) < 2**63 else value
+    if isinstance(value, dict):
+        return {k: _integral(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral(v) for v in value]
+    return value
+
+
 def _segment(text: str, fallback: str) -> str:
     """``text`` as one safe object-key segment (no '/', no leading dots)."""
     cleaned = _SAFE.sub("_", text).lstrip(".")[:200]
@@ -135,7 +152,7 @@ class Api:
         if not data.strip():
             data = b"{}"
         try:
-            return msgspec.json.decode(data, type=type)
+            return msgspec.convert(_integral(msgspec.json.decode(data)), type, strict=True)
         except msgspec.DecodeError as exc:
             raise from_decode_error(exc) from None
 
@@ -210,7 +227,7 @@ class Api:
         return _json({"ready": ready, "checks": checks}, 200 if ready else 503)
 
     async def openapi(self, request: Request, principal: Principal | None) -> Response:
-        return _json(openapi_document())
+        return _json(openapi_document(metrics_open=self.config.http.metrics == "open"))
 
     async def metrics_text(self, request: Request, principal: Principal | None) -> Response:
         lines = ["# HELP actors_jobs Jobs in the queue by status.", "# TYPE actors_jobs gauge"]
@@ -381,11 +398,10 @@ class Api:
 
     @staticmethod
     def job_id(request: Request) -> int:
-        raw = request.path_params["job_id"]
-        if not raw.isdigit() or len(raw) > 18 or int(raw) < 1:
-            raise ApiError(400, "invalid_field", f"job id {raw[:40]!r} is not a positive integer",
-                           "jobId")
-        return int(raw)
+        job_id: int = request.path_params["job_id"]  # digits only: the route's int convertor
+        if not 1 <= job_id < 2**63:
+            raise ApiError(400, "invalid_field", f"job id {job_id} is out of range", "jobId")
+        return job_id
 
     async def get_job(self, request: Request, principal: Principal | None) -> Response:
         job = await self.call(self.queue.get(self.job_id(request)))

@@ -34,6 +34,7 @@ def _op(
     params: list[dict[str, Any]] | None = None,
     auth: bool = True,
     media: str = _JSON,
+    body_required: bool = True,
 ) -> dict[str, Any]:
     ok: dict[str, Any] = {"description": "ok"}
     if response is not None:
@@ -49,7 +50,7 @@ def _op(
     op: dict[str, Any] = {"summary": summary, "responses": responses}
     if body is not None:
         op["requestBody"] = {
-            "required": True,
+            "required": body_required,
             "content": {_JSON: {"schema": {"$ref": f"#/components/schemas/{body}"}}},
         }
     if params:
@@ -67,8 +68,8 @@ def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 
 @functools.cache
-def openapi_document() -> dict[str, Any]:
-    """The whole document (computed once)."""
+def openapi_document(*, metrics_open: bool = True) -> dict[str, Any]:
+    """The whole document (computed once per setting of ``[http].metrics``)."""
     types = [
         wire.EnqueueIn, wire.EnqueueOut, wire.EnqueueManyIn, wire.EnqueueManyOut, wire.PullIn,
         wire.PullOut, wire.AckIn, wire.AckOut, wire.RenewIn, wire.ReleaseIn, wire.LeasesOut,
@@ -79,22 +80,40 @@ def openapi_document() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         types, ref_template="#/components/schemas/{name}"
     )
+    # The forms JSON Schema can say and msgspec cannot: ack by ids or by acks, requeue by
+    # at least one selector.
+    components["AckIn"]["oneOf"] = [
+        {"required": ["ids"], "properties": {"ids": {"type": "array"}}},
+        {"required": ["acks"], "properties": {"acks": {"type": "array"}}},
+    ]
+    components["RequeueIn"]["anyOf"] = [
+        {"required": [name], "properties": {name: {"type": kind}}}
+        for name, kind in (("ids", "array"), ("runId", "string"), ("tenantId", "string"))
+    ]
+    components["RunEvent"] = {
+        "type": "object",
+        "description": "One server-sent event: `update` carries the run's state and the events "
+                       "since the last one as JSON in `data`; `end` closes the stream.",
+        "properties": {"event": {"enum": ["update", "end"]}, "data": {"type": "string"}},
+    }
     components["UploadCompleteIn"] = {
         "type": "object", "required": ["token"], "properties": {"token": {"type": "string"}},
     }
     components["Health"] = {"type": "object"}
-    job_id = _path_param("job_id", {"type": "integer", "minimum": 1})
+    job_id = _path_param("job_id", {"type": "integer", "minimum": 1, "maximum": 2**63 - 1})
     run_id = _path_param("run_id", {"type": "string", "minLength": 1, "maxLength": 1024})
     paths: dict[str, Any] = {
         "/healthz": {"get": _op("liveness", "Health", auth=False)},
         "/readyz": {"get": _op("readiness: database reachable and tree running", "Health",
                                auth=False)},
-        "/metrics": {"get": _op("Prometheus metrics", None, media="text/plain")},
+        "/metrics": {"get": _op("Prometheus metrics", None, media="text/plain",
+                                auth=not metrics_open)},
         "/openapi.json": {"get": _op("this document", "Health", auth=False)},
         "/jobs/enqueue": {"post": _op("enqueue one job (producer)", "EnqueueOut", "EnqueueIn")},
         "/jobs/enqueue-many": {"post": _op("enqueue jobs in one transaction (producer)",
                                            "EnqueueManyOut", "EnqueueManyIn")},
-        "/jobs/pull": {"post": _op("lease visible jobs (worker)", "PullOut", "PullIn")},
+        "/jobs/pull": {"post": _op("lease visible jobs (worker)", "PullOut", "PullIn",
+                                   body_required=False)},
         "/jobs/ack": {"post": _op("record outcomes: {ids, status} or {acks} (worker)", "AckOut",
                                   "AckIn")},
         "/jobs/renew": {"post": _op("extend leases (worker)", "LeasesOut", "RenewIn")},
@@ -105,10 +124,10 @@ def openapi_document() -> dict[str, Any]:
         "/jobs/stats": {"get": _op("count jobs by status", "StatsOut")},
         "/jobs": {"get": _op("list jobs, paged", "JobsPage", params=[
             _query("status", {"type": "string", "enum": ["pending", "leased", "done", "failed"]}),
-            _query("runId", {"type": "string"}),
-            _query("tenantId", {"type": "string"}),
+            _query("runId", {"type": "string", "minLength": 1, "maxLength": 1024}),
+            _query("tenantId", {"type": "string", "minLength": 1, "maxLength": 1024}),
             _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
-            _query("cursor", {"type": "string"}),
+            _query("cursor", {"type": "string", "pattern": "^[0-9]{1,18}$"}),
         ])},
         "/jobs/{job_id}": {"get": _op("one job", "JobOut", params=[job_id])},
         "/jobs/{job_id}/result": {"post": _op("store a leased job's result: acks it done (worker)",
@@ -121,8 +140,9 @@ def openapi_document() -> dict[str, Any]:
                                         "UploadDoneOut", status="201", auth=False, params=[
                                             _path_param("token", {"type": "string"})])},
         "/runs/{run_id}": {"get": _op("a run's state", "RunOut", params=[run_id])},
-        "/runs/{run_id}/events": {"get": _op("server-sent events of the run until it ends", None,
-                                             params=[run_id], media="text/event-stream")},
+        "/runs/{run_id}/events": {"get": _op("server-sent events of the run until it ends",
+                                             "RunEvent", params=[run_id],
+                                             media="text/event-stream")},
     }
     return {
         "openapi": "3.1.0",

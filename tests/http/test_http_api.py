@@ -1,0 +1,434 @@
+"""The HTTP API in process, over real sockets: protocol, roles and tenants, bad input, streams."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+import wsproto
+import wsproto.events as ws
+from http_helpers import ACME, ACME_WORKER, ADMIN, PRODUCER, TOKENS, WORKER, auth
+
+from actors.config import (
+    Config,
+    HttpConfig,
+    PipelineConfig,
+    QueueConfig,
+    Secret,
+    Secrets,
+    StorageConfig,
+)
+from actors.errors import ConfigError
+from actors.http.auth import Tokens
+from actors.system import ActorSystem
+
+pytestmark = pytest.mark.anyio
+
+DOC = b"Harbour traffic rose in spring. Ferries ran late twice. The pier needs repair soon.\n"
+
+
+def make_config(tmp_path: Path, *, queue_only: bool = True, **http: Any) -> Config:
+    return Config(
+        queue=QueueConfig(path=str(tmp_path / "q.db"), poll_interval_seconds=0.05,
+                          visibility_seconds=30),
+        storage=StorageConfig(root=str(tmp_path / "objects")),
+        pipeline=PipelineConfig(shutdown_grace_seconds=1),
+        http=HttpConfig(enabled=True, port=0, queue_only=queue_only, max_body_bytes=4096, **http),
+        secrets=Secrets(http_tokens=Secret(TOKENS), api_token=Secret("seed-jwt-secret-value")),
+    )
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[tuple[ActorSystem, httpx.AsyncClient]]:
+    async with ActorSystem(make_config(tmp_path)) as system:
+        base = f"http://127.0.0.1:{system.http.port}"
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            yield system, client
+
+
+async def until(predicate: Any) -> None:
+    """Wait for a condition no event announces (a subscriber leaving, a counter moving)."""
+    while not predicate():  # noqa: ASYNC110 - nothing to wait on but the state itself
+        await anyio.sleep(0.02)
+
+
+async def enqueue(
+    client: httpx.AsyncClient, token: str = PRODUCER, **fields: Any
+) -> httpx.Response:
+    body = {"runId": "r1", "tenantId": "t1", "r2Key": "t1/r1/a.txt", **fields}
+    return await client.post("/jobs/enqueue", json=body, headers=auth(token))
+
+
+# --- the protocol ------------------------------------------------------------------------------
+
+
+async def test_enqueue_pull_ack_with_the_seeds_field_names(served: Any) -> None:
+    _, client = served
+    enqueued = await enqueue(client, payload={"n": 1}, idempotencyKey="k1", priority=3)
+    assert enqueued.status_code == 200
+    body = enqueued.json()
+    assert body == {"success": True, "jobId": body["jobId"], "runId": "r1", "status": "pending"}
+    again = await enqueue(client, idempotencyKey="k1")
+    assert again.json()["jobId"] == body["jobId"]
+
+    pulled = (await client.post("/jobs/pull", json={"max": 5, "visibilitySeconds": 30},
+                                headers=auth(WORKER))).json()["jobs"]
+    assert len(pulled) == 1
+    job = pulled[0]
+    assert {k: job[k] for k in ("id", "runId", "tenantId", "r2Key", "attempts")} == {
+        "id": body["jobId"], "runId": "r1", "tenantId": "t1", "r2Key": "t1/r1/a.txt",
+        "attempts": 1}
+    assert isinstance(job["leaseToken"], str) and job["payload"] == {"n": 1}
+
+    renewed = await client.post("/jobs/renew", headers=auth(WORKER), json={
+        "leases": [{"id": job["id"], "leaseToken": job["leaseToken"]}], "visibilitySeconds": 60})
+    assert renewed.json()["results"][0]["ok"] is True
+    stale = await client.post("/jobs/ack", headers=auth(WORKER), json={
+        "acks": [{"id": job["id"], "leaseToken": "stale", "status": "done"}]})
+    assert stale.json()["success"] is False
+    assert stale.json()["results"][0]["reason"] in ("superseded", "expired", "not_leased")
+    acked = await client.post("/jobs/ack", headers=auth(WORKER), json={
+        "acks": [{"id": job["id"], "leaseToken": job["leaseToken"], "status": "done",
+                  "result": {"ok": 1}, "runMetrics": {"tokens": 7}}]})
+    assert acked.json() == {"success": True, "results": [
+        {"id": job["id"], "ok": True, "reason": "ok", "status": "done", "message": None}]}
+    stored = (await client.get(f"/jobs/{job['id']}", headers=auth(PRODUCER))).json()
+    assert stored["status"] == "done" and stored["result"] == {"ok": 1}
+    run = (await client.get("/runs/r1", headers=auth(PRODUCER))).json()
+    assert run["done"] == 1 and run["metrics"] == {"tokens": 7.0}
+    stats = (await client.get("/jobs/stats", headers=auth(ADMIN))).json()
+    assert stats["stats"]["done"] == 1 and stats["timestamp"] > 0
+
+
+async def test_the_seeds_ack_by_ids_release_store_result_and_paged_listing(served: Any) -> None:
+    _, client = served
+    jobs = [{"runId": "r2", "tenantId": "t1", "r2Key": f"t1/r2/{i}.txt"} for i in range(5)]
+    assert (await client.post("/jobs/enqueue-many", json={"jobs": jobs},
+                              headers=auth(PRODUCER))).status_code == 200
+    pulled = (await client.post("/jobs/pull", json={"max": 5}, headers=auth(WORKER))).json()["jobs"]
+    by_id = await client.post("/jobs/ack", headers=auth(WORKER),
+                              json={"ids": [pulled[0]["id"]], "status": "done"})
+    assert by_id.json()["success"] is True
+    released = await client.post("/jobs/release", headers=auth(WORKER), json={
+        "leases": [{"id": pulled[1]["id"], "leaseToken": pulled[1]["leaseToken"]}]})
+    assert released.json()["results"][0]["status"] == "pending"
+    result = await client.post(f"/jobs/{pulled[2]['id']}/result", headers=auth(WORKER),
+                               json={"leaseToken": pulled[2]["leaseToken"], "result": [1, 2]})
+    assert result.status_code == 200
+    lost = await client.post(f"/jobs/{pulled[2]['id']}/result", headers=auth(WORKER),
+                             json={"leaseToken": "nope", "result": 1})
+    assert lost.status_code == 409 and lost.json()["error"]["code"] == "lease_lost"
+
+    page = (await client.get("/jobs", params={"status": "done", "limit": 1},
+                             headers=auth(ADMIN))).json()
+    assert len(page["jobs"]) == 1 and page["nextCursor"] is not None
+    rest = (await client.get("/jobs", params={"status": "done", "cursor": page["nextCursor"]},
+                             headers=auth(ADMIN))).json()
+    assert len(rest["jobs"]) == 1 and rest["nextCursor"] is None
+    assert (await client.post("/jobs/purge", json={"olderThanSeconds": 0},
+                              headers=auth(ADMIN))).json() == {"success": True, "count": 2}
+
+
+# --- auth ----------------------------------------------------------------------------------
+
+
+ROUTES = {
+    "enqueue": ("POST", "/jobs/enqueue", {"runId": "r", "tenantId": "t1", "r2Key": "k"}),
+    "pull": ("POST", "/jobs/pull", {"max": 1}),
+    "ack": ("POST", "/jobs/ack", {"ids": [], "status": "done"}),
+    "renew": ("POST", "/jobs/renew", {"leases": []}),
+    "release": ("POST", "/jobs/release", {"leases": []}),
+    "stats": ("GET", "/jobs/stats", None),
+    "requeue": ("POST", "/jobs/requeue", {"ids": [1]}),
+    "purge": ("POST", "/jobs/purge", {"olderThanSeconds": 1e8}),
+    "upload": ("POST", "/uploads/create", {"contentType": "text/plain", "filename": "a",
+                                           "tenantId": "t1"}),
+}
+# Which routes each role may call (admin: all).
+ALLOWED = {
+    ADMIN: set(ROUTES),
+    "seed-jwt-secret-value": set(ROUTES),
+    WORKER: {"pull", "ack", "renew", "release", "stats"},
+    PRODUCER: {"enqueue", "upload", "stats"},
+}
+
+
+@pytest.mark.parametrize("token", list(ALLOWED), ids=["admin", "seed_secret", "worker", "producer"])
+async def test_each_role_may_call_its_routes_and_is_refused_the_others(
+    served: Any, token: str
+) -> None:
+    _, client = served
+    for name, (method, path, body) in ROUTES.items():
+        response = await client.request(method, path, json=body, headers=auth(token))
+        expected_ok = name in ALLOWED[token]
+        assert (response.status_code < 400) == expected_ok, (name, response.text)
+        if not expected_ok:
+            assert response.status_code == 403 and response.json()["error"]["code"] == "forbidden"
+
+
+async def test_no_token_or_a_wrong_one_is_401_and_health_stays_open(served: Any) -> None:
+    _, client = served
+    for headers in ({}, auth("wrong-token-wrong"), {"authorization": "Basic abc"},
+                    {"authorization": f"bearer{ADMIN}"}):
+        response = await client.get("/jobs/stats", headers=headers)
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert ADMIN not in response.text
+    assert (await client.get("/healthz")).json() == {"ok": True}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok",
+                                                                   "tree": "running"}
+    assert (await client.get("/metrics")).status_code == 200
+
+
+async def test_a_tenant_scoped_token_sees_and_touches_only_its_tenant(served: Any) -> None:
+    _, client = served
+    own = await enqueue(client, ACME, tenantId="acme", runId="ra", r2Key="acme/ra/a.txt")
+    assert own.status_code == 200
+    other = await enqueue(client, ACME, tenantId="t1")
+    assert other.status_code == 403 and other.json()["error"]["code"] == "wrong_tenant"
+    theirs = (await enqueue(client, PRODUCER, tenantId="t1", runId="rt")).json()["jobId"]
+
+    assert (await client.get("/runs/ra", headers=auth(ACME))).status_code == 200
+    assert (await client.get("/runs/rt", headers=auth(ACME))).status_code == 403
+    assert (await client.get("/runs/rt/events", headers=auth(ACME))).status_code == 403
+    assert (await client.get(f"/jobs/{theirs}", headers=auth(ACME))).status_code == 403
+    listed = (await client.get("/jobs", headers=auth(ACME))).json()["jobs"]
+    assert {job["tenantId"] for job in listed} == {"acme"}
+    assert (await client.get("/jobs", params={"tenantId": "t1"},
+                             headers=auth(ACME))).status_code == 403
+    assert (await client.get("/jobs/stats", headers=auth(ACME))).status_code == 403
+    upload = await client.post("/uploads/create", headers=auth(ACME), json={
+        "contentType": "text/plain", "filename": "a.txt", "tenantId": "t1"})
+    assert upload.status_code == 403
+    # A scoped worker cannot pull: the queue leases across tenants.
+    pulled = await client.post("/jobs/pull", json={}, headers=auth(ACME_WORKER))
+    assert pulled.status_code == 403 and pulled.json()["error"]["code"] == "tenant_scoped"
+
+
+def test_tokens_parse_roles_and_tenants_and_refuse_malformed_entries() -> None:
+    tokens = Tokens.parse("aaaaaaaa:admin, bbbbbbbb:worker:acme ,", full_access="cccccccc")
+    assert len(tokens) == 3 and "aaaa" not in repr(tokens)
+    assert tokens.lookup("bbbbbbbb") is not None and tokens.lookup("bbbbbbbb").tenant == "acme"  # type: ignore[union-attr]
+    assert tokens.authenticate("Bearer cccccccc").role == "admin"  # type: ignore[union-attr]
+    assert tokens.lookup("bbbbbbb") is None
+    for bad in ("x", "aaaaaaaa:root", "tiny:admin", "aaaaaaaa:admin:a:b"):
+        with pytest.raises(ConfigError) as caught:
+            Tokens.parse(bad)
+        assert bad.split(":")[0] not in str(caught.value) or bad == "x"
+
+
+# --- bad input -----------------------------------------------------------------------------
+
+
+async def test_bad_input_is_a_400_naming_the_field_and_never_a_500(served: Any) -> None:
+    _, client = served
+    cases: list[tuple[str, str, Any, int, str | None]] = [
+        ("POST", "/jobs/pull", {"max": "ten"}, 400, "max"),
+        ("POST", "/jobs/pull", {"max": 0}, 400, "max"),
+        ("POST", "/jobs/enqueue", {"runId": "r", "tenantId": "t"}, 400, None),
+        ("POST", "/jobs/enqueue", {"runId": "", "tenantId": "t", "r2Key": "k"}, 400, "runId"),
+        ("POST", "/jobs/enqueue", {"runId": "r", "tenantId": "t", "r2Key": "k",
+                                   "priority": 10**30}, 400, "priority"),
+        ("POST", "/jobs/enqueue-many", {"jobs": [{"runId": 1}]}, 400, "jobs[0].runId"),
+        ("POST", "/jobs/ack", {"ids": [2**70], "status": "done"}, 400, "ids[0]"),
+        ("POST", "/jobs/ack", {"ids": [1], "status": "maybe"}, 400, "status"),
+        ("POST", "/jobs/ack", {}, 400, "ids"),
+        ("GET", "/jobs/abc", None, 404, None),
+        ("GET", "/jobs/99999999999999999999", None, 400, "jobId"),
+        ("GET", "/jobs", {"limit": "0"}, 400, "limit"),
+        ("GET", "/jobs", {"cursor": "-1"}, 400, "cursor"),
+        ("GET", "/jobs", {"status": "gone"}, 400, "status"),
+    ]
+    for method, path, body, status, field in cases:
+        if method == "GET":
+            response = await client.get(path, params=body, headers=auth(ADMIN))
+        else:
+            response = await client.request(method, path, json=body, headers=auth(ADMIN))
+        assert response.status_code == status, (path, body, response.text)
+        error = response.json()["error"]
+        assert error["message"]
+        if field is not None:
+            assert error.get("field") == field, (path, body, error)
+    infinite = await client.post("/jobs/pull", content=b'{"visibilitySeconds": 1e999}',
+                                 headers=auth(ADMIN))
+    assert infinite.status_code == 400
+    raw = await client.post("/jobs/pull", content=b"{not json", headers=auth(ADMIN))
+    assert raw.status_code == 400 and raw.json()["error"]["code"] == "invalid_json"
+    surrogate = await client.post("/jobs/enqueue", headers=auth(ADMIN),
+                                  content=b'{"runId": "\\ud800", "tenantId": "t", "r2Key": "k"}')
+    assert surrogate.status_code == 400
+    big = await client.post("/jobs/enqueue", headers=auth(ADMIN),
+                            content=b'{"payload": "' + b"x" * 5000 + b'"}')
+    assert big.status_code == 413 and big.json()["error"]["code"] == "body_too_large"
+    missing = await client.get("/jobs/424242", headers=auth(ADMIN))
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "job_not_found"
+    assert (await client.get("/runs/nope", headers=auth(ADMIN))).status_code == 404
+    assert (await client.get("/no/such/route")).status_code == 404
+    wrong = await client.delete("/jobs/stats", headers=auth(ADMIN))
+    assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
+    assert (await client.get("/healthz")).status_code == 200
+
+
+# --- uploads -------------------------------------------------------------------------------
+
+
+async def test_an_upload_enqueues_its_job_only_when_the_file_has_arrived(served: Any) -> None:
+    system, client = served
+    created = await client.post("/uploads/create", headers=auth(PRODUCER), json={
+        "contentType": "text/plain", "filename": "../../etc/passwd", "tenantId": "t1"})
+    assert created.status_code == 201
+    upload = created.json()
+    assert ".." not in upload["r2Key"] and upload["r2Key"].startswith("t1/")
+    assert (await system.stats()).total == 0  # nothing to lease while the upload is in flight
+    tampered = upload["uploadUrl"][:-3] + ("AAA" if not upload["uploadUrl"].endswith("AAA")
+                                           else "BBB")
+    assert (await client.put(tampered, content=DOC)).status_code == 403
+    put = await client.put(upload["uploadUrl"], content=DOC)
+    assert put.status_code == 201 and put.json()["status"] == "pending"
+    again = await client.put(upload["uploadUrl"], content=DOC)
+    assert again.json()["jobId"] == put.json()["jobId"]  # a repeated PUT is the same job
+    stored = await system.store.get(upload["r2Key"], max_bytes=10_000)
+    assert stored.data == DOC
+    job = await system.queue.get(put.json()["jobId"])
+    assert job.payload == {"filename": "../../etc/passwd", "contentType": "text/plain",
+                           "bytes": len(DOC)}
+
+
+# --- streams and load ----------------------------------------------------------------------
+
+
+class WsClient:
+    """A minimal WebSocket client over an anyio TCP stream (wsproto does the framing)."""
+
+    def __init__(self, stream: anyio.abc.ByteStream) -> None:
+        self.stream = stream
+        self.conn = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+
+    async def open(self, path: str, token: str) -> bool:
+        await self.stream.send(self.conn.send(ws.Request(
+            host="127.0.0.1", target=path,
+            extra_headers=[(b"authorization", f"Bearer {token}".encode())])))
+        async for event in self.events():
+            return isinstance(event, ws.AcceptConnection)
+        return False
+
+    async def events(self) -> AsyncIterator[ws.Event]:
+        while True:
+            try:
+                data = await self.stream.receive()
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                return
+            self.conn.receive_data(data)
+            for event in self.conn.events():
+                yield event
+                if isinstance(event, ws.CloseConnection):
+                    return
+
+
+async def test_run_events_arrive_over_a_websocket_until_the_run_ends(tmp_path: Path) -> None:
+    async with ActorSystem(make_config(tmp_path, queue_only=False)) as system:
+        await system.store.put("t1/r9/a.txt", DOC)
+        await system.enqueue("r9", "t1", "t1/r9/a.txt")
+        async with await anyio.connect_tcp("127.0.0.1", system.http.port) as stream:
+            client = WsClient(stream)
+            assert await client.open("/runs/r9/ws", PRODUCER)
+            updates = []
+            with anyio.fail_after(10):
+                async for event in client.events():
+                    if isinstance(event, ws.BytesMessage | ws.TextMessage):
+                        updates.append(json.loads(bytes(event.data)))
+            assert updates[-1]["run"]["status"] == "done"
+        async with await anyio.connect_tcp("127.0.0.1", system.http.port) as stream:
+            assert not await WsClient(stream).open("/runs/r9/ws", "not-a-token-at-all")
+
+
+async def test_clients_that_disconnect_mid_stream_or_read_slowly_leave_the_server_healthy(
+    served: Any,
+) -> None:
+    system, client = served
+    await enqueue(client, runId="rs", r2Key="t1/rs/a.txt")
+    # Ten watchers hang up half-way through their streams.
+    for _ in range(10):
+        async with client.stream("GET", "/runs/rs/events", headers=auth(PRODUCER)) as response:
+            async for line in response.aiter_lines():
+                if line.startswith("data:"):
+                    break
+    # A raw client that sends half a request and stalls, and one that never reads its stream.
+    stalled = await anyio.connect_tcp("127.0.0.1", system.http.port)
+    await stalled.send(b"POST /jobs/pull HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{")
+    lazy = await anyio.connect_tcp("127.0.0.1", system.http.port)
+    await lazy.send(f"GET /runs/rs/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer "
+                    f"{PRODUCER}\r\n\r\n".encode())
+    with anyio.fail_after(10):
+        assert (await client.get("/healthz")).status_code == 200
+        room = await system._room("rs")
+        await until(lambda: room.subscribers <= 1)  # only the lazy reader is still subscribed
+    await stalled.aclose()
+    await lazy.aclose()
+    with anyio.fail_after(10):
+        await until(lambda: room.subscribers == 0)
+    assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_two_hundred_concurrent_requests_are_all_answered_and_lose_nothing(
+    served: Any,
+) -> None:
+    system, client = served
+    limits = httpx.Limits(max_connections=200)
+    async with httpx.AsyncClient(base_url=str(client.base_url), limits=limits,
+                                 timeout=30) as many:
+        statuses: list[int] = []
+
+        async def one(i: int) -> None:
+            response = await many.post("/jobs/enqueue", headers=auth(PRODUCER), json={
+                "runId": "load", "tenantId": "t1", "r2Key": f"t1/load/{i}.txt"})
+            statuses.append(response.status_code)
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                for i in range(200):
+                    tg.start_soon(one, i)
+    assert statuses == [200] * 200
+    assert (await system.stats()).pending == 200
+    assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_metrics_show_jobs_latencies_outcomes_and_restarts(served: Any) -> None:
+    system, client = served
+    await enqueue(client, runId="rm", r2Key="t1/rm/a.txt")
+    job = (await client.post("/jobs/pull", json={}, headers=auth(WORKER))).json()["jobs"][0]
+    await client.post("/jobs/ack", headers=auth(WORKER), json={"acks": [
+        {"id": job["id"], "leaseToken": job["leaseToken"], "runMetrics": {"tokens": 42}}]})
+    text = (await client.get("/metrics")).text
+    for needle in ('actors_jobs{status="done"} 1', 'actors_http_acks_total{outcome="done"} 1',
+                   "actors_job_lease_latency_seconds_count 1",
+                   "actors_job_processing_seconds_count 1",
+                   'actors_http_request_seconds_bucket{route="pull",le="+Inf"} 1',
+                   'actors_run_metric_total{name="tokens"} 42',
+                   'actors_pipeline_outcomes_total{outcome="done"} 0'):
+        assert needle in text, needle
+    system.http.metrics.restarts.clear()
+    system.tree.events.publish(
+        __import__("supervisors").LifecycleEvent(kind="restarted", supervisor="actors",
+                                                 child="fetcher-0", at=0.0))
+    with anyio.fail_after(5):
+        await until(lambda: "fetcher-0" in system.http.metrics.restarts)
+    assert 'actors_actor_restarts_total{child="fetcher-0"} 1' in (await client.get("/metrics")).text
+
+
+async def test_metrics_can_require_a_token(tmp_path: Path) -> None:
+    async with (
+        ActorSystem(make_config(tmp_path, metrics="token")) as system,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{system.http.port}") as client,
+    ):
+        assert (await client.get("/metrics")).status_code == 401
+        assert (await client.get("/metrics", headers=auth(WORKER))).status_code == 200
+        assert (await client.get("/healthz")).status_code == 200
+        document = (await client.get("/openapi.json")).json()
+        assert document["paths"]["/metrics"]["get"]["security"] == [{"bearer": []}]
