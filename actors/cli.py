@@ -165,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("--to", type=int, metavar="VERSION", help="default: one below the current")
     down.add_argument("--force", action="store_true", help="drop rows if a migration must")
     down.set_defaults(run=cmd_migrate_down)
+    add_store_commands(commands)
     return parser
 
 
@@ -461,3 +462,127 @@ def cmd_migrate_down(args: argparse.Namespace) -> int:
         undone = schema.migrate_down(conn, path, max(target, 0), force=args.force)
     print(f"undid {undone}" if undone else "nothing to undo")
     return 0
+
+
+# --- store: copy a queue between SQLite, PostgreSQL and JSON lines (actors/queue/migrate.py) ---
+
+STORE_HELP = "a SQLite file path, or postgresql://user@host/db?search_path=SCHEMA"
+
+
+def add_store_commands(commands: Any) -> None:
+    """`store migrate status|run|rollback`, `store export`, `store import`."""
+    stores = commands.add_parser("store", help="copy the queue between stores, verified")
+    actions = stores.add_subparsers(title="store commands", required=True, metavar="ACTION")
+    migrate = actions.add_parser("migrate", help="compare, copy or un-copy one store into another")
+    steps = migrate.add_subparsers(title="migrate actions", required=True, metavar="STEP")
+    for name, help_text, handler in (
+        ("status", "what is in each store and what differs", cmd_store_status),
+        ("run", "copy every run and job; verify each row; safe to run again", cmd_store_run),
+        ("rollback", "delete from the target what runs from this source copied",
+         cmd_store_rollback),
+    ):
+        step = steps.add_parser(name, help=help_text)
+        step.add_argument("--from", dest="source", required=True, metavar="STORE", help=STORE_HELP)
+        step.add_argument("--to", dest="target", required=True, metavar="STORE", help=STORE_HELP)
+        step.add_argument("--batch", type=int, default=500, help="rows per transaction")
+        if name == "run":
+            step.add_argument("--convert-leases", action="store_true",
+                              help="copy jobs under a live lease as pending instead of refusing")
+        step.set_defaults(run=handler)
+    export = actions.add_parser("export", help="write every run and job as JSON lines")
+    export.add_argument("--from", dest="source", required=True, metavar="STORE", help=STORE_HELP)
+    export.add_argument("--out", required=True, type=Path, metavar="FILE.jsonl")
+    export.set_defaults(run=cmd_store_export)
+    load = actions.add_parser("import", help="copy a JSON lines export into a store (a run)")
+    load.add_argument("--in", dest="source", required=True, metavar="FILE.jsonl")
+    load.add_argument("--to", dest="target", required=True, metavar="STORE", help=STORE_HELP)
+    load.add_argument("--batch", type=int, default=500, help="rows per transaction")
+    load.set_defaults(run=cmd_store_run, convert_leases=False)
+
+
+def _run_store(work: Callable[[], Awaitable[int]]) -> int:
+    # asyncio whatever [runtime].backend says: asyncpg runs on asyncio only, and this command
+    # runs no actor.
+    return anyio.run(work, backend="asyncio")
+
+
+def _now() -> float:
+    from supervisors.clock import SystemClock
+
+    return SystemClock().time()
+
+
+def cmd_store_status(args: argparse.Namespace) -> int:
+    from actors.queue import migrate
+
+    async def work() -> int:
+        async with migrate.open_store(args.source) as source, \
+                migrate.open_store(args.target) as target:
+            found = await migrate.status(source, target, now=_now(), batch=args.batch)
+        statuses = ("pending", "leased", "done", "failed", "runs")
+        print_table(
+            ("store", *statuses),
+            [(side, *(counts.get(s, 0) for s in statuses))
+             for side, counts in (("from", found.source), ("to", found.target))],
+            None,
+        )
+        for kind in ("run", "job"):
+            print(f"{kind}s: {found.identical[kind]} identical, {found.missing[kind]} missing, "
+                  f"{found.different[kind]} different in the target; "
+                  f"{found.copied[kind]} copied by runs from this source")
+        if found.live_leases:
+            print(f"{found.live_leases} job(s) of the source are under a live lease")
+        print("complete: the target holds every row of the source" if found.complete
+              else "incomplete: `store migrate run` copies what is missing or different")
+        return 0
+
+    return _run_store(work)
+
+
+def cmd_store_run(args: argparse.Namespace) -> int:
+    from actors.queue import migrate
+
+    async def work() -> int:
+        async with migrate.open_store(args.source) as source, \
+                migrate.open_store(args.target) as target:
+            report = await migrate.run(source, target, now=_now(), batch=args.batch,
+                                       convert_leases=args.convert_leases)
+        for error in report.errors:
+            print(f"error: {error}", file=sys.stderr)
+        print(f"runs: {report.written['run']} written, {report.identical['run']} already there; "
+              f"jobs: {report.written['job']} written, {report.identical['job']} already there"
+              + (f"; {report.converted_leases} live lease(s) copied as pending"
+                 if report.converted_leases else "")
+              + (f"; {len(report.errors)} row(s) failed (above); run it again after fixing"
+                 if report.errors else "; every row verified"))
+        return 1 if report.errors else 0
+
+    return _run_store(work)
+
+
+def cmd_store_rollback(args: argparse.Namespace) -> int:
+    from actors.queue import migrate
+
+    async def work() -> int:
+        async with migrate.open_store(args.source) as source, \
+                migrate.open_store(args.target) as target:
+            report = await migrate.rollback(source.name, target)
+        for error in report.errors:
+            print(f"error: {error}", file=sys.stderr)
+        print(f"deleted {report.written['job']} job(s) and {report.written['run']} run(s) "
+              f"that were copied from {source.name}")
+        return 1 if report.errors else 0
+
+    return _run_store(work)
+
+
+def cmd_store_export(args: argparse.Namespace) -> int:
+    from actors.queue import migrate
+
+    async def work() -> int:
+        async with migrate.open_store(args.source) as source:
+            written = await migrate.export_jsonl(source, args.out)
+        print(f"exported {written['run']} run(s) and {written['job']} job(s) to {args.out}")
+        return 0
+
+    return _run_store(work)

@@ -1,0 +1,215 @@
+"""Moving a queue between stores: SQLite -> PostgreSQL -> SQLite, resumed runs, leases, errors."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+from pg_helpers import PG_DSN, pg_admin
+
+from actors.errors import MigrationRefused
+from actors.queue import Ack, NewJob, SQLiteQueue
+from actors.queue import migrate as mig
+from supervisors.clock import FakeClock
+
+# asyncpg, under the migration, runs on asyncio only (the CLI runs it there too).
+asyncio_only = pytest.mark.parametrize("anyio_backend", ["asyncio"])
+pytestmark = pytest.mark.anyio
+
+
+async def populate(path: Path, n: int = 60, *, clock: FakeClock | None = None) -> None:
+    """Jobs in every status, with payloads, results, errors, metrics, keys and priorities."""
+    clock = clock or FakeClock()
+    async with SQLiteQueue.open(path, clock=clock) as queue:
+        await queue.enqueue_many(
+            [
+                NewJob(
+                    run_id=f"run-{i % 3}",
+                    tenant_id=f"t{i % 3}",
+                    r2_key=f"k/{i}",
+                    payload={"i": i, "x": 0.1 * i, "s": "é" * (i % 4)},
+                    idempotency_key=f"key-{i}" if i % 2 else None,
+                    priority=i % 5,
+                    delay_seconds=float(i % 7),
+                )
+                for i in range(n)
+            ]
+        )
+        clock.advance(10)
+        jobs = await queue.pull(max=min(n // 2, 1000), visibility_seconds=60, worker_id="w1")
+        third = len(jobs) // 3
+        await queue.ack_many(
+            [
+                Ack(
+                    job_id=j.id,
+                    lease_token=j.lease_token or "",
+                    result={"pages": j.id},
+                    run_metrics={"bytes": 10.5},
+                )
+                for j in jobs[:third]
+            ]
+        )
+        await queue.ack_many(
+            [
+                Ack(
+                    job_id=j.id,
+                    lease_token=j.lease_token or "",
+                    status="failed",
+                    error="boom",
+                    permanent=j.id % 2 == 0,
+                )
+                for j in jobs[third : 2 * third]
+            ]
+        )
+
+
+def dump(path: Path) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    conn = sqlite3.connect(path)
+    try:
+        jobs = conn.execute(f"SELECT {', '.join(mig.JOB_FIELDS)} FROM jobs ORDER BY id").fetchall()
+        runs = conn.execute(
+            "SELECT run_id, tenant_id, created_at, updated_at, finished_at, metrics, pending, "
+            "leased, done, failed FROM runs ORDER BY rowid"
+        ).fetchall()
+        return jobs, runs
+    finally:
+        conn.close()
+
+
+# Long after populate(): its leases have run out (the workers are gone).
+LATER = 1e12
+
+
+def pg(schema: str) -> str:
+    return f"{PG_DSN}?search_path={schema}"
+
+
+@asyncio_only
+async def test_sqlite_to_postgres_and_back_is_identical(tmp_path: Path, pg_schema: str) -> None:
+    src, back = tmp_path / "src.db", tmp_path / "back.db"
+    await populate(src)
+    async with mig.open_store(str(src)) as source, mig.open_store(pg(pg_schema)) as target:
+        report = await mig.run(source, target, now=LATER)
+        assert report.errors == []
+        assert report.written == {"run": 3, "job": 60}
+        found = await mig.status(source, target, now=LATER)
+        assert found.complete and found.source == found.target
+        again = await mig.run(source, target, now=LATER)  # safe to run again: nothing to do
+        assert (again.written, again.identical) == ({"run": 0, "job": 0}, {"run": 3, "job": 60})
+    # The counts PostgreSQL derived agree with SQLite's.
+    counted = await anyio.to_thread.run_sync(
+        pg_admin, f"SELECT run_id, done, failed, total FROM {pg_schema}.runs ORDER BY seq"
+    )
+    assert [tuple(r) for r in counted] == [(r[0], r[8], r[9], sum(r[6:10])) for r in dump(src)[1]]
+    async with mig.open_store(pg(pg_schema)) as source, mig.open_store(str(back)) as target:
+        assert (await mig.run(source, target, now=LATER)).errors == []
+    assert dump(back) == dump(src)
+
+
+@asyncio_only
+async def test_export_then_import_restores_every_row(tmp_path: Path) -> None:
+    src, out, back = tmp_path / "src.db", tmp_path / "backup.jsonl", tmp_path / "back.db"
+    await populate(src)
+    async with mig.open_store(str(src)) as source:
+        assert await mig.export_jsonl(source, out) == {"run": 3, "job": 60}
+    async with mig.open_store(str(out)) as source, mig.open_store(str(back)) as target:
+        assert (await mig.run(source, target, now=LATER)).errors == []
+    assert dump(back) == dump(src)
+
+
+@asyncio_only
+async def test_live_leases_refuse_the_run_unless_converted(tmp_path: Path, pg_schema: str) -> None:
+    src = tmp_path / "src.db"
+    clock = FakeClock()
+    await populate(src, clock=clock)
+    now = clock.time()  # the leases taken by populate() are live at this time
+    async with mig.open_store(str(src)) as source, mig.open_store(pg(pg_schema)) as target:
+        with pytest.raises(MigrationRefused, match=r"10 job\(s\) under a live lease.*--convert"):
+            await mig.run(source, target, now=now)
+        assert (await target.counts())["runs"] == 0  # refused before writing anything
+        report = await mig.run(source, target, now=now, convert_leases=True)
+        assert (report.errors, report.converted_leases) == ([], 10)
+        counts = await target.counts()
+        assert (
+            "leased" not in counts and counts["pending"] == (await source.counts())["pending"] + 10
+        )
+
+
+@asyncio_only
+async def test_a_bad_row_is_reported_and_the_others_are_copied(
+    tmp_path: Path, pg_schema: str
+) -> None:
+    src = tmp_path / "src.db"
+    await populate(src)
+    async with mig.open_store(pg(pg_schema)) as target:
+        # The target already holds a job of its own under id 5: it must be left alone.
+        await target.conn.execute(
+            "INSERT INTO jobs (id, run_id, tenant_id, r2_key, max_attempts, available_at, "
+            "created_at, updated_at) VALUES (5, 'other', 't9', 'x', 5, 0, 0, 0)"
+        )
+    async with mig.open_store(str(src)) as source, mig.open_store(pg(pg_schema)) as target:
+        report = await mig.run(source, target, now=LATER)
+        assert [(e.kind, e.key) for e in report.errors] == [("job", "5")]
+        assert "did not write; left alone" in report.errors[0].message
+        assert report.written == {"run": 3, "job": 59}
+        # Rollback deletes what this source copied, and only that.
+        undone = await mig.rollback(source.name, target)
+        assert (undone.errors, undone.written) == ([], {"job": 59, "run": 3})
+        assert await target.counts() == {"pending": 1, "runs": 1}
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_resumed_loses_and_duplicates_nothing(
+    tmp_path: Path, pg_schema: str
+) -> None:
+    src = tmp_path / "src.db"
+    anyio.run(populate, src, 3000)
+    command = [
+        sys.executable,
+        "-m",
+        "actors",
+        "store",
+        "migrate",
+        "run",
+        "--from",
+        str(src),
+        "--to",
+        pg(pg_schema),
+        "--batch",
+        "50",
+    ]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    copied = 0
+    while copied < 200:  # kill it part-way through the jobs
+        assert child.poll() is None, child.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+        rows = pg_admin(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = $1 AND tablename = 'migrated_rows'",
+            pg_schema,
+        )
+        if rows[0][0]:
+            copied = pg_admin(f"SELECT count(*) FROM {pg_schema}.migrated_rows")[0][0]
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=10)
+    partial = pg_admin(f"SELECT count(*) FROM {pg_schema}.jobs")[0][0]
+    assert 0 < partial < 3000
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "every row verified" in resumed.stdout
+    status = subprocess.run(
+        [*command[:5], "status", *command[6:10]], capture_output=True, text=True, timeout=60
+    )
+    assert "complete: the target holds every row" in status.stdout, status.stdout
+    ids = pg_admin(f"SELECT id FROM {pg_schema}.jobs ORDER BY id")
+    assert [r[0] for r in ids] == list(range(1, 3001))  # nothing lost, nothing twice
+    totals = pg_admin(f"SELECT sum(total), sum(done), sum(failed) FROM {pg_schema}.runs")
+    src_counts = dict(sqlite3.connect(src).execute("SELECT status, count(*) FROM jobs GROUP BY 1"))
+    assert tuple(totals[0]) == (3000, src_counts["done"], src_counts["failed"])
