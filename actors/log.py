@@ -26,7 +26,11 @@ def configure_logging(
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
         if json
-        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        # Plain tracebacks: rich's (structlog's default when rich is installed) take ~0.3 s
+        # each, which a crash-looping actor would turn into a stalled event loop.
+        else structlog.dev.ConsoleRenderer(
+            colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     )
     structlog.configure(
         processors=[
