@@ -20,3 +20,23 @@ class Crashing:
 
 def crash(settings: Any) -> Crashing:
     return Crashing(settings)
+
+
+class Slow:
+    """Takes a minute per document: long enough that only a second signal ends a drain."""
+
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+
+    async def process(self, job: Any, data: bytes, content_type: str | None) -> Any:
+        import anyio
+
+        await anyio.sleep(60)
+        raise AssertionError("a test should have stopped this processor long ago")
+
+    async def aclose(self) -> None:
+        pass
+
+
+def slow(settings: Any) -> Slow:
+    return Slow(settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -133,6 +134,9 @@ def test_sigkill_at_random_moments_loses_nothing_and_acks_each_job_once(tmp_path
     metrics, finished_at = run_row(db, run_id)
     assert f'"bytes":{float(count * len(DOC))}' in str(metrics)
     assert finished_at is not None
+    # The run's stored state agrees with its jobs.
+    assert rows(db, "SELECT pending, leased, done, failed FROM runs WHERE run_id = ?",
+                run_id) == [(0, 0, count, 0)]
 
 
 def test_sigterm_drains_exits_zero_and_leaves_unfinished_jobs_available(tmp_path: Path) -> None:
@@ -156,6 +160,45 @@ def test_sigterm_drains_exits_zero_and_leaves_unfinished_jobs_available(tmp_path
     metrics, _ = run_row(db, run_id)
     assert f'"bytes":{float(counts["done"] * len(DOC))}' in str(metrics)
     assert "system.stopping" in err.read_text()
+
+
+def test_a_second_sigterm_ends_the_drain_at_once_and_gives_the_jobs_back(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path,
+        '[processor]\nkind = "python"\nfactory = "faulty:slow"\n'
+        "[pipeline]\nshutdown_grace_seconds = 300\n",
+        level="info",
+    )
+    submit(config, make_files(tmp_path, 5))
+    err = tmp_path / "err.log"
+    env = {**os.environ, "PYTHONPATH": str(HERE)}
+    process = start(config, stderr=err, env=env)
+    wait_for_line(err, '"supervisor": "actors/run_rooms"', timeout=30)  # a job was leased
+    process.send_signal(signal.SIGTERM)
+    wait_for_line(err, '"system.stopping"')
+    process.send_signal(signal.SIGTERM)  # do not wait out the 300 s grace period
+    assert process.wait(timeout=30) == 0
+    assert "system.stopping_now" in err.read_text()
+    counts = status_counts(tmp_path / "q.db")
+    assert counts == {"pending": 5}  # given back at once, none failed, none left leased
+    # A release gives the attempt back: being interrupted by a shutdown costs a job nothing.
+    assert rows(tmp_path / "q.db", "SELECT max(attempts) FROM jobs") == [(0,)]
+
+
+def test_runs_watch_prints_json_lines_until_the_run_ends(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    run_id = submit(config, make_files(tmp_path, 50))
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "actors", "--config", str(config), "runs", "watch", run_id],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert actors(config, "run", "--until-idle").returncode == 0
+    out, err = watcher.communicate(timeout=60)
+    assert watcher.returncode == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert lines[-1]["status"] == "done"
+    assert lines[-1]["done"] == 50
+    assert all(line["run_id"] == run_id for line in lines)
 
 
 def test_an_actor_that_keeps_crashing_makes_the_process_exit_non_zero(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +216,38 @@ async def test_a_job_longer_than_its_lease_is_renewed_and_processed_once(tmp_pat
     assert slow.calls == {job.id: 1}
     assert rival.calls == {}
     assert done.attempts == 1
+
+
+class LeaseStealingProcessor(LocalProcessor):
+    """While processing its first job, lets another worker take that job's lease."""
+
+    def __init__(self, config: Config, db: Path) -> None:
+        super().__init__(config.processor)
+        self.db = db
+        self.calls = 0
+
+    async def process(self, job: LeasedJob, data: bytes, content_type: str | None) -> ProcessorOutput:
+        self.calls += 1
+        if self.calls == 1:
+            with sqlite3.connect(self.db) as conn:  # another worker's lease: expired, then leased
+                conn.execute("UPDATE jobs SET lease_token = 'theirs', lease_expires_at = ? "
+                             "WHERE id = ?", (time.time() + 0.5, job.id))
+        return await super().process(job, data, content_type)
+
+
+async def test_an_ack_with_a_stale_lease_is_counted_and_the_pipeline_goes_on(tmp_path: Path) -> None:
+    config = make_config(tmp_path, queue={"reap_interval_seconds": 0.1})
+    keys = await put_objects(tmp_path / "objects", 3)
+    processor = LeaseStealingProcessor(config, tmp_path / "q.db")
+    with anyio.fail_after(30):
+        async with ActorSystem(config, processor=processor) as system:
+            await system.enqueue_many([NewJob(run_id="r1", tenant_id="t1", r2_key=k) for k in keys])
+            summary = await system.wait_run("r1")
+    # The stolen job's ack was refused, the other worker "vanished", its lease expired and was
+    # reaped, and the job ran again: every job done once in the queue, one ack refused.
+    assert system.ack_stats.stale == 1
+    assert (summary.status, summary.done) == ("done", 3)
+    assert processor.calls == 4
 
 
 async def test_stop_gives_back_unfinished_jobs_at_once(tmp_path: Path) -> None:
