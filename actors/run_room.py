@@ -13,7 +13,7 @@ from actors.errors import RunNotFound
 from actors.messages import Refresh, RunEvent, RunRoomInbox, Subscribe
 from supervisors import Actor, Context, SupervisionError
 
-__all__ = ["RunRoom", "RunUpdate", "TERMINAL_RUN_STATUSES"]
+__all__ = ["TERMINAL_RUN_STATUSES", "RunRoom", "RunUpdate"]
 
 TERMINAL_RUN_STATUSES = frozenset({"done", "failed"})
 

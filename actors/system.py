@@ -7,7 +7,6 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -17,7 +16,7 @@ from anyio.abc import TaskStatus
 
 from actors.ack_reporter import AckReporter, AckStats
 from actors.config import Config
-from actors.errors import ActorsError, ConfigError
+from actors.errors import ActorsError
 from actors.fetcher import Fetcher
 from actors.inflight import InFlight
 from actors.lease_manager import LeaseManager
