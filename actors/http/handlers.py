@@ -196,15 +196,22 @@ class Api:
                 raise
             raise mapped from None
 
-    async def tell_rooms(self, events: list[RunEvent]) -> None:
-        """Let local run rooms (and so SSE/WebSocket watchers) know about changes made over HTTP."""
+    def tell_rooms(self, events: list[RunEvent]) -> None:
+        """Tell the run rooms that exist (someone watches the run) what changed over HTTP.
+
+        A run nobody watches has no room, and none is started for it: a room started later
+        loads the run's state from the database, so only its recent-events list misses these.
+        """
         rooms = getattr(self.system, "rooms", None)
         if rooms is None:
             return
         for event in events:
-            # A room that cannot take the event reloads from the database on its next poll.
+            room = rooms.lookup(event.run_id)
+            if room is None:
+                continue
+            # A room that cannot take the event (inbox full, stopping) reloads on its next poll.
             with contextlib.suppress(Exception):
-                (await rooms.get_or_start(event.run_id)).tell_nowait(event)
+                room.tell_nowait(event)
 
     # --- health, metrics, schema -----------------------------------------------------------
 
@@ -315,7 +322,7 @@ class Api:
         for job in jobs:
             self.metrics.leased(job.id, job.available_at, now)
             by_run.setdefault(job.run_id, []).append(job.id)
-        await self.tell_rooms([RunEvent(run_id=run, kind="leased", job_ids=tuple(ids), at=now)
+        self.tell_rooms([RunEvent(run_id=run, kind="leased", job_ids=tuple(ids), at=now)
                                for run, ids in by_run.items()])
         return _json(wire.PullOut(jobs=[wire.job_out(j) for j in jobs]))
 
@@ -361,7 +368,7 @@ class Api:
             self.metrics.acked(r.job_id, outcome, now)
             if r.reason == "ok":
                 events.setdefault((job.run_id, outcome), []).append(r.job_id)
-        await self.tell_rooms([RunEvent(run_id=run, kind=kind, job_ids=tuple(ids), at=now)  # type: ignore[arg-type]
+        self.tell_rooms([RunEvent(run_id=run, kind=kind, job_ids=tuple(ids), at=now)  # type: ignore[arg-type]
                                for (run, kind), ids in events.items()])
         return out
 
