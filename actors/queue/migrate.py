@@ -344,6 +344,7 @@ class PostgresStore:
                 except (asyncpg.PostgresError, asyncpg.DataError) as exc:
                     errors.append(RowError(kind, str(row[key]), f"not written: {exc}"))
             if kind == "job":
+                await _recount_pg(self.conn, {row["run_id"] for row in rows})
                 # Enqueues after the copy must not reuse a copied id.
                 await self.conn.execute(
                     "SELECT setval(pg_get_serial_sequence('jobs', 'id'), "
@@ -355,6 +356,11 @@ class PostgresStore:
         _, table, key = _shape(kind)
         errors: list[RowError] = []
         async with self.conn.transaction():
+            if kind == "job":
+                runs = await self.conn.fetch(
+                    "SELECT DISTINCT run_id FROM jobs WHERE id = ANY($1::bigint[])",
+                    [int(k) for k in keys],
+                )
             for k in keys:
                 if kind == "run" and await self.conn.fetchval(
                     "SELECT count(*) FROM jobs WHERE run_id = $1", k
@@ -369,10 +375,29 @@ class PostgresStore:
                     k,
                     source,
                 )
+            if kind == "job":
+                await _recount_pg(self.conn, {r[0] for r in runs})
         return errors
 
     async def finish(self) -> None:
         await self.conn.close()
+
+
+async def _recount_pg(conn: Any, run_ids: Iterable[str]) -> None:
+    # The verbs keep the stored counts; rows written here bypass them, so count again.
+    await conn.execute(
+        """
+        UPDATE runs SET done = c.done, failed = c.failed, total = c.total
+        FROM (SELECT r.run_id,
+                     count(j.id) FILTER (WHERE j.status = 'done') AS done,
+                     count(j.id) FILTER (WHERE j.status = 'failed') AS failed,
+                     count(j.id) AS total
+              FROM unnest($1::text[]) AS r(run_id) LEFT JOIN jobs j ON j.run_id = r.run_id
+              GROUP BY r.run_id) c
+        WHERE runs.run_id = c.run_id
+        """,
+        sorted(run_ids),
+    )
 
 
 # --- JSON lines (a read-only source; export writes them) ------------------------------------

@@ -19,7 +19,8 @@ import math
 import random
 import threading
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -349,23 +350,26 @@ class PostgresQueue:
         self,
         work: Callable[[Any], Awaitable[T]],
         *,
-        write: bool = True,
+        atomic: bool = True,
         on_done: Callable[[T], None] | None = None,
     ) -> T:
-        """Run ``work(conn)`` in one transaction on a pooled connection, on the driver's loop."""
+        """Run ``work(conn)`` on a pooled connection, on the driver's loop: in one transaction
+        when ``atomic``, else each statement in its own (two round trips fewer: BEGIN, COMMIT)."""
         if self._closed or self._pool is None:
             raise QueueClosed(
                 "the queue is closed; use it inside `async with PostgresQueue.open(...)`"
             )
-        return await self._bridge.call(self._transaction(work, write), on_done)
+        return await self._bridge.call(self._transaction(work, atomic), on_done)
 
-    async def _transaction(self, work: Callable[[Any], Awaitable[T]], write: bool) -> T:
+    async def _transaction(self, work: Callable[[Any], Awaitable[T]], atomic: bool) -> T:
         delay = 0.05
         for attempt in itertools.count(1):
             try:
                 async with self._pool.acquire() as conn:
                     try:
-                        async with conn.transaction(readonly=not write):
+                        if not atomic:
+                            return await work(conn)
+                        async with conn.transaction():
                             return await work(conn)
                     except _TRANSIENT:
                         conn.terminate()  # never back into the pool half-broken
@@ -517,25 +521,40 @@ class PostgresQueue:
                 for new, job in zip(jobs, out, strict=True)
             ]
         if inserted:
-            # The insert trigger created or counted each run; a new job reopens a finished
+            # Create or touch each run and count its new jobs; a new job reopens a finished
             # run. Invariant: a run belongs to exactly one tenant.
-            owners = dict(
-                await conn.fetch(
-                    """
-                    UPDATE runs SET updated_at = $1, finished_at = NULL
-                    WHERE run_id = ANY($2::text[]) RETURNING run_id, tenant_id
-                    """,
-                    now,
-                    sorted({job.run_id for job in inserted}),
-                )
+            added = Counter(job.run_id for job in inserted)
+            tenants = {job.run_id: job.tenant_id for job in inserted}
+            runs = sorted(added)  # run rows are always locked in run_id order: no deadlock
+            touched = await conn.fetch(
+                """
+                INSERT INTO runs AS r (run_id, tenant_id, created_at, updated_at, total)
+                SELECT run_id, tenant_id, $1, $1, n
+                FROM unnest($2::text[], $3::text[], $4::bigint[]) AS a(run_id, tenant_id, n)
+                ORDER BY run_id
+                ON CONFLICT (run_id) DO UPDATE
+                SET total = r.total + excluded.total, updated_at = excluded.updated_at,
+                    finished_at = NULL
+                WHERE r.tenant_id = excluded.tenant_id
+                RETURNING run_id
+                """,
+                now,
+                runs,
+                [tenants[r] for r in runs],
+                [added[r] for r in runs],
             )
-            for job in inserted:
-                if owners[job.run_id] != job.tenant_id:
-                    raise InvalidArgument(
-                        f"run {job.run_id!r} belongs to tenant {owners[job.run_id]!r}, not "
-                        f"{job.tenant_id!r}; a run has one tenant. Use a new run id for this "
-                        "tenant"
-                    )
+            mixed = [job for job in inserted if job.tenant_id != tenants[job.run_id]]
+            refused = sorted(set(runs) - {r[0] for r in touched})
+            if mixed or refused:
+                run_id = mixed[0].run_id if mixed else refused[0]
+                owner = await conn.fetchval("SELECT tenant_id FROM runs WHERE run_id = $1", run_id)
+                other = next(
+                    j.tenant_id for j in inserted if j.run_id == run_id and j.tenant_id != owner
+                )
+                raise InvalidArgument(
+                    f"run {run_id!r} belongs to tenant {owner!r}, not {other!r}; a run has one "
+                    "tenant. Use a new run id for this tenant"
+                )
             await conn.execute("SELECT pg_notify($1, $2)", self._channel, self._origin)
         return [job for job in out if job is not None]
 
@@ -557,7 +576,8 @@ class PostgresQueue:
             jobs.sort(key=lambda j: (-j.priority, j.available_at, j.id))
             return jobs
 
-        return await self._run(claim)
+        # Not atomic: the reap commits on its own (it is complete by itself), then the claim.
+        return await self._run(claim, atomic=False)
 
     async def _reap(self, conn: Any, now: float) -> int:
         # SKIP LOCKED: two workers reaping at once split the expired leases between them.
@@ -580,7 +600,8 @@ class PostgresQueue:
             """,
             now,
         )
-        await _close_runs(conn, now, {r[0] for r in rows if r[1] == "failed"})
+        failed = Counter(r[0] for r in rows if r[1] == "failed")
+        await _count(conn, now, {run_id: (0, n, 0) for run_id, n in failed.items()})
         return len(rows)
 
     async def renew_many(
@@ -603,7 +624,9 @@ class PostgresQueue:
                 leases,
                 "renewed",
                 lambda c, ids, tokens, _: c.fetch(sql, now, visibility_seconds, ids, tokens),
-            )
+            ),
+            # One statement (all or nothing by itself) unless the batch names a job twice.
+            atomic=len({job_id for job_id, _ in leases}) < len(leases),
         )
 
     async def release_many(
@@ -628,7 +651,9 @@ class PostgresQueue:
                 leases,
                 "released",
                 lambda c, ids, tokens, _: c.fetch(sql, now, float(delay_seconds), ids, tokens),
-            )
+            ),
+            # One statement (all or nothing by itself) unless the batch names a job twice.
+            atomic=len({job_id for job_id, _ in leases}) < len(leases),
         )
 
     async def ack_many(self, acks: Sequence[Ack]) -> list[AckResult]:
@@ -704,19 +729,22 @@ class PostgresQueue:
                 statement,
                 statuses=[a.status for a in acks],
             )
+            counts: dict[str, tuple[int, int, int]] = {}
             metrics: dict[str, dict[str, float]] = {}
-            finished: set[str] = set()
             for a, r in zip(acks, results, strict=True):
                 if r.reason != "ok" or r.job is None:
                     continue
-                if r.job.finished_at is not None:
-                    finished.add(r.job.run_id)
+                done, failed, total = counts.get(r.job.run_id, (0, 0, 0))
+                counts[r.job.run_id] = (
+                    done + (r.job.status == "done"),
+                    failed + (r.job.status == "failed"),
+                    total,
+                )
                 if a.run_metrics:
                     into = metrics.setdefault(r.job.run_id, {})
                     for key, value in a.run_metrics.items():
                         into[key] = into.get(key, 0.0) + value
-            await _add_run_metrics(conn, now, metrics)
-            await _close_runs(conn, now, finished)
+            await _count(conn, now, counts, metrics)
             return results
 
         return await self._run(apply)
@@ -758,11 +786,8 @@ class PostgresQueue:
                 run_id,
                 tenant_id,
             )
-            await conn.execute(
-                "UPDATE runs SET finished_at = NULL, updated_at = $1 WHERE run_id = ANY($2)",
-                now,
-                sorted({r[0] for r in rows}),
-            )
+            requeued = Counter(r[0] for r in rows)
+            await _count(conn, now, {run_id: (0, -n, 0) for run_id, n in requeued.items()})
             if rows:
                 await conn.execute("SELECT pg_notify($1, $2)", self._channel, self._origin)
             return len(rows)
@@ -775,12 +800,20 @@ class PostgresQueue:
         cutoff = self._clock.time() - older_than_seconds
 
         async def purge(conn: Any) -> int:
-            status = await conn.execute(
-                "DELETE FROM jobs WHERE finished_at <= $1 AND status IN ('done', 'failed')",
+            rows = await conn.fetch(
+                """
+                DELETE FROM jobs WHERE finished_at <= $1 AND status IN ('done', 'failed')
+                RETURNING run_id, status
+                """,
                 cutoff,
             )
+            gone: dict[str, tuple[int, int, int]] = {}
+            for run_id, status in rows:
+                done, failed, total = gone.get(run_id, (0, 0, 0))
+                gone[run_id] = (done - (status == "done"), failed - (status == "failed"), total - 1)
+            await _count(conn, self._clock.time(), gone, touch=False)
             await conn.execute("DELETE FROM runs WHERE finished_at <= $1 AND total = 0", cutoff)
-            return int(status.split()[-1])
+            return len(rows)
 
         return await self._run(purge)
 
@@ -795,14 +828,14 @@ class PostgresQueue:
                 raise JobNotFound(job_id)
             return store._job(row)
 
-        return await self._run(get, write=False)
+        return await self._run(get, atomic=False)
 
     async def stats(self) -> Stats:
         """Count jobs by status and measure the age of the oldest pending job."""
         now = self._clock.time()
 
         async def stats(conn: Any) -> Stats:
-            # The triggers' run counts, one row per run, and the leased jobs (those in flight)
+            # The stored run counts, one row per run, and the leased jobs (those in flight)
             # counted through their partial index: no scan of every job.
             row = await conn.fetchrow(
                 """
@@ -821,7 +854,7 @@ class PostgresQueue:
                 oldest_pending_age_seconds=None if oldest is None else max(0.0, now - oldest),
             )
 
-        return await self._run(stats, write=False)
+        return await self._run(stats, atomic=False)
 
     async def run_summary(self, run_id: str) -> RunSummary:
         """Return the run's counts, metrics and status, or raise RunNotFound."""
@@ -834,7 +867,7 @@ class PostgresQueue:
                 raise RunNotFound(run_id)
             return store._summary(row)
 
-        return await self._run(summary, write=False)
+        return await self._run(summary, atomic=False)
 
     async def list_runs(
         self, tenant_id: str | None = None, limit: int = 100, cursor: str | None = None
@@ -860,7 +893,7 @@ class PostgresQueue:
                 next_cursor=str(rows[limit - 1]["seq"]) if more else None,
             )
 
-        return await self._run(runs, write=False)
+        return await self._run(runs, atomic=False)
 
     # Defined last: inside the class body, later annotations would see this `list`.
     async def list(
@@ -895,7 +928,7 @@ class PostgresQueue:
             more = len(rows) > limit
             return Page(items=items, next_cursor=str(items[-1].id) if more else None)
 
-        return await self._run(jobs, write=False)
+        return await self._run(jobs, atomic=False)
 
     # --- shared with SQLiteQueue -----------------------------------------------------------
     # The one-item verbs call this class's batch verbs; the checks read only
@@ -917,7 +950,7 @@ class PostgresQueue:
         SQLiteQueue._check_json(self, name, value)  # type: ignore[arg-type]
 
 
-# A run's stored counts (kept by the triggers) with its leased jobs counted when read, in
+# A run's stored counts (kept by the verbs) with its leased jobs counted when read, in
 # `store.RUN_COLUMNS`' order, so `store._summary` builds the summary for both backends.
 _RUN_COLUMNS = """
     r.run_id, r.tenant_id, r.created_at, r.updated_at, r.finished_at, r.metrics,
@@ -993,35 +1026,52 @@ class _OneRow:
         return self._row
 
 
-async def _add_run_metrics(conn: Any, now: float, metrics: dict[str, dict[str, float]]) -> None:
-    # Run rows are locked in run_id order, as the triggers lock them: no deadlock.
-    for run_id in sorted(metrics):
-        stored = await conn.fetchval(
-            "SELECT metrics FROM runs WHERE run_id = $1 FOR UPDATE", run_id
-        )
-        total = store._metrics_decoder.decode(stored)
-        for key, value in metrics[run_id].items():
-            total[key] = total.get(key, 0.0) + value
+async def _count(
+    conn: Any,
+    now: float,
+    counts: dict[str, tuple[int, int, int]],
+    metrics: dict[str, dict[str, float]] | None = None,
+    *,
+    touch: bool = True,
+) -> None:
+    """Add (done, failed, total) to each run's stored counts and ``metrics`` to its metrics, and
+    close (or reopen) it: one statement for every run of the batch."""
+    metrics = metrics or {}
+    runs = sorted(set(counts) | set(metrics))
+    if not runs:
+        return
+    if len(runs) > 1:
+        # Run rows are locked in run_id order everywhere: two batches cannot deadlock.
         await conn.execute(
-            "UPDATE runs SET metrics = $1, updated_at = $2 WHERE run_id = $3",
-            store._encode(total).decode(),
-            now,
-            run_id,
+            "SELECT 1 FROM runs WHERE run_id = ANY($1) ORDER BY run_id FOR UPDATE", runs
         )
-
-
-async def _close_runs(conn: Any, now: float, run_ids: Iterable[str]) -> None:
+    none = (0, 0, 0)
     # Invariant: runs.finished_at is set exactly while none of the run's jobs is unfinished.
-    # This transaction's trigger updated the counts and locked the row, so of two transactions
-    # finishing a run's last two jobs the second waits for the first and sees its counts: it
-    # closes the run.
-    ids = sorted(run_ids)
-    if ids:
-        await conn.execute(
-            """
-            UPDATE runs SET finished_at = $1, updated_at = $1
-            WHERE run_id = ANY($2) AND finished_at IS NULL AND done + failed = total
-            """,
-            now,
-            ids,
-        )
+    # The row is locked by this statement until the commit, so of two transactions finishing a
+    # run's last two jobs the second waits for the first, sees its counts, and closes the run.
+    await conn.execute(
+        """
+        UPDATE runs AS r SET
+            done = r.done + d.done, failed = r.failed + d.failed, total = r.total + d.total,
+            metrics = CASE WHEN d.metrics IS NULL THEN r.metrics ELSE (
+                SELECT jsonb_object_agg(k, coalesce((r.metrics::jsonb ->> k)::float8, 0)
+                                           + coalesce((d.metrics ->> k)::float8, 0))::text
+                FROM jsonb_object_keys(r.metrics::jsonb || d.metrics) AS k) END,
+            finished_at = CASE
+                WHEN r.done + d.done + r.failed + d.failed < r.total + d.total THEN NULL
+                WHEN r.finished_at IS NULL AND $2 THEN $1 ELSE r.finished_at END,
+            updated_at = CASE WHEN $2 AND (d.metrics IS NOT NULL OR (r.finished_at IS NULL
+                AND r.done + d.done + r.failed + d.failed = r.total + d.total)
+                OR d.failed < 0) THEN $1 ELSE r.updated_at END
+        FROM unnest($3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::jsonb[])
+             AS d(run_id, done, failed, total, metrics)
+        WHERE r.run_id = d.run_id
+        """,
+        now,
+        touch,
+        runs,
+        [counts.get(r, none)[0] for r in runs],
+        [counts.get(r, none)[1] for r in runs],
+        [counts.get(r, none)[2] for r in runs],
+        [store._encode(metrics[r]).decode() if r in metrics else None for r in runs],
+    )

@@ -1,4 +1,4 @@
-"""The PostgreSQL schema: versioned migrations (SQLite's steps) and the run-count triggers."""
+"""The PostgreSQL schema: versioned migrations, the same steps as SQLite's."""
 
 from __future__ import annotations
 
@@ -11,23 +11,6 @@ __all__ = ["LATEST_VERSION", "MIGRATIONS", "current_version", "migrate_down", "m
 
 # Serialises migrations of one database across processes (pg_advisory_xact_lock's key).
 _MIGRATION_LOCK = 0x6163746F7273  # "actors"
-
-# The counts a run row stores; pending and leased are derived when read.
-_STORED = ("done", "failed", "total")
-
-
-# An update that moves a job into or out of done or failed (a claim moves it to leased: no).
-_FINISHING = (
-    "n.status <> o.status AND (n.status IN ('done', 'failed') OR o.status IN ('done', 'failed'))"
-)
-
-
-def _deltas() -> str:
-    """Per-run done/failed changes from the transition tables ``n`` (new) and ``o`` (old)."""
-    return ", ".join(
-        f"sum((n.status = '{s}')::int - (o.status = '{s}')::int) AS {s}" for s in ("done", "failed")
-    )
-
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -108,6 +91,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         version=3,
         name="run_counts",
         up=(
+            # Stored counts, so a run summary does not count a large run's jobs. The verbs that
+            # move a job into or out of done or failed (ack, reap, requeue, purge) and enqueue
+            # update them in their own transaction, one statement for all the runs of a batch.
+            # A claim changes none of them and never touches a run row (ARCHITECTURE.md).
             """
             ALTER TABLE runs
                 ADD COLUMN done   bigint NOT NULL DEFAULT 0,
@@ -126,78 +113,8 @@ MIGRATIONS: tuple[Migration, ...] = (
             # The leased jobs of a run, counted at read time (only the jobs in flight); pending
             # is total - done - failed - leased.
             "CREATE INDEX jobs_run_leased ON jobs (run_id) WHERE status = 'leased'",
-            # Statement-level triggers over transition tables keep total, done and failed: one
-            # update per run per statement, run rows locked in run_id order first (two batches
-            # over the same runs cannot deadlock). A claim (pending -> leased) changes none of
-            # them, so it never touches, nor waits for, a run row: claimers of one run do not
-            # queue behind each other's open transactions, which is what SKIP LOCKED is for.
-            # An insert creates the run row if it is missing (enqueue then checks its tenant).
-            f"""
-            CREATE FUNCTION jobs_count_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN
-                INSERT INTO runs (run_id, tenant_id, created_at, updated_at, done, failed, total)
-                SELECT n.run_id, min(n.tenant_id), min(n.created_at), max(n.updated_at),
-                       count(*) FILTER (WHERE n.status = 'done'),
-                       count(*) FILTER (WHERE n.status = 'failed'), count(*)
-                FROM new_jobs n GROUP BY n.run_id ORDER BY n.run_id
-                ON CONFLICT (run_id) DO UPDATE SET
-                    {", ".join(f"{c} = runs.{c} + excluded.{c}" for c in _STORED)};
-                RETURN NULL;
-            END $$
-            """,
-            f"""
-            CREATE FUNCTION jobs_count_updated() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN
-                PERFORM 1 FROM runs WHERE run_id IN (
-                    SELECT n.run_id FROM new_jobs n JOIN old_jobs o USING (id) WHERE {_FINISHING}
-                ) ORDER BY run_id FOR UPDATE;
-                UPDATE runs SET done = runs.done + d.done, failed = runs.failed + d.failed
-                FROM (SELECT n.run_id, {_deltas()}
-                      FROM new_jobs n JOIN old_jobs o USING (id) WHERE {_FINISHING}
-                      GROUP BY n.run_id) d
-                WHERE runs.run_id = d.run_id;
-                RETURN NULL;
-            END $$
-            """,
-            f"""
-            CREATE FUNCTION jobs_count_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN
-                PERFORM 1 FROM runs WHERE run_id IN (SELECT run_id FROM old_jobs)
-                ORDER BY run_id FOR UPDATE;
-                UPDATE runs SET
-                    {", ".join(f"{c} = runs.{c} - d.{c}" for c in _STORED)}
-                FROM (SELECT o.run_id,
-                             count(*) FILTER (WHERE o.status = 'done') AS done,
-                             count(*) FILTER (WHERE o.status = 'failed') AS failed,
-                             count(*) AS total
-                      FROM old_jobs o GROUP BY o.run_id) d
-                WHERE runs.run_id = d.run_id;
-                RETURN NULL;
-            END $$
-            """,
-            """
-            CREATE TRIGGER jobs_count_inserted AFTER INSERT ON jobs
-            REFERENCING NEW TABLE AS new_jobs
-            FOR EACH STATEMENT EXECUTE FUNCTION jobs_count_inserted()
-            """,
-            """
-            CREATE TRIGGER jobs_count_updated AFTER UPDATE ON jobs
-            REFERENCING OLD TABLE AS old_jobs NEW TABLE AS new_jobs
-            FOR EACH STATEMENT EXECUTE FUNCTION jobs_count_updated()
-            """,
-            """
-            CREATE TRIGGER jobs_count_deleted AFTER DELETE ON jobs
-            REFERENCING OLD TABLE AS old_jobs
-            FOR EACH STATEMENT EXECUTE FUNCTION jobs_count_deleted()
-            """,
         ),
         down=(
-            "DROP TRIGGER jobs_count_deleted ON jobs",
-            "DROP TRIGGER jobs_count_updated ON jobs",
-            "DROP TRIGGER jobs_count_inserted ON jobs",
-            "DROP FUNCTION jobs_count_deleted()",
-            "DROP FUNCTION jobs_count_updated()",
-            "DROP FUNCTION jobs_count_inserted()",
             "DROP INDEX jobs_run_leased",
             "ALTER TABLE runs DROP COLUMN done, DROP COLUMN failed, DROP COLUMN total",
         ),

@@ -153,6 +153,10 @@ async def test_a_bad_row_is_reported_and_the_others_are_copied(
             "INSERT INTO jobs (id, run_id, tenant_id, r2_key, max_attempts, available_at, "
             "created_at, updated_at) VALUES (5, 'other', 't9', 'x', 5, 0, 0, 0)"
         )
+        await target.conn.execute(
+            "INSERT INTO runs (run_id, tenant_id, created_at, updated_at, total) "
+            "VALUES ('other', 't9', 0, 0, 1)"
+        )
     async with mig.open_store(str(src)) as source, mig.open_store(pg(pg_schema)) as target:
         report = await mig.run(source, target, now=LATER)
         assert [(e.kind, e.key) for e in report.errors] == [("job", "5")]

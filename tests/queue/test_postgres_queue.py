@@ -125,7 +125,7 @@ async def test_an_enqueue_in_another_process_wakes_this_ones_subscribers(pg_sche
             await woken.wait()
 
 
-async def test_run_counts_kept_by_triggers_agree_with_the_jobs_table(pg_schema: str) -> None:
+async def test_run_counts_kept_by_the_verbs_agree_with_the_jobs_table(pg_schema: str) -> None:
     clock = FakeClock()
     async with PostgresQueue.open(PG_DSN, schema=pg_schema, clock=clock) as queue:
         await queue.enqueue_many(jobs(20, "a") + jobs(10, "b"))
