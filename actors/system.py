@@ -141,7 +141,7 @@ class ActorSystem:
                 self._store = make_store(config)
             stack.push_async_callback(self._store.aclose)
             if self._processor is None:
-                self._processor = make_processor(config.processor)
+                self._processor = make_processor(config.processor, config.secrets)
             stack.push_async_callback(self._processor.aclose)
             self._build()
             self._tg = await stack.enter_async_context(anyio.create_task_group())
