@@ -76,6 +76,8 @@ COLUMNS = ", ".join(f"j.{c.strip()}" for c in store.COLUMNS.split(","))
 # A lease is live while the job is leased under this token and has not run out (LIVE_LEASE).
 LIVE = "j.status = 'leased' AND j.lease_token = a.token AND j.lease_expires_at > $1"
 
+_N_COLUMNS = len(store.COLUMNS.split(","))
+
 # A claim is one statement: lock up to $2 visible jobs in `jobs_claim`'s order, skipping every
 # row another transaction holds, and lease them. Under READ COMMITTED a row locked by another
 # claimer is skipped, never handed out twice. (A subquery that does not lock its rows lets two
@@ -458,22 +460,41 @@ class PostgresQueue:
         )
 
     async def _enqueue(self, conn: Any, now: float, jobs: Sequence[NewJob]) -> list[Job]:
-        # One INSERT for the batch. Identity values are drawn in input order, so the inserted
-        # rows sorted by id line up with the inputs that were not idempotent repeats.
+        # One statement for the batch: insert the jobs, create or touch their runs and count
+        # the new jobs (a new job reopens a finished run; run rows locked in run_id order), and
+        # NOTIFY other processes. Identity values are drawn in input order, so the inserted rows
+        # sorted by id line up with the inputs that were not idempotent repeats.
         rows = await conn.fetch(
             f"""
-            INSERT INTO jobs AS j (run_id, tenant_id, r2_key, payload, max_attempts, priority,
-                                   available_at, idempotency_key, created_at, updated_at)
-            SELECT run_id, tenant_id, r2_key, payload, max_attempts, priority, $1 + delay,
-                   idempotency_key, $1, $1
-            FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[],
-                        $8::float8[], $9::text[])
-                 WITH ORDINALITY AS a(run_id, tenant_id, r2_key, payload, max_attempts,
-                                      priority, delay, idempotency_key, n)
-            ORDER BY n
-            ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL
-            DO NOTHING
-            RETURNING {COLUMNS}
+            WITH new AS (
+                INSERT INTO jobs AS j (run_id, tenant_id, r2_key, payload, max_attempts,
+                                       priority, available_at, idempotency_key, created_at,
+                                       updated_at)
+                SELECT run_id, tenant_id, r2_key, payload, max_attempts, priority, $1 + delay,
+                       idempotency_key, $1, $1
+                FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::int[],
+                            $7::int[], $8::float8[], $9::text[])
+                     WITH ORDINALITY AS a(run_id, tenant_id, r2_key, payload, max_attempts,
+                                          priority, delay, idempotency_key, n)
+                ORDER BY n
+                ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL
+                DO NOTHING
+                RETURNING {COLUMNS}
+            ),
+            counted AS (
+                INSERT INTO runs AS r (run_id, tenant_id, created_at, updated_at, total)
+                SELECT run_id, min(tenant_id), $1, $1, count(*) FROM new
+                GROUP BY run_id ORDER BY run_id
+                ON CONFLICT (run_id) DO UPDATE
+                SET total = r.total + excluded.total, updated_at = excluded.updated_at,
+                    finished_at = NULL
+                WHERE r.tenant_id = excluded.tenant_id
+                RETURNING run_id
+            ),
+            notified AS (SELECT pg_notify($10, $11))
+            SELECT new.*, (SELECT array_agg(run_id) FROM counted),
+                   (SELECT count(*) FROM notified)
+            FROM new
             """,
             now,
             [j.run_id for j in jobs],
@@ -484,6 +505,8 @@ class PostgresQueue:
             [j.priority for j in jobs],
             [float(j.delay_seconds) for j in jobs],
             [j.idempotency_key for j in jobs],
+            self._channel,
+            self._origin,
         )
         inserted = sorted((store._job(r) for r in rows), key=lambda job: job.id)
         taken = {(job.tenant_id, job.idempotency_key) for job in inserted if job.idempotency_key}
@@ -521,30 +544,11 @@ class PostgresQueue:
                 for new, job in zip(jobs, out, strict=True)
             ]
         if inserted:
-            # Create or touch each run and count its new jobs; a new job reopens a finished
-            # run. Invariant: a run belongs to exactly one tenant.
-            added = Counter(job.run_id for job in inserted)
+            # Invariant: a run belongs to exactly one tenant. Raising rolls the batch back.
             tenants = {job.run_id: job.tenant_id for job in inserted}
-            runs = sorted(added)  # run rows are always locked in run_id order: no deadlock
-            touched = await conn.fetch(
-                """
-                INSERT INTO runs AS r (run_id, tenant_id, created_at, updated_at, total)
-                SELECT run_id, tenant_id, $1, $1, n
-                FROM unnest($2::text[], $3::text[], $4::bigint[]) AS a(run_id, tenant_id, n)
-                ORDER BY run_id
-                ON CONFLICT (run_id) DO UPDATE
-                SET total = r.total + excluded.total, updated_at = excluded.updated_at,
-                    finished_at = NULL
-                WHERE r.tenant_id = excluded.tenant_id
-                RETURNING run_id
-                """,
-                now,
-                runs,
-                [tenants[r] for r in runs],
-                [added[r] for r in runs],
-            )
+            counted = set(rows[0][_N_COLUMNS] or ())  # the runs the statement could count
             mixed = [job for job in inserted if job.tenant_id != tenants[job.run_id]]
-            refused = sorted(set(runs) - {r[0] for r in touched})
+            refused = sorted(set(tenants) - counted)
             if mixed or refused:
                 run_id = mixed[0].run_id if mixed else refused[0]
                 owner = await conn.fetchval("SELECT tenant_id FROM runs WHERE run_id = $1", run_id)
@@ -555,7 +559,6 @@ class PostgresQueue:
                     f"run {run_id!r} belongs to tenant {owner!r}, not {other!r}; a run has one "
                     "tenant. Use a new run id for this tenant"
                 )
-            await conn.execute("SELECT pg_notify($1, $2)", self._channel, self._origin)
         return [job for job in out if job is not None]
 
     # --- consumers -----------------------------------------------------------------------
