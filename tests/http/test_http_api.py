@@ -432,3 +432,35 @@ async def test_metrics_can_require_a_token(tmp_path: Path) -> None:
         assert (await client.get("/healthz")).status_code == 200
         document = (await client.get("/openapi.json")).json()
         assert document["paths"]["/metrics"]["get"]["security"] == [{"bearer": []}]
+
+
+async def test_a_crashed_server_is_restarted_by_its_supervisor_and_serves_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from actors.http import server as server_module
+
+    real = server_module._serve_function
+    crashes = 0
+
+    def crash_once() -> Any:
+        serve = real()
+
+        async def serve_or_crash(app: Any, config: Any, **kwargs: Any) -> None:
+            nonlocal crashes
+            if crashes == 0:
+                crashes += 1
+                raise RuntimeError("hypercorn fell over")
+            await serve(app, config, **kwargs)
+
+        return serve_or_crash
+
+    monkeypatch.setattr(server_module, "_serve_function", crash_once)
+    async with ActorSystem(make_config(tmp_path)) as system:
+        first = system.http
+        with anyio.fail_after(10):
+            await until(lambda: system.http is not first and system.http.port is not None)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{system.http.port}") as client:
+            with anyio.fail_after(10):
+                assert (await client.get("/readyz")).json()["ready"] is True
+        restarts = {c.id: c.restarts for c in system.tree.which_children()}
+        assert crashes == 1 and restarts["http"] == 0  # the group restarted its child itself
