@@ -300,6 +300,51 @@ async def test_an_upload_enqueues_its_job_only_when_the_file_has_arrived(served:
                            "bytes": len(DOC)}
 
 
+class PresigningStore:
+    """An object store that signs its own PUTs, as the R2/S3 store does."""
+
+    def __init__(self) -> None:
+        self.signed: list[tuple[str, str | None, int]] = []
+
+    async def get(self, key: str, *, max_bytes: int) -> Any:
+        raise AssertionError("nothing is fetched in this test")
+
+    async def put(self, key: str, data: bytes, *, content_type: str | None = None) -> None:
+        raise AssertionError("a presigned upload never passes through this server")
+
+    async def presign_put(self, key: str, *, expires_seconds: int = 900,
+                          content_type: str | None = None) -> str:
+        self.signed.append((key, content_type, expires_seconds))
+        return f"https://bucket.example/{key}?X-Amz-Signature=abc"
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_a_presigned_upload_is_enqueued_when_the_client_completes_it(
+    tmp_path: Path,
+) -> None:
+    store = PresigningStore()
+    async with (
+        ActorSystem(make_config(tmp_path), store=store) as system,  # type: ignore[arg-type]
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{system.http.port}") as client,
+    ):
+        created = (await client.post("/uploads/create", headers=auth(ACME), json={
+            "contentType": "application/pdf", "filename": "r.pdf", "tenantId": "acme"})).json()
+        assert created["uploadUrl"].startswith("https://bucket.example/acme/")
+        assert store.signed == [(created["r2Key"], "application/pdf", 3600)]
+        assert (await system.stats()).total == 0
+        complete = {"token": created["uploadToken"]}
+        other = await client.post(created["completeUrl"], json=complete, headers=auth(PRODUCER))
+        assert other.status_code == 201  # an unscoped producer may complete it too
+        again = await client.post(created["completeUrl"], json=complete, headers=auth(ACME))
+        assert again.json()["jobId"] == other.json()["jobId"]
+        forged = await client.post(created["completeUrl"], headers=auth(ACME),
+                                   json={"token": created["uploadToken"] + "x"})
+        assert forged.status_code == 403
+        assert (await system.stats()).pending == 1
+
+
 # --- streams and load ----------------------------------------------------------------------
 
 
