@@ -3,6 +3,7 @@ get a 500, and every answer matches /openapi.json (status code, content type, bo
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from actors.http.openapi import openapi_document
 pytestmark = pytest.mark.slow
 
 schema = schemathesis.openapi.from_dict(openapi_document())
+EXAMPLES = int(os.environ["HTTP_FUZZ_EXAMPLES"]) if os.environ.get("HTTP_FUZZ_EXAMPLES") else None
 
 
 @schema.auth()
@@ -52,7 +54,8 @@ def test_the_served_document_is_the_one_fuzzed(server: str) -> None:
 # there) stays open until the client's timeout: 10 s per example. test_http_process.py and
 # test_http_api.py read streams of runs that do end.
 @schema.exclude(path="/runs/{run_id}/events").parametrize()
-@settings(max_examples=25, deadline=None, derandomize=True,
+# The suite runs 25 fixed examples per operation; HTTP_FUZZ_EXAMPLES=500 runs a random deep search.
+@settings(max_examples=EXAMPLES or 25, derandomize=EXAMPLES is None, deadline=None,
           suppress_health_check=list(HealthCheck))
 def test_no_request_gets_a_500_and_every_answer_matches_the_schema(
     case: schemathesis.Case, server: str
