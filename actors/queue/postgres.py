@@ -684,7 +684,15 @@ class PostgresQueue:
         backoff = self._backoff
         # Terminal when permanent or out of attempts; else pending again after a backoff.
         terminal = "(a.permanent OR j.attempts >= j.max_attempts)"
+        # One statement, so one round trip without BEGIN/COMMIT: record the outcomes, then add
+        # each run's finished jobs and metrics to it (its row locked in run_id order first).
         sql = f"""
+            WITH a AS (
+                SELECT * FROM unnest($5::bigint[], $6::text[], $7::text[], $8::text[],
+                                     $9::text[], $10::bool[], $11::float8[], $12::jsonb[])
+                     AS a(id, token, status, result, error, permanent, factor, metrics)
+            ),
+            acked AS (
             UPDATE jobs AS j
             SET status = CASE WHEN a.status = 'done' THEN 'done'
                               WHEN {terminal} THEN 'failed' ELSE 'pending' END,
@@ -697,11 +705,31 @@ class PostgresQueue:
                 worker_id = CASE WHEN a.status = 'done' OR {terminal} THEN j.worker_id END,
                 last_error = CASE WHEN a.status = 'done' THEN j.last_error ELSE a.error END,
                 lease_expires_at = NULL, updated_at = $1
-            FROM unnest($5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[],
-                        $10::bool[], $11::float8[])
-                 AS a(id, token, status, result, error, permanent, factor)
+            FROM a
             WHERE j.id = a.id AND (({LIVE}) OR (NOT $4 AND j.status = 'leased'))
-            RETURNING {COLUMNS}
+            RETURNING {COLUMNS}, a.metrics AS added
+            ),
+            d AS (
+                SELECT g.run_id,
+                       count(*) FILTER (WHERE g.status = 'done') AS done,
+                       count(*) FILTER (WHERE g.status = 'failed') AS failed,
+                       0::bigint AS total,
+                       (SELECT jsonb_object_agg(s.k, s.v) FROM (
+                            SELECT e.key AS k, sum(e.value::float8) AS v
+                            FROM acked x CROSS JOIN LATERAL jsonb_each_text(x.added) AS e
+                            WHERE x.run_id = g.run_id GROUP BY e.key) s) AS metrics
+                FROM acked g GROUP BY g.run_id
+            ),
+            locked AS (
+                SELECT run_id FROM runs WHERE run_id IN (SELECT run_id FROM d)
+                ORDER BY run_id FOR UPDATE
+            ),
+            counted AS (
+                UPDATE runs AS r SET {_COUNT_SET.format(now="$1", touch="true")}
+                FROM d WHERE r.run_id = d.run_id AND (SELECT count(*) FROM locked) > 0
+                RETURNING r.run_id
+            )
+            SELECT acked.*, (SELECT count(*) FROM counted) FROM acked
         """
 
         async def apply(conn: Any) -> list[AckResult]:
@@ -722,6 +750,10 @@ class PostgresQueue:
                     [a.error for a in items],
                     [a.permanent for a in items],
                     [factors[n] for n in at],
+                    [
+                        None if not a.run_metrics else store._encode(a.run_metrics).decode()
+                        for a in items
+                    ],
                 )
 
             results = await _per_item(
@@ -732,25 +764,10 @@ class PostgresQueue:
                 statement,
                 statuses=[a.status for a in acks],
             )
-            counts: dict[str, tuple[int, int, int]] = {}
-            metrics: dict[str, dict[str, float]] = {}
-            for a, r in zip(acks, results, strict=True):
-                if r.reason != "ok" or r.job is None:
-                    continue
-                done, failed, total = counts.get(r.job.run_id, (0, 0, 0))
-                counts[r.job.run_id] = (
-                    done + (r.job.status == "done"),
-                    failed + (r.job.status == "failed"),
-                    total,
-                )
-                if a.run_metrics:
-                    into = metrics.setdefault(r.job.run_id, {})
-                    for key, value in a.run_metrics.items():
-                        into[key] = into.get(key, 0.0) + value
-            await _count(conn, now, counts, metrics)
             return results
 
-        return await self._run(apply)
+        # One statement unless the batch names a job twice (then item by item, all in one).
+        return await self._run(apply, atomic=len({a.job_id for a in acks}) < len(acks))
 
     # --- operators -----------------------------------------------------------------------
 
@@ -1029,6 +1046,23 @@ class _OneRow:
         return self._row
 
 
+# Adds a batch's counts (d.done, d.failed, d.total) and metrics (d.metrics, jsonb or NULL) to
+# each run `r`, and closes the run when its last job finishes (reopens it when one comes back).
+_COUNT_SET = """
+    done = r.done + d.done, failed = r.failed + d.failed, total = r.total + d.total,
+    metrics = CASE WHEN d.metrics IS NULL THEN r.metrics ELSE (
+        SELECT jsonb_object_agg(k, coalesce((r.metrics::jsonb ->> k)::float8, 0)
+                                   + coalesce((d.metrics ->> k)::float8, 0))::text
+        FROM jsonb_object_keys(r.metrics::jsonb || d.metrics) AS k) END,
+    finished_at = CASE
+        WHEN r.done + d.done + r.failed + d.failed < r.total + d.total THEN NULL
+        WHEN r.finished_at IS NULL AND {touch} THEN {now} ELSE r.finished_at END,
+    updated_at = CASE WHEN {touch} AND (d.metrics IS NOT NULL OR (r.finished_at IS NULL
+        AND r.done + d.done + r.failed + d.failed = r.total + d.total)
+        OR d.failed < 0) THEN {now} ELSE r.updated_at END
+"""
+
+
 async def _count(
     conn: Any,
     now: float,
@@ -1053,19 +1087,8 @@ async def _count(
     # The row is locked by this statement until the commit, so of two transactions finishing a
     # run's last two jobs the second waits for the first, sees its counts, and closes the run.
     await conn.execute(
-        """
-        UPDATE runs AS r SET
-            done = r.done + d.done, failed = r.failed + d.failed, total = r.total + d.total,
-            metrics = CASE WHEN d.metrics IS NULL THEN r.metrics ELSE (
-                SELECT jsonb_object_agg(k, coalesce((r.metrics::jsonb ->> k)::float8, 0)
-                                           + coalesce((d.metrics ->> k)::float8, 0))::text
-                FROM jsonb_object_keys(r.metrics::jsonb || d.metrics) AS k) END,
-            finished_at = CASE
-                WHEN r.done + d.done + r.failed + d.failed < r.total + d.total THEN NULL
-                WHEN r.finished_at IS NULL AND $2 THEN $1 ELSE r.finished_at END,
-            updated_at = CASE WHEN $2 AND (d.metrics IS NOT NULL OR (r.finished_at IS NULL
-                AND r.done + d.done + r.failed + d.failed = r.total + d.total)
-                OR d.failed < 0) THEN $1 ELSE r.updated_at END
+        f"""
+        UPDATE runs AS r SET {_COUNT_SET.format(now="$1", touch="$2")}
         FROM unnest($3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::jsonb[])
              AS d(run_id, done, failed, total, metrics)
         WHERE r.run_id = d.run_id
