@@ -295,7 +295,9 @@ class PostgresQueue:
         settings = {"application_name": f"actors {self.schema or ''}".strip()[:63]}
         if self.schema:
             settings["search_path"] = self.schema
-        kwargs: dict[str, Any] = {"server_settings": settings}
+        # 10 s to connect: a pull that cannot reach the server gives up (StorageError) in about
+        # a minute over its retries instead of hanging the shielded pull for several.
+        kwargs: dict[str, Any] = {"server_settings": settings, "timeout": 10}
         if password is not None:
             kwargs["password"] = password
         self._connect_kwargs = kwargs
@@ -680,7 +682,7 @@ class PostgresQueue:
         if not acks:
             return []
         now = self._clock.time()
-        factors = list(itertools.islice(self._jitter(), len(acks)))
+        factors = list(itertools.islice(self._jitter(), len(acks)))  # type: ignore[misc]  # shared with SQLiteQueue
         backoff = self._backoff
         # Terminal when permanent or out of attempts; else pending again after a backoff.
         terminal = "(a.permanent OR j.attempts >= j.max_attempts)"
