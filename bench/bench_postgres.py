@@ -1,6 +1,7 @@
 """PostgreSQL queue benchmark: full cycles/s with 1, 4 and 8 worker processes, batched and single.
 
-Usage: ``python bench/bench_postgres.py [--dsn postgresql://postgres@127.0.0.1/test] [--write]``.
+Usage: ``python bench/bench_postgres.py [--dsn postgresql://postgres@127.0.0.1/test] [--write]``;
+``--drivers`` instead compares the drivers that chose asyncpg (psycopg must be installed).
 Each worker process loops enqueue -> pull -> ack over its own jobs (one job per call, or 100),
 and the figure is every worker's jobs over the wall time from a common start to the last
 finish. Beside ``PostgresQueue`` the same run measures a raw asyncpg SKIP LOCKED loop (a
@@ -236,6 +237,109 @@ POSTSCRIPT = """How to read these figures:
 """
 
 
+# --- the driver comparison (ARCHITECTURE.md, "Driver: asyncpg") -------------------------------
+
+
+def drivers(dsn: str, n: int = 2000) -> None:
+    """Cycles/s (insert, SKIP LOCKED claim, update; autocommit) per driver, on one connection,
+    and asyncpg on a helper-thread loop driven from trio, as PostgresQueue does there."""
+    import threading
+
+    import psycopg  # not a dependency: only this comparison needs it
+    import trio
+
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    setup = f"CREATE SCHEMA {schema}; SET search_path = {schema}; {RAW_SETUP}"
+    claim_pg = RAW_CLAIM.replace("$1", "%s").replace("$2", "%s")
+    done_pg = "UPDATE raw_jobs SET status = 'done' WHERE id = ANY(%s)"
+    done_apg = "UPDATE raw_jobs SET status = 'done' WHERE id = ANY($1::bigint[])"
+    insert = "INSERT INTO raw_jobs (payload) SELECT 'x' FROM generate_series(1, {})"
+
+    async def apg_cycles(conn: Any, batch: int) -> None:
+        for _ in range(n // batch):
+            await conn.execute(insert.format(batch))
+            rows = await conn.fetch(RAW_CLAIM, batch, time.time())
+            await conn.execute(done_apg, [r[0] for r in rows])
+
+    async def on_asyncio(batch: int) -> float:
+        conn = await asyncpg.connect(dsn, server_settings={"search_path": schema})
+        start = time.perf_counter()
+        await apg_cycles(conn, batch)
+        await conn.close()
+        return n / (time.perf_counter() - start)
+
+    async def psycopg_async(batch: int) -> float:
+        opts = f"-c search_path={schema}"
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True, options=opts) as c:
+            start = time.perf_counter()
+            for _ in range(n // batch):
+                await c.execute(insert.format(batch))
+                cur = await c.execute(claim_pg, (batch, time.time()), prepare=True)
+                await c.execute(done_pg, ([r[0] for r in await cur.fetchall()],), prepare=True)
+            return n / (time.perf_counter() - start)
+
+    def psycopg_sync(batch: int) -> float:
+        opts = f"-c search_path={schema}"
+        with psycopg.connect(dsn, autocommit=True, options=opts) as c:
+            start = time.perf_counter()
+            for _ in range(n // batch):
+                c.execute(insert.format(batch))
+                rows = c.execute(claim_pg, (batch, time.time()), prepare=True).fetchall()
+                c.execute(done_pg, ([r[0] for r in rows],), prepare=True)
+            return n / (time.perf_counter() - start)
+
+    async def bridged_from_trio(batch: int) -> float:
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread.start()
+        token = trio.lowlevel.current_trio_token()
+
+        async def call(coro: Any) -> Any:
+            done = trio.Event()
+            fut = asyncio.run_coroutine_threadsafe(coro, loop)
+            fut.add_done_callback(lambda _: token.run_sync_soon(done.set))
+            await done.wait()
+            return fut.result()
+
+        conn = await call(asyncpg.connect(dsn, server_settings={"search_path": schema}))
+        start = time.perf_counter()
+        for _ in range(n // batch):
+            await call(conn.execute(insert.format(batch)))
+            rows = await call(conn.fetch(RAW_CLAIM, batch, time.time()))
+            await call(conn.execute(done_apg, [r[0] for r in rows]))
+        rate = n / (time.perf_counter() - start)
+        await call(conn.close())
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        return rate
+
+    def under_trio(fn: Any, batch: int) -> str:
+        try:
+            return f"{anyio.run(fn, batch, backend='trio'):,.0f}"
+        except RuntimeError as exc:  # the driver's async API needs an asyncio loop
+            return f"fails ({exc})"
+
+    asyncio.run(admin(dsn, setup))
+    try:
+        print("| driver | 1 job per transaction | 100 jobs per transaction |")
+        print("|---|---:|---:|")
+        rows = [
+            ("asyncpg on asyncio", lambda b: f"{asyncio.run(on_asyncio(b)):,.0f}"),
+            ("asyncpg called from trio", lambda b: under_trio(on_asyncio, b)),
+            (
+                "asyncpg on a helper-thread loop, from trio",
+                lambda b: f"{anyio.run(bridged_from_trio, b, backend='trio'):,.0f}",
+            ),
+            ("psycopg 3 async on asyncio", lambda b: f"{asyncio.run(psycopg_async(b)):,.0f}"),
+            ("psycopg 3 async called from trio", lambda b: under_trio(psycopg_async, b)),
+            ("psycopg 3 sync", lambda b: f"{psycopg_sync(b):,.0f}"),
+        ]
+        for name, measure_one in rows:
+            print(f"| {name} | {measure_one(1)} | {measure_one(100)} |", flush=True)
+    finally:
+        asyncio.run(admin(dsn, f"DROP SCHEMA {schema} CASCADE"))
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         worker_main(sys.argv[2:])
@@ -243,7 +347,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dsn", default=DSN)
     parser.add_argument("--write", action="store_true", help="write docs/benchmarks.md")
+    parser.add_argument("--drivers", action="store_true", help="compare the drivers instead")
     args = parser.parse_args()
+    if args.drivers:
+        drivers(args.dsn)
+        return
     lines = run(args.dsn)
     print("\n".join(lines))
     if args.write:
