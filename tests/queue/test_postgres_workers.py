@@ -114,13 +114,25 @@ def test_worker_processes_finish_every_job_once_while_some_are_killed(
             )
         )
 
-    # SIGKILL two workers (one per runtime) once the run is well under way.
+    # SIGKILL two workers (one per runtime) once the run is well under way and while each of
+    # them holds leases.
+    killed = workers[:KILLED]
     deadline = time.monotonic() + 60
-    while pg_admin(f"SELECT count(*) FROM {pg_schema}.jobs WHERE status = 'done'")[0][0] < 300:
+    while True:
+        (row,) = pg_admin(
+            f"""
+            SELECT count(*) FILTER (WHERE status = 'done'),
+                   array_agg(DISTINCT split_part(worker_id, ':', 2))
+                       FILTER (WHERE status = 'leased')
+            FROM {pg_schema}.jobs
+            """
+        )
+        holding = set(row[1] or ())
+        if row[0] >= 300 and all(str(w.pid) in holding for w in killed):
+            break
         assert time.monotonic() < deadline, "the workers did not get going"
         assert all(w.poll() is None for w in workers), "a worker exited early"
         time.sleep(0.02)
-    killed = workers[:KILLED]
     for worker in killed:
         os.kill(worker.pid, signal.SIGKILL)
     for worker in workers[KILLED:]:
