@@ -122,11 +122,25 @@ class AckReporter:
         for message in batch:
             match message:
                 case Processed(job=job, result=result, metrics=metrics):
-                    acks.append(Ack(job_id=job.id, lease_token=job.lease_token, status="done",
-                                    result=result, run_metrics=metrics or None))
+                    acks.append(
+                        Ack(
+                            job_id=job.id,
+                            lease_token=job.lease_token,
+                            status="done",
+                            result=result,
+                            run_metrics=metrics or None,
+                        )
+                    )
                 case Failed(job=job, error=error, permanent=permanent):
-                    acks.append(Ack(job_id=job.id, lease_token=job.lease_token, status="failed",
-                                    error=error, permanent=permanent))
+                    acks.append(
+                        Ack(
+                            job_id=job.id,
+                            lease_token=job.lease_token,
+                            status="failed",
+                            error=error,
+                            permanent=permanent,
+                        )
+                    )
                 case Release():
                     releases.append(message)
         with anyio.CancelScope(shield=True):
@@ -157,8 +171,12 @@ class AckReporter:
             elif status == "failed":
                 self.stats.failed += 1
                 kind = "failed"
-                bound.warning("job.failed", error=message.error, stage=message.stage,
-                              permanent=message.permanent)
+                bound.warning(
+                    "job.failed",
+                    error=message.error,
+                    stage=message.stage,
+                    permanent=message.permanent,
+                )
             else:
                 self.stats.retried += 1
                 kind = "retrying"
@@ -170,13 +188,22 @@ class AckReporter:
             if result.ok:
                 self.stats.released += 1
                 events[(message.job.run_id, "released")].append(message.job.id)
-                log.info("job.released", job_id=message.job.id, run_id=message.job.run_id,
-                         reason=message.reason)
+                log.info(
+                    "job.released",
+                    job_id=message.job.id,
+                    run_id=message.job.run_id,
+                    reason=message.reason,
+                )
         if events and self._on_committed is not None:
             await self._on_committed(
                 [
-                    RunEvent(run_id=run_id, kind=kind, job_ids=tuple(ids), at=now,  # type: ignore[arg-type]
-                             error=errors.get((run_id, kind)))
+                    RunEvent(
+                        run_id=run_id,
+                        kind=kind,
+                        job_ids=tuple(ids),
+                        at=now,  # type: ignore[arg-type]
+                        error=errors.get((run_id, kind)),
+                    )
                     for (run_id, kind), ids in events.items()
                 ]
             )

@@ -1,4 +1,4 @@
-"""The command line, ``python -m actors``: run, submit, enqueue, stats, jobs, runs, config, migrate."""
+"""The command line, ``python -m actors``: run, submit, jobs, runs, config, migrate, store."""
 
 from __future__ import annotations
 
@@ -61,8 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     run = commands.add_parser("run", help="run the pipeline until SIGINT/SIGTERM (the default)")
-    run.add_argument("--until-idle", action="store_true",
-                     help="exit once no job is pending or leased, printing each run's summary")
+    run.add_argument(
+        "--until-idle",
+        action="store_true",
+        help="exit once no job is pending or leased, printing each run's summary",
+    )
     run.set_defaults(run=cmd_run)
 
     submit = commands.add_parser(
@@ -74,12 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
     submit.set_defaults(run=cmd_submit)
 
     config = commands.add_parser("config", help="check the config file or show it (secrets masked)")
-    config_commands = config.add_subparsers(title="config commands", required=True,
-                                            metavar="ACTION")
-    config_commands.add_parser("check", help="load the config and report the first mistake") \
-        .set_defaults(run=cmd_config_check)
-    config_commands.add_parser("show", help="print the effective config as TOML") \
-        .set_defaults(run=cmd_config_show)
+    config_commands = config.add_subparsers(
+        title="config commands", required=True, metavar="ACTION"
+    )
+    config_commands.add_parser(
+        "check", help="load the config and report the first mistake"
+    ).set_defaults(run=cmd_config_check)
+    config_commands.add_parser("show", help="print the effective config as TOML").set_defaults(
+        run=cmd_config_show
+    )
 
     enqueue = commands.add_parser("enqueue", help="add one job and print it as JSON")
     enqueue.add_argument("--run-id", required=True)
@@ -352,8 +358,9 @@ async def cmd_runs_search(args: argparse.Namespace, queue: SQLiteQueue) -> int:
         await processor.aclose()
     for hit in await search_run(queue, args.run_id, vector, top=args.top):
         text = " ".join((hit["text"] or "(text not stored)").split())
-        print(f"{hit['score']:.3f}  #{hit['job_id']} {hit['key']} chunk {hit['chunk']}: "
-              f"{text[:120]}")
+        print(
+            f"{hit['score']:.3f}  #{hit['job_id']} {hit['key']} chunk {hit['chunk']}: {text[:120]}"
+        )
     return 0
 
 
@@ -396,13 +403,17 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     config = load_effective_config(args)
     run_id, count = anyio.run(
-        functools.partial(submit_files, config, args.files, tenant_id=args.tenant_id,
-                          run_id=args.run_id),
+        functools.partial(
+            submit_files, config, args.files, tenant_id=args.tenant_id, run_id=args.run_id
+        ),
         backend=config.runtime.backend,
     )
     print(run_id)
-    print(f"submitted {count} file(s) as run {run_id}; process them with "
-          "`python -m actors run --until-idle`", file=sys.stderr)
+    print(
+        f"submitted {count} file(s) as run {run_id}; process them with "
+        "`python -m actors run --until-idle`",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -410,8 +421,9 @@ def cmd_runs_watch(args: argparse.Namespace) -> int:
     from actors.service import watch
 
     config = load_effective_config(args)
-    summary = anyio.run(functools.partial(watch, config, args.run_id),
-                        backend=config.runtime.backend)
+    summary = anyio.run(
+        functools.partial(watch, config, args.run_id), backend=config.runtime.backend
+    )
     return 0 if summary.status == "done" else 1
 
 
@@ -478,16 +490,22 @@ def add_store_commands(commands: Any) -> None:
     for name, help_text, handler in (
         ("status", "what is in each store and what differs", cmd_store_status),
         ("run", "copy every run and job; verify each row; safe to run again", cmd_store_run),
-        ("rollback", "delete from the target what runs from this source copied",
-         cmd_store_rollback),
+        (
+            "rollback",
+            "delete from the target what runs from this source copied",
+            cmd_store_rollback,
+        ),
     ):
         step = steps.add_parser(name, help=help_text)
         step.add_argument("--from", dest="source", required=True, metavar="STORE", help=STORE_HELP)
         step.add_argument("--to", dest="target", required=True, metavar="STORE", help=STORE_HELP)
         step.add_argument("--batch", type=int, default=500, help="rows per transaction")
         if name == "run":
-            step.add_argument("--convert-leases", action="store_true",
-                              help="copy jobs under a live lease as pending instead of refusing")
+            step.add_argument(
+                "--convert-leases",
+                action="store_true",
+                help="copy jobs under a live lease as pending instead of refusing",
+            )
         step.set_defaults(run=handler)
     export = actions.add_parser("export", help="write every run and job as JSON lines")
     export.add_argument("--from", dest="source", required=True, metavar="STORE", help=STORE_HELP)
@@ -516,24 +534,33 @@ def cmd_store_status(args: argparse.Namespace) -> int:
     from actors.queue import migrate
 
     async def work() -> int:
-        async with migrate.open_store(args.source) as source, \
-                migrate.open_store(args.target) as target:
+        async with (
+            migrate.open_store(args.source) as source,
+            migrate.open_store(args.target) as target,
+        ):
             found = await migrate.status(source, target, now=_now(), batch=args.batch)
         statuses = ("pending", "leased", "done", "failed", "runs")
         print_table(
             ("store", *statuses),
-            [(side, *(counts.get(s, 0) for s in statuses))
-             for side, counts in (("from", found.source), ("to", found.target))],
+            [
+                (side, *(counts.get(s, 0) for s in statuses))
+                for side, counts in (("from", found.source), ("to", found.target))
+            ],
             None,
         )
         for kind in ("run", "job"):
-            print(f"{kind}s: {found.identical[kind]} identical, {found.missing[kind]} missing, "
-                  f"{found.different[kind]} different in the target; "
-                  f"{found.copied[kind]} copied by runs from this source")
+            print(
+                f"{kind}s: {found.identical[kind]} identical, {found.missing[kind]} missing, "
+                f"{found.different[kind]} different in the target; "
+                f"{found.copied[kind]} copied by runs from this source"
+            )
         if found.live_leases:
             print(f"{found.live_leases} job(s) of the source are under a live lease")
-        print("complete: the target holds every row of the source" if found.complete
-              else "incomplete: `store migrate run` copies what is missing or different")
+        print(
+            "complete: the target holds every row of the source"
+            if found.complete
+            else "incomplete: `store migrate run` copies what is missing or different"
+        )
         return 0
 
     return _run_store(work)
@@ -543,18 +570,29 @@ def cmd_store_run(args: argparse.Namespace) -> int:
     from actors.queue import migrate
 
     async def work() -> int:
-        async with migrate.open_store(args.source) as source, \
-                migrate.open_store(args.target) as target:
-            report = await migrate.run(source, target, now=_now(), batch=args.batch,
-                                       convert_leases=args.convert_leases)
+        async with (
+            migrate.open_store(args.source) as source,
+            migrate.open_store(args.target) as target,
+        ):
+            report = await migrate.run(
+                source, target, now=_now(), batch=args.batch, convert_leases=args.convert_leases
+            )
         for error in report.errors:
             print(f"error: {error}", file=sys.stderr)
-        print(f"runs: {report.written['run']} written, {report.identical['run']} already there; "
-              f"jobs: {report.written['job']} written, {report.identical['job']} already there"
-              + (f"; {report.converted_leases} live lease(s) copied as pending"
-                 if report.converted_leases else "")
-              + (f"; {len(report.errors)} row(s) failed (above); run it again after fixing"
-                 if report.errors else "; every row verified"))
+        print(
+            f"runs: {report.written['run']} written, {report.identical['run']} already there; "
+            f"jobs: {report.written['job']} written, {report.identical['job']} already there"
+            + (
+                f"; {report.converted_leases} live lease(s) copied as pending"
+                if report.converted_leases
+                else ""
+            )
+            + (
+                f"; {len(report.errors)} row(s) failed (above); run it again after fixing"
+                if report.errors
+                else "; every row verified"
+            )
+        )
         return 1 if report.errors else 0
 
     return _run_store(work)
@@ -564,13 +602,17 @@ def cmd_store_rollback(args: argparse.Namespace) -> int:
     from actors.queue import migrate
 
     async def work() -> int:
-        async with migrate.open_store(args.source) as source, \
-                migrate.open_store(args.target) as target:
+        async with (
+            migrate.open_store(args.source) as source,
+            migrate.open_store(args.target) as target,
+        ):
             report = await migrate.rollback(source.name, target)
         for error in report.errors:
             print(f"error: {error}", file=sys.stderr)
-        print(f"deleted {report.written['job']} job(s) and {report.written['run']} run(s) "
-              f"that were copied from {source.name}")
+        print(
+            f"deleted {report.written['job']} job(s) and {report.written['run']} run(s) "
+            f"that were copied from {source.name}"
+        )
         return 1 if report.errors else 0
 
     return _run_store(work)

@@ -99,9 +99,7 @@ class StorageConfig(_Table):
     retry_cap_seconds: NonNegative = 5.0
     # Uploads larger than the threshold go up in parts (S3's minimum part is 5 MiB).
     multipart_threshold_bytes: Annotated[int, Meta(ge=5 * 1024 * 1024)] = 16 * 1024 * 1024
-    multipart_part_bytes: Annotated[int, Meta(ge=5 * 1024 * 1024, le=5 * 1024**3)] = (
-        8 * 1024 * 1024
-    )
+    multipart_part_bytes: Annotated[int, Meta(ge=5 * 1024 * 1024, le=5 * 1024**3)] = 8 * 1024 * 1024
 
 
 class ProcessorConfig(_Table):
@@ -256,8 +254,10 @@ _TABLES: dict[str, type[_Table]] = {
 }
 
 
-def config_path_from(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:
-    """Choose the config file: ``--config``, else ``ACTORS_CONFIG``, else the default if it exists."""
+def config_path_from(
+    explicit: str | os.PathLike[str] | None, env: Mapping[str, str]
+) -> Path | None:
+    """Choose the config file: ``--config``, else ``ACTORS_CONFIG``, else the default if present."""
     if explicit is not None:
         return Path(explicit)
     if env.get("ACTORS_CONFIG"):

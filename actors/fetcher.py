@@ -59,7 +59,9 @@ class Fetcher:
         for job, crash in recovered:
             if crash is not None:
                 self._acks.send_nowait(
-                    Failed(job=job, error=f"{self.name} crashed on this job: {crash}", stage="fetch")
+                    Failed(
+                        job=job, error=f"{self.name} crashed on this job: {crash}", stage="fetch"
+                    )
                 )
         with stop_scope(self._ctx):
             for job, crash in recovered:
@@ -77,8 +79,13 @@ class Fetcher:
             obj = await self._store.get(job.r2_key, max_bytes=self._max_bytes)
         except ObjectStoreError as exc:
             self._inflight.let_go(job.id, self.name)
-            log.info("fetch.failed", job_id=job.id, run_id=job.run_id, error=str(exc),
-                     permanent=exc.permanent)
+            log.info(
+                "fetch.failed",
+                job_id=job.id,
+                run_id=job.run_id,
+                error=str(exc),
+                permanent=exc.permanent,
+            )
             self._acks.send_nowait(
                 Failed(job=job, error=str(exc), permanent=exc.permanent, stage="fetch")
             )

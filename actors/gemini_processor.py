@@ -83,8 +83,9 @@ _REFUSED_FINISH = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CO
 _LIMITERS: dict[tuple[str, str], RateLimiter] = {}
 
 
-def shared_limiter(settings: ProcessorConfig, api_key: str, *, clock: Clock | None = None
-                   ) -> RateLimiter:
+def shared_limiter(
+    settings: ProcessorConfig, api_key: str, *, clock: Clock | None = None
+) -> RateLimiter:
     """The process's limiter for this key and endpoint, created with ``settings``' limits."""
     fingerprint = hashlib.sha256(api_key.encode()).hexdigest()[:16]
     key = (settings.base_url or GOOGLE_BASE_URL, fingerprint)
@@ -152,17 +153,23 @@ class GeminiClient:
 
     async def generate(self, body: dict[str, Any], *, estimate_tokens: int) -> dict[str, Any]:
         """POST ``:generateContent`` for the chat model; return the decoded answer."""
-        return await self._post(self._settings.chat_model, "generateContent", body,
-                                estimate_tokens=estimate_tokens, usage_key="totalTokenCount")
+        return await self._post(
+            self._settings.chat_model,
+            "generateContent",
+            body,
+            estimate_tokens=estimate_tokens,
+            usage_key="totalTokenCount",
+        )
 
-    async def embed(self, texts: list[str], *, task_type: str = "RETRIEVAL_DOCUMENT"
-                    ) -> list[list[float]]:
+    async def embed(
+        self, texts: list[str], *, task_type: str = "RETRIEVAL_DOCUMENT"
+    ) -> list[list[float]]:
         """Embed ``texts`` with the embedding model, in batches; one vector per text."""
         model = self._settings.embed_model.removeprefix("models/")
         vectors: list[list[float]] = []
         size = self._settings.embed_batch_size
         for start in range(0, len(texts), size):
-            batch = texts[start:start + size]
+            batch = texts[start : start + size]
             requests = []
             for text in batch:
                 request: dict[str, Any] = {
@@ -174,8 +181,13 @@ class GeminiClient:
                     request["outputDimensionality"] = self._settings.embed_dimensions
                 requests.append(request)
             estimate = sum(len(t) for t in batch) // _CHARS_PER_TOKEN + 1
-            answer = await self._post(model, "batchEmbedContents", {"requests": requests},
-                                      estimate_tokens=estimate, usage_key=None)
+            answer = await self._post(
+                model,
+                "batchEmbedContents",
+                {"requests": requests},
+                estimate_tokens=estimate,
+                usage_key=None,
+            )
             embeddings = answer.get("embeddings")
             if not isinstance(embeddings, list) or len(embeddings) != len(batch):
                 raise ModelResponseInvalid(
@@ -185,8 +197,10 @@ class GeminiClient:
                 )
             for item in embeddings:
                 values = item.get("values") if isinstance(item, dict) else None
-                if not isinstance(values, list) or not values or not all(
-                    isinstance(v, int | float) for v in values
+                if (
+                    not isinstance(values, list)
+                    or not values
+                    or not all(isinstance(v, int | float) for v in values)
                 ):
                     raise ModelResponseInvalid(
                         f"batchEmbedContents of {model} returned an embedding without numeric "
@@ -212,8 +226,15 @@ class GeminiClient:
             )
         return self._http
 
-    async def _post(self, model: str, method: str, body: dict[str, Any], *,
-                    estimate_tokens: int, usage_key: str | None) -> dict[str, Any]:
+    async def _post(
+        self,
+        model: str,
+        method: str,
+        body: dict[str, Any],
+        *,
+        estimate_tokens: int,
+        usage_key: str | None,
+    ) -> dict[str, Any]:
         import httpx
 
         url = self.url(model, method)
@@ -267,8 +288,14 @@ class GeminiClient:
             if asked is not None:
                 # Honour the server's word, plus a little jitter so waiters do not return as one.
                 delay = asked + self._rng.uniform(0.0, 0.1 * max(asked, backoff))
-            log.info("model.retrying", call=what, status=status, retry=retry + 1,
-                     delay_seconds=round(delay, 3), error=problem)
+            log.info(
+                "model.retrying",
+                call=what,
+                status=status,
+                retry=retry + 1,
+                delay_seconds=round(delay, 3),
+                error=problem,
+            )
             await self._clock.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -304,19 +331,17 @@ class GeminiProcessor:
             try:
                 self._schema = json.loads(settings.response_schema)
             except ValueError as exc:
-                raise ConfigError(
-                    f"[processor].response_schema is not valid JSON: {exc}"
-                ) from None
-        limiter = limiter if limiter is not None else shared_limiter(settings, api_key,
-                                                                      clock=clock)
-        self.client = GeminiClient(settings, api_key=api_key, limiter=limiter, clock=clock,
-                                   rng=rng, transport=transport)
+                raise ConfigError(f"[processor].response_schema is not valid JSON: {exc}") from None
+        limiter = limiter if limiter is not None else shared_limiter(settings, api_key, clock=clock)
+        self.client = GeminiClient(
+            settings, api_key=api_key, limiter=limiter, clock=clock, rng=rng, transport=transport
+        )
 
     @classmethod
     def from_settings(cls, settings: ProcessorConfig, secrets: Secrets) -> GeminiProcessor:
         if secrets.google_api_key is None:
             raise ConfigError(
-                "[processor].kind = \"gemini\" needs GOOGLE_API_KEY in the environment (never "
+                '[processor].kind = "gemini" needs GOOGLE_API_KEY in the environment (never '
                 "in the config file)"
             )
         try:
@@ -327,8 +352,9 @@ class GeminiProcessor:
             ) from None
         return cls(settings, api_key=secrets.google_api_key.reveal())
 
-    async def process(self, job: LeasedJob, data: bytes, content_type: str | None
-                      ) -> ProcessorOutput:
+    async def process(
+        self, job: LeasedJob, data: bytes, content_type: str | None
+    ) -> ProcessorOutput:
         settings = self._settings
         extracted = None
         inline_pdf = settings.send_pdf_inline and data[:1024].find(b"%PDF-") >= 0
@@ -336,8 +362,7 @@ class GeminiProcessor:
             if len(data) <= _INLINE_BYTES:
                 extracted = _extract(data, job.r2_key, content_type)
             else:
-                extracted = await anyio.to_thread.run_sync(_extract, data, job.r2_key,
-                                                           content_type)
+                extracted = await anyio.to_thread.run_sync(_extract, data, job.r2_key, content_type)
         except EmptyDocument:
             if not inline_pdf:  # a scanned PDF: the chat model can still read it inline
                 raise
@@ -348,8 +373,10 @@ class GeminiProcessor:
 
         if inline_pdf:
             document_part: dict[str, Any] = {
-                "inlineData": {"mimeType": "application/pdf",
-                               "data": base64.b64encode(data).decode("ascii")}
+                "inlineData": {
+                    "mimeType": "application/pdf",
+                    "data": base64.b64encode(data).decode("ascii"),
+                }
             }
             estimate = len(data) // 100  # ~258 tokens a page, pages of ~25 KB
         else:
@@ -363,7 +390,9 @@ class GeminiProcessor:
             },
         }
         answer = await self.client.generate(
-            body, estimate_tokens=estimate + len(settings.prompt) // _CHARS_PER_TOKEN
+            body,
+            estimate_tokens=estimate
+            + len(settings.prompt) // _CHARS_PER_TOKEN
             + _OUTPUT_TOKENS_ESTIMATE,
         )
         analysis = _analysis(answer, settings.chat_model)
@@ -381,16 +410,22 @@ class GeminiProcessor:
             "chars": len(text),
             "bytes": len(data),
             "analysis": analysis,
-            "chunks": [{"index": c.index, "start": c.start, "end": c.end, "text": c.text}
-                       for c in chunks],
+            "chunks": [
+                {"index": c.index, "start": c.start, "end": c.end, "text": c.text} for c in chunks
+            ],
             "chunks_truncated": truncated,
             "embeddings": {
-                "dtype": "float16", "encoding": "base64",
+                "dtype": "float16",
+                "encoding": "base64",
                 "dims": len(vectors[0]) if vectors else 0,
                 "vectors": [encode_vector(v) for v in vectors],
             },
-            "usage": {"prompt_tokens": prompt_tokens, "output_tokens": output_tokens,
-                      "embed_tokens": embed_tokens, "embed_tokens_estimated": True},
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "output_tokens": output_tokens,
+                "embed_tokens": embed_tokens,
+                "embed_tokens_estimated": True,
+            },
         }
         result = _fit(result, job.r2_key)
         metrics = {
@@ -465,8 +500,7 @@ def _analysis(answer: dict[str, Any], model: str) -> Any:
     text = "".join(p.get("text", "") for p in parts if isinstance(p, dict))
     if not text:
         raise ModelResponseInvalid(
-            f"generateContent of {model} returned a candidate without text "
-            f"(finishReason {finish})"
+            f"generateContent of {model} returned a candidate without text (finishReason {finish})"
         )
     try:
         return json.loads(text)

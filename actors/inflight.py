@@ -85,7 +85,7 @@ class InFlight:
             entry.holder = None
 
     def crashed(self, job_id: int, error: str) -> None:
-        """Record that the job's holder crashed on it, so its successor fails it rather than retries."""
+        """Record that the job's holder crashed on it: its successor fails the job (a retry)."""
         entry = self._entries.get(job_id)
         if entry is not None:
             entry.crash = error
@@ -101,7 +101,7 @@ class InFlight:
         return taken
 
     def settle(self, job_ids: Iterable[int]) -> None:
-        """Give back the slots of ``job_ids``: their outcome is committed or their lease returned."""
+        """Give back the slots of ``job_ids``: their outcome is committed or their lease is back."""
         for job_id in job_ids:
             self._entries.pop(job_id, None)
         self._notify()

@@ -1,4 +1,4 @@
-"""The lease manager: the pipeline's source; leases jobs for free slots and keeps their leases alive."""
+"""The lease manager: the pipeline's source; leases jobs for free slots, keeps leases alive."""
 
 from __future__ import annotations
 
@@ -174,8 +174,13 @@ class LeaseManager:
                 continue
             for job, result in zip(jobs, results, strict=True):
                 if not result.ok and job.id in self._inflight:
-                    log.warning("lease.lost", job_id=job.id, run_id=job.run_id,
-                                reason=result.reason, error=result.message)
+                    log.warning(
+                        "lease.lost",
+                        job_id=job.id,
+                        run_id=job.run_id,
+                        reason=result.reason,
+                        error=result.message,
+                    )
 
     async def _reap_forever(self) -> None:
         next_purge = self._clock.monotonic()

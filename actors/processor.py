@@ -41,7 +41,9 @@ class Processor(Protocol):
     any other `ActorsError` is a failed attempt that the queue retries with backoff.
     """
 
-    async def process(self, job: LeasedJob, data: bytes, content_type: str | None) -> ProcessorOutput: ...
+    async def process(
+        self, job: LeasedJob, data: bytes, content_type: str | None
+    ) -> ProcessorOutput: ...
 
     async def aclose(self) -> None: ...
 
@@ -67,7 +69,9 @@ class LocalProcessor:
             metrics={"bytes": float(len(data)), "chunks": float(len(document.chunks))},
         )
 
-    async def process(self, job: LeasedJob, data: bytes, content_type: str | None) -> ProcessorOutput:
+    async def process(
+        self, job: LeasedJob, data: bytes, content_type: str | None
+    ) -> ProcessorOutput:
         if len(data) <= _INLINE_BYTES:
             return self._process(data, job.r2_key, content_type)
         return await anyio.to_thread.run_sync(self._process, data, job.r2_key, content_type)
@@ -92,8 +96,8 @@ def make_processor(settings: ProcessorConfig, secrets: Secrets | None = None) ->
     if settings.kind == "python":
         if not settings.factory or ":" not in settings.factory:
             raise ConfigError(
-                "[processor].kind = \"python\" needs [processor].factory = "
-                "\"package.module:callable\", a callable that takes the [processor] table "
+                '[processor].kind = "python" needs [processor].factory = '
+                '"package.module:callable", a callable that takes the [processor] table '
                 "and returns a processor"
             )
         module_name, _, attribute = settings.factory.partition(":")
@@ -107,7 +111,7 @@ def make_processor(settings: ProcessorConfig, secrets: Secrets | None = None) ->
         return factory(settings)  # type: ignore[no-any-return]
     raise ConfigError(
         f"[processor].kind = {settings.kind!r} is not available in this version; "
-        "use \"local\", \"gemini\" or \"python\""
+        'use "local", "gemini" or "python"'
     )
 
 
@@ -147,8 +151,9 @@ class ProcessorStage:
                 self._acks.send_nowait(Release(job=job, reason=f"{self.name} was restarted"))
             else:
                 self._acks.send_nowait(
-                    Failed(job=job, error=f"{self.name} crashed on this job: {crash}",
-                           stage="process")
+                    Failed(
+                        job=job, error=f"{self.name} crashed on this job: {crash}", stage="process"
+                    )
                 )
         with stop_scope(self._ctx):
             async for message in self._inbox:

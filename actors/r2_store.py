@@ -37,10 +37,19 @@ T = TypeVar("T")
 _READ_CHUNK = 256 * 1024
 
 # Error codes that mean "try again later"; everything else under 500 is the caller's mistake.
-_TRANSIENT_CODES = frozenset({
-    "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed",
-    "InternalError", "ServiceUnavailable", "RequestLimitExceeded", "TooManyRequests",
-})
+_TRANSIENT_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestTimeout",
+        "RequestTimeTooSkewed",
+        "InternalError",
+        "ServiceUnavailable",
+        "RequestLimitExceeded",
+        "TooManyRequests",
+    }
+)
 _MISSING_CODES = frozenset({"NoSuchKey", "NotFound", "404"})
 
 
@@ -86,7 +95,7 @@ class S3ObjectStore:
             from botocore.config import Config as BotoConfig  # type: ignore[import-untyped]
         except ImportError:  # pragma: no cover - depends on the installation
             raise ConfigError(
-                "[storage].kind = \"r2\"/\"s3\" needs aioboto3: pip install 'actors[s3]'"
+                '[storage].kind = "r2"/"s3" needs aioboto3: pip install \'actors[s3]\''
             ) from None
         self.bucket = bucket
         self.endpoint = endpoint
@@ -133,7 +142,7 @@ class S3ObjectStore:
             )
         if storage.kind == "r2" and not storage.endpoint:
             raise ConfigError(
-                "[storage].kind = \"r2\" needs an endpoint: set [storage].endpoint or R2_ENDPOINT "
+                '[storage].kind = "r2" needs an endpoint: set [storage].endpoint or R2_ENDPOINT '
                 "to https://<account id>.r2.cloudflarestorage.com"
             )
         if secrets.r2_access_key_id is None or secrets.r2_secret_access_key is None:
@@ -185,8 +194,9 @@ class S3ObjectStore:
             if length is not None and received != length:
                 # Invariant: a partial object is never returned.
                 raise _Truncated(f"the body of {key!r} ended after {received} of {length} bytes")
-            return StoredObject(key=key, data=b"".join(pieces),
-                                content_type=response.get("ContentType"))
+            return StoredObject(
+                key=key, data=b"".join(pieces), content_type=response.get("ContentType")
+            )
 
         return await self._retrying("get", key, attempt)
 
@@ -199,7 +209,7 @@ class S3ObjectStore:
 
             async def parts() -> Any:
                 for start in range(0, len(data), step):
-                    yield bytes(view[start:start + step])
+                    yield bytes(view[start : start + step])
 
             await self._multipart(key, parts(), content_type)
             return
@@ -290,7 +300,10 @@ class S3ObjectStore:
 
                 async def upload(client: Any, body: bytes = body, number: int = number) -> str:
                     response = await client.upload_part(
-                        Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number,
+                        Bucket=self.bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumber=number,
                         Body=body,
                     )
                     return str(response["ETag"])
@@ -300,7 +313,9 @@ class S3ObjectStore:
 
             async def complete(client: Any) -> None:
                 await client.complete_multipart_upload(
-                    Bucket=self.bucket, Key=key, UploadId=upload_id,
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
                     MultipartUpload={"Parts": done},
                 )
 
@@ -308,6 +323,7 @@ class S3ObjectStore:
         except BaseException:
             # Abandoned parts cost storage until aborted; a failed abort is only logged.
             with anyio.CancelScope(shield=True), anyio.move_on_after(self._timeout):
+
                 async def abort(client: Any) -> None:
                     await client.abort_multipart_upload(
                         Bucket=self.bucket, Key=key, UploadId=upload_id
@@ -316,8 +332,7 @@ class S3ObjectStore:
                 try:
                     await self._call(abort)
                 except Exception as exc:
-                    log.warning("store.abort_failed", key=key, upload_id=upload_id,
-                                error=str(exc))
+                    log.warning("store.abort_failed", key=key, upload_id=upload_id, error=str(exc))
             raise
 
     # -- retries and error translation -------------------------------------------------------
@@ -338,8 +353,14 @@ class S3ObjectStore:
                     raise error from None
                 delay = min(self._retry_cap, self._retry_base * 2**retry)
                 delay *= self._rng.uniform(0.5, 1.0)
-                log.info("store.retrying", op=what, key=key, retry=retry + 1, error=str(error),
-                         delay_seconds=round(delay, 3))
+                log.info(
+                    "store.retrying",
+                    op=what,
+                    key=key,
+                    retry=retry + 1,
+                    error=str(error),
+                    delay_seconds=round(delay, 3),
+                )
                 await anyio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -370,8 +391,11 @@ class S3ObjectStore:
                     f"{what} {key!r} in {where} failed after {self._max_retries} retries: "
                     f"{code or status}: {message}"
                 )
-            if status in (401, 403) or code in ("AccessDenied", "InvalidAccessKeyId",
-                                                 "SignatureDoesNotMatch"):
+            if status in (401, 403) or code in (
+                "AccessDenied",
+                "InvalidAccessKeyId",
+                "SignatureDoesNotMatch",
+            ):
                 return ObjectStoreRefused(
                     f"{what} {key!r}: {where} refused access ({code or status}: {message}); "
                     "check R2_ACCESS_KEY_ID / R2_SECRET_ACCESS_KEY and the token's permissions"
@@ -412,9 +436,7 @@ class S3ObjectStore:
         async with self._client_lock[1]:
             if self._client is not None and self._client_loop is loop:
                 return self._client
-            cm = self._session.client(
-                "s3", endpoint_url=self.endpoint, config=self._boto_config
-            )
+            cm = self._session.client("s3", endpoint_url=self.endpoint, config=self._boto_config)
             client = await cm.__aenter__()
             self._client, self._client_cm, self._client_loop = client, cm, loop
             return client
@@ -447,8 +469,9 @@ def _is_store_failure(exc: BaseException) -> bool:
     import aiohttp
     from botocore.exceptions import BotoCoreError, ClientError
 
-    return isinstance(exc, ClientError | BotoCoreError | aiohttp.ClientError | OSError
-                      | TimeoutError | _Truncated)
+    return isinstance(
+        exc, ClientError | BotoCoreError | aiohttp.ClientError | OSError | TimeoutError | _Truncated
+    )
 
 
 async def _await_on(loop: asyncio.AbstractEventLoop, coro: Awaitable[T]) -> T:

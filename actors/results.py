@@ -39,8 +39,13 @@ def job_record(job: Job) -> dict[str, Any]:
     """One job as an export line: its outcome, analysis, chunks, embeddings (floats), usage."""
     result = job.result if isinstance(job.result, dict) else None
     record: dict[str, Any] = {
-        "job_id": job.id, "run_id": job.run_id, "tenant_id": job.tenant_id, "key": job.r2_key,
-        "status": job.status, "attempts": job.attempts, "error": job.last_error,
+        "job_id": job.id,
+        "run_id": job.run_id,
+        "tenant_id": job.tenant_id,
+        "key": job.r2_key,
+        "status": job.status,
+        "attempts": job.attempts,
+        "error": job.last_error,
     }
     if result is None:
         return record
@@ -110,8 +115,9 @@ def _cosine(a: list[float], b: list[float]) -> float:
     return dot / norm if norm else 0.0
 
 
-async def search_run(queue: Any, run_id: str, query_vector: list[float], *, top: int = 5
-                     ) -> list[dict[str, Any]]:
+async def search_run(
+    queue: Any, run_id: str, query_vector: list[float], *, top: int = 5
+) -> list[dict[str, Any]]:
     """The ``top`` chunks of the run most similar (cosine) to ``query_vector``, best first."""
     await queue.run_summary(run_id)
     hits: list[dict[str, Any]] = []
@@ -119,9 +125,15 @@ async def search_run(queue: Any, run_id: str, query_vector: list[float], *, top:
         result = job.result if isinstance(job.result, dict) else {}
         chunks = result.get("chunks") or []
         for chunk, vector in zip(chunks, _vectors(result), strict=False):
-            hits.append({"score": round(_cosine(query_vector, vector), 4), "job_id": job.id,
-                         "key": job.r2_key, "chunk": chunk.get("index"),
-                         "text": chunk.get("text")})
+            hits.append(
+                {
+                    "score": round(_cosine(query_vector, vector), 4),
+                    "job_id": job.id,
+                    "key": job.r2_key,
+                    "chunk": chunk.get("index"),
+                    "text": chunk.get("text"),
+                }
+            )
         hits.sort(key=lambda h: -h["score"])
         del hits[top:]
     return hits

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
@@ -110,10 +111,9 @@ class RunRoom(Actor[RunRoomInbox]):
     def _request_refresh(self) -> None:
         if self._ctx is None:
             return
-        try:
+        # A full inbox reloads anyway; a stopped room ends the subscription.
+        with contextlib.suppress(SupervisionError):
             self._ctx.self_ref.tell_nowait(Refresh())
-        except SupervisionError:
-            pass  # a full inbox reloads anyway; a stopped room ends the subscription
 
     def _notify(self) -> None:
         self._changed.set()

@@ -53,8 +53,11 @@ async def _serve(system: ActorSystem, config: Config, until_idle: bool, out: Tex
                     received += 1
                     name = signal.Signals(signum).name
                     if received == 1:
-                        log.info("system.stopping", signal=name,
-                                 grace_seconds=config.pipeline.shutdown_grace_seconds)
+                        log.info(
+                            "system.stopping",
+                            signal=name,
+                            grace_seconds=config.pipeline.shutdown_grace_seconds,
+                        )
                         body.cancel()
                     else:
                         log.warning("system.stopping_now", signal=name)
@@ -62,8 +65,12 @@ async def _serve(system: ActorSystem, config: Config, until_idle: bool, out: Tex
 
             tg.start_soon(on_signals)
             async with system:
-                log.info("system.started", worker_id=system.worker_id, db=config.queue.path,
-                         concurrency=config.pipeline.concurrency)
+                log.info(
+                    "system.started",
+                    worker_id=system.worker_id,
+                    db=config.queue.path,
+                    concurrency=config.pipeline.concurrency,
+                )
                 with body:
                     if until_idle:
                         await system.wait_idle()
@@ -71,8 +78,12 @@ async def _serve(system: ActorSystem, config: Config, until_idle: bool, out: Tex
                             print(format_summary(await system.run_summary(run_id)), file=out)
                     else:
                         await anyio.sleep_forever()
-            log.info("system.stopped", jobs_done=system.ack_stats.done,
-                     jobs_failed=system.ack_stats.failed, released=system.ack_stats.released)
+            log.info(
+                "system.stopped",
+                jobs_done=system.ack_stats.done,
+                jobs_failed=system.ack_stats.failed,
+                released=system.ack_stats.released,
+            )
             tg.cancel_scope.cancel()
 
 
@@ -108,14 +119,23 @@ async def submit_files(
                 await store.put(key, data, content_type=content_type)
                 size = len(data)
             # The key makes a retried submit of the same run idempotent.
-            jobs.append(NewJob(run_id=run_id, tenant_id=tenant_id, r2_key=key,
-                               idempotency_key=key,
-                               payload={"filename": path.name, "bytes": size}))
+            jobs.append(
+                NewJob(
+                    run_id=run_id,
+                    tenant_id=tenant_id,
+                    r2_key=key,
+                    idempotency_key=key,
+                    payload={"filename": path.name, "bytes": size},
+                )
+            )
     finally:
         await store.aclose()
     Path(config.queue.path).parent.mkdir(parents=True, exist_ok=True)
-    async with SQLiteQueue.open(config.queue.path, durability=config.queue.durability,
-                                max_attempts=config.queue.max_attempts) as queue:
+    async with SQLiteQueue.open(
+        config.queue.path,
+        durability=config.queue.durability,
+        max_attempts=config.queue.max_attempts,
+    ) as queue:
         await queue.enqueue_many(jobs)
     return run_id, len(jobs)
 
@@ -131,8 +151,9 @@ def format_summary(summary: RunSummary) -> str:
     ).rstrip("\n")
 
 
-async def watch(config: Config, run_id: str, *, out: TextIO | None = None,
-                poll_seconds: float = 0.5) -> RunSummary:
+async def watch(
+    config: Config, run_id: str, *, out: TextIO | None = None, poll_seconds: float = 0.5
+) -> RunSummary:
     """Show a run's progress until it ends: a bar on a terminal, JSON lines otherwise.
 
     It reads the database, so it works beside any number of worker processes.
@@ -149,8 +170,10 @@ async def watch(config: Config, run_id: str, *, out: TextIO | None = None,
                     width = 30
                     filled = width * finished // max(1, summary.total)
                     bar = "#" * filled + "-" * (width - filled)
-                    out.write(f"\r{run_id} [{bar}] {finished}/{summary.total} "
-                              f"({summary.failed} failed) {summary.status}   ")
+                    out.write(
+                        f"\r{run_id} [{bar}] {finished}/{summary.total} "
+                        f"({summary.failed} failed) {summary.status}   "
+                    )
                 else:
                     out.write(msgspec.json.encode(summary).decode() + "\n")
                 out.flush()

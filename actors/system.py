@@ -185,48 +185,82 @@ class ActorSystem:
         limits: dict[str, Any] = {
             "max_restarts": sup.max_restarts,
             "max_seconds": sup.max_seconds,
-            "backoff": Backoff(min_seconds=sup.backoff_min_seconds,
-                               max_seconds=sup.backoff_max_seconds),
+            "backoff": Backoff(
+                min_seconds=sup.backoff_min_seconds, max_seconds=sup.backoff_max_seconds
+            ),
         }
         assert self._store is not None and self._processor is not None
         store, processor = self._store, self._processor
 
         def fetcher(i: int) -> ChildSpec:
-            return ChildSpec(f"fetcher-{i}", lambda ctx: Fetcher(
-                ctx.id, inbox=self._fetch_recv, outbox=self._process_send, acks=self._ack_send,
-                store=store, inflight=self.inflight, max_bytes=config.pipeline.max_object_bytes,
-                draining=lambda: self._draining, ctx=ctx,
-            ), shutdown=1.0)
+            return ChildSpec(
+                f"fetcher-{i}",
+                lambda ctx: Fetcher(
+                    ctx.id,
+                    inbox=self._fetch_recv,
+                    outbox=self._process_send,
+                    acks=self._ack_send,
+                    store=store,
+                    inflight=self.inflight,
+                    max_bytes=config.pipeline.max_object_bytes,
+                    draining=lambda: self._draining,
+                    ctx=ctx,
+                ),
+                shutdown=1.0,
+            )
 
         def processor_stage(i: int) -> ChildSpec:
-            return ChildSpec(f"processor-{i}", lambda ctx: ProcessorStage(
-                ctx.id, inbox=self._process_recv, acks=self._ack_send, processor=processor,
-                inflight=self.inflight, ctx=ctx,
-            ), shutdown=1.0)
+            return ChildSpec(
+                f"processor-{i}",
+                lambda ctx: ProcessorStage(
+                    ctx.id,
+                    inbox=self._process_recv,
+                    acks=self._ack_send,
+                    processor=processor,
+                    inflight=self.inflight,
+                    ctx=ctx,
+                ),
+                shutdown=1.0,
+            )
 
         def ack_reporter(ctx: Context) -> AckReporter:
             return AckReporter(
-                queue=self.queue, inbox=self._ack_recv, inflight=self.inflight, clock=self.clock,
+                queue=self.queue,
+                inbox=self._ack_recv,
+                inflight=self.inflight,
+                clock=self.clock,
                 batch_size=config.pipeline.ack_batch_size,
                 window_seconds=config.pipeline.ack_window_seconds,
-                on_committed=self._on_committed, stats=self.ack_stats, ctx=ctx,
+                on_committed=self._on_committed,
+                stats=self.ack_stats,
+                ctx=ctx,
             )
 
         def lease_manager(ctx: Context) -> LeaseManager:
             self.lease_manager = LeaseManager(
-                queue=self.queue, inflight=self.inflight, outbox=self._fetch_send,
-                settings=config.queue, clock=self.clock, worker_id=self.worker_id,
-                on_leased=self._on_leased, ctx=ctx, draining=lambda: self._draining,
+                queue=self.queue,
+                inflight=self.inflight,
+                outbox=self._fetch_send,
+                settings=config.queue,
+                clock=self.clock,
+                worker_id=self.worker_id,
+                on_leased=self._on_leased,
+                ctx=ctx,
+                draining=lambda: self._draining,
             )
             return self.lease_manager
 
         self.rooms = DynamicSupervisor(
             name="run_rooms",
             spec_for=lambda run_id: ChildSpec(
-                run_id, lambda ctx: RunRoom(
-                    run_id, queue=self.queue, ctx=ctx,
+                run_id,
+                lambda ctx: RunRoom(
+                    run_id,
+                    queue=self.queue,
+                    ctx=ctx,
                     poll_seconds=config.queue.poll_interval_seconds,
-                ), restart="transient",
+                ),
+                restart="transient",
                 inbox_size=_ROOM_INBOX,
             ),
             max_children=_MAX_ROOMS,
@@ -258,7 +292,9 @@ class ActorSystem:
                 group("sink", [ChildSpec("ack_reporter", ack_reporter, shutdown=10.0)]),
                 ChildSpec("run_rooms", lambda ctx: self.rooms),
                 *(http if config.http.enabled else []),
-                group("processors", [processor_stage(i) for i in range(config.pipeline.processors)]),
+                group(
+                    "processors", [processor_stage(i) for i in range(config.pipeline.processors)]
+                ),
                 group("fetchers", [fetcher(i) for i in range(config.pipeline.fetchers)]),
                 *([] if config.http.queue_only else source),
             ],
@@ -288,7 +324,9 @@ class ActorSystem:
         or the tree has failed, so that they can run again at once rather than after their
         visibility timeout.
         """
-        grace = self.config.pipeline.shutdown_grace_seconds if grace_seconds is None else grace_seconds
+        grace = (
+            self.config.pipeline.shutdown_grace_seconds if grace_seconds is None else grace_seconds
+        )
         try:
             self._draining = True
             if self.lease_manager is not None:
@@ -323,8 +361,10 @@ class ActorSystem:
         for job in jobs:
             by_run.setdefault(job.run_id, []).append(job.id)
         await self._on_committed(
-            [RunEvent(run_id=run, kind="leased", job_ids=tuple(ids), at=now)
-             for run, ids in by_run.items()]
+            [
+                RunEvent(run_id=run, kind="leased", job_ids=tuple(ids), at=now)
+                for run, ids in by_run.items()
+            ]
         )
 
     async def _on_committed(self, events: list[RunEvent]) -> None:

@@ -25,8 +25,14 @@ CONCURRENT = 8
 
 
 async def measure(endpoint: str, size: int) -> tuple[float, float, float]:
-    store = S3ObjectStore(bucket="bench-bucket", endpoint=endpoint, access_key_id="a",
-                          secret_access_key="b", region="us-east-1", addressing_style="path")
+    store = S3ObjectStore(
+        bucket="bench-bucket",
+        endpoint=endpoint,
+        access_key_id="a",
+        secret_access_key="b",
+        region="us-east-1",
+        addressing_style="path",
+    )
     try:
         await store.get(f"obj-{size}", max_bytes=size)  # the client's creation is not measured
         latencies = []
@@ -55,8 +61,13 @@ def main() -> None:
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                      aws_access_key_id="a", aws_secret_access_key="b")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="a",
+        aws_secret_access_key="b",
+    )
     s3.create_bucket(Bucket="bench-bucket")
     print("| object | backend | get p50 ms | get p99 ms | gets/s, 8 tasks |")
     print("|---|---|---:|---:|---:|")

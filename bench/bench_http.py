@@ -97,15 +97,16 @@ done = function(summary, latency, requests)
 end
 """
 
+
 def start_server(tmp: Path, backend: str = "asyncio") -> tuple[subprocess.Popen[bytes], str]:
     config = tmp / "server.toml"
     config.write_text(f"""
 [runtime]
 backend = "{backend}"
 [queue]
-path = "{tmp / 'q.db'}"
+path = "{tmp / "q.db"}"
 [storage]
-root = "{tmp / 'objects'}"
+root = "{tmp / "objects"}"
 [http]
 enabled = true
 port = 0
@@ -119,7 +120,9 @@ format = "json"
     with open(log, "wb") as err:
         process = subprocess.Popen(
             [sys.executable, "-m", "actors", "--config", str(config), "run"],
-            stdout=subprocess.DEVNULL, stderr=err, env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=env,
         )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -142,22 +145,37 @@ def stop_server(process: subprocess.Popen[bytes]) -> None:
 
 
 def seed(url: str, count: int) -> None:
-    with httpx.Client(base_url=url, headers={"authorization": f"Bearer {TOKEN}"},
-                      timeout=60) as client:
+    with httpx.Client(
+        base_url=url, headers={"authorization": f"Bearer {TOKEN}"}, timeout=60
+    ) as client:
         for start in range(0, count, 1000):
-            jobs = [{"runId": "bench", "tenantId": "t", "r2Key": f"t/bench/{i}"}
-                    for i in range(start, min(count, start + 1000))]
+            jobs = [
+                {"runId": "bench", "tenantId": "t", "r2Key": f"t/bench/{i}"}
+                for i in range(start, min(count, start + 1000))
+            ]
             client.post("/jobs/enqueue-many", json={"jobs": jobs}).raise_for_status()
 
 
-def wrk(url: str, path: str, script: str, seconds: int, connections: int,
-        tmp: Path) -> dict[str, Any]:
+def wrk(
+    url: str, path: str, script: str, seconds: int, connections: int, tmp: Path
+) -> dict[str, Any]:
     lua = tmp / "script.lua"
     lua.write_text(script)
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(lua),
-         url + path],
-        capture_output=True, text=True, check=True, timeout=seconds + 60,
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(lua),
+            url + path,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 60,
     ).stdout
     result: dict[str, Any] = {"raw": out}
     result["rps"] = float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1])  # type: ignore[index]
@@ -174,8 +192,12 @@ def wrk(url: str, path: str, script: str, seconds: int, connections: int,
 def server_pull_p99(url: str) -> str:
     """The server's own p99 for the pull route, from its histogram's buckets (an upper bound)."""
     text = httpx.get(f"{url}/metrics").text
-    buckets = [(m[1], int(m[2])) for m in re.finditer(
-        r'actors_http_request_seconds_bucket\{route="pull",le="([^"]+)"\} (\d+)', text)]
+    buckets = [
+        (m[1], int(m[2]))
+        for m in re.finditer(
+            r'actors_http_request_seconds_bucket\{route="pull",le="([^"]+)"\} (\d+)', text
+        )
+    ]
     if not buckets:
         return "n/a"
     total = buckets[-1][1]
@@ -213,7 +235,8 @@ async def in_process(
             while anyio.current_time() < stop:
                 jobs = await queue.pull(max=batch, visibility_seconds=600)
                 results = await queue.ack_many(
-                    [Ack(job_id=j.id, lease_token=j.lease_token or "") for j in jobs])
+                    [Ack(job_id=j.id, lease_token=j.lease_token or "") for j in jobs]
+                )
                 acked += sum(1 for r in results if r.ok)
 
         stop = anyio.current_time() + seconds
@@ -247,12 +270,14 @@ def main() -> None:
             process, url = start_server(phase_dir, "trio" if "trio" in phase else "asyncio")
             try:
                 if phase == "enqueue":
-                    results[phase] = wrk(url, "/jobs/enqueue", ENQUEUE_LUA % {"token": TOKEN},
-                                         s, ce, phase_dir)
+                    results[phase] = wrk(
+                        url, "/jobs/enqueue", ENQUEUE_LUA % {"token": TOKEN}, s, ce, phase_dir
+                    )
                 elif phase.startswith("pull"):
                     seed(url, 120_000)
-                    results[phase] = wrk(url, "/jobs/pull", PULL_LUA % {"token": TOKEN},
-                                         s, cp, phase_dir)
+                    results[phase] = wrk(
+                        url, "/jobs/pull", PULL_LUA % {"token": TOKEN}, s, cp, phase_dir
+                    )
                     results[phase]["server_p99"] = server_pull_p99(url)
                 else:
                     seed(url, 250_000)
@@ -283,8 +308,10 @@ def main() -> None:
         f"| enqueue (one job per request) | {ce} | {enq['rps']:,.0f} | {enq['rps']:,.0f} | "
         f"{enq['p50_ms']:.2f} ms | {enq['p99_ms']:.2f} ms | | {local['enqueue']:,.0f} | "
         f"{enq['rps'] / local['enqueue']:.2f}x |",
-        *(row(name, results[name], args.batch, s, cp, cc, local_rate.get(name))
-          for name in ("pull", "cycle", "pull-trio", "cycle-trio")),
+        *(
+            row(name, results[name], args.batch, s, cp, cc, local_rate.get(name))
+            for name in ("pull", "cycle", "pull-trio", "cycle-trio")
+        ),
         "",
         "Errors (non-2xx answers): "
         + ", ".join(f"{name} {r['non2xx']}" for name, r in results.items())
@@ -307,18 +334,23 @@ def main() -> None:
         write_section(lines)
 
 
-def row(name: str, r: dict[str, Any], batch: int, seconds: int, cp: int, cc: int,
-        local: float | None) -> str:
+def row(
+    name: str, r: dict[str, Any], batch: int, seconds: int, cp: int, cc: int, local: float | None
+) -> str:
     """One table row of a pull or pull+ack phase."""
     backend = " on trio" if name.endswith("trio") else ""
     if name.startswith("pull"):
-        return (f"| pull (max=1, no ack){backend} | {cp} | {r['rps']:,.0f} | {r['rps']:,.0f} | "
-                f"{r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms | {r['server_p99']} | | |")
+        return (
+            f"| pull (max=1, no ack){backend} | {cp} | {r['rps']:,.0f} | {r['rps']:,.0f} | "
+            f"{r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms | {r['server_p99']} | | |"
+        )
     jobs = (r["acked"] or 0) / seconds
     ratio = f"{jobs / local:.2f}x" if local else ""
-    return (f"| pull (max={batch}) + ack{backend} | {cc} | {r['rps']:,.0f} | {jobs:,.0f} | "
-            f"{r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms | {r['server_p99']} | "
-            f"{local or 0:,.0f} | {ratio} |")
+    return (
+        f"| pull (max={batch}) + ack{backend} | {cc} | {r['rps']:,.0f} | {jobs:,.0f} | "
+        f"{r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms | {r['server_p99']} | "
+        f"{local or 0:,.0f} | {ratio} |"
+    )
 
 
 def verdict(r: dict[str, Any], seconds: int) -> str:
@@ -336,8 +368,12 @@ def write_section(lines: list[str]) -> None:
     body = "## HTTP API\n\n" + "\n".join(wrapped) + "\n"
     match = re.search(r"^## HTTP API\n.*?(?=^## |\Z)", text, flags=re.M | re.S)
     if match:
-        text = text[: match.start()] + body + ("\n" if match.end() < len(text) else "") + \
-            text[match.end():]
+        text = (
+            text[: match.start()]
+            + body
+            + ("\n" if match.end() < len(text) else "")
+            + text[match.end() :]
+        )
     else:
         text = text.rstrip("\n") + "\n\n" + body
     doc.write_text(text)

@@ -97,8 +97,11 @@ async def memory(jobs: int, samples: int = 10) -> list[tuple[int, float, float]]
                 if done - last_done >= step or done == jobs:
                     now = time.perf_counter()
                     points.append((done, rss_mib(), (done - last_done) / (now - last_t)))
-                    print(f"  {done:>9,} done  RSS {points[-1][1]:7.1f} MiB  "
-                          f"{points[-1][2]:7,.0f} jobs/s", flush=True)
+                    print(
+                        f"  {done:>9,} done  RSS {points[-1][1]:7.1f} MiB  "
+                        f"{points[-1][2]:7,.0f} jobs/s",
+                        flush=True,
+                    )
                     last_done, last_t = done, now
     return points
 
@@ -106,8 +109,12 @@ async def memory(jobs: int, samples: int = 10) -> list[tuple[int, float, float]]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=20_000)
-    parser.add_argument("--memory-jobs", type=int, default=0,
-                        help="also run one long pipeline of this many jobs and sample its RSS")
+    parser.add_argument(
+        "--memory-jobs",
+        type=int,
+        default=0,
+        help="also run one long pipeline of this many jobs and sample its RSS",
+    )
     parser.add_argument("--write", action="store_true", help="write docs/benchmarks.md")
     args = parser.parse_args()
     configure_logging("error")
@@ -120,12 +127,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         raw1 = raw_phases(Path(folder) / "raw1.db", "normal", 5000, 1)["cycle"]
         raw100 = raw_phases(Path(folder) / "raw100.db", "normal", 50_000, 100)["cycle"]
-    rates = {backend: anyio.run(end_to_end, args.jobs, backend=backend)
-             for backend in ("asyncio", "trio")}
-    say(f"End to end on embedded defaults ({args.jobs:,} tiny text jobs in runs of "
+    rates = {
+        backend: anyio.run(end_to_end, args.jobs, backend=backend)
+        for backend in ("asyncio", "trio")
+    }
+    say(
+        f"End to end on embedded defaults ({args.jobs:,} tiny text jobs in runs of "
         f"{RUN_SIZE:,}; concurrency {Config().pipeline.concurrency}, pull batches of "
         f"{Config().queue.batch_size}), beside the raw `sqlite3` cycle of the queue's SQL "
-        "(enqueue+pull+ack, synchronous=NORMAL) from the same run:")
+        "(enqueue+pull+ack, synchronous=NORMAL) from the same run:"
+    )
     say()
     say("| | jobs/s | / raw, 1 job per transaction | / raw, 100 per transaction |")
     say("|---|---:|---:|---:|")
@@ -144,21 +155,28 @@ def main() -> None:
             say(f"| {done:,} | {rss:.1f} | {rate:,.0f} |")
         first = next((p for p in points if p[0] >= args.memory_jobs // 10), points[0])
         say()
-        say(f"RSS from {first[0]:,} to {points[-1][0]:,} jobs: {first[1]:.1f} -> "
-            f"{points[-1][1]:.1f} MiB ({(points[-1][1] / first[1] - 1) * 100:+.1f}%).")
+        say(
+            f"RSS from {first[0]:,} to {points[-1][0]:,} jobs: {first[1]:.1f} -> "
+            f"{points[-1][1]:.1f} MiB ({(points[-1][1] / first[1] - 1) * 100:+.1f}%)."
+        )
     say()
-    say(f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}; {time.strftime('%Y-%m-%d')}.")
+    say(
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}; {time.strftime('%Y-%m-%d')}."
+    )
     if args.write:
-        command = (f"python bench/bench_pipeline.py --jobs {args.jobs}"
-                   + (f" --memory-jobs {args.memory_jobs}" if args.memory_jobs else "")
-                   + " --write")
+        command = (
+            f"python bench/bench_pipeline.py --jobs {args.jobs}"
+            + (f" --memory-jobs {args.memory_jobs}" if args.memory_jobs else "")
+            + " --write"
+        )
         doc = ROOT / "docs" / "benchmarks.md"
         text = doc.read_text()
         body = f"Command: `{command}`\n\n" + "\n".join(lines) + "\n\n"
         if "## Pipeline\n" in text:
-            text = re.sub(r"(## Pipeline\n\n).*?(?=\n## |\Z)", lambda m: m[1] + body, text,
-                          flags=re.S)
+            text = re.sub(
+                r"(## Pipeline\n\n).*?(?=\n## |\Z)", lambda m: m[1] + body, text, flags=re.S
+            )
         else:
             text = text.rstrip() + "\n\n## Pipeline\n\n" + body
         doc.write_text(text.rstrip() + "\n")

@@ -24,7 +24,9 @@ def test_the_shipped_default_file_equals_the_embedded_defaults() -> None:
     assert msgspec.structs.replace(loaded, source=None) == Config()
 
 
-def test_no_file_at_all_gives_the_embedded_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_file_at_all_gives_the_embedded_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert load_config(env={}) == Config()
 
@@ -55,7 +57,9 @@ def test_a_value_of_the_wrong_type_names_the_key(tmp_path: Path) -> None:
 
 
 def test_an_out_of_range_value_names_the_key_and_the_bound(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"\[queue\]\.visibility_seconds: Expected `float` <= 3600"):
+    with pytest.raises(
+        ConfigError, match=r"\[queue\]\.visibility_seconds: Expected `float` <= 3600"
+    ):
         load_config(write(tmp_path, "[queue]\nvisibility_seconds = 7200\n"), env={})
 
 
@@ -83,8 +87,13 @@ def test_the_seeds_environment_variables_override_the_file(tmp_path: Path) -> No
     path = write(tmp_path, "[queue]\nbatch_size = 5\n")
     config = load_config(
         path,
-        env={"BATCH_SIZE": "25", "VISIBILITY_TIMEOUT": "90", "GEMINI_CHAT_MODEL": "m",
-             "R2_BUCKET": "b", "AI_GATEWAY_URL": "http://gw"},
+        env={
+            "BATCH_SIZE": "25",
+            "VISIBILITY_TIMEOUT": "90",
+            "GEMINI_CHAT_MODEL": "m",
+            "R2_BUCKET": "b",
+            "AI_GATEWAY_URL": "http://gw",
+        },
     )
     assert config.queue.batch_size == 25
     assert config.queue.visibility_seconds == 90.0
@@ -112,6 +121,10 @@ def test_secrets_come_from_the_environment_and_never_print(tmp_path: Path) -> No
 
 
 def test_dump_config_round_trips_through_load_config(tmp_path: Path) -> None:
-    config = load_config(write(tmp_path, "[pipeline]\nfetchers = 9\n[log]\nlevel = 'debug'\n"), env={})
+    config = load_config(
+        write(tmp_path, "[pipeline]\nfetchers = 9\n[log]\nlevel = 'debug'\n"), env={}
+    )
     again = load_config(write(tmp_path, dump_config(config)), env={})
-    assert msgspec.structs.replace(again, source=None) == msgspec.structs.replace(config, source=None)
+    assert msgspec.structs.replace(again, source=None) == msgspec.structs.replace(
+        config, source=None
+    )

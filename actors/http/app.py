@@ -74,11 +74,13 @@ def create_app(
         route("/jobs/stats", handlers.Api.stats, "GET", "stats", readers),
         route("/jobs", handlers.Api.list_jobs, "GET", "list_jobs", readers),
         route("/jobs/{job_id:int}", handlers.Api.get_job, "GET", "get_job", readers),
-        route("/jobs/{job_id:int}/result", handlers.Api.store_result, "POST", "store_result",
-              worker),
+        route(
+            "/jobs/{job_id:int}/result", handlers.Api.store_result, "POST", "store_result", worker
+        ),
         route("/uploads/create", handlers.Api.create_upload, "POST", "create_upload", producer),
-        route("/uploads/complete", handlers.Api.complete_upload, "POST", "complete_upload",
-              producer),
+        route(
+            "/uploads/complete", handlers.Api.complete_upload, "POST", "complete_upload", producer
+        ),
         # Authorised by the signed token in its path, like a presigned URL: no bearer needed.
         route("/uploads/{token}", handlers.Api.put_upload, "PUT", "put_upload", None),
         route("/runs/{run_id}", handlers.Api.get_run, "GET", "get_run", readers),
@@ -117,7 +119,8 @@ def _endpoint(
                 principal = api.authenticate(request)
                 if not principal.may(*roles):
                     raise ApiError(
-                        403, "forbidden",
+                        403,
+                        "forbidden",
                         f"a {principal.role} token may not call {name}; it needs the "
                         f"{' or '.join(('admin', *roles))} role",
                     )
@@ -140,4 +143,3 @@ def _websocket(api: handlers.Api) -> Callable[[WebSocket], Awaitable[None]]:
         await api.run_ws(websocket)
 
     return run_ws
-

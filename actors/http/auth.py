@@ -88,9 +88,7 @@ class Tokens:
                     "print(secrets.token_urlsafe())'"
                 )
             tenant = parts[2] if len(parts) == 3 and parts[2] else None
-            entries.append(
-                (parts[0].encode(), Principal(role=parts[1], tenant=tenant))
-            )
+            entries.append((parts[0].encode(), Principal(role=parts[1], tenant=tenant)))
         if full_access:
             entries.append((full_access.encode(), Principal(role="admin")))
         return cls(entries)

@@ -37,8 +37,9 @@ def error_response(exc: ApiError) -> Response:
     if exc.field is not None:
         body["error"]["field"] = exc.field  # type: ignore[index]
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    return Response(msgspec.json.encode(body), exc.status, headers=headers,
-                    media_type="application/json")
+    return Response(
+        msgspec.json.encode(body), exc.status, headers=headers, media_type="application/json"
+    )
 
 
 def from_decode_error(exc: msgspec.DecodeError) -> ApiError:
@@ -67,9 +68,12 @@ def from_domain_error(exc: Exception) -> ApiError | None:
         return ApiError(413, "payload_too_large", message, _camel(message.split(" ")[0]))
     if isinstance(exc, InvalidArgument) and "belongs to tenant" in message:
         # Said without the owner's name: a tenant-scoped client must not learn other tenants.
-        return ApiError(409, "run_of_another_tenant",
-                        "this run id belongs to another tenant; a run has one tenant, so use a "
-                        "new run id", "runId")
+        return ApiError(
+            409,
+            "run_of_another_tenant",
+            "this run id belongs to another tenant; a run has one tenant, so use a new run id",
+            "runId",
+        )
     if isinstance(exc, InvalidArgument):
         match = _FIELD.match(message)
         return ApiError(400, "invalid_argument", message, _camel(match[1]) if match else None)

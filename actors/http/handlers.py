@@ -88,8 +88,9 @@ class UpdateOut(msgspec.Struct, kw_only=True, rename="camel", frozen=True):
 
 def _update_out(update: RunUpdate) -> bytes:
     run = wire.run_out(update.summary) if update.summary is not None else None
-    events = [EventOut(kind=e.kind, job_ids=e.job_ids, at=e.at, error=e.error)
-              for e in update.events]
+    events = [
+        EventOut(kind=e.kind, job_ids=e.job_ids, at=e.at, error=e.error) for e in update.events
+    ]
     return msgspec.json.encode(UpdateOut(run=run, events=events, missed=update.missed))
 
 
@@ -140,7 +141,8 @@ class Api:
             principal = self.tokens.lookup(request.query_params["token"])
         if principal is None:
             raise ApiError(
-                401, "unauthorized",
+                401,
+                "unauthorized",
                 "a valid bearer token is required: send 'Authorization: Bearer <token>' with a "
                 "token from ACTORS_TOKENS (or JWT_SECRET / EDGE_API_TOKEN)",
             )
@@ -159,29 +161,31 @@ class Api:
     async def raw_body(self, request: Request, limit: int) -> bytes:
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
-            raise ApiError(413, "body_too_large",
-                           f"the body is {declared} bytes, over the limit of {limit}")
+            raise ApiError(
+                413, "body_too_large", f"the body is {declared} bytes, over the limit of {limit}"
+            )
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise ApiError(413, "body_too_large",
-                               f"the body is over the limit of {limit} bytes")
+                raise ApiError(
+                    413, "body_too_large", f"the body is over the limit of {limit} bytes"
+                )
             chunks.append(chunk)
         return b"".join(chunks)
 
     @staticmethod
     def check_tenant(principal: Principal | None, tenant_id: str, field: str = "tenantId") -> None:
         if principal is not None and not principal.sees(tenant_id):
-            raise ApiError(403, "wrong_tenant",
-                           "this token is limited to another tenant", field)
+            raise ApiError(403, "wrong_tenant", "this token is limited to another tenant", field)
 
     @staticmethod
     def unscoped(principal: Principal | None, what: str) -> None:
         if principal is not None and principal.tenant is not None:
             raise ApiError(
-                403, "tenant_scoped",
+                403,
+                "tenant_scoped",
                 f"a tenant-scoped token cannot {what}: it spans every tenant; "
                 "use an unscoped token",
             )
@@ -251,8 +255,9 @@ class Api:
         ]
         acks = self.system.ack_stats
         for outcome in ("done", "failed", "retried", "released", "stale"):
-            lines.append(f'actors_pipeline_outcomes_total{{outcome="{outcome}"}} '
-                         f"{getattr(acks, outcome)}")
+            lines.append(
+                f'actors_pipeline_outcomes_total{{outcome="{outcome}"}} {getattr(acks, outcome)}'
+            )
         lines += [
             "# HELP actors_run_metric_total Run metrics summed over runs (processor tokens, "
             "bytes, chunks...).",
@@ -261,8 +266,9 @@ class Api:
         for name, value in sorted((await self.run_metric_sums()).items()):
             lines.append(f'actors_run_metric_total{{name="{name}"}} {value:g}')
         lines += self.metrics.render()
-        return Response("\n".join(lines) + "\n",
-                        media_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(
+            "\n".join(lines) + "\n", media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
 
     async def run_metric_sums(self) -> dict[str, float]:
         now = self.now()
@@ -289,24 +295,43 @@ class Api:
     async def enqueue(self, request: Request, principal: Principal | None) -> Response:
         body = await self.body(request, wire.EnqueueIn)
         self.check_tenant(principal, body.tenant_id)
-        job = await self.call(self.system.enqueue(
-            body.run_id, body.tenant_id, body.r2_key, payload=body.payload,
-            idempotency_key=body.idempotency_key, delay_seconds=body.delay_seconds,
-            priority=body.priority, max_attempts=body.max_attempts,
-        ))
-        return _json(wire.EnqueueOut(success=True, job_id=job.id, run_id=job.run_id,
-                                     status=job.status))
+        job = await self.call(
+            self.system.enqueue(
+                body.run_id,
+                body.tenant_id,
+                body.r2_key,
+                payload=body.payload,
+                idempotency_key=body.idempotency_key,
+                delay_seconds=body.delay_seconds,
+                priority=body.priority,
+                max_attempts=body.max_attempts,
+            )
+        )
+        return _json(
+            wire.EnqueueOut(success=True, job_id=job.id, run_id=job.run_id, status=job.status)
+        )
 
     async def enqueue_many(self, request: Request, principal: Principal | None) -> Response:
         body = await self.body(request, wire.EnqueueManyIn)
         for i, item in enumerate(body.jobs):
             self.check_tenant(principal, item.tenant_id, f"jobs[{i}].tenantId")
-        jobs = await self.call(self.system.enqueue_many([
-            NewJob(run_id=j.run_id, tenant_id=j.tenant_id, r2_key=j.r2_key, payload=j.payload,
-                   idempotency_key=j.idempotency_key, delay_seconds=j.delay_seconds,
-                   priority=j.priority, max_attempts=j.max_attempts)
-            for j in body.jobs
-        ]))
+        jobs = await self.call(
+            self.system.enqueue_many(
+                [
+                    NewJob(
+                        run_id=j.run_id,
+                        tenant_id=j.tenant_id,
+                        r2_key=j.r2_key,
+                        payload=j.payload,
+                        idempotency_key=j.idempotency_key,
+                        delay_seconds=j.delay_seconds,
+                        priority=j.priority,
+                        max_attempts=j.max_attempts,
+                    )
+                    for j in body.jobs
+                ]
+            )
+        )
         return _json(wire.EnqueueManyOut(success=True, jobs=[wire.job_out(j) for j in jobs]))
 
     # --- workers ---------------------------------------------------------------------------
@@ -314,37 +339,63 @@ class Api:
     async def pull(self, request: Request, principal: Principal | None) -> Response:
         self.unscoped(principal, "pull (the queue leases across tenants)")
         body = await self.body(request, wire.PullIn)
-        jobs = await self.call(self.queue.pull(
-            max=body.max, visibility_seconds=body.visibility_seconds, worker_id=body.worker_id,
-        ))
+        jobs = await self.call(
+            self.queue.pull(
+                max=body.max,
+                visibility_seconds=body.visibility_seconds,
+                worker_id=body.worker_id,
+            )
+        )
         now = self.now()
         by_run: dict[str, list[int]] = {}
         for job in jobs:
             self.metrics.leased(job.id, job.available_at, now)
             by_run.setdefault(job.run_id, []).append(job.id)
-        self.tell_rooms([RunEvent(run_id=run, kind="leased", job_ids=tuple(ids), at=now)
-                               for run, ids in by_run.items()])
+        self.tell_rooms(
+            [
+                RunEvent(run_id=run, kind="leased", job_ids=tuple(ids), at=now)
+                for run, ids in by_run.items()
+            ]
+        )
         return _json(wire.PullOut(jobs=[wire.job_out(j) for j in jobs]))
 
     async def ack(self, request: Request, principal: Principal | None) -> Response:
         self.unscoped(principal, "ack")
         body = await self.body(request, wire.AckIn)
         if (body.ids is None) == (body.acks is None):
-            raise ApiError(400, "invalid_field",
-                           "send either ids (with status) or acks, not both and not neither", "ids")
+            raise ApiError(
+                400,
+                "invalid_field",
+                "send either ids (with status) or acks, not both and not neither",
+                "ids",
+            )
         if body.acks is not None:
-            results = await self.call(self.queue.ack_many([
-                Ack(job_id=a.id, lease_token=a.lease_token, status=a.status, result=a.result,
-                    error=a.error, permanent=a.permanent, run_metrics=a.run_metrics)
-                for a in body.acks
-            ]))
+            results = await self.call(
+                self.queue.ack_many(
+                    [
+                        Ack(
+                            job_id=a.id,
+                            lease_token=a.lease_token,
+                            status=a.status,
+                            result=a.result,
+                            error=a.error,
+                            permanent=a.permanent,
+                            run_metrics=a.run_metrics,
+                        )
+                        for a in body.acks
+                    ]
+                )
+            )
             kinds = [a.status for a in body.acks]
         else:
             ids = body.ids or []
             results = await self.call(self.queue.ack_ids(ids, body.status, error=body.error))
             kinds = [body.status] * len(ids)
-        return _json(wire.AckOut(success=all(r.ok for r in results),
-                                 results=await self._items(results, kinds)))
+        return _json(
+            wire.AckOut(
+                success=all(r.ok for r in results), results=await self._items(results, kinds)
+            )
+        )
 
     async def _items(
         self, results: list[Any], kinds: Sequence[str] | None = None
@@ -355,36 +406,53 @@ class Api:
         out = []
         for i, r in enumerate(results):
             job = r.job
-            out.append(wire.ItemOut(id=r.job_id, ok=r.ok, reason=r.reason,
-                                    status=job.status if job is not None else None,
-                                    message=r.message))
+            out.append(
+                wire.ItemOut(
+                    id=r.job_id,
+                    ok=r.ok,
+                    reason=r.reason,
+                    status=job.status if job is not None else None,
+                    message=r.message,
+                )
+            )
             if kinds is None:
                 continue
             if not r.ok or job is None:
                 self.metrics.acked(r.job_id, "stale", now)
                 continue
-            outcome = ("done" if kinds[i] == "done" else
-                       "failed" if job.status == "failed" else "retrying")
+            outcome = (
+                "done" if kinds[i] == "done" else "failed" if job.status == "failed" else "retrying"
+            )
             self.metrics.acked(r.job_id, outcome, now)
             if r.reason == "ok":
                 events.setdefault((job.run_id, outcome), []).append(r.job_id)
-        self.tell_rooms([RunEvent(run_id=run, kind=kind, job_ids=tuple(ids), at=now)  # type: ignore[arg-type]
-                               for (run, kind), ids in events.items()])
+        self.tell_rooms(
+            [
+                RunEvent(run_id=run, kind=kind, job_ids=tuple(ids), at=now)  # type: ignore[arg-type]
+                for (run, kind), ids in events.items()
+            ]
+        )
         return out
 
     async def renew(self, request: Request, principal: Principal | None) -> Response:
         self.unscoped(principal, "renew leases")
         body = await self.body(request, wire.RenewIn)
-        results = await self.call(self.queue.renew_many(
-            [(lease.id, lease.lease_token) for lease in body.leases], body.visibility_seconds))
+        results = await self.call(
+            self.queue.renew_many(
+                [(lease.id, lease.lease_token) for lease in body.leases], body.visibility_seconds
+            )
+        )
         items = await self._items(results)
         return _json(wire.LeasesOut(success=all(r.ok for r in results), results=items))
 
     async def release(self, request: Request, principal: Principal | None) -> Response:
         self.unscoped(principal, "release leases")
         body = await self.body(request, wire.ReleaseIn)
-        results = await self.call(self.queue.release_many(
-            [(lease.id, lease.lease_token) for lease in body.leases], body.delay_seconds))
+        results = await self.call(
+            self.queue.release_many(
+                [(lease.id, lease.lease_token) for lease in body.leases], body.delay_seconds
+            )
+        )
         items = await self._items(results)
         return _json(wire.LeasesOut(success=all(r.ok for r in results), results=items))
 
@@ -392,10 +460,19 @@ class Api:
         self.unscoped(principal, "store results")
         job_id = self.job_id(request)
         body = await self.body(request, wire.ResultIn)
-        results = await self.call(self.queue.ack_many([
-            Ack(job_id=job_id, lease_token=body.lease_token, status="done", result=body.result,
-                run_metrics=body.run_metrics)
-        ]))
+        results = await self.call(
+            self.queue.ack_many(
+                [
+                    Ack(
+                        job_id=job_id,
+                        lease_token=body.lease_token,
+                        status="done",
+                        result=body.result,
+                        run_metrics=body.run_metrics,
+                    )
+                ]
+            )
+        )
         (item,) = await self._items(results, ["done"])
         if not item.ok:
             raise ApiError(409, "lease_lost", item.message or f"job {job_id}: {item.reason}")
@@ -419,15 +496,17 @@ class Api:
         query = request.query_params
         status = query.get("status")
         if status is not None and status not in _STATUSES:
-            raise ApiError(400, "invalid_field",
-                           f"status must be one of {', '.join(_STATUSES)}", "status")
+            raise ApiError(
+                400, "invalid_field", f"status must be one of {', '.join(_STATUSES)}", "status"
+            )
         limit_text = query.get("limit", "100")
         if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
             raise ApiError(400, "invalid_field", "limit must be an integer from 1 to 1000", "limit")
         cursor = query.get("cursor")
         if cursor is not None and (not cursor.isdigit() or len(cursor) > 18):
-            raise ApiError(400, "invalid_field",
-                           "cursor must be the nextCursor of a previous page", "cursor")
+            raise ApiError(
+                400, "invalid_field", "cursor must be the nextCursor of a previous page", "cursor"
+            )
         tenant = query.get("tenantId")
         if principal is not None and principal.tenant is not None:
             if tenant is not None:
@@ -437,10 +516,12 @@ class Api:
             value = query.get(name)
             if value is not None and not 1 <= len(value) <= 1024:
                 raise ApiError(400, "invalid_field", f"{name} must be 1 to 1024 characters", name)
-        page = await self.call(self.queue.list(
-            status, query.get("runId"), tenant, int(limit_text), cursor))
-        return _json(wire.JobsPage(jobs=[wire.job_out(j) for j in page.items],
-                                   next_cursor=page.next_cursor))
+        page = await self.call(
+            self.queue.list(status, query.get("runId"), tenant, int(limit_text), cursor)
+        )
+        return _json(
+            wire.JobsPage(jobs=[wire.job_out(j) for j in page.items], next_cursor=page.next_cursor)
+        )
 
     async def stats(self, request: Request, principal: Principal | None) -> Response:
         self.unscoped(principal, "read the queue's stats")
@@ -451,8 +532,9 @@ class Api:
         body = await self.body(request, wire.RequeueIn)
         if body.ids is None and body.run_id is None and body.tenant_id is None:
             raise ApiError(400, "invalid_field", "name the jobs: ids, runId or tenantId", "ids")
-        count = await self.call(self.queue.requeue(body.ids, run_id=body.run_id,
-                                                   tenant_id=body.tenant_id))
+        count = await self.call(
+            self.queue.requeue(body.ids, run_id=body.run_id, tenant_id=body.tenant_id)
+        )
         return _json(wire.CountOut(success=True, count=count))
 
     async def purge(self, request: Request, principal: Principal | None) -> Response:
@@ -471,10 +553,13 @@ class Api:
         body = await self.body(request, wire.UploadCreateIn)
         self.check_tenant(principal, body.tenant_id)
         run_id = body.run_id or f"run-{uuid.uuid4().hex[:12]}"
-        key = "/".join((
-            _segment(body.tenant_id, "tenant"), _segment(run_id, "run"),
-            f"{uuid.uuid4().hex[:8]}-{_segment(body.filename.rsplit('/', 1)[-1], 'file')}",
-        ))
+        key = "/".join(
+            (
+                _segment(body.tenant_id, "tenant"),
+                _segment(run_id, "run"),
+                f"{uuid.uuid4().hex[:8]}-{_segment(body.filename.rsplit('/', 1)[-1], 'file')}",
+            )
+        )
         expires = self.now() + self.config.http.upload_url_seconds
         grant = UploadGrant(body.tenant_id, run_id, key, body.content_type, body.filename, expires)
         token = self._sign(grant)
@@ -482,16 +567,27 @@ class Api:
         if presign is not None:
             # An object store that signs its own PUTs (R2, S3): the client uploads there, then
             # calls completeUrl, which enqueues the job.
-            url = await self.call(presign(
-                key, content_type=body.content_type,
-                expires_seconds=max(1, int(self.config.http.upload_url_seconds))))
+            url = await self.call(
+                presign(
+                    key,
+                    content_type=body.content_type,
+                    expires_seconds=max(1, int(self.config.http.upload_url_seconds)),
+                )
+            )
             complete = str(request.url_for("complete_upload"))
         else:
             url = str(request.url_for("put_upload", token=token))
             complete = None
-        out = wire.UploadCreateOut(success=True, run_id=run_id, r2_key=key, upload_url=url,
-                                   method="PUT", expires_at=expires, complete_url=complete,
-                                   upload_token=token if complete is not None else None)
+        out = wire.UploadCreateOut(
+            success=True,
+            run_id=run_id,
+            r2_key=key,
+            upload_url=url,
+            method="PUT",
+            expires_at=expires,
+            complete_url=complete,
+            upload_token=token if complete is not None else None,
+        )
         return _json(out, 201)
 
     async def put_upload(self, request: Request, principal: Principal | None) -> Response:
@@ -511,12 +607,21 @@ class Api:
         if size is not None:
             payload["bytes"] = size
         # The key makes a repeated PUT or completion return the same job.
-        job = await self.call(self.system.enqueue(
-            grant.run_id, grant.tenant_id, grant.r2_key, payload=payload,
-            idempotency_key=f"upload:{grant.r2_key}",
-        ))
-        return _json(wire.UploadDoneOut(success=True, job_id=job.id, run_id=job.run_id,
-                                        r2_key=job.r2_key, status=job.status), 201)
+        job = await self.call(
+            self.system.enqueue(
+                grant.run_id,
+                grant.tenant_id,
+                grant.r2_key,
+                payload=payload,
+                idempotency_key=f"upload:{grant.r2_key}",
+            )
+        )
+        return _json(
+            wire.UploadDoneOut(
+                success=True, job_id=job.id, run_id=job.run_id, r2_key=job.r2_key, status=job.status
+            ),
+            201,
+        )
 
     def _sign(self, grant: UploadGrant) -> str:
         data = base64.urlsafe_b64encode(msgspec.msgpack.encode(grant)).rstrip(b"=")
@@ -524,9 +629,11 @@ class Api:
         return f"{data.decode()}.{base64.urlsafe_b64encode(sig).decode()}"
 
     def _verify(self, token: str) -> UploadGrant:
-        refused = ApiError(403, "invalid_upload_token",
-                           "this upload URL is invalid or expired; create another with "
-                           "/uploads/create")
+        refused = ApiError(
+            403,
+            "invalid_upload_token",
+            "this upload URL is invalid or expired; create another with /uploads/create",
+        )
         data, _, sig = token.partition(".")
         if len(token) > 4096 or not data or not sig:
             raise refused
@@ -536,7 +643,8 @@ class Api:
             if not hmac.compare_digest(given, expected):
                 raise refused
             grant = msgspec.msgpack.decode(
-                base64.urlsafe_b64decode(data + "=" * (-len(data) % 4)), type=UploadGrant)
+                base64.urlsafe_b64decode(data + "=" * (-len(data) % 4)), type=UploadGrant
+            )
         except (ValueError, msgspec.DecodeError):
             raise refused from None
         if grant.expires < self.now():
@@ -568,8 +676,11 @@ class Api:
                     yield b"event: update\ndata: " + _update_out(update) + b"\n\n"
             yield b"event: end\ndata: {}\n\n"
 
-        return StreamingResponse(stream(), media_type="text/event-stream",
-                                 headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
 
     async def run_ws(self, websocket: WebSocket) -> None:
         """The same updates as ``/events`` over a WebSocket; closes when the run ends."""

@@ -135,4 +135,3 @@ class Metrics:
         for child, count in sorted(self.restarts.items()):
             lines.append(f'actors_actor_restarts_total{{child="{_escape(child)}"}} {count}')
         return lines
-

@@ -71,11 +71,29 @@ def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
 def openapi_document(*, metrics_open: bool = True) -> dict[str, Any]:
     """The whole document (computed once per setting of ``[http].metrics``)."""
     types = [
-        wire.EnqueueIn, wire.EnqueueOut, wire.EnqueueManyIn, wire.EnqueueManyOut, wire.PullIn,
-        wire.PullOut, wire.AckIn, wire.AckOut, wire.RenewIn, wire.ReleaseIn, wire.LeasesOut,
-        wire.ResultIn, wire.RequeueIn, wire.PurgeIn, wire.CountOut, wire.JobOut, wire.JobsPage,
-        wire.StatsOut, wire.RunOut, wire.UploadCreateIn, wire.UploadCreateOut,
-        wire.UploadDoneOut, wire.ErrorOut,
+        wire.EnqueueIn,
+        wire.EnqueueOut,
+        wire.EnqueueManyIn,
+        wire.EnqueueManyOut,
+        wire.PullIn,
+        wire.PullOut,
+        wire.AckIn,
+        wire.AckOut,
+        wire.RenewIn,
+        wire.ReleaseIn,
+        wire.LeasesOut,
+        wire.ResultIn,
+        wire.RequeueIn,
+        wire.PurgeIn,
+        wire.CountOut,
+        wire.JobOut,
+        wire.JobsPage,
+        wire.StatsOut,
+        wire.RunOut,
+        wire.UploadCreateIn,
+        wire.UploadCreateOut,
+        wire.UploadDoneOut,
+        wire.ErrorOut,
     ]
     _, components = msgspec.json.schema_components(
         types, ref_template="#/components/schemas/{name}"
@@ -93,61 +111,112 @@ def openapi_document(*, metrics_open: bool = True) -> dict[str, Any]:
     components["RunEvent"] = {
         "type": "object",
         "description": "One server-sent event: `update` carries the run's state and the events "
-                       "since the last one as JSON in `data`; `end` closes the stream.",
+        "since the last one as JSON in `data`; `end` closes the stream.",
         "properties": {"event": {"enum": ["update", "end"]}, "data": {"type": "string"}},
     }
     components["UploadCompleteIn"] = {
-        "type": "object", "required": ["token"], "properties": {"token": {"type": "string"}},
+        "type": "object",
+        "required": ["token"],
+        "properties": {"token": {"type": "string"}},
     }
     components["Health"] = {"type": "object"}
     job_id = _path_param("job_id", {"type": "integer", "minimum": 1, "maximum": 2**63 - 1})
     run_id = _path_param("run_id", {"type": "string", "minLength": 1, "maxLength": 1024})
     paths: dict[str, Any] = {
         "/healthz": {"get": _op("liveness", "Health", auth=False)},
-        "/readyz": {"get": _op("readiness: database reachable and tree running", "Health",
-                               auth=False)},
-        "/metrics": {"get": _op("Prometheus metrics", None, media="text/plain",
-                                auth=not metrics_open)},
+        "/readyz": {
+            "get": _op("readiness: database reachable and tree running", "Health", auth=False)
+        },
+        "/metrics": {
+            "get": _op("Prometheus metrics", None, media="text/plain", auth=not metrics_open)
+        },
         "/openapi.json": {"get": _op("this document", "Health", auth=False)},
         "/jobs/enqueue": {"post": _op("enqueue one job (producer)", "EnqueueOut", "EnqueueIn")},
-        "/jobs/enqueue-many": {"post": _op("enqueue jobs in one transaction (producer)",
-                                           "EnqueueManyOut", "EnqueueManyIn")},
-        "/jobs/pull": {"post": _op("lease visible jobs (worker)", "PullOut", "PullIn",
-                                   body_required=False)},
-        "/jobs/ack": {"post": _op("record outcomes: {ids, status} or {acks} (worker)", "AckOut",
-                                  "AckIn")},
+        "/jobs/enqueue-many": {
+            "post": _op(
+                "enqueue jobs in one transaction (producer)", "EnqueueManyOut", "EnqueueManyIn"
+            )
+        },
+        "/jobs/pull": {
+            "post": _op("lease visible jobs (worker)", "PullOut", "PullIn", body_required=False)
+        },
+        "/jobs/ack": {
+            "post": _op("record outcomes: {ids, status} or {acks} (worker)", "AckOut", "AckIn")
+        },
         "/jobs/renew": {"post": _op("extend leases (worker)", "LeasesOut", "RenewIn")},
         "/jobs/release": {"post": _op("give leases back (worker)", "LeasesOut", "ReleaseIn")},
-        "/jobs/requeue": {"post": _op("return failed jobs to pending (admin)", "CountOut",
-                                      "RequeueIn")},
+        "/jobs/requeue": {
+            "post": _op("return failed jobs to pending (admin)", "CountOut", "RequeueIn")
+        },
         "/jobs/purge": {"post": _op("delete old finished jobs (admin)", "CountOut", "PurgeIn")},
         "/jobs/stats": {"get": _op("count jobs by status", "StatsOut")},
-        "/jobs": {"get": _op("list jobs, paged", "JobsPage", params=[
-            _query("status", {"type": "string", "enum": ["pending", "leased", "done", "failed"]}),
-            _query("runId", {"type": "string", "minLength": 1, "maxLength": 1024}),
-            _query("tenantId", {"type": "string", "minLength": 1, "maxLength": 1024}),
-            _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
-            _query("cursor", {"type": "string", "pattern": "^[0-9]{1,18}$"}),
-        ])},
+        "/jobs": {
+            "get": _op(
+                "list jobs, paged",
+                "JobsPage",
+                params=[
+                    _query(
+                        "status",
+                        {"type": "string", "enum": ["pending", "leased", "done", "failed"]},
+                    ),
+                    _query("runId", {"type": "string", "minLength": 1, "maxLength": 1024}),
+                    _query("tenantId", {"type": "string", "minLength": 1, "maxLength": 1024}),
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
+                    _query("cursor", {"type": "string", "pattern": "^[0-9]{1,18}$"}),
+                ],
+            )
+        },
         "/jobs/{job_id}": {"get": _op("one job", "JobOut", params=[job_id])},
-        "/jobs/{job_id}/result": {"post": _op("store a leased job's result: acks it done (worker)",
-                                              "AckOut", "ResultIn", params=[job_id])},
-        "/uploads/create": {"post": _op("reserve an object key and an upload URL (producer)",
-                                        "UploadCreateOut", "UploadCreateIn", status="201")},
-        "/uploads/complete": {"post": _op("enqueue the job of a presigned upload (producer)",
-                                          "UploadDoneOut", "UploadCompleteIn", status="201")},
-        "/uploads/{token}": {"put": _op("upload the file; enqueues its job (signed URL)",
-                                        "UploadDoneOut", status="201", auth=False, params=[
-                                            _path_param("token", {"type": "string"})])},
+        "/jobs/{job_id}/result": {
+            "post": _op(
+                "store a leased job's result: acks it done (worker)",
+                "AckOut",
+                "ResultIn",
+                params=[job_id],
+            )
+        },
+        "/uploads/create": {
+            "post": _op(
+                "reserve an object key and an upload URL (producer)",
+                "UploadCreateOut",
+                "UploadCreateIn",
+                status="201",
+            )
+        },
+        "/uploads/complete": {
+            "post": _op(
+                "enqueue the job of a presigned upload (producer)",
+                "UploadDoneOut",
+                "UploadCompleteIn",
+                status="201",
+            )
+        },
+        "/uploads/{token}": {
+            "put": _op(
+                "upload the file; enqueues its job (signed URL)",
+                "UploadDoneOut",
+                status="201",
+                auth=False,
+                params=[_path_param("token", {"type": "string"})],
+            )
+        },
         "/runs/{run_id}": {"get": _op("a run's state", "RunOut", params=[run_id])},
-        "/runs/{run_id}/events": {"get": _op("server-sent events of the run until it ends",
-                                             "RunEvent", params=[run_id],
-                                             media="text/event-stream")},
+        "/runs/{run_id}/events": {
+            "get": _op(
+                "server-sent events of the run until it ends",
+                "RunEvent",
+                params=[run_id],
+                media="text/event-stream",
+            )
+        },
     }
     return {
         "openapi": "3.1.0",
-        "info": {"title": "actors", "version": "1",
-                 "description": "The edge worker's job protocol, served by actors."},
+        "info": {
+            "title": "actors",
+            "version": "1",
+            "description": "The edge worker's job protocol, served by actors.",
+        },
         "paths": paths,
         "components": {
             "schemas": components,

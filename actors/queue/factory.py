@@ -20,7 +20,9 @@ __all__ = ["open_queue"]
 async def open_queue(config: Config, *, clock: Clock | None = None) -> AsyncIterator[Any]:
     """Open the configured queue for the block; every backend keeps the same contract."""
     settings = config.queue
-    backoff = Backoff(base_seconds=settings.retry_base_seconds, cap_seconds=settings.retry_cap_seconds)
+    backoff = Backoff(
+        base_seconds=settings.retry_base_seconds, cap_seconds=settings.retry_cap_seconds
+    )
     if settings.backend == "sqlite":
         Path(settings.path).parent.mkdir(parents=True, exist_ok=True)
         async with SQLiteQueue.open(
@@ -60,5 +62,5 @@ async def open_queue(config: Config, *, clock: Clock | None = None) -> AsyncIter
             yield queue
         return
     raise ConfigError(
-        f"[queue].backend = {settings.backend!r} is not available in this version; use \"sqlite\""
+        f'[queue].backend = {settings.backend!r} is not available in this version; use "sqlite"'
     )

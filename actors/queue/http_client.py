@@ -105,14 +105,24 @@ class HttpQueue:
 
     # --- transport -----------------------------------------------------------------------
 
-    async def _request(self, method: str, path: str, type: type[T], *, body: Any = None,
-                       params: dict[str, Any] | None = None) -> T:
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        type: type[T],
+        *,
+        body: Any = None,
+        params: dict[str, Any] | None = None,
+    ) -> T:
         if self._closed:
             raise QueueClosed("the HTTP queue client was used after it was closed")
         content = msgspec.json.encode(body) if body is not None else None
         try:
             response = await self._client.request(
-                method, path, content=content, params=params,
+                method,
+                path,
+                content=content,
+                params=params,
                 headers={"content-type": "application/json"} if content is not None else None,
             )
         except httpx.HTTPError as exc:
@@ -203,8 +213,10 @@ class HttpQueue:
         self, leases: Sequence[tuple[int, str]], visibility_seconds: float
     ) -> list[LeaseResult]:
         """Extend every live lease; stale ones are refused item by item."""
-        body = {"leases": [{"id": i, "leaseToken": t} for i, t in leases],
-                "visibilitySeconds": visibility_seconds}
+        body = {
+            "leases": [{"id": i, "leaseToken": t} for i, t in leases],
+            "visibilitySeconds": visibility_seconds,
+        }
         out = await self._request("POST", "/jobs/renew", wire.LeasesOut, body=body)
         return [_item(r) for r in out.results]
 
@@ -212,8 +224,10 @@ class HttpQueue:
         self, leases: Sequence[tuple[int, str]], delay_seconds: float = 0
     ) -> list[LeaseResult]:
         """Give back every live lease without spending an attempt."""
-        body = {"leases": [{"id": i, "leaseToken": t} for i, t in leases],
-                "delaySeconds": delay_seconds}
+        body = {
+            "leases": [{"id": i, "leaseToken": t} for i, t in leases],
+            "delaySeconds": delay_seconds,
+        }
         out = await self._request("POST", "/jobs/release", wire.LeasesOut, body=body)
         return [_item(r) for r in out.results]
 
@@ -253,11 +267,19 @@ class HttpQueue:
         """Nothing to do here: retention is the server's ``[queue].retention_seconds``."""
         return 0
 
-    async def requeue(self, job_ids: Sequence[int] | None = None, *, run_id: str | None = None,
-                      tenant_id: str | None = None) -> int:
+    async def requeue(
+        self,
+        job_ids: Sequence[int] | None = None,
+        *,
+        run_id: str | None = None,
+        tenant_id: str | None = None,
+    ) -> int:
         """Return terminally failed jobs to pending (needs an admin token)."""
-        body = {"ids": list(job_ids) if job_ids is not None else None, "runId": run_id,
-                "tenantId": tenant_id}
+        body = {
+            "ids": list(job_ids) if job_ids is not None else None,
+            "runId": run_id,
+            "tenantId": tenant_id,
+        }
         out = await self._request("POST", "/jobs/requeue", wire.CountOut, body=body)
         return out.count
 
@@ -287,9 +309,17 @@ class HttpQueue:
         cursor: str | None = None,
     ) -> Page[Job]:
         """Return one page of jobs in id order, filtered by status, run and tenant."""
-        params = {k: v for k, v in (("status", status), ("runId", run_id),
-                                    ("tenantId", tenant_id), ("limit", limit),
-                                    ("cursor", cursor)) if v is not None}
+        params = {
+            k: v
+            for k, v in (
+                ("status", status),
+                ("runId", run_id),
+                ("tenantId", tenant_id),
+                ("limit", limit),
+                ("cursor", cursor),
+            )
+            if v is not None
+        }
         out = await self._request("GET", "/jobs", wire.JobsPage, params=params)
         return Page(items=[_job(j) for j in out.jobs], next_cursor=out.next_cursor)
 
@@ -315,13 +345,23 @@ def _item(out: wire.ItemOut) -> ItemResult:
     job = None
     if out.status is not None:
         job = Job(id=out.id, run_id="", tenant_id="", r2_key="", status=out.status)  # type: ignore[arg-type]
-    return ItemResult(job_id=out.id, ok=out.ok, reason=out.reason, job=job,  # type: ignore[arg-type]
-                      message=out.message)
+    return ItemResult(
+        job_id=out.id,
+        ok=out.ok,
+        reason=out.reason,
+        job=job,  # type: ignore[arg-type]
+        message=out.message,
+    )
 
 
 def _camel_new_job(new: NewJob) -> dict[str, Any]:
-    body: dict[str, Any] = {"runId": new.run_id, "tenantId": new.tenant_id, "r2Key": new.r2_key,
-                            "delaySeconds": new.delay_seconds, "priority": new.priority}
+    body: dict[str, Any] = {
+        "runId": new.run_id,
+        "tenantId": new.tenant_id,
+        "r2Key": new.r2_key,
+        "delaySeconds": new.delay_seconds,
+        "priority": new.priority,
+    }
     if new.payload is not None:
         body["payload"] = new.payload
     if new.idempotency_key is not None:

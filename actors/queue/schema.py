@@ -293,8 +293,7 @@ def migrate_down(
             if version < migration.version:
                 continue
             rows = {
-                t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-                for t in migration.drops
+                t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in migration.drops
             }
             if any(rows.values()) and not force:
                 held = ", ".join(f"{n} rows in {t}" for t, n in rows.items() if n)

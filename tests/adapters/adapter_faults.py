@@ -75,11 +75,17 @@ class FaultProxy:
                 _reset(client)
                 return
             if fault == "503":
-                body = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>ServiceUnavailable"
-                        b"</Code><Message>injected by the test proxy</Message></Error>")
-                client.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/xml"
-                               b"\r\nConnection: close\r\nContent-Length: "
-                               + str(len(body)).encode() + b"\r\n\r\n" + body)
+                body = (
+                    b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>ServiceUnavailable"
+                    b"</Code><Message>injected by the test proxy</Message></Error>"
+                )
+                client.sendall(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/xml"
+                    b"\r\nConnection: close\r\nContent-Length: "
+                    + str(len(body)).encode()
+                    + b"\r\n\r\n"
+                    + body
+                )
                 client.close()
                 return
             if fault is not None and fault.startswith("delay:"):

@@ -30,8 +30,13 @@ def s3_sync(s3_endpoint: str) -> Any:
     """A plain boto3 client, to arrange and inspect the bucket from outside the store."""
     import boto3
 
-    return boto3.client("s3", endpoint_url=s3_endpoint, region_name=REGION,
-                        aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET)
+    return boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        region_name=REGION,
+        aws_access_key_id=KEY_ID,
+        aws_secret_access_key=SECRET,
+    )
 
 
 @pytest.fixture

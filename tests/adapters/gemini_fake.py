@@ -49,8 +49,9 @@ class FakeGemini:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}{prefix}"
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), daemon=True
+        )
 
     def fail(self, match: str, kind: str, *args: Any) -> None:
         self.faults.append((match, (kind, *args)))
@@ -85,8 +86,9 @@ class FakeGemini:
         with self.lock:
             self.requests.append((path, body))
         if h.headers.get("x-goog-api-key") != API_KEY:
-            return _error(h, 403, "PERMISSION_DENIED",
-                          "API key not valid. Please pass a valid API key.")
+            return _error(
+                h, 403, "PERMISSION_DENIED", "API key not valid. Please pass a valid API key."
+            )
         if not path.startswith(self.prefix + "/v1beta/models/"):
             return _error(h, 404, "NOT_FOUND", f"no route {path}")
         fault = self._next_fault(path)
@@ -94,17 +96,32 @@ class FakeGemini:
         if kind == "slow":
             time.sleep(fault[1])  # type: ignore[index]
         elif kind == "429":
-            return _error(h, 429, "RESOURCE_EXHAUSTED",
-                          "Resource has been exhausted (e.g. check quota).",
-                          headers={"Retry-After": str(fault[1])})  # type: ignore[index]
+            return _error(
+                h,
+                429,
+                "RESOURCE_EXHAUSTED",
+                "Resource has been exhausted (e.g. check quota).",
+                headers={"Retry-After": str(fault[1])},
+            )  # type: ignore[index]
         elif kind == "429-info":
-            return _error(h, 429, "RESOURCE_EXHAUSTED", "Quota exceeded for metric.", details=[
-                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": fault[1]},  # type: ignore[index]
-            ])
+            return _error(
+                h,
+                429,
+                "RESOURCE_EXHAUSTED",
+                "Quota exceeded for metric.",
+                details=[
+                    {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": fault[1]},  # type: ignore[index]
+                ],
+            )
         elif kind in ("500", "503"):
-            return _error(h, int(kind), "INTERNAL" if kind == "500" else "UNAVAILABLE",
-                          "An internal error has occurred." if kind == "500" else
-                          "The model is overloaded. Please try again later.")
+            return _error(
+                h,
+                int(kind),
+                "INTERNAL" if kind == "500" else "UNAVAILABLE",
+                "An internal error has occurred."
+                if kind == "500"
+                else "The model is overloaded. Please try again later.",
+            )
         elif kind == "400":
             return _error(h, 400, "INVALID_ARGUMENT", fault[1])  # type: ignore[index]
         elif kind == "malformed":
@@ -119,28 +136,54 @@ class FakeGemini:
             return _json(h, 200, {"embeddings": embeddings})
         if method == "generateContent":
             if kind == "blocked":
-                return _json(h, 200, {"promptFeedback": {"blockReason": "SAFETY"},
-                                      "usageMetadata": {"promptTokenCount": 10}})
+                return _json(
+                    h,
+                    200,
+                    {
+                        "promptFeedback": {"blockReason": "SAFETY"},
+                        "usageMetadata": {"promptTokenCount": 10},
+                    },
+                )
             parts = body["contents"][0]["parts"]
             text = " ".join(p.get("text", "") for p in parts)
             inline = [p for p in parts if "inlineData" in p]
-            analysis = {"summary": text.split("\n")[-1][:80] if not inline else "a PDF",
-                        "topics": ["lichens"], "entities": [{"name": "Oslo", "type": "place"}],
-                        "language": "en"}
+            analysis = {
+                "summary": text.split("\n")[-1][:80] if not inline else "a PDF",
+                "topics": ["lichens"],
+                "entities": [{"name": "Oslo", "type": "place"}],
+                "language": "en",
+            }
             answer_text = "not json at all" if kind == "not-schema" else json.dumps(analysis)
             prompt_tokens = len(text) // 4 + 258 * len(inline)
-            return _json(h, 200, {
-                "candidates": [{"content": {"role": "model", "parts": [{"text": answer_text}]},
-                                "finishReason": "STOP", "index": 0}],
-                "usageMetadata": {"promptTokenCount": prompt_tokens, "candidatesTokenCount": 20,
-                                  "totalTokenCount": prompt_tokens + 20},
-                "modelVersion": model,
-            })
+            return _json(
+                h,
+                200,
+                {
+                    "candidates": [
+                        {
+                            "content": {"role": "model", "parts": [{"text": answer_text}]},
+                            "finishReason": "STOP",
+                            "index": 0,
+                        }
+                    ],
+                    "usageMetadata": {
+                        "promptTokenCount": prompt_tokens,
+                        "candidatesTokenCount": 20,
+                        "totalTokenCount": prompt_tokens + 20,
+                    },
+                    "modelVersion": model,
+                },
+            )
         return _error(h, 404, "NOT_FOUND", f"unknown method {method}")
 
 
-def _send(h: BaseHTTPRequestHandler, status: int, body: bytes, content_type: str,
-          headers: dict[str, str] | None = None) -> None:
+def _send(
+    h: BaseHTTPRequestHandler,
+    status: int,
+    body: bytes,
+    content_type: str,
+    headers: dict[str, str] | None = None,
+) -> None:
     h.send_response(status)
     h.send_header("Content-Type", content_type)
     h.send_header("Content-Length", str(len(body)))
@@ -150,13 +193,20 @@ def _send(h: BaseHTTPRequestHandler, status: int, body: bytes, content_type: str
     h.wfile.write(body)
 
 
-def _json(h: BaseHTTPRequestHandler, status: int, payload: Any,
-          headers: dict[str, str] | None = None) -> None:
+def _json(
+    h: BaseHTTPRequestHandler, status: int, payload: Any, headers: dict[str, str] | None = None
+) -> None:
     _send(h, status, json.dumps(payload).encode(), "application/json; charset=UTF-8", headers)
 
 
-def _error(h: BaseHTTPRequestHandler, status: int, code: str, message: str,
-           headers: dict[str, str] | None = None, details: list[Any] | None = None) -> None:
+def _error(
+    h: BaseHTTPRequestHandler,
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    details: list[Any] | None = None,
+) -> None:
     error: dict[str, Any] = {"code": status, "message": message, "status": code}
     if details:
         error["details"] = details

@@ -37,18 +37,34 @@ FILES = ["lichen-field-notes.txt", "community-solar.md", "harbour-report.pdf"]
 
 def adapters_config(tmp_path: Path, endpoint: str, bucket: str, gemini_url: str) -> Config:
     return Config(
-        queue=QueueConfig(path=str(tmp_path / "q.db"), retry_base_seconds=0.01,
-                          poll_interval_seconds=0.05),
+        queue=QueueConfig(
+            path=str(tmp_path / "q.db"), retry_base_seconds=0.01, poll_interval_seconds=0.05
+        ),
         pipeline=PipelineConfig(concurrency=8, fetchers=2, processors=2),
         # No retries inside the store or the processor: every fault costs the job an attempt,
         # so the queue's retries are what the test sees.
-        storage=StorageConfig(kind="s3", endpoint=endpoint, bucket=bucket, region=REGION,
-                              addressing_style="path", timeout_seconds=5, max_retries=0),
-        processor=ProcessorConfig(kind="gemini", base_url=gemini_url, max_chunk_chars=400,
-                                  max_retries=0, timeout_seconds=5),
+        storage=StorageConfig(
+            kind="s3",
+            endpoint=endpoint,
+            bucket=bucket,
+            region=REGION,
+            addressing_style="path",
+            timeout_seconds=5,
+            max_retries=0,
+        ),
+        processor=ProcessorConfig(
+            kind="gemini",
+            base_url=gemini_url,
+            max_chunk_chars=400,
+            max_retries=0,
+            timeout_seconds=5,
+        ),
         supervision=SupervisionConfig(backoff_min_seconds=0.0, backoff_max_seconds=0.0),
-        secrets=Secrets(r2_access_key_id=Secret(KEY_ID), r2_secret_access_key=Secret(SECRET),
-                        google_api_key=Secret(API_KEY)),
+        secrets=Secrets(
+            r2_access_key_id=Secret(KEY_ID),
+            r2_secret_access_key=Secret(SECRET),
+            google_api_key=Secret(API_KEY),
+        ),
     )
 
 
@@ -103,12 +119,20 @@ def keep_logging() -> Iterator[None]:
 
 
 def test_submit_run_show_export_and_search_from_the_command_line(
-    tmp_path: Path, s3_endpoint: str, bucket: str, monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str], keep_logging: None,
+    tmp_path: Path,
+    s3_endpoint: str,
+    bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    keep_logging: None,
 ) -> None:
-    for name, value in {"R2_ACCESS_KEY_ID": KEY_ID, "R2_SECRET_ACCESS_KEY": SECRET,
-                        "GOOGLE_API_KEY": API_KEY, "R2_BUCKET": bucket,
-                        "R2_ENDPOINT": s3_endpoint}.items():
+    for name, value in {
+        "R2_ACCESS_KEY_ID": KEY_ID,
+        "R2_SECRET_ACCESS_KEY": SECRET,
+        "GOOGLE_API_KEY": API_KEY,
+        "R2_BUCKET": bucket,
+        "R2_ENDPOINT": s3_endpoint,
+    }.items():
         monkeypatch.setenv(name, value)
     with FakeGemini() as gemini:
         config_file = tmp_path / "actors.toml"

@@ -11,8 +11,9 @@ from supervisors.clock import FakeClock
 pytestmark = pytest.mark.anyio
 
 
-async def run_calls(limiter: RateLimiter, clock: FakeClock, tokens: list[int],
-                    settle: int | None = None) -> list[float]:
+async def run_calls(
+    limiter: RateLimiter, clock: FakeClock, tokens: list[int], settle: int | None = None
+) -> list[float]:
     """Start one call per entry at t=0 and drive the fake clock until all are granted."""
     granted: list[float] = []
 
@@ -41,8 +42,9 @@ def assert_window_holds(times: list[float], budget: int) -> None:
 
 async def test_requests_per_minute_hold_in_every_sliding_window() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(concurrency=100, requests_per_minute=3, tokens_per_minute=10**9,
-                          clock=clock)
+    limiter = RateLimiter(
+        concurrency=100, requests_per_minute=3, tokens_per_minute=10**9, clock=clock
+    )
     granted = await run_calls(limiter, clock, [1] * 8)
     assert granted == [0, 0, 0, 60, 60, 60, 120, 120]
     assert_window_holds(granted, 3)
@@ -50,27 +52,31 @@ async def test_requests_per_minute_hold_in_every_sliding_window() -> None:
 
 async def test_tokens_per_minute_hold_and_settled_usage_frees_the_budget() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(concurrency=100, requests_per_minute=1000, tokens_per_minute=100,
-                          clock=clock)
+    limiter = RateLimiter(
+        concurrency=100, requests_per_minute=1000, tokens_per_minute=100, clock=clock
+    )
     assert await run_calls(limiter, clock, [40] * 5) == [0, 0, 60, 60, 120]
 
     clock = FakeClock()
-    limiter = RateLimiter(concurrency=100, requests_per_minute=1000, tokens_per_minute=100,
-                          clock=clock)
+    limiter = RateLimiter(
+        concurrency=100, requests_per_minute=1000, tokens_per_minute=100, clock=clock
+    )
     # Each call estimated 40 tokens but used 10: five fit at once after settling.
     assert await run_calls(limiter, clock, [40] * 5, settle=10) == [0] * 5
 
 
 async def test_a_call_larger_than_the_whole_token_budget_runs_alone() -> None:
     clock = FakeClock()
-    limiter = RateLimiter(concurrency=100, requests_per_minute=1000, tokens_per_minute=100,
-                          clock=clock)
+    limiter = RateLimiter(
+        concurrency=100, requests_per_minute=1000, tokens_per_minute=100, clock=clock
+    )
     assert await run_calls(limiter, clock, [10, 500, 10]) == [0, 60, 120]
 
 
 async def test_concurrency_bounds_the_calls_in_flight() -> None:
-    limiter = RateLimiter(concurrency=2, requests_per_minute=1000, tokens_per_minute=10**9,
-                          clock=FakeClock())
+    limiter = RateLimiter(
+        concurrency=2, requests_per_minute=1000, tokens_per_minute=10**9, clock=FakeClock()
+    )
     order: list[str] = []
     peak = 0
     release = anyio.Event()
@@ -96,8 +102,9 @@ async def test_concurrency_bounds_the_calls_in_flight() -> None:
 
 
 async def test_a_cancelled_waiter_gives_its_place_back() -> None:
-    limiter = RateLimiter(concurrency=1, requests_per_minute=1000, tokens_per_minute=10**9,
-                          clock=FakeClock())
+    limiter = RateLimiter(
+        concurrency=1, requests_per_minute=1000, tokens_per_minute=10**9, clock=FakeClock()
+    )
     with anyio.fail_after(10):
         async with limiter.acquire(1):
             with anyio.move_on_after(0.01):

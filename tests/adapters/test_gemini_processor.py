@@ -27,8 +27,10 @@ from actors.rate_limit import RateLimiter
 pytestmark = pytest.mark.anyio
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
-TEXT = ("Lichens grow slowly on old stone walls. They record how clean the air has been. "
-        "Surveys in Oslo count them every year.\n\n") * 12
+TEXT = (
+    "Lichens grow slowly on old stone walls. They record how clean the air has been. "
+    "Surveys in Oslo count them every year.\n\n"
+) * 12
 
 
 class RecordingClock:
@@ -57,23 +59,36 @@ def fake() -> Iterator[FakeGemini]:
 
 
 def job(key: str = "t1/run/notes.txt") -> LeasedJob:
-    return LeasedJob(id=1, run_id="run", tenant_id="t1", r2_key=key, lease_token="x",
-                     attempts=1, max_attempts=5)
+    return LeasedJob(
+        id=1, run_id="run", tenant_id="t1", r2_key=key, lease_token="x", attempts=1, max_attempts=5
+    )
 
 
 def processor(url: str, clock: RecordingClock | None = None, **settings: Any) -> GeminiProcessor:
-    options: dict[str, Any] = {"kind": "gemini", "base_url": url, "max_chunk_chars": 300,
-                               "embed_batch_size": 3, "retry_base_seconds": 0.5,
-                               "retry_cap_seconds": 30, "max_retries": 3, "timeout_seconds": 5}
+    options: dict[str, Any] = {
+        "kind": "gemini",
+        "base_url": url,
+        "max_chunk_chars": 300,
+        "embed_batch_size": 3,
+        "retry_base_seconds": 0.5,
+        "retry_cap_seconds": 30,
+        "max_retries": 3,
+        "timeout_seconds": 5,
+    }
     options.update(settings)
     config = ProcessorConfig(**options)
     limiter = RateLimiter(concurrency=4, requests_per_minute=1000, tokens_per_minute=10**7)
-    return GeminiProcessor(config, api_key=API_KEY, limiter=limiter,
-                           clock=clock or RecordingClock())  # type: ignore[arg-type]
+    return GeminiProcessor(
+        config, api_key=API_KEY, limiter=limiter, clock=clock or RecordingClock()
+    )  # type: ignore[arg-type]
 
 
-async def process(p: GeminiProcessor, data: bytes = TEXT.encode(), key: str = "t1/run/notes.txt",
-                  content_type: str | None = "text/plain") -> Any:
+async def process(
+    p: GeminiProcessor,
+    data: bytes = TEXT.encode(),
+    key: str = "t1/run/notes.txt",
+    content_type: str | None = "text/plain",
+) -> Any:
     try:
         with anyio.fail_after(30):
             return await p.process(job(key), data, content_type)
@@ -95,7 +110,7 @@ async def test_a_document_gets_an_analysis_embedded_chunks_and_token_usage(
     assert fake.calls("generateContent") == 1
     assert result["embeddings"]["dims"] == 16
     for chunk, vector in zip(chunks, result["embeddings"]["vectors"], strict=True):
-        assert TEXT[chunk["start"]:chunk["end"]].strip() == chunk["text"].strip()
+        assert TEXT[chunk["start"] : chunk["end"]].strip() == chunk["text"].strip()
         expected = fake_vector(chunk["text"], 16)
         assert decode_vector(vector) == pytest.approx(expected, abs=1e-3)  # float16
     generate = next(body for path, body in fake.requests if path.endswith(":generateContent"))
@@ -173,8 +188,11 @@ async def test_a_400_fails_the_job_permanently_with_the_api_message(fake: FakeGe
 
 async def test_a_wrong_api_key_is_a_permanent_failure_naming_the_key(fake: FakeGemini) -> None:
     config = ProcessorConfig(kind="gemini", base_url=fake.url)
-    p = GeminiProcessor(config, api_key="wrong", limiter=RateLimiter(
-        concurrency=1, requests_per_minute=100, tokens_per_minute=10**6))
+    p = GeminiProcessor(
+        config,
+        api_key="wrong",
+        limiter=RateLimiter(concurrency=1, requests_per_minute=100, tokens_per_minute=10**6),
+    )
     with pytest.raises(ModelRejected, match=r"HTTP 403.*API key not valid.*GOOGLE_API_KEY"):
         await process(p)
 
@@ -207,8 +225,12 @@ async def test_a_gateway_base_url_keeps_its_path_prefix() -> None:
 
 async def test_a_pdf_goes_inline_when_configured(fake: FakeGemini) -> None:
     data = (SAMPLES / "harbour-report.pdf").read_bytes()
-    output = await process(processor(fake.url, send_pdf_inline=True), data,
-                           "t1/run/harbour-report.pdf", "application/pdf")
+    output = await process(
+        processor(fake.url, send_pdf_inline=True),
+        data,
+        "t1/run/harbour-report.pdf",
+        "application/pdf",
+    )
     generate = next(body for path, body in fake.requests if path.endswith(":generateContent"))
     inline = generate["contents"][0]["parts"][1]["inlineData"]
     assert inline["mimeType"] == "application/pdf"
@@ -219,16 +241,16 @@ async def test_a_pdf_goes_inline_when_configured(fake: FakeGemini) -> None:
 async def test_a_result_that_would_not_fit_the_queue_drops_chunk_texts_then_refuses() -> None:
     long_text = ("Moss and lichen surveys across the northern coast. " * 40 + "\n\n") * 60
     with FakeGemini(dims=768) as fake:
-        output = await process(processor(fake.url, max_chunk_chars=2000, max_chunks=64),
-                               long_text.encode())
+        output = await process(
+            processor(fake.url, max_chunk_chars=2000, max_chunks=64), long_text.encode()
+        )
     result = output.result
     assert result["chunk_texts_dropped"] is True
     assert all(c["text"] is None for c in result["chunks"])
     assert len(result["embeddings"]["vectors"]) == len(result["chunks"]) == 64
 
     with FakeGemini(dims=4096) as fake, pytest.raises(DocumentError, match="max_chunks"):
-        await process(processor(fake.url, max_chunk_chars=2000, max_chunks=64),
-                      long_text.encode())
+        await process(processor(fake.url, max_chunk_chars=2000, max_chunks=64), long_text.encode())
 
 
 def test_make_processor_needs_the_key_from_the_environment(fake: FakeGemini) -> None:

@@ -31,12 +31,22 @@ MiB = 1024 * 1024
 
 
 def s3_store(endpoint: str, bucket: str, **options: Any) -> S3ObjectStore:
-    settings: dict[str, Any] = {"timeout_seconds": 5.0, "max_retries": 3,
-                                "retry_base_seconds": 0.01, "retry_cap_seconds": 0.05}
+    settings: dict[str, Any] = {
+        "timeout_seconds": 5.0,
+        "max_retries": 3,
+        "retry_base_seconds": 0.01,
+        "retry_cap_seconds": 0.05,
+    }
     settings.update(options)
-    return S3ObjectStore(bucket=bucket, endpoint=endpoint, access_key_id=KEY_ID,
-                         secret_access_key=SECRET, region=REGION, addressing_style="path",
-                         **settings)
+    return S3ObjectStore(
+        bucket=bucket,
+        endpoint=endpoint,
+        access_key_id=KEY_ID,
+        secret_access_key=SECRET,
+        region=REGION,
+        addressing_style="path",
+        **settings,
+    )
 
 
 def upstream(endpoint: str) -> tuple[str, int]:
@@ -152,8 +162,9 @@ async def test_a_large_file_goes_up_in_parts_surviving_a_reset_part(
     path.write_bytes(data)
     with FaultProxy(upstream(s3_endpoint), match="partNumber=2") as proxy:
         proxy.faults.append("reset")
-        store = s3_store(proxy.url, bucket, multipart_threshold_bytes=5 * MiB,
-                         multipart_part_bytes=5 * MiB)
+        store = s3_store(
+            proxy.url, bucket, multipart_threshold_bytes=5 * MiB, multipart_part_bytes=5 * MiB
+        )
         try:
             with anyio.fail_after(60):
                 size = await store.put_file(path, "t1/run/big.pdf", content_type="application/pdf")
@@ -174,11 +185,13 @@ async def test_a_presigned_put_url_uploads_without_credentials(
     store = s3_store(s3_endpoint, bucket)
     try:
         with anyio.fail_after(20):
-            url = await store.presign_put("t1/run/up.txt", expires_seconds=60,
-                                          content_type="text/plain")
+            url = await store.presign_put(
+                "t1/run/up.txt", expires_seconds=60, content_type="text/plain"
+            )
             async with httpx.AsyncClient() as http:
-                response = await http.put(url, content=b"uploaded by a browser",
-                                          headers={"Content-Type": "text/plain"})
+                response = await http.put(
+                    url, content=b"uploaded by a browser", headers={"Content-Type": "text/plain"}
+                )
             obj = await store.get("t1/run/up.txt", max_bytes=1000)
     finally:
         await store.aclose()

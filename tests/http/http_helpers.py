@@ -16,8 +16,10 @@ WORKER = "worker-token-0123456789"
 PRODUCER = "producer-token-0123456789"
 ACME = "acme-producer-token-0123"
 ACME_WORKER = "acme-worker-token-0123"
-TOKENS = (f"{ADMIN}:admin,{WORKER}:worker,{PRODUCER}:producer,{ACME}:producer:acme,"
-          f"{ACME_WORKER}:worker:acme")
+TOKENS = (
+    f"{ADMIN}:admin,{WORKER}:worker,{PRODUCER}:producer,{ACME}:producer:acme,"
+    f"{ACME_WORKER}:worker:acme"
+)
 
 
 def server_config(tmp_path: Path, *, queue_only: bool = True, extra: str = "") -> Path:
@@ -25,13 +27,13 @@ def server_config(tmp_path: Path, *, queue_only: bool = True, extra: str = "") -
     path.write_text(
         f"""
 [queue]
-path = "{tmp_path / 'q.db'}"
+path = "{tmp_path / "q.db"}"
 visibility_seconds = 5
 poll_interval_seconds = 0.1
 reap_interval_seconds = 0.2
 retry_base_seconds = 0.05
 [storage]
-root = "{tmp_path / 'objects'}"
+root = "{tmp_path / "objects"}"
 [http]
 enabled = true
 port = 0
@@ -55,7 +57,7 @@ url = "{url}"
 visibility_seconds = 5
 poll_interval_seconds = 0.1
 [storage]
-root = "{tmp_path / 'objects'}"
+root = "{tmp_path / "objects"}"
 [log]
 level = "warning"
 format = "json"
@@ -65,8 +67,11 @@ format = "json"
 
 
 def env(**extra: str) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items()
-            if k not in ("JWT_SECRET", "EDGE_API_TOKEN", "ACTORS_TOKENS", "EDGE_BASE_URL")}
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("JWT_SECRET", "EDGE_API_TOKEN", "ACTORS_TOKENS", "EDGE_BASE_URL")
+    }
     return {**base, **extra}
 
 
@@ -91,7 +96,9 @@ def serving(
     with open(log, "ab") as err:
         process = subprocess.Popen(
             [sys.executable, "-m", "actors", "--config", str(config), "run"],
-            stdout=subprocess.DEVNULL, stderr=err, env=env(ACTORS_TOKENS=TOKENS, **extra_env),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=env(ACTORS_TOKENS=TOKENS, **extra_env),
         )
     try:
         port = wait_for_port(log, process)

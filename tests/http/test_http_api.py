@@ -34,8 +34,9 @@ DOC = b"Harbour traffic rose in spring. Ferries ran late twice. The pier needs r
 
 def make_config(tmp_path: Path, *, queue_only: bool = True, **http: Any) -> Config:
     return Config(
-        queue=QueueConfig(path=str(tmp_path / "q.db"), poll_interval_seconds=0.05,
-                          visibility_seconds=30),
+        queue=QueueConfig(
+            path=str(tmp_path / "q.db"), poll_interval_seconds=0.05, visibility_seconds=30
+        ),
         storage=StorageConfig(root=str(tmp_path / "objects")),
         pipeline=PipelineConfig(shutdown_grace_seconds=1),
         http=HttpConfig(enabled=True, port=0, queue_only=queue_only, max_body_bytes=4096, **http),
@@ -53,7 +54,7 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[ActorSystem, httpx.Async
 
 async def until(predicate: Any) -> None:
     """Wait for a condition no event announces (a subscriber leaving, a counter moving)."""
-    while not predicate():  # noqa: ASYNC110 - nothing to wait on but the state itself
+    while not predicate():
         await anyio.sleep(0.02)
 
 
@@ -76,27 +77,59 @@ async def test_enqueue_pull_ack_with_the_seeds_field_names(served: Any) -> None:
     again = await enqueue(client, idempotencyKey="k1")
     assert again.json()["jobId"] == body["jobId"]
 
-    pulled = (await client.post("/jobs/pull", json={"max": 5, "visibilitySeconds": 30},
-                                headers=auth(WORKER))).json()["jobs"]
+    pulled = (
+        await client.post(
+            "/jobs/pull", json={"max": 5, "visibilitySeconds": 30}, headers=auth(WORKER)
+        )
+    ).json()["jobs"]
     assert len(pulled) == 1
     job = pulled[0]
     assert {k: job[k] for k in ("id", "runId", "tenantId", "r2Key", "attempts")} == {
-        "id": body["jobId"], "runId": "r1", "tenantId": "t1", "r2Key": "t1/r1/a.txt",
-        "attempts": 1}
+        "id": body["jobId"],
+        "runId": "r1",
+        "tenantId": "t1",
+        "r2Key": "t1/r1/a.txt",
+        "attempts": 1,
+    }
     assert isinstance(job["leaseToken"], str) and job["payload"] == {"n": 1}
 
-    renewed = await client.post("/jobs/renew", headers=auth(WORKER), json={
-        "leases": [{"id": job["id"], "leaseToken": job["leaseToken"]}], "visibilitySeconds": 60})
+    renewed = await client.post(
+        "/jobs/renew",
+        headers=auth(WORKER),
+        json={
+            "leases": [{"id": job["id"], "leaseToken": job["leaseToken"]}],
+            "visibilitySeconds": 60,
+        },
+    )
     assert renewed.json()["results"][0]["ok"] is True
-    stale = await client.post("/jobs/ack", headers=auth(WORKER), json={
-        "acks": [{"id": job["id"], "leaseToken": "stale", "status": "done"}]})
+    stale = await client.post(
+        "/jobs/ack",
+        headers=auth(WORKER),
+        json={"acks": [{"id": job["id"], "leaseToken": "stale", "status": "done"}]},
+    )
     assert stale.json()["success"] is False
     assert stale.json()["results"][0]["reason"] in ("superseded", "expired", "not_leased")
-    acked = await client.post("/jobs/ack", headers=auth(WORKER), json={
-        "acks": [{"id": job["id"], "leaseToken": job["leaseToken"], "status": "done",
-                  "result": {"ok": 1}, "runMetrics": {"tokens": 7}}]})
-    assert acked.json() == {"success": True, "results": [
-        {"id": job["id"], "ok": True, "reason": "ok", "status": "done", "message": None}]}
+    acked = await client.post(
+        "/jobs/ack",
+        headers=auth(WORKER),
+        json={
+            "acks": [
+                {
+                    "id": job["id"],
+                    "leaseToken": job["leaseToken"],
+                    "status": "done",
+                    "result": {"ok": 1},
+                    "runMetrics": {"tokens": 7},
+                }
+            ]
+        },
+    )
+    assert acked.json() == {
+        "success": True,
+        "results": [
+            {"id": job["id"], "ok": True, "reason": "ok", "status": "done", "message": None}
+        ],
+    }
     stored = (await client.get(f"/jobs/{job['id']}", headers=auth(PRODUCER))).json()
     assert stored["status"] == "done" and stored["result"] == {"ok": 1}
     run = (await client.get("/runs/r1", headers=auth(PRODUCER))).json()
@@ -108,30 +141,46 @@ async def test_enqueue_pull_ack_with_the_seeds_field_names(served: Any) -> None:
 async def test_the_seeds_ack_by_ids_release_store_result_and_paged_listing(served: Any) -> None:
     _, client = served
     jobs = [{"runId": "r2", "tenantId": "t1", "r2Key": f"t1/r2/{i}.txt"} for i in range(5)]
-    assert (await client.post("/jobs/enqueue-many", json={"jobs": jobs},
-                              headers=auth(PRODUCER))).status_code == 200
+    assert (
+        await client.post("/jobs/enqueue-many", json={"jobs": jobs}, headers=auth(PRODUCER))
+    ).status_code == 200
     pulled = (await client.post("/jobs/pull", json={"max": 5}, headers=auth(WORKER))).json()["jobs"]
-    by_id = await client.post("/jobs/ack", headers=auth(WORKER),
-                              json={"ids": [pulled[0]["id"]], "status": "done"})
+    by_id = await client.post(
+        "/jobs/ack", headers=auth(WORKER), json={"ids": [pulled[0]["id"]], "status": "done"}
+    )
     assert by_id.json()["success"] is True
-    released = await client.post("/jobs/release", headers=auth(WORKER), json={
-        "leases": [{"id": pulled[1]["id"], "leaseToken": pulled[1]["leaseToken"]}]})
+    released = await client.post(
+        "/jobs/release",
+        headers=auth(WORKER),
+        json={"leases": [{"id": pulled[1]["id"], "leaseToken": pulled[1]["leaseToken"]}]},
+    )
     assert released.json()["results"][0]["status"] == "pending"
-    result = await client.post(f"/jobs/{pulled[2]['id']}/result", headers=auth(WORKER),
-                               json={"leaseToken": pulled[2]["leaseToken"], "result": [1, 2]})
+    result = await client.post(
+        f"/jobs/{pulled[2]['id']}/result",
+        headers=auth(WORKER),
+        json={"leaseToken": pulled[2]["leaseToken"], "result": [1, 2]},
+    )
     assert result.status_code == 200
-    lost = await client.post(f"/jobs/{pulled[2]['id']}/result", headers=auth(WORKER),
-                             json={"leaseToken": "nope", "result": 1})
+    lost = await client.post(
+        f"/jobs/{pulled[2]['id']}/result",
+        headers=auth(WORKER),
+        json={"leaseToken": "nope", "result": 1},
+    )
     assert lost.status_code == 409 and lost.json()["error"]["code"] == "lease_lost"
 
-    page = (await client.get("/jobs", params={"status": "done", "limit": 1},
-                             headers=auth(ADMIN))).json()
+    page = (
+        await client.get("/jobs", params={"status": "done", "limit": 1}, headers=auth(ADMIN))
+    ).json()
     assert len(page["jobs"]) == 1 and page["nextCursor"] is not None
-    rest = (await client.get("/jobs", params={"status": "done", "cursor": page["nextCursor"]},
-                             headers=auth(ADMIN))).json()
+    rest = (
+        await client.get(
+            "/jobs", params={"status": "done", "cursor": page["nextCursor"]}, headers=auth(ADMIN)
+        )
+    ).json()
     assert len(rest["jobs"]) == 1 and rest["nextCursor"] is None
-    assert (await client.post("/jobs/purge", json={"olderThanSeconds": 0},
-                              headers=auth(ADMIN))).json() == {"success": True, "count": 2}
+    assert (
+        await client.post("/jobs/purge", json={"olderThanSeconds": 0}, headers=auth(ADMIN))
+    ).json() == {"success": True, "count": 2}
 
 
 # --- auth ----------------------------------------------------------------------------------
@@ -146,8 +195,11 @@ ROUTES = {
     "stats": ("GET", "/jobs/stats", None),
     "requeue": ("POST", "/jobs/requeue", {"ids": [1]}),
     "purge": ("POST", "/jobs/purge", {"olderThanSeconds": 1e8}),
-    "upload": ("POST", "/uploads/create", {"contentType": "text/plain", "filename": "a",
-                                           "tenantId": "t1"}),
+    "upload": (
+        "POST",
+        "/uploads/create",
+        {"contentType": "text/plain", "filename": "a", "tenantId": "t1"},
+    ),
 }
 # Which routes each role may call (admin: all).
 ALLOWED = {
@@ -173,16 +225,22 @@ async def test_each_role_may_call_its_routes_and_is_refused_the_others(
 
 async def test_no_token_or_a_wrong_one_is_401_and_health_stays_open(served: Any) -> None:
     _, client = served
-    for headers in ({}, auth("wrong-token-wrong"), {"authorization": "Basic abc"},
-                    {"authorization": f"bearer{ADMIN}"}):
+    for headers in (
+        {},
+        auth("wrong-token-wrong"),
+        {"authorization": "Basic abc"},
+        {"authorization": f"bearer{ADMIN}"},
+    ):
         response = await client.get("/jobs/stats", headers=headers)
         assert response.status_code == 401
         assert response.headers["www-authenticate"] == "Bearer"
         assert ADMIN not in response.text
     assert (await client.get("/healthz")).json() == {"ok": True}
     ready = await client.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok",
-                                                                   "tree": "running"}
+    assert ready.status_code == 200 and ready.json()["checks"] == {
+        "database": "ok",
+        "tree": "running",
+    }
     assert (await client.get("/metrics")).status_code == 200
 
 
@@ -200,11 +258,15 @@ async def test_a_tenant_scoped_token_sees_and_touches_only_its_tenant(served: An
     assert (await client.get(f"/jobs/{theirs}", headers=auth(ACME))).status_code == 403
     listed = (await client.get("/jobs", headers=auth(ACME))).json()["jobs"]
     assert {job["tenantId"] for job in listed} == {"acme"}
-    assert (await client.get("/jobs", params={"tenantId": "t1"},
-                             headers=auth(ACME))).status_code == 403
+    assert (
+        await client.get("/jobs", params={"tenantId": "t1"}, headers=auth(ACME))
+    ).status_code == 403
     assert (await client.get("/jobs/stats", headers=auth(ACME))).status_code == 403
-    upload = await client.post("/uploads/create", headers=auth(ACME), json={
-        "contentType": "text/plain", "filename": "a.txt", "tenantId": "t1"})
+    upload = await client.post(
+        "/uploads/create",
+        headers=auth(ACME),
+        json={"contentType": "text/plain", "filename": "a.txt", "tenantId": "t1"},
+    )
     assert upload.status_code == 403
     # A scoped worker cannot pull: the queue leases across tenants.
     pulled = await client.post("/jobs/pull", json={}, headers=auth(ACME_WORKER))
@@ -233,8 +295,13 @@ async def test_bad_input_is_a_400_naming_the_field_and_never_a_500(served: Any) 
         ("POST", "/jobs/pull", {"max": 0}, 400, "max"),
         ("POST", "/jobs/enqueue", {"runId": "r", "tenantId": "t"}, 400, None),
         ("POST", "/jobs/enqueue", {"runId": "", "tenantId": "t", "r2Key": "k"}, 400, "runId"),
-        ("POST", "/jobs/enqueue", {"runId": "r", "tenantId": "t", "r2Key": "k",
-                                   "priority": 10**30}, 400, "priority"),
+        (
+            "POST",
+            "/jobs/enqueue",
+            {"runId": "r", "tenantId": "t", "r2Key": "k", "priority": 10**30},
+            400,
+            "priority",
+        ),
         ("POST", "/jobs/enqueue-many", {"jobs": [{"runId": 1}]}, 400, "jobs[0].runId"),
         ("POST", "/jobs/ack", {"ids": [2**70], "status": "done"}, 400, "ids[0]"),
         ("POST", "/jobs/ack", {"ids": [1], "status": "maybe"}, 400, "status"),
@@ -255,16 +322,21 @@ async def test_bad_input_is_a_400_naming_the_field_and_never_a_500(served: Any) 
         assert error["message"]
         if field is not None:
             assert error.get("field") == field, (path, body, error)
-    infinite = await client.post("/jobs/pull", content=b'{"visibilitySeconds": 1e999}',
-                                 headers=auth(ADMIN))
+    infinite = await client.post(
+        "/jobs/pull", content=b'{"visibilitySeconds": 1e999}', headers=auth(ADMIN)
+    )
     assert infinite.status_code == 400
     raw = await client.post("/jobs/pull", content=b"{not json", headers=auth(ADMIN))
     assert raw.status_code == 400 and raw.json()["error"]["code"] == "invalid_json"
-    surrogate = await client.post("/jobs/enqueue", headers=auth(ADMIN),
-                                  content=b'{"runId": "\\ud800", "tenantId": "t", "r2Key": "k"}')
+    surrogate = await client.post(
+        "/jobs/enqueue",
+        headers=auth(ADMIN),
+        content=b'{"runId": "\\ud800", "tenantId": "t", "r2Key": "k"}',
+    )
     assert surrogate.status_code == 400
-    big = await client.post("/jobs/enqueue", headers=auth(ADMIN),
-                            content=b'{"payload": "' + b"x" * 5000 + b'"}')
+    big = await client.post(
+        "/jobs/enqueue", headers=auth(ADMIN), content=b'{"payload": "' + b"x" * 5000 + b'"}'
+    )
     assert big.status_code == 413 and big.json()["error"]["code"] == "body_too_large"
     missing = await client.get("/jobs/424242", headers=auth(ADMIN))
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "job_not_found"
@@ -280,14 +352,18 @@ async def test_bad_input_is_a_400_naming_the_field_and_never_a_500(served: Any) 
 
 async def test_an_upload_enqueues_its_job_only_when_the_file_has_arrived(served: Any) -> None:
     system, client = served
-    created = await client.post("/uploads/create", headers=auth(PRODUCER), json={
-        "contentType": "text/plain", "filename": "../../etc/passwd", "tenantId": "t1"})
+    created = await client.post(
+        "/uploads/create",
+        headers=auth(PRODUCER),
+        json={"contentType": "text/plain", "filename": "../../etc/passwd", "tenantId": "t1"},
+    )
     assert created.status_code == 201
     upload = created.json()
     assert ".." not in upload["r2Key"] and upload["r2Key"].startswith("t1/")
     assert (await system.stats()).total == 0  # nothing to lease while the upload is in flight
-    tampered = upload["uploadUrl"][:-3] + ("AAA" if not upload["uploadUrl"].endswith("AAA")
-                                           else "BBB")
+    tampered = upload["uploadUrl"][:-3] + (
+        "AAA" if not upload["uploadUrl"].endswith("AAA") else "BBB"
+    )
     assert (await client.put(tampered, content=DOC)).status_code == 403
     put = await client.put(upload["uploadUrl"], content=DOC)
     assert put.status_code == 201 and put.json()["status"] == "pending"
@@ -296,8 +372,11 @@ async def test_an_upload_enqueues_its_job_only_when_the_file_has_arrived(served:
     stored = await system.store.get(upload["r2Key"], max_bytes=10_000)
     assert stored.data == DOC
     job = await system.queue.get(put.json()["jobId"])
-    assert job.payload == {"filename": "../../etc/passwd", "contentType": "text/plain",
-                           "bytes": len(DOC)}
+    assert job.payload == {
+        "filename": "../../etc/passwd",
+        "contentType": "text/plain",
+        "bytes": len(DOC),
+    }
 
 
 class PresigningStore:
@@ -312,8 +391,9 @@ class PresigningStore:
     async def put(self, key: str, data: bytes, *, content_type: str | None = None) -> None:
         raise AssertionError("a presigned upload never passes through this server")
 
-    async def presign_put(self, key: str, *, expires_seconds: int = 900,
-                          content_type: str | None = None) -> str:
+    async def presign_put(
+        self, key: str, *, expires_seconds: int = 900, content_type: str | None = None
+    ) -> str:
         self.signed.append((key, content_type, expires_seconds))
         return f"https://bucket.example/{key}?X-Amz-Signature=abc"
 
@@ -329,8 +409,13 @@ async def test_a_presigned_upload_is_enqueued_when_the_client_completes_it(
         ActorSystem(make_config(tmp_path), store=store) as system,  # type: ignore[arg-type]
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{system.http.port}") as client,
     ):
-        created = (await client.post("/uploads/create", headers=auth(ACME), json={
-            "contentType": "application/pdf", "filename": "r.pdf", "tenantId": "acme"})).json()
+        created = (
+            await client.post(
+                "/uploads/create",
+                headers=auth(ACME),
+                json={"contentType": "application/pdf", "filename": "r.pdf", "tenantId": "acme"},
+            )
+        ).json()
         assert created["uploadUrl"].startswith("https://bucket.example/acme/")
         assert store.signed == [(created["r2Key"], "application/pdf", 3600)]
         assert (await system.stats()).total == 0
@@ -339,8 +424,9 @@ async def test_a_presigned_upload_is_enqueued_when_the_client_completes_it(
         assert other.status_code == 201  # an unscoped producer may complete it too
         again = await client.post(created["completeUrl"], json=complete, headers=auth(ACME))
         assert again.json()["jobId"] == other.json()["jobId"]
-        forged = await client.post(created["completeUrl"], headers=auth(ACME),
-                                   json={"token": created["uploadToken"] + "x"})
+        forged = await client.post(
+            created["completeUrl"], headers=auth(ACME), json={"token": created["uploadToken"] + "x"}
+        )
         assert forged.status_code == 403
         assert (await system.stats()).pending == 1
 
@@ -356,9 +442,15 @@ class WsClient:
         self.conn = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
 
     async def open(self, path: str, token: str) -> bool:
-        await self.stream.send(self.conn.send(ws.Request(
-            host="127.0.0.1", target=path,
-            extra_headers=[(b"authorization", f"Bearer {token}".encode())])))
+        await self.stream.send(
+            self.conn.send(
+                ws.Request(
+                    host="127.0.0.1",
+                    target=path,
+                    extra_headers=[(b"authorization", f"Bearer {token}".encode())],
+                )
+            )
+        )
         async for event in self.events():
             return isinstance(event, ws.AcceptConnection)
         return False
@@ -408,8 +500,10 @@ async def test_clients_that_disconnect_mid_stream_or_read_slowly_leave_the_serve
     stalled = await anyio.connect_tcp("127.0.0.1", system.http.port)
     await stalled.send(b"POST /jobs/pull HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{")
     lazy = await anyio.connect_tcp("127.0.0.1", system.http.port)
-    await lazy.send(f"GET /runs/rs/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer "
-                    f"{PRODUCER}\r\n\r\n".encode())
+    await lazy.send(
+        f"GET /runs/rs/events HTTP/1.1\r\nhost: x\r\nauthorization: Bearer "
+        f"{PRODUCER}\r\n\r\n".encode()
+    )
     with anyio.fail_after(10):
         assert (await client.get("/healthz")).status_code == 200
         room = await system._room("rs")
@@ -426,13 +520,15 @@ async def test_two_hundred_concurrent_requests_are_all_answered_and_lose_nothing
 ) -> None:
     system, client = served
     limits = httpx.Limits(max_connections=200)
-    async with httpx.AsyncClient(base_url=str(client.base_url), limits=limits,
-                                 timeout=30) as many:
+    async with httpx.AsyncClient(base_url=str(client.base_url), limits=limits, timeout=30) as many:
         statuses: list[int] = []
 
         async def one(i: int) -> None:
-            response = await many.post("/jobs/enqueue", headers=auth(PRODUCER), json={
-                "runId": "load", "tenantId": "t1", "r2Key": f"t1/load/{i}.txt"})
+            response = await many.post(
+                "/jobs/enqueue",
+                headers=auth(PRODUCER),
+                json={"runId": "load", "tenantId": "t1", "r2Key": f"t1/load/{i}.txt"},
+            )
             statuses.append(response.status_code)
 
         with anyio.fail_after(30):
@@ -448,20 +544,32 @@ async def test_metrics_show_jobs_latencies_outcomes_and_restarts(served: Any) ->
     system, client = served
     await enqueue(client, runId="rm", r2Key="t1/rm/a.txt")
     job = (await client.post("/jobs/pull", json={}, headers=auth(WORKER))).json()["jobs"][0]
-    await client.post("/jobs/ack", headers=auth(WORKER), json={"acks": [
-        {"id": job["id"], "leaseToken": job["leaseToken"], "runMetrics": {"tokens": 42}}]})
+    await client.post(
+        "/jobs/ack",
+        headers=auth(WORKER),
+        json={
+            "acks": [
+                {"id": job["id"], "leaseToken": job["leaseToken"], "runMetrics": {"tokens": 42}}
+            ]
+        },
+    )
     text = (await client.get("/metrics")).text
-    for needle in ('actors_jobs{status="done"} 1', 'actors_http_acks_total{outcome="done"} 1',
-                   "actors_job_lease_latency_seconds_count 1",
-                   "actors_job_processing_seconds_count 1",
-                   'actors_http_request_seconds_bucket{route="pull",le="+Inf"} 1',
-                   'actors_run_metric_total{name="tokens"} 42',
-                   'actors_pipeline_outcomes_total{outcome="done"} 0'):
+    for needle in (
+        'actors_jobs{status="done"} 1',
+        'actors_http_acks_total{outcome="done"} 1',
+        "actors_job_lease_latency_seconds_count 1",
+        "actors_job_processing_seconds_count 1",
+        'actors_http_request_seconds_bucket{route="pull",le="+Inf"} 1',
+        'actors_run_metric_total{name="tokens"} 42',
+        'actors_pipeline_outcomes_total{outcome="done"} 0',
+    ):
         assert needle in text, needle
     system.http.metrics.restarts.clear()
     system.tree.events.publish(
-        __import__("supervisors").LifecycleEvent(kind="restarted", supervisor="actors",
-                                                 child="fetcher-0", at=0.0))
+        __import__("supervisors").LifecycleEvent(
+            kind="restarted", supervisor="actors", child="fetcher-0", at=0.0
+        )
+    )
     with anyio.fail_after(5):
         await until(lambda: "fetcher-0" in system.http.metrics.restarts)
     assert 'actors_actor_restarts_total{child="fetcher-0"} 1' in (await client.get("/metrics")).text

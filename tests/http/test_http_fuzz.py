@@ -55,8 +55,12 @@ def test_the_served_document_is_the_one_fuzzed(server: str) -> None:
 # test_http_api.py read streams of runs that do end.
 @schema.exclude(path="/runs/{run_id}/events").parametrize()
 # The suite runs 25 fixed examples per operation; HTTP_FUZZ_EXAMPLES=500 runs a random deep search.
-@settings(max_examples=EXAMPLES or 25, derandomize=EXAMPLES is None, deadline=None,
-          suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=EXAMPLES or 25,
+    derandomize=EXAMPLES is None,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
 def test_no_request_gets_a_500_and_every_answer_matches_the_schema(
     case: schemathesis.Case, server: str
 ) -> None:

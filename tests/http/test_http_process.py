@@ -38,8 +38,11 @@ def read_sse(url: str, token: str, into: list[dict[str, object]], done: threadin
 def test_the_edge_workers_verification_flow_with_a_remote_worker(tmp_path: Path) -> None:
     with serving(server_config(tmp_path), tmp_path / "server.log") as (url, _):
         client = httpx.Client(base_url=url, timeout=30)
-        created = client.post("/uploads/create", headers=auth(PRODUCER), json={
-            "contentType": "text/plain", "filename": "harbour.txt", "tenantId": "t1"})
+        created = client.post(
+            "/uploads/create",
+            headers=auth(PRODUCER),
+            json={"contentType": "text/plain", "filename": "harbour.txt", "tenantId": "t1"},
+        )
         assert created.status_code == 201, created.text
         upload = created.json()
         # While the upload is in flight there is no job to lease, so no attempt can be spent.
@@ -56,16 +59,27 @@ def test_the_edge_workers_verification_flow_with_a_remote_worker(tmp_path: Path)
         events: list[dict[str, object]] = []
         ended = threading.Event()
         reader = threading.Thread(
-            target=read_sse, args=(f"{url}/runs/{upload['runId']}/events", PRODUCER, events, ended),
+            target=read_sse,
+            args=(f"{url}/runs/{upload['runId']}/events", PRODUCER, events, ended),
             daemon=True,
         )
         reader.start()
 
         # The worker: another process that pulls, renews and acks over HTTP.
         worker = subprocess.run(
-            [sys.executable, "-m", "actors", "--config", str(worker_config(tmp_path, url)),
-             "run", "--until-idle"],
-            capture_output=True, text=True, timeout=60, env=env(EDGE_API_TOKEN=WORKER),
+            [
+                sys.executable,
+                "-m",
+                "actors",
+                "--config",
+                str(worker_config(tmp_path, url)),
+                "run",
+                "--until-idle",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env(EDGE_API_TOKEN=WORKER),
             check=False,
         )
         assert worker.returncode == 0, worker.stderr
@@ -102,7 +116,9 @@ def test_two_remote_workers_drain_a_queue_served_over_http_and_ack_each_job_once
         workers = [
             subprocess.Popen(
                 [sys.executable, "-m", "actors", "--config", str(config), "run", "--until-idle"],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env(EDGE_API_TOKEN=WORKER),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env(EDGE_API_TOKEN=WORKER),
             )
             for _ in range(2)
         ]
@@ -122,8 +138,11 @@ def test_a_worker_with_a_wrong_token_fails_loudly_and_leases_nothing(tmp_path: P
         started = time.monotonic()
         worker = subprocess.run(
             [sys.executable, "-m", "actors", "--config", str(worker_config(tmp_path, url)), "run"],
-            capture_output=True, text=True, timeout=60,
-            env=env(EDGE_API_TOKEN="not-a-valid-token-at-all"), check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env(EDGE_API_TOKEN="not-a-valid-token-at-all"),
+            check=False,
         )
         assert worker.returncode != 0
         assert "check the token" in worker.stderr

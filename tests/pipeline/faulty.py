@@ -1,4 +1,4 @@
-"""A processor for process-level tests: ``[processor] kind = "python"``, factory = "faulty:crash"."""
+"""Processors for process tests: ``[processor] kind = "python"``, ``factory = "faulty:..."``."""
 
 from __future__ import annotations
 

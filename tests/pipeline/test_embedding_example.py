@@ -34,13 +34,27 @@ def serve(tmp_path: Path, extra: str = "") -> tuple[subprocess.Popen[bytes], str
     )
     port = free_port()
     log = tmp_path / "server.log"
-    env = {**os.environ, "ACTORS_CONFIG": str(config),
-           "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)])}
+    env = {
+        **os.environ,
+        "ACTORS_CONFIG": str(config),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(HERE)]),
+    }
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "examples.starlette_app:app",
-             "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "examples.starlette_app:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -60,7 +74,9 @@ def call(method: str, url: str, data: bytes | None = None) -> dict[str, object]:
         return json.loads(response.read())  # type: ignore[no-any-return]
 
 
-def test_the_example_app_processes_uploads_in_its_lifespan_and_stops_cleanly(tmp_path: Path) -> None:
+def test_the_example_app_processes_uploads_in_its_lifespan_and_stops_cleanly(
+    tmp_path: Path,
+) -> None:
     process, base, log = serve(tmp_path)
     try:
         for sample in sorted((ROOT / "samples").iterdir()):
@@ -81,8 +97,7 @@ def test_the_example_app_processes_uploads_in_its_lifespan_and_stops_cleanly(tmp
 def test_the_example_app_stops_when_its_pipeline_gives_up(tmp_path: Path) -> None:
     process, base, log = serve(
         tmp_path,
-        '[processor]\nkind = "python"\nfactory = "faulty:crash"\n'
-        "[supervision]\nmax_restarts = 0\n",
+        '[processor]\nkind = "python"\nfactory = "faulty:crash"\n[supervision]\nmax_restarts = 0\n',
     )
     try:
         call("POST", f"{base}/runs/web-2/files/a.txt", b"A sentence. Another one.")

@@ -25,13 +25,13 @@ def write_config(tmp_path: Path, extra: str = "", *, level: str = "warning") -> 
     path.write_text(
         f"""
 [queue]
-path = "{tmp_path / 'q.db'}"
+path = "{tmp_path / "q.db"}"
 visibility_seconds = 2
 poll_interval_seconds = 0.1
 reap_interval_seconds = 0.2
 retry_base_seconds = 0.05
 [storage]
-root = "{tmp_path / 'objects'}"
+root = "{tmp_path / "objects"}"
 [log]
 level = "{level}"
 format = "json"
@@ -44,15 +44,23 @@ format = "json"
 def actors(config: Path, *args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "actors", "--config", str(config), *args],
-        capture_output=True, text=True, timeout=120, check=False, **kwargs,  # type: ignore[call-overload]
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        **kwargs,  # type: ignore[call-overload]
     )
 
 
-def start(config: Path, *args: str, stderr: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+def start(
+    config: Path, *args: str, stderr: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     with open(stderr, "ab") as err:
         return subprocess.Popen(
             [sys.executable, "-m", "actors", "--config", str(config), "run", *args],
-            stdout=subprocess.DEVNULL, stderr=err, env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=env,
         )
 
 
@@ -135,8 +143,9 @@ def test_sigkill_at_random_moments_loses_nothing_and_acks_each_job_once(tmp_path
     assert f'"bytes":{float(count * len(DOC))}' in str(metrics)
     assert finished_at is not None
     # The run's stored state agrees with its jobs.
-    assert rows(db, "SELECT pending, leased, done, failed FROM runs WHERE run_id = ?",
-                run_id) == [(0, 0, count, 0)]
+    assert rows(db, "SELECT pending, leased, done, failed FROM runs WHERE run_id = ?", run_id) == [
+        (0, 0, count, 0)
+    ]
 
 
 def test_sigterm_drains_exits_zero_and_leaves_unfinished_jobs_available(tmp_path: Path) -> None:
@@ -155,8 +164,9 @@ def test_sigterm_drains_exits_zero_and_leaves_unfinished_jobs_available(tmp_path
     assert counts.get("done", 0) + counts.get("pending", 0) == count
     assert counts.get("pending", 0) > 0, "the run finished before SIGTERM: nothing was tested"
     # Given back, not abandoned: every unfinished job can be leased again right now.
-    assert rows(db, "SELECT count(*) FROM jobs WHERE status = 'pending' "
-                    "AND available_at > ?", time.time()) == [(0,)]
+    assert rows(
+        db, "SELECT count(*) FROM jobs WHERE status = 'pending' AND available_at > ?", time.time()
+    ) == [(0,)]
     metrics, _ = run_row(db, run_id)
     assert f'"bytes":{float(counts["done"] * len(DOC))}' in str(metrics)
     assert "system.stopping" in err.read_text()
@@ -190,7 +200,9 @@ def test_runs_watch_prints_json_lines_until_the_run_ends(tmp_path: Path) -> None
     run_id = submit(config, make_files(tmp_path, 50))
     watcher = subprocess.Popen(
         [sys.executable, "-m", "actors", "--config", str(config), "runs", "watch", run_id],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert actors(config, "run", "--until-idle").returncode == 0
     out, err = watcher.communicate(timeout=60)
@@ -230,13 +242,18 @@ def test_an_actor_that_keeps_crashing_makes_the_process_exit_non_zero(tmp_path: 
         ("[gemini]\nkey = 'x'\n", "unknown table [gemini]"),
     ],
 )
-def test_a_bad_config_stops_the_process_before_it_starts(tmp_path: Path, text: str,
-                                                         message: str) -> None:
+def test_a_bad_config_stops_the_process_before_it_starts(
+    tmp_path: Path, text: str, message: str
+) -> None:
     config = tmp_path / "bad.toml"
     config.write_text(text)
     done = subprocess.run(
         [sys.executable, "-m", "actors", "--config", str(config), "run"],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
     )
     assert done.returncode == 1
     assert message in done.stderr

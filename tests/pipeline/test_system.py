@@ -1,4 +1,4 @@
-"""The pipeline in one process: every job ends once, faults are retried, leases outlive slow jobs."""
+"""The pipeline in one process: every job ends once, faults are retried, leases outlive jobs."""
 
 from __future__ import annotations
 
@@ -25,10 +25,17 @@ TEXT = b"Lichens grow slowly on old stone. They record clean air. Surveys count 
 
 
 def make_config(tmp_path: Path, **tables: Any) -> Config:
-    queue = {"path": str(tmp_path / "q.db"), "retry_base_seconds": 0.01,
-             "poll_interval_seconds": 0.05, **tables.pop("queue", {})}
-    supervision = {"backoff_min_seconds": 0.0, "backoff_max_seconds": 0.0,
-                   **tables.pop("supervision", {})}
+    queue = {
+        "path": str(tmp_path / "q.db"),
+        "retry_base_seconds": 0.01,
+        "poll_interval_seconds": 0.05,
+        **tables.pop("queue", {}),
+    }
+    supervision = {
+        "backoff_min_seconds": 0.0,
+        "backoff_max_seconds": 0.0,
+        **tables.pop("supervision", {}),
+    }
     return Config(
         queue=QueueConfig(**queue),
         storage=StorageConfig(root=str(tmp_path / "objects")),
@@ -74,7 +81,9 @@ class CountingProcessor(LocalProcessor):
         self.failures = failures
         self.seconds = seconds
 
-    async def process(self, job: LeasedJob, data: bytes, content_type: str | None) -> ProcessorOutput:
+    async def process(
+        self, job: LeasedJob, data: bytes, content_type: str | None
+    ) -> ProcessorOutput:
         self.calls[job.id] = self.calls.get(job.id, 0) + 1
         if sum(self.calls.values()) <= self.failures:
             raise ZeroDivisionError("injected processor fault")
@@ -102,7 +111,9 @@ async def test_every_job_of_a_run_ends_done_once_with_its_result(tmp_path: Path)
     assert system.ack_stats.stale == 0
 
 
-async def test_a_missing_object_fails_its_job_at_once_without_burning_retries(tmp_path: Path) -> None:
+async def test_a_missing_object_fails_its_job_at_once_without_burning_retries(
+    tmp_path: Path,
+) -> None:
     config = make_config(tmp_path)
     with anyio.fail_after(30):
         async with ActorSystem(config) as system:
@@ -176,8 +187,9 @@ async def test_a_processor_that_raises_is_restarted_and_its_job_retried(tmp_path
 
 
 async def test_an_actor_that_keeps_crashing_stops_the_system_naming_it(tmp_path: Path) -> None:
-    config = make_config(tmp_path, supervision={"max_restarts": 2, "max_seconds": 60},
-                         queue={"max_attempts": 50})
+    config = make_config(
+        tmp_path, supervision={"max_restarts": 2, "max_seconds": 60}, queue={"max_attempts": 50}
+    )
     keys = await put_objects(tmp_path / "objects", 5)
     store = FlakyStore(tmp_path / "objects", failures=1000)
     failures: list[BaseException] = []
@@ -226,16 +238,22 @@ class LeaseStealingProcessor(LocalProcessor):
         self.db = db
         self.calls = 0
 
-    async def process(self, job: LeasedJob, data: bytes, content_type: str | None) -> ProcessorOutput:
+    async def process(
+        self, job: LeasedJob, data: bytes, content_type: str | None
+    ) -> ProcessorOutput:
         self.calls += 1
         if self.calls == 1:
             with sqlite3.connect(self.db) as conn:  # another worker's lease: expired, then leased
-                conn.execute("UPDATE jobs SET lease_token = 'theirs', lease_expires_at = ? "
-                             "WHERE id = ?", (time.time() + 0.5, job.id))
+                conn.execute(
+                    "UPDATE jobs SET lease_token = 'theirs', lease_expires_at = ? WHERE id = ?",
+                    (time.time() + 0.5, job.id),
+                )
         return await super().process(job, data, content_type)
 
 
-async def test_an_ack_with_a_stale_lease_is_counted_and_the_pipeline_goes_on(tmp_path: Path) -> None:
+async def test_an_ack_with_a_stale_lease_is_counted_and_the_pipeline_goes_on(
+    tmp_path: Path,
+) -> None:
     config = make_config(tmp_path, queue={"reap_interval_seconds": 0.1})
     keys = await put_objects(tmp_path / "objects", 3)
     processor = LeaseStealingProcessor(config, tmp_path / "q.db")
