@@ -1,4 +1,4 @@
-"""A PostgreSQL server restarted mid-run loses nothing (on a private server: the shared one stays)."""
+"""A PostgreSQL restart mid-run loses nothing (a private server; the shared one stays up)."""
 
 from __future__ import annotations
 
