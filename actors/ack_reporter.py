@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
@@ -116,7 +116,7 @@ class AckReporter:
             self._inflight.hold(message.job.id, self.name)
             batch.append(message)
 
-    async def _commit(self, batch: list[AckInbox]) -> None:
+    async def _commit(self, batch: Sequence[AckInbox]) -> None:
         acks: list[Ack] = []
         releases: list[Release] = []
         for message in batch:
@@ -199,9 +199,9 @@ class AckReporter:
                 [
                     RunEvent(
                         run_id=run_id,
-                        kind=kind,
+                        kind=kind,  # type: ignore[arg-type]  # one of the RunEvent kinds
                         job_ids=tuple(ids),
-                        at=now,  # type: ignore[arg-type]
+                        at=now,
                         error=errors.get((run_id, kind)),
                     )
                     for (run_id, kind), ids in events.items()

@@ -44,11 +44,11 @@ class _Table(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     """Base of every table: a key the code does not know is an error (usually a typo)."""
 
 
-class RuntimeConfig(_Table):
+class RuntimeConfig(_Table, frozen=True):
     backend: Literal["asyncio", "trio"] = "asyncio"
 
 
-class QueueConfig(_Table):
+class QueueConfig(_Table, frozen=True):
     backend: Literal["sqlite", "postgres", "http"] = "sqlite"
     path: str = "data/actors.db"
     # normal: survives a process crash; full: also survives power loss (fsync on every commit).
@@ -68,7 +68,7 @@ class QueueConfig(_Table):
     url: str | None = None  # backend = "http"; the token comes from EDGE_API_TOKEN
 
 
-class PipelineConfig(_Table):
+class PipelineConfig(_Table, frozen=True):
     # Jobs leased and not yet acked. Memory does not grow with it: only a few whole objects
     # wait between fetchers and processors; the rest wait as ids.
     concurrency: Annotated[int, Meta(ge=1, le=10_000)] = 128
@@ -83,7 +83,7 @@ class PipelineConfig(_Table):
     run_idle_seconds: Positive = 60.0
 
 
-class StorageConfig(_Table):
+class StorageConfig(_Table, frozen=True):
     kind: Literal["local", "r2", "s3"] = "local"
     root: str = "data/objects"  # kind = "local"
     endpoint: str | None = None  # kind = "r2" | "s3"; or R2_ENDPOINT
@@ -102,7 +102,7 @@ class StorageConfig(_Table):
     multipart_part_bytes: Annotated[int, Meta(ge=5 * 1024 * 1024, le=5 * 1024**3)] = 8 * 1024 * 1024
 
 
-class ProcessorConfig(_Table):
+class ProcessorConfig(_Table, frozen=True):
     kind: Literal["local", "gemini", "python"] = "local"
     # kind = "python": "package.module:callable", called with this table, returns a Processor.
     factory: str | None = None
@@ -140,14 +140,14 @@ class ProcessorConfig(_Table):
     timeout_seconds: Positive = 120.0
 
 
-class SupervisionConfig(_Table):
+class SupervisionConfig(_Table, frozen=True):
     max_restarts: Annotated[int, Meta(ge=0)] = 5
     max_seconds: Positive = 30.0
     backoff_min_seconds: NonNegative = 0.1
     backoff_max_seconds: NonNegative = 10.0
 
 
-class HttpConfig(_Table):
+class HttpConfig(_Table, frozen=True):
     enabled: bool = False
     host: str = "127.0.0.1"
     port: Port = 8787
@@ -161,7 +161,7 @@ class HttpConfig(_Table):
     upload_url_seconds: Annotated[float, Meta(gt=0, le=7 * 24 * 3600)] = 3600.0
 
 
-class LogConfig(_Table):
+class LogConfig(_Table, frozen=True):
     level: Literal["debug", "info", "warning", "error"] = "info"
     # auto: JSON when stderr is not a terminal, coloured lines when it is.
     format: Literal["auto", "json", "console"] = "auto"

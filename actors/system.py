@@ -80,7 +80,7 @@ def raise_system_failed(group: BaseExceptionGroup[Any]) -> None:
     """Raise the `SystemFailed` inside a task group's exception group, if there is one."""
     failed = group.subgroup(lambda e: isinstance(e, SystemFailed))
     while isinstance(failed, BaseExceptionGroup) and len(failed.exceptions) == 1:
-        failed = failed.exceptions[0]  # type: ignore[assignment]
+        failed = failed.exceptions[0]
     if isinstance(failed, SystemFailed):
         raise failed from failed.__cause__
 

@@ -348,8 +348,8 @@ def _item(out: wire.ItemOut) -> ItemResult:
     return ItemResult(
         job_id=out.id,
         ok=out.ok,
-        reason=out.reason,
-        job=job,  # type: ignore[arg-type]
+        reason=out.reason,  # type: ignore[arg-type]  # the server sends only ItemReason values
+        job=job,
         message=out.message,
     )
 
