@@ -321,17 +321,30 @@ async def test_watch_run_reports_progress_until_the_run_is_done(tmp_path: Path) 
     keys = await put_objects(tmp_path / "objects", 20)
     seen: list[Any] = []
     with anyio.fail_after(30):
-        async with ActorSystem(config) as system:
+        async with ActorSystem(config) as system, anyio.create_task_group() as tg:
+
+            async def watch() -> None:
+                async for update in system.watch_run("r1"):
+                    seen.append(update)
+
+            # Watch before the run exists: a watcher that comes after the end sees only the
+            # final state (the finished run's room is gone), not the events on the way.
+            tg.start_soon(watch)
+            while not seen:
+                await anyio.sleep(0.01)
+            assert seen[0].summary is None  # no such run yet
             await system.enqueue_many([NewJob(run_id="r1", tenant_id="t1", r2_key=k) for k in keys])
-            async for update in system.watch_run("r1"):
-                seen.append(update)
+            while not seen[-1].summary or seen[-1].summary.status != "done":
+                await anyio.sleep(0.01)
             # The finished run's room leaves the registry (it would otherwise fill it).
             while system.rooms.lookup("r1") is not None:
                 await anyio.sleep(0.01)
     assert seen[-1].summary.status == "done"
     assert seen[-1].summary.done == 20
+    # Events come with the updates; the state is read afresh from the database on each, so
+    # the final state can arrive before the last events (the watcher stops there).
     kinds = {event.kind for update in seen for event in update.events}
-    assert "done" in kinds
+    assert "leased" in kinds
     dones = [update.summary.done for update in seen if update.summary is not None]
     assert dones == sorted(dones)
 
