@@ -17,14 +17,14 @@ import anyio
 import msgspec
 
 from actors.errors import ActorsError, InvalidArgument
-from actors.queue import LATEST_VERSION, SQLiteQueue, schema
+from actors.queue import LATEST_VERSION, schema
 
 if TYPE_CHECKING:
     from actors.config import Config
 
 __all__ = ["main"]
 
-Handler = Callable[[argparse.Namespace, SQLiteQueue], Awaitable[int]]
+Handler = Callable[[argparse.Namespace, Any], Awaitable[int]]  # any queue backend
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -214,15 +214,16 @@ def with_queue(handler: Handler) -> Callable[[argparse.Namespace], int]:
     """Run ``handler`` with the configured queue open, on the configured async backend."""
 
     def run(args: argparse.Namespace) -> int:
-        settings = queue_settings(args)
+        from actors.queue.factory import open_queue
+
+        config = load_effective_config(args)
 
         async def open_and_run() -> int:
-            async with SQLiteQueue.open(
-                settings.path, durability=settings.durability, max_attempts=settings.max_attempts
-            ) as queue:
+            # Whichever [queue].backend is configured: SQLite, PostgreSQL or a remote server.
+            async with open_queue(config) as queue:
                 return await handler(args, queue)
 
-        return anyio.run(open_and_run, backend=settings.backend)
+        return anyio.run(open_and_run, backend=config.runtime.backend)
 
     return run
 
@@ -249,7 +250,7 @@ def print_table(
 # --- commands --------------------------------------------------------------------------------
 
 
-async def cmd_enqueue(args: argparse.Namespace, queue: SQLiteQueue) -> int:
+async def cmd_enqueue(args: argparse.Namespace, queue: Any) -> int:
     payload = None
     if args.payload is not None:
         try:
@@ -272,7 +273,7 @@ async def cmd_enqueue(args: argparse.Namespace, queue: SQLiteQueue) -> int:
     return 0
 
 
-async def cmd_stats(args: argparse.Namespace, queue: SQLiteQueue) -> int:
+async def cmd_stats(args: argparse.Namespace, queue: Any) -> int:
     stats = await queue.stats()
     if args.json:
         emit({**msgspec.structs.asdict(stats), "total": stats.total})
@@ -284,7 +285,7 @@ async def cmd_stats(args: argparse.Namespace, queue: SQLiteQueue) -> int:
     return 0
 
 
-async def cmd_jobs_list(args: argparse.Namespace, queue: SQLiteQueue) -> int:
+async def cmd_jobs_list(args: argparse.Namespace, queue: Any) -> int:
     page = await queue.list(args.status, args.run_id, args.tenant_id, args.limit, args.cursor)
     if args.json:
         emit(page)
@@ -297,12 +298,12 @@ async def cmd_jobs_list(args: argparse.Namespace, queue: SQLiteQueue) -> int:
     return 0
 
 
-async def cmd_jobs_show(args: argparse.Namespace, queue: SQLiteQueue) -> int:
+async def cmd_jobs_show(args: argparse.Namespace, queue: Any) -> int:
     emit(await queue.get(args.id))
     return 0
 
 
-async def cmd_jobs_requeue(args: argparse.Namespace, queue: SQLiteQueue) -> int:
+async def cmd_jobs_requeue(args: argparse.Namespace, queue: Any) -> int:
     if not (args.ids or args.all or args.run_id or args.tenant_id):
         raise InvalidArgument("name the jobs to requeue: IDs, --run-id, --tenant-id, or --all")
     count = await queue.requeue(args.ids or None, run_id=args.run_id, tenant_id=args.tenant_id)
@@ -310,20 +311,20 @@ async def cmd_jobs_requeue(args: argparse.Namespace, queue: SQLiteQueue) -> int:
     return 0
 
 
-async def cmd_jobs_purge(args: argparse.Namespace, queue: SQLiteQueue) -> int:
+async def cmd_jobs_purge(args: argparse.Namespace, queue: Any) -> int:
     count = await queue.purge(args.older_than)
     print(f"purged {count} finished job(s)")
     return 0
 
 
-async def cmd_runs_list(args: argparse.Namespace, queue: SQLiteQueue) -> int:
+async def cmd_runs_list(args: argparse.Namespace, queue: Any) -> int:
     page = await queue.list_runs(args.tenant_id, args.limit, args.cursor)
     rows = [(r.run_id, r.tenant_id, r.status, r.done, r.failed, r.total) for r in page.items]
     print_table(("run", "tenant", "status", "done", "failed", "total"), rows, page.next_cursor)
     return 0
 
 
-async def cmd_runs_show(args: argparse.Namespace, queue: SQLiteQueue) -> int:
+async def cmd_runs_show(args: argparse.Namespace, queue: Any) -> int:
     if args.json:
         emit(await queue.run_summary(args.run_id))
         return 0
@@ -333,7 +334,7 @@ async def cmd_runs_show(args: argparse.Namespace, queue: SQLiteQueue) -> int:
     return 0
 
 
-async def cmd_runs_export(args: argparse.Namespace, queue: SQLiteQueue) -> int:
+async def cmd_runs_export(args: argparse.Namespace, queue: Any) -> int:
     from actors.results import export_run
 
     if args.output is None:
@@ -346,7 +347,7 @@ async def cmd_runs_export(args: argparse.Namespace, queue: SQLiteQueue) -> int:
     return 0
 
 
-async def cmd_runs_search(args: argparse.Namespace, queue: SQLiteQueue) -> int:
+async def cmd_runs_search(args: argparse.Namespace, queue: Any) -> int:
     from actors.gemini_processor import GeminiProcessor
     from actors.results import search_run
 

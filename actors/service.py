@@ -16,7 +16,8 @@ import structlog
 
 from actors.config import Config
 from actors.errors import ActorsError
-from actors.queue import NewJob, RunSummary, SQLiteQueue
+from actors.queue import NewJob, RunSummary
+from actors.queue.factory import open_queue
 from actors.stores import make_store
 from actors.system import ActorSystem, raise_system_failed
 
@@ -130,12 +131,7 @@ async def submit_files(
             )
     finally:
         await store.aclose()
-    Path(config.queue.path).parent.mkdir(parents=True, exist_ok=True)
-    async with SQLiteQueue.open(
-        config.queue.path,
-        durability=config.queue.durability,
-        max_attempts=config.queue.max_attempts,
-    ) as queue:
+    async with open_queue(config) as queue:
         await queue.enqueue_many(jobs)
     return run_id, len(jobs)
 
@@ -161,9 +157,9 @@ async def watch(
     out = sys.stdout if out is None else out
     tty = out.isatty()
     last: Any = None
-    async with SQLiteQueue.open(config.queue.path) as queue:
+    async with open_queue(config) as queue:
         while True:
-            summary = await queue.run_summary(run_id)
+            summary: RunSummary = await queue.run_summary(run_id)
             if summary != last:
                 if tty:
                     finished = summary.done + summary.failed

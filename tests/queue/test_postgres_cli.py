@@ -1,0 +1,50 @@
+"""The command line on PostgreSQL: submit, stats, run and runs show all use [queue].backend."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from pg_helpers import PG_DSN, pg_admin
+
+
+def actors(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "actors", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_cli_submits_counts_and_processes_on_postgres(tmp_path: Path, pg_schema: str) -> None:
+    pg_admin(f"CREATE SCHEMA {pg_schema}")  # the operator's part: the schema must exist
+    config = tmp_path / "actors.toml"
+    config.write_text(
+        f'[queue]\nbackend = "postgres"\ndsn = "{PG_DSN}?search_path={pg_schema}"\n'
+        "poll_interval_seconds = 0.1\n"
+        f'[storage]\nroot = "{tmp_path / "objects"}"\n[log]\nlevel = "warning"\n'
+    )
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"note-{i}.txt")
+        files[-1].write_text(f"Note {i}. The lamp was lit at dusk. The keeper logged the tide.")
+    submitted = actors(config, "submit", *map(str, files))
+    assert submitted.returncode == 0, submitted.stderr
+    run_id = submitted.stdout.strip()
+    stats = actors(config, "stats", "--json")
+    assert stats.returncode == 0, stats.stderr
+    assert json.loads(stats.stdout)["pending"] == 3
+    ran = actors(config, "run", "--until-idle")
+    assert ran.returncode == 0, ran.stderr
+    assert "3 total, 3 done, 0 failed" in ran.stdout
+    shown = actors(config, "runs", "show", run_id, "--json")
+    assert json.loads(shown.stdout)["done"] == 3
+    # Nothing went to a SQLite file: the jobs are in the test's PostgreSQL schema.
+    assert (
+        pg_admin(f"SELECT count(*) AS n FROM {pg_schema}.jobs WHERE status = 'done'")[0]["n"] == 3
+    )
+    assert not (tmp_path / "data").exists()
