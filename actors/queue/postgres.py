@@ -99,6 +99,25 @@ CLAIM = f"""
     RETURNING {COLUMNS}
 """
 
+# Added to the enqueue statement when it runs without a transaction: a batch that would break
+# "a run has one tenant" (a run of the batch with two tenants, or a run another tenant holds,
+# which `counted` then lacks) fails the statement with this message, so nothing is written.
+_TENANT_GUARD = "actors: run tenant mismatch"
+_GUARD = f"""
+    , CASE WHEN EXISTS (SELECT 1 FROM new GROUP BY run_id HAVING count(DISTINCT tenant_id) > 1)
+             OR EXISTS (SELECT run_id FROM new EXCEPT SELECT run_id FROM counted)
+           THEN (new.run_id || '{_TENANT_GUARD}')::int END
+"""
+
+# The claim on its own, for a pull's first try: it leases nothing while a lease has expired
+# (then the pull reaps and claims with CLAIM), so it never passes over a job the reap frees.
+FIRST_CLAIM = CLAIM.replace(
+    "WHERE status = 'pending' AND available_at <= $1",
+    "WHERE status = 'pending' AND available_at <= $1 AND NOT EXISTS (\n"
+    "            SELECT 1 FROM jobs WHERE status = 'leased' AND lease_expires_at <= $1)",
+)
+assert FIRST_CLAIM != CLAIM
+
 # Connection loss (a killed backend, a restarting server, a reset socket) is tried this many
 # times, waiting 0.05, 0.1, 0.2, ... 3.2 s between tries: 6.35 s in all, longer than a restart.
 RETRIES = 8
@@ -115,6 +134,10 @@ _TRANSIENT = (
     ConnectionError,
     OSError,
 )
+
+
+async def _keep_session(_conn: Any) -> None:
+    """The pool's reset on release: nothing to undo (see ``PostgresQueue._start``)."""
 
 
 class _Bridge:
@@ -324,8 +347,11 @@ class PostgresQueue:
             raise StorageError(f"cannot migrate the queue at {self.where}: {exc}") from exc
         finally:
             await conn.close()
+        # No reset query on release (asyncpg's default sends one: a round trip per call): the
+        # queue leaves no session state on a pooled connection (no LISTEN, SET, advisory lock
+        # or cursor), and asyncpg still rolls back a transaction left open.
         self._pool = await asyncpg.create_pool(
-            self.dsn, min_size=1, max_size=self._pool_size, **kwargs
+            self.dsn, min_size=1, max_size=self._pool_size, reset=_keep_session, **kwargs
         )
         self._listener = asyncio.get_running_loop().create_task(self._listen_forever())
 
@@ -457,11 +483,24 @@ class PostgresQueue:
         if not jobs:
             return []
         now = self._clock.time()
-        return await self._run(
-            lambda conn: self._enqueue(conn, now, jobs), on_done=self._notify_enqueued
-        )
 
-    async def _enqueue(self, conn: Any, now: float, jobs: Sequence[NewJob]) -> list[Job]:
+        async def enqueue(conn: Any) -> list[Job]:
+            # One autocommitted statement (no BEGIN, no COMMIT: two round trips fewer, and the
+            # run row is locked for one statement only). A run claimed by another tenant makes
+            # the statement fail, so it changes nothing; the transaction below then says why.
+            try:
+                return await self._enqueue(conn, now, jobs, guarded=True)
+            except asyncpg.DataError as exc:
+                if _TENANT_GUARD not in str(exc):
+                    raise
+            async with conn.transaction():
+                return await self._enqueue(conn, now, jobs, guarded=False)
+
+        return await self._run(enqueue, atomic=False, on_done=self._notify_enqueued)
+
+    async def _enqueue(
+        self, conn: Any, now: float, jobs: Sequence[NewJob], *, guarded: bool
+    ) -> list[Job]:
         # One statement for the batch: insert the jobs, create or touch their runs and count
         # the new jobs (a new job reopens a finished run; run rows locked in run_id order), and
         # NOTIFY other processes. Identity values are drawn in input order, so the inserted rows
@@ -495,7 +534,7 @@ class PostgresQueue:
             ),
             notified AS (SELECT pg_notify($10, $11))
             SELECT new.*, (SELECT array_agg(run_id) FROM counted),
-                   (SELECT count(*) FROM notified)
+                   (SELECT count(*) FROM notified){_GUARD if guarded else ""}
             FROM new
             """,
             now,
@@ -575,8 +614,13 @@ class PostgresQueue:
         now = self._clock.time()
 
         async def claim(conn: Any) -> list[Job]:
-            await self._reap(conn, now)
-            rows = await conn.fetch(CLAIM, now, max, now + visibility_seconds, worker_id)
+            # First the claim alone, which leases nothing while any lease has expired: when it
+            # leases something, a reap first would have found nothing, so this is the same
+            # pull in one round trip. Otherwise reap (it commits on its own) and claim again.
+            rows = await conn.fetch(FIRST_CLAIM, now, max, now + visibility_seconds, worker_id)
+            if not rows:
+                await self._reap(conn, now)
+                rows = await conn.fetch(CLAIM, now, max, now + visibility_seconds, worker_id)
             jobs = [store._job(row) for row in rows]
             jobs.sort(key=lambda j: (-j.priority, j.available_at, j.id))
             return jobs

@@ -8,7 +8,7 @@ import pytest
 import structlog
 from pg_helpers import PG_DSN, pg_admin
 
-from actors.errors import MigrationRefused, SchemaTooNew
+from actors.errors import InvalidArgument, MigrationRefused, SchemaTooNew
 from actors.queue import Ack, Backoff, NewJob
 from actors.queue import postgres_schema as pg_schema_module
 from actors.queue.postgres import CLAIM, PostgresQueue
@@ -149,6 +149,38 @@ async def test_run_counts_kept_by_the_verbs_agree_with_the_jobs_table(pg_schema:
         counts = expected[row["run_id"]]
         assert (row["done"], row["failed"]) == (counts["done"], counts["failed"])
         assert row["total"] == sum(counts.values())
+
+
+async def test_an_enqueue_mixing_tenants_in_a_new_run_writes_nothing(pg_schema: str) -> None:
+    # The batch runs without BEGIN/COMMIT; the statement itself must fail, not half-commit.
+    async with PostgresQueue.open(PG_DSN, schema=pg_schema) as queue:
+        mixed = [
+            NewJob(run_id="new", tenant_id="t1", r2_key="a"),
+            NewJob(run_id="new", tenant_id="t2", r2_key="b"),
+        ]
+        with pytest.raises(InvalidArgument, match="run 'new' belongs to tenant"):
+            await queue.enqueue_many(mixed)
+        assert (await queue.stats()).total == 0
+        assert await admin(f"SELECT * FROM {pg_schema}.runs") == []
+        assert len(await queue.enqueue_many(mixed[:1])) == 1
+        assert (await queue.run_summary("new")).pending == 1
+
+
+async def test_a_pull_takes_an_expired_lease_before_a_lower_priority_pending_job(
+    pg_schema: str,
+) -> None:
+    # A pull reaps before it claims, so an expired lease competes for the batch as before.
+    clock = FakeClock()
+    async with PostgresQueue.open(PG_DSN, schema=pg_schema, clock=clock) as queue:
+        urgent = await queue.enqueue("r", "t", "urgent", priority=5)
+        (first,) = await queue.pull(max=1, visibility_seconds=10)
+        assert first.id == urgent.id
+        await queue.enqueue("r", "t", "later", priority=0)
+        clock.advance(11)
+        (again,) = await queue.pull(max=1, visibility_seconds=10)
+        assert (again.id, again.attempts) == (urgent.id, 2)
+        (other,) = await queue.pull(max=1, visibility_seconds=10)
+        assert other.r2_key == "later"
 
 
 @asyncio_only
