@@ -11,9 +11,10 @@ import structlog
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from actors.errors import InvalidArgument
 from actors.inflight import InFlight, stop_scope
 from actors.messages import AckInbox, Failed, Processed, Release, RunEvent
-from actors.queue import Ack
+from actors.queue import Ack, AckResult
 from supervisors import Clock, Context
 
 __all__ = ["AckReporter", "AckStats"]
@@ -87,14 +88,14 @@ class AckReporter:
         with stop_scope(self._ctx):
             async for first in self._inbox:
                 batch = [first]
-                self._inflight.hold(first.job.id, self.name)
+                self._inflight.hold(first.job, self.name)
                 self._take_ready(batch)
                 if len(batch) < self._batch_size and self._window > 0:
                     with anyio.move_on_after(self._window):
                         # Every job in flight is in the batch: nothing more can come, commit.
                         while len(batch) < min(self._batch_size, len(self._inflight)):
                             message = await self._inbox.receive()
-                            self._inflight.hold(message.job.id, self.name)
+                            self._inflight.hold(message.job, self.name)
                             batch.append(message)
                             self._take_ready(batch)
                 await self._commit(batch)
@@ -113,8 +114,30 @@ class AckReporter:
                 message = self._inbox.receive_nowait()
             except (anyio.WouldBlock, anyio.EndOfStream):
                 return
-            self._inflight.hold(message.job.id, self.name)
+            self._inflight.hold(message.job, self.name)
             batch.append(message)
+
+    async def _ack_one_by_one(self, acks: list[Ack], refused: dict[int, str]) -> list[AckResult]:
+        """Ack each outcome alone; fail permanently, with the queue's reason, any it refuses."""
+        results: list[AckResult] = []
+        for ack in acks:
+            try:
+                (result,) = await self._queue.ack_many([ack])
+            except InvalidArgument as exc:
+                refused[ack.job_id] = f"the job's outcome could not be stored: {exc}"
+                (result,) = await self._queue.ack_many(
+                    [
+                        Ack(
+                            job_id=ack.job_id,
+                            lease_token=ack.lease_token,
+                            status="failed",
+                            error=refused[ack.job_id],
+                            permanent=True,
+                        )
+                    ]
+                )
+            results.append(result)
+        return results
 
     async def _commit(self, batch: Sequence[AckInbox]) -> None:
         acks: list[Ack] = []
@@ -131,27 +154,34 @@ class AckReporter:
                             run_metrics=metrics or None,
                         )
                     )
-                case Failed(job=job, error=error, permanent=permanent):
+                case Failed(job=job, error=reason, permanent=permanent):
                     acks.append(
                         Ack(
                             job_id=job.id,
                             lease_token=job.lease_token,
                             status="failed",
-                            error=error,
+                            error=reason,
                             permanent=permanent,
                         )
                     )
                 case Release():
                     releases.append(message)
+        refused: dict[int, str] = {}
         with anyio.CancelScope(shield=True):
-            ack_results = await self._queue.ack_many(acks) if acks else []
+            try:
+                ack_results = await self._queue.ack_many(acks) if acks else []
+            except InvalidArgument:
+                # One outcome the queue will not store (a result over its size limit, not
+                # JSON...) must not sink the batch, nor crash this actor into a loop that
+                # redoes every job of it: find it, and fail that job for good instead.
+                ack_results = await self._ack_one_by_one(acks, refused)
             release_results = (
                 await self._queue.release_many([(r.job.id, r.job.lease_token) for r in releases])
                 if releases
                 else []
             )
         self.stats.batches += 1
-        self._inflight.settle(message.job.id for message in batch)
+        self._inflight.settle(message.job for message in batch)
         now = self._clock.time()
         events: dict[tuple[str, str], list[int]] = defaultdict(list)
         errors: dict[tuple[str, str], str | None] = {}
@@ -164,26 +194,24 @@ class AckReporter:
                 bound.warning("ack.stale", reason=result.reason, error=result.message)
                 continue
             status = result.job.status if result.job is not None else "done"
-            if isinstance(message, Processed):
+            error = refused.get(job.id) or getattr(message, "error", None)
+            stage = getattr(message, "stage", "ack")
+            if status == "done":
                 self.stats.done += 1
                 kind = "done"
                 bound.info("job.done")
             elif status == "failed":
                 self.stats.failed += 1
                 kind = "failed"
-                bound.warning(
-                    "job.failed",
-                    error=message.error,
-                    stage=message.stage,
-                    permanent=message.permanent,
-                )
+                permanent = job.id in refused or getattr(message, "permanent", False)
+                bound.warning("job.failed", error=error, stage=stage, permanent=permanent)
             else:
                 self.stats.retried += 1
                 kind = "retrying"
-                bound.info("job.retrying", error=message.error, stage=message.stage)
+                bound.info("job.retrying", error=error, stage=stage)
             events[(job.run_id, kind)].append(job.id)
             if kind != "done":
-                errors[(job.run_id, kind)] = message.error  # type: ignore[union-attr]
+                errors[(job.run_id, kind)] = error
         for message, result in zip(releases, release_results, strict=True):
             if result.ok:
                 self.stats.released += 1

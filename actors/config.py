@@ -307,9 +307,25 @@ def load_config(
         config = msgspec.convert(raw, Config, strict=True)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{source or 'config'}: {_explain(exc)}") from None
-    return msgspec.structs.replace(
-        _apply_env(config, env), secrets=Secrets.from_env(env), source=source
-    )
+    config = _apply_env(config, env)
+    _check_together(config, source or "config")
+    return msgspec.structs.replace(config, secrets=Secrets.from_env(env), source=source)
+
+
+def _check_together(config: Config, source: str) -> None:
+    """Refuse values that are each valid but wrong together."""
+    sup, queue = config.supervision, config.queue
+    if sup.backoff_min_seconds > sup.backoff_max_seconds:
+        raise ConfigError(
+            f"{source}: [supervision].backoff_min_seconds = {sup.backoff_min_seconds:g} is more "
+            f"than backoff_max_seconds = {sup.backoff_max_seconds:g}; the first restart waits the "
+            "minimum and later ones grow up to the maximum"
+        )
+    if queue.retry_base_seconds > queue.retry_cap_seconds:
+        raise ConfigError(
+            f"{source}: [queue].retry_base_seconds = {queue.retry_base_seconds:g} is more than "
+            f"retry_cap_seconds = {queue.retry_cap_seconds:g}"
+        )
 
 
 def _apply_env(config: Config, env: Mapping[str, str]) -> Config:

@@ -74,11 +74,11 @@ class Fetcher:
         if self._draining():
             self._acks.send_nowait(Release(job=job, reason="shutting down before the fetch"))
             return
-        self._inflight.hold(job.id, self.name)
+        self._inflight.hold(job, self.name)
         try:
             obj = await self._store.get(job.r2_key, max_bytes=self._max_bytes)
         except ObjectStoreError as exc:
-            self._inflight.let_go(job.id, self.name)
+            self._inflight.let_go(job, self.name)
             log.info(
                 "fetch.failed",
                 job_id=job.id,
@@ -91,10 +91,10 @@ class Fetcher:
             )
             return
         except Exception as exc:
-            self._inflight.crashed(job.id, repr(exc))
+            self._inflight.crashed(job, repr(exc))
             raise
         # The processors' stream is short (it holds whole objects: memory stays bounded), so
         # this may wait. The job stays in this fetcher's custody until the send is done: a
         # cancelled send leaves it here, to be fetched again by this fetcher's successor.
         await self._outbox.send(Fetched(job=job, data=obj.data, content_type=obj.content_type))
-        self._inflight.let_go(job.id, self.name)
+        self._inflight.let_go(job, self.name)

@@ -24,12 +24,13 @@ def stop_scope(ctx: Context | None) -> Iterator[None]:
 
 
 class _Entry:
-    __slots__ = ("crash", "holder", "job")
+    __slots__ = ("crash", "holder", "job", "lost")
 
     def __init__(self, job: LeasedJob) -> None:
         self.job = job
         self.holder: str | None = None  # the worker working on it; None while in a stream
         self.crash: str | None = None  # set when the holder crashed on it
+        self.lost = False  # its lease was found expired or superseded: no more renewals
 
 
 class InFlight:
@@ -40,20 +41,24 @@ class InFlight:
     job they hold (`hold`), so that a restarted worker can recover what its predecessor held
     (`take_held`): nothing in this table is ever forgotten while its lease is live.
 
+    Entries are keyed by job id *and* lease token: if this process loses a lease and later
+    leases the same job again, the stale copy and the new one are two entries, each with its
+    own slot, and settling one never forgets the other.
+
     Invariant: ``len(self) <= capacity``, and every job in the table is either in a stream
     between two stages (no holder) or held by exactly one named worker.
     """
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._entries: dict[int, _Entry] = {}
+        self._entries: dict[tuple[int, str], _Entry] = {}
         self._changed: anyio.Event | None = None
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def __contains__(self, job_id: object) -> bool:
-        return job_id in self._entries
+    def __contains__(self, job: object) -> bool:
+        return isinstance(job, LeasedJob) and (job.id, job.lease_token) in self._entries
 
     @property
     def free(self) -> int:
@@ -64,29 +69,39 @@ class InFlight:
         """Every job in flight, oldest first."""
         return [entry.job for entry in self._entries.values()]
 
+    def live_jobs(self) -> list[LeasedJob]:
+        """Every job in flight whose lease is not known to be lost (the ones to renew)."""
+        return [entry.job for entry in self._entries.values() if not entry.lost]
+
+    def mark_lost(self, job: LeasedJob) -> None:
+        """Record that ``job``'s lease is gone: its outcome will be refused, stop renewing it."""
+        entry = self._entries.get((job.id, job.lease_token))
+        if entry is not None:
+            entry.lost = True
+
     def add(self, jobs: Iterable[LeasedJob]) -> None:
         """Take a slot for each of ``jobs``, just leased."""
         for job in jobs:
-            self._entries[job.id] = _Entry(job)
+            self._entries[job.id, job.lease_token] = _Entry(job)
         if len(self._entries) > self.capacity:
             raise AssertionError(f"in-flight table over capacity: {len(self)} > {self.capacity}")
         self._notify()
 
-    def hold(self, job_id: int, holder: str | None) -> None:
-        """Record that ``holder`` works on ``job_id`` now (``None``: it went into a stream)."""
-        entry = self._entries.get(job_id)
+    def hold(self, job: LeasedJob, holder: str) -> None:
+        """Record that ``holder`` works on ``job`` now."""
+        entry = self._entries.get((job.id, job.lease_token))
         if entry is not None:
             entry.holder = holder
 
-    def let_go(self, job_id: int, holder: str) -> None:
+    def let_go(self, job: LeasedJob, holder: str) -> None:
         """``holder`` handed the job on: clear its custody unless the next stage took it already."""
-        entry = self._entries.get(job_id)
+        entry = self._entries.get((job.id, job.lease_token))
         if entry is not None and entry.holder == holder:
             entry.holder = None
 
-    def crashed(self, job_id: int, error: str) -> None:
+    def crashed(self, job: LeasedJob, error: str) -> None:
         """Record that the job's holder crashed on it: its successor fails the job (a retry)."""
-        entry = self._entries.get(job_id)
+        entry = self._entries.get((job.id, job.lease_token))
         if entry is not None:
             entry.crash = error
 
@@ -100,10 +115,10 @@ class InFlight:
                 entry.crash = None
         return taken
 
-    def settle(self, job_ids: Iterable[int]) -> None:
-        """Give back the slots of ``job_ids``: their outcome is committed or their lease is back."""
-        for job_id in job_ids:
-            self._entries.pop(job_id, None)
+    def settle(self, jobs: Iterable[LeasedJob]) -> None:
+        """Give back the slots of ``jobs``: their outcome is committed or their lease is back."""
+        for job in jobs:
+            self._entries.pop((job.id, job.lease_token), None)
         self._notify()
 
     async def wait_changed(self) -> None:

@@ -158,29 +158,35 @@ class LeaseManager:
 
     async def _renew_forever(self) -> None:
         # A third of the lease: two renewals can fail in a row before a lease runs out.
+        # Renew at once on start too: after a restart the in-flight jobs' leases have been
+        # running down since the predecessor's last renewal.
         interval = self._settings.visibility_seconds / 3
         while True:
+            jobs = self._inflight.live_jobs()
+            if jobs:
+                await self._renew(jobs)
             await self._clock.sleep(interval)
-            jobs = self._inflight.jobs()
-            if not jobs:
-                continue
-            try:
-                results = await self._queue.renew_many(
-                    [(job.id, job.lease_token) for job in jobs],
-                    visibility_seconds=self._settings.visibility_seconds,
+
+    async def _renew(self, jobs: list[LeasedJob]) -> None:
+        try:
+            results = await self._queue.renew_many(
+                [(job.id, job.lease_token) for job in jobs],
+                visibility_seconds=self._settings.visibility_seconds,
+            )
+        except QueueError as exc:
+            log.warning("lease.renew_failed", jobs=len(jobs), error=str(exc))
+            return
+        for job, result in zip(jobs, results, strict=True):
+            if not result.ok and job in self._inflight:
+                # Its outcome will be refused; renewing it again would only repeat this line.
+                self._inflight.mark_lost(job)
+                log.warning(
+                    "lease.lost",
+                    job_id=job.id,
+                    run_id=job.run_id,
+                    reason=result.reason,
+                    error=result.message,
                 )
-            except QueueError as exc:
-                log.warning("lease.renew_failed", jobs=len(jobs), error=str(exc))
-                continue
-            for job, result in zip(jobs, results, strict=True):
-                if not result.ok and job.id in self._inflight:
-                    log.warning(
-                        "lease.lost",
-                        job_id=job.id,
-                        run_id=job.run_id,
-                        reason=result.reason,
-                        error=result.message,
-                    )
 
     async def _reap_forever(self) -> None:
         next_purge = self._clock.monotonic()

@@ -48,6 +48,28 @@ class Processor(Protocol):
     async def aclose(self) -> None: ...
 
 
+def _fit(result: dict[str, Any], filename: str) -> dict[str, Any]:
+    """Keep a result within what the queue stores per job (256 KiB of JSON).
+
+    The chunks' texts are the bulk of a large document's result; past the limit they are left
+    out (each chunk keeps its offsets into the document) and ``chunks_truncated`` says so.
+    """
+    from actors.queue import DEFAULT_MAX_PAYLOAD_BYTES
+
+    if len(msgspec.json.encode(result)) <= DEFAULT_MAX_PAYLOAD_BYTES:
+        return result
+    result = {**result, "chunks_truncated": True}
+    result["chunks"] = [{k: v for k, v in c.items() if k != "text"} for c in result["chunks"]]
+    size = len(msgspec.json.encode(result))
+    if size > DEFAULT_MAX_PAYLOAD_BYTES:
+        raise DocumentError(
+            f"{filename}: its result is {size} bytes even without the chunks' texts, over the "
+            f"queue's limit of {DEFAULT_MAX_PAYLOAD_BYTES}; raise [processor].max_chunk_chars "
+            "(fewer chunks) or split the document"
+        )
+    return result
+
+
 class LocalProcessor:
     """The embedded default: text extraction, chunks, extractive summary; no key, no network."""
 
@@ -65,7 +87,7 @@ class LocalProcessor:
             summary_sentences=self._settings.summary_sentences,
         )
         return ProcessorOutput(
-            result=msgspec.to_builtins(document),
+            result=_fit(msgspec.to_builtins(document), filename),
             metrics={"bytes": float(len(data)), "chunks": float(len(document.chunks))},
         )
 
@@ -161,7 +183,7 @@ class ProcessorStage:
 
     async def _process(self, message: Fetched) -> None:
         job = message.job
-        self._inflight.hold(job.id, self.name)
+        self._inflight.hold(job, self.name)
         try:
             output = await self._processor.process(job, message.data, message.content_type)
         except DocumentError as exc:
@@ -169,9 +191,9 @@ class ProcessorStage:
         except ActorsError as exc:
             outcome = Failed(job=job, error=str(exc), stage="process")
         except Exception as exc:
-            self._inflight.crashed(job.id, repr(exc))
+            self._inflight.crashed(job, repr(exc))
             raise
         else:
             outcome = Processed(job=job, result=output.result, metrics=output.metrics)
         self._acks.send_nowait(outcome)  # never blocks: the stream holds every in-flight job
-        self._inflight.let_go(job.id, self.name)
+        self._inflight.let_go(job, self.name)

@@ -9,14 +9,17 @@ from typing import Any
 
 import anyio
 import msgspec
+import structlog
 
-from actors.errors import RunNotFound
+from actors.errors import QueueError, RunNotFound
 from actors.messages import Refresh, RunEvent, RunRoomInbox, Subscribe
 from supervisors import Actor, Context, SupervisionError
 
 __all__ = ["TERMINAL_RUN_STATUSES", "RunRoom", "RunUpdate"]
 
 TERMINAL_RUN_STATUSES = frozenset({"done", "failed"})
+
+log = structlog.get_logger("actors.run_room")
 
 
 def _terminal(summary: Any) -> bool:
@@ -107,6 +110,11 @@ class RunRoom(Actor[RunRoomInbox]):
             self.summary = await self._queue.run_summary(self.run_id)
         except RunNotFound:
             self.summary = None
+        except QueueError as exc:
+            # A room is a cache: a queue that cannot answer for a moment (a disk or network
+            # error) must not crash it, let alone, crash after crash, the whole system.
+            # Keep the last state; the next event or poll reloads it.
+            log.warning("run_room.refresh_failed", run_id=self.run_id, error=str(exc))
 
     def _request_refresh(self) -> None:
         if self._ctx is None:

@@ -34,7 +34,7 @@ async def serve(config: Config, *, until_idle: bool = False, out: TextIO | None 
     grace period. Returns the exit code: 0 after a clean stop.
     """
     out = sys.stdout if out is None else out
-    system = ActorSystem(config)
+    system = ActorSystem(config, track_runs=until_idle)
     try:
         await _serve(system, config, until_idle, out)
     except BaseExceptionGroup as group:

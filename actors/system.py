@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
@@ -60,8 +61,10 @@ def _explain_give_up(exc: BaseException) -> str:
             chain.append(cause)
         cause = cause.__cause__ or cause.__context__
     inner = chain[-1] if chain else exc
-    actor = getattr(inner, "child", "?")
+    actor = f"{getattr(inner, 'supervisor', '?')}/{getattr(inner, 'child', '?')}"
     root = inner.__cause__ or inner.__context__
+    while isinstance(root, BaseExceptionGroup) and len(root.exceptions) == 1:
+        root = root.exceptions[0]  # a task group inside the actor wrapped it
     why = f"; its last error: {type(root).__name__}: {root}" if root is not None else ""
     return (
         f"actor {actor!r} kept crashing: {getattr(inner, 'restarts', '?')} restarts within "
@@ -77,11 +80,11 @@ class SystemFailed(ActorsError):
 
 
 def raise_system_failed(group: BaseExceptionGroup[Any]) -> None:
-    """Raise the `SystemFailed` inside a task group's exception group, if there is one."""
-    failed = group.subgroup(lambda e: isinstance(e, SystemFailed))
+    """Raise the one `ActorsError` (`SystemFailed`, `ConfigError`...) a task group wrapped."""
+    failed = group.subgroup(lambda e: isinstance(e, ActorsError))
     while isinstance(failed, BaseExceptionGroup) and len(failed.exceptions) == 1:
         failed = failed.exceptions[0]
-    if isinstance(failed, SystemFailed):
+    if isinstance(failed, ActorsError):
         raise failed from failed.__cause__
 
 
@@ -113,6 +116,7 @@ class ActorSystem:
         processor: Processor | None = None,
         worker_id: str | None = None,
         on_failure: Callable[[BaseException], None] | None = None,
+        track_runs: bool = False,
     ) -> None:
         self.config = config if config is not None else Config()
         self.clock = clock if clock is not None else SystemClock()
@@ -126,8 +130,9 @@ class ActorSystem:
         self._draining = False
         self._grace_scope: anyio.CancelScope | None = None
         self._skip_grace = False
-        #: Runs that had a job finish in this process (``run --until-idle`` reports them).
+        #: With ``track_runs``: runs that had a job finish here (``run --until-idle`` reports them).
         self.runs_seen: set[str] = set()
+        self._track_runs = track_runs
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -136,13 +141,15 @@ class ActorSystem:
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:
-            self.queue = await stack.enter_async_context(open_queue(config, clock=self.clock))
+            # Store and processor first: a mistake in their config must not leave a new,
+            # empty database file behind.
             if self._store is None:
                 self._store = make_store(config)
             stack.push_async_callback(self._store.aclose)
             if self._processor is None:
                 self._processor = make_processor(config.processor, config.secrets)
             stack.push_async_callback(self._processor.aclose)
+            self.queue = await stack.enter_async_context(open_queue(config, clock=self.clock))
             self._build()
             self._tg = await stack.enter_async_context(anyio.create_task_group())
             await self._tg.start(self._run_tree)
@@ -269,6 +276,19 @@ class ActorSystem:
         )
         self.lease_manager = None  # type: ignore[assignment]
 
+        async def sweep_sleeping_rooms(*, task_status: TaskStatus[None]) -> None:
+            # A sleeping room keeps its place in the registry (max_children counts it), and
+            # only an event tells a room its run has finished: runs finished by another process
+            # or failed by a reap would fill it. Their state is in the database, so a room
+            # asleep for a whole idle period is simply let go.
+            task_status.started()
+            while True:
+                await self.clock.sleep(config.pipeline.run_idle_seconds)
+                for child in self.rooms.which_children():
+                    if child.state == "sleeping":
+                        with contextlib.suppress(SupervisionError, LookupError, RuntimeError):
+                            await self.rooms.terminate_child(child.id)
+
         def group(name: str, children: list[ChildSpec]) -> ChildSpec:
             return ChildSpec(name, lambda ctx: Supervisor(children, name=name, **limits))
 
@@ -291,6 +311,7 @@ class ActorSystem:
             [
                 group("sink", [ChildSpec("ack_reporter", ack_reporter, shutdown=10.0)]),
                 ChildSpec("run_rooms", lambda ctx: self.rooms),
+                ChildSpec("room_sweeper", lambda ctx: sweep_sleeping_rooms, shutdown=0),
                 *(http if config.http.enabled else []),
                 group(
                     "processors", [processor_stage(i) for i in range(config.pipeline.processors)]
@@ -350,7 +371,7 @@ class ActorSystem:
             return
         results = await self.queue.release_many([(job.id, job.lease_token) for job in left])
         released = sum(1 for r in results if r.ok)
-        self.inflight.settle(job.id for job in left)
+        self.inflight.settle(left)
         log.info("system.released", jobs=released)
 
     # -- run rooms -------------------------------------------------------------------------
@@ -370,7 +391,7 @@ class ActorSystem:
     async def _on_committed(self, events: list[RunEvent]) -> None:
         """Tell each event's run room (started on demand); a full room inbox drops the event."""
         for event in events:
-            if event.kind in ("done", "failed"):
+            if self._track_runs and event.kind in ("done", "failed"):
                 self.runs_seen.add(event.run_id)
             try:
                 room = await self.rooms.get_or_start(event.run_id)
@@ -379,7 +400,9 @@ class ActorSystem:
                 # The room reloads its state from the database on its next event, so only
                 # this entry of its recent-events list is lost, never a count.
                 log.warning("run_room.event_dropped", run_id=event.run_id, kind=event.kind)
-            except SupervisionError as exc:
+            except (SupervisionError, RuntimeError) as exc:
+                # RuntimeError: the room supervisor has stopped (a shutdown in progress); the
+                # outcome is committed all the same, only this notice goes.
                 log.warning("run_room.unavailable", run_id=event.run_id, error=str(exc))
 
     async def _room(self, run_id: str) -> RunRoom:

@@ -68,6 +68,12 @@ def test_a_value_outside_its_choices_names_the_key(tmp_path: Path) -> None:
         load_config(write(tmp_path, "[queue]\ndurability = 'fsync'\n"), env={})
 
 
+def test_values_that_contradict_each_other_are_refused(tmp_path: Path) -> None:
+    text = "[supervision]\nbackoff_min_seconds = 20\nbackoff_max_seconds = 10\n"
+    with pytest.raises(ConfigError, match=r"backoff_min_seconds = 20 is more than backoff_max"):
+        load_config(write(tmp_path, text), env={})
+
+
 def test_malformed_toml_is_refused_with_its_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"not valid TOML: .*line 1"):
         load_config(write(tmp_path, "[queue\npath = 1\n"), env={})

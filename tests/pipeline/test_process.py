@@ -223,7 +223,7 @@ def test_an_actor_that_keeps_crashing_makes_the_process_exit_non_zero(tmp_path: 
     env = {**os.environ, "PYTHONPATH": str(HERE)}
     done = actors(config, "run", env=env)
     assert done.returncode == 70, done.stderr
-    assert "error: actor 'processor-" in done.stderr
+    assert "error: actor 'actors/processors/processor-" in done.stderr
     assert "kept crashing" in done.stderr
     assert "ZeroDivisionError: injected processor bug" in done.stderr
     counts = status_counts(tmp_path / "q.db")

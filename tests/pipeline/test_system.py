@@ -12,7 +12,7 @@ import msgspec
 import pytest
 
 from actors.config import Config, PipelineConfig, QueueConfig, StorageConfig, SupervisionConfig
-from actors.errors import ActorsError
+from actors.errors import ActorsError, StorageError
 from actors.messages import LeasedJob
 from actors.processor import LocalProcessor, ProcessorOutput
 from actors.queue import NewJob
@@ -349,8 +349,78 @@ async def test_watch_run_reports_progress_until_the_run_is_done(tmp_path: Path) 
     assert dones == sorted(dones)
 
 
-async def test_the_system_refuses_a_backend_it_does_not_have(tmp_path: Path) -> None:
+async def test_a_backend_without_its_address_is_refused_before_anything_starts(
+    tmp_path: Path,
+) -> None:
     config = msgspec.structs.replace(make_config(tmp_path), queue=QueueConfig(backend="postgres"))
-    with pytest.raises(ActorsError, match="postgres"):
+    with pytest.raises(ActorsError, match=r'backend = "postgres" needs \[queue\]\.dsn'):
         async with ActorSystem(config):
             pass
+    assert not (tmp_path / "q.db").exists()
+
+
+class OversizedResults(LocalProcessor):
+    """Returns, for one document, a result the queue will not store (over 256 KiB)."""
+
+    async def process(
+        self, job: LeasedJob, data: bytes, content_type: str | None
+    ) -> ProcessorOutput:
+        if job.r2_key.endswith("/0.txt"):
+            return ProcessorOutput(result={"blob": "x" * 300_000})
+        return await super().process(job, data, content_type)
+
+
+async def test_a_result_the_queue_refuses_fails_that_job_alone_and_for_good(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    keys = await put_objects(tmp_path / "objects", 5)
+    with anyio.fail_after(30):
+        async with ActorSystem(config, processor=OversizedResults(config.processor)) as system:
+            await system.enqueue_many([NewJob(run_id="r1", tenant_id="t1", r2_key=k) for k in keys])
+            summary = await system.wait_run("r1")
+            page = await system.queue.list(run_id="r1")
+    assert (summary.status, summary.done, summary.failed) == ("failed", 4, 1)
+    (bad,) = [job for job in page.items if job.status == "failed"]
+    assert bad.r2_key.endswith("/0.txt")
+    assert bad.attempts == 1  # failed for good, not retried
+    assert "could not be stored" in (bad.last_error or "")
+    assert "256" in (bad.last_error or "") or "262144" in (bad.last_error or "")
+
+
+async def test_a_document_too_big_for_one_result_keeps_its_chunk_offsets_only(
+    tmp_path: Path,
+) -> None:
+    config = make_config(tmp_path)
+    sentence = b"The survey counted lichens on the old north wall again this year. "
+    (key,) = await put_objects(tmp_path / "objects", 1, data=sentence * 6000)  # ~400 KB of text
+    with anyio.fail_after(60):
+        async with ActorSystem(config) as system:
+            job = await system.enqueue("r1", "t1", key)
+            await system.wait_run("r1")
+            done = await system.queue.get(job.id)
+    assert done.status == "done"
+    assert done.result["chunks_truncated"] is True
+    assert all("text" not in c and c["end"] > c["start"] for c in done.result["chunks"])
+
+
+async def test_run_rooms_ride_out_a_queue_that_cannot_answer_for_a_while(tmp_path: Path) -> None:
+    config = make_config(tmp_path, supervision={"max_restarts": 1, "max_seconds": 60})
+    keys = await put_objects(tmp_path / "objects", 8)
+    with anyio.fail_after(30):
+        async with ActorSystem(config) as system:
+            real = system.queue.run_summary
+            failures = 0
+
+            async def flaky(run_id: str) -> Any:
+                nonlocal failures
+                if failures < 40:
+                    failures += 1
+                    raise StorageError("SQLite failed: disk I/O error (injected)")
+                return await real(run_id)
+
+            system.queue.run_summary = flaky
+            await system.enqueue_many(
+                [NewJob(run_id=f"r{i}", tenant_id="t1", r2_key=k) for i, k in enumerate(keys)]
+            )
+            summaries = [await system.wait_run(f"r{i}") for i in range(8)]
+    assert failures == 40
+    assert [s.status for s in summaries] == ["done"] * 8
