@@ -232,6 +232,15 @@ def test_an_actor_that_keeps_crashing_makes_the_process_exit_non_zero(tmp_path: 
     assert counts.get("leased", 0) == 0
 
 
+def test_a_processor_that_cannot_be_imported_stops_the_start_cleanly(tmp_path: Path) -> None:
+    config = write_config(tmp_path, '[processor]\nkind = "python"\nfactory = "no_such_mod:make"\n')
+    done = actors(config, "run")
+    assert done.returncode == 1
+    assert "[processor].factory = 'no_such_mod:make' cannot be imported" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "q.db").exists()
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
