@@ -374,7 +374,7 @@ def write_section(lines: list[str], command: str) -> None:
     header = (
         f"Command: `{command}` ({time.strftime('%Y-%m-%d')}, Python {platform.python_version()}, "
         f"SQLite {sqlite3.sqlite_version}, WAL, load average before the run {load} on 2 cores). "
-        "Figures from one run; see ARCHITECTURE.md for what they decided.\n\n"
+        "Figures from one run; see docs/decisions.md for what they decided.\n\n"
     )
     body = header + "\n".join(lines) + "\n\n" + NOTES
     new, count = re.subn(r"(## Queue\n\n).*?(?=\n## |\Z)", lambda m: m[1] + body, text, flags=re.S)
