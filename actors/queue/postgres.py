@@ -55,10 +55,10 @@ from actors.queue.model import (
 from actors.queue.sqlite import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     MAX_ATTEMPTS,
-    STATUSES,
     SQLiteQueue,
     _check_batch,
     _check_delay,
+    _check_listing,
     _check_optional_text,
     _check_range,
     _check_visibility,
@@ -971,9 +971,7 @@ class PostgresQueue:
         cursor: str | None = None,
     ) -> Page[Job]:
         """Return one page of jobs in id order, filtered by status, run and tenant."""
-        if status is not None and status not in STATUSES:
-            raise InvalidArgument(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
-        _check_range("limit", limit, 1, MAX_PULL)
+        _check_listing(status, limit)
         after = store._cursor(cursor)
 
         async def jobs(conn: Any) -> Page[Job]:

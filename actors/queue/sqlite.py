@@ -352,9 +352,7 @@ class SQLiteQueue:
         cursor: str | None = None,
     ) -> Page[Job]:
         """Return one page of jobs in id order, filtered by status, run and tenant."""
-        if status is not None and status not in STATUSES:
-            raise InvalidArgument(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
-        _check_range("limit", limit, 1, MAX_PULL)
+        _check_listing(status, limit)
         return await self._readers.run(
             lambda conn: store.list_jobs(conn, status, run_id, tenant_id, limit, cursor)
         )
@@ -417,6 +415,13 @@ def _open_migrated(
     except BaseException:
         conn.close()
         raise
+
+
+def _check_listing(status: str | None, limit: int) -> None:
+    """Refuse a status filter that is not a status, and a page size out of bounds."""
+    if status is not None and status not in STATUSES:
+        raise InvalidArgument(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
+    _check_range("limit", limit, 1, MAX_PULL)
 
 
 def _check_range(name: str, value: float, lo: float, hi: float) -> None:
