@@ -277,7 +277,9 @@ class PostgresStore:
         return cls(conn, name)
 
     async def runs(self) -> list[Row]:
-        rows = await self.conn.fetch(f"SELECT {', '.join(RUN_FIELDS)} FROM runs ORDER BY seq")
+        rows = await self.conn.fetch(
+            f"SELECT {', '.join(RUN_FIELDS)} FROM ({postgres_schema.RUN_STATE}) s ORDER BY seq"
+        )
         return [dict(r) for r in rows]
 
     async def jobs(self, after: int, limit: int) -> list[Row]:
@@ -303,8 +305,9 @@ class PostgresStore:
     async def get(self, kind: str, keys: Sequence[Any]) -> dict[Any, Row]:
         fields, table, key = _shape(kind)
         cast = "bigint[]" if kind == "job" else "text[]"
+        source = table if kind == "job" else f"({postgres_schema.RUN_STATE}) s"  # counts too
         rows = await self.conn.fetch(
-            f"SELECT {', '.join(fields)} FROM {table} WHERE {key} = ANY($1::{cast})", list(keys)
+            f"SELECT {', '.join(fields)} FROM {source} WHERE {key} = ANY($1::{cast})", list(keys)
         )
         return {r[key]: dict(r) for r in rows}
 
@@ -369,6 +372,8 @@ class PostgresStore:
                     continue
                 value: Any = int(k) if kind == "job" else k
                 await self.conn.execute(f"DELETE FROM {table} WHERE {key} = $1", value)
+                if kind == "run":
+                    await self.conn.execute("DELETE FROM run_counts WHERE run_id = $1", k)
                 await self.conn.execute(
                     "DELETE FROM migrated_rows WHERE kind = $1 AND key = $2 AND source = $3",
                     kind,
@@ -384,7 +389,9 @@ class PostgresStore:
 
 
 async def _recount_pg(conn: Any, run_ids: Iterable[str]) -> None:
-    # The verbs keep the stored counts; rows written here bypass them, so count again.
+    # The verbs keep the stored counts; rows written here bypass them, so count again (into
+    # each run's base row, its count shards folded away).
+    await conn.execute("DELETE FROM run_counts WHERE run_id = ANY($1::text[])", sorted(run_ids))
     await conn.execute(
         """
         UPDATE runs SET done = c.done, failed = c.failed, total = c.total

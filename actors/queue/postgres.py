@@ -19,13 +19,14 @@ import math
 import random
 import threading
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
+import msgspec
 import sniffio
 import structlog
 
@@ -63,7 +64,7 @@ from actors.queue.sqlite import (
     _check_range,
     _check_visibility,
 )
-from actors.queue.store import Backoff, encode_json
+from actors.queue.store import Backoff
 from supervisors.clock import Clock, SystemClock
 
 __all__ = ["PostgresQueue"]
@@ -100,14 +101,132 @@ CLAIM = f"""
 """
 
 # Added to the enqueue statement when it runs without a transaction: a batch that would break
-# "a run has one tenant" (a run of the batch with two tenants, or a run another tenant holds,
-# which `counted` then lacks) fails the statement with this message, so nothing is written.
+# "a run has one tenant" (a run of the batch with two tenants, or a run that this statement did
+# not create and its snapshot does not show held by the batch's tenant, as when another
+# transaction created it meanwhile) fails the statement with this message, so nothing is
+# written; the enqueue then goes again in a transaction, which says why or succeeds.
 _TENANT_GUARD = "actors: run tenant mismatch"
 _GUARD = f"""
     , CASE WHEN EXISTS (SELECT 1 FROM new GROUP BY run_id HAVING count(DISTINCT tenant_id) > 1)
-             OR EXISTS (SELECT run_id FROM new EXCEPT SELECT run_id FROM counted)
+             OR EXISTS (SELECT run_id FROM new EXCEPT SELECT run_id FROM created
+                        EXCEPT SELECT r.run_id FROM runs r JOIN new n
+                               ON r.run_id = n.run_id AND r.tenant_id = n.tenant_id)
            THEN (new.run_id || '{_TENANT_GUARD}')::int END
 """
+
+# Adds one batch's counts to the shard rows of its runs (`run_counts`, this connection's
+# shard), from a relation `d` (run_id, done, failed, total, metrics jsonb or NULL) with one row
+# per run, in run_id order (two batches lock shared rows in the same order: no deadlock). $1 is
+# now; `{touch}` says whether the change counts as an update of the run (purge's does not).
+_ADD_COUNTS = f"""
+    INSERT INTO run_counts AS s (run_id, shard, done, failed, total, metrics, finished_at,
+                                 updated_at)
+    SELECT d.run_id, pg_backend_pid() % {pg_schema.SHARDS}, d.done, d.failed, d.total,
+           d.metrics, CASE WHEN d.done > 0 OR d.failed > 0 THEN $1::float8 END,
+           CASE WHEN {{touch}} THEN $1::float8 END
+    FROM d ORDER BY d.run_id
+    ON CONFLICT (run_id, shard) DO UPDATE
+    SET done = s.done + excluded.done, failed = s.failed + excluded.failed,
+        total = s.total + excluded.total,
+        metrics = CASE WHEN excluded.metrics IS NULL THEN s.metrics
+                       WHEN s.metrics IS NULL THEN excluded.metrics ELSE (
+            SELECT jsonb_object_agg(k, coalesce((s.metrics ->> k)::float8, 0)
+                                       + coalesce((excluded.metrics ->> k)::float8, 0))
+            FROM jsonb_object_keys(s.metrics || excluded.metrics) AS k) END,
+        finished_at = coalesce(excluded.finished_at, s.finished_at),
+        updated_at = coalesce(excluded.updated_at, s.updated_at)
+"""
+
+
+# Terminal when permanent or out of attempts; else pending again after a backoff.
+_TERMINAL = "(a.permanent OR j.attempts >= j.max_attempts)"
+
+# An ack batch is one statement (one round trip, no BEGIN/COMMIT): record each outcome under
+# its live lease (or, unfenced ($4 false), any lease), then add each run's finished jobs (and,
+# in _ACK_METRICS, the acks' run metrics) to its count shard. The acks are one JSON parameter.
+# $1 now, $2 backoff cap, $3 backoff base, $4 fenced, $5 the acks.
+_ACK = f"""
+    WITH a AS (
+        SELECT * FROM json_to_recordset($5::json)
+             AS a(id bigint, token text, status text, result json, error text, permanent bool,
+                  factor float8, metrics jsonb)
+        -- Always true (the acks were checked), but it makes the planner expect a row or two
+        -- instead of json_to_recordset's default hundred, so the plan is a primary-key probe
+        -- per ack. Otherwise a generic plan made while the table was young (and then kept)
+        -- hashed a scan of the whole table into every ack.
+        WHERE a.status IN ('done', 'failed')
+    ),
+    acked AS (
+        UPDATE jobs AS j
+        SET status = CASE WHEN a.status = 'done' THEN 'done'
+                          WHEN {_TERMINAL} THEN 'failed' ELSE 'pending' END,
+            result = CASE WHEN a.status = 'done' THEN a.result::text ELSE j.result END,
+            available_at = CASE WHEN a.status = 'done' OR {_TERMINAL} THEN j.available_at
+                ELSE $1 + least($2, $3 * power(2, least(j.attempts - 1, 40))) * a.factor END,
+            finished_at = CASE WHEN a.status = 'done' OR {_TERMINAL} THEN $1 END,
+            lease_token = CASE WHEN a.status = 'done' OR {_TERMINAL} THEN j.lease_token END,
+            worker_id = CASE WHEN a.status = 'done' OR {_TERMINAL} THEN j.worker_id END,
+            last_error = CASE WHEN a.status = 'done' THEN j.last_error ELSE a.error END,
+            lease_expires_at = NULL, updated_at = $1
+        FROM a
+        -- `|| ''`: no partial index matches, so no plan scans every lease (live or dead).
+        WHERE j.id = a.id AND j.status || '' = 'leased'
+          AND (NOT $4 OR (j.lease_token = a.token AND j.lease_expires_at > $1))
+        RETURNING {COLUMNS}, a.metrics AS added
+    ),
+    d AS (
+        SELECT g.run_id, count(*) FILTER (WHERE g.status = 'done') AS done,
+               count(*) FILTER (WHERE g.status = 'failed') AS failed, 0::bigint AS total,
+               {{metrics}} AS metrics
+        FROM acked g GROUP BY g.run_id
+        HAVING count(*) FILTER (WHERE g.status IN ('done', 'failed')) > 0 {{or_metrics}}
+    ),
+    counted AS ({_ADD_COUNTS.format(touch="true")} RETURNING 1)
+    SELECT acked.* FROM acked
+"""
+_ACK_METRICS = _ACK.format(
+    metrics="""(SELECT jsonb_object_agg(s.k, s.v) FROM (
+                    SELECT e.key AS k, sum(e.value::float8) AS v
+                    FROM acked x CROSS JOIN LATERAL jsonb_each_text(x.added) AS e
+                    WHERE x.run_id = g.run_id GROUP BY e.key) s)""",
+    or_metrics="OR bool_or(g.added IS NOT NULL)",
+)
+_ACK = _ACK.format(metrics="NULL::jsonb", or_metrics="")
+
+
+class _NewRow(msgspec.Struct):
+    """One job of an enqueue, as the statement's JSON parameter carries it."""
+
+    run_id: str
+    tenant_id: str
+    r2_key: str
+    payload: msgspec.Raw | None
+    max_attempts: int
+    priority: int
+    delay: float
+    idempotency_key: str | None
+
+
+class _AckRow(msgspec.Struct):
+    """One ack, as the ack statement's JSON parameter carries it."""
+
+    id: int
+    token: str
+    status: str
+    result: msgspec.Raw | None
+    error: str | None
+    permanent: bool
+    factor: float
+    metrics: msgspec.Raw | None
+
+
+_encode_rows = msgspec.json.Encoder().encode
+
+
+def _raw(value: Any) -> msgspec.Raw | None:
+    """A value as JSON for a statement's parameter (None stays NULL)."""
+    return None if value is None else msgspec.Raw(store._encode(value))
+
 
 # The claim on its own, for a pull's first try: it leases nothing while a lease has expired
 # (then the pull reaps and claims with CLAIM), so it never passes over a job the reap frees.
@@ -136,8 +255,77 @@ _TRANSIENT = (
 )
 
 
-async def _keep_session(_conn: Any) -> None:
-    """The pool's reset on release: nothing to undo (see ``PostgresQueue._start``)."""
+class _Pool:
+    """Up to ``size`` connections on the driver's loop, opened when first needed.
+
+    Leaner than asyncpg's pool, whose acquire and release cost about 40 us and two event-loop
+    turns per call (its release runs in a task of its own, behind ``asyncio.shield``): every
+    queue call here is one or two statements, so that was a fifth of a single-job call's CPU.
+    The queue leaves no session state on a connection (no LISTEN, SET, advisory lock, cursor
+    or open transaction), so a released connection needs no reset; a broken one is terminated
+    and its slot handed to the next waiter, which opens a fresh connection.
+    """
+
+    def __init__(self, connect: Callable[[], Awaitable[Any]], size: int) -> None:
+        self._connect = connect
+        self._size = size
+        self._opened = 0  # idle + in use + being opened
+        self._idle: list[Any] = []
+        self._waiters: deque[asyncio.Future[Any]] = deque()
+        self._closed = False
+
+    async def acquire(self) -> Any:
+        if self._idle:
+            return self._idle.pop()
+        if self._opened < self._size:
+            self._opened += 1
+            return await self._open()
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            conn = await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self._give(waiter.result())  # handed to us as we were cancelled: pass it on
+            raise
+        # None: a slot, freed by a dropped connection, to open a connection in.
+        return conn if conn is not None else await self._open()
+
+    async def _open(self) -> Any:
+        try:
+            return await self._connect()
+        except BaseException:
+            self._give(None)
+            raise
+
+    def release(self, conn: Any, *, broken: bool = False) -> None:
+        """Give ``conn`` back; a ``broken`` one (or any, once closed) is terminated."""
+        if broken or self._closed or conn.is_closed():
+            conn.terminate()
+            self._give(None)
+        else:
+            self._give(conn)
+
+    def _give(self, conn: Any) -> None:
+        """Hand an idle connection (or, as None, a free slot) to the first live waiter."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return
+        if conn is None:
+            self._opened -= 1
+        else:
+            self._idle.append(conn)
+
+    async def close(self) -> None:
+        """Close the idle connections; those in use are terminated when released."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            self._opened -= 1
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), 10)
 
 
 class _Bridge:
@@ -347,12 +535,7 @@ class PostgresQueue:
             raise StorageError(f"cannot migrate the queue at {self.where}: {exc}") from exc
         finally:
             await conn.close()
-        # No reset query on release (asyncpg's default sends one: a round trip per call): the
-        # queue leaves no session state on a pooled connection (no LISTEN, SET, advisory lock
-        # or cursor), and asyncpg still rolls back a transaction left open.
-        self._pool = await asyncpg.create_pool(
-            self.dsn, min_size=1, max_size=self._pool_size, reset=_keep_session, **kwargs
-        )
+        self._pool = _Pool(functools.partial(asyncpg.connect, self.dsn, **kwargs), self._pool_size)
         self._listener = asyncio.get_running_loop().create_task(self._listen_forever())
 
     async def aclose(self) -> None:
@@ -371,8 +554,7 @@ class PostgresQueue:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._listener
         if self._pool is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._pool.close(), 10)
+            await self._pool.close()
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -395,15 +577,20 @@ class PostgresQueue:
         delay = 0.05
         for attempt in itertools.count(1):
             try:
-                async with self._pool.acquire() as conn:
-                    try:
-                        if not atomic:
-                            return await work(conn)
+                conn = await self._pool.acquire()
+                try:
+                    if not atomic:
+                        result = await work(conn)
+                    else:
                         async with conn.transaction():
-                            return await work(conn)
-                    except _TRANSIENT:
-                        conn.terminate()  # never back into the pool half-broken
-                        raise
+                            result = await work(conn)
+                except BaseException as exc:
+                    # Never back into the pool half-broken, or inside a transaction.
+                    broken = isinstance(exc, _TRANSIENT) or conn.is_in_transaction()
+                    self._pool.release(conn, broken=broken)
+                    raise
+                self._pool.release(conn)
+                return result
             except QueueError:
                 raise
             except _TRANSIENT as exc:
@@ -483,88 +670,130 @@ class PostgresQueue:
         if not jobs:
             return []
         now = self._clock.time()
+        rows = [
+            _NewRow(
+                run_id=j.run_id,
+                tenant_id=j.tenant_id,
+                r2_key=j.r2_key,
+                payload=_raw(j.payload),
+                max_attempts=j.max_attempts or self._max_attempts,
+                priority=j.priority,
+                delay=float(j.delay_seconds),
+                idempotency_key=j.idempotency_key,
+            )
+            for j in jobs
+        ]
+        keyed = any(j.idempotency_key is not None for j in jobs)
 
         async def enqueue(conn: Any) -> list[Job]:
-            # One autocommitted statement (no BEGIN, no COMMIT: two round trips fewer, and the
-            # run row is locked for one statement only). A run claimed by another tenant makes
-            # the statement fail, so it changes nothing; the transaction below then says why.
+            # One autocommitted statement (no BEGIN, no COMMIT: two round trips fewer). A run
+            # the statement cannot vouch for makes it fail, so it changes nothing; the
+            # transaction below then says why, or (another process created the run meanwhile,
+            # for the same tenant) succeeds.
             try:
-                return await self._enqueue(conn, now, jobs, guarded=True)
+                return await self._enqueue(conn, now, jobs, rows, keyed, guarded=True)
             except asyncpg.DataError as exc:
                 if _TENANT_GUARD not in str(exc):
                     raise
             async with conn.transaction():
-                return await self._enqueue(conn, now, jobs, guarded=False)
+                return await self._enqueue(conn, now, jobs, rows, keyed, guarded=False)
 
         return await self._run(enqueue, atomic=False, on_done=self._notify_enqueued)
 
     async def _enqueue(
-        self, conn: Any, now: float, jobs: Sequence[NewJob], *, guarded: bool
+        self,
+        conn: Any,
+        now: float,
+        jobs: Sequence[NewJob],
+        rows: list[_NewRow],
+        keyed: bool,
+        *,
+        guarded: bool,
     ) -> list[Job]:
-        # One statement for the batch: insert the jobs, create or touch their runs and count
-        # the new jobs (a new job reopens a finished run; run rows locked in run_id order), and
-        # NOTIFY other processes. Identity values are drawn in input order, so the inserted rows
-        # sorted by id line up with the inputs that were not idempotent repeats.
-        rows = await conn.fetch(
+        # One statement for the batch: insert the jobs (the batch is one JSON parameter: one
+        # decode on the server instead of nine arrays encoded item by item here), create the
+        # runs it names for the first time, add the new jobs to the runs' counts (this
+        # connection's shard rows), and NOTIFY other processes. Identity values are drawn in
+        # input order, so the inserted ids sorted line up with the inputs that were not
+        # idempotent repeats; every other column of a new job is known here, so only the id
+        # comes back. Without idempotency keys it is a plain insert (ON CONFLICT's speculative
+        # insertion costs every row).
+        conflict = (
+            "ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
+            if keyed
+            else ""
+        )
+        inserted = await conn.fetch(
             f"""
             WITH new AS (
                 INSERT INTO jobs AS j (run_id, tenant_id, r2_key, payload, max_attempts,
                                        priority, available_at, idempotency_key, created_at,
                                        updated_at)
-                SELECT run_id, tenant_id, r2_key, payload, max_attempts, priority, $1 + delay,
-                       idempotency_key, $1, $1
-                FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::int[],
-                            $7::int[], $8::float8[], $9::text[])
+                SELECT a.run_id, a.tenant_id, a.r2_key, a.payload::text, a.max_attempts,
+                       a.priority, $1 + a.delay, a.idempotency_key, $1, $1
+                FROM ROWS FROM (json_to_recordset($2::json)
+                         AS (run_id text, tenant_id text, r2_key text, payload json,
+                             max_attempts int, priority int, delay float8,
+                             idempotency_key text))
                      WITH ORDINALITY AS a(run_id, tenant_id, r2_key, payload, max_attempts,
                                           priority, delay, idempotency_key, n)
-                ORDER BY n
-                ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL
-                DO NOTHING
-                RETURNING {COLUMNS}
+                ORDER BY a.n
+                {conflict}
+                RETURNING j.id, j.run_id, j.tenant_id, j.idempotency_key
             ),
-            counted AS (
-                INSERT INTO runs AS r (run_id, tenant_id, created_at, updated_at, total)
-                SELECT run_id, min(tenant_id), $1, $1, count(*) FROM new
-                GROUP BY run_id ORDER BY run_id
-                ON CONFLICT (run_id) DO UPDATE
-                SET total = r.total + excluded.total, updated_at = excluded.updated_at,
-                    finished_at = NULL
-                WHERE r.tenant_id = excluded.tenant_id
+            created AS (
+                INSERT INTO runs AS r (run_id, tenant_id, created_at, updated_at)
+                SELECT run_id, min(tenant_id), $1, $1 FROM new GROUP BY run_id ORDER BY run_id
+                ON CONFLICT (run_id) DO NOTHING
                 RETURNING run_id
             ),
-            notified AS (SELECT pg_notify($10, $11))
-            SELECT new.*, (SELECT array_agg(run_id) FROM counted),
+            d AS (
+                SELECT run_id, 0::bigint AS done, 0::bigint AS failed, count(*) AS total,
+                       NULL::jsonb AS metrics
+                FROM new GROUP BY run_id
+            ),
+            counted AS ({_ADD_COUNTS.format(touch="true")} RETURNING 1),
+            notified AS (SELECT pg_notify($3, $4))
+            SELECT new.id, new.run_id, new.tenant_id, new.idempotency_key,
                    (SELECT count(*) FROM notified){_GUARD if guarded else ""}
             FROM new
             """,
             now,
-            [j.run_id for j in jobs],
-            [j.tenant_id for j in jobs],
-            [j.r2_key for j in jobs],
-            [encode_json(j.payload) for j in jobs],
-            [j.max_attempts or self._max_attempts for j in jobs],
-            [j.priority for j in jobs],
-            [float(j.delay_seconds) for j in jobs],
-            [j.idempotency_key for j in jobs],
+            _encode_rows(rows).decode(),
             self._channel,
             self._origin,
         )
-        inserted = sorted((store._job(r) for r in rows), key=lambda job: job.id)
-        taken = {(job.tenant_id, job.idempotency_key) for job in inserted if job.idempotency_key}
-        fresh = iter(inserted)
-        out: list[Job | None] = []
+        ids = iter(sorted(r[0] for r in inserted))
+        taken = {(r[2], r[3]) for r in inserted if r[3] is not None}
         seen: set[tuple[str, str]] = set()
-        for new in jobs:
+        out: list[Job | None] = []
+        for new, row in zip(jobs, rows, strict=True):
             key = (new.tenant_id, new.idempotency_key or "")
-            if new.idempotency_key is None or (key in taken and key not in seen):
-                out.append(next(fresh))
-                seen.add(key)
-            else:
+            if new.idempotency_key is not None and (key not in taken or key in seen):
                 out.append(None)  # the key is taken: return the job that holds it
-        missing = [
-            (n.tenant_id, n.idempotency_key) for n, j in zip(jobs, out, strict=True) if j is None
-        ]
-        if missing:
+                continue
+            seen.add(key)
+            out.append(
+                Job(
+                    id=next(ids),
+                    run_id=new.run_id,
+                    tenant_id=new.tenant_id,
+                    r2_key=new.r2_key,
+                    payload=None if row.payload is None else store._decode(row.payload),
+                    max_attempts=row.max_attempts,
+                    priority=new.priority,
+                    available_at=now + row.delay,
+                    idempotency_key=new.idempotency_key,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        if None in out:
+            missing = [
+                (n.tenant_id, n.idempotency_key)
+                for n, j in zip(jobs, out, strict=True)
+                if j is None
+            ]
             existing = {
                 (job.tenant_id, job.idempotency_key): job
                 for job in map(
@@ -584,22 +813,9 @@ class PostgresQueue:
                 job if job is not None else existing[(new.tenant_id, new.idempotency_key)]
                 for new, job in zip(jobs, out, strict=True)
             ]
-        if inserted:
+        if not guarded and inserted:
             # Invariant: a run belongs to exactly one tenant. Raising rolls the batch back.
-            tenants = {job.run_id: job.tenant_id for job in inserted}
-            counted = set(rows[0][_N_COLUMNS] or ())  # the runs the statement could count
-            mixed = [job for job in inserted if job.tenant_id != tenants[job.run_id]]
-            refused = sorted(set(tenants) - counted)
-            if mixed or refused:
-                run_id = mixed[0].run_id if mixed else refused[0]
-                owner = await conn.fetchval("SELECT tenant_id FROM runs WHERE run_id = $1", run_id)
-                other = next(
-                    j.tenant_id for j in inserted if j.run_id == run_id and j.tenant_id != owner
-                )
-                raise InvalidArgument(
-                    f"run {run_id!r} belongs to tenant {owner!r}, not {other!r}; a run has one "
-                    "tenant. Use a new run id for this tenant"
-                )
+            await _check_tenants(conn, {(r[1], r[2]) for r in inserted})
         return [job for job in out if job is not None]
 
     # --- consumers -----------------------------------------------------------------------
@@ -727,82 +943,34 @@ class PostgresQueue:
             return []
         now = self._clock.time()
         factors = list(itertools.islice(self._jitter(), len(acks)))  # type: ignore[misc]  # shared with SQLiteQueue
-        backoff = self._backoff
-        # Terminal when permanent or out of attempts; else pending again after a backoff.
-        terminal = "(a.permanent OR j.attempts >= j.max_attempts)"
-        # One statement, so one round trip without BEGIN/COMMIT: record the outcomes, then add
-        # each run's finished jobs and metrics to it (its row locked in run_id order first).
-        sql = f"""
-            WITH a AS (
-                SELECT * FROM unnest($5::bigint[], $6::text[], $7::text[], $8::text[],
-                                     $9::text[], $10::bool[], $11::float8[], $12::jsonb[])
-                     AS a(id, token, status, result, error, permanent, factor, metrics)
-            ),
-            acked AS (
-            UPDATE jobs AS j
-            SET status = CASE WHEN a.status = 'done' THEN 'done'
-                              WHEN {terminal} THEN 'failed' ELSE 'pending' END,
-                result = CASE WHEN a.status = 'done' THEN a.result ELSE j.result END,
-                available_at = CASE WHEN a.status = 'done' OR {terminal} THEN j.available_at
-                    ELSE $1 + least($2, $3 * power(2, least(j.attempts - 1, 40)))
-                              * a.factor END,
-                finished_at = CASE WHEN a.status = 'done' OR {terminal} THEN $1 END,
-                lease_token = CASE WHEN a.status = 'done' OR {terminal} THEN j.lease_token END,
-                worker_id = CASE WHEN a.status = 'done' OR {terminal} THEN j.worker_id END,
-                last_error = CASE WHEN a.status = 'done' THEN j.last_error ELSE a.error END,
-                lease_expires_at = NULL, updated_at = $1
-            FROM a
-            WHERE j.id = a.id AND (({LIVE}) OR (NOT $4 AND j.status = 'leased'))
-            RETURNING {COLUMNS}, a.metrics AS added
-            ),
-            d AS (
-                SELECT g.run_id,
-                       count(*) FILTER (WHERE g.status = 'done') AS done,
-                       count(*) FILTER (WHERE g.status = 'failed') AS failed,
-                       0::bigint AS total,
-                       (SELECT jsonb_object_agg(s.k, s.v) FROM (
-                            SELECT e.key AS k, sum(e.value::float8) AS v
-                            FROM acked x CROSS JOIN LATERAL jsonb_each_text(x.added) AS e
-                            WHERE x.run_id = g.run_id GROUP BY e.key) s) AS metrics
-                FROM acked g GROUP BY g.run_id
-            ),
-            locked AS (
-                SELECT run_id FROM runs WHERE run_id IN (SELECT run_id FROM d)
-                ORDER BY run_id FOR UPDATE
-            ),
-            counted AS (
-                UPDATE runs AS r SET {_COUNT_SET.format(now="$1", touch="true")}
-                FROM d WHERE r.run_id = d.run_id AND (SELECT count(*) FROM locked) > 0
-                RETURNING r.run_id
+        rows = [
+            _AckRow(
+                id=a.job_id,
+                token=a.lease_token,
+                status=a.status,
+                result=_raw(a.result) if a.status == "done" else None,
+                error=a.error,
+                permanent=a.permanent,
+                factor=factor,
+                metrics=_raw(a.run_metrics) if a.run_metrics else None,
             )
-            SELECT acked.*, (SELECT count(*) FROM counted) FROM acked
-        """
+            for a, factor in zip(acks, factors, strict=True)
+        ]
+        sql = _ACK_METRICS if any(row.metrics is not None for row in rows) else _ACK
+        backoff = self._backoff
+
+        def statement(c: Any, _ids: list[int], _tokens: list[str], at: list[int]) -> Awaitable[Any]:
+            return c.fetch(  # type: ignore[no-any-return]
+                sql,
+                now,
+                backoff.cap_seconds,
+                backoff.base_seconds,
+                fenced,
+                _encode_rows([rows[n] for n in at]).decode(),
+            )
 
         async def apply(conn: Any) -> list[AckResult]:
-            def statement(
-                c: Any, ids: list[int], tokens: list[str], at: list[int]
-            ) -> Awaitable[Any]:
-                items = [acks[n] for n in at]
-                return c.fetch(  # type: ignore[no-any-return]
-                    sql,
-                    now,
-                    backoff.cap_seconds,
-                    backoff.base_seconds,
-                    fenced,
-                    ids,
-                    tokens,
-                    [a.status for a in items],
-                    [encode_json(a.result) if a.status == "done" else None for a in items],
-                    [a.error for a in items],
-                    [a.permanent for a in items],
-                    [factors[n] for n in at],
-                    [
-                        None if not a.run_metrics else store._encode(a.run_metrics).decode()
-                        for a in items
-                    ],
-                )
-
-            results = await _per_item(
+            return await _per_item(
                 conn,
                 now,
                 [(a.job_id, a.lease_token) for a in acks],
@@ -810,7 +978,6 @@ class PostgresQueue:
                 statement,
                 statuses=[a.status for a in acks],
             )
-            return results
 
         # One statement unless the batch names a job twice (then item by item, all in one).
         return await self._run(apply, atomic=len({a.job_id for a in acks}) < len(acks))
@@ -878,7 +1045,24 @@ class PostgresQueue:
                 done, failed, total = gone.get(run_id, (0, 0, 0))
                 gone[run_id] = (done - (status == "done"), failed - (status == "failed"), total - 1)
             await _count(conn, self._clock.time(), gone, touch=False)
-            await conn.execute("DELETE FROM runs WHERE finished_at <= $1 AND total = 0", cutoff)
+            # Runs left with no job after their retention go too. An enqueue naming such a run
+            # would recreate it while it is deleted: the table lock makes enqueues (which all
+            # insert into `runs`) wait for this commit, and is taken only when there is a run
+            # to delete.
+            empty = (
+                f"SELECT run_id FROM ({pg_schema.RUN_STATE}) s "
+                "WHERE s.total = 0 AND s.finished_at <= $1"
+            )
+            if await conn.fetchval(f"SELECT EXISTS ({empty})", cutoff):
+                await conn.execute("LOCK TABLE runs IN SHARE ROW EXCLUSIVE MODE")
+                await conn.execute(
+                    f"""
+                    WITH gone AS ({empty}),
+                    counts AS (DELETE FROM run_counts WHERE run_id IN (SELECT run_id FROM gone))
+                    DELETE FROM runs WHERE run_id IN (SELECT run_id FROM gone)
+                    """,
+                    cutoff,
+                )
             return len(rows)
 
         return await self._run(purge)
@@ -901,14 +1085,15 @@ class PostgresQueue:
         now = self._clock.time()
 
         async def stats(conn: Any) -> Stats:
-            # The stored run counts, one row per run, and the leased jobs (those in flight)
-            # counted through their partial index: no scan of every job.
+            # The stored run counts (each run's base and count shards) and the leased jobs
+            # (those in flight) counted through their partial index: no scan of every job.
             row = await conn.fetchrow(
                 """
                 SELECT coalesce(sum(total), 0), coalesce(sum(done), 0), coalesce(sum(failed), 0),
                        (SELECT count(*) FROM jobs WHERE status = 'leased'),
                        (SELECT min(created_at) FROM jobs WHERE status = 'pending')
-                FROM runs
+                FROM (SELECT total, done, failed FROM runs
+                      UNION ALL SELECT total, done, failed FROM run_counts) c
                 """
             )
             total, done, failed, leased, oldest = row
@@ -927,7 +1112,7 @@ class PostgresQueue:
 
         async def summary(conn: Any) -> RunSummary:
             row = await conn.fetchrow(
-                f"SELECT {_RUN_COLUMNS} FROM {_RUNS} WHERE r.run_id = $1", run_id
+                f"SELECT * FROM ({pg_schema.RUN_STATE} WHERE r.run_id = $1) s", run_id
             )
             if row is None:
                 raise RunNotFound(run_id)
@@ -945,7 +1130,7 @@ class PostgresQueue:
         async def runs(conn: Any) -> Page[RunSummary]:
             rows = await conn.fetch(
                 f"""
-                SELECT {_RUN_COLUMNS}, r.seq FROM {_RUNS}
+                {pg_schema.RUN_STATE}
                 WHERE r.seq > $1 AND ($2::text IS NULL OR r.tenant_id = $2)
                 ORDER BY r.seq LIMIT $3
                 """,
@@ -1014,19 +1199,6 @@ class PostgresQueue:
         SQLiteQueue._check_json(self, name, value)  # type: ignore[arg-type]
 
 
-# A run's stored counts (kept by the verbs) with its leased jobs counted when read, in
-# `store.RUN_COLUMNS`' order, so `store._summary` builds the summary for both backends.
-_RUN_COLUMNS = """
-    r.run_id, r.tenant_id, r.created_at, r.updated_at, r.finished_at, r.metrics,
-    r.total - r.done - r.failed - l.leased, l.leased, r.done, r.failed
-"""
-_RUNS = """
-    runs r CROSS JOIN LATERAL (
-        SELECT count(*) AS leased FROM jobs WHERE run_id = r.run_id AND status = 'leased'
-    ) l
-"""
-
-
 # (connection, job ids, tokens, their positions in the batch) -> the rows it changed.
 Statement = Callable[[Any, list[int], list[str], list[int]], Awaitable[Any]]
 
@@ -1090,58 +1262,47 @@ class _OneRow:
         return self._row
 
 
-# Adds a batch's counts (d.done, d.failed, d.total) and metrics (d.metrics, jsonb or NULL) to
-# each run `r`, and closes the run when its last job finishes (reopens it when one comes back).
-_COUNT_SET = """
-    done = r.done + d.done, failed = r.failed + d.failed, total = r.total + d.total,
-    metrics = CASE WHEN d.metrics IS NULL THEN r.metrics ELSE (
-        SELECT jsonb_object_agg(k, coalesce((r.metrics::jsonb ->> k)::float8, 0)
-                                   + coalesce((d.metrics ->> k)::float8, 0))::text
-        FROM jsonb_object_keys(r.metrics::jsonb || d.metrics) AS k) END,
-    finished_at = CASE
-        WHEN r.done + d.done + r.failed + d.failed < r.total + d.total THEN NULL
-        WHEN r.finished_at IS NULL AND {touch} THEN {now} ELSE r.finished_at END,
-    updated_at = CASE WHEN {touch} AND (d.metrics IS NOT NULL OR (r.finished_at IS NULL
-        AND r.done + d.done + r.failed + d.failed = r.total + d.total)
-        OR d.failed < 0) THEN {now} ELSE r.updated_at END
-"""
-
-
 async def _count(
     conn: Any,
     now: float,
     counts: dict[str, tuple[int, int, int]],
-    metrics: dict[str, dict[str, float]] | None = None,
     *,
     touch: bool = True,
 ) -> None:
-    """Add (done, failed, total) to each run's stored counts and ``metrics`` to its metrics, and
-    close (or reopen) it: one statement for every run of the batch."""
-    metrics = metrics or {}
-    runs = sorted(set(counts) | set(metrics))
+    """Add (done, failed, total) to each run's counts (this connection's shard rows): one
+    statement for every run of the batch."""
+    runs = sorted(run_id for run_id, n in counts.items() if any(n))
     if not runs:
         return
-    if len(runs) > 1:
-        # Run rows are locked in run_id order everywhere: two batches cannot deadlock.
-        await conn.execute(
-            "SELECT 1 FROM runs WHERE run_id = ANY($1) ORDER BY run_id FOR UPDATE", runs
-        )
-    none = (0, 0, 0)
-    # Invariant: runs.finished_at is set exactly while none of the run's jobs is unfinished.
-    # The row is locked by this statement until the commit, so of two transactions finishing a
-    # run's last two jobs the second waits for the first, sees its counts, and closes the run.
     await conn.execute(
         f"""
-        UPDATE runs AS r SET {_COUNT_SET.format(now="$1", touch="$2")}
-        FROM unnest($3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::jsonb[])
-             AS d(run_id, done, failed, total, metrics)
-        WHERE r.run_id = d.run_id
+        WITH d AS (
+            SELECT run_id, done, failed, total, NULL::jsonb AS metrics
+            FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::bigint[])
+                 AS d(run_id, done, failed, total)
+        )
+        {_ADD_COUNTS.format(touch="$6")}
         """,
         now,
-        touch,
         runs,
-        [counts.get(r, none)[0] for r in runs],
-        [counts.get(r, none)[1] for r in runs],
-        [counts.get(r, none)[2] for r in runs],
-        [store._encode(metrics[r]).decode() if r in metrics else None for r in runs],
+        [counts[r][0] for r in runs],
+        [counts[r][1] for r in runs],
+        [counts[r][2] for r in runs],
+        touch,
     )
+
+
+async def _check_tenants(conn: Any, pairs: set[tuple[str, str]]) -> None:
+    """Raise InvalidArgument unless each (run, tenant) names the tenant that holds the run."""
+    runs = sorted({run_id for run_id, _ in pairs})
+    owners = dict(
+        await conn.fetch("SELECT run_id, tenant_id FROM runs WHERE run_id = ANY($1)", runs)
+    )
+    for run_id, tenant_id in sorted(pairs):
+        if owners.get(run_id) != tenant_id:
+            owner = owners.get(run_id) or next(t for r, t in sorted(pairs) if r == run_id)
+            other = next(t for r, t in sorted(pairs) if r == run_id and t != owner)
+            raise InvalidArgument(
+                f"run {run_id!r} belongs to tenant {owner!r}, not {other!r}; a run has one "
+                "tenant. Use a new run id for this tenant"
+            )

@@ -7,10 +7,57 @@ from typing import Any
 from actors.errors import InvalidArgument, MigrationRefused, SchemaTooNew
 from actors.queue.schema import Migration
 
-__all__ = ["LATEST_VERSION", "MIGRATIONS", "current_version", "migrate_down", "migrate_up"]
+__all__ = [
+    "LATEST_VERSION",
+    "MIGRATIONS",
+    "RUN_STATE",
+    "SHARDS",
+    "current_version",
+    "migrate_down",
+    "migrate_up",
+]
 
 # Serialises migrations of one database across processes (pg_advisory_xact_lock's key).
 _MIGRATION_LOCK = 0x6163746F7273  # "actors"
+
+# How many count rows a run may have (migration 4): more shards, fewer collisions between
+# connections; a run's state sums at most this many rows.
+SHARDS = 16
+
+# A run's state as of migration 4: its `runs` row (the base) plus its `run_counts` shards, with
+# its leased jobs counted when read (only those in flight, through `jobs_leased`). A run is
+# finished while none of its jobs is unfinished; `finished_at` is then the latest time one of
+# them finished. Columns: `store.RUN_COLUMNS`' order, then total and seq.
+RUN_STATE = """
+    SELECT r.run_id, r.tenant_id, r.created_at,
+           greatest(r.updated_at, c.updated_at) AS updated_at,
+           CASE WHEN r.done + c.done + r.failed + c.failed >= r.total + c.total
+                THEN greatest(r.finished_at, c.finished_at) END AS finished_at,
+           CASE WHEN c.metrics IS NOT TRUE THEN r.metrics ELSE (
+               SELECT jsonb_object_agg(m.key, m.value)::text FROM (
+                   SELECT e.key, sum(e.value::float8) AS value FROM (
+                       SELECT * FROM jsonb_each_text(r.metrics::jsonb)
+                       UNION ALL
+                       SELECT x.* FROM run_counts s, jsonb_each_text(s.metrics) AS x
+                       WHERE s.run_id = r.run_id AND s.metrics IS NOT NULL
+                   ) e GROUP BY e.key
+               ) m) END AS metrics,
+           r.total + c.total - r.done - c.done - r.failed - c.failed - l.leased AS pending,
+           l.leased, r.done + c.done AS done, r.failed + c.failed AS failed,
+           r.total + c.total AS total, r.seq
+    FROM runs r
+    CROSS JOIN LATERAL (
+        SELECT coalesce(sum(s.done), 0)::bigint AS done,
+               coalesce(sum(s.failed), 0)::bigint AS failed,
+               coalesce(sum(s.total), 0)::bigint AS total, max(s.finished_at) AS finished_at,
+               max(s.updated_at) AS updated_at,
+               bool_or(s.metrics IS NOT NULL) AS metrics
+        FROM run_counts s WHERE s.run_id = r.run_id
+    ) c
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS leased FROM jobs WHERE run_id = r.run_id AND status = 'leased'
+    ) l
+"""
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -117,6 +164,55 @@ MIGRATIONS: tuple[Migration, ...] = (
         down=(
             "DROP INDEX jobs_run_leased",
             "ALTER TABLE runs DROP COLUMN done, DROP COLUMN failed, DROP COLUMN total",
+        ),
+        drops=(),
+    ),
+    Migration(
+        version=4,
+        name="run_count_shards",
+        up=(
+            # The stored counts of migration 3 become a base (what `runs` holds) plus deltas in
+            # up to SHARDS rows per run, one per connection slot (pg_backend_pid() % SHARDS):
+            # an enqueue or an ack adds to its own slot's row, so workers in many processes
+            # no longer queue behind one hot run row, its lock held to each commit. A run's
+            # state is read as base + shards (RUN_STATE); `finished_at` is derived there.
+            """
+            CREATE TABLE run_counts (
+                run_id      text    NOT NULL,
+                shard       integer NOT NULL,
+                done        bigint  NOT NULL DEFAULT 0,
+                failed      bigint  NOT NULL DEFAULT 0,
+                total       bigint  NOT NULL DEFAULT 0,
+                metrics     jsonb,
+                -- The latest time a job of the run finished through this shard.
+                finished_at double precision,
+                updated_at  double precision,
+                PRIMARY KEY (run_id, shard)
+            )
+            """,
+            # One partial index over the leased jobs (those in flight) serves the reap (by
+            # expiry) and a run's leased count (run_id, covered): one index entry per lease
+            # instead of two.
+            "DROP INDEX jobs_lease_expiry",
+            "DROP INDEX jobs_run_leased",
+            """
+            CREATE INDEX jobs_leased ON jobs (lease_expires_at) INCLUDE (run_id)
+            WHERE status = 'leased'
+            """,
+        ),
+        down=(
+            """
+            UPDATE runs SET done = s.done, failed = s.failed, total = s.total,
+                            metrics = s.metrics, finished_at = s.finished_at,
+                            updated_at = s.updated_at
+            FROM ("""
+            + RUN_STATE
+            + """) s WHERE runs.run_id = s.run_id
+            """,
+            "DROP TABLE run_counts",
+            "DROP INDEX jobs_leased",
+            "CREATE INDEX jobs_lease_expiry ON jobs (lease_expires_at) WHERE status = 'leased'",
+            "CREATE INDEX jobs_run_leased ON jobs (run_id) WHERE status = 'leased'",
         ),
         drops=(),
     ),

@@ -64,7 +64,8 @@ def pg_empty_schema(pg_session_schema: str) -> str:
     """The session's schema, emptied (migrating it from scratch per test cost 0.15 s a test)."""
     pg_admin(
         "DO $$ BEGIN IF to_regclass($q$" + pg_session_schema + ".jobs$q$) IS NOT NULL THEN "
-        f"TRUNCATE {pg_session_schema}.jobs, {pg_session_schema}.runs RESTART IDENTITY; "
+        f"TRUNCATE {pg_session_schema}.jobs, {pg_session_schema}.runs, "
+        f"{pg_session_schema}.run_counts RESTART IDENTITY; "
         "END IF; END $$"
     )
     return pg_session_schema

@@ -24,6 +24,21 @@ def pg_admin(sql: str, *args: object) -> list[asyncpg.Record]:
     return asyncio.run(run())
 
 
+def pg_runs(schema: str) -> list[asyncpg.Record]:
+    """Every run of the queue in ``schema`` as the queue reads it (its base row plus its count
+    shards, `postgres_schema.RUN_STATE`), in creation order."""
+    from actors.queue.postgres_schema import RUN_STATE
+
+    async def run() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(PG_DSN, timeout=5, server_settings={"search_path": schema})
+        try:
+            return await conn.fetch(f"SELECT * FROM ({RUN_STATE}) s ORDER BY seq")  # type: ignore[no-any-return]
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
 def pg_script(sql: str) -> None:
     """Run several statements (no parameters, no rows) on a connection of their own."""
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from pg_helpers import PG_DSN, pg_admin, pg_script
+from pg_helpers import PG_DSN, pg_admin, pg_runs, pg_script
 
 from actors.queue import NewJob
 from actors.queue.postgres import PostgresQueue
@@ -144,7 +144,7 @@ def test_worker_processes_finish_every_job_once_while_some_are_killed(
     # in their own transaction, so a second accepted ack of any job would show in the total.
     statuses = pg_admin(f"SELECT status, count(*) FROM {pg_schema}.jobs GROUP BY status")
     assert [tuple(r) for r in statuses] == [("done", JOBS)]
-    (run,) = pg_admin(f"SELECT metrics, done, total, finished_at FROM {pg_schema}.runs")
+    (run,) = pg_runs(pg_schema)
     assert json.loads(run["metrics"])["bytes"] == sum(sizes.values())
     assert (run["done"], run["total"]) == (JOBS, JOBS)
     assert run["finished_at"] is not None

@@ -77,7 +77,10 @@ class QueueMachine(RuleBasedStateMachine):
         self.cm = self.portal.wrap_async_context_manager(opened)
         self.queue = self.cm.__enter__()
         if self.backend == "postgres":
-            pg_admin(f"TRUNCATE {self.pg_schema}.jobs, {self.pg_schema}.runs RESTART IDENTITY")
+            pg_admin(
+                f"TRUNCATE {self.pg_schema}.jobs, {self.pg_schema}.runs, "
+                f"{self.pg_schema}.run_counts RESTART IDENTITY"
+            )
         self.jobs: dict[int, Model] = {}
         self.ever_done: set[int] = set()
 
