@@ -442,7 +442,11 @@ class PostgresQueue:
         self._rng = random.Random(seed)
         self._pool_size = pool_size
         self._pool: Any = None
+        # The task that listens for other processes' enqueues while anyone subscribes (run on
+        # the driver's loop), and every such task not yet finished (a stopped one closes its
+        # connection on its way out).
         self._listener: asyncio.Task[None] | None = None
+        self._listeners: set[asyncio.Task[None]] = set()
         self._closed = False
         self._on_enqueue: list[Callable[[], object]] = []
         # Our own NOTIFYs carry this id, so subscribers are not woken twice for one enqueue.
@@ -536,7 +540,6 @@ class PostgresQueue:
         finally:
             await conn.close()
         self._pool = _Pool(functools.partial(asyncpg.connect, self.dsn, **kwargs), self._pool_size)
-        self._listener = asyncio.get_running_loop().create_task(self._listen_forever())
 
     async def aclose(self) -> None:
         """Finish what was submitted, then close the listener and every pooled connection."""
@@ -549,10 +552,10 @@ class PostgresQueue:
         self._bridge.stop()
 
     async def _stop(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
+        self._sync_listener()  # closed: stops it
+        for task in list(self._listeners):
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._listener
+                await task
         if self._pool is not None:
             await self._pool.close()
 
@@ -609,10 +612,28 @@ class PostgresQueue:
                 raise StorageError(f"PostgreSQL failed: {exc}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _sync_listener(self) -> None:
+        """Listen while anyone subscribes to ``on_enqueue`` (on the driver's loop).
+
+        A process with no subscriber (a producer, a benchmark loop) then costs no listening
+        connection, and no wake-up of its own for every other process's enqueue.
+        """
+        wanted = bool(self._on_enqueue) and not self._closed
+        if wanted and self._listener is None:
+            self._listener = self._bridge.loop.create_task(self._listen_forever())
+            self._listeners.add(self._listener)
+            self._listener.add_done_callback(self._listeners.discard)
+        elif not wanted and self._listener is not None:
+            self._listener.cancel()
+            self._listener = None
+
     async def _listen_forever(self) -> None:
         # Enqueues by other processes wake our subscribers; polling covers any gap while the
-        # listening connection is down.
+        # listening connection is down. Listening again after a loss, it wakes subscribers
+        # once: jobs may have arrived while nobody listened. (Before the first LISTEN there
+        # is nothing to catch up on: a subscriber looks for jobs when it subscribes.)
         delay = 0.05
+        reconnected = False
         while True:
             try:
                 conn = await asyncpg.connect(self.dsn, **self._connect_kwargs)
@@ -625,14 +646,15 @@ class PostgresQueue:
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(self._channel, self._notified)
                 delay = 0.05
+                if reconnected:
+                    self._bridge.to_caller(self._notify_enqueued)
+                reconnected = True
                 await lost.wait()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 pass
             finally:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(conn.close(), 2)
-            # Jobs may have arrived while nobody listened: let subscribers look now.
-            self._bridge.to_caller(self._notify_enqueued)
 
     def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         if payload.split(" ", 1)[0] != self._origin:
@@ -646,12 +668,19 @@ class PostgresQueue:
         logged, not raised.
         """
         self._on_enqueue.append(callback)
+        self._listen_as_wanted()
 
         def unsubscribe() -> None:
             with contextlib.suppress(ValueError):
                 self._on_enqueue.remove(callback)
+            self._listen_as_wanted()
 
         return unsubscribe
+
+    def _listen_as_wanted(self) -> None:
+        if self._pool is not None and not self._closed:
+            with contextlib.suppress(RuntimeError):  # the driver's loop is closed
+                self._bridge.loop.call_soon_threadsafe(self._sync_listener)
 
     def _notify_enqueued(self, *_: object) -> None:
         for callback in list(self._on_enqueue):
