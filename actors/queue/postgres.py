@@ -694,8 +694,7 @@ class PostgresQueue:
     async def enqueue_many(self, jobs: Sequence[NewJob]) -> list[Job]:
         """Add every job in one transaction: all of them are committed, or none."""
         _check_batch("jobs", jobs)
-        for new in jobs:
-            self._check_new_job(new)
+        payloads = [self._check_new_job(new) for new in jobs]
         if not jobs:
             return []
         now = self._clock.time()
@@ -704,13 +703,13 @@ class PostgresQueue:
                 run_id=j.run_id,
                 tenant_id=j.tenant_id,
                 r2_key=j.r2_key,
-                payload=_raw(j.payload),
+                payload=None if payload is None else msgspec.Raw(payload),
                 max_attempts=j.max_attempts or self._max_attempts,
                 priority=j.priority,
                 delay=float(j.delay_seconds),
                 idempotency_key=j.idempotency_key,
             )
-            for j in jobs
+            for j, payload in zip(jobs, payloads, strict=True)
         ]
         keyed = any(j.idempotency_key is not None for j in jobs)
 
@@ -953,9 +952,8 @@ class PostgresQueue:
     async def ack_many(self, acks: Sequence[Ack]) -> list[AckResult]:
         """Record every outcome in one transaction; a stale lease refuses only its own item."""
         _check_batch("acks", acks)
-        for a in acks:
-            self._check_ack(a)
-        return await self._acks(acks, fenced=True)
+        results = [self._check_ack(a) for a in acks]
+        return await self._acks(acks, results, fenced=True)
 
     async def ack_ids(
         self, ids: Sequence[int], status: Literal["done", "failed"], *, error: str | None = None
@@ -963,11 +961,13 @@ class PostgresQueue:
         """Record an outcome for leased jobs by id alone (the seed's unfenced form)."""
         _check_batch("ids", ids)
         acks = [Ack(job_id=i, lease_token="", status=status, error=error) for i in ids]
-        for a in acks:
-            self._check_ack(a)
-        return await self._acks(acks, fenced=False)
+        results = [self._check_ack(a) for a in acks]
+        return await self._acks(acks, results, fenced=False)
 
-    async def _acks(self, acks: Sequence[Ack], *, fenced: bool) -> list[AckResult]:
+    async def _acks(
+        self, acks: Sequence[Ack], results: Sequence[bytes | None], *, fenced: bool
+    ) -> list[AckResult]:
+        """Apply ``acks`` (checked; ``results`` their results as JSON)."""
         if not acks:
             return []
         now = self._clock.time()
@@ -977,13 +977,13 @@ class PostgresQueue:
                 id=a.job_id,
                 token=a.lease_token,
                 status=a.status,
-                result=_raw(a.result) if a.status == "done" else None,
+                result=msgspec.Raw(result) if result is not None and a.status == "done" else None,
                 error=a.error,
                 permanent=a.permanent,
                 factor=factor,
                 metrics=_raw(a.run_metrics) if a.run_metrics else None,
             )
-            for a, factor in zip(acks, factors, strict=True)
+            for a, result, factor in zip(acks, results, factors, strict=True)
         ]
         sql = _ACK_METRICS if any(row.metrics is not None for row in rows) else _ACK
         backoff = self._backoff
@@ -1218,14 +1218,14 @@ class PostgresQueue:
     ack = SQLiteQueue.ack
     _jitter = SQLiteQueue._jitter
 
-    def _check_new_job(self, new: NewJob) -> None:
-        SQLiteQueue._check_new_job(self, new)  # type: ignore[arg-type]
+    def _check_new_job(self, new: NewJob) -> bytes | None:
+        return SQLiteQueue._check_new_job(self, new)  # type: ignore[arg-type]
 
-    def _check_ack(self, a: Ack) -> None:
-        SQLiteQueue._check_ack(self, a)  # type: ignore[arg-type]
+    def _check_ack(self, a: Ack) -> bytes | None:
+        return SQLiteQueue._check_ack(self, a)  # type: ignore[arg-type]
 
-    def _check_json(self, name: str, value: Any) -> None:
-        SQLiteQueue._check_json(self, name, value)  # type: ignore[arg-type]
+    def _check_json(self, name: str, value: Any) -> bytes | None:
+        return SQLiteQueue._check_json(self, name, value)  # type: ignore[arg-type]
 
 
 # (connection, job ids, tokens, their positions in the batch) -> the rows it changed.

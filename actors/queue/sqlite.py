@@ -359,22 +359,40 @@ class SQLiteQueue:
 
     # --- validation ----------------------------------------------------------------------
 
-    def _check_new_job(self, new: NewJob) -> None:
-        for name in ("run_id", "tenant_id", "r2_key"):
-            _check_text(name, getattr(new, name))
-        _check_optional_text("idempotency_key", new.idempotency_key)
-        _check_delay(new.delay_seconds)
-        _check_range("priority", new.priority, -MAX_PRIORITY, MAX_PRIORITY)
-        if new.max_attempts is not None:
-            _check_range("max_attempts", new.max_attempts, 1, MAX_ATTEMPTS)
-        self._check_json("payload", new.payload)
+    def _check_new_job(self, new: NewJob) -> bytes | None:
+        """Refuse a bad job; return its payload as JSON (None for none)."""
+        run_id, tenant_id, r2_key = new.run_id, new.tenant_id, new.r2_key
+        delay, priority = new.delay_seconds, new.priority
+        if not (  # the common case at a glance; any doubt and the checks below say what
+            type(run_id) is str
+            and type(tenant_id) is str
+            and type(r2_key) is str
+            and 0 < len(run_id) <= MAX_ID_CHARS
+            and 0 < len(tenant_id) <= MAX_ID_CHARS
+            and 0 < len(r2_key) <= MAX_ID_CHARS
+            and new.idempotency_key is None
+            and new.max_attempts is None
+            and type(priority) is int
+            and -MAX_PRIORITY <= priority <= MAX_PRIORITY
+            and type(delay) in (int, float)
+            and 0 <= delay <= MAX_DELAY_SECONDS
+        ):
+            for name in ("run_id", "tenant_id", "r2_key"):
+                _check_text(name, getattr(new, name))
+            _check_optional_text("idempotency_key", new.idempotency_key)
+            _check_delay(new.delay_seconds)
+            _check_range("priority", new.priority, -MAX_PRIORITY, MAX_PRIORITY)
+            if new.max_attempts is not None:
+                _check_range("max_attempts", new.max_attempts, 1, MAX_ATTEMPTS)
+        return self._check_json("payload", new.payload)
 
-    def _check_ack(self, a: Ack) -> None:
+    def _check_ack(self, a: Ack) -> bytes | None:
+        """Refuse a bad ack; return its result as JSON (None for none)."""
         if a.status not in ("done", "failed"):
             raise InvalidArgument(f"an ack's status must be 'done' or 'failed', not {a.status!r}")
         if not isinstance(a.job_id, int) or isinstance(a.job_id, bool):
             raise InvalidArgument(f"job ids are integers, not {a.job_id!r}")
-        self._check_json("result", a.result)
+        result = self._check_json("result", a.result)
         if a.error is not None and not isinstance(a.error, str):
             raise InvalidArgument(f"an ack's error must be a string, not {type(a.error).__name__}")
         for key, value in (a.run_metrics or {}).items():
@@ -386,19 +404,23 @@ class SQLiteQueue:
                 raise InvalidArgument(
                     f"run_metrics must map names to finite numbers; {key!r}: {value!r} is not"
                 )
+        return result
 
-    def _check_json(self, name: str, value: Any) -> None:
+    def _check_json(self, name: str, value: Any) -> bytes | None:
+        """Refuse a value that is not JSON or is too large; return it as JSON."""
         if value is None:
-            return
+            return None
         try:
-            size = len(msgspec.json.encode(value))
+            encoded = msgspec.json.encode(value)
         except (TypeError, msgspec.EncodeError) as exc:
             raise InvalidArgument(f"{name} must be JSON-serialisable: {exc}") from exc
+        size = len(encoded)
         if size > self._max_payload_bytes:
             raise PayloadTooLarge(
                 f"{name} is {size} bytes as JSON, over the limit of {self._max_payload_bytes}; "
                 "store large data in the object store and put its key in the payload"
             )
+        return encoded
 
 
 def _open_migrated(
