@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import anyio
 import asyncpg
 import pytest
@@ -123,6 +126,152 @@ async def test_an_enqueue_in_another_process_wakes_this_ones_subscribers(pg_sche
         await theirs.enqueue("r", "t", "k")
         with anyio.fail_after(5):
             await woken.wait()
+
+
+async def test_a_queue_listens_only_while_someone_subscribes(pg_schema: str) -> None:
+    async def listeners() -> int:
+        rows = await admin(
+            "SELECT count(*) FROM pg_stat_activity WHERE query = $1",
+            f'LISTEN "actors_enqueued_{pg_schema}"',
+        )
+        return int(rows[0][0])
+
+    async def until(n: int) -> None:
+        with anyio.fail_after(5):
+            while await listeners() != n:
+                await anyio.sleep(0.02)
+
+    async with (
+        PostgresQueue.open(PG_DSN, schema=pg_schema) as mine,
+        PostgresQueue.open(PG_DSN, schema=pg_schema) as theirs,
+    ):
+        await mine.enqueue("r", "t", "before")
+        assert await listeners() == 0  # nobody subscribed: no listening connection
+        woken: list[int] = []
+        unsubscribe = mine.on_enqueue(lambda: woken.append(1))
+        await until(1)
+        await theirs.enqueue("r", "t", "k")
+        with anyio.fail_after(5):
+            while not woken:
+                await anyio.sleep(0.01)
+        unsubscribe()
+        await until(0)  # the last subscriber gone, the listener closes
+
+
+async def test_more_concurrent_calls_than_pooled_connections_wait_their_turn(
+    pg_schema: str,
+) -> None:
+    async with PostgresQueue.open(PG_DSN, schema=pg_schema, pool_size=2) as queue:
+        async with anyio.create_task_group() as tg:
+            for i in range(40):
+                tg.start_soon(queue.enqueue, "r", "t", str(i))
+        connections = await admin(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            f"actors {pg_schema}",
+        )
+        assert connections[0][0] <= 2
+        async with anyio.create_task_group() as tg:
+            for _ in range(20):
+                tg.start_soon(queue.pull, 2)
+        assert (await queue.stats()).leased == 40
+
+
+async def test_acks_from_many_connections_close_the_run_exactly_once_every_job_ends(
+    pg_schema: str,
+) -> None:
+    # Each connection adds to its own count shard (`run_counts`); the run's state is their sum,
+    # and it is finished, at the time its last job finished, exactly while no job is not.
+    clock = FakeClock()
+    opened = [
+        PostgresQueue.open(PG_DSN, schema=pg_schema, clock=clock, pool_size=4) for _ in range(3)
+    ]
+    async with opened[0] as a, opened[1] as b, opened[2] as c:
+        queues = [a, b, c]
+        await a.enqueue_many(jobs(60))
+        leased = await a.pull(max=60, visibility_seconds=100)
+        clock.advance(10)
+        last, rest = leased[0], leased[1:]
+
+        async def ack(queue: PostgresQueue, batch: list[Any]) -> None:
+            for job in batch:
+                await queue.ack(job.id, job.lease_token or "", run_metrics={"n": 1})
+
+        async with anyio.create_task_group() as tg:
+            for n, queue in enumerate(queues):
+                for part in range(3):
+                    tg.start_soon(ack, queue, rest[n * 3 + part :: 9])
+        summary = await b.run_summary("r")
+        assert (summary.done, summary.pending, summary.status) == (59, 0, "processing")
+        assert summary.finished_at is None
+        shards = await admin(f"SELECT count(*) FROM {pg_schema}.run_counts")
+        assert 1 <= shards[0][0] <= pg_schema_module.SHARDS
+        clock.advance(10)
+        await c.ack(last.id, last.lease_token or "", run_metrics={"n": 1})
+        summary = await a.run_summary("r")
+        assert (summary.done, summary.total, summary.status) == (60, 60, "done")
+        assert (summary.finished_at, summary.metrics) == (clock.time(), {"n": 60.0})
+        # A new job reopens the run; its failure closes it again; a requeue reopens it.
+        clock.advance(10)
+        await b.enqueue("r", "t", "late")
+        assert (await c.run_summary("r")).finished_at is None
+        (job,) = await c.pull(max=1, visibility_seconds=100)
+        await c.ack(job.id, job.lease_token or "", status="failed", error="bad", permanent=True)
+        summary = await a.run_summary("r")
+        assert (summary.failed, summary.status, summary.finished_at) == (1, "failed", clock.time())
+        assert await a.requeue(run_id="r") == 1
+        assert (await b.run_summary("r")).finished_at is None
+        clock.advance(10)
+        (job,) = await b.pull(max=1, visibility_seconds=100)
+        await a.ack(job.id, job.lease_token or "")
+        summary = await c.run_summary("r")
+        assert (summary.done, summary.failed, summary.total) == (61, 0, 61)
+        assert summary.finished_at == clock.time()
+        stats = await a.stats()
+        assert (stats.done, stats.failed, stats.pending, stats.leased) == (61, 0, 0, 0)
+
+
+@asyncio_only
+async def test_undoing_migration_4_folds_the_count_shards_into_the_runs_rows(
+    pg_schema: str,
+) -> None:
+    clock = FakeClock()
+    async with PostgresQueue.open(PG_DSN, schema=pg_schema, clock=clock) as queue:
+        await queue.enqueue_many(jobs(5, "a") + jobs(3, "b"))
+        for job in await queue.pull(max=8, visibility_seconds=100):
+            clock.advance(1)
+            status = "failed" if job.r2_key == "0" else "done"
+            await queue.ack_many(
+                [
+                    Ack(
+                        job_id=job.id,
+                        lease_token=job.lease_token or "",
+                        status=status,
+                        permanent=True,
+                        run_metrics={"tokens": 2.5},
+                    )
+                ]
+            )
+        await queue.enqueue("b", "t", "open")
+        before = {r: await queue.run_summary(r) for r in ("a", "b")}
+    conn = await asyncpg.connect(PG_DSN, server_settings={"search_path": pg_schema})
+    try:
+        assert await pg_schema_module.migrate_down(conn, "t", 3) == [4]
+        rows = {r["run_id"]: r for r in await conn.fetch("SELECT * FROM runs")}
+        for run_id, summary in before.items():
+            row = rows[run_id]
+            assert (row["done"], row["failed"], row["total"]) == (
+                summary.done,
+                summary.failed,
+                summary.total,
+            )
+            assert json.loads(row["metrics"]) == summary.metrics
+            assert row["finished_at"] == summary.finished_at
+        assert rows["a"]["finished_at"] is not None and rows["b"]["finished_at"] is None
+        assert await pg_schema_module.migrate_up(conn, "t") == [4]
+    finally:
+        await conn.close()
+    async with PostgresQueue.open(PG_DSN, schema=pg_schema, clock=clock) as queue:
+        assert {r: await queue.run_summary(r) for r in ("a", "b")} == before
 
 
 async def test_run_counts_kept_by_the_verbs_agree_with_the_jobs_table(pg_schema: str) -> None:
