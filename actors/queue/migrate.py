@@ -331,6 +331,16 @@ class PostgresStore:
         )
         errors: list[RowError] = []
         async with self.conn.transaction():
+            before: dict[int, tuple[str, str]] = {}
+            if kind == "job":  # what the rows replace, for the runs' counts
+                before = {
+                    r[0]: (r[1], r[2])
+                    for r in await self.conn.fetch(
+                        "SELECT id, run_id, status FROM jobs WHERE id = ANY($1::bigint[])",
+                        [row["id"] for row in rows],
+                    )
+                }
+            counts = _Counts()
             for row in rows:
                 try:
                     async with self.conn.transaction():  # a savepoint: one bad row alone
@@ -346,8 +356,13 @@ class PostgresStore:
                         )
                 except (asyncpg.PostgresError, asyncpg.DataError) as exc:
                     errors.append(RowError(kind, str(row[key]), f"not written: {exc}"))
+                    continue
+                if kind == "job":
+                    if row["id"] in before:
+                        counts.add(*before[row["id"]], -1)
+                    counts.add(row["run_id"], row["status"], 1, first_id=row["id"])
             if kind == "job":
-                await _recount_pg(self.conn, {row["run_id"] for row in rows})
+                await counts.apply(self.conn)
                 # Enqueues after the copy must not reuse a copied id.
                 await self.conn.execute(
                     "SELECT setval(pg_get_serial_sequence('jobs', 'id'), "
@@ -359,52 +374,70 @@ class PostgresStore:
         _, table, key = _shape(kind)
         errors: list[RowError] = []
         async with self.conn.transaction():
-            if kind == "job":
-                runs = await self.conn.fetch(
-                    "SELECT DISTINCT run_id FROM jobs WHERE id = ANY($1::bigint[])",
-                    [int(k) for k in keys],
-                )
+            counts = _Counts()
             for k in keys:
                 if kind == "run" and await self.conn.fetchval(
-                    "SELECT count(*) FROM jobs WHERE run_id = $1", k
+                    f"SELECT total FROM ({postgres_schema.RUN_STATE} WHERE r.run_id = $1) s", k
                 ):
                     errors.append(RowError(kind, k, "kept: jobs not copied by this run use it"))
                     continue
                 value: Any = int(k) if kind == "job" else k
-                await self.conn.execute(f"DELETE FROM {table} WHERE {key} = $1", value)
+                gone = await self.conn.fetch(
+                    f"DELETE FROM {table} WHERE {key} = $1 RETURNING run_id"
+                    + (", status" if kind == "job" else ""),
+                    value,
+                )
                 if kind == "run":
                     await self.conn.execute("DELETE FROM run_counts WHERE run_id = $1", k)
+                for r in gone if kind == "job" else ():
+                    counts.add(r[0], r[1], -1)
                 await self.conn.execute(
                     "DELETE FROM migrated_rows WHERE kind = $1 AND key = $2 AND source = $3",
                     kind,
                     k,
                     source,
                 )
-            if kind == "job":
-                await _recount_pg(self.conn, {r[0] for r in runs})
+            await counts.apply(self.conn)
         return errors
 
     async def finish(self) -> None:
         await self.conn.close()
 
 
-async def _recount_pg(conn: Any, run_ids: Iterable[str]) -> None:
-    # The verbs keep the stored counts; rows written here bypass them, so count again (into
-    # each run's base row, its count shards folded away).
-    await conn.execute("DELETE FROM run_counts WHERE run_id = ANY($1::text[])", sorted(run_ids))
-    await conn.execute(
-        """
-        UPDATE runs SET done = c.done, failed = c.failed, total = c.total
-        FROM (SELECT r.run_id,
-                     count(j.id) FILTER (WHERE j.status = 'done') AS done,
-                     count(j.id) FILTER (WHERE j.status = 'failed') AS failed,
-                     count(j.id) AS total
-              FROM unnest($1::text[]) AS r(run_id) LEFT JOIN jobs j ON j.run_id = r.run_id
-              GROUP BY r.run_id) c
-        WHERE runs.run_id = c.run_id
-        """,
-        sorted(run_ids),
-    )
+class _Counts:
+    """Changes to runs' stored counts from rows written or deleted here, which bypass the
+    queue's verbs; applied to each run's base row in the same transaction."""
+
+    def __init__(self) -> None:
+        self.by_run: dict[str, list[int]] = {}  # run -> [done, failed, total, first id or 0]
+
+    def add(self, run_id: str, status: str, n: int, *, first_id: int = 0) -> None:
+        counts = self.by_run.setdefault(run_id, [0, 0, 0, 0])
+        counts[0] += n if status == "done" else 0
+        counts[1] += n if status == "failed" else 0
+        counts[2] += n
+        if first_id and (not counts[3] or first_id < counts[3]):
+            counts[3] = first_id
+
+    async def apply(self, conn: Any) -> None:
+        runs = sorted(self.by_run)
+        if not runs:
+            return
+        # first_id 0 on either side means "none known".
+        await conn.execute(
+            """
+            UPDATE runs SET done = runs.done + d.done, failed = runs.failed + d.failed,
+                            total = runs.total + d.total,
+                            first_id = CASE WHEN d.first_id = 0 THEN runs.first_id
+                                            WHEN runs.first_id = 0 THEN d.first_id
+                                            ELSE least(runs.first_id, d.first_id) END
+            FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
+                 AS d(run_id, done, failed, total, first_id)
+            WHERE runs.run_id = d.run_id
+            """,
+            runs,
+            *([self.by_run[r][i] for r in runs] for i in range(4)),
+        )
 
 
 # --- JSON lines (a read-only source; export writes them) ------------------------------------

@@ -77,7 +77,7 @@ COLUMNS = ", ".join(f"j.{c.strip()}" for c in store.COLUMNS.split(","))
 # A lease is live while the job is leased under this token and has not run out (LIVE_LEASE).
 LIVE = "j.status = 'leased' AND j.lease_token = a.token AND j.lease_expires_at > $1"
 
-_N_COLUMNS = len(store.COLUMNS.split(","))
+_NO_ID = 2**63 - 1  # above every job id
 
 # A claim is one statement: lock up to $2 visible jobs in `jobs_claim`'s order, skipping every
 # row another transaction holds, and lease them. Under READ COMMITTED a row locked by another
@@ -770,8 +770,9 @@ class PostgresQueue:
                 RETURNING j.id, j.run_id, j.tenant_id, j.idempotency_key
             ),
             created AS (
-                INSERT INTO runs AS r (run_id, tenant_id, created_at, updated_at)
-                SELECT run_id, min(tenant_id), $1, $1 FROM new GROUP BY run_id ORDER BY run_id
+                INSERT INTO runs AS r (run_id, tenant_id, created_at, updated_at, first_id)
+                SELECT run_id, min(tenant_id), $1, $1, min(id) FROM new
+                GROUP BY run_id ORDER BY run_id
                 ON CONFLICT (run_id) DO NOTHING
                 RETURNING run_id
             ),
@@ -844,6 +845,21 @@ class PostgresQueue:
         if not guarded and inserted:
             # Invariant: a run belongs to exactly one tenant. Raising rolls the batch back.
             await _check_tenants(conn, {(r[1], r[2]) for r in inserted})
+            # Invariant: `runs.first_id` is at most the id of each of the run's jobs. A run
+            # this statement did not create (another transaction did, meanwhile) may have been
+            # given a first_id above some of this batch's ids.
+            firsts: dict[str, int] = {}
+            for r in inserted:
+                firsts[r[1]] = min(r[0], firsts.get(r[1], r[0]))
+            await conn.execute(
+                """
+                UPDATE runs SET first_id = d.first_id
+                FROM unnest($1::text[], $2::bigint[]) AS d(run_id, first_id)
+                WHERE runs.run_id = d.run_id AND runs.first_id > d.first_id
+                """,
+                list(firsts),
+                list(firsts.values()),
+            )
         return [job for job in out if job is not None]
 
     # --- consumers -----------------------------------------------------------------------
@@ -1040,6 +1056,7 @@ class PostgresQueue:
                 WHERE status = 'failed'
                   AND ($2::bigint[] IS NULL OR id = ANY($2::bigint[]))
                   AND ($3::text IS NULL OR run_id = $3)
+                  AND id >= coalesce((SELECT first_id FROM runs WHERE run_id = $3), 0)
                   AND ($4::text IS NULL OR tenant_id = $4)
                 RETURNING run_id
                 """,
@@ -1192,7 +1209,11 @@ class PostgresQueue:
             rows = await conn.fetch(
                 f"""
                 SELECT {COLUMNS} FROM jobs j
-                WHERE id > $1 AND ($2::text IS NULL OR status = $2)
+                -- A run's jobs: by id from the run's first_id (no index on the jobs' run);
+                -- a run that does not exist has none.
+                WHERE id > CASE WHEN $3::text IS NULL THEN $1 ELSE greatest($1, coalesce(
+                    (SELECT first_id - 1 FROM runs WHERE run_id = $3), {_NO_ID})) END
+                  AND ($2::text IS NULL OR status = $2)
                   AND ($3::text IS NULL OR run_id = $3) AND ($4::text IS NULL OR tenant_id = $4)
                 ORDER BY id LIMIT $5
                 """,

@@ -169,7 +169,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         version=4,
-        name="run_count_shards",
+        name="run_count_shards_and_lean_indexes",
         up=(
             # The stored counts of migration 3 become a base (what `runs` holds) plus deltas in
             # up to SHARDS rows per run, one per connection slot (pg_backend_pid() % SHARDS):
@@ -199,6 +199,16 @@ MIGRATIONS: tuple[Migration, ...] = (
             CREATE INDEX jobs_leased ON jobs (lease_expires_at) INCLUDE (run_id)
             WHERE status = 'leased'
             """,
+            # No index on the jobs' run: every change of a job's status (three per job) wrote
+            # an entry into it. A run's jobs are listed by id from `first_id`, a lower bound of
+            # its job ids kept by enqueue (the first batch's smallest id; an enqueue that could
+            # not vouch for the run lowers it in its transaction) and by `store migrate`.
+            "ALTER TABLE runs ADD COLUMN first_id bigint NOT NULL DEFAULT 0",
+            """
+            UPDATE runs SET first_id = coalesce(
+                (SELECT min(id) FROM jobs WHERE jobs.run_id = runs.run_id), 0)
+            """,
+            "DROP INDEX jobs_run",
         ),
         down=(
             """
@@ -210,6 +220,8 @@ MIGRATIONS: tuple[Migration, ...] = (
             + """) s WHERE runs.run_id = s.run_id
             """,
             "DROP TABLE run_counts",
+            "CREATE INDEX jobs_run ON jobs (run_id, status)",
+            "ALTER TABLE runs DROP COLUMN first_id",
             "DROP INDEX jobs_leased",
             "CREATE INDEX jobs_lease_expiry ON jobs (lease_expires_at) WHERE status = 'leased'",
             "CREATE INDEX jobs_run_leased ON jobs (run_id) WHERE status = 'leased'",

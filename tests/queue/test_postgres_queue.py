@@ -316,6 +316,41 @@ async def test_an_enqueue_mixing_tenants_in_a_new_run_writes_nothing(pg_schema: 
         assert (await queue.run_summary("new")).pending == 1
 
 
+@asyncio_only
+async def test_an_enqueue_racing_the_transaction_that_creates_its_run_still_lists_its_jobs(
+    pg_schema: str,
+) -> None:
+    # A run's jobs are listed by id from runs.first_id. Here another transaction creates the
+    # run (with a first_id above this enqueue's ids) while the enqueue runs: the enqueue waits
+    # for it, cannot vouch for the run from its snapshot, and lowers first_id in its retry.
+    async with PostgresQueue.open(PG_DSN, schema=pg_schema) as queue:
+        await queue.enqueue("other", "t", "warm")
+        rival = await asyncpg.connect(PG_DSN, server_settings={"search_path": pg_schema})
+        try:
+            tx = rival.transaction()
+            await tx.start()
+            await rival.execute(
+                "INSERT INTO runs (run_id, tenant_id, created_at, updated_at, first_id) "
+                "VALUES ('r', 't', 0, 0, 9000000)"
+            )
+            added: list[Any] = []
+
+            async def enqueue() -> None:
+                added.extend(await queue.enqueue_many(jobs(3)))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(enqueue)
+                await anyio.sleep(0.3)  # the enqueue waits on the rival's run row
+                assert not added
+                await tx.commit()
+        finally:
+            await rival.close()
+        page = await queue.list(run_id="r")
+        assert [j.id for j in page.items] == [j.id for j in added]
+        assert (await queue.run_summary("r")).total == 3
+        assert (await queue.list(run_id="nobody")).items == []
+
+
 async def test_a_pull_takes_an_expired_lease_before_a_lower_priority_pending_job(
     pg_schema: str,
 ) -> None:
