@@ -100,18 +100,20 @@ CLAIM = f"""
     RETURNING {COLUMNS}
 """
 
-# Added to the enqueue statement when it runs without a transaction: a batch that would break
-# "a run has one tenant" (a run of the batch with two tenants, or a run that this statement did
-# not create and its snapshot does not show held by the batch's tenant, as when another
-# transaction created it meanwhile) fails the statement with this message, so nothing is
-# written; the enqueue then goes again in a transaction, which says why or succeeds.
+# Added to the enqueue statement when it runs without a transaction: a run of the batch
+# ($5 its runs, $6 their tenants: the client has checked that each run of the batch names one
+# tenant) that this statement did not create and that its snapshot does not show held by that
+# tenant (another tenant's run, or one another transaction created meanwhile) fails the
+# statement with this message, so nothing is written; the enqueue then goes again in a
+# transaction, which says why or succeeds.
 _TENANT_GUARD = "actors: run tenant mismatch"
 _GUARD = f"""
-    , CASE WHEN EXISTS (SELECT 1 FROM new GROUP BY run_id HAVING count(DISTINCT tenant_id) > 1)
-             OR EXISTS (SELECT run_id FROM new EXCEPT SELECT run_id FROM created
-                        EXCEPT SELECT r.run_id FROM runs r JOIN new n
-                               ON r.run_id = n.run_id AND r.tenant_id = n.tenant_id)
-           THEN (new.run_id || '{_TENANT_GUARD}')::int END
+    , CASE WHEN EXISTS (
+          SELECT 1 FROM unnest($5::text[], $6::text[]) AS p(run_id, tenant_id)
+          WHERE NOT EXISTS (SELECT 1 FROM created c WHERE c.run_id = p.run_id)
+            AND NOT EXISTS (SELECT 1 FROM runs r
+                            WHERE r.run_id = p.run_id AND r.tenant_id = p.tenant_id))
+      THEN (new.run_id || '{_TENANT_GUARD}')::int END
 """
 
 # Adds one batch's counts to the shard rows of its runs (`run_counts`, this connection's
@@ -172,7 +174,7 @@ _ACK = f"""
         -- `|| ''`: no partial index matches, so no plan scans every lease (live or dead).
         WHERE j.id = a.id AND j.status || '' = 'leased'
           AND (NOT $4 OR (j.lease_token = a.token AND j.lease_expires_at > $1))
-        RETURNING {COLUMNS}, a.metrics AS added
+        RETURNING {COLUMNS}{{added}}
     ),
     d AS (
         SELECT g.run_id, count(*) FILTER (WHERE g.status = 'done') AS done,
@@ -182,7 +184,7 @@ _ACK = f"""
         HAVING count(*) FILTER (WHERE g.status IN ('done', 'failed')) > 0 {{or_metrics}}
     ),
     counted AS ({_ADD_COUNTS.format(touch="true")} RETURNING 1)
-    SELECT acked.* FROM acked
+    SELECT {COLUMNS} FROM acked j
 """
 _ACK_METRICS = _ACK.format(
     metrics="""(SELECT jsonb_object_agg(s.k, s.v) FROM (
@@ -190,8 +192,9 @@ _ACK_METRICS = _ACK.format(
                     FROM acked x CROSS JOIN LATERAL jsonb_each_text(x.added) AS e
                     WHERE x.run_id = g.run_id GROUP BY e.key) s)""",
     or_metrics="OR bool_or(g.added IS NOT NULL)",
+    added=", a.metrics AS added",
 )
-_ACK = _ACK.format(metrics="NULL::jsonb", or_metrics="")
+_ACK = _ACK.format(metrics="NULL::jsonb", or_metrics="", added="")
 
 
 class _NewRow(msgspec.Struct):
@@ -712,19 +715,22 @@ class PostgresQueue:
             for j, payload in zip(jobs, payloads, strict=True)
         ]
         keyed = any(j.idempotency_key is not None for j in jobs)
+        tenants = {j.run_id: j.tenant_id for j in jobs}
+        mixed = any(tenants[j.run_id] != j.tenant_id for j in jobs)
 
         async def enqueue(conn: Any) -> list[Job]:
             # One autocommitted statement (no BEGIN, no COMMIT: two round trips fewer). A run
             # the statement cannot vouch for makes it fail, so it changes nothing; the
             # transaction below then says why, or (another process created the run meanwhile,
-            # for the same tenant) succeeds.
-            try:
-                return await self._enqueue(conn, now, jobs, rows, keyed, guarded=True)
-            except asyncpg.DataError as exc:
-                if _TENANT_GUARD not in str(exc):
-                    raise
+            # for the same tenant) succeeds. A batch giving a run two tenants goes there first.
+            if not mixed:
+                try:
+                    return await self._enqueue(conn, now, jobs, rows, keyed, tenants)
+                except asyncpg.DataError as exc:
+                    if _TENANT_GUARD not in str(exc):
+                        raise
             async with conn.transaction():
-                return await self._enqueue(conn, now, jobs, rows, keyed, guarded=False)
+                return await self._enqueue(conn, now, jobs, rows, keyed, None)
 
         return await self._run(enqueue, atomic=False, on_done=self._notify_enqueued)
 
@@ -735,9 +741,9 @@ class PostgresQueue:
         jobs: Sequence[NewJob],
         rows: list[_NewRow],
         keyed: bool,
-        *,
-        guarded: bool,
+        tenants: dict[str, str] | None,
     ) -> list[Job]:
+        guarded = tenants is not None  # else in a transaction, which checks the tenants after
         # One statement for the batch: insert the jobs (the batch is one JSON parameter: one
         # decode on the server instead of nine arrays encoded item by item here), create the
         # runs it names for the first time, add the new jobs to the runs' counts (this
@@ -791,6 +797,7 @@ class PostgresQueue:
             _encode_rows(rows).decode(),
             self._channel,
             self._origin,
+            *((list(tenants), list(tenants.values())) if tenants is not None else ()),
         )
         ids = iter(sorted(r[0] for r in inserted))
         taken = {(r[2], r[3]) for r in inserted if r[3] is not None}
