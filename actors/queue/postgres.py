@@ -17,6 +17,7 @@ import functools
 import itertools
 import math
 import random
+import secrets
 import threading
 import uuid
 from collections import Counter, deque
@@ -83,7 +84,9 @@ _NO_ID = 2**63 - 1  # above every job id
 # row another transaction holds, and lease them. Under READ COMMITTED a row locked by another
 # claimer is skipped, never handed out twice. (A subquery that does not lock its rows lets two
 # claimers pick the same pending row, and the outer UPDATE, re-checking only `id` after the
-# first commits, leases it again: goqite's Postgres flavour.) $1 now, $3 expiry, $4 worker.
+# first commits, leases it again: goqite's Postgres flavour.) $1 now, $3 expiry, $4 worker,
+# $5 the claim's random prefix: a lease token is that prefix and the job's id, unique to the lease
+# (a random number per row cost a tenth of the claim).
 CLAIM = f"""
     WITH claim AS (
         SELECT id FROM jobs
@@ -94,7 +97,7 @@ CLAIM = f"""
     )
     UPDATE jobs AS j
     SET status = 'leased', attempts = j.attempts + 1,
-        lease_token = replace(gen_random_uuid()::text, '-', ''),
+        lease_token = $5 || j.id::text,
         lease_expires_at = $3, worker_id = $4, updated_at = $1
     FROM claim WHERE j.id = claim.id
     RETURNING {COLUMNS}
@@ -884,10 +887,15 @@ class PostgresQueue:
             # First the claim alone, which leases nothing while any lease has expired: when it
             # leases something, a reap first would have found nothing, so this is the same
             # pull in one round trip. Otherwise reap (it commits on its own) and claim again.
-            rows = await conn.fetch(FIRST_CLAIM, now, max, now + visibility_seconds, worker_id)
+            prefix = secrets.token_hex(8)  # 64 random bits for this claim's leases
+            rows = await conn.fetch(
+                FIRST_CLAIM, now, max, now + visibility_seconds, worker_id, prefix
+            )
             if not rows:
                 await self._reap(conn, now)
-                rows = await conn.fetch(CLAIM, now, max, now + visibility_seconds, worker_id)
+                rows = await conn.fetch(
+                    CLAIM, now, max, now + visibility_seconds, worker_id, prefix
+                )
             jobs = [store._job(row) for row in rows]
             jobs.sort(key=lambda j: (-j.priority, j.available_at, j.id))
             return jobs

@@ -41,7 +41,7 @@ async def test_a_claim_skips_rows_another_open_transaction_holds(pg_schema: str)
         try:
             tx = other.transaction(isolation="read_committed")
             await tx.start()
-            held = await other.fetch(CLAIM, 1e12, 2, 2e12, "other")
+            held = await other.fetch(CLAIM, 1e12, 2, 2e12, "other", "t")
             with anyio.fail_after(5):  # it skips them instead of waiting for them
                 mine = await queue.pull(max=5)
             assert {j.id for j in mine}.isdisjoint(r["id"] for r in held)
