@@ -144,7 +144,7 @@ _ADD_COUNTS = f"""
 
 
 # Terminal when permanent or out of attempts; else pending again after a backoff.
-_TERMINAL = "(a.permanent OR j.attempts >= j.max_attempts)"
+_TERMINAL = "(a.permanent IS TRUE OR j.attempts >= j.max_attempts)"
 
 # An ack batch is one statement (one round trip, no BEGIN/COMMIT): record each outcome under
 # its live lease (or, unfenced ($4 false), any lease), then add each run's finished jobs (and,
@@ -200,30 +200,31 @@ _ACK_METRICS = _ACK.format(
 _ACK = _ACK.format(metrics="NULL::jsonb", or_metrics="", added="")
 
 
-class _NewRow(msgspec.Struct):
-    """One job of an enqueue, as the statement's JSON parameter carries it."""
+class _NewRow(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One job of an enqueue, as the statement's JSON parameter carries it (a field left at its
+    default is left out, and read back as NULL: less JSON for the server to decode)."""
 
     run_id: str
     tenant_id: str
     r2_key: str
-    payload: msgspec.Raw | None
     max_attempts: int
-    priority: int
-    delay: float
-    idempotency_key: str | None
+    payload: msgspec.Raw | None = None
+    priority: int = 0
+    delay: float = 0.0
+    idempotency_key: str | None = None
 
 
-class _AckRow(msgspec.Struct):
-    """One ack, as the ack statement's JSON parameter carries it."""
+class _AckRow(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One ack, as the ack statement's JSON parameter carries it (defaults left out)."""
 
     id: int
     token: str
     status: str
-    result: msgspec.Raw | None
-    error: str | None
-    permanent: bool
     factor: float
-    metrics: msgspec.Raw | None
+    result: msgspec.Raw | None = None
+    error: str | None = None
+    permanent: bool = False
+    metrics: msgspec.Raw | None = None
 
 
 _encode_rows = msgspec.json.Encoder().encode
@@ -767,7 +768,8 @@ class PostgresQueue:
                                        priority, available_at, idempotency_key, created_at,
                                        updated_at)
                 SELECT a.run_id, a.tenant_id, a.r2_key, a.payload::text, a.max_attempts,
-                       a.priority, $1 + a.delay, a.idempotency_key, $1, $1
+                       coalesce(a.priority, 0), $1 + coalesce(a.delay, 0), a.idempotency_key,
+                       $1, $1
                 FROM ROWS FROM (json_to_recordset($2::json)
                          AS (run_id text, tenant_id text, r2_key text, payload json,
                              max_attempts int, priority int, delay float8,
