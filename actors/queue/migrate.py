@@ -325,8 +325,11 @@ class PostgresStore:
         fields, table, key = _shape(kind)
         marks = ", ".join(f"${n}" for n in range(1, len(fields) + 1))
         updates = ", ".join(f"{f} = excluded.{f}" for f in fields if f != key)
+        # A new run's first_id (a lower bound of its job ids) starts above every id; the jobs
+        # written here, and any enqueue into the run, lower it.
+        extra = ("", "") if kind == "job" else (", first_id", f", {2**63 - 1}")
         sql = (
-            f"INSERT INTO {table} ({', '.join(fields)}) VALUES ({marks}) "
+            f"INSERT INTO {table} ({', '.join(fields)}{extra[0]}) VALUES ({marks}{extra[1]}) "
             f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
         )
         errors: list[RowError] = []
@@ -344,6 +347,11 @@ class PostgresStore:
             for row in rows:
                 try:
                     async with self.conn.transaction():  # a savepoint: one bad row alone
+                        if kind == "run":
+                            # The row is written as read from the source: the target's count
+                            # shards for it go into its base first (their metrics and times
+                            # are the source's now), so it reads back as written.
+                            await self.conn.execute(_FOLD_SHARDS, row["run_id"])
                         await self.conn.execute(sql, *[row[f] for f in fields])
                         await self.conn.execute(
                             """
@@ -404,6 +412,17 @@ class PostgresStore:
         await self.conn.close()
 
 
+# Moves a run's count shards into its base row (the counts; the rest is about to be rewritten).
+_FOLD_SHARDS = """
+    WITH gone AS (DELETE FROM run_counts WHERE run_id = $1 RETURNING done, failed, total)
+    UPDATE runs SET done = runs.done + s.done, failed = runs.failed + s.failed,
+                    total = runs.total + s.total
+    FROM (SELECT coalesce(sum(done), 0) AS done, coalesce(sum(failed), 0) AS failed,
+                 coalesce(sum(total), 0) AS total FROM gone) s
+    WHERE runs.run_id = $1
+"""
+
+
 class _Counts:
     """Changes to runs' stored counts from rows written or deleted here, which bypass the
     queue's verbs; applied to each run's base row in the same transaction."""
@@ -423,13 +442,12 @@ class _Counts:
         runs = sorted(self.by_run)
         if not runs:
             return
-        # first_id 0 on either side means "none known".
+        # d.first_id 0: no job written (a lower bound must only go down).
         await conn.execute(
             """
             UPDATE runs SET done = runs.done + d.done, failed = runs.failed + d.failed,
                             total = runs.total + d.total,
                             first_id = CASE WHEN d.first_id = 0 THEN runs.first_id
-                                            WHEN runs.first_id = 0 THEN d.first_id
                                             ELSE least(runs.first_id, d.first_id) END
             FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
                  AS d(run_id, done, failed, total, first_id)

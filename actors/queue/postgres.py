@@ -122,13 +122,18 @@ _GUARD = f"""
 # Adds one batch's counts to the shard rows of its runs (`run_counts`, this connection's
 # shard), from a relation `d` (run_id, done, failed, total, metrics jsonb or NULL) with one row
 # per run, in run_id order (two batches lock shared rows in the same order: no deadlock). $1 is
-# now; `{touch}` says whether the change counts as an update of the run (purge's does not).
-_ADD_COUNTS = f"""
+# now; `{touch}` says whether the change updates the run (as in SQLite: an enqueue, a requeue,
+# new metrics; closing the run counts too, through RUN_STATE's finished_at).
+_SHARD = f"pg_backend_pid() % {pg_schema.SHARDS}"  # this connection's slot
+# Purge's own slot, which no enqueue or ack uses: purge takes a lock on `runs` after counting,
+# and an enqueue holding `runs` while it waited for a shard row purge held would deadlock.
+_PURGE_SHARD = pg_schema.SHARDS
+_ADD_COUNTS = """
     INSERT INTO run_counts AS s (run_id, shard, done, failed, total, metrics, finished_at,
                                  updated_at)
-    SELECT d.run_id, pg_backend_pid() % {pg_schema.SHARDS}, d.done, d.failed, d.total,
+    SELECT d.run_id, {shard}, d.done, d.failed, d.total,
            d.metrics, CASE WHEN d.done > 0 OR d.failed > 0 THEN $1::float8 END,
-           CASE WHEN {{touch}} THEN $1::float8 END
+           CASE WHEN {touch} THEN $1::float8 END
     FROM d ORDER BY d.run_id
     ON CONFLICT (run_id, shard) DO UPDATE
     SET done = s.done + excluded.done, failed = s.failed + excluded.failed,
@@ -186,7 +191,7 @@ _ACK = f"""
         FROM acked g GROUP BY g.run_id
         HAVING count(*) FILTER (WHERE g.status IN ('done', 'failed')) > 0 {{or_metrics}}
     ),
-    counted AS ({_ADD_COUNTS.format(touch="true")} RETURNING 1)
+    counted AS ({_ADD_COUNTS.format(touch="d.metrics IS NOT NULL", shard=_SHARD)} RETURNING 1)
     SELECT {COLUMNS} FROM acked j
 """
 _ACK_METRICS = _ACK.format(
@@ -282,8 +287,14 @@ class _Pool:
         self._closed = False
 
     async def acquire(self) -> Any:
-        if self._idle:
-            return self._idle.pop()
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.is_closed():
+                return conn
+            # It died while idle (a server restart, a killed backend): open one in its place,
+            # rather than spend the caller's retries on connections known to be dead.
+            conn.terminate()
+            return await self._open()
         if self._opened < self._size:
             self._opened += 1
             return await self._open()
@@ -636,11 +647,10 @@ class PostgresQueue:
 
     async def _listen_forever(self) -> None:
         # Enqueues by other processes wake our subscribers; polling covers any gap while the
-        # listening connection is down. Listening again after a loss, it wakes subscribers
-        # once: jobs may have arrived while nobody listened. (Before the first LISTEN there
-        # is nothing to catch up on: a subscriber looks for jobs when it subscribes.)
+        # listening connection is down. Once it listens (the first time, and again after a
+        # loss) it wakes subscribers once: jobs may have arrived while nobody listened, as in
+        # the moment between a subscription and its LISTEN.
         delay = 0.05
-        reconnected = False
         while True:
             try:
                 conn = await asyncpg.connect(self.dsn, **self._connect_kwargs)
@@ -653,9 +663,7 @@ class PostgresQueue:
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await conn.add_listener(self._channel, self._notified)
                 delay = 0.05
-                if reconnected:
-                    self._bridge.to_caller(self._notify_enqueued)
-                reconnected = True
+                self._bridge.to_caller(self._notify_enqueued)
                 await lost.wait()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 pass
@@ -789,10 +797,17 @@ class PostgresQueue:
             ),
             d AS (
                 SELECT run_id, 0::bigint AS done, 0::bigint AS failed, count(*) AS total,
-                       NULL::jsonb AS metrics
+                       NULL::jsonb AS metrics, min(id) AS first_id
                 FROM new GROUP BY run_id
             ),
-            counted AS ({_ADD_COUNTS.format(touch="true")} RETURNING 1),
+            -- A run whose first_id is above the batch's ids (one `store migrate` created with
+            -- no job yet) is lowered; any other run is only read (its first_id is lower).
+            lowered AS (
+                UPDATE runs AS r SET first_id = d.first_id FROM d
+                WHERE r.run_id = d.run_id AND r.first_id > d.first_id
+                RETURNING 1
+            ),
+            counted AS ({_ADD_COUNTS.format(touch="true", shard=_SHARD)} RETURNING 1),
             notified AS (SELECT pg_notify($3, $4))
             SELECT new.id, new.run_id, new.tenant_id, new.idempotency_key,
                    (SELECT count(*) FROM notified){_GUARD if guarded else ""}
@@ -906,29 +921,41 @@ class PostgresQueue:
         return await self._run(claim, atomic=False)
 
     async def _reap(self, conn: Any, now: float) -> int:
-        # SKIP LOCKED: two workers reaping at once split the expired leases between them.
-        rows = await conn.fetch(
-            """
-            WITH expired AS (
-                SELECT id FROM jobs WHERE status = 'leased' AND lease_expires_at <= $1
-                FOR UPDATE SKIP LOCKED
+        # One statement (the jobs and their runs' counts commit together). SKIP LOCKED: two
+        # workers reaping at once split the expired leases between them.
+        return int(
+            await conn.fetchval(
+                f"""
+                WITH expired AS (
+                    SELECT id FROM jobs WHERE status = 'leased' AND lease_expires_at <= $1
+                    FOR UPDATE SKIP LOCKED
+                ),
+                reaped AS (
+                    UPDATE jobs AS j
+                    SET status = CASE WHEN attempts >= max_attempts THEN 'failed'
+                                      ELSE 'pending' END,
+                        last_error = CASE WHEN attempts >= max_attempts
+                            THEN 'lease expired on the last attempt (' || attempts || ' of '
+                                 || max_attempts || ') held by worker '
+                                 || coalesce(worker_id, '?')
+                            ELSE last_error END,
+                        finished_at = CASE WHEN attempts >= max_attempts THEN $1 END,
+                        lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,
+                        updated_at = $1
+                    FROM expired WHERE j.id = expired.id
+                    RETURNING j.run_id, j.status
+                ),
+                d AS (
+                    SELECT run_id, 0::bigint AS done, count(*) AS failed, 0::bigint AS total,
+                           NULL::jsonb AS metrics
+                    FROM reaped WHERE status = 'failed' GROUP BY run_id
+                ),
+                counted AS ({_ADD_COUNTS.format(touch="false", shard=_SHARD)} RETURNING 1)
+                SELECT count(*) FROM reaped
+                """,
+                now,
             )
-            UPDATE jobs AS j
-            SET status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'pending' END,
-                last_error = CASE WHEN attempts >= max_attempts
-                    THEN 'lease expired on the last attempt (' || attempts || ' of '
-                         || max_attempts || ') held by worker ' || coalesce(worker_id, '?')
-                    ELSE last_error END,
-                finished_at = CASE WHEN attempts >= max_attempts THEN $1 END,
-                lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, updated_at = $1
-            FROM expired WHERE j.id = expired.id
-            RETURNING j.run_id, j.status
-            """,
-            now,
         )
-        failed = Counter(r[0] for r in rows if r[1] == "failed")
-        await _count(conn, now, {run_id: (0, n, 0) for run_id, n in failed.items()})
-        return len(rows)
 
     async def renew_many(
         self, leases: Sequence[tuple[int, str]], visibility_seconds: float
@@ -1083,7 +1110,9 @@ class PostgresQueue:
                 tenant_id,
             )
             requeued = Counter(r[0] for r in rows)
-            await _count(conn, now, {run_id: (0, -n, 0) for run_id, n in requeued.items()})
+            await _count(
+                conn, now, {run_id: (0, -n, 0) for run_id, n in requeued.items()}, touch=True
+            )
             if rows:
                 await conn.execute("SELECT pg_notify($1, $2)", self._channel, self._origin)
             return len(rows)
@@ -1107,7 +1136,7 @@ class PostgresQueue:
             for run_id, status in rows:
                 done, failed, total = gone.get(run_id, (0, 0, 0))
                 gone[run_id] = (done - (status == "done"), failed - (status == "failed"), total - 1)
-            await _count(conn, self._clock.time(), gone, touch=False)
+            await _count(conn, self._clock.time(), gone, touch=False, shard=_PURGE_SHARD)
             # Runs left with no job after their retention go too. An enqueue naming such a run
             # would recreate it while it is deleted: the table lock makes enqueues (which all
             # insert into `runs`) wait for this commit, and is taken only when there is a run
@@ -1334,10 +1363,11 @@ async def _count(
     now: float,
     counts: dict[str, tuple[int, int, int]],
     *,
-    touch: bool = True,
+    touch: bool,
+    shard: int | None = None,
 ) -> None:
-    """Add (done, failed, total) to each run's counts (this connection's shard rows): one
-    statement for every run of the batch."""
+    """Add (done, failed, total) to each run's counts (this connection's shard rows, or those of
+    ``shard``): one statement for every run of the batch."""
     runs = sorted(run_id for run_id, n in counts.items() if any(n))
     if not runs:
         return
@@ -1348,7 +1378,7 @@ async def _count(
             FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::bigint[])
                  AS d(run_id, done, failed, total)
         )
-        {_ADD_COUNTS.format(touch="$6")}
+        {_ADD_COUNTS.format(touch="$6", shard=f"coalesce($7::int, {_SHARD})")}
         """,
         now,
         runs,
@@ -1356,6 +1386,7 @@ async def _count(
         [counts[r][1] for r in runs],
         [counts[r][2] for r in runs],
         touch,
+        shard,
     )
 
 

@@ -20,17 +20,20 @@ __all__ = [
 # Serialises migrations of one database across processes (pg_advisory_xact_lock's key).
 _MIGRATION_LOCK = 0x6163746F7273  # "actors"
 
-# How many count rows a run may have (migration 4): more shards, fewer collisions between
-# connections; a run's state sums at most this many rows.
+# Count rows per run (migration 4), one per connection slot: more shards, fewer collisions
+# between connections. A run's state sums at most SHARDS + 1 rows (purge has a slot of its own).
 SHARDS = 16
 
 # A run's state as of migration 4: its `runs` row (the base) plus its `run_counts` shards, with
 # its leased jobs counted when read (only those in flight, through `jobs_leased`). A run is
 # finished while none of its jobs is unfinished; `finished_at` is then the latest time one of
-# them finished. Columns: `store.RUN_COLUMNS`' order, then total and seq.
+# them finished, and closing the run counts as updating it (as in SQLite). Columns:
+# `store.RUN_COLUMNS`' order, then total and seq.
 RUN_STATE = """
     SELECT r.run_id, r.tenant_id, r.created_at,
-           greatest(r.updated_at, c.updated_at) AS updated_at,
+           greatest(r.updated_at, c.updated_at,
+                    CASE WHEN r.done + c.done + r.failed + c.failed >= r.total + c.total
+                         THEN greatest(r.finished_at, c.finished_at) END) AS updated_at,
            CASE WHEN r.done + c.done + r.failed + c.failed >= r.total + c.total
                 THEN greatest(r.finished_at, c.finished_at) END AS finished_at,
            CASE WHEN c.metrics IS NOT TRUE THEN r.metrics ELSE (
@@ -42,8 +45,10 @@ RUN_STATE = """
                        WHERE s.run_id = r.run_id AND s.metrics IS NOT NULL
                    ) e GROUP BY e.key
                ) m) END AS metrics,
-           r.total + c.total - r.done - c.done - r.failed - c.failed - l.leased AS pending,
-           l.leased, r.done + c.done AS done, r.failed + c.failed AS failed,
+           r.total + c.total - r.done - c.done - r.failed - c.failed - coalesce(l.leased, 0)
+               AS pending,
+           coalesce(l.leased, 0) AS leased, r.done + c.done AS done,
+           r.failed + c.failed AS failed,
            r.total + c.total AS total, r.seq
     FROM runs r
     CROSS JOIN LATERAL (
@@ -54,9 +59,10 @@ RUN_STATE = """
                bool_or(s.metrics IS NOT NULL) AS metrics
         FROM run_counts s WHERE s.run_id = r.run_id
     ) c
-    CROSS JOIN LATERAL (
-        SELECT count(*) AS leased FROM jobs WHERE run_id = r.run_id AND status = 'leased'
-    ) l
+    -- The leases in flight, read once per query (not per run) through `jobs_leased`.
+    LEFT JOIN (
+        SELECT run_id, count(*) AS leased FROM jobs WHERE status = 'leased' GROUP BY run_id
+    ) l ON l.run_id = r.run_id
 """
 
 MIGRATIONS: tuple[Migration, ...] = (

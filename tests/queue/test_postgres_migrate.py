@@ -16,6 +16,7 @@ from pg_helpers import PG_DSN, pg_admin
 from actors.errors import MigrationRefused
 from actors.queue import Ack, NewJob, SQLiteQueue
 from actors.queue import migrate as mig
+from actors.queue.postgres import PostgresQueue
 from supervisors.clock import FakeClock
 
 # asyncpg, under the migration, runs on asyncio only (the CLI runs it there too).
@@ -110,6 +111,65 @@ async def test_sqlite_to_postgres_and_back_is_identical(tmp_path: Path, pg_schem
     async with mig.open_store(pg(pg_schema)) as source, mig.open_store(str(back)) as target:
         assert (await mig.run(source, target, now=LATER)).errors == []
     assert dump(back) == dump(src)
+
+
+@asyncio_only
+async def test_a_migrated_run_lists_its_jobs_and_recopies_cleanly_into_a_used_target(
+    tmp_path: Path, pg_schema: str
+) -> None:
+    # The target is live meanwhile: a worker enqueues into a migrated run and acks its jobs
+    # (count shards), and the run is copied again after it changed in the source.
+    src = tmp_path / "src.db"
+    clock = FakeClock()
+    async with SQLiteQueue.open(src, clock=clock) as queue:
+        await queue.enqueue_many(
+            [NewJob(run_id="r", tenant_id="t", r2_key=str(i)) for i in range(3)]
+        )
+    async with mig.open_store(str(src)) as source, mig.open_store(pg(pg_schema)) as target:
+        assert (await mig.run(source, target, now=LATER)).errors == []
+    async with PostgresQueue.open(PG_DSN, schema=pg_schema, clock=clock) as live:
+        late = await live.enqueue("r", "t", "late")
+        clock.advance(5)
+        for job in await live.pull(max=10, visibility_seconds=60):
+            await live.ack(job.id, job.lease_token or "", run_metrics={"n": 5})
+        page = await live.list(run_id="r")
+        assert sorted(j.r2_key for j in page.items) == ["0", "1", "2", "late"]
+        assert late.id in {j.id for j in page.items}
+    async with SQLiteQueue.open(src, clock=clock) as queue:  # the source's run changes
+        clock.advance(5)
+        job = (await queue.pull(max=1, visibility_seconds=60))[0]
+        await queue.ack(job.id, job.lease_token or "", run_metrics={"n": 2})
+    async with mig.open_store(str(src)) as source, mig.open_store(pg(pg_schema)) as target:
+        report = await mig.run(source, target, now=LATER)
+        assert report.errors == [], report.errors
+        assert report.written["run"] == 1
+        again = await mig.run(source, target, now=LATER)
+        assert again.errors == [] and again.written == {"run": 0, "job": 0}
+    async with PostgresQueue.open(PG_DSN, schema=pg_schema, clock=clock) as live:
+        summary = await live.run_summary("r")
+        assert (summary.total, summary.metrics) == (4, {"n": 2.0})  # the source's metrics
+        assert len((await live.list(run_id="r")).items) == 4
+
+
+@asyncio_only
+async def test_jobs_enqueued_into_a_run_while_it_is_copied_stay_listed(
+    tmp_path: Path, pg_schema: str
+) -> None:
+    # runs.first_id must stay a lower bound of the run's job ids: the migration writes the run,
+    # a worker enqueues into it (a low id), then the migration writes the run's jobs (higher).
+    src = tmp_path / "src.db"
+    async with SQLiteQueue.open(src) as queue:
+        await queue.enqueue("r", "t", "copied")
+    async with mig.open_store(str(src)) as source, mig.open_store(pg(pg_schema)) as target:
+        await target.write(source.name, "run", await source.runs())
+        async with PostgresQueue.open(PG_DSN, schema=pg_schema) as live:
+            enqueued = await live.enqueue("r", "t", "live")
+        (row,) = await source.jobs(0, 10)
+        assert await target.write(source.name, "job", [{**row, "id": enqueued.id + 50}]) == []
+    async with PostgresQueue.open(PG_DSN, schema=pg_schema) as live:
+        listed = [j.r2_key for j in (await live.list(run_id="r")).items]
+        assert listed == ["live", "copied"]
+        assert (await live.run_summary("r")).total == 2
 
 
 @asyncio_only

@@ -150,12 +150,59 @@ async def test_a_queue_listens_only_while_someone_subscribes(pg_schema: str) -> 
         woken: list[int] = []
         unsubscribe = mine.on_enqueue(lambda: woken.append(1))
         await until(1)
+        with anyio.fail_after(5):  # listening, it wakes its subscribers once
+            while not woken:
+                await anyio.sleep(0.01)
+        woken.clear()
         await theirs.enqueue("r", "t", "k")
         with anyio.fail_after(5):
             while not woken:
                 await anyio.sleep(0.01)
         unsubscribe()
         await until(0)  # the last subscriber gone, the listener closes
+
+
+async def test_a_subscriber_is_woken_for_an_enqueue_right_after_it_subscribes(
+    pg_schema: str,
+) -> None:
+    # As the lease manager does: subscribe, look (nothing), wait for a wake-up, look again. An
+    # enqueue by another process in the moment before the listener's LISTEN must still wake it.
+    async with (
+        PostgresQueue.open(PG_DSN, schema=pg_schema) as mine,
+        PostgresQueue.open(PG_DSN, schema=pg_schema) as theirs,
+    ):
+        for attempt in range(10):
+            woken = [anyio.Event()]
+            unsubscribe = mine.on_enqueue(lambda woken=woken: woken[-1].set())
+            assert await mine.pull(max=1) == []
+            await theirs.enqueue("r", "t", str(attempt))
+            with anyio.fail_after(3):  # it waits for a wake-up before it looks again
+                while True:
+                    await woken[-1].wait()
+                    woken.append(anyio.Event())
+                    if jobs := await mine.pull(max=1):
+                        break
+            await mine.ack(jobs[0].id, jobs[0].lease_token or "")
+            unsubscribe()
+            await anyio.sleep(0.05)  # the listener stops: the next subscription starts one
+
+
+async def test_connections_that_died_while_idle_are_replaced_without_a_retry(
+    pg_schema: str,
+) -> None:
+    async with PostgresQueue.open(PG_DSN, schema=pg_schema, pool_size=6) as queue:
+        async with anyio.create_task_group() as tg:  # six connections, then idle
+            for i in range(6):
+                tg.start_soon(queue.enqueue, "r", "t", str(i))
+        killed = await admin(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            f"actors {pg_schema}",
+        )
+        assert len(killed) >= 2
+        await anyio.sleep(0.2)  # the client sees the sockets close
+        with structlog.testing.capture_logs() as logs:
+            assert (await queue.stats()).pending == 6
+        assert [e for e in logs if e["event"] == "queue.pg_retry"] == []
 
 
 async def test_more_concurrent_calls_than_pooled_connections_wait_their_turn(

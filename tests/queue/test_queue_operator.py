@@ -113,3 +113,27 @@ async def test_list_runs_pages_through_run_summaries(queue: SQLiteQueue) -> None
     evens = await queue.list_runs(tenant_id="t-even")
     assert [r.run_id for r in evens.items] == ["run-0", "run-2", "run-4"]
     assert all(r.total == 1 and r.status == "queued" for r in evens.items)
+
+
+async def test_a_runs_updated_at_moves_on_enqueue_metrics_close_and_requeue_only(
+    queue: SQLiteQueue, clock: FakeClock
+) -> None:
+    async def updated() -> float:
+        return (await queue.run_summary("r")).updated_at
+
+    await queue.enqueue_many([NewJob(run_id="r", tenant_id="t", r2_key=str(i)) for i in range(3)])
+    assert await updated() == clock.time()  # enqueue
+    first, second, third = await queue.pull(max=3, visibility_seconds=60)
+    clock.advance(1)
+    await queue.ack(first.id, first.lease_token or "")
+    assert await updated() == clock.time() - 1  # a finished job, no metrics: not an update
+    clock.advance(1)
+    await queue.ack(second.id, second.lease_token or "", run_metrics={"n": 1})
+    assert await updated() == clock.time()  # metrics
+    clock.advance(1)
+    await queue.ack(third.id, third.lease_token or "", status="failed", permanent=True)
+    summary = await queue.run_summary("r")
+    assert summary.updated_at == summary.finished_at == clock.time()  # the run closed
+    clock.advance(1)
+    assert await queue.requeue(run_id="r") == 1
+    assert await updated() == clock.time()  # reopened

@@ -13,6 +13,7 @@ import structlog
 
 from actors.errors import InvalidArgument, QueueClosed, StorageError
 from actors.queue import NewJob, SQLiteQueue
+from actors.queue.postgres import PostgresQueue
 from actors.queue.writer import GroupCommitWriter
 
 pytestmark = pytest.mark.anyio
@@ -62,10 +63,21 @@ async def test_an_sqlite_error_in_a_request_becomes_a_storage_error(db: Path) ->
     await writer.aclose()
 
 
+async def listening(queue: Any) -> None:
+    """Let a PostgreSQL queue's listener come up first: once it listens it wakes subscribers
+    once (for what was enqueued before its LISTEN), which is not a commit the tests count."""
+    if isinstance(queue, PostgresQueue):
+        woken = anyio.Event()
+        queue.on_enqueue(woken.set)  # subscribed for good: the listener stays up
+        with anyio.fail_after(5):
+            await woken.wait()
+
+
 async def test_a_cancelled_enqueue_still_commits_whole_and_still_notifies(
     queue: SQLiteQueue,
 ) -> None:
     # Invariant: a request handed to the writer is carried out whether or not its caller waits.
+    await listening(queue)
     committed = anyio.Event()
     queue.on_enqueue(committed.set)
     with anyio.CancelScope() as scope:
@@ -90,6 +102,7 @@ async def test_on_enqueue_callbacks_run_after_the_commit_until_unsubscribed(
     def broken() -> None:
         raise RuntimeError("subscriber bug")
 
+    await listening(queue)
     unsubscribe = queue.on_enqueue(callback)
     queue.on_enqueue(broken)
     with structlog.testing.capture_logs() as logs:
