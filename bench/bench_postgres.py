@@ -229,9 +229,12 @@ POSTSCRIPT = """How to read these figures:
   (`jobs_leased` at the claim, `jobs_finished` at the ack); the runs' counts (a count-shard upsert
   in the enqueue and the ack statements, so processes do not queue behind one run row); the
   NOTIFY of every enqueue; and the batch as one JSON parameter. Measured on one process at 100
-  jobs per call (auto_explain, executor time, medians): enqueue 0.69 ms, claim 0.89 ms, ack
-  0.91 ms, against the raw loop's 0.26, 0.55 and 0.44 ms; client CPU about 1.2-1.4 ms a cycle
+  jobs per call (auto_explain, executor time, medians): enqueue 0.53 ms, claim 0.66 ms, ack
+  0.80 ms, against the raw loop's 0.26, 0.55 and 0.44 ms; client CPU about 1.2 ms a cycle
   against 0.3 ms (`/proc` CPU times of the client and of its server backend).
+- The machine is shared and noisy: over five runs of the same code the ratios were
+  0.62x-0.72x, 0.61x-0.76x and 0.55x-0.67x single-job, 0.56x-0.64x, 0.58x-0.71x and
+  0.50x-0.68x batched (1, 4 and 8 processes).
 - Targets (issue 7, benchmark only): batched at least 0.7x raw; 8 single-job processes at least
   0.9x the raw 8-process rate. Not met; see ARCHITECTURE.md (`actors/queue/postgres.py`) for
   what was done, what each step gained, and what is left.
