@@ -327,7 +327,7 @@ class PostgresStore:
         updates = ", ".join(f"{f} = excluded.{f}" for f in fields if f != key)
         # A new run's first_id (a lower bound of its job ids) starts above every id; the jobs
         # written here, and any enqueue into the run, lower it.
-        extra = ("", "") if kind == "job" else (", first_id", f", {2**63 - 1}")
+        extra = ("", "") if kind == "job" else (", first_id", f", {postgres_schema.NO_ID}")
         sql = (
             f"INSERT INTO {table} ({', '.join(fields)}{extra[0]}) VALUES ({marks}{extra[1]}) "
             f"ON CONFLICT ({key}) DO UPDATE SET {updates}"

@@ -78,7 +78,6 @@ COLUMNS = ", ".join(f"j.{c.strip()}" for c in store.COLUMNS.split(","))
 # A lease is live while the job is leased under this token and has not run out (LIVE_LEASE).
 LIVE = "j.status = 'leased' AND j.lease_token = a.token AND j.lease_expires_at > $1"
 
-_NO_ID = 2**63 - 1  # above every job id
 
 # A claim is one statement: lock up to $2 visible jobs in `jobs_claim`'s order, skipping every
 # row another transaction holds, and lease them. Under READ COMMITTED a row locked by another
@@ -287,7 +286,7 @@ class _Pool:
         self._closed = False
 
     async def acquire(self) -> Any:
-        while self._idle:
+        if self._idle:
             conn = self._idle.pop()
             if not conn.is_closed():
                 return conn
@@ -1258,7 +1257,7 @@ class PostgresQueue:
                 -- A run's jobs: by id from the run's first_id (no index on the jobs' run);
                 -- a run that does not exist has none.
                 WHERE id > CASE WHEN $3::text IS NULL THEN $1 ELSE greatest($1, coalesce(
-                    (SELECT first_id - 1 FROM runs WHERE run_id = $3), {_NO_ID})) END
+                    (SELECT first_id - 1 FROM runs WHERE run_id = $3), {pg_schema.NO_ID})) END
                   AND ($2::text IS NULL OR status = $2)
                   AND ($3::text IS NULL OR run_id = $3) AND ($4::text IS NULL OR tenant_id = $4)
                 ORDER BY id LIMIT $5

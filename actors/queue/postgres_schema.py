@@ -10,6 +10,7 @@ from actors.queue.schema import Migration
 __all__ = [
     "LATEST_VERSION",
     "MIGRATIONS",
+    "NO_ID",
     "RUN_STATE",
     "SHARDS",
     "current_version",
@@ -19,6 +20,9 @@ __all__ = [
 
 # Serialises migrations of one database across processes (pg_advisory_xact_lock's key).
 _MIGRATION_LOCK = 0x6163746F7273  # "actors"
+
+# Above every job id: the first_id of a run that has no job yet (`store migrate`).
+NO_ID = 2**63 - 1
 
 # Count rows per run (migration 4), one per connection slot: more shards, fewer collisions
 # between connections. A run's state sums at most SHARDS + 1 rows (purge has a slot of its own).
