@@ -182,7 +182,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         name="run_count_shards_and_lean_indexes",
         up=(
             # The stored counts of migration 3 become a base (what `runs` holds) plus deltas in
-            # up to SHARDS rows per run, one per connection slot (pg_backend_pid() % SHARDS):
+            # up to SHARDS + 1 rows per run, one per connection slot (pg_backend_pid() % SHARDS)
+            # and one for purge:
             # an enqueue or an ack adds to its own slot's row, so workers in many processes
             # no longer queue behind one hot run row, its lock held to each commit. A run's
             # state is read as base + shards (RUN_STATE); `finished_at` is derived there.
