@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Mapping
 from typing import Literal
@@ -11,17 +12,22 @@ import msgspec
 from actors.config import Config
 from actors.errors import ConfigError
 
-__all__ = ["ROLES", "Principal", "Role", "Tokens"]
+__all__ = ["ROLES", "Principal", "Role", "Tokens", "token_id"]
 
 Role = Literal["admin", "worker", "producer"]
 ROLES: tuple[Role, ...] = ("admin", "worker", "producer")
 
 
 class Principal(msgspec.Struct, frozen=True, kw_only=True):
-    """Who a valid token speaks for: a role, and the one tenant it is limited to (None: all)."""
+    """Who a valid token speaks for: a role, and the one tenant it is limited to (None: all).
+
+    ``id`` names the token without revealing it (a SHA-256 prefix): the queue records it as the
+    owner of the leases this principal takes, so an ids-only ack settles only its own leases.
+    """
 
     role: Role
     tenant: str | None = None
+    id: str = "anonymous"
 
     def may(self, *roles: Role) -> bool:
         """Whether this principal has one of ``roles``; admin may do everything."""
@@ -30,6 +36,11 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
     def sees(self, tenant_id: str) -> bool:
         """Whether this principal may see and touch the tenant's jobs and runs."""
         return self.tenant is None or hmac.compare_digest(self.tenant, tenant_id)
+
+
+def token_id(token: bytes) -> str:
+    """A stable name for a token that does not reveal it: ``token:`` and 16 hex digits."""
+    return "token:" + hashlib.sha256(token).hexdigest()[:16]
 
 
 class Tokens:
@@ -88,9 +99,11 @@ class Tokens:
                     "print(secrets.token_urlsafe())'"
                 )
             tenant = parts[2] if len(parts) == 3 and parts[2] else None
-            entries.append((parts[0].encode(), Principal(role=parts[1], tenant=tenant)))
+            token = parts[0].encode()
+            entries.append((token, Principal(role=parts[1], tenant=tenant, id=token_id(token))))
         if full_access:
-            entries.append((full_access.encode(), Principal(role="admin")))
+            token = full_access.encode()
+            entries.append((token, Principal(role="admin", id=token_id(token))))
         return cls(entries)
 
     def authenticate(self, authorization: str | None) -> Principal | None:
