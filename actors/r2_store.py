@@ -200,6 +200,19 @@ class S3ObjectStore:
 
         return await self._retrying("get", key, attempt)
 
+    async def head(self, key: str) -> int | None:
+        """The size of the object under ``key`` (a HEAD request), or None if there is none."""
+        check_key(key)
+
+        async def attempt(client: Any) -> int:
+            response = await client.head_object(Bucket=self.bucket, Key=key)
+            return int(response.get("ContentLength") or 0)
+
+        try:
+            return await self._retrying("head", key, attempt)
+        except ObjectMissing:
+            return None
+
     async def put(self, key: str, data: bytes, *, content_type: str | None = None) -> None:
         """Store ``data`` under ``key``: one PUT, or a multipart upload over the threshold."""
         check_key(key)

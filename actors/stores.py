@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import mimetypes
 import os
 import stat
@@ -41,12 +43,15 @@ class ObjectStore(Protocol):
 
     Error handling: ``get`` raises `ObjectMissing`, `ObjectTooLarge` or `InvalidObjectKey`
     (permanent: the job fails without retries) or `ObjectStoreUnavailable` (transient: the job
-    is retried with backoff). A store never returns part of an object.
+    is retried with backoff). A store never returns part of an object. ``head`` answers the
+    object's size, or None when there is none (``/uploads/complete`` checks an upload arrived).
     """
 
     async def get(self, key: str, *, max_bytes: int) -> StoredObject: ...
 
     async def put(self, key: str, data: bytes, *, content_type: str | None = None) -> None: ...
+
+    async def head(self, key: str) -> int | None: ...
 
     async def aclose(self) -> None: ...
 
@@ -82,6 +87,11 @@ class LocalObjectStore:
 
     Writes go to a temporary file that is renamed into place, so a reader never sees a
     partial object, even if the writer is killed.
+
+    Symbolic links under ``root`` are never followed, on reads and writes alike: every folder of
+    a key is opened relative to the one before it with ``O_NOFOLLOW``, and so is the file, so a
+    link placed inside the root cannot make a key read or write outside it (the key fails with
+    `InvalidObjectKey`, permanent). ``root`` itself may be a link: the operator chose it.
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
@@ -92,11 +102,12 @@ class LocalObjectStore:
 
     async def get(self, key: str, *, max_bytes: int) -> StoredObject:
         """Read the object under ``key`` whole, refusing it unread if it exceeds ``max_bytes``."""
-        path = self._path(key)
+        check_key(key)
         try:
             # Opened on the loop's thread on purpose: one open+fstat of a local file costs
             # less than a hop to a worker thread; large objects are read in one (below).
-            with open(path, "rb") as f:  # noqa: ASYNC230
+            fd = _open_beneath(self.root, key)
+            with open(fd, "rb") as f:  # noqa: ASYNC230
                 info = os.fstat(f.fileno())
                 if not stat.S_ISREG(info.st_mode):
                     raise IsADirectoryError
@@ -115,7 +126,7 @@ class LocalObjectStore:
                     data = await anyio.to_thread.run_sync(f.read, size + 1)
                 if len(data) > size:  # it grew: read on, still within the cap
                     data += f.read(max_bytes + 1 - len(data))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             raise ObjectMissing(
                 f"object {key!r} does not exist in the local store at {self.root}; upload it "
                 "(python -m actors submit) before enqueueing its job"
@@ -125,6 +136,8 @@ class LocalObjectStore:
                 f"object {key!r} is a folder (or not a regular file) in {self.root}, not a file"
             ) from None
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise _through_link(key, self.root) from None
             raise ObjectStoreUnavailable(
                 f"reading object {key!r} from {self.root} failed: {exc.strerror}"
             ) from None
@@ -133,29 +146,116 @@ class LocalObjectStore:
         content_type, _ = mimetypes.guess_type(key)
         return StoredObject(key=key, data=data, content_type=content_type)
 
+    async def head(self, key: str) -> int | None:
+        """The size of the object under ``key``, or None if there is none."""
+        check_key(key)
+
+        def size() -> int | None:
+            try:
+                fd = _open_beneath(self.root, key)
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+            try:
+                info = os.fstat(fd)
+            finally:
+                os.close(fd)
+            return info.st_size if stat.S_ISREG(info.st_mode) else None
+
+        try:
+            return await anyio.to_thread.run_sync(size)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise _through_link(key, self.root) from None
+            raise ObjectStoreUnavailable(
+                f"looking up object {key!r} in {self.root} failed: {exc.strerror}"
+            ) from None
+
     async def put(self, key: str, data: bytes, *, content_type: str | None = None) -> None:
         """Store ``data`` under ``key`` atomically and durably (fsync, then rename)."""
-        path = self._path(key)
-        await anyio.to_thread.run_sync(_write_atomically, path, data)
+        check_key(key)
+        await anyio.to_thread.run_sync(_write_atomically, self.root, key, data)
 
     async def aclose(self) -> None:
         """Nothing to release: files are opened per call."""
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+# O_NOFOLLOW makes opening a symlink fail with ELOOP; O_DIRECTORY refuses a file as a folder.
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+def _open_dirs(root: Path, parts: list[str], *, create: bool) -> int:
+    """Open the folder ``root/parts...`` one component at a time, following no link below root.
+
+    Returns its descriptor (the caller closes it). With ``create``, missing folders are made.
+    """
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        for part in parts:
+            try:
+                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, dir_fd=fd)
+                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except NotADirectoryError:
+                # Linux says ENOTDIR, not ELOOP, for a link opened with O_DIRECTORY|O_NOFOLLOW.
+                if stat.S_ISLNK(os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode):
+                    raise OSError(errno.ELOOP, "a symbolic link", part) from None
+                raise
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _open_beneath(root: Path, key: str) -> int:
+    """Open the file of ``key`` for reading without following any link below ``root``."""
+    *folders, name = key.split("/")
+    parent = _open_dirs(root, folders, create=False)
+    try:
+        return os.open(name, _FILE_FLAGS, dir_fd=parent)
+    finally:
+        os.close(parent)
+
+
+def _through_link(key: str, root: Path) -> InvalidObjectKey:
+    return InvalidObjectKey(
+        f"object key {key!r} passes through a symbolic link inside the local store at {root}; "
+        "the store never follows links below its root, so that no key reads or writes outside "
+        "it: replace the link by the real folder or file"
+    )
+
+
+def _write_atomically(root: Path, key: str, data: bytes) -> None:
+    *folders, name = key.split("/")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        parent = _open_dirs(root, folders, create=True)
         try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            tmp = f".{name}.{uuid.uuid4().hex}.tmp"
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+            fd = os.open(tmp, flags | getattr(os, "O_CLOEXEC", 0), 0o644, dir_fd=parent)
+            try:
+                with open(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                # rename replaces a link at the final name; it never writes through it.
+                os.replace(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp, dir_fd=parent)
         finally:
-            tmp.unlink(missing_ok=True)
+            os.close(parent)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _through_link(key, root) from None
         raise ObjectStoreUnavailable(
-            f"writing object to {path} failed: {exc.strerror}; check free disk space and "
-            "permissions of [storage].root"
+            f"writing object {key!r} to {root} failed: {exc.strerror}; check free disk space "
+            "and permissions of [storage].root"
         ) from None

@@ -54,3 +54,48 @@ async def test_an_object_over_the_limit_is_refused_naming_the_setting(tmp_path: 
     await store.put("x.txt", b"12345678901")
     with pytest.raises(ObjectTooLarge, match=r"11 bytes, over the limit of 10.*max_object_bytes"):
         await store.get("x.txt", max_bytes=10)
+
+
+async def test_a_key_through_a_symlinked_folder_neither_reads_nor_writes_outside_the_root(
+    tmp_path: Path,
+) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (outside / "secret.txt").write_bytes(b"another tenant's document")
+    (root / "acme").symlink_to(outside)
+    store = LocalObjectStore(root)
+    with pytest.raises(InvalidObjectKey, match="symbolic link"):
+        await store.get("acme/secret.txt", max_bytes=1000)
+    with pytest.raises(InvalidObjectKey, match="symbolic link"):
+        await store.head("acme/secret.txt")
+    with pytest.raises(InvalidObjectKey, match="symbolic link"):
+        await store.put("acme/new.txt", b"written through the link")
+    with pytest.raises(InvalidObjectKey, match="symbolic link"):
+        await store.put("acme/deeper/new.txt", b"written through the link")
+    assert sorted(p.name for p in outside.iterdir()) == ["secret.txt"]
+
+
+async def test_a_symlinked_object_is_refused_and_a_write_replaces_the_link_not_its_target(
+    tmp_path: Path,
+) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside.txt"
+    (root / "acme").mkdir(parents=True)
+    outside.write_bytes(b"outside the root")
+    (root / "acme" / "a.txt").symlink_to(outside)
+    store = LocalObjectStore(root)
+    with pytest.raises(InvalidObjectKey, match="symbolic link") as caught:
+        await store.get("acme/a.txt", max_bytes=1000)
+    assert caught.value.permanent
+    await store.put("acme/a.txt", b"inside")
+    assert outside.read_bytes() == b"outside the root"
+    assert not (root / "acme" / "a.txt").is_symlink()
+    assert (await store.get("acme/a.txt", max_bytes=1000)).data == b"inside"
+
+
+async def test_head_answers_the_size_or_none(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path / "root")
+    assert await store.head("t/a.txt") is None
+    await store.put("t/a.txt", b"12345")
+    assert await store.head("t/a.txt") == 5
+    assert await store.head("t") is None  # a folder is no object
