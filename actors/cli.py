@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import msgspec
 
-from actors.errors import ActorsError, InvalidArgument
+from actors import tenancy
+from actors.errors import ActorsError, ForeignObjectKey, InvalidArgument
 from actors.queue import LATEST_VERSION, schema
 
 if TYPE_CHECKING:
@@ -96,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--delay", type=float, default=0.0, metavar="SECONDS")
     enqueue.add_argument("--priority", type=int, default=0)
     enqueue.add_argument("--max-attempts", type=int)
+    enqueue.add_argument(
+        "--cross-tenant-key",
+        action="store_true",
+        help="allow a --r2-key outside the tenant's prefix '{tenant}/' (an operator's decision)",
+    )
     enqueue.set_defaults(run=with_queue(cmd_enqueue))
 
     stats = commands.add_parser("stats", help="count jobs by status")
@@ -259,6 +265,12 @@ async def cmd_enqueue(args: argparse.Namespace, queue: Any) -> int:
             raise InvalidArgument(
                 f"--payload is not valid JSON ({exc}); quote it, e.g. '{{\"a\": 1}}'"
             ) from exc
+    tenancy.check_tenant_id(args.tenant_id)
+    if not args.cross_tenant_key:
+        try:
+            tenancy.check_key(args.tenant_id, args.r2_key)
+        except ForeignObjectKey as exc:
+            raise ForeignObjectKey(f"{exc}; or pass --cross-tenant-key to allow it") from None
     job = await queue.enqueue(
         args.run_id,
         args.tenant_id,
@@ -268,6 +280,7 @@ async def cmd_enqueue(args: argparse.Namespace, queue: Any) -> int:
         delay_seconds=args.delay,
         priority=args.priority,
         max_attempts=args.max_attempts,
+        cross_tenant_key=args.cross_tenant_key,
     )
     emit(job)
     return 0

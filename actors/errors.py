@@ -28,7 +28,8 @@ Hierarchy::
     └── ObjectStoreError             the object store refused or failed a read or write
         ├── ObjectMissing            no object under that key (permanent job failure)
         ├── ObjectTooLarge           the object exceeds [pipeline].max_object_bytes (permanent)
-        ├── InvalidObjectKey         the key is malformed: absolute, `..`, empty (permanent)
+        ├── InvalidObjectKey         malformed (absolute, `..`, empty) or via a symlink (permanent)
+        │   └── ForeignObjectKey     the key lies outside its job's tenant prefix (permanent)
         ├── ObjectStoreRefused       access denied, no such bucket, another 4xx (permanent)
         └── ObjectStoreUnavailable   a transient failure: retry with backoff
 
@@ -44,6 +45,7 @@ __all__ = [
     "DocumentError",
     "EmptyDocument",
     "EncryptedDocument",
+    "ForeignObjectKey",
     "InvalidArgument",
     "InvalidObjectKey",
     "JobNotFound",
@@ -208,7 +210,15 @@ class ObjectTooLarge(ObjectStoreError):
 
 
 class InvalidObjectKey(ObjectStoreError, ValueError):
-    """The key is empty, absolute or climbs out of the store with ``..``."""
+    """The key is empty, absolute, climbs out of the store with ``..`` or passes a symlink."""
+
+
+class ForeignObjectKey(InvalidObjectKey):
+    """The key lies outside ``"{tenant_id}/"`` of its job's tenant, and no admin allowed it.
+
+    Raised when such a job is enqueued (HTTP answers 403) and, for a job already stored, by the
+    fetcher before the store is asked for anything: the job fails for good, its object unread.
+    """
 
 
 class ObjectStoreRefused(ObjectStoreError):

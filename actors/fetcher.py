@@ -9,6 +9,7 @@ import structlog
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from actors import tenancy
 from actors.errors import ObjectStoreError
 from actors.inflight import InFlight, stop_scope
 from actors.messages import AckInbox, Failed, Fetched, JobLeased, LeasedJob, Release
@@ -24,10 +25,13 @@ class Fetcher:
     """One of a pool of fetchers sharing one inbox; hands each object on to the processors.
 
     Error handling: a permanent store error (missing object, too large, bad key) fails the job
-    at once without burning retries; a transient one fails this attempt and the queue retries
-    it with backoff. Any other exception crashes the fetcher after marking the job, so that the
-    restarted fetcher fails it (a retry) instead of losing it; a fetcher stopped while holding a
-    job (a sibling's restart) fetches it again when it comes back.
+    at once without burning retries; so does a key outside the job's tenant prefix that no
+    admin allowed (``cross_tenant_key``), refused before the store is asked anything (defence in
+    depth behind the enqueue checks: a job that reached the queue another way reads nothing). A
+    transient store error fails this attempt and the queue retries it with backoff. Any other
+    exception crashes the fetcher after marking the job, so that the restarted fetcher fails it
+    (a retry) instead of losing it; a fetcher stopped while holding a job (a sibling's restart)
+    fetches it again when it comes back.
     """
 
     def __init__(
@@ -76,6 +80,8 @@ class Fetcher:
             return
         self._inflight.hold(job, self.name)
         try:
+            if not job.cross_tenant_key:
+                tenancy.check_key(job.tenant_id, job.r2_key)
             obj = await self._store.get(job.r2_key, max_bytes=self._max_bytes)
         except ObjectStoreError as exc:
             self._inflight.let_go(job, self.name)

@@ -32,6 +32,7 @@ def leased_job(job: Any) -> LeasedJob:
         attempts=job.attempts,
         max_attempts=job.max_attempts,
         payload=job.payload,
+        cross_tenant_key=job.cross_tenant_key,
     )
 
 

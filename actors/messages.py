@@ -39,6 +39,8 @@ class LeasedJob(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     attempts: int
     max_attempts: int
     payload: Any = None
+    # An admin allowed this job's key outside "{tenant_id}/"; the fetcher refuses any other.
+    cross_tenant_key: bool = False
 
 
 class JobLeased(Message, frozen=True, kw_only=True):

@@ -14,6 +14,7 @@ import anyio
 import msgspec
 import structlog
 
+from actors import tenancy
 from actors.config import Config
 from actors.errors import ActorsError
 from actors.queue import NewJob, RunSummary
@@ -105,12 +106,13 @@ async def submit_files(
     for path in paths:
         if not path.is_file():
             raise ActorsError(f"cannot submit {path}: no such file")
+    tenancy.check_tenant_id(tenant_id)
     run_id = run_id or f"run-{uuid.uuid4().hex[:12]}"
     store = make_store(config)
     jobs = []
     try:
         for path in paths:
-            key = f"{tenant_id}/{run_id}/{path.name}"
+            key = tenancy.check_key(tenant_id, f"{tenant_id}/{run_id}/{path.name}")
             content_type = mimetypes.guess_type(path.name)[0]
             put_file = getattr(store, "put_file", None)
             if put_file is not None:

@@ -15,6 +15,7 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
+from actors import tenancy
 from actors.ack_reporter import AckReporter, AckStats
 from actors.config import Config
 from actors.errors import ActorsError
@@ -423,10 +424,22 @@ class ActorSystem:
         return self._store
 
     async def enqueue(self, run_id: str, tenant_id: str, r2_key: str, **options: Any) -> Job:
-        """Enqueue one job (see `SQLiteQueue.enqueue`); a local worker wakes at once."""
+        """Enqueue one job (see `SQLiteQueue.enqueue`); a local worker wakes at once.
+
+        The key must lie under ``"{tenant_id}/"`` (`actors.tenancy`): else `ForeignObjectKey`,
+        unless ``cross_tenant_key=True`` says the caller allows this job to read another's.
+        """
+        tenancy.check_tenant_id(tenant_id)
+        if not options.get("cross_tenant_key", False):
+            tenancy.check_key(tenant_id, r2_key)
         return await self.queue.enqueue(run_id, tenant_id, r2_key, **options)  # type: ignore[no-any-return]
 
     async def enqueue_many(self, jobs: Sequence[NewJob]) -> list[Job]:
+        """Enqueue jobs in one transaction; each key checked as `enqueue` does, before any."""
+        for job in jobs:
+            tenancy.check_tenant_id(job.tenant_id)
+            if not job.cross_tenant_key:
+                tenancy.check_key(job.tenant_id, job.r2_key)
         return await self.queue.enqueue_many(list(jobs))  # type: ignore[no-any-return]
 
     async def stats(self) -> Stats:

@@ -49,9 +49,16 @@ def create_app(
     )
 
     def route(
-        path: str, fn: Handler, method: str, name: str, roles: tuple[Role, ...] | None
+        path: str,
+        fn: Handler,
+        method: str,
+        name: str,
+        roles: tuple[Role, ...] | None,
+        *,
+        url_token: bool = False,
     ) -> Route:
-        return Route(path, _endpoint(api, fn, name, roles), methods=[method], name=name)
+        endpoint = _endpoint(api, fn, name, roles, url_token=url_token)
+        return Route(path, endpoint, methods=[method], name=name)
 
     worker: tuple[Role, ...] = ("worker",)
     producer: tuple[Role, ...] = ("producer",)
@@ -84,7 +91,22 @@ def create_app(
         # Authorised by the signed token in its path, like a presigned URL: no bearer needed.
         route("/uploads/{token}", handlers.Api.put_upload, "PUT", "put_upload", None),
         route("/runs/{run_id}", handlers.Api.get_run, "GET", "get_run", readers),
-        route("/runs/{run_id}/events", handlers.Api.run_events, "GET", "run_events", readers),
+        route(
+            "/runs/{run_id}/stream-token",
+            handlers.Api.stream_token,
+            "POST",
+            "stream_token",
+            readers,
+        ),
+        # EventSource cannot send a header: ?token= here takes a stream token for this run.
+        route(
+            "/runs/{run_id}/events",
+            handlers.Api.run_events,
+            "GET",
+            "run_events",
+            readers,
+            url_token=True,
+        ),
         WebSocketRoute("/runs/{run_id}/ws", _websocket(api), name="run_ws"),
     ]
 
@@ -107,16 +129,27 @@ def create_app(
 
 
 def _endpoint(
-    api: handlers.Api, fn: Handler, name: str, roles: tuple[Role, ...] | None
+    api: handlers.Api,
+    fn: Handler,
+    name: str,
+    roles: tuple[Role, ...] | None,
+    *,
+    url_token: bool = False,
 ) -> Callable[[Request], Awaitable[Response]]:
-    """Wrap a handler: authenticate, check the role, time it, and turn errors into JSON."""
+    """Wrap a handler: authenticate, check the role, time it, and turn errors into JSON.
+
+    A token in the URL is refused on every route but those marked ``url_token``, also on open
+    ones: a client that puts one there learns it at once, not from a leaked log.
+    """
 
     async def endpoint(request: Request) -> Response:
         started = time.perf_counter()
         try:
             principal = None
+            if roles is None and "token" in request.query_params:
+                api.authenticate(request)  # refuses it, saying why
             if roles is not None:
-                principal = api.authenticate(request)
+                principal = api.authenticate(request, url_token=url_token)
                 if not principal.may(*roles):
                     raise ApiError(
                         403,

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import secrets
 from collections.abc import Mapping
-from typing import Literal
+from typing import Literal, TypeVar
 
 import msgspec
 
 from actors.config import Config
 from actors.errors import ConfigError
 
-__all__ = ["ROLES", "Principal", "Role", "Tokens", "token_id"]
+__all__ = ["ROLES", "Principal", "Role", "Signer", "Tokens", "token_id"]
 
 Role = Literal["admin", "worker", "producer"]
 ROLES: tuple[Role, ...] = ("admin", "worker", "producer")
@@ -35,7 +37,18 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
 
     def sees(self, tenant_id: str) -> bool:
         """Whether this principal may see and touch the tenant's jobs and runs."""
-        return self.tenant is None or hmac.compare_digest(self.tenant, tenant_id)
+        # Bytes: compare_digest refuses str holding anything but ASCII (a tenant "zürich").
+        return self.tenant is None or hmac.compare_digest(_utf8(self.tenant), _utf8(tenant_id))
+
+    @property
+    def unscoped_admin(self) -> bool:
+        """Whether this is an admin limited to no tenant: the only one to cross tenants' keys."""
+        return self.role == "admin" and self.tenant is None
+
+
+def _utf8(text: str) -> bytes:
+    # surrogateescape: the environment's undecodable bytes (ACTORS_TOKENS) round-trip as given.
+    return text.encode("utf-8", "surrogateescape")
 
 
 def token_id(token: bytes) -> str:
@@ -99,28 +112,84 @@ class Tokens:
                     "print(secrets.token_urlsafe())'"
                 )
             tenant = parts[2] if len(parts) == 3 and parts[2] else None
-            token = parts[0].encode()
+            if tenant is not None and ("/" in tenant or tenant in (".", "..")):
+                raise ConfigError(
+                    f"ACTORS_TOKENS entry {position} names a tenant with '/' (or '.', '..'): a "
+                    "tenant's objects live under '{tenant}/', so tenant ids cannot contain '/'; "
+                    "rename the tenant"
+                )
+            token = _utf8(parts[0])
             entries.append((token, Principal(role=parts[1], tenant=tenant, id=token_id(token))))
         if full_access:
-            token = full_access.encode()
+            token = _utf8(full_access)
             entries.append((token, Principal(role="admin", id=token_id(token))))
         return cls(entries)
 
     def authenticate(self, authorization: str | None) -> Principal | None:
-        """The principal of an ``Authorization: Bearer <token>`` header, or None."""
+        """The principal of an ``Authorization: Bearer <token>`` header, or None.
+
+        ``authorization`` is the header as ASGI servers decode it (Latin-1); its bytes are
+        compared, so a token of UTF-8 characters sent as UTF-8 matches.
+        """
         if not authorization:
             return None
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return None
-        return self.lookup(token.strip())
+        try:
+            raw = token.strip().encode("latin-1")
+        except UnicodeEncodeError:  # not from a socket: a caller's own str
+            raw = _utf8(token.strip())
+        return self.lookup_bytes(raw)
 
     def lookup(self, token: str) -> Principal | None:
         """The principal of a bare token, or None; compares with every token in constant time."""
-        presented = token.encode("utf-8", "surrogateescape")
+        return self.lookup_bytes(_utf8(token))
+
+    def lookup_bytes(self, presented: bytes) -> Principal | None:
+        """The principal of a token's bytes (UTF-8), or None; in constant time per token."""
         found: Principal | None = None
         for known, principal in self._entries:
             # No early exit: every entry is compared whatever matched before.
             if hmac.compare_digest(presented, known) and found is None:
                 found = principal
         return found
+
+
+G = TypeVar("G", bound=msgspec.Struct)
+
+
+class Signer:
+    """Grants handed out in URLs (upload URLs, stream tokens), signed with HMAC-SHA256.
+
+    A token is the grant (msgpack, base64url) and a truncated MAC over the grant's purpose and
+    bytes, so a grant made for one purpose never passes for another. The key is this process's
+    own unless given: a restart invalidates the grants not used yet (clients ask again).
+    Whether a grant has expired is its reader's check: the grant carries its own time.
+    """
+
+    def __init__(self, key: bytes | None = None) -> None:
+        self._key = key if key is not None else secrets.token_bytes(32)
+
+    def sign(self, purpose: str, grant: msgspec.Struct) -> str:
+        data = base64.urlsafe_b64encode(msgspec.msgpack.encode(grant)).rstrip(b"=")
+        return f"{data.decode()}.{base64.urlsafe_b64encode(self._mac(purpose, data)).decode()}"
+
+    def verify(self, purpose: str, token: str, type: type[G]) -> G | None:
+        """The grant ``token`` carries if this key signed it for ``purpose``, else None."""
+        data, _, sig = token.partition(".")
+        if len(token) > 4096 or not data or not sig:
+            return None
+        try:
+            given = base64.urlsafe_b64decode(sig)
+            if not hmac.compare_digest(given, self._mac(purpose, data.encode())):
+                return None
+            return msgspec.msgpack.decode(
+                base64.urlsafe_b64decode(data + "=" * (-len(data) % 4)), type=type
+            )
+        except (ValueError, msgspec.DecodeError):
+            return None
+
+    def _mac(self, purpose: str, data: bytes) -> bytes:
+        # 18 bytes (144 bits): unforgeable, and a multiple of 3 so base64 needs no padding.
+        return hmac.new(self._key, purpose.encode() + b"\x00" + data, hashlib.sha256).digest()[:18]

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
-import hmac
 import re
-import secrets
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -15,12 +11,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 import msgspec
 import structlog
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from actors import tenancy
+from actors.errors import InvalidArgument, InvalidObjectKey, JobNotFound, RunNotFound
 from actors.http import wire
-from actors.http.auth import Principal, Tokens
+from actors.http.auth import Principal, Signer, Tokens
 from actors.http.errors import ApiError, from_decode_error, from_domain_error
 from actors.http.metrics import Metrics
 from actors.http.openapi import openapi_document
@@ -42,6 +40,11 @@ _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 # Run metrics summed for /metrics are cached this long: summing reads every run.
 _RUN_METRICS_TTL = 10.0
 _RUN_METRICS_MAX_PAGES = 10
+# A stream token opens one run's events for this long: enough to connect (and for EventSource
+# to reconnect a little later); a leaked one is soon worthless.
+STREAM_TOKEN_SECONDS = 300.0
+_UPLOAD = "upload"
+_STREAM = "stream"
 
 
 def _json(value: Any, status: int = 200) -> Response:
@@ -105,6 +108,14 @@ class UploadGrant(msgspec.Struct, frozen=True, array_like=True):
     expires: float
 
 
+class StreamGrant(msgspec.Struct, frozen=True, array_like=True):
+    """What a stream token allows: reading one run's events (its tenant's), until ``expires``."""
+
+    run_id: str
+    tenant_id: str
+    expires: float
+
+
 class Api:
     """The state the handlers share: the system, the tokens, the metrics, the upload key.
 
@@ -118,9 +129,12 @@ class Api:
         self.config = system.config
         self.tokens = tokens
         self.metrics = metrics
-        # Upload URLs are signed with a key of this process: like presigned URLs they need no
-        # bearer token; a restart invalidates those not used yet (create another).
-        self._upload_key = secrets.token_bytes(32)
+        # Upload URLs and stream tokens are signed with a key of this process: like presigned
+        # URLs they need no bearer token; a restart invalidates those not used yet.
+        self.signer = Signer()
+        # Keys whose upload this process is writing now: a second PUT of one grant waits for
+        # nothing and is refused (the object is written once; see put_upload).
+        self._uploading: set[str] = set()
         self._run_metrics: tuple[float, dict[str, float]] | None = None
 
     @property
@@ -132,13 +146,26 @@ class Api:
 
     # --- plumbing --------------------------------------------------------------------------
 
-    def authenticate(self, request: Request) -> Principal:
-        """The request's principal; 401 without a valid bearer token (or ``?token=``)."""
+    def authenticate(self, request: HTTPConnection, *, url_token: bool = False) -> Principal:
+        """The request's principal; 401 without a valid bearer token.
+
+        ``?token=`` is refused (URLs end up in access and proxy logs) except where a browser
+        cannot send a header (``url_token``: a run's SSE and WebSocket routes), and there it
+        must be a stream token for that run, never an API token.
+        """
         header = request.headers.get("authorization")
+        query = request.query_params.get("token")
+        if query is not None:
+            if not url_token:
+                raise ApiError(
+                    401,
+                    "token_in_url",
+                    "tokens are not accepted in the URL here (URLs end up in access logs); send "
+                    "'Authorization: Bearer <token>' instead",
+                )
+            if header is None:
+                return self.stream_principal(query, request.path_params.get("run_id", ""))
         principal = self.tokens.authenticate(header)
-        if principal is None and header is None and "token" in request.query_params:
-            # EventSource and WebSocket clients cannot set headers in browsers.
-            principal = self.tokens.lookup(request.query_params["token"])
         if principal is None:
             raise ApiError(
                 401,
@@ -175,10 +202,77 @@ class Api:
             chunks.append(chunk)
         return b"".join(chunks)
 
+    def stream_principal(self, token: str, run_id: str) -> Principal:
+        """Who a stream token in ``?token=`` speaks for: a reader of that one run; else 401."""
+        grant = self.signer.verify(_STREAM, token, StreamGrant)
+        if grant is None or grant.run_id != run_id or grant.expires < self.now():
+            raise ApiError(
+                401,
+                "invalid_stream_token",
+                "?token= must be a stream token for this run, not expired: get one with POST "
+                f"/runs/{{runId}}/stream-token (valid {STREAM_TOKEN_SECONDS:g}s), or send "
+                "'Authorization: Bearer <token>' (API tokens are not accepted in URLs)",
+            )
+        return Principal(role="producer", tenant=grant.tenant_id, id=f"stream:{grant.run_id}")
+
     @staticmethod
     def check_tenant(principal: Principal | None, tenant_id: str, field: str = "tenantId") -> None:
+        """403 when a scoped principal names another tenant in what it sends (not for reads:
+        a job or run of another tenant is answered as missing, see `readable_job`)."""
         if principal is not None and not principal.sees(tenant_id):
             raise ApiError(403, "wrong_tenant", "this token is limited to another tenant", field)
+
+    @staticmethod
+    def check_new_job(
+        principal: Principal | None, tenant_id: str, r2_key: str, cross: bool, at: str = ""
+    ) -> bool:
+        """Check a job to enqueue against the tenancy rule; return its ``cross_tenant_key``.
+
+        The tenant id must be able to prefix keys (400); the key must lie under
+        ``"{tenantId}/"`` (403 naming that prefix) unless the principal is an unscoped admin,
+        whose job then carries ``crossTenantKey``; nobody else may send that flag (403).
+        """
+        try:
+            tenancy.check_tenant_id(tenant_id)
+        except InvalidArgument as exc:
+            raise ApiError(400, "invalid_field", str(exc), f"{at}tenantId") from None
+        admin = principal is not None and principal.unscoped_admin
+        if cross and not admin:
+            raise ApiError(
+                403,
+                "forbidden",
+                "crossTenantKey: only an admin token limited to no tenant may enqueue a key "
+                "outside the job's tenant prefix; leave it out",
+                f"{at}crossTenantKey",
+            )
+        try:
+            tenancy.check_key_form(r2_key)
+        except InvalidObjectKey as exc:
+            raise ApiError(400, "invalid_object_key", str(exc), f"{at}r2Key") from None
+        if tenancy.key_in_tenant(tenant_id, r2_key):
+            return cross
+        if admin:
+            return True
+        raise ApiError(
+            403,
+            "foreign_object_key",
+            f"r2Key {r2_key!r} is outside this job's tenant prefix: a job of tenant "
+            f"{tenant_id!r} may only name keys under {tenancy.tenant_prefix(tenant_id)!r} "
+            "(/uploads/create and submit make such keys)",
+            f"{at}r2Key",
+        )
+
+    def readable_job(self, principal: Principal | None, job: Any) -> Any:
+        """``job`` if the principal may see it, else the very 404 of a job that does not exist."""
+        if principal is not None and not principal.sees(job.tenant_id):
+            raise self._missing(JobNotFound(job.id))
+        return job
+
+    @staticmethod
+    def _missing(exc: Exception) -> ApiError:
+        mapped = from_domain_error(exc)
+        assert mapped is not None
+        return mapped
 
     @staticmethod
     def unscoped(principal: Principal | None, what: str) -> None:
@@ -241,6 +335,7 @@ class Api:
         return _json(openapi_document(metrics_open=self.config.http.metrics == "open"))
 
     async def metrics_text(self, request: Request, principal: Principal | None) -> Response:
+        self.unscoped(principal, "read the metrics (they span every tenant)")
         lines = ["# HELP actors_jobs Jobs in the queue by status.", "# TYPE actors_jobs gauge"]
         stats = await self.call(self.queue.stats())
         for status in _STATUSES:
@@ -295,6 +390,7 @@ class Api:
     async def enqueue(self, request: Request, principal: Principal | None) -> Response:
         body = await self.body(request, wire.EnqueueIn)
         self.check_tenant(principal, body.tenant_id)
+        cross = self.check_new_job(principal, body.tenant_id, body.r2_key, body.cross_tenant_key)
         job = await self.call(
             self.system.enqueue(
                 body.run_id,
@@ -305,6 +401,7 @@ class Api:
                 delay_seconds=body.delay_seconds,
                 priority=body.priority,
                 max_attempts=body.max_attempts,
+                cross_tenant_key=cross,
             )
         )
         return _json(
@@ -313,8 +410,14 @@ class Api:
 
     async def enqueue_many(self, request: Request, principal: Principal | None) -> Response:
         body = await self.body(request, wire.EnqueueManyIn)
+        cross = []
         for i, item in enumerate(body.jobs):
             self.check_tenant(principal, item.tenant_id, f"jobs[{i}].tenantId")
+            cross.append(
+                self.check_new_job(
+                    principal, item.tenant_id, item.r2_key, item.cross_tenant_key, f"jobs[{i}]."
+                )
+            )
         jobs = await self.call(
             self.system.enqueue_many(
                 [
@@ -327,8 +430,9 @@ class Api:
                         delay_seconds=j.delay_seconds,
                         priority=j.priority,
                         max_attempts=j.max_attempts,
+                        cross_tenant_key=crosses,
                     )
-                    for j in body.jobs
+                    for j, crosses in zip(body.jobs, cross, strict=True)
                 ]
             )
         )
@@ -489,8 +593,7 @@ class Api:
 
     async def get_job(self, request: Request, principal: Principal | None) -> Response:
         job = await self.call(self.queue.get(self.job_id(request)))
-        self.check_tenant(principal, job.tenant_id)
-        return _json(wire.job_out(job))
+        return _json(wire.job_out(self.readable_job(principal, job)))
 
     async def list_jobs(self, request: Request, principal: Principal | None) -> Response:
         query = request.query_params
@@ -529,6 +632,7 @@ class Api:
         return _json(wire.stats_out(stats, self.now()))
 
     async def requeue(self, request: Request, principal: Principal | None) -> Response:
+        self.unscoped(principal, "requeue jobs (ids and runs span every tenant)")
         body = await self.body(request, wire.RequeueIn)
         if body.ids is None and body.run_id is None and body.tenant_id is None:
             raise ApiError(400, "invalid_field", "name the jobs: ids, runId or tenantId", "ids")
@@ -538,6 +642,7 @@ class Api:
         return _json(wire.CountOut(success=True, count=count))
 
     async def purge(self, request: Request, principal: Principal | None) -> Response:
+        self.unscoped(principal, "purge jobs (the queue spans every tenant)")
         body = await self.body(request, wire.PurgeIn)
         count = await self.call(self.queue.purge(body.older_than_seconds))
         return _json(wire.CountOut(success=True, count=count))
@@ -548,21 +653,27 @@ class Api:
         """Reserve an object key and hand out where to PUT it; the job is enqueued on upload.
 
         The job does not exist until the object does, so no worker can lease it, fail to find
-        its object and spend an attempt while the upload is in flight.
+        its object and spend an attempt while the upload is in flight. The key lies under the
+        tenant's prefix (``tenant/run/xxxxxxxx-filename``), and a run of another tenant is
+        refused here, before anything is stored.
         """
         body = await self.body(request, wire.UploadCreateIn)
         self.check_tenant(principal, body.tenant_id)
+        try:
+            tenancy.check_tenant_id(body.tenant_id)
+        except InvalidArgument as exc:
+            raise ApiError(400, "invalid_field", str(exc), "tenantId") from None
         run_id = body.run_id or f"run-{uuid.uuid4().hex[:12]}"
-        key = "/".join(
+        await self._check_run_tenant(run_id, body.tenant_id)
+        key = tenancy.tenant_prefix(body.tenant_id) + "/".join(
             (
-                _segment(body.tenant_id, "tenant"),
                 _segment(run_id, "run"),
                 f"{uuid.uuid4().hex[:8]}-{_segment(body.filename.rsplit('/', 1)[-1], 'file')}",
             )
         )
         expires = self.now() + self.config.http.upload_url_seconds
         grant = UploadGrant(body.tenant_id, run_id, key, body.content_type, body.filename, expires)
-        token = self._sign(grant)
+        token = self.signer.sign(_UPLOAD, grant)
         presign = getattr(self.system.store, "presign_put", None)
         if presign is not None:
             # An object store that signs its own PUTs (R2, S3): the client uploads there, then
@@ -590,23 +701,62 @@ class Api:
         )
         return _json(out, 201)
 
+    async def _check_run_tenant(self, run_id: str, tenant_id: str) -> None:
+        """409 if the run exists and belongs to another tenant (a run has one tenant)."""
+        try:
+            summary = await self.queue.run_summary(run_id)
+        except RunNotFound:
+            return
+        except Exception as exc:
+            mapped = from_domain_error(exc)
+            if mapped is None:
+                raise
+            raise mapped from None
+        if summary.tenant_id != tenant_id:
+            raise self._missing(
+                InvalidArgument(f"run_id {run_id!r} belongs to tenant {summary.tenant_id!r}")
+            )
+
     async def put_upload(self, request: Request, principal: Principal | None) -> Response:
+        """Store the uploaded file, once, then enqueue its job.
+
+        An upload URL is single use: once its object is stored, a second PUT (the URL found in
+        a log, a replay) is refused with 409 and overwrites nothing, so the object a job was
+        enqueued for is the object it processes.
+        """
         grant = self._verify(request.path_params["token"])
-        data = await self.raw_body(request, self.config.pipeline.max_object_bytes)
-        await self.call(self.system.store.put(grant.r2_key, data, content_type=grant.content_type))
+        key = grant.r2_key
+        if key in self._uploading or await self.call(self.system.store.head(key)) is not None:
+            raise _upload_used(key)
+        self._uploading.add(key)
+        try:
+            await self._check_run_tenant(grant.run_id, grant.tenant_id)
+            data = await self.raw_body(request, self.config.pipeline.max_object_bytes)
+            await self.call(self.system.store.put(key, data, content_type=grant.content_type))
+        finally:
+            self._uploading.discard(key)
         return await self._enqueue_upload(grant, len(data))
 
     async def complete_upload(self, request: Request, principal: Principal | None) -> Response:
+        """Enqueue the job of a presigned upload, once its object is in the store (409 if not)."""
         body = await self.body(request, _CompleteIn)
         grant = self._verify(body.token)
         self.check_tenant(principal, grant.tenant_id)
+        if await self.call(self.system.store.head(grant.r2_key)) is None:
+            raise ApiError(
+                409,
+                "upload_missing",
+                f"nothing is stored under {grant.r2_key!r} yet: PUT the file to the uploadUrl "
+                "that /uploads/create returned, then call completeUrl again",
+                "token",
+            )
         return await self._enqueue_upload(grant, None)
 
     async def _enqueue_upload(self, grant: UploadGrant, size: int | None) -> Response:
         payload: dict[str, Any] = {"filename": grant.filename, "contentType": grant.content_type}
         if size is not None:
             payload["bytes"] = size
-        # The key makes a repeated PUT or completion return the same job.
+        # The key makes a repeated completion return the same job.
         job = await self.call(
             self.system.enqueue(
                 grant.run_id,
@@ -623,32 +773,14 @@ class Api:
             201,
         )
 
-    def _sign(self, grant: UploadGrant) -> str:
-        data = base64.urlsafe_b64encode(msgspec.msgpack.encode(grant)).rstrip(b"=")
-        sig = hmac.new(self._upload_key, data, hashlib.sha256).digest()[:18]
-        return f"{data.decode()}.{base64.urlsafe_b64encode(sig).decode()}"
-
     def _verify(self, token: str) -> UploadGrant:
-        refused = ApiError(
-            403,
-            "invalid_upload_token",
-            "this upload URL is invalid or expired; create another with /uploads/create",
-        )
-        data, _, sig = token.partition(".")
-        if len(token) > 4096 or not data or not sig:
-            raise refused
-        expected = hmac.new(self._upload_key, data.encode(), hashlib.sha256).digest()[:18]
-        try:
-            given = base64.urlsafe_b64decode(sig)
-            if not hmac.compare_digest(given, expected):
-                raise refused
-            grant = msgspec.msgpack.decode(
-                base64.urlsafe_b64decode(data + "=" * (-len(data) % 4)), type=UploadGrant
+        grant = self.signer.verify(_UPLOAD, token, UploadGrant)
+        if grant is None or grant.expires < self.now():
+            raise ApiError(
+                403,
+                "invalid_upload_token",
+                "this upload URL is invalid or expired; create another with /uploads/create",
             )
-        except (ValueError, msgspec.DecodeError):
-            raise refused from None
-        if grant.expires < self.now():
-            raise refused
         return grant
 
     # --- runs ------------------------------------------------------------------------------
@@ -657,8 +789,32 @@ class Api:
         if not 1 <= len(run_id) <= 1024:
             raise ApiError(400, "invalid_field", "a run id is 1 to 1024 characters", "runId")
         summary = await self.call(self.queue.run_summary(run_id))
-        self.check_tenant(principal, summary.tenant_id)
+        if principal is not None and not principal.sees(summary.tenant_id):
+            # Exactly what a run that does not exist answers: no probing for others' runs.
+            raise self._missing(RunNotFound(run_id))
         return summary
+
+    async def stream_token(self, request: Request, principal: Principal | None) -> Response:
+        """A token that opens this run's ``/events`` and ``/ws`` in ``?token=``, for a while.
+
+        For browsers, which cannot send a header with EventSource or a WebSocket: the token
+        names one run and expires after `STREAM_TOKEN_SECONDS`, so one found in a log later
+        opens nothing else and soon nothing at all.
+        """
+        run_id = request.path_params["run_id"]
+        summary = await self._readable_run(run_id, principal)
+        expires = self.now() + STREAM_TOKEN_SECONDS
+        token = self.signer.sign(_STREAM, StreamGrant(run_id, summary.tenant_id, expires))
+        query = f"?token={token}"
+        return _json(
+            wire.StreamTokenOut(
+                token=token,
+                expires_at=expires,
+                events_url=str(request.url_for("run_events", run_id=run_id)) + query,
+                ws_url=str(request.url_for("run_ws", run_id=run_id)).replace("http", "ws", 1)
+                + query,
+            )
+        )
 
     async def get_run(self, request: Request, principal: Principal | None) -> Response:
         summary = await self._readable_run(request.path_params["run_id"], principal)
@@ -684,24 +840,14 @@ class Api:
 
     async def run_ws(self, websocket: WebSocket) -> None:
         """The same updates as ``/events`` over a WebSocket; closes when the run ends."""
-        header = websocket.headers.get("authorization")
-        principal = self.tokens.authenticate(header)
-        if principal is None and header is None and "token" in websocket.query_params:
-            principal = self.tokens.lookup(websocket.query_params["token"])
         run_id = websocket.path_params["run_id"]
-        if principal is None or not principal.may("worker", "producer"):
-            await websocket.close(code=1008, reason="unauthorized")
-            return
         try:
-            summary = await self.queue.run_summary(run_id)
-        except Exception as exc:
-            mapped = from_domain_error(exc)
-            if mapped is None:
-                raise
-            await websocket.close(code=1008, reason=mapped.code)
-            return
-        if not principal.sees(summary.tenant_id):
-            await websocket.close(code=1008, reason="wrong_tenant")
+            principal = self.authenticate(websocket, url_token=True)
+            if not principal.may("worker", "producer"):
+                raise ApiError(403, "forbidden", "this token may not read runs")
+            await self._readable_run(run_id, principal)  # another tenant's: run_not_found
+        except ApiError as exc:
+            await websocket.close(code=1008, reason=exc.code)
             return
         await websocket.accept()
         async with anyio.create_task_group() as tg:
@@ -726,3 +872,12 @@ class Api:
 
 class _CompleteIn(msgspec.Struct, kw_only=True, frozen=True):
     token: str
+
+
+def _upload_used(key: str) -> ApiError:
+    return ApiError(
+        409,
+        "upload_used",
+        f"this upload URL was used already: {key!r} is stored and is never overwritten, so its "
+        "job processes what was uploaded first; create another upload for another file",
+    )

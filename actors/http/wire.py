@@ -42,6 +42,7 @@ __all__ = [
     "RunOut",
     "StatsBody",
     "StatsOut",
+    "StreamTokenOut",
     "UploadCreateIn",
     "UploadCreateOut",
     "UploadDoneOut",
@@ -266,6 +267,15 @@ class UploadCreateOut(_Out, frozen=True):
     expires_at: float
     complete_url: str | None = None
     upload_token: str | None = None  # with completeUrl: POST {"token": uploadToken} there
+
+
+class StreamTokenOut(_Out, frozen=True):
+    """A run-scoped token for ``?token=`` on the run's SSE and WebSocket routes, and both URLs."""
+
+    token: str
+    expires_at: float
+    events_url: str
+    ws_url: str
 
 
 class UploadDoneOut(_Out, frozen=True):
