@@ -13,7 +13,22 @@ from __future__ import annotations
 from actors.errors import ForeignObjectKey, InvalidArgument
 from actors.stores import check_key as check_key_form
 
-__all__ = ["check_key", "check_key_form", "check_tenant_id", "key_in_tenant", "tenant_prefix"]
+__all__ = [
+    "KEY_PATTERN",
+    "TENANT_PATTERN",
+    "check_key",
+    "check_key_form",
+    "check_tenant_id",
+    "key_in_tenant",
+    "tenant_prefix",
+]
+
+# The rule as regular expressions without lookarounds, for the OpenAPI document (JSON Schema
+# patterns): a segment has no '/', backslash or NUL and is neither '.' nor '..'.
+_CHAR = r"[^/\\\x00]"
+_SEGMENT = rf"(?:[^/\\\x00.]{_CHAR}*|\.[^/\\\x00.]{_CHAR}*|\.\.{_CHAR}+)"
+KEY_PATTERN = rf"^{_SEGMENT}(?:/{_SEGMENT})*$"
+TENANT_PATTERN = rf"^{_SEGMENT}$"
 
 
 def check_tenant_id(tenant_id: str) -> str:

@@ -23,12 +23,12 @@ def test_enqueue_prints_the_job_as_json_and_stats_count_it(
 ) -> None:
     db = tmp_path / "q.db"
     code, out, _ = run(
-        capsys, db, "enqueue", "--run-id", "r", "--tenant-id", "t", "--r2-key", "a.pdf",
+        capsys, db, "enqueue", "--run-id", "r", "--tenant-id", "t", "--r2-key", "t/r/a.pdf",
         "--payload", '{"lang": "en"}', "--idempotency-key", "k",
     )  # fmt: skip
     job = json.loads(out)
     assert (code, job["status"], job["payload"]) == (0, "pending", {"lang": "en"})
-    run(capsys, db, "enqueue", "--run-id", "r", "--tenant-id", "t", "--r2-key", "a.pdf",
+    run(capsys, db, "enqueue", "--run-id", "r", "--tenant-id", "t", "--r2-key", "t/r/a.pdf",
         "--idempotency-key", "k")  # fmt: skip
     code, out, _ = run(capsys, db, "stats", "--json")
     assert json.loads(out)["pending"] == 1
@@ -40,14 +40,14 @@ def test_jobs_list_show_requeue_and_purge(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = tmp_path / "q.db"
-    for key in ("a", "b", "c"):
+    for key in ("t/r/a", "t/r/b", "t/r/c"):
         run(capsys, db, "enqueue", "--run-id", "r", "--tenant-id", "t", "--r2-key", key)
     code, out, _ = run(capsys, db, "jobs", "list", "--limit", "2")
     assert code == 0 and "more: --cursor 2" in out
     code, out, _ = run(capsys, db, "jobs", "list", "--json", "--cursor", "2")
-    assert [j["r2_key"] for j in json.loads(out)["items"]] == ["c"]
+    assert [j["r2_key"] for j in json.loads(out)["items"]] == ["t/r/c"]
     code, out, _ = run(capsys, db, "jobs", "show", "2")
-    assert json.loads(out)["r2_key"] == "b"
+    assert json.loads(out)["r2_key"] == "t/r/b"
     assert run(capsys, db, "jobs", "requeue", "--all")[1] == "requeued 0 failed job(s)\n"
     assert run(capsys, db, "jobs", "purge", "--older-than", "7d")[1] == "purged 0 finished job(s)\n"
     code, out, _ = run(capsys, db, "runs", "show", "r")
@@ -63,10 +63,27 @@ def test_errors_go_to_stderr_with_a_nonzero_exit_and_no_traceback(
     assert (code, out) == (1, "")
     assert err.startswith("error: job 99 does not exist") and "Traceback" not in err
     code, _, err = run(capsys, db, "enqueue", "--run-id", "r", "--tenant-id", "t", "--r2-key",
-                       "k", "--payload", "{oops")  # fmt: skip
+                       "t/r/k", "--payload", "{oops")  # fmt: skip
     assert code == 1 and "--payload is not valid JSON" in err
     code, _, err = run(capsys, db, "jobs", "requeue")
     assert code == 1 and "name the jobs to requeue" in err
+
+
+def test_enqueue_refuses_a_key_outside_the_tenant_unless_the_operator_allows_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "q.db"
+    code, out, err = run(capsys, db, "enqueue", "--run-id", "r", "--tenant-id", "acme",
+                         "--r2-key", "t1/r/secret.pdf")  # fmt: skip
+    assert (code, out) == (1, "")
+    assert "outside the job's tenant prefix 'acme/'" in err and "--cross-tenant-key" in err
+    code, _, err = run(capsys, db, "enqueue", "--run-id", "r", "--tenant-id", "a/b",
+                       "--r2-key", "a/b/r/x.pdf")  # fmt: skip
+    assert code == 1 and "cannot contain '/'" in err
+    code, out, _ = run(capsys, db, "enqueue", "--run-id", "r", "--tenant-id", "acme",
+                       "--r2-key", "t1/r/secret.pdf", "--cross-tenant-key")  # fmt: skip
+    assert code == 0 and json.loads(out)["cross_tenant_key"] is True
+    assert json.loads(run(capsys, db, "stats", "--json")[1])["pending"] == 1
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
@@ -81,7 +98,7 @@ def test_migrate_status_down_and_up(tmp_path: Path, capsys: pytest.CaptureFixtur
     code, out, _ = run(capsys, db, "migrate", "status")
     assert "schema version 0" in out
     assert run(capsys, db, "migrate", "up")[1] == "applied [1, 2, 3]\n"
-    run(capsys, db, "enqueue", "--run-id", "r", "--tenant-id", "t", "--r2-key", "k")
+    run(capsys, db, "enqueue", "--run-id", "r", "--tenant-id", "t", "--r2-key", "t/r/k")
     assert run(capsys, db, "migrate", "down")[1] == "undid [3]\n"  # only derived counts go
     code, _, err = run(capsys, db, "migrate", "down")
     assert code == 1 and "would delete 1 rows in runs" in err and "--force" in err

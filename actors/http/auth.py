@@ -14,7 +14,7 @@ import msgspec
 from actors.config import Config
 from actors.errors import ConfigError
 
-__all__ = ["ROLES", "Principal", "Role", "Signer", "Tokens", "token_id"]
+__all__ = ["ROLES", "STREAM_TOKEN_SECONDS", "Principal", "Role", "Signer", "Tokens", "token_id"]
 
 Role = Literal["admin", "worker", "producer"]
 ROLES: tuple[Role, ...] = ("admin", "worker", "producer")
@@ -157,6 +157,10 @@ class Tokens:
 
 
 G = TypeVar("G", bound=msgspec.Struct)
+
+# A stream token opens one run's events for this long: enough to connect (and for EventSource
+# to reconnect a little later); a leaked one is soon worthless.
+STREAM_TOKEN_SECONDS = 300.0
 
 
 class Signer:

@@ -18,7 +18,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from actors import tenancy
 from actors.errors import InvalidArgument, InvalidObjectKey, JobNotFound, RunNotFound
 from actors.http import wire
-from actors.http.auth import Principal, Signer, Tokens
+from actors.http.auth import STREAM_TOKEN_SECONDS, Principal, Signer, Tokens
 from actors.http.errors import ApiError, from_decode_error, from_domain_error
 from actors.http.metrics import Metrics
 from actors.http.openapi import openapi_document
@@ -40,9 +40,6 @@ _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 # Run metrics summed for /metrics are cached this long: summing reads every run.
 _RUN_METRICS_TTL = 10.0
 _RUN_METRICS_MAX_PAGES = 10
-# A stream token opens one run's events for this long: enough to connect (and for EventSource
-# to reconnect a little later); a leaked one is soon worthless.
-STREAM_TOKEN_SECONDS = 300.0
 _UPLOAD = "upload"
 _STREAM = "stream"
 

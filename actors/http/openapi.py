@@ -7,7 +7,9 @@ from typing import Any
 
 import msgspec
 
+from actors import tenancy
 from actors.http import wire
+from actors.http.auth import STREAM_TOKEN_SECONDS
 
 __all__ = ["openapi_document"]
 
@@ -15,11 +17,14 @@ _JSON = "application/json"
 # Every operation may answer these; their body is always ErrorOut.
 _ERRORS = {
     "400": "a field is malformed or out of range (error.field names it)",
-    "401": "no valid bearer token",
-    "403": "the token's role or tenant does not allow this",
-    "404": "no such job, run or route",
+    "401": "no valid bearer token (tokens go in the Authorization header; ?token= only takes "
+    "a stream token, on a run's /events and /ws)",
+    "403": "the token's role or tenant does not allow this, or r2Key lies outside the job "
+    "tenant's prefix '{tenantId}/' (error.code foreign_object_key)",
+    "404": "no such job, run or route (also another tenant's job or run, for a scoped token)",
     "405": "wrong method",
-    "409": "the lease is no longer live",
+    "409": "the lease is no longer live; the run belongs to another tenant; the upload is "
+    "missing or its URL was used already",
     "413": "the body is too large",
     "503": "the queue or the object store is unavailable",
 }
@@ -93,6 +98,7 @@ def openapi_document(*, metrics_open: bool = True) -> dict[str, Any]:
         wire.UploadCreateIn,
         wire.UploadCreateOut,
         wire.UploadDoneOut,
+        wire.StreamTokenOut,
         wire.ErrorOut,
     ]
     _, components = msgspec.json.schema_components(
@@ -119,6 +125,16 @@ def openapi_document(*, metrics_open: bool = True) -> dict[str, Any]:
         "required": ["token"],
         "properties": {"token": {"type": "string"}},
     }
+    # The tenancy rule (actors/tenancy.py), as far as a schema can say it: keys and tenant ids
+    # of plain segments. That a key starts with "{tenantId}/" is checked by the server (403).
+    for name in ("EnqueueIn", "UploadCreateIn"):
+        tenant = components[name]["properties"]["tenantId"]
+        tenant["pattern"] = tenancy.TENANT_PATTERN
+    components["EnqueueIn"]["properties"]["r2Key"]["pattern"] = tenancy.KEY_PATTERN
+    components["EnqueueIn"]["properties"]["crossTenantKey"]["description"] = (
+        "only an admin token limited to no tenant may send true; an admin's job whose r2Key "
+        "lies outside '{tenantId}/' gets it anyway"
+    )
     components["Health"] = {"type": "object"}
     job_id = _path_param("job_id", {"type": "integer", "minimum": 1, "maximum": 2**63 - 1})
     run_id = _path_param("run_id", {"type": "string", "minLength": 1, "maxLength": 1024})
@@ -201,11 +217,21 @@ def openapi_document(*, metrics_open: bool = True) -> dict[str, Any]:
             )
         },
         "/runs/{run_id}": {"get": _op("a run's state", "RunOut", params=[run_id])},
+        "/runs/{run_id}/stream-token": {
+            "post": _op(
+                "a token for ?token= on this run's /events and /ws, valid "
+                f"{STREAM_TOKEN_SECONDS:g} s (for browsers, which cannot send a header); /ws "
+                "takes the same ?token=",
+                "StreamTokenOut",
+                params=[run_id],
+            )
+        },
         "/runs/{run_id}/events": {
             "get": _op(
-                "server-sent events of the run until it ends",
+                "server-sent events of the run until it ends; authorised by a bearer header or "
+                "by ?token= holding a stream token of this run (never an API token)",
                 "RunEvent",
-                params=[run_id],
+                params=[run_id, _query("token", {"type": "string"})],
                 media="text/event-stream",
             )
         },

@@ -187,7 +187,7 @@ async def test_the_seeds_ack_by_ids_release_store_result_and_paged_listing(serve
 
 
 ROUTES = {
-    "enqueue": ("POST", "/jobs/enqueue", {"runId": "r", "tenantId": "t1", "r2Key": "k"}),
+    "enqueue": ("POST", "/jobs/enqueue", {"runId": "r", "tenantId": "t1", "r2Key": "t1/r/k"}),
     "pull": ("POST", "/jobs/pull", {"max": 1}),
     "ack": ("POST", "/jobs/ack", {"ids": [], "status": "done"}),
     "renew": ("POST", "/jobs/renew", {"leases": []}),
@@ -253,9 +253,10 @@ async def test_a_tenant_scoped_token_sees_and_touches_only_its_tenant(served: An
     theirs = (await enqueue(client, PRODUCER, tenantId="t1", runId="rt")).json()["jobId"]
 
     assert (await client.get("/runs/ra", headers=auth(ACME))).status_code == 200
-    assert (await client.get("/runs/rt", headers=auth(ACME))).status_code == 403
-    assert (await client.get("/runs/rt/events", headers=auth(ACME))).status_code == 403
-    assert (await client.get(f"/jobs/{theirs}", headers=auth(ACME))).status_code == 403
+    # Another tenant's run and job answer as if they did not exist (test_http_tenancy.py).
+    assert (await client.get("/runs/rt", headers=auth(ACME))).status_code == 404
+    assert (await client.get("/runs/rt/events", headers=auth(ACME))).status_code == 404
+    assert (await client.get(f"/jobs/{theirs}", headers=auth(ACME))).status_code == 404
     listed = (await client.get("/jobs", headers=auth(ACME))).json()["jobs"]
     assert {job["tenantId"] for job in listed} == {"acme"}
     assert (
@@ -368,7 +369,7 @@ async def test_an_upload_enqueues_its_job_only_when_the_file_has_arrived(served:
     put = await client.put(upload["uploadUrl"], content=DOC)
     assert put.status_code == 201 and put.json()["status"] == "pending"
     again = await client.put(upload["uploadUrl"], content=DOC)
-    assert again.json()["jobId"] == put.json()["jobId"]  # a repeated PUT is the same job
+    assert again.status_code == 409  # single use (test_http_tenancy.py)
     stored = await system.store.get(upload["r2Key"], max_bytes=10_000)
     assert stored.data == DOC
     job = await system.queue.get(put.json()["jobId"])
@@ -384,12 +385,16 @@ class PresigningStore:
 
     def __init__(self) -> None:
         self.signed: list[tuple[str, str | None, int]] = []
+        self.uploaded: dict[str, int] = {}  # what the client PUT to the presigned URLs
 
     async def get(self, key: str, *, max_bytes: int) -> Any:
         raise AssertionError("nothing is fetched in this test")
 
     async def put(self, key: str, data: bytes, *, content_type: str | None = None) -> None:
         raise AssertionError("a presigned upload never passes through this server")
+
+    async def head(self, key: str) -> int | None:
+        return self.uploaded.get(key)
 
     async def presign_put(
         self, key: str, *, expires_seconds: int = 900, content_type: str | None = None
@@ -420,6 +425,10 @@ async def test_a_presigned_upload_is_enqueued_when_the_client_completes_it(
         assert store.signed == [(created["r2Key"], "application/pdf", 3600)]
         assert (await system.stats()).total == 0
         complete = {"token": created["uploadToken"]}
+        early = await client.post(created["completeUrl"], json=complete, headers=auth(ACME))
+        assert early.status_code == 409 and early.json()["error"]["code"] == "upload_missing"
+        assert (await system.stats()).total == 0
+        store.uploaded[created["r2Key"]] = 10
         other = await client.post(created["completeUrl"], json=complete, headers=auth(PRODUCER))
         assert other.status_code == 201  # an unscoped producer may complete it too
         again = await client.post(created["completeUrl"], json=complete, headers=auth(ACME))
@@ -440,18 +449,19 @@ class WsClient:
     def __init__(self, stream: anyio.abc.ByteStream) -> None:
         self.stream = stream
         self.conn = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+        self.closed_reason: str | None = None
 
-    async def open(self, path: str, token: str) -> bool:
+    async def open(self, path: str, token: str | None) -> bool:
+        """Whether the server accepts; ``token`` goes in a bearer header (None: no header)."""
+        headers = [(b"authorization", f"Bearer {token}".encode())] if token is not None else []
         await self.stream.send(
-            self.conn.send(
-                ws.Request(
-                    host="127.0.0.1",
-                    target=path,
-                    extra_headers=[(b"authorization", f"Bearer {token}".encode())],
-                )
-            )
+            self.conn.send(ws.Request(host="127.0.0.1", target=path, extra_headers=headers))
         )
         async for event in self.events():
+            if isinstance(event, ws.CloseConnection):
+                self.closed_reason = event.reason
+            elif isinstance(event, ws.RejectConnection):
+                self.closed_reason = f"rejected {event.status_code}"
             return isinstance(event, ws.AcceptConnection)
         return False
 
