@@ -399,6 +399,7 @@ class Api:
                 priority=body.priority,
                 max_attempts=body.max_attempts,
                 cross_tenant_key=cross,
+                timeout_seconds=body.timeout_seconds,
             )
         )
         return _json(
@@ -428,6 +429,7 @@ class Api:
                         priority=j.priority,
                         max_attempts=j.max_attempts,
                         cross_tenant_key=crosses,
+                        timeout_seconds=j.timeout_seconds,
                     )
                     for j, crosses in zip(body.jobs, cross, strict=True)
                 ]
