@@ -725,10 +725,12 @@ class Api:
         """
         grant = self._verify(request.path_params["token"])
         key = grant.r2_key
-        if key in self._uploading or await self.call(self.system.store.head(key)) is not None:
+        if key in self._uploading:
             raise _upload_used(key)
-        self._uploading.add(key)
+        self._uploading.add(key)  # before any await: of two concurrent PUTs, one goes on
         try:
+            if await self.call(self.system.store.head(key)) is not None:
+                raise _upload_used(key)
             await self._check_run_tenant(grant.run_id, grant.tenant_id)
             data = await self.raw_body(request, self.config.pipeline.max_object_bytes)
             await self.call(self.system.store.put(key, data, content_type=grant.content_type))

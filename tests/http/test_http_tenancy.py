@@ -42,7 +42,8 @@ OWN_TEXT = b"Acme's own notes: the pier needs repair before the ferries run agai
 # A tenant and a token beyond ASCII (hmac.compare_digest refuses non-ASCII str).
 ZURICH = "zürich"
 ZURICH_TOKEN = "zürich-tøken-0123456"
-ALL_TOKENS = f"{TOKENS},{ZURICH_TOKEN}:producer:{ZURICH}"
+SCOPED_ADMIN = "scoped-admin-token-0123"
+ALL_TOKENS = f"{TOKENS},{ZURICH_TOKEN}:producer:{ZURICH},{SCOPED_ADMIN}:admin:acme"
 
 
 def config(tmp_path: Path, *, queue_only: bool = True) -> Config:
@@ -244,6 +245,31 @@ async def test_another_tenants_job_run_and_events_answer_like_ones_that_do_not_e
     # Their owner and an unscoped reader still see them.
     assert (await client.get(f"/jobs/{theirs.id}", headers=auth(PRODUCER))).status_code == 200
     assert (await client.get("/runs/rt", headers=auth(PRODUCER))).status_code == 200
+
+
+async def test_queue_wide_figures_and_operations_refuse_a_scoped_token(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    cfg = msgspec.structs.replace(cfg, http=msgspec.structs.replace(cfg.http, metrics="token"))
+    async with (
+        ActorSystem(cfg) as system,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{system.http.port}", timeout=10) as client,
+    ):
+        assert (await client.get("/metrics", headers=auth(ACME))).status_code == 403
+        assert (await client.get("/jobs/stats", headers=auth(ACME))).status_code == 403
+        assert (await client.get("/metrics", headers=auth(WORKER))).status_code == 200
+        for path, body in (
+            ("/jobs/requeue", {"ids": [1]}),
+            ("/jobs/purge", {"olderThanSeconds": 0}),
+        ):
+            refused = await client.post(path, json=body, headers=auth(SCOPED_ADMIN))
+            assert refused.status_code == 403 and refused.json()["error"]["code"] == "tenant_scoped"
+        # A scoped admin is still limited to its tenant's keys.
+        crossed = await enqueue(
+            client, SCOPED_ADMIN, runId="r", tenantId="acme", r2Key="t1/r/a.txt"
+        )
+        assert (
+            crossed.status_code == 403 and crossed.json()["error"]["code"] == "foreign_object_key"
+        )
 
 
 # --- non-ASCII tenants and tokens ------------------------------------------------------------
