@@ -86,6 +86,19 @@ def test_enqueue_refuses_a_key_outside_the_tenant_unless_the_operator_allows_it(
     assert json.loads(run(capsys, db, "stats", "--json")[1])["pending"] == 1
 
 
+def test_submit_refuses_a_tenant_id_with_a_slash_before_storing_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "actors.toml"
+    config.write_text(f'[storage]\nroot = "{tmp_path / "objects"}"\n')
+    (tmp_path / "a.txt").write_text("hello")
+    code = main(["--config", str(config), "--db", str(tmp_path / "q.db"), "submit",
+                 str(tmp_path / "a.txt"), "--tenant-id", "acme/../t1"])  # fmt: skip
+    _, err = capsys.readouterr()
+    assert code == 1 and "cannot contain '/'" in err
+    assert not (tmp_path / "objects").exists() and not (tmp_path / "q.db").exists()
+
+
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     from actors.errors import JobNotFound
 
