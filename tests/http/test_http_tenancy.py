@@ -32,6 +32,7 @@ from actors.config import (
     StorageConfig,
 )
 from actors.errors import ForeignObjectKey, InvalidArgument, ObjectMissing
+from actors.queue.http_client import HttpQueue
 from actors.stores import LocalObjectStore, StoredObject
 from actors.system import ActorSystem
 
@@ -42,8 +43,11 @@ OWN_TEXT = b"Acme's own notes: the pier needs repair before the ferries run agai
 # A tenant and a token beyond ASCII (hmac.compare_digest refuses non-ASCII str).
 ZURICH = "zürich"
 ZURICH_TOKEN = "zürich-tøken-0123456"
+ZURICH_WORKER = "wörker-tøken-0123456"
 SCOPED_ADMIN = "scoped-admin-token-0123"
-ALL_TOKENS = f"{TOKENS},{ZURICH_TOKEN}:producer:{ZURICH},{SCOPED_ADMIN}:admin:acme"
+ALL_TOKENS = (
+    f"{TOKENS},{ZURICH_TOKEN}:producer:{ZURICH},{ZURICH_WORKER}:worker,{SCOPED_ADMIN}:admin:acme"
+)
 
 
 def config(tmp_path: Path, *, queue_only: bool = True) -> Config:
@@ -326,6 +330,17 @@ async def test_a_non_ascii_tenant_and_token_work_on_every_route(served: Any) -> 
     assert (await client.get(f"/runs/{run}", headers=auth(ACME))).status_code == 404
     wrong = {"authorization": "Bearer zürich-tøken-0123457".encode()}
     assert (await client.get(f"/runs/{run}", headers=wrong)).status_code == 401
+
+
+async def test_a_remote_worker_with_a_non_ascii_token_drains_a_non_ascii_tenants_jobs(
+    served: Any,
+) -> None:
+    system, _ = served
+    await system.enqueue("lauf", ZURICH, f"{ZURICH}/lauf/a.txt")
+    async with HttpQueue.open(f"http://127.0.0.1:{system.http.port}", ZURICH_WORKER) as queue:
+        (job,) = await queue.pull(max=5, visibility_seconds=30)
+        assert job.tenant_id == ZURICH and job.r2_key == f"{ZURICH}/lauf/a.txt"
+        assert (await queue.stats()).leased == 1
 
 
 # --- tokens in the URL -----------------------------------------------------------------------
