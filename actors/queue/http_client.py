@@ -89,7 +89,7 @@ class HttpQueue:
                 "the queue server, e.g. http://127.0.0.1:8787"
             )
         # Bytes: httpx encodes str headers as ASCII; a token may hold any UTF-8 text.
-        headers = {"authorization": f"Bearer {token}".encode()} if token else {}
+        headers = {b"authorization": f"Bearer {token}".encode()} if token else {}
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
         async with httpx.AsyncClient(
             base_url=url.rstrip("/"), headers=headers, timeout=timeout_seconds, limits=limits
