@@ -8,6 +8,7 @@ import msgspec
 from starlette.responses import Response
 
 from actors.errors import (
+    ForeignObjectKey,
     InvalidArgument,
     InvalidObjectKey,
     JobNotFound,
@@ -83,6 +84,8 @@ def from_domain_error(exc: Exception) -> ApiError | None:
         return ApiError(404, "run_not_found", message)
     if isinstance(exc, LeaseLost):
         return ApiError(409, "lease_lost", message)
+    if isinstance(exc, ForeignObjectKey):
+        return ApiError(403, "foreign_object_key", message, "r2Key")
     if isinstance(exc, InvalidObjectKey):
         return ApiError(400, "invalid_object_key", message)
     if isinstance(exc, ObjectStoreError):

@@ -214,8 +214,10 @@ class Api:
 
     @staticmethod
     def check_tenant(principal: Principal | None, tenant_id: str, field: str = "tenantId") -> None:
-        """403 when a scoped principal names another tenant in what it sends (not for reads:
-        a job or run of another tenant is answered as missing, see `readable_job`)."""
+        """403 when a scoped principal names another tenant in what it sends.
+
+        Not for reads: a job or run of another tenant is answered as missing (`readable_job`).
+        """
         if principal is not None and not principal.sees(tenant_id):
             raise ApiError(403, "wrong_tenant", "this token is limited to another tenant", field)
 
@@ -262,11 +264,12 @@ class Api:
     def readable_job(self, principal: Principal | None, job: Any) -> Any:
         """``job`` if the principal may see it, else the very 404 of a job that does not exist."""
         if principal is not None and not principal.sees(job.tenant_id):
-            raise self._missing(JobNotFound(job.id))
+            raise self._as_http(JobNotFound(job.id))
         return job
 
     @staticmethod
-    def _missing(exc: Exception) -> ApiError:
+    def _as_http(exc: Exception) -> ApiError:
+        """The answer a queue error gets (the same body as when the queue raises it)."""
         mapped = from_domain_error(exc)
         assert mapped is not None
         return mapped
@@ -712,7 +715,7 @@ class Api:
                 raise
             raise mapped from None
         if summary.tenant_id != tenant_id:
-            raise self._missing(
+            raise self._as_http(
                 InvalidArgument(f"run_id {run_id!r} belongs to tenant {summary.tenant_id!r}")
             )
 
@@ -792,7 +795,7 @@ class Api:
         summary = await self.call(self.queue.run_summary(run_id))
         if principal is not None and not principal.sees(summary.tenant_id):
             # Exactly what a run that does not exist answers: no probing for others' runs.
-            raise self._missing(RunNotFound(run_id))
+            raise self._as_http(RunNotFound(run_id))
         return summary
 
     async def stream_token(self, request: Request, principal: Principal | None) -> Response:
