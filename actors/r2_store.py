@@ -253,11 +253,18 @@ class S3ObjectStore:
         return size
 
     async def presign_put(
-        self, key: str, *, expires_seconds: int = 900, content_type: str | None = None
+        self,
+        key: str,
+        *,
+        expires_seconds: int = 900,
+        content_type: str | None = None,
+        if_absent: bool = False,
     ) -> str:
         """A URL that lets its holder PUT ``key`` for ``expires_seconds``, without credentials.
 
-        With ``content_type`` the upload must send exactly that Content-Type header.
+        With ``content_type`` the upload must send exactly that Content-Type header. With
+        ``if_absent`` it must send ``If-None-Match: *`` (a signed header), and the store refuses
+        it (412) once an object exists under ``key``: the URL cannot overwrite what it uploaded.
         """
         check_key(key)
         if not 1 <= expires_seconds <= 7 * 24 * 3600:
@@ -265,6 +272,8 @@ class S3ObjectStore:
         params: dict[str, str] = {"Bucket": self.bucket, "Key": key}
         if content_type:
             params["ContentType"] = content_type
+        if if_absent:
+            params["IfNoneMatch"] = "*"
 
         async def sign(client: Any) -> str:
             url = await client.generate_presigned_url(

@@ -677,16 +677,20 @@ class Api:
         grant = UploadGrant(body.tenant_id, run_id, key, body.content_type, body.filename, expires)
         token = self.signer.sign(_UPLOAD, grant)
         presign = getattr(self.system.store, "presign_put", None)
+        headers = {"Content-Type": body.content_type}
         if presign is not None:
             # An object store that signs its own PUTs (R2, S3): the client uploads there, then
-            # calls completeUrl, which enqueues the job.
+            # calls completeUrl, which enqueues the job. If-None-Match makes the URL single use
+            # there too: the store refuses a second PUT (412) instead of overwriting.
             url = await self.call(
                 presign(
                     key,
                     content_type=body.content_type,
                     expires_seconds=max(1, int(self.config.http.upload_url_seconds)),
+                    if_absent=True,
                 )
             )
+            headers["If-None-Match"] = "*"
             complete = str(request.url_for("complete_upload"))
         else:
             url = str(request.url_for("put_upload", token=token))
@@ -700,6 +704,7 @@ class Api:
             expires_at=expires,
             complete_url=complete,
             upload_token=token if complete is not None else None,
+            upload_headers=headers,
         )
         return _json(out, 201)
 

@@ -277,6 +277,9 @@ class UploadCreateOut(_Out, frozen=True):
     expires_at: float
     complete_url: str | None = None
     upload_token: str | None = None  # with completeUrl: POST {"token": uploadToken} there
+    # The headers the PUT must send: a presigned URL signs them (If-None-Match: * makes it
+    # single use), so a PUT without them is refused by the store.
+    upload_headers: dict[str, str] | None = None
 
 
 class StreamTokenOut(_Out, frozen=True):

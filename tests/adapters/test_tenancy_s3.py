@@ -104,13 +104,22 @@ async def test_a_presigned_upload_is_enqueued_only_once_its_object_is_in_the_buc
             assert early.json()["error"]["code"] == "upload_missing"
             assert "PUT the file" in early.json()["error"]["message"]
             assert (await system.stats()).total == 0
-            put = await client.put(
-                created["uploadUrl"], content=b"hello", headers={"content-type": "text/plain"}
-            )
-            assert put.status_code == 200, put.text
-            done = await client.post(created["completeUrl"], json=complete)
-            assert done.status_code == 201 and done.json()["r2Key"] == created["r2Key"]
-            assert (await system.stats()).pending == 1
+            assert created["uploadHeaders"] == {"Content-Type": "text/plain", "If-None-Match": "*"}
+            async with httpx.AsyncClient(timeout=20) as bucket_client:  # no bearer to the bucket
+                put = await bucket_client.put(
+                    created["uploadUrl"], content=b"hello", headers=created["uploadHeaders"]
+                )
+                assert put.status_code == 200, put.text
+                done = await client.post(created["completeUrl"], json=complete)
+                assert done.status_code == 201 and done.json()["r2Key"] == created["r2Key"]
+                assert (await system.stats()).pending == 1
+                # The URL is single use: a replay cannot replace the object its job reads.
+                again = await bucket_client.put(
+                    created["uploadUrl"], content=b"replaced", headers=created["uploadHeaders"]
+                )
+                assert again.status_code == 412, again.text
+            stored = s3_sync.get_object(Bucket=bucket, Key=created["r2Key"])["Body"].read()
+            assert stored == b"hello"
             # Another tenant's run: refused before anything is signed or stored.
             await system.enqueue("theirs", "t1", "t1/theirs/a.txt")
             theirs = await client.post("/uploads/create", json={**body, "runId": "theirs"})

@@ -397,8 +397,14 @@ class PresigningStore:
         return self.uploaded.get(key)
 
     async def presign_put(
-        self, key: str, *, expires_seconds: int = 900, content_type: str | None = None
+        self,
+        key: str,
+        *,
+        expires_seconds: int = 900,
+        content_type: str | None = None,
+        if_absent: bool = False,
     ) -> str:
+        assert if_absent  # upload URLs are single use
         self.signed.append((key, content_type, expires_seconds))
         return f"https://bucket.example/{key}?X-Amz-Signature=abc"
 
