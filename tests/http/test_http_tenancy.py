@@ -19,7 +19,7 @@ import anyio
 import httpx
 import msgspec
 import pytest
-from http_helpers import ACME, ADMIN, PRODUCER, TOKENS, WORKER, auth
+from http_helpers import ACME, ACME_WORKER, ADMIN, PRODUCER, TOKENS, WORKER, auth
 from test_http_api import WsClient
 
 from actors.config import (
@@ -246,6 +246,15 @@ async def test_another_tenants_job_run_and_events_answer_like_ones_that_do_not_e
         missing_ws = WsClient(stream)
         assert not await missing_ws.open("/runs/nope/ws", ACME)
     assert theirs_ws.closed_reason == missing_ws.closed_reason is not None
+    # Worker verbs by id refuse a scoped token whatever the id: nothing to tell them apart.
+    for method, existing, missing, body in (
+        ("POST", f"/jobs/{theirs.id}/result", "/jobs/987654/result", {"leaseToken": "x"}),
+        ("POST", "/jobs/renew", "/jobs/renew", {"leases": [{"id": theirs.id, "leaseToken": "x"}]}),
+        ("POST", "/jobs/release", "/jobs/release", {"leases": [{"id": 987654, "leaseToken": "x"}]}),
+    ):
+        a = await client.request(method, existing, json=body, headers=auth(ACME_WORKER))
+        b = await client.request(method, missing, json=body, headers=auth(ACME_WORKER))
+        assert a.status_code == b.status_code == 403 and a.json() == b.json(), (existing, a.text)
     # Their owner and an unscoped reader still see them.
     assert (await client.get(f"/jobs/{theirs.id}", headers=auth(PRODUCER))).status_code == 200
     assert (await client.get("/runs/rt", headers=auth(PRODUCER))).status_code == 200
