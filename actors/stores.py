@@ -8,7 +8,7 @@ import mimetypes
 import os
 import stat
 import uuid
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Protocol
 
 import anyio
@@ -71,8 +71,8 @@ def make_store(config: Config) -> ObjectStore:
 
 def check_key(key: str) -> str:
     """Return ``key`` if it is a relative path of plain segments, else raise `InvalidObjectKey`."""
-    path = PurePosixPath(key)
-    if not key or path.is_absolute() or any(part in ("..", ".", "") for part in key.split("/")):
+    # A leading '/' shows as an empty first segment.
+    if any(part in ("..", ".", "") for part in key.split("/")):
         raise InvalidObjectKey(
             f"object key {key!r} is not allowed: keys are relative paths like "
             "'tenant/run/file.pdf', without empty, '.' or '..' segments and without a leading '/'"
