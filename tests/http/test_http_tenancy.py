@@ -31,7 +31,8 @@ from actors.config import (
     Secrets,
     StorageConfig,
 )
-from actors.errors import ForeignObjectKey, InvalidArgument, ObjectMissing
+from actors.errors import ConfigError, ForeignObjectKey, InvalidArgument, ObjectMissing
+from actors.http.auth import Tokens
 from actors.queue.http_client import HttpQueue
 from actors.stores import LocalObjectStore, StoredObject
 from actors.system import ActorSystem
@@ -212,6 +213,14 @@ async def test_the_fetcher_fails_a_foreign_key_for_good_without_reading_it(
     assert "outside the job's tenant prefix 'acme/'" in (failed.last_error or "")
     assert done.status == "done"
     assert store.reads == ["t1/r1/plan.txt"]  # the admin-allowed job's read only
+
+
+def test_a_token_cannot_be_scoped_to_a_tenant_id_no_key_could_live_under() -> None:
+    for tenant in ("a/b", ".", ".."):
+        with pytest.raises(ConfigError, match="cannot contain '/'") as caught:
+            Tokens.parse(f"aaaaaaaa:producer:{tenant}")
+        assert "aaaaaaaa" not in str(caught.value)
+    assert Tokens.parse(f"aaaaaaaa:producer:{ZURICH}").lookup("aaaaaaaa").tenant == ZURICH  # type: ignore[union-attr]
 
 
 # --- existence probing -----------------------------------------------------------------------
