@@ -69,7 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(run=cmd_run)
 
     submit = commands.add_parser(
-        "submit", help="store files and enqueue one job per file under a new run; print its id"
+        "submit",
+        help="store files and enqueue one job per file under a new run; print its id",
+        description="Store each file as the object TENANT/RUN/NAME and enqueue one job for it. "
+        "NAME is the file's base name; files that share a base name are named by as much of "
+        "their path as tells them apart (a/report.txt, b/report.txt). A file given twice is "
+        "submitted once.",
     )
     submit.add_argument("files", nargs="+", type=Path, metavar="FILE")
     submit.add_argument("--tenant-id", default="default")
@@ -400,9 +405,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from actors.service import submit_files
+    from actors.service import object_names, submit_files
 
     config = load_effective_config(args)
+    if all(path.is_file() for path in args.files):  # else submit_files names the missing one
+        for path in object_names(args.files)[1]:
+            print(f"note: {path} repeats a file given before; submitted once", file=sys.stderr)
     run_id, count = anyio.run(
         functools.partial(
             submit_files, config, args.files, tenant_id=args.tenant_id, run_id=args.run_id

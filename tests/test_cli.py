@@ -103,3 +103,63 @@ def test_python_dash_m_actors_runs_the_cli(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert done.stderr.startswith("error: job 5 does not exist")
+
+
+# --- through `python -m actors` in a process of its own -----------------------------------------
+
+
+def actors(cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in ``cwd`` with a config that keeps the queue and the objects there."""
+    config = cwd / "actors.toml"
+    if not config.exists():
+        config.write_text(
+            f'[queue]\npath = "{cwd / "q.db"}"\n[storage]\nroot = "{cwd / "objects"}"\n'
+            '[log]\nlevel = "warning"\n'
+        )
+    return subprocess.run(
+        [sys.executable, "-m", "actors", "--config", str(config), *argv],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def listed_keys(cwd: Path) -> list[str]:
+    listing = actors(cwd, "jobs", "list", "--json")
+    assert listing.returncode == 0, listing.stderr
+    return [job["r2_key"] for job in json.loads(listing.stdout)["items"]]
+
+
+def test_submit_stores_files_that_share_a_base_name_as_objects_of_their_own(
+    tmp_path: Path,
+) -> None:
+    for folder, text in (("a", "alpha"), ("b", "beta"), ("b/c", "gamma")):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "report.txt").write_text(text)
+    (tmp_path / "notes.txt").write_text("notes")
+    done = actors(
+        tmp_path, "submit", "--run-id", "r1", "a/report.txt", "b/report.txt",
+        "b/c/report.txt", "notes.txt",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "submitted 4 file(s)" in done.stderr
+    keys = listed_keys(tmp_path)
+    # A unique base name stays the name; clashing ones keep as much of the path as differs.
+    assert sorted(keys) == [
+        "default/r1/a/report.txt", "default/r1/b/report.txt", "default/r1/c/report.txt",
+        "default/r1/notes.txt",
+    ]  # fmt: skip
+    objects = tmp_path / "objects"
+    assert [(objects / k).read_text() for k in sorted(keys)] == ["alpha", "beta", "gamma", "notes"]
+
+
+def test_submit_stores_a_file_given_twice_once_and_says_so(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "report.txt").write_text("alpha")
+    done = actors(tmp_path, "submit", "--run-id", "r1", "a/report.txt", "./a/../a/report.txt")
+    assert done.returncode == 0, done.stderr
+    assert "submitted 1 file(s)" in done.stderr
+    assert "note: a/../a/report.txt repeats a file given before; submitted once" in done.stderr
+    assert listed_keys(tmp_path) == ["default/r1/report.txt"]
