@@ -497,7 +497,11 @@ def add_store_commands(commands: Any) -> None:
     migrate = actions.add_parser("migrate", help="compare, copy or un-copy one store into another")
     steps = migrate.add_subparsers(title="migrate actions", required=True, metavar="STEP")
     for name, help_text, handler in (
-        ("status", "what is in each store and what differs", cmd_store_status),
+        (
+            "status",
+            "what is in each store and what differs (reads only); exits 1 unless complete",
+            cmd_store_status,
+        ),
         ("run", "copy every run and job; verify each row; safe to run again", cmd_store_run),
         (
             "rollback",
@@ -515,6 +519,15 @@ def add_store_commands(commands: Any) -> None:
                 action="store_true",
                 help="copy jobs under a live lease as pending instead of refusing",
             )
+        if name in ("run", "rollback"):
+            step.add_argument(
+                "--force",
+                action="store_true",
+                help="also "
+                + ("overwrite" if name == "run" else "delete")
+                + " rows that changed in the target after they were copied (its workers' "
+                "progress is lost); without it they are reported as conflicts and left alone",
+            )
         step.set_defaults(run=handler)
     export = actions.add_parser("export", help="write every run and job as JSON lines")
     export.add_argument("--from", dest="source", required=True, metavar="STORE", help=STORE_HELP)
@@ -524,6 +537,11 @@ def add_store_commands(commands: Any) -> None:
     load.add_argument("--in", dest="source", required=True, metavar="FILE.jsonl")
     load.add_argument("--to", dest="target", required=True, metavar="STORE", help=STORE_HELP)
     load.add_argument("--batch", type=int, default=500, help="rows per transaction")
+    load.add_argument(
+        "--force",
+        action="store_true",
+        help="also overwrite rows that changed in the target after they were copied",
+    )
     load.set_defaults(run=cmd_store_run, convert_leases=False)
 
 
@@ -539,13 +557,32 @@ def _now() -> float:
     return SystemClock().time()
 
 
+# Conflicts printed one per line at most; the rest are counted.
+SHOWN_CONFLICTS = 20
+
+
+def print_conflicts(conflicts: Sequence[Any], flag: str) -> None:
+    """Name the first conflicts on stderr, then how many there are and what ``flag`` does."""
+    for conflict in conflicts[:SHOWN_CONFLICTS]:
+        print(f"conflict: {conflict}", file=sys.stderr)
+    if len(conflicts) > SHOWN_CONFLICTS:
+        print(f"conflict: ... and {len(conflicts) - SHOWN_CONFLICTS} more", file=sys.stderr)
+    print(
+        f"{len(conflicts)} row(s) changed in the target after they were copied (above) and were "
+        f"left alone: the target has moved on since. `{flag}` overrides this, losing what "
+        "changed there",
+        file=sys.stderr,
+    )
+
+
 def cmd_store_status(args: argparse.Namespace) -> int:
     from actors.queue import migrate
 
     async def work() -> int:
+        # Reads only: a target that does not exist yet reads as empty and is not created.
         async with (
-            migrate.open_store(args.source) as source,
-            migrate.open_store(args.target) as target,
+            migrate.open_store(args.source, read_only=True, must_exist=True) as source,
+            migrate.open_store(args.target, read_only=True) as target,
         ):
             found = await migrate.status(source, target, now=_now(), batch=args.batch)
         statuses = ("pending", "leased", "done", "failed", "runs")
@@ -557,20 +594,28 @@ def cmd_store_status(args: argparse.Namespace) -> int:
             ],
             None,
         )
+        if not target.exists:
+            print(f"the target {target.name} does not exist yet: nothing was copied")
         for kind in ("run", "job"):
             print(
                 f"{kind}s: {found.identical[kind]} identical, {found.missing[kind]} missing, "
-                f"{found.different[kind]} different in the target; "
+                f"{found.different[kind]} changed in the source since copied, "
+                f"{found.conflicts[kind]} changed in the target since copied (conflicts), "
+                f"{found.foreign[kind]} different and not copied from this source; "
                 f"{found.copied[kind]} copied by runs from this source"
             )
         if found.live_leases:
             print(f"{found.live_leases} job(s) of the source are under a live lease")
-        print(
-            "complete: the target holds every row of the source"
-            if found.complete
-            else "incomplete: `store migrate run` copies what is missing or different"
-        )
-        return 0
+        if found.complete:
+            print("complete: the target holds every row of the source")
+            return 0
+        if any(found.conflicts.values()):
+            print(
+                "conflicts: the target changed rows after they were copied; `store migrate "
+                "run` leaves them alone, `store migrate run --force` replaces them"
+            )
+        print("incomplete: `store migrate run` copies what is missing or changed in the source")
+        return 1
 
     return _run_store(work)
 
@@ -580,14 +625,21 @@ def cmd_store_run(args: argparse.Namespace) -> int:
 
     async def work() -> int:
         async with (
-            migrate.open_store(args.source) as source,
+            migrate.open_store(args.source, must_exist=True) as source,
             migrate.open_store(args.target) as target,
         ):
             report = await migrate.run(
-                source, target, now=_now(), batch=args.batch, convert_leases=args.convert_leases
+                source,
+                target,
+                now=_now(),
+                batch=args.batch,
+                convert_leases=args.convert_leases,
+                force=args.force,
             )
         for error in report.errors:
             print(f"error: {error}", file=sys.stderr)
+        if report.conflicts:
+            print_conflicts(report.conflicts, "store migrate run --force")
         print(
             f"runs: {report.written['run']} written, {report.identical['run']} already there; "
             f"jobs: {report.written['job']} written, {report.identical['job']} already there"
@@ -597,12 +649,18 @@ def cmd_store_run(args: argparse.Namespace) -> int:
                 else ""
             )
             + (
+                f"; {report.forced} row(s) that changed in the target replaced (--force)"
+                if report.forced
+                else ""
+            )
+            + (f"; {len(report.conflicts)} conflict(s) left alone" if report.conflicts else "")
+            + (
                 f"; {len(report.errors)} row(s) failed (above); run it again after fixing"
                 if report.errors
                 else "; every row verified"
             )
         )
-        return 1 if report.errors else 0
+        return 1 if report.errors or report.conflicts else 0
 
     return _run_store(work)
 
@@ -611,18 +669,18 @@ def cmd_store_rollback(args: argparse.Namespace) -> int:
     from actors.queue import migrate
 
     async def work() -> int:
-        async with (
-            migrate.open_store(args.source) as source,
-            migrate.open_store(args.target) as target,
-        ):
-            report = await migrate.rollback(source.name, target)
+        source = migrate.store_name(args.source)  # only its name: it need not exist any more
+        async with migrate.open_store(args.target, must_exist=True) as target:
+            report = await migrate.rollback(source, target, force=args.force)
         for error in report.errors:
             print(f"error: {error}", file=sys.stderr)
+        if report.conflicts:
+            print_conflicts(report.conflicts, "store migrate rollback --force")
         print(
             f"deleted {report.written['job']} job(s) and {report.written['run']} run(s) "
-            f"that were copied from {source.name}"
+            f"that were copied from {source}"
         )
-        return 1 if report.errors else 0
+        return 1 if report.errors or report.conflicts else 0
 
     return _run_store(work)
 
@@ -631,7 +689,7 @@ def cmd_store_export(args: argparse.Namespace) -> int:
     from actors.queue import migrate
 
     async def work() -> int:
-        async with migrate.open_store(args.source) as source:
+        async with migrate.open_store(args.source, must_exist=True) as source:
             written = await migrate.export_jsonl(source, args.out)
         print(f"exported {written['run']} run(s) and {written['job']} job(s) to {args.out}")
         return 0
