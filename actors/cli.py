@@ -17,7 +17,7 @@ import anyio
 import msgspec
 
 from actors.errors import ActorsError, InvalidArgument
-from actors.queue import LATEST_VERSION, schema
+from actors.queue import schema
 
 if TYPE_CHECKING:
     from actors.config import Config
@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--delay", type=float, default=0.0, metavar="SECONDS")
     enqueue.add_argument("--priority", type=int, default=0)
     enqueue.add_argument("--max-attempts", type=int)
-    enqueue.set_defaults(run=with_queue(cmd_enqueue))
+    enqueue.set_defaults(run=with_queue(cmd_enqueue, create=True))
 
     stats = commands.add_parser("stats", help="count jobs by status")
     stats.add_argument("--json", action="store_true", help="print JSON")
@@ -164,13 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
     run_search.add_argument("--top", type=int, default=5)
     run_search.set_defaults(run=with_queue(cmd_runs_search))
 
-    migrate = commands.add_parser("migrate", help="show or change the file's schema version")
+    migrate = commands.add_parser(
+        "migrate", help="show or change the queue's schema version ([queue].backend's database)"
+    )
     steps = migrate.add_subparsers(title="migrate commands", required=True, metavar="ACTION")
-    steps.add_parser("status", help="print the file's version and each migration").set_defaults(
+    steps.add_parser("status", help="print the schema's version and each migration").set_defaults(
         run=cmd_migrate_status
     )
     up = steps.add_parser("up", help="apply migrations (to the latest by default)")
-    up.add_argument("--to", type=int, default=LATEST_VERSION, metavar="VERSION")
+    up.add_argument("--to", type=int, metavar="VERSION", help="default: the latest")
     up.set_defaults(run=cmd_migrate_up)
     down = steps.add_parser("down", help="undo migrations (one by default); refuses to drop rows")
     down.add_argument("--to", type=int, metavar="VERSION", help="default: one below the current")
@@ -215,13 +217,19 @@ def queue_settings(args: argparse.Namespace) -> QueueSettings:
     )
 
 
-def with_queue(handler: Handler) -> Callable[[argparse.Namespace], int]:
-    """Run ``handler`` with the configured queue open, on the configured async backend."""
+def with_queue(handler: Handler, *, create: bool = False) -> Callable[[argparse.Namespace], int]:
+    """Run ``handler`` with the configured queue open, on the configured async backend.
+
+    Unless ``create``, a SQLite queue file must exist already: a command that reads (or changes
+    what is there) reports a mistyped path instead of creating an empty queue.
+    """
 
     def run(args: argparse.Namespace) -> int:
         from actors.queue.factory import open_queue
 
         config = load_effective_config(args)
+        if not create:
+            require_queue(config)
 
         async def open_and_run() -> int:
             # Whichever [queue].backend is configured: SQLite, PostgreSQL or a remote server.
@@ -373,6 +381,12 @@ async def cmd_runs_search(args: argparse.Namespace, queue: Any) -> int:
 # --- the pipeline ------------------------------------------------------------------------------
 
 
+def require_queue(config: Config) -> None:
+    """Raise StorageError if the configured queue is a SQLite file that does not exist."""
+    if config.queue.backend == "sqlite":
+        schema.require_file(config.queue.path)
+
+
 def load_effective_config(args: argparse.Namespace) -> Config:
     """The config file and the environment, with ``--db`` overriding ``[queue].path``."""
     from actors.config import load_config
@@ -430,6 +444,7 @@ def cmd_runs_watch(args: argparse.Namespace) -> int:
     from actors.service import watch
 
     config = load_effective_config(args)
+    require_queue(config)
     summary = anyio.run(
         functools.partial(watch, config, args.run_id), backend=config.runtime.backend
     )
@@ -450,39 +465,133 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def raw_connection(args: argparse.Namespace) -> Iterator[tuple[Path, sqlite3.Connection]]:
-    """Open the configured file without migrating it (the migrate commands do that themselves)."""
+def raw_connection(
+    args: argparse.Namespace, *, create: bool = False
+) -> Iterator[tuple[Path, sqlite3.Connection]]:
+    """Open the configured file without migrating it (the migrate commands do that themselves);
+    unless ``create``, only a file that exists."""
     settings = queue_settings(args)
-    conn = schema.connect(settings.path, durability=settings.durability)
+    opener = schema.connect if create else schema.open_existing
+    conn = opener(settings.path, durability=settings.durability)
     try:
         yield settings.path, conn
     finally:
         conn.close()
 
 
-def cmd_migrate_status(args: argparse.Namespace) -> int:
-    with raw_connection(args) as (path, conn):
-        version = schema.current_version(conn)
-    print(f"{path}: schema version {version} (this actors knows up to {LATEST_VERSION})")
-    for migration in schema.MIGRATIONS:
+PgStep = Callable[[Any, str], Awaitable[int]]
+
+
+def on_postgres(args: argparse.Namespace, step: PgStep) -> int | None:
+    """Run ``step(conn, where)`` on the configured PostgreSQL schema and return its exit code,
+    if ``[queue].backend`` is not SQLite; None if it is (the caller works on the file)."""
+    config = load_effective_config(args)
+    if config.queue.backend == "sqlite":
+        return None
+    if config.queue.backend != "postgres":
+        raise InvalidArgument(
+            f"`migrate` changes the queue's own database, and [queue].backend = "
+            f"{config.queue.backend!r} has none here: run it where the queue server runs"
+        )
+    dsn = config.queue.dsn
+    if not dsn:
+        raise InvalidArgument('[queue].backend = "postgres" needs [queue].dsn = "postgresql://..."')
+    password = config.secrets.pg_password.reveal() if config.secrets.pg_password else None
+
+    async def work() -> int:
+        import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
+
+        from actors.errors import StorageError
+        from actors.queue.migrate import store_name
+
+        where = store_name(dsn)
+        kwargs: dict[str, Any] = {"timeout": 10}
+        if password is not None:
+            kwargs["password"] = password
+        try:
+            conn = await asyncpg.connect(dsn, **kwargs)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+            raise StorageError(
+                f"cannot connect to PostgreSQL at {where}: {exc}. Check [queue].dsn, that the "
+                "server runs, and PGPASSWORD"
+            ) from exc
+        try:
+            if await conn.fetchval("SELECT current_schema()") is None:
+                raise StorageError(
+                    f"{where}: the search_path names no schema that exists. Create it, or name "
+                    "an existing one in [queue].dsn (?search_path=...)"
+                )
+            return await step(conn, where)
+        finally:
+            await conn.close()
+
+    return _run_store(work)
+
+
+def print_migrations(where: object, version: int, migrations: Sequence[schema.Migration]) -> None:
+    """The schema's version, then each migration this actors knows, applied or pending."""
+    print(f"{where}: schema version {version} (this actors knows up to {migrations[-1].version})")
+    for migration in migrations:
         mark = "applied" if migration.version <= version else "pending"
         print(f"  {migration.version:>3}  {migration.name:<12} {mark}")
+
+
+def cmd_migrate_status(args: argparse.Namespace) -> int:
+    from actors.queue import postgres_schema
+
+    async def on_pg(conn: Any, where: str) -> int:
+        version = await postgres_schema.current_version(conn)
+        print_migrations(where, version, postgres_schema.MIGRATIONS)
+        return 0
+
+    code = on_postgres(args, on_pg)
+    if code is not None:
+        return code
+    with raw_connection(args) as (path, conn):
+        version = schema.current_version(conn)
+    print_migrations(path, version, schema.MIGRATIONS)
     return 0
 
 
 def cmd_migrate_up(args: argparse.Namespace) -> int:
-    with raw_connection(args) as (path, conn):
+    from actors.queue import postgres_schema
+
+    async def on_pg(conn: Any, where: str) -> int:
+        return report_steps("applied", await postgres_schema.migrate_up(conn, where, args.to))
+
+    code = on_postgres(args, on_pg)
+    if code is not None:
+        return code
+    with raw_connection(args, create=True) as (path, conn):
         applied = schema.migrate_up(conn, path, args.to)
-    print(f"applied {applied}" if applied else "nothing to apply")
-    return 0
+    return report_steps("applied", applied)
 
 
 def cmd_migrate_down(args: argparse.Namespace) -> int:
+    from actors.queue import postgres_schema
+
+    async def on_pg(conn: Any, where: str) -> int:
+        version = await postgres_schema.current_version(conn)
+        target = version - 1 if args.to is None else args.to
+        undone = await postgres_schema.migrate_down(conn, where, max(target, 0), force=args.force)
+        return report_steps("undid", undone)
+
+    code = on_postgres(args, on_pg)
+    if code is not None:
+        return code
     with raw_connection(args) as (path, conn):
         target = schema.current_version(conn) - 1 if args.to is None else args.to
         undone = schema.migrate_down(conn, path, max(target, 0), force=args.force)
-    print(f"undid {undone}" if undone else "nothing to undo")
+    return report_steps("undid", undone)
+
+
+def report_steps(verb: str, versions: Sequence[int]) -> int:
+    """Print the migrations applied or undone ("applied [1, 2]"), or that there were none."""
+    print(f"{verb} {list(versions)}" if versions else f"nothing to {STEP_NOUNS[verb]}")
     return 0
+
+
+STEP_NOUNS = {"applied": "apply", "undid": "undo"}
 
 
 # --- store: copy a queue between SQLite, PostgreSQL and JSON lines (actors/queue/migrate.py) ---
