@@ -78,6 +78,19 @@ def test_running_the_migration_again_after_the_cut_over_keeps_the_targets_progre
     assert copied.returncode == 0, copied.stderr
     assert stores.store("status").returncode == 0
 
+    async def work_on_the_source() -> None:
+        async with stores.open(target=False) as source:
+            (job,) = await source.pull(max=1, visibility_seconds=60)
+            await source.ack(job.id, job.lease_token or "", result={"pages": 1})
+
+    # Before the cut-over: what changed in the source alone is copied again.
+    anyio.run(work_on_the_source)
+    assert stores.store("status").returncode == 1
+    recopied = stores.store("run")
+    assert recopied.returncode == 0, recopied.stderr
+    assert "jobs: 1 written, 3 already there" in recopied.stdout
+    assert stores.store("status").returncode == 0
+
     async def work_on_the_target() -> tuple[Any, Any]:
         # The cut-over: the target's workers finish one job and hold a live lease on another.
         async with stores.open(target=True) as target:
@@ -116,7 +129,7 @@ def test_running_the_migration_again_after_the_cut_over_keeps_the_targets_progre
     forced = stores.store("run", "--force")
     assert forced.returncode == 0, forced.stderr
     assert "replaced (--force)" in forced.stdout
-    assert [job.status for job in anyio.run(target_jobs)] == ["pending"] * 4
+    assert [job.status for job in anyio.run(target_jobs)] == ["done"] + ["pending"] * 3
     assert stores.store("status").returncode == 0
 
 
