@@ -382,9 +382,23 @@ async def cmd_runs_search(args: argparse.Namespace, queue: Any) -> int:
 
 
 def require_queue(config: Config) -> None:
-    """Raise StorageError if the configured queue is a SQLite file that does not exist."""
+    """Raise StorageError if the configured queue does not exist: a SQLite file that is not
+    there, or a PostgreSQL schema that holds no queue (opening either would create it)."""
     if config.queue.backend == "sqlite":
         schema.require_file(config.queue.path)
+    elif config.queue.backend == "postgres":
+        from actors.errors import StorageError
+        from actors.queue import postgres_schema
+
+        async def holds_a_queue(conn: Any, where: str) -> int:
+            if await postgres_schema.current_version(conn) == 0:
+                raise StorageError(
+                    f"no queue at {where}: the schema holds none; check [queue].dsn's "
+                    "search_path (`submit`, `enqueue`, `run` and `migrate up` create one)"
+                )
+            return 0
+
+        run_on_postgres(config, holds_a_queue)
 
 
 def load_effective_config(args: argparse.Namespace) -> Config:
@@ -493,6 +507,12 @@ def on_postgres(args: argparse.Namespace, step: PgStep) -> int | None:
             f"`migrate` changes the queue's own database, and [queue].backend = "
             f"{config.queue.backend!r} has none here: run it where the queue server runs"
         )
+    return run_on_postgres(config, step)
+
+
+def run_on_postgres(config: Config, step: PgStep) -> int:
+    """Run ``step(conn, where)`` on one connection to the configured PostgreSQL schema, which
+    must exist; return its exit code."""
     dsn = config.queue.dsn
     if not dsn:
         raise InvalidArgument('[queue].backend = "postgres" needs [queue].dsn = "postgresql://..."')

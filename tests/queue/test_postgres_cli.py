@@ -89,3 +89,19 @@ def test_migrate_status_up_and_down_act_on_postgres_when_it_is_the_backend(
     assert version() == LATEST_VERSION - 1
     assert migrate("up") == f"applied [{LATEST_VERSION}]\n"
     assert not (tmp_path / "data").exists()  # no SQLite file was made or migrated
+
+
+def test_commands_that_only_read_create_no_queue_in_an_empty_schema(
+    tmp_path: Path, pg_schema: str
+) -> None:
+    pg_admin(f"CREATE SCHEMA {pg_schema}")
+    config = tmp_path / "actors.toml"
+    config.write_text(f'[queue]\nbackend = "postgres"\ndsn = "{PG_DSN}?search_path={pg_schema}"\n')
+    for argv in (["stats"], ["jobs", "list"], ["runs", "list"]):
+        done = actors(config, *argv)
+        assert done.returncode == 1
+        assert done.stderr.startswith("error: no queue at postgresql://"), done.stderr
+        assert f"search_path={pg_schema}: the schema holds none; check" in done.stderr
+        assert done.stderr.count("\n") == 1
+    tables = pg_admin("SELECT count(*) FROM pg_tables WHERE schemaname = $1", pg_schema)
+    assert tables[0][0] == 0
