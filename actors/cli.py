@@ -220,8 +220,9 @@ def queue_settings(args: argparse.Namespace) -> QueueSettings:
 def with_queue(handler: Handler, *, create: bool = False) -> Callable[[argparse.Namespace], int]:
     """Run ``handler`` with the configured queue open, on the configured async backend.
 
-    Unless ``create``, a SQLite queue file must exist already: a command that reads (or changes
-    what is there) reports a mistyped path instead of creating an empty queue.
+    Unless ``create``, the queue must exist already (a SQLite file, a PostgreSQL schema holding
+    a queue): a command that reads (or changes what is there) reports a mistyped path instead of
+    creating an empty queue.
     """
 
     def run(args: argparse.Namespace) -> int:

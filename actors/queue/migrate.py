@@ -915,6 +915,17 @@ async def _copy(
             elif force:
                 todo.append(row)
                 report.forced += 1
+            elif there is not None and mine[k] is None:
+                report.conflicts.append(
+                    RowError(
+                        kind,
+                        k,
+                        "copied by an older actors, which kept no record of the row as copied: "
+                        "it may have changed in the target since; left alone. "
+                        "`store migrate run --force` replaces it with the source's row",
+                        conflict=True,
+                    )
+                )
             else:
                 report.conflicts.append(_changed(kind, k, row, there))
         elif there is None:

@@ -15,7 +15,7 @@ import anyio
 import pytest
 from pg_helpers import PG_DSN, pg_admin
 
-from actors.queue import SQLiteQueue
+from actors.queue import NewJob, SQLiteQueue
 from actors.queue.postgres import PostgresQueue
 
 
@@ -165,3 +165,40 @@ def test_status_reads_only_and_fails_until_the_target_is_complete(
         assert not stores.db.exists()
     assert stores.store("run").returncode == 0
     assert stores.store("status").returncode == 0
+
+
+def test_rows_copied_by_an_older_actors_are_conflicts_when_they_differ(tmp_path: Path) -> None:
+    import sqlite3
+
+    src, dst = tmp_path / "src.db", tmp_path / "dst.db"
+
+    async def enqueue() -> None:
+        async with SQLiteQueue.open(src) as queue:
+            await queue.enqueue_many([NewJob(run_id="r", tenant_id="t", r2_key=k) for k in "ab"])
+
+    anyio.run(enqueue)
+    assert actors("store", "migrate", "run", "--from", str(src), "--to", str(dst)).returncode == 0
+    with contextlib.closing(sqlite3.connect(dst)) as conn, conn:
+        # The manifest as an older actors wrote it: which rows it copied, not what they were.
+        conn.executescript(
+            """
+            CREATE TABLE old AS SELECT kind, key, source FROM migrated_rows;
+            DROP TABLE migrated_rows;
+            ALTER TABLE old RENAME TO migrated_rows;
+            """
+        )
+
+    async def change_the_source() -> None:
+        async with SQLiteQueue.open(src) as queue:
+            (job,) = await queue.pull(max=1, visibility_seconds=60)
+            await queue.ack(job.id, job.lease_token or "")
+
+    anyio.run(change_the_source)
+    again = actors("store", "migrate", "run", "--from", str(src), "--to", str(dst))
+    assert again.returncode == 1
+    assert "conflict: job 1: copied by an older actors" in again.stderr
+    assert "jobs: 0 written, 1 already there" in again.stdout
+    forced = actors("store", "migrate", "run", "--from", str(src), "--to", str(dst), "--force")
+    assert forced.returncode == 0, forced.stderr
+    status = actors("store", "migrate", "status", "--from", str(src), "--to", str(dst))
+    assert status.returncode == 0, status.stdout
