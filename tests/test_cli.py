@@ -36,6 +36,22 @@ def test_enqueue_prints_the_job_as_json_and_stats_count_it(
     assert "pending           1" in out
 
 
+def test_stats_count_a_delayed_job_as_scheduled_and_not_as_waiting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "q.db"
+    run(capsys, db, "enqueue", "--run-id", "r", "--tenant-id", "t", "--r2-key", "a",
+        "--delay", "3600")  # fmt: skip
+    code, out, _ = run(capsys, db, "stats", "--json")
+    stats = json.loads(out)
+    assert (code, stats["pending"], stats["scheduled"], stats["total"]) == (0, 1, 1, 1)
+    assert stats["oldest_pending_age_seconds"] is None
+    code, out, _ = run(capsys, db, "stats")
+    assert "pending           1" in out
+    assert "1 of the pending jobs are scheduled for later" in out
+    assert "no job is available to lease now" in out
+
+
 def test_jobs_list_show_requeue_and_purge(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

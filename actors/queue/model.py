@@ -131,9 +131,19 @@ LeaseResult = ItemResult
 
 
 class Stats(msgspec.Struct, frozen=True, kw_only=True):
-    """How many jobs are in each status, and how long the oldest pending job has waited."""
+    """How many jobs are in each status, and how long the oldest available job has waited.
+
+    ``pending`` counts every job with status pending, as it always has (``total`` is the sum of
+    the four statuses, and a client that waits for ``pending == 0`` still waits for delayed
+    jobs and retries). ``scheduled`` is the part of ``pending`` that is not available yet
+    (``available_at`` in the future: enqueued with a delay, or waiting out a retry's backoff);
+    ``pending - scheduled`` jobs can be leased now. ``oldest_pending_age_seconds`` is measured
+    over those available jobs only, from when each became available (``available_at``), so a
+    job delayed by an hour is not an hour late when it becomes due; None when none is available.
+    """
 
     pending: int
+    scheduled: int
     leased: int
     done: int
     failed: int

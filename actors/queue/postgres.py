@@ -1172,24 +1172,46 @@ class PostgresQueue:
         return await self._run(get, atomic=False)
 
     async def stats(self) -> Stats:
-        """Count jobs by status and measure the age of the oldest pending job."""
+        """Count jobs by status and measure the age of the oldest available job."""
         now = self._clock.time()
 
         async def stats(conn: Any) -> Stats:
             # The stored run counts (each run's base and count shards) and the leased jobs
             # (those in flight) counted through their partial index: no scan of every job.
+            # The scheduled jobs and the earliest available one come from a loose index scan
+            # of `jobs_claim (priority DESC, available_at, id) WHERE status = 'pending'`: a
+            # max() seek per distinct priority, then per priority the range after `now` (the
+            # scheduled jobs only) counted and the first entry up to `now` read, so the
+            # backlog itself is never scanned. One statement: one snapshot.
             row = await conn.fetchrow(
                 """
+                WITH RECURSIVE levels(priority) AS (
+                    SELECT max(priority) FROM jobs WHERE status = 'pending'
+                    UNION ALL
+                    SELECT (SELECT max(priority) FROM jobs
+                            WHERE status = 'pending' AND priority < l.priority)
+                    FROM levels l WHERE l.priority IS NOT NULL
+                ),
+                backlog AS (
+                    SELECT coalesce(sum((SELECT count(*) FROM jobs WHERE status = 'pending'
+                                         AND priority = l.priority AND available_at > $1)), 0)
+                               AS scheduled,
+                           min((SELECT min(available_at) FROM jobs WHERE status = 'pending'
+                                AND priority = l.priority AND available_at <= $1)) AS oldest
+                    FROM levels l WHERE l.priority IS NOT NULL
+                )
                 SELECT coalesce(sum(total), 0), coalesce(sum(done), 0), coalesce(sum(failed), 0),
                        (SELECT count(*) FROM jobs WHERE status = 'leased'),
-                       (SELECT min(created_at) FROM jobs WHERE status = 'pending')
+                       (SELECT scheduled FROM backlog), (SELECT oldest FROM backlog)
                 FROM (SELECT total, done, failed FROM runs
                       UNION ALL SELECT total, done, failed FROM run_counts) c
-                """
+                """,
+                now,
             )
-            total, done, failed, leased, oldest = row
+            total, done, failed, leased, scheduled, oldest = row
             return Stats(
                 pending=int(total - done - failed - leased),
+                scheduled=int(scheduled),
                 leased=int(leased),
                 done=int(done),
                 failed=int(failed),
