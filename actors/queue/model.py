@@ -18,6 +18,7 @@ __all__ = [
     "Job",
     "JobStatus",
     "LeaseResult",
+    "MaintenanceClaim",
     "NewJob",
     "Page",
     "RunStatus",
@@ -152,6 +153,19 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def total(self) -> int:
         return self.pending + self.leased + self.done + self.failed
+
+
+class MaintenanceClaim(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer to ``claim_maintenance``: whether this caller won the task's due round.
+
+    ``round`` counts the task's rounds claimed so far by every process (this one included when
+    ``claimed``); ``due_at`` is when its next round may be claimed, on the queue's clock.
+    """
+
+    task: str
+    claimed: bool
+    round: int
+    due_at: float
 
 
 class RunSummary(msgspec.Struct, frozen=True, kw_only=True):

@@ -49,6 +49,7 @@ from actors.queue.model import (
     Job,
     JobStatus,
     LeaseResult,
+    MaintenanceClaim,
     NewJob,
     Page,
     RunSummary,
@@ -61,6 +62,7 @@ from actors.queue.sqlite import (
     _check_batch,
     _check_delay,
     _check_listing,
+    _check_maintenance,
     _check_optional_text,
     _check_range,
     _check_visibility,
@@ -1157,6 +1159,56 @@ class PostgresQueue:
             return len(rows)
 
         return await self._run(purge)
+
+    async def claim_maintenance(
+        self, task: str, interval_seconds: float, owner: str | None = None
+    ) -> MaintenanceClaim:
+        """Claim ``task``'s round if it is due; the winner does the round, the others skip it."""
+        _check_maintenance(task, interval_seconds, owner)
+        now = self._clock.time()
+
+        async def claim(conn: Any) -> MaintenanceClaim:
+            # Invariant: one round of a task is claimed once. Of two processes claiming it at
+            # once, the second waits for the first's row lock, then re-checks `due_at` against
+            # the row the first committed (READ COMMITTED) and updates nothing.
+            row = await conn.fetchrow(
+                """
+                UPDATE maintenance
+                SET due_at = $2::float8 + $3::float8, rounds = rounds + 1, claimed_by = $4,
+                    claimed_at = $2
+                WHERE task = $1 AND due_at <= $2
+                RETURNING rounds, due_at
+                """,
+                task,
+                now,
+                interval_seconds,
+                owner,
+            )
+            if row is None:
+                # A task's row is created by its first claim, which that claimer wins.
+                row = await conn.fetchrow(
+                    """
+                    INSERT INTO maintenance (task, due_at, rounds, claimed_by, claimed_at)
+                    VALUES ($1, $2::float8 + $3::float8, 1, $4, $2)
+                    ON CONFLICT (task) DO NOTHING
+                    RETURNING rounds, due_at
+                    """,
+                    task,
+                    now,
+                    interval_seconds,
+                    owner,
+                )
+            if row is not None:
+                return MaintenanceClaim(task=task, claimed=True, round=row[0], due_at=row[1])
+            rounds, due_at = await conn.fetchrow(
+                "SELECT rounds, due_at FROM maintenance WHERE task = $1", task
+            )
+            return MaintenanceClaim(task=task, claimed=False, round=rounds, due_at=due_at)
+
+        # Each statement autocommits: a claim holds its row's lock for one statement only. A
+        # claim retried after its connection died during the commit finds the round taken:
+        # that round is skipped, never done twice.
+        return await self._run(claim, atomic=False)
 
     # --- readers -------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from actors.queue.model import (
     ItemResult,
     Job,
     JobStatus,
+    MaintenanceClaim,
     NewJob,
     Page,
     RunStatus,
@@ -31,6 +32,7 @@ from actors.queue.model import (
 __all__ = [
     "Backoff",
     "ack",
+    "claim_maintenance",
     "enqueue",
     "get",
     "list_jobs",
@@ -468,6 +470,41 @@ def purge(conn: sqlite3.Connection, now: float, older_than_seconds: float) -> in
         (cutoff,),
     )
     return int(deleted)
+
+
+def claim_maintenance(
+    conn: sqlite3.Connection, now: float, task: str, interval_seconds: float, owner: str | None
+) -> MaintenanceClaim:
+    """Claim ``task``'s round if it is due, setting the next one ``interval_seconds`` away."""
+    # Invariant: one round of a task is claimed once, by whichever process gets here first:
+    # the claim is this one conditional UPDATE, and the row's next due time moves with it.
+    params = {"task": task, "now": now, "interval": interval_seconds, "owner": owner}
+    row = conn.execute(
+        """
+        UPDATE maintenance
+        SET due_at = :now + :interval, rounds = rounds + 1, claimed_by = :owner, claimed_at = :now
+        WHERE task = :task AND due_at <= :now
+        RETURNING rounds, due_at
+        """,
+        params,
+    ).fetchone()
+    if row is None:
+        # A task's row is created by its first claim, which that claimer wins.
+        row = conn.execute(
+            """
+            INSERT INTO maintenance (task, due_at, rounds, claimed_by, claimed_at)
+            VALUES (:task, :now + :interval, 1, :owner, :now)
+            ON CONFLICT (task) DO NOTHING
+            RETURNING rounds, due_at
+            """,
+            params,
+        ).fetchone()
+    if row is not None:
+        return MaintenanceClaim(task=task, claimed=True, round=row[0], due_at=row[1])
+    rounds, due_at = conn.execute(
+        "SELECT rounds, due_at FROM maintenance WHERE task = ?", (task,)
+    ).fetchone()
+    return MaintenanceClaim(task=task, claimed=False, round=rounds, due_at=due_at)
 
 
 # --- readers -------------------------------------------------------------------------------
