@@ -547,37 +547,43 @@ def get(conn: sqlite3.Connection, job_id: int) -> Job:
     return _job(row)
 
 
-# The pending jobs not yet available, and the earliest `available_at` of those available, read
-# through `jobs_claim (status, priority DESC, available_at)` without a scan of the backlog: a
-# loose index scan visits each distinct priority (a max() seek each), then per priority counts
-# the index range after `now` (the scheduled jobs only) and seeks the first entry up to `now`.
-# O(priorities + scheduled jobs), where a plain filter over the pending jobs is O(backlog).
-_BACKLOG = """
+# One statement, so one snapshot. The counts by status are the runs' stored counts (kept by
+# migration 3's triggers in the transactions that change the jobs): O(runs), not a count of
+# every job. The pending jobs not yet available and the earliest `available_at` of those
+# available are read through `jobs_claim (status, priority DESC, available_at)` without a scan
+# of the backlog: a loose index scan visits each distinct priority (a max() seek each), then per
+# priority counts the index range after `now` (the scheduled jobs only) and seeks the first
+# entry up to `now`: O(priorities + scheduled jobs), where a filter over the pending jobs is
+# O(backlog).
+_STATS = """
     WITH RECURSIVE levels(priority) AS (
         SELECT max(priority) FROM jobs WHERE status = 'pending'
         UNION ALL
         SELECT (SELECT max(priority) FROM jobs WHERE status = 'pending' AND priority < l.priority)
         FROM levels l WHERE l.priority IS NOT NULL
+    ),
+    backlog AS (
+        SELECT coalesce(sum((SELECT count(*) FROM jobs WHERE status = 'pending'
+                             AND priority = l.priority AND available_at > :now)), 0) AS scheduled,
+               min((SELECT min(available_at) FROM jobs WHERE status = 'pending'
+                    AND priority = l.priority AND available_at <= :now)) AS oldest
+        FROM levels l WHERE l.priority IS NOT NULL
     )
-    SELECT
-        coalesce(sum((SELECT count(*) FROM jobs WHERE status = 'pending'
-                      AND priority = l.priority AND available_at > :now)), 0),
-        min((SELECT min(available_at) FROM jobs WHERE status = 'pending'
-             AND priority = l.priority AND available_at <= :now))
-    FROM levels l WHERE l.priority IS NOT NULL
+    SELECT coalesce(sum(pending), 0), coalesce(sum(leased), 0), coalesce(sum(done), 0),
+           coalesce(sum(failed), 0), (SELECT scheduled FROM backlog), (SELECT oldest FROM backlog)
+    FROM runs
 """
 
 
 def stats(conn: sqlite3.Connection, now: float) -> Stats:
     """Count jobs by status and measure how long the oldest available job has waited."""
-    counts = dict(conn.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall())
-    scheduled, oldest = conn.execute(_BACKLOG, {"now": now}).fetchone()
+    pending, leased, done, failed, scheduled, oldest = conn.execute(_STATS, {"now": now}).fetchone()
     return Stats(
-        pending=counts.get("pending", 0),
+        pending=pending,
         scheduled=scheduled,
-        leased=counts.get("leased", 0),
-        done=counts.get("done", 0),
-        failed=counts.get("failed", 0),
+        leased=leased,
+        done=done,
+        failed=failed,
         oldest_pending_age_seconds=None if oldest is None else max(0.0, now - oldest),
     )
 
