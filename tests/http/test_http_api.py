@@ -604,6 +604,21 @@ async def test_stats_and_metrics_report_a_delayed_job_as_scheduled_not_as_late(
     assert (stats.pending, stats.scheduled, stats.oldest_pending_age_seconds) == (1, 1, None)
 
 
+async def test_maintenance_runs_where_the_queue_is_opened_not_in_its_http_clients(
+    served: Any, tmp_path: Path
+) -> None:
+    server, client = served
+    assert "maintenance" in {c.id for c in server.tree.which_children()}  # queue_only included
+    remote = Config(
+        queue=QueueConfig(backend="http", url=str(client.base_url)),
+        storage=StorageConfig(root=str(tmp_path / "objects")),
+        secrets=Secrets(api_token=Secret(WORKER)),
+    )
+    async with ActorSystem(remote) as worker:
+        children = {c.id for c in worker.tree.which_children()}
+    assert "source" in children and "maintenance" not in children
+
+
 async def test_metrics_can_require_a_token(tmp_path: Path) -> None:
     async with (
         ActorSystem(make_config(tmp_path, metrics="token")) as system,
