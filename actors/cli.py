@@ -307,8 +307,14 @@ async def cmd_stats(args: argparse.Namespace, queue: Any) -> int:
         return 0
     for name in ("pending", "leased", "done", "failed", "total"):
         print(f"{name:<8} {getattr(stats, name):>10}")
+    # `pending` counts the scheduled jobs too; the age is the oldest available job's.
+    print(f"{stats.scheduled} of the pending jobs are scheduled for later (delayed or retrying)")
     age = stats.oldest_pending_age_seconds
-    print(f"oldest pending job waited {age:.1f}s" if age is not None else "no pending job")
+    print(
+        f"oldest available job has waited {age:.1f}s since it became available"
+        if age is not None
+        else "no job is available to lease now"
+    )
     return 0
 
 

@@ -36,6 +36,22 @@ def test_enqueue_prints_the_job_as_json_and_stats_count_it(
     assert "pending           1" in out
 
 
+def test_stats_count_a_delayed_job_as_scheduled_and_not_as_waiting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "q.db"
+    run(capsys, db, "enqueue", "--run-id", "r", "--tenant-id", "t", "--r2-key", "t/r/a",
+        "--delay", "3600")  # fmt: skip
+    code, out, _ = run(capsys, db, "stats", "--json")
+    stats = json.loads(out)
+    assert (code, stats["pending"], stats["scheduled"], stats["total"]) == (0, 1, 1, 1)
+    assert stats["oldest_pending_age_seconds"] is None
+    code, out, _ = run(capsys, db, "stats")
+    assert "pending           1" in out
+    assert "1 of the pending jobs are scheduled for later" in out
+    assert "no job is available to lease now" in out
+
+
 def test_jobs_list_show_requeue_and_purge(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -113,15 +129,16 @@ def test_migrate_status_down_and_up(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert run(capsys, db, "migrate", "up", "--to", "0")[1] == "nothing to apply\n"
     code, out, _ = run(capsys, db, "migrate", "status")
     assert "schema version 0" in out
-    assert run(capsys, db, "migrate", "up")[1] == "applied [1, 2, 3, 4]\n"
+    assert run(capsys, db, "migrate", "up")[1] == "applied [1, 2, 3, 4, 5]\n"
     run(capsys, db, "enqueue", "--run-id", "r", "--tenant-id", "t", "--r2-key", "t/r/k")
+    assert run(capsys, db, "migrate", "down")[1] == "undid [5]\n"  # only a schedule goes
     assert run(capsys, db, "migrate", "down")[1] == "undid [4]\n"  # the jobs stay
     assert run(capsys, db, "migrate", "down")[1] == "undid [3]\n"  # only derived counts go
     code, _, err = run(capsys, db, "migrate", "down")
     assert code == 1 and "would delete 1 rows in runs" in err and "--force" in err
     assert run(capsys, db, "migrate", "down", "--force")[1] == "undid [2]\n"
     assert "schema version 1" in run(capsys, db, "migrate", "status")[1]
-    assert run(capsys, db, "migrate", "up")[1] == "applied [2, 3, 4]\n"
+    assert run(capsys, db, "migrate", "up")[1] == "applied [2, 3, 4, 5]\n"
 
 
 def test_durations_accept_units() -> None:

@@ -233,6 +233,28 @@ MIGRATIONS: tuple[Migration, ...] = (
         # no job does.
         drops=(),
     ),
+    Migration(
+        version=5,
+        name="maintenance",
+        up=(
+            # One row per maintenance task (reap, purge, ...): when its next round is due and
+            # how many rounds were claimed. Every process that opens the queue tries to claim a
+            # due round with one conditional UPDATE (`store.claim_maintenance`); the one that
+            # moves `due_at` does the round, so processes sharing a queue do it once.
+            """
+            CREATE TABLE maintenance (
+                task       TEXT    PRIMARY KEY,
+                due_at     REAL    NOT NULL,
+                rounds     INTEGER NOT NULL DEFAULT 0,
+                claimed_by TEXT,
+                claimed_at REAL
+            )
+            """,
+        ),
+        down=("DROP TABLE maintenance",),
+        # Only a schedule goes: without it every task is simply due at once.
+        drops=(),
+    ),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
