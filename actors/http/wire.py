@@ -155,19 +155,27 @@ class AckItem(_In, frozen=True):
     run_metrics: Metrics | None = None
 
 
-class AckIn(_In, frozen=True):
-    """Either the seed's ``{ids, status}`` (by id, unfenced) or ``{acks: [...]}`` (fenced)."""
+# A job id as the seed's client sends it in an ids-only ack: a number, or digits in a string.
+JobIdText = Annotated[str, Meta(pattern=r"^[1-9][0-9]{0,18}$")]
 
-    ids: Annotated[list[JobId], Meta(max_length=MAX_BATCH)] | None = None
-    status: Literal["done", "failed"] = "done"
+
+class AckIn(_In, frozen=True):
+    """Either the seed's ``{ids, status}`` (settles only live leases this token took) or
+    ``{acks: [...]}`` (each under its lease token). ``status`` is required with ``ids``."""
+
+    ids: Annotated[list[JobId | JobIdText], Meta(max_length=MAX_BATCH)] | None = None
+    status: Literal["done", "failed"] | None = None
     error: Annotated[str, Meta(max_length=65_536)] | None = None
     acks: Annotated[list[AckItem], Meta(max_length=MAX_BATCH)] | None = None
 
 
 class ItemOut(_Out, frozen=True):
-    """The outcome of one item of a batch: applied (``ok``) or refused, and why."""
+    """The outcome of one item of a batch: applied (``ok``) or refused, and why.
 
-    id: int
+    ``id`` is the job id as the request gave it (a string in an ids-only ack that sent one).
+    """
+
+    id: int | str
     ok: bool
     reason: str
     status: str | None = None

@@ -256,9 +256,15 @@ class HttpQueue:
         return result.job
 
     async def ack_ids(
-        self, ids: Sequence[int], status: Literal["done", "failed"], *, error: str | None = None
+        self,
+        ids: Sequence[int],
+        status: Literal["done", "failed"],
+        *,
+        owner: str | None = None,
+        error: str | None = None,
     ) -> list[AckResult]:
-        """The seed's unfenced form: record an outcome for leased jobs by id alone."""
+        """The seed's form: record an outcome by job id alone, for live leases this client's
+        token took (the server knows the owner from the token; ``owner`` is ignored)."""
         body: dict[str, Any] = {"ids": list(ids), "status": status}
         if error is not None:
             body["error"] = error
@@ -352,9 +358,9 @@ def _item(out: wire.ItemOut) -> ItemResult:
     # which only reads ``ok``, ``reason``, ``message`` and ``job.status``.
     job = None
     if out.status is not None:
-        job = Job(id=out.id, run_id="", tenant_id="", r2_key="", status=out.status)  # type: ignore[arg-type]
+        job = Job(id=int(out.id), run_id="", tenant_id="", r2_key="", status=out.status)  # type: ignore[arg-type]
     return ItemResult(
-        job_id=out.id,
+        job_id=int(out.id),
         ok=out.ok,
         reason=out.reason,  # type: ignore[arg-type]  # the server sends only ItemReason values
         job=job,

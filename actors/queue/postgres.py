@@ -152,12 +152,12 @@ _ADD_COUNTS = """
 _TERMINAL = "(a.permanent IS TRUE OR j.attempts >= j.max_attempts)"
 
 # An ack batch is one statement (one round trip, no BEGIN/COMMIT): record each outcome under
-# its live lease (or, unfenced ($4 false), any lease), then add each run's finished jobs (and,
-# in _ACK_METRICS, the acks' run metrics) to its count shard. The acks are one JSON parameter.
-# $1 now, $2 backoff cap, $3 backoff base, $4 fenced, $5 the acks.
+# its live lease (in _ACK_OWNED, the ids-only form, a live lease that the principal $5 took),
+# then add each run's finished jobs (and, in _ACK_METRICS, the acks' run metrics) to its count
+# shard. The acks are one JSON parameter. $1 now, $2 backoff cap, $3 backoff base, $4 the acks.
 _ACK = f"""
     WITH a AS (
-        SELECT * FROM json_to_recordset($5::json)
+        SELECT * FROM json_to_recordset($4::json)
              AS a(id bigint, token text, status text, result json, error text, permanent bool,
                   factor float8, metrics jsonb)
         -- Always true (the acks were checked), but it makes the planner expect a row or two
@@ -183,7 +183,7 @@ _ACK = f"""
         FROM a
         -- `|| ''`: no partial index matches, so no plan scans every lease (live or dead).
         WHERE j.id = a.id AND j.status || '' = 'leased'
-          AND (NOT $4 OR (j.lease_token = a.token AND j.lease_expires_at > $1))
+          AND {{fence}} AND j.lease_expires_at > $1
         RETURNING {COLUMNS}{{added}}
     ),
     d AS (
@@ -203,8 +203,12 @@ _ACK_METRICS = _ACK.format(
                     WHERE x.run_id = g.run_id GROUP BY e.key) s)""",
     or_metrics="OR bool_or(g.added IS NOT NULL)",
     added=", a.metrics AS added",
+    fence="j.lease_token = a.token",
 )
-_ACK = _ACK.format(metrics="NULL::jsonb", or_metrics="", added="")
+_ACK_OWNED = _ACK.format(
+    metrics="NULL::jsonb", or_metrics="", added="", fence="j.lease_owner IS NOT DISTINCT FROM $5"
+)
+_ACK = _ACK.format(metrics="NULL::jsonb", or_metrics="", added="", fence="j.lease_token = a.token")
 
 
 class _NewRow(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -1034,21 +1038,38 @@ class PostgresQueue:
         """Record every outcome in one transaction; a stale lease refuses only its own item."""
         _check_batch("acks", acks)
         results = [self._check_ack(a) for a in acks]
-        return await self._acks(acks, results, fenced=True)
+        return await self._acks(acks, results)
 
     async def ack_ids(
-        self, ids: Sequence[int], status: Literal["done", "failed"], *, error: str | None = None
+        self,
+        ids: Sequence[int],
+        status: Literal["done", "failed"],
+        *,
+        owner: str | None,
+        error: str | None = None,
     ) -> list[AckResult]:
-        """Record an outcome for leased jobs by id alone (the seed's unfenced form)."""
+        """Record an outcome by job id alone (the seed's form), for live leases ``owner`` took.
+
+        An ack without a token cannot tell this lease from a later one, so it settles a job only
+        while its live lease is ``owner``'s (the principal that pulled it); any other job is
+        refused item by item (``expired``, ``foreign_lease``, ``finished``, ``not_leased``,
+        ``not_found``).
+        """
         _check_batch("ids", ids)
+        _check_optional_text("owner", owner)
         acks = [Ack(job_id=i, lease_token="", status=status, error=error) for i in ids]
         results = [self._check_ack(a) for a in acks]
-        return await self._acks(acks, results, fenced=False)
+        return await self._acks(acks, results, owned=store.ByOwner(owner))
 
     async def _acks(
-        self, acks: Sequence[Ack], results: Sequence[bytes | None], *, fenced: bool
+        self,
+        acks: Sequence[Ack],
+        results: Sequence[bytes | None],
+        *,
+        owned: store.ByOwner | None = None,
     ) -> list[AckResult]:
-        """Apply ``acks`` (checked; ``results`` their results as JSON)."""
+        """Apply ``acks`` (checked; ``results`` their results as JSON), under their lease tokens
+        or (``owned``) under the live leases of one principal."""
         if not acks:
             return []
         now = self._clock.time()
@@ -1067,6 +1088,9 @@ class PostgresQueue:
             for a, result, factor in zip(acks, results, factors, strict=True)
         ]
         sql = _ACK_METRICS if any(row.metrics is not None for row in rows) else _ACK
+        owner: tuple[str | None, ...] = ()
+        if owned is not None:
+            sql, owner = _ACK_OWNED, (owned.owner,)
         backoff = self._backoff
 
         def statement(c: Any, _ids: list[int], _tokens: list[str], at: list[int]) -> Awaitable[Any]:
@@ -1075,8 +1099,8 @@ class PostgresQueue:
                 now,
                 backoff.cap_seconds,
                 backoff.base_seconds,
-                fenced,
                 _encode_rows([rows[n] for n in at]).decode(),
+                *owner,
             )
 
         async def apply(conn: Any) -> list[AckResult]:
@@ -1087,6 +1111,7 @@ class PostgresQueue:
                 "acked",
                 statement,
                 statuses=[a.status for a in acks],
+                owned=owned,
             )
 
         # One statement unless the batch names a job twice (then item by item, all in one).
@@ -1327,6 +1352,8 @@ async def _per_item(
     verb: str,
     statement: Statement,
     statuses: Sequence[str] | None = None,
+    *,
+    owned: store.ByOwner | None = None,
 ) -> list[ItemResult]:
     """Apply ``statement`` to every (id, token) at once, then explain each item it did not change.
 
@@ -1355,15 +1382,21 @@ async def _per_item(
             results.append(ItemResult(job_id=job_id, ok=True, reason="ok", job=job))
         else:
             status = None if statuses is None else statuses[n]
-            results.append(_refusal(current.get(job_id), job_id, token, now, verb, status))
+            results.append(_refusal(current.get(job_id), job_id, token, now, verb, status, owned))
     return results
 
 
 def _refusal(
-    row: Sequence[Any] | None, job_id: int, token: str, now: float, verb: str, ack_status: Any
+    row: Sequence[Any] | None,
+    job_id: int,
+    token: str,
+    now: float,
+    verb: str,
+    ack_status: Any,
+    owned: store.ByOwner | None = None,
 ) -> ItemResult:
     """Say why a fenced call changed nothing, in `store._refused`'s words (one source of them)."""
-    return store._refused(_OneRow(row), now, job_id, token, verb, ack_status)  # type: ignore[arg-type]
+    return store._refused(_OneRow(row), now, job_id, token, verb, ack_status, owned=owned)  # type: ignore[arg-type]
 
 
 class _OneRow:

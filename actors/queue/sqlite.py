@@ -295,16 +295,29 @@ class SQLiteQueue:
         )
 
     async def ack_ids(
-        self, ids: Sequence[int], status: Literal["done", "failed"], *, error: str | None = None
+        self,
+        ids: Sequence[int],
+        status: Literal["done", "failed"],
+        *,
+        owner: str | None,
+        error: str | None = None,
     ) -> list[AckResult]:
-        """Record an outcome for leased jobs by id alone (the seed's unfenced form)."""
+        """Record an outcome by job id alone (the seed's form), for live leases ``owner`` took.
+
+        An ack without a token cannot tell this lease from a later one, so it settles a job only
+        while its live lease is ``owner``'s (the principal that pulled it); any other job is
+        refused item by item (``expired``, ``foreign_lease``, ``finished``, ``not_leased``,
+        ``not_found``).
+        """
         _check_batch("ids", ids)
+        _check_optional_text("owner", owner)
         acks = [Ack(job_id=i, lease_token="", status=status, error=error) for i in ids]
         for a in acks:
             self._check_ack(a)
+        owned = store.ByOwner(owner)
         return await self._writer.run(
             lambda conn: store.ack(
-                conn, self._clock.time(), acks, self._backoff, self._jitter(), fenced=False
+                conn, self._clock.time(), acks, self._backoff, self._jitter(), owned=owned
             )
         )
 

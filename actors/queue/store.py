@@ -30,6 +30,7 @@ from actors.queue.model import (
 
 __all__ = [
     "Backoff",
+    "ByOwner",
     "ack",
     "enqueue",
     "get",
@@ -53,10 +54,19 @@ COLUMNS = (
 )
 # A lease is live while the job is leased under this token and has not run out.
 LIVE_LEASE = "status = 'leased' AND lease_token = :token AND lease_expires_at > :now"
+# The ids-only ack's fence: a live lease that this principal (`lease_owner`) took.
+LIVE_OWNED = "status = 'leased' AND lease_owner IS :owner AND lease_expires_at > :now"
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
 _metrics_decoder = msgspec.json.Decoder(dict[str, float])
+
+
+class ByOwner(msgspec.Struct, frozen=True):
+    """An ids-only ack's fence: the principal (``lease_owner``; None for in-process pulls)
+    whose live leases it may settle."""
+
+    owner: str | None
 
 
 class Backoff(msgspec.Struct, frozen=True, kw_only=True):
@@ -280,24 +290,26 @@ def ack(
     backoff: Backoff,
     jitter_factors: Iterable[float],
     *,
-    fenced: bool = True,
+    owned: ByOwner | None = None,
 ) -> list[ItemResult]:
     """Record each ack's outcome under its live lease; refuse (per item) those whose lease is not.
 
     ``done`` stores the result. ``failed`` returns the job to pending after a backoff while
     attempts remain, else (or when ``permanent``) makes it terminally failed. Accepted acks add
     their ``run_metrics`` to the run, and a run whose last job finished gets ``finished_at``.
-    ``fenced=False`` is the seed's ``ack(ids, status)``: any leased job, whatever its token.
+    With ``owned`` (the seed's ``ack(ids, status)``, whose acks carry no token) a lease is live
+    when ``owned.owner`` took it and it has not run out.
     """
     results: list[ItemResult] = []
     metrics: dict[str, dict[str, float]] = {}
     finished_runs: set[str] = set()
+    fence = LIVE_LEASE if owned is None else LIVE_OWNED
     for a, factor in zip(acks, jitter_factors, strict=False):
         params = {
             "id": a.job_id,
             "token": a.lease_token,
+            "owner": None if owned is None else owned.owner,
             "now": now,
-            "fenced": fenced,
             "error": a.error,
         }
         if a.status == "done":
@@ -306,7 +318,7 @@ def ack(
                 UPDATE jobs
                 SET status = 'done', result = :result, lease_expires_at = NULL,
                     finished_at = :now, updated_at = :now
-                WHERE id = :id AND (({LIVE_LEASE}) OR (NOT :fenced AND status = 'leased'))
+                WHERE id = :id AND {fence}
                 RETURNING {COLUMNS}
                 """,
                 {**params, "result": encode_json(a.result)},
@@ -331,7 +343,7 @@ def ack(
                     started_at = CASE WHEN :permanent OR attempts >= max_attempts
                         THEN started_at END,
                     lease_expires_at = NULL, last_error = :error, updated_at = :now
-                WHERE id = :id AND (({LIVE_LEASE}) OR (NOT :fenced AND status = 'leased'))
+                WHERE id = :id AND {fence}
                 RETURNING {COLUMNS}
                 """,
                 {
@@ -343,7 +355,9 @@ def ack(
                 },
             ).fetchone()
         if row is None:
-            results.append(_refused(conn, now, a.job_id, a.lease_token, "acked", a.status))
+            results.append(
+                _refused(conn, now, a.job_id, a.lease_token, "acked", a.status, owned=owned)
+            )
             continue
         job = _job(row)
         results.append(ItemResult(job_id=job.id, ok=True, reason="ok", job=job))
@@ -398,25 +412,38 @@ def _refused(
     token: str,
     verb: str,
     ack_status: JobStatus | None = None,
+    *,
+    owned: ByOwner | None = None,
 ) -> ItemResult:
-    """Say why a fenced call changed nothing (or, for a repeated ack, that it already happened)."""
+    """Say why a fenced call changed nothing (or, for a repeated ack, that it already happened).
+
+    With ``owned`` (an ids-only ack) the lease is the caller's when its principal took it.
+    """
     row = conn.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
     if row is None:
         return ItemResult(
             job_id=job_id, ok=False, reason="not_found", message=str(JobNotFound(job_id))
         )
     job = _job(row)
+    mine = job.lease_token == token if owned is None else job.lease_owner == owned.owner
     reason: ItemReason
-    if job.status in ("done", "failed") and job.lease_token == token and job.status == ack_status:
+    if job.status in ("done", "failed") and mine and job.status == ack_status:
         # The same ack again (a retry after a cancelled or lost reply): it already happened.
         return ItemResult(job_id=job_id, ok=True, reason="duplicate", job=job)
-    if job.status == "leased" and job.lease_token == token:
+    if job.status == "leased" and mine:
         reason = "expired"
         late = now - (job.lease_expires_at or now)
         message = (
             f"job {job_id} was {verb} {late:.1f}s after its lease expired; another worker may "
             "run it. Nothing changed. Raise [queue].visibility_seconds or renew the lease "
             "while working"
+        )
+    elif job.status == "leased" and owned is not None:
+        reason = "foreign_lease"
+        message = (
+            f"job {job_id} was not {verb}: another token leased it (this token's lease, if it "
+            "had one, expired), and an ack by id alone settles only a live lease this token "
+            "took, so nothing changed. Discard this work; ack with leaseToken to be exact"
         )
     elif job.status == "leased":
         reason = "superseded"
@@ -427,9 +454,10 @@ def _refused(
         )
     elif job.status in ("done", "failed"):
         reason = "finished"
+        stale = "this token is stale" if owned is None else "this ack is stale"
         message = (
             f"job {job_id} was not {verb}: it is already {job.status} under another lease, so "
-            "this token is stale and nothing changed. Discard this work"
+            f"{stale} and nothing changed. Discard this work"
         )
     else:
         reason = "not_leased"
