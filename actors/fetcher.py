@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 import structlog
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from actors.errors import ObjectStoreError
+from actors.errors import ObjectStoreError, QueueError
 from actors.inflight import InFlight, stop_scope
 from actors.messages import AckInbox, Failed, Fetched, JobLeased, LeasedJob, Release
 from actors.stores import ObjectStore
@@ -23,11 +24,18 @@ log = structlog.get_logger("actors.fetcher")
 class Fetcher:
     """One of a pool of fetchers sharing one inbox; hands each object on to the processors.
 
+    Before it fetches a job from its stream it marks the job started in the queue
+    (`start_many`): a lease that expires from then on spends the job's attempt, while a job
+    that waited in the stream when the process died gets its attempt back. Concurrent
+    fetchers' marks share the SQLite writer's group commit.
+
     Error handling: a permanent store error (missing object, too large, bad key) fails the job
     at once without burning retries; a transient one fails this attempt and the queue retries
     it with backoff. Any other exception crashes the fetcher after marking the job, so that the
     restarted fetcher fails it (a retry) instead of losing it; a fetcher stopped while holding a
-    job (a sibling's restart) fetches it again when it comes back.
+    job (a sibling's restart) fetches it again when it comes back. A job whose lease is gone
+    before it started is given back untouched (its ack would be refused); a queue error while
+    marking it is logged and the job is fetched anyway (a crash during it then costs nothing).
     """
 
     def __init__(
@@ -39,6 +47,7 @@ class Fetcher:
         acks: MemoryObjectSendStream[AckInbox],
         store: ObjectStore,
         inflight: InFlight,
+        queue: Any = None,
         ctx: Context | None = None,
         max_bytes: int,
         draining: Callable[[], bool] = lambda: False,
@@ -50,6 +59,7 @@ class Fetcher:
         self._acks = acks
         self._store = store
         self._inflight = inflight
+        self._queue = queue
         self._max_bytes = max_bytes
         self._draining = draining
 
@@ -68,13 +78,16 @@ class Fetcher:
                 if crash is None:
                     await self._fetch(job)  # stopped by a sibling's restart: fetch it again
             async for message in self._inbox:
-                await self._fetch(message.job)
+                await self._fetch(message.job, start=True)
 
-    async def _fetch(self, job: LeasedJob) -> None:
+    async def _fetch(self, job: LeasedJob, *, start: bool = False) -> None:
         if self._draining():
             self._acks.send_nowait(Release(job=job, reason="shutting down before the fetch"))
             return
         self._inflight.hold(job, self.name)
+        if start and not await self._start(job):
+            self._inflight.let_go(job, self.name)
+            return
         try:
             obj = await self._store.get(job.r2_key, max_bytes=self._max_bytes)
         except ObjectStoreError as exc:
@@ -98,3 +111,21 @@ class Fetcher:
         # cancelled send leaves it here, to be fetched again by this fetcher's successor.
         await self._outbox.send(Fetched(job=job, data=obj.data, content_type=obj.content_type))
         self._inflight.let_go(job, self.name)
+
+    async def _start(self, job: LeasedJob) -> bool:
+        """Mark the job started in the queue; False (the job given back) if its lease is gone."""
+        if self._queue is None:
+            return True
+        try:
+            (result,) = await self._queue.start_many([(job.id, job.lease_token)])
+        except QueueError as exc:
+            log.warning("fetch.start_failed", job_id=job.id, run_id=job.run_id, error=str(exc))
+            return True
+        if result.ok:
+            return True
+        self._inflight.mark_lost(job)
+        log.info("fetch.lease_lost", job_id=job.id, run_id=job.run_id, reason=result.reason)
+        self._acks.send_nowait(
+            Release(job=job, reason=f"its lease was lost before it started ({result.reason})")
+        )
+        return False

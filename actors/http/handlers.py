@@ -368,6 +368,7 @@ class Api:
                 visibility_seconds=body.visibility_seconds,
                 worker_id=body.worker_id,
                 owner=self.owner(principal),
+                started=body.started,
             )
         )
         now = self.now()
@@ -420,9 +421,7 @@ class Api:
                     "status",
                 )
             sent = body.ids or []
-            ids = [int(i) for i in sent]
-            if any(i >= 2**63 for i in ids):
-                raise ApiError(400, "invalid_field", "a job id is out of range", "ids")
+            ids = [int(i) for i in sent]  # digit strings are ids too (the seed's client's)
             results = await self.call(
                 self.queue.ack_ids(ids, body.status, owner=self.owner(principal), error=body.error)
             )
@@ -481,6 +480,15 @@ class Api:
             self.queue.renew_many(
                 [(lease.id, lease.lease_token) for lease in body.leases], body.visibility_seconds
             )
+        )
+        items = await self._items(results)
+        return _json(wire.LeasesOut(success=all(r.ok for r in results), results=items))
+
+    async def start(self, request: Request, principal: Principal | None) -> Response:
+        self.unscoped(principal, "start jobs")
+        body = await self.body(request, wire.StartIn)
+        results = await self.call(
+            self.queue.start_many([(lease.id, lease.lease_token) for lease in body.leases])
         )
         items = await self._items(results)
         return _json(wire.LeasesOut(success=all(r.ok for r in results), results=items))

@@ -42,6 +42,7 @@ __all__ = [
     "RequeueIn",
     "ResultIn",
     "RunOut",
+    "StartIn",
     "StatsBody",
     "StatsOut",
     "UploadCreateIn",
@@ -134,9 +135,13 @@ class EnqueueManyOut(_Out, frozen=True):
 
 
 class PullIn(_In, frozen=True):
+    """``started``: the jobs count as started when leased (a crash then spends their attempt),
+    for clients that never call ``/jobs/start``; send false and call it when work begins."""
+
     max: Annotated[int, Meta(ge=1, le=MAX_PULL)] = 10
     visibility_seconds: Visibility = 60.0
     worker_id: Text | None = None
+    started: bool = True
 
 
 class PullOut(_Out, frozen=True):
@@ -155,8 +160,9 @@ class AckItem(_In, frozen=True):
     run_metrics: Metrics | None = None
 
 
-# A job id as the seed's client sends it in an ids-only ack: a number, or digits in a string.
-JobIdText = Annotated[str, Meta(pattern=r"^[1-9][0-9]{0,18}$")]
+# A job id as the seed's client sends it in an ids-only ack: a number, or digits in a string
+# (at most 18 of them: always below 2**63).
+JobIdText = Annotated[str, Meta(pattern=r"^[1-9][0-9]{0,17}$")]
 
 
 class AckIn(_In, frozen=True):
@@ -195,6 +201,12 @@ class LeaseRef(_In, frozen=True):
 class RenewIn(_In, frozen=True):
     leases: Annotated[list[LeaseRef], Meta(max_length=MAX_BATCH)]
     visibility_seconds: Visibility = 60.0
+
+
+class StartIn(_In, frozen=True):
+    """Mark leased jobs started: from now on an expired lease spends the job's attempt."""
+
+    leases: Annotated[list[LeaseRef], Meta(max_length=MAX_BATCH)]
 
 
 class ReleaseIn(_In, frozen=True):

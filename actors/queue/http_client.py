@@ -206,12 +206,18 @@ class HttpQueue:
         worker_id: str | None = None,
         *,
         owner: str | None = None,
+        started: bool = False,
     ) -> list[Job]:
         """Lease up to ``max`` visible jobs for ``visibility_seconds``.
 
         The server records this client's token as the leases' owner; ``owner`` is ignored.
+        As in-process, the jobs are not started until `start_many` (unless ``started``).
         """
-        body: dict[str, Any] = {"max": max, "visibilitySeconds": visibility_seconds}
+        body: dict[str, Any] = {
+            "max": max,
+            "visibilitySeconds": visibility_seconds,
+            "started": started,
+        }
         if worker_id is not None:
             body["workerId"] = worker_id
         out = await self._request("POST", "/jobs/pull", wire.PullOut, body=body)
@@ -226,6 +232,12 @@ class HttpQueue:
             "visibilitySeconds": visibility_seconds,
         }
         out = await self._request("POST", "/jobs/renew", wire.LeasesOut, body=body)
+        return [_item(r) for r in out.results]
+
+    async def start_many(self, leases: Sequence[tuple[int, str]]) -> list[LeaseResult]:
+        """Mark each live lease's job started; stale ones are refused item by item."""
+        body = {"leases": [{"id": i, "leaseToken": t} for i, t in leases]}
+        out = await self._request("POST", "/jobs/start", wire.LeasesOut, body=body)
         return [_item(r) for r in out.results]
 
     async def release_many(

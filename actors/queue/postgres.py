@@ -85,7 +85,8 @@ LIVE = "j.status = 'leased' AND j.lease_token = a.token AND j.lease_expires_at >
 # claimers pick the same pending row, and the outer UPDATE, re-checking only `id` after the
 # first commits, leases it again: goqite's Postgres flavour.) $1 now, $3 expiry, $4 worker,
 # $5 the claim's random prefix: a lease token is that prefix and the job's id, unique to the lease
-# (a random number per row cost a tenth of the claim); $6 the lease's owner (`lease_owner`).
+# (a random number per row cost a tenth of the claim); $6 the lease's owner (`lease_owner`);
+# $7 whether the jobs count as started at once (`started_at`).
 CLAIM = f"""
     WITH claim AS (
         SELECT id FROM jobs
@@ -97,8 +98,8 @@ CLAIM = f"""
     UPDATE jobs AS j
     SET status = 'leased', attempts = j.attempts + 1,
         lease_token = $5 || j.id::text,
-        lease_expires_at = $3, worker_id = $4, lease_owner = $6, started_at = NULL,
-        updated_at = $1
+        lease_expires_at = $3, worker_id = $4, lease_owner = $6,
+        started_at = CASE WHEN $7 THEN $1 END, updated_at = $1
     FROM claim WHERE j.id = claim.id
     RETURNING {COLUMNS}
 """
@@ -147,6 +148,9 @@ _ADD_COUNTS = """
         updated_at = coalesce(excluded.updated_at, s.updated_at)
 """
 
+
+# An expired lease spends the job's attempt (the last one fails it) only if the job started.
+_SPENT = "(j.started_at IS NOT NULL AND j.attempts >= j.max_attempts)"
 
 # Terminal when permanent or out of attempts; else pending again after a backoff.
 _TERMINAL = "(a.permanent IS TRUE OR j.attempts >= j.max_attempts)"
@@ -912,11 +916,13 @@ class PostgresQueue:
         worker_id: str | None = None,
         *,
         owner: str | None = None,
+        started: bool = False,
     ) -> list[Job]:
         """Lease up to ``max`` visible jobs for ``visibility_seconds``, highest priority first.
 
         ``owner`` names the principal taking the leases (recorded as ``lease_owner``): only it
-        may settle them by id alone (`ack_ids`).
+        may settle them by id alone (`ack_ids`). ``started`` marks them started at once, for a
+        caller that never calls `start_many`.
         """
         _check_range("max", max, 1, MAX_PULL)
         _check_visibility(visibility_seconds)
@@ -930,12 +936,12 @@ class PostgresQueue:
             # pull in one round trip. Otherwise reap (it commits on its own) and claim again.
             prefix = secrets.token_hex(8)  # 64 random bits for this claim's leases
             rows = await conn.fetch(
-                FIRST_CLAIM, now, max, now + visibility_seconds, worker_id, prefix, owner
+                FIRST_CLAIM, now, max, now + visibility_seconds, worker_id, prefix, owner, started
             )
             if not rows:
                 await self._reap(conn, now)
                 rows = await conn.fetch(
-                    CLAIM, now, max, now + visibility_seconds, worker_id, prefix, owner
+                    CLAIM, now, max, now + visibility_seconds, worker_id, prefix, owner, started
                 )
             jobs = [store._job(row) for row in rows]
             jobs.sort(key=lambda j: (-j.priority, j.available_at, j.id))
@@ -946,7 +952,9 @@ class PostgresQueue:
 
     async def _reap(self, conn: Any, now: float) -> int:
         # One statement (the jobs and their runs' counts commit together). SKIP LOCKED: two
-        # workers reaping at once split the expired leases between them.
+        # workers reaping at once split the expired leases between them. A job never started
+        # under the lease gets its attempt back and goes back to pending (counted nowhere); a
+        # started one on its last attempt fails (counted in the shard).
         return int(
             await conn.fetchval(
                 f"""
@@ -956,14 +964,16 @@ class PostgresQueue:
                 ),
                 reaped AS (
                     UPDATE jobs AS j
-                    SET status = CASE WHEN attempts >= max_attempts THEN 'failed'
-                                      ELSE 'pending' END,
-                        last_error = CASE WHEN attempts >= max_attempts
+                    SET status = CASE WHEN {_SPENT} THEN 'failed' ELSE 'pending' END,
+                        attempts = CASE WHEN started_at IS NULL THEN attempts - 1
+                                        ELSE attempts END,
+                        last_error = CASE WHEN {_SPENT}
                             THEN 'lease expired on the last attempt (' || attempts || ' of '
                                  || max_attempts || ') held by worker '
                                  || coalesce(worker_id, '?')
+                                 || ', which started the job and then stopped renewing it'
                             ELSE last_error END,
-                        finished_at = CASE WHEN attempts >= max_attempts THEN $1 END,
+                        finished_at = CASE WHEN {_SPENT} THEN $1 END,
                         lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,
                         lease_owner = NULL, started_at = NULL, updated_at = $1
                     FROM expired WHERE j.id = expired.id
@@ -1001,6 +1011,29 @@ class PostgresQueue:
                 leases,
                 "renewed",
                 lambda c, ids, tokens, _: c.fetch(sql, now, visibility_seconds, ids, tokens),
+            ),
+            # One statement (all or nothing by itself) unless the batch names a job twice.
+            atomic=len({job_id for job_id, _ in leases}) < len(leases),
+        )
+
+    async def start_many(self, leases: Sequence[tuple[int, str]]) -> list[LeaseResult]:
+        """Mark each live lease's job started (handed to the pipeline's first stage); stale
+        ones are refused item by item. Once started, the lease expiring spends its attempt."""
+        _check_batch("leases", leases)
+        now = self._clock.time()
+        sql = f"""
+            UPDATE jobs AS j SET started_at = coalesce(j.started_at, $1), updated_at = $1
+            FROM unnest($2::bigint[], $3::text[]) AS a(id, token)
+            WHERE j.id = a.id AND {LIVE}
+            RETURNING {COLUMNS}
+        """
+        return await self._run(
+            lambda conn: _per_item(
+                conn,
+                now,
+                leases,
+                "started",
+                lambda c, ids, tokens, _: c.fetch(sql, now, ids, tokens),
             ),
             # One statement (all or nothing by itself) unless the batch names a job twice.
             atomic=len({job_id for job_id, _ in leases}) < len(leases),

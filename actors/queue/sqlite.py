@@ -206,11 +206,14 @@ class SQLiteQueue:
         worker_id: str | None = None,
         *,
         owner: str | None = None,
+        started: bool = False,
     ) -> list[Job]:
         """Lease up to ``max`` visible jobs for ``visibility_seconds``, highest priority first.
 
         ``owner`` names the principal taking the leases (recorded as ``lease_owner``): only it
-        may settle them by id alone (`ack_ids`).
+        may settle them by id alone (`ack_ids`). ``started`` marks them started at once, for a
+        caller that never calls `start_many` (else a job that kills it never runs out of
+        attempts).
         """
         _check_range("max", max, 1, MAX_PULL)
         _check_visibility(visibility_seconds)
@@ -218,7 +221,7 @@ class SQLiteQueue:
         _check_optional_text("owner", owner)
         return await self._writer.run(
             lambda conn: store.pull(
-                conn, self._clock.time(), max, visibility_seconds, worker_id, owner
+                conn, self._clock.time(), max, visibility_seconds, worker_id, owner, started
             )
         )
 
@@ -237,6 +240,20 @@ class SQLiteQueue:
             lambda conn: [
                 store.renew(conn, self._clock.time(), job_id, token, visibility_seconds)
                 for job_id, token in leases
+            ]
+        )
+
+    async def start_many(self, leases: Sequence[tuple[int, str]]) -> list[LeaseResult]:
+        """Mark each live lease's job started (handed to the pipeline's first stage); stale
+        ones are refused item by item.
+
+        Fair attempt accounting: a lease that expires before its job started costs the job no
+        attempt (`reap` gives it back); once started, an expiry spends it.
+        """
+        _check_batch("leases", leases)
+        return await self._writer.run(
+            lambda conn: [
+                store.start(conn, self._clock.time(), job_id, token) for job_id, token in leases
             ]
         )
 
@@ -328,7 +345,10 @@ class SQLiteQueue:
     # --- operators -----------------------------------------------------------------------
 
     async def reap(self) -> int:
-        """Return every expired lease's job to pending (or fail it); return how many."""
+        """Return every expired lease's job to pending (or fail it); return how many.
+
+        A job never started under its lease gets its attempt back; a started one spends it.
+        """
         return await self._writer.run(lambda conn: store.reap(conn, self._clock.time()))
 
     async def requeue(

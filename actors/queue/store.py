@@ -43,6 +43,7 @@ __all__ = [
     "renew",
     "requeue",
     "run_summary",
+    "start",
     "stats",
 ]
 
@@ -192,10 +193,12 @@ def pull(
     visibility_seconds: float,
     worker_id: str | None,
     owner: str | None = None,
+    started: bool = False,
 ) -> list[Job]:
     """Lease up to ``max`` visible jobs for ``visibility_seconds``, highest priority first.
 
-    ``owner`` (the principal that asked, over HTTP) is recorded as each lease's ``lease_owner``.
+    ``owner`` (the principal that asked, over HTTP) is recorded as each lease's ``lease_owner``;
+    ``started`` marks the jobs started at once (see `start`).
     """
     reap(conn, now)
     rows = conn.execute(
@@ -203,7 +206,8 @@ def pull(
         UPDATE jobs
         SET status = 'leased', attempts = attempts + 1,
             lease_token = lower(hex(randomblob(16))), lease_expires_at = :expires,
-            worker_id = :worker, lease_owner = :owner, started_at = NULL, updated_at = :now
+            worker_id = :worker, lease_owner = :owner,
+            started_at = CASE WHEN :started THEN :now END, updated_at = :now
         WHERE id IN (
             SELECT id FROM jobs
             WHERE status = 'pending' AND available_at <= :now
@@ -217,6 +221,7 @@ def pull(
             "expires": now + visibility_seconds,
             "worker": worker_id,
             "owner": owner,
+            "started": started,
             "max": max,
         },
     ).fetchall()
@@ -227,18 +232,27 @@ def pull(
 
 
 def reap(conn: sqlite3.Connection, now: float) -> int:
-    """Return every expired lease's job to pending, or fail it when its attempts are used up."""
+    """Return every expired lease's job to pending, or fail it when its attempts are used up.
+
+    A job never started under the lease (`start`) gets its attempt back: the worker died, or
+    lost the lease, before the job could have caused it. A started one spends it, so a job
+    that kills its worker still runs out of attempts.
+    """
     # INDEXED BY: left alone, the planner walks every leased row through jobs_claim(status),
     # which makes each pull O(leased jobs) instead of O(expired leases).
     rows = conn.execute(
         """
         UPDATE jobs INDEXED BY jobs_lease_expiry
-        SET status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'pending' END,
-            last_error = CASE WHEN attempts >= max_attempts
+        SET status = CASE WHEN started_at IS NOT NULL AND attempts >= max_attempts
+                THEN 'failed' ELSE 'pending' END,
+            attempts = CASE WHEN started_at IS NULL THEN attempts - 1 ELSE attempts END,
+            last_error = CASE WHEN started_at IS NOT NULL AND attempts >= max_attempts
                 THEN 'lease expired on the last attempt (' || attempts || ' of ' || max_attempts
                      || ') held by worker ' || coalesce(worker_id, '?')
+                     || ', which started the job and then stopped renewing it'
                 ELSE last_error END,
-            finished_at = CASE WHEN attempts >= max_attempts THEN :now END,
+            finished_at = CASE WHEN started_at IS NOT NULL AND attempts >= max_attempts
+                THEN :now END,
             lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, lease_owner = NULL,
             started_at = NULL, updated_at = :now
         WHERE status = 'leased' AND lease_expires_at <= :now
@@ -248,6 +262,19 @@ def reap(conn: sqlite3.Connection, now: float) -> int:
     ).fetchall()
     _close_runs(conn, now, {run_id for run_id, status in rows if status == "failed"})
     return len(rows)
+
+
+def start(conn: sqlite3.Connection, now: float, job_id: int, token: str) -> ItemResult:
+    """Mark a live lease's job started: from now on, the lease expiring spends its attempt."""
+    row = conn.execute(
+        f"""
+        UPDATE jobs SET started_at = coalesce(started_at, :now), updated_at = :now
+        WHERE id = :id AND {LIVE_LEASE}
+        RETURNING {COLUMNS}
+        """,
+        {"id": job_id, "token": token, "now": now},
+    ).fetchone()
+    return _applied(row) if row else _refused(conn, now, job_id, token, "started")
 
 
 def renew(
