@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from test_process import DOC, HERE, actors, make_files, rows, start, status_counts, submit
 
+from actors.fetcher import START_BATCH
+
 pytestmark = pytest.mark.slow
 
 FETCHERS = 2
@@ -78,7 +80,7 @@ def test_killing_a_prefetching_worker_costs_no_attempt_to_jobs_it_never_started(
             time.sleep(0.05)
         time.sleep(rng.uniform(0.0, 0.3))
         leased = rows(db, "SELECT count(*) FROM jobs WHERE status = 'leased'")[0][0]
-        assert isinstance(leased, int) and leased > FETCHERS + 3 * PROCESSORS  # it prefetched
+        assert isinstance(leased, int) and leased > FETCHERS * START_BATCH + 3 * PROCESSORS
         process.send_signal(signal.SIGKILL)
         assert process.wait(timeout=30) == -signal.SIGKILL
         assert status_counts(db).get("failed", 0) == 0
@@ -93,11 +95,11 @@ def test_killing_a_prefetching_worker_costs_no_attempt_to_jobs_it_never_started(
     assert f'"bytes":{float(count * len(DOC))}' in str(metrics)
 
     # Only jobs started when a kill came lost an attempt to it: at most what the stages hold
-    # at once (a job in each fetcher, two per processor waiting and one in each processor),
-    # plus outcomes on their way to the ack reporter, per kill.
+    # at once (the batch each fetcher marked started, two per processor waiting and one in
+    # each processor), plus outcomes on their way to the ack reporter, per kill.
     # (Spending every leased job's attempt at each kill, as a reap did before fair accounting,
     # leaves well over a hundred jobs with extra attempts.)
-    per_kill = FETCHERS + 3 * PROCESSORS + 8
+    per_kill = FETCHERS * START_BATCH + 3 * PROCESSORS + 8
     ((lost, spent),) = rows(db, "SELECT count(*), sum(attempts - 1) FROM jobs WHERE attempts > 1")
     assert isinstance(lost, int) and lost <= kills * per_kill, (lost, spent)
     assert isinstance(spent, int | None) and (spent or 0) <= kills * per_kill, (lost, spent)
