@@ -148,3 +148,39 @@ async def test_the_http_queue_client_acks_by_id_under_its_own_token(served: Any)
         assert (refused.ok, refused.reason) == (False, "foreign_lease")
         (ok,) = await a.ack_ids([job.id], "done")
         assert (ok.ok, ok.reason, ok.job_id) == (True, "ok", job.id)
+
+
+async def test_a_seed_pull_counts_as_started_and_jobs_start_marks_the_others(
+    served: Any,
+) -> None:
+    _, client, clock = served
+    seed_job, own_job = await enqueue(client, "t1/r1/a.txt"), await enqueue(client, "t1/r1/b.txt")
+    (seed,) = await pull(client, WORKER, max=1, visibilitySeconds=10)
+    assert (seed["id"], seed["startedAt"]) == (seed_job, clock.time())  # the seed's client
+    (own,) = await pull(client, OTHER_WORKER, max=1, visibilitySeconds=10, started=False)
+    assert (own["id"], own["startedAt"]) == (own_job, None)
+    clock.advance(11)
+    (stale,) = (
+        await client.post(
+            "/jobs/start",
+            json={"leases": [{"id": own_job, "leaseToken": own["leaseToken"]}]},
+            headers=auth(OTHER_WORKER),
+        )
+    ).json()["results"]
+    assert (stale["ok"], stale["reason"]) == (False, "expired")
+    # Both leases expired: the started job spent its attempt, the other got it back.
+    jobs = await pull(client, OTHER_WORKER, visibilitySeconds=10, started=False)
+    assert {j["id"]: j["attempts"] for j in jobs} == {seed_job: 2, own_job: 1}
+    again = next(j for j in jobs if j["id"] == own_job)
+    started = await client.post(
+        "/jobs/start",
+        json={"leases": [{"id": own_job, "leaseToken": again["leaseToken"]}]},
+        headers=auth(OTHER_WORKER),
+    )
+    assert started.json()["results"][0]["ok"] is True
+    stored = (await client.get(f"/jobs/{own_job}", headers=auth(ADMIN))).json()
+    assert stored["startedAt"] == clock.time()
+    refused = await client.post(
+        "/jobs/start", json={"leases": []}, headers=auth(PRODUCER)
+    )  # a producer may not
+    assert refused.status_code == 403
