@@ -34,7 +34,10 @@ OTHER_WORKER = "second-worker-token-0123456789"
 
 def make_config(tmp_path: Path, tokens: str) -> Config:
     return Config(
-        queue=QueueConfig(path=str(tmp_path / "q.db"), poll_interval_seconds=0.05),
+        # Maintenance reaps once an hour here: the tests reap (through a pull) when they mean it.
+        queue=QueueConfig(
+            path=str(tmp_path / "q.db"), poll_interval_seconds=0.05, reap_interval_seconds=3600
+        ),
         storage=StorageConfig(root=str(tmp_path / "objects")),
         pipeline=PipelineConfig(shutdown_grace_seconds=1),
         http=HttpConfig(enabled=True, port=0, queue_only=True),
