@@ -404,7 +404,7 @@ class Api:
                     ]
                 )
             )
-            kinds = [a.status for a in body.acks]
+            items = await self._items(results, [a.status for a in body.acks])
         else:
             if body.status is None:
                 raise ApiError(
@@ -418,16 +418,10 @@ class Api:
             results = await self.call(
                 self.queue.ack_ids(ids, body.status, owner=self.owner(principal), error=body.error)
             )
-            kinds = [body.status] * len(ids)
-            items = await self._items(results, kinds)
+            items = await self._items(results, [body.status] * len(ids))
             # Each result names its job as the request did (a string stays a string).
             items = [msgspec.structs.replace(o, id=i) for o, i in zip(items, sent, strict=True)]
-            return _json(wire.AckOut(success=all(r.ok for r in results), results=items))
-        return _json(
-            wire.AckOut(
-                success=all(r.ok for r in results), results=await self._items(results, kinds)
-            )
-        )
+        return _json(wire.AckOut(success=all(r.ok for r in results), results=items))
 
     async def _items(
         self, results: list[Any], kinds: Sequence[str] | None = None
