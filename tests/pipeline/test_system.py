@@ -229,7 +229,7 @@ async def test_a_processor_raising_recursion_error_fails_that_job_alone_and_for_
     config = make_config(tmp_path, supervision={"max_restarts": 0})
     good = await put_objects(tmp_path / "objects", 20)
     await LocalObjectStore(tmp_path / "objects").put("t1/run/deep.txt", b"deep " * 10)
-    keys = good[:10] + ["t1/run/deep.txt"] + good[10:]
+    keys = [*good[:10], "t1/run/deep.txt", *good[10:]]
     with anyio.fail_after(60):
         async with ActorSystem(config, processor=RecursingProcessor(config)) as system:
             with system.tree.events.subscribe() as events:
