@@ -127,6 +127,18 @@ async def test_a_missing_object_fails_its_job_at_once_without_burning_retries(
     assert "does not exist" in (failed.last_error or "")
 
 
+async def test_a_key_too_long_for_the_file_system_fails_its_job_at_once(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    (tmp_path / "objects" / "t1").mkdir(parents=True)
+    with anyio.fail_after(30):
+        async with ActorSystem(config) as system:
+            job = await system.enqueue("r1", "t1", "t1/" + "n" * 300 + ".pdf")
+            await system.wait_run("r1")
+            failed = await system.queue.get(job.id)
+    assert (failed.status, failed.attempts) == ("failed", 1)
+    assert "longer than the file system allows" in (failed.last_error or "")
+
+
 async def test_an_oversized_object_is_refused_unread_and_fails_permanently(tmp_path: Path) -> None:
     config = make_config(tmp_path, pipeline={"max_object_bytes": 10})
     (key,) = await put_objects(tmp_path / "objects", 1)
