@@ -6,9 +6,10 @@ from actors.errors import DocumentTooLarge
 
 __all__ = ["MAX_HTML_DEPTH", "html_to_text"]
 
-#: Elements nested deeper than this end the parse (libxml2's own limit without its "huge"
-#: option); such a page is refused rather than read in part. No real page comes near it.
-MAX_HTML_DEPTH = 256
+#: Elements nested deeper than this end the parse (libxml2's own limit, with its "huge" option
+#: that lifts the 10 MB limit on one text node); such a page is refused rather than read in
+#: part. No real page comes near it.
+MAX_HTML_DEPTH = 2048
 
 
 class _HTMLText:
@@ -123,14 +124,15 @@ def html_to_text(html: str, name: str = "document") -> tuple[str, str | None]:
     # The text is already decoded: handing libxml2 UTF-8 and saying so makes it ignore any
     # <meta charset> or XML declaration, which described the bytes, not this text.
     parser = etree.HTMLParser(
-        encoding="utf-8", remove_comments=True, remove_pis=True, no_network=True
+        encoding="utf-8", remove_comments=True, remove_pis=True, no_network=True, huge_tree=True
     )
     root = etree.fromstring(html.encode("utf-8", "replace"), parser)
     for entry in parser.error_log:
-        if entry.type_name == "ERR_RESOURCE_LIMIT":
+        if entry.type_name == "ERR_RESOURCE_LIMIT" or "Excessive depth" in entry.message:
             raise DocumentTooLarge(
-                f"{name} nests HTML elements more than {MAX_HTML_DEPTH} levels deep, past what"
-                f" the parser reads ({entry.message}); no real page does. Check how it was made"
+                f"{name} passes a limit of the HTML parser ({entry.message.strip()}): elements"
+                f" nested more than {MAX_HTML_DEPTH} levels deep; no real page does. Check how"
+                " it was made"
             )
     collector = _HTMLText()
     if root is not None:

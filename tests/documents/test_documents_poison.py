@@ -112,11 +112,20 @@ def test_json_whose_text_passes_the_bound_is_refused() -> None:
         extract_text(data, filename="big.json", max_chars=50_000)
 
 
+@pytest.mark.parametrize("depth", [10_000, 200_000])
 @pytest.mark.parametrize("tag", [b"div", b"b", b"span", b"table"])
-def test_html_nested_thousands_deep_is_refused_in_linear_time(tag: bytes) -> None:
-    data = b"<html><body>" + b"<%s>x " % tag * 20_000 + b"</%s>" % tag * 20_000
+def test_html_nested_thousands_deep_is_refused_in_linear_time(tag: bytes, depth: int) -> None:
+    data = b"<html><body>" + b"<%s>x " % tag * depth + b"</%s>" % tag * depth
     with pytest.raises(DocumentTooLarge, match=f"more than {MAX_HTML_DEPTH} levels"):
         extract_text(data, filename="deep.html")
+
+
+def test_an_html_text_of_twenty_megabytes_in_one_element_is_read_whole() -> None:
+    # libxml2 refuses a text node over 10 MB unless told to parse "huge" documents.
+    data = b"<html><body><pre>" + b"line of a log\n" * 1_500_000 + b"</pre><p>end</p>"
+    text = extract_text(data, filename="log.html").text
+    assert text.count("line of a log") == 1_500_000
+    assert text.endswith("end")
 
 
 def test_html_nested_just_within_the_bound_keeps_all_its_text() -> None:
