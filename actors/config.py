@@ -81,6 +81,8 @@ class QueueConfig(_Table, frozen=True):
     reap_interval_seconds: Interval = 5.0
     # Finished jobs older than this are purged on a schedule; 0 keeps them forever.
     retention_seconds: Retention = 7 * 24 * 3600.0
+    # How often that purge runs (by one of the processes sharing the queue); at most a year.
+    purge_interval_seconds: Annotated[float, Meta(ge=0.001, le=366 * _DAY)] = 3600.0
     dsn: str | None = None  # backend = "postgres"; the password comes from PGPASSWORD
     url: str | None = None  # backend = "http"; the token comes from EDGE_API_TOKEN
 

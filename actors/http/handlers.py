@@ -22,7 +22,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from actors.http import wire
 from actors.http.auth import Principal, Tokens
 from actors.http.errors import ApiError, from_decode_error, from_domain_error
-from actors.http.metrics import Metrics
+from actors.http.metrics import Metrics, render_queue_stats
 from actors.http.openapi import openapi_document
 from actors.messages import RunEvent
 from actors.queue.model import Ack, NewJob
@@ -181,6 +181,19 @@ class Api:
             raise ApiError(403, "wrong_tenant", "this token is limited to another tenant", field)
 
     @staticmethod
+    def cross_tenant_key(principal: Principal | None, job: wire.EnqueueIn, at: str = "") -> bool:
+        """The job's ``crossTenantKey``; 403 unless an admin (or a tokenless API) sets it."""
+        if job.cross_tenant_key and principal is not None and principal.role != "admin":
+            raise ApiError(
+                403,
+                "forbidden",
+                "only an admin token may enqueue a key outside the tenant's prefix "
+                "(crossTenantKey); leave it out and put the object under the tenant's prefix",
+                f"{at}crossTenantKey",
+            )
+        return job.cross_tenant_key
+
+    @staticmethod
     def unscoped(principal: Principal | None, what: str) -> None:
         if principal is not None and principal.tenant is not None:
             raise ApiError(
@@ -241,15 +254,8 @@ class Api:
         return _json(openapi_document(metrics_open=self.config.http.metrics == "open"))
 
     async def metrics_text(self, request: Request, principal: Principal | None) -> Response:
-        lines = ["# HELP actors_jobs Jobs in the queue by status.", "# TYPE actors_jobs gauge"]
-        stats = await self.call(self.queue.stats())
-        for status in _STATUSES:
-            lines.append(f'actors_jobs{{status="{status}"}} {getattr(stats, status)}')
-        age = stats.oldest_pending_age_seconds
+        lines = render_queue_stats(await self.call(self.queue.stats()))
         lines += [
-            "# HELP actors_oldest_pending_age_seconds How long the oldest pending job has waited.",
-            "# TYPE actors_oldest_pending_age_seconds gauge",
-            f"actors_oldest_pending_age_seconds {age if age is not None else 0:.6f}",
             "# HELP actors_pipeline_outcomes_total Outcomes committed by this process's pipeline.",
             "# TYPE actors_pipeline_outcomes_total counter",
         ]
@@ -305,6 +311,8 @@ class Api:
                 delay_seconds=body.delay_seconds,
                 priority=body.priority,
                 max_attempts=body.max_attempts,
+                cross_tenant_key=self.cross_tenant_key(principal, body),
+                timeout_seconds=body.timeout_seconds,
             )
         )
         return _json(
@@ -327,8 +335,10 @@ class Api:
                         delay_seconds=j.delay_seconds,
                         priority=j.priority,
                         max_attempts=j.max_attempts,
+                        cross_tenant_key=self.cross_tenant_key(principal, j, f"jobs[{i}]."),
+                        timeout_seconds=j.timeout_seconds,
                     )
-                    for j in body.jobs
+                    for i, j in enumerate(body.jobs)
                 ]
             )
         )

@@ -10,7 +10,9 @@ __all__ = [
     "MAX_BATCH",
     "MAX_DELAY_SECONDS",
     "MAX_PULL",
+    "MAX_TIMEOUT_SECONDS",
     "MAX_VISIBILITY_SECONDS",
+    "MIN_TIMEOUT_SECONDS",
     "Ack",
     "AckResult",
     "ItemReason",
@@ -18,6 +20,7 @@ __all__ = [
     "Job",
     "JobStatus",
     "LeaseResult",
+    "MaintenanceClaim",
     "NewJob",
     "Page",
     "RunStatus",
@@ -34,6 +37,9 @@ MAX_DELAY_SECONDS = 86_400.0
 MAX_PULL = 1000
 # One batch call (enqueue_many, ack_many, ...) carries at most this many items, for the same reason.
 MAX_BATCH = 10_000
+# A job's own time limit lies in 1 s .. one day (`NewJob.timeout_seconds`).
+MIN_TIMEOUT_SECONDS = 1.0
+MAX_TIMEOUT_SECONDS = 86_400.0
 
 JobStatus = Literal["pending", "leased", "done", "failed"]
 RunStatus = Literal["queued", "processing", "done", "failed"]
@@ -42,6 +48,7 @@ ItemReason = Literal[
     "duplicate",  # an ack repeated under the same lease: nothing changed, the job is as acked
     "expired",  # the lease ran out before this call; nobody else holds the job yet
     "superseded",  # the job was leased again under a newer token
+    "foreign_lease",  # an ids-only ack: the job's live lease was taken by another principal
     "finished",  # the job is already done or failed
     "not_leased",  # the job is pending again (released, retried or reaped)
     "not_found",  # no job has this id
@@ -79,6 +86,16 @@ class Job(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     created_at: float = 0.0
     updated_at: float = 0.0
     finished_at: float | None = None
+    # The principal that took the current lease (an HTTP token's ``Principal.id``, or
+    # "anonymous"); None for an in-process pull. Cleared with the lease.
+    lease_owner: str | None = None
+    # When the current lease's job was handed to the pipeline's first stage (`start_many`).
+    # An expired lease of a job never started costs no attempt. Cleared with the lease.
+    started_at: float | None = None
+    # The key lies outside "{tenant_id}/", which only an admin may allow at enqueue.
+    cross_tenant_key: bool = False
+    # This job's processing time limit (overrides [pipeline] job_timeout_seconds).
+    timeout_seconds: float | None = None
 
 
 class NewJob(msgspec.Struct, frozen=True, kw_only=True):
@@ -92,6 +109,8 @@ class NewJob(msgspec.Struct, frozen=True, kw_only=True):
     delay_seconds: float = 0.0
     priority: int = 0
     max_attempts: int | None = None
+    cross_tenant_key: bool = False
+    timeout_seconds: float | None = None
 
 
 class Ack(msgspec.Struct, frozen=True, kw_only=True):
@@ -131,9 +150,19 @@ LeaseResult = ItemResult
 
 
 class Stats(msgspec.Struct, frozen=True, kw_only=True):
-    """How many jobs are in each status, and how long the oldest pending job has waited."""
+    """How many jobs are in each status, and how long the oldest available job has waited.
+
+    ``pending`` counts every job with status pending, as it always has (``total`` is the sum of
+    the four statuses, and a client that waits for ``pending == 0`` still waits for delayed
+    jobs and retries). ``scheduled`` is the part of ``pending`` that is not available yet
+    (``available_at`` in the future: enqueued with a delay, or waiting out a retry's backoff);
+    ``pending - scheduled`` jobs can be leased now. ``oldest_pending_age_seconds`` is measured
+    over those available jobs only, from when each became available (``available_at``), so a
+    job delayed by an hour is not an hour late when it becomes due; None when none is available.
+    """
 
     pending: int
+    scheduled: int
     leased: int
     done: int
     failed: int
@@ -142,6 +171,19 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def total(self) -> int:
         return self.pending + self.leased + self.done + self.failed
+
+
+class MaintenanceClaim(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer to ``claim_maintenance``: whether this caller won the task's due round.
+
+    ``round`` counts the task's rounds claimed so far by every process (this one included when
+    ``claimed``); ``due_at`` is when its next round may be claimed, on the queue's clock.
+    """
+
+    task: str
+    claimed: bool
+    round: int
+    due_at: float
 
 
 class RunSummary(msgspec.Struct, frozen=True, kw_only=True):

@@ -23,12 +23,15 @@ from actors.queue.model import (
     MAX_BATCH,
     MAX_DELAY_SECONDS,
     MAX_PULL,
+    MAX_TIMEOUT_SECONDS,
     MAX_VISIBILITY_SECONDS,
+    MIN_TIMEOUT_SECONDS,
     Ack,
     AckResult,
     Job,
     JobStatus,
     LeaseResult,
+    MaintenanceClaim,
     NewJob,
     Page,
     RunSummary,
@@ -143,6 +146,8 @@ class SQLiteQueue:
         delay_seconds: float = 0,
         priority: int = 0,
         max_attempts: int | None = None,
+        cross_tenant_key: bool = False,
+        timeout_seconds: float | None = None,
     ) -> Job:
         """Add one job (or return the tenant's job with this idempotency key) and commit it."""
         new = NewJob(
@@ -154,6 +159,8 @@ class SQLiteQueue:
             delay_seconds=delay_seconds,
             priority=priority,
             max_attempts=max_attempts,
+            cross_tenant_key=cross_tenant_key,
+            timeout_seconds=timeout_seconds,
         )
         (job,) = await self.enqueue_many([new])
         return job
@@ -194,14 +201,26 @@ class SQLiteQueue:
     # --- consumers -----------------------------------------------------------------------
 
     async def pull(
-        self, max: int = 10, visibility_seconds: float = 60, worker_id: str | None = None
+        self,
+        max: int = 10,
+        visibility_seconds: float = 60,
+        worker_id: str | None = None,
+        *,
+        owner: str | None = None,
     ) -> list[Job]:
-        """Lease up to ``max`` visible jobs for ``visibility_seconds``, highest priority first."""
+        """Lease up to ``max`` visible jobs for ``visibility_seconds``, highest priority first.
+
+        ``owner`` names the principal taking the leases (recorded as ``lease_owner``): only it
+        may settle them by id alone (`ack_ids`).
+        """
         _check_range("max", max, 1, MAX_PULL)
         _check_visibility(visibility_seconds)
         _check_optional_text("worker_id", worker_id)
+        _check_optional_text("owner", owner)
         return await self._writer.run(
-            lambda conn: store.pull(conn, self._clock.time(), max, visibility_seconds, worker_id)
+            lambda conn: store.pull(
+                conn, self._clock.time(), max, visibility_seconds, worker_id, owner
+            )
         )
 
     async def renew(self, job_id: int, lease_token: str, visibility_seconds: float) -> Job:
@@ -321,6 +340,17 @@ class SQLiteQueue:
             lambda conn: store.purge(conn, self._clock.time(), older_than_seconds)
         )
 
+    async def claim_maintenance(
+        self, task: str, interval_seconds: float, owner: str | None = None
+    ) -> MaintenanceClaim:
+        """Claim ``task``'s round if it is due; the winner does the round, the others skip it."""
+        _check_maintenance(task, interval_seconds, owner)
+        return await self._writer.run(
+            lambda conn: store.claim_maintenance(
+                conn, self._clock.time(), task, interval_seconds, owner
+            )
+        )
+
     # --- readers -------------------------------------------------------------------------
 
     async def get(self, job_id: int) -> Job:
@@ -376,6 +406,8 @@ class SQLiteQueue:
             and -MAX_PRIORITY <= priority <= MAX_PRIORITY
             and type(delay) in (int, float)
             and 0 <= delay <= MAX_DELAY_SECONDS
+            and new.cross_tenant_key is False
+            and new.timeout_seconds is None
         ):
             for name in ("run_id", "tenant_id", "r2_key"):
                 _check_text(name, getattr(new, name))
@@ -384,6 +416,17 @@ class SQLiteQueue:
             _check_range("priority", new.priority, -MAX_PRIORITY, MAX_PRIORITY)
             if new.max_attempts is not None:
                 _check_range("max_attempts", new.max_attempts, 1, MAX_ATTEMPTS)
+            if not isinstance(new.cross_tenant_key, bool):
+                raise InvalidArgument(
+                    f"cross_tenant_key must be true or false, not {new.cross_tenant_key!r}"
+                )
+            if new.timeout_seconds is not None:
+                _check_range(
+                    "timeout_seconds",
+                    new.timeout_seconds,
+                    MIN_TIMEOUT_SECONDS,
+                    MAX_TIMEOUT_SECONDS,
+                )
         return self._check_json("payload", new.payload)
 
     def _check_ack(self, a: Ack) -> bytes | None:
@@ -444,6 +487,16 @@ def _check_listing(status: str | None, limit: int) -> None:
     if status is not None and status not in STATUSES:
         raise InvalidArgument(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
     _check_range("limit", limit, 1, MAX_PULL)
+
+
+def _check_maintenance(task: str, interval_seconds: float, owner: str | None) -> None:
+    """Refuse a maintenance claim without a task name or with an interval out of bounds."""
+    _check_text("task", task)
+    _check_optional_text("owner", owner)
+    # At most a year; 0 would let every process claim every round.
+    _check_range("interval_seconds", interval_seconds, 0, 366 * 86_400)
+    if interval_seconds == 0:
+        raise OutOfRange("interval_seconds must be more than 0: a round is due once per interval")
 
 
 def _check_range(name: str, value: float, lo: float, hi: float) -> None:

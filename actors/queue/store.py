@@ -21,6 +21,7 @@ from actors.queue.model import (
     ItemResult,
     Job,
     JobStatus,
+    MaintenanceClaim,
     NewJob,
     Page,
     RunStatus,
@@ -31,6 +32,7 @@ from actors.queue.model import (
 __all__ = [
     "Backoff",
     "ack",
+    "claim_maintenance",
     "enqueue",
     "get",
     "list_jobs",
@@ -48,7 +50,8 @@ __all__ = [
 COLUMNS = (
     "id, run_id, tenant_id, r2_key, payload, status, attempts, max_attempts, priority, "
     "available_at, lease_token, lease_expires_at, worker_id, last_error, result, "
-    "idempotency_key, created_at, updated_at, finished_at"
+    "idempotency_key, created_at, updated_at, finished_at, lease_owner, started_at, "
+    "cross_tenant_key, timeout_seconds"
 )
 # A lease is live while the job is leased under this token and has not run out.
 LIVE_LEASE = "status = 'leased' AND lease_token = :token AND lease_expires_at > :now"
@@ -90,6 +93,10 @@ def _job(row: Sequence[Any]) -> Job:
         created_at=row[16],
         updated_at=row[17],
         finished_at=row[18],
+        lease_owner=row[19],
+        started_at=row[20],
+        cross_tenant_key=bool(row[21]),
+        timeout_seconds=row[22],
     )
 
 
@@ -112,8 +119,9 @@ def enqueue(
         row = conn.execute(
             f"""
             INSERT INTO jobs (run_id, tenant_id, r2_key, payload, max_attempts, priority,
-                              available_at, idempotency_key, created_at, updated_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                              available_at, idempotency_key, created_at, updated_at,
+                              cross_tenant_key, timeout_seconds)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL
             DO NOTHING
             RETURNING {COLUMNS}
@@ -129,6 +137,8 @@ def enqueue(
                 new.idempotency_key,
                 now,
                 now,
+                new.cross_tenant_key,
+                new.timeout_seconds,
             ),
         ).fetchone()
         if row is None:  # the idempotency key is taken: return the job that holds it
@@ -168,16 +178,24 @@ def enqueue(
 
 
 def pull(
-    conn: sqlite3.Connection, now: float, max: int, visibility_seconds: float, worker_id: str | None
+    conn: sqlite3.Connection,
+    now: float,
+    max: int,
+    visibility_seconds: float,
+    worker_id: str | None,
+    owner: str | None = None,
 ) -> list[Job]:
-    """Lease up to ``max`` visible jobs for ``visibility_seconds``, highest priority first."""
+    """Lease up to ``max`` visible jobs for ``visibility_seconds``, highest priority first.
+
+    ``owner`` (the principal that asked, over HTTP) is recorded as each lease's ``lease_owner``.
+    """
     reap(conn, now)
     rows = conn.execute(
         f"""
         UPDATE jobs
         SET status = 'leased', attempts = attempts + 1,
             lease_token = lower(hex(randomblob(16))), lease_expires_at = :expires,
-            worker_id = :worker, updated_at = :now
+            worker_id = :worker, lease_owner = :owner, started_at = NULL, updated_at = :now
         WHERE id IN (
             SELECT id FROM jobs
             WHERE status = 'pending' AND available_at <= :now
@@ -186,7 +204,13 @@ def pull(
         )
         RETURNING {COLUMNS}
         """,
-        {"now": now, "expires": now + visibility_seconds, "worker": worker_id, "max": max},
+        {
+            "now": now,
+            "expires": now + visibility_seconds,
+            "worker": worker_id,
+            "owner": owner,
+            "max": max,
+        },
     ).fetchall()
     # RETURNING does not keep the subquery's order; restore it.
     jobs = [_job(row) for row in rows]
@@ -207,7 +231,8 @@ def reap(conn: sqlite3.Connection, now: float) -> int:
                      || ') held by worker ' || coalesce(worker_id, '?')
                 ELSE last_error END,
             finished_at = CASE WHEN attempts >= max_attempts THEN :now END,
-            lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, updated_at = :now
+            lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, lease_owner = NULL,
+            started_at = NULL, updated_at = :now
         WHERE status = 'leased' AND lease_expires_at <= :now
         RETURNING run_id, status
         """,
@@ -240,7 +265,8 @@ def release(
         f"""
         UPDATE jobs
         SET status = 'pending', attempts = attempts - 1, available_at = :now + :delay,
-            lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, updated_at = :now
+            lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, lease_owner = NULL,
+            started_at = NULL, updated_at = :now
         WHERE id = :id AND {LIVE_LEASE}
         RETURNING {COLUMNS}
         """,
@@ -302,6 +328,10 @@ def ack(
                         THEN lease_token END,
                     worker_id = CASE WHEN :permanent OR attempts >= max_attempts
                         THEN worker_id END,
+                    lease_owner = CASE WHEN :permanent OR attempts >= max_attempts
+                        THEN lease_owner END,
+                    started_at = CASE WHEN :permanent OR attempts >= max_attempts
+                        THEN started_at END,
                     lease_expires_at = NULL, last_error = :error, updated_at = :now
                 WHERE id = :id AND (({LIVE_LEASE}) OR (NOT :fenced AND status = 'leased'))
                 RETURNING {COLUMNS}
@@ -441,7 +471,8 @@ def requeue(
         f"""
         UPDATE jobs
         SET status = 'pending', attempts = 0, available_at = :now, finished_at = NULL,
-            lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, updated_at = :now
+            lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, lease_owner = NULL,
+            started_at = NULL, updated_at = :now
         WHERE status = 'failed' {where}
         RETURNING run_id
         """,
@@ -470,6 +501,41 @@ def purge(conn: sqlite3.Connection, now: float, older_than_seconds: float) -> in
     return int(deleted)
 
 
+def claim_maintenance(
+    conn: sqlite3.Connection, now: float, task: str, interval_seconds: float, owner: str | None
+) -> MaintenanceClaim:
+    """Claim ``task``'s round if it is due, setting the next one ``interval_seconds`` away."""
+    # Invariant: one round of a task is claimed once, by whichever process gets here first:
+    # the claim is this one conditional UPDATE, and the row's next due time moves with it.
+    params = {"task": task, "now": now, "interval": interval_seconds, "owner": owner}
+    row = conn.execute(
+        """
+        UPDATE maintenance
+        SET due_at = :now + :interval, rounds = rounds + 1, claimed_by = :owner, claimed_at = :now
+        WHERE task = :task AND due_at <= :now
+        RETURNING rounds, due_at
+        """,
+        params,
+    ).fetchone()
+    if row is None:
+        # A task's row is created by its first claim, which that claimer wins.
+        row = conn.execute(
+            """
+            INSERT INTO maintenance (task, due_at, rounds, claimed_by, claimed_at)
+            VALUES (:task, :now + :interval, 1, :owner, :now)
+            ON CONFLICT (task) DO NOTHING
+            RETURNING rounds, due_at
+            """,
+            params,
+        ).fetchone()
+    if row is not None:
+        return MaintenanceClaim(task=task, claimed=True, round=row[0], due_at=row[1])
+    rounds, due_at = conn.execute(
+        "SELECT rounds, due_at FROM maintenance WHERE task = ?", (task,)
+    ).fetchone()
+    return MaintenanceClaim(task=task, claimed=False, round=rounds, due_at=due_at)
+
+
 # --- readers -------------------------------------------------------------------------------
 
 
@@ -481,15 +547,43 @@ def get(conn: sqlite3.Connection, job_id: int) -> Job:
     return _job(row)
 
 
+# One statement, so one snapshot. The counts by status are the runs' stored counts (kept by
+# migration 3's triggers in the transactions that change the jobs): O(runs), not a count of
+# every job. The pending jobs not yet available and the earliest `available_at` of those
+# available are read through `jobs_claim (status, priority DESC, available_at)` without a scan
+# of the backlog: a loose index scan visits each distinct priority (a max() seek each), then per
+# priority counts the index range after `now` (the scheduled jobs only) and seeks the first
+# entry up to `now`: O(priorities + scheduled jobs), where a filter over the pending jobs is
+# O(backlog).
+_STATS = """
+    WITH RECURSIVE levels(priority) AS (
+        SELECT max(priority) FROM jobs WHERE status = 'pending'
+        UNION ALL
+        SELECT (SELECT max(priority) FROM jobs WHERE status = 'pending' AND priority < l.priority)
+        FROM levels l WHERE l.priority IS NOT NULL
+    ),
+    backlog AS (
+        SELECT coalesce(sum((SELECT count(*) FROM jobs WHERE status = 'pending'
+                             AND priority = l.priority AND available_at > :now)), 0) AS scheduled,
+               min((SELECT min(available_at) FROM jobs WHERE status = 'pending'
+                    AND priority = l.priority AND available_at <= :now)) AS oldest
+        FROM levels l WHERE l.priority IS NOT NULL
+    )
+    SELECT coalesce(sum(pending), 0), coalesce(sum(leased), 0), coalesce(sum(done), 0),
+           coalesce(sum(failed), 0), (SELECT scheduled FROM backlog), (SELECT oldest FROM backlog)
+    FROM runs
+"""
+
+
 def stats(conn: sqlite3.Connection, now: float) -> Stats:
-    """Count jobs by status and measure how long the oldest pending job has waited."""
-    counts = dict(conn.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall())
-    (oldest,) = conn.execute("SELECT min(created_at) FROM jobs WHERE status = 'pending'").fetchone()
+    """Count jobs by status and measure how long the oldest available job has waited."""
+    pending, leased, done, failed, scheduled, oldest = conn.execute(_STATS, {"now": now}).fetchone()
     return Stats(
-        pending=counts.get("pending", 0),
-        leased=counts.get("leased", 0),
-        done=counts.get("done", 0),
-        failed=counts.get("failed", 0),
+        pending=pending,
+        scheduled=scheduled,
+        leased=leased,
+        done=done,
+        failed=failed,
         oldest_pending_age_seconds=None if oldest is None else max(0.0, now - oldest),
     )
 
