@@ -163,6 +163,32 @@ async def test_a_corrupt_document_fails_permanently_with_the_reason(tmp_path: Pa
     assert failed.last_error
 
 
+async def test_poison_documents_fail_for_good_and_good_ones_end_done(tmp_path: Path) -> None:
+    config = make_config(tmp_path, supervision={"max_restarts": 0})
+    good = await put_objects(tmp_path / "objects", 10)
+    store = LocalObjectStore(tmp_path / "objects")
+    poison = {
+        "t1/run/deep.json": b"[" * 50_000 + b"]" * 50_000,
+        "t1/run/deep.html": b"<div>" * 5_000 + b"x",
+        "t1/run/spaces.md": b"a\n" + b" " * 200_000 + b"x|\n",
+    }
+    for key, data in poison.items():
+        await store.put(key, data)
+    keys = [*good[:5], *poison, *good[5:]]
+    with anyio.fail_after(60):
+        async with ActorSystem(config) as system:
+            jobs = await system.enqueue_many(
+                [NewJob(run_id="r1", tenant_id="t1", r2_key=k) for k in keys]
+            )
+            summary = await system.wait_run("r1")
+            finished = {job.r2_key: await system.queue.get(job.id) for job in jobs}
+    assert (summary.done, summary.failed) == (11, 2)
+    assert finished["t1/run/spaces.md"].status == "done"
+    for key in ("t1/run/deep.json", "t1/run/deep.html"):
+        assert (finished[key].status, finished[key].attempts) == ("failed", 1)
+        assert "nest" in (finished[key].last_error or "")
+
+
 async def test_a_fetcher_that_raises_is_restarted_and_its_job_retried(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     (key,) = await put_objects(tmp_path / "objects", 1)
