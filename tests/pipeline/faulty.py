@@ -6,7 +6,8 @@ from typing import Any
 
 
 class Crashing:
-    """Raises an unexpected error on every document: a bug, not a document error."""
+    """Raises an unexpected error on every document: a bug, not a document error (each job
+    fails with it, the processor goes on)."""
 
     def __init__(self, settings: Any) -> None:
         self.settings = settings
@@ -20,6 +21,23 @@ class Crashing:
 
 def crash(settings: Any) -> Crashing:
     return Crashing(settings)
+
+
+class Broken:
+    """Breaks the Processor protocol on every document (returns None): the stage crashes."""
+
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+
+    async def process(self, job: Any, data: bytes, content_type: str | None) -> Any:
+        return None
+
+    async def aclose(self) -> None:
+        pass
+
+
+def broken(settings: Any) -> Broken:
+    return Broken(settings)
 
 
 class Slow:
