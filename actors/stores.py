@@ -19,6 +19,8 @@ from actors.errors import (
     ConfigError,
     InvalidObjectKey,
     ObjectMissing,
+    ObjectStoreError,
+    ObjectStoreRefused,
     ObjectStoreUnavailable,
     ObjectTooLarge,
 )
@@ -126,7 +128,7 @@ class LocalObjectStore:
                     data = await anyio.to_thread.run_sync(f.read, size + 1)
                 if len(data) > size:  # it grew: read on, still within the cap
                     data += f.read(max_bytes + 1 - len(data))
-        except (FileNotFoundError, NotADirectoryError):
+        except FileNotFoundError:
             raise ObjectMissing(
                 f"object {key!r} does not exist in the local store at {self.root}; upload it "
                 "(python -m actors submit) before enqueueing its job"
@@ -136,11 +138,7 @@ class LocalObjectStore:
                 f"object {key!r} is a folder (or not a regular file) in {self.root}, not a file"
             ) from None
         except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise _through_link(key, self.root) from None
-            raise ObjectStoreUnavailable(
-                f"reading object {key!r} from {self.root} failed: {exc.strerror}"
-            ) from None
+            raise _os_error(exc, key, self.root, "reading") from None
         if len(data) > max_bytes:  # the file grew between the size check and the read
             raise ObjectTooLarge(f"object {key!r} grew past the limit of {max_bytes} bytes")
         content_type, _ = mimetypes.guess_type(key)
@@ -164,16 +162,15 @@ class LocalObjectStore:
         try:
             return await anyio.to_thread.run_sync(size)
         except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise _through_link(key, self.root) from None
-            raise ObjectStoreUnavailable(
-                f"looking up object {key!r} in {self.root} failed: {exc.strerror}"
-            ) from None
+            raise _os_error(exc, key, self.root, "looking up") from None
 
     async def put(self, key: str, data: bytes, *, content_type: str | None = None) -> None:
         """Store ``data`` under ``key`` atomically and durably (fsync, then rename)."""
         check_key(key)
-        await anyio.to_thread.run_sync(_write_atomically, self.root, key, data)
+        try:
+            await anyio.to_thread.run_sync(_write_atomically, self.root, key, data)
+        except OSError as exc:
+            raise _os_error(exc, key, self.root, "writing") from None
 
     async def aclose(self) -> None:
         """Nothing to release: files are opened per call."""
@@ -233,29 +230,54 @@ def _through_link(key: str, root: Path) -> InvalidObjectKey:
 
 def _write_atomically(root: Path, key: str, data: bytes) -> None:
     *folders, name = key.split("/")
+    root.mkdir(parents=True, exist_ok=True)
+    parent = _open_dirs(root, folders, create=True)
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        parent = _open_dirs(root, folders, create=True)
+        # Not named after the object: a name near the file system's limit must fit here too.
+        tmp = f".{uuid.uuid4().hex}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(tmp, flags, 0o644, dir_fd=parent)
         try:
-            tmp = f".{name}.{uuid.uuid4().hex}.tmp"
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-            fd = os.open(tmp, flags | getattr(os, "O_CLOEXEC", 0), 0o644, dir_fd=parent)
-            try:
-                with open(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                # rename replaces a link at the final name; it never writes through it.
-                os.replace(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp, dir_fd=parent)
+            with open(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            # rename replaces a link at the final name; it never writes through it.
+            os.replace(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
         finally:
-            os.close(parent)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise _through_link(key, root) from None
-        raise ObjectStoreUnavailable(
-            f"writing object {key!r} to {root} failed: {exc.strerror}; check free disk space "
-            "and permissions of [storage].root"
-        ) from None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=parent)
+    finally:
+        os.close(parent)
+
+
+# Errors of the request, not of the moment: the same key fails the same way on every attempt.
+_PERMANENT_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EISDIR, errno.ENOTDIR, errno.EEXIST})
+_DENIED_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+def _os_error(exc: OSError, key: str, root: Path, doing: str) -> ObjectStoreError:
+    """The store error for a failed read or write of ``key``: permanent when retrying the same
+    key cannot help (a symbolic link, a name too long, a folder or file in the way, permission
+    denied), else `ObjectStoreUnavailable` (a full disk, an I/O error: retried with backoff)."""
+    if exc.errno == errno.ELOOP:
+        return _through_link(key, root)
+    what = f"{doing} object {key!r} in the local store at {root} failed: {exc.strerror}"
+    if exc.errno == errno.ENAMETOOLONG:
+        return InvalidObjectKey(
+            f"{what}; the key or a segment of it is longer than the file system allows (on most,"
+            " 255 bytes a name and 4096 a path). Use shorter keys"
+        )
+    if exc.errno in _PERMANENT_ERRNOS:
+        return ObjectStoreRefused(
+            f"{what}; a folder or a file is in the way of the key's path. Use another key or"
+            " move what is there"
+        )
+    if exc.errno in _DENIED_ERRNOS:
+        return ObjectStoreRefused(
+            f"{what}; the process may not {'write' if doing == 'writing' else 'read'} there."
+            " Fix the permissions of [storage].root (or run as its owner)"
+        )
+    return ObjectStoreUnavailable(
+        f"{what}; check free disk space and the health of the disk under [storage].root"
+    )
