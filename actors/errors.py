@@ -21,7 +21,10 @@ Hierarchy::
     │   ├── CorruptDocument          claims a kind but is damaged or invalid
     │   ├── EncryptedDocument        an encrypted PDF
     │   ├── EmptyDocument            no extractable text
-    │   └── ModelRejected            the model API refused the request (a 4xx): permanent
+    │   ├── ModelRejected            the model API refused the request (a 4xx): permanent
+    │   └── OutOfMemory              processing needed more than a worker process may use
+    ├── JobTimedOut                  processing outlasted the job's time limit; retried
+    ├── WorkerCrashed                a worker process died under a job; retried
     ├── ModelError                   the model API failed; the attempt is retried by the queue
     │   ├── ModelUnavailable         429, 5xx or timeouts outlasted the processor's own retries
     │   └── ModelResponseInvalid     the answer is malformed or not what was asked for
@@ -47,6 +50,7 @@ __all__ = [
     "InvalidArgument",
     "InvalidObjectKey",
     "JobNotFound",
+    "JobTimedOut",
     "LeaseLost",
     "MigrationRefused",
     "ModelError",
@@ -58,6 +62,7 @@ __all__ = [
     "ObjectStoreRefused",
     "ObjectStoreUnavailable",
     "ObjectTooLarge",
+    "OutOfMemory",
     "OutOfRange",
     "PayloadTooLarge",
     "QueueClosed",
@@ -67,6 +72,7 @@ __all__ = [
     "SchemaTooNew",
     "StorageError",
     "UnsupportedDocument",
+    "WorkerCrashed",
 ]
 
 
@@ -176,6 +182,18 @@ class ModelRejected(DocumentError):
 
     Retrying the same request cannot help, so the job fails permanently with the API's message.
     """
+
+
+class OutOfMemory(DocumentError):
+    """Processing a document needed more memory than its worker process may use (permanent)."""
+
+
+class JobTimedOut(ActorsError):
+    """Processing a job outlasted its time limit; it was stopped and the attempt is retried."""
+
+
+class WorkerCrashed(ActorsError):
+    """The worker process running a job died before it answered; the attempt is retried."""
 
 
 class ModelError(ActorsError):

@@ -39,6 +39,8 @@ class LeasedJob(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     attempts: int
     max_attempts: int
     payload: Any = None
+    # The job's own processing time limit (None: [pipeline].job_timeout_seconds).
+    timeout_seconds: float | None = None
 
 
 class JobLeased(Message, frozen=True, kw_only=True):
