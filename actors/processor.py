@@ -129,7 +129,12 @@ class LocalProcessor:
     def process_now(
         self, job: LeasedJob, data: bytes, content_type: str | None
     ) -> ProcessorOutput | None:
-        """The result of a small text document, on this thread; None for the others."""
+        """The result of a small text document, on this thread; None for the others.
+
+        None also when a subclass overrides `process`: the stage must call that one.
+        """
+        if type(self).process is not LocalProcessor.process:
+            return None
         if len(data) <= _INLINE_BYTES and not _may_be_pdf(data, job.r2_key, content_type):
             return process_locally(self._settings, data, job.r2_key, content_type)
         return None

@@ -38,8 +38,10 @@ class Poison:
 
 async def _allocate() -> None:
     hoard = []
-    while True:
-        hoard.append(bytearray(64 * 1024 * 1024))
+    size = 16 * 1024 * 1024
+    while True:  # doubling: the cap is reached after touching less than the cap
+        hoard.append(bytearray(size))
+        size *= 2
 
 
 async def _hang_async() -> None:
