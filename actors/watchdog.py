@@ -31,8 +31,8 @@ class LoopWatchdog:
 
     def take_max(self) -> float:
         """The largest lag since the previous call (or the start), and start a new window."""
-        lag, self._max_lag = self._max_lag, self.last_lag
-        return max(lag, self.last_lag)
+        lag, self._max_lag = self._max_lag, 0.0
+        return lag
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
