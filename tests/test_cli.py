@@ -80,14 +80,15 @@ def test_migrate_status_down_and_up(tmp_path: Path, capsys: pytest.CaptureFixtur
     db = tmp_path / "q.db"
     code, out, _ = run(capsys, db, "migrate", "status")
     assert "schema version 0" in out
-    assert run(capsys, db, "migrate", "up")[1] == "applied [1, 2, 3]\n"
+    assert run(capsys, db, "migrate", "up")[1] == "applied [1, 2, 3, 4]\n"
     run(capsys, db, "enqueue", "--run-id", "r", "--tenant-id", "t", "--r2-key", "k")
+    assert run(capsys, db, "migrate", "down")[1] == "undid [4]\n"  # the jobs stay
     assert run(capsys, db, "migrate", "down")[1] == "undid [3]\n"  # only derived counts go
     code, _, err = run(capsys, db, "migrate", "down")
     assert code == 1 and "would delete 1 rows in runs" in err and "--force" in err
     assert run(capsys, db, "migrate", "down", "--force")[1] == "undid [2]\n"
     assert "schema version 1" in run(capsys, db, "migrate", "status")[1]
-    assert run(capsys, db, "migrate", "up")[1] == "applied [2, 3]\n"
+    assert run(capsys, db, "migrate", "up")[1] == "applied [2, 3, 4]\n"
 
 
 def test_durations_accept_units() -> None:

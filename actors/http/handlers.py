@@ -181,6 +181,19 @@ class Api:
             raise ApiError(403, "wrong_tenant", "this token is limited to another tenant", field)
 
     @staticmethod
+    def cross_tenant_key(principal: Principal | None, job: wire.EnqueueIn, at: str = "") -> bool:
+        """The job's ``crossTenantKey``; 403 unless an admin (or a tokenless API) sets it."""
+        if job.cross_tenant_key and principal is not None and principal.role != "admin":
+            raise ApiError(
+                403,
+                "forbidden",
+                "only an admin token may enqueue a key outside the tenant's prefix "
+                "(crossTenantKey); leave it out and put the object under the tenant's prefix",
+                f"{at}crossTenantKey",
+            )
+        return job.cross_tenant_key
+
+    @staticmethod
     def unscoped(principal: Principal | None, what: str) -> None:
         if principal is not None and principal.tenant is not None:
             raise ApiError(
@@ -306,6 +319,8 @@ class Api:
                 delay_seconds=body.delay_seconds,
                 priority=body.priority,
                 max_attempts=body.max_attempts,
+                cross_tenant_key=self.cross_tenant_key(principal, body),
+                timeout_seconds=body.timeout_seconds,
             )
         )
         return _json(
@@ -328,8 +343,10 @@ class Api:
                         delay_seconds=j.delay_seconds,
                         priority=j.priority,
                         max_attempts=j.max_attempts,
+                        cross_tenant_key=self.cross_tenant_key(principal, j, f"jobs[{i}]."),
+                        timeout_seconds=j.timeout_seconds,
                     )
-                    for j in body.jobs
+                    for i, j in enumerate(body.jobs)
                 ]
             )
         )

@@ -11,7 +11,9 @@ from actors.queue.model import (
     MAX_BATCH,
     MAX_DELAY_SECONDS,
     MAX_PULL,
+    MAX_TIMEOUT_SECONDS,
     MAX_VISIBILITY_SECONDS,
+    MIN_TIMEOUT_SECONDS,
     Job,
     RunSummary,
     Stats,
@@ -58,6 +60,7 @@ Priority = Annotated[int, Meta(ge=-1_000_000, le=1_000_000)]
 Delay = Annotated[float, Meta(ge=0, le=MAX_DELAY_SECONDS)]
 Visibility = Annotated[float, Meta(gt=0, le=MAX_VISIBILITY_SECONDS)]
 Attempts = Annotated[int, Meta(ge=1, le=1000)]
+Timeout = Annotated[float, Meta(ge=MIN_TIMEOUT_SECONDS, le=MAX_TIMEOUT_SECONDS)]
 Metrics = dict[Annotated[str, Meta(max_length=256)], float]
 
 
@@ -81,6 +84,9 @@ class EnqueueIn(_In, frozen=True):
     delay_seconds: Delay = 0.0
     priority: Priority = 0
     max_attempts: Attempts | None = None
+    # Only an admin may enqueue a key outside the tenant's prefix; this says it meant to.
+    cross_tenant_key: bool = False
+    timeout_seconds: Timeout | None = None
 
 
 class EnqueueOut(_Out, frozen=True):
@@ -116,6 +122,10 @@ class JobOut(_Out, frozen=True):
     created_at: float = 0.0
     updated_at: float = 0.0
     finished_at: float | None = None
+    lease_owner: str | None = None
+    started_at: float | None = None
+    cross_tenant_key: bool = False
+    timeout_seconds: float | None = None
 
 
 class EnqueueManyOut(_Out, frozen=True):

@@ -200,9 +200,17 @@ class HttpQueue:
     # --- consumers -----------------------------------------------------------------------
 
     async def pull(
-        self, max: int = 10, visibility_seconds: float = 60, worker_id: str | None = None
+        self,
+        max: int = 10,
+        visibility_seconds: float = 60,
+        worker_id: str | None = None,
+        *,
+        owner: str | None = None,
     ) -> list[Job]:
-        """Lease up to ``max`` visible jobs for ``visibility_seconds``."""
+        """Lease up to ``max`` visible jobs for ``visibility_seconds``.
+
+        The server records this client's token as the leases' owner; ``owner`` is ignored.
+        """
         body: dict[str, Any] = {"max": max, "visibilitySeconds": visibility_seconds}
         if worker_id is not None:
             body["workerId"] = worker_id
@@ -368,6 +376,10 @@ def _camel_new_job(new: NewJob) -> dict[str, Any]:
         body["idempotencyKey"] = new.idempotency_key
     if new.max_attempts is not None:
         body["maxAttempts"] = new.max_attempts
+    if new.cross_tenant_key:
+        body["crossTenantKey"] = True
+    if new.timeout_seconds is not None:
+        body["timeoutSeconds"] = new.timeout_seconds
     return body
 
 

@@ -41,6 +41,8 @@ __all__ = [
 ]
 
 JOB_FIELDS = tuple(c.strip() for c in store.COLUMNS.split(","))
+# A job row's fields that an older export may lack, and the value a new job would get.
+JOB_DEFAULTS: dict[str, Any] = {"cross_tenant_key": False}
 RUN_FIELDS = ("run_id", "tenant_id", "created_at", "updated_at", "finished_at", "metrics")
 Row = dict[str, Any]
 
@@ -113,7 +115,7 @@ class SQLiteStore:
         cur = self.conn.execute(
             f"SELECT {store.COLUMNS} FROM jobs WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
         )
-        return [dict(zip(JOB_FIELDS, r, strict=True)) for r in cur]
+        return [_job_row(dict(zip(JOB_FIELDS, r, strict=True))) for r in cur]
 
     async def counts(self) -> dict[str, int]:
         counts = dict(self.conn.execute("SELECT status, count(*) FROM jobs GROUP BY status"))
@@ -136,7 +138,8 @@ class SQLiteStore:
             cur = self.conn.execute(
                 f"SELECT {', '.join(fields)} FROM {table} WHERE {key} IN ({marks})", chunk
             )
-            out.update({r[0]: dict(zip(fields, r, strict=True)) for r in cur})
+            rows = (dict(zip(fields, r, strict=True)) for r in cur)
+            out.update({row[key]: _job_row(row) if kind == "job" else row for row in rows})
         return out
 
     async def manifest(self, source: str) -> dict[str, set[str]]:
@@ -481,7 +484,9 @@ class JsonlStore:
             except (msgspec.DecodeError, KeyError, AttributeError) as exc:
                 raise InvalidArgument(f"{path}:{number}: not an exported row ({exc})") from exc
             if kind == "job":
-                self._jobs.append({f: row.get(f) for f in JOB_FIELDS})
+                self._jobs.append(
+                    _job_row({f: row.get(f, JOB_DEFAULTS.get(f)) for f in JOB_FIELDS})
+                )
             elif kind == "run":
                 self._runs.append({f: row.get(f) for f in RUN_FIELDS})
         self._jobs.sort(key=lambda r: r["id"])
@@ -528,6 +533,12 @@ async def open_store(spec: str) -> AsyncIterator[Any]:
         await opened.finish()
 
 
+def _job_row(row: Row) -> Row:
+    """A job row in the stores' common types: SQLite keeps ``cross_tenant_key`` as 0 or 1."""
+    row["cross_tenant_key"] = bool(row["cross_tenant_key"])
+    return row
+
+
 def _shape(kind: str) -> tuple[tuple[str, ...], str, str]:
     return (JOB_FIELDS, "jobs", "id") if kind == "job" else (RUN_FIELDS, "runs", "run_id")
 
@@ -553,6 +564,8 @@ def _converted(row: Row, now: float) -> Row:
         "lease_token": None,
         "lease_expires_at": None,
         "worker_id": None,
+        "lease_owner": None,
+        "started_at": None,
     }
 
 

@@ -10,7 +10,9 @@ __all__ = [
     "MAX_BATCH",
     "MAX_DELAY_SECONDS",
     "MAX_PULL",
+    "MAX_TIMEOUT_SECONDS",
     "MAX_VISIBILITY_SECONDS",
+    "MIN_TIMEOUT_SECONDS",
     "Ack",
     "AckResult",
     "ItemReason",
@@ -34,6 +36,9 @@ MAX_DELAY_SECONDS = 86_400.0
 MAX_PULL = 1000
 # One batch call (enqueue_many, ack_many, ...) carries at most this many items, for the same reason.
 MAX_BATCH = 10_000
+# A job's own time limit lies in 1 s .. one day (`NewJob.timeout_seconds`).
+MIN_TIMEOUT_SECONDS = 1.0
+MAX_TIMEOUT_SECONDS = 86_400.0
 
 JobStatus = Literal["pending", "leased", "done", "failed"]
 RunStatus = Literal["queued", "processing", "done", "failed"]
@@ -42,6 +47,7 @@ ItemReason = Literal[
     "duplicate",  # an ack repeated under the same lease: nothing changed, the job is as acked
     "expired",  # the lease ran out before this call; nobody else holds the job yet
     "superseded",  # the job was leased again under a newer token
+    "foreign_lease",  # an ids-only ack: the job's live lease was taken by another principal
     "finished",  # the job is already done or failed
     "not_leased",  # the job is pending again (released, retried or reaped)
     "not_found",  # no job has this id
@@ -79,6 +85,16 @@ class Job(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     created_at: float = 0.0
     updated_at: float = 0.0
     finished_at: float | None = None
+    # The principal that took the current lease (an HTTP token's ``Principal.id``, or
+    # "anonymous"); None for an in-process pull. Cleared with the lease.
+    lease_owner: str | None = None
+    # When the current lease's job was handed to the pipeline's first stage (`start_many`).
+    # An expired lease of a job never started costs no attempt. Cleared with the lease.
+    started_at: float | None = None
+    # The key lies outside "{tenant_id}/", which only an admin may allow at enqueue.
+    cross_tenant_key: bool = False
+    # This job's processing time limit (overrides [pipeline] job_timeout_seconds).
+    timeout_seconds: float | None = None
 
 
 class NewJob(msgspec.Struct, frozen=True, kw_only=True):
@@ -92,6 +108,8 @@ class NewJob(msgspec.Struct, frozen=True, kw_only=True):
     delay_seconds: float = 0.0
     priority: int = 0
     max_attempts: int | None = None
+    cross_tenant_key: bool = False
+    timeout_seconds: float | None = None
 
 
 class Ack(msgspec.Struct, frozen=True, kw_only=True):

@@ -85,7 +85,7 @@ LIVE = "j.status = 'leased' AND j.lease_token = a.token AND j.lease_expires_at >
 # claimers pick the same pending row, and the outer UPDATE, re-checking only `id` after the
 # first commits, leases it again: goqite's Postgres flavour.) $1 now, $3 expiry, $4 worker,
 # $5 the claim's random prefix: a lease token is that prefix and the job's id, unique to the lease
-# (a random number per row cost a tenth of the claim).
+# (a random number per row cost a tenth of the claim); $6 the lease's owner (`lease_owner`).
 CLAIM = f"""
     WITH claim AS (
         SELECT id FROM jobs
@@ -97,7 +97,8 @@ CLAIM = f"""
     UPDATE jobs AS j
     SET status = 'leased', attempts = j.attempts + 1,
         lease_token = $5 || j.id::text,
-        lease_expires_at = $3, worker_id = $4, updated_at = $1
+        lease_expires_at = $3, worker_id = $4, lease_owner = $6, started_at = NULL,
+        updated_at = $1
     FROM claim WHERE j.id = claim.id
     RETURNING {COLUMNS}
 """
@@ -175,6 +176,8 @@ _ACK = f"""
             finished_at = CASE WHEN a.status = 'done' OR {_TERMINAL} THEN $1 END,
             lease_token = CASE WHEN a.status = 'done' OR {_TERMINAL} THEN j.lease_token END,
             worker_id = CASE WHEN a.status = 'done' OR {_TERMINAL} THEN j.worker_id END,
+            lease_owner = CASE WHEN a.status = 'done' OR {_TERMINAL} THEN j.lease_owner END,
+            started_at = CASE WHEN a.status = 'done' OR {_TERMINAL} THEN j.started_at END,
             last_error = CASE WHEN a.status = 'done' THEN j.last_error ELSE a.error END,
             lease_expires_at = NULL, updated_at = $1
         FROM a
@@ -216,6 +219,8 @@ class _NewRow(msgspec.Struct, kw_only=True, omit_defaults=True):
     priority: int = 0
     delay: float = 0.0
     idempotency_key: str | None = None
+    cross_tenant_key: bool = False
+    timeout_seconds: float | None = None
 
 
 class _AckRow(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -722,6 +727,8 @@ class PostgresQueue:
                 priority=j.priority,
                 delay=float(j.delay_seconds),
                 idempotency_key=j.idempotency_key,
+                cross_tenant_key=j.cross_tenant_key,
+                timeout_seconds=None if j.timeout_seconds is None else float(j.timeout_seconds),
             )
             for j, payload in zip(jobs, payloads, strict=True)
         ]
@@ -773,16 +780,18 @@ class PostgresQueue:
             WITH new AS (
                 INSERT INTO jobs AS j (run_id, tenant_id, r2_key, payload, max_attempts,
                                        priority, available_at, idempotency_key, created_at,
-                                       updated_at)
+                                       updated_at, cross_tenant_key, timeout_seconds)
                 SELECT a.run_id, a.tenant_id, a.r2_key, a.payload::text, a.max_attempts,
                        coalesce(a.priority, 0), $1 + coalesce(a.delay, 0), a.idempotency_key,
-                       $1, $1
+                       $1, $1, coalesce(a.cross_tenant_key, false), a.timeout_seconds
                 FROM ROWS FROM (json_to_recordset($2::json)
                          AS (run_id text, tenant_id text, r2_key text, payload json,
                              max_attempts int, priority int, delay float8,
-                             idempotency_key text))
+                             idempotency_key text, cross_tenant_key bool,
+                             timeout_seconds float8))
                      WITH ORDINALITY AS a(run_id, tenant_id, r2_key, payload, max_attempts,
-                                          priority, delay, idempotency_key, n)
+                                          priority, delay, idempotency_key, cross_tenant_key,
+                                          timeout_seconds, n)
                 ORDER BY a.n
                 {conflict}
                 RETURNING j.id, j.run_id, j.tenant_id, j.idempotency_key
@@ -841,6 +850,8 @@ class PostgresQueue:
                     idempotency_key=new.idempotency_key,
                     created_at=now,
                     updated_at=now,
+                    cross_tenant_key=row.cross_tenant_key,
+                    timeout_seconds=row.timeout_seconds,
                 )
             )
         if None in out:
@@ -891,12 +902,22 @@ class PostgresQueue:
     # --- consumers -----------------------------------------------------------------------
 
     async def pull(
-        self, max: int = 10, visibility_seconds: float = 60, worker_id: str | None = None
+        self,
+        max: int = 10,
+        visibility_seconds: float = 60,
+        worker_id: str | None = None,
+        *,
+        owner: str | None = None,
     ) -> list[Job]:
-        """Lease up to ``max`` visible jobs for ``visibility_seconds``, highest priority first."""
+        """Lease up to ``max`` visible jobs for ``visibility_seconds``, highest priority first.
+
+        ``owner`` names the principal taking the leases (recorded as ``lease_owner``): only it
+        may settle them by id alone (`ack_ids`).
+        """
         _check_range("max", max, 1, MAX_PULL)
         _check_visibility(visibility_seconds)
         _check_optional_text("worker_id", worker_id)
+        _check_optional_text("owner", owner)
         now = self._clock.time()
 
         async def claim(conn: Any) -> list[Job]:
@@ -905,12 +926,12 @@ class PostgresQueue:
             # pull in one round trip. Otherwise reap (it commits on its own) and claim again.
             prefix = secrets.token_hex(8)  # 64 random bits for this claim's leases
             rows = await conn.fetch(
-                FIRST_CLAIM, now, max, now + visibility_seconds, worker_id, prefix
+                FIRST_CLAIM, now, max, now + visibility_seconds, worker_id, prefix, owner
             )
             if not rows:
                 await self._reap(conn, now)
                 rows = await conn.fetch(
-                    CLAIM, now, max, now + visibility_seconds, worker_id, prefix
+                    CLAIM, now, max, now + visibility_seconds, worker_id, prefix, owner
                 )
             jobs = [store._job(row) for row in rows]
             jobs.sort(key=lambda j: (-j.priority, j.available_at, j.id))
@@ -940,7 +961,7 @@ class PostgresQueue:
                             ELSE last_error END,
                         finished_at = CASE WHEN attempts >= max_attempts THEN $1 END,
                         lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,
-                        updated_at = $1
+                        lease_owner = NULL, started_at = NULL, updated_at = $1
                     FROM expired WHERE j.id = expired.id
                     RETURNING j.run_id, j.status
                 ),
@@ -991,7 +1012,8 @@ class PostgresQueue:
         sql = f"""
             UPDATE jobs AS j
             SET status = 'pending', attempts = j.attempts - 1, available_at = $1 + $2,
-                lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, updated_at = $1
+                lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,
+                lease_owner = NULL, started_at = NULL, updated_at = $1
             FROM unnest($3::bigint[], $4::text[]) AS a(id, token)
             WHERE j.id = a.id AND {LIVE}
             RETURNING {COLUMNS}
@@ -1095,7 +1117,7 @@ class PostgresQueue:
                 UPDATE jobs
                 SET status = 'pending', attempts = 0, available_at = $1, finished_at = NULL,
                     lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,
-                    updated_at = $1
+                    lease_owner = NULL, started_at = NULL, updated_at = $1
                 WHERE status = 'failed'
                   AND ($2::bigint[] IS NULL OR id = ANY($2::bigint[]))
                   AND ($3::text IS NULL OR run_id = $3)

@@ -37,48 +37,98 @@ class Migration:
     drops: tuple[str, ...]
 
 
+# The jobs table's indexes (migration 1; rebuilt by migration 4 with the table).
+_JOBS_INDEXES = (
+    # Matches pull's ORDER BY, so a claim reads the first `max` entries of one range.
+    "CREATE INDEX jobs_claim ON jobs (status, priority DESC, available_at)",
+    # Only live leases are indexed: reaping reads the expired ones and nothing else.
+    """
+    CREATE INDEX jobs_lease_expiry ON jobs (lease_expires_at)
+    WHERE status = 'leased'
+    """,
+    # Invariant: one idempotency key names at most one job within a tenant.
+    """
+    CREATE UNIQUE INDEX jobs_idempotency ON jobs (tenant_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL
+    """,
+    "CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL",
+)
+
+# The triggers that keep each run's stored counts (migration 3; rebuilt by migration 4).
+_COUNT_TRIGGERS = (
+    """
+    CREATE TRIGGER jobs_status_counts AFTER UPDATE OF status ON jobs
+    WHEN OLD.status != NEW.status
+    BEGIN
+        UPDATE runs SET
+            pending = pending + (NEW.status = 'pending') - (OLD.status = 'pending'),
+            leased = leased + (NEW.status = 'leased') - (OLD.status = 'leased'),
+            done = done + (NEW.status = 'done') - (OLD.status = 'done'),
+            failed = failed + (NEW.status = 'failed') - (OLD.status = 'failed')
+        WHERE run_id = NEW.run_id;
+    END
+    """,
+    """
+    CREATE TRIGGER jobs_delete_counts AFTER DELETE ON jobs
+    BEGIN
+        UPDATE runs SET
+            pending = pending - (OLD.status = 'pending'),
+            leased = leased - (OLD.status = 'leased'),
+            done = done - (OLD.status = 'done'),
+            failed = failed - (OLD.status = 'failed')
+        WHERE run_id = OLD.run_id;
+    END
+    """,
+)
+
+# The columns of jobs up to version 3, in table order (what migration 4 copies either way).
+_V3_COLUMNS = (
+    "id, run_id, tenant_id, r2_key, payload, status, attempts, max_attempts, priority, "
+    "available_at, lease_token, lease_expires_at, worker_id, last_error, result, "
+    "idempotency_key, created_at, updated_at, finished_at"
+)
+
+
+def _jobs_table(name: str, *, autoincrement: bool) -> str:
+    """The jobs table as of version 4 (``autoincrement``), else as of versions 1 to 3."""
+    v4 = """,
+        lease_owner      TEXT,
+        started_at       REAL,
+        cross_tenant_key INTEGER NOT NULL DEFAULT 0,
+        timeout_seconds  REAL"""
+    return f"""
+    CREATE TABLE {name} (
+        id               INTEGER PRIMARY KEY{" AUTOINCREMENT" if autoincrement else ""},
+        run_id           TEXT    NOT NULL,
+        tenant_id        TEXT    NOT NULL,
+        r2_key           TEXT    NOT NULL,
+        payload          TEXT,
+        status           TEXT    NOT NULL DEFAULT 'pending'
+                         CHECK (status IN ('pending', 'leased', 'done', 'failed')),
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        max_attempts     INTEGER NOT NULL,
+        priority         INTEGER NOT NULL DEFAULT 0,
+        available_at     REAL    NOT NULL,
+        lease_token      TEXT,
+        lease_expires_at REAL,
+        worker_id        TEXT,
+        last_error       TEXT,
+        result           TEXT,
+        idempotency_key  TEXT,
+        created_at       REAL    NOT NULL,
+        updated_at       REAL    NOT NULL,
+        finished_at      REAL{v4 if autoincrement else ""}
+    )
+    """
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=1,
         name="jobs",
         up=(
-            """
-            CREATE TABLE jobs (
-                id               INTEGER PRIMARY KEY,
-                run_id           TEXT    NOT NULL,
-                tenant_id        TEXT    NOT NULL,
-                r2_key           TEXT    NOT NULL,
-                payload          TEXT,
-                status           TEXT    NOT NULL DEFAULT 'pending'
-                                 CHECK (status IN ('pending', 'leased', 'done', 'failed')),
-                attempts         INTEGER NOT NULL DEFAULT 0,
-                max_attempts     INTEGER NOT NULL,
-                priority         INTEGER NOT NULL DEFAULT 0,
-                available_at     REAL    NOT NULL,
-                lease_token      TEXT,
-                lease_expires_at REAL,
-                worker_id        TEXT,
-                last_error       TEXT,
-                result           TEXT,
-                idempotency_key  TEXT,
-                created_at       REAL    NOT NULL,
-                updated_at       REAL    NOT NULL,
-                finished_at      REAL
-            )
-            """,
-            # Matches pull's ORDER BY, so a claim reads the first `max` entries of one range.
-            "CREATE INDEX jobs_claim ON jobs (status, priority DESC, available_at)",
-            # Only live leases are indexed: reaping reads the expired ones and nothing else.
-            """
-            CREATE INDEX jobs_lease_expiry ON jobs (lease_expires_at)
-            WHERE status = 'leased'
-            """,
-            # Invariant: one idempotency key names at most one job within a tenant.
-            """
-            CREATE UNIQUE INDEX jobs_idempotency ON jobs (tenant_id, idempotency_key)
-            WHERE idempotency_key IS NOT NULL
-            """,
-            "CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL",
+            _jobs_table("jobs", autoincrement=False),
+            *_JOBS_INDEXES,
         ),
         down=("DROP TABLE jobs",),
         drops=("jobs",),
@@ -134,29 +184,7 @@ MIGRATIONS: tuple[Migration, ...] = (
                 failed = (SELECT count(*) FROM jobs j WHERE j.run_id = runs.run_id
                           AND j.status = 'failed')
             """,
-            """
-            CREATE TRIGGER jobs_status_counts AFTER UPDATE OF status ON jobs
-            WHEN OLD.status != NEW.status
-            BEGIN
-                UPDATE runs SET
-                    pending = pending + (NEW.status = 'pending') - (OLD.status = 'pending'),
-                    leased = leased + (NEW.status = 'leased') - (OLD.status = 'leased'),
-                    done = done + (NEW.status = 'done') - (OLD.status = 'done'),
-                    failed = failed + (NEW.status = 'failed') - (OLD.status = 'failed')
-                WHERE run_id = NEW.run_id;
-            END
-            """,
-            """
-            CREATE TRIGGER jobs_delete_counts AFTER DELETE ON jobs
-            BEGIN
-                UPDATE runs SET
-                    pending = pending - (OLD.status = 'pending'),
-                    leased = leased - (OLD.status = 'leased'),
-                    done = done - (OLD.status = 'done'),
-                    failed = failed - (OLD.status = 'failed')
-                WHERE run_id = OLD.run_id;
-            END
-            """,
+            *_COUNT_TRIGGERS,
         ),
         down=(
             "DROP TRIGGER jobs_delete_counts",
@@ -167,6 +195,40 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE runs DROP COLUMN pending",
         ),
         # Only derived numbers go: the next up-migration counts them again.
+        drops=(),
+    ),
+    Migration(
+        version=4,
+        name="jobs_v4",
+        up=(
+            # Rebuilt (SQLite cannot add AUTOINCREMENT to a table): a purged job's id is never
+            # handed out again, so a stale reference cannot point at another tenant's job.
+            # Copying the rows sets `sqlite_sequence` to the largest id still in the file (the
+            # rename carries it over); an id above it that was purged before this migration
+            # left no trace and cannot be known.
+            "DROP TRIGGER jobs_delete_counts",
+            "DROP TRIGGER jobs_status_counts",
+            _jobs_table("jobs_v4", autoincrement=True),
+            f"INSERT INTO jobs_v4 ({_V3_COLUMNS}) SELECT {_V3_COLUMNS} FROM jobs",
+            "DROP TABLE jobs",
+            "ALTER TABLE jobs_v4 RENAME TO jobs",
+            *_JOBS_INDEXES,
+            "CREATE INDEX jobs_run ON jobs (run_id, status)",
+            *_COUNT_TRIGGERS,
+        ),
+        down=(
+            "DROP TRIGGER jobs_delete_counts",
+            "DROP TRIGGER jobs_status_counts",
+            _jobs_table("jobs_v3", autoincrement=False),
+            f"INSERT INTO jobs_v3 ({_V3_COLUMNS}) SELECT {_V3_COLUMNS} FROM jobs",
+            "DROP TABLE jobs",
+            "ALTER TABLE jobs_v3 RENAME TO jobs",
+            *_JOBS_INDEXES,
+            "CREATE INDEX jobs_run ON jobs (run_id, status)",
+            *_COUNT_TRIGGERS,
+        ),
+        # The new columns' values go (lease owners, start times, per-job limits, key grants);
+        # no job does.
         drops=(),
     ),
 )

@@ -23,7 +23,9 @@ from actors.queue.model import (
     MAX_BATCH,
     MAX_DELAY_SECONDS,
     MAX_PULL,
+    MAX_TIMEOUT_SECONDS,
     MAX_VISIBILITY_SECONDS,
+    MIN_TIMEOUT_SECONDS,
     Ack,
     AckResult,
     Job,
@@ -143,6 +145,8 @@ class SQLiteQueue:
         delay_seconds: float = 0,
         priority: int = 0,
         max_attempts: int | None = None,
+        cross_tenant_key: bool = False,
+        timeout_seconds: float | None = None,
     ) -> Job:
         """Add one job (or return the tenant's job with this idempotency key) and commit it."""
         new = NewJob(
@@ -154,6 +158,8 @@ class SQLiteQueue:
             delay_seconds=delay_seconds,
             priority=priority,
             max_attempts=max_attempts,
+            cross_tenant_key=cross_tenant_key,
+            timeout_seconds=timeout_seconds,
         )
         (job,) = await self.enqueue_many([new])
         return job
@@ -194,14 +200,26 @@ class SQLiteQueue:
     # --- consumers -----------------------------------------------------------------------
 
     async def pull(
-        self, max: int = 10, visibility_seconds: float = 60, worker_id: str | None = None
+        self,
+        max: int = 10,
+        visibility_seconds: float = 60,
+        worker_id: str | None = None,
+        *,
+        owner: str | None = None,
     ) -> list[Job]:
-        """Lease up to ``max`` visible jobs for ``visibility_seconds``, highest priority first."""
+        """Lease up to ``max`` visible jobs for ``visibility_seconds``, highest priority first.
+
+        ``owner`` names the principal taking the leases (recorded as ``lease_owner``): only it
+        may settle them by id alone (`ack_ids`).
+        """
         _check_range("max", max, 1, MAX_PULL)
         _check_visibility(visibility_seconds)
         _check_optional_text("worker_id", worker_id)
+        _check_optional_text("owner", owner)
         return await self._writer.run(
-            lambda conn: store.pull(conn, self._clock.time(), max, visibility_seconds, worker_id)
+            lambda conn: store.pull(
+                conn, self._clock.time(), max, visibility_seconds, worker_id, owner
+            )
         )
 
     async def renew(self, job_id: int, lease_token: str, visibility_seconds: float) -> Job:
@@ -376,6 +394,8 @@ class SQLiteQueue:
             and -MAX_PRIORITY <= priority <= MAX_PRIORITY
             and type(delay) in (int, float)
             and 0 <= delay <= MAX_DELAY_SECONDS
+            and new.cross_tenant_key is False
+            and new.timeout_seconds is None
         ):
             for name in ("run_id", "tenant_id", "r2_key"):
                 _check_text(name, getattr(new, name))
@@ -384,6 +404,17 @@ class SQLiteQueue:
             _check_range("priority", new.priority, -MAX_PRIORITY, MAX_PRIORITY)
             if new.max_attempts is not None:
                 _check_range("max_attempts", new.max_attempts, 1, MAX_ATTEMPTS)
+            if not isinstance(new.cross_tenant_key, bool):
+                raise InvalidArgument(
+                    f"cross_tenant_key must be true or false, not {new.cross_tenant_key!r}"
+                )
+            if new.timeout_seconds is not None:
+                _check_range(
+                    "timeout_seconds",
+                    new.timeout_seconds,
+                    MIN_TIMEOUT_SECONDS,
+                    MAX_TIMEOUT_SECONDS,
+                )
         return self._check_json("payload", new.payload)
 
     def _check_ack(self, a: Ack) -> bytes | None:

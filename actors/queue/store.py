@@ -48,7 +48,8 @@ __all__ = [
 COLUMNS = (
     "id, run_id, tenant_id, r2_key, payload, status, attempts, max_attempts, priority, "
     "available_at, lease_token, lease_expires_at, worker_id, last_error, result, "
-    "idempotency_key, created_at, updated_at, finished_at"
+    "idempotency_key, created_at, updated_at, finished_at, lease_owner, started_at, "
+    "cross_tenant_key, timeout_seconds"
 )
 # A lease is live while the job is leased under this token and has not run out.
 LIVE_LEASE = "status = 'leased' AND lease_token = :token AND lease_expires_at > :now"
@@ -90,6 +91,10 @@ def _job(row: Sequence[Any]) -> Job:
         created_at=row[16],
         updated_at=row[17],
         finished_at=row[18],
+        lease_owner=row[19],
+        started_at=row[20],
+        cross_tenant_key=bool(row[21]),
+        timeout_seconds=row[22],
     )
 
 
@@ -112,8 +117,9 @@ def enqueue(
         row = conn.execute(
             f"""
             INSERT INTO jobs (run_id, tenant_id, r2_key, payload, max_attempts, priority,
-                              available_at, idempotency_key, created_at, updated_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                              available_at, idempotency_key, created_at, updated_at,
+                              cross_tenant_key, timeout_seconds)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL
             DO NOTHING
             RETURNING {COLUMNS}
@@ -129,6 +135,8 @@ def enqueue(
                 new.idempotency_key,
                 now,
                 now,
+                new.cross_tenant_key,
+                new.timeout_seconds,
             ),
         ).fetchone()
         if row is None:  # the idempotency key is taken: return the job that holds it
@@ -168,16 +176,24 @@ def enqueue(
 
 
 def pull(
-    conn: sqlite3.Connection, now: float, max: int, visibility_seconds: float, worker_id: str | None
+    conn: sqlite3.Connection,
+    now: float,
+    max: int,
+    visibility_seconds: float,
+    worker_id: str | None,
+    owner: str | None = None,
 ) -> list[Job]:
-    """Lease up to ``max`` visible jobs for ``visibility_seconds``, highest priority first."""
+    """Lease up to ``max`` visible jobs for ``visibility_seconds``, highest priority first.
+
+    ``owner`` (the principal that asked, over HTTP) is recorded as each lease's ``lease_owner``.
+    """
     reap(conn, now)
     rows = conn.execute(
         f"""
         UPDATE jobs
         SET status = 'leased', attempts = attempts + 1,
             lease_token = lower(hex(randomblob(16))), lease_expires_at = :expires,
-            worker_id = :worker, updated_at = :now
+            worker_id = :worker, lease_owner = :owner, started_at = NULL, updated_at = :now
         WHERE id IN (
             SELECT id FROM jobs
             WHERE status = 'pending' AND available_at <= :now
@@ -186,7 +202,13 @@ def pull(
         )
         RETURNING {COLUMNS}
         """,
-        {"now": now, "expires": now + visibility_seconds, "worker": worker_id, "max": max},
+        {
+            "now": now,
+            "expires": now + visibility_seconds,
+            "worker": worker_id,
+            "owner": owner,
+            "max": max,
+        },
     ).fetchall()
     # RETURNING does not keep the subquery's order; restore it.
     jobs = [_job(row) for row in rows]
@@ -207,7 +229,8 @@ def reap(conn: sqlite3.Connection, now: float) -> int:
                      || ') held by worker ' || coalesce(worker_id, '?')
                 ELSE last_error END,
             finished_at = CASE WHEN attempts >= max_attempts THEN :now END,
-            lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, updated_at = :now
+            lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, lease_owner = NULL,
+            started_at = NULL, updated_at = :now
         WHERE status = 'leased' AND lease_expires_at <= :now
         RETURNING run_id, status
         """,
@@ -240,7 +263,8 @@ def release(
         f"""
         UPDATE jobs
         SET status = 'pending', attempts = attempts - 1, available_at = :now + :delay,
-            lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, updated_at = :now
+            lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, lease_owner = NULL,
+            started_at = NULL, updated_at = :now
         WHERE id = :id AND {LIVE_LEASE}
         RETURNING {COLUMNS}
         """,
@@ -302,6 +326,10 @@ def ack(
                         THEN lease_token END,
                     worker_id = CASE WHEN :permanent OR attempts >= max_attempts
                         THEN worker_id END,
+                    lease_owner = CASE WHEN :permanent OR attempts >= max_attempts
+                        THEN lease_owner END,
+                    started_at = CASE WHEN :permanent OR attempts >= max_attempts
+                        THEN started_at END,
                     lease_expires_at = NULL, last_error = :error, updated_at = :now
                 WHERE id = :id AND (({LIVE_LEASE}) OR (NOT :fenced AND status = 'leased'))
                 RETURNING {COLUMNS}
@@ -441,7 +469,8 @@ def requeue(
         f"""
         UPDATE jobs
         SET status = 'pending', attempts = 0, available_at = :now, finished_at = NULL,
-            lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, updated_at = :now
+            lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, lease_owner = NULL,
+            started_at = NULL, updated_at = :now
         WHERE status = 'failed' {where}
         RETURNING run_id
         """,
