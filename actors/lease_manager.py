@@ -32,7 +32,7 @@ def leased_job(job: Any) -> LeasedJob:
         attempts=job.attempts,
         max_attempts=job.max_attempts,
         payload=job.payload,
-        timeout_seconds=getattr(job, "timeout_seconds", None),
+        timeout_seconds=job.timeout_seconds,
     )
 
 
