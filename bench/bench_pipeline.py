@@ -1,13 +1,18 @@
 """Pipeline benchmark: end-to-end jobs/s on embedded defaults, beside the queue's raw cycle; memory.
 
-Usage: ``python bench/bench_pipeline.py [--jobs 20000] [--memory-jobs 1000000] [--write]``.
+Usage: ``python bench/bench_pipeline.py [--jobs 20000] [--memory-jobs 1000000]
+[--against DIR --rounds 5] [--documents] [--write]``.
 Each job is a tiny text object (so the measured cost is the system's own: queue, actors,
 acks), processed by the offline processor on the embedded defaults (config/actors.toml with
 its paths moved to a temporary folder). In the same run it measures the raw ``sqlite3``
 enqueue+pull+ack cycle of the queue's own SQL, one job per transaction and 100 per
 transaction, so the ratio is honest on a noisy machine. ``--memory-jobs`` runs one long
-pipeline and samples its resident memory (RSS) as jobs complete. ``--write`` replaces the
-"## Pipeline" section of docs/benchmarks.md.
+pipeline and samples its resident memory (RSS) as jobs complete. ``--against DIR`` runs the
+end-to-end measurement alternately on this tree and on another checkout (``DIR``, e.g. the
+main branch), ``--rounds`` times per backend, each in a fresh process, and reports the medians
+and their ratio: on a shared machine only a same-run ratio means anything. ``--documents``
+measures what one document costs processed on the loop's thread and in a worker process, by
+size. ``--write`` replaces the "## Pipeline" section of docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import argparse
 import os
 import platform
 import re
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -106,6 +113,66 @@ async def memory(jobs: int, samples: int = 10) -> list[tuple[int, float, float]]
     return points
 
 
+def one_end_to_end(tree: Path, backend: str, jobs: int) -> float:
+    """``end_to_end`` in a fresh process importing ``tree``'s ``actors``."""
+    code = (
+        "import sys, anyio; sys.path.insert(0, 'bench'); import bench_pipeline as b; "
+        "from actors.log import configure_logging; configure_logging('error'); "
+        f"print(anyio.run(b.end_to_end, {jobs}, backend={backend!r}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tree,
+        env={**os.environ, "PYTHONPATH": str(tree)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(out.stdout.split()[-1])
+
+
+def against(other: Path, jobs: int, rounds: int) -> dict[str, tuple[list[float], list[float]]]:
+    """Per backend: (this tree's rates, the other tree's rates), measured alternately."""
+    rates: dict[str, tuple[list[float], list[float]]] = {}
+    for backend in ("asyncio", "trio"):
+        ours: list[float] = []
+        theirs: list[float] = []
+        for _ in range(rounds):
+            theirs.append(one_end_to_end(other, backend, jobs))
+            ours.append(one_end_to_end(ROOT, backend, jobs))
+            print(f"  {backend}: this {ours[-1]:,.0f}  other {theirs[-1]:,.0f}", flush=True)
+        rates[backend] = (ours, theirs)
+    return rates
+
+
+async def document_costs(sizes: list[int], calls: int = 40) -> list[tuple[int, float, float]]:
+    """(bytes, us per document on this thread, us per document in a worker process)."""
+    from actors.config import ProcessorConfig
+    from actors.processor import process_locally
+    from actors.workers import WorkerPool
+
+    settings = ProcessorConfig()
+    pool = WorkerPool(1)
+    costs = []
+    try:
+        for size in sizes:
+            data = (DOC * (size // len(DOC) + 1))[:size]
+            process_locally(settings, data, "doc.txt", None)  # imports, caches: warm both
+            await pool.run(process_locally, settings, data, "doc.txt", None)
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                process_locally(settings, data, "doc.txt", None)
+            inline = (time.perf_counter() - t0) / calls
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                await pool.run(process_locally, settings, data, "doc.txt", None)
+            worker = (time.perf_counter() - t0) / calls
+            costs.append((size, inline * 1e6, worker * 1e6))
+    finally:
+        await pool.aclose()
+    return costs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=20_000)
@@ -114,6 +181,11 @@ def main() -> None:
         type=int,
         default=0,
         help="also run one long pipeline of this many jobs and sample its RSS",
+    )
+    parser.add_argument("--against", type=Path, help="another checkout to compare with")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--documents", action="store_true", help="cost of one document, inline and in a worker"
     )
     parser.add_argument("--write", action="store_true", help="write docs/benchmarks.md")
     args = parser.parse_args()
@@ -144,6 +216,29 @@ def main() -> None:
     say(f"| raw `sqlite3` cycle, 100 jobs per transaction | {raw100:,.0f} | | 1.00x |")
     for backend, rate in rates.items():
         say(f"| pipeline, {backend} | {rate:,.0f} | {rate / raw1:.2f}x | {rate / raw100:.2f}x |")
+    if args.against is not None:
+        say()
+        say(
+            f"Alternately against {args.against} ({args.rounds} rounds per backend, each "
+            f"{args.jobs:,} jobs in a fresh process; medians):"
+        )
+        say()
+        compared = against(args.against.resolve(), args.jobs, args.rounds)
+        say("| backend | this tree jobs/s | other tree jobs/s | ratio | this tree, each round |")
+        say("|---|---:|---:|---:|---|")
+        for backend, (ours, theirs) in compared.items():
+            mine, other = statistics.median(ours), statistics.median(theirs)
+            each = ", ".join(f"{r:,.0f}" for r in ours)
+            say(f"| {backend} | {mine:,.0f} | {other:,.0f} | {mine / other:.2f}x | {each} |")
+    if args.documents:
+        say()
+        say("One document of text (the offline processor), on the loop's thread and in a worker:")
+        say()
+        costs = anyio.run(document_costs, [80, 1024, 4096, 16384, 65536])
+        say("| bytes | us on this thread | us in a worker process | worker / thread |")
+        say("|---:|---:|---:|---:|")
+        for size, inline, worker in costs:
+            say(f"| {size:,} | {inline:,.0f} | {worker:,.0f} | {worker / inline:.2f}x |")
     if args.memory_jobs:
         say()
         say(f"Resident memory over one long run of {args.memory_jobs:,} jobs (asyncio):")
@@ -168,6 +263,8 @@ def main() -> None:
         command = (
             f"python bench/bench_pipeline.py --jobs {args.jobs}"
             + (f" --memory-jobs {args.memory_jobs}" if args.memory_jobs else "")
+            + (f" --against {args.against} --rounds {args.rounds}" if args.against else "")
+            + (" --documents" if args.documents else "")
             + " --write"
         )
         doc = ROOT / "docs" / "benchmarks.md"
