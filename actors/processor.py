@@ -53,6 +53,11 @@ class Processor(Protocol):
 
     Error handling: raise `DocumentError` when retrying cannot help (the job fails at once);
     any other `ActorsError` is a failed attempt that the queue retries with backoff.
+
+    Optional: ``honours_cancellation = True`` tells the stage that ``process`` returns at once
+    when cancelled (it is then cancelled in place at the job's time limit, not run in a task
+    that can be abandoned); ``process_now(job, data, content_type)`` returns a result computed
+    at once on the loop's thread, in a bounded time, or None to have ``process`` called.
     """
 
     async def process(

@@ -37,7 +37,7 @@ log = structlog.get_logger("actors.service")
 SHUTDOWN_MARGIN_SECONDS = 5.0
 # Once the drain is complete (every job settled or given back), how long the event loop may
 # take to close; longer means a processor call stuck in a thread, abandoned at its time limit.
-_AFTER_DRAIN_SECONDS = 1.0
+_AFTER_DRAIN_SECONDS = 2.0
 
 
 class _ExitDeadline:

@@ -113,36 +113,63 @@ async def memory(jobs: int, samples: int = 10) -> list[tuple[int, float, float]]
     return points
 
 
-def one_end_to_end(tree: Path, backend: str, jobs: int) -> float:
-    """``end_to_end`` in a fresh process importing ``tree``'s ``actors``."""
-    code = (
-        "import sys, anyio; sys.path.insert(0, 'bench'); import bench_pipeline as b; "
-        "from actors.log import configure_logging; configure_logging('error'); "
-        f"print(anyio.run(b.end_to_end, {jobs}, backend={backend!r}))"
-    )
+# Run in a fresh process with a tree's own `bench_pipeline` and `actors`: jobs/s, and the
+# process's CPU time per job (user + system, all threads), which a busy machine disturbs less.
+_ONE_RUN = """
+import sys, tempfile, time, anyio
+from pathlib import Path
+sys.path.insert(0, "bench")
+import bench_pipeline as b
+from actors.log import configure_logging
+from actors.system import ActorSystem
+configure_logging("error")
+async def main(jobs):
+    with tempfile.TemporaryDirectory() as folder:
+        config = b.config_in(Path(folder))
+        runs = await b.enqueue_all(config, jobs)
+        c0, t0 = time.process_time(), time.perf_counter()
+        async with ActorSystem(config) as system:
+            for run_id in runs:
+                await system.wait_run(run_id)
+            c1, t1 = time.process_time(), time.perf_counter()
+    print(jobs / (t1 - t0), (c1 - c0) / jobs * 1e6)
+anyio.run(main, int(sys.argv[1]), backend=sys.argv[2])
+"""
+
+
+def one_end_to_end(tree: Path, backend: str, jobs: int) -> tuple[float, float]:
+    """(jobs/s, CPU us per job) of ``end_to_end`` in a fresh process importing ``tree``."""
     out = subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, "-c", _ONE_RUN, str(jobs), backend],
         cwd=tree,
         env={**os.environ, "PYTHONPATH": str(tree)},
         capture_output=True,
         text=True,
         check=True,
     )
-    return float(out.stdout.split()[-1])
+    rate, cpu = out.stdout.split()[-2:]
+    return float(rate), float(cpu)
 
 
-def against(other: Path, jobs: int, rounds: int) -> dict[str, tuple[list[float], list[float]]]:
-    """Per backend: (this tree's rates, the other tree's rates), measured alternately."""
-    rates: dict[str, tuple[list[float], list[float]]] = {}
+Rates = list[tuple[float, float]]
+
+
+def against(other: Path, jobs: int, rounds: int) -> dict[str, tuple[Rates, Rates]]:
+    """Per backend: (this tree's runs, the other tree's runs), measured alternately."""
+    runs: dict[str, tuple[Rates, Rates]] = {}
     for backend in ("asyncio", "trio"):
-        ours: list[float] = []
-        theirs: list[float] = []
+        ours: Rates = []
+        theirs: Rates = []
         for _ in range(rounds):
             theirs.append(one_end_to_end(other, backend, jobs))
             ours.append(one_end_to_end(ROOT, backend, jobs))
-            print(f"  {backend}: this {ours[-1]:,.0f}  other {theirs[-1]:,.0f}", flush=True)
-        rates[backend] = (ours, theirs)
-    return rates
+            print(
+                f"  {backend}: this {ours[-1][0]:,.0f} jobs/s {ours[-1][1]:,.0f} us CPU/job, "
+                f"other {theirs[-1][0]:,.0f} jobs/s {theirs[-1][1]:,.0f} us CPU/job",
+                flush=True,
+            )
+        runs[backend] = (ours, theirs)
+    return runs
 
 
 async def document_costs(sizes: list[int], calls: int = 40) -> list[tuple[int, float, float]]:
@@ -224,12 +251,19 @@ def main() -> None:
         )
         say()
         compared = against(args.against.resolve(), args.jobs, args.rounds)
-        say("| backend | this tree jobs/s | other tree jobs/s | ratio | this tree, each round |")
-        say("|---|---:|---:|---:|---|")
+        say(
+            "| backend | jobs/s, this / other | ratio | CPU us per job, this / other | ratio "
+            "| jobs/s each round, this; other |"
+        )
+        say("|---|---:|---:|---:|---:|---|")
         for backend, (ours, theirs) in compared.items():
-            mine, other = statistics.median(ours), statistics.median(theirs)
-            each = ", ".join(f"{r:,.0f}" for r in ours)
-            say(f"| {backend} | {mine:,.0f} | {other:,.0f} | {mine / other:.2f}x | {each} |")
+            rate = statistics.median(r for r, _ in ours), statistics.median(r for r, _ in theirs)
+            cpu = statistics.median(c for _, c in ours), statistics.median(c for _, c in theirs)
+            each = "; ".join(", ".join(f"{r:,.0f}" for r, _ in runs) for runs in (ours, theirs))
+            say(
+                f"| {backend} | {rate[0]:,.0f} / {rate[1]:,.0f} | {rate[0] / rate[1]:.2f}x "
+                f"| {cpu[0]:,.0f} / {cpu[1]:,.0f} | {cpu[0] / cpu[1]:.2f}x | {each} |"
+            )
     if args.documents:
         say()
         say("One document of text (the offline processor), on the loop's thread and in a worker:")
