@@ -260,9 +260,13 @@ class ActorSystem:
             )
 
         # Jobs leased but not yet decided: what the stages can start soon (each fetcher and
-        # processor holds one, the processors' stream two per processor), so a crash strands
-        # few jobs; decided ones wait for their ack's commit and do not count.
-        lease_window = config.pipeline.fetchers + 3 * config.pipeline.processors
+        # processor holds one, the processors' stream two per processor) and one pull batch,
+        # so a crash strands few jobs; decided ones wait for their ack's commit and do not
+        # count. The batch keeps pulls full: without it, pulls of a few jobs each cost more
+        # CPU per job than today's (docs/benchmarks.md, "Processing in worker processes").
+        lease_window = (
+            config.pipeline.fetchers + 3 * config.pipeline.processors + config.queue.batch_size
+        )
 
         def lease_manager(ctx: Context) -> LeaseManager:
             self.lease_manager = LeaseManager(

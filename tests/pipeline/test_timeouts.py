@@ -22,10 +22,11 @@ pytestmark = pytest.mark.anyio
 TEXT = b"Lichens grow slowly on old stone. They record clean air. Surveys count them yearly."
 
 
-def make_config(tmp_path: Path, **pipeline: Any) -> Config:
+def make_config(tmp_path: Path, *, batch_size: int = 32, **pipeline: Any) -> Config:
     return Config(
         queue=QueueConfig(
             path=str(tmp_path / "q.db"),
+            batch_size=batch_size,
             retry_base_seconds=0.01,
             retry_cap_seconds=0.02,
             poll_interval_seconds=0.05,
@@ -119,8 +120,9 @@ async def test_a_job_past_its_time_limit_is_renewed_no_more(tmp_path: Path) -> N
 
 
 async def test_only_what_the_stages_can_start_soon_is_leased(tmp_path: Path) -> None:
-    # concurrency would allow 128 jobs in flight; 1 fetcher and 2 processors can start 7.
-    config = make_config(tmp_path, processors=2, fetchers=1, concurrency=128)
+    # concurrency would allow 128 jobs in flight; 1 fetcher and 2 processors can start 7, and
+    # one pull batch (4) more may wait: 11.
+    config = make_config(tmp_path, processors=2, fetchers=1, concurrency=128, batch_size=4)
     release = anyio.Event()
 
     class Stalling:
@@ -134,11 +136,11 @@ async def test_only_what_the_stages_can_start_soon_is_leased(tmp_path: Path) -> 
     async with ActorSystem(config, processor=Stalling()) as system:
         await enqueue(system, 100)
         with anyio.fail_after(10):
-            while len(system.inflight) < 7:
+            while len(system.inflight) < 11:
                 await anyio.sleep(0.02)
         await anyio.sleep(0.5)  # more pulls would have happened by now
         leased = rows(tmp_path / "q.db", "SELECT count(*) FROM jobs WHERE status = 'leased'")
-        assert leased == [(7,)]
+        assert leased == [(11,)]
         release.set()
         with anyio.fail_after(20):
             summary = await system.wait_run("run")
