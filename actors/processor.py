@@ -34,10 +34,11 @@ log = structlog.get_logger("actors.processor")
 
 T = TypeVar("T")
 
-# Documents up to this size (PDFs excepted) are processed on the loop's thread: about 0.7 ms
-# at most for text, and a worker process costs 0.3-1 ms per call (docs/benchmarks.md). Every
-# extractor is linear-time, so this bounds the time the loop can be held. Anything larger, and
-# every PDF (a few kilobytes can inflate to gigabytes), goes to a worker process.
+# Documents up to this size (PDFs excepted) are processed on the loop's thread: half a
+# millisecond at most, where a worker process would cost 2-3x the work itself ("Processing in
+# worker processes" in docs/benchmarks.md). Every extractor is linear-time, so this bounds the
+# time the loop can be held. Anything larger, and every PDF (a few kilobytes can inflate to
+# gigabytes), goes to a worker process.
 _INLINE_BYTES = 1024
 
 
