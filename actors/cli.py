@@ -17,7 +17,7 @@ import anyio
 import msgspec
 
 from actors.errors import ActorsError, InvalidArgument
-from actors.queue import LATEST_VERSION, schema
+from actors.queue import schema
 
 if TYPE_CHECKING:
     from actors.config import Config
@@ -69,7 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(run=cmd_run)
 
     submit = commands.add_parser(
-        "submit", help="store files and enqueue one job per file under a new run; print its id"
+        "submit",
+        help="store files and enqueue one job per file under a new run; print its id",
+        description="Store each file as the object TENANT/RUN/NAME and enqueue one job for it. "
+        "NAME is the file's base name; files that share a base name are named by as much of "
+        "their path as tells them apart (a/report.txt, b/report.txt). A file given twice is "
+        "submitted once.",
     )
     submit.add_argument("files", nargs="+", type=Path, metavar="FILE")
     submit.add_argument("--tenant-id", default="default")
@@ -96,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--delay", type=float, default=0.0, metavar="SECONDS")
     enqueue.add_argument("--priority", type=int, default=0)
     enqueue.add_argument("--max-attempts", type=int)
-    enqueue.set_defaults(run=with_queue(cmd_enqueue))
+    enqueue.set_defaults(run=with_queue(cmd_enqueue, create=True))
 
     stats = commands.add_parser("stats", help="count jobs by status")
     stats.add_argument("--json", action="store_true", help="print JSON")
@@ -159,13 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
     run_search.add_argument("--top", type=int, default=5)
     run_search.set_defaults(run=with_queue(cmd_runs_search))
 
-    migrate = commands.add_parser("migrate", help="show or change the file's schema version")
+    migrate = commands.add_parser(
+        "migrate", help="show or change the queue's schema version ([queue].backend's database)"
+    )
     steps = migrate.add_subparsers(title="migrate commands", required=True, metavar="ACTION")
-    steps.add_parser("status", help="print the file's version and each migration").set_defaults(
+    steps.add_parser("status", help="print the schema's version and each migration").set_defaults(
         run=cmd_migrate_status
     )
     up = steps.add_parser("up", help="apply migrations (to the latest by default)")
-    up.add_argument("--to", type=int, default=LATEST_VERSION, metavar="VERSION")
+    up.add_argument("--to", type=int, metavar="VERSION", help="default: the latest")
     up.set_defaults(run=cmd_migrate_up)
     down = steps.add_parser("down", help="undo migrations (one by default); refuses to drop rows")
     down.add_argument("--to", type=int, metavar="VERSION", help="default: one below the current")
@@ -210,13 +217,20 @@ def queue_settings(args: argparse.Namespace) -> QueueSettings:
     )
 
 
-def with_queue(handler: Handler) -> Callable[[argparse.Namespace], int]:
-    """Run ``handler`` with the configured queue open, on the configured async backend."""
+def with_queue(handler: Handler, *, create: bool = False) -> Callable[[argparse.Namespace], int]:
+    """Run ``handler`` with the configured queue open, on the configured async backend.
+
+    Unless ``create``, the queue must exist already (a SQLite file, a PostgreSQL schema holding
+    a queue): a command that reads (or changes what is there) reports a mistyped path instead of
+    creating an empty queue.
+    """
 
     def run(args: argparse.Namespace) -> int:
         from actors.queue.factory import open_queue
 
         config = load_effective_config(args)
+        if not create:
+            require_queue(config)
 
         async def open_and_run() -> int:
             # Whichever [queue].backend is configured: SQLite, PostgreSQL or a remote server.
@@ -280,8 +294,14 @@ async def cmd_stats(args: argparse.Namespace, queue: Any) -> int:
         return 0
     for name in ("pending", "leased", "done", "failed", "total"):
         print(f"{name:<8} {getattr(stats, name):>10}")
+    # `pending` counts the scheduled jobs too; the age is the oldest available job's.
+    print(f"{stats.scheduled} of the pending jobs are scheduled for later (delayed or retrying)")
     age = stats.oldest_pending_age_seconds
-    print(f"oldest pending job waited {age:.1f}s" if age is not None else "no pending job")
+    print(
+        f"oldest available job has waited {age:.1f}s since it became available"
+        if age is not None
+        else "no job is available to lease now"
+    )
     return 0
 
 
@@ -368,6 +388,26 @@ async def cmd_runs_search(args: argparse.Namespace, queue: Any) -> int:
 # --- the pipeline ------------------------------------------------------------------------------
 
 
+def require_queue(config: Config) -> None:
+    """Raise StorageError if the configured queue does not exist: a SQLite file that is not
+    there, or a PostgreSQL schema that holds no queue (opening either would create it)."""
+    if config.queue.backend == "sqlite":
+        schema.require_file(config.queue.path)
+    elif config.queue.backend == "postgres":
+        from actors.errors import StorageError
+        from actors.queue import postgres_schema
+
+        async def holds_a_queue(conn: Any, where: str) -> int:
+            if await postgres_schema.current_version(conn) == 0:
+                raise StorageError(
+                    f"no queue at {where}: the schema holds none; check [queue].dsn's "
+                    "search_path (`submit`, `enqueue`, `run` and `migrate up` create one)"
+                )
+            return 0
+
+        run_on_postgres(config, holds_a_queue)
+
+
 def load_effective_config(args: argparse.Namespace) -> Config:
     """The config file and the environment, with ``--db`` overriding ``[queue].path``."""
     from actors.config import load_config
@@ -400,9 +440,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from actors.service import submit_files
+    from actors.service import object_names, submit_files
 
     config = load_effective_config(args)
+    if all(path.is_file() for path in args.files):  # else submit_files names the missing one
+        for path in object_names(args.files)[1]:
+            print(f"note: {path} repeats a file given before; submitted once", file=sys.stderr)
     run_id, count = anyio.run(
         functools.partial(
             submit_files, config, args.files, tenant_id=args.tenant_id, run_id=args.run_id
@@ -422,6 +465,7 @@ def cmd_runs_watch(args: argparse.Namespace) -> int:
     from actors.service import watch
 
     config = load_effective_config(args)
+    require_queue(config)
     summary = anyio.run(
         functools.partial(watch, config, args.run_id), backend=config.runtime.backend
     )
@@ -442,39 +486,139 @@ def cmd_config_show(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def raw_connection(args: argparse.Namespace) -> Iterator[tuple[Path, sqlite3.Connection]]:
-    """Open the configured file without migrating it (the migrate commands do that themselves)."""
+def raw_connection(
+    args: argparse.Namespace, *, create: bool = False
+) -> Iterator[tuple[Path, sqlite3.Connection]]:
+    """Open the configured file without migrating it (the migrate commands do that themselves);
+    unless ``create``, only a file that exists."""
     settings = queue_settings(args)
-    conn = schema.connect(settings.path, durability=settings.durability)
+    opener = schema.connect if create else schema.open_existing
+    conn = opener(settings.path, durability=settings.durability)
     try:
         yield settings.path, conn
     finally:
         conn.close()
 
 
-def cmd_migrate_status(args: argparse.Namespace) -> int:
-    with raw_connection(args) as (path, conn):
-        version = schema.current_version(conn)
-    print(f"{path}: schema version {version} (this actors knows up to {LATEST_VERSION})")
-    for migration in schema.MIGRATIONS:
+PgStep = Callable[[Any, str], Awaitable[int]]
+
+
+def on_postgres(args: argparse.Namespace, step: PgStep) -> int | None:
+    """Run ``step(conn, where)`` on the configured PostgreSQL schema and return its exit code,
+    if ``[queue].backend`` is not SQLite; None if it is (the caller works on the file)."""
+    config = load_effective_config(args)
+    if config.queue.backend == "sqlite":
+        return None
+    if config.queue.backend != "postgres":
+        raise InvalidArgument(
+            f"`migrate` changes the queue's own database, and [queue].backend = "
+            f"{config.queue.backend!r} has none here: run it where the queue server runs"
+        )
+    return run_on_postgres(config, step)
+
+
+def run_on_postgres(config: Config, step: PgStep) -> int:
+    """Run ``step(conn, where)`` on one connection to the configured PostgreSQL schema, which
+    must exist; return its exit code."""
+    dsn = config.queue.dsn
+    if not dsn:
+        raise InvalidArgument('[queue].backend = "postgres" needs [queue].dsn = "postgresql://..."')
+    password = config.secrets.pg_password.reveal() if config.secrets.pg_password else None
+
+    async def work() -> int:
+        import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
+
+        from actors.errors import StorageError
+        from actors.queue.migrate import store_name
+
+        where = store_name(dsn)
+        kwargs: dict[str, Any] = {"timeout": 10}
+        if password is not None:
+            kwargs["password"] = password
+        try:
+            conn = await asyncpg.connect(dsn, **kwargs)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+            raise StorageError(
+                f"cannot connect to PostgreSQL at {where}: {exc}. Check [queue].dsn, that the "
+                "server runs, and PGPASSWORD"
+            ) from exc
+        try:
+            if await conn.fetchval("SELECT current_schema()") is None:
+                raise StorageError(
+                    f"{where}: the search_path names no schema that exists. Create it, or name "
+                    "an existing one in [queue].dsn (?search_path=...)"
+                )
+            return await step(conn, where)
+        finally:
+            await conn.close()
+
+    return _run_store(work)
+
+
+def print_migrations(where: object, version: int, migrations: Sequence[schema.Migration]) -> None:
+    """The schema's version, then each migration this actors knows, applied or pending."""
+    print(f"{where}: schema version {version} (this actors knows up to {migrations[-1].version})")
+    for migration in migrations:
         mark = "applied" if migration.version <= version else "pending"
         print(f"  {migration.version:>3}  {migration.name:<12} {mark}")
+
+
+def cmd_migrate_status(args: argparse.Namespace) -> int:
+    from actors.queue import postgres_schema
+
+    async def on_pg(conn: Any, where: str) -> int:
+        version = await postgres_schema.current_version(conn)
+        print_migrations(where, version, postgres_schema.MIGRATIONS)
+        return 0
+
+    code = on_postgres(args, on_pg)
+    if code is not None:
+        return code
+    with raw_connection(args) as (path, conn):
+        version = schema.current_version(conn)
+    print_migrations(path, version, schema.MIGRATIONS)
     return 0
 
 
 def cmd_migrate_up(args: argparse.Namespace) -> int:
-    with raw_connection(args) as (path, conn):
+    from actors.queue import postgres_schema
+
+    async def on_pg(conn: Any, where: str) -> int:
+        return report_steps("applied", await postgres_schema.migrate_up(conn, where, args.to))
+
+    code = on_postgres(args, on_pg)
+    if code is not None:
+        return code
+    with raw_connection(args, create=True) as (path, conn):
         applied = schema.migrate_up(conn, path, args.to)
-    print(f"applied {applied}" if applied else "nothing to apply")
-    return 0
+    return report_steps("applied", applied)
 
 
 def cmd_migrate_down(args: argparse.Namespace) -> int:
+    from actors.queue import postgres_schema
+
+    async def on_pg(conn: Any, where: str) -> int:
+        version = await postgres_schema.current_version(conn)
+        target = version - 1 if args.to is None else args.to
+        undone = await postgres_schema.migrate_down(conn, where, max(target, 0), force=args.force)
+        return report_steps("undid", undone)
+
+    code = on_postgres(args, on_pg)
+    if code is not None:
+        return code
     with raw_connection(args) as (path, conn):
         target = schema.current_version(conn) - 1 if args.to is None else args.to
         undone = schema.migrate_down(conn, path, max(target, 0), force=args.force)
-    print(f"undid {undone}" if undone else "nothing to undo")
+    return report_steps("undid", undone)
+
+
+def report_steps(verb: str, versions: Sequence[int]) -> int:
+    """Print the migrations applied or undone ("applied [1, 2]"), or that there were none."""
+    print(f"{verb} {list(versions)}" if versions else f"nothing to {STEP_NOUNS[verb]}")
     return 0
+
+
+STEP_NOUNS = {"applied": "apply", "undid": "undo"}
 
 
 # --- store: copy a queue between SQLite, PostgreSQL and JSON lines (actors/queue/migrate.py) ---
@@ -489,7 +633,11 @@ def add_store_commands(commands: Any) -> None:
     migrate = actions.add_parser("migrate", help="compare, copy or un-copy one store into another")
     steps = migrate.add_subparsers(title="migrate actions", required=True, metavar="STEP")
     for name, help_text, handler in (
-        ("status", "what is in each store and what differs", cmd_store_status),
+        (
+            "status",
+            "what is in each store and what differs (reads only); exits 1 unless complete",
+            cmd_store_status,
+        ),
         ("run", "copy every run and job; verify each row; safe to run again", cmd_store_run),
         (
             "rollback",
@@ -507,6 +655,15 @@ def add_store_commands(commands: Any) -> None:
                 action="store_true",
                 help="copy jobs under a live lease as pending instead of refusing",
             )
+        if name in ("run", "rollback"):
+            step.add_argument(
+                "--force",
+                action="store_true",
+                help="also "
+                + ("overwrite" if name == "run" else "delete")
+                + " rows that changed in the target after they were copied (its workers' "
+                "progress is lost); without it they are reported as conflicts and left alone",
+            )
         step.set_defaults(run=handler)
     export = actions.add_parser("export", help="write every run and job as JSON lines")
     export.add_argument("--from", dest="source", required=True, metavar="STORE", help=STORE_HELP)
@@ -516,6 +673,11 @@ def add_store_commands(commands: Any) -> None:
     load.add_argument("--in", dest="source", required=True, metavar="FILE.jsonl")
     load.add_argument("--to", dest="target", required=True, metavar="STORE", help=STORE_HELP)
     load.add_argument("--batch", type=int, default=500, help="rows per transaction")
+    load.add_argument(
+        "--force",
+        action="store_true",
+        help="also overwrite rows that changed in the target after they were copied",
+    )
     load.set_defaults(run=cmd_store_run, convert_leases=False)
 
 
@@ -531,13 +693,32 @@ def _now() -> float:
     return SystemClock().time()
 
 
+# Conflicts printed one per line at most; the rest are counted.
+SHOWN_CONFLICTS = 20
+
+
+def print_conflicts(conflicts: Sequence[Any], flag: str) -> None:
+    """Name the first conflicts on stderr, then how many there are and what ``flag`` does."""
+    for conflict in conflicts[:SHOWN_CONFLICTS]:
+        print(f"conflict: {conflict}", file=sys.stderr)
+    if len(conflicts) > SHOWN_CONFLICTS:
+        print(f"conflict: ... and {len(conflicts) - SHOWN_CONFLICTS} more", file=sys.stderr)
+    print(
+        f"{len(conflicts)} row(s) changed in the target after they were copied (above) and were "
+        f"left alone: the target has moved on since. `{flag}` overrides this, losing what "
+        "changed there",
+        file=sys.stderr,
+    )
+
+
 def cmd_store_status(args: argparse.Namespace) -> int:
     from actors.queue import migrate
 
     async def work() -> int:
+        # Reads only: a target that does not exist yet reads as empty and is not created.
         async with (
-            migrate.open_store(args.source) as source,
-            migrate.open_store(args.target) as target,
+            migrate.open_store(args.source, read_only=True, must_exist=True) as source,
+            migrate.open_store(args.target, read_only=True) as target,
         ):
             found = await migrate.status(source, target, now=_now(), batch=args.batch)
         statuses = ("pending", "leased", "done", "failed", "runs")
@@ -549,20 +730,28 @@ def cmd_store_status(args: argparse.Namespace) -> int:
             ],
             None,
         )
+        if not target.exists:
+            print(f"the target {target.name} does not exist yet: nothing was copied")
         for kind in ("run", "job"):
             print(
                 f"{kind}s: {found.identical[kind]} identical, {found.missing[kind]} missing, "
-                f"{found.different[kind]} different in the target; "
+                f"{found.different[kind]} changed in the source since copied, "
+                f"{found.conflicts[kind]} changed in the target since copied (conflicts), "
+                f"{found.foreign[kind]} different and not copied from this source; "
                 f"{found.copied[kind]} copied by runs from this source"
             )
         if found.live_leases:
             print(f"{found.live_leases} job(s) of the source are under a live lease")
-        print(
-            "complete: the target holds every row of the source"
-            if found.complete
-            else "incomplete: `store migrate run` copies what is missing or different"
-        )
-        return 0
+        if found.complete:
+            print("complete: the target holds every row of the source")
+            return 0
+        if any(found.conflicts.values()):
+            print(
+                "conflicts: the target changed rows after they were copied; `store migrate "
+                "run` leaves them alone, `store migrate run --force` replaces them"
+            )
+        print("incomplete: `store migrate run` copies what is missing or changed in the source")
+        return 1
 
     return _run_store(work)
 
@@ -572,14 +761,21 @@ def cmd_store_run(args: argparse.Namespace) -> int:
 
     async def work() -> int:
         async with (
-            migrate.open_store(args.source) as source,
+            migrate.open_store(args.source, must_exist=True) as source,
             migrate.open_store(args.target) as target,
         ):
             report = await migrate.run(
-                source, target, now=_now(), batch=args.batch, convert_leases=args.convert_leases
+                source,
+                target,
+                now=_now(),
+                batch=args.batch,
+                convert_leases=args.convert_leases,
+                force=args.force,
             )
         for error in report.errors:
             print(f"error: {error}", file=sys.stderr)
+        if report.conflicts:
+            print_conflicts(report.conflicts, "store migrate run --force")
         print(
             f"runs: {report.written['run']} written, {report.identical['run']} already there; "
             f"jobs: {report.written['job']} written, {report.identical['job']} already there"
@@ -589,12 +785,18 @@ def cmd_store_run(args: argparse.Namespace) -> int:
                 else ""
             )
             + (
+                f"; {report.forced} row(s) that changed in the target replaced (--force)"
+                if report.forced
+                else ""
+            )
+            + (f"; {len(report.conflicts)} conflict(s) left alone" if report.conflicts else "")
+            + (
                 f"; {len(report.errors)} row(s) failed (above); run it again after fixing"
                 if report.errors
                 else "; every row verified"
             )
         )
-        return 1 if report.errors else 0
+        return 1 if report.errors or report.conflicts else 0
 
     return _run_store(work)
 
@@ -603,18 +805,18 @@ def cmd_store_rollback(args: argparse.Namespace) -> int:
     from actors.queue import migrate
 
     async def work() -> int:
-        async with (
-            migrate.open_store(args.source) as source,
-            migrate.open_store(args.target) as target,
-        ):
-            report = await migrate.rollback(source.name, target)
+        source = migrate.store_name(args.source)  # only its name: it need not exist any more
+        async with migrate.open_store(args.target, must_exist=True) as target:
+            report = await migrate.rollback(source, target, force=args.force)
         for error in report.errors:
             print(f"error: {error}", file=sys.stderr)
+        if report.conflicts:
+            print_conflicts(report.conflicts, "store migrate rollback --force")
         print(
             f"deleted {report.written['job']} job(s) and {report.written['run']} run(s) "
-            f"that were copied from {source.name}"
+            f"that were copied from {source}"
         )
-        return 1 if report.errors else 0
+        return 1 if report.errors or report.conflicts else 0
 
     return _run_store(work)
 
@@ -623,7 +825,7 @@ def cmd_store_export(args: argparse.Namespace) -> int:
     from actors.queue import migrate
 
     async def work() -> int:
-        async with migrate.open_store(args.source) as source:
+        async with migrate.open_store(args.source, must_exist=True) as source:
             written = await migrate.export_jsonl(source, args.out)
         print(f"exported {written['run']} run(s) and {written['job']} job(s) to {args.out}")
         return 0

@@ -64,6 +64,8 @@ class QueueConfig(_Table, frozen=True):
     reap_interval_seconds: Positive = 5.0
     # Finished jobs older than this are purged on a schedule; 0 keeps them forever.
     retention_seconds: NonNegative = 7 * 24 * 3600.0
+    # How often that purge runs (by one of the processes sharing the queue); at most a year.
+    purge_interval_seconds: Annotated[float, Meta(gt=0, le=366 * 86_400)] = 3600.0
     dsn: str | None = None  # backend = "postgres"; the password comes from PGPASSWORD
     url: str | None = None  # backend = "http"; the token comes from EDGE_API_TOKEN
 

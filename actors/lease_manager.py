@@ -37,12 +37,15 @@ def leased_job(job: Any) -> LeasedJob:
 
 
 class LeaseManager:
-    """Leases at most as many jobs as there are free slots, renews them, reaps expired leases.
+    """Leases at most as many jobs as there are free slots and renews them.
 
     It wakes at once when this process enqueues a job (``queue.on_enqueue``) and polls every
     ``poll_interval_seconds`` otherwise, for jobs enqueued by other processes. Every in-flight
     job's lease is renewed every third of ``visibility_seconds``, so a slow job is never handed
-    to a second worker while this process is alive.
+    to a second worker while this process is alive. Its pulls never hand out an expired lease
+    (a SQLite pull reaps first; a PostgreSQL pull reaps, then claims, whenever a lease has
+    expired); reaping on a schedule and purging belong to `Maintenance`, which runs whether or
+    not this process leases.
 
     Error handling: a queue error while pulling or renewing is logged and retried on the next
     round; anything else crashes the actor. A crash loses no job: jobs already handed on stay in
@@ -100,7 +103,6 @@ class LeaseManager:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._renew_forever)
-                tg.start_soon(self._reap_forever)
                 task_status.started()
                 with stop_scope(self._ctx):
                     await self._lease_until_draining()
@@ -203,20 +205,3 @@ class LeaseManager:
                     reason=result.reason,
                     error=result.message,
                 )
-
-    async def _reap_forever(self) -> None:
-        next_purge = self._clock.monotonic()
-        while True:
-            await self._clock.sleep(self._settings.reap_interval_seconds)
-            try:
-                reaped = await self._queue.reap()
-                if reaped:
-                    log.info("lease.reaped", jobs=reaped)
-                retention = self._settings.retention_seconds
-                if retention > 0 and self._clock.monotonic() >= next_purge:
-                    purged = await self._queue.purge(older_than_seconds=retention)
-                    if purged:
-                        log.info("queue.purged", jobs=purged)
-                    next_purge = self._clock.monotonic() + 3600
-            except QueueError as exc:
-                log.warning("lease.reap_failed", error=str(exc))

@@ -19,14 +19,21 @@ import msgspec
 import structlog
 
 from actors.config import Config
-from actors.errors import ActorsError
+from actors.errors import ActorsError, InvalidArgument
 from actors.queue import NewJob, RunSummary
 from actors.queue.factory import open_queue
 from actors.stores import make_store
 from actors.system import ActorSystem, raise_system_failed
 from supervisors import SystemClock
 
-__all__ = ["SHUTDOWN_MARGIN_SECONDS", "format_summary", "serve", "submit_files", "watch"]
+__all__ = [
+    "SHUTDOWN_MARGIN_SECONDS",
+    "format_summary",
+    "object_names",
+    "serve",
+    "submit_files",
+    "watch",
+]
 
 log = structlog.get_logger("actors.service")
 
@@ -197,20 +204,23 @@ async def submit_files(
 ) -> tuple[str, int]:
     """Put each file into the object store and enqueue one job per file under one run.
 
-    Objects are stored before their jobs are enqueued, so no job ever points at an object
-    that is still being written. Returns the run id and the number of jobs enqueued.
-    Uploads go to the configured store (``[storage].kind``); on R2/S3 a large file goes up in
-    parts, one part in memory at a time.
+    Each distinct file gets its own object, ``{tenant_id}/{run_id}/{name}``, where ``name`` is
+    given by `object_names` (its base name, or more of its path where base names clash); a file
+    given twice is submitted once. Objects are stored before their jobs are enqueued, so no job
+    ever points at an object that is still being written. Returns the run id and the number of
+    jobs enqueued. Uploads go to the configured store (``[storage].kind``); on R2/S3 a large file
+    goes up in parts, one part in memory at a time.
     """
     for path in paths:
         if not path.is_file():
             raise ActorsError(f"cannot submit {path}: no such file")
+    named, _ = object_names(paths)  # refuses a clash before anything is written
     run_id = run_id or f"run-{uuid.uuid4().hex[:12]}"
     store = make_store(config)
     jobs = []
     try:
-        for path in paths:
-            key = f"{tenant_id}/{run_id}/{path.name}"
+        for path, name in named:
+            key = f"{tenant_id}/{run_id}/{name}"
             content_type = mimetypes.guess_type(path.name)[0]
             put_file = getattr(store, "put_file", None)
             if put_file is not None:
@@ -234,6 +244,47 @@ async def submit_files(
     async with open_queue(config) as queue:
         await queue.enqueue_many(jobs)
     return run_id, len(jobs)
+
+
+def object_names(paths: Sequence[Path]) -> tuple[list[tuple[Path, str]], list[Path]]:
+    """Name each distinct file of ``paths`` for its object key; return the files with their
+    names, and the paths that repeat a file already named (dropped).
+
+    A file's name is its base name; files that share a base name are each named by the
+    shortest tail of their absolute path (``a/report.txt``, ``b/report.txt``) that no other of
+    them ends with, so names are unique and never hold an empty, ``.`` or ``..`` segment. The
+    same file given twice, by any path (a symlink too), is named once. Raises `InvalidArgument`
+    naming both files when one's whole path is the tail of another's (nothing is written then).
+    """
+    seen: set[tuple[int, int]] = set()
+    files: list[tuple[Path, tuple[str, ...]]] = []
+    repeats: list[Path] = []
+    for path in paths:
+        stat = path.stat()
+        if (stat.st_dev, stat.st_ino) in seen:
+            repeats.append(path)
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
+        # abspath, not resolve(): the name follows the path the user gave, not a symlink's target.
+        files.append((path, Path(os.path.abspath(path)).parts[1:]))
+    by_base: dict[str, list[tuple[str, ...]]] = {}
+    for _, parts in files:
+        by_base.setdefault(parts[-1], []).append(parts)
+    named: list[tuple[Path, str]] = []
+    for path, parts in files:
+        clashing = by_base[parts[-1]]
+        for n in range(1, len(parts) + 1):
+            tail = parts[-n:]
+            if sum(other[-n:] == tail for other in clashing if len(other) >= n) == 1:
+                named.append((path, "/".join(tail)))
+                break
+        else:
+            other = next(o for o in clashing if o != parts and o[-len(parts) :] == parts)
+            raise InvalidArgument(
+                f"cannot submit both /{'/'.join(parts)} and /{'/'.join(other)}: no part of the "
+                "first path tells their objects apart; submit them in separate runs"
+            )
+    return named, repeats
 
 
 def format_summary(summary: RunSummary) -> str:

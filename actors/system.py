@@ -21,6 +21,7 @@ from actors.errors import ActorsError
 from actors.fetcher import Fetcher
 from actors.inflight import InFlight
 from actors.lease_manager import LeaseManager
+from actors.maintenance import Maintenance, queue_tasks
 from actors.messages import AckInbox, Fetched, JobLeased, LeasedJob, RunEvent, Subscribe
 from actors.processor import Processor, ProcessorStage, make_processor
 from actors.queue import Job, NewJob, RunSummary, Stats
@@ -329,6 +330,18 @@ class ActorSystem:
             self.http = HttpServer(self, ctx=ctx)
             return self.http
 
+        # Maintenance (reap, purge) runs in every process that opens the queue itself, whether
+        # or not it leases; a process that reaches its queue over HTTP leaves it to the server.
+        def maintenance(ctx: Context) -> Maintenance:
+            return Maintenance(
+                queue=self.queue,
+                tasks=queue_tasks(self.queue, config.queue),
+                clock=self.clock,
+                owner=self.worker_id,
+                ctx=ctx,
+            )
+
+        upkeep = [group("maintenance", [ChildSpec("maintenance", maintenance, shutdown=1.0)])]
         http = [group("http", [ChildSpec("server", http_server, shutdown=5.0)])]
         source = [group("source", [ChildSpec("lease_manager", lease_manager, shutdown=5.0)])]
 
@@ -339,6 +352,7 @@ class ActorSystem:
                 ChildSpec("run_rooms", lambda ctx: self.rooms),
                 ChildSpec("room_sweeper", lambda ctx: sweep_sleeping_rooms, shutdown=0),
                 ChildSpec("loop_watchdog", lambda ctx: self.watchdog.run, shutdown=0),
+                *([] if config.queue.backend == "http" else upkeep),
                 *(http if config.http.enabled else []),
                 group(
                     "processors", [processor_stage(i) for i in range(config.pipeline.processors)]

@@ -36,6 +36,22 @@ def test_enqueue_prints_the_job_as_json_and_stats_count_it(
     assert "pending           1" in out
 
 
+def test_stats_count_a_delayed_job_as_scheduled_and_not_as_waiting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "q.db"
+    run(capsys, db, "enqueue", "--run-id", "r", "--tenant-id", "t", "--r2-key", "a",
+        "--delay", "3600")  # fmt: skip
+    code, out, _ = run(capsys, db, "stats", "--json")
+    stats = json.loads(out)
+    assert (code, stats["pending"], stats["scheduled"], stats["total"]) == (0, 1, 1, 1)
+    assert stats["oldest_pending_age_seconds"] is None
+    code, out, _ = run(capsys, db, "stats")
+    assert "pending           1" in out
+    assert "1 of the pending jobs are scheduled for later" in out
+    assert "no job is available to lease now" in out
+
+
 def test_jobs_list_show_requeue_and_purge(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -59,6 +75,7 @@ def test_errors_go_to_stderr_with_a_nonzero_exit_and_no_traceback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = tmp_path / "q.db"
+    run(capsys, db, "migrate", "up")
     code, out, err = run(capsys, db, "jobs", "show", "99")
     assert (code, out) == (1, "")
     assert err.startswith("error: job 99 does not exist") and "Traceback" not in err
@@ -72,23 +89,26 @@ def test_errors_go_to_stderr_with_a_nonzero_exit_and_no_traceback(
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     from actors.errors import JobNotFound
 
+    main(["--db", str(tmp_path / "q.db"), "migrate", "up"])
     with pytest.raises(JobNotFound):
         main(["--db", str(tmp_path / "q.db"), "--debug", "jobs", "show", "1"])
 
 
 def test_migrate_status_down_and_up(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = tmp_path / "q.db"
+    assert run(capsys, db, "migrate", "up", "--to", "0")[1] == "nothing to apply\n"
     code, out, _ = run(capsys, db, "migrate", "status")
     assert "schema version 0" in out
-    assert run(capsys, db, "migrate", "up")[1] == "applied [1, 2, 3, 4]\n"
+    assert run(capsys, db, "migrate", "up")[1] == "applied [1, 2, 3, 4, 5]\n"
     run(capsys, db, "enqueue", "--run-id", "r", "--tenant-id", "t", "--r2-key", "k")
+    assert run(capsys, db, "migrate", "down")[1] == "undid [5]\n"  # only a schedule goes
     assert run(capsys, db, "migrate", "down")[1] == "undid [4]\n"  # the jobs stay
     assert run(capsys, db, "migrate", "down")[1] == "undid [3]\n"  # only derived counts go
     code, _, err = run(capsys, db, "migrate", "down")
     assert code == 1 and "would delete 1 rows in runs" in err and "--force" in err
     assert run(capsys, db, "migrate", "down", "--force")[1] == "undid [2]\n"
     assert "schema version 1" in run(capsys, db, "migrate", "status")[1]
-    assert run(capsys, db, "migrate", "up")[1] == "applied [2, 3, 4]\n"
+    assert run(capsys, db, "migrate", "up")[1] == "applied [2, 3, 4, 5]\n"
 
 
 def test_durations_accept_units() -> None:
@@ -96,6 +116,7 @@ def test_durations_accept_units() -> None:
 
 
 def test_python_dash_m_actors_runs_the_cli(tmp_path: Path) -> None:
+    main(["--db", str(tmp_path / "q.db"), "migrate", "up"])
     done = subprocess.run(
         [sys.executable, "-m", "actors", "--db", str(tmp_path / "q.db"), "jobs", "show", "5"],
         capture_output=True,
@@ -104,3 +125,103 @@ def test_python_dash_m_actors_runs_the_cli(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert done.stderr.startswith("error: job 5 does not exist")
+
+
+# --- through `python -m actors` in a process of its own -----------------------------------------
+
+
+def actors(cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in ``cwd`` with a config that keeps the queue and the objects there."""
+    config = cwd / "actors.toml"
+    if not config.exists():
+        config.write_text(
+            f'[queue]\npath = "{cwd / "q.db"}"\n[storage]\nroot = "{cwd / "objects"}"\n'
+            '[log]\nlevel = "warning"\n'
+        )
+    return subprocess.run(
+        [sys.executable, "-m", "actors", "--config", str(config), *argv],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def listed_keys(cwd: Path) -> list[str]:
+    listing = actors(cwd, "jobs", "list", "--json")
+    assert listing.returncode == 0, listing.stderr
+    return [job["r2_key"] for job in json.loads(listing.stdout)["items"]]
+
+
+def test_submit_stores_files_that_share_a_base_name_as_objects_of_their_own(
+    tmp_path: Path,
+) -> None:
+    for folder, text in (("a", "alpha"), ("b", "beta"), ("b/c", "gamma")):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "report.txt").write_text(text)
+    (tmp_path / "notes.txt").write_text("notes")
+    done = actors(
+        tmp_path, "submit", "--run-id", "r1", "a/report.txt", "b/report.txt",
+        "b/c/report.txt", "notes.txt",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "submitted 4 file(s)" in done.stderr
+    keys = listed_keys(tmp_path)
+    # A unique base name stays the name; clashing ones keep as much of the path as differs.
+    assert sorted(keys) == [
+        "default/r1/a/report.txt", "default/r1/b/report.txt", "default/r1/c/report.txt",
+        "default/r1/notes.txt",
+    ]  # fmt: skip
+    objects = tmp_path / "objects"
+    assert [(objects / k).read_text() for k in sorted(keys)] == ["alpha", "beta", "gamma", "notes"]
+
+
+def test_submit_stores_a_file_given_twice_once_and_says_so(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "report.txt").write_text("alpha")
+    done = actors(tmp_path, "submit", "--run-id", "r1", "a/report.txt", "./a/../a/report.txt")
+    assert done.returncode == 0, done.stderr
+    assert "submitted 1 file(s)" in done.stderr
+    assert "note: a/../a/report.txt repeats a file given before; submitted once" in done.stderr
+    assert listed_keys(tmp_path) == ["default/r1/report.txt"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["stats"],
+        ["jobs", "list"],
+        ["jobs", "show", "1"],
+        ["jobs", "purge", "--older-than", "7d"],
+        ["runs", "list"],
+        ["runs", "show", "r"],
+        ["runs", "watch", "r"],
+        ["migrate", "status"],
+        ["migrate", "down"],
+    ],
+    ids=" ".join,
+)
+def test_commands_that_only_read_say_a_mistyped_database_does_not_exist(
+    tmp_path: Path, argv: list[str]
+) -> None:
+    typo = tmp_path / "sub" / "qeue.db"
+    done = subprocess.run(
+        [sys.executable, "-m", "actors", "--db", str(typo), *argv],
+        cwd=tmp_path,  # no config file here: the embedded defaults
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"error: the queue database '{typo}' does not exist; check --db")
+    assert done.stderr.count("\n") == 1 and done.stdout == ""
+    assert list(tmp_path.iterdir()) == []  # no file, no directory
+
+
+def test_store_migrate_status_creates_neither_store(tmp_path: Path) -> None:
+    typo, target = tmp_path / "qeue.db", tmp_path / "new.db"
+    done = actors(tmp_path, "store", "migrate", "status", "--from", str(typo), "--to", str(target))
+    assert (done.returncode, done.stderr) == (1, f"error: {typo} does not exist (no such file)\n")
+    assert not typo.exists() and not target.exists()

@@ -22,7 +22,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from actors.http import wire
 from actors.http.auth import Principal, Tokens
 from actors.http.errors import ApiError, from_decode_error, from_domain_error
-from actors.http.metrics import Metrics
+from actors.http.metrics import Metrics, render_queue_stats
 from actors.http.openapi import openapi_document
 from actors.messages import RunEvent
 from actors.queue.model import Ack, NewJob
@@ -254,15 +254,8 @@ class Api:
         return _json(openapi_document(metrics_open=self.config.http.metrics == "open"))
 
     async def metrics_text(self, request: Request, principal: Principal | None) -> Response:
-        lines = ["# HELP actors_jobs Jobs in the queue by status.", "# TYPE actors_jobs gauge"]
-        stats = await self.call(self.queue.stats())
-        for status in _STATUSES:
-            lines.append(f'actors_jobs{{status="{status}"}} {getattr(stats, status)}')
-        age = stats.oldest_pending_age_seconds
+        lines = render_queue_stats(await self.call(self.queue.stats()))
         lines += [
-            "# HELP actors_oldest_pending_age_seconds How long the oldest pending job has waited.",
-            "# TYPE actors_oldest_pending_age_seconds gauge",
-            f"actors_oldest_pending_age_seconds {age if age is not None else 0:.6f}",
             "# HELP actors_pipeline_outcomes_total Outcomes committed by this process's pipeline.",
             "# TYPE actors_pipeline_outcomes_total counter",
         ]

@@ -7,9 +7,10 @@ import math
 from collections import OrderedDict
 from collections.abc import Iterable
 
+from actors.queue.model import Stats
 from supervisors import EventBus
 
-__all__ = ["Histogram", "Metrics"]
+__all__ = ["Histogram", "Metrics", "render_queue_stats"]
 
 # Seconds: loopback requests take about a millisecond; jobs take up to minutes.
 REQUEST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -47,6 +48,31 @@ class Histogram:
         lines.append(f"{name}_sum{suffix} {self.sum:.6f}")
         lines.append(f"{name}_count{suffix} {self.count}")
         return lines
+
+
+def render_queue_stats(stats: Stats) -> list[str]:
+    """The queue's gauges: jobs by status, the scheduled part of pending, the oldest wait.
+
+    ``actors_jobs{status="pending"}`` counts every pending job (the four statuses sum to the
+    queue's total); ``actors_jobs_scheduled`` is the part of it not available yet (delayed or
+    backing off), so alert on ``pending - scheduled`` for a backlog that can run now. The age
+    is the oldest available job's, since it became available (0 when none is).
+    """
+    lines = ["# HELP actors_jobs Jobs in the queue by status.", "# TYPE actors_jobs gauge"]
+    for status in ("pending", "leased", "done", "failed"):
+        lines.append(f'actors_jobs{{status="{status}"}} {getattr(stats, status)}')
+    age = stats.oldest_pending_age_seconds
+    return [
+        *lines,
+        "# HELP actors_jobs_scheduled Pending jobs not available yet (delayed, or waiting out "
+        'a retry\'s backoff); part of actors_jobs{status="pending"}.',
+        "# TYPE actors_jobs_scheduled gauge",
+        f"actors_jobs_scheduled {stats.scheduled}",
+        "# HELP actors_oldest_pending_age_seconds How long the oldest available pending job has "
+        "waited since it became available.",
+        "# TYPE actors_oldest_pending_age_seconds gauge",
+        f"actors_oldest_pending_age_seconds {age if age is not None else 0:.6f}",
+    ]
 
 
 def _escape(value: str) -> str:

@@ -228,10 +228,15 @@ class JobsPage(_Out, frozen=True):
 
 
 class StatsBody(_Out, frozen=True):
+    """The queue's counts (`Stats`): ``pending`` counts every pending job, ``scheduled`` the
+    pending jobs not available yet; the age is the oldest available job's, since it became
+    available. ``scheduled`` defaults to 0 for a server that predates it."""
+
     pending: int
     leased: int
     done: int
     failed: int
+    scheduled: int = 0
     oldest_pending_age_seconds: float | None = None
 
 

@@ -8,6 +8,13 @@ copy goes on. Running it again skips rows already identical, so an interrupted r
 running it again. ``rollback`` deletes what the runs from that source recorded. A row the target
 already holds that did not come from this source is never overwritten (reported instead).
 
+Invariant: a row that changed in the target after it was copied (its workers ran the job, a
+run's counts moved on, it was purged) is never overwritten by ``run`` nor deleted by
+``rollback``: the manifest keeps a digest of each row as the copy left it, the row is checked
+against it in the transaction that would write or delete it, and a mismatch is a conflict
+(`Report.conflicts`) unless ``force``. So running ``run`` again after the cut-over copies only
+what changed in the source alone, and can never reset the target's progress.
+
 Error handling: every per-row failure becomes a `RowError` in the `Report`; failures of a whole
 store (cannot connect, live leases without ``convert_leases``) raise.
 """
@@ -15,8 +22,10 @@ store (cannot connect, live leases without ``convert_leases``) raise.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,6 +39,7 @@ from actors.queue import postgres_schema, schema, store
 __all__ = [
     "JOB_FIELDS",
     "RUN_FIELDS",
+    "Manifest",
     "Report",
     "RowError",
     "Status",
@@ -38,6 +48,7 @@ __all__ = [
     "rollback",
     "run",
     "status",
+    "store_name",
 ]
 
 JOB_FIELDS = tuple(c.strip() for c in store.COLUMNS.split(","))
@@ -45,15 +56,21 @@ JOB_FIELDS = tuple(c.strip() for c in store.COLUMNS.split(","))
 JOB_DEFAULTS: dict[str, Any] = {"cross_tenant_key": False}
 RUN_FIELDS = ("run_id", "tenant_id", "created_at", "updated_at", "finished_at", "metrics")
 Row = dict[str, Any]
+# Per kind ("job", "run"): each key a source copied, with the digest of the row as the copy left
+# it in the target (None: recorded by an older actors that kept none).
+Manifest = dict[str, dict[str, str | None]]
 
+# `digest`: `_digest` of the row as read back from the target in the transaction that wrote it.
 MANIFEST_SQLITE = """
 CREATE TABLE IF NOT EXISTS migrated_rows (
-    kind TEXT NOT NULL, key TEXT NOT NULL, source TEXT NOT NULL, PRIMARY KEY (kind, key)
+    kind TEXT NOT NULL, key TEXT NOT NULL, source TEXT NOT NULL, digest TEXT,
+    PRIMARY KEY (kind, key)
 )
 """
 MANIFEST_PG = """
 CREATE TABLE IF NOT EXISTS migrated_rows (
-    kind text NOT NULL, key text NOT NULL, source text NOT NULL, PRIMARY KEY (kind, key)
+    kind text NOT NULL, key text NOT NULL, source text NOT NULL, digest text,
+    PRIMARY KEY (kind, key)
 )
 """
 
@@ -65,6 +82,8 @@ class RowError:
     kind: str  # "job" or "run"
     key: str
     message: str
+    # The row changed in the target after it was copied: left alone, `force` overrides.
+    conflict: bool = False
 
     def __str__(self) -> str:
         return f"{self.kind} {self.key}: {self.message}"
@@ -78,6 +97,14 @@ class Report:
     identical: dict[str, int] = field(default_factory=lambda: {"job": 0, "run": 0})
     converted_leases: int = 0
     errors: list[RowError] = field(default_factory=list)
+    # Rows left alone because they changed in the target after they were copied.
+    conflicts: list[RowError] = field(default_factory=list)
+    # Rows that had changed in the target and were written (or deleted) anyway (`force`).
+    forced: int = 0
+
+    def add(self, errors: Iterable[RowError]) -> None:
+        for error in errors:
+            (self.conflicts if error.conflict else self.errors).append(error)
 
 
 class Store(Protocol):
@@ -90,9 +117,23 @@ class Store(Protocol):
     async def counts(self) -> dict[str, int]: ...
     async def live_leases(self, now: float) -> int: ...
     async def get(self, kind: str, keys: Sequence[Any]) -> dict[Any, Row]: ...
-    async def manifest(self, source: str) -> dict[str, set[str]]: ...
-    async def write(self, source: str, kind: str, rows: Sequence[Row]) -> list[RowError]: ...
-    async def delete(self, source: str, kind: str, keys: Sequence[str]) -> list[RowError]: ...
+    async def manifest(self, source: str) -> Manifest: ...
+    # `expect`: for each key in it, the digest its target row must still have (None: absent);
+    # a row that no longer does is a conflict, left alone. Keys not in it are not checked.
+    async def write(
+        self,
+        source: str,
+        kind: str,
+        rows: Sequence[Row],
+        expect: Mapping[str, str | None] | None = None,
+    ) -> list[RowError]: ...
+    async def delete(
+        self,
+        source: str,
+        kind: str,
+        keys: Sequence[str],
+        expect: Mapping[str, str | None] | None = None,
+    ) -> list[RowError]: ...
     async def finish(self) -> None: ...
 
 
@@ -100,12 +141,37 @@ class Store(Protocol):
 
 
 class SQLiteStore:
-    """A queue file. Calls are synchronous underneath (a command-line tool, one at a time)."""
+    """A queue file. Calls are synchronous underneath (a command-line tool, one at a time).
 
-    def __init__(self, path: Path) -> None:
+    ``read_only``: the file must exist at the latest schema version; nothing is created or
+    migrated (`status`). Otherwise it is created or migrated as needed.
+    """
+
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.name = str(path.resolve())
+        self.exists = True
+        if read_only:
+            self.conn = schema.open_existing(path)
+            try:
+                version = schema.current_version(self.conn)
+                schema.check_version(version, path)
+                if version < schema.LATEST_VERSION:
+                    raise StorageError(
+                        f"{str(path)!r} has schema version {version}, older than this actors' "
+                        f"{schema.LATEST_VERSION}; upgrade it first: "
+                        f"`python -m actors --db {path} migrate up`"
+                    )
+            except BaseException:
+                self.conn.close()
+                raise
+            return
         self.conn = schema.connect(path)
         schema.migrate_up(self.conn, path)
+        self.conn.execute(MANIFEST_SQLITE)
+        # A manifest written before digests were kept gains the column (NULL: unknown).
+        columns = {r[1] for r in self.conn.execute("PRAGMA table_info(migrated_rows)")}
+        if "digest" not in columns:
+            self.conn.execute("ALTER TABLE migrated_rows ADD COLUMN digest TEXT")
 
     async def runs(self) -> list[Row]:
         cur = self.conn.execute(f"SELECT {', '.join(RUN_FIELDS)} FROM runs ORDER BY rowid")
@@ -142,16 +208,25 @@ class SQLiteStore:
             out.update({row[key]: _job_row(row) if kind == "job" else row for row in rows})
         return out
 
-    async def manifest(self, source: str) -> dict[str, set[str]]:
-        self.conn.execute(MANIFEST_SQLITE)
-        out: dict[str, set[str]] = {"job": set(), "run": set()}
-        for kind, key in self.conn.execute(
-            "SELECT kind, key FROM migrated_rows WHERE source = ?", (source,)
+    async def manifest(self, source: str) -> Manifest:
+        out: Manifest = {"job": {}, "run": {}}
+        columns = {r[1] for r in self.conn.execute("PRAGMA table_info(migrated_rows)")}
+        if not columns:  # read-only, and nothing was ever copied into this file
+            return out
+        digest = "digest" if "digest" in columns else "NULL"
+        for kind, key, value in self.conn.execute(
+            f"SELECT kind, key, {digest} FROM migrated_rows WHERE source = ?", (source,)
         ):
-            out[kind].add(key)
+            out[kind][key] = value
         return out
 
-    async def write(self, source: str, kind: str, rows: Sequence[Row]) -> list[RowError]:
+    async def write(
+        self,
+        source: str,
+        kind: str,
+        rows: Sequence[Row],
+        expect: Mapping[str, str | None] | None = None,
+    ) -> list[RowError]:
         fields, table, key = _shape(kind)
         columns = ", ".join(fields)
         updates = ", ".join(f"{f} = excluded.{f}" for f in fields if f != key)
@@ -161,22 +236,29 @@ class SQLiteStore:
         )
         errors: list[RowError] = []
         conn = self.conn
-        conn.execute(MANIFEST_SQLITE)
+        # IMMEDIATE: no other writer between the check against `expect` and the write.
         conn.execute("BEGIN IMMEDIATE")
         try:
+            present = await self.get(kind, [r[key] for r in rows])
+            rows = _unchanged(kind, rows, present, expect, errors)
+            written = []
             for row in rows:
                 conn.execute("SAVEPOINT row")
                 try:
                     conn.execute(sql, [row[f] for f in fields])
-                    conn.execute(
-                        "INSERT OR REPLACE INTO migrated_rows VALUES (?, ?, ?)",
-                        (kind, str(row[key]), source),
-                    )
                     conn.execute("RELEASE row")
+                    written.append(row[key])
                 except sqlite3.Error as exc:
                     conn.execute("ROLLBACK TO row")
                     conn.execute("RELEASE row")
                     errors.append(RowError(kind, str(row[key]), f"not written: {exc}"))
+            conn.executemany(
+                "INSERT OR REPLACE INTO migrated_rows VALUES (?, ?, ?, ?)",
+                [
+                    (kind, str(k), source, _digest(there, fields))
+                    for k, there in (await self.get(kind, written)).items()
+                ],
+            )
             if kind == "job":
                 _recount_sqlite(conn, {row["run_id"] for row in rows})
             conn.execute("COMMIT")
@@ -185,24 +267,32 @@ class SQLiteStore:
             raise
         return errors
 
-    async def delete(self, source: str, kind: str, keys: Sequence[str]) -> list[RowError]:
-        _, table, key = _shape(kind)
+    async def delete(
+        self,
+        source: str,
+        kind: str,
+        keys: Sequence[str],
+        expect: Mapping[str, str | None] | None = None,
+    ) -> list[RowError]:
+        fields, table, key = _shape(kind)
         errors: list[RowError] = []
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
             runs: set[str] = set()
+            present = await self.get(kind, [int(k) if kind == "job" else k for k in keys])
             for k in keys:
+                there = present.get(int(k) if kind == "job" else k)
                 if kind == "run":
                     left = conn.execute("SELECT count(*) FROM jobs WHERE run_id = ?", (k,))
                     if left.fetchone()[0]:
-                        errors.append(RowError(kind, k, "kept: jobs not copied by this run use it"))
+                        errors.append(RowError(kind, k, "kept: jobs left in the target use it"))
                         continue
-                else:
-                    runs.update(
-                        r[0]
-                        for r in conn.execute("SELECT run_id FROM jobs WHERE id = ?", (int(k),))
-                    )
+                if there is not None and _moved(there, fields, k, expect):
+                    errors.append(_kept(kind, k, there))
+                    continue
+                if there is not None and kind == "job":
+                    runs.add(there["run_id"])
                 conn.execute(
                     f"DELETE FROM {table} WHERE {key} = ?", (int(k) if kind == "job" else k,)
                 )
@@ -242,38 +332,53 @@ def _recount_sqlite(conn: sqlite3.Connection, run_ids: Iterable[str]) -> None:
 
 
 class PostgresStore:
-    """A queue in a PostgreSQL schema (the DSN's ``search_path``, created if missing)."""
+    """A queue in a PostgreSQL schema (the DSN's ``search_path``, created if missing).
+
+    ``read_only``: the schema must hold a queue at the latest version; nothing is created or
+    migrated (`status`); a schema that does not exist or holds no queue opens as `AbsentStore`.
+    """
 
     def __init__(self, conn: Any, name: str) -> None:
         self.conn = conn
         self.name = name
+        self.exists = True
 
     @classmethod
-    async def open(cls, dsn: str) -> PostgresStore:
+    async def open(
+        cls, dsn: str, *, read_only: bool = False, must_exist: bool = False
+    ) -> PostgresStore | AbsentStore:
         import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
 
-        parts = urlsplit(dsn)
-        search_path = parse_qs(parts.query).get("search_path", ["public"])[0]
-        name = urlunsplit(
-            (
-                parts.scheme,
-                f"{parts.hostname or 'localhost'}:{parts.port or 5432}",
-                parts.path,
-                f"search_path={search_path}",
-                "",
-            )
-        )
+        name, schema_name = _pg_name(dsn)
         try:
             conn = await asyncpg.connect(dsn)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StorageError(f"cannot connect to {name}: {exc}") from exc
         try:
-            schema_name = search_path.split(",")[0].strip()
-            if not schema_name.replace("_", "").isalnum():
-                raise InvalidArgument(f"search_path must name one schema, not {search_path!r}")
+            version = 0
+            if await conn.fetchval(
+                "SELECT count(*) FROM pg_namespace WHERE nspname = $1", schema_name
+            ):
+                version = await postgres_schema.current_version(conn)
+            if version == 0 and must_exist:
+                raise StorageError(f"{name} does not exist (no queue in schema {schema_name})")
+            if read_only:
+                if version == 0:
+                    await conn.close()
+                    return AbsentStore(name)
+                postgres_schema.check_version(version, name)
+                if version < postgres_schema.LATEST_VERSION:
+                    raise StorageError(
+                        f"{name} has schema version {version}, older than this actors' "
+                        f"{postgres_schema.LATEST_VERSION}; `store migrate run` into it "
+                        "upgrades it"
+                    )
+                return cls(conn, name)
             await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema_name}"')
             await postgres_schema.migrate_up(conn, name)
             await conn.execute(MANIFEST_PG)
+            # A manifest written before digests were kept gains the column (NULL: unknown).
+            await conn.execute("ALTER TABLE migrated_rows ADD COLUMN IF NOT EXISTS digest text")
         except BaseException:
             await conn.close()
             raise
@@ -314,15 +419,39 @@ class PostgresStore:
         )
         return {r[key]: dict(r) for r in rows}
 
-    async def manifest(self, source: str) -> dict[str, set[str]]:
-        out: dict[str, set[str]] = {"job": set(), "run": set()}
+    async def manifest(self, source: str) -> Manifest:
+        out: Manifest = {"job": {}, "run": {}}
+        columns = {
+            r[0]
+            for r in await self.conn.fetch(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = current_schema() AND table_name = 'migrated_rows'"
+            )
+        }
+        if not columns:  # read-only, and nothing was ever copied into this schema
+            return out
+        digest = "digest" if "digest" in columns else "NULL"
         for r in await self.conn.fetch(
-            "SELECT kind, key FROM migrated_rows WHERE source = $1", source
+            f"SELECT kind, key, {digest} FROM migrated_rows WHERE source = $1", source
         ):
-            out[r[0]].add(r[1])
+            out[r[0]][r[1]] = r[2]
         return out
 
-    async def write(self, source: str, kind: str, rows: Sequence[Row]) -> list[RowError]:
+    async def _lock(self, kind: str, keys: Sequence[Any]) -> None:
+        # The rows stay as checked until the transaction ends: a worker's ack waits for it.
+        _, table, key = _shape(kind)
+        cast = "bigint[]" if kind == "job" else "text[]"
+        await self.conn.execute(
+            f"SELECT 1 FROM {table} WHERE {key} = ANY($1::{cast}) FOR UPDATE", list(keys)
+        )
+
+    async def write(
+        self,
+        source: str,
+        kind: str,
+        rows: Sequence[Row],
+        expect: Mapping[str, str | None] | None = None,
+    ) -> list[RowError]:
         import asyncpg
 
         fields, table, key = _shape(kind)
@@ -337,6 +466,9 @@ class PostgresStore:
         )
         errors: list[RowError] = []
         async with self.conn.transaction():
+            await self._lock(kind, [row[key] for row in rows])
+            present = await self.get(kind, [row[key] for row in rows])
+            rows = _unchanged(kind, rows, present, expect, errors)
             before: dict[int, tuple[str, str]] = {}
             if kind == "job":  # what the rows replace, for the runs' counts
                 before = {
@@ -347,6 +479,7 @@ class PostgresStore:
                     )
                 }
             counts = _Counts()
+            written = []
             for row in rows:
                 try:
                     async with self.conn.transaction():  # a savepoint: one bad row alone
@@ -356,18 +489,10 @@ class PostgresStore:
                             # are the source's now), so it reads back as written.
                             await self.conn.execute(_FOLD_SHARDS, row["run_id"])
                         await self.conn.execute(sql, *[row[f] for f in fields])
-                        await self.conn.execute(
-                            """
-                            INSERT INTO migrated_rows VALUES ($1, $2, $3)
-                            ON CONFLICT (kind, key) DO UPDATE SET source = excluded.source
-                            """,
-                            kind,
-                            str(row[key]),
-                            source,
-                        )
                 except (asyncpg.PostgresError, asyncpg.DataError) as exc:
                     errors.append(RowError(kind, str(row[key]), f"not written: {exc}"))
                     continue
+                written.append(row[key])
                 if kind == "job":
                     if row["id"] in before:
                         counts.add(*before[row["id"]], -1)
@@ -379,20 +504,44 @@ class PostgresStore:
                     "SELECT setval(pg_get_serial_sequence('jobs', 'id'), "
                     "greatest((SELECT max(id) FROM jobs), 1))"
                 )
+            # Each row as this transaction leaves it (a job's run: its counts applied).
+            await self.conn.executemany(
+                """
+                INSERT INTO migrated_rows VALUES ($1, $2, $3, $4)
+                ON CONFLICT (kind, key) DO UPDATE
+                SET source = excluded.source, digest = excluded.digest
+                """,
+                [
+                    (kind, str(k), source, _digest(there, fields))
+                    for k, there in (await self.get(kind, written)).items()
+                ],
+            )
         return errors
 
-    async def delete(self, source: str, kind: str, keys: Sequence[str]) -> list[RowError]:
-        _, table, key = _shape(kind)
+    async def delete(
+        self,
+        source: str,
+        kind: str,
+        keys: Sequence[str],
+        expect: Mapping[str, str | None] | None = None,
+    ) -> list[RowError]:
+        fields, table, key = _shape(kind)
         errors: list[RowError] = []
         async with self.conn.transaction():
             counts = _Counts()
-            for k in keys:
+            values: list[Any] = [int(k) if kind == "job" else k for k in keys]
+            await self._lock(kind, values)
+            present = await self.get(kind, values)
+            for k, value in zip(keys, values, strict=True):
                 if kind == "run" and await self.conn.fetchval(
                     f"SELECT total FROM ({postgres_schema.RUN_STATE} WHERE r.run_id = $1) s", k
                 ):
-                    errors.append(RowError(kind, k, "kept: jobs not copied by this run use it"))
+                    errors.append(RowError(kind, k, "kept: jobs left in the target use it"))
                     continue
-                value: Any = int(k) if kind == "job" else k
+                there = present.get(value)
+                if there is not None and _moved(there, fields, k, expect):
+                    errors.append(_kept(kind, k, there))
+                    continue
                 gone = await self.conn.fetch(
                     f"DELETE FROM {table} WHERE {key} = $1 RETURNING run_id"
                     + (", status" if kind == "job" else ""),
@@ -413,6 +562,25 @@ class PostgresStore:
 
     async def finish(self) -> None:
         await self.conn.close()
+
+
+def _pg_name(dsn: str) -> tuple[str, str]:
+    """The store's name (the DSN without user or password) and its schema."""
+    parts = urlsplit(dsn)
+    search_path = parse_qs(parts.query).get("search_path", ["public"])[0]
+    name = urlunsplit(
+        (
+            parts.scheme,
+            f"{parts.hostname or 'localhost'}:{parts.port or 5432}",
+            parts.path,
+            f"search_path={search_path}",
+            "",
+        )
+    )
+    schema_name = search_path.split(",")[0].strip()
+    if not schema_name.replace("_", "").isalnum():
+        raise InvalidArgument(f"search_path must name one schema, not {search_path!r}")
+    return name, schema_name
 
 
 # Moves a run's count shards into its base row (the counts; the rest is about to be rewritten).
@@ -469,6 +637,7 @@ class JsonlStore:
 
     def __init__(self, path: Path) -> None:
         self.name = f"file:{path.resolve()}"
+        self.exists = True
         self._runs: list[Row] = []
         self._jobs: list[Row] = []
         try:
@@ -513,20 +682,74 @@ class JsonlStore:
         pass
 
 
+class AbsentStore:
+    """A store opened read-only that does not exist yet (or holds no queue): it reads as empty."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.exists = False
+
+    async def runs(self) -> list[Row]:
+        return []
+
+    async def jobs(self, after: int, limit: int) -> list[Row]:
+        return []
+
+    async def counts(self) -> dict[str, int]:
+        return {}
+
+    async def live_leases(self, now: float) -> int:
+        return 0
+
+    async def get(self, kind: str, keys: Sequence[Any]) -> dict[Any, Row]:
+        return {}
+
+    async def manifest(self, source: str) -> Manifest:
+        return {"job": {}, "run": {}}
+
+    async def finish(self) -> None:
+        pass
+
+
 # --- the operations --------------------------------------------------------------------------
 
 
+def _is_pg(spec: str) -> bool:
+    return spec.startswith(("postgresql://", "postgres://"))
+
+
+def store_name(spec: str) -> str:
+    """The name under which ``spec`` is recorded as a source, without opening it."""
+    if _is_pg(spec):
+        return _pg_name(spec)[0]
+    if spec.endswith(".jsonl"):
+        return f"file:{Path(spec).resolve()}"
+    return str(Path(spec).resolve())
+
+
 @contextlib.asynccontextmanager
-async def open_store(spec: str) -> AsyncIterator[Any]:
+async def open_store(
+    spec: str, *, read_only: bool = False, must_exist: bool = False
+) -> AsyncIterator[Any]:
     """Open ``spec``: a ``postgresql://`` DSN (schema from ``?search_path=``), a ``.jsonl``
-    export (read-only), or a SQLite file path."""
+    export (read-only), or a SQLite file path.
+
+    ``read_only``: create, migrate and write nothing; a store that does not exist (or holds no
+    queue yet) opens as an `AbsentStore` (``exists`` is False), which reads as empty.
+    ``must_exist``: a store that does not exist is an error (StorageError), not created.
+    """
     opened: Any
-    if spec.startswith(("postgresql://", "postgres://")):
-        opened = await PostgresStore.open(spec)
+    if _is_pg(spec):
+        opened = await PostgresStore.open(spec, read_only=read_only, must_exist=must_exist)
     elif spec.endswith(".jsonl"):
         opened = JsonlStore(Path(spec))
+    # A command-line tool, one task at a time: a blocking stat stalls nobody (as SQLite's).
+    elif (must_exist or read_only) and not os.path.isfile(spec):  # noqa: ASYNC240
+        if must_exist:
+            raise StorageError(f"{spec} does not exist (no such file)")
+        opened = AbsentStore(store_name(spec))
     else:
-        opened = SQLiteStore(Path(spec))
+        opened = SQLiteStore(Path(spec), read_only=read_only)
     try:
         yield opened
     finally:
@@ -553,6 +776,72 @@ def _same(a: Row, b: Row, fields: Sequence[str]) -> list[str]:
     return [f for f in fields if a.get(f) != b.get(f)]
 
 
+def _digest(row: Row, fields: Sequence[str]) -> str:
+    """A hash of ``row``'s fields as one store reads them: the same row, the same digest."""
+    return hashlib.sha256(msgspec.json.encode([row[f] for f in fields])).hexdigest()[:32]
+
+
+def _moved(
+    there: Row, fields: Sequence[str], key: str, expect: Mapping[str, str | None] | None
+) -> bool:
+    """Whether the target's row ``there`` is no longer as ``expect`` says (None: unchecked)."""
+    return expect is not None and key in expect and _digest(there, fields) != expect[key]
+
+
+def _unchanged(
+    kind: str,
+    rows: Sequence[Row],
+    present: Mapping[Any, Row],
+    expect: Mapping[str, str | None] | None,
+    errors: list[RowError],
+) -> list[Row]:
+    """The rows whose target row (``present``) is still as ``expect`` says; a conflict in
+    ``errors`` for each other one."""
+    if expect is None:
+        return list(rows)
+    fields, _, key = _shape(kind)
+    out = []
+    for row in rows:
+        k, there = str(row[key]), present.get(row[key])
+        if k in expect and (None if there is None else _digest(there, fields)) != expect[k]:
+            errors.append(_changed(kind, k, row, there))
+        else:
+            out.append(row)
+    return out
+
+
+def _changed(kind: str, key: str, row: Row, there: Row | None) -> RowError:
+    """The conflict of a row that changed in the target after it was copied."""
+    if there is None:
+        what = "deleted in the target after it was copied (purged, or rolled back)"
+    elif kind == "job":
+        what = (
+            f"changed in the target after it was copied ({there['status']} there, "
+            f"{row['status']} in the source; {there['attempts']} attempt(s) there)"
+        )
+    else:
+        what = "changed in the target after it was copied (its jobs ran there)"
+    return RowError(
+        kind,
+        key,
+        f"{what}; left alone. The target has moved on: `store migrate run --force` "
+        "replaces it with the source's row",
+        conflict=True,
+    )
+
+
+def _kept(kind: str, key: str, there: Row) -> RowError:
+    """The conflict of a row that rollback keeps: it changed in the target after the copy."""
+    now = f" (now {there['status']})" if kind == "job" else ""
+    return RowError(
+        kind,
+        key,
+        f"changed in the target after it was copied{now}; kept. "
+        "`store migrate rollback --force` deletes it anyway",
+        conflict=True,
+    )
+
+
 def _converted(row: Row, now: float) -> Row:
     """A live lease copied as given back: pending, its attempt unspent, no token."""
     if row["status"] != "leased" or (row["lease_expires_at"] or 0) <= now:
@@ -577,9 +866,19 @@ async def _all_jobs(source: Any, batch: int) -> AsyncIterator[list[Row]]:
 
 
 async def run(
-    source: Any, target: Any, *, now: float, convert_leases: bool = False, batch: int = 500
+    source: Any,
+    target: Any,
+    *,
+    now: float,
+    convert_leases: bool = False,
+    force: bool = False,
+    batch: int = 500,
 ) -> Report:
-    """Copy every run and job from ``source`` to ``target``; verify each row once committed."""
+    """Copy every run and job from ``source`` to ``target``; verify each row once committed.
+
+    A row that changed in the target after it was copied is a conflict, left alone, unless
+    ``force`` (then the source's row replaces it).
+    """
     live = await source.live_leases(now)
     if live and not convert_leases:
         raise MigrationRefused(
@@ -591,44 +890,73 @@ async def run(
     mine = await target.manifest(source.name)
     runs = await source.runs()
     for chunk in _chunks(runs, batch):
-        await _copy(source.name, target, "run", chunk, mine["run"], report)
+        await _copy(source.name, target, "run", chunk, mine["run"], report, force)
     async for rows in _all_jobs(source, batch):
         if convert_leases:
             wanted = [_converted(r, now) for r in rows]
             report.converted_leases += sum(a is not b for a, b in zip(rows, wanted, strict=True))
             rows = wanted
-        await _copy(source.name, target, "job", rows, mine["job"], report)
+        await _copy(source.name, target, "job", rows, mine["job"], report, force)
     return report
 
 
 async def _copy(
-    source: str, target: Any, kind: str, rows: list[Row], mine: set[str], report: Report
+    source: str,
+    target: Any,
+    kind: str,
+    rows: list[Row],
+    mine: dict[str, str | None],
+    report: Report,
+    force: bool,
 ) -> None:
     fields, _, key = _shape(kind)
     present = await target.get(kind, [r[key] for r in rows])
     todo: list[Row] = []
+    # What each row to write must still be in the target (checked again as it is written).
+    expect: dict[str, str | None] = {}
     for row in rows:
+        k = str(row[key])
         there = present.get(row[key])
-        if there is None:
-            todo.append(row)
-        elif not _same(row, there, fields):
+        if there is not None and not _same(row, there, fields):
             report.identical[kind] += 1
-            mine.add(str(row[key]))
-        elif str(row[key]) in mine:
-            todo.append(row)  # copied before, changed in the source since: copy again
+        elif k in mine:
+            # Copied before. Copy it again only if the target's row is still as that copy
+            # left it (then it changed in the source alone).
+            if there is not None and mine[k] is not None and _digest(there, fields) == mine[k]:
+                todo.append(row)
+                expect[k] = mine[k]
+            elif force:
+                todo.append(row)
+                report.forced += 1
+            elif there is not None and mine[k] is None:
+                report.conflicts.append(
+                    RowError(
+                        kind,
+                        k,
+                        "copied by an older actors, which kept no record of the row as copied: "
+                        "it may have changed in the target since; left alone. "
+                        "`store migrate run --force` replaces it with the source's row",
+                        conflict=True,
+                    )
+                )
+            else:
+                report.conflicts.append(_changed(kind, k, row, there))
+        elif there is None:
+            todo.append(row)
+            expect[k] = None
         else:
             report.errors.append(
                 RowError(
                     kind,
-                    str(row[key]),
+                    k,
                     "the target already holds a different row that "
                     "this source did not write; left alone. Migrate into an empty store",
                 )
             )
     if not todo:
         return
-    write_errors = await target.write(source, kind, todo)
-    report.errors.extend(write_errors)
+    write_errors = await target.write(source, kind, todo, expect)
+    report.add(write_errors)
     failed = {e.key for e in write_errors}
     # Verify: read every written row back after the commit and compare it field by field.
     written = await target.get(kind, [r[key] for r in todo])
@@ -645,7 +973,6 @@ async def _copy(
             )
         else:
             report.written[kind] += 1
-            mine.add(k)
 
 
 @dataclass
@@ -656,17 +983,28 @@ class Status:
     target: dict[str, int]
     live_leases: int
     missing: dict[str, int] = field(default_factory=lambda: {"job": 0, "run": 0})
+    # Copied before and changed in the source since (the target's row is as copied): a run
+    # copies them again.
     different: dict[str, int] = field(default_factory=lambda: {"job": 0, "run": 0})
     identical: dict[str, int] = field(default_factory=lambda: {"job": 0, "run": 0})
     copied: dict[str, int] = field(default_factory=lambda: {"job": 0, "run": 0})
+    # Changed (or deleted) in the target after they were copied: a run leaves them alone.
+    conflicts: dict[str, int] = field(default_factory=lambda: {"job": 0, "run": 0})
+    # Different rows the target holds that this source did not write: a run leaves them alone.
+    foreign: dict[str, int] = field(default_factory=lambda: {"job": 0, "run": 0})
 
     @property
     def complete(self) -> bool:
-        return not any(self.missing.values()) and not any(self.different.values())
+        """The target holds every row of the source as it is there, and nothing conflicts."""
+        return not any(
+            any(counts.values())
+            for counts in (self.missing, self.different, self.conflicts, self.foreign)
+        )
 
 
 async def status(source: Any, target: Any, *, now: float, batch: int = 500) -> Status:
-    """Compare ``source`` with ``target`` row by row (counts, missing and differing rows)."""
+    """Compare ``source`` with ``target`` row by row (counts, missing, differing and
+    conflicting rows); reads only."""
     result = Status(
         source=await source.counts(),
         target=await target.counts(),
@@ -679,14 +1017,14 @@ async def status(source: Any, target: Any, *, now: float, batch: int = 500) -> S
         fields, _, key = _shape(kind)
         present = await target.get(kind, [r[key] for r in rows])
         for row in rows:
-            there = present.get(row[key])
-            bucket = (
-                result.missing
-                if there is None
-                else result.different
-                if _same(row, there, fields)
-                else result.identical
-            )
+            k, there = str(row[key]), present.get(row[key])
+            if there is not None and not _same(row, there, fields):
+                bucket = result.identical
+            elif k in mine[kind]:
+                unchanged = there is not None and _digest(there, fields) == mine[kind][k]
+                bucket = result.different if unchanged else result.conflicts
+            else:
+                bucket = result.missing if there is None else result.foreign
             bucket[kind] += 1
 
     for chunk in _chunks(await source.runs(), batch):
@@ -696,16 +1034,20 @@ async def status(source: Any, target: Any, *, now: float, batch: int = 500) -> S
     return result
 
 
-async def rollback(source_name: str, target: Any) -> Report:
-    """Delete from ``target`` every row that runs from ``source_name`` copied into it."""
+async def rollback(source_name: str, target: Any, *, force: bool = False) -> Report:
+    """Delete from ``target`` every row that runs from ``source_name`` copied into it and that
+    has not changed there since (a changed one is a conflict, kept unless ``force``)."""
     report = Report()
     mine = await target.manifest(source_name)
     for kind in ("job", "run"):  # jobs first: a run goes only once no job uses it
         keys = sorted(mine[kind])
         for chunk in _chunks(keys, 500):
-            errors = await target.delete(source_name, kind, chunk)
-            report.errors.extend(errors)
-            report.written[kind] += len(chunk) - len(errors)
+            expect = None if force else {k: mine[kind][k] for k in chunk}
+            # Rows gone from the target already (purged there) only leave the manifest.
+            there = await target.get(kind, [int(k) if kind == "job" else k for k in chunk])
+            errors = await target.delete(source_name, kind, chunk, expect)
+            report.add(errors)
+            report.written[kind] += len(there) - len(errors)
     return report
 
 

@@ -20,6 +20,7 @@ __all__ = [
     "Job",
     "JobStatus",
     "LeaseResult",
+    "MaintenanceClaim",
     "NewJob",
     "Page",
     "RunStatus",
@@ -149,9 +150,19 @@ LeaseResult = ItemResult
 
 
 class Stats(msgspec.Struct, frozen=True, kw_only=True):
-    """How many jobs are in each status, and how long the oldest pending job has waited."""
+    """How many jobs are in each status, and how long the oldest available job has waited.
+
+    ``pending`` counts every job with status pending, as it always has (``total`` is the sum of
+    the four statuses, and a client that waits for ``pending == 0`` still waits for delayed
+    jobs and retries). ``scheduled`` is the part of ``pending`` that is not available yet
+    (``available_at`` in the future: enqueued with a delay, or waiting out a retry's backoff);
+    ``pending - scheduled`` jobs can be leased now. ``oldest_pending_age_seconds`` is measured
+    over those available jobs only, from when each became available (``available_at``), so a
+    job delayed by an hour is not an hour late when it becomes due; None when none is available.
+    """
 
     pending: int
+    scheduled: int
     leased: int
     done: int
     failed: int
@@ -160,6 +171,19 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def total(self) -> int:
         return self.pending + self.leased + self.done + self.failed
+
+
+class MaintenanceClaim(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer to ``claim_maintenance``: whether this caller won the task's due round.
+
+    ``round`` counts the task's rounds claimed so far by every process (this one included when
+    ``claimed``); ``due_at`` is when its next round may be claimed, on the queue's clock.
+    """
+
+    task: str
+    claimed: bool
+    round: int
+    due_at: float
 
 
 class RunSummary(msgspec.Struct, frozen=True, kw_only=True):

@@ -49,6 +49,7 @@ from actors.queue.model import (
     Job,
     JobStatus,
     LeaseResult,
+    MaintenanceClaim,
     NewJob,
     Page,
     RunSummary,
@@ -61,6 +62,7 @@ from actors.queue.sqlite import (
     _check_batch,
     _check_delay,
     _check_listing,
+    _check_maintenance,
     _check_optional_text,
     _check_range,
     _check_visibility,
@@ -1180,6 +1182,56 @@ class PostgresQueue:
 
         return await self._run(purge)
 
+    async def claim_maintenance(
+        self, task: str, interval_seconds: float, owner: str | None = None
+    ) -> MaintenanceClaim:
+        """Claim ``task``'s round if it is due; the winner does the round, the others skip it."""
+        _check_maintenance(task, interval_seconds, owner)
+        now = self._clock.time()
+
+        async def claim(conn: Any) -> MaintenanceClaim:
+            # Invariant: one round of a task is claimed once. Of two processes claiming it at
+            # once, the second waits for the first's row lock, then re-checks `due_at` against
+            # the row the first committed (READ COMMITTED) and updates nothing.
+            row = await conn.fetchrow(
+                """
+                UPDATE maintenance
+                SET due_at = $2::float8 + $3::float8, rounds = rounds + 1, claimed_by = $4,
+                    claimed_at = $2
+                WHERE task = $1 AND due_at <= $2
+                RETURNING rounds, due_at
+                """,
+                task,
+                now,
+                interval_seconds,
+                owner,
+            )
+            if row is None:
+                # A task's row is created by its first claim, which that claimer wins.
+                row = await conn.fetchrow(
+                    """
+                    INSERT INTO maintenance (task, due_at, rounds, claimed_by, claimed_at)
+                    VALUES ($1, $2::float8 + $3::float8, 1, $4, $2)
+                    ON CONFLICT (task) DO NOTHING
+                    RETURNING rounds, due_at
+                    """,
+                    task,
+                    now,
+                    interval_seconds,
+                    owner,
+                )
+            if row is not None:
+                return MaintenanceClaim(task=task, claimed=True, round=row[0], due_at=row[1])
+            rounds, due_at = await conn.fetchrow(
+                "SELECT rounds, due_at FROM maintenance WHERE task = $1", task
+            )
+            return MaintenanceClaim(task=task, claimed=False, round=rounds, due_at=due_at)
+
+        # Each statement autocommits: a claim holds its row's lock for one statement only. A
+        # claim retried after its connection died during the commit finds the round taken:
+        # that round is skipped, never done twice.
+        return await self._run(claim, atomic=False)
+
     # --- readers -------------------------------------------------------------------------
 
     async def get(self, job_id: int) -> Job:
@@ -1194,24 +1246,46 @@ class PostgresQueue:
         return await self._run(get, atomic=False)
 
     async def stats(self) -> Stats:
-        """Count jobs by status and measure the age of the oldest pending job."""
+        """Count jobs by status and measure the age of the oldest available job."""
         now = self._clock.time()
 
         async def stats(conn: Any) -> Stats:
             # The stored run counts (each run's base and count shards) and the leased jobs
             # (those in flight) counted through their partial index: no scan of every job.
+            # The scheduled jobs and the earliest available one come from a loose index scan
+            # of `jobs_claim (priority DESC, available_at, id) WHERE status = 'pending'`: a
+            # max() seek per distinct priority, then per priority the range after `now` (the
+            # scheduled jobs only) counted and the first entry up to `now` read, so the
+            # backlog itself is never scanned. One statement: one snapshot.
             row = await conn.fetchrow(
                 """
+                WITH RECURSIVE levels(priority) AS (
+                    SELECT max(priority) FROM jobs WHERE status = 'pending'
+                    UNION ALL
+                    SELECT (SELECT max(priority) FROM jobs
+                            WHERE status = 'pending' AND priority < l.priority)
+                    FROM levels l WHERE l.priority IS NOT NULL
+                ),
+                backlog AS (
+                    SELECT coalesce(sum((SELECT count(*) FROM jobs WHERE status = 'pending'
+                                         AND priority = l.priority AND available_at > $1)), 0)
+                               AS scheduled,
+                           min((SELECT min(available_at) FROM jobs WHERE status = 'pending'
+                                AND priority = l.priority AND available_at <= $1)) AS oldest
+                    FROM levels l WHERE l.priority IS NOT NULL
+                )
                 SELECT coalesce(sum(total), 0), coalesce(sum(done), 0), coalesce(sum(failed), 0),
                        (SELECT count(*) FROM jobs WHERE status = 'leased'),
-                       (SELECT min(created_at) FROM jobs WHERE status = 'pending')
+                       (SELECT scheduled FROM backlog), (SELECT oldest FROM backlog)
                 FROM (SELECT total, done, failed FROM runs
                       UNION ALL SELECT total, done, failed FROM run_counts) c
-                """
+                """,
+                now,
             )
-            total, done, failed, leased, oldest = row
+            total, done, failed, leased, scheduled, oldest = row
             return Stats(
                 pending=int(total - done - failed - leased),
+                scheduled=int(scheduled),
                 leased=int(leased),
                 done=int(done),
                 failed=int(failed),

@@ -262,6 +262,25 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
         drops=(),
     ),
+    Migration(
+        version=6,
+        name="maintenance",
+        up=(
+            # SQLite's `maintenance` step: one row per task, claimed round by round with one
+            # conditional UPDATE, so processes sharing the queue do each round once.
+            """
+            CREATE TABLE maintenance (
+                task       text             PRIMARY KEY,
+                due_at     double precision NOT NULL,
+                rounds     bigint           NOT NULL DEFAULT 0,
+                claimed_by text,
+                claimed_at double precision
+            )
+            """,
+        ),
+        down=("DROP TABLE maintenance",),
+        drops=(),
+    ),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 

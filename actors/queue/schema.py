@@ -20,6 +20,8 @@ __all__ = [
     "current_version",
     "migrate_down",
     "migrate_up",
+    "open_existing",
+    "require_file",
 ]
 
 Durability = Literal["normal", "full"]
@@ -231,6 +233,28 @@ MIGRATIONS: tuple[Migration, ...] = (
         # no job does.
         drops=(),
     ),
+    Migration(
+        version=5,
+        name="maintenance",
+        up=(
+            # One row per maintenance task (reap, purge, ...): when its next round is due and
+            # how many rounds were claimed. Every process that opens the queue tries to claim a
+            # due round with one conditional UPDATE (`store.claim_maintenance`); the one that
+            # moves `due_at` does the round, so processes sharing a queue do it once.
+            """
+            CREATE TABLE maintenance (
+                task       TEXT    PRIMARY KEY,
+                due_at     REAL    NOT NULL,
+                rounds     INTEGER NOT NULL DEFAULT 0,
+                claimed_by TEXT,
+                claimed_at REAL
+            )
+            """,
+        ),
+        down=("DROP TABLE maintenance",),
+        # Only a schedule goes: without it every task is simply due at once.
+        drops=(),
+    ),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
@@ -277,6 +301,24 @@ def connect(
             "at the queue's file, or move this file away to start a new queue"
         ) from exc
     return conn
+
+
+def require_file(path: str | Path) -> None:
+    """Raise StorageError if no queue file exists at ``path`` (commands that only read or
+    change an existing queue never create one)."""
+    if not Path(path).is_file():
+        raise StorageError(
+            f"the queue database {str(path)!r} does not exist; check --db or [queue].path "
+            "(`submit`, `enqueue`, `run` and `migrate up` create it)"
+        )
+
+
+def open_existing(
+    path: str | Path, *, durability: Durability = "normal", busy_timeout_seconds: float = 10.0
+) -> sqlite3.Connection:
+    """Open the queue file at ``path`` as `connect` does, if it exists; never create one."""
+    require_file(path)
+    return connect(path, durability=durability, busy_timeout_seconds=busy_timeout_seconds)
 
 
 def _set_wal(conn: sqlite3.Connection, busy_timeout_seconds: float) -> None:

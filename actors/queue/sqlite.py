@@ -31,6 +31,7 @@ from actors.queue.model import (
     Job,
     JobStatus,
     LeaseResult,
+    MaintenanceClaim,
     NewJob,
     Page,
     RunSummary,
@@ -339,6 +340,17 @@ class SQLiteQueue:
             lambda conn: store.purge(conn, self._clock.time(), older_than_seconds)
         )
 
+    async def claim_maintenance(
+        self, task: str, interval_seconds: float, owner: str | None = None
+    ) -> MaintenanceClaim:
+        """Claim ``task``'s round if it is due; the winner does the round, the others skip it."""
+        _check_maintenance(task, interval_seconds, owner)
+        return await self._writer.run(
+            lambda conn: store.claim_maintenance(
+                conn, self._clock.time(), task, interval_seconds, owner
+            )
+        )
+
     # --- readers -------------------------------------------------------------------------
 
     async def get(self, job_id: int) -> Job:
@@ -475,6 +487,16 @@ def _check_listing(status: str | None, limit: int) -> None:
     if status is not None and status not in STATUSES:
         raise InvalidArgument(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
     _check_range("limit", limit, 1, MAX_PULL)
+
+
+def _check_maintenance(task: str, interval_seconds: float, owner: str | None) -> None:
+    """Refuse a maintenance claim without a task name or with an interval out of bounds."""
+    _check_text("task", task)
+    _check_optional_text("owner", owner)
+    # At most a year; 0 would let every process claim every round.
+    _check_range("interval_seconds", interval_seconds, 0, 366 * 86_400)
+    if interval_seconds == 0:
+        raise OutOfRange("interval_seconds must be more than 0: a round is due once per interval")
 
 
 def _check_range(name: str, value: float, lo: float, hi: float) -> None:

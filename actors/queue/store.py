@@ -21,6 +21,7 @@ from actors.queue.model import (
     ItemResult,
     Job,
     JobStatus,
+    MaintenanceClaim,
     NewJob,
     Page,
     RunStatus,
@@ -31,6 +32,7 @@ from actors.queue.model import (
 __all__ = [
     "Backoff",
     "ack",
+    "claim_maintenance",
     "enqueue",
     "get",
     "list_jobs",
@@ -499,6 +501,41 @@ def purge(conn: sqlite3.Connection, now: float, older_than_seconds: float) -> in
     return int(deleted)
 
 
+def claim_maintenance(
+    conn: sqlite3.Connection, now: float, task: str, interval_seconds: float, owner: str | None
+) -> MaintenanceClaim:
+    """Claim ``task``'s round if it is due, setting the next one ``interval_seconds`` away."""
+    # Invariant: one round of a task is claimed once, by whichever process gets here first:
+    # the claim is this one conditional UPDATE, and the row's next due time moves with it.
+    params = {"task": task, "now": now, "interval": interval_seconds, "owner": owner}
+    row = conn.execute(
+        """
+        UPDATE maintenance
+        SET due_at = :now + :interval, rounds = rounds + 1, claimed_by = :owner, claimed_at = :now
+        WHERE task = :task AND due_at <= :now
+        RETURNING rounds, due_at
+        """,
+        params,
+    ).fetchone()
+    if row is None:
+        # A task's row is created by its first claim, which that claimer wins.
+        row = conn.execute(
+            """
+            INSERT INTO maintenance (task, due_at, rounds, claimed_by, claimed_at)
+            VALUES (:task, :now + :interval, 1, :owner, :now)
+            ON CONFLICT (task) DO NOTHING
+            RETURNING rounds, due_at
+            """,
+            params,
+        ).fetchone()
+    if row is not None:
+        return MaintenanceClaim(task=task, claimed=True, round=row[0], due_at=row[1])
+    rounds, due_at = conn.execute(
+        "SELECT rounds, due_at FROM maintenance WHERE task = ?", (task,)
+    ).fetchone()
+    return MaintenanceClaim(task=task, claimed=False, round=rounds, due_at=due_at)
+
+
 # --- readers -------------------------------------------------------------------------------
 
 
@@ -510,15 +547,43 @@ def get(conn: sqlite3.Connection, job_id: int) -> Job:
     return _job(row)
 
 
+# One statement, so one snapshot. The counts by status are the runs' stored counts (kept by
+# migration 3's triggers in the transactions that change the jobs): O(runs), not a count of
+# every job. The pending jobs not yet available and the earliest `available_at` of those
+# available are read through `jobs_claim (status, priority DESC, available_at)` without a scan
+# of the backlog: a loose index scan visits each distinct priority (a max() seek each), then per
+# priority counts the index range after `now` (the scheduled jobs only) and seeks the first
+# entry up to `now`: O(priorities + scheduled jobs), where a filter over the pending jobs is
+# O(backlog).
+_STATS = """
+    WITH RECURSIVE levels(priority) AS (
+        SELECT max(priority) FROM jobs WHERE status = 'pending'
+        UNION ALL
+        SELECT (SELECT max(priority) FROM jobs WHERE status = 'pending' AND priority < l.priority)
+        FROM levels l WHERE l.priority IS NOT NULL
+    ),
+    backlog AS (
+        SELECT coalesce(sum((SELECT count(*) FROM jobs WHERE status = 'pending'
+                             AND priority = l.priority AND available_at > :now)), 0) AS scheduled,
+               min((SELECT min(available_at) FROM jobs WHERE status = 'pending'
+                    AND priority = l.priority AND available_at <= :now)) AS oldest
+        FROM levels l WHERE l.priority IS NOT NULL
+    )
+    SELECT coalesce(sum(pending), 0), coalesce(sum(leased), 0), coalesce(sum(done), 0),
+           coalesce(sum(failed), 0), (SELECT scheduled FROM backlog), (SELECT oldest FROM backlog)
+    FROM runs
+"""
+
+
 def stats(conn: sqlite3.Connection, now: float) -> Stats:
-    """Count jobs by status and measure how long the oldest pending job has waited."""
-    counts = dict(conn.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall())
-    (oldest,) = conn.execute("SELECT min(created_at) FROM jobs WHERE status = 'pending'").fetchone()
+    """Count jobs by status and measure how long the oldest available job has waited."""
+    pending, leased, done, failed, scheduled, oldest = conn.execute(_STATS, {"now": now}).fetchone()
     return Stats(
-        pending=counts.get("pending", 0),
-        leased=counts.get("leased", 0),
-        done=counts.get("done", 0),
-        failed=counts.get("failed", 0),
+        pending=pending,
+        scheduled=scheduled,
+        leased=leased,
+        done=done,
+        failed=failed,
         oldest_pending_age_seconds=None if oldest is None else max(0.0, now - oldest),
     )
 

@@ -25,6 +25,7 @@ from actors.config import (
 )
 from actors.errors import ConfigError
 from actors.http.auth import Tokens
+from actors.queue.http_client import HttpQueue
 from actors.system import ActorSystem
 
 pytestmark = pytest.mark.anyio
@@ -573,6 +574,49 @@ async def test_metrics_show_jobs_latencies_outcomes_and_restarts(served: Any) ->
     with anyio.fail_after(5):
         await until(lambda: "fetcher-0" in system.http.metrics.restarts)
     assert 'actors_actor_restarts_total{child="fetcher-0"} 1' in (await client.get("/metrics")).text
+
+
+async def test_stats_and_metrics_report_a_delayed_job_as_scheduled_not_as_late(
+    served: Any,
+) -> None:
+    _, client = served
+    assert (await enqueue(client, r2Key="t1/r1/later.txt", delaySeconds=3600)).status_code == 200
+    body = (await client.get("/jobs/stats", headers=auth(ADMIN))).json()["stats"]
+    # The seed's fields keep their meaning (`pending` counts the delayed job); `scheduled` is new.
+    assert body == {
+        "pending": 1,
+        "leased": 0,
+        "done": 0,
+        "failed": 0,
+        "scheduled": 1,
+        "oldestPendingAgeSeconds": None,
+    }
+    text = (await client.get("/metrics")).text
+    for needle in (
+        'actors_jobs{status="pending"} 1',
+        "actors_jobs_scheduled 1",
+        "actors_oldest_pending_age_seconds 0.000000",
+    ):
+        assert needle in text, needle
+    # A client of the HTTP backend reads the same figures.
+    async with HttpQueue.open(str(client.base_url), ADMIN) as remote:
+        stats = await remote.stats()
+    assert (stats.pending, stats.scheduled, stats.oldest_pending_age_seconds) == (1, 1, None)
+
+
+async def test_maintenance_runs_where_the_queue_is_opened_not_in_its_http_clients(
+    served: Any, tmp_path: Path
+) -> None:
+    server, client = served
+    assert "maintenance" in {c.id for c in server.tree.which_children()}  # queue_only included
+    remote = Config(
+        queue=QueueConfig(backend="http", url=str(client.base_url)),
+        storage=StorageConfig(root=str(tmp_path / "objects")),
+        secrets=Secrets(api_token=Secret(WORKER)),
+    )
+    async with ActorSystem(remote) as worker:
+        children = {c.id for c in worker.tree.which_children()}
+    assert "source" in children and "maintenance" not in children
 
 
 async def test_metrics_can_require_a_token(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -148,3 +149,57 @@ def test_a_worker_with_a_wrong_token_fails_loudly_and_leases_nothing(tmp_path: P
         assert "check the token" in worker.stderr
         assert time.monotonic() - started < 60
         assert client.get("/jobs/stats").json()["stats"]["pending"] == 1
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    """Poll for a state that no response announces (the server's own schedule moves it)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting: {what}"
+        time.sleep(0.05)
+
+
+def test_a_queue_only_server_reaps_expired_leases_and_purges_old_jobs_with_no_worker_pulling(
+    tmp_path: Path,
+) -> None:
+    config = server_config(tmp_path)  # [http] queue_only: this process leases nothing itself
+    config.write_text(
+        config.read_text().replace(
+            "[storage]", "retention_seconds = 1\npurge_interval_seconds = 0.2\n[storage]"
+        )
+    )
+    with serving(config, tmp_path / "server.log") as (url, _):
+        client = httpx.Client(base_url=url, timeout=30)
+        ids = []
+        for name in ("stuck", "finished"):
+            body = {"runId": "r", "tenantId": "t1", "r2Key": f"t1/r/{name}.txt"}
+            sent = client.post("/jobs/enqueue", json=body, headers=auth(PRODUCER))
+            ids.append(sent.json()["jobId"])
+        pulled = client.post(
+            "/jobs/pull", json={"max": 2, "visibilitySeconds": 1}, headers=auth(WORKER)
+        ).json()["jobs"]
+        assert sorted(j["id"] for j in pulled) == sorted(ids)
+        stuck, finished = ids
+        token = next(j["leaseToken"] for j in pulled if j["id"] == finished)
+        acked = client.post(
+            "/jobs/ack",
+            json={"acks": [{"id": finished, "leaseToken": token}]},
+            headers=auth(WORKER),
+        )
+        assert acked.json()["results"][0]["ok"], acked.text
+
+        # Nobody pulls from here on: only the server's own maintenance can move these jobs.
+        def status(job_id: int) -> str:
+            response = client.get(f"/jobs/{job_id}", headers=auth(ADMIN))
+            return "purged" if response.status_code == 404 else str(response.json()["status"])
+
+        wait_until(lambda: status(stuck) == "pending", "the expired lease to be reaped")
+        wait_until(lambda: status(finished) == "purged", "the finished job to be purged")
+        stats = client.get("/jobs/stats", headers=auth(ADMIN)).json()["stats"]
+        assert (stats["pending"], stats["leased"], stats["done"]) == (1, 0, 0)
+    rounds = [
+        json.loads(line)
+        for line in (tmp_path / "server.log").read_text().splitlines()
+        if '"maintenance.round"' in line
+    ]
+    assert {(r["task"], r["changed"]) for r in rounds} >= {("reap", 1), ("purge", 1)}

@@ -195,6 +195,48 @@ def test_a_second_sigterm_ends_the_drain_at_once_and_gives_the_jobs_back(tmp_pat
     assert rows(tmp_path / "q.db", "SELECT max(attempts) FROM jobs") == [(0,)]
 
 
+def test_processes_sharing_a_queue_do_each_maintenance_round_once(tmp_path: Path) -> None:
+    # Three workers on one file, reaping every 0.2 s: each round is claimed in the file's
+    # `maintenance` table, and the round numbers the three log never repeat.
+    config = write_config(tmp_path, level="debug")
+    db = tmp_path / "q.db"
+    logs = [tmp_path / f"worker-{i}.log" for i in range(3)]
+    workers = [start(config, stderr=log) for log in logs]
+
+    def reap_rounds() -> int:
+        try:
+            found = rows(db, "SELECT rounds FROM maintenance WHERE task = 'reap'")
+        except sqlite3.OperationalError:  # not created yet
+            return 0
+        return int(found[0][0]) if found else 0  # type: ignore[call-overload]
+
+    try:
+        deadline = time.monotonic() + 60
+        while reap_rounds() < 20:
+            assert time.monotonic() < deadline, f"{reap_rounds()} reap rounds in 60 s"
+            assert all(w.poll() is None for w in workers), [log.read_text() for log in logs]
+            time.sleep(0.1)
+    finally:
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        codes = [worker.wait(timeout=30) for worker in workers]
+    assert codes == [0, 0, 0]
+    claimed = [
+        (event["task"], event["round"])
+        for log in logs
+        for event in (
+            json.loads(line)
+            for line in log.read_text().splitlines()
+            if '"maintenance.round"' in line
+        )
+    ]
+    reaps = [n for task, n in claimed if task == "reap"]
+    assert len(reaps) == len(set(reaps)), sorted(reaps)  # no round done twice
+    # Every claimed round was done and logged, but for one cut short per worker by SIGTERM.
+    assert reap_rounds() - 3 <= len(reaps) <= reap_rounds()
+    assert claimed.count(("purge", 1)) == 1  # the first round of the hourly purge, once
+
+
 def test_runs_watch_prints_json_lines_until_the_run_ends(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     run_id = submit(config, make_files(tmp_path, 50))

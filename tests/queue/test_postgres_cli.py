@@ -48,3 +48,60 @@ def test_the_cli_submits_counts_and_processes_on_postgres(tmp_path: Path, pg_sch
         pg_admin(f"SELECT count(*) AS n FROM {pg_schema}.jobs WHERE status = 'done'")[0]["n"] == 3
     )
     assert not (tmp_path / "data").exists()
+
+
+def test_migrate_status_up_and_down_act_on_postgres_when_it_is_the_backend(
+    tmp_path: Path, pg_schema: str
+) -> None:
+    from actors.queue.postgres_schema import LATEST_VERSION, MIGRATIONS
+
+    pg_admin(f"CREATE SCHEMA {pg_schema}")
+    config = tmp_path / "actors.toml"
+    config.write_text(f'[queue]\nbackend = "postgres"\ndsn = "{PG_DSN}?search_path={pg_schema}"\n')
+
+    def migrate(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "actors", "--config", str(config), "migrate", *args],
+            cwd=tmp_path,  # where a SQLite file (data/actors.db) would appear
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def version() -> int:
+        rows = pg_admin(f"SELECT version FROM {pg_schema}.schema_version")
+        return int(rows[0]["version"])
+
+    status = migrate("status")
+    assert (
+        f"search_path={pg_schema}: schema version 0 (this actors knows up to {LATEST_VERSION})"
+        in status
+    )
+    assert f"{MIGRATIONS[-1].name:<12} pending" in status
+    every = list(range(1, LATEST_VERSION + 1))
+    assert migrate("up") == f"applied {every}\n"
+    assert version() == LATEST_VERSION
+    assert f"schema version {LATEST_VERSION} " in migrate("status")
+    assert migrate("down") == f"undid [{LATEST_VERSION}]\n"
+    assert version() == LATEST_VERSION - 1
+    assert migrate("up") == f"applied [{LATEST_VERSION}]\n"
+    assert not (tmp_path / "data").exists()  # no SQLite file was made or migrated
+
+
+def test_commands_that_only_read_create_no_queue_in_an_empty_schema(
+    tmp_path: Path, pg_schema: str
+) -> None:
+    pg_admin(f"CREATE SCHEMA {pg_schema}")
+    config = tmp_path / "actors.toml"
+    config.write_text(f'[queue]\nbackend = "postgres"\ndsn = "{PG_DSN}?search_path={pg_schema}"\n')
+    for argv in (["stats"], ["jobs", "list"], ["runs", "list"]):
+        done = actors(config, *argv)
+        assert done.returncode == 1
+        assert done.stderr.startswith("error: no queue at postgresql://"), done.stderr
+        assert f"search_path={pg_schema}: the schema holds none; check" in done.stderr
+        assert done.stderr.count("\n") == 1
+    tables = pg_admin("SELECT count(*) FROM pg_tables WHERE schemaname = $1", pg_schema)
+    assert tables[0][0] == 0

@@ -114,11 +114,12 @@ async def test_sqlite_to_postgres_and_back_is_identical(tmp_path: Path, pg_schem
 
 
 @asyncio_only
-async def test_a_migrated_run_lists_its_jobs_and_recopies_cleanly_into_a_used_target(
+async def test_a_migrated_run_lists_its_jobs_and_is_recopied_into_a_used_target_only_by_force(
     tmp_path: Path, pg_schema: str
 ) -> None:
     # The target is live meanwhile: a worker enqueues into a migrated run and acks its jobs
-    # (count shards), and the run is copied again after it changed in the source.
+    # (count shards), then the run changes in the source too. Copying again leaves the rows
+    # that changed in the target alone; --force replaces them with the source's.
     src = tmp_path / "src.db"
     clock = FakeClock()
     async with SQLiteQueue.open(src, clock=clock) as queue:
@@ -140,11 +141,22 @@ async def test_a_migrated_run_lists_its_jobs_and_recopies_cleanly_into_a_used_ta
         job = (await queue.pull(max=1, visibility_seconds=60))[0]
         await queue.ack(job.id, job.lease_token or "", run_metrics={"n": 2})
     async with mig.open_store(str(src)) as source, mig.open_store(pg(pg_schema)) as target:
-        report = await mig.run(source, target, now=LATER)
-        assert report.errors == [], report.errors
-        assert report.written["run"] == 1
+        kept = await mig.run(source, target, now=LATER)
+        assert kept.errors == [] and kept.written == {"run": 0, "job": 0}
+        assert sorted((c.kind, c.key) for c in kept.conflicts) == [
+            ("job", "1"), ("job", "2"), ("job", "3"), ("run", "r"),
+        ]  # fmt: skip
+        assert "done there, pending in the source" in kept.conflicts[-1].message
+        assert "--force" in kept.conflicts[0].message
+    async with PostgresQueue.open(PG_DSN, schema=pg_schema, clock=clock) as live:
+        summary = await live.run_summary("r")
+        assert (summary.done, summary.metrics) == (4, {"n": 20.0})  # the target's progress
+    async with mig.open_store(str(src)) as source, mig.open_store(pg(pg_schema)) as target:
+        report = await mig.run(source, target, now=LATER, force=True)
+        assert report.errors == [] and report.conflicts == [], report.errors
+        assert (report.written, report.forced) == ({"run": 1, "job": 3}, 4)
         again = await mig.run(source, target, now=LATER)
-        assert again.errors == [] and again.written == {"run": 0, "job": 0}
+        assert again.errors == again.conflicts == [] and again.written == {"run": 0, "job": 0}
     async with PostgresQueue.open(PG_DSN, schema=pg_schema, clock=clock) as live:
         summary = await live.run_summary("r")
         assert (summary.total, summary.metrics) == (4, {"n": 2.0})  # the source's metrics

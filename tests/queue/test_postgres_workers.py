@@ -171,3 +171,65 @@ def test_worker_processes_finish_every_job_once_while_some_are_killed(
     for theirs, next_lease in orphaned:
         assert next_lease["started"] >= theirs["expires"]
         assert not any(d in (next_lease["worker_id"] or "") for d in dead)
+
+
+def test_worker_processes_sharing_a_postgres_queue_do_each_maintenance_round_once(
+    tmp_path: Path, pg_schema: str
+) -> None:
+    # Three workers (both runtimes) reaping every 0.3 s: each round is claimed in the schema's
+    # `maintenance` table, and the round numbers they log never repeat.
+    async def create() -> None:
+        async with PostgresQueue.open(PG_DSN, schema=pg_schema):
+            pass
+
+    anyio.run(create)
+    workers, logs = [], []
+    for n in range(3):
+        config = tmp_path / f"worker-{n}.toml"
+        text = CONFIG.format(
+            runtime=("asyncio", "trio")[n % 2], dsn=PG_DSN, schema=pg_schema, root=tmp_path
+        )
+        config.write_text(text.replace('level = "warning"', 'level = "debug"'))
+        logs.append(tmp_path / f"worker-{n}.log")
+        with logs[-1].open("w") as log:
+            workers.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "actors", "--config", str(config), "run"],
+                    cwd=tmp_path,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+
+    def reap_rounds() -> int:
+        try:
+            found = pg_admin(f"SELECT rounds FROM {pg_schema}.maintenance WHERE task = 'reap'")
+        except Exception:  # the schema is not migrated yet
+            return 0
+        return int(found[0]["rounds"]) if found else 0
+
+    try:
+        deadline = time.monotonic() + 60
+        while reap_rounds() < 15:
+            assert time.monotonic() < deadline, f"{reap_rounds()} reap rounds in 60 s"
+            assert all(w.poll() is None for w in workers), [p.read_text() for p in logs]
+            time.sleep(0.1)
+    finally:
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        codes = [worker.wait(timeout=30) for worker in workers]
+    assert codes == [0, 0, 0]
+    claimed = [
+        (event["task"], event["round"])
+        for path in logs
+        for event in (
+            json.loads(line)
+            for line in path.read_text().splitlines()
+            if '"maintenance.round"' in line
+        )
+    ]
+    reaps = [n for task, n in claimed if task == "reap"]
+    assert len(reaps) == len(set(reaps)), sorted(reaps)  # no round done twice
+    # Every claimed round was done and logged, but for one cut short per worker by SIGTERM.
+    assert reap_rounds() - 3 <= len(reaps) <= reap_rounds()
+    assert claimed.count(("purge", 1)) == 1

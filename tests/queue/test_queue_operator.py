@@ -33,7 +33,36 @@ async def test_stats_count_every_status_and_the_oldest_pending_age(
     await queue.ack(a.id, a.lease_token or "")
     stats = await queue.stats()
     assert (stats.pending, stats.leased, stats.done, stats.failed) == (3, 1, 1, 1)
-    assert stats.oldest_pending_age_seconds == 7
+    assert (stats.scheduled, stats.oldest_pending_age_seconds) == (0, 7)
+
+
+async def test_stats_count_delayed_jobs_as_scheduled_and_age_jobs_from_when_they_became_available(
+    queue: SQLiteQueue, clock: FakeClock
+) -> None:
+    # An hour's delay at three priorities (the count reads each priority's range of the index).
+    for priority in (5, 0, -3):
+        await queue.enqueue("r", "t", f"later-{priority}", delay_seconds=3600, priority=priority)
+    clock.advance(1800)
+    stats = await queue.stats()
+    # `pending` still counts them (clients that wait for pending == 0 wait for them too).
+    assert (stats.pending, stats.scheduled, stats.total) == (3, 3, 3)
+    assert stats.oldest_pending_age_seconds is None  # nothing can be leased yet: nothing late
+    await queue.enqueue("r", "t", "now", priority=1)
+    clock.advance(1830)  # the delayed jobs became available 30 s ago, the other 1830 s ago
+    stats = await queue.stats()
+    assert (stats.pending, stats.scheduled, stats.oldest_pending_age_seconds) == (4, 0, 1830)
+    for job in await queue.pull(max=10):
+        if job.r2_key != "later-0":
+            await queue.ack(job.id, job.lease_token or "")
+        else:
+            await queue.ack(job.id, job.lease_token or "", status="failed", error="flaky")
+    # A failed attempt waits out its backoff (1 s here) as a scheduled job, then ages from then.
+    stats = await queue.stats()
+    assert (stats.pending, stats.scheduled, stats.leased, stats.done) == (1, 1, 0, 3)
+    assert stats.oldest_pending_age_seconds is None
+    clock.advance(11)
+    stats = await queue.stats()
+    assert (stats.pending, stats.scheduled, stats.oldest_pending_age_seconds) == (1, 0, 10)
 
 
 async def test_get_of_an_unknown_job_raises_job_not_found(queue: SQLiteQueue) -> None:

@@ -244,6 +244,11 @@ class QueueMachine(RuleBasedStateMachine):
         assert stats.total == len(self.jobs)
         for status in ("pending", "leased", "done", "failed"):
             assert getattr(stats, status) == sum(m.status == status for m in self.jobs.values())
+        waiting = [m for m in self.jobs.values() if m.status == "pending"]
+        assert stats.scheduled == sum(m.available_at > self.now for m in waiting)
+        available = [m.available_at for m in waiting if m.available_at <= self.now]
+        oldest = self.now - min(available) if available else None
+        assert stats.oldest_pending_age_seconds == oldest
 
     @invariant()
     def each_runs_stored_counts_match_its_jobs(self) -> None:
