@@ -66,6 +66,7 @@ class _ExitDeadline:
         self._signals = 0
         self._drained_at: float | None = None
         self.failed = False
+        self._closed = threading.Event()
         thread = threading.Thread(target=self._watch, name="actors-exit-deadline", daemon=True)
         thread.start()
 
@@ -80,9 +81,12 @@ class _ExitDeadline:
         first = self._signals == 1
         self.arm(self._grace + SHUTDOWN_MARGIN_SECONDS if first else SHUTDOWN_MARGIN_SECONDS)
 
+    def close(self) -> None:
+        """Disarm for good: the process's stop has ended without help."""
+        self._closed.set()
+
     def _watch(self) -> None:
-        event = threading.Event()
-        while not event.wait(0.05):
+        while not self._closed.wait(0.05):
             now = self._clock.monotonic()
             if self._system.drained and not self.failed:
                 if self._drained_at is None:
@@ -94,6 +98,8 @@ class _ExitDeadline:
                 self._exit(code, "the stop outlasted its deadline")
 
     def _exit(self, code: int, why: str) -> None:
+        if self._closed.is_set():
+            return
         stuck = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
         log.warning("system.exit_forced", reason=why, exit_code=code, threads=stuck)
         with contextlib.suppress(Exception):
@@ -142,6 +148,8 @@ async def serve(config: Config, *, until_idle: bool = False, out: TextIO | None 
     except BaseExceptionGroup as group:
         raise_system_failed(group)
         raise
+    finally:
+        deadline.close()  # the stop ended on its own: nothing to force (serve may be called again)
     return 0
 
 
