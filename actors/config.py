@@ -35,8 +35,25 @@ __all__ = [
 #: Where ``load_config`` looks when neither ``--config`` nor ``ACTORS_CONFIG`` names a file.
 DEFAULT_CONFIG_PATH = Path("config/actors.toml")
 
-Positive = Annotated[float, Meta(gt=0)]
-NonNegative = Annotated[float, Meta(ge=0)]
+# Every number and path has bounds, so that no accepted value breaks the system (a retry base
+# of 1e308 s scheduled a retry in the year 10^307; an empty queue path opened a throwaway
+# database). Each class of value is bounded once here; a value outside is a ConfigError that
+# names the key and the bound.
+_MINUTE, _HOUR, _DAY = 60.0, 3600.0, 86_400.0
+#: A wait between retries or restarts, or its cap: from none to a day.
+Delay = Annotated[float, Meta(ge=0, le=_DAY)]
+#: How often a loop wakes (polls, reaps): 1 ms (faster is a busy loop) to an hour.
+Interval = Annotated[float, Meta(ge=0.001, le=_HOUR)]
+#: How long one operation may take (a request, a drain): 1 ms to an hour.
+Timeout = Annotated[float, Meta(ge=0.001, le=_HOUR)]
+#: How long something is kept (finished jobs; 0: forever): up to ten years.
+Retention = Annotated[float, Meta(ge=0, le=3650 * _DAY)]
+#: A count of restarts or retries.
+Count = Annotated[int, Meta(ge=0, le=10_000)]
+#: A budget per minute (requests or tokens).
+PerMinute = Annotated[int, Meta(ge=1, le=10**12)]
+#: A file system path: not empty, not blank, no NUL byte, within Linux's PATH_MAX.
+PathText = Annotated[str, Meta(min_length=1, max_length=4096, pattern=r"^(?=\s*\S)[^\x00]*$")]
 Port = Annotated[int, Meta(ge=0, le=65535)]
 
 
@@ -50,7 +67,7 @@ class RuntimeConfig(_Table, frozen=True):
 
 class QueueConfig(_Table, frozen=True):
     backend: Literal["sqlite", "postgres", "http"] = "sqlite"
-    path: str = "data/actors.db"
+    path: PathText = "data/actors.db"
     # normal: survives a process crash; full: also survives power loss (fsync on every commit).
     durability: Literal["normal", "full"] = "normal"
     visibility_seconds: Annotated[float, Meta(gt=0, le=3600)] = 60.0
@@ -58,14 +75,14 @@ class QueueConfig(_Table, frozen=True):
     max_attempts: Annotated[int, Meta(ge=1, le=1000)] = 5
     # A failed attempt waits retry_base_seconds * 2**(attempt-1), at most retry_cap_seconds,
     # less up to half of it at random (so jobs that failed together do not retry together).
-    retry_base_seconds: NonNegative = 1.0
-    retry_cap_seconds: NonNegative = 300.0
-    poll_interval_seconds: Positive = 1.0
-    reap_interval_seconds: Positive = 5.0
+    retry_base_seconds: Delay = 1.0
+    retry_cap_seconds: Delay = 300.0
+    poll_interval_seconds: Interval = 1.0
+    reap_interval_seconds: Interval = 5.0
     # Finished jobs older than this are purged on a schedule; 0 keeps them forever.
-    retention_seconds: NonNegative = 7 * 24 * 3600.0
+    retention_seconds: Retention = 7 * 24 * 3600.0
     # How often that purge runs (by one of the processes sharing the queue); at most a year.
-    purge_interval_seconds: Annotated[float, Meta(gt=0, le=366 * 86_400)] = 3600.0
+    purge_interval_seconds: Annotated[float, Meta(ge=0.001, le=366 * _DAY)] = 3600.0
     dsn: str | None = None  # backend = "postgres"; the password comes from PGPASSWORD
     url: str | None = None  # backend = "http"; the token comes from EDGE_API_TOKEN
 
@@ -76,13 +93,14 @@ class PipelineConfig(_Table, frozen=True):
     concurrency: Annotated[int, Meta(ge=1, le=10_000)] = 128
     fetchers: Annotated[int, Meta(ge=1, le=256)] = 4
     processors: Annotated[int, Meta(ge=1, le=256)] = 4
-    shutdown_grace_seconds: NonNegative = 30.0
+    shutdown_grace_seconds: Annotated[float, Meta(ge=0, le=_HOUR)] = 30.0
     ack_batch_size: Annotated[int, Meta(ge=1, le=10_000)] = 100
     # How long the ack reporter waits to fill a batch; a few ms buys group commit.
-    ack_window_seconds: NonNegative = 0.002
-    max_object_bytes: Annotated[int, Meta(ge=1)] = 50 * 1024 * 1024
+    ack_window_seconds: Annotated[float, Meta(ge=0, le=_MINUTE)] = 0.002
+    # Objects are read whole into memory: at most 1 GiB each.
+    max_object_bytes: Annotated[int, Meta(ge=1, le=1024**3)] = 50 * 1024 * 1024
     # A run room with no event for this long goes to sleep (its state is in the database).
-    run_idle_seconds: Positive = 60.0
+    run_idle_seconds: Annotated[float, Meta(ge=0.001, le=_DAY)] = 60.0
     # A job's processing time limit (a job's own timeout_seconds overrides it): past it the job
     # fails with `timeout` (retried with backoff up to max_attempts), its worker process is
     # killed, and its lease is no longer renewed. Bounded like the per-job value.
@@ -91,20 +109,23 @@ class PipelineConfig(_Table, frozen=True):
 
 class StorageConfig(_Table, frozen=True):
     kind: Literal["local", "r2", "s3"] = "local"
-    root: str = "data/objects"  # kind = "local"
+    root: PathText = "data/objects"  # kind = "local"
     endpoint: str | None = None  # kind = "r2" | "s3"; or R2_ENDPOINT
     bucket: str | None = None  # or R2_BUCKET
     region: str = "auto"
     addressing_style: Literal["auto", "virtual", "path"] = "auto"
     # Bounds each request to the store, a download's body included.
-    timeout_seconds: Positive = 30.0
+    timeout_seconds: Timeout = 30.0
     # Transient failures (timeouts, resets, 5xx, throttling) are retried this many times within
     # one attempt of the job, waiting base * 2**n (at most the cap, less up to half at random).
     max_retries: Annotated[int, Meta(ge=0, le=20)] = 3
-    retry_base_seconds: NonNegative = 0.2
-    retry_cap_seconds: NonNegative = 5.0
-    # Uploads larger than the threshold go up in parts (S3's minimum part is 5 MiB).
-    multipart_threshold_bytes: Annotated[int, Meta(ge=5 * 1024 * 1024)] = 16 * 1024 * 1024
+    retry_base_seconds: Delay = 0.2
+    retry_cap_seconds: Delay = 5.0
+    # Uploads larger than the threshold go up in parts (S3's minimum part is 5 MiB, its
+    # largest single upload 5 GiB).
+    multipart_threshold_bytes: Annotated[int, Meta(ge=5 * 1024 * 1024, le=5 * 1024**3)] = (
+        16 * 1024 * 1024
+    )
     multipart_part_bytes: Annotated[int, Meta(ge=5 * 1024 * 1024, le=5 * 1024**3)] = 8 * 1024 * 1024
 
 
@@ -137,26 +158,26 @@ class ProcessorConfig(_Table, frozen=True):
     # Send PDFs to the chat model as inline data instead of the locally extracted text.
     send_pdf_inline: bool = False
     # Characters of text sent to the chat model at most (the rest is embedded, not analysed).
-    max_prompt_chars: Annotated[int, Meta(ge=1000)] = 200_000
+    max_prompt_chars: Annotated[int, Meta(ge=1000, le=10_000_000)] = 200_000
     embed_batch_size: Annotated[int, Meta(ge=1, le=100)] = 100
     # Embeddings stored per document at most: the result must fit the queue's 256 KiB.
     max_chunks: Annotated[int, Meta(ge=1, le=100)] = 64
     # Shared by every processor of the process: calls in flight, and per-minute budgets.
     concurrency: Annotated[int, Meta(ge=1, le=1000)] = 8
-    requests_per_minute: Annotated[int, Meta(ge=1)] = 1000
-    tokens_per_minute: Annotated[int, Meta(ge=1)] = 1_000_000
+    requests_per_minute: PerMinute = 1000
+    tokens_per_minute: PerMinute = 1_000_000
     # Per call: 429, 5xx and timeouts are retried this often within one attempt of the job.
     max_retries: Annotated[int, Meta(ge=0, le=20)] = 4
-    retry_base_seconds: NonNegative = 1.0
-    retry_cap_seconds: NonNegative = 60.0
-    timeout_seconds: Positive = 120.0
+    retry_base_seconds: Delay = 1.0
+    retry_cap_seconds: Delay = 60.0
+    timeout_seconds: Timeout = 120.0
 
 
 class SupervisionConfig(_Table, frozen=True):
-    max_restarts: Annotated[int, Meta(ge=0)] = 5
-    max_seconds: Positive = 30.0
-    backoff_min_seconds: NonNegative = 0.1
-    backoff_max_seconds: NonNegative = 10.0
+    max_restarts: Count = 5
+    max_seconds: Annotated[float, Meta(ge=0.001, le=_DAY)] = 30.0
+    backoff_min_seconds: Delay = 0.1
+    backoff_max_seconds: Delay = 10.0
 
 
 class HttpConfig(_Table, frozen=True):
@@ -333,11 +354,17 @@ def _check_together(config: Config, source: str) -> None:
             f"than backoff_max_seconds = {sup.backoff_max_seconds:g}; the first restart waits the "
             "minimum and later ones grow up to the maximum"
         )
-    if queue.retry_base_seconds > queue.retry_cap_seconds:
-        raise ConfigError(
-            f"{source}: [queue].retry_base_seconds = {queue.retry_base_seconds:g} is more than "
-            f"retry_cap_seconds = {queue.retry_cap_seconds:g}"
-        )
+    for name, table in (
+        ("queue", queue),
+        ("storage", config.storage),
+        ("processor", config.processor),
+    ):
+        base, cap = table.retry_base_seconds, table.retry_cap_seconds
+        if base > cap:
+            raise ConfigError(
+                f"{source}: [{name}].retry_base_seconds = {base:g} is more than "
+                f"retry_cap_seconds = {cap:g}; retries wait the base, doubling up to the cap"
+            )
 
 
 def _apply_env(config: Config, env: Mapping[str, str]) -> Config:
@@ -373,6 +400,11 @@ def _explain(exc: msgspec.ValidationError) -> str:
         table = parts[0]
         known = ", ".join(f.name for f in msgspec.structs.fields(_TABLES[table]))
         return f"[{table}] has no key `{name}` (a typo?); its keys are {known}"
+    if message.startswith(("Expected `str` matching regex", "Expected `str` of length")):
+        # Only PathText bounds a string's length or form.
+        message = (
+            "expected a file path: not empty or blank, without NUL bytes, at most 4096 characters"
+        )
     if not parts:
         return message
     if len(parts) == 1:

@@ -21,6 +21,7 @@ Hierarchy::
     │   ├── CorruptDocument          claims a kind but is damaged or invalid
     │   ├── EncryptedDocument        an encrypted PDF
     │   ├── EmptyDocument            no extractable text
+    │   ├── DocumentTooLarge         expands past a bound when read (a PDF bomb, deep nesting)
     │   ├── ModelRejected            the model API refused the request (a 4xx): permanent
     │   └── OutOfMemory              processing needed more than a worker process may use
     ├── JobTimedOut                  processing outlasted the job's time limit; retried
@@ -45,6 +46,7 @@ __all__ = [
     "ConfigError",
     "CorruptDocument",
     "DocumentError",
+    "DocumentTooLarge",
     "EmptyDocument",
     "EncryptedDocument",
     "InvalidArgument",
@@ -175,6 +177,11 @@ class EncryptedDocument(DocumentError):
 
 class EmptyDocument(DocumentError):
     """The document is empty or holds no extractable text (a scanned PDF, whitespace only)."""
+
+
+class DocumentTooLarge(DocumentError):
+    """Reading the document would pass a bound: its text, its decompressed streams, its pages
+    or its nesting depth; a zip-bomb-like PDF or a generated document nested thousands deep."""
 
 
 class ModelRejected(DocumentError):

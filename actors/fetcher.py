@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 import structlog
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from actors.errors import ObjectStoreError
+from actors.errors import ObjectStoreError, QueueError
 from actors.inflight import InFlight, stop_scope
 from actors.messages import AckInbox, Failed, Fetched, JobLeased, LeasedJob, Release
 from actors.stores import ObjectStore
@@ -19,15 +20,27 @@ __all__ = ["Fetcher"]
 
 log = structlog.get_logger("actors.fetcher")
 
+# A fetcher takes up to this many jobs waiting in its stream at once and marks them started in
+# one queue call (one commit instead of four); they then count as started while it fetches them
+# one by one, so a crash costs an attempt to at most this many per fetcher.
+START_BATCH = 4
+
 
 class Fetcher:
     """One of a pool of fetchers sharing one inbox; hands each object on to the processors.
+
+    Before it fetches jobs from its stream it marks them started in the queue (`start_many`,
+    up to `START_BATCH` jobs taken together): a lease that expires from then on spends the
+    job's attempt, while a job that waited in the stream when the process died gets its
+    attempt back. Concurrent fetchers' marks also share the SQLite writer's group commit.
 
     Error handling: a permanent store error (missing object, too large, bad key) fails the job
     at once without burning retries; a transient one fails this attempt and the queue retries
     it with backoff. Any other exception crashes the fetcher after marking the job, so that the
     restarted fetcher fails it (a retry) instead of losing it; a fetcher stopped while holding a
-    job (a sibling's restart) fetches it again when it comes back.
+    job (a sibling's restart) fetches it again when it comes back. A job whose lease is gone
+    before it started is given back untouched (its ack would be refused); a queue error while
+    marking it is logged and the job is fetched anyway (a crash during it then costs nothing).
     """
 
     def __init__(
@@ -39,6 +52,7 @@ class Fetcher:
         acks: MemoryObjectSendStream[AckInbox],
         store: ObjectStore,
         inflight: InFlight,
+        queue: Any = None,
         ctx: Context | None = None,
         max_bytes: int,
         draining: Callable[[], bool] = lambda: False,
@@ -50,6 +64,7 @@ class Fetcher:
         self._acks = acks
         self._store = store
         self._inflight = inflight
+        self._queue = queue
         self._max_bytes = max_bytes
         self._draining = draining
 
@@ -68,10 +83,22 @@ class Fetcher:
                 if crash is None:
                     await self._fetch(job)  # stopped by a sibling's restart: fetch it again
             async for message in self._inbox:
-                await self._fetch(message.job)
+                jobs = [message.job]
+                while len(jobs) < START_BATCH:
+                    try:
+                        jobs.append(self._inbox.receive_nowait().job)
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                if not self._draining():
+                    for job in jobs:
+                        self._inflight.hold(job, self.name)
+                    jobs = await self._start(jobs)
+                for job in jobs:
+                    await self._fetch(job)
 
     async def _fetch(self, job: LeasedJob) -> None:
         if self._draining():
+            self._inflight.let_go(job, self.name)
             self._acks.send_nowait(Release(job=job, reason="shutting down before the fetch"))
             return
         self._inflight.hold(job, self.name)
@@ -98,3 +125,26 @@ class Fetcher:
         # cancelled send leaves it here, to be fetched again by this fetcher's successor.
         await self._outbox.send(Fetched(job=job, data=obj.data, content_type=obj.content_type))
         self._inflight.let_go(job, self.name)
+
+    async def _start(self, jobs: list[LeasedJob]) -> list[LeasedJob]:
+        """Mark the jobs started in the queue; return those still leased (the others are given
+        back: their outcome would be refused)."""
+        if self._queue is None:
+            return jobs
+        try:
+            results = await self._queue.start_many([(job.id, job.lease_token) for job in jobs])
+        except QueueError as exc:
+            log.warning("fetch.start_failed", job_ids=[j.id for j in jobs], error=str(exc))
+            return jobs
+        kept = []
+        for job, result in zip(jobs, results, strict=True):
+            if result.ok:
+                kept.append(job)
+                continue
+            self._inflight.let_go(job, self.name)
+            self._inflight.mark_lost(job)
+            log.info("fetch.lease_lost", job_id=job.id, run_id=job.run_id, reason=result.reason)
+            self._acks.send_nowait(
+                Release(job=job, reason=f"its lease was lost before it started ({result.reason})")
+            )
+        return kept

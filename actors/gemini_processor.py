@@ -258,9 +258,9 @@ class GeminiClient:
                     if status == 200:
                         answer = _decode_json(content, what)
                         if usage_key is not None:
-                            usage = answer.get("usageMetadata") or {}
-                            if isinstance(usage.get(usage_key), int):
-                                permit.settle(usage[usage_key])
+                            used = _usage(answer, usage_key)
+                            if used is not None:
+                                permit.settle(used)
                         return answer
                     message = _error_message(content)
                     problem = f"HTTP {status}: {message}"
@@ -396,9 +396,9 @@ class GeminiProcessor:
             + _OUTPUT_TOKENS_ESTIMATE,
         )
         analysis = _analysis(answer, settings.chat_model)
-        usage = answer.get("usageMetadata") or {}
-        prompt_tokens = int(usage.get("promptTokenCount") or 0)
-        output_tokens = int(usage.get("candidatesTokenCount") or 0)
+        # Usage the answer does not state (or states oddly) counts as none.
+        prompt_tokens = _usage(answer, "promptTokenCount") or 0
+        output_tokens = _usage(answer, "candidatesTokenCount") or 0
 
         result: dict[str, Any] = {
             "processor": "gemini",
@@ -483,21 +483,28 @@ def _fit(result: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def _analysis(answer: dict[str, Any], model: str) -> Any:
-    """The JSON the chat model wrote, or a clear error saying why there is none."""
+    """The JSON the chat model wrote, or a clear error saying why there is none.
+
+    Every field is checked for its type: an answer of another shape is `ModelResponseInvalid`
+    (retried), never an AttributeError or TypeError from reading it.
+    """
     candidates = answer.get("candidates")
-    if not candidates:
-        feedback = answer.get("promptFeedback") or {}
+    if not candidates or not isinstance(candidates, list):
+        feedback = _object(answer.get("promptFeedback"))
         if feedback.get("blockReason"):
             raise ModelRejected(
                 f"{model} refused the document: blockReason {feedback['blockReason']}"
             )
         raise ModelResponseInvalid(f"generateContent of {model} returned no candidates")
-    candidate = candidates[0] if isinstance(candidates[0], dict) else {}
+    candidate = _object(candidates[0])
     finish = candidate.get("finishReason")
-    if finish in _REFUSED_FINISH:
+    if isinstance(finish, str) and finish in _REFUSED_FINISH:
         raise ModelRejected(f"{model} stopped answering: finishReason {finish}")
-    parts = (candidate.get("content") or {}).get("parts") or []
-    text = "".join(p.get("text", "") for p in parts if isinstance(p, dict))
+    parts = _object(candidate.get("content")).get("parts")
+    parts = parts if isinstance(parts, list) else []
+    text = "".join(
+        p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str)
+    )
     if not text:
         raise ModelResponseInvalid(
             f"generateContent of {model} returned a candidate without text (finishReason {finish})"
@@ -510,6 +517,17 @@ def _analysis(answer: dict[str, Any], model: str) -> Any:
             f"{model} answered text that is not the JSON its response schema asks for{cut}: "
             f"{exc}; starts with {text[:80]!r}"
         ) from None
+
+
+def _object(value: Any) -> dict[str, Any]:
+    """`value` if it is a JSON object, else an empty one (a field of an unexpected shape)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _usage(answer: dict[str, Any], key: str) -> int | None:
+    """A token count from the answer's ``usageMetadata``, or None if it states none."""
+    value = _object(answer.get("usageMetadata")).get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def _decode_json(content: bytes, what: str) -> dict[str, Any]:

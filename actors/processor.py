@@ -314,10 +314,14 @@ class ProcessorStage:
     is cancelled in place; any other runs in a task of ``calls`` (`call_abandonably`), so that
     one stuck in a thread cannot hold this stage.
 
-    Error handling: a `DocumentError` fails the job permanently (a corrupt PDF stays corrupt);
-    another `ActorsError` fails this attempt, to be retried with backoff. Any other exception
-    crashes this processor after marking the job, so that its restarted successor fails the job
-    (a retry) rather than losing it.
+    Error handling: whatever the processor raises while handling a job is that job's failure,
+    never this actor's: a `DocumentError` fails it permanently (a corrupt PDF stays corrupt), as
+    does a `RecursionError` (the same input recurses as deep again); any other exception
+    (another `ActorsError`, a `MemoryError`, a `TimeoutError`, a bug in the processor) fails the
+    attempt with the error's type and message, retried with backoff up to max_attempts. Only a
+    bug in this stage's own machinery, or a processor that returns something other than a
+    `ProcessorOutput`, crashes this processor, after marking the job, so that its restarted
+    successor fails the job (a retry) rather than losing it.
     """
 
     def __init__(
@@ -396,10 +400,33 @@ class ProcessorStage:
         except ActorsError as exc:
             outcome = Failed(job=job, error=str(exc), stage="process")
         except Exception as exc:
-            self._inflight.crashed(job, repr(exc))
-            raise
+            # Cancellation is a BaseException and passes through: the job is given back.
+            log.warning("process.raised", job_id=job.id, run_id=job.run_id, exc_info=exc)
+            outcome = Failed(
+                job=job,
+                error=_unexpected(exc),
+                permanent=isinstance(exc, RecursionError),
+                stage="process",
+            )
         else:
+            if not isinstance(output, ProcessorOutput):
+                problem = (
+                    f"the processor returned {type(output).__name__}, not a ProcessorOutput;"
+                    " a bug in the processor (see the Processor protocol)"
+                )
+                self._inflight.crashed(job, problem)
+                raise TypeError(problem)
             outcome = Processed(job=job, result=output.result, metrics=output.metrics)
         self._acks.send_nowait(outcome)  # never blocks: the stream holds every in-flight job
         self._inflight.decided(job)
         self._inflight.let_go(job, self.name)
+
+
+def _unexpected(exc: Exception) -> str:
+    """A job's error for an exception its processor raised unexpectedly: type and message."""
+    if isinstance(exc, RecursionError):
+        return (
+            f"RecursionError: {exc}; the document nests deeper than the processor can follow,"
+            " so retrying cannot help"
+        )
+    return f"processing raised {type(exc).__name__}: {exc}"

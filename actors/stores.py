@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import mimetypes
 import os
 import stat
@@ -17,6 +18,8 @@ from actors.errors import (
     ConfigError,
     InvalidObjectKey,
     ObjectMissing,
+    ObjectStoreError,
+    ObjectStoreRefused,
     ObjectStoreUnavailable,
     ObjectTooLarge,
 )
@@ -125,9 +128,7 @@ class LocalObjectStore:
                 f"object {key!r} is a folder (or not a regular file) in {self.root}, not a file"
             ) from None
         except OSError as exc:
-            raise ObjectStoreUnavailable(
-                f"reading object {key!r} from {self.root} failed: {exc.strerror}"
-            ) from None
+            raise _os_error(exc, key, self.root, "reading") from None
         if len(data) > max_bytes:  # the file grew between the size check and the read
             raise ObjectTooLarge(f"object {key!r} grew past the limit of {max_bytes} bytes")
         content_type, _ = mimetypes.guess_type(key)
@@ -136,26 +137,54 @@ class LocalObjectStore:
     async def put(self, key: str, data: bytes, *, content_type: str | None = None) -> None:
         """Store ``data`` under ``key`` atomically and durably (fsync, then rename)."""
         path = self._path(key)
-        await anyio.to_thread.run_sync(_write_atomically, path, data)
+        try:
+            await anyio.to_thread.run_sync(_write_atomically, path, data)
+        except OSError as exc:
+            raise _os_error(exc, key, self.root, "writing") from None
 
     async def aclose(self) -> None:
         """Nothing to release: files are opened per call."""
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Not named after the object: a name near the file system's limit must fit here too.
+    tmp = path.with_name(f".{uuid.uuid4().hex}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-    except OSError as exc:
-        raise ObjectStoreUnavailable(
-            f"writing object to {path} failed: {exc.strerror}; check free disk space and "
-            "permissions of [storage].root"
-        ) from None
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# Errors of the request, not of the moment: the same key fails the same way on every attempt.
+_PERMANENT_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.EISDIR, errno.ENOTDIR, errno.EEXIST})
+_DENIED_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+def _os_error(exc: OSError, key: str, root: Path, doing: str) -> ObjectStoreError:
+    """The store error for a failed read or write of ``key``: permanent when retrying the same
+    key cannot help (a name too long, a folder or file in the way, permission denied), else
+    `ObjectStoreUnavailable` (a full disk, an I/O error: retried with backoff)."""
+    what = f"{doing} object {key!r} in the local store at {root} failed: {exc.strerror}"
+    if exc.errno == errno.ENAMETOOLONG:
+        return InvalidObjectKey(
+            f"{what}; the key or a segment of it is longer than the file system allows (on most,"
+            " 255 bytes a name and 4096 a path). Use shorter keys"
+        )
+    if exc.errno in _PERMANENT_ERRNOS:
+        return ObjectStoreRefused(
+            f"{what}; a folder or a file is in the way of the key's path. Use another key or"
+            " move what is there"
+        )
+    if exc.errno in _DENIED_ERRNOS:
+        return ObjectStoreRefused(
+            f"{what}; the process may not {'write' if doing == 'writing' else 'read'} there."
+            " Fix the permissions of [storage].root (or run as its owner)"
+        )
+    return ObjectStoreUnavailable(
+        f"{what}; check free disk space and the health of the disk under [storage].root"
+    )

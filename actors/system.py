@@ -224,6 +224,7 @@ class ActorSystem:
                     acks=self._ack_send,
                     store=store,
                     inflight=self.inflight,
+                    queue=self.queue,
                     max_bytes=config.pipeline.max_object_bytes,
                     draining=lambda: self._draining,
                     ctx=ctx,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import msgspec
@@ -134,3 +136,93 @@ def test_dump_config_round_trips_through_load_config(tmp_path: Path) -> None:
     assert msgspec.structs.replace(again, source=None) == msgspec.structs.replace(
         config, source=None
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # Retry bases and caps: at most a day (1e308 s scheduled a retry in the year 10^307).
+        ("[queue]\nretry_base_seconds = 1e308\n", r"\[queue\]\.retry_base_seconds: .* <= 86400"),
+        ("[queue]\nretry_cap_seconds = 1e9\n", r"\[queue\]\.retry_cap_seconds: .* <= 86400"),
+        ("[storage]\nretry_base_seconds = -1\n", r"\[storage\]\.retry_base_seconds: .* >= 0"),
+        ("[processor]\nretry_cap_seconds = inf\n", r"\[processor\]\.retry_cap_seconds: .*"),
+        ("[supervision]\nbackoff_max_seconds = 1e12\n", r"\[supervision\]\.backoff_max_sec"),
+        # Intervals: not a busy loop, not a loop that never wakes.
+        ("[queue]\npoll_interval_seconds = 1e-9\n", r"\[queue\]\.poll_interval_seconds: .*0\.001"),
+        ("[queue]\nreap_interval_seconds = 1e6\n", r"\[queue\]\.reap_interval_seconds: .* <= 3600"),
+        ("[pipeline]\nrun_idle_seconds = 0\n", r"\[pipeline\]\.run_idle_seconds: .* >= 0\.001"),
+        ("[pipeline]\nack_window_seconds = 3600\n", r"\[pipeline\]\.ack_window_seconds: .* <= 60"),
+        # Timeouts and durations.
+        ("[storage]\ntimeout_seconds = 1e300\n", r"\[storage\]\.timeout_seconds: .* <= 3600"),
+        ("[processor]\ntimeout_seconds = 0\n", r"\[processor\]\.timeout_seconds: .* >= 0\.001"),
+        ("[pipeline]\nshutdown_grace_seconds = 1e9\n", r"\[pipeline\]\.shutdown_grace_sec"),
+        ("[supervision]\nmax_seconds = 0\n", r"\[supervision\]\.max_seconds: .* >= 0\.001"),
+        ("[queue]\nretention_seconds = 1e20\n", r"\[queue\]\.retention_seconds: .* <= 315360000"),
+        # Sizes and counts.
+        ("[pipeline]\nmax_object_bytes = 1099511627776\n", r"\[pipeline\]\.max_object_bytes: .*"),
+        ("[storage]\nmultipart_threshold_bytes = 10000000000000\n", r"\[storage\]\.multipart_"),
+        ("[supervision]\nmax_restarts = 1000000000\n", r"\[supervision\]\.max_restarts: .*"),
+        ("[processor]\ntokens_per_minute = 0\n", r"\[processor\]\.tokens_per_minute: .* >= 1"),
+        ("[processor]\nmax_prompt_chars = 1000000000\n", r"\[processor\]\.max_prompt_chars: "),
+        # Paths.
+        ('[queue]\npath = ""\n', r"\[queue\]\.path: expected a file path: not empty or blank"),
+        ('[queue]\npath = "   "\n', r"\[queue\]\.path: expected a file path"),
+        ('[storage]\nroot = ""\n', r"\[storage\]\.root: expected a file path"),
+        (f'[storage]\nroot = "{"a" * 5000}"\n', r"\[storage\]\.root: expected a file path"),
+    ],
+)
+def test_every_value_is_bounded_and_a_value_out_of_bounds_names_its_key(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text), env={})
+
+
+def test_values_at_their_bounds_are_accepted(tmp_path: Path) -> None:
+    config = load_config(
+        write(
+            tmp_path,
+            "[queue]\nretry_base_seconds = 86400\nretry_cap_seconds = 86400\n"
+            "poll_interval_seconds = 0.001\nretention_seconds = 0\n"
+            "[pipeline]\nmax_object_bytes = 1073741824\nshutdown_grace_seconds = 0\n"
+            "[storage]\nroot = 'objects'\n",
+        ),
+        env={},
+    )
+    assert config.queue.retry_base_seconds == 86400
+    assert config.pipeline.max_object_bytes == 1024**3
+
+
+@pytest.mark.parametrize("table", ["storage", "processor"])
+def test_a_retry_base_over_its_cap_is_refused_in_every_table(tmp_path: Path, table: str) -> None:
+    text = f"[{table}]\nretry_base_seconds = 10\nretry_cap_seconds = 5\n"
+    with pytest.raises(ConfigError, match=rf"\[{table}\]\.retry_base_seconds = 10 is more than"):
+        load_config(write(tmp_path, text), env={})
+
+
+def test_an_environment_override_is_bounded_too() -> None:
+    with pytest.raises(ConfigError, match=r"VISIBILITY_TIMEOUT='1e308' \(sets \[queue\]"):
+        load_config(None, env={"VISIBILITY_TIMEOUT": "1e308"})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[queue]\nretry_base_seconds = 1e308\n", "[queue].retry_base_seconds: Expected `float`"),
+        ('[queue]\npath = ""\n', "[queue].path: expected a file path: not empty or blank"),
+    ],
+)
+def test_config_check_refuses_an_unbounded_value_naming_the_key(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = write(tmp_path, text)
+    done = subprocess.run(
+        [sys.executable, "-m", "actors", "--config", str(path), "config", "check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 1, done.stdout
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr

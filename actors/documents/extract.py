@@ -12,9 +12,14 @@ from actors.documents.html_text import html_to_text
 from actors.documents.json_text import json_to_text
 from actors.documents.markdown_text import markdown_to_text
 from actors.documents.pdf_text import pdf_to_text
-from actors.errors import CorruptDocument, EmptyDocument, UnsupportedDocument
+from actors.errors import CorruptDocument, DocumentTooLarge, EmptyDocument, UnsupportedDocument
 
-__all__ = ["DocumentKind", "ExtractedText", "detect_kind", "extract_text"]
+__all__ = ["MAX_TEXT_CHARS", "DocumentKind", "ExtractedText", "detect_kind", "extract_text"]
+
+#: Characters of text a document may yield at most (32 Mi): more than any object within the
+#: default [pipeline].max_object_bytes holds as plain text; a PDF or JSON that expands past it
+#: is refused with `DocumentTooLarge` instead of filling memory.
+MAX_TEXT_CHARS = 32 * 1024 * 1024
 
 DocumentKind = Literal["pdf", "text", "markdown", "html", "json"]
 
@@ -29,7 +34,11 @@ class ExtractedText(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def extract_text(
-    data: bytes, *, filename: str | None = None, content_type: str | None = None
+    data: bytes,
+    *,
+    filename: str | None = None,
+    content_type: str | None = None,
+    max_chars: int = MAX_TEXT_CHARS,
 ) -> ExtractedText:
     """Extract the plain text of `data`, a PDF, plain text, Markdown, HTML or JSON document.
 
@@ -41,9 +50,27 @@ def extract_text(
     Error handling: every error is a `DocumentError`, and none is worth a retry:
     `EmptyDocument` (no bytes, or no text in them), `UnsupportedDocument` (an image, an archive,
     binary data, text in an unknown encoding), `CorruptDocument` (a damaged PDF, invalid JSON that
-    was declared JSON), `EncryptedDocument` (a PDF that needs a password).
+    was declared JSON), `EncryptedDocument` (a PDF that needs a password), `DocumentTooLarge`
+    (more than `max_chars` characters of text, a PDF that decompresses far past its size, JSON or
+    HTML nested thousands of levels deep).
+
+    Time and memory are linear in the document's size: no extractor recurses per level of
+    nesting or backtracks over a line (tests/documents/test_documents_poison.py).
     """
     name = filename or "document"
+    try:
+        return _extract(data, name, filename, content_type, max_chars)
+    except RecursionError:
+        # No extractor recurses per level of nesting; this is a safety net, so that whatever a
+        # library does with a document nested thousands deep, it stays the document's error.
+        raise DocumentTooLarge(
+            f"{name} nests too deeply to be read (RecursionError); no real document does"
+        ) from None
+
+
+def _extract(
+    data: bytes, name: str, filename: str | None, content_type: str | None, max_chars: int
+) -> ExtractedText:
     if not data or data.isspace():
         raise EmptyDocument(
             f"{name} is empty ({len(data)} bytes, no text); check that the upload was complete"
@@ -56,21 +83,26 @@ def extract_text(
                 f"{name} is declared a PDF (by its content type or name) but has no %PDF- header;"
                 " it is another kind of file or a damaged one. Check the upload"
             )
-        text, pages, title = pdf_to_text(data, name)
+        text, pages, title = pdf_to_text(data, name, max_chars=max_chars)
         return ExtractedText(text=_tidy(text), kind="pdf", pages=pages, title=title)
     text = _decode(data, name, kind, content_type)
     match kind:
         case "html":
-            text, title = html_to_text(text)
+            text, title = html_to_text(text, name)
         case "markdown":
             text, title = markdown_to_text(text)
         case "json":
-            text, title = json_to_text(text, name)
+            text, title = json_to_text(text, name, max_chars=max_chars)
         case _:
             title = _first_line_title(text)
     text = _tidy(text)
     if not text:
         raise EmptyDocument(f"{name} is {kind} without any text in it ({len(data)} bytes)")
+    if len(text) > max_chars:
+        raise DocumentTooLarge(
+            f"{name} holds {len(text)} characters of text, over the {max_chars} read at most;"
+            " split it"
+        )
     return ExtractedText(text=text, kind=kind, title=title)
 
 
@@ -188,6 +220,8 @@ def _is_json(data: bytes) -> bool:
         msgspec.json.decode(data)
     except msgspec.DecodeError:
         return False
+    except RecursionError:
+        return True  # JSON-like and nested too deep to tell: json_to_text refuses it clearly
     return True
 
 

@@ -1,140 +1,149 @@
-"""Markdown stripped to plain text: headings, lists, tables, links and emphasis become text."""
+"""Markdown stripped to plain text with markdown-it-py: headings, lists, tables, links, emphasis."""
 
 from __future__ import annotations
 
+import functools
 import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from markdown_it import MarkdownIt
+    from markdown_it.token import Token
 
 __all__ = ["markdown_to_text"]
 
-_FENCE = re.compile(r"^\s{0,3}(`{3,}|~{3,})")
-_ATX = re.compile(r"\s{0,3}(#{1,6})(?:\s|$)")
-_SETEXT = re.compile(r"^\s{0,3}(=+|-+)\s*$")
-_RULE = re.compile(r"^\s{0,3}(?:(?:\*\s*){3,}|(?:-\s*){3,}|(?:_\s*){3,})$")
-_REFERENCE_DEFINITION = re.compile(r"^\s{0,3}\[[^\]]+\]:\s*\S")
-_QUOTE = re.compile(r"^\s{0,3}(?:>\s?)+")
-_LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d{1,9}[.)])\s+(?:\[[ xX]\]\s+)?")
-_TABLE_RULE = re.compile(r"^\s*\|?\s*:?-+:?\s*(?:\|\s*:?-+:?\s*)+\|?\s*$")
-# Invariant: every pattern below runs in time linear in the line; none can backtrack over the
-# rest of the line from each of many starting points (a 200 KB line of "[a " took minutes when
-# link text was `[^\]]+`). So bracketed parts stop at the next opening bracket, and emphasis
-# markers are dropped where they open or close a word instead of being paired.
+# Invariant: extraction is linear in the document. markdown-it-py parses CommonMark in linear
+# time (its inline rules bound nesting at `maxNesting`, 20, and cache what they skip); the code
+# here walks its tokens once. The patterns below match bounded or non-overlapping spans only.
+_TAG = re.compile(r"<[^<>]*>")
 _HTML_COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.S)  # an unclosed comment hides the rest
-# Code spans and backslash escapes are literal text; the rest of a line goes through _INLINE.
-_LITERAL = re.compile(r"(`+)([^`]+)\1|\\([\\`*_{}\[\]()#+\-.!|>~<])")
-_INLINE = (
-    (re.compile(r"!\[([^\[\]]*)\]\([^()]*\)"), r"\1"),  # image -> alt text
-    (re.compile(r"\[([^\[\]]+)\]\([^()]*\)"), r"\1"),  # link -> its text
-    (re.compile(r"\[([^\[\]]+)\]\[[^\[\]]*\]"), r"\1"),  # reference link -> its text
-    (re.compile(r"<((?:https?|mailto):[^<>\s]+)>"), r"\1"),  # autolink -> the address
-    (re.compile(r"</?[A-Za-z][^<>]*>"), ""),  # inline HTML tags
-    # Emphasis, strong and strikethrough markers: a run of * _ or ~~ that opens a word (not after
-    # a word character) or closes one (not before one); snake_case and 2 * 3 keep theirs.
-    (
-        re.compile(r"(?<![\w*_~])(?:\*+|_+|~~)(?=[^\s*_~])|(?<=[^\s*_~])(?:\*+|_+|~~)(?![\w*_~])"),
-        "",
-    ),
-)
+_TASK_BOX = re.compile(r"\[[ xX]\][ \t]+")
+
+
+@functools.cache
+def _parser() -> MarkdownIt:
+    # Imported here: most jobs are not Markdown. One parser serves every call: parse() keeps
+    # its state per call, so threads may share it.
+    from markdown_it import MarkdownIt
+
+    # CommonMark, plus GitHub's tables and ~~strikethrough~~, which most Markdown files use.
+    return MarkdownIt("commonmark").enable(["table", "strikethrough"])
 
 
 def markdown_to_text(markdown: str) -> tuple[str, str | None]:
     """Strip Markdown to plain text: one paragraph per block, soft line breaks joined by a space
-    (as CommonMark renders them), list items and table rows one per line, code kept verbatim."""
-    lines = _HTML_COMMENT.sub("", markdown.replace("\r\n", "\n").replace("\r", "\n")).split("\n")
-    title = None
-    if lines and lines[0].strip() == "---" and "---" in (line.strip() for line in lines[1:]):
-        # YAML front matter: keep its title, drop the rest.
-        end = next(i for i, line in enumerate(lines[1:], 1) if line.strip() == "---")
-        for line in lines[1:end]:
-            key, _, value = line.partition(":")
-            if key.strip().lower() == "title" and value.strip():
-                title = value.strip().strip("\"'")
-        lines = lines[end + 1 :]
+    (as CommonMark renders them), list items and table rows one per line (cells joined by ", "),
+    code kept verbatim, HTML tags and comments dropped.
 
-    out: list[str] = []  # finished lines; "" is a paragraph break
-    paragraph: list[str] = []  # the soft-wrapped lines of the current paragraph
-    fence = ""
-    first_heading = None
-
-    def flush(blank: bool = True) -> None:
-        if paragraph:
-            out.append(" ".join(paragraph))
-            paragraph.clear()
-        if blank and out and out[-1] != "":
-            out.append("")
-
-    def heading(text: str, level: int) -> None:
-        nonlocal title, first_heading
-        flush()
-        text = _inline(text)
-        if text:
-            out.extend([text, ""])
-            if level == 1 and title is None:
-                title = text
-            first_heading = first_heading or text
-
-    for i, line in enumerate(lines):
-        if fence:
-            if line.strip().startswith(fence):
-                fence = ""
-                flush()
-            else:
-                out.append(line.rstrip())
-            continue
-        if match := _FENCE.match(line):
-            flush()
-            fence = match.group(1)
-            continue
-        if not line.strip():
-            flush()
-            continue
-        if match := _ATX.match(line):
-            text = line[match.end() :].strip()
-            closing = text.rstrip("#")  # "## Title ##": the closing hashes are optional
-            if not closing or closing[-1].isspace():
-                text = closing.rstrip()
-            heading(text, len(match.group(1)))
-            continue
-        next_line = lines[i + 1] if i + 1 < len(lines) else ""
-        if paragraph and _SETEXT.match(line) and not _LIST_ITEM.match(line):
-            # The paragraph so far was a setext heading ("Title\n=====").
-            text = " ".join(paragraph)
-            paragraph.clear()
-            heading(text, 1 if line.strip()[0] == "=" else 2)
-            continue
-        if _RULE.match(line):
-            flush()
-            continue
-        if _REFERENCE_DEFINITION.match(line) or _TABLE_RULE.match(line):
-            continue
-        line = _QUOTE.sub("", line)
-        if match := _LIST_ITEM.match(line):
-            flush(blank=False)
-            paragraph.append(_inline(line[match.end() :]))
-            continue
-        if "|" in line and (_TABLE_RULE.match(next_line) or line.lstrip().startswith("|")):
-            flush(blank=False)
-            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-            out.append(", ".join(_inline(cell) for cell in cells if cell))
-            continue
-        paragraph.append(_inline(line.strip()))
-    flush()
-    return "\n".join(out), title or first_heading
+    The title is YAML front matter's ``title``, else the first level-one heading, else the
+    first heading.
+    """
+    markdown = markdown.replace("\r\n", "\n").replace("\r", "\n")
+    title, markdown = _front_matter(markdown)
+    out: list[str] = []  # pieces of text; a block ends with "\n" (a line) or "\n\n"
+    first_heading: str | None = None
+    lists = 0  # depth of list nesting: blocks inside a list item end a line, not a paragraph
+    row: list[str] = []  # the cells of the table row being read
+    in_cell = False
+    tokens = _parser().parse(markdown)
+    for index, token in enumerate(tokens):
+        kind = token.type
+        if kind == "inline":
+            text = _inline(token.children or [])
+            if in_cell:
+                row.append(text.strip())
+                continue
+            if index > 1 and tokens[index - 2].type == "list_item_open":
+                box = _TASK_BOX.match(text)  # a task list's "[ ] " or "[x] "
+                text = text[box.end() :] if box else text
+            out.append(text.strip())
+            if tokens[index - 1].type == "heading_open":
+                level = int(tokens[index - 1].tag[1])
+                heading = " ".join(text.split())
+                if heading:
+                    if level == 1 and title is None:
+                        title = heading
+                    first_heading = first_heading or heading
+        elif kind in ("paragraph_close", "heading_close"):
+            _end(out, "\n" if lists else "\n\n")
+        elif kind in ("bullet_list_open", "ordered_list_open"):
+            _end(out, "\n")
+            lists += 1
+        elif kind in ("bullet_list_close", "ordered_list_close"):
+            lists -= 1
+            _end(out, "\n" if lists else "\n\n")
+        elif kind == "list_item_open":
+            _end(out, "\n")
+        elif kind in ("blockquote_open", "blockquote_close", "hr", "table_open", "table_close"):
+            _end(out, "\n" if lists else "\n\n")
+        elif kind in ("fence", "code_block"):
+            _end(out, "\n" if lists else "\n\n")
+            out.append(token.content.rstrip("\n"))
+            _end(out, "\n" if lists else "\n\n")
+        elif kind == "html_block":
+            text = " ".join(_TAG.sub(" ", _HTML_COMMENT.sub("", token.content)).split())
+            if text:
+                _end(out, "\n" if lists else "\n\n")
+                out.append(text)
+                _end(out, "\n" if lists else "\n\n")
+        elif kind in ("th_open", "td_open"):
+            in_cell = True
+        elif kind in ("th_close", "td_close"):
+            in_cell = False
+        elif kind == "tr_close":
+            out.append(", ".join(cell for cell in row if cell))
+            row.clear()
+            _end(out, "\n")
+    return "".join(out), title or first_heading
 
 
-def _inline(text: str) -> str:
-    """Strip inline Markdown (links, emphasis, code spans, tags) from one line."""
+def _inline(children: list[Token]) -> str:
+    """The text of a paragraph's inline tokens: link and image text kept, markup dropped."""
     pieces = []
-    position = 0
-    for match in _LITERAL.finditer(text):
-        pieces.append(_strip_inline(text[position : match.start()]))
-        pieces.append(match.group(2).strip() if match.group(1) else match.group(3))
-        position = match.end()
-    pieces.append(_strip_inline(text[position:]))
-    return "".join(pieces).strip()
+    for child in children:
+        match child.type:
+            case "text" | "code_inline" | "text_special":
+                pieces.append(child.content)
+            case "image":
+                pieces.append(child.content)  # the alt text, already stripped of markup
+            case "softbreak":
+                pieces.append(" ")
+            case "hardbreak":
+                pieces.append("\n")
+    return "".join(pieces)
 
 
-def _strip_inline(text: str) -> str:
-    if any(c in text for c in "[<*_~"):
-        for pattern, replacement in _INLINE:
-            text = pattern.sub(replacement, text)
-    return text
+def _end(out: list[str], separator: str) -> None:
+    """End the line ("\n") or the paragraph ("\n\n"), unless the text already did."""
+    while out and not out[-1].strip(" \t") and "\n" not in out[-1]:
+        out.pop()  # an empty block's text
+    if not out:
+        return
+    if not out[-1].strip("\n"):  # already a break: make it at least this long
+        if len(out[-1]) < len(separator):
+            out[-1] = separator
+        return
+    missing = len(separator) - (len(out[-1]) - len(out[-1].rstrip("\n")))
+    if missing > 0:
+        out.append("\n" * missing)
+
+
+def _front_matter(markdown: str) -> tuple[str | None, str]:
+    """Split off YAML front matter (between two ``---`` lines at the very start): its title
+    and the rest of the document."""
+    if not markdown.startswith("---"):
+        return None, markdown
+    first, newline, rest = markdown.partition("\n")
+    if first.strip() != "---" or not newline:
+        return None, markdown
+    lines = rest.split("\n")
+    end = next((i for i, line in enumerate(lines) if line.strip() == "---"), None)
+    if end is None:
+        return None, markdown
+    title = None
+    for line in lines[:end]:
+        key, _, value = line.partition(":")
+        if key.strip().lower() == "title" and value.strip():
+            title = value.strip().strip("\"'")
+            break
+    return title, "\n".join(lines[end + 1 :])

@@ -68,6 +68,7 @@ def create_app(
         route("/jobs/pull", handlers.Api.pull, "POST", "pull", worker),
         route("/jobs/ack", handlers.Api.ack, "POST", "ack", worker),
         route("/jobs/renew", handlers.Api.renew, "POST", "renew", worker),
+        route("/jobs/start", handlers.Api.start, "POST", "start", worker),
         route("/jobs/release", handlers.Api.release, "POST", "release", worker),
         route("/jobs/requeue", handlers.Api.requeue, "POST", "requeue", admin),
         route("/jobs/purge", handlers.Api.purge, "POST", "purge", admin),

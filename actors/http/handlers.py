@@ -181,6 +181,12 @@ class Api:
             raise ApiError(403, "wrong_tenant", "this token is limited to another tenant", field)
 
     @staticmethod
+    def owner(principal: Principal | None) -> str:
+        """Who takes or settles a lease: the token's id (recorded as the lease's owner; an
+        ids-only ack settles only its own leases), "anonymous" for a call without a token."""
+        return "anonymous" if principal is None else principal.id
+
+    @staticmethod
     def cross_tenant_key(principal: Principal | None, job: wire.EnqueueIn, at: str = "") -> bool:
         """The job's ``crossTenantKey``; 403 unless an admin (or a tokenless API) sets it."""
         if job.cross_tenant_key and principal is not None and principal.role != "admin":
@@ -355,6 +361,8 @@ class Api:
                 max=body.max,
                 visibility_seconds=body.visibility_seconds,
                 worker_id=body.worker_id,
+                owner=self.owner(principal),
+                started=body.started,
             )
         )
         now = self.now()
@@ -397,16 +405,24 @@ class Api:
                     ]
                 )
             )
-            kinds = [a.status for a in body.acks]
+            items = await self._items(results, [a.status for a in body.acks])
         else:
-            ids = body.ids or []
-            results = await self.call(self.queue.ack_ids(ids, body.status, error=body.error))
-            kinds = [body.status] * len(ids)
-        return _json(
-            wire.AckOut(
-                success=all(r.ok for r in results), results=await self._items(results, kinds)
+            if body.status is None:
+                raise ApiError(
+                    400,
+                    "invalid_field",
+                    "an ack by ids needs status: 'done' or 'failed' (nothing was acked)",
+                    "status",
+                )
+            sent = body.ids or []
+            ids = [int(i) for i in sent]  # digit strings are ids too (the seed's client's)
+            results = await self.call(
+                self.queue.ack_ids(ids, body.status, owner=self.owner(principal), error=body.error)
             )
-        )
+            items = await self._items(results, [body.status] * len(ids))
+            # Each result names its job as the request did (a string stays a string).
+            items = [msgspec.structs.replace(o, id=i) for o, i in zip(items, sent, strict=True)]
+        return _json(wire.AckOut(success=all(r.ok for r in results), results=items))
 
     async def _items(
         self, results: list[Any], kinds: Sequence[str] | None = None
@@ -452,6 +468,15 @@ class Api:
             self.queue.renew_many(
                 [(lease.id, lease.lease_token) for lease in body.leases], body.visibility_seconds
             )
+        )
+        items = await self._items(results)
+        return _json(wire.LeasesOut(success=all(r.ok for r in results), results=items))
+
+    async def start(self, request: Request, principal: Principal | None) -> Response:
+        self.unscoped(principal, "start jobs")
+        body = await self.body(request, wire.StartIn)
+        results = await self.call(
+            self.queue.start_many([(lease.id, lease.lease_token) for lease in body.leases])
         )
         items = await self._items(results)
         return _json(wire.LeasesOut(success=all(r.ok for r in results), results=items))

@@ -80,6 +80,7 @@ def openapi_document(*, metrics_open: bool = True) -> dict[str, Any]:
         wire.AckIn,
         wire.AckOut,
         wire.RenewIn,
+        wire.StartIn,
         wire.ReleaseIn,
         wire.LeasesOut,
         wire.ResultIn,
@@ -98,11 +99,17 @@ def openapi_document(*, metrics_open: bool = True) -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         types, ref_template="#/components/schemas/{name}"
     )
-    # The forms JSON Schema can say and msgspec cannot: ack by ids or by acks, requeue by
-    # at least one selector.
+    # The forms JSON Schema can say and msgspec cannot: ack by ids (with a status) or by acks,
+    # requeue by at least one selector.
+    ids = {"required": ["ids"], "properties": {"ids": {"type": "array"}}}
+    acks = {"required": ["acks"], "properties": {"acks": {"type": "array"}}}
     components["AckIn"]["oneOf"] = [
-        {"required": ["ids"], "properties": {"ids": {"type": "array"}}},
-        {"required": ["acks"], "properties": {"acks": {"type": "array"}}},
+        {
+            "required": ["ids", "status"],
+            "properties": {"ids": {"type": "array"}, "status": {"type": "string"}},
+            "not": acks,
+        },
+        {**acks, "not": ids},
     ]
     components["RequeueIn"]["anyOf"] = [
         {"required": [name], "properties": {name: {"type": kind}}}
@@ -144,6 +151,13 @@ def openapi_document(*, metrics_open: bool = True) -> dict[str, Any]:
             "post": _op("record outcomes: {ids, status} or {acks} (worker)", "AckOut", "AckIn")
         },
         "/jobs/renew": {"post": _op("extend leases (worker)", "LeasesOut", "RenewIn")},
+        "/jobs/start": {
+            "post": _op(
+                "mark leased jobs started: a crash now costs an attempt (worker)",
+                "LeasesOut",
+                "StartIn",
+            )
+        },
         "/jobs/release": {"post": _op("give leases back (worker)", "LeasesOut", "ReleaseIn")},
         "/jobs/requeue": {
             "post": _op("return failed jobs to pending (admin)", "CountOut", "RequeueIn")

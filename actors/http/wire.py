@@ -42,6 +42,7 @@ __all__ = [
     "RequeueIn",
     "ResultIn",
     "RunOut",
+    "StartIn",
     "StatsBody",
     "StatsOut",
     "UploadCreateIn",
@@ -134,9 +135,13 @@ class EnqueueManyOut(_Out, frozen=True):
 
 
 class PullIn(_In, frozen=True):
+    """``started``: the jobs count as started when leased (a crash then spends their attempt),
+    for clients that never call ``/jobs/start``; send false and call it when work begins."""
+
     max: Annotated[int, Meta(ge=1, le=MAX_PULL)] = 10
     visibility_seconds: Visibility = 60.0
     worker_id: Text | None = None
+    started: bool = True
 
 
 class PullOut(_Out, frozen=True):
@@ -155,19 +160,28 @@ class AckItem(_In, frozen=True):
     run_metrics: Metrics | None = None
 
 
-class AckIn(_In, frozen=True):
-    """Either the seed's ``{ids, status}`` (by id, unfenced) or ``{acks: [...]}`` (fenced)."""
+# A job id as the seed's client sends it in an ids-only ack: a number, or digits in a string
+# (at most 18 of them: always below 2**63).
+JobIdText = Annotated[str, Meta(pattern=r"^[1-9][0-9]{0,17}$")]
 
-    ids: Annotated[list[JobId], Meta(max_length=MAX_BATCH)] | None = None
-    status: Literal["done", "failed"] = "done"
+
+class AckIn(_In, frozen=True):
+    """Either the seed's ``{ids, status}`` (settles only live leases this token took) or
+    ``{acks: [...]}`` (each under its lease token). ``status`` is required with ``ids``."""
+
+    ids: Annotated[list[JobId | JobIdText], Meta(max_length=MAX_BATCH)] | None = None
+    status: Literal["done", "failed"] | None = None
     error: Annotated[str, Meta(max_length=65_536)] | None = None
     acks: Annotated[list[AckItem], Meta(max_length=MAX_BATCH)] | None = None
 
 
 class ItemOut(_Out, frozen=True):
-    """The outcome of one item of a batch: applied (``ok``) or refused, and why."""
+    """The outcome of one item of a batch: applied (``ok``) or refused, and why.
 
-    id: int
+    ``id`` is the job id as the request gave it (a string in an ids-only ack that sent one).
+    """
+
+    id: int | str
     ok: bool
     reason: str
     status: str | None = None
@@ -187,6 +201,12 @@ class LeaseRef(_In, frozen=True):
 class RenewIn(_In, frozen=True):
     leases: Annotated[list[LeaseRef], Meta(max_length=MAX_BATCH)]
     visibility_seconds: Visibility = 60.0
+
+
+class StartIn(_In, frozen=True):
+    """Mark leased jobs started: from now on an expired lease spends the job's attempt."""
+
+    leases: Annotated[list[LeaseRef], Meta(max_length=MAX_BATCH)]
 
 
 class ReleaseIn(_In, frozen=True):

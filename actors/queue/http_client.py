@@ -206,12 +206,18 @@ class HttpQueue:
         worker_id: str | None = None,
         *,
         owner: str | None = None,
+        started: bool = False,
     ) -> list[Job]:
         """Lease up to ``max`` visible jobs for ``visibility_seconds``.
 
         The server records this client's token as the leases' owner; ``owner`` is ignored.
+        As in-process, the jobs are not started until `start_many` (unless ``started``).
         """
-        body: dict[str, Any] = {"max": max, "visibilitySeconds": visibility_seconds}
+        body: dict[str, Any] = {
+            "max": max,
+            "visibilitySeconds": visibility_seconds,
+            "started": started,
+        }
         if worker_id is not None:
             body["workerId"] = worker_id
         out = await self._request("POST", "/jobs/pull", wire.PullOut, body=body)
@@ -226,6 +232,12 @@ class HttpQueue:
             "visibilitySeconds": visibility_seconds,
         }
         out = await self._request("POST", "/jobs/renew", wire.LeasesOut, body=body)
+        return [_item(r) for r in out.results]
+
+    async def start_many(self, leases: Sequence[tuple[int, str]]) -> list[LeaseResult]:
+        """Mark each live lease's job started; stale ones are refused item by item."""
+        body = {"leases": [{"id": i, "leaseToken": t} for i, t in leases]}
+        out = await self._request("POST", "/jobs/start", wire.LeasesOut, body=body)
         return [_item(r) for r in out.results]
 
     async def release_many(
@@ -256,9 +268,15 @@ class HttpQueue:
         return result.job
 
     async def ack_ids(
-        self, ids: Sequence[int], status: Literal["done", "failed"], *, error: str | None = None
+        self,
+        ids: Sequence[int],
+        status: Literal["done", "failed"],
+        *,
+        owner: str | None = None,
+        error: str | None = None,
     ) -> list[AckResult]:
-        """The seed's unfenced form: record an outcome for leased jobs by id alone."""
+        """The seed's form: record an outcome by job id alone, for live leases this client's
+        token took (the server knows the owner from the token; ``owner`` is ignored)."""
         body: dict[str, Any] = {"ids": list(ids), "status": status}
         if error is not None:
             body["error"] = error
@@ -352,9 +370,9 @@ def _item(out: wire.ItemOut) -> ItemResult:
     # which only reads ``ok``, ``reason``, ``message`` and ``job.status``.
     job = None
     if out.status is not None:
-        job = Job(id=out.id, run_id="", tenant_id="", r2_key="", status=out.status)  # type: ignore[arg-type]
+        job = Job(id=int(out.id), run_id="", tenant_id="", r2_key="", status=out.status)  # type: ignore[arg-type]
     return ItemResult(
-        job_id=out.id,
+        job_id=int(out.id),
         ok=out.ok,
         reason=out.reason,  # type: ignore[arg-type]  # the server sends only ItemReason values
         job=job,

@@ -87,7 +87,8 @@ LIVE = "j.status = 'leased' AND j.lease_token = a.token AND j.lease_expires_at >
 # claimers pick the same pending row, and the outer UPDATE, re-checking only `id` after the
 # first commits, leases it again: goqite's Postgres flavour.) $1 now, $3 expiry, $4 worker,
 # $5 the claim's random prefix: a lease token is that prefix and the job's id, unique to the lease
-# (a random number per row cost a tenth of the claim); $6 the lease's owner (`lease_owner`).
+# (a random number per row cost a tenth of the claim); $6 the lease's owner (`lease_owner`);
+# $7 whether the jobs count as started at once (`started_at`).
 CLAIM = f"""
     WITH claim AS (
         SELECT id FROM jobs
@@ -99,8 +100,8 @@ CLAIM = f"""
     UPDATE jobs AS j
     SET status = 'leased', attempts = j.attempts + 1,
         lease_token = $5 || j.id::text,
-        lease_expires_at = $3, worker_id = $4, lease_owner = $6, started_at = NULL,
-        updated_at = $1
+        lease_expires_at = $3, worker_id = $4, lease_owner = $6,
+        started_at = CASE WHEN $7 THEN $1 END, updated_at = $1
     FROM claim WHERE j.id = claim.id
     RETURNING {COLUMNS}
 """
@@ -150,16 +151,19 @@ _ADD_COUNTS = """
 """
 
 
+# An expired lease spends the job's attempt (the last one fails it) only if the job started.
+_SPENT = "(j.started_at IS NOT NULL AND j.attempts >= j.max_attempts)"
+
 # Terminal when permanent or out of attempts; else pending again after a backoff.
 _TERMINAL = "(a.permanent IS TRUE OR j.attempts >= j.max_attempts)"
 
 # An ack batch is one statement (one round trip, no BEGIN/COMMIT): record each outcome under
-# its live lease (or, unfenced ($4 false), any lease), then add each run's finished jobs (and,
-# in _ACK_METRICS, the acks' run metrics) to its count shard. The acks are one JSON parameter.
-# $1 now, $2 backoff cap, $3 backoff base, $4 fenced, $5 the acks.
+# its live lease (in _ACK_OWNED, the ids-only form, a live lease that the principal $5 took),
+# then add each run's finished jobs (and, in _ACK_METRICS, the acks' run metrics) to its count
+# shard. The acks are one JSON parameter. $1 now, $2 backoff cap, $3 backoff base, $4 the acks.
 _ACK = f"""
     WITH a AS (
-        SELECT * FROM json_to_recordset($5::json)
+        SELECT * FROM json_to_recordset($4::json)
              AS a(id bigint, token text, status text, result json, error text, permanent bool,
                   factor float8, metrics jsonb)
         -- Always true (the acks were checked), but it makes the planner expect a row or two
@@ -185,7 +189,7 @@ _ACK = f"""
         FROM a
         -- `|| ''`: no partial index matches, so no plan scans every lease (live or dead).
         WHERE j.id = a.id AND j.status || '' = 'leased'
-          AND (NOT $4 OR (j.lease_token = a.token AND j.lease_expires_at > $1))
+          AND {{fence}} AND j.lease_expires_at > $1
         RETURNING {COLUMNS}{{added}}
     ),
     d AS (
@@ -205,8 +209,12 @@ _ACK_METRICS = _ACK.format(
                     WHERE x.run_id = g.run_id GROUP BY e.key) s)""",
     or_metrics="OR bool_or(g.added IS NOT NULL)",
     added=", a.metrics AS added",
+    fence="j.lease_token = a.token",
 )
-_ACK = _ACK.format(metrics="NULL::jsonb", or_metrics="", added="")
+_ACK_OWNED = _ACK.format(
+    metrics="NULL::jsonb", or_metrics="", added="", fence="j.lease_owner IS NOT DISTINCT FROM $5"
+)
+_ACK = _ACK.format(metrics="NULL::jsonb", or_metrics="", added="", fence="j.lease_token = a.token")
 
 
 class _NewRow(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -910,11 +918,13 @@ class PostgresQueue:
         worker_id: str | None = None,
         *,
         owner: str | None = None,
+        started: bool = False,
     ) -> list[Job]:
         """Lease up to ``max`` visible jobs for ``visibility_seconds``, highest priority first.
 
         ``owner`` names the principal taking the leases (recorded as ``lease_owner``): only it
-        may settle them by id alone (`ack_ids`).
+        may settle them by id alone (`ack_ids`). ``started`` marks them started at once, for a
+        caller that never calls `start_many`.
         """
         _check_range("max", max, 1, MAX_PULL)
         _check_visibility(visibility_seconds)
@@ -928,12 +938,12 @@ class PostgresQueue:
             # pull in one round trip. Otherwise reap (it commits on its own) and claim again.
             prefix = secrets.token_hex(8)  # 64 random bits for this claim's leases
             rows = await conn.fetch(
-                FIRST_CLAIM, now, max, now + visibility_seconds, worker_id, prefix, owner
+                FIRST_CLAIM, now, max, now + visibility_seconds, worker_id, prefix, owner, started
             )
             if not rows:
                 await self._reap(conn, now)
                 rows = await conn.fetch(
-                    CLAIM, now, max, now + visibility_seconds, worker_id, prefix, owner
+                    CLAIM, now, max, now + visibility_seconds, worker_id, prefix, owner, started
                 )
             jobs = [store._job(row) for row in rows]
             jobs.sort(key=lambda j: (-j.priority, j.available_at, j.id))
@@ -944,7 +954,9 @@ class PostgresQueue:
 
     async def _reap(self, conn: Any, now: float) -> int:
         # One statement (the jobs and their runs' counts commit together). SKIP LOCKED: two
-        # workers reaping at once split the expired leases between them.
+        # workers reaping at once split the expired leases between them. A job never started
+        # under the lease gets its attempt back and goes back to pending (counted nowhere); a
+        # started one on its last attempt fails (counted in the shard).
         return int(
             await conn.fetchval(
                 f"""
@@ -954,14 +966,16 @@ class PostgresQueue:
                 ),
                 reaped AS (
                     UPDATE jobs AS j
-                    SET status = CASE WHEN attempts >= max_attempts THEN 'failed'
-                                      ELSE 'pending' END,
-                        last_error = CASE WHEN attempts >= max_attempts
+                    SET status = CASE WHEN {_SPENT} THEN 'failed' ELSE 'pending' END,
+                        attempts = CASE WHEN started_at IS NULL THEN attempts - 1
+                                        ELSE attempts END,
+                        last_error = CASE WHEN {_SPENT}
                             THEN 'lease expired on the last attempt (' || attempts || ' of '
                                  || max_attempts || ') held by worker '
                                  || coalesce(worker_id, '?')
+                                 || ', which started the job and then stopped renewing it'
                             ELSE last_error END,
-                        finished_at = CASE WHEN attempts >= max_attempts THEN $1 END,
+                        finished_at = CASE WHEN {_SPENT} THEN $1 END,
                         lease_token = NULL, lease_expires_at = NULL, worker_id = NULL,
                         lease_owner = NULL, started_at = NULL, updated_at = $1
                     FROM expired WHERE j.id = expired.id
@@ -1004,6 +1018,29 @@ class PostgresQueue:
             atomic=len({job_id for job_id, _ in leases}) < len(leases),
         )
 
+    async def start_many(self, leases: Sequence[tuple[int, str]]) -> list[LeaseResult]:
+        """Mark each live lease's job started (handed to the pipeline's first stage); stale
+        ones are refused item by item. Once started, the lease expiring spends its attempt."""
+        _check_batch("leases", leases)
+        now = self._clock.time()
+        sql = f"""
+            UPDATE jobs AS j SET started_at = coalesce(j.started_at, $1), updated_at = $1
+            FROM unnest($2::bigint[], $3::text[]) AS a(id, token)
+            WHERE j.id = a.id AND {LIVE}
+            RETURNING {COLUMNS}
+        """
+        return await self._run(
+            lambda conn: _per_item(
+                conn,
+                now,
+                leases,
+                "started",
+                lambda c, ids, tokens, _: c.fetch(sql, now, ids, tokens),
+            ),
+            # One statement (all or nothing by itself) unless the batch names a job twice.
+            atomic=len({job_id for job_id, _ in leases}) < len(leases),
+        )
+
     async def release_many(
         self, leases: Sequence[tuple[int, str]], delay_seconds: float = 0
     ) -> list[LeaseResult]:
@@ -1036,21 +1073,38 @@ class PostgresQueue:
         """Record every outcome in one transaction; a stale lease refuses only its own item."""
         _check_batch("acks", acks)
         results = [self._check_ack(a) for a in acks]
-        return await self._acks(acks, results, fenced=True)
+        return await self._acks(acks, results)
 
     async def ack_ids(
-        self, ids: Sequence[int], status: Literal["done", "failed"], *, error: str | None = None
+        self,
+        ids: Sequence[int],
+        status: Literal["done", "failed"],
+        *,
+        owner: str | None,
+        error: str | None = None,
     ) -> list[AckResult]:
-        """Record an outcome for leased jobs by id alone (the seed's unfenced form)."""
+        """Record an outcome by job id alone (the seed's form), for live leases ``owner`` took.
+
+        An ack without a token cannot tell this lease from a later one, so it settles a job only
+        while its live lease is ``owner``'s (the principal that pulled it); any other job is
+        refused item by item (``expired``, ``foreign_lease``, ``finished``, ``not_leased``,
+        ``not_found``).
+        """
         _check_batch("ids", ids)
+        _check_optional_text("owner", owner)
         acks = [Ack(job_id=i, lease_token="", status=status, error=error) for i in ids]
         results = [self._check_ack(a) for a in acks]
-        return await self._acks(acks, results, fenced=False)
+        return await self._acks(acks, results, owned=store.ByOwner(owner))
 
     async def _acks(
-        self, acks: Sequence[Ack], results: Sequence[bytes | None], *, fenced: bool
+        self,
+        acks: Sequence[Ack],
+        results: Sequence[bytes | None],
+        *,
+        owned: store.ByOwner | None = None,
     ) -> list[AckResult]:
-        """Apply ``acks`` (checked; ``results`` their results as JSON)."""
+        """Apply ``acks`` (checked; ``results`` their results as JSON), under their lease tokens
+        or (``owned``) under the live leases of one principal."""
         if not acks:
             return []
         now = self._clock.time()
@@ -1069,6 +1123,9 @@ class PostgresQueue:
             for a, result, factor in zip(acks, results, factors, strict=True)
         ]
         sql = _ACK_METRICS if any(row.metrics is not None for row in rows) else _ACK
+        owner: tuple[str | None, ...] = ()
+        if owned is not None:
+            sql, owner = _ACK_OWNED, (owned.owner,)
         backoff = self._backoff
 
         def statement(c: Any, _ids: list[int], _tokens: list[str], at: list[int]) -> Awaitable[Any]:
@@ -1077,8 +1134,8 @@ class PostgresQueue:
                 now,
                 backoff.cap_seconds,
                 backoff.base_seconds,
-                fenced,
                 _encode_rows([rows[n] for n in at]).decode(),
+                *owner,
             )
 
         async def apply(conn: Any) -> list[AckResult]:
@@ -1089,6 +1146,7 @@ class PostgresQueue:
                 "acked",
                 statement,
                 statuses=[a.status for a in acks],
+                owned=owned,
             )
 
         # One statement unless the batch names a job twice (then item by item, all in one).
@@ -1401,6 +1459,8 @@ async def _per_item(
     verb: str,
     statement: Statement,
     statuses: Sequence[str] | None = None,
+    *,
+    owned: store.ByOwner | None = None,
 ) -> list[ItemResult]:
     """Apply ``statement`` to every (id, token) at once, then explain each item it did not change.
 
@@ -1429,15 +1489,21 @@ async def _per_item(
             results.append(ItemResult(job_id=job_id, ok=True, reason="ok", job=job))
         else:
             status = None if statuses is None else statuses[n]
-            results.append(_refusal(current.get(job_id), job_id, token, now, verb, status))
+            results.append(_refusal(current.get(job_id), job_id, token, now, verb, status, owned))
     return results
 
 
 def _refusal(
-    row: Sequence[Any] | None, job_id: int, token: str, now: float, verb: str, ack_status: Any
+    row: Sequence[Any] | None,
+    job_id: int,
+    token: str,
+    now: float,
+    verb: str,
+    ack_status: Any,
+    owned: store.ByOwner | None = None,
 ) -> ItemResult:
     """Say why a fenced call changed nothing, in `store._refused`'s words (one source of them)."""
-    return store._refused(_OneRow(row), now, job_id, token, verb, ack_status)  # type: ignore[arg-type]
+    return store._refused(_OneRow(row), now, job_id, token, verb, ack_status, owned=owned)  # type: ignore[arg-type]
 
 
 class _OneRow:

@@ -207,11 +207,14 @@ class SQLiteQueue:
         worker_id: str | None = None,
         *,
         owner: str | None = None,
+        started: bool = False,
     ) -> list[Job]:
         """Lease up to ``max`` visible jobs for ``visibility_seconds``, highest priority first.
 
         ``owner`` names the principal taking the leases (recorded as ``lease_owner``): only it
-        may settle them by id alone (`ack_ids`).
+        may settle them by id alone (`ack_ids`). ``started`` marks them started at once, for a
+        caller that never calls `start_many` (else a job that kills it never runs out of
+        attempts).
         """
         _check_range("max", max, 1, MAX_PULL)
         _check_visibility(visibility_seconds)
@@ -219,7 +222,7 @@ class SQLiteQueue:
         _check_optional_text("owner", owner)
         return await self._writer.run(
             lambda conn: store.pull(
-                conn, self._clock.time(), max, visibility_seconds, worker_id, owner
+                conn, self._clock.time(), max, visibility_seconds, worker_id, owner, started
             )
         )
 
@@ -238,6 +241,20 @@ class SQLiteQueue:
             lambda conn: [
                 store.renew(conn, self._clock.time(), job_id, token, visibility_seconds)
                 for job_id, token in leases
+            ]
+        )
+
+    async def start_many(self, leases: Sequence[tuple[int, str]]) -> list[LeaseResult]:
+        """Mark each live lease's job started (handed to the pipeline's first stage); stale
+        ones are refused item by item.
+
+        Fair attempt accounting: a lease that expires before its job started costs the job no
+        attempt (`reap` gives it back); once started, an expiry spends it.
+        """
+        _check_batch("leases", leases)
+        return await self._writer.run(
+            lambda conn: [
+                store.start(conn, self._clock.time(), job_id, token) for job_id, token in leases
             ]
         )
 
@@ -296,16 +313,29 @@ class SQLiteQueue:
         )
 
     async def ack_ids(
-        self, ids: Sequence[int], status: Literal["done", "failed"], *, error: str | None = None
+        self,
+        ids: Sequence[int],
+        status: Literal["done", "failed"],
+        *,
+        owner: str | None,
+        error: str | None = None,
     ) -> list[AckResult]:
-        """Record an outcome for leased jobs by id alone (the seed's unfenced form)."""
+        """Record an outcome by job id alone (the seed's form), for live leases ``owner`` took.
+
+        An ack without a token cannot tell this lease from a later one, so it settles a job only
+        while its live lease is ``owner``'s (the principal that pulled it); any other job is
+        refused item by item (``expired``, ``foreign_lease``, ``finished``, ``not_leased``,
+        ``not_found``).
+        """
         _check_batch("ids", ids)
+        _check_optional_text("owner", owner)
         acks = [Ack(job_id=i, lease_token="", status=status, error=error) for i in ids]
         for a in acks:
             self._check_ack(a)
+        owned = store.ByOwner(owner)
         return await self._writer.run(
             lambda conn: store.ack(
-                conn, self._clock.time(), acks, self._backoff, self._jitter(), fenced=False
+                conn, self._clock.time(), acks, self._backoff, self._jitter(), owned=owned
             )
         )
 
@@ -316,7 +346,10 @@ class SQLiteQueue:
     # --- operators -----------------------------------------------------------------------
 
     async def reap(self) -> int:
-        """Return every expired lease's job to pending (or fail it); return how many."""
+        """Return every expired lease's job to pending (or fail it); return how many.
+
+        A job never started under its lease gets its attempt back; a started one spends it.
+        """
         return await self._writer.run(lambda conn: store.reap(conn, self._clock.time()))
 
     async def requeue(

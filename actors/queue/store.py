@@ -31,6 +31,7 @@ from actors.queue.model import (
 
 __all__ = [
     "Backoff",
+    "ByOwner",
     "ack",
     "claim_maintenance",
     "enqueue",
@@ -44,6 +45,7 @@ __all__ = [
     "renew",
     "requeue",
     "run_summary",
+    "start",
     "stats",
 ]
 
@@ -55,10 +57,19 @@ COLUMNS = (
 )
 # A lease is live while the job is leased under this token and has not run out.
 LIVE_LEASE = "status = 'leased' AND lease_token = :token AND lease_expires_at > :now"
+# The ids-only ack's fence: a live lease that this principal (`lease_owner`) took.
+LIVE_OWNED = "status = 'leased' AND lease_owner IS :owner AND lease_expires_at > :now"
 
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
 _metrics_decoder = msgspec.json.Decoder(dict[str, float])
+
+
+class ByOwner(msgspec.Struct, frozen=True):
+    """An ids-only ack's fence: the principal (``lease_owner``; None for in-process pulls)
+    whose live leases it may settle."""
+
+    owner: str | None
 
 
 class Backoff(msgspec.Struct, frozen=True, kw_only=True):
@@ -184,10 +195,12 @@ def pull(
     visibility_seconds: float,
     worker_id: str | None,
     owner: str | None = None,
+    started: bool = False,
 ) -> list[Job]:
     """Lease up to ``max`` visible jobs for ``visibility_seconds``, highest priority first.
 
-    ``owner`` (the principal that asked, over HTTP) is recorded as each lease's ``lease_owner``.
+    ``owner`` (the principal that asked, over HTTP) is recorded as each lease's ``lease_owner``;
+    ``started`` marks the jobs started at once (see `start`).
     """
     reap(conn, now)
     rows = conn.execute(
@@ -195,7 +208,8 @@ def pull(
         UPDATE jobs
         SET status = 'leased', attempts = attempts + 1,
             lease_token = lower(hex(randomblob(16))), lease_expires_at = :expires,
-            worker_id = :worker, lease_owner = :owner, started_at = NULL, updated_at = :now
+            worker_id = :worker, lease_owner = :owner,
+            started_at = CASE WHEN :started THEN :now END, updated_at = :now
         WHERE id IN (
             SELECT id FROM jobs
             WHERE status = 'pending' AND available_at <= :now
@@ -209,6 +223,7 @@ def pull(
             "expires": now + visibility_seconds,
             "worker": worker_id,
             "owner": owner,
+            "started": started,
             "max": max,
         },
     ).fetchall()
@@ -219,18 +234,27 @@ def pull(
 
 
 def reap(conn: sqlite3.Connection, now: float) -> int:
-    """Return every expired lease's job to pending, or fail it when its attempts are used up."""
+    """Return every expired lease's job to pending, or fail it when its attempts are used up.
+
+    A job never started under the lease (`start`) gets its attempt back: the worker died, or
+    lost the lease, before the job could have caused it. A started one spends it, so a job
+    that kills its worker still runs out of attempts.
+    """
     # INDEXED BY: left alone, the planner walks every leased row through jobs_claim(status),
     # which makes each pull O(leased jobs) instead of O(expired leases).
     rows = conn.execute(
         """
         UPDATE jobs INDEXED BY jobs_lease_expiry
-        SET status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'pending' END,
-            last_error = CASE WHEN attempts >= max_attempts
+        SET status = CASE WHEN started_at IS NOT NULL AND attempts >= max_attempts
+                THEN 'failed' ELSE 'pending' END,
+            attempts = CASE WHEN started_at IS NULL THEN attempts - 1 ELSE attempts END,
+            last_error = CASE WHEN started_at IS NOT NULL AND attempts >= max_attempts
                 THEN 'lease expired on the last attempt (' || attempts || ' of ' || max_attempts
                      || ') held by worker ' || coalesce(worker_id, '?')
+                     || ', which started the job and then stopped renewing it'
                 ELSE last_error END,
-            finished_at = CASE WHEN attempts >= max_attempts THEN :now END,
+            finished_at = CASE WHEN started_at IS NOT NULL AND attempts >= max_attempts
+                THEN :now END,
             lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, lease_owner = NULL,
             started_at = NULL, updated_at = :now
         WHERE status = 'leased' AND lease_expires_at <= :now
@@ -240,6 +264,19 @@ def reap(conn: sqlite3.Connection, now: float) -> int:
     ).fetchall()
     _close_runs(conn, now, {run_id for run_id, status in rows if status == "failed"})
     return len(rows)
+
+
+def start(conn: sqlite3.Connection, now: float, job_id: int, token: str) -> ItemResult:
+    """Mark a live lease's job started: from now on, the lease expiring spends its attempt."""
+    row = conn.execute(
+        f"""
+        UPDATE jobs SET started_at = coalesce(started_at, :now), updated_at = :now
+        WHERE id = :id AND {LIVE_LEASE}
+        RETURNING {COLUMNS}
+        """,
+        {"id": job_id, "token": token, "now": now},
+    ).fetchone()
+    return _applied(row) if row else _refused(conn, now, job_id, token, "started")
 
 
 def renew(
@@ -282,24 +319,26 @@ def ack(
     backoff: Backoff,
     jitter_factors: Iterable[float],
     *,
-    fenced: bool = True,
+    owned: ByOwner | None = None,
 ) -> list[ItemResult]:
     """Record each ack's outcome under its live lease; refuse (per item) those whose lease is not.
 
     ``done`` stores the result. ``failed`` returns the job to pending after a backoff while
     attempts remain, else (or when ``permanent``) makes it terminally failed. Accepted acks add
     their ``run_metrics`` to the run, and a run whose last job finished gets ``finished_at``.
-    ``fenced=False`` is the seed's ``ack(ids, status)``: any leased job, whatever its token.
+    With ``owned`` (the seed's ``ack(ids, status)``, whose acks carry no token) a lease is live
+    when ``owned.owner`` took it and it has not run out.
     """
     results: list[ItemResult] = []
     metrics: dict[str, dict[str, float]] = {}
     finished_runs: set[str] = set()
+    fence = LIVE_LEASE if owned is None else LIVE_OWNED
     for a, factor in zip(acks, jitter_factors, strict=False):
         params = {
             "id": a.job_id,
             "token": a.lease_token,
+            "owner": None if owned is None else owned.owner,
             "now": now,
-            "fenced": fenced,
             "error": a.error,
         }
         if a.status == "done":
@@ -308,7 +347,7 @@ def ack(
                 UPDATE jobs
                 SET status = 'done', result = :result, lease_expires_at = NULL,
                     finished_at = :now, updated_at = :now
-                WHERE id = :id AND (({LIVE_LEASE}) OR (NOT :fenced AND status = 'leased'))
+                WHERE id = :id AND {fence}
                 RETURNING {COLUMNS}
                 """,
                 {**params, "result": encode_json(a.result)},
@@ -333,7 +372,7 @@ def ack(
                     started_at = CASE WHEN :permanent OR attempts >= max_attempts
                         THEN started_at END,
                     lease_expires_at = NULL, last_error = :error, updated_at = :now
-                WHERE id = :id AND (({LIVE_LEASE}) OR (NOT :fenced AND status = 'leased'))
+                WHERE id = :id AND {fence}
                 RETURNING {COLUMNS}
                 """,
                 {
@@ -345,7 +384,9 @@ def ack(
                 },
             ).fetchone()
         if row is None:
-            results.append(_refused(conn, now, a.job_id, a.lease_token, "acked", a.status))
+            results.append(
+                _refused(conn, now, a.job_id, a.lease_token, "acked", a.status, owned=owned)
+            )
             continue
         job = _job(row)
         results.append(ItemResult(job_id=job.id, ok=True, reason="ok", job=job))
@@ -400,25 +441,38 @@ def _refused(
     token: str,
     verb: str,
     ack_status: JobStatus | None = None,
+    *,
+    owned: ByOwner | None = None,
 ) -> ItemResult:
-    """Say why a fenced call changed nothing (or, for a repeated ack, that it already happened)."""
+    """Say why a fenced call changed nothing (or, for a repeated ack, that it already happened).
+
+    With ``owned`` (an ids-only ack) the lease is the caller's when its principal took it.
+    """
     row = conn.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
     if row is None:
         return ItemResult(
             job_id=job_id, ok=False, reason="not_found", message=str(JobNotFound(job_id))
         )
     job = _job(row)
+    mine = job.lease_token == token if owned is None else job.lease_owner == owned.owner
     reason: ItemReason
-    if job.status in ("done", "failed") and job.lease_token == token and job.status == ack_status:
+    if job.status in ("done", "failed") and mine and job.status == ack_status:
         # The same ack again (a retry after a cancelled or lost reply): it already happened.
         return ItemResult(job_id=job_id, ok=True, reason="duplicate", job=job)
-    if job.status == "leased" and job.lease_token == token:
+    if job.status == "leased" and mine:
         reason = "expired"
         late = now - (job.lease_expires_at or now)
         message = (
             f"job {job_id} was {verb} {late:.1f}s after its lease expired; another worker may "
             "run it. Nothing changed. Raise [queue].visibility_seconds or renew the lease "
             "while working"
+        )
+    elif job.status == "leased" and owned is not None:
+        reason = "foreign_lease"
+        message = (
+            f"job {job_id} was not {verb}: another token leased it (this token's lease, if it "
+            "had one, expired), and an ack by id alone settles only a live lease this token "
+            "took, so nothing changed. Discard this work; ack with leaseToken to be exact"
         )
     elif job.status == "leased":
         reason = "superseded"
@@ -429,9 +483,10 @@ def _refused(
         )
     elif job.status in ("done", "failed"):
         reason = "finished"
+        stale = "this token is stale" if owned is None else "this ack is stale"
         message = (
             f"job {job_id} was not {verb}: it is already {job.status} under another lease, so "
-            "this token is stale and nothing changed. Discard this work"
+            f"{stale} and nothing changed. Discard this work"
         )
     else:
         reason = "not_leased"

@@ -25,8 +25,9 @@ class FakeGemini:
     ``faults`` is a queue of what the next matching requests get (``match`` is a substring of
     the path, "" for all): ``("429", seconds)`` with Retry-After, ``("429-info", "7s")`` with a
     RetryInfo detail, ``("500",)``, ``("503",)``, ``("400", message)``, ``("slow", seconds)``,
-    ``("malformed",)`` (HTTP 200, not JSON), ``("not-schema",)`` (a candidate whose text is
-    not JSON), ``("blocked",)``. ``requests`` records (path, body) of every request.
+    ``("malformed",)`` (HTTP 200, not JSON), ``("body", payload)`` (HTTP 200, that JSON),
+    ``("not-schema",)`` (a candidate whose text is not JSON), ``("blocked",)``.
+    ``requests`` records (path, body) of every request.
     """
 
     def __init__(self, *, dims: int = 16, prefix: str = "") -> None:
@@ -126,6 +127,8 @@ class FakeGemini:
             return _error(h, 400, "INVALID_ARGUMENT", fault[1])  # type: ignore[index]
         elif kind == "malformed":
             return _send(h, 200, b'{"candidates": [{"content": ', "application/json")
+        elif kind == "body":
+            return _json(h, 200, fault[1])  # type: ignore[index]
         model, _, method = path.rsplit("/", 1)[1].partition(":")
         if method == "batchEmbedContents":
             embeddings = []

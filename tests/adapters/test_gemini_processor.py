@@ -209,6 +209,37 @@ async def test_an_answer_that_breaks_the_schema_is_a_clear_error(fake: FakeGemin
         await process(processor(fake.url))
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"candidates": "none"},
+        {"candidates": [{"content": ["not", "an", "object"]}]},
+        {"candidates": [{"content": {"parts": [{"text": 7}]}}]},
+        {"candidates": [{"content": {"parts": "text"}}], "promptFeedback": []},
+        {"promptFeedback": "blocked"},
+        {
+            "candidates": [{"content": {"parts": [{"text": '{"summary": "x"}'}]}}],
+            "usageMetadata": ["not", "an", "object"],
+        },
+        {
+            "candidates": [{"content": {"parts": [{"text": '{"summary": "x"}'}]}}],
+            "usageMetadata": {"promptTokenCount": "many"},
+        },
+    ],
+)
+async def test_an_answer_of_the_wrong_shape_is_a_clear_error_or_read_not_a_crash(
+    fake: FakeGemini, body: dict[str, Any]
+) -> None:
+    fake.fail(":generateContent", "body", body)
+    try:
+        output = await process(processor(fake.url))
+    except ModelResponseInvalid as error:
+        assert "generateContent" in str(error)
+    else:  # only the usage numbers were odd: they count as unknown
+        assert output.result["analysis"] == {"summary": "x"}
+        assert output.metrics["prompt_tokens"] == 0
+
+
 async def test_a_blocked_document_fails_permanently(fake: FakeGemini) -> None:
     fake.fail(":generateContent", "blocked")
     with pytest.raises(ModelRejected, match="blockReason SAFETY"):

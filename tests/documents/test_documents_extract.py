@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import random
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -345,26 +343,6 @@ def test_any_bytes_give_text_or_a_document_error(data: bytes, name: str | None) 
     except DocumentError:
         return
     assert extracted.text.strip()
-
-
-@pytest.mark.parametrize(
-    "data",
-    [
-        b"*a " * 20_000,
-        b"[a " * 20_000,
-        b"[a](" * 20_000,
-        b"`a " * 20_000,
-        b"<!--a " * 20_000,
-        b"a" + b" " * 60_000 + b"b",
-        b"a" + b"!" * 60_000 + b" b",
-    ],
-)
-def test_pathological_markdown_lines_take_linear_time(data: bytes) -> None:
-    # Each took from seconds to minutes when a pattern backtracked over the rest of the line.
-    start = time.perf_counter()
-    with contextlib.suppress(EmptyDocument):
-        extract_text(data, filename="line.md")
-    assert time.perf_counter() - start < 1.0
 
 
 def test_escaped_markdown_markers_are_kept() -> None:

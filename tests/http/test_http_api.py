@@ -192,6 +192,7 @@ ROUTES = {
     "pull": ("POST", "/jobs/pull", {"max": 1}),
     "ack": ("POST", "/jobs/ack", {"ids": [], "status": "done"}),
     "renew": ("POST", "/jobs/renew", {"leases": []}),
+    "start": ("POST", "/jobs/start", {"leases": []}),
     "release": ("POST", "/jobs/release", {"leases": []}),
     "stats": ("GET", "/jobs/stats", None),
     "requeue": ("POST", "/jobs/requeue", {"ids": [1]}),
@@ -206,7 +207,7 @@ ROUTES = {
 ALLOWED = {
     ADMIN: set(ROUTES),
     "seed-jwt-secret-value": set(ROUTES),
-    WORKER: {"pull", "ack", "renew", "release", "stats"},
+    WORKER: {"pull", "ack", "renew", "start", "release", "stats"},
     PRODUCER: {"enqueue", "upload", "stats"},
 }
 

@@ -97,7 +97,8 @@ def test_the_example_app_processes_uploads_in_its_lifespan_and_stops_cleanly(
 def test_the_example_app_stops_when_its_pipeline_gives_up(tmp_path: Path) -> None:
     process, base, log = serve(
         tmp_path,
-        '[processor]\nkind = "python"\nfactory = "faulty:crash"\n[supervision]\nmax_restarts = 0\n',
+        '[processor]\nkind = "python"\nfactory = "faulty:broken"\n'
+        "[supervision]\nmax_restarts = 0\n",
     )
     try:
         call("POST", f"{base}/runs/web-2/files/a.txt", b"A sentence. Another one.")

@@ -258,7 +258,7 @@ def test_runs_watch_prints_json_lines_until_the_run_ends(tmp_path: Path) -> None
 def test_an_actor_that_keeps_crashing_makes_the_process_exit_non_zero(tmp_path: Path) -> None:
     config = write_config(
         tmp_path,
-        '[processor]\nkind = "python"\nfactory = "faulty:crash"\n'
+        '[processor]\nkind = "python"\nfactory = "faulty:broken"\n'
         "[supervision]\nmax_restarts = 2\nbackoff_min_seconds = 0\nbackoff_max_seconds = 0\n",
     )
     submit(config, make_files(tmp_path, 3))
@@ -267,7 +267,7 @@ def test_an_actor_that_keeps_crashing_makes_the_process_exit_non_zero(tmp_path: 
     assert done.returncode == 70, done.stderr
     assert "error: actor 'actors/processors/processor-" in done.stderr
     assert "kept crashing" in done.stderr
-    assert "ZeroDivisionError: injected processor bug" in done.stderr
+    assert "TypeError: the processor returned NoneType, not a ProcessorOutput" in done.stderr
     counts = status_counts(tmp_path / "q.db")
     assert sum(counts.values()) == 3
     assert counts.get("done", 0) == 0

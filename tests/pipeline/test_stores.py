@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from actors.errors import InvalidObjectKey, ObjectMissing, ObjectTooLarge
+from actors.errors import (
+    InvalidObjectKey,
+    ObjectMissing,
+    ObjectStoreRefused,
+    ObjectTooLarge,
+)
 from actors.stores import LocalObjectStore, check_key
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.anyio
 
@@ -54,3 +64,77 @@ async def test_an_object_over_the_limit_is_refused_naming_the_setting(tmp_path: 
     await store.put("x.txt", b"12345678901")
     with pytest.raises(ObjectTooLarge, match=r"11 bytes, over the limit of 10.*max_object_bytes"):
         await store.get("x.txt", max_bytes=10)
+
+
+async def test_a_key_segment_over_the_name_limit_is_a_permanent_error(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path)
+    key = "t1/" + "n" * 300 + ".txt"
+    (tmp_path / "t1").mkdir()
+    with pytest.raises(InvalidObjectKey, match="longer than the file system allows") as read:
+        await store.get(key, max_bytes=10)
+    with pytest.raises(InvalidObjectKey, match="longer than the file system allows"):
+        await store.put(key, b"x")
+    assert read.value.permanent
+
+
+async def test_a_name_just_within_the_limit_is_written_and_read(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path)
+    key = "t1/" + "n" * 251 + ".txt"  # 255 bytes: the temporary file must fit too
+    await store.put(key, b"fits")
+    assert (await store.get(key, max_bytes=10)).data == b"fits"
+
+
+async def test_a_folder_or_a_file_in_the_way_is_a_permanent_error(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path)
+    (tmp_path / "folder").mkdir()
+    await store.put("file", b"x")
+    with pytest.raises(ObjectStoreRefused, match="Is a directory") as write:
+        await store.put("folder", b"x")  # EISDIR
+    with pytest.raises(ObjectStoreRefused, match="in the way"):
+        await store.get("file/below.txt", max_bytes=10)  # ENOTDIR
+    with pytest.raises(ObjectStoreRefused, match="in the way"):
+        await store.put("file/below.txt", b"x")
+    assert write.value.permanent
+
+
+# Root reads and writes past permission bits, so the store is tried by a child process that
+# drops to an unprivileged user first (as a non-root user, the bits alone refuse it).
+_DENIED = """
+import asyncio, os, sys
+from actors.errors import ObjectStoreRefused
+from actors.stores import LocalObjectStore
+if os.geteuid() == 0:
+    os.setgid(65534)
+    os.setuid(65534)
+store = LocalObjectStore(sys.argv[1])
+for attempt in (store.get("secret.txt", max_bytes=10), store.put("locked/new.txt", b"x")):
+    try:
+        asyncio.run(attempt)
+    except ObjectStoreRefused as error:
+        print(type(error).__name__, error.permanent, error)
+    else:
+        print("no error")
+"""
+
+
+def test_permission_denied_is_a_permanent_error(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    (root / "locked").mkdir(parents=True)
+    (root / "secret.txt").write_bytes(b"x")
+    (root / "secret.txt").chmod(0o000)
+    (root / "locked").chmod(0o555)
+    # The unprivileged user is refused by these modes, and by pytest's private temporary
+    # folder above them: EACCES either way.
+    done = subprocess.run(
+        [sys.executable, "-c", _DENIED, str(root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 0, done.stderr
+    reading, writing = done.stdout.splitlines()
+    assert reading.startswith("ObjectStoreRefused True reading object 'secret.txt'")
+    assert "Permission denied" in reading
+    assert "Fix the permissions of [storage].root" in reading
+    assert writing.startswith("ObjectStoreRefused True writing object 'locked/new.txt'")

@@ -127,6 +127,18 @@ async def test_a_missing_object_fails_its_job_at_once_without_burning_retries(
     assert "does not exist" in (failed.last_error or "")
 
 
+async def test_a_key_too_long_for_the_file_system_fails_its_job_at_once(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    (tmp_path / "objects" / "t1").mkdir(parents=True)
+    with anyio.fail_after(30):
+        async with ActorSystem(config) as system:
+            job = await system.enqueue("r1", "t1", "t1/" + "n" * 300 + ".pdf")
+            await system.wait_run("r1")
+            failed = await system.queue.get(job.id)
+    assert (failed.status, failed.attempts) == ("failed", 1)
+    assert "longer than the file system allows" in (failed.last_error or "")
+
+
 async def test_an_oversized_object_is_refused_unread_and_fails_permanently(tmp_path: Path) -> None:
     config = make_config(tmp_path, pipeline={"max_object_bytes": 10})
     (key,) = await put_objects(tmp_path / "objects", 1)
@@ -151,6 +163,32 @@ async def test_a_corrupt_document_fails_permanently_with_the_reason(tmp_path: Pa
     assert failed.last_error
 
 
+async def test_poison_documents_fail_for_good_and_good_ones_end_done(tmp_path: Path) -> None:
+    config = make_config(tmp_path, supervision={"max_restarts": 0})
+    good = await put_objects(tmp_path / "objects", 10)
+    store = LocalObjectStore(tmp_path / "objects")
+    poison = {
+        "t1/run/deep.json": b"[" * 50_000 + b"]" * 50_000,
+        "t1/run/deep.html": b"<div>" * 5_000 + b"x",
+        "t1/run/spaces.md": b"a\n" + b" " * 200_000 + b"x|\n",
+    }
+    for key, data in poison.items():
+        await store.put(key, data)
+    keys = [*good[:5], *poison, *good[5:]]
+    with anyio.fail_after(60):
+        async with ActorSystem(config) as system:
+            jobs = await system.enqueue_many(
+                [NewJob(run_id="r1", tenant_id="t1", r2_key=k) for k in keys]
+            )
+            summary = await system.wait_run("r1")
+            finished = {job.r2_key: await system.queue.get(job.id) for job in jobs}
+    assert (summary.done, summary.failed) == (11, 2)
+    assert finished["t1/run/spaces.md"].status == "done"
+    for key in ("t1/run/deep.json", "t1/run/deep.html"):
+        assert (finished[key].status, finished[key].attempts) == ("failed", 1)
+        assert "nest" in (finished[key].last_error or "")
+
+
 async def test_a_fetcher_that_raises_is_restarted_and_its_job_retried(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     (key,) = await put_objects(tmp_path / "objects", 1)
@@ -172,18 +210,81 @@ async def test_a_fetcher_that_raises_is_restarted_and_its_job_retried(tmp_path: 
     assert "injected fetcher fault" in repr(restarted[0].exc)
 
 
-async def test_a_processor_that_raises_is_restarted_and_its_job_retried(tmp_path: Path) -> None:
+async def test_a_processor_that_raises_fails_that_attempt_and_its_job_is_retried(
+    tmp_path: Path,
+) -> None:
     config = make_config(tmp_path)
     keys = await put_objects(tmp_path / "objects", 3)
     processor = CountingProcessor(config, failures=2)
     with anyio.fail_after(30):
         async with ActorSystem(config, processor=processor) as system:
-            await system.enqueue_many([NewJob(run_id="r1", tenant_id="t1", r2_key=k) for k in keys])
-            summary = await system.wait_run("r1")
-            page = await system.queue.list(run_id="r1")
+            with system.tree.events.subscribe() as events:
+                await system.enqueue_many(
+                    [NewJob(run_id="r1", tenant_id="t1", r2_key=k) for k in keys]
+                )
+                summary = await system.wait_run("r1")
+                page = await system.queue.list(run_id="r1")
+                seen = drain(events)
     assert (summary.status, summary.done) == ("done", 3)
     assert sum(job.attempts for job in page.items) == 3 + 2
-    assert "injected processor fault" in "".join(job.last_error or "" for job in page.items)
+    assert "ZeroDivisionError: injected processor fault" in "".join(
+        job.last_error or "" for job in page.items
+    )
+    assert [event for event in seen if event.kind == "restarted"] == []
+
+
+def drain(events: Any) -> list[Any]:
+    """The lifecycle events received so far, without waiting."""
+    seen = []
+    while True:
+        try:
+            seen.append(events.receive_nowait())
+        except anyio.WouldBlock:
+            return seen
+
+
+class RecursingProcessor(LocalProcessor):
+    """The offline processor, except that a document holding "deep" recurses without bound."""
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config.processor)
+
+    async def process(
+        self, job: LeasedJob, data: bytes, content_type: str | None
+    ) -> ProcessorOutput:
+        if b"deep" in data:
+            descend(0)
+        return await super().process(job, data, content_type)
+
+
+def descend(depth: int) -> int:
+    return descend(depth + 1) + 1
+
+
+async def test_a_processor_raising_recursion_error_fails_that_job_alone_and_for_good(
+    tmp_path: Path,
+) -> None:
+    config = make_config(tmp_path, supervision={"max_restarts": 0})
+    good = await put_objects(tmp_path / "objects", 20)
+    await LocalObjectStore(tmp_path / "objects").put("t1/run/deep.txt", b"deep " * 10)
+    keys = [*good[:10], "t1/run/deep.txt", *good[10:]]
+    with anyio.fail_after(60):
+        async with ActorSystem(config, processor=RecursingProcessor(config)) as system:
+            with system.tree.events.subscribe() as events:
+                jobs = await system.enqueue_many(
+                    [NewJob(run_id="r1", tenant_id="t1", r2_key=k) for k in keys]
+                )
+                summary = await system.wait_run("r1")
+                # The system is still running: a later run is processed too.
+                await system.enqueue("r2", "t1", good[0])
+                later = await system.wait_run("r2")
+                seen = drain(events)
+            deep = await system.queue.get(jobs[10].id)
+    assert (summary.done, summary.failed) == (20, 1)
+    assert later.status == "done"
+    assert (deep.status, deep.attempts) == ("failed", 1)
+    assert (deep.last_error or "").startswith("RecursionError: maximum recursion depth exceeded")
+    assert [event for event in seen if event.kind in ("restarted", "crashed")] == []
 
 
 async def test_an_actor_that_keeps_crashing_stops_the_system_naming_it(tmp_path: Path) -> None:

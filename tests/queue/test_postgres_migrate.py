@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import anyio
+import msgspec
 import pytest
 from pg_helpers import PG_DSN, pg_admin
 
@@ -38,12 +39,17 @@ async def populate(path: Path, n: int = 60, *, clock: FakeClock | None = None) -
                     idempotency_key=f"key-{i}" if i % 2 else None,
                     priority=i % 5,
                     delay_seconds=float(i % 7),
+                    cross_tenant_key=i % 6 == 1,
+                    timeout_seconds=30.0 + i if i % 4 == 0 else None,
                 )
                 for i in range(n)
             ]
         )
         clock.advance(10)
-        jobs = await queue.pull(max=min(n // 2, 1000), visibility_seconds=60, worker_id="w1")
+        jobs = await queue.pull(
+            max=min(n // 2, 1000), visibility_seconds=60, worker_id="w1", owner="token:abc"
+        )
+        await queue.start_many([(j.id, j.lease_token or "") for j in jobs[::2]])
         third = len(jobs) // 3
         await queue.ack_many(
             [
@@ -289,3 +295,26 @@ def test_an_interrupted_run_resumed_loses_and_duplicates_nothing(
     totals = pg_admin(f"SELECT sum(total), sum(done), sum(failed) FROM {pg_schema}.runs")
     src_counts = dict(sqlite3.connect(src).execute("SELECT status, count(*) FROM jobs GROUP BY 1"))
     assert tuple(totals[0]) == (3000, src_counts["done"], src_counts["failed"])
+
+
+async def test_an_export_from_before_the_new_columns_imports_with_their_defaults(
+    tmp_path: Path,
+) -> None:
+    src, out, back = tmp_path / "src.db", tmp_path / "old.jsonl", tmp_path / "back.db"
+    await populate(src, 6)
+    async with mig.open_store(str(src)) as source:
+        await mig.export_jsonl(source, out)
+    new = ("lease_owner", "started_at", "cross_tenant_key", "timeout_seconds")
+    lines = []
+    for line in out.read_bytes().splitlines():  # as an export written before them
+        row = msgspec.json.decode(line)
+        lines.append(msgspec.json.encode({k: v for k, v in row.items() if k not in new}))
+    out.write_bytes(b"\n".join(lines) + b"\n")
+    async with mig.open_store(str(out)) as source, mig.open_store(str(back)) as target:
+        assert (await mig.run(source, target, now=LATER)).errors == []
+    async with SQLiteQueue.open(back) as queue:
+        jobs = (await queue.list()).items
+    assert len(jobs) == 6
+    assert all(
+        (j.cross_tenant_key, j.timeout_seconds, j.lease_owner) == (False, None, None) for j in jobs
+    )

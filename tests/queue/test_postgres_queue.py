@@ -41,7 +41,7 @@ async def test_a_claim_skips_rows_another_open_transaction_holds(pg_schema: str)
         try:
             tx = other.transaction(isolation="read_committed")
             await tx.start()
-            held = await other.fetch(CLAIM, 1e12, 2, 2e12, "other", "t", None)
+            held = await other.fetch(CLAIM, 1e12, 2, 2e12, "other", "t", None, False)
             with anyio.fail_after(5):  # it skips them instead of waiting for them
                 mine = await queue.pull(max=5)
             assert {j.id for j in mine}.isdisjoint(r["id"] for r in held)
@@ -405,7 +405,7 @@ async def test_a_pull_takes_an_expired_lease_before_a_lower_priority_pending_job
     clock = FakeClock()
     async with PostgresQueue.open(PG_DSN, schema=pg_schema, clock=clock) as queue:
         urgent = await queue.enqueue("r", "t", "urgent", priority=5)
-        (first,) = await queue.pull(max=1, visibility_seconds=10)
+        (first,) = await queue.pull(max=1, visibility_seconds=10, started=True)
         assert first.id == urgent.id
         await queue.enqueue("r", "t", "later", priority=0)
         clock.advance(11)

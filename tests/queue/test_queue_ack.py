@@ -1,4 +1,4 @@
-"""Contract: ack, ack_many, ack_ids, retries with backoff, and run state updated with acks."""
+"""Contract: ack, ack_many, retries with backoff, and run state updated with acks."""
 
 from __future__ import annotations
 
@@ -158,13 +158,6 @@ async def test_ack_many_commits_good_acks_and_refuses_stale_ones_per_item(
     assert results[1].message and "Discard this work" in results[1].message
     stats = await queue.stats()
     assert (stats.done, stats.leased, stats.pending) == (1, 1, 1)
-
-
-async def test_ack_ids_acks_leased_jobs_by_id_without_a_token(queue: SQLiteQueue) -> None:
-    a, b = await leased(queue, 2)
-    await queue.ack(b.id, b.lease_token or "")
-    results = await queue.ack_ids([a.id, b.id], "done")
-    assert [(r.ok, r.reason) for r in results] == [(True, "ok"), (False, "finished")]
 
 
 async def test_ack_refuses_bad_arguments(queue: SQLiteQueue) -> None:

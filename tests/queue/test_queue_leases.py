@@ -47,13 +47,13 @@ async def test_job_is_redelivered_after_its_lease_expires(
     queue: SQLiteQueue, clock: FakeClock
 ) -> None:
     await queue.enqueue("r", "t", "k")
-    (first,) = await queue.pull(visibility_seconds=10)
+    (first,) = await queue.pull(visibility_seconds=10, started=True)
     clock.advance(9.9)
     assert await queue.pull() == []
     clock.advance(0.1)
     (second,) = await queue.pull(visibility_seconds=10)
     assert second.id == first.id
-    assert second.attempts == 2
+    assert second.attempts == 2  # the first lease's job had started: its attempt is spent
     assert second.lease_token != first.lease_token
 
 
@@ -162,7 +162,8 @@ async def test_a_lease_that_expires_on_the_last_attempt_fails_the_job(
     queue: SQLiteQueue, clock: FakeClock
 ) -> None:
     job = await queue.enqueue("r", "t", "k", max_attempts=1)
-    await queue.pull(visibility_seconds=10, worker_id="w9")
+    (leased,) = await queue.pull(visibility_seconds=10, worker_id="w9")
+    await queue.start_many([(leased.id, leased.lease_token or "")])
     clock.advance(10)
     assert await queue.reap() == 1
     failed = await queue.get(job.id)

@@ -49,6 +49,7 @@ class Model:
     attempts: int = 0
     token: str | None = None
     expires: float | None = None
+    started: bool = False  # marked started under the current lease
 
     def live(self, token: str, now: float) -> bool:
         return self.status == "leased" and self.token == token and (self.expires or 0) > now
@@ -100,8 +101,12 @@ class QueueMachine(RuleBasedStateMachine):
             m for m in self.jobs.values() if m.status == "leased" and (m.expires or 0) <= self.now
         ]
         for m in expired:
-            m.status = "failed" if m.attempts >= m.max_attempts else "pending"
+            # Fair attempt accounting: a job never started gets its attempt back.
+            if not m.started:
+                m.attempts -= 1
+            m.status = "failed" if m.started and m.attempts >= m.max_attempts else "pending"
             m.token = m.expires = None
+            m.started = False
         return len(expired)
 
     # --- rules -------------------------------------------------------------------------------
@@ -151,6 +156,7 @@ class QueueMachine(RuleBasedStateMachine):
             assert job.id not in self.ever_done
             m.status, m.attempts = "leased", m.attempts + 1
             m.token, m.expires = job.lease_token, self.now + visibility
+            m.started = False
         return multiple(*[(j.id, j.lease_token) for j in jobs])
 
     @rule(
@@ -175,7 +181,7 @@ class QueueMachine(RuleBasedStateMachine):
         elif permanent or m.attempts >= m.max_attempts:
             m.status = "failed"
         else:
-            m.status, m.token = "pending", None
+            m.status, m.token, m.started = "pending", None, False
             m.available_at = self.now + min(5.0, 2.0 * 2 ** (m.attempts - 1))
 
     @rule(lease=leases, visibility=st.sampled_from([1.0, 5.0]))
@@ -204,6 +210,17 @@ class QueueMachine(RuleBasedStateMachine):
             assert live
             m.status, m.attempts, m.token, m.expires = "pending", m.attempts - 1, None, None
             m.available_at = self.now + delay
+            m.started = False
+
+    @rule(lease=leases)
+    def start(self, lease: tuple[int, str]) -> None:
+        job_id, token = lease
+        m = self.jobs[job_id]
+        live = m.live(token, self.now)
+        (result,) = self.call(self.queue.start_many, [lease])
+        assert result.ok == live
+        if live:
+            m.started = True
 
     @rule()
     def reap(self) -> None:
@@ -233,6 +250,7 @@ class QueueMachine(RuleBasedStateMachine):
             assert job.attempts <= job.max_attempts == m.max_attempts
             if job.status == "leased":
                 assert (job.lease_token, job.lease_expires_at) == (m.token, m.expires)
+                assert (job.started_at is not None) == m.started
             if job.status == "pending":
                 assert job.available_at == m.available_at
             if job.id in self.ever_done:
