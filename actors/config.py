@@ -101,6 +101,10 @@ class PipelineConfig(_Table, frozen=True):
     max_object_bytes: Annotated[int, Meta(ge=1, le=1024**3)] = 50 * 1024 * 1024
     # A run room with no event for this long goes to sleep (its state is in the database).
     run_idle_seconds: Annotated[float, Meta(ge=0.001, le=_DAY)] = 60.0
+    # A job's processing time limit (a job's own timeout_seconds overrides it): past it the job
+    # fails with `timeout` (retried with backoff up to max_attempts), its worker process is
+    # killed, and its lease is no longer renewed. Bounded like the per-job value.
+    job_timeout_seconds: Annotated[float, Meta(ge=1, le=86400)] = 600.0
 
 
 class StorageConfig(_Table, frozen=True):
@@ -129,6 +133,12 @@ class ProcessorConfig(_Table, frozen=True):
     kind: Literal["local", "gemini", "python"] = "local"
     # kind = "python": "package.module:callable", called with this table, returns a Processor.
     factory: str | None = None
+    # kind = "python": build and run the processor in the worker processes (one event loop per
+    # job there), so a job that blocks its loop or runs away is killed at its time limit.
+    isolate: bool = False
+    # Address space (RLIMIT_AS) of each worker process, in MiB; 0: no limit. A job that needs
+    # more fails with an out-of-memory error instead of exhausting the host.
+    worker_memory_mib: Annotated[int, Meta(ge=0, le=1024 * 1024)] = 2048
     max_chunk_chars: Annotated[int, Meta(ge=100, le=100_000)] = 2000
     summary_sentences: Annotated[int, Meta(ge=1, le=50)] = 3
     chat_model: str = "gemini-2.0-flash"  # or GEMINI_CHAT_MODEL

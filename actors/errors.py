@@ -22,7 +22,10 @@ Hierarchy::
     │   ├── EncryptedDocument        an encrypted PDF
     │   ├── EmptyDocument            no extractable text
     │   ├── DocumentTooLarge         expands past a bound when read (a PDF bomb, deep nesting)
-    │   └── ModelRejected            the model API refused the request (a 4xx): permanent
+    │   ├── ModelRejected            the model API refused the request (a 4xx): permanent
+    │   └── OutOfMemory              processing needed more than a worker process may use
+    ├── JobTimedOut                  processing outlasted the job's time limit; retried
+    ├── WorkerCrashed                a worker process died under a job; retried
     ├── ModelError                   the model API failed; the attempt is retried by the queue
     │   ├── ModelUnavailable         429, 5xx or timeouts outlasted the processor's own retries
     │   └── ModelResponseInvalid     the answer is malformed or not what was asked for
@@ -51,6 +54,7 @@ __all__ = [
     "InvalidArgument",
     "InvalidObjectKey",
     "JobNotFound",
+    "JobTimedOut",
     "LeaseLost",
     "MigrationRefused",
     "ModelError",
@@ -62,6 +66,7 @@ __all__ = [
     "ObjectStoreRefused",
     "ObjectStoreUnavailable",
     "ObjectTooLarge",
+    "OutOfMemory",
     "OutOfRange",
     "PayloadTooLarge",
     "QueueClosed",
@@ -71,6 +76,7 @@ __all__ = [
     "SchemaTooNew",
     "StorageError",
     "UnsupportedDocument",
+    "WorkerCrashed",
 ]
 
 
@@ -185,6 +191,18 @@ class ModelRejected(DocumentError):
 
     Retrying the same request cannot help, so the job fails permanently with the API's message.
     """
+
+
+class OutOfMemory(DocumentError):
+    """Processing a document needed more memory than its worker process may use (permanent)."""
+
+
+class JobTimedOut(ActorsError):
+    """Processing a job outlasted its time limit; it was stopped and the attempt is retried."""
+
+
+class WorkerCrashed(ActorsError):
+    """The worker process running a job died before it answered; the attempt is retried."""
 
 
 class ModelError(ActorsError):

@@ -24,13 +24,16 @@ def stop_scope(ctx: Context | None) -> Iterator[None]:
 
 
 class _Entry:
-    __slots__ = ("crash", "holder", "job", "lost")
+    __slots__ = ("crash", "deadline", "decided", "holder", "job", "lost")
 
     def __init__(self, job: LeasedJob) -> None:
         self.job = job
         self.holder: str | None = None  # the worker working on it; None while in a stream
         self.crash: str | None = None  # set when the holder crashed on it
         self.lost = False  # its lease was found expired or superseded: no more renewals
+        # When its processing time limit runs out (`anyio.current_time()`); None: not started.
+        self.deadline: float | None = None
+        self.decided = False  # its outcome is on the way to the ack reporter
 
 
 class InFlight:
@@ -53,6 +56,8 @@ class InFlight:
         self.capacity = capacity
         self._entries: dict[tuple[int, str], _Entry] = {}
         self._changed: anyio.Event | None = None
+        self._decided = 0  # entries whose outcome is decided, waiting for the ack's commit
+        self._room: tuple[int, anyio.Event] | None = None  # see wait_undecided
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -69,9 +74,54 @@ class InFlight:
         """Every job in flight, oldest first."""
         return [entry.job for entry in self._entries.values()]
 
+    @property
+    def undecided(self) -> int:
+        """Jobs in flight whose outcome is not decided yet: waiting for or in a stage."""
+        return len(self._entries) - self._decided
+
     def live_jobs(self) -> list[LeasedJob]:
         """Every job in flight whose lease is not known to be lost (the ones to renew)."""
         return [entry.job for entry in self._entries.values() if not entry.lost]
+
+    def renewable_jobs(self, now: float) -> list[LeasedJob]:
+        """The live jobs still within their time limit at ``now`` (``anyio.current_time()``).
+
+        A job past its limit is being failed with `timeout`; renewing its lease would only let
+        a processor that ignores cancellation hold the job for ever.
+        """
+        return [
+            entry.job
+            for entry in self._entries.values()
+            if not entry.lost and (entry.deadline is None or now < entry.deadline)
+        ]
+
+    def set_deadline(self, job: LeasedJob, deadline: float) -> None:
+        """Record when ``job``'s processing time limit runs out (a processor took it)."""
+        entry = self._entries.get((job.id, job.lease_token))
+        if entry is not None:
+            entry.deadline = deadline
+
+    def decided(self, job: LeasedJob) -> None:
+        """Record that ``job``'s outcome went to the ack reporter: its stage is free for another."""
+        entry = self._entries.get((job.id, job.lease_token))
+        if entry is not None and not entry.decided:
+            entry.decided = True
+            self._decided += 1
+            self._notify_room()
+
+    async def wait_undecided(self, at_most: int) -> None:
+        """Wait until at most ``at_most`` jobs in flight are undecided (one wake-up, not one
+        per outcome)."""
+        if self.undecided <= at_most:
+            return
+        event = anyio.Event()
+        self._room = (at_most, event)
+        await event.wait()
+
+    def _notify_room(self) -> None:
+        if self._room is not None and self.undecided <= self._room[0]:
+            self._room[1].set()
+            self._room = None
 
     def mark_lost(self, job: LeasedJob) -> None:
         """Record that ``job``'s lease is gone: its outcome will be refused, stop renewing it."""
@@ -118,8 +168,11 @@ class InFlight:
     def settle(self, jobs: Iterable[LeasedJob]) -> None:
         """Give back the slots of ``jobs``: their outcome is committed or their lease is back."""
         for job in jobs:
-            self._entries.pop((job.id, job.lease_token), None)
+            entry = self._entries.pop((job.id, job.lease_token), None)
+            if entry is not None and entry.decided:
+                self._decided -= 1
         self._notify()
+        self._notify_room()
 
     async def wait_changed(self) -> None:
         """Wait until a job is added or settled."""

@@ -33,6 +33,7 @@ def leased_job(job: Any) -> LeasedJob:
         max_attempts=job.max_attempts,
         payload=job.payload,
         cross_tenant_key=job.cross_tenant_key,
+        timeout_seconds=job.timeout_seconds,
     )
 
 
@@ -67,8 +68,11 @@ class LeaseManager:
         on_leased: Callable[[list[LeasedJob]], Awaitable[None]] | None = None,
         ctx: Context | None = None,
         draining: Callable[[], bool] = lambda: False,
+        window: int | None = None,
     ) -> None:
         self._ctx = ctx
+        # At most this many jobs leased and not yet decided (None: the in-flight capacity).
+        self._window = window
         self._system_draining = draining
         self._queue = queue
         self._inflight = inflight
@@ -116,6 +120,16 @@ class LeaseManager:
             if free <= 0:
                 await self._inflight.wait_changed()
                 continue
+            if self._window is not None:
+                # Lease only what the stages can start soon: a crash strands few jobs. The
+                # window refills by half of itself (or a pull batch) at a time, not by one job
+                # per outcome: a pull costs a queue write whatever its size.
+                undecided = self._inflight.undecided
+                refill = min(settings.batch_size, (self._window + 1) // 2)
+                if undecided > 0 and self._window - undecided < refill:
+                    await self._inflight.wait_undecided(self._window - refill)
+                    continue
+                free = min(free, self._window - undecided)
             # A fresh event before the pull: an enqueue that commits during it still wakes us.
             self._wake = anyio.Event()
             try:
@@ -163,9 +177,11 @@ class LeaseManager:
         # A third of the lease: two renewals can fail in a row before a lease runs out.
         # Renew at once on start too: after a restart the in-flight jobs' leases have been
         # running down since the predecessor's last renewal.
+        # A job past its processing time limit is renewed no more: its processor is being
+        # stopped, and if it ignores that, the lease runs out and the job can run elsewhere.
         interval = self._settings.visibility_seconds / 3
         while True:
-            jobs = self._inflight.live_jobs()
+            jobs = self._inflight.renewable_jobs(anyio.current_time())
             if jobs:
                 await self._renew(jobs)
             await self._clock.sleep(interval)

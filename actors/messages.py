@@ -41,6 +41,8 @@ class LeasedJob(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     payload: Any = None
     # An admin allowed this job's key outside "{tenant_id}/"; the fetcher refuses any other.
     cross_tenant_key: bool = False
+    # The job's own processing time limit (None: [pipeline].job_timeout_seconds).
+    timeout_seconds: float | None = None
 
 
 class JobLeased(Message, frozen=True, kw_only=True):

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import mimetypes
 import os
 import signal
 import sys
+import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any, TextIO
 
 import anyio
@@ -22,10 +25,109 @@ from actors.queue import NewJob, RunSummary
 from actors.queue.factory import open_queue
 from actors.stores import make_store
 from actors.system import ActorSystem, raise_system_failed
+from supervisors import SystemClock
 
-__all__ = ["format_summary", "object_names", "serve", "submit_files", "watch"]
+__all__ = [
+    "SHUTDOWN_MARGIN_SECONDS",
+    "format_summary",
+    "object_names",
+    "serve",
+    "submit_files",
+    "watch",
+]
 
 log = structlog.get_logger("actors.service")
+
+#: After the first SIGTERM/SIGINT the process ends within ``shutdown_grace_seconds`` plus this,
+#: whatever its processors do; after a second signal, within this. It covers what follows the
+#: grace period: the tree's stop (each child's shutdown timeout), giving back the leases of
+#: unfinished jobs and the last ack commit. Past it the process exits by force (`_ExitDeadline`).
+SHUTDOWN_MARGIN_SECONDS = 5.0
+# Once the drain is complete (every job settled or given back), how long the event loop may
+# take to close; longer means a processor call stuck in a thread, abandoned at its time limit.
+_AFTER_DRAIN_SECONDS = 2.0
+
+
+class _ExitDeadline:
+    """A thread that ends the process when its stop overruns, since nothing on the loop can.
+
+    A processor stuck in a worker thread keeps the event loop (and the interpreter, which joins
+    its threads) from ever closing, and one that blocks the loop keeps the signal from being
+    handled at all. So the deadline is armed from the signal handler itself (Python runs it on
+    the main thread between bytecodes, even while the loop is blocked), and this thread, not
+    the loop, acts on it: it exits with 0 once the drain is complete and only the loop's close
+    hangs, and otherwise with 1 (70 after a failure of the tree) at the deadline.
+    """
+
+    def __init__(self, system: ActorSystem, grace_seconds: float) -> None:
+        self._system = system
+        self._grace = grace_seconds
+        self._clock = SystemClock()
+        self._at: float | None = None  # plain float writes: safe from a signal handler
+        self._signals = 0
+        self._drained_at: float | None = None
+        self.failed = False
+        self._closed = threading.Event()
+        thread = threading.Thread(target=self._watch, name="actors-exit-deadline", daemon=True)
+        thread.start()
+
+    def arm(self, seconds: float) -> None:
+        """Exit by force ``seconds`` from now unless the process has ended (or sooner if armed)."""
+        at = self._clock.monotonic() + seconds
+        if self._at is None or at < self._at:
+            self._at = at
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals += 1
+        first = self._signals == 1
+        self.arm(self._grace + SHUTDOWN_MARGIN_SECONDS if first else SHUTDOWN_MARGIN_SECONDS)
+
+    def close(self) -> None:
+        """Disarm for good: the process's stop has ended without help."""
+        self._closed.set()
+
+    def _watch(self) -> None:
+        while not self._closed.wait(0.05):
+            now = self._clock.monotonic()
+            if self._system.drained and not self.failed:
+                if self._drained_at is None:
+                    self._drained_at = now
+                elif now - self._drained_at >= _AFTER_DRAIN_SECONDS:
+                    self._exit(0, "the drain is complete but the event loop does not close")
+            if self._at is not None and now >= self._at:
+                code = 70 if self.failed else 0 if self._system.drained else 1
+                self._exit(code, "the stop outlasted its deadline")
+
+    def _exit(self, code: int, why: str) -> None:
+        if self._closed.is_set():
+            return
+        stuck = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
+        log.warning("system.exit_forced", reason=why, exit_code=code, threads=stuck)
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+@contextlib.contextmanager
+def _arm_on_signals(deadline: _ExitDeadline, signums: Sequence[int]) -> Iterator[None]:
+    """Chain ``deadline.on_signal`` before the handlers installed for ``signums``."""
+    previous = {signum: signal.getsignal(signum) for signum in signums}
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        deadline.on_signal(signum, frame)
+        chained = previous[signum]
+        if callable(chained):
+            chained(signum, frame)
+
+    for signum in signums:
+        signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for signum, chained in previous.items():
+            if chained is not None:
+                signal.signal(signum, chained)
 
 
 async def serve(config: Config, *, until_idle: bool = False, out: TextIO | None = None) -> int:
@@ -33,20 +135,30 @@ async def serve(config: Config, *, until_idle: bool = False, out: TextIO | None 
 
     The first signal drains (stop leasing, finish in-flight jobs within
     ``shutdown_grace_seconds``, give back the rest); a second one skips what is left of the
-    grace period. Returns the exit code: 0 after a clean stop.
+    grace period. The process ends within the grace period plus `SHUTDOWN_MARGIN_SECONDS`
+    whatever its processors do (after a second signal, within the margin). Returns the exit
+    code: 0 after a clean stop.
     """
     out = sys.stdout if out is None else out
-    system = ActorSystem(config, track_runs=until_idle)
+    system = ActorSystem(
+        config, track_runs=until_idle, on_failure=lambda exc: setattr(deadline, "failed", True)
+    )
+    deadline = _ExitDeadline(system, config.pipeline.shutdown_grace_seconds)
     try:
-        await _serve(system, config, until_idle, out)
+        await _serve(system, config, until_idle, out, deadline)
     except BaseExceptionGroup as group:
         raise_system_failed(group)
         raise
+    finally:
+        deadline.close()  # the stop ended on its own: nothing to force (serve may be called again)
     return 0
 
 
-async def _serve(system: ActorSystem, config: Config, until_idle: bool, out: TextIO) -> None:
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+async def _serve(
+    system: ActorSystem, config: Config, until_idle: bool, out: TextIO, deadline: _ExitDeadline
+) -> None:
+    signums = (signal.SIGINT, signal.SIGTERM)
+    with anyio.open_signal_receiver(*signums) as signals, _arm_on_signals(deadline, signums):
         async with anyio.create_task_group() as tg:
             body = anyio.CancelScope()
 
@@ -81,6 +193,8 @@ async def _serve(system: ActorSystem, config: Config, until_idle: bool, out: Tex
                             print(format_summary(await system.run_summary(run_id)), file=out)
                     else:
                         await anyio.sleep_forever()
+                # Idle or signalled: the drain below ends within the same bound as after a signal.
+                deadline.arm(config.pipeline.shutdown_grace_seconds + SHUTDOWN_MARGIN_SECONDS)
             log.info(
                 "system.stopped",
                 jobs_done=system.ack_stats.done,

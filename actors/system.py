@@ -29,6 +29,8 @@ from actors.queue import Job, NewJob, RunSummary, Stats
 from actors.queue.factory import open_queue
 from actors.run_room import TERMINAL_RUN_STATUSES, RunRoom, RunUpdate
 from actors.stores import ObjectStore, make_store
+from actors.watchdog import LoopWatchdog
+from actors.workers import WorkerPool
 from supervisors import (
     ActorStopped,
     Backoff,
@@ -132,6 +134,13 @@ class ActorSystem:
         self._draining = False
         self._grace_scope: anyio.CancelScope | None = None
         self._skip_grace = False
+        #: True once `stop` has given back or settled every job in flight (the exit is safe).
+        self.drained = False
+        self.watchdog = LoopWatchdog()
+        #: The worker processes of the offline processor and of isolated ones.
+        self.pool = WorkerPool(
+            self.config.pipeline.processors, memory_mib=self.config.processor.worker_memory_mib
+        )
         #: With ``track_runs``: runs that had a job finish here (``run --until-idle`` reports them).
         self.runs_seen: set[str] = set()
         self._track_runs = track_runs
@@ -149,9 +158,14 @@ class ActorSystem:
                 self._store = make_store(config)
             stack.push_async_callback(self._store.aclose)
             if self._processor is None:
-                self._processor = make_processor(config.processor, config.secrets)
+                self._processor = make_processor(config.processor, config.secrets, pool=self.pool)
             stack.push_async_callback(self._processor.aclose)
+            stack.push_async_callback(self.pool.aclose)
             self.queue = await stack.enter_async_context(open_queue(config, clock=self.clock))
+            # Processor calls that may have to be abandoned at their time limit run here, outside
+            # the tree, so that no actor waits for one; cancelled after the tree has stopped.
+            self._calls = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(self._calls.cancel_scope.cancel)
             self._build()
             self._tg = await stack.enter_async_context(anyio.create_task_group())
             await self._tg.start(self._run_tree)
@@ -229,6 +243,8 @@ class ActorSystem:
                     processor=processor,
                     inflight=self.inflight,
                     ctx=ctx,
+                    timeout_seconds=config.pipeline.job_timeout_seconds,
+                    calls=self._calls,
                 ),
                 shutdown=1.0,
             )
@@ -246,6 +262,15 @@ class ActorSystem:
                 ctx=ctx,
             )
 
+        # Jobs leased but not yet decided: what the stages can start soon (each fetcher and
+        # processor holds one, the processors' stream two per processor) and one pull batch,
+        # so a crash strands few jobs; decided ones wait for their ack's commit and do not
+        # count. The batch keeps pulls full: without it, pulls of a few jobs each cost more
+        # CPU per job than today's (docs/benchmarks.md, "Processing in worker processes").
+        lease_window = (
+            config.pipeline.fetchers + 3 * config.pipeline.processors + config.queue.batch_size
+        )
+
         def lease_manager(ctx: Context) -> LeaseManager:
             self.lease_manager = LeaseManager(
                 queue=self.queue,
@@ -257,6 +282,7 @@ class ActorSystem:
                 on_leased=self._on_leased,
                 ctx=ctx,
                 draining=lambda: self._draining,
+                window=lease_window,
             )
             return self.lease_manager
 
@@ -327,6 +353,7 @@ class ActorSystem:
                 group("sink", [ChildSpec("ack_reporter", ack_reporter, shutdown=10.0)]),
                 ChildSpec("run_rooms", lambda ctx: self.rooms),
                 ChildSpec("room_sweeper", lambda ctx: sweep_sleeping_rooms, shutdown=0),
+                ChildSpec("loop_watchdog", lambda ctx: self.watchdog.run, shutdown=0),
                 *([] if config.queue.backend == "http" else upkeep),
                 *(http if config.http.enabled else []),
                 group(
@@ -374,6 +401,7 @@ class ActorSystem:
         finally:
             with anyio.CancelScope(shield=True):
                 await self._release_leftovers()
+            self.drained = True
 
     def skip_grace(self) -> None:
         """Stop waiting for in-flight jobs (a second signal): give their leases back now."""

@@ -1,13 +1,18 @@
 """Pipeline benchmark: end-to-end jobs/s on embedded defaults, beside the queue's raw cycle; memory.
 
-Usage: ``python bench/bench_pipeline.py [--jobs 20000] [--memory-jobs 1000000] [--write]``.
+Usage: ``python bench/bench_pipeline.py [--jobs 20000] [--memory-jobs 1000000]
+[--against DIR --rounds 5] [--documents] [--write]``.
 Each job is a tiny text object (so the measured cost is the system's own: queue, actors,
 acks), processed by the offline processor on the embedded defaults (config/actors.toml with
 its paths moved to a temporary folder). In the same run it measures the raw ``sqlite3``
 enqueue+pull+ack cycle of the queue's own SQL, one job per transaction and 100 per
 transaction, so the ratio is honest on a noisy machine. ``--memory-jobs`` runs one long
-pipeline and samples its resident memory (RSS) as jobs complete. ``--write`` replaces the
-"## Pipeline" section of docs/benchmarks.md.
+pipeline and samples its resident memory (RSS) as jobs complete. ``--against DIR`` runs the
+end-to-end measurement alternately on this tree and on another checkout (``DIR``, e.g. the
+main branch), ``--rounds`` times per backend, each in a fresh process, and reports the medians
+and their ratio: on a shared machine only a same-run ratio means anything. ``--documents``
+measures what one document costs processed on the loop's thread and in a worker process, by
+size. ``--write`` replaces the "## Pipeline" section of docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import argparse
 import os
 import platform
 import re
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -106,6 +113,93 @@ async def memory(jobs: int, samples: int = 10) -> list[tuple[int, float, float]]
     return points
 
 
+# Run in a fresh process with a tree's own `bench_pipeline` and `actors`: jobs/s, and the
+# process's CPU time per job (user + system, all threads), which a busy machine disturbs less.
+_ONE_RUN = """
+import sys, tempfile, time, anyio
+from pathlib import Path
+sys.path.insert(0, "bench")
+import bench_pipeline as b
+from actors.log import configure_logging
+from actors.system import ActorSystem
+configure_logging("error")
+async def main(jobs):
+    with tempfile.TemporaryDirectory() as folder:
+        config = b.config_in(Path(folder))
+        runs = await b.enqueue_all(config, jobs)
+        c0, t0 = time.process_time(), time.perf_counter()
+        async with ActorSystem(config) as system:
+            for run_id in runs:
+                await system.wait_run(run_id)
+            c1, t1 = time.process_time(), time.perf_counter()
+    print(jobs / (t1 - t0), (c1 - c0) / jobs * 1e6)
+anyio.run(main, int(sys.argv[1]), backend=sys.argv[2])
+"""
+
+
+def one_end_to_end(tree: Path, backend: str, jobs: int) -> tuple[float, float]:
+    """(jobs/s, CPU us per job) of ``end_to_end`` in a fresh process importing ``tree``."""
+    out = subprocess.run(
+        [sys.executable, "-c", _ONE_RUN, str(jobs), backend],
+        cwd=tree,
+        env={**os.environ, "PYTHONPATH": str(tree)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rate, cpu = out.stdout.split()[-2:]
+    return float(rate), float(cpu)
+
+
+Rates = list[tuple[float, float]]
+
+
+def against(other: Path, jobs: int, rounds: int) -> dict[str, tuple[Rates, Rates]]:
+    """Per backend: (this tree's runs, the other tree's runs), measured alternately."""
+    runs: dict[str, tuple[Rates, Rates]] = {}
+    for backend in ("asyncio", "trio"):
+        ours: Rates = []
+        theirs: Rates = []
+        for _ in range(rounds):
+            theirs.append(one_end_to_end(other, backend, jobs))
+            ours.append(one_end_to_end(ROOT, backend, jobs))
+            print(
+                f"  {backend}: this {ours[-1][0]:,.0f} jobs/s {ours[-1][1]:,.0f} us CPU/job, "
+                f"other {theirs[-1][0]:,.0f} jobs/s {theirs[-1][1]:,.0f} us CPU/job",
+                flush=True,
+            )
+        runs[backend] = (ours, theirs)
+    return runs
+
+
+async def document_costs(sizes: list[int], calls: int = 40) -> list[tuple[int, float, float]]:
+    """(bytes, us per document on this thread, us per document in a worker process)."""
+    from actors.config import ProcessorConfig
+    from actors.processor import process_locally
+    from actors.workers import WorkerPool
+
+    settings = ProcessorConfig()
+    pool = WorkerPool(1)
+    costs = []
+    try:
+        for size in sizes:
+            data = (DOC * (size // len(DOC) + 1))[:size]
+            process_locally(settings, data, "doc.txt", None)  # imports, caches: warm both
+            await pool.run(process_locally, settings, data, "doc.txt", None)
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                process_locally(settings, data, "doc.txt", None)
+            inline = (time.perf_counter() - t0) / calls
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                await pool.run(process_locally, settings, data, "doc.txt", None)
+            worker = (time.perf_counter() - t0) / calls
+            costs.append((size, inline * 1e6, worker * 1e6))
+    finally:
+        await pool.aclose()
+    return costs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=20_000)
@@ -114,6 +208,11 @@ def main() -> None:
         type=int,
         default=0,
         help="also run one long pipeline of this many jobs and sample its RSS",
+    )
+    parser.add_argument("--against", type=Path, help="another checkout to compare with")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--documents", action="store_true", help="cost of one document, inline and in a worker"
     )
     parser.add_argument("--write", action="store_true", help="write docs/benchmarks.md")
     args = parser.parse_args()
@@ -144,6 +243,36 @@ def main() -> None:
     say(f"| raw `sqlite3` cycle, 100 jobs per transaction | {raw100:,.0f} | | 1.00x |")
     for backend, rate in rates.items():
         say(f"| pipeline, {backend} | {rate:,.0f} | {rate / raw1:.2f}x | {rate / raw100:.2f}x |")
+    if args.against is not None:
+        say()
+        say(
+            f"Alternately against {args.against} ({args.rounds} rounds per backend, each "
+            f"{args.jobs:,} jobs in a fresh process; medians):"
+        )
+        say()
+        compared = against(args.against.resolve(), args.jobs, args.rounds)
+        say(
+            "| backend | jobs/s, this / other | ratio | CPU us per job, this / other | ratio "
+            "| jobs/s each round, this; other |"
+        )
+        say("|---|---:|---:|---:|---:|---|")
+        for backend, (ours, theirs) in compared.items():
+            rate = statistics.median(r for r, _ in ours), statistics.median(r for r, _ in theirs)
+            cpu = statistics.median(c for _, c in ours), statistics.median(c for _, c in theirs)
+            each = "; ".join(", ".join(f"{r:,.0f}" for r, _ in runs) for runs in (ours, theirs))
+            say(
+                f"| {backend} | {rate[0]:,.0f} / {rate[1]:,.0f} | {rate[0] / rate[1]:.2f}x "
+                f"| {cpu[0]:,.0f} / {cpu[1]:,.0f} | {cpu[0] / cpu[1]:.2f}x | {each} |"
+            )
+    if args.documents:
+        say()
+        say("One document of text (the offline processor), on the loop's thread and in a worker:")
+        say()
+        costs = anyio.run(document_costs, [80, 1024, 4096, 16384, 65536])
+        say("| bytes | us on this thread | us in a worker process | worker / thread |")
+        say("|---:|---:|---:|---:|")
+        for size, inline, worker in costs:
+            say(f"| {size:,} | {inline:,.0f} | {worker:,.0f} | {worker / inline:.2f}x |")
     if args.memory_jobs:
         say()
         say(f"Resident memory over one long run of {args.memory_jobs:,} jobs (asyncio):")
@@ -168,6 +297,8 @@ def main() -> None:
         command = (
             f"python bench/bench_pipeline.py --jobs {args.jobs}"
             + (f" --memory-jobs {args.memory_jobs}" if args.memory_jobs else "")
+            + (f" --against {args.against} --rounds {args.rounds}" if args.against else "")
+            + (" --documents" if args.documents else "")
             + " --write"
         )
         doc = ROOT / "docs" / "benchmarks.md"

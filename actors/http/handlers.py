@@ -360,6 +360,7 @@ class Api:
         for name, value in sorted((await self.run_metric_sums()).items()):
             lines.append(f'actors_run_metric_total{{name="{name}"}} {value:g}')
         lines += self.metrics.render()
+        lines += self.metrics.render_loop_lag(self.system.watchdog.take_max())
         return Response(
             "\n".join(lines) + "\n", media_type="text/plain; version=0.0.4; charset=utf-8"
         )

@@ -118,6 +118,16 @@ class Metrics:
         if started is not None and outcome != "stale":
             self.processing_latency.observe(now - started)
 
+    @staticmethod
+    def render_loop_lag(seconds: float) -> list[str]:
+        """The loop watchdog's gauge: the largest lag since the previous scrape."""
+        return [
+            "# HELP actors_event_loop_lag_seconds How much later than asked the event loop woke "
+            "its watchdog, at most, since the previous scrape (time nothing else ran on it).",
+            "# TYPE actors_event_loop_lag_seconds gauge",
+            f"actors_event_loop_lag_seconds {seconds:.6f}",
+        ]
+
     async def count_restarts(self, bus: EventBus) -> None:
         """Count ``restarted`` events per child until cancelled (run it in a task)."""
         with bus.subscribe(max_buffer=1000) as events:
