@@ -405,7 +405,7 @@ def require_queue(config: Config) -> None:
     """Raise StorageError if the configured queue does not exist: a SQLite file that is not
     there, or a PostgreSQL schema that holds no queue (opening either would create it)."""
     if config.queue.backend == "sqlite":
-        schema.require_file(config.queue.path)
+        schema.require_queue_file(config.queue.path)
     elif config.queue.backend == "postgres":
         from actors.errors import StorageError
         from actors.queue import postgres_schema

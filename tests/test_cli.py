@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -255,3 +256,34 @@ def test_store_migrate_status_creates_neither_store(tmp_path: Path) -> None:
     done = actors(tmp_path, "store", "migrate", "status", "--from", str(typo), "--to", str(target))
     assert (done.returncode, done.stderr) == (1, f"error: {typo} does not exist (no such file)\n")
     assert not typo.exists() and not target.exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["stats"], ["jobs", "list"], ["jobs", "show", "1"], ["runs", "list"], ["runs", "show", "r"]],
+    ids=" ".join,
+)
+def test_commands_that_only_read_leave_a_sqlite_file_that_holds_no_queue_untouched(
+    tmp_path: Path, argv: list[str]
+) -> None:
+    # A mistyped --db that names another application's database (or an empty file) is not a
+    # queue: reading it must not add the queue's tables to it and report zero jobs.
+    other = tmp_path / "app.sqlite"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE users (id INTEGER)")
+    conn.commit()
+    conn.close()
+    before = other.read_bytes()
+    done = subprocess.run(
+        [sys.executable, "-m", "actors", "--db", str(other), *argv],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout
+    assert done.stderr.startswith(f"error: '{other}' holds no queue"), done.stderr
+    assert done.stdout == ""
+    assert other.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.sqlite"]  # no -wal, no -shm

@@ -22,6 +22,7 @@ __all__ = [
     "migrate_up",
     "open_existing",
     "require_file",
+    "require_queue_file",
 ]
 
 Durability = Literal["normal", "full"]
@@ -310,6 +311,30 @@ def require_file(path: str | Path) -> None:
         raise StorageError(
             f"the queue database {str(path)!r} does not exist; check --db or [queue].path "
             "(`submit`, `enqueue`, `run` and `migrate up` create it)"
+        )
+
+
+def require_queue_file(path: str | Path) -> None:
+    """Raise StorageError unless ``path`` is a file that holds a queue (schema version above 0).
+
+    Read without changing anything (read-only, no WAL switch): a mistyped path that names
+    another application's SQLite database, or an empty file, is refused, not migrated into a
+    queue. A file that is no SQLite database at all is left to `connect`'s clearer message.
+    """
+    require_file(path)
+    try:
+        uri = Path(path).resolve().as_uri() + "?mode=ro"
+        conn = sqlite3.connect(uri, uri=True)
+        try:
+            version = current_version(conn)
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return
+    if version == 0:
+        raise StorageError(
+            f"{str(path)!r} holds no queue (a SQLite file without the queue's schema): check "
+            "--db or [queue].path (`submit`, `enqueue`, `run` and `migrate up` create a queue)"
         )
 
 
