@@ -177,8 +177,13 @@ class LocalObjectStore:
 
 
 # O_NOFOLLOW makes opening a symlink fail with ELOOP; O_DIRECTORY refuses a file as a folder.
+# O_NONBLOCK: opening a named pipe (or a device) returns at once instead of waiting for a
+# writer on the event loop's thread; fstat then refuses it as no regular file. Reads of a
+# regular file ignore the flag.
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_FILE_FLAGS = (
+    os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+)
 
 
 def _open_dirs(root: Path, parts: list[str], *, create: bool) -> int:

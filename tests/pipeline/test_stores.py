@@ -183,3 +183,42 @@ def test_permission_denied_is_a_permanent_error(tmp_path: Path) -> None:
     assert "Permission denied" in reading
     assert "Fix the permissions of [storage].root" in reading
     assert writing.startswith("ObjectStoreRefused True writing object 'locked/new.txt'")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_named_pipe_in_the_store_fails_its_job_instead_of_freezing_the_process(
+    tmp_path: Path,
+) -> None:
+    # Opening a FIFO for reading waits for a writer: done on the event loop's thread, one such
+    # "object" froze the whole process (no /healthz, no job timeout). It is no regular file.
+    objects = tmp_path / "objects"
+    (objects / "t" / "r").mkdir(parents=True)
+    os.mkfifo(objects / "t" / "r" / "pipe.txt")
+    (objects / "t" / "r" / "good.txt").write_text("a good document")
+    config = tmp_path / "actors.toml"
+    config.write_text(
+        f'[queue]\npath = "{tmp_path / "q.db"}"\n[storage]\nroot = "{objects}"\n'
+        '[log]\nlevel = "warning"\n'
+    )
+
+    def actors(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "actors", "--config", str(config), *argv],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+
+    for name in ("pipe", "good"):
+        enqueued = actors(
+            "enqueue", "--run-id", "r", "--tenant-id", "t", "--r2-key", f"t/r/{name}.txt"
+        )
+        assert enqueued.returncode == 0, enqueued.stderr
+    done = actors("run", "--until-idle")
+    assert done.returncode == 0, done.stderr
+    pipe = actors("jobs", "show", "1")
+    good = actors("jobs", "show", "2")
+    assert '"status": "done"' in good.stdout
+    assert '"status": "failed"' in pipe.stdout and "not a regular file" in pipe.stdout
