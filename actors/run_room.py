@@ -15,11 +15,23 @@ from actors.errors import QueueError, RunNotFound
 from actors.messages import Refresh, RunEvent, RunRoomInbox, Subscribe
 from supervisors import Actor, Context, SupervisionError
 
-__all__ = ["TERMINAL_RUN_STATUSES", "RunRoom", "RunUpdate"]
+__all__ = ["TERMINAL_RUN_STATUSES", "RunRoom", "RunUpdate", "room_id", "run_of_room"]
 
 TERMINAL_RUN_STATUSES = frozenset({"done", "failed"})
 
 log = structlog.get_logger("actors.run_room")
+
+
+def room_id(run_id: str) -> str:
+    """The id of a run's room in the ``run_rooms`` supervisor: the run id with ``%`` and ``/``
+    percent-encoded, since a child id cannot hold ``/`` and any client may name a run ``a/b``
+    (one-to-one, so two runs never share a room)."""
+    return run_id.replace("%", "%25").replace("/", "%2F")
+
+
+def run_of_room(room: str) -> str:
+    """The run id whose room is ``room`` (the inverse of `room_id`)."""
+    return room.replace("%2F", "/").replace("%25", "%")
 
 
 def _terminal(summary: Any) -> bool:

@@ -27,7 +27,7 @@ from actors.messages import AckInbox, Fetched, JobLeased, LeasedJob, RunEvent, S
 from actors.processor import Processor, ProcessorStage, make_processor
 from actors.queue import Job, NewJob, RunSummary, Stats
 from actors.queue.factory import open_queue
-from actors.run_room import TERMINAL_RUN_STATUSES, RunRoom, RunUpdate
+from actors.run_room import TERMINAL_RUN_STATUSES, RunRoom, RunUpdate, room_id, run_of_room
 from actors.stores import ObjectStore, make_store
 from actors.watchdog import LoopWatchdog
 from actors.workers import WorkerPool
@@ -288,10 +288,10 @@ class ActorSystem:
 
         self.rooms = DynamicSupervisor(
             name="run_rooms",
-            spec_for=lambda run_id: ChildSpec(
-                run_id,
+            spec_for=lambda room: ChildSpec(
+                room,
                 lambda ctx: RunRoom(
-                    run_id,
+                    run_of_room(room),
                     queue=self.queue,
                     ctx=ctx,
                     poll_seconds=config.queue.poll_interval_seconds,
@@ -438,7 +438,7 @@ class ActorSystem:
             if self._track_runs and event.kind in ("done", "failed"):
                 self.runs_seen.add(event.run_id)
             try:
-                room = await self.rooms.get_or_start(event.run_id)
+                room = await self.rooms.get_or_start(room_id(event.run_id))
                 room.tell_nowait(event)
             except MailboxFull:
                 # The room reloads its state from the database on its next event, so only
@@ -451,7 +451,7 @@ class ActorSystem:
 
     async def _room(self, run_id: str) -> RunRoom:
         while True:
-            ref = await self.rooms.get_or_start(run_id)
+            ref = await self.rooms.get_or_start(room_id(run_id))
             try:
                 room: RunRoom = await ref.ask(Subscribe(), timeout=10.0)
             except ActorStopped:

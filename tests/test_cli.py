@@ -287,3 +287,22 @@ def test_commands_that_only_read_leave_a_sqlite_file_that_holds_no_queue_untouch
     assert done.stdout == ""
     assert other.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["app.sqlite"]  # no -wal, no -shm
+
+
+def test_a_run_id_with_a_slash_is_processed_without_crashing_an_actor(tmp_path: Path) -> None:
+    # Any client may name its run "a/b" (the HTTP API and `enqueue` accept it); the run's room
+    # is a supervised child whose id cannot hold '/', and naming it so crashed the lease
+    # manager and the ack reporter on every batch that touched such a run.
+    (tmp_path / "objects" / "t" / "r").mkdir(parents=True)
+    for n in range(3):
+        (tmp_path / "objects" / "t" / "r" / f"{n}.txt").write_text(f"document {n}")
+        done = actors(
+            tmp_path, "enqueue", "--run-id", f"team/{n}%2F", "--tenant-id", "t",
+            "--r2-key", f"t/r/{n}.txt",
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    done = actors(tmp_path, "run", "--until-idle")
+    assert done.returncode == 0, done.stderr
+    assert "child_crashed" not in done.stderr + done.stdout
+    listing = actors(tmp_path, "jobs", "list", "--json")
+    assert [job["status"] for job in json.loads(listing.stdout)["items"]] == ["done"] * 3

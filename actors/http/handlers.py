@@ -24,6 +24,7 @@ from actors.http.metrics import Metrics, render_queue_stats
 from actors.http.openapi import openapi_document
 from actors.messages import RunEvent
 from actors.queue.model import Ack, NewJob
+from actors.run_room import room_id
 
 if TYPE_CHECKING:
     from actors.run_room import RunUpdate
@@ -310,7 +311,7 @@ class Api:
         if rooms is None:
             return
         for event in events:
-            room = rooms.lookup(event.run_id)
+            room = rooms.lookup(room_id(event.run_id))
             if room is None:
                 continue
             # A room that cannot take the event (inbox full, stopping) reloads on its next poll.
