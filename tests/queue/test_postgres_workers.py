@@ -26,7 +26,10 @@ WORKERS = 4
 KILLED = 2
 
 # Test-only audit, in the test's own schema: every lease with its worker, start, (renewed)
-# expiry and end (ack, release or reap), kept by a row trigger on the jobs table.
+# expiry and end (ack, release or reap), kept by a row trigger on the jobs table. Starts and
+# ends are the server's clock when the row changes, not the `now` a client read before its
+# statement ran: a claim whose client read the clock just before another process's reap or
+# release committed would otherwise seem to start a few milliseconds before that lease ended.
 AUDIT = """
 CREATE TABLE {s}.lease_log (
     job_id bigint, token text, worker_id text,
@@ -38,12 +41,13 @@ BEGIN
     IF NEW.status = 'leased' AND (OLD.status <> 'leased'
                                   OR OLD.lease_token IS DISTINCT FROM NEW.lease_token) THEN
         INSERT INTO {s}.lease_log VALUES (NEW.id, NEW.lease_token, NEW.worker_id,
-                                          NEW.updated_at, NEW.lease_expires_at, NULL);
+                                          extract(epoch FROM clock_timestamp()),
+                                          NEW.lease_expires_at, NULL);
     ELSIF NEW.status = 'leased' THEN
         UPDATE {s}.lease_log SET expires = NEW.lease_expires_at
         WHERE job_id = NEW.id AND token = NEW.lease_token;
     ELSIF OLD.status = 'leased' THEN
-        UPDATE {s}.lease_log SET ended = NEW.updated_at
+        UPDATE {s}.lease_log SET ended = extract(epoch FROM clock_timestamp())
         WHERE job_id = OLD.id AND token = OLD.lease_token;
     END IF;
     RETURN NULL;
