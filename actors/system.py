@@ -474,16 +474,40 @@ class ActorSystem:
         assert self._store is not None, "use the system inside `async with`"
         return self._store
 
-    async def enqueue(self, run_id: str, tenant_id: str, r2_key: str, **options: Any) -> Job:
-        """Enqueue one job (see `SQLiteQueue.enqueue`); a local worker wakes at once.
+    async def enqueue(
+        self,
+        run_id: str,
+        tenant_id: str,
+        r2_key: str,
+        *,
+        payload: object = None,
+        idempotency_key: str | None = None,
+        delay_seconds: float = 0,
+        priority: int = 0,
+        max_attempts: int | None = None,
+        cross_tenant_key: bool = False,
+        timeout_seconds: float | None = None,
+    ) -> Job:
+        """Enqueue one job (see `Queue.enqueue`); a local worker wakes at once.
 
         The key must lie under ``"{tenant_id}/"`` (`actors.tenancy`): else `ForeignObjectKey`,
         unless ``cross_tenant_key=True`` says the caller allows this job to read another's.
         """
         tenancy.check_tenant_id(tenant_id)
-        if not options.get("cross_tenant_key", False):
+        if not cross_tenant_key:
             tenancy.check_key(tenant_id, r2_key)
-        return await self.queue.enqueue(run_id, tenant_id, r2_key, **options)
+        return await self.queue.enqueue(
+            run_id,
+            tenant_id,
+            r2_key,
+            payload=payload,
+            idempotency_key=idempotency_key,
+            delay_seconds=delay_seconds,
+            priority=priority,
+            max_attempts=max_attempts,
+            cross_tenant_key=cross_tenant_key,
+            timeout_seconds=timeout_seconds,
+        )
 
     async def enqueue_many(self, jobs: Sequence[NewJob]) -> list[Job]:
         """Enqueue jobs in one transaction; each key checked as `enqueue` does, before any."""

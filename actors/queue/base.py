@@ -14,7 +14,7 @@ import math
 import random
 from collections.abc import Callable, Iterator, Sequence
 from itertools import count
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import msgspec
 
@@ -88,7 +88,7 @@ class Queue(Protocol):
         tenant_id: str,
         r2_key: str,
         *,
-        payload: Any = None,
+        payload: object = None,
         idempotency_key: str | None = None,
         delay_seconds: float = 0,
         priority: int = 0,
@@ -132,7 +132,7 @@ class Queue(Protocol):
         lease_token: str,
         *,
         status: Literal["done", "failed"] = "done",
-        result: Any = None,
+        result: object = None,
         error: str | None = None,
         permanent: bool = False,
         run_metrics: dict[str, float] | None = None,
@@ -220,7 +220,7 @@ class SingleItemVerbs:
         tenant_id: str,
         r2_key: str,
         *,
-        payload: Any = None,
+        payload: object = None,
         idempotency_key: str | None = None,
         delay_seconds: float = 0,
         priority: int = 0,
@@ -260,7 +260,7 @@ class SingleItemVerbs:
         lease_token: str,
         *,
         status: Literal["done", "failed"] = "done",
-        result: Any = None,
+        result: object = None,
         error: str | None = None,
         permanent: bool = False,
         run_metrics: dict[str, float] | None = None,
