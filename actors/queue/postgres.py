@@ -1,9 +1,10 @@
 """``PostgresQueue``: the durable job queue's async API over PostgreSQL, for many machines.
 
-The same contract as ``SQLiteQueue`` (operations, statuses, fencing, per-item results, retries,
-idempotency, run state, errors). The driver is asyncpg, which runs on asyncio only: on asyncio
-the queue uses the caller's loop; on trio it runs its own asyncio loop on a helper thread and
-hands each call over (ARCHITECTURE.md has the measurements that chose this).
+The contract `actors.queue.base.OwnedQueue`, kept as ``SQLiteQueue`` keeps it (operations,
+statuses, fencing, per-item results, retries, idempotency, run state, errors). The driver is
+asyncpg, which runs on asyncio only: on asyncio the queue uses the caller's loop; on trio it
+runs its own asyncio loop on a helper thread and hands each call over (ARCHITECTURE.md has
+the measurements that chose this).
 
 Cancellation: as with SQLite's writer thread, a call handed to the driver's loop is carried out
 (committed or rolled back as a whole) whether or not its caller still waits.
