@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
 import anyio
 import structlog
@@ -15,6 +14,7 @@ from actors.errors import InvalidArgument
 from actors.inflight import InFlight, stop_scope
 from actors.messages import AckInbox, Failed, Processed, Release, RunEvent
 from actors.queue import Ack, AckResult
+from actors.queue.base import Queue
 from supervisors import Clock, Context
 
 __all__ = ["AckReporter", "AckStats"]
@@ -54,7 +54,7 @@ class AckReporter:
     def __init__(
         self,
         *,
-        queue: Any,
+        queue: Queue,
         inbox: MemoryObjectReceiveStream[AckInbox],
         inflight: InFlight,
         clock: Clock,

@@ -22,10 +22,11 @@ from actors.queue import schema
 
 if TYPE_CHECKING:
     from actors.config import Config
+    from actors.queue.base import Queue
 
 __all__ = ["main"]
 
-Handler = Callable[[argparse.Namespace, Any], Awaitable[int]]  # any queue backend
+Handler = Callable[[argparse.Namespace, "Queue"], Awaitable[int]]  # any queue backend
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -270,7 +271,7 @@ def print_table(
 # --- commands --------------------------------------------------------------------------------
 
 
-async def cmd_enqueue(args: argparse.Namespace, queue: Any) -> int:
+async def cmd_enqueue(args: argparse.Namespace, queue: Queue) -> int:
     payload = None
     if args.payload is not None:
         try:
@@ -300,7 +301,7 @@ async def cmd_enqueue(args: argparse.Namespace, queue: Any) -> int:
     return 0
 
 
-async def cmd_stats(args: argparse.Namespace, queue: Any) -> int:
+async def cmd_stats(args: argparse.Namespace, queue: Queue) -> int:
     stats = await queue.stats()
     if args.json:
         emit({**msgspec.structs.asdict(stats), "total": stats.total})
@@ -318,7 +319,7 @@ async def cmd_stats(args: argparse.Namespace, queue: Any) -> int:
     return 0
 
 
-async def cmd_jobs_list(args: argparse.Namespace, queue: Any) -> int:
+async def cmd_jobs_list(args: argparse.Namespace, queue: Queue) -> int:
     page = await queue.list(args.status, args.run_id, args.tenant_id, args.limit, args.cursor)
     if args.json:
         emit(page)
@@ -331,12 +332,12 @@ async def cmd_jobs_list(args: argparse.Namespace, queue: Any) -> int:
     return 0
 
 
-async def cmd_jobs_show(args: argparse.Namespace, queue: Any) -> int:
+async def cmd_jobs_show(args: argparse.Namespace, queue: Queue) -> int:
     emit(await queue.get(args.id))
     return 0
 
 
-async def cmd_jobs_requeue(args: argparse.Namespace, queue: Any) -> int:
+async def cmd_jobs_requeue(args: argparse.Namespace, queue: Queue) -> int:
     if not (args.ids or args.all or args.run_id or args.tenant_id):
         raise InvalidArgument("name the jobs to requeue: IDs, --run-id, --tenant-id, or --all")
     count = await queue.requeue(args.ids or None, run_id=args.run_id, tenant_id=args.tenant_id)
@@ -344,20 +345,28 @@ async def cmd_jobs_requeue(args: argparse.Namespace, queue: Any) -> int:
     return 0
 
 
-async def cmd_jobs_purge(args: argparse.Namespace, queue: Any) -> int:
+async def cmd_jobs_purge(args: argparse.Namespace, queue: Queue) -> int:
     count = await queue.purge(args.older_than)
     print(f"purged {count} finished job(s)")
     return 0
 
 
-async def cmd_runs_list(args: argparse.Namespace, queue: Any) -> int:
+async def cmd_runs_list(args: argparse.Namespace, queue: Queue) -> int:
+    from actors.queue.base import OwnedQueue
+
+    if not isinstance(queue, OwnedQueue):
+        raise InvalidArgument(
+            "`runs list` reads the queue's own storage, and a queue reached over HTTP offers no "
+            "run listing; run it where [queue].backend is sqlite or postgres, or ask for one "
+            "run with `runs show RUN_ID`"
+        )
     page = await queue.list_runs(args.tenant_id, args.limit, args.cursor)
     rows = [(r.run_id, r.tenant_id, r.status, r.done, r.failed, r.total) for r in page.items]
     print_table(("run", "tenant", "status", "done", "failed", "total"), rows, page.next_cursor)
     return 0
 
 
-async def cmd_runs_show(args: argparse.Namespace, queue: Any) -> int:
+async def cmd_runs_show(args: argparse.Namespace, queue: Queue) -> int:
     if args.json:
         emit(await queue.run_summary(args.run_id))
         return 0
@@ -367,7 +376,7 @@ async def cmd_runs_show(args: argparse.Namespace, queue: Any) -> int:
     return 0
 
 
-async def cmd_runs_export(args: argparse.Namespace, queue: Any) -> int:
+async def cmd_runs_export(args: argparse.Namespace, queue: Queue) -> int:
     from actors.results import export_run
 
     if args.output is None:
@@ -380,7 +389,7 @@ async def cmd_runs_export(args: argparse.Namespace, queue: Any) -> int:
     return 0
 
 
-async def cmd_runs_search(args: argparse.Namespace, queue: Any) -> int:
+async def cmd_runs_search(args: argparse.Namespace, queue: Queue) -> int:
     from actors.gemini_processor import GeminiProcessor
     from actors.results import search_run
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import anyio
 import structlog
@@ -14,6 +13,7 @@ from actors import tenancy
 from actors.errors import ObjectStoreError, QueueError
 from actors.inflight import InFlight, stop_scope
 from actors.messages import AckInbox, Failed, Fetched, JobLeased, LeasedJob, Release
+from actors.queue.base import Queue
 from actors.stores import ObjectStore
 from supervisors import Context
 
@@ -56,7 +56,7 @@ class Fetcher:
         acks: MemoryObjectSendStream[AckInbox],
         store: ObjectStore,
         inflight: InFlight,
-        queue: Any = None,
+        queue: Queue | None = None,
         ctx: Context | None = None,
         max_bytes: int,
         draining: Callable[[], bool] = lambda: False,

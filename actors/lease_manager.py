@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import anyio
 import structlog
@@ -14,6 +13,8 @@ from actors.config import QueueConfig
 from actors.errors import QueueError
 from actors.inflight import InFlight, stop_scope
 from actors.messages import JobLeased, LeasedJob
+from actors.queue.base import Queue
+from actors.queue.model import Job
 from supervisors import Clock, Context
 
 __all__ = ["LeaseManager", "leased_job"]
@@ -21,8 +22,9 @@ __all__ = ["LeaseManager", "leased_job"]
 log = structlog.get_logger("actors.lease_manager")
 
 
-def leased_job(job: Any) -> LeasedJob:
-    """The plain-data view of a queue ``Job`` that stages pass around."""
+def leased_job(job: Job) -> LeasedJob:
+    """The plain-data view of a leased queue ``Job`` (it has a token) that stages pass around."""
+    assert job.lease_token is not None, f"job {job.id} is not leased"
     return LeasedJob(
         id=job.id,
         run_id=job.run_id,
@@ -59,7 +61,7 @@ class LeaseManager:
     def __init__(
         self,
         *,
-        queue: Any,
+        queue: Queue,
         inflight: InFlight,
         outbox: MemoryObjectSendStream[JobLeased],
         settings: QueueConfig,

@@ -9,14 +9,14 @@ from typing import Any, TextIO
 import msgspec
 
 from actors.gemini_processor import decode_vector
-from actors.queue import Job
+from actors.queue import Job, Queue
 
 __all__ = ["export_run", "iter_run_jobs", "job_record", "report_run", "search_run"]
 
 _PAGE = 500
 
 
-async def iter_run_jobs(queue: Any, run_id: str) -> AsyncIterator[Job]:
+async def iter_run_jobs(queue: Queue, run_id: str) -> AsyncIterator[Job]:
     """Every job of the run, in id order, a page at a time (memory holds one page)."""
     cursor: str | None = None
     while True:
@@ -63,7 +63,7 @@ def job_record(job: Job) -> dict[str, Any]:
     return record
 
 
-async def export_run(queue: Any, run_id: str, out: TextIO) -> int:
+async def export_run(queue: Queue, run_id: str, out: TextIO) -> int:
     """Write one JSON line per job of the run to ``out``; return how many."""
     await queue.run_summary(run_id)  # RunNotFound for a wrong id, before any output
     count = 0
@@ -87,7 +87,7 @@ def _headline(job: Job) -> str:
     return ""
 
 
-async def report_run(queue: Any, run_id: str, out: TextIO, *, limit: int = 20) -> None:
+async def report_run(queue: Queue, run_id: str, out: TextIO, *, limit: int = 20) -> None:
     """The run's summary, then one line per job (up to ``limit``): status, key, headline."""
     from actors.service import format_summary
 
@@ -116,7 +116,7 @@ def _cosine(a: list[float], b: list[float]) -> float:
 
 
 async def search_run(
-    queue: Any, run_id: str, query_vector: list[float], *, top: int = 5
+    queue: Queue, run_id: str, query_vector: list[float], *, top: int = 5
 ) -> list[dict[str, Any]]:
     """The ``top`` chunks of the run most similar (cosine) to ``query_vector``, best first."""
     await queue.run_summary(run_id)

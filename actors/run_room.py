@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import Any
 
 import anyio
 import msgspec
@@ -13,6 +12,8 @@ import structlog
 
 from actors.errors import QueueError, RunNotFound
 from actors.messages import Refresh, RunEvent, RunRoomInbox, Subscribe
+from actors.queue.base import Queue
+from actors.queue.model import RunSummary
 from supervisors import Actor, Context, SupervisionError
 
 __all__ = ["TERMINAL_RUN_STATUSES", "RunRoom", "RunUpdate", "room_id", "run_of_room"]
@@ -34,14 +35,14 @@ def run_of_room(room: str) -> str:
     return room.replace("%2F", "/").replace("%25", "%")
 
 
-def _terminal(summary: Any) -> bool:
+def _terminal(summary: RunSummary | None) -> bool:
     return summary is not None and summary.status in TERMINAL_RUN_STATUSES
 
 
 class RunUpdate(msgspec.Struct, frozen=True, kw_only=True):
     """What a subscriber sees: the run's state now and the events since its last update."""
 
-    summary: Any  # actors.queue.RunSummary
+    summary: RunSummary | None
     events: list[RunEvent]
     missed: int = 0  # events that fell out of the room's memory before this subscriber saw them
 
@@ -63,7 +64,7 @@ class RunRoom(Actor[RunRoomInbox]):
         self,
         run_id: str,
         *,
-        queue: Any,
+        queue: Queue,
         ctx: Context | None = None,
         recent_events: int = 100,
         poll_seconds: float = 1.0,
@@ -77,7 +78,7 @@ class RunRoom(Actor[RunRoomInbox]):
         self._changed = anyio.Event()
         self._subscribers = 0
         self.closed = False
-        self.summary: Any = None
+        self.summary: RunSummary | None = None
 
     @property
     def subscribers(self) -> int:

@@ -25,7 +25,7 @@ from actors.lease_manager import LeaseManager
 from actors.maintenance import Maintenance, queue_tasks
 from actors.messages import AckInbox, Fetched, JobLeased, LeasedJob, RunEvent, Subscribe
 from actors.processor import Processor, ProcessorStage, make_processor
-from actors.queue import Job, NewJob, RunSummary, Stats
+from actors.queue import Job, NewJob, OwnedQueue, Queue, RunSummary, Stats
 from actors.queue.factory import open_queue
 from actors.run_room import TERMINAL_RUN_STATUSES, RunRoom, RunUpdate, room_id, run_of_room
 from actors.stores import ObjectStore, make_store
@@ -129,7 +129,7 @@ class ActorSystem:
         self._processor = processor
         self._on_failure = on_failure
         self._stack: AsyncExitStack | None = None
-        self.queue: Any = None
+        self._queue: Queue | None = None
         self.ack_stats = AckStats()
         self._draining = False
         self._grace_scope: anyio.CancelScope | None = None
@@ -161,7 +161,7 @@ class ActorSystem:
                 self._processor = make_processor(config.processor, config.secrets, pool=self.pool)
             stack.push_async_callback(self._processor.aclose)
             stack.push_async_callback(self.pool.aclose)
-            self.queue = await stack.enter_async_context(open_queue(config, clock=self.clock))
+            self._queue = await stack.enter_async_context(open_queue(config, clock=self.clock))
             # Processor calls that may have to be abandoned at their time limit run here, outside
             # the tree, so that no actor waits for one; cancelled after the tree has stopped.
             self._calls = await stack.enter_async_context(anyio.create_task_group())
@@ -335,9 +335,11 @@ class ActorSystem:
         # Maintenance (reap, purge) runs in every process that opens the queue itself, whether
         # or not it leases; a process that reaches its queue over HTTP leaves it to the server.
         def maintenance(ctx: Context) -> Maintenance:
+            queue = self.queue
+            assert isinstance(queue, OwnedQueue), "maintenance runs where the queue is opened"
             return Maintenance(
-                queue=self.queue,
-                tasks=queue_tasks(self.queue, config.queue),
+                queue=queue,
+                tasks=queue_tasks(queue, config.queue),
                 clock=self.clock,
                 owner=self.worker_id,
                 ctx=ctx,
@@ -458,6 +460,12 @@ class ActorSystem:
                 continue  # the room's run finished and it left just now: start a fresh one
             return room
 
+    @property
+    def queue(self) -> Queue:
+        """The open queue (whichever backend [queue] names); only inside ``async with``."""
+        assert self._queue is not None, "use the system inside `async with`"
+        return self._queue
+
     # -- the embedding API -----------------------------------------------------------------
 
     @property
@@ -466,16 +474,40 @@ class ActorSystem:
         assert self._store is not None, "use the system inside `async with`"
         return self._store
 
-    async def enqueue(self, run_id: str, tenant_id: str, r2_key: str, **options: Any) -> Job:
-        """Enqueue one job (see `SQLiteQueue.enqueue`); a local worker wakes at once.
+    async def enqueue(
+        self,
+        run_id: str,
+        tenant_id: str,
+        r2_key: str,
+        *,
+        payload: object = None,
+        idempotency_key: str | None = None,
+        delay_seconds: float = 0,
+        priority: int = 0,
+        max_attempts: int | None = None,
+        cross_tenant_key: bool = False,
+        timeout_seconds: float | None = None,
+    ) -> Job:
+        """Enqueue one job (see `Queue.enqueue`); a local worker wakes at once.
 
         The key must lie under ``"{tenant_id}/"`` (`actors.tenancy`): else `ForeignObjectKey`,
         unless ``cross_tenant_key=True`` says the caller allows this job to read another's.
         """
         tenancy.check_tenant_id(tenant_id)
-        if not options.get("cross_tenant_key", False):
+        if not cross_tenant_key:
             tenancy.check_key(tenant_id, r2_key)
-        return await self.queue.enqueue(run_id, tenant_id, r2_key, **options)  # type: ignore[no-any-return]
+        return await self.queue.enqueue(
+            run_id,
+            tenant_id,
+            r2_key,
+            payload=payload,
+            idempotency_key=idempotency_key,
+            delay_seconds=delay_seconds,
+            priority=priority,
+            max_attempts=max_attempts,
+            cross_tenant_key=cross_tenant_key,
+            timeout_seconds=timeout_seconds,
+        )
 
     async def enqueue_many(self, jobs: Sequence[NewJob]) -> list[Job]:
         """Enqueue jobs in one transaction; each key checked as `enqueue` does, before any."""
@@ -483,13 +515,13 @@ class ActorSystem:
             tenancy.check_tenant_id(job.tenant_id)
             if not job.cross_tenant_key:
                 tenancy.check_key(job.tenant_id, job.r2_key)
-        return await self.queue.enqueue_many(list(jobs))  # type: ignore[no-any-return]
+        return await self.queue.enqueue_many(list(jobs))
 
     async def stats(self) -> Stats:
-        return await self.queue.stats()  # type: ignore[no-any-return]
+        return await self.queue.stats()
 
     async def run_summary(self, run_id: str) -> RunSummary:
-        return await self.queue.run_summary(run_id)  # type: ignore[no-any-return]
+        return await self.queue.run_summary(run_id)
 
     async def watch_run(self, run_id: str) -> AsyncIterator[RunUpdate]:
         """Yield the run's state now and after every change, until it is done or failed."""
@@ -506,7 +538,7 @@ class ActorSystem:
         """Wait until every job of the run is done or failed; return the run's summary."""
         async for update in self.watch_run(run_id):
             if update.summary is not None and update.summary.status in TERMINAL_RUN_STATUSES:
-                return update.summary  # type: ignore[no-any-return]
+                return update.summary
         return await self.run_summary(run_id)
 
     async def wait_idle(self, poll_seconds: float = 0.05) -> Stats:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import re
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
 import msgspec
@@ -23,7 +23,8 @@ from actors.http.errors import ApiError, from_decode_error, from_domain_error
 from actors.http.metrics import Metrics, render_queue_stats
 from actors.http.openapi import openapi_document
 from actors.messages import RunEvent
-from actors.queue.model import Ack, NewJob
+from actors.queue.base import STATUSES, OwnedQueue, Queue
+from actors.queue.model import Ack, ItemResult, Job, JobStatus, NewJob, RunSummary
 from actors.run_room import room_id
 
 if TYPE_CHECKING:
@@ -36,7 +37,6 @@ log = structlog.get_logger("actors.http")
 
 T = TypeVar("T")
 
-_STATUSES = ("pending", "leased", "done", "failed")
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 # Run metrics summed for /metrics are cached this long: summing reads every run.
 _RUN_METRICS_TTL = 10.0
@@ -136,7 +136,7 @@ class Api:
         self._run_metrics: tuple[float, dict[str, float]] | None = None
 
     @property
-    def queue(self) -> Any:
+    def queue(self) -> Queue:
         return self.system.queue
 
     def now(self) -> float:
@@ -268,7 +268,7 @@ class Api:
             f"{at}r2Key",
         )
 
-    def readable_job(self, principal: Principal | None, job: Any) -> Any:
+    def readable_job(self, principal: Principal | None, job: Job) -> Job:
         """``job`` if the principal may see it, else the very 404 of a job that does not exist."""
         if principal is not None and not principal.sees(job.tenant_id):
             raise self._as_http(JobNotFound(job.id))
@@ -291,7 +291,7 @@ class Api:
                 "use an unscoped token",
             )
 
-    async def call(self, coro: Any) -> Any:
+    async def call(self, coro: Awaitable[T]) -> T:
         """Await a queue or store call, turning its errors into HTTP errors."""
         try:
             return await coro
@@ -371,11 +371,11 @@ class Api:
         if self._run_metrics is not None and now - self._run_metrics[0] < _RUN_METRICS_TTL:
             return self._run_metrics[1]
         sums: dict[str, float] = {}
-        list_runs = getattr(self.queue, "list_runs", None)
-        if list_runs is not None:
+        queue = self.queue
+        if isinstance(queue, OwnedQueue):  # a queue reached over HTTP lists no runs
             cursor = None
             for _ in range(_RUN_METRICS_MAX_PAGES):
-                page = await self.call(list_runs(limit=1000, cursor=cursor))
+                page = await self.call(queue.list_runs(limit=1000, cursor=cursor))
                 for run in page.items:
                     for name, value in run.metrics.items():
                         if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
@@ -515,7 +515,7 @@ class Api:
         return _json(wire.AckOut(success=all(r.ok for r in results), results=items))
 
     async def _items(
-        self, results: list[Any], kinds: Sequence[str] | None = None
+        self, results: Sequence[ItemResult], kinds: Sequence[str] | None = None
     ) -> list[wire.ItemOut]:
         """Encode batch results; for acks, count outcomes and tell the runs' rooms."""
         now = self.now()
@@ -620,9 +620,9 @@ class Api:
     async def list_jobs(self, request: Request, principal: Principal | None) -> Response:
         query = request.query_params
         status = query.get("status")
-        if status is not None and status not in _STATUSES:
+        if status is not None and status not in STATUSES:
             raise ApiError(
-                400, "invalid_field", f"status must be one of {', '.join(_STATUSES)}", "status"
+                400, "invalid_field", f"status must be one of {', '.join(STATUSES)}", "status"
             )
         limit_text = query.get("limit", "100")
         if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
@@ -642,7 +642,13 @@ class Api:
             if value is not None and not 1 <= len(value) <= 1024:
                 raise ApiError(400, "invalid_field", f"{name} must be 1 to 1024 characters", name)
         page = await self.call(
-            self.queue.list(status, query.get("runId"), tenant, int(limit_text), cursor)
+            self.queue.list(
+                cast("JobStatus | None", status),  # one of STATUSES, checked above
+                query.get("runId"),
+                tenant,
+                int(limit_text),
+                cursor,
+            )
         )
         return _json(
             wire.JobsPage(jobs=[wire.job_out(j) for j in page.items], next_cursor=page.next_cursor)
@@ -814,7 +820,7 @@ class Api:
 
     # --- runs ------------------------------------------------------------------------------
 
-    async def _readable_run(self, run_id: str, principal: Principal | None) -> Any:
+    async def _readable_run(self, run_id: str, principal: Principal | None) -> RunSummary:
         if not 1 <= len(run_id) <= 1024:
             raise ApiError(400, "invalid_field", "a run id is 1 to 1024 characters", "runId")
         summary = await self.call(self.queue.run_summary(run_id))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from actors.queue.base import DEFAULT_MAX_PAYLOAD_BYTES, OwnedQueue, Queue
 from actors.queue.model import (
     MAX_BATCH,
     MAX_DELAY_SECONDS,
@@ -21,7 +22,7 @@ from actors.queue.model import (
     Stats,
 )
 from actors.queue.schema import LATEST_VERSION, Durability
-from actors.queue.sqlite import DEFAULT_MAX_PAYLOAD_BYTES, SQLiteQueue
+from actors.queue.sqlite import SQLiteQueue
 from actors.queue.store import Backoff
 
 __all__ = [
@@ -41,7 +42,9 @@ __all__ = [
     "LeaseResult",
     "MaintenanceClaim",
     "NewJob",
+    "OwnedQueue",
     "Page",
+    "Queue",
     "RunStatus",
     "RunSummary",
     "SQLiteQueue",

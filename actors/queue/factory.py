@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 from actors.config import Config
 from actors.errors import ConfigError
+from actors.queue.base import Queue
 from actors.queue.sqlite import SQLiteQueue
 from actors.queue.store import Backoff
 from supervisors.clock import Clock
@@ -17,8 +17,8 @@ __all__ = ["open_queue"]
 
 
 @contextlib.asynccontextmanager
-async def open_queue(config: Config, *, clock: Clock | None = None) -> AsyncIterator[Any]:
-    """Open the configured queue for the block; every backend keeps the same contract."""
+async def open_queue(config: Config, *, clock: Clock | None = None) -> AsyncIterator[Queue]:
+    """Open the configured queue for the block; every backend keeps the contract `Queue`."""
     settings = config.queue
     backoff = Backoff(
         base_seconds=settings.retry_base_seconds, cap_seconds=settings.retry_cap_seconds

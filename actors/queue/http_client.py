@@ -22,6 +22,7 @@ from actors.errors import (
     RunNotFound,
 )
 from actors.http import wire
+from actors.queue.base import Queue, SingleItemVerbs
 from actors.queue.model import (
     Ack,
     AckResult,
@@ -56,7 +57,7 @@ class _ErrorBody(msgspec.Struct, kw_only=True):
     error: _ErrorOut = msgspec.field(default_factory=_ErrorOut)
 
 
-class HttpQueue:
+class HttpQueue(SingleItemVerbs):
     """The queue's async API, served by another process (``[queue] backend = "http"``).
 
     Open it with ``async with HttpQueue.open(url, token) as q``. Each verb is one request:
@@ -168,13 +169,6 @@ class HttpQueue:
 
     # --- producers -----------------------------------------------------------------------
 
-    async def enqueue(self, run_id: str, tenant_id: str, r2_key: str, **options: Any) -> Job:
-        """Add one job (or return the tenant's job with this idempotency key)."""
-        (job,) = await self.enqueue_many(
-            [NewJob(run_id=run_id, tenant_id=tenant_id, r2_key=r2_key, **options)]
-        )
-        return job
-
     async def enqueue_many(self, jobs: Sequence[NewJob]) -> list[Job]:
         """Add every job in one transaction on the server: all of them, or none."""
         if not jobs:
@@ -259,14 +253,6 @@ class HttpQueue:
         body = {"acks": [_camel_ack(a) for a in acks]}
         out = await self._request("POST", "/jobs/ack", wire.AckOut, body=body)
         return [_item(r) for r in out.results]
-
-    async def ack(self, job_id: int, lease_token: str, **options: Any) -> Job:
-        """Record one leased job's outcome; raise LeaseLost if the lease is stale."""
-        (result,) = await self.ack_many([Ack(job_id=job_id, lease_token=lease_token, **options)])
-        if not result.ok:
-            raise LeaseLost(job_id, result.reason, result.message or result.reason)
-        assert result.job is not None
-        return result.job
 
     async def ack_ids(
         self,
@@ -413,3 +399,7 @@ def _camel_ack(a: Ack) -> dict[str, Any]:
     if a.run_metrics:
         body["runMetrics"] = a.run_metrics
     return body
+
+
+# mypy checks the class against the contract here, verb by verb.
+_contract: type[Queue] = HttpQueue

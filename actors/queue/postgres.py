@@ -1,9 +1,10 @@
 """``PostgresQueue``: the durable job queue's async API over PostgreSQL, for many machines.
 
-The same contract as ``SQLiteQueue`` (operations, statuses, fencing, per-item results, retries,
-idempotency, run state, errors). The driver is asyncpg, which runs on asyncio only: on asyncio
-the queue uses the caller's loop; on trio it runs its own asyncio loop on a helper thread and
-hands each call over (ARCHITECTURE.md has the measurements that chose this).
+The contract `actors.queue.base.OwnedQueue`, kept as ``SQLiteQueue`` keeps it (operations,
+statuses, fencing, per-item results, retries, idempotency, run state, errors). The driver is
+asyncpg, which runs on asyncio only: on asyncio the queue uses the caller's loop; on trio it
+runs its own asyncio loop on a helper thread and hands each call over (ARCHITECTURE.md has
+the measurements that chose this).
 
 Cancellation: as with SQLite's writer thread, a call handed to the driver's loop is carried out
 (committed or rolled back as a whole) whether or not its caller still waits.
@@ -21,7 +22,7 @@ import secrets
 import threading
 import uuid
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -41,6 +42,25 @@ from actors.errors import (
 )
 from actors.queue import postgres_schema as pg_schema
 from actors.queue import store
+from actors.queue._rows import ByOwner, job_from_row, parse_cursor, refusal, summary_from_row
+from actors.queue._rows import decode as _decode
+from actors.queue._rows import encode as _encode
+from actors.queue.base import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    MAX_ATTEMPTS,
+    OwnedQueue,
+    SingleItemVerbs,
+    check_ack,
+    check_batch,
+    check_delay,
+    check_listing,
+    check_maintenance,
+    check_new_job,
+    check_optional_text,
+    check_range,
+    check_visibility,
+    jitter_factors,
+)
 from actors.queue.model import (
     MAX_PULL,
     Ack,
@@ -54,18 +74,6 @@ from actors.queue.model import (
     Page,
     RunSummary,
     Stats,
-)
-from actors.queue.sqlite import (
-    DEFAULT_MAX_PAYLOAD_BYTES,
-    MAX_ATTEMPTS,
-    SQLiteQueue,
-    _check_batch,
-    _check_delay,
-    _check_listing,
-    _check_maintenance,
-    _check_optional_text,
-    _check_range,
-    _check_visibility,
 )
 from actors.queue.store import Backoff
 from supervisors.clock import Clock, SystemClock
@@ -251,7 +259,7 @@ _encode_rows = msgspec.json.Encoder().encode
 
 def _raw(value: Any) -> msgspec.Raw | None:
     """A value as JSON for a statement's parameter (None stays NULL)."""
-    return None if value is None else msgspec.Raw(store._encode(value))
+    return None if value is None else msgspec.Raw(_encode(value))
 
 
 # The claim on its own, for a pull's first try: it leases nothing while a lease has expired
@@ -442,7 +450,7 @@ class _Bridge:
             self.loop.close()
 
 
-class PostgresQueue:
+class PostgresQueue(SingleItemVerbs):
     """The durable job queue in a PostgreSQL schema, shared by many processes on many machines.
 
     Open it with ``async with PostgresQueue.open(dsn) as q``. Every verb is one transaction on a
@@ -514,9 +522,9 @@ class PostgresQueue:
         ``schema`` selects the PostgreSQL schema that holds the tables (default: the DSN's
         ``search_path``, else ``public``); ``password`` defaults to libpq's PGPASSWORD.
         """
-        _check_range("max_attempts", max_attempts, 1, MAX_ATTEMPTS)
-        _check_range("max_payload_bytes", max_payload_bytes, 1, 64 * 1024 * 1024)
-        _check_range("pool_size", pool_size, 1, 1000)
+        check_range("max_attempts", max_attempts, 1, MAX_ATTEMPTS)
+        check_range("max_payload_bytes", max_payload_bytes, 1, 64 * 1024 * 1024)
+        check_range("pool_size", pool_size, 1, 1000)
         if schema is not None and not schema.replace("_", "").isalnum():
             raise InvalidArgument(f"schema must be letters, digits and underscores, not {schema!r}")
         queue = cls(
@@ -722,8 +730,8 @@ class PostgresQueue:
 
     async def enqueue_many(self, jobs: Sequence[NewJob]) -> list[Job]:
         """Add every job in one transaction: all of them are committed, or none."""
-        _check_batch("jobs", jobs)
-        payloads = [self._check_new_job(new) for new in jobs]
+        check_batch("jobs", jobs)
+        payloads = [check_new_job(new, self._max_payload_bytes) for new in jobs]
         if not jobs:
             return []
         now = self._clock.time()
@@ -853,7 +861,7 @@ class PostgresQueue:
                     run_id=new.run_id,
                     tenant_id=new.tenant_id,
                     r2_key=new.r2_key,
-                    payload=None if row.payload is None else store._decode(row.payload),
+                    payload=None if row.payload is None else _decode(row.payload),
                     max_attempts=row.max_attempts,
                     priority=new.priority,
                     available_at=now + row.delay,
@@ -873,7 +881,7 @@ class PostgresQueue:
             existing = {
                 (job.tenant_id, job.idempotency_key): job
                 for job in map(
-                    store._job,
+                    job_from_row,
                     await conn.fetch(
                         f"""
                         SELECT {COLUMNS} FROM jobs j
@@ -926,10 +934,10 @@ class PostgresQueue:
         may settle them by id alone (`ack_ids`). ``started`` marks them started at once, for a
         caller that never calls `start_many`.
         """
-        _check_range("max", max, 1, MAX_PULL)
-        _check_visibility(visibility_seconds)
-        _check_optional_text("worker_id", worker_id)
-        _check_optional_text("owner", owner)
+        check_range("max", max, 1, MAX_PULL)
+        check_visibility(visibility_seconds)
+        check_optional_text("worker_id", worker_id)
+        check_optional_text("owner", owner)
         now = self._clock.time()
 
         async def claim(conn: Any) -> list[Job]:
@@ -945,7 +953,7 @@ class PostgresQueue:
                 rows = await conn.fetch(
                     CLAIM, now, max, now + visibility_seconds, worker_id, prefix, owner, started
                 )
-            jobs = [store._job(row) for row in rows]
+            jobs = [job_from_row(row) for row in rows]
             jobs.sort(key=lambda j: (-j.priority, j.available_at, j.id))
             return jobs
 
@@ -997,8 +1005,8 @@ class PostgresQueue:
         self, leases: Sequence[tuple[int, str]], visibility_seconds: float
     ) -> list[LeaseResult]:
         """Extend every live lease in one transaction; stale ones are refused item by item."""
-        _check_batch("leases", leases)
-        _check_visibility(visibility_seconds)
+        check_batch("leases", leases)
+        check_visibility(visibility_seconds)
         now = self._clock.time()
         sql = f"""
             UPDATE jobs AS j SET lease_expires_at = $1 + $2, updated_at = $1
@@ -1021,7 +1029,7 @@ class PostgresQueue:
     async def start_many(self, leases: Sequence[tuple[int, str]]) -> list[LeaseResult]:
         """Mark each live lease's job started (handed to the pipeline's first stage); stale
         ones are refused item by item. Once started, the lease expiring spends its attempt."""
-        _check_batch("leases", leases)
+        check_batch("leases", leases)
         now = self._clock.time()
         sql = f"""
             UPDATE jobs AS j SET started_at = coalesce(j.started_at, $1), updated_at = $1
@@ -1045,8 +1053,8 @@ class PostgresQueue:
         self, leases: Sequence[tuple[int, str]], delay_seconds: float = 0
     ) -> list[LeaseResult]:
         """Give back every live lease in one transaction; stale ones are refused item by item."""
-        _check_batch("leases", leases)
-        _check_delay(delay_seconds)
+        check_batch("leases", leases)
+        check_delay(delay_seconds)
         now = self._clock.time()
         sql = f"""
             UPDATE jobs AS j
@@ -1071,8 +1079,8 @@ class PostgresQueue:
 
     async def ack_many(self, acks: Sequence[Ack]) -> list[AckResult]:
         """Record every outcome in one transaction; a stale lease refuses only its own item."""
-        _check_batch("acks", acks)
-        results = [self._check_ack(a) for a in acks]
+        check_batch("acks", acks)
+        results = [check_ack(a, self._max_payload_bytes) for a in acks]
         return await self._acks(acks, results)
 
     async def ack_ids(
@@ -1090,25 +1098,25 @@ class PostgresQueue:
         refused item by item (``expired``, ``foreign_lease``, ``finished``, ``not_leased``,
         ``not_found``).
         """
-        _check_batch("ids", ids)
-        _check_optional_text("owner", owner)
+        check_batch("ids", ids)
+        check_optional_text("owner", owner)
         acks = [Ack(job_id=i, lease_token="", status=status, error=error) for i in ids]
-        results = [self._check_ack(a) for a in acks]
-        return await self._acks(acks, results, owned=store.ByOwner(owner))
+        results = [check_ack(a, self._max_payload_bytes) for a in acks]
+        return await self._acks(acks, results, owned=ByOwner(owner))
 
     async def _acks(
         self,
         acks: Sequence[Ack],
         results: Sequence[bytes | None],
         *,
-        owned: store.ByOwner | None = None,
+        owned: ByOwner | None = None,
     ) -> list[AckResult]:
         """Apply ``acks`` (checked; ``results`` their results as JSON), under their lease tokens
         or (``owned``) under the live leases of one principal."""
         if not acks:
             return []
         now = self._clock.time()
-        factors = list(itertools.islice(self._jitter(), len(acks)))  # type: ignore[misc]  # shared with SQLiteQueue
+        factors = list(itertools.islice(self._jitter(), len(acks)))
         rows = [
             _AckRow(
                 id=a.job_id,
@@ -1168,7 +1176,7 @@ class PostgresQueue:
     ) -> int:
         """Return terminally failed jobs to pending with attempts reset; return how many."""
         if job_ids is not None:
-            _check_batch("job_ids", job_ids)
+            check_batch("job_ids", job_ids)
         now = self._clock.time()
 
         async def requeue(conn: Any) -> int:
@@ -1202,7 +1210,7 @@ class PostgresQueue:
 
     async def purge(self, older_than_seconds: float) -> int:
         """Delete jobs that finished more than ``older_than_seconds`` ago; return how many."""
-        _check_range("older_than_seconds", older_than_seconds, 0, math.inf)
+        check_range("older_than_seconds", older_than_seconds, 0, math.inf)
         cutoff = self._clock.time() - older_than_seconds
 
         async def purge(conn: Any) -> int:
@@ -1244,7 +1252,7 @@ class PostgresQueue:
         self, task: str, interval_seconds: float, owner: str | None = None
     ) -> MaintenanceClaim:
         """Claim ``task``'s round if it is due; the winner does the round, the others skip it."""
-        _check_maintenance(task, interval_seconds, owner)
+        check_maintenance(task, interval_seconds, owner)
         now = self._clock.time()
 
         async def claim(conn: Any) -> MaintenanceClaim:
@@ -1299,7 +1307,7 @@ class PostgresQueue:
             row = await conn.fetchrow(f"SELECT {COLUMNS} FROM jobs j WHERE id = $1", job_id)
             if row is None:
                 raise JobNotFound(job_id)
-            return store._job(row)
+            return job_from_row(row)
 
         return await self._run(get, atomic=False)
 
@@ -1361,7 +1369,7 @@ class PostgresQueue:
             )
             if row is None:
                 raise RunNotFound(run_id)
-            return store._summary(row)
+            return summary_from_row(row)
 
         return await self._run(summary, atomic=False)
 
@@ -1369,8 +1377,8 @@ class PostgresQueue:
         self, tenant_id: str | None = None, limit: int = 100, cursor: str | None = None
     ) -> Page[RunSummary]:
         """Return one page of run summaries, oldest first."""
-        _check_range("limit", limit, 1, MAX_PULL)
-        after = store._cursor(cursor)
+        check_range("limit", limit, 1, MAX_PULL)
+        after = parse_cursor(cursor)
 
         async def runs(conn: Any) -> Page[RunSummary]:
             rows = await conn.fetch(
@@ -1385,7 +1393,7 @@ class PostgresQueue:
             )
             more = len(rows) > limit
             return Page(
-                items=[store._summary(row) for row in rows[:limit]],
+                items=[summary_from_row(row) for row in rows[:limit]],
                 next_cursor=str(rows[limit - 1]["seq"]) if more else None,
             )
 
@@ -1401,8 +1409,8 @@ class PostgresQueue:
         cursor: str | None = None,
     ) -> Page[Job]:
         """Return one page of jobs in id order, filtered by status, run and tenant."""
-        _check_listing(status, limit)
-        after = store._cursor(cursor)
+        check_listing(status, limit)
+        after = parse_cursor(cursor)
 
         async def jobs(conn: Any) -> Page[Job]:
             rows = await conn.fetch(
@@ -1422,30 +1430,14 @@ class PostgresQueue:
                 tenant_id,
                 limit + 1,
             )
-            items = [store._job(row) for row in rows[:limit]]
+            items = [job_from_row(row) for row in rows[:limit]]
             more = len(rows) > limit
             return Page(items=items, next_cursor=str(items[-1].id) if more else None)
 
         return await self._run(jobs, atomic=False)
 
-    # --- shared with SQLiteQueue -----------------------------------------------------------
-    # The one-item verbs call this class's batch verbs; the checks read only
-    # _max_payload_bytes; the jitter reads _rng and _backoff. One definition for both backends.
-
-    enqueue = SQLiteQueue.enqueue
-    renew = SQLiteQueue.renew
-    release = SQLiteQueue.release
-    ack = SQLiteQueue.ack
-    _jitter = SQLiteQueue._jitter
-
-    def _check_new_job(self, new: NewJob) -> bytes | None:
-        return SQLiteQueue._check_new_job(self, new)  # type: ignore[arg-type]
-
-    def _check_ack(self, a: Ack) -> bytes | None:
-        return SQLiteQueue._check_ack(self, a)  # type: ignore[arg-type]
-
-    def _check_json(self, name: str, value: Any) -> bytes | None:
-        return SQLiteQueue._check_json(self, name, value)  # type: ignore[arg-type]
+    def _jitter(self) -> Iterator[float]:
+        return jitter_factors(self._rng, self._backoff.jitter)
 
 
 # (connection, job ids, tokens, their positions in the batch) -> the rows it changed.
@@ -1458,9 +1450,9 @@ async def _per_item(
     leases: Sequence[tuple[int, str]],
     verb: str,
     statement: Statement,
-    statuses: Sequence[str] | None = None,
+    statuses: Sequence[JobStatus] | None = None,
     *,
-    owned: store.ByOwner | None = None,
+    owned: ByOwner | None = None,
 ) -> list[ItemResult]:
     """Apply ``statement`` to every (id, token) at once, then explain each item it did not change.
 
@@ -1470,13 +1462,13 @@ async def _per_item(
     tokens = [token for _, token in leases]
     if len(set(ids)) == len(ids):
         rows = await statement(conn, ids, tokens, list(range(len(ids))))
-        applied = {job.id: job for job in map(store._job, rows)}
+        applied = {job.id: job for job in map(job_from_row, rows)}
         outcome = [applied.get(i) for i in ids]
     else:
         outcome = []
         for n, (i, token) in enumerate(leases):
             rows = await statement(conn, [i], [token], [n])
-            outcome.append(store._job(rows[0]) if rows else None)
+            outcome.append(job_from_row(rows[0]) if rows else None)
     refused = [i for i, job in zip(ids, outcome, strict=True) if job is None]
     current: dict[int, Any] = {}
     if refused:
@@ -1489,34 +1481,10 @@ async def _per_item(
             results.append(ItemResult(job_id=job_id, ok=True, reason="ok", job=job))
         else:
             status = None if statuses is None else statuses[n]
-            results.append(_refusal(current.get(job_id), job_id, token, now, verb, status, owned))
+            results.append(
+                refusal(current.get(job_id), now, job_id, token, verb, status, owned=owned)
+            )
     return results
-
-
-def _refusal(
-    row: Sequence[Any] | None,
-    job_id: int,
-    token: str,
-    now: float,
-    verb: str,
-    ack_status: Any,
-    owned: store.ByOwner | None = None,
-) -> ItemResult:
-    """Say why a fenced call changed nothing, in `store._refused`'s words (one source of them)."""
-    return store._refused(_OneRow(row), now, job_id, token, verb, ack_status, owned=owned)  # type: ignore[arg-type]
-
-
-class _OneRow:
-    """Stands in for the SQLite connection `store._refused` reads the job from."""
-
-    def __init__(self, row: Sequence[Any] | None) -> None:
-        self._row = row
-
-    def execute(self, *_: object) -> _OneRow:
-        return self
-
-    def fetchone(self) -> Sequence[Any] | None:
-        return self._row
 
 
 async def _count(
@@ -1565,3 +1533,7 @@ async def _check_tenants(conn: Any, pairs: set[tuple[str, str]]) -> None:
                 f"run {run_id!r} belongs to tenant {owner!r}, not {other!r}; a run has one "
                 "tenant. Use a new run id for this tenant"
             )
+
+
+# mypy checks the class against the contract here, verb by verb.
+_contract: type[OwnedQueue] = PostgresQueue

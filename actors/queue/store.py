@@ -14,17 +14,18 @@ from typing import Any
 
 import msgspec
 
-from actors.errors import InvalidArgument, JobNotFound, LeaseLost, RunNotFound
+from actors.errors import InvalidArgument, JobNotFound, RunNotFound
+from actors.queue._rows import ByOwner, job_from_row, parse_cursor, refusal, summary_from_row
+from actors.queue._rows import encode as _encode
+from actors.queue._rows import metrics_decoder as _metrics_decoder
 from actors.queue.model import (
     Ack,
-    ItemReason,
     ItemResult,
     Job,
     JobStatus,
     MaintenanceClaim,
     NewJob,
     Page,
-    RunStatus,
     RunSummary,
     Stats,
 )
@@ -60,17 +61,6 @@ LIVE_LEASE = "status = 'leased' AND lease_token = :token AND lease_expires_at > 
 # The ids-only ack's fence: a live lease that this principal (`lease_owner`) took.
 LIVE_OWNED = "status = 'leased' AND lease_owner IS :owner AND lease_expires_at > :now"
 
-_encode = msgspec.json.encode
-_decode = msgspec.json.decode
-_metrics_decoder = msgspec.json.Decoder(dict[str, float])
-
-
-class ByOwner(msgspec.Struct, frozen=True):
-    """An ids-only ack's fence: the principal (``lease_owner``; None for in-process pulls)
-    whose live leases it may settle."""
-
-    owner: str | None
-
 
 class Backoff(msgspec.Struct, frozen=True, kw_only=True):
     """Retry delay after the n-th failed attempt: ``min(cap, base * 2**(n-1))`` times a factor
@@ -79,36 +69,6 @@ class Backoff(msgspec.Struct, frozen=True, kw_only=True):
     base_seconds: float = 1.0
     cap_seconds: float = 300.0
     jitter: float = 0.5
-
-
-def _job(row: Sequence[Any]) -> Job:
-    payload = row[4]
-    result = row[14]
-    return Job(
-        id=row[0],
-        run_id=row[1],
-        tenant_id=row[2],
-        r2_key=row[3],
-        payload=None if payload is None else _decode(payload),
-        status=row[5],
-        attempts=row[6],
-        max_attempts=row[7],
-        priority=row[8],
-        available_at=row[9],
-        lease_token=row[10],
-        lease_expires_at=row[11],
-        worker_id=row[12],
-        last_error=row[13],
-        result=None if result is None else _decode(result),
-        idempotency_key=row[15],
-        created_at=row[16],
-        updated_at=row[17],
-        finished_at=row[18],
-        lease_owner=row[19],
-        started_at=row[20],
-        cross_tenant_key=bool(row[21]),
-        timeout_seconds=row[22],
-    )
 
 
 def encode_json(value: Any) -> str | None:
@@ -160,7 +120,7 @@ def enqueue(
         else:
             runs[new.run_id] = new.tenant_id
             added[new.run_id] += 1
-        out.append(_job(row))
+        out.append(job_from_row(row))
     for run_id, tenant_id in runs.items():
         # A new job reopens a finished run. Invariant: a run belongs to exactly one tenant.
         touched = conn.execute(
@@ -228,7 +188,7 @@ def pull(
         },
     ).fetchall()
     # RETURNING does not keep the subquery's order; restore it.
-    jobs = [_job(row) for row in rows]
+    jobs = [job_from_row(row) for row in rows]
     jobs.sort(key=lambda j: (-j.priority, j.available_at, j.id))
     return jobs
 
@@ -388,7 +348,7 @@ def ack(
                 _refused(conn, now, a.job_id, a.lease_token, "acked", a.status, owned=owned)
             )
             continue
-        job = _job(row)
+        job = job_from_row(row)
         results.append(ItemResult(job_id=job.id, ok=True, reason="ok", job=job))
         if job.finished_at is not None:
             finished_runs.add(job.run_id)
@@ -430,7 +390,7 @@ def _close_runs(conn: sqlite3.Connection, now: float, run_ids: Iterable[str]) ->
 
 
 def _applied(row: Sequence[Any]) -> ItemResult:
-    job = _job(row)
+    job = job_from_row(row)
     return ItemResult(job_id=job.id, ok=True, reason="ok", job=job)
 
 
@@ -444,70 +404,9 @@ def _refused(
     *,
     owned: ByOwner | None = None,
 ) -> ItemResult:
-    """Say why a fenced call changed nothing (or, for a repeated ack, that it already happened).
-
-    With ``owned`` (an ids-only ack) the lease is the caller's when its principal took it.
-    """
+    """Read the job and say why a fenced call changed nothing (`refusal`)."""
     row = conn.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
-    if row is None:
-        return ItemResult(
-            job_id=job_id, ok=False, reason="not_found", message=str(JobNotFound(job_id))
-        )
-    job = _job(row)
-    mine = job.lease_token == token if owned is None else job.lease_owner == owned.owner
-    reason: ItemReason
-    if job.status in ("done", "failed") and mine and job.status == ack_status:
-        # The same ack again (a retry after a cancelled or lost reply): it already happened.
-        return ItemResult(job_id=job_id, ok=True, reason="duplicate", job=job)
-    if job.status == "leased" and mine:
-        reason = "expired"
-        late = now - (job.lease_expires_at or now)
-        message = (
-            f"job {job_id} was {verb} {late:.1f}s after its lease expired; another worker may "
-            "run it. Nothing changed. Raise [queue].visibility_seconds or renew the lease "
-            "while working"
-        )
-    elif job.status == "leased" and owned is not None:
-        reason = "foreign_lease"
-        message = (
-            f"job {job_id} was not {verb}: another token leased it (this token's lease, if it "
-            "had one, expired), and an ack by id alone settles only a live lease this token "
-            "took, so nothing changed. Discard this work; ack with leaseToken to be exact"
-        )
-    elif job.status == "leased":
-        reason = "superseded"
-        message = (
-            f"job {job_id} was not {verb}: it is leased under another token (this lease expired "
-            f"and {_worker(job.worker_id)} leased it again), so nothing changed. Discard this "
-            "work; renew leases well before visibility_seconds runs out"
-        )
-    elif job.status in ("done", "failed"):
-        reason = "finished"
-        stale = "this token is stale" if owned is None else "this ack is stale"
-        message = (
-            f"job {job_id} was not {verb}: it is already {job.status} under another lease, so "
-            f"{stale} and nothing changed. Discard this work"
-        )
-    else:
-        reason = "not_leased"
-        message = (
-            f"job {job_id} was not {verb}: it is pending again (its lease was released, retried "
-            "or reaped after expiring), so nothing changed. Pull it again to work on it"
-        )
-    return ItemResult(job_id=job_id, ok=False, reason=reason, job=job, message=message)
-
-
-def _worker(worker_id: str | None) -> str:
-    return "an unnamed worker" if worker_id is None else f"worker {worker_id!r}"
-
-
-def raise_if_refused(result: ItemResult) -> Job:
-    """Return the result's job, or raise the error that explains why the call was refused."""
-    if result.ok and result.job is not None:
-        return result.job
-    if result.reason == "not_found":
-        raise JobNotFound(result.job_id)
-    raise LeaseLost(result.job_id, result.reason, result.message or result.reason)
+    return refusal(row, now, job_id, token, verb, ack_status, owned=owned)
 
 
 # --- operators -----------------------------------------------------------------------------
@@ -599,7 +498,7 @@ def get(conn: sqlite3.Connection, job_id: int) -> Job:
     row = conn.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
     if row is None:
         raise JobNotFound(job_id)
-    return _job(row)
+    return job_from_row(row)
 
 
 # One statement, so one snapshot. The counts by status are the runs' stored counts (kept by
@@ -655,9 +554,9 @@ def list_jobs(
     where, params = _filters(status=status, run_id=run_id, tenant_id=tenant_id)
     rows = conn.execute(
         f"SELECT {COLUMNS} FROM jobs WHERE id > :after {where} ORDER BY id LIMIT :limit",
-        {**params, "after": _cursor(cursor), "limit": limit + 1},
+        {**params, "after": parse_cursor(cursor), "limit": limit + 1},
     ).fetchall()
-    items = [_job(row) for row in rows[:limit]]
+    items = [job_from_row(row) for row in rows[:limit]]
     more = len(rows) > limit
     return Page(items=items, next_cursor=str(items[-1].id) if more else None)
 
@@ -670,7 +569,7 @@ def run_summary(conn: sqlite3.Connection, run_id: str) -> RunSummary:
     ).fetchone()
     if row is None:
         raise RunNotFound(run_id)
-    return _summary(row)
+    return summary_from_row(row)
 
 
 def list_runs(
@@ -683,9 +582,9 @@ def list_runs(
         SELECT {RUN_COLUMNS}, rowid FROM runs
         WHERE rowid > :after {where} ORDER BY rowid LIMIT :limit
         """,
-        {**params, "after": _cursor(cursor), "limit": limit + 1},
+        {**params, "after": parse_cursor(cursor), "limit": limit + 1},
     ).fetchall()
-    items = [_summary(row) for row in rows[:limit]]
+    items = [summary_from_row(row) for row in rows[:limit]]
     more = len(rows) > limit
     return Page(items=items, next_cursor=str(rows[limit - 1][10]) if more else None)
 
@@ -694,35 +593,6 @@ def list_runs(
 RUN_COLUMNS = (
     "run_id, tenant_id, created_at, updated_at, finished_at, metrics, pending, leased, done, failed"
 )
-
-
-def _summary(row: Sequence[Any]) -> RunSummary:
-    run_id, tenant_id, created_at, updated_at, finished_at, metrics = row[:6]
-    pending, leased, done, failed = row[6:10]
-    total = pending + leased + done + failed
-    status: RunStatus
-    if total == 0:  # every job was purged
-        status = "done" if finished_at is not None else "queued"
-    elif pending + leased == 0:
-        status = "failed" if failed else "done"
-    elif leased + done + failed == 0:
-        status = "queued"
-    else:
-        status = "processing"
-    return RunSummary(
-        run_id=run_id,
-        tenant_id=tenant_id,
-        status=status,
-        total=total,
-        pending=pending,
-        leased=leased,
-        done=done,
-        failed=failed,
-        metrics=_metrics_decoder.decode(metrics),
-        created_at=created_at,
-        updated_at=updated_at,
-        finished_at=finished_at,
-    )
 
 
 def _filters(
@@ -748,15 +618,3 @@ def _filters(
         clauses.append("id IN (SELECT value FROM json_each(:job_ids))")
         params["job_ids"] = _encode(list(job_ids)).decode()
     return "".join(f" AND {c}" for c in clauses), params
-
-
-def _cursor(cursor: str | None) -> int:
-    if cursor is None:
-        return 0
-    try:
-        return int(cursor)
-    except ValueError:
-        raise InvalidArgument(
-            f"cursor {cursor!r} is not one this queue returned; pass a page's next_cursor "
-            "unchanged, or none for the first page"
-        ) from None

@@ -1,0 +1,177 @@
+"""Row-independent helpers both SQL backends share: decoding rows, cursors, refusal texts.
+
+A row is a sequence of the job's (or run's) columns in `store.COLUMNS` (`store.RUN_COLUMNS`)
+order, as both sqlite3 and asyncpg return them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from actors.errors import InvalidArgument, JobNotFound
+from actors.queue.model import ItemReason, ItemResult, Job, JobStatus, RunStatus, RunSummary
+
+__all__ = [
+    "ByOwner",
+    "decode",
+    "encode",
+    "job_from_row",
+    "parse_cursor",
+    "refusal",
+    "summary_from_row",
+]
+
+encode = msgspec.json.encode
+decode = msgspec.json.decode
+metrics_decoder = msgspec.json.Decoder(dict[str, float])
+
+
+class ByOwner(msgspec.Struct, frozen=True):
+    """An ids-only ack's fence: the principal (``lease_owner``; None for in-process pulls)
+    whose live leases it may settle."""
+
+    owner: str | None
+
+
+def job_from_row(row: Sequence[Any]) -> Job:
+    """Decode a job row (its columns in `store.COLUMNS` order) into a `Job`."""
+    payload = row[4]
+    result = row[14]
+    return Job(
+        id=row[0],
+        run_id=row[1],
+        tenant_id=row[2],
+        r2_key=row[3],
+        payload=None if payload is None else decode(payload),
+        status=row[5],
+        attempts=row[6],
+        max_attempts=row[7],
+        priority=row[8],
+        available_at=row[9],
+        lease_token=row[10],
+        lease_expires_at=row[11],
+        worker_id=row[12],
+        last_error=row[13],
+        result=None if result is None else decode(result),
+        idempotency_key=row[15],
+        created_at=row[16],
+        updated_at=row[17],
+        finished_at=row[18],
+        lease_owner=row[19],
+        started_at=row[20],
+        cross_tenant_key=bool(row[21]),
+        timeout_seconds=row[22],
+    )
+
+
+def summary_from_row(row: Sequence[Any]) -> RunSummary:
+    """Decode a run row (`store.RUN_COLUMNS` order) into a `RunSummary` with its status."""
+    run_id, tenant_id, created_at, updated_at, finished_at, metrics = row[:6]
+    pending, leased, done, failed = row[6:10]
+    total = pending + leased + done + failed
+    status: RunStatus
+    if total == 0:  # every job was purged
+        status = "done" if finished_at is not None else "queued"
+    elif pending + leased == 0:
+        status = "failed" if failed else "done"
+    elif leased + done + failed == 0:
+        status = "queued"
+    else:
+        status = "processing"
+    return RunSummary(
+        run_id=run_id,
+        tenant_id=tenant_id,
+        status=status,
+        total=total,
+        pending=pending,
+        leased=leased,
+        done=done,
+        failed=failed,
+        metrics=metrics_decoder.decode(metrics),
+        created_at=created_at,
+        updated_at=updated_at,
+        finished_at=finished_at,
+    )
+
+
+def parse_cursor(cursor: str | None) -> int:
+    """The id after which a page starts (0 for the first page), or InvalidArgument."""
+    if cursor is None:
+        return 0
+    try:
+        return int(cursor)
+    except ValueError:
+        raise InvalidArgument(
+            f"cursor {cursor!r} is not one this queue returned; pass a page's next_cursor "
+            "unchanged, or none for the first page"
+        ) from None
+
+
+def refusal(
+    row: Sequence[Any] | None,
+    now: float,
+    job_id: int,
+    token: str,
+    verb: str,
+    ack_status: JobStatus | None = None,
+    *,
+    owned: ByOwner | None = None,
+) -> ItemResult:
+    """Say why a fenced call changed nothing (or, for a repeated ack, that it already happened).
+
+    ``row`` is the job's current row (None if there is none). With ``owned`` (an ids-only
+    ack) the lease is the caller's when its principal took it.
+    """
+    if row is None:
+        return ItemResult(
+            job_id=job_id, ok=False, reason="not_found", message=str(JobNotFound(job_id))
+        )
+    job = job_from_row(row)
+    mine = job.lease_token == token if owned is None else job.lease_owner == owned.owner
+    reason: ItemReason
+    if job.status in ("done", "failed") and mine and job.status == ack_status:
+        # The same ack again (a retry after a cancelled or lost reply): it already happened.
+        return ItemResult(job_id=job_id, ok=True, reason="duplicate", job=job)
+    if job.status == "leased" and mine:
+        reason = "expired"
+        late = now - (job.lease_expires_at or now)
+        message = (
+            f"job {job_id} was {verb} {late:.1f}s after its lease expired; another worker may "
+            "run it. Nothing changed. Raise [queue].visibility_seconds or renew the lease "
+            "while working"
+        )
+    elif job.status == "leased" and owned is not None:
+        reason = "foreign_lease"
+        message = (
+            f"job {job_id} was not {verb}: another token leased it (this token's lease, if it "
+            "had one, expired), and an ack by id alone settles only a live lease this token "
+            "took, so nothing changed. Discard this work; ack with leaseToken to be exact"
+        )
+    elif job.status == "leased":
+        reason = "superseded"
+        message = (
+            f"job {job_id} was not {verb}: it is leased under another token (this lease expired "
+            f"and {_worker(job.worker_id)} leased it again), so nothing changed. Discard this "
+            "work; renew leases well before visibility_seconds runs out"
+        )
+    elif job.status in ("done", "failed"):
+        reason = "finished"
+        stale = "this token is stale" if owned is None else "this ack is stale"
+        message = (
+            f"job {job_id} was not {verb}: it is already {job.status} under another lease, so "
+            f"{stale} and nothing changed. Discard this work"
+        )
+    else:
+        reason = "not_leased"
+        message = (
+            f"job {job_id} was not {verb}: it is pending again (its lease was released, retried "
+            "or reaped after expiring), so nothing changed. Pull it again to work on it"
+        )
+    return ItemResult(job_id=job_id, ok=False, reason=reason, job=job, message=message)
+
+
+def _worker(worker_id: str | None) -> str:
+    return "an unnamed worker" if worker_id is None else f"worker {worker_id!r}"

@@ -1,0 +1,433 @@
+"""The queue contract every backend keeps (SQLite, PostgreSQL, HTTP), and what they share.
+
+`Queue` is the contract as a Protocol: the verbs every backend has, typed exactly; every user
+of a queue holds one. `OwnedQueue` adds what only a queue this process opened itself offers
+(SQLite, PostgreSQL): the maintenance claim and the run listing. `SingleItemVerbs` builds the
+one-item verbs on a backend's batch verbs, once for all. The argument checks, the bounds they
+enforce and the retry jitter live here so that each backend refuses the same calls in the same
+words.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterator, Sequence
+from itertools import count
+from typing import Literal, Protocol, runtime_checkable
+
+import msgspec
+
+from actors.errors import InvalidArgument, JobNotFound, LeaseLost, OutOfRange, PayloadTooLarge
+from actors.queue.model import (
+    MAX_BATCH,
+    MAX_DELAY_SECONDS,
+    MAX_PULL,
+    MAX_TIMEOUT_SECONDS,
+    MAX_VISIBILITY_SECONDS,
+    MIN_TIMEOUT_SECONDS,
+    Ack,
+    AckResult,
+    ItemResult,
+    Job,
+    JobStatus,
+    LeaseResult,
+    MaintenanceClaim,
+    NewJob,
+    Page,
+    RunSummary,
+    Stats,
+)
+
+__all__ = [
+    "DEFAULT_MAX_PAYLOAD_BYTES",
+    "MAX_ATTEMPTS",
+    "MAX_ID_CHARS",
+    "MAX_PRIORITY",
+    "STATUSES",
+    "OwnedQueue",
+    "Queue",
+    "SingleItemVerbs",
+    "check_ack",
+    "check_batch",
+    "check_delay",
+    "check_json",
+    "check_listing",
+    "check_maintenance",
+    "check_new_job",
+    "check_optional_text",
+    "check_range",
+    "check_text",
+    "check_visibility",
+    "jitter_factors",
+    "raise_if_refused",
+]
+
+# 256 KiB, like SQS: a payload describes a job; the document itself lives in the object store.
+DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
+MAX_ATTEMPTS = 1000
+MAX_PRIORITY = 1_000_000
+MAX_ID_CHARS = 1024  # R2 object keys are at most 1024 bytes; ids and keys share the bound
+STATUSES = ("pending", "leased", "done", "failed")
+
+
+@runtime_checkable
+class Queue(Protocol):
+    """The durable job queue's contract: what every backend offers and every caller may use.
+
+    Statuses, fencing (a stale lease token changes nothing), per-item results of the batch
+    verbs, retries and errors are the same on every backend; tests/queue runs one suite on each.
+    """
+
+    async def aclose(self) -> None: ...
+
+    # producers
+    async def enqueue(
+        self,
+        run_id: str,
+        tenant_id: str,
+        r2_key: str,
+        *,
+        payload: object = None,
+        idempotency_key: str | None = None,
+        delay_seconds: float = 0,
+        priority: int = 0,
+        max_attempts: int | None = None,
+        cross_tenant_key: bool = False,
+        timeout_seconds: float | None = None,
+    ) -> Job: ...
+
+    async def enqueue_many(self, jobs: Sequence[NewJob]) -> list[Job]: ...
+
+    def on_enqueue(self, callback: Callable[[], object]) -> Callable[[], None]: ...
+
+    # consumers
+    async def pull(
+        self,
+        max: int = 10,
+        visibility_seconds: float = 60,
+        worker_id: str | None = None,
+        *,
+        owner: str | None = None,
+        started: bool = False,
+    ) -> list[Job]: ...
+
+    async def start_many(self, leases: Sequence[tuple[int, str]]) -> list[LeaseResult]: ...
+
+    async def renew(self, job_id: int, lease_token: str, visibility_seconds: float) -> Job: ...
+
+    async def renew_many(
+        self, leases: Sequence[tuple[int, str]], visibility_seconds: float
+    ) -> list[LeaseResult]: ...
+
+    async def release(self, job_id: int, lease_token: str, delay_seconds: float = 0) -> Job: ...
+
+    async def release_many(
+        self, leases: Sequence[tuple[int, str]], delay_seconds: float = 0
+    ) -> list[LeaseResult]: ...
+
+    async def ack(
+        self,
+        job_id: int,
+        lease_token: str,
+        *,
+        status: Literal["done", "failed"] = "done",
+        result: object = None,
+        error: str | None = None,
+        permanent: bool = False,
+        run_metrics: dict[str, float] | None = None,
+    ) -> Job: ...
+
+    async def ack_many(self, acks: Sequence[Ack]) -> list[AckResult]: ...
+
+    async def ack_ids(
+        self,
+        ids: Sequence[int],
+        status: Literal["done", "failed"],
+        *,
+        owner: str | None,
+        error: str | None = None,
+    ) -> list[AckResult]: ...
+
+    # operators
+    async def reap(self) -> int: ...
+
+    async def requeue(
+        self,
+        job_ids: Sequence[int] | None = None,
+        *,
+        run_id: str | None = None,
+        tenant_id: str | None = None,
+    ) -> int: ...
+
+    async def purge(self, older_than_seconds: float) -> int: ...
+
+    # readers
+    async def get(self, job_id: int) -> Job: ...
+
+    async def stats(self) -> Stats: ...
+
+    async def run_summary(self, run_id: str) -> RunSummary: ...
+
+    # Defined last: inside the class body, later annotations would see this `list`.
+    async def list(
+        self,
+        status: JobStatus | None = None,
+        run_id: str | None = None,
+        tenant_id: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[Job]: ...
+
+
+@runtime_checkable
+class OwnedQueue(Queue, Protocol):
+    """A queue this process opened on its own storage (SQLite, PostgreSQL), not over HTTP: it
+    also claims maintenance rounds (reap and purge run here) and lists runs."""
+
+    async def claim_maintenance(
+        self, task: str, interval_seconds: float, owner: str | None = None
+    ) -> MaintenanceClaim: ...
+
+    async def list_runs(
+        self, tenant_id: str | None = None, limit: int = 100, cursor: str | None = None
+    ) -> Page[RunSummary]: ...
+
+
+class SingleItemVerbs:
+    """The one-item verbs (`enqueue`, `renew`, `release`, `ack`), each its batch verb on one
+    item, for a backend that defines the batch verbs."""
+
+    async def enqueue_many(self, jobs: Sequence[NewJob]) -> list[Job]:
+        raise NotImplementedError
+
+    async def renew_many(
+        self, leases: Sequence[tuple[int, str]], visibility_seconds: float
+    ) -> list[LeaseResult]:
+        raise NotImplementedError
+
+    async def release_many(
+        self, leases: Sequence[tuple[int, str]], delay_seconds: float = 0
+    ) -> list[LeaseResult]:
+        raise NotImplementedError
+
+    async def ack_many(self, acks: Sequence[Ack]) -> list[AckResult]:
+        raise NotImplementedError
+
+    async def enqueue(
+        self,
+        run_id: str,
+        tenant_id: str,
+        r2_key: str,
+        *,
+        payload: object = None,
+        idempotency_key: str | None = None,
+        delay_seconds: float = 0,
+        priority: int = 0,
+        max_attempts: int | None = None,
+        cross_tenant_key: bool = False,
+        timeout_seconds: float | None = None,
+    ) -> Job:
+        """Add one job (or return the tenant's job with this idempotency key) and commit it."""
+        new = NewJob(
+            run_id=run_id,
+            tenant_id=tenant_id,
+            r2_key=r2_key,
+            payload=payload,
+            idempotency_key=idempotency_key,
+            delay_seconds=delay_seconds,
+            priority=priority,
+            max_attempts=max_attempts,
+            cross_tenant_key=cross_tenant_key,
+            timeout_seconds=timeout_seconds,
+        )
+        (job,) = await self.enqueue_many([new])
+        return job
+
+    async def renew(self, job_id: int, lease_token: str, visibility_seconds: float) -> Job:
+        """Extend a live lease to ``visibility_seconds`` from now; raise LeaseLost if stale."""
+        (result,) = await self.renew_many([(job_id, lease_token)], visibility_seconds)
+        return raise_if_refused(result)
+
+    async def release(self, job_id: int, lease_token: str, delay_seconds: float = 0) -> Job:
+        """Give a live lease back without spending an attempt; raise LeaseLost if stale."""
+        (result,) = await self.release_many([(job_id, lease_token)], delay_seconds)
+        return raise_if_refused(result)
+
+    async def ack(
+        self,
+        job_id: int,
+        lease_token: str,
+        *,
+        status: Literal["done", "failed"] = "done",
+        result: object = None,
+        error: str | None = None,
+        permanent: bool = False,
+        run_metrics: dict[str, float] | None = None,
+    ) -> Job:
+        """Record a leased job's outcome and commit it; raise LeaseLost if the lease is stale."""
+        (outcome,) = await self.ack_many(
+            [
+                Ack(
+                    job_id=job_id,
+                    lease_token=lease_token,
+                    status=status,
+                    result=result,
+                    error=error,
+                    permanent=permanent,
+                    run_metrics=run_metrics,
+                )
+            ]
+        )
+        return raise_if_refused(outcome)
+
+
+def raise_if_refused(result: ItemResult) -> Job:
+    """Return the result's job, or raise the error that explains why the call was refused."""
+    if result.ok and result.job is not None:
+        return result.job
+    if result.reason == "not_found":
+        raise JobNotFound(result.job_id)
+    raise LeaseLost(result.job_id, result.reason, result.message or result.reason)
+
+
+def jitter_factors(rng: random.Random, jitter: float) -> Iterator[float]:
+    """Retry-delay factors in ``[1 - jitter, 1]``: spreads retries of jobs that failed together."""
+    return (1.0 - jitter * rng.random() for _ in count())
+
+
+# --- argument checks: the same refusals, in the same words, on every backend ----------------
+
+
+def check_new_job(new: NewJob, max_payload_bytes: int) -> bytes | None:
+    """Refuse a bad job; return its payload as JSON (None for none)."""
+    run_id, tenant_id, r2_key = new.run_id, new.tenant_id, new.r2_key
+    delay, priority = new.delay_seconds, new.priority
+    if not (  # the common case at a glance; any doubt and the checks below say what
+        type(run_id) is str
+        and type(tenant_id) is str
+        and type(r2_key) is str
+        and 0 < len(run_id) <= MAX_ID_CHARS
+        and 0 < len(tenant_id) <= MAX_ID_CHARS
+        and 0 < len(r2_key) <= MAX_ID_CHARS
+        and new.idempotency_key is None
+        and new.max_attempts is None
+        and type(priority) is int
+        and -MAX_PRIORITY <= priority <= MAX_PRIORITY
+        and type(delay) in (int, float)
+        and 0 <= delay <= MAX_DELAY_SECONDS
+        and new.cross_tenant_key is False
+        and new.timeout_seconds is None
+    ):
+        for name in ("run_id", "tenant_id", "r2_key"):
+            check_text(name, getattr(new, name))
+        check_optional_text("idempotency_key", new.idempotency_key)
+        check_delay(new.delay_seconds)
+        check_range("priority", new.priority, -MAX_PRIORITY, MAX_PRIORITY)
+        if new.max_attempts is not None:
+            check_range("max_attempts", new.max_attempts, 1, MAX_ATTEMPTS)
+        if not isinstance(new.cross_tenant_key, bool):
+            raise InvalidArgument(
+                f"cross_tenant_key must be true or false, not {new.cross_tenant_key!r}"
+            )
+        if new.timeout_seconds is not None:
+            check_range(
+                "timeout_seconds", new.timeout_seconds, MIN_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS
+            )
+    return check_json("payload", new.payload, max_payload_bytes)
+
+
+def check_ack(a: Ack, max_payload_bytes: int) -> bytes | None:
+    """Refuse a bad ack; return its result as JSON (None for none)."""
+    if a.status not in ("done", "failed"):
+        raise InvalidArgument(f"an ack's status must be 'done' or 'failed', not {a.status!r}")
+    if not isinstance(a.job_id, int) or isinstance(a.job_id, bool):
+        raise InvalidArgument(f"job ids are integers, not {a.job_id!r}")
+    result = check_json("result", a.result, max_payload_bytes)
+    if a.error is not None and not isinstance(a.error, str):
+        raise InvalidArgument(f"an ack's error must be a string, not {type(a.error).__name__}")
+    for key, value in (a.run_metrics or {}).items():
+        if (
+            not isinstance(key, str)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise InvalidArgument(
+                f"run_metrics must map names to finite numbers; {key!r}: {value!r} is not"
+            )
+    return result
+
+
+def check_json(name: str, value: object, max_payload_bytes: int) -> bytes | None:
+    """Refuse a value that is not JSON or is too large; return it as JSON."""
+    if value is None:
+        return None
+    try:
+        encoded = msgspec.json.encode(value)
+    except (TypeError, msgspec.EncodeError) as exc:
+        raise InvalidArgument(f"{name} must be JSON-serialisable: {exc}") from exc
+    size = len(encoded)
+    if size > max_payload_bytes:
+        raise PayloadTooLarge(
+            f"{name} is {size} bytes as JSON, over the limit of {max_payload_bytes}; "
+            "store large data in the object store and put its key in the payload"
+        )
+    return encoded
+
+
+def check_listing(status: str | None, limit: int) -> None:
+    """Refuse a status filter that is not a status, and a page size out of bounds."""
+    if status is not None and status not in STATUSES:
+        raise InvalidArgument(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
+    check_range("limit", limit, 1, MAX_PULL)
+
+
+def check_maintenance(task: str, interval_seconds: float, owner: str | None) -> None:
+    """Refuse a maintenance claim without a task name or with an interval out of bounds."""
+    check_text("task", task)
+    check_optional_text("owner", owner)
+    # At most a year; 0 would let every process claim every round.
+    check_range("interval_seconds", interval_seconds, 0, 366 * 86_400)
+    if interval_seconds == 0:
+        raise OutOfRange("interval_seconds must be more than 0: a round is due once per interval")
+
+
+def check_range(name: str, value: float, lo: float, hi: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidArgument(f"{name} must be a number, not {value!r}")
+    if not lo <= value <= hi:  # also refuses NaN
+        raise OutOfRange(f"{name} must be between {lo:g} and {hi:g}, not {value!r}")
+
+
+def check_visibility(seconds: float) -> None:
+    check_range("visibility_seconds", seconds, 0, MAX_VISIBILITY_SECONDS)
+    if seconds == 0:
+        raise OutOfRange(
+            "visibility_seconds must be more than 0 (a lease that is already over protects "
+            "nothing), at most 3600; renew long jobs instead of leasing them for longer"
+        )
+
+
+def check_delay(seconds: float) -> None:
+    check_range("delay_seconds", seconds, 0, MAX_DELAY_SECONDS)
+
+
+def check_batch(name: str, items: Sequence[object]) -> None:
+    if len(items) > MAX_BATCH:
+        raise OutOfRange(
+            f"{name} has {len(items)} items, over the limit of {MAX_BATCH} per call; split it"
+        )
+
+
+def check_text(name: str, value: object) -> None:
+    if not isinstance(value, str) or not value:
+        raise InvalidArgument(f"{name} must be a non-empty string, not {value!r}")
+    if len(value) > MAX_ID_CHARS:
+        raise OutOfRange(
+            f"{name} is {len(value)} characters long, over the limit of {MAX_ID_CHARS}"
+        )
+
+
+def check_optional_text(name: str, value: object) -> None:
+    if value is not None:
+        check_text(name, value)
