@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from actors.config import Config, load_config
 from actors.errors import ActorsError, ConfigError
+from actors.pipeline._run_room import RunUpdate
 from actors.queue import Job, NewJob, RunSummary, SQLiteQueue, Stats
-from actors.run_room import RunUpdate
 from actors.system import ActorSystem, SystemFailed
 
 __all__ = [

@@ -16,21 +16,28 @@ import structlog
 from anyio.abc import TaskStatus
 
 from actors import tenancy
-from actors.ack_reporter import AckReporter, AckStats
 from actors.config import Config
 from actors.errors import ActorsError
-from actors.fetcher import Fetcher
-from actors.inflight import InFlight
-from actors.lease_manager import LeaseManager
-from actors.maintenance import Maintenance, queue_tasks
-from actors.messages import AckInbox, Fetched, JobLeased, LeasedJob, RunEvent, Subscribe
-from actors.processor import Processor, ProcessorStage, make_processor
+from actors.pipeline._ack_reporter import AckReporter, AckStats
+from actors.pipeline._fetcher import Fetcher
+from actors.pipeline._inflight import InFlight
+from actors.pipeline._lease_manager import LeaseManager
+from actors.pipeline._maintenance import Maintenance, queue_tasks
+from actors.pipeline._processing import ProcessorStage
+from actors.pipeline._run_room import (
+    TERMINAL_RUN_STATUSES,
+    RunRoom,
+    RunUpdate,
+    room_id,
+    run_of_room,
+)
+from actors.pipeline._watchdog import LoopWatchdog
+from actors.pipeline.messages import AckInbox, Fetched, JobLeased, LeasedJob, RunEvent, Subscribe
+from actors.processors import Processor, make_processor
+from actors.processors._workers import WorkerPool
 from actors.queue import Job, NewJob, OwnedQueue, Queue, RunSummary, Stats
 from actors.queue.factory import open_queue
-from actors.run_room import TERMINAL_RUN_STATUSES, RunRoom, RunUpdate, room_id, run_of_room
-from actors.stores import ObjectStore, make_store
-from actors.watchdog import LoopWatchdog
-from actors.workers import WorkerPool
+from actors.storage._local import ObjectStore, make_store
 from supervisors import (
     ActorStopped,
     Backoff,

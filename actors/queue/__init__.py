@@ -21,9 +21,9 @@ from actors.queue.model import (
     RunSummary,
     Stats,
 )
-from actors.queue.schema import LATEST_VERSION, Durability
-from actors.queue.sqlite import SQLiteQueue
-from actors.queue.store import Backoff
+from actors.queue.sqlite._queue import SQLiteQueue
+from actors.queue.sqlite._schema import LATEST_VERSION, Durability
+from actors.queue.sqlite._verbs import Backoff
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD_BYTES",

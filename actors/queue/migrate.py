@@ -34,7 +34,9 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 import msgspec
 
 from actors.errors import InvalidArgument, MigrationRefused, StorageError
-from actors.queue import postgres_schema, schema, store
+from actors.queue.postgres import _schema as postgres_schema
+from actors.queue.sqlite import _schema as schema
+from actors.queue.sqlite import _verbs as store
 
 __all__ = [
     "JOB_FIELDS",

@@ -19,10 +19,10 @@ from actors.errors import (
     ModelResponseInvalid,
     ModelUnavailable,
 )
-from actors.gemini_processor import GeminiProcessor, decode_vector
-from actors.messages import LeasedJob
-from actors.processor import make_processor
-from actors.rate_limit import RateLimiter
+from actors.pipeline.messages import LeasedJob
+from actors.processors._gemini import GeminiProcessor, decode_vector
+from actors.processors._local import make_processor
+from actors.processors._rate_limit import RateLimiter
 
 pytestmark = pytest.mark.anyio
 

@@ -22,8 +22,8 @@ from actors.errors import (
     ObjectStoreUnavailable,
     ObjectTooLarge,
 )
-from actors.r2_store import S3ObjectStore
-from actors.stores import make_store
+from actors.storage._local import make_store
+from actors.storage._s3 import S3ObjectStore
 
 pytestmark = pytest.mark.anyio
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import anyio
 import pytest
 
-from actors.fetcher import Fetcher
-from actors.inflight import InFlight
-from actors.lease_manager import leased_job
-from actors.messages import AckInbox, Fetched, JobLeased, Release
+from actors.pipeline._fetcher import Fetcher
+from actors.pipeline._inflight import InFlight
+from actors.pipeline._lease_manager import leased_job
+from actors.pipeline.messages import AckInbox, Fetched, JobLeased, Release
 from actors.queue import SQLiteQueue
-from actors.stores import LocalObjectStore
+from actors.storage._local import LocalObjectStore
 from supervisors.clock import FakeClock
 
 pytestmark = pytest.mark.anyio

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from actors.inflight import InFlight
-from actors.messages import LeasedJob
+from actors.pipeline._inflight import InFlight
+from actors.pipeline.messages import LeasedJob
 
 
 def job(job_id: int, token: str) -> LeasedJob:

@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import structlog
 
-from actors.processor import ProcessorOutput, process_locally
+from actors.processors._local import ProcessorOutput, process_locally
 
 log = structlog.get_logger("poison")
 

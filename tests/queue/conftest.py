@@ -86,7 +86,7 @@ def open_queue(backend: str, request: pytest.FixtureRequest, clock: FakeClock) -
             return SQLiteQueue.open(path, **{"clock": clock, **options})
 
         return open_sqlite
-    from actors.queue.postgres import PostgresQueue
+    from actors.queue.postgres._queue import PostgresQueue
 
     schema = request.getfixturevalue("pg_empty_schema")
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from actors.queue import OwnedQueue, Queue, SQLiteQueue
-from actors.queue.http_client import HttpQueue
-from actors.queue.postgres import PostgresQueue
+from actors.queue.http import HttpQueue
+from actors.queue.postgres._queue import PostgresQueue
 
 
 def verbs(protocol: type) -> dict[str, Callable[..., Any]]:

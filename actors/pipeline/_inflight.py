@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 
 import anyio
 
-from actors.messages import LeasedJob
+from actors.pipeline.messages import LeasedJob
 from supervisors import Context
 
 __all__ = ["InFlight", "stop_scope"]

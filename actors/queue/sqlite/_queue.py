@@ -15,7 +15,6 @@ import anyio
 import anyio.to_thread
 import structlog
 
-from actors.queue import schema, store
 from actors.queue.base import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     MAX_ATTEMPTS,
@@ -45,9 +44,11 @@ from actors.queue.model import (
     RunSummary,
     Stats,
 )
-from actors.queue.schema import Durability
-from actors.queue.store import Backoff
-from actors.queue.writer import Checkpointer, GroupCommitWriter, ReaderPool
+from actors.queue.sqlite import _schema as schema
+from actors.queue.sqlite import _verbs as store
+from actors.queue.sqlite._schema import Durability
+from actors.queue.sqlite._verbs import Backoff
+from actors.queue.sqlite._writer import Checkpointer, GroupCommitWriter, ReaderPool
 from supervisors.clock import Clock, SystemClock
 
 __all__ = ["SQLiteQueue"]

@@ -8,7 +8,7 @@ from typing import Any, TextIO
 
 import msgspec
 
-from actors.gemini_processor import decode_vector
+from actors.processors._gemini import decode_vector
 from actors.queue import Job, Queue
 
 __all__ = ["export_run", "iter_run_jobs", "job_record", "report_run", "search_run"]

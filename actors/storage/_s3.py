@@ -24,7 +24,7 @@ from actors.errors import (
     ObjectStoreUnavailable,
     ObjectTooLarge,
 )
-from actors.stores import StoredObject, check_key
+from actors.storage._local import StoredObject, check_key
 
 __all__ = ["S3ObjectStore"]
 

@@ -18,7 +18,7 @@ import msgspec
 
 from actors import tenancy
 from actors.errors import ActorsError, ForeignObjectKey, InvalidArgument
-from actors.queue import schema
+from actors.queue.sqlite import _schema as schema
 
 if TYPE_CHECKING:
     from actors.config import Config
@@ -370,14 +370,14 @@ async def cmd_runs_show(args: argparse.Namespace, queue: Queue) -> int:
     if args.json:
         emit(await queue.run_summary(args.run_id))
         return 0
-    from actors.results import report_run
+    from actors.cli._results import report_run
 
     await report_run(queue, args.run_id, sys.stdout, limit=args.limit)
     return 0
 
 
 async def cmd_runs_export(args: argparse.Namespace, queue: Queue) -> int:
-    from actors.results import export_run
+    from actors.cli._results import export_run
 
     if args.output is None:
         count = await export_run(queue, args.run_id, sys.stdout)
@@ -390,8 +390,8 @@ async def cmd_runs_export(args: argparse.Namespace, queue: Queue) -> int:
 
 
 async def cmd_runs_search(args: argparse.Namespace, queue: Queue) -> int:
-    from actors.gemini_processor import GeminiProcessor
-    from actors.results import search_run
+    from actors.cli._results import search_run
+    from actors.processors._gemini import GeminiProcessor
 
     config = load_effective_config(args)
     processor = GeminiProcessor.from_settings(config.processor, config.secrets)
@@ -417,7 +417,7 @@ def require_queue(config: Config) -> None:
         schema.require_queue_file(config.queue.path)
     elif config.queue.backend == "postgres":
         from actors.errors import StorageError
-        from actors.queue import postgres_schema
+        from actors.queue.postgres import _schema as postgres_schema
 
         async def holds_a_queue(conn: Any, where: str) -> int:
             if await postgres_schema.current_version(conn) == 0:
@@ -586,7 +586,7 @@ def print_migrations(where: object, version: int, migrations: Sequence[schema.Mi
 
 
 def cmd_migrate_status(args: argparse.Namespace) -> int:
-    from actors.queue import postgres_schema
+    from actors.queue.postgres import _schema as postgres_schema
 
     async def on_pg(conn: Any, where: str) -> int:
         version = await postgres_schema.current_version(conn)
@@ -603,7 +603,7 @@ def cmd_migrate_status(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate_up(args: argparse.Namespace) -> int:
-    from actors.queue import postgres_schema
+    from actors.queue.postgres import _schema as postgres_schema
 
     async def on_pg(conn: Any, where: str) -> int:
         return report_steps("applied", await postgres_schema.migrate_up(conn, where, args.to))
@@ -617,7 +617,7 @@ def cmd_migrate_up(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate_down(args: argparse.Namespace) -> int:
-    from actors.queue import postgres_schema
+    from actors.queue.postgres import _schema as postgres_schema
 
     async def on_pg(conn: Any, where: str) -> int:
         version = await postgres_schema.current_version(conn)

@@ -11,7 +11,7 @@ import msgspec
 import structlog
 
 from actors.errors import QueueError, RunNotFound
-from actors.messages import Refresh, RunEvent, RunRoomInbox, Subscribe
+from actors.pipeline.messages import Refresh, RunEvent, RunRoomInbox, Subscribe
 from actors.queue.base import Queue
 from actors.queue.model import RunSummary
 from supervisors import Actor, Context, SupervisionError

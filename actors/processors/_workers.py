@@ -27,7 +27,7 @@ T = TypeVar("T")
 # A worker may take this long to start (an interpreter, then the preloaded modules).
 _START_SECONDS = 60.0
 # A worker's command line: `python -c _ENTRY MEMORY_BYTES [MODULE...]`.
-_ENTRY = "from actors.workers import serve_worker; serve_worker()"
+_ENTRY = "from actors.processors._workers import serve_worker; serve_worker()"
 # A worker's answer: "OK <length>\n" or "ERR <length>\n", then the pickled value or exception.
 _HEADER_MAX = 64
 

@@ -11,10 +11,10 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from actors import tenancy
 from actors.errors import ObjectStoreError, QueueError
-from actors.inflight import InFlight, stop_scope
-from actors.messages import AckInbox, Failed, Fetched, JobLeased, LeasedJob, Release
+from actors.pipeline._inflight import InFlight, stop_scope
+from actors.pipeline.messages import AckInbox, Failed, Fetched, JobLeased, LeasedJob, Release
 from actors.queue.base import Queue
-from actors.stores import ObjectStore
+from actors.storage._local import ObjectStore
 from supervisors import Context
 
 __all__ = ["Fetcher"]

@@ -40,8 +40,6 @@ from actors.errors import (
     RunNotFound,
     StorageError,
 )
-from actors.queue import postgres_schema as pg_schema
-from actors.queue import store
 from actors.queue._rows import ByOwner, job_from_row, parse_cursor, refusal, summary_from_row
 from actors.queue._rows import decode as _decode
 from actors.queue._rows import encode as _encode
@@ -75,7 +73,9 @@ from actors.queue.model import (
     RunSummary,
     Stats,
 )
-from actors.queue.store import Backoff
+from actors.queue.postgres import _schema as pg_schema
+from actors.queue.sqlite import _verbs as store
+from actors.queue.sqlite._verbs import Backoff
 from supervisors.clock import Clock, SystemClock
 
 __all__ = ["PostgresQueue"]

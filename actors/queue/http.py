@@ -11,6 +11,7 @@ import httpx
 import msgspec
 import structlog
 
+from actors import protocol as wire
 from actors.errors import (
     ConfigError,
     InvalidArgument,
@@ -21,7 +22,6 @@ from actors.errors import (
     QueueError,
     RunNotFound,
 )
-from actors.http import wire
 from actors.queue.base import Queue, SingleItemVerbs
 from actors.queue.model import (
     Ack,

@@ -13,7 +13,7 @@ from anyio.abc import TaskStatus
 
 from actors.config import QueueConfig
 from actors.errors import QueueError
-from actors.inflight import stop_scope
+from actors.pipeline._inflight import stop_scope
 from actors.queue.model import MaintenanceClaim
 from supervisors import Clock, Context
 

@@ -11,8 +11,8 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from actors.config import QueueConfig
 from actors.errors import QueueError
-from actors.inflight import InFlight, stop_scope
-from actors.messages import JobLeased, LeasedJob
+from actors.pipeline._inflight import InFlight, stop_scope
+from actors.pipeline.messages import JobLeased, LeasedJob
 from actors.queue.base import Queue
 from actors.queue.model import Job
 from supervisors import Clock, Context

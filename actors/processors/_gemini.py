@@ -26,10 +26,10 @@ from actors.errors import (
     ModelResponseInvalid,
     ModelUnavailable,
 )
-from actors.messages import LeasedJob
-from actors.processor import ProcessorOutput
+from actors.pipeline.messages import LeasedJob
+from actors.processors._local import ProcessorOutput
+from actors.processors._rate_limit import RateLimiter
 from actors.queue import DEFAULT_MAX_PAYLOAD_BYTES
-from actors.rate_limit import RateLimiter
 from supervisors.clock import Clock, SystemClock
 
 __all__ = [

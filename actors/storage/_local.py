@@ -63,7 +63,7 @@ def make_store(config: Config) -> ObjectStore:
     if config.storage.kind == "local":
         return LocalObjectStore(config.storage.root)
     if config.storage.kind in ("r2", "s3"):
-        from actors.r2_store import S3ObjectStore  # imports aioboto3: only when configured
+        from actors.storage._s3 import S3ObjectStore  # imports aioboto3: only when configured
 
         return S3ObjectStore.from_config(config)
     raise ConfigError(

@@ -11,8 +11,8 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from actors.errors import InvalidArgument
-from actors.inflight import InFlight, stop_scope
-from actors.messages import AckInbox, Failed, Processed, Release, RunEvent
+from actors.pipeline._inflight import InFlight, stop_scope
+from actors.pipeline.messages import AckInbox, Failed, Processed, Release, RunEvent
 from actors.queue import Ack, AckResult
 from actors.queue.base import Queue
 from supervisors import Clock, Context
