@@ -36,9 +36,9 @@ class Connection(Protocol):
 class Pool:
     """Up to ``size`` connections on the driver's loop, opened when first needed.
 
-    Leaner than asyncpg's pool, whose acquire and release cost about 40 us and two event-loop
-    turns per call (its release runs in a task of its own, behind ``asyncio.shield``): every
-    queue call here is one or two statements. The queue leaves no session state on a
+    Leaner than asyncpg's pool, whose release runs in a task of its own behind
+    ``asyncio.shield`` (two event-loop turns per call; docs/benchmarks.md has its cost), for
+    queue calls of one or two statements each. The queue leaves no session state on a
     connection (no LISTEN, SET, advisory lock, cursor or open transaction), so a released
     connection needs no reset; a broken one is terminated and its slot handed to the next
     waiter, which opens a fresh connection.

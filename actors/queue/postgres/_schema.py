@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import re
 from importlib import resources
-from typing import Any
 
 from actors.errors import InvalidArgument, MigrationRefused, SchemaTooNew
 from actors.queue.postgres import _sql
+from actors.queue.postgres._pool import Connection
 from actors.queue.postgres._sql import NO_ID, RUN_STATE, SHARDS
 from actors.queue.sqlite._schema import Migration
 
@@ -77,7 +77,7 @@ MIGRATIONS = _migrations()
 LATEST_VERSION = MIGRATIONS[-1].version
 
 
-async def current_version(conn: Any) -> int:
+async def current_version(conn: Connection) -> int:
     """Return the schema version recorded in the current schema (0 when it holds no queue)."""
     exists = await conn.fetchval(_sql.VERSION_EXISTS)
     if not exists:
@@ -94,7 +94,7 @@ def check_version(version: int, where: str) -> None:
         )
 
 
-async def migrate_up(conn: Any, where: str, target: int | None = None) -> list[int]:
+async def migrate_up(conn: Connection, where: str, target: int | None = None) -> list[int]:
     """Apply every migration above the schema's version up to ``target``; return those applied."""
     target = LATEST_VERSION if target is None else target
     applied: list[int] = []
@@ -116,7 +116,9 @@ async def migrate_up(conn: Any, where: str, target: int | None = None) -> list[i
     return applied
 
 
-async def migrate_down(conn: Any, where: str, target: int, *, force: bool = False) -> list[int]:
+async def migrate_down(
+    conn: Connection, where: str, target: int, *, force: bool = False
+) -> list[int]:
     """Undo migrations above ``target``, newest first; refuse to drop rows unless ``force``."""
     if not 0 <= target <= LATEST_VERSION:
         raise InvalidArgument(
@@ -150,5 +152,5 @@ async def migrate_down(conn: Any, where: str, target: int, *, force: bool = Fals
     return undone
 
 
-async def _count_rows(conn: Any, table: str) -> int:
+async def _count_rows(conn: Connection, table: str) -> int:
     return int(await conn.fetchval(await conn.fetchval(_sql.COUNT_ROWS, table)))
