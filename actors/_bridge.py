@@ -22,10 +22,13 @@ import concurrent.futures
 import contextlib
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import sniffio
+
+if TYPE_CHECKING:
+    import trio  # a test dependency and the [trio] extra; imported at run time only under trio
 
 __all__ = ["Bridge"]
 
@@ -45,7 +48,7 @@ class Bridge:
         self._helper: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._guard = threading.Lock()  # two trio callers starting the helper at once
-        self._wake_trio: _Wake | None = None  # the latest trio caller's waker
+        self._wake_trio: _TrioWake | None = None  # the latest trio caller's waker
         self._running: set[_Call] = set()
 
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -55,16 +58,21 @@ class Bridge:
     def _bind(self) -> tuple[asyncio.AbstractEventLoop, _Wake]:
         """The driver loop for the calling task, and how to run a function on its loop."""
         wake = self._waker()
-        if wake is _call_now:
-            return asyncio.get_running_loop(), wake
-        with self._guard:
-            if self._helper is None:
-                helper = asyncio.new_event_loop()
-                thread = threading.Thread(target=helper.run_forever, name=self._name, daemon=True)
-                thread.start()
-                self._helper, self._thread = helper, thread
-            self._wake_trio = wake
-            return self._helper, wake
+        if isinstance(wake, _TrioWake):
+            helper, latest = self._helper, self._wake_trio
+            if helper is not None and latest is not None and latest.token is wake.token:
+                return helper, latest  # the usual case: started, and for this trio run
+            with self._guard:
+                if self._helper is None:
+                    helper = asyncio.new_event_loop()
+                    thread = threading.Thread(
+                        target=helper.run_forever, name=self._name, daemon=True
+                    )
+                    thread.start()
+                    self._helper, self._thread = helper, thread
+                self._wake_trio = wake
+                return self._helper, wake
+        return asyncio.get_running_loop(), wake
 
     @staticmethod
     def _waker() -> _Wake:
@@ -74,13 +82,7 @@ class Bridge:
             return _call_now
         import trio  # only under trio
 
-        token = trio.lowlevel.current_trio_token()
-
-        def wake(fn: Callable[[], object]) -> None:
-            with contextlib.suppress(trio.RunFinishedError):  # the run is over: nobody waits
-                token.run_sync_soon(fn)
-
-        return wake
+        return _TrioWake(trio.lowlevel.current_trio_token(), trio.RunFinishedError)
 
     def to_caller(self, fn: Callable[[], object]) -> None:
         """Run ``fn`` on the caller's event loop; call it from the driver loop."""
@@ -149,6 +151,18 @@ class Bridge:
 
 def _call_now(fn: Callable[[], object]) -> None:
     fn()
+
+
+class _TrioWake:
+    """Runs a function on one trio run's loop, from any thread."""
+
+    def __init__(self, token: trio.lowlevel.TrioToken, finished: type[Exception]) -> None:
+        self.token = token
+        self._finished = finished  # trio.RunFinishedError
+
+    def __call__(self, fn: Callable[[], object]) -> None:
+        with contextlib.suppress(self._finished):  # the run is over: nobody waits any more
+            self.token.run_sync_soon(fn)
 
 
 def _calling(wake: _Wake, fn: Callable[[], object]) -> Callable[[object], None]:
