@@ -75,7 +75,8 @@ class LeaseManager:
         self._ctx = ctx
         # At most this many jobs leased and not yet decided (None: the in-flight capacity).
         self._window = window
-        self._system_draining = draining
+        # True once the system drains: lease nothing more; in-flight jobs' leases are renewed.
+        self._draining = draining
         self._queue = queue
         self._inflight = inflight
         self._outbox = outbox
@@ -84,17 +85,6 @@ class LeaseManager:
         self._worker_id = worker_id
         self._on_leased = on_leased
         self._wake: anyio.Event | None = None
-        self._draining = False
-        self.idle = False  # True after a pull found nothing and nothing is in flight
-
-    @property
-    def draining(self) -> bool:
-        return self._draining or self._system_draining()
-
-    def stop_pulling(self) -> None:
-        """Lease nothing more (graceful shutdown); in-flight jobs go on."""
-        self._draining = True
-        self.wake()
 
     def wake(self) -> None:
         """Look for jobs now (called after a local enqueue, on the loop's thread)."""
@@ -117,7 +107,7 @@ class LeaseManager:
 
     async def _lease_until_draining(self) -> None:
         settings = self._settings
-        while not self.draining:
+        while not self._draining():
             free = self._inflight.free
             if free <= 0:
                 await self._inflight.wait_changed()
@@ -148,10 +138,8 @@ class LeaseManager:
                 log.warning("lease.pull_failed", error=str(exc))
                 jobs = []
             if not jobs:
-                self.idle = len(self._inflight) == 0
                 await self._sleep_unless_woken(settings.poll_interval_seconds)
                 continue
-            self.idle = False
             leased = [leased_job(job) for job in jobs]
             self._inflight.add(leased)
             for job in leased:
