@@ -56,8 +56,6 @@ class LeaseManager:
     but not yet recorded is redelivered when its lease expires.
     """
 
-    name = "lease_manager"
-
     def __init__(
         self,
         *,
