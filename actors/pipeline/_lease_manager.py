@@ -45,10 +45,9 @@ class LeaseManager:
     It wakes at once when this process enqueues a job (``queue.on_enqueue``) and polls every
     ``poll_interval_seconds`` otherwise, for jobs enqueued by other processes. Every in-flight
     job's lease is renewed every third of ``visibility_seconds``, so a slow job is never handed
-    to a second worker while this process is alive. Its pulls never hand out an expired lease
-    (a SQLite pull reaps first; a PostgreSQL pull reaps, then claims, whenever a lease has
-    expired); reaping on a schedule and purging belong to `Maintenance`, which runs whether or
-    not this process leases.
+    to a second worker while this process is alive. A pull never passes over a job whose lease
+    has expired (every backend's `Queue.pull` reaps before it claims); reaping on a schedule and
+    purging belong to `Maintenance`, which runs whether or not this process leases.
 
     Error handling: a queue error while pulling or renewing is logged and retried on the next
     round; anything else crashes the actor. A crash loses no job: jobs already handed on stay in
