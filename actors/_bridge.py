@@ -98,7 +98,7 @@ class Bridge:
         the caller's loop after it succeeds, even when the caller was cancelled meanwhile."""
         loop, wake = self._bind()
         future: asyncio.Future[T] | concurrent.futures.Future[T]
-        if loop is self._helper:
+        if isinstance(wake, _TrioWake):  # the helper loop, on its thread
             future = asyncio.run_coroutine_threadsafe(coro, loop)
         else:
             future = loop.create_task(coro)
