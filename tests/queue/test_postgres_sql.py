@@ -100,3 +100,8 @@ def test_the_enqueue_guard_fails_with_the_message_the_queue_recognises() -> None
 
     assert f"'{_TENANT_GUARD}'" in _sql.ENQUEUE
     assert f"'{_TENANT_GUARD}'" in _sql.ENQUEUE_KEYED
+
+
+def test_the_filtered_run_states_are_the_run_state_query_with_a_filter() -> None:
+    # runs.sql writes run_state.sql's query out (a statement is never assembled from pieces).
+    assert words(_sql.RUN_STATE) in words(_sql.RUNS)

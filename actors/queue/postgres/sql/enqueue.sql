@@ -2,8 +2,9 @@
 -- the runs' counts (this connection's shard rows), and NOTIFY other processes: one statement.
 -- The batch is one JSON parameter (one decode on the server instead of nine arrays encoded
 -- item by item); identity values are drawn in input order (ORDER BY a.n), so the inserted ids
--- sorted line up with the inputs. Without idempotency keys it is a plain insert (ON CONFLICT's
--- speculative insertion costs every row): enqueue_keyed.sql is the form with keys.
+-- sorted line up with the inputs that were not idempotent repeats. Without idempotency keys it
+-- is a plain insert (ON CONFLICT's speculative insertion costs every row): enqueue_keyed.sql is
+-- the form with keys.
 -- $1 now, $2 the jobs (JSON), $3 the NOTIFY channel, $4 its payload (this queue's origin),
 -- $5 and $6 the runs and tenants the guard checks (empty arrays inside a transaction).
 WITH new AS (
