@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import statistics
 import subprocess
@@ -394,45 +395,103 @@ LIST = {
 # --- one worker process: enqueue, claim, ack its batches ------------------------------------
 
 
-async def worker(dsn: str, schema: str, variant: str, run_id: str, n: int, batch: int) -> None:
-    conn = await asyncpg.connect(dsn, server_settings={"search_path": schema})
-    tag = uuid.uuid4().hex[:8]
-    channel = f"actors_enqueued_{schema}"
-    print("ready", flush=True)
-    sys.stdin.readline()  # "go"
+class Cycler:
+    """One worker's connection to one design's schema: enqueue, claim and ack a batch."""
 
-    async def ack(rows: list[Any]) -> None:
+    def __init__(self, conn: Any, schema: str, variant: str, run_id: str, batch: int) -> None:
+        self.conn, self.variant, self.run_id, self.batch = conn, variant, run_id, batch
+        self.channel = f"actors_enqueued_{schema}"
+        self.tag = uuid.uuid4().hex[:8]
+        self.i = 0
+
+    async def ack(self, rows: list[Any]) -> int:
         if rows:
             acks = [{"id": r[0], "token": r[10], "status": "done", "factor": 1.0} for r in rows]
-            await conn.fetch(ACK[variant], time.time(), 300.0, 1.0, json.dumps(acks))
+            await self.conn.fetch(ACK[self.variant], time.time(), 300.0, 1.0, json.dumps(acks))
+        return len(rows)
 
-    for i in range(n // batch):
+    async def claim(self) -> list[Any]:
+        now = time.time()
+        prefix = uuid.uuid4().hex[:16]
+        return list(
+            await self.conn.fetch(CLAIM, now, self.batch, now + 60, "w", prefix, None, False)
+        )
+
+    async def cycle(self) -> int:
+        """One batch enqueued, then one claimed (maybe another worker's) and acked: how many
+        jobs were acked."""
+        self.i += 1
         now = time.time()
         rows = [
-            {"run_id": run_id, "tenant_id": "t", "r2_key": f"{tag}-{i}-{k}", "max_attempts": 3}
-            for k in range(batch)
+            {
+                "run_id": self.run_id,
+                "tenant_id": "t",
+                "r2_key": f"{self.tag}-{self.i}-{k}",
+                "max_attempts": 3,
+            }
+            for k in range(self.batch)
         ]
-        batch_json = json.dumps(rows)
+        batch_json, args = json.dumps(rows), (self.channel, self.tag)
         try:
-            await conn.fetch(ENQUEUE[variant], now, batch_json, channel, tag, [run_id], ["t"])
+            await self.conn.fetch(
+                ENQUEUE[self.variant], now, batch_json, *args, [self.run_id], ["t"]
+            )
         except asyncpg.DataError:  # the tenant guard: another process created the run
-            async with conn.transaction():  # as the queue does (its tenant check left out)
-                new = await conn.fetch(ENQUEUE[variant], now, batch_json, channel, tag, [], [])
-                if variant == "shards":
-                    await conn.execute(
+            async with self.conn.transaction():  # as the queue does (its tenant check left out)
+                new = await self.conn.fetch(ENQUEUE[self.variant], now, batch_json, *args, [], [])
+                if self.variant == "shards":
+                    await self.conn.execute(
                         "UPDATE runs SET first_id = $2 WHERE run_id = $1 AND first_id > $2",
-                        run_id,
+                        self.run_id,
                         min(r[0] for r in new),
                     )
-        claim = (now, batch, now + 60, "w", uuid.uuid4().hex[:16], None, False)
-        await ack(await conn.fetch(CLAIM, *claim))
-    while (
-        rows := await conn.fetch(  # the leftovers (another worker's batch may be taken)
-            CLAIM, time.time(), batch, time.time() + 60, "w", uuid.uuid4().hex[:16], None, False
-        )
-    ):
-        await ack(rows)
+        return await self.ack(await self.claim())
+
+    async def drain(self) -> None:
+        while rows := await self.claim():  # the leftovers (another worker's batch may be taken)
+            await self.ack(rows)
+
+
+async def worker(dsn: str, schema: str, variant: str, run_id: str, n: int, batch: int) -> None:
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": schema})
+    cycler = Cycler(conn, schema, variant, run_id, batch)
+    print("ready", flush=True)
+    sys.stdin.readline()  # "go"
+    for _ in range(n // batch):
+        await cycler.cycle()
+    await cycler.drain()
     await conn.close()
+
+
+# Time-sliced: every worker runs the design the wall clock names, SLOT seconds each, the three
+# in a different order each period (all six orders in turn), so a change of the machine's load
+# falls on the three alike.
+SLOT = 1.0
+ORDERS = list(itertools.permutations(VARIANTS))
+
+
+def slot_variant(elapsed: float) -> str:
+    k = int(elapsed / SLOT)
+    return ORDERS[k // 3 % len(ORDERS)][k % 3]
+
+
+async def sliced_worker(dsn: str, base: str, run_id: str, batch: int, duration: float) -> None:
+    conns = {
+        v: await asyncpg.connect(dsn, server_settings={"search_path": f"{base}_{v}"})
+        for v in VARIANTS
+    }
+    cyclers = {v: Cycler(conns[v], f"{base}_{v}", v, run_id, batch) for v in VARIANTS}
+    print("ready", flush=True)
+    t0 = float(sys.stdin.readline())  # the common start, a wall-clock time
+    await asyncio.sleep(max(0.0, t0 - time.time()))
+    acked = dict.fromkeys(VARIANTS, 0)
+    while (elapsed := time.time() - t0) < duration:
+        v = slot_variant(elapsed)
+        acked[v] += await cyclers[v].cycle()
+    for v in VARIANTS:
+        await cyclers[v].drain()
+        await conns[v].close()
+    print(json.dumps(acked), flush=True)
 
 
 # --- the parent -------------------------------------------------------------------------------
@@ -456,10 +515,12 @@ def fresh(dsn: str, schema: str, variant: str) -> None:
     )
 
 
-async def check_counts(dsn: str, schema: str, variant: str, jobs: int) -> None:
-    """Every job done, and each design's counts say so."""
+async def check_counts(dsn: str, schema: str, variant: str, jobs: int | None = None) -> None:
+    """Every job done (``jobs`` of them, when given), and each design's counts say so."""
     conn = await asyncpg.connect(dsn, server_settings={"search_path": schema})
     try:
+        if jobs is None:
+            jobs = await conn.fetchval("SELECT count(*) FROM jobs")
         done = await conn.fetchval("SELECT count(*) FROM jobs WHERE status = 'done'")
         assert done == jobs, (variant, done, jobs)
         counted = 0
@@ -509,6 +570,82 @@ def cycles(dsn: str, schema: str, variant: str, batch: int, workers: int, same: 
     rate = per_worker * workers / (time.perf_counter() - start)
     asyncio.run(check_counts(dsn, schema, variant, per_worker * workers))
     return rate
+
+
+def sliced(
+    dsn: str, base: str, batch: int, workers: int, same: bool, duration: float
+) -> dict[str, float]:
+    """Jobs acked per design by ``workers`` processes switching designs on the clock's slots
+    (each design runs a third of ``duration``); fresh schemas each time."""
+    for v in VARIANTS:
+        fresh(dsn, f"{base}_{v}", v)
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--sliced-worker",
+                dsn,
+                base,
+                "bench" if same else f"run-{w}",
+                str(batch),
+                str(duration),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for w in range(workers)
+    ]
+    for p in procs:
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    t0 = time.time() + 0.5
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write(f"{t0}\n")
+        p.stdin.flush()
+    acked = dict.fromkeys(VARIANTS, 0.0)
+    for p in procs:
+        assert p.stdout is not None
+        for v, n in json.loads(p.stdout.readline()).items():
+            acked[v] += n
+        if p.wait(timeout=600) != 0:
+            sys.exit("a sliced worker failed")
+    for v in VARIANTS:
+        asyncio.run(check_counts(dsn, f"{base}_{v}", v))
+    return acked
+
+
+def run_sliced(dsn: str, reps: int, duration: float) -> None:
+    base = f"bench_counts_{uuid.uuid4().hex[:8]}"
+    got: dict[tuple[int, int, bool], list[dict[str, float]]] = {}
+    try:
+        for rep in range(reps):
+            for batch, workers, same in CYCLE_ROWS:
+                acked = sliced(dsn, base, batch, workers, same, duration)
+                got.setdefault((batch, workers, same), []).append(acked)
+                print(
+                    f"rep {rep} batch {batch:3} workers {workers} "
+                    f"{'same run' if same else 'own runs'}: "
+                    + ", ".join(f"{v} {n / (duration / 3):,.0f} jobs/s" for v, n in acked.items()),
+                    flush=True,
+                )
+    finally:
+        asyncio.run(
+            execute(dsn, "; ".join(f"DROP SCHEMA IF EXISTS {base}_{v} CASCADE" for v in VARIANTS))
+        )
+
+    def ratio(runs: list[dict[str, float]], v: str) -> str:
+        rs = sorted(r[v] / r["shards"] for r in runs)
+        return f"{statistics.median(rs):.2f}x ({rs[0]:.2f}-{rs[-1]:.2f})"
+
+    print("\n| jobs per call | worker processes | runs | row / shards | computed / shards |")
+    print("|---:|---:|---|---:|---:|")
+    for (batch, workers, same), runs in got.items():
+        print(
+            f"| {batch} | {workers} | {'one shared' if same else 'one each'} "
+            f"| {ratio(runs, 'row')} | {ratio(runs, 'computed')} |"
+        )
 
 
 async def fill(dsn: str, schema: str, variant: str) -> None:
@@ -684,11 +821,25 @@ def main() -> None:
         dsn, schema, variant, run_id, n, batch = sys.argv[2:8]
         asyncio.run(worker(dsn, schema, variant, run_id, int(n), int(batch)))
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "--sliced-worker":
+        dsn, base, run_id, batch, duration = sys.argv[2:7]
+        asyncio.run(sliced_worker(dsn, base, run_id, int(batch), float(duration)))
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dsn", default=DSN)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument(
+        "--sliced",
+        type=float,
+        metavar="SECONDS",
+        help="instead: the cycles only, the designs time-sliced within each measurement of "
+        "SECONDS (SLOT seconds each in turn)",
+    )
     args = parser.parse_args()
-    run(args.dsn, args.reps)
+    if args.sliced:
+        run_sliced(args.dsn, args.reps, args.sliced)
+    else:
+        run(args.dsn, args.reps)
 
 
 if __name__ == "__main__":
