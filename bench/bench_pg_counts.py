@@ -43,6 +43,8 @@ import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
 DSN = "postgresql://postgres@127.0.0.1:5432/test"
 TOTAL = {1: 2400, 100: 30000}  # jobs per cycle measurement, shared among the workers
 VARIANTS = ("shards", "row", "computed")
+# The time-sliced measurement adds the shards without first_id, with the index on the run.
+SLICED_VARIANTS = (*VARIANTS, "shards+index")
 NO_ID = 2**63 - 1
 
 COLUMNS = (  # the queue's job columns in its order, qualified (claims join jobs to a CTE)
@@ -112,6 +114,17 @@ CREATE TABLE run_counts (
 );
 """,
     "row": JOBS + "CREATE INDEX jobs_run ON jobs (run_id, id);",
+    "shards+index": JOBS
+    + """
+CREATE TABLE run_counts (
+    run_id text NOT NULL, shard integer NOT NULL,
+    done bigint NOT NULL DEFAULT 0, failed bigint NOT NULL DEFAULT 0,
+    total bigint NOT NULL DEFAULT 0, metrics jsonb,
+    finished_at double precision, updated_at double precision,
+    PRIMARY KEY (run_id, shard)
+);
+CREATE INDEX jobs_run ON jobs (run_id, id);
+""",
     "computed": JOBS + "CREATE INDEX jobs_run ON jobs (run_id, id);",
 }
 
@@ -191,6 +204,26 @@ ENQUEUE = {
         UPDATE runs AS r SET first_id = d.first_id FROM d
         WHERE r.run_id = d.run_id AND r.first_id > d.first_id
         RETURNING 1
+    ),
+    counted AS ({ADD_COUNTS.format(touch="true")} RETURNING 1),
+    notified AS (SELECT pg_notify($3, $4))
+    SELECT new.id, new.run_id, new.tenant_id, new.idempotency_key,
+           (SELECT count(*) FROM notified){GUARD_SNAPSHOT}
+    FROM new
+    """,
+    "shards+index": f"""
+    WITH {NEW},
+    created AS (
+        INSERT INTO runs AS r (run_id, tenant_id, created_at, updated_at)
+        SELECT run_id, min(tenant_id), $1, $1 FROM new
+        GROUP BY run_id ORDER BY run_id
+        ON CONFLICT (run_id) DO NOTHING
+        RETURNING run_id
+    ),
+    d AS (
+        SELECT run_id, 0::bigint AS done, 0::bigint AS failed, count(*) AS total,
+               NULL::jsonb AS metrics
+        FROM new GROUP BY run_id
     ),
     counted AS ({ADD_COUNTS.format(touch="true")} RETURNING 1),
     notified AS (SELECT pg_notify($3, $4))
@@ -319,6 +352,8 @@ ACK = {
     """,
 }
 
+ACK["shards+index"] = ACK["shards"]
+
 # --- reads: a run's summary and a page of its jobs --------------------------------------------
 
 SUMMARY = {
@@ -363,6 +398,7 @@ SUMMARY = {
     WHERE r.run_id = $1 GROUP BY r.run_id
     """,
 }
+SUMMARY["shards+index"] = SUMMARY["shards"]
 LIST = {
     # The queue's list: by id from the run's first_id.
     "first_id": f"""
@@ -393,6 +429,10 @@ LIST = {
 
 
 # --- one worker process: enqueue, claim, ack its batches ------------------------------------
+
+
+def schema_of(base: str, variant: str) -> str:
+    return f"{base}_{variant.replace('+', '_')}"
 
 
 class Cycler:
@@ -467,28 +507,28 @@ async def worker(dsn: str, schema: str, variant: str, run_id: str, n: int, batch
 # in a different order each period (all six orders in turn), so a change of the machine's load
 # falls on the three alike.
 SLOT = 1.0
-ORDERS = list(itertools.permutations(VARIANTS))
+ORDERS = list(itertools.permutations(SLICED_VARIANTS))
 
 
 def slot_variant(elapsed: float) -> str:
-    k = int(elapsed / SLOT)
-    return ORDERS[k // 3 % len(ORDERS)][k % 3]
+    k, n = int(elapsed / SLOT), len(SLICED_VARIANTS)
+    return ORDERS[k // n % len(ORDERS)][k % n]
 
 
 async def sliced_worker(dsn: str, base: str, run_id: str, batch: int, duration: float) -> None:
     conns = {
-        v: await asyncpg.connect(dsn, server_settings={"search_path": f"{base}_{v}"})
-        for v in VARIANTS
+        v: await asyncpg.connect(dsn, server_settings={"search_path": schema_of(base, v)})
+        for v in SLICED_VARIANTS
     }
-    cyclers = {v: Cycler(conns[v], f"{base}_{v}", v, run_id, batch) for v in VARIANTS}
+    cyclers = {v: Cycler(conns[v], schema_of(base, v), v, run_id, batch) for v in SLICED_VARIANTS}
     print("ready", flush=True)
     t0 = float(sys.stdin.readline())  # the common start, a wall-clock time
     await asyncio.sleep(max(0.0, t0 - time.time()))
-    acked = dict.fromkeys(VARIANTS, 0)
+    acked = dict.fromkeys(SLICED_VARIANTS, 0)
     while (elapsed := time.time() - t0) < duration:
         v = slot_variant(elapsed)
         acked[v] += await cyclers[v].cycle()
-    for v in VARIANTS:
+    for v in SLICED_VARIANTS:
         await cyclers[v].drain()
         await conns[v].close()
     print(json.dumps(acked), flush=True)
@@ -577,8 +617,8 @@ def sliced(
 ) -> dict[str, float]:
     """Jobs acked per design by ``workers`` processes switching designs on the clock's slots
     (each design runs a third of ``duration``); fresh schemas each time."""
-    for v in VARIANTS:
-        fresh(dsn, f"{base}_{v}", v)
+    for v in SLICED_VARIANTS:
+        fresh(dsn, schema_of(base, v), v)
     procs = [
         subprocess.Popen(
             [
@@ -604,15 +644,15 @@ def sliced(
         assert p.stdin is not None
         p.stdin.write(f"{t0}\n")
         p.stdin.flush()
-    acked = dict.fromkeys(VARIANTS, 0.0)
+    acked = dict.fromkeys(SLICED_VARIANTS, 0.0)
     for p in procs:
         assert p.stdout is not None
         for v, n in json.loads(p.stdout.readline()).items():
             acked[v] += n
         if p.wait(timeout=600) != 0:
             sys.exit("a sliced worker failed")
-    for v in VARIANTS:
-        asyncio.run(check_counts(dsn, f"{base}_{v}", v))
+    for v in SLICED_VARIANTS:
+        asyncio.run(check_counts(dsn, schema_of(base, v), v))
     return acked
 
 
@@ -627,24 +667,38 @@ def run_sliced(dsn: str, reps: int, duration: float) -> None:
                 print(
                     f"rep {rep} batch {batch:3} workers {workers} "
                     f"{'same run' if same else 'own runs'}: "
-                    + ", ".join(f"{v} {n / (duration / 3):,.0f} jobs/s" for v, n in acked.items()),
+                    + ", ".join(
+                        f"{v} {n / (duration / len(SLICED_VARIANTS)):,.0f} jobs/s"
+                        for v, n in acked.items()
+                    ),
                     flush=True,
                 )
     finally:
         asyncio.run(
-            execute(dsn, "; ".join(f"DROP SCHEMA IF EXISTS {base}_{v} CASCADE" for v in VARIANTS))
+            execute(
+                dsn,
+                "; ".join(
+                    f"DROP SCHEMA IF EXISTS {schema_of(base, v)} CASCADE" for v in SLICED_VARIANTS
+                ),
+            )
         )
 
     def ratio(runs: list[dict[str, float]], v: str) -> str:
         rs = sorted(r[v] / r["shards"] for r in runs)
         return f"{statistics.median(rs):.2f}x ({rs[0]:.2f}-{rs[-1]:.2f})"
 
-    print("\n| jobs per call | worker processes | runs | row / shards | computed / shards |")
-    print("|---:|---:|---|---:|---:|")
+    others = SLICED_VARIANTS[1:]
+    print(
+        "\n| jobs per call | worker processes | runs | "
+        + " | ".join(f"{v} / shards" for v in others)
+        + " |"
+    )
+    print("|---:|---:|---|" + "---:|" * len(others))
     for (batch, workers, same), runs in got.items():
         print(
-            f"| {batch} | {workers} | {'one shared' if same else 'one each'} "
-            f"| {ratio(runs, 'row')} | {ratio(runs, 'computed')} |"
+            f"| {batch} | {workers} | {'one shared' if same else 'one each'} | "
+            + " | ".join(ratio(runs, v) for v in others)
+            + " |"
         )
 
 
@@ -747,7 +801,7 @@ SUMMARY_ROWS = [("run of 1,000 (100 interleaved)", "r50"), ("run of 100,000", "b
 
 def run(dsn: str, reps: int) -> None:
     base = f"bench_counts_{uuid.uuid4().hex[:8]}"
-    schemas = {v: f"{base}_{v}" for v in VARIANTS}
+    schemas = {v: schema_of(base, v) for v in VARIANTS}
     cyc: dict[tuple[int, int, bool, str], list[float]] = {}
     lst: dict[tuple[int, str], list[float]] = {}
     summ: dict[tuple[int, str], list[float]] = {}
