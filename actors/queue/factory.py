@@ -9,8 +9,8 @@ from pathlib import Path
 from actors.config import Config
 from actors.errors import ConfigError
 from actors.queue.base import Queue
+from actors.queue.model import Backoff
 from actors.queue.sqlite._queue import SQLiteQueue
-from actors.queue.sqlite._verbs import Backoff
 from supervisors.clock import Clock
 
 __all__ = ["open_queue"]

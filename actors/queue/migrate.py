@@ -34,9 +34,9 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 import msgspec
 
 from actors.errors import InvalidArgument, MigrationRefused, StorageError
+from actors.queue._rows import COLUMNS
 from actors.queue.postgres import _schema as postgres_schema
 from actors.queue.sqlite import _schema as schema
-from actors.queue.sqlite import _verbs as store
 
 __all__ = [
     "JOB_FIELDS",
@@ -53,7 +53,7 @@ __all__ = [
     "store_name",
 ]
 
-JOB_FIELDS = tuple(c.strip() for c in store.COLUMNS.split(","))
+JOB_FIELDS = tuple(c.strip() for c in COLUMNS.split(","))
 # A job row's fields that an older export may lack, and the value a new job would get.
 JOB_DEFAULTS: dict[str, Any] = {"cross_tenant_key": False}
 RUN_FIELDS = ("run_id", "tenant_id", "created_at", "updated_at", "finished_at", "metrics")
@@ -181,7 +181,7 @@ class SQLiteStore:
 
     async def jobs(self, after: int, limit: int) -> list[Row]:
         cur = self.conn.execute(
-            f"SELECT {store.COLUMNS} FROM jobs WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
+            f"SELECT {COLUMNS} FROM jobs WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
         )
         return [_job_row(dict(zip(JOB_FIELDS, r, strict=True))) for r in cur]
 
@@ -394,7 +394,7 @@ class PostgresStore:
 
     async def jobs(self, after: int, limit: int) -> list[Row]:
         rows = await self.conn.fetch(
-            f"SELECT {store.COLUMNS} FROM jobs WHERE id > $1 ORDER BY id LIMIT $2", after, limit
+            f"SELECT {COLUMNS} FROM jobs WHERE id > $1 ORDER BY id LIMIT $2", after, limit
         )
         return [dict(r) for r in rows]
 

@@ -7,14 +7,9 @@ from typing import Any, Generic, Literal, TypeVar
 import msgspec
 
 __all__ = [
-    "MAX_BATCH",
-    "MAX_DELAY_SECONDS",
-    "MAX_PULL",
-    "MAX_TIMEOUT_SECONDS",
-    "MAX_VISIBILITY_SECONDS",
-    "MIN_TIMEOUT_SECONDS",
     "Ack",
     "AckResult",
+    "Backoff",
     "ItemReason",
     "ItemResult",
     "Job",
@@ -28,18 +23,6 @@ __all__ = [
     "Stats",
 ]
 
-# One hour: a longer lease would hide a crashed worker's job for too long; a job that takes
-# longer renews its lease (the lease manager renews at half the visibility timeout).
-MAX_VISIBILITY_SECONDS = 3600.0
-# One day: retries back off for at most 5 minutes; a longer delay is a scheduling job, not ours.
-MAX_DELAY_SECONDS = 86_400.0
-# One pull leases at most this many jobs; more would hold the write lock for too long.
-MAX_PULL = 1000
-# One batch call (enqueue_many, ack_many, ...) carries at most this many items, for the same reason.
-MAX_BATCH = 10_000
-# A job's own time limit lies in 1 s .. one day (`NewJob.timeout_seconds`).
-MIN_TIMEOUT_SECONDS = 1.0
-MAX_TIMEOUT_SECONDS = 86_400.0
 
 JobStatus = Literal["pending", "leased", "done", "failed"]
 RunStatus = Literal["queued", "processing", "done", "failed"]
@@ -96,6 +79,15 @@ class Job(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     cross_tenant_key: bool = False
     # This job's processing time limit (overrides [pipeline] job_timeout_seconds).
     timeout_seconds: float | None = None
+
+
+class Backoff(msgspec.Struct, frozen=True, kw_only=True):
+    """Retry delay after the n-th failed attempt: ``min(cap, base * 2**(n-1))`` times a factor
+    drawn from ``[1 - jitter, 1]`` by the backend (`actors.queue.base.jitter_factors`)."""
+
+    base_seconds: float = 1.0
+    cap_seconds: float = 300.0
+    jitter: float = 0.5
 
 
 class NewJob(msgspec.Struct, frozen=True, kw_only=True):

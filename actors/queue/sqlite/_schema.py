@@ -5,11 +5,11 @@ from __future__ import annotations
 import itertools
 import sqlite3
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from actors.errors import InvalidArgument, MigrationRefused, SchemaTooNew, StorageError
+from actors.queue._migrations import Migration
 
 __all__ = [
     "LATEST_VERSION",
@@ -26,18 +26,6 @@ __all__ = [
 ]
 
 Durability = Literal["normal", "full"]
-
-
-@dataclass(frozen=True)
-class Migration:
-    """One schema step: statements to apply it, statements to undo it, and what undoing drops."""
-
-    version: int
-    name: str
-    up: tuple[str, ...]
-    down: tuple[str, ...]
-    # Tables whose rows the down-migration deletes: a non-empty one refuses unless forced.
-    drops: tuple[str, ...]
 
 
 # The jobs table's indexes (migration 1; rebuilt by migration 4 with the table).
