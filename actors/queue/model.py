@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Generic, Literal, TypeVar
+from typing import Generic, Literal, TypeVar
 
 import msgspec
 
@@ -14,6 +14,7 @@ __all__ = [
     "ItemResult",
     "Job",
     "JobStatus",
+    "JsonValue",
     "LeaseResult",
     "MaintenanceClaim",
     "NewJob",
@@ -23,6 +24,10 @@ __all__ = [
     "Stats",
 ]
 
+
+#: A payload or result: any value msgspec encodes as JSON (decoded back as dicts, lists, str,
+#: int, float, bool and None). Narrow it with isinstance before use.
+JsonValue = object
 
 JobStatus = Literal["pending", "leased", "done", "failed"]
 RunStatus = Literal["queued", "processing", "done", "failed"]
@@ -41,8 +46,8 @@ T = TypeVar("T")
 
 
 # gc=False on the two Structs returned by the thousand: untracked by the cyclic GC, they do not
-# trigger its collections, whose pauses were most of the pull latency's p99 (bench/). Safe: a
-# frozen Struct decoded from SQLite cannot be part of a reference cycle.
+# trigger its collections, which would pause every waiter of a pull (docs/benchmarks.md, Queue).
+# Safe: a frozen Struct decoded from a row cannot be part of a reference cycle.
 class Job(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One unit of work: an object (``r2_key``) of a run of a tenant, and its lease state.
 
@@ -54,7 +59,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     run_id: str
     tenant_id: str
     r2_key: str
-    payload: Any = None
+    payload: JsonValue = None
     status: JobStatus = "pending"
     attempts: int = 0
     max_attempts: int = 5
@@ -64,7 +69,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     lease_expires_at: float | None = None
     worker_id: str | None = None
     last_error: str | None = None
-    result: Any = None
+    result: JsonValue = None
     idempotency_key: str | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
@@ -96,7 +101,7 @@ class NewJob(msgspec.Struct, frozen=True, kw_only=True):
     run_id: str
     tenant_id: str
     r2_key: str
-    payload: Any = None
+    payload: JsonValue = None
     idempotency_key: str | None = None
     delay_seconds: float = 0.0
     priority: int = 0
@@ -116,7 +121,7 @@ class Ack(msgspec.Struct, frozen=True, kw_only=True):
     job_id: int
     lease_token: str
     status: Literal["done", "failed"] = "done"
-    result: Any = None
+    result: JsonValue = None
     error: str | None = None
     permanent: bool = False
     run_metrics: dict[str, float] | None = None

@@ -155,8 +155,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         version=3,
         name="run_counts",
         up=(
-            # Counting a run's jobs by status costs O(jobs in the run) (7 ms at 100,000), too
-            # much for a run room that reloads after every ack batch. The counts are stored:
+            # Counting a run's jobs by status costs O(jobs in the run), too much for a run room
+            # that reloads after every ack batch (docs/benchmarks.md, Queue). The counts are stored:
             # `enqueue` adds the new pending jobs, and these triggers follow every status
             # change and deletion inside the same transaction, so they always agree with the
             # jobs table.
@@ -281,7 +281,7 @@ def connect(
         # FULL: every commit is fsynced, so it survives power loss too.
         conn.execute(f"PRAGMA synchronous = {durability.upper()}")
         # The writer wraps each request in a SAVEPOINT, whose statement journal would otherwise
-        # be a temporary file: in memory, a group of 100 inserts commits about 30% faster.
+        # be a temporary file; in memory, a group commits sooner (docs/benchmarks.md).
         conn.execute("PRAGMA temp_store = MEMORY")
     except sqlite3.DatabaseError as exc:
         conn.close()

@@ -61,7 +61,7 @@ LIVE_LEASE = "status = 'leased' AND lease_token = :token AND lease_expires_at > 
 LIVE_OWNED = "status = 'leased' AND lease_owner IS :owner AND lease_expires_at > :now"
 
 
-def encode_json(value: Any) -> str | None:
+def encode_json(value: object) -> str | None:
     """Encode a payload or result as JSON text (None stays NULL)."""
     return None if value is None else _encode(value).decode()
 
@@ -585,10 +585,10 @@ def _filters(
     run_id: str | None = None,
     tenant_id: str | None = None,
     job_ids: Sequence[int] | None = None,
-) -> tuple[str, dict[str, Any]]:
+) -> tuple[str, dict[str, object]]:
     """Build ``AND`` clauses (fixed SQL, values as parameters) for the filters that are set."""
     clauses: list[str] = []
-    params: dict[str, Any] = {}
+    params: dict[str, object] = {}
     if status is not None:
         clauses.append("status = :status")
         params["status"] = status

@@ -21,12 +21,15 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio.to_thread
 import sniffio
 
 from actors.errors import QueueClosed, QueueError, StorageError
+
+if TYPE_CHECKING:
+    import trio
 
 __all__ = ["Checkpointer", "GroupCommitWriter", "ReaderPool"]
 
@@ -48,9 +51,9 @@ class _Request(Generic[T]):
         self.result: T | None = None
         self.error: BaseException | None = None
         # Exactly one of (loop, future) or event is set, by the backend the caller runs on.
-        self.loop: Any = None
+        self.loop: asyncio.AbstractEventLoop | trio.lowlevel.TrioToken | None = None
         self.future: asyncio.Future[None] | None = None
-        self.event: Any = None
+        self.event: trio.Event | None = None
 
     def complete(self) -> None:
         """Wake the caller; runs in the caller's event-loop thread."""
@@ -61,7 +64,7 @@ class _Request(Generic[T]):
             if self.future is not None:
                 if not self.future.done():  # done: the caller was cancelled
                     self.future.set_result(None)
-            else:
+            elif self.event is not None:
                 self.event.set()
 
 
@@ -102,9 +105,9 @@ class GroupCommitWriter:
             import trio  # only imported when running on trio
 
             request.loop = trio.lowlevel.current_trio_token()
-            request.event = trio.Event()
+            request.event = event = trio.Event()
             self._put(request)
-            await request.event.wait()
+            await event.wait()
         else:
             loop = asyncio.get_running_loop()
             request.loop = loop
@@ -199,7 +202,7 @@ class GroupCommitWriter:
             try:
                 if isinstance(loop, asyncio.AbstractEventLoop):
                     loop.call_soon_threadsafe(_complete_all, requests)
-                else:
+                elif loop is not None:  # always set by `run` before the request is queued
                     loop.run_sync_soon(_complete_all, requests)
             except RuntimeError:  # the loop has finished (trio's RunFinishedError is one)
                 pass
