@@ -3,8 +3,9 @@
 `Queue` is the contract as a Protocol: the verbs every backend has, typed exactly; every user
 of a queue holds one. `OwnedQueue` adds what only a queue this process opened itself offers
 (SQLite, PostgreSQL): the maintenance claim and the run listing. `SingleItemVerbs` builds the
-one-item verbs on a backend's batch verbs, once for all. The argument checks, the bounds they
-enforce and the retry jitter live here so that each backend refuses the same calls in the same
+one-item verbs on a backend's batch verbs, once for all. The argument checks (against the
+bounds of `actors.bounds`) and the retry jitter live here, and the row decoding and refusal
+texts of the SQL backends in `_rows`, so that each backend refuses the same calls in the same
 words.
 """
 
@@ -416,6 +417,7 @@ def check_maintenance(task: str, interval_seconds: float, owner: str | None) -> 
 
 
 def check_range(name: str, value: float, lo: float, hi: float) -> None:
+    """Refuse a value that is not a number (a bool is not one) or lies outside ``lo..hi``."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidArgument(f"{name} must be a number, not {value!r}")
     if not lo <= value <= hi:  # also refuses NaN
@@ -423,6 +425,7 @@ def check_range(name: str, value: float, lo: float, hi: float) -> None:
 
 
 def check_visibility(seconds: float) -> None:
+    """Refuse a lease length that is not more than 0 or is over an hour."""
     check_range("visibility_seconds", seconds, 0, MAX_VISIBILITY_SECONDS)
     if seconds == 0:
         raise OutOfRange(
@@ -433,10 +436,12 @@ def check_visibility(seconds: float) -> None:
 
 
 def check_delay(seconds: float) -> None:
+    """Refuse a delay below 0 or over a day."""
     check_range("delay_seconds", seconds, 0, MAX_DELAY_SECONDS)
 
 
 def check_batch(name: str, items: Sequence[object]) -> None:
+    """Refuse a batch call of more than `MAX_BATCH` items."""
     if len(items) > MAX_BATCH:
         raise OutOfRange(
             f"{name} has {len(items)} items, over the limit of {MAX_BATCH} per call; split it"
@@ -444,6 +449,7 @@ def check_batch(name: str, items: Sequence[object]) -> None:
 
 
 def check_text(name: str, value: object) -> None:
+    """Refuse a value that is not a non-empty string of at most `MAX_ID_CHARS` characters."""
     if not isinstance(value, str) or not value:
         raise InvalidArgument(f"{name} must be a non-empty string, not {value!r}")
     if len(value) > MAX_ID_CHARS:
@@ -453,5 +459,6 @@ def check_text(name: str, value: object) -> None:
 
 
 def check_optional_text(name: str, value: object) -> None:
+    """Refuse a value that is neither None nor a valid `check_text`."""
     if value is not None:
         check_text(name, value)
