@@ -48,7 +48,8 @@ class _Request(Generic[T]):
     def __init__(self, work: Work[T], on_commit: Callable[[T], None] | None) -> None:
         self.work = work
         self.on_commit = on_commit
-        self.result: T | None = None
+        # A 1-tuple once the work returned (its value may be None); an error wins over it.
+        self.result: tuple[T] | None = None
         self.error: BaseException | None = None
         # Exactly one of (loop, future) or event is set, by the backend the caller runs on.
         self.loop: asyncio.AbstractEventLoop | trio.lowlevel.TrioToken | None = None
@@ -58,8 +59,8 @@ class _Request(Generic[T]):
     def complete(self) -> None:
         """Wake the caller; runs in the caller's event-loop thread."""
         try:
-            if self.on_commit is not None and self.error is None:
-                self.on_commit(self.result)  # type: ignore[arg-type]  # set when error is None
+            if self.on_commit is not None and self.error is None and self.result is not None:
+                self.on_commit(self.result[0])
         finally:
             if self.future is not None:
                 if not self.future.done():  # done: the caller was cancelled
@@ -116,7 +117,9 @@ class GroupCommitWriter:
             await request.future
         if request.error is not None:
             raise request.error
-        return request.result  # type: ignore[return-value]  # set when error is None
+        if request.result is None:  # the writer sets one of the two before it wakes a caller
+            raise QueueError("the queue's writer woke a caller without a result or an error")
+        return request.result[0]
 
     def _put(self, request: _Request[Any]) -> None:
         with self._lock:
@@ -179,7 +182,7 @@ class GroupCommitWriter:
             for request in group:
                 conn.execute("SAVEPOINT request")
                 try:
-                    request.result = request.work(conn)
+                    request.result = (request.work(conn),)
                 except Exception as exc:  # reported to its caller; the group goes on
                     conn.execute("ROLLBACK TO request")
                     request.error = _storage_error(exc) if isinstance(exc, sqlite3.Error) else exc
