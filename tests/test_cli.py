@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from actors.cli import duration, main
+from actors.cli import main
+from actors.cli._jobs import duration
 
 
 def run(capsys: pytest.CaptureFixture[str], db: Path, *argv: str) -> tuple[int, str, str]:
