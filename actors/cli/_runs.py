@@ -122,8 +122,6 @@ async def cmd_runs_search(args: argparse.Namespace, queue: Queue) -> int:
     finally:
         await processor.aclose()
     for hit in await search_run(queue, args.run_id, vector, top=args.top):
-        text = " ".join((hit["text"] or "(text not stored)").split())
-        print(
-            f"{hit['score']:.3f}  #{hit['job_id']} {hit['key']} chunk {hit['chunk']}: {text[:120]}"
-        )
+        text = " ".join((hit.text or "(text not stored)").split())
+        print(f"{hit.score:.3f}  #{hit.job_id} {hit.key} chunk {hit.chunk}: {text[:120]}")
     return EXIT_OK
