@@ -33,11 +33,10 @@ from actors.pipeline._run_room import (
 )
 from actors.pipeline._watchdog import LoopWatchdog
 from actors.pipeline.messages import AckInbox, Fetched, JobLeased, LeasedJob, RunEvent, Subscribe
-from actors.processors import Processor, make_processor
-from actors.processors._workers import WorkerPool
+from actors.processors import Processor, WorkerPool, make_processor
 from actors.queue import Job, NewJob, OwnedQueue, Queue, RunSummary, Stats
 from actors.queue.factory import open_queue
-from actors.storage._local import ObjectStore, make_store
+from actors.storage import ObjectStore, make_store
 from supervisors import (
     ActorStopped,
     Backoff,

@@ -18,7 +18,7 @@ import msgspec
 from moto.server import ThreadedMotoServer
 
 from actors.processors._gemini import encode_vector
-from actors.storage._s3 import S3ObjectStore
+from actors.storage import S3ObjectStore
 
 GETS = 300
 CONCURRENT = 8

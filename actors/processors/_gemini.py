@@ -26,9 +26,8 @@ from actors.errors import (
     ModelResponseInvalid,
     ModelUnavailable,
 )
-from actors.pipeline.messages import LeasedJob
-from actors.processors._local import ProcessorOutput
 from actors.processors._rate_limit import RateLimiter
+from actors.processors.base import JobInput, ProcessorOutput
 from actors.queue import DEFAULT_MAX_PAYLOAD_BYTES
 from supervisors.clock import Clock, SystemClock
 
@@ -353,16 +352,16 @@ class GeminiProcessor:
         return cls(settings, api_key=secrets.google_api_key.reveal())
 
     async def process(
-        self, job: LeasedJob, data: bytes, content_type: str | None
+        self, job: JobInput, data: bytes, content_type: str | None
     ) -> ProcessorOutput:
         settings = self._settings
         extracted = None
         inline_pdf = settings.send_pdf_inline and data[:1024].find(b"%PDF-") >= 0
         try:
             if len(data) <= _INLINE_BYTES:
-                extracted = _extract(data, job.r2_key, content_type)
+                extracted = _extract(data, job.key, content_type)
             else:
-                extracted = await anyio.to_thread.run_sync(_extract, data, job.r2_key, content_type)
+                extracted = await anyio.to_thread.run_sync(_extract, data, job.key, content_type)
         except EmptyDocument:
             if not inline_pdf:  # a scanned PDF: the chat model can still read it inline
                 raise
@@ -427,7 +426,7 @@ class GeminiProcessor:
                 "embed_tokens_estimated": True,
             },
         }
-        result = _fit(result, job.r2_key)
+        result = _fit(result, job.key)
         metrics = {
             "bytes": float(len(data)),
             "chunks": float(len(chunks)),

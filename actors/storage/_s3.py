@@ -22,9 +22,8 @@ from actors.errors import (
     ObjectStoreError,
     ObjectStoreRefused,
     ObjectStoreUnavailable,
-    ObjectTooLarge,
 )
-from actors.storage._local import StoredObject, check_key
+from actors.storage.base import StoredObject, check_key, missing, too_large
 
 __all__ = ["S3ObjectStore"]
 
@@ -177,19 +176,13 @@ class S3ObjectStore:
             body = response["Body"]
             async with body:  # closes the connection, read or not
                 if length is not None and length > max_bytes:
-                    raise ObjectTooLarge(
-                        f"object {key!r} is {length} bytes, over the limit of {max_bytes}; "
-                        "raise [pipeline].max_object_bytes or split the document"
-                    )
+                    raise too_large(key, max_bytes, length)
                 pieces: list[bytes] = []
                 received = 0
                 while piece := await body.read(_READ_CHUNK):
                     received += len(piece)
                     if received > max_bytes:
-                        raise ObjectTooLarge(
-                            f"object {key!r} is over the limit of {max_bytes} bytes; raise "
-                            "[pipeline].max_object_bytes or split the document"
-                        )
+                        raise too_large(key, max_bytes)
                     pieces.append(piece)
             if length is not None and received != length:
                 # Invariant: a partial object is never returned.
@@ -399,10 +392,7 @@ class S3ObjectStore:
             status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
             message = error.get("Message") or code or f"HTTP {status}"
             if code in _MISSING_CODES or (status == 404 and code != "NoSuchBucket"):
-                return ObjectMissing(
-                    f"object {key!r} does not exist in {where}; upload it (python -m actors "
-                    "submit) before enqueueing its job"
-                )
+                return missing(key, where)
             if code == "NoSuchBucket":
                 return ObjectStoreRefused(
                     f"{what} {key!r}: {where} does not exist; check [storage].bucket / R2_BUCKET "

@@ -13,7 +13,7 @@ from actors.pipeline._inflight import InFlight
 from actors.pipeline._lease_manager import leased_job
 from actors.pipeline.messages import AckInbox, Fetched, JobLeased, Release
 from actors.queue import SQLiteQueue
-from actors.storage._local import LocalObjectStore
+from actors.storage import LocalObjectStore
 from supervisors.clock import FakeClock
 
 pytestmark = pytest.mark.anyio
