@@ -62,8 +62,8 @@ class LocalObjectStore:
                 if size > max_bytes:
                     raise too_large(key, max_bytes, size)
                 # Read what fstat promised plus one byte, not max_bytes + 1: read(n) allocates
-                # n bytes up front, and 50 MiB per tiny object cost a third of the pipeline's
-                # speed. The extra byte tells a file that grew since fstat.
+                # n bytes up front, the whole cap for a tiny object ("The local store's reads"
+                # in docs/benchmarks.md). The extra byte tells a file that grew since fstat.
                 if size <= _INLINE_READ_BYTES:
                     data = f.read(size + 1)
                 else:
