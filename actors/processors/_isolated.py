@@ -4,6 +4,7 @@ worker processes."""
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
 
 import anyio
 import msgspec
@@ -60,6 +61,22 @@ class IsolatedProcessor:
 
 def from_factory(settings: ProcessorConfig) -> Processor:
     """The processor that ``[processor].factory`` ("package.module:callable") returns."""
+    module, attribute = _import(settings)
+    try:
+        factory = getattr(module, attribute)
+    except AttributeError as exc:
+        raise ConfigError(_unimportable(settings, exc)) from None
+    return factory(settings)  # type: ignore[no-any-return]  # a user's callable: untyped
+
+
+def check_factory(settings: ProcessorConfig) -> None:
+    """Raise the `ConfigError` of a malformed factory or a missing module here, at start-up,
+    rather than in every worker process; the factory itself is not called."""
+    _import(settings)
+
+
+def _import(settings: ProcessorConfig) -> tuple[ModuleType, str]:
+    """The factory's module, imported, and the name of the callable in it."""
     if not settings.factory or ":" not in settings.factory:
         raise ConfigError(
             '[processor].kind = "python" needs [processor].factory = '
@@ -68,25 +85,13 @@ def from_factory(settings: ProcessorConfig) -> Processor:
         )
     module_name, _, attribute = settings.factory.partition(":")
     try:
-        factory = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(
-            f"[processor].factory = {settings.factory!r} cannot be imported: {exc}. Check "
-            "the name and that its package is on PYTHONPATH"
-        ) from None
-    return factory(settings)  # type: ignore[no-any-return]  # a user's callable: untyped
-
-
-def check_factory(settings: ProcessorConfig) -> None:
-    """Raise the `ConfigError` of a malformed or unimportable factory here, at start-up, rather
-    than in every worker process; the factory itself is not called."""
-    if not settings.factory or ":" not in settings.factory:
-        from_factory(settings)  # raises the ConfigError
-    module_name = (settings.factory or "").partition(":")[0]
-    try:
-        importlib.import_module(module_name)
+        return importlib.import_module(module_name), attribute
     except ImportError as exc:
-        raise ConfigError(
-            f"[processor].factory = {settings.factory!r} cannot be imported: {exc}. "
-            "Check the name and that its package is on PYTHONPATH"
-        ) from None
+        raise ConfigError(_unimportable(settings, exc)) from None
+
+
+def _unimportable(settings: ProcessorConfig, exc: Exception) -> str:
+    return (
+        f"[processor].factory = {settings.factory!r} cannot be imported: {exc}. Check the name "
+        "and that its package is on PYTHONPATH"
+    )
