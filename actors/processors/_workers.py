@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio
 from anyio.abc import ByteSendStream, Process
@@ -154,7 +154,7 @@ class WorkerPool:
                 raise  # cancelled: the worker is killed, a fresh one serves the next call
             self._idle.append(worker)
         if ok:
-            return value  # type: ignore[no-any-return]
+            return cast(T, value)  # unpickled: what ``func`` returned
         raise value
 
     async def _take(self) -> _Worker:

@@ -90,8 +90,8 @@ class S3ObjectStore:
         rng: random.Random | None = None,
     ) -> None:
         try:
-            import aioboto3  # type: ignore[import-untyped]  # ships no types
-            from botocore.config import Config as BotoConfig  # type: ignore[import-untyped]
+            import aioboto3
+            from botocore.config import Config as BotoConfig
         except ImportError:  # pragma: no cover - depends on the installation
             raise ConfigError(
                 '[storage].kind = "r2"/"s3" needs aioboto3: pip install \'actors[s3]\''
@@ -380,7 +380,7 @@ class S3ObjectStore:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _translate(self, exc: Exception, what: str, key: str) -> ObjectStoreError:
-        from botocore.exceptions import (  # type: ignore[import-untyped]  # ships no types
+        from botocore.exceptions import (
             ClientError,
             NoCredentialsError,
         )
