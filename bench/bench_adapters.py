@@ -17,7 +17,7 @@ import boto3
 import msgspec
 from moto.server import ThreadedMotoServer
 
-from actors.processors._gemini import encode_vector
+from actors.processors import encode_vector
 from actors.storage import S3ObjectStore
 
 GETS = 300

@@ -1,4 +1,4 @@
-"""The default path loads no optional adapter: S3 (aioboto3) and Gemini (httpx) load on demand."""
+"""The adapters' front doors: every name resolves; the default path loads no aioboto3, no httpx."""
 
 from __future__ import annotations
 
@@ -52,3 +52,12 @@ from actors.processors import make_processor
 make_processor(ProcessorConfig(kind="gemini"))
 """
     assert "httpx" in loaded_after(code, GOOGLE_API_KEY="test-key")
+
+
+def test_every_name_the_front_doors_export_resolves() -> None:
+    import actors.processors
+    import actors.storage
+
+    for package in (actors.storage, actors.processors):
+        for name in package.__all__:
+            assert getattr(package, name) is not None, f"{package.__name__}.{name}"

@@ -3,13 +3,14 @@ Gemini).
 
 The front door: the `Processor` contract (from `actors.processors.base`), the offline and
 isolated processors, the worker pool they run in, and `make_processor`, the registry of
-``[processor].kind``. The Gemini processor is imported only when configured, so that the
-default path never loads httpx.
+``[processor].kind``. The Gemini module (``GeminiProcessor``, ``encode_vector``,
+``decode_vector``) is imported on first use, so that the default path never loads it or httpx.
 """
 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from actors.config import ProcessorConfig, Secrets
 from actors.errors import ConfigError
@@ -18,7 +19,11 @@ from actors.processors._local import LocalProcessor, process_locally
 from actors.processors._workers import TimeLimit, WorkerPool, current_time_limit
 from actors.processors.base import JobInput, Processor, ProcessorOutput
 
+if TYPE_CHECKING:
+    from actors.processors._gemini import GeminiProcessor, decode_vector, encode_vector
+
 __all__ = [
+    "GeminiProcessor",
     "IsolatedProcessor",
     "JobInput",
     "LocalProcessor",
@@ -27,6 +32,8 @@ __all__ = [
     "TimeLimit",
     "WorkerPool",
     "current_time_limit",
+    "decode_vector",
+    "encode_vector",
     "make_processor",
     "process_locally",
 ]
@@ -58,3 +65,14 @@ def make_processor(
         f"[processor].kind = {settings.kind!r} is not available in this version; "
         'use "local", "gemini" or "python"'
     )
+
+
+_GEMINI = frozenset({"GeminiProcessor", "decode_vector", "encode_vector"})
+
+
+def __getattr__(name: str) -> object:
+    if name in _GEMINI:
+        from actors.processors import _gemini
+
+        return getattr(_gemini, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

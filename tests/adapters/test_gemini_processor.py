@@ -19,8 +19,7 @@ from actors.errors import (
     ModelResponseInvalid,
     ModelUnavailable,
 )
-from actors.processors import JobInput, make_processor
-from actors.processors._gemini import GeminiProcessor, decode_vector
+from actors.processors import GeminiProcessor, JobInput, decode_vector, make_processor
 from actors.processors._rate_limit import RateLimiter
 
 pytestmark = pytest.mark.anyio
