@@ -380,10 +380,7 @@ class S3ObjectStore:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _translate(self, exc: Exception, what: str, key: str) -> ObjectStoreError:
-        from botocore.exceptions import (
-            ClientError,
-            NoCredentialsError,
-        )
+        from botocore.exceptions import ClientError, NoCredentialsError
 
         where = f"{self.endpoint or 'S3'} bucket {self.bucket!r}"
         if isinstance(exc, ClientError):
