@@ -11,8 +11,7 @@ import msgspec
 
 from actors.config import ProcessorConfig
 from actors.errors import ConfigError
-from actors.processors._local import default_pool
-from actors.processors._workers import WorkerPool
+from actors.processors._workers import WorkerPool, default_pool
 from actors.processors.base import JobInput, Processor, ProcessorOutput
 
 __all__ = ["IsolatedProcessor", "check_factory", "from_factory"]
@@ -46,7 +45,7 @@ class IsolatedProcessor:
     def __init__(self, settings: ProcessorConfig, pool: WorkerPool | None = None) -> None:
         self._settings = settings
         self._own_pool = pool is None
-        self._pool = pool or default_pool(settings)
+        self._pool = pool or default_pool(settings.worker_memory_mib)
 
     async def process(
         self, job: JobInput, data: bytes, content_type: str | None

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import msgspec
 
 from actors.config import ProcessorConfig
 from actors.errors import DocumentError
-from actors.processors._workers import WorkerPool
+from actors.processors._workers import WorkerPool, default_pool
 from actors.processors.base import JobInput, ProcessorOutput
 
-__all__ = ["LocalProcessor", "default_pool", "process_locally"]
+__all__ = ["LocalProcessor", "process_locally"]
 
 # Documents up to this size (PDFs excepted) are processed on the loop's thread: half a
 # millisecond at most, where a worker process would cost 2-3x the work itself ("Processing in
@@ -84,7 +83,7 @@ class LocalProcessor:
     def __init__(self, settings: ProcessorConfig, pool: WorkerPool | None = None) -> None:
         self._settings = settings
         self._own_pool = pool is None
-        self._pool = pool or default_pool(settings)
+        self._pool = pool or default_pool(settings.worker_memory_mib)
 
     def process_now(
         self, job: JobInput, data: bytes, content_type: str | None
@@ -111,8 +110,3 @@ class LocalProcessor:
         """Stop the worker processes, if the pool is this processor's own."""
         if self._own_pool:
             await self._pool.aclose()
-
-
-def default_pool(settings: ProcessorConfig) -> WorkerPool:
-    """A pool of a worker per CPU, for a processor built without a shared one."""
-    return WorkerPool(os.cpu_count() or 2, memory_mib=settings.worker_memory_mib)

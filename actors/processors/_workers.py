@@ -20,7 +20,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from actors.errors import OutOfMemory, WorkerCrashed
 
-__all__ = ["TimeLimit", "WorkerPool", "current_time_limit", "serve_worker"]
+__all__ = ["TimeLimit", "WorkerPool", "current_time_limit", "default_pool", "serve_worker"]
 
 T = TypeVar("T")
 
@@ -179,6 +179,11 @@ class WorkerPool:
         idle, self._idle = self._idle, []
         for worker in idle:
             await worker.kill()
+
+
+def default_pool(memory_mib: int) -> WorkerPool:
+    """A worker per CPU, for a processor built without a shared pool."""
+    return WorkerPool(os.cpu_count() or 2, memory_mib=memory_mib)
 
 
 def serve_worker() -> None:
