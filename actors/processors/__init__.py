@@ -51,7 +51,7 @@ def make_processor(
     if settings.kind == "local":
         return LocalProcessor(settings, pool)
     if settings.kind == "gemini":
-        from actors.processors._gemini import GeminiProcessor  # imports httpx: only when used
+        from actors.processors._gemini import GeminiProcessor  # with httpx: only when used
 
         if secrets is None:
             secrets = Secrets.from_env(os.environ)

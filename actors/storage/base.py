@@ -64,11 +64,10 @@ def missing(key: str, where: str) -> ObjectMissing:
 
 def too_large(key: str, max_bytes: int, size: int | None = None) -> ObjectTooLarge:
     """The error for an object over ``max_bytes``; ``size`` when the store announced it."""
-    what = (
-        f"is {size} bytes, over the limit of {max_bytes}"
-        if size is not None
-        else (f"is over the limit of {max_bytes} bytes")
-    )
+    if size is None:
+        what = f"is over the limit of {max_bytes} bytes"
+    else:
+        what = f"is {size} bytes, over the limit of {max_bytes}"
     return ObjectTooLarge(
         f"object {key!r} {what}; raise [pipeline].max_object_bytes or split the document"
     )
