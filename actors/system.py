@@ -27,8 +27,7 @@ from actors.pipeline import (
     RunUpdate,
     explain_give_up,
 )
-from actors.processors import Processor, make_processor
-from actors.processors._workers import WorkerPool
+from actors.processors import Processor, WorkerPool, make_processor
 from actors.queue import Job, NewJob, Queue, RunSummary, Stats
 from actors.queue.factory import open_queue
 from actors.storage import ObjectStore, make_store
