@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 import anyio
 import msgspec
-
-from actors.errors import InvalidArgument, StorageError
 
 if TYPE_CHECKING:
     from actors.config import Config
@@ -24,15 +22,12 @@ __all__ = [
     "EXIT_OK",
     "EXIT_SYSTEM_FAILED",
     "Command",
-    "PgConnection",
-    "PgStep",
     "QueueCommand",
     "emit",
     "load_effective_config",
     "print_table",
     "require_queue",
     "run_on_asyncio",
-    "run_on_postgres",
     "with_queue",
 ]
 
@@ -50,11 +45,6 @@ EXIT_INTERRUPTED = 130
 Command: TypeAlias = Callable[[argparse.Namespace], int]
 #: A command that works on the configured queue, whichever backend holds it.
 QueueCommand: TypeAlias = Callable[[argparse.Namespace, "Queue"], Awaitable[int]]
-#: An ``asyncpg.Connection``: asyncpg ships no type hints.
-PgConnection: TypeAlias = Any
-#: Work on one PostgreSQL connection: ``step(conn, where)`` returns the exit code; ``where``
-#: names the schema for messages.
-PgStep: TypeAlias = Callable[[PgConnection, str], Awaitable[int]]
 
 
 def load_effective_config(args: argparse.Namespace) -> Config:
@@ -95,61 +85,10 @@ def with_queue(command: QueueCommand, *, create: bool = False) -> Command:
 
 
 def require_queue(config: Config) -> None:
-    """Raise StorageError if the configured queue does not exist: a SQLite file that is not
-    there, or a PostgreSQL schema that holds no queue (opening either would create it)."""
-    if config.queue.backend == "sqlite":
-        from actors.queue.sqlite import _schema as sqlite_schema
+    """Raise StorageError if the configured queue does not exist (`actors.queue.admin`)."""
+    from actors.queue import admin
 
-        sqlite_schema.require_queue_file(config.queue.path)
-    elif config.queue.backend == "postgres":
-        from actors.queue.postgres import _schema as postgres_schema
-
-        async def holds_a_queue(conn: PgConnection, where: str) -> int:
-            if await postgres_schema.current_version(conn) == 0:
-                raise StorageError(
-                    f"no queue at {where}: the schema holds none; check [queue].dsn's "
-                    "search_path (`submit`, `enqueue`, `run` and `migrate up` create one)"
-                )
-            return EXIT_OK
-
-        run_on_postgres(config, holds_a_queue)
-
-
-def run_on_postgres(config: Config, step: PgStep) -> int:
-    """Run ``step(conn, where)`` on one connection to the configured PostgreSQL schema, which
-    must exist; return its exit code."""
-    dsn = config.queue.dsn
-    if not dsn:
-        raise InvalidArgument('[queue].backend = "postgres" needs [queue].dsn = "postgresql://..."')
-    password = config.secrets.pg_password.reveal() if config.secrets.pg_password else None
-
-    async def work() -> int:
-        import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
-
-        from actors.queue.migrate import store_name
-
-        where = store_name(dsn)
-        kwargs: dict[str, object] = {"timeout": 10}
-        if password is not None:
-            kwargs["password"] = password
-        try:
-            conn = await asyncpg.connect(dsn, **kwargs)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
-            raise StorageError(
-                f"cannot connect to PostgreSQL at {where}: {exc}. Check [queue].dsn, that the "
-                "server runs, and PGPASSWORD"
-            ) from exc
-        try:
-            if await conn.fetchval("SELECT current_schema()") is None:
-                raise StorageError(
-                    f"{where}: the search_path names no schema that exists. Create it, or name "
-                    "an existing one in [queue].dsn (?search_path=...)"
-                )
-            return await step(conn, where)
-        finally:
-            await conn.close()
-
-    return run_on_asyncio(work)
+    admin.require_queue(config)
 
 
 def run_on_asyncio(work: Callable[[], Awaitable[int]]) -> int:

@@ -4,28 +4,21 @@ between SQLite, PostgreSQL and JSON lines, with `actors.queue.migrate`)."""
 from __future__ import annotations
 
 import argparse
-import contextlib
-import sqlite3
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from actors.cli._common import (
     EXIT_FAILED,
     EXIT_OK,
-    PgConnection,
-    PgStep,
     load_effective_config,
     print_table,
     run_on_asyncio,
-    run_on_postgres,
 )
-from actors.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from actors.cli._common import Commands
-    from actors.config import Config
 
 __all__ = ["add_migrate", "add_store"]
 
@@ -57,106 +50,29 @@ def add_migrate(commands: Commands) -> None:
 
 
 def cmd_migrate_status(args: argparse.Namespace) -> int:
-    from actors.queue.postgres import _schema as postgres_schema
-    from actors.queue.sqlite import _schema as sqlite_schema
+    from actors.queue import admin
 
-    async def on_pg(conn: PgConnection, where: str) -> int:
-        version = await postgres_schema.current_version(conn)
-        print_migrations(where, version, postgres_schema.MIGRATIONS)
-        return EXIT_OK
-
-    config = load_effective_config(args)
-    code = on_postgres(config, on_pg)
-    if code is not None:
-        return code
-    with raw_connection(config) as (path, conn):
-        version = sqlite_schema.current_version(conn)
-    print_migrations(path, version, sqlite_schema.MIGRATIONS)
+    schema = admin.status(load_effective_config(args))
+    print(
+        f"{schema.where}: schema version {schema.version} (this actors knows up to {schema.latest})"
+    )
+    for migration in schema.migrations:
+        mark = "applied" if migration.version <= schema.version else "pending"
+        print(f"  {migration.version:>3}  {migration.name:<12} {mark}")
     return EXIT_OK
 
 
 def cmd_migrate_up(args: argparse.Namespace) -> int:
-    from actors.queue.postgres import _schema as postgres_schema
-    from actors.queue.sqlite import _schema as sqlite_schema
+    from actors.queue import admin
 
-    async def on_pg(conn: PgConnection, where: str) -> int:
-        return report_steps("applied", await postgres_schema.migrate_up(conn, where, args.to))
-
-    config = load_effective_config(args)
-    code = on_postgres(config, on_pg)
-    if code is not None:
-        return code
-    with raw_connection(config, create=True) as (path, conn):
-        applied = sqlite_schema.migrate_up(conn, path, args.to)
-    return report_steps("applied", applied)
+    return report_steps("applied", admin.migrate_up(load_effective_config(args), args.to))
 
 
 def cmd_migrate_down(args: argparse.Namespace) -> int:
-    from actors.queue.postgres import _schema as postgres_schema
-    from actors.queue.sqlite import _schema as sqlite_schema
+    from actors.queue import admin
 
-    async def on_pg(conn: PgConnection, where: str) -> int:
-        version = await postgres_schema.current_version(conn)
-        target = version - 1 if args.to is None else args.to
-        undone = await postgres_schema.migrate_down(conn, where, max(target, 0), force=args.force)
-        return report_steps("undid", undone)
-
-    config = load_effective_config(args)
-    code = on_postgres(config, on_pg)
-    if code is not None:
-        return code
-    with raw_connection(config) as (path, conn):
-        target = sqlite_schema.current_version(conn) - 1 if args.to is None else args.to
-        undone = sqlite_schema.migrate_down(conn, path, max(target, 0), force=args.force)
+    undone = admin.migrate_down(load_effective_config(args), args.to, force=args.force)
     return report_steps("undid", undone)
-
-
-def on_postgres(config: Config, step: PgStep) -> int | None:
-    """Run ``step(conn, where)`` on the configured PostgreSQL schema and return its exit code,
-    if ``[queue].backend`` is not SQLite; None if it is (the caller works on the file)."""
-    if config.queue.backend == "sqlite":
-        return None
-    if config.queue.backend != "postgres":
-        raise InvalidArgument(
-            f"`migrate` changes the queue's own database, and [queue].backend = "
-            f"{config.queue.backend!r} has none here: run it where the queue server runs"
-        )
-    return run_on_postgres(config, step)
-
-
-@contextlib.contextmanager
-def raw_connection(
-    config: Config, *, create: bool = False
-) -> Iterator[tuple[Path, sqlite3.Connection]]:
-    """Open the configured SQLite file without migrating it (the migrate commands do that
-    themselves); unless ``create``, only a file that exists."""
-    from actors.queue.sqlite import _schema as sqlite_schema
-
-    path = Path(config.queue.path)
-    opener = sqlite_schema.connect if create else sqlite_schema.open_existing
-    conn = opener(path, durability=config.queue.durability)
-    try:
-        yield path, conn
-    finally:
-        conn.close()
-
-
-class Migration(Protocol):
-    """What the listing shows of a schema migration (SQLite's and PostgreSQL's alike)."""
-
-    @property
-    def version(self) -> int: ...
-
-    @property
-    def name(self) -> str: ...
-
-
-def print_migrations(where: object, version: int, migrations: Sequence[Migration]) -> None:
-    """The schema's version, then each migration this actors knows, applied or pending."""
-    print(f"{where}: schema version {version} (this actors knows up to {migrations[-1].version})")
-    for migration in migrations:
-        mark = "applied" if migration.version <= version else "pending"
-        print(f"  {migration.version:>3}  {migration.name:<12} {mark}")
 
 
 def report_steps(verb: str, versions: Sequence[int]) -> int:
