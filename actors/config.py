@@ -147,7 +147,7 @@ class ProcessorConfig(_Table, frozen=True):
     embed_model: str = "text-embedding-004"  # or GEMINI_EMBED_MODEL
     base_url: str | None = None  # or AI_GATEWAY_URL; None means Google's endpoint
     # kind = "gemini": the instruction sent with each document's text; the answer must fit
-    # the response schema (summary, topics, entities, language; see gemini_processor.py).
+    # the response schema (summary, topics, entities, language; see actors/processors/_gemini.py).
     prompt: str = (
         "Analyse the document below. Give a short summary, its main topics, the named "
         "entities it mentions and its language."

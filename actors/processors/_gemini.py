@@ -17,6 +17,7 @@ import anyio
 import msgspec
 import structlog
 
+from actors.bounds import DEFAULT_MAX_PAYLOAD_BYTES
 from actors.config import ProcessorConfig, Secrets
 from actors.errors import (
     ConfigError,
@@ -28,7 +29,6 @@ from actors.errors import (
 )
 from actors.processors._rate_limit import RateLimiter
 from actors.processors.base import JobInput, ProcessorOutput
-from actors.queue import DEFAULT_MAX_PAYLOAD_BYTES
 from supervisors.clock import Clock, SystemClock
 
 if TYPE_CHECKING:

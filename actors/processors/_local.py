@@ -27,7 +27,7 @@ def _fit(result: dict[str, Any], filename: str) -> dict[str, Any]:
     The chunks' texts are the bulk of a large document's result; past the limit they are left
     out (each chunk keeps its offsets into the document) and ``chunks_truncated`` says so.
     """
-    from actors.queue import DEFAULT_MAX_PAYLOAD_BYTES
+    from actors.bounds import DEFAULT_MAX_PAYLOAD_BYTES
 
     if len(msgspec.json.encode(result)) <= DEFAULT_MAX_PAYLOAD_BYTES:
         return result

@@ -15,6 +15,7 @@ import anyio
 import sniffio
 import structlog
 
+from actors.bounds import MAX_UPLOAD_URL_SECONDS
 from actors.config import Config, StorageConfig
 from actors.errors import (
     ConfigError,
@@ -260,7 +261,7 @@ class S3ObjectStore:
         it (412) once an object exists under ``key``: the URL cannot overwrite what it uploaded.
         """
         check_key(key)
-        if not 1 <= expires_seconds <= 7 * 24 * 3600:
+        if not 1 <= expires_seconds <= MAX_UPLOAD_URL_SECONDS:
             raise ValueError("expires_seconds must be within 1 s and 7 days (S3's limit)")
         params: dict[str, str] = {"Bucket": self.bucket, "Key": key}
         if content_type:
