@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import typing
 from collections.abc import Mapping
@@ -50,6 +51,7 @@ __all__ = [
     "config_path_from",
     "dump_config",
     "load_config",
+    "require_package",
 ]
 
 #: Where ``load_config`` looks when neither ``--config`` nor ``ACTORS_CONFIG`` names a file.
@@ -287,6 +289,19 @@ _TABLES: dict[str, type[_Table]] = {
     for name, tp in typing.get_type_hints(Config).items()
     if isinstance(tp, type) and issubclass(tp, _Table)
 }
+
+
+def require_package(module: str, extra: str, setting: str) -> None:
+    """Raise ConfigError, naming the extra to install, if ``module`` cannot be imported.
+
+    ``setting`` is what asked for it (``'[queue].backend = "postgres"'``): the embedded default
+    needs no extra, and a feature that does fails at start-up in one line, not with a traceback
+    from inside a running actor.
+    """
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(f"{setting} needs {module}: pip install 'actors[{extra}]'") from None
 
 
 def config_path_from(

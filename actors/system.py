@@ -15,7 +15,7 @@ import structlog
 from anyio.abc import TaskStatus
 
 from actors import tenancy
-from actors.config import Config
+from actors.config import Config, require_package
 from actors.errors import ActorsError
 from actors.pipeline import (
     TERMINAL_RUN_STATUSES,
@@ -115,6 +115,9 @@ class ActorSystem:
 
     async def __aenter__(self) -> ActorSystem:
         config = self.config
+        if config.http.enabled:
+            for module in ("starlette", "hypercorn"):
+                require_package(module, "http", "[http] enabled = true")
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:
