@@ -17,8 +17,8 @@ import boto3
 import msgspec
 from moto.server import ThreadedMotoServer
 
-from actors.gemini_processor import encode_vector
-from actors.r2_store import S3ObjectStore
+from actors.processors import encode_vector
+from actors.storage import S3ObjectStore
 
 GETS = 300
 CONCURRENT = 8

@@ -29,7 +29,7 @@ import anyio
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
 
 from actors.queue import Ack, NewJob, SQLiteQueue
-from actors.queue.postgres import PostgresQueue
+from actors.queue.postgres._queue import PostgresQueue
 
 ROOT = Path(__file__).resolve().parent.parent
 DSN = "postgresql://postgres@127.0.0.1:5432/test"

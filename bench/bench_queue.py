@@ -3,7 +3,7 @@
 Usage: ``python bench/bench_queue.py [--scale 1.0] [--write]``. ``--write`` replaces the
 "## Queue" section of docs/benchmarks.md with the figures of this run. The machine is noisy, so
 every async figure is printed next to the raw ``sqlite3`` limit measured in the same run for the
-same SQL (the functions of ``actors.queue.store`` in a tight synchronous loop).
+same SQL (the functions of ``actors.queue.sqlite._verbs`` in a tight synchronous loop).
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from actors.queue import Ack, Backoff, NewJob, SQLiteQueue, schema, store
+from actors.queue import Ack, Backoff, NewJob, SQLiteQueue
+from actors.queue.sqlite import _schema as schema
+from actors.queue.sqlite import _verbs as store
 
 ROOT = Path(__file__).resolve().parent.parent
 NO_JITTER = itertools.repeat(1.0)
@@ -353,7 +355,7 @@ NOTES = """\
 How to read these figures:
 
 - *cycle* in the first two tables is enqueue, pull and ack of the same jobs, phase after phase:
-  `1 / (1/enqueue + 1/pull + 1/ack)`. The raw rows run `actors.queue.store`'s functions in
+  `1 / (1/enqueue + 1/pull + 1/ack)`. The raw rows run `actors.queue.sqlite._verbs`'s functions in
   `BEGIN IMMEDIATE ... COMMIT` on one connection, so they are the ceiling for this SQL.
 - One caller awaiting one job per call pays two thread hand-offs per call (to the writer thread
   and back); that, not SQLite, bounds the single-caller rows. Many callers share a commit: the

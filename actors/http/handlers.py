@@ -15,20 +15,20 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from actors import protocol as wire
 from actors import tenancy
 from actors.errors import InvalidArgument, InvalidObjectKey, JobNotFound, RunNotFound
-from actors.http import wire
 from actors.http.auth import STREAM_TOKEN_SECONDS, Principal, Signer, Tokens
 from actors.http.errors import ApiError, from_decode_error, from_domain_error
 from actors.http.metrics import Metrics, render_queue_stats
 from actors.http.openapi import openapi_document
-from actors.messages import RunEvent
+from actors.pipeline._run_room import room_id
+from actors.pipeline.messages import RunEvent
 from actors.queue.base import STATUSES, OwnedQueue, Queue
 from actors.queue.model import Ack, ItemResult, Job, JobStatus, NewJob, RunSummary
-from actors.run_room import room_id
 
 if TYPE_CHECKING:
-    from actors.run_room import RunUpdate
+    from actors.pipeline._run_room import RunUpdate
     from actors.system import ActorSystem
 
 __all__ = ["Api"]

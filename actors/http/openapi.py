@@ -7,8 +7,8 @@ from typing import Any
 
 import msgspec
 
+from actors import protocol as wire
 from actors import tenancy
-from actors.http import wire
 from actors.http.auth import STREAM_TOKEN_SECONDS
 
 __all__ = ["openapi_document"]

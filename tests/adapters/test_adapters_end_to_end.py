@@ -17,6 +17,7 @@ from conftest import KEY_ID, REGION, SECRET
 from gemini_fake import API_KEY, FakeGemini
 
 from actors.__main__ import main
+from actors.cli._results import export_run
 from actors.config import (
     Config,
     PipelineConfig,
@@ -27,7 +28,6 @@ from actors.config import (
     StorageConfig,
     SupervisionConfig,
 )
-from actors.results import export_run
 from actors.service import submit_files
 from actors.system import ActorSystem
 

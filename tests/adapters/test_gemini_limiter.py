@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from actors.rate_limit import RateLimiter
+from actors.processors._rate_limit import RateLimiter
 from supervisors.clock import FakeClock
 
 pytestmark = pytest.mark.anyio

@@ -22,8 +22,7 @@ from actors.errors import (
     ObjectStoreUnavailable,
     ObjectTooLarge,
 )
-from actors.r2_store import S3ObjectStore
-from actors.stores import make_store
+from actors.storage import S3ObjectStore, make_store
 
 pytestmark = pytest.mark.anyio
 

@@ -25,7 +25,7 @@ from actors.config import (
 )
 from actors.errors import ConfigError
 from actors.http.auth import Tokens
-from actors.queue.http_client import HttpQueue
+from actors.queue.http import HttpQueue
 from actors.system import ActorSystem
 
 pytestmark = pytest.mark.anyio

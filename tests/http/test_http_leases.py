@@ -23,7 +23,7 @@ from actors.config import (
     StorageConfig,
 )
 from actors.http.auth import token_id
-from actors.queue.http_client import HttpQueue
+from actors.queue.http import HttpQueue
 from actors.system import ActorSystem
 from supervisors.clock import FakeClock
 

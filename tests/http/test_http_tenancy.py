@@ -33,8 +33,8 @@ from actors.config import (
 )
 from actors.errors import ConfigError, ForeignObjectKey, InvalidArgument, ObjectMissing
 from actors.http.auth import Tokens
-from actors.queue.http_client import HttpQueue
-from actors.stores import LocalObjectStore, StoredObject
+from actors.queue.http import HttpQueue
+from actors.storage import LocalObjectStore, StoredObject
 from actors.system import ActorSystem
 
 pytestmark = pytest.mark.anyio

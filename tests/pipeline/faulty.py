@@ -73,7 +73,7 @@ class Leisurely:
 
         import anyio
 
-        from actors.processor import ProcessorOutput
+        from actors.processors import ProcessorOutput
 
         if b"POISON" in data:
             os.kill(os.getpid(), signal.SIGKILL)

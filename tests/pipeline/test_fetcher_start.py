@@ -8,12 +8,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from actors.fetcher import Fetcher
-from actors.inflight import InFlight
-from actors.lease_manager import leased_job
-from actors.messages import AckInbox, Fetched, JobLeased, Release
+from actors.pipeline import AckInbox, Fetched, Fetcher, InFlight, JobLeased, Release, leased_job
 from actors.queue import SQLiteQueue
-from actors.stores import LocalObjectStore
+from actors.storage import LocalObjectStore
 from supervisors.clock import FakeClock
 
 pytestmark = pytest.mark.anyio

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors.inflight import InFlight
-from actors.messages import LeasedJob
+from actors.pipeline import InFlight, LeasedJob
 
 
 def job(job_id: int, token: str) -> LeasedJob:

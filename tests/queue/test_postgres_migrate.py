@@ -17,7 +17,7 @@ from pg_helpers import PG_DSN, pg_admin
 from actors.errors import MigrationRefused
 from actors.queue import Ack, NewJob, SQLiteQueue
 from actors.queue import migrate as mig
-from actors.queue.postgres import PostgresQueue
+from actors.queue.postgres._queue import PostgresQueue
 from supervisors.clock import FakeClock
 
 # asyncpg, under the migration, runs on asyncio only (the CLI runs it there too).

@@ -16,7 +16,7 @@ import pytest
 import structlog
 
 from actors.queue import Ack, NewJob
-from actors.queue.postgres import PostgresQueue
+from actors.queue.postgres._queue import PostgresQueue
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 

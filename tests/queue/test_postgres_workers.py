@@ -17,7 +17,7 @@ import pytest
 from pg_helpers import PG_DSN, pg_admin, pg_runs, pg_script
 
 from actors.queue import NewJob
-from actors.queue.postgres import PostgresQueue
+from actors.queue.postgres._queue import PostgresQueue
 
 pytestmark = pytest.mark.slow
 

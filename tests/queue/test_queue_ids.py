@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from actors.errors import InvalidArgument, OutOfRange
-from actors.queue import NewJob, SQLiteQueue, schema
+from actors.queue import NewJob, SQLiteQueue
+from actors.queue.sqlite import _schema as schema
 from supervisors.clock import FakeClock
 
 pytestmark = pytest.mark.anyio

@@ -14,9 +14,11 @@ from pg_helpers import PG_DSN
 
 from actors.config import QueueConfig
 from actors.errors import InvalidArgument, OutOfRange
-from actors.maintenance import Maintenance, queue_tasks
-from actors.queue import NewJob, SQLiteQueue, postgres_schema, schema
-from actors.queue.postgres import PostgresQueue
+from actors.pipeline._maintenance import Maintenance, queue_tasks
+from actors.queue import NewJob, SQLiteQueue
+from actors.queue.postgres import _schema as postgres_schema
+from actors.queue.postgres._queue import PostgresQueue
+from actors.queue.sqlite import _schema as schema
 from supervisors.clock import FakeClock
 
 pytestmark = pytest.mark.anyio

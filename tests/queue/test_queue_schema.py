@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from actors.errors import InvalidArgument, MigrationRefused, SchemaTooNew, StorageError
-from actors.queue import LATEST_VERSION, SQLiteQueue, schema
+from actors.queue import LATEST_VERSION, SQLiteQueue
+from actors.queue.sqlite import _schema as schema
 
 
 def open_raw(db: Path) -> sqlite3.Connection:

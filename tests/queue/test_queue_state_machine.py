@@ -70,7 +70,7 @@ class QueueMachine(RuleBasedStateMachine):
         if self.backend == "sqlite":
             opened = SQLiteQueue.open(self.dir / "q.db", clock=self.clock, backoff=BACKOFF)
         else:
-            from actors.queue.postgres import PostgresQueue
+            from actors.queue.postgres._queue import PostgresQueue
 
             opened = PostgresQueue.open(
                 PG_DSN, schema=self.pg_schema, clock=self.clock, backoff=BACKOFF, pool_size=2

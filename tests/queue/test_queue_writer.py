@@ -13,8 +13,8 @@ import structlog
 
 from actors.errors import InvalidArgument, QueueClosed, StorageError
 from actors.queue import NewJob, SQLiteQueue
-from actors.queue.postgres import PostgresQueue
-from actors.queue.writer import GroupCommitWriter
+from actors.queue.postgres._queue import PostgresQueue
+from actors.queue.sqlite._writer import GroupCommitWriter
 
 pytestmark = pytest.mark.anyio
 

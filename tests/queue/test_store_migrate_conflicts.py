@@ -16,7 +16,7 @@ import pytest
 from pg_helpers import PG_DSN, pg_admin
 
 from actors.queue import NewJob, SQLiteQueue
-from actors.queue.postgres import PostgresQueue
+from actors.queue.postgres._queue import PostgresQueue
 
 
 def actors(*argv: str) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,204 @@
+"""The processor stage: runs each fetched job through the processor, within its time limit."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup, TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from actors.errors import ActorsError, DocumentError, JobTimedOut
+from actors.pipeline._inflight import InFlight, stop_scope
+from actors.pipeline.messages import AckInbox, Failed, Fetched, LeasedJob, Processed, Release
+from actors.processors import JobInput, Processor, ProcessorOutput, TimeLimit, current_time_limit
+from supervisors import Context
+
+__all__ = ["ProcessorStage", "call_abandonably"]
+
+T = TypeVar("T")
+
+log = structlog.get_logger("actors.processor")
+
+
+async def call_abandonably(calls: TaskGroup, func: Callable[[], Awaitable[T]], seconds: float) -> T:
+    """Await ``func()`` in a task of ``calls`` for at most ``seconds``, then stop waiting.
+
+    Past the limit the call is cancelled and `JobTimedOut` raised at once, even when the call
+    ignores cancellation (a blocking call in a worker thread, which no one can interrupt): the
+    call is then abandoned, left to end on its own in ``calls``, its outcome dropped.
+    """
+    done = anyio.Event()
+    returned: list[T] = []
+    raised: list[Exception] = []
+    scope = anyio.CancelScope()
+
+    async def call() -> None:
+        try:
+            with scope:
+                try:
+                    returned.append(await func())
+                except Exception as exc:  # re-raised in the caller: the job's error
+                    raised.append(exc)
+        finally:
+            done.set()
+
+    calls.start_soon(call)
+    try:
+        with anyio.move_on_after(seconds):
+            await done.wait()
+    finally:
+        if not done.is_set():
+            scope.cancel()  # also when the caller itself is cancelled (a shutdown)
+    if returned:
+        return returned[0]
+    if raised:
+        raise raised[0]
+    raise JobTimedOut(_timed_out(seconds, "cancelled, and abandoned if it ignores that"))
+
+
+def _timed_out(seconds: float, how: str) -> str:
+    return (
+        f"timeout: processing took longer than the job's time limit of {seconds:g}s "
+        f"([pipeline].job_timeout_seconds, or the job's own timeout_seconds), so it was {how}. "
+        "The attempt is retried with backoff up to max_attempts; raise the limit if such "
+        "documents are legitimate"
+    )
+
+
+class ProcessorStage:
+    """One of a pool of processors sharing one inbox; sends each outcome to the ack reporter.
+
+    Each job runs within its time limit (``timeout_seconds``, or the job's own): past it the
+    job fails with `JobTimedOut` (a retry) and its lease is no longer renewed. A processor that
+    ``honours_cancellation`` (the offline one, isolated ones: their worker process is killed)
+    is cancelled in place; any other runs in a task of ``calls`` (`call_abandonably`), so that
+    one stuck in a thread cannot hold this stage.
+
+    Error handling: whatever the processor raises while handling a job is that job's failure,
+    never this actor's: a `DocumentError` fails it permanently (a corrupt PDF stays corrupt), as
+    does a `RecursionError` (the same input recurses as deep again); any other exception
+    (another `ActorsError`, a `MemoryError`, a `TimeoutError`, a bug in the processor) fails the
+    attempt with the error's type and message, retried with backoff up to max_attempts. Only a
+    bug in this stage's own machinery, or a processor that returns something other than a
+    `ProcessorOutput`, crashes this processor, after marking the job, so that its restarted
+    successor fails the job (a retry) rather than losing it.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        inbox: MemoryObjectReceiveStream[Fetched],
+        acks: MemoryObjectSendStream[AckInbox],
+        processor: Processor,
+        inflight: InFlight,
+        ctx: Context | None = None,
+        timeout_seconds: float = 600.0,
+        calls: TaskGroup | None = None,
+    ) -> None:
+        self.name = name
+        self._ctx = ctx
+        self._inbox = inbox
+        self._acks = acks
+        self._processor = processor
+        self._inflight = inflight
+        self._timeout = timeout_seconds
+        self._calls = calls
+        self._in_place = calls is None or getattr(processor, "honours_cancellation", False)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        recovered = self._inflight.take_held(self.name)
+        task_status.started()
+        for job, crash in recovered:
+            # The object went with the crashed predecessor: give the lease back (or fail the
+            # attempt if the processor crashed on it) and let the queue hand it out again.
+            if crash is None:
+                self._acks.send_nowait(Release(job=job, reason=f"{self.name} was restarted"))
+            else:
+                self._acks.send_nowait(
+                    Failed(
+                        job=job, error=f"{self.name} crashed on this job: {crash}", stage="process"
+                    )
+                )
+        with stop_scope(self._ctx):
+            async for message in self._inbox:
+                await self._process(message)
+
+    async def _call(self, message: Fetched) -> ProcessorOutput:
+        job = message.job
+        given = _input(job)
+        # A processor may answer at once, within a bounded time, and so without a time limit's
+        # scope and deadline (LocalProcessor: small text documents).
+        process_now = getattr(self._processor, "process_now", None)
+        if process_now is not None:
+            output: ProcessorOutput | None = process_now(given, message.data, message.content_type)
+            if output is not None:
+                return output
+        limit = job.timeout_seconds or self._timeout
+        self._inflight.set_deadline(job, anyio.current_time() + limit)
+        call = functools.partial(self._processor.process, given, message.data, message.content_type)
+        if not self._in_place:
+            assert self._calls is not None
+            return await call_abandonably(self._calls, call, limit)
+        with anyio.move_on_after(limit) as scope:
+            # The pool adds a wait for a worker process to the deadline (and to the renewals').
+            token = current_time_limit.set(
+                TimeLimit(scope, lambda deadline: self._inflight.set_deadline(job, deadline))
+            )
+            try:
+                return await call()
+            finally:
+                current_time_limit.reset(token)
+        raise JobTimedOut(_timed_out(limit, "cancelled (a worker process running it is killed)"))
+
+    async def _process(self, message: Fetched) -> None:
+        job = message.job
+        self._inflight.hold(job, self.name)
+        try:
+            output = await self._call(message)
+        except DocumentError as exc:
+            outcome: AckInbox = Failed(job=job, error=str(exc), permanent=True, stage="process")
+        except ActorsError as exc:
+            outcome = Failed(job=job, error=str(exc), stage="process")
+        except Exception as exc:
+            # Cancellation is a BaseException and passes through: the job is given back.
+            log.warning("process.raised", job_id=job.id, run_id=job.run_id, exc_info=exc)
+            outcome = Failed(
+                job=job,
+                error=_unexpected(exc),
+                permanent=isinstance(exc, RecursionError),
+                stage="process",
+            )
+        else:
+            if not isinstance(output, ProcessorOutput):
+                problem = (
+                    f"the processor returned {type(output).__name__}, not a ProcessorOutput;"
+                    " a bug in the processor (see the Processor protocol)"
+                )
+                self._inflight.crashed(job, problem)
+                raise TypeError(problem)
+            outcome = Processed(job=job, result=output.result, metrics=output.metrics)
+        self._acks.send_nowait(outcome)  # never blocks: the stream holds every in-flight job
+        self._inflight.decided(job)
+        self._inflight.let_go(job, self.name)
+
+
+def _input(job: LeasedJob) -> JobInput:
+    """What the processor is told of ``job``: its identity, key and payload, no lease."""
+    return JobInput(
+        id=job.id, run_id=job.run_id, tenant_id=job.tenant_id, key=job.r2_key, payload=job.payload
+    )
+
+
+def _unexpected(exc: Exception) -> str:
+    """A job's error for an exception its processor raised unexpectedly: type and message."""
+    if isinstance(exc, RecursionError):
+        return (
+            f"RecursionError: {exc}; the document nests deeper than the processor can follow,"
+            " so retrying cannot help"
+        )
+    return f"processing raised {type(exc).__name__}: {exc}"

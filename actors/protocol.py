@@ -1,0 +1,345 @@
+"""The edge worker's JSON bodies as msgspec Structs, camelCase on the wire (server and client)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from actors.bounds import (
+    MAX_BATCH,
+    Attempts,
+    Delay,
+    ErrorText,
+    IdText,
+    JobId,
+    JobIdText,
+    JobTimeout,
+    LeaseToken,
+    MetricName,
+    Priority,
+    PullSize,
+    Retention,
+    UploadName,
+    Visibility,
+)
+from actors.queue.model import Job, RunSummary, Stats
+
+__all__ = [
+    "AckIn",
+    "AckItem",
+    "AckOut",
+    "CountOut",
+    "EnqueueIn",
+    "EnqueueManyIn",
+    "EnqueueManyOut",
+    "EnqueueOut",
+    "ErrorOut",
+    "ItemOut",
+    "JobOut",
+    "JobsPage",
+    "LeaseRef",
+    "LeasesOut",
+    "PullIn",
+    "PullOut",
+    "PurgeIn",
+    "ReleaseIn",
+    "RenewIn",
+    "RequeueIn",
+    "ResultIn",
+    "RunOut",
+    "StartIn",
+    "StatsBody",
+    "StatsOut",
+    "StreamTokenOut",
+    "UploadCreateIn",
+    "UploadCreateOut",
+    "UploadDoneOut",
+    "job_out",
+    "run_out",
+    "stats_out",
+]
+
+# The bounds (`actors.bounds`) are the queue's, so that the OpenAPI schema states them and a
+# bad value is a 400 naming the field before any queue call.
+Metrics = dict[MetricName, float]
+
+
+class _In(msgspec.Struct, kw_only=True, rename="camel", frozen=True):
+    """Base of request bodies: camelCase keys; unknown keys are ignored, as the edge worker did."""
+
+
+class _Out(msgspec.Struct, kw_only=True, rename="camel", frozen=True):
+    """Base of response bodies: camelCase keys."""
+
+
+# --- jobs ------------------------------------------------------------------------------------
+
+
+class EnqueueIn(_In, frozen=True):
+    run_id: IdText
+    tenant_id: IdText
+    r2_key: IdText
+    payload: Any = None
+    idempotency_key: IdText | None = None
+    delay_seconds: Delay = 0.0
+    priority: Priority = 0
+    max_attempts: Attempts | None = None
+    # Only an admin may enqueue a key outside the tenant's prefix; this says it meant to.
+    cross_tenant_key: bool = False
+    timeout_seconds: JobTimeout | None = None
+
+
+class EnqueueOut(_Out, frozen=True):
+    success: bool
+    job_id: int
+    run_id: str
+    status: str
+
+
+class EnqueueManyIn(_In, frozen=True):
+    jobs: Annotated[list[EnqueueIn], Meta(max_length=MAX_BATCH)]
+
+
+class JobOut(_Out, frozen=True):
+    """A job as the API shows it; the seed's pull returned the first six fields."""
+
+    id: int
+    run_id: str
+    tenant_id: str
+    r2_key: str
+    attempts: int
+    lease_token: str | None = None
+    status: str = "pending"
+    max_attempts: int = 5
+    priority: int = 0
+    payload: Any = None
+    available_at: float = 0.0
+    lease_expires_at: float | None = None
+    worker_id: str | None = None
+    last_error: str | None = None
+    result: Any = None
+    idempotency_key: str | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    finished_at: float | None = None
+    lease_owner: str | None = None
+    started_at: float | None = None
+    cross_tenant_key: bool = False
+    timeout_seconds: float | None = None
+
+
+class EnqueueManyOut(_Out, frozen=True):
+    success: bool
+    jobs: list[JobOut]
+
+
+class PullIn(_In, frozen=True):
+    """``started``: the jobs count as started when leased (a crash then spends their attempt),
+    for clients that never call ``/jobs/start``; send false and call it when work begins."""
+
+    max: PullSize = 10
+    visibility_seconds: Visibility = 60.0
+    worker_id: IdText | None = None
+    started: bool = True
+
+
+class PullOut(_Out, frozen=True):
+    jobs: list[JobOut]
+
+
+class AckItem(_In, frozen=True):
+    """One lease-aware outcome: the job, its lease token, and what happened."""
+
+    id: JobId
+    lease_token: LeaseToken
+    status: Literal["done", "failed"] = "done"
+    result: Any = None
+    error: ErrorText | None = None
+    permanent: bool = False
+    run_metrics: Metrics | None = None
+
+
+class AckIn(_In, frozen=True):
+    """Either the seed's ``{ids, status}`` (settles only live leases this token took) or
+    ``{acks: [...]}`` (each under its lease token). ``status`` is required with ``ids``."""
+
+    ids: Annotated[list[JobId | JobIdText], Meta(max_length=MAX_BATCH)] | None = None
+    status: Literal["done", "failed"] | None = None
+    error: ErrorText | None = None
+    acks: Annotated[list[AckItem], Meta(max_length=MAX_BATCH)] | None = None
+
+
+class ItemOut(_Out, frozen=True):
+    """The outcome of one item of a batch: applied (``ok``) or refused, and why.
+
+    ``id`` is the job id as the request gave it (a string in an ids-only ack that sent one).
+    """
+
+    id: int | str
+    ok: bool
+    reason: str
+    status: str | None = None
+    message: str | None = None
+
+
+class AckOut(_Out, frozen=True):
+    success: bool
+    results: list[ItemOut]
+
+
+class LeaseRef(_In, frozen=True):
+    id: JobId
+    lease_token: LeaseToken
+
+
+class RenewIn(_In, frozen=True):
+    leases: Annotated[list[LeaseRef], Meta(max_length=MAX_BATCH)]
+    visibility_seconds: Visibility = 60.0
+
+
+class StartIn(_In, frozen=True):
+    """Mark leased jobs started: from now on an expired lease spends the job's attempt."""
+
+    leases: Annotated[list[LeaseRef], Meta(max_length=MAX_BATCH)]
+
+
+class ReleaseIn(_In, frozen=True):
+    leases: Annotated[list[LeaseRef], Meta(max_length=MAX_BATCH)]
+    delay_seconds: Delay = 0.0
+
+
+class LeasesOut(_Out, frozen=True):
+    success: bool
+    results: list[ItemOut]
+
+
+class ResultIn(_In, frozen=True):
+    """Store a leased job's result: the job is acked done with it under its lease."""
+
+    lease_token: LeaseToken
+    result: Any = None
+    run_metrics: Metrics | None = None
+
+
+class RequeueIn(_In, frozen=True):
+    ids: Annotated[list[JobId], Meta(max_length=MAX_BATCH)] | None = None
+    run_id: IdText | None = None
+    tenant_id: IdText | None = None
+
+
+class PurgeIn(_In, frozen=True):
+    older_than_seconds: Retention
+
+
+class CountOut(_Out, frozen=True):
+    success: bool
+    count: int
+
+
+class JobsPage(_Out, frozen=True):
+    jobs: list[JobOut]
+    next_cursor: str | None = None
+
+
+class StatsBody(_Out, frozen=True):
+    """The queue's counts (`Stats`): ``pending`` counts every pending job, ``scheduled`` the
+    pending jobs not available yet; the age is the oldest available job's, since it became
+    available. ``scheduled`` defaults to 0 for a server that predates it."""
+
+    pending: int
+    leased: int
+    done: int
+    failed: int
+    scheduled: int = 0
+    oldest_pending_age_seconds: float | None = None
+
+
+class StatsOut(_Out, frozen=True):
+    stats: StatsBody
+    timestamp: float
+
+
+class RunOut(_Out, frozen=True):
+    run_id: str
+    tenant_id: str
+    status: str
+    total: int
+    pending: int
+    leased: int
+    done: int
+    failed: int
+    metrics: dict[str, float]
+    created_at: float
+    updated_at: float
+    finished_at: float | None = None
+
+
+# --- uploads ---------------------------------------------------------------------------------
+
+
+class UploadCreateIn(_In, frozen=True):
+    content_type: UploadName
+    filename: UploadName
+    tenant_id: IdText
+    run_id: IdText | None = None
+
+
+class UploadCreateOut(_Out, frozen=True):
+    """Where to PUT the file. ``completeUrl`` enqueues the job after a presigned upload."""
+
+    success: bool
+    run_id: str
+    r2_key: str
+    upload_url: str
+    method: str
+    expires_at: float
+    complete_url: str | None = None
+    upload_token: str | None = None  # with completeUrl: POST {"token": uploadToken} there
+    # The headers the PUT must send: a presigned URL signs them (If-None-Match: * makes it
+    # single use), so a PUT without them is refused by the store.
+    upload_headers: dict[str, str] | None = None
+
+
+class StreamTokenOut(_Out, frozen=True):
+    """A run-scoped token for ``?token=`` on the run's SSE and WebSocket routes, and both URLs."""
+
+    token: str
+    expires_at: float
+    events_url: str
+    ws_url: str
+
+
+class UploadDoneOut(_Out, frozen=True):
+    success: bool
+    job_id: int
+    run_id: str
+    r2_key: str
+    status: str
+
+
+class ErrorBody(_Out, frozen=True):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorOut(_Out, frozen=True):
+    success: bool
+    error: ErrorBody
+
+
+# --- conversions -----------------------------------------------------------------------------
+
+
+def job_out(job: Job) -> JobOut:
+    return msgspec.convert(job, JobOut, from_attributes=True)
+
+
+def run_out(summary: RunSummary) -> RunOut:
+    return msgspec.convert(summary, RunOut, from_attributes=True)
+
+
+def stats_out(stats: Stats, now: float) -> StatsOut:
+    return StatsOut(stats=msgspec.convert(stats, StatsBody, from_attributes=True), timestamp=now)

@@ -1,0 +1,385 @@
+"""``SQLiteQueue``: the durable job queue's async API over one SQLite file."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import random
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Literal
+
+import anyio
+import anyio.to_thread
+import structlog
+
+from actors.bounds import DEFAULT_MAX_PAYLOAD_BYTES
+from actors.queue._rows import ByOwner
+from actors.queue.base import (
+    OwnedQueue,
+    SingleItemVerbs,
+    check_ack,
+    check_batch,
+    check_delay,
+    check_listing,
+    check_maintenance,
+    check_new_job,
+    check_open,
+    check_optional_text,
+    check_page,
+    check_pull,
+    check_range,
+    check_visibility,
+    jitter_factors,
+)
+from actors.queue.model import (
+    Ack,
+    AckResult,
+    Backoff,
+    Job,
+    JobStatus,
+    LeaseResult,
+    MaintenanceClaim,
+    NewJob,
+    Page,
+    RunSummary,
+    Stats,
+)
+from actors.queue.sqlite import _schema as schema
+from actors.queue.sqlite import _verbs as store
+from actors.queue.sqlite._schema import Durability
+from actors.queue.sqlite._writer import Checkpointer, GroupCommitWriter, ReaderPool
+from supervisors.clock import Clock, SystemClock
+
+__all__ = ["SQLiteQueue"]
+
+
+log = structlog.get_logger("actors.queue")
+
+
+class SQLiteQueue(SingleItemVerbs):
+    """The durable job queue in one SQLite file (WAL), safe across tasks and processes.
+
+    Open it with ``async with SQLiteQueue.open(path) as q``. Every write goes through one writer
+    thread that group-commits concurrent requests; when a write verb returns, it is committed.
+    Reads use their own connections. Runs on asyncio and trio.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        writer: GroupCommitWriter,
+        readers: ReaderPool,
+        checkpointer: Checkpointer,
+        *,
+        clock: Clock,
+        max_payload_bytes: int,
+        max_attempts: int,
+        backoff: Backoff,
+        seed: int | None,
+    ) -> None:
+        self.path = path
+        self._writer = writer
+        self._readers = readers
+        self._checkpointer = checkpointer
+        self._clock = clock
+        self._max_payload_bytes = max_payload_bytes
+        self._max_attempts = max_attempts
+        self._backoff = backoff
+        self._rng = random.Random(seed)  # jitter; used only on the writer thread
+        self._on_enqueue: list[Callable[[], object]] = []
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls,
+        path: str | Path,
+        *,
+        durability: Durability = "normal",
+        clock: Clock | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        max_attempts: int = 5,
+        backoff: Backoff | None = None,
+        seed: int | None = None,
+        busy_timeout_seconds: float = 10.0,
+    ) -> AsyncIterator[SQLiteQueue]:
+        """Open (creating and migrating as needed) the queue in ``path``; close it on exit."""
+        check_open(max_attempts, max_payload_bytes)
+        path = Path(path)
+        connect = functools.partial(
+            schema.connect, path, durability=durability, busy_timeout_seconds=busy_timeout_seconds
+        )
+        # One thread call, then no await until `try`: a cancellation cannot leak a connection.
+        conn, checkpoint_conn = await anyio.to_thread.run_sync(_open_migrated, connect, path)
+        checkpointer = Checkpointer(checkpoint_conn)
+        queue = cls(
+            path,
+            GroupCommitWriter(conn, after_commit=checkpointer.poke),
+            ReaderPool(connect),
+            checkpointer,
+            clock=clock or SystemClock(),
+            max_payload_bytes=max_payload_bytes,
+            max_attempts=max_attempts,
+            backoff=backoff or Backoff(),
+            seed=seed,
+        )
+        try:
+            yield queue
+        finally:
+            with anyio.CancelScope(shield=True):
+                await queue.aclose()
+
+    async def aclose(self) -> None:
+        """Commit what was submitted, stop the writer thread and close every connection."""
+        await self._writer.aclose()
+        await self._checkpointer.aclose()
+        self._readers.close()
+
+    # --- producers -----------------------------------------------------------------------
+
+    async def enqueue_many(self, jobs: Sequence[NewJob]) -> list[Job]:
+        """Add every job in one transaction: all of them are committed, or none."""
+        check_batch("jobs", jobs)
+        for new in jobs:
+            check_new_job(new, self._max_payload_bytes)
+        if not jobs:
+            return []
+        return await self._writer.run(
+            lambda conn: store.enqueue(conn, self._clock.time(), jobs, self._max_attempts),
+            on_commit=self._notify_enqueued,
+        )
+
+    def on_enqueue(self, callback: Callable[[], object]) -> Callable[[], None]:
+        """Call ``callback()`` in the event loop after each enqueue through this object commits.
+
+        Returns a function that unsubscribes. The callback must not block; its exceptions are
+        logged, not raised.
+        """
+        self._on_enqueue.append(callback)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._on_enqueue.remove(callback)
+
+        return unsubscribe
+
+    def _notify_enqueued(self, jobs: list[Job]) -> None:
+        for callback in list(self._on_enqueue):
+            try:
+                callback()
+            except Exception:  # a subscriber's bug must not break the caller's enqueue
+                log.exception("queue.on_enqueue_failed", callback=repr(callback))
+
+    # --- consumers -----------------------------------------------------------------------
+
+    async def pull(
+        self,
+        max: int = 10,
+        visibility_seconds: float = 60,
+        worker_id: str | None = None,
+        *,
+        owner: str | None = None,
+        started: bool = False,
+    ) -> list[Job]:
+        """Lease up to ``max`` visible jobs for ``visibility_seconds``, highest priority first.
+
+        ``owner`` names the principal taking the leases (recorded as ``lease_owner``): only it
+        may settle them by id alone (`ack_ids`). ``started`` marks them started at once, for a
+        caller that never calls `start_many` (else a job that kills it never runs out of
+        attempts).
+        """
+        check_pull(max, visibility_seconds, worker_id, owner)
+        return await self._writer.run(
+            lambda conn: store.pull(
+                conn, self._clock.time(), max, visibility_seconds, worker_id, owner, started
+            )
+        )
+
+    async def renew_many(
+        self, leases: Sequence[tuple[int, str]], visibility_seconds: float
+    ) -> list[LeaseResult]:
+        """Extend every live lease in one transaction; stale ones are refused item by item."""
+        check_batch("leases", leases)
+        check_visibility(visibility_seconds)
+        return await self._writer.run(
+            lambda conn: [
+                store.renew(conn, self._clock.time(), job_id, token, visibility_seconds)
+                for job_id, token in leases
+            ]
+        )
+
+    async def start_many(self, leases: Sequence[tuple[int, str]]) -> list[LeaseResult]:
+        """Mark each live lease's job started (handed to the pipeline's first stage); stale
+        ones are refused item by item.
+
+        Fair attempt accounting: a lease that expires before its job started costs the job no
+        attempt (`reap` gives it back); once started, an expiry spends it.
+        """
+        check_batch("leases", leases)
+        return await self._writer.run(
+            lambda conn: [
+                store.start(conn, self._clock.time(), job_id, token) for job_id, token in leases
+            ]
+        )
+
+    async def release_many(
+        self, leases: Sequence[tuple[int, str]], delay_seconds: float = 0
+    ) -> list[LeaseResult]:
+        """Give back every live lease in one transaction; stale ones are refused item by item."""
+        check_batch("leases", leases)
+        check_delay(delay_seconds)
+        return await self._writer.run(
+            lambda conn: [
+                store.release(conn, self._clock.time(), job_id, token, delay_seconds)
+                for job_id, token in leases
+            ]
+        )
+
+    async def ack_many(self, acks: Sequence[Ack]) -> list[AckResult]:
+        """Record every outcome in one transaction; a stale lease refuses only its own item."""
+        check_batch("acks", acks)
+        for a in acks:
+            check_ack(a, self._max_payload_bytes)
+        return await self._writer.run(
+            lambda conn: store.ack(
+                conn,
+                self._clock.time(),
+                acks,
+                self._backoff,
+                self._jitter(),
+            )
+        )
+
+    async def ack_ids(
+        self,
+        ids: Sequence[int],
+        status: Literal["done", "failed"],
+        *,
+        owner: str | None,
+        error: str | None = None,
+    ) -> list[AckResult]:
+        """Record an outcome by job id alone (the seed's form), for live leases ``owner`` took.
+
+        An ack without a token cannot tell this lease from a later one, so it settles a job only
+        while its live lease is ``owner``'s (the principal that pulled it); any other job is
+        refused item by item (``expired``, ``foreign_lease``, ``finished``, ``not_leased``,
+        ``not_found``).
+        """
+        check_batch("ids", ids)
+        check_optional_text("owner", owner)
+        acks = [Ack(job_id=i, lease_token="", status=status, error=error) for i in ids]
+        for a in acks:
+            check_ack(a, self._max_payload_bytes)
+        owned = ByOwner(owner)
+        return await self._writer.run(
+            lambda conn: store.ack(
+                conn,
+                self._clock.time(),
+                acks,
+                self._backoff,
+                self._jitter(),
+                owned=owned,
+            )
+        )
+
+    def _jitter(self) -> Iterator[float]:
+        return jitter_factors(self._rng, self._backoff.jitter)
+
+    # --- operators -----------------------------------------------------------------------
+
+    async def reap(self) -> int:
+        """Return every expired lease's job to pending (or fail it); return how many.
+
+        A job never started under its lease gets its attempt back; a started one spends it.
+        """
+        return await self._writer.run(lambda conn: store.reap(conn, self._clock.time()))
+
+    async def requeue(
+        self,
+        job_ids: Sequence[int] | None = None,
+        *,
+        run_id: str | None = None,
+        tenant_id: str | None = None,
+    ) -> int:
+        """Return terminally failed jobs to pending with attempts reset; return how many."""
+        if job_ids is not None:
+            check_batch("job_ids", job_ids)
+        return await self._writer.run(
+            lambda conn: store.requeue(conn, self._clock.time(), job_ids, run_id, tenant_id)
+        )
+
+    async def purge(self, older_than_seconds: float) -> int:
+        """Delete jobs that finished more than ``older_than_seconds`` ago; return how many."""
+        check_range("older_than_seconds", older_than_seconds, 0, math.inf)
+        return await self._writer.run(
+            lambda conn: store.purge(conn, self._clock.time(), older_than_seconds)
+        )
+
+    async def claim_maintenance(
+        self, task: str, interval_seconds: float, owner: str | None = None
+    ) -> MaintenanceClaim:
+        """Claim ``task``'s round if it is due; the winner does the round, the others skip it."""
+        check_maintenance(task, interval_seconds, owner)
+        return await self._writer.run(
+            lambda conn: store.claim_maintenance(
+                conn, self._clock.time(), task, interval_seconds, owner
+            )
+        )
+
+    # --- readers -------------------------------------------------------------------------
+
+    async def get(self, job_id: int) -> Job:
+        """Return the job with this id, or raise JobNotFound."""
+        return await self._readers.run(lambda conn: store.get(conn, job_id))
+
+    async def stats(self) -> Stats:
+        """Count jobs by status and measure the age of the oldest pending job."""
+        return await self._readers.run(lambda conn: store.stats(conn, self._clock.time()))
+
+    async def run_summary(self, run_id: str) -> RunSummary:
+        """Return the run's counts, metrics and status, or raise RunNotFound."""
+        return await self._readers.run(lambda conn: store.run_summary(conn, run_id))
+
+    async def list_runs(
+        self, tenant_id: str | None = None, limit: int = 100, cursor: str | None = None
+    ) -> Page[RunSummary]:
+        """Return one page of run summaries, oldest first."""
+        check_page(limit)
+        return await self._readers.run(lambda conn: store.list_runs(conn, tenant_id, limit, cursor))
+
+    # Defined last: inside the class body, later annotations would see this `list`.
+    async def list(
+        self,
+        status: JobStatus | None = None,
+        run_id: str | None = None,
+        tenant_id: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page[Job]:
+        """Return one page of jobs in id order, filtered by status, run and tenant."""
+        check_listing(status, limit)
+        return await self._readers.run(
+            lambda conn: store.list_jobs(conn, status, run_id, tenant_id, limit, cursor)
+        )
+
+
+def _open_migrated(
+    connect: Callable[[], sqlite3.Connection], path: Path
+) -> tuple[sqlite3.Connection, sqlite3.Connection]:
+    """Open the writer's connection (migrated) and the checkpointer's, or neither."""
+    conn = connect()
+    try:
+        schema.check_version(schema.current_version(conn), path)
+        schema.migrate_up(conn, path)
+        # The Checkpointer's thread checkpoints instead, so no commit waits for one.
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        return conn, connect()
+    except BaseException:
+        conn.close()
+        raise
+
+
+# mypy checks the class against the contract here, verb by verb.
+_contract: type[OwnedQueue] = SQLiteQueue

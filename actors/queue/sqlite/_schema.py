@@ -1,0 +1,430 @@
+"""The database file: connection pragmas (set here only) and versioned schema migrations."""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+import time
+from pathlib import Path
+from typing import Literal
+
+from actors.errors import InvalidArgument, MigrationRefused, SchemaTooNew, StorageError
+from actors.queue._migrations import Migration
+
+__all__ = [
+    "LATEST_VERSION",
+    "MIGRATIONS",
+    "Durability",
+    "Migration",
+    "connect",
+    "current_version",
+    "migrate_down",
+    "migrate_up",
+    "open_existing",
+    "require_file",
+    "require_queue_file",
+]
+
+Durability = Literal["normal", "full"]
+
+
+# The jobs table's indexes (migration 1; rebuilt by migration 4 with the table).
+_JOBS_INDEXES = (
+    # Matches pull's ORDER BY, so a claim reads the first `max` entries of one range.
+    "CREATE INDEX jobs_claim ON jobs (status, priority DESC, available_at)",
+    # Only live leases are indexed: reaping reads the expired ones and nothing else.
+    """
+    CREATE INDEX jobs_lease_expiry ON jobs (lease_expires_at)
+    WHERE status = 'leased'
+    """,
+    # Invariant: one idempotency key names at most one job within a tenant.
+    """
+    CREATE UNIQUE INDEX jobs_idempotency ON jobs (tenant_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL
+    """,
+    "CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL",
+)
+
+# The triggers that keep each run's stored counts (migration 3; rebuilt by migration 4).
+_COUNT_TRIGGERS = (
+    """
+    CREATE TRIGGER jobs_status_counts AFTER UPDATE OF status ON jobs
+    WHEN OLD.status != NEW.status
+    BEGIN
+        UPDATE runs SET
+            pending = pending + (NEW.status = 'pending') - (OLD.status = 'pending'),
+            leased = leased + (NEW.status = 'leased') - (OLD.status = 'leased'),
+            done = done + (NEW.status = 'done') - (OLD.status = 'done'),
+            failed = failed + (NEW.status = 'failed') - (OLD.status = 'failed')
+        WHERE run_id = NEW.run_id;
+    END
+    """,
+    """
+    CREATE TRIGGER jobs_delete_counts AFTER DELETE ON jobs
+    BEGIN
+        UPDATE runs SET
+            pending = pending - (OLD.status = 'pending'),
+            leased = leased - (OLD.status = 'leased'),
+            done = done - (OLD.status = 'done'),
+            failed = failed - (OLD.status = 'failed')
+        WHERE run_id = OLD.run_id;
+    END
+    """,
+)
+
+# The columns of jobs up to version 3, in table order (what migration 4 copies either way).
+_V3_COLUMNS = (
+    "id, run_id, tenant_id, r2_key, payload, status, attempts, max_attempts, priority, "
+    "available_at, lease_token, lease_expires_at, worker_id, last_error, result, "
+    "idempotency_key, created_at, updated_at, finished_at"
+)
+
+
+def _jobs_table(name: str, *, autoincrement: bool) -> str:
+    """The jobs table as of version 4 (``autoincrement``), else as of versions 1 to 3."""
+    v4 = """,
+        lease_owner      TEXT,
+        started_at       REAL,
+        cross_tenant_key INTEGER NOT NULL DEFAULT 0,
+        timeout_seconds  REAL"""
+    return f"""
+    CREATE TABLE {name} (
+        id               INTEGER PRIMARY KEY{" AUTOINCREMENT" if autoincrement else ""},
+        run_id           TEXT    NOT NULL,
+        tenant_id        TEXT    NOT NULL,
+        r2_key           TEXT    NOT NULL,
+        payload          TEXT,
+        status           TEXT    NOT NULL DEFAULT 'pending'
+                         CHECK (status IN ('pending', 'leased', 'done', 'failed')),
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        max_attempts     INTEGER NOT NULL,
+        priority         INTEGER NOT NULL DEFAULT 0,
+        available_at     REAL    NOT NULL,
+        lease_token      TEXT,
+        lease_expires_at REAL,
+        worker_id        TEXT,
+        last_error       TEXT,
+        result           TEXT,
+        idempotency_key  TEXT,
+        created_at       REAL    NOT NULL,
+        updated_at       REAL    NOT NULL,
+        finished_at      REAL{v4 if autoincrement else ""}
+    )
+    """
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        version=1,
+        name="jobs",
+        up=(
+            _jobs_table("jobs", autoincrement=False),
+            *_JOBS_INDEXES,
+        ),
+        down=("DROP TABLE jobs",),
+        drops=("jobs",),
+    ),
+    Migration(
+        version=2,
+        name="runs",
+        up=(
+            """
+            CREATE TABLE runs (
+                run_id      TEXT PRIMARY KEY,
+                tenant_id   TEXT NOT NULL,
+                created_at  REAL NOT NULL,
+                updated_at  REAL NOT NULL,
+                finished_at REAL,
+                metrics     TEXT NOT NULL DEFAULT '{}'
+            )
+            """,
+            # Per-run counts by status come from this index alone (a covering index scan).
+            "CREATE INDEX jobs_run ON jobs (run_id, status)",
+            # A file from version 1 gets one run per run_id already in its jobs table.
+            """
+            INSERT INTO runs (run_id, tenant_id, created_at, updated_at, finished_at)
+            SELECT run_id, min(tenant_id), min(created_at), max(updated_at),
+                   CASE WHEN sum(status IN ('pending', 'leased')) = 0 THEN max(finished_at) END
+            FROM jobs GROUP BY run_id
+            """,
+        ),
+        down=("DROP INDEX jobs_run", "DROP TABLE runs"),
+        drops=("runs",),
+    ),
+    Migration(
+        version=3,
+        name="run_counts",
+        up=(
+            # Counting a run's jobs by status costs O(jobs in the run), too much for a run room
+            # that reloads after every ack batch (docs/benchmarks.md, Queue). The counts are stored:
+            # `enqueue` adds the new pending jobs, and these triggers follow every status
+            # change and deletion inside the same transaction, so they always agree with the
+            # jobs table.
+            "ALTER TABLE runs ADD COLUMN pending INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE runs ADD COLUMN leased INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE runs ADD COLUMN done INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE runs ADD COLUMN failed INTEGER NOT NULL DEFAULT 0",
+            """
+            UPDATE runs SET
+                pending = (SELECT count(*) FROM jobs j WHERE j.run_id = runs.run_id
+                           AND j.status = 'pending'),
+                leased = (SELECT count(*) FROM jobs j WHERE j.run_id = runs.run_id
+                          AND j.status = 'leased'),
+                done = (SELECT count(*) FROM jobs j WHERE j.run_id = runs.run_id
+                        AND j.status = 'done'),
+                failed = (SELECT count(*) FROM jobs j WHERE j.run_id = runs.run_id
+                          AND j.status = 'failed')
+            """,
+            *_COUNT_TRIGGERS,
+        ),
+        down=(
+            "DROP TRIGGER jobs_delete_counts",
+            "DROP TRIGGER jobs_status_counts",
+            "ALTER TABLE runs DROP COLUMN failed",
+            "ALTER TABLE runs DROP COLUMN done",
+            "ALTER TABLE runs DROP COLUMN leased",
+            "ALTER TABLE runs DROP COLUMN pending",
+        ),
+        # Only derived numbers go: the next up-migration counts them again.
+        drops=(),
+    ),
+    Migration(
+        version=4,
+        name="jobs_v4",
+        up=(
+            # Rebuilt (SQLite cannot add AUTOINCREMENT to a table): a purged job's id is never
+            # handed out again, so a stale reference cannot point at another tenant's job.
+            # Copying the rows sets `sqlite_sequence` to the largest id still in the file (the
+            # rename carries it over); an id above it that was purged before this migration
+            # left no trace and cannot be known.
+            "DROP TRIGGER jobs_delete_counts",
+            "DROP TRIGGER jobs_status_counts",
+            _jobs_table("jobs_v4", autoincrement=True),
+            f"INSERT INTO jobs_v4 ({_V3_COLUMNS}) SELECT {_V3_COLUMNS} FROM jobs",
+            "DROP TABLE jobs",
+            "ALTER TABLE jobs_v4 RENAME TO jobs",
+            *_JOBS_INDEXES,
+            "CREATE INDEX jobs_run ON jobs (run_id, status)",
+            *_COUNT_TRIGGERS,
+        ),
+        down=(
+            "DROP TRIGGER jobs_delete_counts",
+            "DROP TRIGGER jobs_status_counts",
+            _jobs_table("jobs_v3", autoincrement=False),
+            f"INSERT INTO jobs_v3 ({_V3_COLUMNS}) SELECT {_V3_COLUMNS} FROM jobs",
+            "DROP TABLE jobs",
+            "ALTER TABLE jobs_v3 RENAME TO jobs",
+            *_JOBS_INDEXES,
+            "CREATE INDEX jobs_run ON jobs (run_id, status)",
+            *_COUNT_TRIGGERS,
+        ),
+        # The new columns' values go (lease owners, start times, per-job limits, key grants);
+        # no job does.
+        drops=(),
+    ),
+    Migration(
+        version=5,
+        name="maintenance",
+        up=(
+            # One row per maintenance task (reap, purge, ...): when its next round is due and
+            # how many rounds were claimed. Every process that opens the queue tries to claim a
+            # due round with one conditional UPDATE (`store.claim_maintenance`); the one that
+            # moves `due_at` does the round, so processes sharing a queue do it once.
+            """
+            CREATE TABLE maintenance (
+                task       TEXT    PRIMARY KEY,
+                due_at     REAL    NOT NULL,
+                rounds     INTEGER NOT NULL DEFAULT 0,
+                claimed_by TEXT,
+                claimed_at REAL
+            )
+            """,
+        ),
+        down=("DROP TABLE maintenance",),
+        # Only a schedule goes: without it every task is simply due at once.
+        drops=(),
+    ),
+)
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def connect(
+    path: str | Path, *, durability: Durability = "normal", busy_timeout_seconds: float = 10.0
+) -> sqlite3.Connection:
+    """Open a connection to ``path`` with the queue's pragmas: WAL, synchronous, busy timeout."""
+    if durability not in ("normal", "full"):
+        raise InvalidArgument(
+            f"durability must be 'normal' (survives a process crash) or 'full' (survives power "
+            f"loss), not {durability!r}; fix [queue].durability"
+        )
+    if str(path) == ":memory:" or str(path).startswith("file:"):
+        raise InvalidArgument(
+            f"the queue needs a file path, not {str(path)!r}: its writer and readers use separate "
+            "connections; use a file in a temporary directory for throwaway queues"
+        )
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves; the writer thread owns it.
+        conn = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_seconds
+        )
+    except (OSError, sqlite3.Error) as exc:
+        raise StorageError(
+            f"cannot open the queue database {str(path)!r}: {exc}. Check that the directory "
+            "exists and is writable, or point --db / [queue].path elsewhere"
+        ) from exc
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_seconds * 1000)}")
+        _set_wal(conn, busy_timeout_seconds)
+        # NORMAL in WAL mode: a commit survives a process crash, maybe not a power loss.
+        # FULL: every commit is fsynced, so it survives power loss too.
+        conn.execute(f"PRAGMA synchronous = {durability.upper()}")
+        # The writer wraps each request in a SAVEPOINT, whose statement journal would otherwise
+        # be a temporary file; in memory, a group commits sooner (docs/benchmarks.md).
+        conn.execute("PRAGMA temp_store = MEMORY")
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise StorageError(
+            f"{str(path)!r} is not a usable SQLite database: {exc}. Point --db / [queue].path "
+            "at the queue's file, or move this file away to start a new queue"
+        ) from exc
+    return conn
+
+
+def require_file(path: str | Path) -> None:
+    """Raise StorageError if no queue file exists at ``path`` (commands that only read or
+    change an existing queue never create one)."""
+    if not Path(path).is_file():
+        raise StorageError(
+            f"the queue database {str(path)!r} does not exist; check --db or [queue].path "
+            "(`submit`, `enqueue`, `run` and `migrate up` create it)"
+        )
+
+
+def require_queue_file(path: str | Path) -> None:
+    """Raise StorageError unless ``path`` is a file that holds a queue (schema version above 0).
+
+    Read without changing anything (read-only, no WAL switch): a mistyped path that names
+    another application's SQLite database, or an empty file, is refused, not migrated into a
+    queue. A file that is no SQLite database at all is left to `connect`'s clearer message.
+    """
+    require_file(path)
+    try:
+        uri = Path(path).resolve().as_uri() + "?mode=ro"
+        conn = sqlite3.connect(uri, uri=True)
+        try:
+            version = current_version(conn)
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return
+    if version == 0:
+        raise StorageError(
+            f"{str(path)!r} holds no queue (a SQLite file without the queue's schema): check "
+            "--db or [queue].path (`submit`, `enqueue`, `run` and `migrate up` create a queue)"
+        )
+
+
+def open_existing(
+    path: str | Path, *, durability: Durability = "normal", busy_timeout_seconds: float = 10.0
+) -> sqlite3.Connection:
+    """Open the queue file at ``path`` as `connect` does, if it exists; never create one."""
+    require_file(path)
+    return connect(path, durability=durability, busy_timeout_seconds=busy_timeout_seconds)
+
+
+def _set_wal(conn: sqlite3.Connection, busy_timeout_seconds: float) -> None:
+    # Switching a new file to WAL takes an exclusive lock that the busy handler does not wait
+    # for; another process opening the same new file at once makes it fail, so retry briefly
+    # (counted in 10 ms pauses: this module reads no clock).
+    for attempt in itertools.count():
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt * 0.01 > busy_timeout_seconds:
+                raise
+            time.sleep(0.01)
+            continue
+        if mode != "wal":
+            raise sqlite3.DatabaseError(f"journal_mode is {mode!r}, WAL could not be enabled")
+        return
+
+
+def current_version(conn: sqlite3.Connection) -> int:
+    """Return the schema version recorded in the file (0 for a new file)."""
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def check_version(version: int, path: str | Path) -> None:
+    """Raise SchemaTooNew if ``version`` is newer than this code knows."""
+    if version > LATEST_VERSION:
+        raise SchemaTooNew(
+            f"{str(path)!r} has schema version {version}, but this version of actors knows "
+            f"versions up to {LATEST_VERSION}: it was written by a newer actors. Upgrade actors, "
+            "or run the newer one's `python -m actors migrate down` to this version first"
+        )
+
+
+def migrate_up(conn: sqlite3.Connection, path: str | Path, target: int | None = None) -> list[int]:
+    """Apply every migration above the file's version up to ``target``; return those applied."""
+    target = LATEST_VERSION if target is None else target
+    applied: list[int] = []
+    for migration in MIGRATIONS:
+        if migration.version > target:
+            break
+        # BEGIN IMMEDIATE, then re-read the version: another process may have migrated first.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = current_version(conn)
+            check_version(version, path)
+            if version < migration.version:
+                for statement in migration.up:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {migration.version}")
+                applied.append(migration.version)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return applied
+
+
+def migrate_down(
+    conn: sqlite3.Connection, path: str | Path, target: int, *, force: bool = False
+) -> list[int]:
+    """Undo migrations above ``target``, newest first; refuse to drop rows unless ``force``."""
+    if not 0 <= target <= LATEST_VERSION:
+        raise InvalidArgument(
+            f"target version must be between 0 and {LATEST_VERSION}, not {target}"
+        )
+    undone: list[int] = []
+    # One transaction for the whole walk down: a refusal part-way leaves the file untouched.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = current_version(conn)
+        check_version(version, path)
+        for migration in reversed(MIGRATIONS):
+            if migration.version <= target:
+                break
+            if version < migration.version:
+                continue
+            rows = {
+                t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in migration.drops
+            }
+            if any(rows.values()) and not force:
+                held = ", ".join(f"{n} rows in {t}" for t, n in rows.items() if n)
+                raise MigrationRefused(
+                    f"undoing migration {migration.version} ({migration.name}) of "
+                    f"{str(path)!r} would delete {held}; copy the file first, then run "
+                    "`python -m actors migrate down --force` if you mean it"
+                )
+            for statement in migration.down:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {migration.version - 1}")
+            undone.append(migration.version)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return undone

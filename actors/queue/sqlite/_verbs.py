@@ -1,0 +1,604 @@
+"""The queue's SQL: every verb as a synchronous function of a connection and ``now``.
+
+Callers own the transaction (the writer thread wraps each request in a SAVEPOINT inside one
+group transaction); these functions only read and write rows. ``now`` is always a parameter,
+so tests and the Hypothesis model control time.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from actors.errors import InvalidArgument, JobNotFound, RunNotFound
+from actors.queue._rows import (
+    COLUMNS,
+    RUN_COLUMNS,
+    ByOwner,
+    job_from_row,
+    parse_cursor,
+    refusal,
+    summary_from_row,
+)
+from actors.queue._rows import encode as _encode
+from actors.queue._rows import metrics_decoder as _metrics_decoder
+from actors.queue.model import (
+    Ack,
+    Backoff,
+    ItemResult,
+    Job,
+    JobStatus,
+    MaintenanceClaim,
+    NewJob,
+    Page,
+    RunSummary,
+    Stats,
+)
+
+__all__ = [
+    "ack",
+    "claim_maintenance",
+    "enqueue",
+    "get",
+    "list_jobs",
+    "list_runs",
+    "pull",
+    "purge",
+    "reap",
+    "release",
+    "renew",
+    "requeue",
+    "run_summary",
+    "start",
+    "stats",
+]
+
+# A lease is live while the job is leased under this token and has not run out.
+LIVE_LEASE = "status = 'leased' AND lease_token = :token AND lease_expires_at > :now"
+# The ids-only ack's fence: a live lease that this principal (`lease_owner`) took.
+LIVE_OWNED = "status = 'leased' AND lease_owner IS :owner AND lease_expires_at > :now"
+
+
+def encode_json(value: object) -> str | None:
+    """Encode a payload or result as JSON text (None stays NULL)."""
+    return None if value is None else _encode(value).decode()
+
+
+# --- producers -----------------------------------------------------------------------------
+
+
+def enqueue(
+    conn: sqlite3.Connection, now: float, jobs: Sequence[NewJob], default_max_attempts: int
+) -> list[Job]:
+    """Insert ``jobs`` (or find them by idempotency key) and create or touch their runs."""
+    out: list[Job] = []
+    runs: dict[str, str] = {}
+    added: Counter[str] = Counter()
+    for new in jobs:
+        row = conn.execute(
+            f"""
+            INSERT INTO jobs (run_id, tenant_id, r2_key, payload, max_attempts, priority,
+                              available_at, idempotency_key, created_at, updated_at,
+                              cross_tenant_key, timeout_seconds)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL
+            DO NOTHING
+            RETURNING {COLUMNS}
+            """,
+            (
+                new.run_id,
+                new.tenant_id,
+                new.r2_key,
+                encode_json(new.payload),
+                new.max_attempts or default_max_attempts,
+                new.priority,
+                now + new.delay_seconds,
+                new.idempotency_key,
+                now,
+                now,
+                new.cross_tenant_key,
+                new.timeout_seconds,
+            ),
+        ).fetchone()
+        if row is None:  # the idempotency key is taken: return the job that holds it
+            row = conn.execute(
+                f"SELECT {COLUMNS} FROM jobs WHERE tenant_id = ? AND idempotency_key = ?",
+                (new.tenant_id, new.idempotency_key),
+            ).fetchone()
+        else:
+            runs[new.run_id] = new.tenant_id
+            added[new.run_id] += 1
+        out.append(job_from_row(row))
+    for run_id, tenant_id in runs.items():
+        # A new job reopens a finished run. Invariant: a run belongs to exactly one tenant.
+        touched = conn.execute(
+            """
+            INSERT INTO runs (run_id, tenant_id, created_at, updated_at, pending)
+            VALUES (?, ?, ?, ?, ?)
+            ON CONFLICT (run_id) DO UPDATE SET updated_at = excluded.updated_at, finished_at = NULL,
+                                               pending = runs.pending + excluded.pending
+            WHERE runs.tenant_id = excluded.tenant_id
+            RETURNING run_id
+            """,
+            (run_id, tenant_id, now, now, added[run_id]),
+        ).fetchone()
+        if touched is None:
+            (owner,) = conn.execute(
+                "SELECT tenant_id FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+            raise InvalidArgument(
+                f"run {run_id!r} belongs to tenant {owner!r}, not {tenant_id!r}; a run has one "
+                "tenant. Use a new run id for this tenant"
+            )
+    return out
+
+
+# --- consumers -----------------------------------------------------------------------------
+
+
+def pull(
+    conn: sqlite3.Connection,
+    now: float,
+    max: int,
+    visibility_seconds: float,
+    worker_id: str | None,
+    owner: str | None = None,
+    started: bool = False,
+) -> list[Job]:
+    """Lease up to ``max`` visible jobs for ``visibility_seconds``, highest priority first.
+
+    ``owner`` (the principal that asked, over HTTP) is recorded as each lease's ``lease_owner``;
+    ``started`` marks the jobs started at once (see `start`).
+    """
+    reap(conn, now)
+    rows = conn.execute(
+        f"""
+        UPDATE jobs
+        SET status = 'leased', attempts = attempts + 1,
+            lease_token = lower(hex(randomblob(16))), lease_expires_at = :expires,
+            worker_id = :worker, lease_owner = :owner,
+            started_at = CASE WHEN :started THEN :now END, updated_at = :now
+        WHERE id IN (
+            SELECT id FROM jobs
+            WHERE status = 'pending' AND available_at <= :now
+            ORDER BY priority DESC, available_at
+            LIMIT :max
+        )
+        RETURNING {COLUMNS}
+        """,
+        {
+            "now": now,
+            "expires": now + visibility_seconds,
+            "worker": worker_id,
+            "owner": owner,
+            "started": started,
+            "max": max,
+        },
+    ).fetchall()
+    # RETURNING does not keep the subquery's order; restore it.
+    jobs = [job_from_row(row) for row in rows]
+    jobs.sort(key=lambda j: (-j.priority, j.available_at, j.id))
+    return jobs
+
+
+def reap(conn: sqlite3.Connection, now: float) -> int:
+    """Return every expired lease's job to pending, or fail it when its attempts are used up.
+
+    A job never started under the lease (`start`) gets its attempt back: the worker died, or
+    lost the lease, before the job could have caused it. A started one spends it, so a job
+    that kills its worker still runs out of attempts.
+    """
+    # INDEXED BY: left alone, the planner walks every leased row through jobs_claim(status),
+    # which makes each pull O(leased jobs) instead of O(expired leases).
+    rows = conn.execute(
+        """
+        UPDATE jobs INDEXED BY jobs_lease_expiry
+        SET status = CASE WHEN started_at IS NOT NULL AND attempts >= max_attempts
+                THEN 'failed' ELSE 'pending' END,
+            attempts = CASE WHEN started_at IS NULL THEN attempts - 1 ELSE attempts END,
+            last_error = CASE WHEN started_at IS NOT NULL AND attempts >= max_attempts
+                THEN 'lease expired on the last attempt (' || attempts || ' of ' || max_attempts
+                     || ') held by worker ' || coalesce(worker_id, '?')
+                     || ', which started the job and then stopped renewing it'
+                ELSE last_error END,
+            finished_at = CASE WHEN started_at IS NOT NULL AND attempts >= max_attempts
+                THEN :now END,
+            lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, lease_owner = NULL,
+            started_at = NULL, updated_at = :now
+        WHERE status = 'leased' AND lease_expires_at <= :now
+        RETURNING run_id, status
+        """,
+        {"now": now},
+    ).fetchall()
+    _close_runs(conn, now, {run_id for run_id, status in rows if status == "failed"})
+    return len(rows)
+
+
+def start(conn: sqlite3.Connection, now: float, job_id: int, token: str) -> ItemResult:
+    """Mark a live lease's job started: from now on, the lease expiring spends its attempt."""
+    row = conn.execute(
+        f"""
+        UPDATE jobs SET started_at = coalesce(started_at, :now), updated_at = :now
+        WHERE id = :id AND {LIVE_LEASE}
+        RETURNING {COLUMNS}
+        """,
+        {"id": job_id, "token": token, "now": now},
+    ).fetchone()
+    return _applied(row) if row else _refused(conn, now, job_id, token, "started")
+
+
+def renew(
+    conn: sqlite3.Connection, now: float, job_id: int, token: str, visibility_seconds: float
+) -> ItemResult:
+    """Extend a live lease to ``now + visibility_seconds``."""
+    row = conn.execute(
+        f"""
+        UPDATE jobs SET lease_expires_at = :now + :visibility, updated_at = :now
+        WHERE id = :id AND {LIVE_LEASE}
+        RETURNING {COLUMNS}
+        """,
+        {"id": job_id, "token": token, "now": now, "visibility": visibility_seconds},
+    ).fetchone()
+    return _applied(row) if row else _refused(conn, now, job_id, token, "renewed")
+
+
+def release(
+    conn: sqlite3.Connection, now: float, job_id: int, token: str, delay_seconds: float
+) -> ItemResult:
+    """Give a live lease back: the job is pending again after ``delay_seconds``, attempt unspent."""
+    row = conn.execute(
+        f"""
+        UPDATE jobs
+        SET status = 'pending', attempts = attempts - 1, available_at = :now + :delay,
+            lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, lease_owner = NULL,
+            started_at = NULL, updated_at = :now
+        WHERE id = :id AND {LIVE_LEASE}
+        RETURNING {COLUMNS}
+        """,
+        {"id": job_id, "token": token, "now": now, "delay": delay_seconds},
+    ).fetchone()
+    return _applied(row) if row else _refused(conn, now, job_id, token, "released")
+
+
+def ack(
+    conn: sqlite3.Connection,
+    now: float,
+    acks: Iterable[Ack],
+    backoff: Backoff,
+    jitter_factors: Iterable[float],
+    *,
+    owned: ByOwner | None = None,
+) -> list[ItemResult]:
+    """Record each ack's outcome under its live lease; refuse (per item) those whose lease is not.
+
+    ``done`` stores the result. ``failed`` returns the job to pending after a backoff while
+    attempts remain, else (or when ``permanent``) makes it terminally failed. Accepted acks add
+    their ``run_metrics`` to the run, and a run whose last job finished gets ``finished_at``.
+    With ``owned`` (the seed's ``ack(ids, status)``, whose acks carry no token) a lease is live
+    when ``owned.owner`` took it and it has not run out.
+    """
+    results: list[ItemResult] = []
+    metrics: dict[str, dict[str, float]] = {}
+    finished_runs: set[str] = set()
+    fence = LIVE_LEASE if owned is None else LIVE_OWNED
+    for a, factor in zip(acks, jitter_factors, strict=False):
+        params = {
+            "id": a.job_id,
+            "token": a.lease_token,
+            "owner": None if owned is None else owned.owner,
+            "now": now,
+            "error": a.error,
+        }
+        if a.status == "done":
+            row = conn.execute(
+                f"""
+                UPDATE jobs
+                SET status = 'done', result = :result, lease_expires_at = NULL,
+                    finished_at = :now, updated_at = :now
+                WHERE id = :id AND {fence}
+                RETURNING {COLUMNS}
+                """,
+                {**params, "result": encode_json(a.result)},
+            ).fetchone()
+        else:
+            # Terminal when permanent or out of attempts; else pending again after a backoff.
+            row = conn.execute(
+                f"""
+                UPDATE jobs
+                SET status = CASE WHEN :permanent OR attempts >= max_attempts
+                        THEN 'failed' ELSE 'pending' END,
+                    available_at = CASE WHEN :permanent OR attempts >= max_attempts
+                        THEN available_at
+                        ELSE :now + min(:cap, :base * (1 << min(attempts - 1, 40))) * :factor END,
+                    finished_at = CASE WHEN :permanent OR attempts >= max_attempts THEN :now END,
+                    lease_token = CASE WHEN :permanent OR attempts >= max_attempts
+                        THEN lease_token END,
+                    worker_id = CASE WHEN :permanent OR attempts >= max_attempts
+                        THEN worker_id END,
+                    lease_owner = CASE WHEN :permanent OR attempts >= max_attempts
+                        THEN lease_owner END,
+                    started_at = CASE WHEN :permanent OR attempts >= max_attempts
+                        THEN started_at END,
+                    lease_expires_at = NULL, last_error = :error, updated_at = :now
+                WHERE id = :id AND {fence}
+                RETURNING {COLUMNS}
+                """,
+                {
+                    **params,
+                    "permanent": a.permanent,
+                    "cap": backoff.cap_seconds,
+                    "base": backoff.base_seconds,
+                    "factor": factor,
+                },
+            ).fetchone()
+        if row is None:
+            results.append(
+                _refused(conn, now, a.job_id, a.lease_token, "acked", a.status, owned=owned)
+            )
+            continue
+        job = job_from_row(row)
+        results.append(ItemResult(job_id=job.id, ok=True, reason="ok", job=job))
+        if job.finished_at is not None:
+            finished_runs.add(job.run_id)
+        if a.run_metrics:
+            into = metrics.setdefault(job.run_id, {})
+            for key, value in a.run_metrics.items():
+                into[key] = into.get(key, 0.0) + value
+    _add_run_metrics(conn, now, metrics)
+    _close_runs(conn, now, finished_runs)
+    return results
+
+
+def _add_run_metrics(
+    conn: sqlite3.Connection, now: float, metrics: dict[str, dict[str, float]]
+) -> None:
+    for run_id, added in metrics.items():
+        (stored,) = conn.execute("SELECT metrics FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        total = _metrics_decoder.decode(stored)
+        for key, value in added.items():
+            total[key] = total.get(key, 0.0) + value
+        conn.execute(
+            "UPDATE runs SET metrics = ?, updated_at = ? WHERE run_id = ?",
+            (_encode(total).decode(), now, run_id),
+        )
+
+
+def _close_runs(conn: sqlite3.Connection, now: float, run_ids: Iterable[str]) -> None:
+    # Invariant: runs.finished_at is set exactly while none of the run's jobs is unfinished.
+    for run_id in run_ids:
+        conn.execute(
+            """
+            UPDATE runs SET finished_at = :now, updated_at = :now
+            WHERE run_id = :run AND finished_at IS NULL AND NOT EXISTS (
+                SELECT 1 FROM jobs WHERE run_id = :run AND status IN ('pending', 'leased')
+            )
+            """,
+            {"now": now, "run": run_id},
+        )
+
+
+def _applied(row: Sequence[Any]) -> ItemResult:
+    job = job_from_row(row)
+    return ItemResult(job_id=job.id, ok=True, reason="ok", job=job)
+
+
+def _refused(
+    conn: sqlite3.Connection,
+    now: float,
+    job_id: int,
+    token: str,
+    verb: str,
+    ack_status: JobStatus | None = None,
+    *,
+    owned: ByOwner | None = None,
+) -> ItemResult:
+    """Read the job and say why a fenced call changed nothing (`refusal`)."""
+    row = conn.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    return refusal(row, now, job_id, token, verb, ack_status, owned=owned)
+
+
+# --- operators -----------------------------------------------------------------------------
+
+
+def requeue(
+    conn: sqlite3.Connection,
+    now: float,
+    job_ids: Sequence[int] | None,
+    run_id: str | None,
+    tenant_id: str | None,
+) -> int:
+    """Return terminally failed jobs (all, or those named or filtered) to pending, attempts 0."""
+    where, params = _filters(run_id=run_id, tenant_id=tenant_id, job_ids=job_ids)
+    rows = conn.execute(
+        f"""
+        UPDATE jobs
+        SET status = 'pending', attempts = 0, available_at = :now, finished_at = NULL,
+            lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, lease_owner = NULL,
+            started_at = NULL, updated_at = :now
+        WHERE status = 'failed' {where}
+        RETURNING run_id
+        """,
+        {**params, "now": now},
+    ).fetchall()
+    for run_id_ in {r[0] for r in rows}:
+        conn.execute(
+            "UPDATE runs SET finished_at = NULL, updated_at = ? WHERE run_id = ?", (now, run_id_)
+        )
+    return len(rows)
+
+
+def purge(conn: sqlite3.Connection, now: float, older_than_seconds: float) -> int:
+    """Delete done and failed jobs finished more than ``older_than_seconds`` ago, and empty runs."""
+    cutoff = now - older_than_seconds
+    deleted = conn.execute(
+        "DELETE FROM jobs WHERE finished_at <= ? AND status IN ('done', 'failed')", (cutoff,)
+    ).rowcount
+    conn.execute(
+        """
+        DELETE FROM runs WHERE finished_at <= ?
+        AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.run_id = runs.run_id)
+        """,
+        (cutoff,),
+    )
+    return int(deleted)
+
+
+def claim_maintenance(
+    conn: sqlite3.Connection, now: float, task: str, interval_seconds: float, owner: str | None
+) -> MaintenanceClaim:
+    """Claim ``task``'s round if it is due, setting the next one ``interval_seconds`` away."""
+    # Invariant: one round of a task is claimed once, by whichever process gets here first:
+    # the claim is this one conditional UPDATE, and the row's next due time moves with it.
+    params = {"task": task, "now": now, "interval": interval_seconds, "owner": owner}
+    row = conn.execute(
+        """
+        UPDATE maintenance
+        SET due_at = :now + :interval, rounds = rounds + 1, claimed_by = :owner, claimed_at = :now
+        WHERE task = :task AND due_at <= :now
+        RETURNING rounds, due_at
+        """,
+        params,
+    ).fetchone()
+    if row is None:
+        # A task's row is created by its first claim, which that claimer wins.
+        row = conn.execute(
+            """
+            INSERT INTO maintenance (task, due_at, rounds, claimed_by, claimed_at)
+            VALUES (:task, :now + :interval, 1, :owner, :now)
+            ON CONFLICT (task) DO NOTHING
+            RETURNING rounds, due_at
+            """,
+            params,
+        ).fetchone()
+    if row is not None:
+        return MaintenanceClaim(task=task, claimed=True, round=row[0], due_at=row[1])
+    rounds, due_at = conn.execute(
+        "SELECT rounds, due_at FROM maintenance WHERE task = ?", (task,)
+    ).fetchone()
+    return MaintenanceClaim(task=task, claimed=False, round=rounds, due_at=due_at)
+
+
+# --- readers -------------------------------------------------------------------------------
+
+
+def get(conn: sqlite3.Connection, job_id: int) -> Job:
+    """Return the job with this id."""
+    row = conn.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    if row is None:
+        raise JobNotFound(job_id)
+    return job_from_row(row)
+
+
+# One statement, so one snapshot. The counts by status are the runs' stored counts (kept by
+# migration 3's triggers in the transactions that change the jobs): O(runs), not a count of
+# every job. The pending jobs not yet available and the earliest `available_at` of those
+# available are read through `jobs_claim (status, priority DESC, available_at)` without a scan
+# of the backlog: a loose index scan visits each distinct priority (a max() seek each), then per
+# priority counts the index range after `now` (the scheduled jobs only) and seeks the first
+# entry up to `now`: O(priorities + scheduled jobs), where a filter over the pending jobs is
+# O(backlog).
+_STATS = """
+    WITH RECURSIVE levels(priority) AS (
+        SELECT max(priority) FROM jobs WHERE status = 'pending'
+        UNION ALL
+        SELECT (SELECT max(priority) FROM jobs WHERE status = 'pending' AND priority < l.priority)
+        FROM levels l WHERE l.priority IS NOT NULL
+    ),
+    backlog AS (
+        SELECT coalesce(sum((SELECT count(*) FROM jobs WHERE status = 'pending'
+                             AND priority = l.priority AND available_at > :now)), 0) AS scheduled,
+               min((SELECT min(available_at) FROM jobs WHERE status = 'pending'
+                    AND priority = l.priority AND available_at <= :now)) AS oldest
+        FROM levels l WHERE l.priority IS NOT NULL
+    )
+    SELECT coalesce(sum(pending), 0), coalesce(sum(leased), 0), coalesce(sum(done), 0),
+           coalesce(sum(failed), 0), (SELECT scheduled FROM backlog), (SELECT oldest FROM backlog)
+    FROM runs
+"""
+
+
+def stats(conn: sqlite3.Connection, now: float) -> Stats:
+    """Count jobs by status and measure how long the oldest available job has waited."""
+    pending, leased, done, failed, scheduled, oldest = conn.execute(_STATS, {"now": now}).fetchone()
+    return Stats(
+        pending=pending,
+        scheduled=scheduled,
+        leased=leased,
+        done=done,
+        failed=failed,
+        oldest_pending_age_seconds=None if oldest is None else max(0.0, now - oldest),
+    )
+
+
+def list_jobs(
+    conn: sqlite3.Connection,
+    status: JobStatus | None,
+    run_id: str | None,
+    tenant_id: str | None,
+    limit: int,
+    cursor: str | None,
+) -> Page[Job]:
+    """Return one page of jobs in id order, filtered by status, run and tenant."""
+    where, params = _filters(status=status, run_id=run_id, tenant_id=tenant_id)
+    rows = conn.execute(
+        f"SELECT {COLUMNS} FROM jobs WHERE id > :after {where} ORDER BY id LIMIT :limit",
+        {**params, "after": parse_cursor(cursor), "limit": limit + 1},
+    ).fetchall()
+    items = [job_from_row(row) for row in rows[:limit]]
+    more = len(rows) > limit
+    return Page(items=items, next_cursor=str(items[-1].id) if more else None)
+
+
+def run_summary(conn: sqlite3.Connection, run_id: str) -> RunSummary:
+    """Return the run's counts (from the jobs table), metrics, times and derived status."""
+    row = conn.execute(
+        f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?",
+        (run_id,),
+    ).fetchone()
+    if row is None:
+        raise RunNotFound(run_id)
+    return summary_from_row(row)
+
+
+def list_runs(
+    conn: sqlite3.Connection, tenant_id: str | None, limit: int, cursor: str | None
+) -> Page[RunSummary]:
+    """Return one page of run summaries in creation order, optionally for one tenant."""
+    where, params = _filters(tenant_id=tenant_id)
+    rows = conn.execute(
+        f"""
+        SELECT {RUN_COLUMNS}, rowid FROM runs
+        WHERE rowid > :after {where} ORDER BY rowid LIMIT :limit
+        """,
+        {**params, "after": parse_cursor(cursor), "limit": limit + 1},
+    ).fetchall()
+    items = [summary_from_row(row) for row in rows[:limit]]
+    more = len(rows) > limit
+    return Page(items=items, next_cursor=str(rows[limit - 1][10]) if more else None)
+
+
+def _filters(
+    *,
+    status: str | None = None,
+    run_id: str | None = None,
+    tenant_id: str | None = None,
+    job_ids: Sequence[int] | None = None,
+) -> tuple[str, dict[str, object]]:
+    """Build ``AND`` clauses (fixed SQL, values as parameters) for the filters that are set."""
+    clauses: list[str] = []
+    params: dict[str, object] = {}
+    if status is not None:
+        clauses.append("status = :status")
+        params["status"] = status
+    if run_id is not None:
+        clauses.append("run_id = :run_id")
+        params["run_id"] = run_id
+    if tenant_id is not None:
+        clauses.append("tenant_id = :tenant_id")
+        params["tenant_id"] = tenant_id
+    if job_ids is not None:
+        clauses.append("id IN (SELECT value FROM json_each(:job_ids))")
+        params["job_ids"] = _encode(list(job_ids)).decode()
+    return "".join(f" AND {c}" for c in clauses), params

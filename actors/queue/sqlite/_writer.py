@@ -1,0 +1,305 @@
+"""The async bridge: one writer thread that group-commits requests, and a pool of readers.
+
+SQLite allows one writer at a time, so one thread owns the write connection. Async callers
+(on asyncio or trio) put a request on its queue and await a per-request completion. The thread
+takes everything that has accumulated, runs it in one ``BEGIN IMMEDIATE`` transaction with each
+request in its own SAVEPOINT (one failing request rolls back alone), commits once, and then
+completes every waiter with one thread-safe callback per event loop: group commit. Reads run on
+worker threads with their own connections (WAL lets them read while the writer writes).
+
+Cancellation: a request handed to the writer is always carried out, committed or rolled back
+as a whole, whether or not its caller is still waiting; a caller cancelled while waiting just
+does not learn the outcome (``on_commit`` hooks still run). Retrying is safe for the verbs that
+matter: an enqueue with an idempotency key and an ack repeated under the same lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import anyio.to_thread
+import sniffio
+
+from actors.errors import QueueClosed, QueueError, StorageError
+
+if TYPE_CHECKING:
+    import trio
+
+__all__ = ["Checkpointer", "GroupCommitWriter", "ReaderPool"]
+
+T = TypeVar("T")
+Work = Callable[[sqlite3.Connection], T]
+
+# Bounds one transaction: enough to amortise the commit, small enough to keep latency flat.
+MAX_GROUP = 512
+
+
+class _Request(Generic[T]):
+    """One unit of work for the writer thread and the means to wake its caller."""
+
+    __slots__ = ("error", "event", "future", "loop", "on_commit", "result", "work")
+
+    def __init__(self, work: Work[T], on_commit: Callable[[T], None] | None) -> None:
+        self.work = work
+        self.on_commit = on_commit
+        # A 1-tuple once the work returned (its value may be None); an error wins over it.
+        self.result: tuple[T] | None = None
+        self.error: BaseException | None = None
+        # Exactly one of (loop, future) or event is set, by the backend the caller runs on.
+        self.loop: asyncio.AbstractEventLoop | trio.lowlevel.TrioToken | None = None
+        self.future: asyncio.Future[None] | None = None
+        self.event: trio.Event | None = None
+
+    def complete(self) -> None:
+        """Wake the caller; runs in the caller's event-loop thread."""
+        try:
+            if self.on_commit is not None and self.error is None and self.result is not None:
+                self.on_commit(self.result[0])
+        finally:
+            if self.future is not None:
+                if not self.future.done():  # done: the caller was cancelled
+                    self.future.set_result(None)
+            elif self.event is not None:
+                self.event.set()
+
+
+def _complete_all(requests: list[_Request[Any]]) -> None:
+    for request in requests:
+        request.complete()
+
+
+_STOP: Any = object()
+
+
+class GroupCommitWriter:
+    """Owns the write connection on one thread; ``await run(work)`` commits ``work(conn)``."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        after_commit: Callable[[], None] | None = None,
+        name: str = "queue-writer",
+    ) -> None:
+        self._conn = conn
+        self._after_commit = after_commit
+        self._requests: queue.SimpleQueue[_Request[Any]] = queue.SimpleQueue()
+        self._closed = False
+        self._lock = threading.Lock()  # orders put() against close(): nothing after _STOP
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
+
+    async def run(self, work: Work[T], *, on_commit: Callable[[T], None] | None = None) -> T:
+        """Run ``work(conn)`` in the next group transaction and return its result once committed.
+
+        ``on_commit(result)`` runs in this event loop's thread after the commit, even if the
+        caller was cancelled meanwhile.
+        """
+        request: _Request[T] = _Request(work, on_commit)
+        if sniffio.current_async_library() == "trio":
+            import trio  # only imported when running on trio
+
+            request.loop = trio.lowlevel.current_trio_token()
+            request.event = event = trio.Event()
+            self._put(request)
+            await event.wait()
+        else:
+            loop = asyncio.get_running_loop()
+            request.loop = loop
+            request.future = loop.create_future()
+            self._put(request)
+            await request.future
+        if request.error is not None:
+            raise request.error
+        if request.result is None:  # the writer sets one of the two before it wakes a caller
+            raise QueueError("the queue's writer woke a caller without a result or an error")
+        return request.result[0]
+
+    def _put(self, request: _Request[Any]) -> None:
+        with self._lock:
+            if self._closed:
+                raise QueueClosed(
+                    "the queue is closed; use it inside `async with SQLiteQueue.open(...)`"
+                )
+            self._requests.put(request)
+
+    async def aclose(self) -> None:
+        """Finish every request already submitted, then stop the thread."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._requests.put(_STOP)
+        await anyio.to_thread.run_sync(self._thread.join)
+
+    def _main(self) -> None:
+        stopping = False
+        try:
+            while not stopping:
+                group = [self._requests.get()]
+                if group[0] is _STOP:
+                    break
+                while len(group) < MAX_GROUP:
+                    try:
+                        request = self._requests.get_nowait()
+                    except queue.Empty:
+                        break
+                    if request is _STOP:
+                        stopping = True
+                        break
+                    group.append(request)
+                self._commit(group)
+                self._wake(group)
+                if self._after_commit is not None:
+                    self._after_commit()
+        finally:
+            # Normally empty; after an unexpected death, callers must not wait forever.
+            with self._lock:
+                self._closed = True
+            left: list[_Request[Any]] = []
+            while not self._requests.empty():
+                request = self._requests.get_nowait()
+                if request is not _STOP:
+                    request.error = QueueClosed("the queue's writer thread stopped")
+                    left.append(request)
+            self._wake(left)
+            self._conn.close()
+
+    def _commit(self, group: list[_Request[Any]]) -> None:
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            for request in group:
+                request.error = _storage_error(exc)
+            return
+        try:
+            for request in group:
+                conn.execute("SAVEPOINT request")
+                try:
+                    request.result = (request.work(conn),)
+                except Exception as exc:  # reported to its caller; the group goes on
+                    conn.execute("ROLLBACK TO request")
+                    request.error = _storage_error(exc) if isinstance(exc, sqlite3.Error) else exc
+                conn.execute("RELEASE request")
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:  # the transaction itself failed: nothing of it committed
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for request in group:
+                request.error = request.error or _storage_error(exc)
+
+    @staticmethod
+    def _wake(group: list[_Request[Any]]) -> None:
+        # One thread-safe callback per event loop, not one per request.
+        by_loop: dict[int, list[_Request[Any]]] = {}
+        for request in group:
+            by_loop.setdefault(id(request.loop), []).append(request)
+        for requests in by_loop.values():
+            loop = requests[0].loop
+            try:
+                if isinstance(loop, asyncio.AbstractEventLoop):
+                    loop.call_soon_threadsafe(_complete_all, requests)
+                elif loop is not None:  # always set by `run` before the request is queued
+                    loop.run_sync_soon(_complete_all, requests)
+            except RuntimeError:  # the loop has finished (trio's RunFinishedError is one)
+                pass
+
+
+class Checkpointer:
+    """Copies the WAL back into the database file on a thread of its own.
+
+    The writer's connection has auto-checkpointing off, so no commit waits for a checkpoint
+    (and its fsyncs); after a commit the writer calls ``poke()`` and this thread runs a PASSIVE
+    checkpoint, which never blocks writers or readers, at most once per ``interval`` seconds.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, *, interval: float = 0.1) -> None:
+        self._conn = conn
+        self._interval = interval
+        self._dirty = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="queue-checkpointer", daemon=True)
+        self._thread.start()
+
+    def poke(self) -> None:
+        """Say that a commit happened (cheap; called by the writer thread)."""
+        self._dirty.set()
+
+    async def aclose(self) -> None:
+        """Run a last checkpoint and stop the thread."""
+        self._stopping.set()
+        self._dirty.set()
+        await anyio.to_thread.run_sync(self._thread.join)
+
+    def _main(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                self._dirty.wait()
+                self._dirty.clear()
+                self._checkpoint()
+                self._stopping.wait(self._interval)  # batches the commits of one interval
+            self._checkpoint()
+        finally:
+            self._conn.close()
+
+    def _checkpoint(self) -> None:
+        # A busy or failed checkpoint is harmless: the WAL keeps every commit; the next one retries.
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+
+def _storage_error(exc: BaseException) -> QueueError:
+    return StorageError(
+        f"SQLite failed: {exc}. If the database is locked, another process holds a write "
+        "transaction for longer than the busy timeout; if the disk is full, free space"
+    )
+
+
+class ReaderPool:
+    """Read-only work on worker threads, each call with a pooled connection of its own."""
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+        self._connect = connect
+        self._idle: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    async def run(self, work: Work[T]) -> T:
+        """Run ``work(conn)`` in one read transaction (a consistent snapshot) on a worker thread."""
+        if self._closed:
+            raise QueueClosed(
+                "the queue is closed; use it inside `async with SQLiteQueue.open(...)`"
+            )
+        return await anyio.to_thread.run_sync(self._read, work)
+
+    def _read(self, work: Work[T]) -> T:
+        with self._lock:
+            conn = self._idle.pop() if self._idle else self._connect()
+        try:
+            conn.execute("BEGIN")
+            try:
+                return work(conn)
+            except sqlite3.Error as exc:
+                raise _storage_error(exc) from exc
+            finally:
+                conn.execute("COMMIT")
+        finally:
+            with self._lock:
+                if self._closed:
+                    conn.close()
+                else:
+                    self._idle.append(conn)
+
+    def close(self) -> None:
+        """Close the idle connections; busy ones close when their call returns."""
+        with self._lock:
+            self._closed = True
+            for conn in self._idle:
+                conn.close()
+            self._idle.clear()
