@@ -1,7 +1,8 @@
 """PostgreSQL run counts: count shards and `first_id` against an index on the run.
 
 Usage: ``python bench/bench_pg_counts.py [--dsn postgresql://postgres@127.0.0.1:5432/test]
-[--reps 3]``. Standalone (raw asyncpg, no import of the queue): the statements are
+[--reps 3] [--sliced SECONDS]``; figures and what they decided in docs/benchmarks.md
+("PostgreSQL run counts"). Standalone (raw asyncpg, no import of the queue): the statements are
 `PostgresQueue`'s enqueue, claim and ack, lifted with the same shape, in three designs of the
 runs' counts, each in a throwaway schema created and dropped here:
 
@@ -23,6 +24,11 @@ printed, each variant against ``shards`` in the same repetition):
    1,000 jobs and one run of 100,000: by id from ``first_id`` against the index.
 3. One run's summary (counts by status): shards, the stored row, and ``COUNT(*) GROUP BY
    status`` through the index, on a run of 1,000 and one of 100,000 jobs.
+
+``--sliced SECONDS`` measures the cycles only, the designs time-sliced within each measurement
+(every worker switches design on a shared one-second clock slot, the designs in every order in
+turn, so a change of the machine's load falls on all alike), with a fourth design,
+``shards+index``: the shards, and the index on the run instead of ``first_id``.
 """
 
 from __future__ import annotations
