@@ -8,6 +8,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+from actors.queue._rows import COLUMNS
 from actors.queue.postgres import _schema, _sql
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -16,12 +17,7 @@ STATEMENTS = sorted(f.name for f in (PACKAGE / "sql").iterdir() if f.name.endswi
 MIGRATIONS = sorted(f.name for f in (PACKAGE / "migrations").iterdir() if f.name.endswith(".sql"))
 
 # The job's columns in `job_from_row`'s order, as every statement that returns jobs lists them.
-JOB_COLUMNS = (
-    "j.id, j.run_id, j.tenant_id, j.r2_key, j.payload, j.status, j.attempts, j.max_attempts, "
-    "j.priority, j.available_at, j.lease_token, j.lease_expires_at, j.worker_id, j.last_error, "
-    "j.result, j.idempotency_key, j.created_at, j.updated_at, j.finished_at, j.lease_owner, "
-    "j.started_at, j.cross_tenant_key, j.timeout_seconds"
-)
+JOB_COLUMNS = ", ".join(f"j.{column.strip()}" for column in COLUMNS.split(","))
 
 
 def words(sql: str) -> str:

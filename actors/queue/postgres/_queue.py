@@ -31,6 +31,7 @@ import msgspec
 import structlog
 
 from actors._bridge import Bridge
+from actors.bounds import DEFAULT_MAX_PAYLOAD_BYTES, MAX_ATTEMPTS, MAX_PULL
 from actors.errors import (
     InvalidArgument,
     JobNotFound,
@@ -39,12 +40,9 @@ from actors.errors import (
     RunNotFound,
     StorageError,
 )
-from actors.queue import Backoff
 from actors.queue._rows import ByOwner, job_from_row, parse_cursor, refusal, summary_from_row
 from actors.queue._rows import decode as _decode
 from actors.queue.base import (
-    DEFAULT_MAX_PAYLOAD_BYTES,
-    MAX_ATTEMPTS,
     OwnedQueue,
     SingleItemVerbs,
     check_ack,
@@ -59,9 +57,9 @@ from actors.queue.base import (
     jitter_factors,
 )
 from actors.queue.model import (
-    MAX_PULL,
     Ack,
     AckResult,
+    Backoff,
     ItemResult,
     Job,
     JobStatus,

@@ -14,10 +14,10 @@ import re
 from importlib import resources
 
 from actors.errors import InvalidArgument, MigrationRefused, SchemaTooNew
+from actors.queue._migrations import Migration
 from actors.queue.postgres import _sql
 from actors.queue.postgres._pool import Connection
 from actors.queue.postgres._sql import NO_ID, RUN_STATE, SHARDS
-from actors.queue.sqlite._schema import Migration
 
 __all__ = [
     "LATEST_VERSION",
