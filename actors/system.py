@@ -6,7 +6,7 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any
@@ -458,6 +458,20 @@ class ActorSystem:
                 # outcome is committed all the same, only this notice goes.
                 log.warning("run_room.unavailable", run_id=event.run_id, error=str(exc))
 
+    def tell_watchers(self, events: Sequence[RunEvent]) -> None:
+        """Tell the run rooms that exist (someone watches the run) about events committed
+        outside the pipeline (over HTTP); no room is started for a run nobody watches.
+
+        A room started later loads its run's state from the database, so only its
+        recent-events list misses these; a room that cannot take one (inbox full, stopping)
+        reloads on its next poll.
+        """
+        for event in events:
+            room = self.rooms.lookup(room_id(event.run_id))
+            if room is not None:
+                with contextlib.suppress(Exception):
+                    room.tell_nowait(event)
+
     async def _room(self, run_id: str) -> RunRoom:
         while True:
             ref = await self.rooms.get_or_start(room_id(run_id))
@@ -530,7 +544,7 @@ class ActorSystem:
     async def run_summary(self, run_id: str) -> RunSummary:
         return await self.queue.run_summary(run_id)
 
-    async def watch_run(self, run_id: str) -> AsyncIterator[RunUpdate]:
+    async def watch_run(self, run_id: str) -> AsyncGenerator[RunUpdate, None]:
         """Yield the run's state now and after every change, until it is done or failed."""
         while True:
             room = await self._room(run_id)

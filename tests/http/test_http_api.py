@@ -24,7 +24,7 @@ from actors.config import (
     StorageConfig,
 )
 from actors.errors import ConfigError
-from actors.http.auth import Tokens
+from actors.http import Tokens
 from actors.queue.http import HttpQueue
 from actors.system import ActorSystem
 
@@ -651,7 +651,7 @@ async def test_metrics_can_require_a_token(tmp_path: Path) -> None:
 async def test_a_crashed_server_is_restarted_by_its_supervisor_and_serves_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from actors.http import server as server_module
+    from actors.http import _server as server_module
 
     real = server_module._serve_function
     crashes = 0
