@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from actors.config import Config
 from actors.pipeline.messages import RunEvent
@@ -21,6 +21,7 @@ __all__ = [
     "LagGauge",
     "OperationsHost",
     "OutcomeCounts",
+    "PresigningStore",
     "RunsHost",
     "TreeCounts",
     "UploadsHost",
@@ -74,6 +75,20 @@ class UploadsHost(_Base, _Enqueues, Protocol):
 
     @property
     def store(self) -> ObjectStore: ...
+
+
+@runtime_checkable
+class PresigningStore(Protocol):
+    """An object store that signs its own upload URLs (S3, R2): clients PUT there directly."""
+
+    async def presign_put(
+        self,
+        key: str,
+        *,
+        expires_seconds: int = 900,
+        content_type: str | None = None,
+        if_absent: bool = False,
+    ) -> str: ...
 
 
 class RunsHost(_Base, Protocol):

@@ -15,7 +15,7 @@ from actors.errors import InvalidArgument
 from actors.http._auth import Signer, check_tenant
 from actors.http._call import Call, json_response, read_body
 from actors.http._errors import ApiError, as_http, mapped
-from actors.http._host import UploadsHost
+from actors.http._host import PresigningStore, UploadsHost
 
 __all__ = ["UploadCompleteIn", "Uploads"]
 
@@ -86,14 +86,14 @@ class Uploads:
         expires = self._host.clock.time() + settings.upload_url_seconds
         grant = UploadGrant(body.tenant_id, run_id, key, body.content_type, body.filename, expires)
         token = self._signer.sign(_UPLOAD, grant)
-        presign = getattr(self._host.store, "presign_put", None)
+        store = self._host.store
         headers = {"Content-Type": body.content_type}
-        if presign is not None:
+        if isinstance(store, PresigningStore):
             # An object store that signs its own PUTs (R2, S3): the client uploads there, then
             # calls completeUrl, which enqueues the job. If-None-Match makes the URL single use
             # there too: the store refuses a second PUT (412) instead of overwriting.
             url = await mapped(
-                presign(
+                store.presign_put(
                     key,
                     content_type=body.content_type,
                     expires_seconds=max(1, int(settings.upload_url_seconds)),
