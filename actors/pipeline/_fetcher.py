@@ -14,7 +14,7 @@ from actors.errors import ObjectStoreError, QueueError
 from actors.pipeline._inflight import InFlight, stop_scope
 from actors.pipeline.messages import AckInbox, Failed, Fetched, JobLeased, LeasedJob, Release
 from actors.queue.base import Queue
-from actors.storage._local import ObjectStore
+from actors.storage import ObjectStore
 from supervisors import Context
 
 __all__ = ["Fetcher"]

@@ -45,18 +45,15 @@ class LeaseManager:
     It wakes at once when this process enqueues a job (``queue.on_enqueue``) and polls every
     ``poll_interval_seconds`` otherwise, for jobs enqueued by other processes. Every in-flight
     job's lease is renewed every third of ``visibility_seconds``, so a slow job is never handed
-    to a second worker while this process is alive. Its pulls never hand out an expired lease
-    (a SQLite pull reaps first; a PostgreSQL pull reaps, then claims, whenever a lease has
-    expired); reaping on a schedule and purging belong to `Maintenance`, which runs whether or
-    not this process leases.
+    to a second worker while this process is alive. A pull never passes over a job whose lease
+    has expired (every backend's `Queue.pull` reaps before it claims); reaping on a schedule and
+    purging belong to `Maintenance`, which runs whether or not this process leases.
 
     Error handling: a queue error while pulling or renewing is logged and retried on the next
     round; anything else crashes the actor. A crash loses no job: jobs already handed on stay in
     the in-flight table (their leases are renewed again after the restart), and a job leased
     but not yet recorded is redelivered when its lease expires.
     """
-
-    name = "lease_manager"
 
     def __init__(
         self,
@@ -75,7 +72,8 @@ class LeaseManager:
         self._ctx = ctx
         # At most this many jobs leased and not yet decided (None: the in-flight capacity).
         self._window = window
-        self._system_draining = draining
+        # True once the system drains: lease nothing more; in-flight jobs' leases are renewed.
+        self._draining = draining
         self._queue = queue
         self._inflight = inflight
         self._outbox = outbox
@@ -84,17 +82,6 @@ class LeaseManager:
         self._worker_id = worker_id
         self._on_leased = on_leased
         self._wake: anyio.Event | None = None
-        self._draining = False
-        self.idle = False  # True after a pull found nothing and nothing is in flight
-
-    @property
-    def draining(self) -> bool:
-        return self._draining or self._system_draining()
-
-    def stop_pulling(self) -> None:
-        """Lease nothing more (graceful shutdown); in-flight jobs go on."""
-        self._draining = True
-        self.wake()
 
     def wake(self) -> None:
         """Look for jobs now (called after a local enqueue, on the loop's thread)."""
@@ -117,7 +104,7 @@ class LeaseManager:
 
     async def _lease_until_draining(self) -> None:
         settings = self._settings
-        while not self.draining:
+        while not self._draining():
             free = self._inflight.free
             if free <= 0:
                 await self._inflight.wait_changed()
@@ -148,10 +135,8 @@ class LeaseManager:
                 log.warning("lease.pull_failed", error=str(exc))
                 jobs = []
             if not jobs:
-                self.idle = len(self._inflight) == 0
                 await self._sleep_unless_woken(settings.poll_interval_seconds)
                 continue
-            self.idle = False
             leased = [leased_job(job) for job in jobs]
             self._inflight.add(leased)
             for job in leased:

@@ -73,8 +73,6 @@ class Maintenance:
     and purge are idempotent, and a queue call already handed to the database completes.
     """
 
-    name = "maintenance"
-
     def __init__(
         self,
         *,

@@ -10,12 +10,10 @@ __all__ = [
     "AckInbox",
     "Failed",
     "Fetched",
-    "FetcherInbox",
     "JobLeased",
     "LeasedJob",
     "Message",
     "Processed",
-    "ProcessorInbox",
     "Refresh",
     "Release",
     "RunEvent",
@@ -102,7 +100,5 @@ class Refresh(Message, frozen=True, kw_only=True):
     """A watcher -> run room: reload the run's state (other processes may have changed it)."""
 
 
-FetcherInbox = JobLeased
-ProcessorInbox = Fetched
 AckInbox = Processed | Failed | Release
 RunRoomInbox = RunEvent | Subscribe | Refresh

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from test_process import DOC, HERE, actors, make_files, rows, start, status_counts, submit
 
-from actors.pipeline._fetcher import START_BATCH
+from actors.pipeline import START_BATCH
 
 pytestmark = pytest.mark.slow
 

@@ -8,12 +8,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from actors.pipeline._fetcher import Fetcher
-from actors.pipeline._inflight import InFlight
-from actors.pipeline._lease_manager import leased_job
-from actors.pipeline.messages import AckInbox, Fetched, JobLeased, Release
+from actors.pipeline import AckInbox, Fetched, Fetcher, InFlight, JobLeased, Release, leased_job
 from actors.queue import SQLiteQueue
-from actors.storage._local import LocalObjectStore
+from actors.storage import LocalObjectStore
 from supervisors.clock import FakeClock
 
 pytestmark = pytest.mark.anyio

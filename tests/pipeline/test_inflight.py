@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actors.pipeline._inflight import InFlight
-from actors.pipeline.messages import LeasedJob
+from actors.pipeline import InFlight, LeasedJob
 
 
 def job(job_id: int, token: str) -> LeasedJob:

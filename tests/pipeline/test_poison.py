@@ -25,7 +25,7 @@ from actors.config import Config, QueueConfig, StorageConfig
 from actors.queue import NewJob
 from actors.queue.factory import open_queue
 from actors.service import SHUTDOWN_MARGIN_SECONDS
-from actors.storage._local import LocalObjectStore
+from actors.storage import LocalObjectStore
 
 pytestmark = pytest.mark.slow
 

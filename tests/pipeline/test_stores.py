@@ -15,7 +15,7 @@ from actors.errors import (
     ObjectStoreRefused,
     ObjectTooLarge,
 )
-from actors.storage._local import LocalObjectStore, check_key
+from actors.storage import LocalObjectStore, check_key
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -147,7 +147,7 @@ async def test_a_folder_or_a_file_in_the_way_is_a_permanent_error(tmp_path: Path
 _DENIED = """
 import asyncio, os, sys
 from actors.errors import ObjectStoreRefused
-from actors.storage._local import LocalObjectStore
+from actors.storage import LocalObjectStore
 if os.geteuid() == 0:
     os.setgid(65534)
     os.setuid(65534)

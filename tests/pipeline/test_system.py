@@ -13,10 +13,10 @@ import pytest
 
 from actors.config import Config, PipelineConfig, QueueConfig, StorageConfig, SupervisionConfig
 from actors.errors import ActorsError, StorageError
-from actors.pipeline.messages import LeasedJob
-from actors.processors._local import LocalProcessor, ProcessorOutput
+from actors.pipeline import LeasedJob
+from actors.processors import LocalProcessor, ProcessorOutput
 from actors.queue import NewJob
-from actors.storage._local import LocalObjectStore, StoredObject
+from actors.storage import LocalObjectStore, StoredObject
 from actors.system import ActorSystem, SystemFailed
 
 pytestmark = pytest.mark.anyio

@@ -11,10 +11,10 @@ import anyio
 import pytest
 
 from actors.config import Config, PipelineConfig, QueueConfig, StorageConfig
-from actors.pipeline.messages import LeasedJob
-from actors.processors._local import ProcessorOutput
+from actors.pipeline import LeasedJob
+from actors.processors import ProcessorOutput
 from actors.queue import NewJob
-from actors.storage._local import LocalObjectStore
+from actors.storage import LocalObjectStore
 from actors.system import ActorSystem
 
 pytestmark = pytest.mark.anyio
