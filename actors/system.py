@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
@@ -23,9 +24,11 @@ from actors.pipeline import (
     InFlight,
     LoopWatchdog,
     PipelineTree,
+    RunEvent,
     RunRoom,
     RunUpdate,
     explain_give_up,
+    room_id,
 )
 from actors.processors import Processor, make_processor
 from actors.processors._workers import WorkerPool
