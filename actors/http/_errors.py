@@ -45,9 +45,10 @@ class ApiError(Exception):
 
 
 def error_response(exc: ApiError) -> Response:
-    body = {"success": False, "error": {"code": exc.code, "message": exc.message}}
+    error = {"code": exc.code, "message": exc.message}
     if exc.field is not None:
-        body["error"]["field"] = exc.field  # type: ignore[index]
+        error["field"] = exc.field
+    body = {"success": False, "error": error}
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     return Response(
         msgspec.json.encode(body), exc.status, headers=headers, media_type="application/json"

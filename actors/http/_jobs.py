@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
+from typing import Literal, cast
 
 import msgspec
 from starlette.requests import Request
@@ -22,6 +22,9 @@ from actors.queue.base import STATUSES
 from actors.queue.model import Ack, ItemResult, Job, JobStatus, NewJob
 
 __all__ = ["Jobs"]
+
+# What an ack over HTTP did to its job, as metrics count it and the run's watchers hear it.
+_Outcome = Literal["done", "failed", "retrying"]
 
 
 def check_new_job(
@@ -221,7 +224,7 @@ class Jobs:
     ) -> list[wire.ItemOut]:
         """Encode batch results; for acks, count outcomes and tell the runs' watchers."""
         now = self._host.clock.time()
-        events: dict[tuple[str, str], list[int]] = {}
+        events: dict[tuple[str, _Outcome], list[int]] = {}
         out = []
         for i, r in enumerate(results):
             job = r.job
@@ -239,7 +242,7 @@ class Jobs:
             if not r.ok or job is None:
                 self._metrics.acked(r.job_id, "stale", now)
                 continue
-            outcome = (
+            outcome: _Outcome = (
                 "done" if kinds[i] == "done" else "failed" if job.status == "failed" else "retrying"
             )
             self._metrics.acked(r.job_id, outcome, now)
@@ -247,7 +250,7 @@ class Jobs:
                 events.setdefault((job.run_id, outcome), []).append(r.job_id)
         self._host.tell_watchers(
             [
-                RunEvent(run_id=run, kind=kind, job_ids=tuple(ids), at=now)  # type: ignore[arg-type]
+                RunEvent(run_id=run, kind=kind, job_ids=tuple(ids), at=now)
                 for (run, kind), ids in events.items()
             ]
         )
