@@ -1,5 +1,4 @@
-"""The route table: every route once, with its handler, who may call it, its wire types and
-summary; the Starlette app (``_app.py``) and ``/openapi.json`` (``_openapi.py``) both read it."""
+"""The route table: every route once; the app (``_app.py``) and ``/openapi.json`` both read it."""
 
 from __future__ import annotations
 
@@ -55,9 +54,11 @@ _TEXT = {"type": "string", "minLength": 1, "maxLength": 1024}
 class Route(Generic[B]):
     """One HTTP route. ``handler`` is a method of one `Resource` class, called on its object.
 
-    ``body`` is the request's wire type (decoded by ``Call.body()``); ``response`` the answer's,
-    a wire Struct or the name of a schema written out in ``_openapi.py``. ``tenant_wide`` says
-    what a route does across tenants, which tenant-scoped tokens may not.
+    ``roles`` may call it besides admin (`Gate.admit` checks them); ``tenant_wide`` says what
+    the route does across tenants, which tenant-scoped tokens may not. ``body`` is the request's
+    wire type (decoded by ``Call.body()``); ``response`` the answer's, a wire Struct or the name
+    of a schema written out in ``_openapi.py``; ``params`` are stated for ``/openapi.json`` and
+    checked by the handler.
     """
 
     method: str
