@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import typing
 from collections.abc import Mapping
@@ -11,6 +12,26 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from actors.bounds import (
+    DAY,
+    HOUR,
+    MINUTE,
+    AckBatch,
+    Attempts,
+    Count,
+    Delay,
+    Interval,
+    JobTimeout,
+    MaintenanceInterval,
+    PathText,
+    PerMinute,
+    Port,
+    PullSize,
+    Retention,
+    Timeout,
+    UploadUrlSeconds,
+    Visibility,
+)
 from actors.errors import ConfigError
 
 __all__ = [
@@ -30,31 +51,14 @@ __all__ = [
     "config_path_from",
     "dump_config",
     "load_config",
+    "require_package",
 ]
 
 #: Where ``load_config`` looks when neither ``--config`` nor ``ACTORS_CONFIG`` names a file.
 DEFAULT_CONFIG_PATH = Path("config/actors.toml")
 
-# Every number and path has bounds, so that no accepted value breaks the system (a retry base
-# of 1e308 s scheduled a retry in the year 10^307; an empty queue path opened a throwaway
-# database). Each class of value is bounded once here; a value outside is a ConfigError that
-# names the key and the bound.
-_MINUTE, _HOUR, _DAY = 60.0, 3600.0, 86_400.0
-#: A wait between retries or restarts, or its cap: from none to a day.
-Delay = Annotated[float, Meta(ge=0, le=_DAY)]
-#: How often a loop wakes (polls, reaps): 1 ms (faster is a busy loop) to an hour.
-Interval = Annotated[float, Meta(ge=0.001, le=_HOUR)]
-#: How long one operation may take (a request, a drain): 1 ms to an hour.
-Timeout = Annotated[float, Meta(ge=0.001, le=_HOUR)]
-#: How long something is kept (finished jobs; 0: forever): up to ten years.
-Retention = Annotated[float, Meta(ge=0, le=3650 * _DAY)]
-#: A count of restarts or retries.
-Count = Annotated[int, Meta(ge=0, le=10_000)]
-#: A budget per minute (requests or tokens).
-PerMinute = Annotated[int, Meta(ge=1, le=10**12)]
-#: A file system path: not empty, not blank, no NUL byte, within Linux's PATH_MAX.
-PathText = Annotated[str, Meta(min_length=1, max_length=4096, pattern=r"^(?=\s*\S)[^\x00]*$")]
-Port = Annotated[int, Meta(ge=0, le=65535)]
+# Every number and path has bounds (`actors.bounds`), so that no accepted value breaks the
+# system; a value outside is a ConfigError that names the key and the bound.
 
 
 class _Table(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
@@ -70,9 +74,9 @@ class QueueConfig(_Table, frozen=True):
     path: PathText = "data/actors.db"
     # normal: survives a process crash; full: also survives power loss (fsync on every commit).
     durability: Literal["normal", "full"] = "normal"
-    visibility_seconds: Annotated[float, Meta(gt=0, le=3600)] = 60.0
-    batch_size: Annotated[int, Meta(ge=1, le=1000)] = 32
-    max_attempts: Annotated[int, Meta(ge=1, le=1000)] = 5
+    visibility_seconds: Visibility = 60.0
+    batch_size: PullSize = 32
+    max_attempts: Attempts = 5
     # A failed attempt waits retry_base_seconds * 2**(attempt-1), at most retry_cap_seconds,
     # less up to half of it at random (so jobs that failed together do not retry together).
     retry_base_seconds: Delay = 1.0
@@ -82,7 +86,7 @@ class QueueConfig(_Table, frozen=True):
     # Finished jobs older than this are purged on a schedule; 0 keeps them forever.
     retention_seconds: Retention = 7 * 24 * 3600.0
     # How often that purge runs (by one of the processes sharing the queue); at most a year.
-    purge_interval_seconds: Annotated[float, Meta(ge=0.001, le=366 * _DAY)] = 3600.0
+    purge_interval_seconds: MaintenanceInterval = 3600.0
     dsn: str | None = None  # backend = "postgres"; the password comes from PGPASSWORD
     url: str | None = None  # backend = "http"; the token comes from EDGE_API_TOKEN
 
@@ -93,18 +97,18 @@ class PipelineConfig(_Table, frozen=True):
     concurrency: Annotated[int, Meta(ge=1, le=10_000)] = 128
     fetchers: Annotated[int, Meta(ge=1, le=256)] = 4
     processors: Annotated[int, Meta(ge=1, le=256)] = 4
-    shutdown_grace_seconds: Annotated[float, Meta(ge=0, le=_HOUR)] = 30.0
-    ack_batch_size: Annotated[int, Meta(ge=1, le=10_000)] = 100
+    shutdown_grace_seconds: Annotated[float, Meta(ge=0, le=HOUR)] = 30.0
+    ack_batch_size: AckBatch = 100
     # How long the ack reporter waits to fill a batch; a few ms buys group commit.
-    ack_window_seconds: Annotated[float, Meta(ge=0, le=_MINUTE)] = 0.002
+    ack_window_seconds: Annotated[float, Meta(ge=0, le=MINUTE)] = 0.002
     # Objects are read whole into memory: at most 1 GiB each.
     max_object_bytes: Annotated[int, Meta(ge=1, le=1024**3)] = 50 * 1024 * 1024
     # A run room with no event for this long goes to sleep (its state is in the database).
-    run_idle_seconds: Annotated[float, Meta(ge=0.001, le=_DAY)] = 60.0
+    run_idle_seconds: Annotated[float, Meta(ge=0.001, le=DAY)] = 60.0
     # A job's processing time limit (a job's own timeout_seconds overrides it): past it the job
     # fails with `timeout` (retried with backoff up to max_attempts), its worker process is
     # killed, and its lease is no longer renewed. Bounded like the per-job value.
-    job_timeout_seconds: Annotated[float, Meta(ge=1, le=86400)] = 600.0
+    job_timeout_seconds: JobTimeout = 600.0
 
 
 class StorageConfig(_Table, frozen=True):
@@ -145,7 +149,7 @@ class ProcessorConfig(_Table, frozen=True):
     embed_model: str = "text-embedding-004"  # or GEMINI_EMBED_MODEL
     base_url: str | None = None  # or AI_GATEWAY_URL; None means Google's endpoint
     # kind = "gemini": the instruction sent with each document's text; the answer must fit
-    # the response schema (summary, topics, entities, language; see gemini_processor.py).
+    # the response schema (summary, topics, entities, language; see actors/processors/_gemini.py).
     prompt: str = (
         "Analyse the document below. Give a short summary, its main topics, the named "
         "entities it mentions and its language."
@@ -175,7 +179,7 @@ class ProcessorConfig(_Table, frozen=True):
 
 class SupervisionConfig(_Table, frozen=True):
     max_restarts: Count = 5
-    max_seconds: Annotated[float, Meta(ge=0.001, le=_DAY)] = 30.0
+    max_seconds: Annotated[float, Meta(ge=0.001, le=DAY)] = 30.0
     backoff_min_seconds: Delay = 0.1
     backoff_max_seconds: Delay = 10.0
 
@@ -191,7 +195,7 @@ class HttpConfig(_Table, frozen=True):
     # "open": anyone who reaches the port may scrape /metrics; "token": any valid token.
     metrics: Literal["open", "token"] = "open"
     # How long an upload URL from /uploads/create stays valid.
-    upload_url_seconds: Annotated[float, Meta(gt=0, le=7 * 24 * 3600)] = 3600.0
+    upload_url_seconds: UploadUrlSeconds = 3600.0
 
 
 class LogConfig(_Table, frozen=True):
@@ -285,6 +289,19 @@ _TABLES: dict[str, type[_Table]] = {
     for name, tp in typing.get_type_hints(Config).items()
     if isinstance(tp, type) and issubclass(tp, _Table)
 }
+
+
+def require_package(module: str, extra: str, setting: str) -> None:
+    """Raise ConfigError, naming the extra to install, if ``module`` cannot be imported.
+
+    ``setting`` is what asked for it (``'[queue].backend = "postgres"'``): the embedded default
+    needs no extra, and a feature that does fails at start-up in one line, not with a traceback
+    from inside a running actor.
+    """
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(f"{setting} needs {module}: pip install 'actors[{extra}]'") from None
 
 
 def config_path_from(

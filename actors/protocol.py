@@ -7,17 +7,24 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from actors.queue.model import (
+from actors.bounds import (
     MAX_BATCH,
-    MAX_DELAY_SECONDS,
-    MAX_PULL,
-    MAX_TIMEOUT_SECONDS,
-    MAX_VISIBILITY_SECONDS,
-    MIN_TIMEOUT_SECONDS,
-    Job,
-    RunSummary,
-    Stats,
+    Attempts,
+    Delay,
+    ErrorText,
+    IdText,
+    JobId,
+    JobIdText,
+    JobTimeout,
+    LeaseToken,
+    MetricName,
+    Priority,
+    PullSize,
+    Retention,
+    UploadName,
+    Visibility,
 )
+from actors.queue.model import Job, RunSummary, Stats
 
 __all__ = [
     "AckIn",
@@ -54,16 +61,9 @@ __all__ = [
     "stats_out",
 ]
 
-# Bounds repeated from the queue, so that the OpenAPI schema states them and a bad value is a
-# 400 naming the field before any queue call.
-JobId = Annotated[int, Meta(ge=1, le=2**63 - 1)]
-Text = Annotated[str, Meta(min_length=1, max_length=1024)]
-Priority = Annotated[int, Meta(ge=-1_000_000, le=1_000_000)]
-Delay = Annotated[float, Meta(ge=0, le=MAX_DELAY_SECONDS)]
-Visibility = Annotated[float, Meta(gt=0, le=MAX_VISIBILITY_SECONDS)]
-Attempts = Annotated[int, Meta(ge=1, le=1000)]
-Timeout = Annotated[float, Meta(ge=MIN_TIMEOUT_SECONDS, le=MAX_TIMEOUT_SECONDS)]
-Metrics = dict[Annotated[str, Meta(max_length=256)], float]
+# The bounds (`actors.bounds`) are the queue's, so that the OpenAPI schema states them and a
+# bad value is a 400 naming the field before any queue call.
+Metrics = dict[MetricName, float]
 
 
 class _In(msgspec.Struct, kw_only=True, rename="camel", frozen=True):
@@ -78,17 +78,17 @@ class _Out(msgspec.Struct, kw_only=True, rename="camel", frozen=True):
 
 
 class EnqueueIn(_In, frozen=True):
-    run_id: Text
-    tenant_id: Text
-    r2_key: Text
+    run_id: IdText
+    tenant_id: IdText
+    r2_key: IdText
     payload: Any = None
-    idempotency_key: Text | None = None
+    idempotency_key: IdText | None = None
     delay_seconds: Delay = 0.0
     priority: Priority = 0
     max_attempts: Attempts | None = None
     # Only an admin may enqueue a key outside the tenant's prefix; this says it meant to.
     cross_tenant_key: bool = False
-    timeout_seconds: Timeout | None = None
+    timeout_seconds: JobTimeout | None = None
 
 
 class EnqueueOut(_Out, frozen=True):
@@ -139,9 +139,9 @@ class PullIn(_In, frozen=True):
     """``started``: the jobs count as started when leased (a crash then spends their attempt),
     for clients that never call ``/jobs/start``; send false and call it when work begins."""
 
-    max: Annotated[int, Meta(ge=1, le=MAX_PULL)] = 10
+    max: PullSize = 10
     visibility_seconds: Visibility = 60.0
-    worker_id: Text | None = None
+    worker_id: IdText | None = None
     started: bool = True
 
 
@@ -153,17 +153,12 @@ class AckItem(_In, frozen=True):
     """One lease-aware outcome: the job, its lease token, and what happened."""
 
     id: JobId
-    lease_token: Annotated[str, Meta(max_length=256)]
+    lease_token: LeaseToken
     status: Literal["done", "failed"] = "done"
     result: Any = None
-    error: Annotated[str, Meta(max_length=65_536)] | None = None
+    error: ErrorText | None = None
     permanent: bool = False
     run_metrics: Metrics | None = None
-
-
-# A job id as the seed's client sends it in an ids-only ack: a number, or digits in a string
-# (at most 18 of them: always below 2**63).
-JobIdText = Annotated[str, Meta(pattern=r"^[1-9][0-9]{0,17}$")]
 
 
 class AckIn(_In, frozen=True):
@@ -172,7 +167,7 @@ class AckIn(_In, frozen=True):
 
     ids: Annotated[list[JobId | JobIdText], Meta(max_length=MAX_BATCH)] | None = None
     status: Literal["done", "failed"] | None = None
-    error: Annotated[str, Meta(max_length=65_536)] | None = None
+    error: ErrorText | None = None
     acks: Annotated[list[AckItem], Meta(max_length=MAX_BATCH)] | None = None
 
 
@@ -196,7 +191,7 @@ class AckOut(_Out, frozen=True):
 
 class LeaseRef(_In, frozen=True):
     id: JobId
-    lease_token: Annotated[str, Meta(max_length=256)]
+    lease_token: LeaseToken
 
 
 class RenewIn(_In, frozen=True):
@@ -223,19 +218,19 @@ class LeasesOut(_Out, frozen=True):
 class ResultIn(_In, frozen=True):
     """Store a leased job's result: the job is acked done with it under its lease."""
 
-    lease_token: Annotated[str, Meta(max_length=256)]
+    lease_token: LeaseToken
     result: Any = None
     run_metrics: Metrics | None = None
 
 
 class RequeueIn(_In, frozen=True):
     ids: Annotated[list[JobId], Meta(max_length=MAX_BATCH)] | None = None
-    run_id: Text | None = None
-    tenant_id: Text | None = None
+    run_id: IdText | None = None
+    tenant_id: IdText | None = None
 
 
 class PurgeIn(_In, frozen=True):
-    older_than_seconds: Annotated[float, Meta(ge=0, le=10 * 365 * 86_400)]
+    older_than_seconds: Retention
 
 
 class CountOut(_Out, frozen=True):
@@ -285,10 +280,10 @@ class RunOut(_Out, frozen=True):
 
 
 class UploadCreateIn(_In, frozen=True):
-    content_type: Annotated[str, Meta(min_length=1, max_length=255)]
-    filename: Annotated[str, Meta(min_length=1, max_length=255)]
-    tenant_id: Text
-    run_id: Text | None = None
+    content_type: UploadName
+    filename: UploadName
+    tenant_id: IdText
+    run_id: IdText | None = None
 
 
 class UploadCreateOut(_Out, frozen=True):

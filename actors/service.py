@@ -23,7 +23,7 @@ from actors.config import Config
 from actors.errors import ActorsError, InvalidArgument
 from actors.queue import NewJob, RunSummary
 from actors.queue.factory import open_queue
-from actors.storage._local import make_store
+from actors.storage import make_store
 from actors.system import ActorSystem, raise_system_failed
 from supervisors import SystemClock
 

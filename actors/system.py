@@ -16,7 +16,7 @@ import structlog
 from anyio.abc import TaskStatus
 
 from actors import tenancy
-from actors.config import Config
+from actors.config import Config, require_package
 from actors.errors import ActorsError
 from actors.pipeline import (
     TERMINAL_RUN_STATUSES,
@@ -30,8 +30,7 @@ from actors.pipeline import (
     explain_give_up,
     room_id,
 )
-from actors.processors import Processor, make_processor
-from actors.processors._workers import WorkerPool
+from actors.processors import Processor, WorkerPool, make_processor
 from actors.queue import Job, NewJob, Queue, RunSummary, Stats
 from actors.queue.factory import open_queue
 from actors.storage import ObjectStore, make_store
@@ -119,6 +118,9 @@ class ActorSystem:
 
     async def __aenter__(self) -> ActorSystem:
         config = self.config
+        if config.http.enabled:
+            for module in ("starlette", "hypercorn"):
+                require_package(module, "http", "[http] enabled = true")
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:

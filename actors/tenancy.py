@@ -11,7 +11,7 @@ prefix, and such a job carries ``cross_tenant_key``, which the fetcher lets thro
 from __future__ import annotations
 
 from actors.errors import ForeignObjectKey, InvalidArgument
-from actors.storage._local import check_key as check_key_form
+from actors.storage.base import check_key as check_key_form
 
 __all__ = [
     "KEY_PATTERN",

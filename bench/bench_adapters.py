@@ -17,8 +17,8 @@ import boto3
 import msgspec
 from moto.server import ThreadedMotoServer
 
-from actors.processors._gemini import encode_vector
-from actors.storage._s3 import S3ObjectStore
+from actors.processors import encode_vector
+from actors.storage import S3ObjectStore
 
 GETS = 300
 CONCURRENT = 8

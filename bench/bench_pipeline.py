@@ -34,7 +34,7 @@ from actors.config import Config, LogConfig, QueueConfig, StorageConfig
 from actors.log import configure_logging
 from actors.queue import NewJob
 from actors.queue.factory import open_queue
-from actors.storage._local import LocalObjectStore
+from actors.storage import LocalObjectStore
 from actors.system import ActorSystem
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -175,8 +175,7 @@ def against(other: Path, jobs: int, rounds: int) -> dict[str, tuple[Rates, Rates
 async def document_costs(sizes: list[int], calls: int = 40) -> list[tuple[int, float, float]]:
     """(bytes, us per document on this thread, us per document in a worker process)."""
     from actors.config import ProcessorConfig
-    from actors.processors._local import process_locally
-    from actors.processors._workers import WorkerPool
+    from actors.processors import WorkerPool, process_locally
 
     settings = ProcessorConfig()
     pool = WorkerPool(1)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from actors.cli import duration, main
+from actors.cli import main
+from actors.cli._jobs import duration
 
 
 def run(capsys: pytest.CaptureFixture[str], db: Path, *argv: str) -> tuple[int, str, str]:
@@ -144,6 +145,29 @@ def test_migrate_status_down_and_up(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 def test_durations_accept_units() -> None:
     assert [duration(t) for t in ("90", "90s", "2m", "1.5h", "7d")] == [90, 90, 120, 5400, 604800]
+
+
+def test_the_parser_loads_no_module_that_only_some_commands_need() -> None:
+    # `--help` and the light commands start fast: each command imports its heavy modules itself.
+    lazy = [
+        "asyncpg",
+        "actors.cli._results",
+        "actors.http",
+        "actors.processors._gemini",
+        "actors.queue.migrate",
+        "actors.queue.postgres",
+        "actors.service",
+    ]
+    code = (
+        "import sys\n"
+        "from actors.cli._parser import build_parser\n"
+        "build_parser()\n"
+        f"print([m for m in {lazy!r} if m in sys.modules])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"
 
 
 def test_python_dash_m_actors_runs_the_cli(tmp_path: Path) -> None:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator
-from typing import Any, TextIO
+from typing import TextIO
 
 import msgspec
 
 from actors.processors._gemini import decode_vector
 from actors.queue import Job, Queue
 
-__all__ = ["export_run", "iter_run_jobs", "job_record", "report_run", "search_run"]
+__all__ = ["Hit", "export_run", "iter_run_jobs", "job_record", "report_run", "search_run"]
 
 _PAGE = 500
 
@@ -28,17 +28,17 @@ async def iter_run_jobs(queue: Queue, run_id: str) -> AsyncIterator[Job]:
             return
 
 
-def _vectors(result: Any) -> list[list[float]]:
+def _vectors(result: object) -> list[list[float]]:
     embeddings = result.get("embeddings") if isinstance(result, dict) else None
     if not isinstance(embeddings, dict):
         return []
     return [decode_vector(v) for v in embeddings.get("vectors") or []]
 
 
-def job_record(job: Job) -> dict[str, Any]:
+def job_record(job: Job) -> dict[str, object]:
     """One job as an export line: its outcome, analysis, chunks, embeddings (floats), usage."""
     result = job.result if isinstance(job.result, dict) else None
-    record: dict[str, Any] = {
+    record: dict[str, object] = {
         "job_id": job.id,
         "run_id": job.run_id,
         "tenant_id": job.tenant_id,
@@ -109,6 +109,16 @@ async def report_run(queue: Queue, run_id: str, out: TextIO, *, limit: int = 20)
         shown += 1
 
 
+class Hit(msgspec.Struct, frozen=True, kw_only=True):
+    """A chunk that `search_run` found: how similar it is to the query, and where it is."""
+
+    score: float  # cosine similarity, rounded to 4 places
+    job_id: int
+    key: str  # the job's object key
+    chunk: int | None  # the chunk's index in its document
+    text: str | None  # None when the processor did not store chunk texts
+
+
 def _cosine(a: list[float], b: list[float]) -> float:
     dot = sum(x * y for x, y in zip(a, b, strict=False))
     norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
@@ -117,23 +127,23 @@ def _cosine(a: list[float], b: list[float]) -> float:
 
 async def search_run(
     queue: Queue, run_id: str, query_vector: list[float], *, top: int = 5
-) -> list[dict[str, Any]]:
+) -> list[Hit]:
     """The ``top`` chunks of the run most similar (cosine) to ``query_vector``, best first."""
     await queue.run_summary(run_id)
-    hits: list[dict[str, Any]] = []
+    hits: list[Hit] = []
     async for job in iter_run_jobs(queue, run_id):
         result = job.result if isinstance(job.result, dict) else {}
         chunks = result.get("chunks") or []
         for chunk, vector in zip(chunks, _vectors(result), strict=False):
             hits.append(
-                {
-                    "score": round(_cosine(query_vector, vector), 4),
-                    "job_id": job.id,
-                    "key": job.r2_key,
-                    "chunk": chunk.get("index"),
-                    "text": chunk.get("text"),
-                }
+                Hit(
+                    score=round(_cosine(query_vector, vector), 4),
+                    job_id=job.id,
+                    key=job.r2_key,
+                    chunk=chunk.get("index"),
+                    text=chunk.get("text"),
+                )
             )
-        hits.sort(key=lambda h: -h["score"])
+        hits.sort(key=lambda h: -h.score)
         del hits[top:]
     return hits

@@ -13,9 +13,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from actors.errors import ActorsError, DocumentError, JobTimedOut
 from actors.pipeline._inflight import InFlight, stop_scope
-from actors.pipeline.messages import AckInbox, Failed, Fetched, Processed, Release
-from actors.processors import Processor, ProcessorOutput
-from actors.processors._workers import TimeLimit, current_time_limit
+from actors.pipeline.messages import AckInbox, Failed, Fetched, LeasedJob, Processed, Release
+from actors.processors import JobInput, Processor, ProcessorOutput, TimeLimit, current_time_limit
 from supervisors import Context
 
 __all__ = ["ProcessorStage", "call_abandonably"]
@@ -131,16 +130,17 @@ class ProcessorStage:
 
     async def _call(self, message: Fetched) -> ProcessorOutput:
         job = message.job
+        given = _input(job)
         # A processor may answer at once, within a bounded time, and so without a time limit's
         # scope and deadline (LocalProcessor: small text documents).
         process_now = getattr(self._processor, "process_now", None)
         if process_now is not None:
-            output: ProcessorOutput | None = process_now(job, message.data, message.content_type)
+            output: ProcessorOutput | None = process_now(given, message.data, message.content_type)
             if output is not None:
                 return output
         limit = job.timeout_seconds or self._timeout
         self._inflight.set_deadline(job, anyio.current_time() + limit)
-        call = functools.partial(self._processor.process, job, message.data, message.content_type)
+        call = functools.partial(self._processor.process, given, message.data, message.content_type)
         if not self._in_place:
             assert self._calls is not None
             return await call_abandonably(self._calls, call, limit)
@@ -185,6 +185,13 @@ class ProcessorStage:
         self._acks.send_nowait(outcome)  # never blocks: the stream holds every in-flight job
         self._inflight.decided(job)
         self._inflight.let_go(job, self.name)
+
+
+def _input(job: LeasedJob) -> JobInput:
+    """What the processor is told of ``job``: its identity, key and payload, no lease."""
+    return JobInput(
+        id=job.id, run_id=job.run_id, tenant_id=job.tenant_id, key=job.r2_key, payload=job.payload
+    )
 
 
 def _unexpected(exc: Exception) -> str:

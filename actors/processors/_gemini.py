@@ -11,12 +11,13 @@ import random
 import re
 import struct
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
 import structlog
 
+from actors.bounds import DEFAULT_MAX_PAYLOAD_BYTES
 from actors.config import ProcessorConfig, Secrets
 from actors.errors import (
     ConfigError,
@@ -26,11 +27,14 @@ from actors.errors import (
     ModelResponseInvalid,
     ModelUnavailable,
 )
-from actors.pipeline.messages import LeasedJob
-from actors.processors._local import ProcessorOutput
 from actors.processors._rate_limit import RateLimiter
-from actors.queue import DEFAULT_MAX_PAYLOAD_BYTES
+from actors.processors.base import JobInput, ProcessorOutput
 from supervisors.clock import Clock, SystemClock
+
+if TYPE_CHECKING:
+    import httpx
+
+    from actors.documents import Chunk, ExtractedText
 
 __all__ = [
     "DEFAULT_RESPONSE_SCHEMA",
@@ -136,7 +140,7 @@ class GeminiClient:
         limiter: RateLimiter,
         clock: Clock | None = None,
         rng: random.Random | None = None,
-        transport: Any = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._settings = settings
         self._api_key = api_key
@@ -145,7 +149,7 @@ class GeminiClient:
         self._rng = rng if rng is not None else random.Random()
         self._transport = transport
         self._base = (settings.base_url or GOOGLE_BASE_URL).rstrip("/")
-        self._http: Any = None
+        self._http: httpx.AsyncClient | None = None
 
     def url(self, model: str, method: str) -> str:
         model = model.removeprefix("models/")
@@ -215,7 +219,7 @@ class GeminiClient:
             with anyio.CancelScope(shield=True):
                 await http.aclose()
 
-    def _client(self) -> Any:
+    def _client(self) -> httpx.AsyncClient:
         if self._http is None:
             import httpx
 
@@ -323,7 +327,7 @@ class GeminiProcessor:
         limiter: RateLimiter | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
-        transport: Any = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._settings = settings
         self._schema = DEFAULT_RESPONSE_SCHEMA
@@ -353,16 +357,16 @@ class GeminiProcessor:
         return cls(settings, api_key=secrets.google_api_key.reveal())
 
     async def process(
-        self, job: LeasedJob, data: bytes, content_type: str | None
+        self, job: JobInput, data: bytes, content_type: str | None
     ) -> ProcessorOutput:
         settings = self._settings
         extracted = None
         inline_pdf = settings.send_pdf_inline and data[:1024].find(b"%PDF-") >= 0
         try:
             if len(data) <= _INLINE_BYTES:
-                extracted = _extract(data, job.r2_key, content_type)
+                extracted = _extract(data, job.key, content_type)
             else:
-                extracted = await anyio.to_thread.run_sync(_extract, data, job.r2_key, content_type)
+                extracted = await anyio.to_thread.run_sync(_extract, data, job.key, content_type)
         except EmptyDocument:
             if not inline_pdf:  # a scanned PDF: the chat model can still read it inline
                 raise
@@ -427,7 +431,7 @@ class GeminiProcessor:
                 "embed_tokens_estimated": True,
             },
         }
-        result = _fit(result, job.r2_key)
+        result = _fit(result, job.key)
         metrics = {
             "bytes": float(len(data)),
             "chunks": float(len(chunks)),
@@ -442,13 +446,13 @@ class GeminiProcessor:
         await self.client.aclose()
 
 
-def _extract(data: bytes, name: str, content_type: str | None) -> Any:
+def _extract(data: bytes, name: str, content_type: str | None) -> ExtractedText:
     from actors.documents import extract_text
 
     return extract_text(data, filename=name, content_type=content_type)
 
 
-def _chunks(text: str, settings: ProcessorConfig) -> tuple[list[Any], bool]:
+def _chunks(text: str, settings: ProcessorConfig) -> tuple[list[Chunk], bool]:
     """Chunks for embedding: at most ``max_chunks``, larger ones if the text needs it."""
     from actors.documents import chunk_text
 

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio
 from anyio.abc import ByteSendStream, Process
@@ -20,7 +20,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from actors.errors import OutOfMemory, WorkerCrashed
 
-__all__ = ["TimeLimit", "WorkerPool", "current_time_limit", "serve_worker"]
+__all__ = ["TimeLimit", "WorkerPool", "current_time_limit", "default_pool", "serve_worker"]
 
 T = TypeVar("T")
 
@@ -154,7 +154,7 @@ class WorkerPool:
                 raise  # cancelled: the worker is killed, a fresh one serves the next call
             self._idle.append(worker)
         if ok:
-            return value  # type: ignore[no-any-return]
+            return cast(T, value)  # unpickled: what ``func`` returned
         raise value
 
     async def _take(self) -> _Worker:
@@ -179,6 +179,11 @@ class WorkerPool:
         idle, self._idle = self._idle, []
         for worker in idle:
             await worker.kill()
+
+
+def default_pool(memory_mib: int) -> WorkerPool:
+    """A worker per CPU, for a processor built without a shared pool."""
+    return WorkerPool(os.cpu_count() or 2, memory_mib=memory_mib)
 
 
 def serve_worker() -> None:

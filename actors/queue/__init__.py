@@ -1,15 +1,19 @@
-"""The durable job queue: one SQLite file, leases with fencing, retries, runs, group commit."""
+"""The durable job queue: the contract (`Queue`), its values, and the embedded SQLite backend."""
 
 from __future__ import annotations
 
-from actors.queue.base import DEFAULT_MAX_PAYLOAD_BYTES, OwnedQueue, Queue
-from actors.queue.model import (
+from actors.bounds import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
     MAX_BATCH,
     MAX_DELAY_SECONDS,
     MAX_PULL,
     MAX_VISIBILITY_SECONDS,
+)
+from actors.queue.base import OwnedQueue, Queue
+from actors.queue.model import (
     Ack,
     AckResult,
+    Backoff,
     ItemResult,
     Job,
     JobStatus,
@@ -23,7 +27,6 @@ from actors.queue.model import (
 )
 from actors.queue.sqlite._queue import SQLiteQueue
 from actors.queue.sqlite._schema import LATEST_VERSION, Durability
-from actors.queue.sqlite._verbs import Backoff
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD_BYTES",

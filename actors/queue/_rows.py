@@ -1,7 +1,7 @@
 """Row-independent helpers both SQL backends share: decoding rows, cursors, refusal texts.
 
-A row is a sequence of the job's (or run's) columns in `store.COLUMNS` (`store.RUN_COLUMNS`)
-order, as both sqlite3 and asyncpg return them.
+A row is a sequence of the job's (or run's) columns in `COLUMNS` (`RUN_COLUMNS`) order, as
+both sqlite3 and asyncpg return them.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from actors.errors import InvalidArgument, JobNotFound
 from actors.queue.model import ItemReason, ItemResult, Job, JobStatus, RunStatus, RunSummary
 
 __all__ = [
+    "COLUMNS",
+    "RUN_COLUMNS",
     "ByOwner",
     "decode",
     "encode",
@@ -23,6 +25,19 @@ __all__ = [
     "refusal",
     "summary_from_row",
 ]
+
+# The job's columns in the order `job_from_row` reads them (both backends' tables have them).
+COLUMNS = (
+    "id, run_id, tenant_id, r2_key, payload, status, attempts, max_attempts, priority, "
+    "available_at, lease_token, lease_expires_at, worker_id, last_error, result, "
+    "idempotency_key, created_at, updated_at, finished_at, lease_owner, started_at, "
+    "cross_tenant_key, timeout_seconds"
+)
+# A run's columns in the order `summary_from_row` reads them: the counts by status are stored,
+# kept in the transactions that change the jobs.
+RUN_COLUMNS = (
+    "run_id, tenant_id, created_at, updated_at, finished_at, metrics, pending, leased, done, failed"
+)
 
 encode = msgspec.json.encode
 decode = msgspec.json.decode
@@ -37,7 +52,7 @@ class ByOwner(msgspec.Struct, frozen=True):
 
 
 def job_from_row(row: Sequence[Any]) -> Job:
-    """Decode a job row (its columns in `store.COLUMNS` order) into a `Job`."""
+    """Decode a job row (its columns in `COLUMNS` order) into a `Job`."""
     payload = row[4]
     result = row[14]
     return Job(
@@ -68,7 +83,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
 
 
 def summary_from_row(row: Sequence[Any]) -> RunSummary:
-    """Decode a run row (`store.RUN_COLUMNS` order) into a `RunSummary` with its status."""
+    """Decode a run row (`RUN_COLUMNS` order) into a `RunSummary` with its status."""
     run_id, tenant_id, created_at, updated_at, finished_at, metrics = row[:6]
     pending, leased, done, failed = row[6:10]
     total = pending + leased + done + failed

@@ -3,8 +3,9 @@
 `Queue` is the contract as a Protocol: the verbs every backend has, typed exactly; every user
 of a queue holds one. `OwnedQueue` adds what only a queue this process opened itself offers
 (SQLite, PostgreSQL): the maintenance claim and the run listing. `SingleItemVerbs` builds the
-one-item verbs on a backend's batch verbs, once for all. The argument checks, the bounds they
-enforce and the retry jitter live here so that each backend refuses the same calls in the same
+one-item verbs on a backend's batch verbs, once for all. The argument checks (against the
+bounds of `actors.bounds`) and the retry jitter live here, and the row decoding and refusal
+texts of the SQL backends in `_rows`, so that each backend refuses the same calls in the same
 words.
 """
 
@@ -18,14 +19,22 @@ from typing import Literal, Protocol, runtime_checkable
 
 import msgspec
 
-from actors.errors import InvalidArgument, JobNotFound, LeaseLost, OutOfRange, PayloadTooLarge
-from actors.queue.model import (
+from actors.bounds import (
+    MAX_ATTEMPTS,
     MAX_BATCH,
     MAX_DELAY_SECONDS,
+    MAX_ID_CHARS,
+    MAX_MAINTENANCE_INTERVAL_SECONDS,
+    MAX_PAGE,
+    MAX_PAYLOAD_BYTES_LIMIT,
+    MAX_PRIORITY,
     MAX_PULL,
     MAX_TIMEOUT_SECONDS,
     MAX_VISIBILITY_SECONDS,
     MIN_TIMEOUT_SECONDS,
+)
+from actors.errors import InvalidArgument, JobNotFound, LeaseLost, OutOfRange, PayloadTooLarge
+from actors.queue.model import (
     Ack,
     AckResult,
     ItemResult,
@@ -40,10 +49,6 @@ from actors.queue.model import (
 )
 
 __all__ = [
-    "DEFAULT_MAX_PAYLOAD_BYTES",
-    "MAX_ATTEMPTS",
-    "MAX_ID_CHARS",
-    "MAX_PRIORITY",
     "STATUSES",
     "OwnedQueue",
     "Queue",
@@ -55,7 +60,10 @@ __all__ = [
     "check_listing",
     "check_maintenance",
     "check_new_job",
+    "check_open",
     "check_optional_text",
+    "check_page",
+    "check_pull",
     "check_range",
     "check_text",
     "check_visibility",
@@ -63,11 +71,6 @@ __all__ = [
     "raise_if_refused",
 ]
 
-# 256 KiB, like SQS: a payload describes a job; the document itself lives in the object store.
-DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
-MAX_ATTEMPTS = 1000
-MAX_PRIORITY = 1_000_000
-MAX_ID_CHARS = 1024  # R2 object keys are at most 1024 bytes; ids and keys share the bound
 STATUSES = ("pending", "leased", "done", "failed")
 
 
@@ -375,24 +378,46 @@ def check_json(name: str, value: object, max_payload_bytes: int) -> bytes | None
     return encoded
 
 
+def check_open(max_attempts: int, max_payload_bytes: int) -> None:
+    """Refuse a backend's options out of bounds when it opens."""
+    check_range("max_attempts", max_attempts, 1, MAX_ATTEMPTS)
+    check_range("max_payload_bytes", max_payload_bytes, 1, MAX_PAYLOAD_BYTES_LIMIT)
+
+
+def check_pull(
+    max: int, visibility_seconds: float, worker_id: str | None, owner: str | None
+) -> None:
+    """Refuse a pull of too few or too many jobs, for a bad lease length, or by a bad name."""
+    check_range("max", max, 1, MAX_PULL)
+    check_visibility(visibility_seconds)
+    check_optional_text("worker_id", worker_id)
+    check_optional_text("owner", owner)
+
+
+def check_page(limit: int) -> None:
+    """Refuse a page size out of bounds."""
+    check_range("limit", limit, 1, MAX_PAGE)
+
+
 def check_listing(status: str | None, limit: int) -> None:
     """Refuse a status filter that is not a status, and a page size out of bounds."""
     if status is not None and status not in STATUSES:
         raise InvalidArgument(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
-    check_range("limit", limit, 1, MAX_PULL)
+    check_page(limit)
 
 
 def check_maintenance(task: str, interval_seconds: float, owner: str | None) -> None:
     """Refuse a maintenance claim without a task name or with an interval out of bounds."""
     check_text("task", task)
     check_optional_text("owner", owner)
-    # At most a year; 0 would let every process claim every round.
-    check_range("interval_seconds", interval_seconds, 0, 366 * 86_400)
+    # 0 would let every process claim every round.
+    check_range("interval_seconds", interval_seconds, 0, MAX_MAINTENANCE_INTERVAL_SECONDS)
     if interval_seconds == 0:
         raise OutOfRange("interval_seconds must be more than 0: a round is due once per interval")
 
 
 def check_range(name: str, value: float, lo: float, hi: float) -> None:
+    """Refuse a value that is not a number (a bool is not one) or lies outside ``lo..hi``."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidArgument(f"{name} must be a number, not {value!r}")
     if not lo <= value <= hi:  # also refuses NaN
@@ -400,19 +425,23 @@ def check_range(name: str, value: float, lo: float, hi: float) -> None:
 
 
 def check_visibility(seconds: float) -> None:
+    """Refuse a lease length that is not more than 0 or is over an hour."""
     check_range("visibility_seconds", seconds, 0, MAX_VISIBILITY_SECONDS)
     if seconds == 0:
         raise OutOfRange(
             "visibility_seconds must be more than 0 (a lease that is already over protects "
-            "nothing), at most 3600; renew long jobs instead of leasing them for longer"
+            f"nothing), at most {MAX_VISIBILITY_SECONDS:g}; renew long jobs instead of leasing "
+            "them for longer"
         )
 
 
 def check_delay(seconds: float) -> None:
+    """Refuse a delay below 0 or over a day."""
     check_range("delay_seconds", seconds, 0, MAX_DELAY_SECONDS)
 
 
 def check_batch(name: str, items: Sequence[object]) -> None:
+    """Refuse a batch call of more than `MAX_BATCH` items."""
     if len(items) > MAX_BATCH:
         raise OutOfRange(
             f"{name} has {len(items)} items, over the limit of {MAX_BATCH} per call; split it"
@@ -420,6 +449,7 @@ def check_batch(name: str, items: Sequence[object]) -> None:
 
 
 def check_text(name: str, value: object) -> None:
+    """Refuse a value that is not a non-empty string of at most `MAX_ID_CHARS` characters."""
     if not isinstance(value, str) or not value:
         raise InvalidArgument(f"{name} must be a non-empty string, not {value!r}")
     if len(value) > MAX_ID_CHARS:
@@ -429,5 +459,6 @@ def check_text(name: str, value: object) -> None:
 
 
 def check_optional_text(name: str, value: object) -> None:
+    """Refuse a value that is neither None nor a valid `check_text`."""
     if value is not None:
         check_text(name, value)

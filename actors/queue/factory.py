@@ -6,11 +6,11 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from actors.config import Config
+from actors.config import Config, require_package
 from actors.errors import ConfigError
 from actors.queue.base import Queue
+from actors.queue.model import Backoff
 from actors.queue.sqlite._queue import SQLiteQueue
-from actors.queue.sqlite._verbs import Backoff
 from supervisors.clock import Clock
 
 __all__ = ["open_queue"]
@@ -37,7 +37,8 @@ async def open_queue(config: Config, *, clock: Clock | None = None) -> AsyncIter
     if settings.backend == "postgres":
         if not settings.dsn:
             raise ConfigError('[queue].backend = "postgres" needs [queue].dsn = "postgresql://..."')
-        from actors.queue.postgres._queue import PostgresQueue  # asyncpg is imported only if used
+        require_package("asyncpg", "postgres", '[queue].backend = "postgres"')
+        from actors.queue.postgres import PostgresQueue  # asyncpg is imported only if used
 
         password = config.secrets.pg_password.reveal() if config.secrets.pg_password else None
         async with PostgresQueue.open(
@@ -55,6 +56,7 @@ async def open_queue(config: Config, *, clock: Clock | None = None) -> AsyncIter
                 '[queue].backend = "http" needs [queue].url (or EDGE_BASE_URL), the queue '
                 "server's address, e.g. http://127.0.0.1:8787"
             )
+        require_package("httpx", "http", '[queue].backend = "http"')
         from actors.queue.http import HttpQueue  # httpx is imported only if used
 
         token = config.secrets.api_token.reveal() if config.secrets.api_token else None

@@ -34,9 +34,9 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 import msgspec
 
 from actors.errors import InvalidArgument, MigrationRefused, StorageError
+from actors.queue._rows import COLUMNS
 from actors.queue.postgres import _schema as postgres_schema
 from actors.queue.sqlite import _schema as schema
-from actors.queue.sqlite import _verbs as store
 
 __all__ = [
     "JOB_FIELDS",
@@ -53,7 +53,7 @@ __all__ = [
     "store_name",
 ]
 
-JOB_FIELDS = tuple(c.strip() for c in store.COLUMNS.split(","))
+JOB_FIELDS = tuple(c.strip() for c in COLUMNS.split(","))
 # A job row's fields that an older export may lack, and the value a new job would get.
 JOB_DEFAULTS: dict[str, Any] = {"cross_tenant_key": False}
 RUN_FIELDS = ("run_id", "tenant_id", "created_at", "updated_at", "finished_at", "metrics")
@@ -110,9 +110,14 @@ class Report:
 
 
 class Store(Protocol):
-    """One side of a migration: where rows are read from, and (for a target) written to."""
+    """One side of a migration: where rows are read from, and (for a target) written to.
+
+    A `JsonlStore` export is only ever a source, and an `AbsentStore` only read: their target
+    verbs refuse with a message that says so.
+    """
 
     name: str
+    exists: bool
 
     async def runs(self) -> list[Row]: ...
     async def jobs(self, after: int, limit: int) -> list[Row]: ...
@@ -181,7 +186,7 @@ class SQLiteStore:
 
     async def jobs(self, after: int, limit: int) -> list[Row]:
         cur = self.conn.execute(
-            f"SELECT {store.COLUMNS} FROM jobs WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
+            f"SELECT {COLUMNS} FROM jobs WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
         )
         return [_job_row(dict(zip(JOB_FIELDS, r, strict=True))) for r in cur]
 
@@ -394,7 +399,7 @@ class PostgresStore:
 
     async def jobs(self, after: int, limit: int) -> list[Row]:
         rows = await self.conn.fetch(
-            f"SELECT {store.COLUMNS} FROM jobs WHERE id > $1 ORDER BY id LIMIT $2", after, limit
+            f"SELECT {COLUMNS} FROM jobs WHERE id > $1 ORDER BY id LIMIT $2", after, limit
         )
         return [dict(r) for r in rows]
 
@@ -634,7 +639,43 @@ class _Counts:
 # --- JSON lines (a read-only source; export writes them) ------------------------------------
 
 
-class JsonlStore:
+class _SourceOnly:
+    """The target verbs of a store that can only be read: each refuses, saying why."""
+
+    name: str
+
+    def _refuse(self) -> InvalidArgument:
+        return InvalidArgument(
+            f"{self.name} can only be read (a .jsonl export is a source, never a target); "
+            "copy into a SQLite file or a PostgreSQL schema instead"
+        )
+
+    async def get(self, kind: str, keys: Sequence[Any]) -> dict[Any, Row]:
+        raise self._refuse()
+
+    async def manifest(self, source: str) -> Manifest:
+        raise self._refuse()
+
+    async def write(
+        self,
+        source: str,
+        kind: str,
+        rows: Sequence[Row],
+        expect: Mapping[str, str | None] | None = None,
+    ) -> list[RowError]:
+        raise self._refuse()
+
+    async def delete(
+        self,
+        source: str,
+        kind: str,
+        keys: Sequence[str],
+        expect: Mapping[str, str | None] | None = None,
+    ) -> list[RowError]:
+        raise self._refuse()
+
+
+class JsonlStore(_SourceOnly):
     """A backup written by `export_jsonl`: one JSON object per line, ``kind`` first."""
 
     def __init__(self, path: Path) -> None:
@@ -684,7 +725,7 @@ class JsonlStore:
         pass
 
 
-class AbsentStore:
+class AbsentStore(_SourceOnly):
     """A store opened read-only that does not exist yet (or holds no queue): it reads as empty."""
 
     def __init__(self, name: str) -> None:
@@ -732,7 +773,7 @@ def store_name(spec: str) -> str:
 @contextlib.asynccontextmanager
 async def open_store(
     spec: str, *, read_only: bool = False, must_exist: bool = False
-) -> AsyncIterator[Any]:
+) -> AsyncIterator[Store]:
     """Open ``spec``: a ``postgresql://`` DSN (schema from ``?search_path=``), a ``.jsonl``
     export (read-only), or a SQLite file path.
 
@@ -740,7 +781,7 @@ async def open_store(
     queue yet) opens as an `AbsentStore` (``exists`` is False), which reads as empty.
     ``must_exist``: a store that does not exist is an error (StorageError), not created.
     """
-    opened: Any
+    opened: Store
     if _is_pg(spec):
         opened = await PostgresStore.open(spec, read_only=read_only, must_exist=must_exist)
     elif spec.endswith(".jsonl"):
@@ -860,7 +901,7 @@ def _converted(row: Row, now: float) -> Row:
     }
 
 
-async def _all_jobs(source: Any, batch: int) -> AsyncIterator[list[Row]]:
+async def _all_jobs(source: Store, batch: int) -> AsyncIterator[list[Row]]:
     after = 0
     while rows := await source.jobs(after, batch):
         yield rows
@@ -868,8 +909,8 @@ async def _all_jobs(source: Any, batch: int) -> AsyncIterator[list[Row]]:
 
 
 async def run(
-    source: Any,
-    target: Any,
+    source: Store,
+    target: Store,
     *,
     now: float,
     convert_leases: bool = False,
@@ -904,7 +945,7 @@ async def run(
 
 async def _copy(
     source: str,
-    target: Any,
+    target: Store,
     kind: str,
     rows: list[Row],
     mine: dict[str, str | None],
@@ -1004,7 +1045,7 @@ class Status:
         )
 
 
-async def status(source: Any, target: Any, *, now: float, batch: int = 500) -> Status:
+async def status(source: Store, target: Store, *, now: float, batch: int = 500) -> Status:
     """Compare ``source`` with ``target`` row by row (counts, missing, differing and
     conflicting rows); reads only."""
     result = Status(
@@ -1036,7 +1077,7 @@ async def status(source: Any, target: Any, *, now: float, batch: int = 500) -> S
     return result
 
 
-async def rollback(source_name: str, target: Any, *, force: bool = False) -> Report:
+async def rollback(source_name: str, target: Store, *, force: bool = False) -> Report:
     """Delete from ``target`` every row that runs from ``source_name`` copied into it and that
     has not changed there since (a changed one is a conflict, kept unless ``force``)."""
     report = Report()
@@ -1053,7 +1094,7 @@ async def rollback(source_name: str, target: Any, *, force: bool = False) -> Rep
     return report
 
 
-async def export_jsonl(source: Any, out: Path, *, batch: int = 1000) -> dict[str, int]:
+async def export_jsonl(source: Store, out: Path, *, batch: int = 1000) -> dict[str, int]:
     """Write every run and job of ``source`` to ``out`` as JSON lines; return how many."""
     written = {"run": 0, "job": 0}
     encoder = msgspec.json.Encoder()

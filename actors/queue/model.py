@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Generic, Literal, TypeVar
+from typing import Generic, Literal, TypeVar
 
 import msgspec
 
 __all__ = [
-    "MAX_BATCH",
-    "MAX_DELAY_SECONDS",
-    "MAX_PULL",
-    "MAX_TIMEOUT_SECONDS",
-    "MAX_VISIBILITY_SECONDS",
-    "MIN_TIMEOUT_SECONDS",
     "Ack",
     "AckResult",
+    "Backoff",
     "ItemReason",
     "ItemResult",
     "Job",
     "JobStatus",
+    "JsonValue",
     "LeaseResult",
     "MaintenanceClaim",
     "NewJob",
@@ -28,18 +24,10 @@ __all__ = [
     "Stats",
 ]
 
-# One hour: a longer lease would hide a crashed worker's job for too long; a job that takes
-# longer renews its lease (the lease manager renews at half the visibility timeout).
-MAX_VISIBILITY_SECONDS = 3600.0
-# One day: retries back off for at most 5 minutes; a longer delay is a scheduling job, not ours.
-MAX_DELAY_SECONDS = 86_400.0
-# One pull leases at most this many jobs; more would hold the write lock for too long.
-MAX_PULL = 1000
-# One batch call (enqueue_many, ack_many, ...) carries at most this many items, for the same reason.
-MAX_BATCH = 10_000
-# A job's own time limit lies in 1 s .. one day (`NewJob.timeout_seconds`).
-MIN_TIMEOUT_SECONDS = 1.0
-MAX_TIMEOUT_SECONDS = 86_400.0
+
+#: A payload or result: any value msgspec encodes as JSON (decoded back as dicts, lists, str,
+#: int, float, bool and None). Narrow it with isinstance before use.
+JsonValue = object
 
 JobStatus = Literal["pending", "leased", "done", "failed"]
 RunStatus = Literal["queued", "processing", "done", "failed"]
@@ -58,8 +46,8 @@ T = TypeVar("T")
 
 
 # gc=False on the two Structs returned by the thousand: untracked by the cyclic GC, they do not
-# trigger its collections, whose pauses were most of the pull latency's p99 (bench/). Safe: a
-# frozen Struct decoded from SQLite cannot be part of a reference cycle.
+# trigger its collections, which would pause every waiter of a pull (docs/benchmarks.md, Queue).
+# Safe: a frozen Struct decoded from a row cannot be part of a reference cycle.
 class Job(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One unit of work: an object (``r2_key``) of a run of a tenant, and its lease state.
 
@@ -71,7 +59,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     run_id: str
     tenant_id: str
     r2_key: str
-    payload: Any = None
+    payload: JsonValue = None
     status: JobStatus = "pending"
     attempts: int = 0
     max_attempts: int = 5
@@ -81,7 +69,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     lease_expires_at: float | None = None
     worker_id: str | None = None
     last_error: str | None = None
-    result: Any = None
+    result: JsonValue = None
     idempotency_key: str | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
@@ -98,13 +86,22 @@ class Job(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     timeout_seconds: float | None = None
 
 
+class Backoff(msgspec.Struct, frozen=True, kw_only=True):
+    """Retry delay after the n-th failed attempt: ``min(cap, base * 2**(n-1))`` times a factor
+    drawn from ``[1 - jitter, 1]`` by the backend (`actors.queue.base.jitter_factors`)."""
+
+    base_seconds: float = 1.0
+    cap_seconds: float = 300.0
+    jitter: float = 0.5
+
+
 class NewJob(msgspec.Struct, frozen=True, kw_only=True):
     """The arguments of one enqueue, for ``enqueue_many``."""
 
     run_id: str
     tenant_id: str
     r2_key: str
-    payload: Any = None
+    payload: JsonValue = None
     idempotency_key: str | None = None
     delay_seconds: float = 0.0
     priority: int = 0
@@ -124,7 +121,7 @@ class Ack(msgspec.Struct, frozen=True, kw_only=True):
     job_id: int
     lease_token: str
     status: Literal["done", "failed"] = "done"
-    result: Any = None
+    result: JsonValue = None
     error: str | None = None
     permanent: bool = False
     run_metrics: dict[str, float] | None = None

@@ -1,4 +1,4 @@
-"""Object stores: where a job's object lives (the embedded default is a local folder)."""
+"""The local object store: objects as files under a folder (the embedded default)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,10 @@ import os
 import stat
 import uuid
 from pathlib import Path
-from typing import Protocol
 
 import anyio
-import msgspec
 
-from actors.config import Config
 from actors.errors import (
-    ConfigError,
     InvalidObjectKey,
     ObjectMissing,
     ObjectStoreError,
@@ -24,64 +20,13 @@ from actors.errors import (
     ObjectStoreUnavailable,
     ObjectTooLarge,
 )
+from actors.storage.base import StoredObject, check_key, missing, too_large
 
-__all__ = ["LocalObjectStore", "ObjectStore", "StoredObject", "check_key", "make_store"]
+__all__ = ["LocalObjectStore"]
 
 # Objects this small are read on the event loop's thread: a thread hop costs more than the read.
 # Larger ones go to a worker thread so a slow disk never blocks the loop.
 _INLINE_READ_BYTES = 64 * 1024
-
-
-class StoredObject(msgspec.Struct, frozen=True, kw_only=True):
-    """An object's bytes, read whole, and what the store knows of its type."""
-
-    key: str
-    data: bytes
-    content_type: str | None = None
-
-
-class ObjectStore(Protocol):
-    """What the fetcher and ``submit`` need from an object store.
-
-    Error handling: ``get`` raises `ObjectMissing`, `ObjectTooLarge` or `InvalidObjectKey`
-    (permanent: the job fails without retries) or `ObjectStoreUnavailable` (transient: the job
-    is retried with backoff). A store never returns part of an object. ``head`` answers the
-    object's size, or None when there is none (``/uploads/complete`` checks an upload arrived).
-    """
-
-    async def get(self, key: str, *, max_bytes: int) -> StoredObject: ...
-
-    async def put(self, key: str, data: bytes, *, content_type: str | None = None) -> None: ...
-
-    async def head(self, key: str) -> int | None: ...
-
-    async def aclose(self) -> None: ...
-
-
-def make_store(config: Config) -> ObjectStore:
-    """The object store that ``[storage].kind`` names."""
-    if config.storage.kind == "local":
-        return LocalObjectStore(config.storage.root)
-    if config.storage.kind in ("r2", "s3"):
-        from actors.storage._s3 import S3ObjectStore  # imports aioboto3: only when configured
-
-        return S3ObjectStore.from_config(config)
-    raise ConfigError(
-        f'[storage].kind = {config.storage.kind!r} is not available in this version; use "local"'
-    )
-
-
-def check_key(key: str) -> str:
-    """Return ``key`` if it is a relative path of plain segments, else raise `InvalidObjectKey`."""
-    # A leading '/' shows as an empty first segment.
-    if any(part in ("..", ".", "") for part in key.split("/")):
-        raise InvalidObjectKey(
-            f"object key {key!r} is not allowed: keys are relative paths like "
-            "'tenant/run/file.pdf', without empty, '.' or '..' segments and without a leading '/'"
-        )
-    if "\x00" in key or "\\" in key:
-        raise InvalidObjectKey(f"object key {key!r} contains a NUL byte or a backslash")
-    return key
 
 
 class LocalObjectStore:
@@ -115,13 +60,10 @@ class LocalObjectStore:
                     raise IsADirectoryError
                 size = info.st_size
                 if size > max_bytes:
-                    raise ObjectTooLarge(
-                        f"object {key!r} is {size} bytes, over the limit of {max_bytes}; raise "
-                        "[pipeline].max_object_bytes or split the document"
-                    )
+                    raise too_large(key, max_bytes, size)
                 # Read what fstat promised plus one byte, not max_bytes + 1: read(n) allocates
-                # n bytes up front, and 50 MiB per tiny object cost a third of the pipeline's
-                # speed. The extra byte tells a file that grew since fstat.
+                # n bytes up front, the whole cap for a tiny object ("The local store's reads"
+                # in docs/benchmarks.md). The extra byte tells a file that grew since fstat.
                 if size <= _INLINE_READ_BYTES:
                     data = f.read(size + 1)
                 else:
@@ -129,10 +71,7 @@ class LocalObjectStore:
                 if len(data) > size:  # it grew: read on, still within the cap
                     data += f.read(max_bytes + 1 - len(data))
         except FileNotFoundError:
-            raise ObjectMissing(
-                f"object {key!r} does not exist in the local store at {self.root}; upload it "
-                "(python -m actors submit) before enqueueing its job"
-            ) from None
+            raise missing(key, f"the local store at {self.root}") from None
         except IsADirectoryError:
             raise ObjectMissing(
                 f"object {key!r} is a folder (or not a regular file) in {self.root}, not a file"

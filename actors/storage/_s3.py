@@ -15,6 +15,7 @@ import anyio
 import sniffio
 import structlog
 
+from actors.bounds import MAX_UPLOAD_URL_SECONDS
 from actors.config import Config, StorageConfig
 from actors.errors import (
     ConfigError,
@@ -22,9 +23,8 @@ from actors.errors import (
     ObjectStoreError,
     ObjectStoreRefused,
     ObjectStoreUnavailable,
-    ObjectTooLarge,
 )
-from actors.storage._local import StoredObject, check_key
+from actors.storage.base import StoredObject, check_key, missing, too_large
 
 __all__ = ["S3ObjectStore"]
 
@@ -91,8 +91,8 @@ class S3ObjectStore:
         rng: random.Random | None = None,
     ) -> None:
         try:
-            import aioboto3  # type: ignore[import-untyped]  # ships no types
-            from botocore.config import Config as BotoConfig  # type: ignore[import-untyped]
+            import aioboto3
+            from botocore.config import Config as BotoConfig
         except ImportError:  # pragma: no cover - depends on the installation
             raise ConfigError(
                 '[storage].kind = "r2"/"s3" needs aioboto3: pip install \'actors[s3]\''
@@ -177,19 +177,13 @@ class S3ObjectStore:
             body = response["Body"]
             async with body:  # closes the connection, read or not
                 if length is not None and length > max_bytes:
-                    raise ObjectTooLarge(
-                        f"object {key!r} is {length} bytes, over the limit of {max_bytes}; "
-                        "raise [pipeline].max_object_bytes or split the document"
-                    )
+                    raise too_large(key, max_bytes, length)
                 pieces: list[bytes] = []
                 received = 0
                 while piece := await body.read(_READ_CHUNK):
                     received += len(piece)
                     if received > max_bytes:
-                        raise ObjectTooLarge(
-                            f"object {key!r} is over the limit of {max_bytes} bytes; raise "
-                            "[pipeline].max_object_bytes or split the document"
-                        )
+                        raise too_large(key, max_bytes)
                     pieces.append(piece)
             if length is not None and received != length:
                 # Invariant: a partial object is never returned.
@@ -267,7 +261,7 @@ class S3ObjectStore:
         it (412) once an object exists under ``key``: the URL cannot overwrite what it uploaded.
         """
         check_key(key)
-        if not 1 <= expires_seconds <= 7 * 24 * 3600:
+        if not 1 <= expires_seconds <= MAX_UPLOAD_URL_SECONDS:
             raise ValueError("expires_seconds must be within 1 s and 7 days (S3's limit)")
         params: dict[str, str] = {"Bucket": self.bucket, "Key": key}
         if content_type:
@@ -387,10 +381,7 @@ class S3ObjectStore:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _translate(self, exc: Exception, what: str, key: str) -> ObjectStoreError:
-        from botocore.exceptions import (  # type: ignore[import-untyped]  # ships no types
-            ClientError,
-            NoCredentialsError,
-        )
+        from botocore.exceptions import ClientError, NoCredentialsError
 
         where = f"{self.endpoint or 'S3'} bucket {self.bucket!r}"
         if isinstance(exc, ClientError):
@@ -399,10 +390,7 @@ class S3ObjectStore:
             status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
             message = error.get("Message") or code or f"HTTP {status}"
             if code in _MISSING_CODES or (status == 404 and code != "NoSuchBucket"):
-                return ObjectMissing(
-                    f"object {key!r} does not exist in {where}; upload it (python -m actors "
-                    "submit) before enqueueing its job"
-                )
+                return missing(key, where)
             if code == "NoSuchBucket":
                 return ObjectStoreRefused(
                     f"{what} {key!r}: {where} does not exist; check [storage].bucket / R2_BUCKET "

@@ -19,9 +19,7 @@ from actors.errors import (
     ModelResponseInvalid,
     ModelUnavailable,
 )
-from actors.pipeline.messages import LeasedJob
-from actors.processors._gemini import GeminiProcessor, decode_vector
-from actors.processors._local import make_processor
+from actors.processors import GeminiProcessor, JobInput, decode_vector, make_processor
 from actors.processors._rate_limit import RateLimiter
 
 pytestmark = pytest.mark.anyio
@@ -58,10 +56,8 @@ def fake() -> Iterator[FakeGemini]:
         yield server
 
 
-def job(key: str = "t1/run/notes.txt") -> LeasedJob:
-    return LeasedJob(
-        id=1, run_id="run", tenant_id="t1", r2_key=key, lease_token="x", attempts=1, max_attempts=5
-    )
+def job(key: str = "t1/run/notes.txt") -> JobInput:
+    return JobInput(id=1, run_id="run", tenant_id="t1", key=key)
 
 
 def processor(url: str, clock: RecordingClock | None = None, **settings: Any) -> GeminiProcessor:

@@ -22,8 +22,7 @@ from actors.errors import (
     ObjectStoreUnavailable,
     ObjectTooLarge,
 )
-from actors.storage._local import make_store
-from actors.storage._s3 import S3ObjectStore
+from actors.storage import S3ObjectStore, make_store
 
 pytestmark = pytest.mark.anyio
 

@@ -20,7 +20,7 @@ from actors.config import (
     Secrets,
     StorageConfig,
 )
-from actors.storage._s3 import S3ObjectStore
+from actors.storage import S3ObjectStore
 from actors.system import ActorSystem
 
 pytestmark = pytest.mark.anyio

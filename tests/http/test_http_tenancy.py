@@ -34,7 +34,7 @@ from actors.config import (
 from actors.errors import ConfigError, ForeignObjectKey, InvalidArgument, ObjectMissing
 from actors.http import Tokens
 from actors.queue.http import HttpQueue
-from actors.storage._local import LocalObjectStore, StoredObject
+from actors.storage import LocalObjectStore, StoredObject
 from actors.system import ActorSystem
 
 pytestmark = pytest.mark.anyio

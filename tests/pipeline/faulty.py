@@ -73,7 +73,7 @@ class Leisurely:
 
         import anyio
 
-        from actors.processors._local import ProcessorOutput
+        from actors.processors import ProcessorOutput
 
         if b"POISON" in data:
             os.kill(os.getpid(), signal.SIGKILL)

@@ -13,8 +13,7 @@ import pytest
 
 from actors.config import Config, PipelineConfig, QueueConfig, StorageConfig, SupervisionConfig
 from actors.errors import ActorsError, StorageError
-from actors.pipeline import LeasedJob
-from actors.processors import LocalProcessor, ProcessorOutput
+from actors.processors import JobInput, LocalProcessor, ProcessorOutput
 from actors.queue import NewJob
 from actors.storage import LocalObjectStore, StoredObject
 from actors.system import ActorSystem, SystemFailed
@@ -82,7 +81,7 @@ class CountingProcessor(LocalProcessor):
         self.seconds = seconds
 
     async def process(
-        self, job: LeasedJob, data: bytes, content_type: str | None
+        self, job: JobInput, data: bytes, content_type: str | None
     ) -> ProcessorOutput:
         self.calls[job.id] = self.calls.get(job.id, 0) + 1
         if sum(self.calls.values()) <= self.failures:
@@ -250,7 +249,7 @@ class RecursingProcessor(LocalProcessor):
         super().__init__(config.processor)
 
     async def process(
-        self, job: LeasedJob, data: bytes, content_type: str | None
+        self, job: JobInput, data: bytes, content_type: str | None
     ) -> ProcessorOutput:
         if b"deep" in data:
             descend(0)
@@ -340,7 +339,7 @@ class LeaseStealingProcessor(LocalProcessor):
         self.calls = 0
 
     async def process(
-        self, job: LeasedJob, data: bytes, content_type: str | None
+        self, job: JobInput, data: bytes, content_type: str | None
     ) -> ProcessorOutput:
         self.calls += 1
         if self.calls == 1:
@@ -464,9 +463,9 @@ class OversizedResults(LocalProcessor):
     """Returns, for one document, a result the queue will not store (over 256 KiB)."""
 
     async def process(
-        self, job: LeasedJob, data: bytes, content_type: str | None
+        self, job: JobInput, data: bytes, content_type: str | None
     ) -> ProcessorOutput:
-        if job.r2_key.endswith("/0.txt"):
+        if job.key.endswith("/0.txt"):
             return ProcessorOutput(result={"blob": "x" * 300_000})
         return await super().process(job, data, content_type)
 
@@ -525,3 +524,9 @@ async def test_run_rooms_ride_out_a_queue_that_cannot_answer_for_a_while(tmp_pat
             summaries = [await system.wait_run(f"r{i}") for i in range(8)]
     assert failures == 40
     assert [s.status for s in summaries] == ["done"] * 8
+
+
+def test_a_processor_reads_the_object_key_under_either_name() -> None:
+    # Processors written against the pipeline's LeasedJob read `r2_key`; JobInput keeps it.
+    job = JobInput(id=1, run_id="r", tenant_id="t", key="t/r/a.txt")
+    assert job.r2_key == job.key == "t/r/a.txt"

@@ -11,8 +11,7 @@ import anyio
 import pytest
 
 from actors.config import Config, PipelineConfig, QueueConfig, StorageConfig
-from actors.pipeline import LeasedJob
-from actors.processors import ProcessorOutput
+from actors.processors import JobInput, ProcessorOutput
 from actors.queue import NewJob
 from actors.storage import LocalObjectStore
 from actors.system import ActorSystem
@@ -59,7 +58,7 @@ class Hanging:
         self.started = 0
         self.release = threading.Event()
 
-    async def process(self, job: LeasedJob, data: bytes, content_type: str | None) -> Any:
+    async def process(self, job: JobInput, data: bytes, content_type: str | None) -> Any:
         self.started += 1
         if self.in_thread:
             await anyio.to_thread.run_sync(self.release.wait)
@@ -97,7 +96,7 @@ async def test_a_job_past_its_time_limit_is_renewed_no_more(tmp_path: Path) -> N
     release = anyio.Event()
 
     class Stalling:
-        async def process(self, job: LeasedJob, data: bytes, content_type: str | None) -> Any:
+        async def process(self, job: JobInput, data: bytes, content_type: str | None) -> Any:
             await release.wait()
             return ProcessorOutput(result={})
 
@@ -126,7 +125,7 @@ async def test_only_what_the_stages_can_start_soon_is_leased(tmp_path: Path) -> 
     release = anyio.Event()
 
     class Stalling:
-        async def process(self, job: LeasedJob, data: bytes, content_type: str | None) -> Any:
+        async def process(self, job: JobInput, data: bytes, content_type: str | None) -> Any:
             await release.wait()
             return ProcessorOutput(result={})
 

@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import structlog
 
-from actors.processors._local import ProcessorOutput, process_locally
+from actors.processors import ProcessorOutput, process_locally
 
 log = structlog.get_logger("poison")
 
@@ -30,7 +30,7 @@ class Poison:
             log.warning("poison.started", poison=poison, job_id=job.id)
             await _POISONS[poison]()
             raise AssertionError(f"{poison} should never end on its own")
-        return process_locally(self.settings, data, job.r2_key, content_type)
+        return process_locally(self.settings, data, job.key, content_type)
 
     async def aclose(self) -> None:
         pass

@@ -1,21 +1,49 @@
-"""The queue contract (`actors.queue.base.Queue`) holds at run time on every backend.
+"""The queue contract (`actors.queue.base.Queue`), checked on every backend.
 
-mypy checks each backend class against the Protocol; these tests check the same at run time:
+mypy checks each backend class against the Protocol (each backend module assigns its class to
+a `_contract: type[Queue]` or `type[OwnedQueue]`); the first tests check the same at run time:
 every verb of the contract exists on each backend with the contract's parameters (names,
-kinds, annotations, defaults), and an open queue of each backend is an instance of it.
+kinds, annotations, defaults). The rest is the contract's behaviour, verb by verb, as one suite
+run on SQLite, PostgreSQL and the HTTP client against a real server.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import inspect
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
+from pg_helpers import PG_DSN
 
-from actors.queue import OwnedQueue, Queue, SQLiteQueue
+from actors.bounds import DEFAULT_MAX_PAYLOAD_BYTES, MAX_PULL, MAX_VISIBILITY_SECONDS
+from actors.config import (
+    Config,
+    HttpConfig,
+    PipelineConfig,
+    QueueConfig,
+    Secret,
+    Secrets,
+    StorageConfig,
+)
+from actors.errors import (
+    InvalidArgument,
+    JobNotFound,
+    LeaseLost,
+    OutOfRange,
+    PayloadTooLarge,
+    QueueClosed,
+    RunNotFound,
+)
+from actors.queue import Ack, Backoff, Job, NewJob, OwnedQueue, Queue, SQLiteQueue
 from actors.queue.http import HttpQueue
 from actors.queue.postgres._queue import PostgresQueue
+from actors.system import ActorSystem
+from supervisors.clock import FakeClock
 
 
 def verbs(protocol: type) -> dict[str, Callable[..., Any]]:
@@ -88,10 +116,27 @@ def test_every_backend_has_every_verb_with_the_contracts_parameters(
         assert got.return_annotation == want.return_annotation, f"{backend.__name__}.{name}"
 
 
+@pytest.mark.parametrize(
+    ("backend", "protocol"),
+    [(SQLiteQueue, OwnedQueue), (PostgresQueue, OwnedQueue), (HttpQueue, Queue)],
+    ids=["sqlite", "postgres", "http"],
+)
+def test_each_backend_class_is_a_structural_instance_of_its_protocol(
+    backend: type, protocol: type
+) -> None:
+    assert issubclass(backend, protocol)
+    # The assignment mypy checks verb by verb, in the backend's own module:
+    # `_contract: type[OwnedQueue] = SQLiteQueue`.
+    module = importlib.import_module(backend.__module__)
+    assert module._contract is backend
+    assert module.__annotations__["_contract"] == f"type[{protocol.__name__}]"
+
+
 @pytest.mark.anyio
-async def test_an_open_queue_of_each_backend_is_the_contract(queue: Any, backend: str) -> None:
-    assert isinstance(queue, Queue)
-    assert isinstance(queue, OwnedQueue)  # opened here, on its own storage
+async def test_an_open_queue_of_each_backend_is_the_contract(contract: Contract) -> None:
+    assert isinstance(contract.queue, Queue)
+    # Opened here, on its own storage (SQLite, PostgreSQL), or a client of a server (HTTP).
+    assert isinstance(contract.queue, OwnedQueue) == (contract.backend != "http")
 
 
 @pytest.mark.anyio
@@ -99,3 +144,522 @@ async def test_an_http_queue_is_the_contract_but_owns_no_storage() -> None:
     async with HttpQueue.open("http://127.0.0.1:9", None) as queue:
         assert isinstance(queue, Queue)
         assert not isinstance(queue, OwnedQueue)
+
+
+# --- the behaviour every backend keeps: one suite, run on each ----------------------------------
+#
+# Like River's shared driver test suite: `contract` opens a fresh queue of each backend (a SQLite
+# file, a PostgreSQL schema, and `HttpQueue` talking over a real socket to an in-process server
+# whose SQLite queue runs on the same fake clock), and every test below runs on all three. A
+# result item over HTTP carries the job's status only, so the tests read jobs back with `get`.
+
+ADMIN = "admin-token-0123456789"
+T, RUN = "t1", "r1"
+
+
+class Contract:
+    """A queue of one backend, the clock it runs on, and whether it owns its storage."""
+
+    def __init__(self, queue: Queue, clock: FakeClock, backend: str) -> None:
+        self.queue = queue
+        self.clock = clock
+        self.backend = backend
+        # An owned queue reaps and purges itself; over HTTP, the server does (on each pull and
+        # on its schedule), so `reap` and `purge` there change nothing and return 0.
+        self.owned = isinstance(queue, OwnedQueue)
+
+    async def enqueue(self, name: str = "a.txt", run: str = RUN, **options: Any) -> Job:
+        return await self.queue.enqueue(run, T, f"{T}/{run}/{name}", **options)
+
+    async def leased(self, name: str = "a.txt", **pull: Any) -> Job:
+        """Enqueue one job and lease it (the only job available)."""
+        job = await self.enqueue(name)
+        (got,) = await self.queue.pull(max=1, **pull)
+        assert got.id == job.id
+        return got
+
+
+def http_config(tmp_path: Path) -> Config:
+    return Config(
+        # The server reaps only when a pull does (maintenance once an hour), and keeps every
+        # finished job (retention 0), so that a test decides when each happens.
+        queue=QueueConfig(
+            path=str(tmp_path / "served.db"),
+            reap_interval_seconds=3600,
+            retention_seconds=0,
+            retry_base_seconds=1.0,
+        ),
+        storage=StorageConfig(root=str(tmp_path / "objects")),
+        pipeline=PipelineConfig(shutdown_grace_seconds=1),
+        http=HttpConfig(enabled=True, port=0, queue_only=True),
+        secrets=Secrets(http_tokens=Secret(f"{ADMIN}:admin")),
+    )
+
+
+OpenContract = Callable[[], contextlib.AbstractAsyncContextManager[Contract]]
+
+
+@pytest.fixture(params=["sqlite", "postgres", "http"])
+def open_contract(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> OpenContract:
+    """How to open a fresh queue of one backend (prepared here, outside the event loop)."""
+    backend = str(request.param)
+    schema = request.getfixturevalue("pg_empty_schema") if backend == "postgres" else None
+
+    @contextlib.asynccontextmanager
+    async def opened() -> AsyncIterator[Contract]:
+        # jitter=0: retry delays are exact (the HTTP server keeps its configured jitter).
+        if backend == "sqlite":
+            path = tmp_path / "queue.db"
+            async with SQLiteQueue.open(path, clock=clock, backoff=Backoff(jitter=0.0)) as q:
+                yield Contract(q, clock, backend)
+        elif backend == "postgres":
+            async with PostgresQueue.open(
+                PG_DSN, schema=schema, clock=clock, backoff=Backoff(jitter=0.0)
+            ) as pg:
+                yield Contract(pg, clock, backend)
+        else:
+            async with ActorSystem(http_config(tmp_path), clock=clock) as system:
+                url = f"http://127.0.0.1:{system.http.port}"
+                async with HttpQueue.open(url, ADMIN) as remote:
+                    yield Contract(remote, clock, backend)
+
+    return opened
+
+
+@pytest.fixture
+async def contract(open_contract: OpenContract) -> AsyncIterator[Contract]:
+    async with open_contract() as opened:
+        yield opened
+
+
+@pytest.mark.anyio
+async def test_enqueue_returns_the_pending_job_and_get_reads_it_back(contract: Contract) -> None:
+    q = contract.queue
+    job = await contract.enqueue(
+        payload={"pages": [1, 2]},
+        priority=7,
+        max_attempts=3,
+        timeout_seconds=30,
+        idempotency_key="k1",
+    )
+    assert (job.run_id, job.tenant_id, job.r2_key) == (RUN, T, f"{T}/{RUN}/a.txt")
+    assert (job.status, job.attempts, job.max_attempts, job.priority) == ("pending", 0, 3, 7)
+    assert job.payload == {"pages": [1, 2]} and job.timeout_seconds == 30
+    assert job.available_at == job.created_at == contract.clock.time()
+    assert await q.get(job.id) == job
+    # The same idempotency key within the tenant names the same job; nothing is added.
+    again = await contract.enqueue("other.txt", idempotency_key="k1")
+    assert again.id == job.id and again.r2_key == job.r2_key
+    assert (await q.stats()).pending == 1
+
+
+@pytest.mark.anyio
+async def test_enqueue_many_adds_every_job_or_none(contract: Contract) -> None:
+    q = contract.queue
+    assert await q.enqueue_many([]) == []
+    news = [NewJob(run_id=RUN, tenant_id=T, r2_key=f"{T}/{RUN}/{i}.txt") for i in range(3)]
+    jobs = await q.enqueue_many(news)
+    assert [j.r2_key for j in jobs] == [n.r2_key for n in news]
+    assert [j.id for j in jobs] == sorted(j.id for j in jobs)
+    bad = NewJob(run_id=RUN, tenant_id=T, r2_key=f"{T}/{RUN}/x.txt", priority=10**9)
+    with pytest.raises(OutOfRange if contract.owned else InvalidArgument, match="priority"):
+        await q.enqueue_many([*news, bad])
+    assert (await q.stats()).pending == 3
+
+
+@pytest.mark.anyio
+async def test_on_enqueue_calls_back_after_each_enqueue_until_unsubscribed(
+    contract: Contract,
+) -> None:
+    calls: list[int] = []
+    unsubscribe = contract.queue.on_enqueue(lambda: calls.append(1))
+    await contract.enqueue("a.txt")
+    await contract.queue.enqueue_many([NewJob(run_id=RUN, tenant_id=T, r2_key=f"{T}/{RUN}/b")])
+    # At least once per commit (PostgreSQL also hears its own NOTIFY, a moment later).
+    assert len(calls) >= 2
+    unsubscribe()
+    unsubscribe()  # twice is harmless
+    heard = len(calls)
+    await contract.enqueue("c.txt")
+    await anyio.sleep(0.05)
+    assert len(calls) == heard
+
+
+@pytest.mark.anyio
+async def test_pull_leases_available_jobs_highest_priority_first(contract: Contract) -> None:
+    q, clock = contract.queue, contract.clock
+    low = await contract.enqueue("low", priority=0)
+    high = await contract.enqueue("high", priority=5)
+    mid = await contract.enqueue("mid", priority=1)
+    later = await contract.enqueue("later", priority=9, delay_seconds=30)
+    jobs = await q.pull(max=2, visibility_seconds=120, worker_id="w1")
+    assert [j.id for j in jobs] == [high.id, mid.id]
+    for job in jobs:
+        assert job.status == "leased" and job.attempts == 1 and job.worker_id == "w1"
+        assert job.lease_token and job.lease_expires_at == clock.time() + 120
+        assert job.started_at is None
+    assert len({j.lease_token for j in jobs}) == 2
+    # `later` is not available yet.
+    assert [j.id for j in await q.pull(max=10, visibility_seconds=120)] == [low.id]
+    clock.advance(30)
+    (due,) = await q.pull(max=10, started=True)
+    assert due.id == later.id and due.started_at == clock.time()
+    assert await q.pull() == []
+
+
+@pytest.mark.anyio
+async def test_start_many_marks_live_leases_started_and_refuses_the_rest(
+    contract: Contract,
+) -> None:
+    q = contract.queue
+    job = await contract.leased()
+    assert job.lease_token is not None
+    results = await q.start_many([(job.id, job.lease_token), (job.id, "0" * 32), (10**9, "x")])
+    assert [(r.job_id, r.ok, r.reason) for r in results] == [
+        (job.id, True, "ok"),
+        (job.id, False, "superseded"),
+        (10**9, False, "not_found"),
+    ]
+    assert results[1].message and "another token" in results[1].message
+    assert (await q.get(job.id)).started_at == contract.clock.time()
+
+
+@pytest.mark.anyio
+async def test_renew_extends_a_live_lease_and_refuses_an_expired_one(contract: Contract) -> None:
+    q, clock = contract.queue, contract.clock
+    job = await contract.leased(visibility_seconds=10)
+    assert job.lease_token is not None
+    clock.advance(8)
+    renewed = await q.renew(job.id, job.lease_token, 30)
+    assert renewed.status == "leased"
+    assert (await q.get(job.id)).lease_expires_at == clock.time() + 30
+    (item,) = await q.renew_many([(job.id, job.lease_token)], 60)
+    assert item.ok and item.reason == "ok"
+    clock.advance(61)
+    with pytest.raises(LeaseLost, match="after its lease expired"):
+        await q.renew(job.id, job.lease_token, 30)
+    (item,) = await q.renew_many([(job.id, job.lease_token)], 30)
+    assert (item.ok, item.reason) == (False, "expired")
+
+
+@pytest.mark.anyio
+async def test_release_gives_the_job_back_without_spending_an_attempt(contract: Contract) -> None:
+    q, clock = contract.queue, contract.clock
+    job = await contract.leased()
+    assert job.lease_token is not None
+    await q.release(job.id, job.lease_token, delay_seconds=10)
+    back = await q.get(job.id)
+    assert (back.status, back.attempts, back.lease_token) == ("pending", 0, None)
+    assert back.available_at == clock.time() + 10
+    with pytest.raises(LeaseLost):
+        await q.release(job.id, job.lease_token)
+    (item,) = await q.release_many([(job.id, job.lease_token)])
+    assert (item.ok, item.reason) == (False, "not_leased")
+    clock.advance(10)
+    (again,) = await q.pull()
+    assert again.id == job.id and again.attempts == 1 and again.lease_token
+    (item,) = await q.release_many([(again.id, again.lease_token)])
+    assert (item.ok, item.reason) == (True, "ok")
+
+
+@pytest.mark.anyio
+async def test_ack_done_stores_the_result_and_the_runs_metrics_once(contract: Contract) -> None:
+    q = contract.queue
+    job = await contract.leased()
+    assert job.lease_token is not None
+    await q.ack(job.id, job.lease_token, result={"words": 3}, run_metrics={"bytes": 12})
+    done = await q.get(job.id)
+    assert (done.status, done.result, done.finished_at) == ("done", {"words": 3}, done.updated_at)
+    # The same ack again (a retry after a lost reply) already happened: nothing changes.
+    (item,) = await q.ack_many([Ack(job_id=job.id, lease_token=job.lease_token, result=1)])
+    assert (item.ok, item.reason) == (True, "duplicate")
+    summary = await q.run_summary(RUN)
+    assert (summary.status, summary.total, summary.done) == ("done", 1, 1)
+    assert summary.metrics == {"bytes": 12.0}
+
+
+@pytest.mark.anyio
+async def test_ack_failed_retries_after_a_backoff_until_the_attempts_run_out(
+    contract: Contract,
+) -> None:
+    q, clock = contract.queue, contract.clock
+    job = await contract.enqueue(max_attempts=2)
+    (first,) = await q.pull()
+    assert first.lease_token is not None
+    await q.ack(first.id, first.lease_token, status="failed", error="boom 1")
+    retry = await q.get(job.id)
+    assert (retry.status, retry.attempts, retry.last_error) == ("pending", 1, "boom 1")
+    # Base 1 s for the first retry, less up to half at random on the server (jitter 0.5).
+    assert clock.time() + 0.5 <= retry.available_at <= clock.time() + 1.0
+    assert await q.pull() == []
+    clock.advance(1)
+    (second,) = await q.pull()
+    assert second.lease_token is not None and second.attempts == 2
+    await q.ack(second.id, second.lease_token, status="failed", error="boom 2")
+    failed = await q.get(job.id)
+    assert (failed.status, failed.last_error, failed.finished_at) == (
+        "failed",
+        "boom 2",
+        clock.time(),
+    )
+    assert (await q.run_summary(RUN)).status == "failed"
+
+
+@pytest.mark.anyio
+async def test_a_permanent_failure_is_final_until_requeued(contract: Contract) -> None:
+    q = contract.queue
+    job = await contract.leased()
+    other = await contract.enqueue("other.txt", run="r2")
+    assert job.lease_token is not None
+    await q.ack(job.id, job.lease_token, status="failed", error="missing", permanent=True)
+    assert (await q.get(job.id)).status == "failed"
+    assert await q.requeue(run_id="r2") == 0  # `other` is pending, not failed
+    assert await q.requeue([job.id]) == 1
+    back = await q.get(job.id)
+    assert (back.status, back.attempts, back.finished_at) == ("pending", 0, None)
+    assert await q.requeue(tenant_id=T) == 0
+    assert (await q.get(other.id)).status == "pending"
+
+
+@pytest.mark.anyio
+async def test_ack_many_refuses_only_the_stale_item(contract: Contract) -> None:
+    q = contract.queue
+    await contract.enqueue("a")
+    await contract.enqueue("b")
+    a, b = await q.pull(max=2)
+    assert a.lease_token is not None and b.lease_token is not None
+    results = await q.ack_many(
+        [
+            Ack(job_id=a.id, lease_token=a.lease_token, result="A"),
+            Ack(job_id=b.id, lease_token="f" * 32, result="B"),
+        ]
+    )
+    assert [(r.ok, r.reason) for r in results] == [(True, "ok"), (False, "superseded")]
+    assert results[0].job is not None and results[0].job.status == "done"
+    assert (await q.get(b.id)).status == "leased"
+    with pytest.raises(LeaseLost):
+        await q.ack(b.id, "f" * 32)
+
+
+@pytest.mark.anyio
+async def test_ack_ids_settles_only_live_leases_the_owner_took(contract: Contract) -> None:
+    q = contract.queue
+    # Over HTTP the owner is the client's token, whatever the call says.
+    job = await contract.leased(owner="owner-1")
+    pending = await contract.enqueue("pending.txt")
+    results = await q.ack_ids([job.id, pending.id, 10**9], "done", owner="owner-1")
+    assert [(r.job_id, r.ok, r.reason) for r in results] == [
+        (job.id, True, "ok"),
+        (pending.id, False, "not_leased"),
+        (10**9, False, "not_found"),
+    ]
+    assert (await q.get(job.id)).status == "done"
+
+
+@pytest.mark.anyio
+async def test_an_expired_lease_is_reaped_and_its_job_leased_again(contract: Contract) -> None:
+    q, clock = contract.queue, contract.clock
+    job = await contract.leased(visibility_seconds=10)
+    assert job.lease_token is not None
+    clock.advance(10)
+    assert await q.reap() == (1 if contract.owned else 0)
+    (again,) = await q.pull()  # (over HTTP the server reaps here)
+    assert again.id == job.id and again.lease_token != job.lease_token
+    # Never started, so the expired lease cost no attempt.
+    assert again.attempts == 1
+    with pytest.raises(LeaseLost, match="leased it again"):
+        await q.ack(job.id, job.lease_token)
+
+
+@pytest.mark.anyio
+async def test_purge_deletes_only_finished_jobs_older_than_the_age(contract: Contract) -> None:
+    q, clock = contract.queue, contract.clock
+    job = await contract.leased()
+    waiting = await contract.enqueue("waiting.txt")
+    assert job.lease_token is not None
+    await q.ack(job.id, job.lease_token)
+    clock.advance(100)
+    assert await q.purge(older_than_seconds=200) == 0
+    purged = await q.purge(older_than_seconds=50)
+    assert (await q.get(waiting.id)).status == "pending"
+    if contract.owned:
+        assert purged == 1
+        with pytest.raises(JobNotFound):
+            await q.get(job.id)
+    else:  # the server's retention decides
+        assert purged == 0
+
+
+@pytest.mark.anyio
+async def test_stats_count_jobs_by_status_and_the_oldest_available_ones_age(
+    contract: Contract,
+) -> None:
+    q, clock = contract.queue, contract.clock
+    empty = await q.stats()
+    assert (empty.pending, empty.leased, empty.done, empty.failed, empty.total) == (0, 0, 0, 0, 0)
+    assert empty.oldest_pending_age_seconds is None
+    done = await contract.leased("done")
+    assert done.lease_token is not None
+    await q.ack(done.id, done.lease_token)
+    await contract.leased("leased")
+    await contract.enqueue("waiting")
+    await contract.enqueue("scheduled", delay_seconds=3600)
+    clock.advance(5)
+    stats = await q.stats()
+    assert (stats.pending, stats.scheduled, stats.leased, stats.done, stats.failed) == (
+        2,
+        1,
+        1,
+        1,
+        0,
+    )
+    assert stats.total == 4 and stats.oldest_pending_age_seconds == 5
+
+
+@pytest.mark.anyio
+async def test_run_summary_counts_a_runs_jobs_and_an_unknown_run_is_not_found(
+    contract: Contract,
+) -> None:
+    q = contract.queue
+    with pytest.raises(RunNotFound):
+        await q.run_summary("nope")
+    await contract.enqueue("a")
+    await contract.enqueue("b")
+    queued = await q.run_summary(RUN)
+    assert (queued.run_id, queued.tenant_id, queued.status, queued.total) == (RUN, T, "queued", 2)
+    job = (await q.pull(max=1))[0]
+    assert job.lease_token is not None
+    await q.ack(job.id, job.lease_token)
+    working = await q.run_summary(RUN)
+    assert (working.status, working.pending, working.done, working.finished_at) == (
+        "processing",
+        1,
+        1,
+        None,
+    )
+
+
+@pytest.mark.anyio
+async def test_list_pages_through_jobs_in_id_order_with_filters(contract: Contract) -> None:
+    q = contract.queue
+    ids = [(await contract.enqueue(f"{i}.txt", run="ra" if i % 2 else "rb")).id for i in range(5)]
+    seen: list[int] = []
+    cursor = None
+    while True:
+        page = await q.list(limit=2, cursor=cursor)
+        assert len(page.items) <= 2
+        seen += [j.id for j in page.items]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == ids
+    assert [j.id for j in (await q.list(run_id="ra")).items] == ids[1::2]
+    assert (await q.list(tenant_id="other")).items == []
+    await q.pull(max=1)
+    assert [j.id for j in (await q.list(status="leased")).items] == ids[:1]
+    with pytest.raises(InvalidArgument, match="cursor"):
+        await q.list(cursor="not-a-cursor")
+
+
+@pytest.mark.anyio
+async def test_get_of_an_unknown_job_raises_job_not_found(contract: Contract) -> None:
+    with pytest.raises(JobNotFound):
+        await contract.queue.get(10**9)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda q: q.pull(max=0), "max"),
+        (lambda q: q.pull(max=MAX_PULL + 1), "max"),
+        (lambda q: q.pull(visibility_seconds=0), "visibilityseconds"),
+        (lambda q: q.pull(visibility_seconds=MAX_VISIBILITY_SECONDS + 1), "visibilityseconds"),
+        (lambda q: q.enqueue(RUN, T, f"{T}/a", delay_seconds=-1), "delayseconds"),
+        (lambda q: q.enqueue(RUN, T, f"{T}/a", max_attempts=0), "maxattempts"),
+        (lambda q: q.enqueue(RUN, T, "", priority=0), "r2key"),
+        (lambda q: q.renew_many([(1, "x")], 0), "visibilityseconds"),
+        (lambda q: q.release_many([(1, "x")], -1), "delayseconds"),
+        (lambda q: q.list(limit=0), "limit"),
+    ],
+)
+async def test_a_bad_argument_is_refused_as_invalid_naming_it(
+    contract: Contract, call: Callable[[Queue], Awaitable[object]], field: str
+) -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        await call(contract.queue)
+    # Named as the call spells it (visibility_seconds) or as the wire does (visibilitySeconds).
+    assert field in str(refused.value).lower().replace("_", "")
+    assert (await contract.queue.stats()).total == 0
+
+
+@pytest.mark.anyio
+async def test_a_payload_over_the_limit_is_refused(contract: Contract) -> None:
+    with pytest.raises(PayloadTooLarge, match="over the limit"):
+        await contract.enqueue(payload="x" * (DEFAULT_MAX_PAYLOAD_BYTES + 1))
+    assert (await contract.queue.stats()).total == 0
+
+
+@pytest.mark.anyio
+async def test_a_closed_queue_refuses_every_verb(contract: Contract) -> None:
+    await contract.queue.aclose()
+    with pytest.raises(QueueClosed):
+        await contract.enqueue()
+    with pytest.raises(QueueClosed):
+        await contract.queue.pull()
+
+
+# --- what only a queue on its own storage offers ------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def open_owned(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> Callable[[], contextlib.AbstractAsyncContextManager[OwnedQueue]]:
+    if request.param == "sqlite":
+        return lambda: SQLiteQueue.open(tmp_path / "queue.db", clock=clock)
+    schema = request.getfixturevalue("pg_empty_schema")
+    return lambda: PostgresQueue.open(PG_DSN, schema=schema, clock=clock)
+
+
+@pytest.fixture
+async def owned(
+    open_owned: Callable[[], contextlib.AbstractAsyncContextManager[OwnedQueue]],
+) -> AsyncIterator[OwnedQueue]:
+    async with open_owned() as queue:
+        yield queue
+
+
+@pytest.mark.anyio
+async def test_one_caller_claims_each_maintenance_round(
+    owned: OwnedQueue, clock: FakeClock
+) -> None:
+    first = await owned.claim_maintenance("reap", 60, owner="p1")
+    assert (first.claimed, first.round, first.due_at) == (True, 1, clock.time() + 60)
+    second = await owned.claim_maintenance("reap", 60, owner="p2")
+    assert (second.claimed, second.round) == (False, 1)
+    clock.advance(60)
+    third = await owned.claim_maintenance("reap", 60, owner="p2")
+    assert (third.claimed, third.round) == (True, 2)
+    with pytest.raises(OutOfRange, match="interval_seconds"):
+        await owned.claim_maintenance("reap", 0)
+
+
+@pytest.mark.anyio
+async def test_list_runs_pages_through_runs_oldest_first(owned: OwnedQueue) -> None:
+    for run in ("r1", "r2", "r3"):
+        await owned.enqueue(run, "t1" if run != "r2" else "t2", f"t/{run}/a")
+    first = await owned.list_runs(limit=2)
+    assert [s.run_id for s in first.items] == ["r1", "r2"] and first.next_cursor
+    rest = await owned.list_runs(limit=2, cursor=first.next_cursor)
+    assert [s.run_id for s in rest.items] == ["r3"] and rest.next_cursor is None
+    assert [s.run_id for s in (await owned.list_runs(tenant_id="t1")).items] == ["r1", "r3"]
+    with pytest.raises(OutOfRange, match="limit"):
+        await owned.list_runs(limit=0)
+
+
+def test_this_suite_calls_every_verb_of_the_contract() -> None:
+    """A verb added to the Protocol needs a contract test here, run on every backend."""
+    source = Path(__file__).read_text()
+    missing = [name for name in verbs(OwnedQueue) if f".{name}(" not in source]
+    assert missing == []

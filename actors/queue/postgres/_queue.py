@@ -32,6 +32,7 @@ import msgspec
 import sniffio
 import structlog
 
+from actors.bounds import DEFAULT_MAX_PAYLOAD_BYTES, MAX_ATTEMPTS, MAX_PULL
 from actors.errors import (
     InvalidArgument,
     JobNotFound,
@@ -40,12 +41,19 @@ from actors.errors import (
     RunNotFound,
     StorageError,
 )
-from actors.queue._rows import ByOwner, job_from_row, parse_cursor, refusal, summary_from_row
+from actors.queue._rows import (
+    COLUMNS as JOB_COLUMNS,
+)
+from actors.queue._rows import (
+    ByOwner,
+    job_from_row,
+    parse_cursor,
+    refusal,
+    summary_from_row,
+)
 from actors.queue._rows import decode as _decode
 from actors.queue._rows import encode as _encode
 from actors.queue.base import (
-    DEFAULT_MAX_PAYLOAD_BYTES,
-    MAX_ATTEMPTS,
     OwnedQueue,
     SingleItemVerbs,
     check_ack,
@@ -60,9 +68,9 @@ from actors.queue.base import (
     jitter_factors,
 )
 from actors.queue.model import (
-    MAX_PULL,
     Ack,
     AckResult,
+    Backoff,
     ItemResult,
     Job,
     JobStatus,
@@ -74,8 +82,6 @@ from actors.queue.model import (
     Stats,
 )
 from actors.queue.postgres import _schema as pg_schema
-from actors.queue.sqlite import _verbs as store
-from actors.queue.sqlite._verbs import Backoff
 from supervisors.clock import Clock, SystemClock
 
 __all__ = ["PostgresQueue"]
@@ -83,8 +89,8 @@ __all__ = ["PostgresQueue"]
 T = TypeVar("T")
 log = structlog.get_logger("actors.queue.postgres")
 
-# The job's columns in `store.COLUMNS` order, qualified: claims join the jobs table to a CTE.
-COLUMNS = ", ".join(f"j.{c.strip()}" for c in store.COLUMNS.split(","))
+# The job's columns in `_rows.COLUMNS` order, qualified: claims join the jobs table to a CTE.
+COLUMNS = ", ".join(f"j.{c.strip()}" for c in JOB_COLUMNS.split(","))
 # A lease is live while the job is leased under this token and has not run out (LIVE_LEASE).
 LIVE = "j.status = 'leased' AND j.lease_token = a.token AND j.lease_expires_at > $1"
 

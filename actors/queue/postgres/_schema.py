@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from actors.errors import InvalidArgument, MigrationRefused, SchemaTooNew
-from actors.queue.sqlite._schema import Migration
+from actors.queue._migrations import Migration
 
 __all__ = [
     "LATEST_VERSION",

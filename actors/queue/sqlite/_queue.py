@@ -15,9 +15,9 @@ import anyio
 import anyio.to_thread
 import structlog
 
+from actors.bounds import DEFAULT_MAX_PAYLOAD_BYTES
+from actors.queue._rows import ByOwner
 from actors.queue.base import (
-    DEFAULT_MAX_PAYLOAD_BYTES,
-    MAX_ATTEMPTS,
     OwnedQueue,
     SingleItemVerbs,
     check_ack,
@@ -26,15 +26,18 @@ from actors.queue.base import (
     check_listing,
     check_maintenance,
     check_new_job,
+    check_open,
     check_optional_text,
+    check_page,
+    check_pull,
     check_range,
     check_visibility,
     jitter_factors,
 )
 from actors.queue.model import (
-    MAX_PULL,
     Ack,
     AckResult,
+    Backoff,
     Job,
     JobStatus,
     LeaseResult,
@@ -47,7 +50,6 @@ from actors.queue.model import (
 from actors.queue.sqlite import _schema as schema
 from actors.queue.sqlite import _verbs as store
 from actors.queue.sqlite._schema import Durability
-from actors.queue.sqlite._verbs import Backoff
 from actors.queue.sqlite._writer import Checkpointer, GroupCommitWriter, ReaderPool
 from supervisors.clock import Clock, SystemClock
 
@@ -104,8 +106,7 @@ class SQLiteQueue(SingleItemVerbs):
         busy_timeout_seconds: float = 10.0,
     ) -> AsyncIterator[SQLiteQueue]:
         """Open (creating and migrating as needed) the queue in ``path``; close it on exit."""
-        check_range("max_attempts", max_attempts, 1, MAX_ATTEMPTS)
-        check_range("max_payload_bytes", max_payload_bytes, 1, 64 * 1024 * 1024)
+        check_open(max_attempts, max_payload_bytes)
         path = Path(path)
         connect = functools.partial(
             schema.connect, path, durability=durability, busy_timeout_seconds=busy_timeout_seconds
@@ -189,10 +190,7 @@ class SQLiteQueue(SingleItemVerbs):
         caller that never calls `start_many` (else a job that kills it never runs out of
         attempts).
         """
-        check_range("max", max, 1, MAX_PULL)
-        check_visibility(visibility_seconds)
-        check_optional_text("worker_id", worker_id)
-        check_optional_text("owner", owner)
+        check_pull(max, visibility_seconds, worker_id, owner)
         return await self._writer.run(
             lambda conn: store.pull(
                 conn, self._clock.time(), max, visibility_seconds, worker_id, owner, started
@@ -274,7 +272,7 @@ class SQLiteQueue(SingleItemVerbs):
         acks = [Ack(job_id=i, lease_token="", status=status, error=error) for i in ids]
         for a in acks:
             check_ack(a, self._max_payload_bytes)
-        owned = store.ByOwner(owner)
+        owned = ByOwner(owner)
         return await self._writer.run(
             lambda conn: store.ack(
                 conn,
@@ -348,7 +346,7 @@ class SQLiteQueue(SingleItemVerbs):
         self, tenant_id: str | None = None, limit: int = 100, cursor: str | None = None
     ) -> Page[RunSummary]:
         """Return one page of run summaries, oldest first."""
-        check_range("limit", limit, 1, MAX_PULL)
+        check_page(limit)
         return await self._readers.run(lambda conn: store.list_runs(conn, tenant_id, limit, cursor))
 
     # Defined last: inside the class body, later annotations would see this `list`.

@@ -5,11 +5,11 @@ from __future__ import annotations
 import itertools
 import sqlite3
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from actors.errors import InvalidArgument, MigrationRefused, SchemaTooNew, StorageError
+from actors.queue._migrations import Migration
 
 __all__ = [
     "LATEST_VERSION",
@@ -26,18 +26,6 @@ __all__ = [
 ]
 
 Durability = Literal["normal", "full"]
-
-
-@dataclass(frozen=True)
-class Migration:
-    """One schema step: statements to apply it, statements to undo it, and what undoing drops."""
-
-    version: int
-    name: str
-    up: tuple[str, ...]
-    down: tuple[str, ...]
-    # Tables whose rows the down-migration deletes: a non-empty one refuses unless forced.
-    drops: tuple[str, ...]
 
 
 # The jobs table's indexes (migration 1; rebuilt by migration 4 with the table).
@@ -167,8 +155,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         version=3,
         name="run_counts",
         up=(
-            # Counting a run's jobs by status costs O(jobs in the run) (7 ms at 100,000), too
-            # much for a run room that reloads after every ack batch. The counts are stored:
+            # Counting a run's jobs by status costs O(jobs in the run), too much for a run room
+            # that reloads after every ack batch (docs/benchmarks.md, Queue). The counts are stored:
             # `enqueue` adds the new pending jobs, and these triggers follow every status
             # change and deletion inside the same transaction, so they always agree with the
             # jobs table.
@@ -293,7 +281,7 @@ def connect(
         # FULL: every commit is fsynced, so it survives power loss too.
         conn.execute(f"PRAGMA synchronous = {durability.upper()}")
         # The writer wraps each request in a SAVEPOINT, whose statement journal would otherwise
-        # be a temporary file: in memory, a group of 100 inserts commits about 30% faster.
+        # be a temporary file; in memory, a group commits sooner (docs/benchmarks.md).
         conn.execute("PRAGMA temp_store = MEMORY")
     except sqlite3.DatabaseError as exc:
         conn.close()

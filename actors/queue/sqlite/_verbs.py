@@ -12,14 +12,21 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import msgspec
-
 from actors.errors import InvalidArgument, JobNotFound, RunNotFound
-from actors.queue._rows import ByOwner, job_from_row, parse_cursor, refusal, summary_from_row
+from actors.queue._rows import (
+    COLUMNS,
+    RUN_COLUMNS,
+    ByOwner,
+    job_from_row,
+    parse_cursor,
+    refusal,
+    summary_from_row,
+)
 from actors.queue._rows import encode as _encode
 from actors.queue._rows import metrics_decoder as _metrics_decoder
 from actors.queue.model import (
     Ack,
+    Backoff,
     ItemResult,
     Job,
     JobStatus,
@@ -31,8 +38,6 @@ from actors.queue.model import (
 )
 
 __all__ = [
-    "Backoff",
-    "ByOwner",
     "ack",
     "claim_maintenance",
     "enqueue",
@@ -50,28 +55,13 @@ __all__ = [
     "stats",
 ]
 
-COLUMNS = (
-    "id, run_id, tenant_id, r2_key, payload, status, attempts, max_attempts, priority, "
-    "available_at, lease_token, lease_expires_at, worker_id, last_error, result, "
-    "idempotency_key, created_at, updated_at, finished_at, lease_owner, started_at, "
-    "cross_tenant_key, timeout_seconds"
-)
 # A lease is live while the job is leased under this token and has not run out.
 LIVE_LEASE = "status = 'leased' AND lease_token = :token AND lease_expires_at > :now"
 # The ids-only ack's fence: a live lease that this principal (`lease_owner`) took.
 LIVE_OWNED = "status = 'leased' AND lease_owner IS :owner AND lease_expires_at > :now"
 
 
-class Backoff(msgspec.Struct, frozen=True, kw_only=True):
-    """Retry delay after the n-th failed attempt: ``min(cap, base * 2**(n-1))`` times a factor
-    drawn from ``[1 - jitter, 1]`` by the caller (so this module stays deterministic)."""
-
-    base_seconds: float = 1.0
-    cap_seconds: float = 300.0
-    jitter: float = 0.5
-
-
-def encode_json(value: Any) -> str | None:
+def encode_json(value: object) -> str | None:
     """Encode a payload or result as JSON text (None stays NULL)."""
     return None if value is None else _encode(value).decode()
 
@@ -589,22 +579,16 @@ def list_runs(
     return Page(items=items, next_cursor=str(rows[limit - 1][10]) if more else None)
 
 
-# The counts are stored, kept by enqueue and by the triggers of migration 3 (schema.py).
-RUN_COLUMNS = (
-    "run_id, tenant_id, created_at, updated_at, finished_at, metrics, pending, leased, done, failed"
-)
-
-
 def _filters(
     *,
     status: str | None = None,
     run_id: str | None = None,
     tenant_id: str | None = None,
     job_ids: Sequence[int] | None = None,
-) -> tuple[str, dict[str, Any]]:
+) -> tuple[str, dict[str, object]]:
     """Build ``AND`` clauses (fixed SQL, values as parameters) for the filters that are set."""
     clauses: list[str] = []
-    params: dict[str, Any] = {}
+    params: dict[str, object] = {}
     if status is not None:
         clauses.append("status = :status")
         params["status"] = status

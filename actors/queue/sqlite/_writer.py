@@ -21,12 +21,15 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio.to_thread
 import sniffio
 
 from actors.errors import QueueClosed, QueueError, StorageError
+
+if TYPE_CHECKING:
+    import trio
 
 __all__ = ["Checkpointer", "GroupCommitWriter", "ReaderPool"]
 
@@ -45,23 +48,24 @@ class _Request(Generic[T]):
     def __init__(self, work: Work[T], on_commit: Callable[[T], None] | None) -> None:
         self.work = work
         self.on_commit = on_commit
-        self.result: T | None = None
+        # A 1-tuple once the work returned (its value may be None); an error wins over it.
+        self.result: tuple[T] | None = None
         self.error: BaseException | None = None
         # Exactly one of (loop, future) or event is set, by the backend the caller runs on.
-        self.loop: Any = None
+        self.loop: asyncio.AbstractEventLoop | trio.lowlevel.TrioToken | None = None
         self.future: asyncio.Future[None] | None = None
-        self.event: Any = None
+        self.event: trio.Event | None = None
 
     def complete(self) -> None:
         """Wake the caller; runs in the caller's event-loop thread."""
         try:
-            if self.on_commit is not None and self.error is None:
-                self.on_commit(self.result)  # type: ignore[arg-type]  # set when error is None
+            if self.on_commit is not None and self.error is None and self.result is not None:
+                self.on_commit(self.result[0])
         finally:
             if self.future is not None:
                 if not self.future.done():  # done: the caller was cancelled
                     self.future.set_result(None)
-            else:
+            elif self.event is not None:
                 self.event.set()
 
 
@@ -102,9 +106,9 @@ class GroupCommitWriter:
             import trio  # only imported when running on trio
 
             request.loop = trio.lowlevel.current_trio_token()
-            request.event = trio.Event()
+            request.event = event = trio.Event()
             self._put(request)
-            await request.event.wait()
+            await event.wait()
         else:
             loop = asyncio.get_running_loop()
             request.loop = loop
@@ -113,7 +117,9 @@ class GroupCommitWriter:
             await request.future
         if request.error is not None:
             raise request.error
-        return request.result  # type: ignore[return-value]  # set when error is None
+        if request.result is None:  # the writer sets one of the two before it wakes a caller
+            raise QueueError("the queue's writer woke a caller without a result or an error")
+        return request.result[0]
 
     def _put(self, request: _Request[Any]) -> None:
         with self._lock:
@@ -176,7 +182,7 @@ class GroupCommitWriter:
             for request in group:
                 conn.execute("SAVEPOINT request")
                 try:
-                    request.result = request.work(conn)
+                    request.result = (request.work(conn),)
                 except Exception as exc:  # reported to its caller; the group goes on
                     conn.execute("ROLLBACK TO request")
                     request.error = _storage_error(exc) if isinstance(exc, sqlite3.Error) else exc
@@ -199,7 +205,7 @@ class GroupCommitWriter:
             try:
                 if isinstance(loop, asyncio.AbstractEventLoop):
                     loop.call_soon_threadsafe(_complete_all, requests)
-                else:
+                elif loop is not None:  # always set by `run` before the request is queued
                     loop.run_sync_soon(_complete_all, requests)
             except RuntimeError:  # the loop has finished (trio's RunFinishedError is one)
                 pass

@@ -1,0 +1,159 @@
+"""Every bound on a value the system accepts, defined once: constants and ``Annotated`` types.
+
+The queue's checks (`actors.queue.base`) refuse a value outside these bounds on every backend;
+the wire types (`actors.protocol`) state the same bounds so that the OpenAPI schema shows them
+and a bad request is a 400 naming the field before any queue call; the configuration
+(`actors.config`) bounds its keys with them, so that no accepted value breaks the system (a
+retry base of 1e308 s would schedule a retry in the year 10^307). A bound that only one
+configuration key has (how many fetchers, a Gemini knob) stays next to that key in config.py.
+
+This module imports nothing of ours.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from msgspec import Meta
+
+__all__ = [
+    "DAY",
+    "DEFAULT_MAX_PAYLOAD_BYTES",
+    "HOUR",
+    "MAX_ATTEMPTS",
+    "MAX_BATCH",
+    "MAX_DELAY_SECONDS",
+    "MAX_ERROR_CHARS",
+    "MAX_ID_CHARS",
+    "MAX_JOB_ID",
+    "MAX_LEASE_TOKEN_CHARS",
+    "MAX_MAINTENANCE_INTERVAL_SECONDS",
+    "MAX_METRIC_NAME_CHARS",
+    "MAX_PAGE",
+    "MAX_PAYLOAD_BYTES_LIMIT",
+    "MAX_PRIORITY",
+    "MAX_PULL",
+    "MAX_RETENTION_SECONDS",
+    "MAX_TIMEOUT_SECONDS",
+    "MAX_UPLOAD_NAME_CHARS",
+    "MAX_UPLOAD_URL_SECONDS",
+    "MAX_VISIBILITY_SECONDS",
+    "MINUTE",
+    "MIN_TIMEOUT_SECONDS",
+    "AckBatch",
+    "Attempts",
+    "Count",
+    "Delay",
+    "ErrorText",
+    "IdText",
+    "Interval",
+    "JobId",
+    "JobIdText",
+    "JobTimeout",
+    "LeaseToken",
+    "MaintenanceInterval",
+    "MetricName",
+    "PathText",
+    "PerMinute",
+    "Port",
+    "Priority",
+    "PullSize",
+    "Retention",
+    "Timeout",
+    "UploadName",
+    "UploadUrlSeconds",
+    "Visibility",
+]
+
+MINUTE, HOUR, DAY = 60.0, 3600.0, 86_400.0
+
+# --- the queue's bounds ------------------------------------------------------------------------
+
+# 256 KiB, like SQS: a payload describes a job; the document itself lives in the object store.
+DEFAULT_MAX_PAYLOAD_BYTES = 256 * 1024
+# The largest payload or result limit a queue may be opened with.
+MAX_PAYLOAD_BYTES_LIMIT = 64 * 1024 * 1024
+# R2 object keys are at most 1024 bytes; run ids, tenant ids, keys and names share the bound.
+MAX_ID_CHARS = 1024
+# A job's priority lies in -MAX_PRIORITY .. MAX_PRIORITY.
+MAX_PRIORITY = 1_000_000
+# A job's (or the queue's default) max_attempts lies in 1 .. MAX_ATTEMPTS.
+MAX_ATTEMPTS = 1000
+# One hour: a longer lease would hide a crashed worker's job for too long; a job that takes
+# longer renews its lease while it works.
+MAX_VISIBILITY_SECONDS = HOUR
+# One day: retries back off for at most 5 minutes; a longer delay is a scheduling job, not ours.
+MAX_DELAY_SECONDS = DAY
+# One pull leases at most this many jobs; more would hold the write lock for too long.
+MAX_PULL = 1000
+# One page of a listing (jobs or runs) holds at most this many items.
+MAX_PAGE = 1000
+# One batch call (enqueue_many, ack_many, ...) carries at most this many items, for the same
+# reason as MAX_PULL.
+MAX_BATCH = 10_000
+# A job's own time limit lies in 1 s .. one day (`NewJob.timeout_seconds`).
+MIN_TIMEOUT_SECONDS = 1.0
+MAX_TIMEOUT_SECONDS = DAY
+# A maintenance task (reap, purge) runs at least once a year.
+MAX_MAINTENANCE_INTERVAL_SECONDS = 366 * DAY
+# Finished jobs are kept (or purged when older than) at most ten years.
+MAX_RETENTION_SECONDS = 3650 * DAY
+# Job ids are positive signed 64-bit integers (SQLite's rowid, PostgreSQL's bigint).
+MAX_JOB_ID = 2**63 - 1
+
+# --- the wire's bounds (the queue stores these as given) --------------------------------------
+
+# A lease token is 32 hex digits; a longer one cannot be ours.
+MAX_LEASE_TOKEN_CHARS = 256
+# A failed job's error text.
+MAX_ERROR_CHARS = 65_536
+# The name of a run metric (`Ack.run_metrics`).
+MAX_METRIC_NAME_CHARS = 256
+# An uploaded file's name or content type: a file name's limit on most file systems.
+MAX_UPLOAD_NAME_CHARS = 255
+# A presigned upload URL stays valid at most 7 days (S3's and R2's limit).
+MAX_UPLOAD_URL_SECONDS = 7 * DAY
+
+# --- types ---------------------------------------------------------------------------------------
+
+JobId = Annotated[int, Meta(ge=1, le=MAX_JOB_ID)]
+# A job id as the seed's client sends it in an ids-only ack: digits in a string (at most 18 of
+# them: always below 2**63).
+JobIdText = Annotated[str, Meta(pattern=r"^[1-9][0-9]{0,17}$")]
+#: A run id, tenant id, object key, idempotency key or worker id.
+IdText = Annotated[str, Meta(min_length=1, max_length=MAX_ID_CHARS)]
+Priority = Annotated[int, Meta(ge=-MAX_PRIORITY, le=MAX_PRIORITY)]
+Attempts = Annotated[int, Meta(ge=1, le=MAX_ATTEMPTS)]
+#: A lease's length.
+Visibility = Annotated[float, Meta(gt=0, le=MAX_VISIBILITY_SECONDS)]
+#: A wait before a job is available, between retries or restarts, or its cap: none to a day.
+Delay = Annotated[float, Meta(ge=0, le=MAX_DELAY_SECONDS)]
+#: A job's processing time limit.
+JobTimeout = Annotated[float, Meta(ge=MIN_TIMEOUT_SECONDS, le=MAX_TIMEOUT_SECONDS)]
+#: How many jobs one pull leases.
+PullSize = Annotated[int, Meta(ge=1, le=MAX_PULL)]
+#: How many acks one ack call carries.
+AckBatch = Annotated[int, Meta(ge=1, le=MAX_BATCH)]
+LeaseToken = Annotated[str, Meta(max_length=MAX_LEASE_TOKEN_CHARS)]
+ErrorText = Annotated[str, Meta(max_length=MAX_ERROR_CHARS)]
+MetricName = Annotated[str, Meta(max_length=MAX_METRIC_NAME_CHARS)]
+#: How long finished jobs are kept (0: forever), or the age past which they are purged.
+Retention = Annotated[float, Meta(ge=0, le=MAX_RETENTION_SECONDS)]
+#: How often a maintenance task runs (1 ms: faster is a busy loop).
+MaintenanceInterval = Annotated[float, Meta(ge=0.001, le=MAX_MAINTENANCE_INTERVAL_SECONDS)]
+UploadName = Annotated[str, Meta(min_length=1, max_length=MAX_UPLOAD_NAME_CHARS)]
+UploadUrlSeconds = Annotated[float, Meta(gt=0, le=MAX_UPLOAD_URL_SECONDS)]
+
+# --- the configuration's classes of values ------------------------------------------------------
+
+#: How often a loop wakes (polls, reaps): 1 ms (faster is a busy loop) to an hour.
+Interval = Annotated[float, Meta(ge=0.001, le=HOUR)]
+#: How long one operation may take (a request, a drain): 1 ms to an hour.
+Timeout = Annotated[float, Meta(ge=0.001, le=HOUR)]
+#: A count of restarts or retries.
+Count = Annotated[int, Meta(ge=0, le=10_000)]
+#: A budget per minute (requests or tokens).
+PerMinute = Annotated[int, Meta(ge=1, le=10**12)]
+#: A file system path: not empty, not blank, no NUL byte, within Linux's PATH_MAX.
+PathText = Annotated[str, Meta(min_length=1, max_length=4096, pattern=r"^(?=\s*\S)[^\x00]*$")]
+Port = Annotated[int, Meta(ge=0, le=65535)]
