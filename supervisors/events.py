@@ -89,12 +89,14 @@ class EventBus:
             # The traceback was logged with child_crashed; here only what caused the restart.
             fields["error"] = repr(event.exc)
         name = _EVENT_NAMES[event.kind]
+        # What an operator must see is a failure or a restart; a child starting, stopping or
+        # sleeping is the tree working as designed.
         if event.kind in ("crashed", "gave_up"):
             _log.error(name, exc_info=event.exc, **fields)
-        elif event.kind == "killed":
+        elif event.kind in ("killed", "restarted"):
             _log.warning(name, **fields)
         else:
-            _log.info(name, **fields)
+            _log.debug(name, **fields)
         for send in self._subscribers:
             try:
                 send.send_nowait(event)

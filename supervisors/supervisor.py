@@ -739,17 +739,23 @@ class _SupervisorBase:
     # -- stopping --------------------------------------------------------------------------
 
     async def _stop_slot(self, slot: _Slot) -> None:
-        """Ask a running child to stop, give it its shutdown timeout, then cancel it."""
+        """Ask a running child to stop, give it its shutdown timeout, then cancel it.
+
+        A child whose timeout is 0 is stopped by cancelling it, as its spec asks: that is a
+        stop, not a kill. ``killed`` is published only for a child that outlived a grace.
+        """
         inc = slot.inc
         assert inc is not None
         inc.request_stop()
         if not inc.done.is_set():
-            with self.clock.move_on_after(resolve_shutdown(slot.spec, slot.kind)):
+            grace = resolve_shutdown(slot.spec, slot.kind)
+            with self.clock.move_on_after(grace):
                 await inc.done.wait()
             if not inc.done.is_set():
                 assert inc.hard is not None
                 inc.hard.cancel()
-                self._publish("killed", slot)
+                if grace > 0:
+                    self._publish("killed", slot)
                 await inc.done.wait()
         slot.inc = None
         if inc.exc is not None:

@@ -127,3 +127,28 @@ async def test_an_exception_in_the_host_body_stops_the_tree_gracefully_and_propa
         async with Supervisor([worker(probe, "a"), worker(probe, "b")]):
             raise KeyError("host bug")
     assert probe.stops == ["b", "a"]
+
+
+async def test_lifecycle_lines_are_debug_and_only_failures_and_restarts_rise_above_it() -> None:
+    probe = Probe()
+    clock = FakeClock()
+    sup = Supervisor(
+        [worker(probe, "w")],
+        max_restarts=3,
+        backoff=Backoff(min_seconds=0.5, jitter=0, random=lambda: 0.0),
+        clock=clock,
+    )
+    with anyio.fail_after(5), capture_logs() as logs:
+        async with sup:
+            await sup.ref("w").tell("crash")
+            await clock.wait_for_sleepers(1)
+            clock.advance(0.5)
+            while sup.which_children()[0].state != "running":
+                await anyio.lowlevel.checkpoint()
+    levels = [(entry["event"], entry["log_level"]) for entry in logs]
+    assert levels == [
+        ("supervisor.child_started", "debug"),
+        ("supervisor.child_crashed", "error"),
+        ("supervisor.child_restarted", "warning"),
+        ("supervisor.child_stopped", "debug"),
+    ]

@@ -409,3 +409,18 @@ async def test_many_immediate_restarts_do_not_recurse() -> None:
             await sup.ref("w").tell("crash")
             await anyio.sleep_forever()
     assert attempts == 1501  # the first start, then 1500 failed restarts
+
+
+async def test_a_child_with_no_grace_is_stopped_by_cancelling_it_which_is_not_a_kill() -> None:
+    # shutdown=0 asks to be cancelled at once (a task that sleeps between rounds, say): its stop
+    # is the designed one, so it is reported as stopped, never as killed.
+    probe = Probe()
+    never = anyio.Event()
+    sup = Supervisor([worker(probe, "a"), worker(probe, "sweeper", shutdown=0)])
+    with anyio.fail_after(5), sup.events.subscribe() as events:
+        async with sup:
+            await sup.ref("sweeper").tell(("block", never))
+            while sup.ref("sweeper").statistics().buffered:
+                await anyio.lowlevel.checkpoint()
+        kinds = [(e.kind, e.child) async for e in drain(events) if e.kind != "started"]
+    assert kinds == [("stopped", "sweeper"), ("stopped", "a")]
