@@ -4,9 +4,10 @@ Runtimes: every async test runs on asyncio and on trio, unless its module or the
 says otherwise with ``@pytest.mark.runtimes("asyncio")`` (the closest marker wins). The rule:
 keep the trio leg where the code under test takes a different path on each runtime (the
 SQLite writer thread waking the loop, the asyncio-on-a-thread bridge for asyncpg and
-aiobotocore, the HTTP server and clients, supervisors, cancellation and time limits, anything
-that starts an ActorSystem); run on asyncio only what is pure logic behind a runtime-neutral
-call, such as the queue verbs' semantics, which the pipeline's tests also drive on trio.
+aiobotocore, the HTTP server and clients, supervisors and the pipeline's actors, cancellation
+and time limits, real processes); run on asyncio only what is pure logic behind a
+runtime-neutral call, such as the queue verbs' semantics (the pipeline's tests drive the same
+verbs on trio), parsing, and budgets on a fake clock.
 
 Speeds: the development loop (plain ``pytest``) leaves out tests marked ``slow`` (about 2 s or
 more: real processes, wall-clock limits) and runs Hypothesis with the ``dev`` profile (a tenth
