@@ -54,7 +54,9 @@ def test_a_mistyped_key_or_table_gets_a_suggestion(tmp_path: Path) -> None:
     assert "[queue] has no key `paht`; did you mean 'path'? (its keys are backend, path," in str(
         info.value
     )
-    with pytest.raises(ConfigError, match=r"unknown table \[procesor\]; did you mean 'processor'\?"):
+    with pytest.raises(
+        ConfigError, match=r"unknown table \[procesor\]; did you mean 'processor'\?"
+    ):
         load_config(write(tmp_path, "[procesor]\nkind = 'local'\n"), env={})
     # Nothing close: no suggestion, only the list.
     with pytest.raises(ConfigError, match=r"has no key `zzz` \(a typo\?\); its keys are"):

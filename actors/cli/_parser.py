@@ -132,4 +132,3 @@ def build_parser() -> argparse.ArgumentParser:
     for add in ADD_COMMANDS:
         add(commands)
     return parser
-

@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import anyio.to_thread
 import sniffio
 
-from actors.errors import QueueClosed, QueueError, StorageError
+from actors.errors import QueueClosed, QueueError
+from actors.queue.sqlite._schema import sqlite_failure
 
 if TYPE_CHECKING:
     import trio
@@ -254,11 +255,8 @@ class Checkpointer:
             self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
 
-def _storage_error(exc: BaseException) -> QueueError:
-    return StorageError(
-        f"SQLite failed: {exc}. If the database is locked, another process holds a write "
-        "transaction for longer than the busy timeout; if the disk is full, free space"
-    )
+def _storage_error(exc: sqlite3.Error) -> QueueError:
+    return sqlite_failure(exc, None)
 
 
 class ReaderPool:
