@@ -52,7 +52,8 @@ exit codes:
   {EXIT_FAILED:<4} a usage or config error, or an error printed as "error: ..." (a missing secret,
        a busy port, a wrong token, an unusable database); nothing to retry until it is fixed
   {EXIT_RUN_FAILED:<4} a run failed: the command worked, but jobs of its runs failed
-  {EXIT_SYSTEM_FAILED:<4} the actor system gave up (restarts exhausted); a process manager may restart it
+  {EXIT_SYSTEM_FAILED:<4} the actor system gave up (restarts exhausted); a process manager may
+       restart it
   {EXIT_INTERRUPTED:<4} interrupted (Ctrl-C)
 """
 
