@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from actors.cli import _config, _jobs, _run, _runs, _store
 from actors.cli._common import (
@@ -127,8 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_global_options(parser, None)
     parser.set_defaults(run=_run.cmd_run, until_idle=False)  # no command: run the system
     # Nested commands (``jobs list``) get the same class: add_subparsers defaults to type(self).
-    commands = parser.add_subparsers(
-        title="commands", metavar="COMMAND", parser_class=CommandParser
+    # A CommandParser is an ArgumentParser; the groups need no more than that.
+    commands = cast(
+        "Commands",
+        parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=CommandParser),
     )
     for add in ADD_COMMANDS:
         add(commands)
