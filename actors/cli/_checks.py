@@ -9,19 +9,21 @@ nothing (`check_config`); ``run`` runs them all (`check_before_start`).
 from __future__ import annotations
 
 import errno
+import shutil
 import socket
+from pathlib import Path
 
 import anyio
 
 from actors.config import Config, require_package
-from actors.errors import ConfigError
+from actors.errors import ConfigError, StorageError
 
-__all__ = ["check_before_start", "check_config", "check_port"]
+__all__ = ["MIN_FREE_BYTES", "check_before_start", "check_config", "check_free_space", "check_port"]
 
 
 def check_config(config: Config) -> None:
     """Raise `ConfigError` for what the chosen kinds need and lack (a secret, a bucket, an
-    extra, a factory, a well-formed ``ACTORS_TOKENS``), opening no file and no connection."""
+    extra, a well-formed ``ACTORS_TOKENS``), opening no file and no connection."""
     from actors.storage import make_store
 
     make_store(config)  # r2/s3: bucket, endpoint, R2_* credentials; builds no client yet
@@ -30,14 +32,9 @@ def check_config(config: Config) -> None:
         from actors.processors import make_processor
 
         make_processor(processor, config.secrets)  # GOOGLE_API_KEY, httpx; no request made
-    elif processor.kind == "python":
-        from actors.processors._isolated import check_factory
-
-        check_factory(processor)  # imports the module; the factory itself is not called
     if config.http.enabled:
-        for module in ("starlette", "hypercorn"):
-            require_package(module, "http", "[http].enabled = true")
-        from actors.http.auth import Tokens
+        require_package("starlette", "http", "[http].enabled = true")
+        from actors.http import Tokens
 
         Tokens.from_config(config)  # ACTORS_TOKENS' form and each token's length
 
@@ -60,13 +57,33 @@ def check_port(host: str, port: int) -> None:
             raise ConfigError(f"cannot listen on {host}:{port}: {reason}") from None
 
 
+#: Less free space than this where the SQLite queue lives, and ``run`` does not start: every
+#: lease and ack is a write, and on a full disk each fails and is retried for as long as it lasts.
+MIN_FREE_BYTES = 1024 * 1024
+
+
+def check_free_space(path: str | Path) -> None:
+    """Raise `StorageError` if the disk that holds (or will hold) ``path`` is nearly full."""
+    where = Path(path).absolute().parent
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    if free < MIN_FREE_BYTES:
+        raise StorageError(
+            f"disk full at {str(path)!r}: {free // 1024} KiB free; free space on its disk (or "
+            "raise its quota) and run again"
+        )
+
+
 def check_before_start(config: Config) -> None:
-    """Everything ``run`` needs, before the tree starts: `check_config`, the HTTP port, and the
-    queue itself, opened once (a SQLite file that is damaged or on a full disk, a PostgreSQL
+    """Everything ``run`` needs, before the tree starts: `check_config`, the HTTP port, a SQLite
+    queue's free space, and the queue itself, opened once (a damaged SQLite file, a PostgreSQL
     server that refuses, a remote queue server that refuses the token)."""
     check_config(config)
     if config.http.enabled:
         check_port(config.http.host, config.http.port)
+    if config.queue.backend == "sqlite":
+        check_free_space(config.queue.path)
     anyio.run(_check_queue, config, backend=config.runtime.backend)
 
 

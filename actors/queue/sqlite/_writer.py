@@ -89,6 +89,7 @@ class GroupCommitWriter:
         name: str = "queue-writer",
     ) -> None:
         self._conn = conn
+        self._path = _file_of(conn)  # named in error messages
         self._after_commit = after_commit
         self._requests: queue.SimpleQueue[_Request[Any]] = queue.SimpleQueue()
         self._closed = False
@@ -177,7 +178,7 @@ class GroupCommitWriter:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             for request in group:
-                request.error = _storage_error(exc)
+                request.error = _storage_error(exc, self._path)
             return
         try:
             for request in group:
@@ -186,14 +187,17 @@ class GroupCommitWriter:
                     request.result = (request.work(conn),)
                 except Exception as exc:  # reported to its caller; the group goes on
                     conn.execute("ROLLBACK TO request")
-                    request.error = _storage_error(exc) if isinstance(exc, sqlite3.Error) else exc
+                    if isinstance(exc, sqlite3.Error):
+                        request.error = _storage_error(exc, self._path)
+                    else:
+                        request.error = exc
                 conn.execute("RELEASE request")
             conn.execute("COMMIT")
         except sqlite3.Error as exc:  # the transaction itself failed: nothing of it committed
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             for request in group:
-                request.error = request.error or _storage_error(exc)
+                request.error = request.error or _storage_error(exc, self._path)
 
     @staticmethod
     def _wake(group: list[_Request[Any]]) -> None:
@@ -255,8 +259,17 @@ class Checkpointer:
             self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
 
-def _storage_error(exc: sqlite3.Error) -> QueueError:
-    return sqlite_failure(exc, None)
+def _storage_error(exc: sqlite3.Error, path: str | None) -> QueueError:
+    return sqlite_failure(exc, path)
+
+
+def _file_of(conn: sqlite3.Connection) -> str | None:
+    """The file ``conn`` has open as its main database (None for one in memory)."""
+    try:
+        row = conn.execute("PRAGMA database_list").fetchone()
+    except sqlite3.Error:
+        return None
+    return str(row[2]) if row and row[2] else None
 
 
 class ReaderPool:
@@ -284,7 +297,7 @@ class ReaderPool:
             try:
                 return work(conn)
             except sqlite3.Error as exc:
-                raise _storage_error(exc) from exc
+                raise _storage_error(exc, _file_of(conn)) from exc
             finally:
                 conn.execute("COMMIT")
         finally:
