@@ -36,7 +36,8 @@ __all__ = [
 # Exit codes: one scheme for every command, listed in ``--help`` and the README.
 EXIT_OK = 0
 #: A usage or config error, or any other error printed on stderr as ``error: ...`` (a missing
-#: secret, a busy port, a wrong token, a corrupt database): fix it and run again.
+#: secret, a busy port, a wrong token, a corrupt database): fix it and run again. Also an
+#: operation short of complete that is no run (`store migrate status`, `store migrate run`).
 EXIT_FAILED = 1
 #: The same code under the name a usage error goes by: argparse's own 2 is replaced by it, so
 #: that 2 means one thing.

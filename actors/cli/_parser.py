@@ -49,8 +49,9 @@ global options go before or after the command:
 
 exit codes:
   {EXIT_OK:<4} ok
-  {EXIT_FAILED:<4} a usage or config error, or an error printed as "error: ..." (a missing secret,
-       a busy port, a wrong token, an unusable database); nothing to retry until it is fixed
+  {EXIT_FAILED:<4} an error, printed as one line "error: ...": usage, config, a start-up check
+       (a missing secret, a busy port, a wrong token, a full disk, a damaged database) or
+       another; also `store migrate status` while the target is incomplete
   {EXIT_RUN_FAILED:<4} a run failed: the command worked, but jobs of its runs failed
   {EXIT_SYSTEM_FAILED:<4} the actor system gave up (restarts exhausted); a process manager may
        restart it
