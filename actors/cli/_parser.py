@@ -90,7 +90,22 @@ class Parser(argparse.ArgumentParser):
     """argparse, with usage errors on one line, exit code 1 and "did you mean"."""
 
     def error(self, message: str) -> NoReturn:
+        unrecognized = "unrecognized arguments: "
+        if message.startswith(unrecognized):
+            first = message.removeprefix(unrecognized).split()[0].partition("=")[0]
+            if first.startswith("--"):
+                message += did_you_mean(first, self._all_options())
         self.exit(EXIT_USAGE, f"error: {message} (see '{self.prog} --help')\n")
+
+    def _all_options(self) -> set[str]:
+        """The long options of this parser and of every command under it."""
+        options: set[str] = set()
+        for action in self._actions:
+            options.update(o for o in action.option_strings if o.startswith("--"))
+            if isinstance(action, argparse._SubParsersAction):
+                for parser in action.choices.values():
+                    options |= parser._all_options() if isinstance(parser, Parser) else set()
+        return options
 
     def _check_value(self, action: argparse.Action, value: Any) -> None:
         # argparse (before 3.14) names the choices but suggests none.

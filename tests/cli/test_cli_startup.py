@@ -103,10 +103,12 @@ def test_an_option_given_before_the_command_is_not_reset_by_the_command(
         (["stat"], "invalid choice: 'stat'; did you mean 'stats'?"),
         (["jobs", "lst"], "invalid choice: 'lst'; did you mean 'list'?"),
         (["migrate", "stauts"], "invalid choice: 'stauts'; did you mean 'status'?"),
+        (["stats", "--jsn"], "unrecognized arguments: --jsn; did you mean '--json'?"),
+        (["jobs", "list", "--stauts=failed"], "did you mean '--status'?"),
     ],
     ids=" ".join,
 )
-def test_a_mistyped_command_gets_a_suggestion(
+def test_a_mistyped_command_or_option_gets_a_suggestion(
     tmp_path: Path, argv: list[str], expected: str
 ) -> None:
     line = one_error_line(actors(tmp_path, *argv))
