@@ -124,7 +124,7 @@ def test_help_documents_the_exit_codes(tmp_path: Path) -> None:
     done = actors(tmp_path, "--help")
     assert done.returncode == 0
     codes = done.stdout.split("exit codes:")[1]
-    for code, meaning in (("0", "ok"), ("1", "usage or config"), ("2", "a run failed"),
+    for code, meaning in (("0", "ok"), ("1", "usage, config"), ("2", "a run failed"),
                           ("70", "gave up"), ("130", "interrupted")):  # fmt: skip
         assert f"  {code}" in codes and meaning in codes
 
