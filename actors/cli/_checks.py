@@ -91,6 +91,8 @@ async def _check_queue(config: Config) -> None:
     from actors.queue.factory import open_queue
 
     async with open_queue(config) as queue:
+        # The first read the tree would make: a SQLite file damaged past its header fails here.
+        await queue.stats()
         if config.queue.backend == "http":
             from actors.queue.http import HttpQueue
 

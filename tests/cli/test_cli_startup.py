@@ -241,10 +241,27 @@ def test_a_wrong_worker_token_is_one_line_naming_edge_api_token(tmp_path: Path) 
 # --- the database -----------------------------------------------------------------------------
 
 
+def damage_pages(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A queue of 30 jobs whose header is intact and whose pages past the third are garbage."""
+    for n in range(30):
+        argv = ["--db", str(db), "enqueue", "--run-id", "r", "--tenant-id", "t"]
+        assert main([*argv, "--r2-key", f"t/r/{n}", "--payload", f'"{"y" * 500}"']) == 0
+    capsys.readouterr()
+    with db.open("r+b") as file:
+        file.seek(3 * 4096)
+        file.write(os.urandom(4 * 4096))
+
+
+@pytest.mark.parametrize("damage", ["header", "pages"])
 @pytest.mark.parametrize("argv", [["stats"], ["run", "--until-idle"]], ids=" ".join)
-def test_a_corrupt_database_is_one_line(tmp_path: Path, argv: list[str]) -> None:
+def test_a_corrupt_database_is_one_line(
+    tmp_path: Path, argv: list[str], damage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     db = tmp_path / "q.db"
-    db.write_bytes(os.urandom(8192))
+    if damage == "header":
+        db.write_bytes(os.urandom(8192))
+    else:
+        damage_pages(db, capsys)
     line = one_error_line(actors(tmp_path, "--db", str(db), *argv))
     assert f"'{db}' is not a usable SQLite database" in line and "move this file away" in line
 

@@ -293,13 +293,14 @@ class ReaderPool:
         with self._lock:
             conn = self._idle.pop() if self._idle else self._connect()
         try:
-            conn.execute("BEGIN")
             try:
-                return work(conn)
-            except sqlite3.Error as exc:
+                conn.execute("BEGIN")
+                try:
+                    return work(conn)
+                finally:
+                    conn.execute("COMMIT")
+            except sqlite3.Error as exc:  # in the work or in ending its read (a damaged file)
                 raise _storage_error(exc, _file_of(conn)) from exc
-            finally:
-                conn.execute("COMMIT")
         finally:
             with self._lock:
                 if self._closed:
