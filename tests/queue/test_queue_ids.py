@@ -12,7 +12,7 @@ import pytest
 
 from actors.errors import InvalidArgument, OutOfRange
 from actors.queue import NewJob, SQLiteQueue
-from actors.queue.sqlite import _schema as schema
+from actors.queue.sqlite import schema as schema
 from supervisors.clock import FakeClock
 
 pytestmark = pytest.mark.anyio

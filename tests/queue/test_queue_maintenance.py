@@ -16,9 +16,9 @@ from actors.config import QueueConfig
 from actors.errors import InvalidArgument, OutOfRange
 from actors.pipeline._maintenance import Maintenance, queue_tasks
 from actors.queue import NewJob, SQLiteQueue
-from actors.queue.postgres import _schema as postgres_schema
+from actors.queue.postgres import schema as postgres_schema
 from actors.queue.postgres._queue import PostgresQueue
-from actors.queue.sqlite import _schema as schema
+from actors.queue.sqlite import schema as schema
 from supervisors.clock import FakeClock
 
 pytestmark = pytest.mark.anyio

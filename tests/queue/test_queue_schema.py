@@ -9,7 +9,7 @@ import pytest
 
 from actors.errors import InvalidArgument, MigrationRefused, SchemaTooNew, StorageError
 from actors.queue import LATEST_VERSION, SQLiteQueue
-from actors.queue.sqlite import _schema as schema
+from actors.queue.sqlite import schema as schema
 
 
 def open_raw(db: Path) -> sqlite3.Connection:
