@@ -20,7 +20,7 @@ import pytest
 from actors.cli import main
 from actors.cli._common import EXIT_FAILED, EXIT_OK
 from actors.errors import StorageError, unwrap
-from actors.queue.sqlite._schema import sqlite_failure
+from actors.queue.sqlite.schema import sqlite_failure
 
 SECRETS = (
     "GOOGLE_API_KEY", "R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY", "EDGE_API_TOKEN", "JWT_SECRET",
@@ -285,7 +285,7 @@ def test_a_file_size_limit_is_reported_as_an_io_error(tmp_path: Path) -> None:
     # RLIMIT_FSIZE makes write() fail with EFBIG, which SQLite reports as SQLITE_IOERR_WRITE.
     code = (
         "import os, resource, signal, sqlite3, sys\n"
-        "from actors.queue.sqlite._schema import sqlite_failure\n"
+        "from actors.queue.sqlite.schema import sqlite_failure\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (20000, resource.RLIM_INFINITY))\n"
         "conn = sqlite3.connect(sys.argv[1], isolation_level=None)\n"

@@ -27,7 +27,7 @@ import anyio.to_thread
 import sniffio
 
 from actors.errors import QueueClosed, QueueError
-from actors.queue.sqlite._schema import sqlite_failure
+from actors.queue.sqlite.schema import sqlite_failure
 
 if TYPE_CHECKING:
     import trio
