@@ -23,7 +23,8 @@ __all__ = ["MIN_FREE_BYTES", "check_before_start", "check_config", "check_free_s
 
 def check_config(config: Config) -> None:
     """Raise `ConfigError` for what the chosen kinds need and lack (a secret, a bucket, an
-    extra, a well-formed ``ACTORS_TOKENS``), opening no file and no connection."""
+    extra, an importable factory, a well-formed ``ACTORS_TOKENS``), opening no file and no
+    connection."""
     from actors.storage import make_store
 
     make_store(config)  # r2/s3: bucket, endpoint, R2_* credentials; builds no client yet
@@ -32,6 +33,10 @@ def check_config(config: Config) -> None:
         from actors.processors import make_processor
 
         make_processor(processor, config.secrets)  # GOOGLE_API_KEY, httpx; no request made
+    elif processor.kind == "python":
+        from actors.processors import check_factory
+
+        check_factory(processor)  # imports its module; the factory itself is not called
     if config.http.enabled:
         require_package("starlette", "http", "[http].enabled = true")
         from actors.http import Tokens

@@ -158,6 +158,14 @@ def test_r2_with_an_empty_secret_fails_config_check(tmp_path: Path) -> None:
     assert "R2_SECRET_ACCESS_KEY" in line
 
 
+def test_an_unimportable_processor_factory_fails_config_check(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "x.toml", '[processor]\nkind = "python"\nfactory = "no_such_mod:make"'
+    )
+    line = one_error_line(actors(tmp_path, "config", "check", "--config", str(config)))
+    assert "[processor].factory = 'no_such_mod:make' cannot be imported" in line
+
+
 # --- the HTTP port and the remote queue's token ---------------------------------------------------
 
 
