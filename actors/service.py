@@ -8,8 +8,9 @@ import os
 import signal
 import sys
 import threading
+import urllib.parse
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
@@ -19,16 +20,21 @@ import msgspec
 import structlog
 
 from actors import tenancy
+from actors.bounds import MAX_PAGE
 from actors.config import Config
 from actors.errors import ActorsError, InvalidArgument
-from actors.queue import NewJob, RunSummary
+from actors.queue import NewJob, RunSummary, Stats
+from actors.queue.base import Queue
 from actors.queue.factory import open_queue
 from actors.storage import make_store
 from actors.system import ActorSystem, raise_system_failed
 from supervisors import SystemClock
 
 __all__ = [
+    "RUN_FAILED",
     "SHUTDOWN_MARGIN_SECONDS",
+    "ProgressCallback",
+    "banner",
     "format_summary",
     "object_names",
     "serve",
@@ -130,14 +136,40 @@ def _arm_on_signals(deadline: _ExitDeadline, signums: Sequence[int]) -> Iterator
                 signal.signal(signum, chained)
 
 
-async def serve(config: Config, *, until_idle: bool = False, out: TextIO | None = None) -> int:
-    """Run the system until SIGINT/SIGTERM (or, with ``until_idle``, until the queue is empty).
+#: What `serve` returns after ``until_idle`` when a run it worked on has failed jobs (the CLI's
+#: ``EXIT_RUN_FAILED``; ``runs watch`` exits with it too).
+RUN_FAILED = 2
+
+#: ``progress(done, failed, pending)``: jobs done and failed by this process, and jobs left to
+#: work on (leased, or available now; with ``wait_scheduled`` the scheduled ones too).
+ProgressCallback = Callable[[int, int, int], None]
+
+
+async def serve(
+    config: Config,
+    *,
+    until_idle: bool = False,
+    wait_scheduled: bool = False,
+    out: TextIO | None = None,
+    progress: ProgressCallback | None = None,
+    on_idle: Callable[[], None] | None = None,
+) -> int:
+    """Run the system until SIGINT/SIGTERM (or, with ``until_idle``, until no job is runnable).
 
     The first signal drains (stop leasing, finish in-flight jobs within
     ``shutdown_grace_seconds``, give back the rest); a second one skips what is left of the
     grace period. The process ends within the grace period plus `SHUTDOWN_MARGIN_SECONDS`
-    whatever its processors do (after a second signal, within the margin). Returns the exit
-    code: 0 after a clean stop.
+    whatever its processors do (after a second signal, within the margin).
+
+    With ``until_idle`` it stops once no job is leased or available and none is waiting out a
+    retry's backoff; jobs enqueued with a delay that have not run yet are not waited for (unless
+    ``wait_scheduled``), only counted. After the tree has stopped it prints each run that had a
+    job finish here, then the count of jobs left scheduled, on ``out`` (stdout): nothing is
+    logged after them. ``progress`` is called with the counts while it waits (about 20 times a
+    second; throttle in the callback), and ``on_idle`` when the wait ends (to clear a display).
+
+    Returns the exit code: 0 after a clean stop; `RUN_FAILED` after ``until_idle`` when one of
+    those runs has failed jobs.
     """
     out = sys.stdout if out is None else out
     system = ActorSystem(
@@ -145,18 +177,85 @@ async def serve(config: Config, *, until_idle: bool = False, out: TextIO | None 
     )
     deadline = _ExitDeadline(system, config.pipeline.shutdown_grace_seconds)
     try:
-        await _serve(system, config, until_idle, out, deadline)
+        report = await _serve(
+            system, config, until_idle, wait_scheduled, deadline, progress, on_idle
+        )
     except BaseExceptionGroup as group:
         raise_system_failed(group)
         raise
     finally:
         deadline.close()  # the stop ended on its own: nothing to force (serve may be called again)
-    return 0
+    if report is None:
+        return 0
+    summaries, scheduled = report
+    for summary in summaries:
+        print(format_summary(summary), file=out)
+    if scheduled:
+        print(
+            f"{scheduled} job(s) scheduled for later; not waited for (--wait-scheduled to wait)",
+            file=out,
+        )
+    return RUN_FAILED if any(s.failed for s in summaries) else 0
+
+
+def banner(config: Config, worker_id: str) -> dict[str, object]:
+    """What this process runs, for its one ``system.started`` line; no secret is in it."""
+    queue = config.queue
+    if queue.backend == "postgres":
+        where = _without_password(queue.dsn or "")
+    elif queue.backend == "http":
+        where = _without_password(queue.url or "")
+    else:
+        where = queue.path
+    storage = config.storage
+    store = (
+        f"local {storage.root}"
+        if storage.kind == "local"
+        else f"{storage.kind} {storage.bucket or '(R2_BUCKET)'}"
+    )
+    processor: str = config.processor.kind
+    if config.processor.kind == "python":
+        processor += f" {config.processor.factory}" + (
+            " (isolated)" if config.processor.isolate else ""
+        )
+    elif config.processor.kind == "gemini":
+        processor += f" {config.processor.chat_model}"
+    pipeline = config.pipeline
+    fields: dict[str, object] = {
+        "queue": f"{queue.backend} {where}",
+        "store": store,
+        "processor": processor,
+        "concurrency": (
+            f"{pipeline.concurrency} jobs, {pipeline.fetchers} fetchers, "
+            f"{pipeline.processors} processors"
+        ),
+    }
+    if config.http.enabled:
+        fields["http"] = f"http://{config.http.host}:{config.http.port}"
+    fields["worker_id"] = worker_id
+    return fields
+
+
+def _without_password(url: str) -> str:
+    """``url`` with any password in it replaced by ``***``."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urllib.parse.urlunsplit(parts._replace(netloc=user + netloc))
 
 
 async def _serve(
-    system: ActorSystem, config: Config, until_idle: bool, out: TextIO, deadline: _ExitDeadline
-) -> None:
+    system: ActorSystem,
+    config: Config,
+    until_idle: bool,
+    wait_scheduled: bool,
+    deadline: _ExitDeadline,
+    progress: ProgressCallback | None,
+    on_idle: Callable[[], None] | None,
+) -> tuple[list[RunSummary], int] | None:
+    report: tuple[list[RunSummary], int] | None = None
     signums = (signal.SIGINT, signal.SIGTERM)
     with anyio.open_signal_receiver(*signums) as signals, _arm_on_signals(deadline, signums):
         async with anyio.create_task_group() as tg:
@@ -180,17 +279,18 @@ async def _serve(
 
             tg.start_soon(on_signals)
             async with system:
-                log.info(
-                    "system.started",
-                    worker_id=system.worker_id,
-                    db=config.queue.path,
-                    concurrency=config.pipeline.concurrency,
-                )
+                log.info("system.started", **banner(config, system.worker_id))
                 with body:
                     if until_idle:
-                        await system.wait_idle()
-                        for run_id in sorted(system.runs_seen):
-                            print(format_summary(await system.run_summary(run_id)), file=out)
+                        try:
+                            stats = await _wait_idle(system, wait_scheduled, progress)
+                        finally:
+                            if on_idle is not None:
+                                on_idle()
+                        summaries = [
+                            await system.run_summary(run_id) for run_id in sorted(system.runs_seen)
+                        ]
+                        report = (summaries, stats.scheduled)
                     else:
                         await anyio.sleep_forever()
                 # Idle or signalled: the drain below ends within the same bound as after a signal.
@@ -202,6 +302,53 @@ async def _serve(
                 released=system.ack_stats.released,
             )
             tg.cancel_scope.cancel()
+    return report
+
+
+async def _wait_idle(
+    system: ActorSystem,
+    wait_scheduled: bool,
+    progress: ProgressCallback | None,
+    poll_seconds: float = 0.05,
+) -> Stats:
+    """Wait until no job is leased, in flight here or available; return the queue's stats then.
+
+    Jobs waiting out a retry's backoff are waited for: they are work already under way. Jobs
+    that have never run and are not available yet (enqueued with a delay) are waited for only
+    with ``wait_scheduled``.
+    """
+    rescan_at = 0.0  # on the queue's clock: when the scheduled jobs are listed again
+    while True:
+        stats = await system.stats()
+        runnable = stats.pending - stats.scheduled
+        if progress is not None:
+            left = stats.leased + runnable + (stats.scheduled if wait_scheduled else 0)
+            progress(system.ack_stats.done, system.ack_stats.failed, left)
+        if stats.leased == 0 and runnable == 0 and len(system.inflight) == 0:
+            if stats.scheduled == 0:
+                return stats
+            now = system.clock.time()
+            if not wait_scheduled and now >= rescan_at:
+                # Only scheduled jobs are left: listed only then, and again when a retry is due.
+                due = await _next_retry(system.queue, now)
+                if due is None:
+                    return stats
+                rescan_at = due
+        await anyio.sleep(poll_seconds)
+
+
+async def _next_retry(queue: Queue, now: float) -> float | None:
+    """When the first pending job that has run before (a retry in its backoff) becomes due."""
+    due: float | None = None
+    cursor: str | None = None
+    while True:
+        page = await queue.list("pending", limit=MAX_PAGE, cursor=cursor)
+        for job in page.items:
+            if job.attempts > 0 and job.available_at > now:
+                due = job.available_at if due is None else min(due, job.available_at)
+        cursor = page.next_cursor
+        if cursor is None:
+            return due
 
 
 async def submit_files(
@@ -210,6 +357,7 @@ async def submit_files(
     *,
     tenant_id: str,
     run_id: str | None = None,
+    progress: ProgressCallback | None = None,
 ) -> tuple[str, int]:
     """Put each file into the object store and enqueue one job per file under one run.
 
@@ -218,7 +366,8 @@ async def submit_files(
     given twice is submitted once. Objects are stored before their jobs are enqueued, so no job
     ever points at an object that is still being written. Returns the run id and the number of
     jobs enqueued. Uploads go to the configured store (``[storage].kind``); on R2/S3 a large file
-    goes up in parts, one part in memory at a time.
+    goes up in parts, one part in memory at a time. ``progress`` is called after each file
+    with the files stored, 0 and the files left.
     """
     for path in paths:
         if not path.is_file():
@@ -249,6 +398,8 @@ async def submit_files(
                     payload={"filename": path.name, "bytes": size},
                 )
             )
+            if progress is not None:
+                progress(len(jobs), 0, len(named) - len(jobs))
     finally:
         await store.aclose()
     async with open_queue(config) as queue:

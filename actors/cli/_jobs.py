@@ -20,6 +20,7 @@ from actors.cli._common import (
     print_table,
     with_queue,
 )
+from actors.cli._progress import Progress
 from actors.errors import ForeignObjectKey, InvalidArgument
 
 if TYPE_CHECKING:
@@ -116,12 +117,18 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if all(path.is_file() for path in args.files):  # else submit_files names the missing one
         for path in object_names(args.files)[1]:
             print(f"note: {path} repeats a file given before; submitted once", file=sys.stderr)
-    run_id, count = anyio.run(
-        functools.partial(
-            submit_files, config, args.files, tenant_id=args.tenant_id, run_id=args.run_id
-        ),
-        backend=config.runtime.backend,
-    )
+    with Progress("submit", unit="files") as progress:
+        run_id, count = anyio.run(
+            functools.partial(
+                submit_files,
+                config,
+                args.files,
+                tenant_id=args.tenant_id,
+                run_id=args.run_id,
+                progress=progress.update,
+            ),
+            backend=config.runtime.backend,
+        )
     print(run_id)
     print(
         f"submitted {count} file(s) as run {run_id}; process them with "

@@ -199,7 +199,7 @@ class AckReporter:
             if status == "done":
                 self.stats.done += 1
                 kind = "done"
-                bound.info("job.done")
+                bound.debug("job.done")  # one line per job: counts go to the summary
             elif status == "failed":
                 self.stats.failed += 1
                 kind = "failed"
