@@ -1,5 +1,5 @@
-"""What a person sees from ``run --until-idle``, ``submit`` and ``runs watch``, through the real CLI:
-the lines, the exit codes, the progress display and when the command stops."""
+"""What a person sees of ``run --until-idle``, ``submit`` and ``runs watch`` through the real
+CLI: the lines, the exit codes, the progress display and when the command stops."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 ROOT = Path(__file__).resolve().parents[2]
 
 # First line FAIL: refused (a DocumentError, never retried). FLAKY: fails its first attempt.
-PROCESSOR = '''
+PROCESSOR = """
 from actors.errors import DocumentError
 from actors.processors import process_locally
 
@@ -48,7 +48,7 @@ class UxProcessor:
 
 def make(settings):
     return UxProcessor(settings)
-'''
+"""
 
 CONFIG = """
 [queue]
@@ -221,7 +221,9 @@ def test_progress_is_a_plain_status_line_now_and_then_when_not_a_terminal(
     assert done.stdout.splitlines()[1].startswith("  jobs: 300 total, 300 done")
 
 
-def read_pty(argv: list[str], cwd: Path, environ: dict[str, str], timeout: float) -> tuple[int, str]:
+def read_pty(
+    argv: list[str], cwd: Path, environ: dict[str, str], timeout: float
+) -> tuple[int, str]:
     """Run ``argv`` with stdout and stderr on a pseudo-terminal; return its code and output."""
     master, slave = pty.openpty()
     process = subprocess.Popen(argv, cwd=cwd, env=environ, stdout=slave, stderr=slave)
