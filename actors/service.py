@@ -73,6 +73,11 @@ class _ExitDeadline:
         self._signals = 0
         self._drained_at: float | None = None
         self.failed = False
+        #: ``run --until-idle``'s summary and exit code, once known: printed by whichever end
+        #: of the process comes first, the loop's own or a forced one (`take_outcome`).
+        self.outcome: tuple[str, int] | None = None
+        self._outcome_taken = threading.Lock()
+        self.out: TextIO = sys.stdout  # where the outcome is printed
         self._closed = threading.Event()
         thread = threading.Thread(target=self._watch, name="actors-exit-deadline", daemon=True)
         thread.start()
@@ -87,6 +92,10 @@ class _ExitDeadline:
         self._signals += 1
         first = self._signals == 1
         self.arm(self._grace + SHUTDOWN_MARGIN_SECONDS if first else SHUTDOWN_MARGIN_SECONDS)
+
+    def take_outcome(self) -> tuple[str, int] | None:
+        """The outcome, to the first caller only (None to the second: it is printed once)."""
+        return self.outcome if self._outcome_taken.acquire(blocking=False) else None
 
     def close(self) -> None:
         """Disarm for good: the process's stop has ended without help."""
@@ -108,8 +117,14 @@ class _ExitDeadline:
         if self._closed.is_set():
             return
         stuck = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
+        outcome = self.take_outcome()
+        if outcome is not None and code == 0:
+            code = outcome[1]  # drained: the run's own code
         log.warning("system.exit_forced", reason=why, exit_code=code, threads=stuck)
         with contextlib.suppress(Exception):
+            if outcome is not None and outcome[0]:
+                print(outcome[0], file=self.out)
+                self.out.flush()
             sys.stdout.flush()
             sys.stderr.flush()
         os._exit(code)
@@ -176,26 +191,31 @@ async def serve(
         config, track_runs=until_idle, on_failure=lambda exc: setattr(deadline, "failed", True)
     )
     deadline = _ExitDeadline(system, config.pipeline.shutdown_grace_seconds)
+    deadline.out = out
     try:
-        report = await _serve(
-            system, config, until_idle, wait_scheduled, deadline, progress, on_idle
-        )
+        await _serve(system, config, until_idle, wait_scheduled, deadline, progress, on_idle)
     except BaseExceptionGroup as group:
         raise_system_failed(group)
         raise
     finally:
         deadline.close()  # the stop ended on its own: nothing to force (serve may be called again)
-    if report is None:
+    outcome = deadline.take_outcome()
+    if outcome is None:
         return 0
-    summaries, scheduled = report
-    for summary in summaries:
-        print(format_summary(summary), file=out)
+    text, code = outcome
+    if text:
+        print(text, file=out)
+    return code
+
+
+def _outcome(summaries: Sequence[RunSummary], scheduled: int) -> tuple[str, int]:
+    """What ``run --until-idle`` prints last, and its exit code."""
+    lines = [format_summary(summary) for summary in summaries]
     if scheduled:
-        print(
-            f"{scheduled} job(s) scheduled for later; not waited for (--wait-scheduled to wait)",
-            file=out,
+        lines.append(
+            f"{scheduled} job(s) scheduled for later; not waited for (--wait-scheduled to wait)"
         )
-    return RUN_FAILED if any(s.failed for s in summaries) else 0
+    return "\n".join(lines), RUN_FAILED if any(s.failed for s in summaries) else 0
 
 
 def banner(config: Config, worker_id: str) -> dict[str, object]:
@@ -254,8 +274,7 @@ async def _serve(
     deadline: _ExitDeadline,
     progress: ProgressCallback | None,
     on_idle: Callable[[], None] | None,
-) -> tuple[list[RunSummary], int] | None:
-    report: tuple[list[RunSummary], int] | None = None
+) -> None:
     signums = (signal.SIGINT, signal.SIGTERM)
     with anyio.open_signal_receiver(*signums) as signals, _arm_on_signals(deadline, signums):
         async with anyio.create_task_group() as tg:
@@ -290,7 +309,7 @@ async def _serve(
                         summaries = [
                             await system.run_summary(run_id) for run_id in sorted(system.runs_seen)
                         ]
-                        report = (summaries, stats.scheduled)
+                        deadline.outcome = _outcome(summaries, stats.scheduled)
                     else:
                         await anyio.sleep_forever()
                 # Idle or signalled: the drain below ends within the same bound as after a signal.
@@ -302,7 +321,6 @@ async def _serve(
                 released=system.ack_stats.released,
             )
             tg.cancel_scope.cancel()
-    return report
 
 
 async def _wait_idle(
