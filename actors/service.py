@@ -35,6 +35,7 @@ __all__ = [
     "SHUTDOWN_MARGIN_SECONDS",
     "ProgressCallback",
     "banner",
+    "files_under",
     "format_summary",
     "object_names",
     "serve",
@@ -385,8 +386,10 @@ async def submit_files(
     ever points at an object that is still being written. Returns the run id and the number of
     jobs enqueued. Uploads go to the configured store (``[storage].kind``); on R2/S3 a large file
     goes up in parts, one part in memory at a time. ``progress`` is called after each file
-    with the files stored, 0 and the files left.
+    with the files stored, 0 and the files left. A directory stands for the files under it
+    (`files_under`).
     """
+    paths = files_under(paths)
     for path in paths:
         if not path.is_file():
             raise ActorsError(f"cannot submit {path}: no such file")
@@ -423,6 +426,21 @@ async def submit_files(
     async with open_queue(config) as queue:
         await queue.enqueue_many(jobs)
     return run_id, len(jobs)
+
+
+def files_under(paths: Sequence[Path]) -> list[Path]:
+    """``paths`` with each directory replaced by the files under it, in name order (hidden
+    files and directories, whose names start with a dot, left out)."""
+    found: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            found.append(path)
+            continue
+        for file in sorted(path.rglob("*")):
+            hidden = any(part.startswith(".") for part in file.relative_to(path).parts)
+            if file.is_file() and not hidden:
+                found.append(file)
+    return found
 
 
 def object_names(paths: Sequence[Path]) -> tuple[list[tuple[Path, str]], list[Path]]:

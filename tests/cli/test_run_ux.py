@@ -273,3 +273,20 @@ def test_on_a_terminal_the_progress_is_a_live_bar_and_the_summary_is_last(
     ], text[-8:]
     assert text[-1].startswith("bytes="), text[-8:]
     assert sum("system.started" in line for line in text) == 1
+
+
+def test_on_a_terminal_without_rich_the_progress_is_plain_lines(tmp_path: Path) -> None:
+    files = write_docs(tmp_path, **{f"{n}.txt": f"document number {n}\n" * 50 for n in range(200)})
+    assert actors(tmp_path, "submit", "--run-id", "r", *files).returncode == 0
+    hide_rich = (
+        "import sys; sys.modules['rich'] = None; from actors.cli import main; sys.exit(main())"
+    )
+    environ = env(tmp_path, TERM="xterm", ACTORS_PROGRESS_SECONDS="0.2")
+    code, output = read_pty(
+        [sys.executable, "-c", hide_rich, "run", "--until-idle"], tmp_path, environ, timeout=60
+    )
+    assert code == 0, output
+    assert "━" not in output
+    text = [line.strip() for line in ANSI.sub("", output).splitlines() if line.strip()]
+    assert any(re.match(r"run: \d+ done, 0 failed, \d+ pending, ", line) for line in text), text
+    assert text[-3] == "run r (tenant default): done", text[-8:]
