@@ -290,3 +290,21 @@ def test_on_a_terminal_without_rich_the_progress_is_plain_lines(tmp_path: Path) 
     text = [line.strip() for line in ANSI.sub("", output).splitlines() if line.strip()]
     assert any(re.match(r"run: \d+ done, 0 failed, \d+ pending, ", line) for line in text), text
     assert text[-3] == "run r (tenant default): done", text[-8:]
+
+
+def test_store_migrate_run_reports_progress_in_rows(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    for n in range(2000):
+        (tmp_path / "in" / f"{n}.txt").write_text("a document\n")
+    submitted = actors(tmp_path, "submit", "in", ACTORS_PROGRESS_SECONDS="0")
+    assert submitted.returncode == 0, submitted.stderr
+    assert "submitted 2000 file(s)" in submitted.stderr
+    copied = actors(
+        tmp_path, "store", "migrate", "run", "--from", "data/actors.db", "--to", "copy.db",
+        "--batch", "1", ACTORS_PROGRESS_SECONDS="0",
+    )  # fmt: skip
+    assert copied.returncode == 0, copied.stderr
+    status = [line for line in copied.stderr.splitlines() if line.startswith("copy: ")]
+    assert status, copied.stderr
+    assert all(re.match(r"copy: \d+ done, 0 failed, \d+ pending, [\d.]+ rows/s", s) for s in status)
+    assert "jobs: 2000 written" in copied.stdout
