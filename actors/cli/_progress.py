@@ -34,7 +34,8 @@ def _rich_console(stream: TextIO) -> Any | None:
         from rich.console import Console
     except ImportError:  # the `tui` extra is not installed: plain lines
         return None
-    return Console(file=stream, stderr=stream is sys.stderr)
+    # soft_wrap: log lines are left for the terminal to wrap, not broken with newlines.
+    return Console(file=stream, stderr=stream is sys.stderr, soft_wrap=True)
 
 
 _consoles: dict[int, Any] = {}
