@@ -337,11 +337,13 @@ async def _wait_idle(
     with ``wait_scheduled``.
     """
     rescan_at = 0.0  # on the queue's clock: when the scheduled jobs are listed again
+    retrying = 0  # scheduled jobs that are retries, as last listed
     while True:
         stats = await system.stats()
         runnable = stats.pending - stats.scheduled
         if progress is not None:
-            left = stats.leased + runnable + (stats.scheduled if wait_scheduled else 0)
+            waited = stats.scheduled if wait_scheduled else min(retrying, stats.scheduled)
+            left = stats.leased + runnable + waited
             progress(system.ack_stats.done, system.ack_stats.failed, left)
         if stats.leased == 0 and runnable == 0 and len(system.inflight) == 0:
             if stats.scheduled == 0:
@@ -349,25 +351,28 @@ async def _wait_idle(
             now = system.clock.time()
             if not wait_scheduled and now >= rescan_at:
                 # Only scheduled jobs are left: listed only then, and again when a retry is due.
-                due = await _next_retry(system.queue, now)
+                due, retrying = await _retries(system.queue, now)
                 if due is None:
                     return stats
                 rescan_at = due
         await anyio.sleep(poll_seconds)
 
 
-async def _next_retry(queue: Queue, now: float) -> float | None:
-    """When the first pending job that has run before (a retry in its backoff) becomes due."""
+async def _retries(queue: Queue, now: float) -> tuple[float | None, int]:
+    """The pending jobs that have run before and wait out a retry's backoff: when the first
+    becomes due (None: there is none), and how many there are."""
     due: float | None = None
+    count = 0
     cursor: str | None = None
     while True:
         page = await queue.list("pending", limit=MAX_PAGE, cursor=cursor)
         for job in page.items:
             if job.attempts > 0 and job.available_at > now:
+                count += 1
                 due = job.available_at if due is None else min(due, job.available_at)
         cursor = page.next_cursor
         if cursor is None:
-            return due
+            return due, count
 
 
 async def submit_files(

@@ -22,7 +22,10 @@ SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 ROOT = Path(__file__).resolve().parents[2]
 
 # First line FAIL: refused (a DocumentError, never retried). FLAKY: fails its first attempt.
+# SLOW: takes a second (so that a run lasts long enough to show its progress).
 PROCESSOR = """
+import anyio
+
 from actors.errors import DocumentError
 from actors.processors import process_locally
 
@@ -40,6 +43,8 @@ class UxProcessor:
         if first == b"FLAKY" and job.id not in _failed_once:
             _failed_once.add(job.id)
             raise RuntimeError("flaky on its first attempt")
+        if first == b"SLOW":
+            await anyio.sleep(1.0)
         return process_locally(self.settings, data, job.key, content_type)
 
     async def aclose(self):
@@ -202,7 +207,9 @@ def test_a_retry_waiting_out_its_backoff_is_waited_for(tmp_path: Path) -> None:
 def test_progress_is_a_plain_status_line_now_and_then_when_not_a_terminal(
     tmp_path: Path,
 ) -> None:
-    files = write_docs(tmp_path, **{f"{n}.txt": f"document number {n}\n" * 50 for n in range(300)})
+    config = str(with_processor(tmp_path))
+    docs = {f"{n}.txt": f"document number {n}\n" * 50 for n in range(299)}
+    files = write_docs(tmp_path, **docs, **{"slow.txt": "SLOW\n"})
     submitted = actors(tmp_path, "submit", *files, ACTORS_PROGRESS_SECONDS="0.01")
     assert submitted.returncode == 0, submitted.stderr
     status = [line for line in submitted.stderr.splitlines() if line.startswith("submit: ")]
@@ -210,7 +217,9 @@ def test_progress_is_a_plain_status_line_now_and_then_when_not_a_terminal(
     assert re.fullmatch(
         r"submit: \d+ done, 0 failed, \d+ pending, [\d.]+ files/s(, ETA \d+s)?", status[0]
     ), status[0]
-    done = actors(tmp_path, "run", "--until-idle", ACTORS_PROGRESS_SECONDS="0.2")
+    done = actors(
+        tmp_path, "run", "--until-idle", ACTORS_PROGRESS_SECONDS="0.2", ACTORS_CONFIG=config
+    )
     assert done.returncode == 0, done.stderr
     status = [line for line in done.stderr.splitlines() if line.startswith("run: ")]
     assert status, done.stderr
@@ -255,9 +264,11 @@ def test_on_a_terminal_the_progress_is_a_live_bar_and_the_summary_is_last(
     tmp_path: Path,
 ) -> None:
     pytest.importorskip("rich")
-    files = write_docs(tmp_path, **{f"{n}.txt": f"document number {n}\n" * 50 for n in range(200)})
+    config = str(with_processor(tmp_path))
+    docs = {f"{n}.txt": f"document number {n}\n" * 50 for n in range(199)}
+    files = write_docs(tmp_path, **docs, **{"slow.txt": "SLOW\n"})
     assert actors(tmp_path, "submit", "--run-id", "r", *files).returncode == 0
-    environ = env(tmp_path, TERM="xterm", COLUMNS="200", LINES="50")
+    environ = env(tmp_path, TERM="xterm", COLUMNS="200", LINES="50", ACTORS_CONFIG=config)
     code, output = read_pty(
         [sys.executable, "-m", "actors", "run", "--until-idle"], tmp_path, environ, timeout=60
     )
@@ -276,12 +287,14 @@ def test_on_a_terminal_the_progress_is_a_live_bar_and_the_summary_is_last(
 
 
 def test_on_a_terminal_without_rich_the_progress_is_plain_lines(tmp_path: Path) -> None:
-    files = write_docs(tmp_path, **{f"{n}.txt": f"document number {n}\n" * 50 for n in range(200)})
+    config = str(with_processor(tmp_path))
+    docs = {f"{n}.txt": f"document number {n}\n" * 50 for n in range(199)}
+    files = write_docs(tmp_path, **docs, **{"slow.txt": "SLOW\n"})
     assert actors(tmp_path, "submit", "--run-id", "r", *files).returncode == 0
     hide_rich = (
         "import sys; sys.modules['rich'] = None; from actors.cli import main; sys.exit(main())"
     )
-    environ = env(tmp_path, TERM="xterm", ACTORS_PROGRESS_SECONDS="0.2")
+    environ = env(tmp_path, TERM="xterm", ACTORS_PROGRESS_SECONDS="0.2", ACTORS_CONFIG=config)
     code, output = read_pty(
         [sys.executable, "-c", hide_rich, "run", "--until-idle"], tmp_path, environ, timeout=60
     )
