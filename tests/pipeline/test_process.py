@@ -178,7 +178,7 @@ def test_a_second_sigterm_ends_the_drain_at_once_and_gives_the_jobs_back(tmp_pat
         tmp_path,
         '[processor]\nkind = "python"\nfactory = "faulty:slow"\n'
         "[pipeline]\nshutdown_grace_seconds = 300\n",
-        level="debug",  # the supervisors' lifecycle lines (at debug) show a job was leased
+        level="debug",  # a run room's start (a debug line) says a job was leased
     )
     submit(config, make_files(tmp_path, 5))
     err = tmp_path / "err.log"
