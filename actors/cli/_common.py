@@ -42,8 +42,7 @@ EXIT_FAILED = 1
 #: The same code under the name a usage error goes by: argparse's own 2 is replaced by it, so
 #: that 2 means one thing.
 EXIT_USAGE = EXIT_FAILED
-#: The command did its work but the outcome is short of what was asked: a run with failed jobs
-#: (``run --until-idle``, ``runs watch``).
+#: A run with failed jobs (``run --until-idle``, ``runs watch``): the command did its work.
 EXIT_RUN_FAILED = 2
 #: EX_SOFTWARE (sysexits.h): the actor system gave up; a process manager should restart it.
 EXIT_SYSTEM_FAILED = 70
