@@ -193,9 +193,9 @@ def server_pull_p99(url: str) -> str:
     """The server's own p99 for the pull route, from its histogram's buckets (an upper bound)."""
     text = httpx.get(f"{url}/metrics").text
     buckets = [
-        (m[1], int(m[2]))
+        (m[1], int(float(m[2])))
         for m in re.finditer(
-            r'actors_http_request_seconds_bucket\{route="pull",le="([^"]+)"\} (\d+)', text
+            r'actors_http_request_seconds_bucket\{le="([^"]+)",route="pull"\} ([0-9.]+)', text
         )
     ]
     if not buckets:

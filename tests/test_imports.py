@@ -11,7 +11,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # The extras' modules (and what they bring): [postgres], [http], [s3], [gemini], [trio].
-OPTIONAL = ("asyncpg", "starlette", "hypercorn", "httpx", "aioboto3", "botocore", "trio")
+OPTIONAL = (
+    "asyncpg",
+    "starlette",
+    "hypercorn",
+    "prometheus_client",
+    "httpx",
+    "aioboto3",
+    "botocore",
+    "trio",
+)
 
 # Runs `python -m actors ARGV...` and writes the names of the modules loaded by the end.
 PROBE = """

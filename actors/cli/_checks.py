@@ -39,6 +39,7 @@ def check_config(config: Config) -> None:
         check_factory(processor)  # imports its module; the factory itself is not called
     if config.http.enabled:
         require_package("starlette", "http", "[http].enabled = true")
+        require_package("prometheus_client", "http", "[http].enabled = true")
         from actors.http import Tokens
 
         Tokens.from_config(config)  # ACTORS_TOKENS' form and each token's length

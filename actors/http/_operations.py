@@ -12,7 +12,7 @@ from actors import protocol as wire
 from actors.http._call import Call, json_response
 from actors.http._errors import mapped
 from actors.http._host import OperationsHost
-from actors.http._metrics import Metrics, render_queue_stats
+from actors.http._metrics import CONTENT_TYPE, PIPELINE_OUTCOMES, Metrics, Scrape
 from actors.queue.base import OwnedQueue
 
 __all__ = ["Operations"]
@@ -57,28 +57,16 @@ class Operations:
         return json_response(wire.stats_out(stats, self._host.clock.time()))
 
     async def metrics(self, call: Call[None]) -> Response:
-        lines = render_queue_stats(await mapped(self._host.queue.stats()))
-        lines += [
-            "# HELP actors_pipeline_outcomes_total Outcomes committed by this process's pipeline.",
-            "# TYPE actors_pipeline_outcomes_total counter",
-        ]
+        stats = await mapped(self._host.queue.stats())
+        run_metrics = await self._run_metric_sums()
         acks = self._host.ack_stats
-        for outcome in ("done", "failed", "retried", "released", "stale"):
-            lines.append(
-                f'actors_pipeline_outcomes_total{{outcome="{outcome}"}} {getattr(acks, outcome)}'
-            )
-        lines += [
-            "# HELP actors_run_metric_total Run metrics summed over runs (processor tokens, "
-            "bytes, chunks...).",
-            "# TYPE actors_run_metric_total gauge",
-        ]
-        for name, value in sorted((await self._run_metric_sums()).items()):
-            lines.append(f'actors_run_metric_total{{name="{name}"}} {value:g}')
-        lines += self._metrics.render()
-        lines += self._metrics.render_loop_lag(self._host.watchdog.take_max())
-        return Response(
-            "\n".join(lines) + "\n", media_type="text/plain; version=0.0.4; charset=utf-8"
+        scrape = Scrape(
+            stats=stats,
+            outcomes={name: getattr(acks, name) for name in PIPELINE_OUTCOMES},
+            run_metrics=run_metrics,
+            loop_lag=self._host.watchdog.take_max(),
         )
+        return Response(self._metrics.render(scrape), media_type=CONTENT_TYPE)
 
     async def _run_metric_sums(self) -> dict[str, float]:
         now = self._host.clock.time()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ import pytest
 import wsproto
 import wsproto.events as ws
 from http_helpers import ACME, ACME_WORKER, ADMIN, PRODUCER, TOKENS, WORKER, auth
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.routing import Route, WebSocketRoute
 
 from actors.config import (
@@ -576,13 +579,13 @@ async def test_metrics_show_jobs_latencies_outcomes_and_restarts(served: Any) ->
     )
     text = (await client.get("/metrics")).text
     for needle in (
-        'actors_jobs{status="done"} 1',
-        'actors_http_acks_total{outcome="done"} 1',
-        "actors_job_lease_latency_seconds_count 1",
-        "actors_job_processing_seconds_count 1",
-        'actors_http_request_seconds_bucket{route="pull",le="+Inf"} 1',
-        'actors_run_metric_total{name="tokens"} 42',
-        'actors_pipeline_outcomes_total{outcome="done"} 0',
+        'actors_jobs{status="done"} 1.0',
+        'actors_http_acks_total{outcome="done"} 1.0',
+        "actors_job_lease_latency_seconds_count 1.0",
+        "actors_job_processing_seconds_count 1.0",
+        'actors_http_request_seconds_bucket{le="+Inf",route="pull"} 1.0',
+        'actors_run_metric_total{name="tokens"} 42.0',
+        'actors_pipeline_outcomes_total{outcome="done"} 0.0',
     ):
         assert needle in text, needle
     system.http.metrics.restarts.clear()
@@ -593,7 +596,74 @@ async def test_metrics_show_jobs_latencies_outcomes_and_restarts(served: Any) ->
     )
     with anyio.fail_after(5):
         await until(lambda: "fetcher-0" in system.http.metrics.restarts)
-    assert 'actors_actor_restarts_total{child="fetcher-0"} 1' in (await client.get("/metrics")).text
+    assert (
+        'actors_actor_restarts_total{child="fetcher-0"} 1.0' in (await client.get("/metrics")).text
+    )
+
+
+async def test_metrics_parse_with_prometheus_clients_own_parser(served: Any) -> None:
+    system, client = served
+    for name in ("a", "b", "c"):
+        await enqueue(client, runId="rp", r2Key=f"t1/rp/{name}.txt")
+    pulled = await client.post("/jobs/pull", json={"max": 2}, headers=auth(WORKER))
+    first, second = pulled.json()["jobs"]
+    acks = [
+        {"id": first["id"], "leaseToken": first["leaseToken"], "runMetrics": {"tokens": 5}},
+        {
+            "id": second["id"],
+            "leaseToken": second["leaseToken"],
+            "status": "failed",
+            "error": "broken",
+            "permanent": True,
+        },
+    ]
+    assert (await client.post("/jobs/ack", json={"acks": acks}, headers=auth(WORKER))).is_success
+    response = await client.get("/metrics")
+    assert response.headers["content-type"] == CONTENT_TYPE_LATEST
+    families = {f.name: f for f in text_string_to_metric_families(response.text)}
+
+    def value(family: str, sample: str, **labels: str) -> float:
+        (found,) = [
+            s.value for s in families[family].samples if s.name == sample and s.labels == labels
+        ]
+        return found
+
+    # A counter's family drops the _total its sample keeps.
+    for counter in (
+        "actors_pipeline_outcomes",
+        "actors_run_metric",
+        "actors_http_requests",
+        "actors_http_acks",
+        "actors_actor_restarts",
+    ):
+        assert families[counter].type == "counter", counter
+    for gauge in (
+        "actors_jobs",
+        "actors_jobs_scheduled",
+        "actors_oldest_pending_age_seconds",
+        "actors_event_loop_lag_seconds",
+    ):
+        assert families[gauge].type == "gauge", gauge
+    assert families["actors_http_request_seconds"].type == "histogram"
+    assert families["actors_job_processing_seconds"].type == "histogram"
+    stats = await system.queue.stats()
+    assert (stats.pending, stats.leased, stats.done, stats.failed) == (1, 0, 1, 1)
+    for status in ("pending", "leased", "done", "failed"):
+        assert value("actors_jobs", "actors_jobs", status=status) == getattr(stats, status)
+    assert value("actors_run_metric", "actors_run_metric_total", name="tokens") == 5
+    assert value("actors_http_acks", "actors_http_acks_total", outcome="done") == 1
+    assert value("actors_http_acks", "actors_http_acks_total", outcome="failed") == 1
+    assert value("actors_job_processing_seconds", "actors_job_processing_seconds_count") == 2
+    assert (
+        value("actors_http_requests", "actors_http_requests_total", route="enqueue", status="200")
+        == 3
+    )
+    # The process metrics prometheus_client brings (process_* read /proc, so Linux only).
+    assert "python_info" in families and "python_gc_collections" in families
+    if sys.platform.startswith("linux"):
+        assert families["process_cpu_seconds"].type == "counter"
+        assert value("process_cpu_seconds", "process_cpu_seconds_total") > 0
+        assert value("process_resident_memory_bytes", "process_resident_memory_bytes") > 0
 
 
 async def test_stats_and_metrics_report_a_delayed_job_as_scheduled_not_as_late(
@@ -613,9 +683,9 @@ async def test_stats_and_metrics_report_a_delayed_job_as_scheduled_not_as_late(
     }
     text = (await client.get("/metrics")).text
     for needle in (
-        'actors_jobs{status="pending"} 1',
-        "actors_jobs_scheduled 1",
-        "actors_oldest_pending_age_seconds 0.000000",
+        'actors_jobs{status="pending"} 1.0',
+        "actors_jobs_scheduled 1.0",
+        "actors_oldest_pending_age_seconds 0.0",
     ):
         assert needle in text, needle
     # A client of the HTTP backend reads the same figures.

@@ -96,8 +96,8 @@ def test_the_edge_workers_verification_flow_with_a_remote_worker(tmp_path: Path)
         job = client.get(f"/jobs/{put.json()['jobId']}", headers=auth(ADMIN)).json()
         assert job["status"] == "done" and job["result"] is not None and job["attempts"] == 1
         metrics = client.get("/metrics").text
-        assert 'actors_jobs{status="done"} 1' in metrics
-        assert 'actors_http_acks_total{outcome="done"} 1' in metrics
+        assert 'actors_jobs{status="done"} 1.0' in metrics
+        assert 'actors_http_acks_total{outcome="done"} 1.0' in metrics
 
 
 def test_two_remote_workers_drain_a_queue_served_over_http_and_ack_each_job_once(
