@@ -27,7 +27,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from actors.queue.model import Stats
-from supervisors import EventBus
+from supervisors import ChildCounts, EventBus
 
 __all__ = ["CONTENT_TYPE", "PIPELINE_OUTCOMES", "Histogram", "Metrics", "Scrape"]
 
@@ -74,10 +74,11 @@ class Scrape:
 
     ``outcomes`` holds the pipeline's committed outcomes by name (`OutcomeCounts`);
     ``run_metrics`` the run metrics summed over runs; ``loop_lag`` the largest event loop lag
-    since the previous scrape.
+    since the previous scrape; ``children`` the supervision tree's top-level counts.
     """
 
     stats: Stats
+    children: ChildCounts | None = None
     outcomes: Mapping[str, int] = field(default_factory=dict)
     run_metrics: Mapping[str, float] = field(default_factory=dict)
     loop_lag: float = 0.0
@@ -254,6 +255,16 @@ def _scrape_families(scrape: Scrape) -> Iterator[Metric]:
     for name, value in sorted(scrape.run_metrics.items()):
         runs.add_metric([name], value)
     yield runs
+    if scrape.children is not None:
+        children = GaugeMetricFamily(
+            "actors_tree_children",
+            "The supervision tree's top-level children: configured (specs) and running "
+            "(active); alert when active < specs.",
+            labels=["state"],
+        )
+        children.add_metric(["specs"], scrape.children.specs)
+        children.add_metric(["active"], scrape.children.active)
+        yield children
     yield GaugeMetricFamily(
         "actors_event_loop_lag_seconds",
         "How much later than asked the event loop woke its watchdog, at most, since the "

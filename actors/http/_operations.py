@@ -65,6 +65,7 @@ class Operations:
             outcomes={name: getattr(acks, name) for name in PIPELINE_OUTCOMES},
             run_metrics=run_metrics,
             loop_lag=self._host.watchdog.take_max(),
+            children=self._host.tree.count_children(),
         )
         return Response(self._metrics.render(scrape), media_type=CONTENT_TYPE)
 

@@ -642,6 +642,7 @@ async def test_metrics_parse_with_prometheus_clients_own_parser(served: Any) -> 
         "actors_jobs_scheduled",
         "actors_oldest_pending_age_seconds",
         "actors_event_loop_lag_seconds",
+        "actors_tree_children",
     ):
         assert families[gauge].type == "gauge", gauge
     assert families["actors_http_request_seconds"].type == "histogram"
@@ -651,6 +652,10 @@ async def test_metrics_parse_with_prometheus_clients_own_parser(served: Any) -> 
     for status in ("pending", "leased", "done", "failed"):
         assert value("actors_jobs", "actors_jobs", status=status) == getattr(stats, status)
     assert value("actors_run_metric", "actors_run_metric_total", name="tokens") == 5
+    children = system.tree.count_children()
+    assert value("actors_tree_children", "actors_tree_children", state="specs") == children.specs
+    assert value("actors_tree_children", "actors_tree_children", state="active") == children.active
+    assert children.specs > 0
     assert value("actors_http_acks", "actors_http_acks_total", outcome="done") == 1
     assert value("actors_http_acks", "actors_http_acks_total", outcome="failed") == 1
     assert value("actors_job_processing_seconds", "actors_job_processing_seconds_count") == 2
