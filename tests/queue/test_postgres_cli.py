@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from pg_helpers import PG_DSN, pg_admin
+
+# Each test runs `python -m actors` several times: 1 to 4 s.
+pytestmark = pytest.mark.slow
 
 
 def actors(config: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -11,6 +11,9 @@ from actors.errors import InvalidArgument, MigrationRefused, SchemaTooNew, Stora
 from actors.queue import LATEST_VERSION, SQLiteQueue
 from actors.queue.sqlite import schema as schema
 
+# Migrations, the same on both runtimes: asyncio only (see tests/conftest.py).
+pytestmark = pytest.mark.runtimes("asyncio")
+
 
 def open_raw(db: Path) -> sqlite3.Connection:
     return schema.connect(db)
