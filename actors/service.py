@@ -16,11 +16,11 @@ from typing import Any, TextIO
 
 import anyio
 import msgspec
-import structlog
 
 from actors import tenancy
 from actors.config import Config
 from actors.errors import ActorsError, InvalidArgument
+from actors.log import get_logger
 from actors.queue import NewJob, RunSummary
 from actors.queue.factory import open_queue
 from actors.storage import make_store
@@ -36,7 +36,7 @@ __all__ = [
     "watch",
 ]
 
-log = structlog.get_logger("actors.service")
+log = get_logger("actors.service")
 
 #: After the first SIGTERM/SIGINT the process ends within ``shutdown_grace_seconds`` plus this,
 #: whatever its processors do; after a second signal, within this. It covers what follows the

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+
 import pytest
+import structlog
 
 from actors.log import configure_logging
 
 # Plain JSON lines with plain tracebacks. Left unconfigured, structlog renders every logged
 # exception through rich when it is installed (~0.3 s each), which turns a test that crashes
 # an actor a thousand times into minutes. Debug level, so capture_logs() sees every event.
-configure_logging("debug", "json")
+_STDERR = sys.stderr
+configure_logging("debug", "json", stream=_STDERR)
+
+
+@pytest.fixture(autouse=True)
+def _logging_configured_here() -> Iterator[None]:
+    """Put this file's logging back after a test that configured its own (`run` does)."""
+    factory = structlog.get_config()["logger_factory"]
+    yield
+    if structlog.get_config()["logger_factory"] is not factory:
+        configure_logging("debug", "json", stream=_STDERR)
 
 
 @pytest.fixture(params=["asyncio", "trio"])

@@ -13,7 +13,6 @@ from typing import Any, TypeVar
 
 import anyio
 import sniffio
-import structlog
 
 from actors.bounds import MAX_UPLOAD_URL_SECONDS
 from actors.config import Config, StorageConfig
@@ -24,11 +23,12 @@ from actors.errors import (
     ObjectStoreRefused,
     ObjectStoreUnavailable,
 )
+from actors.log import get_logger
 from actors.storage.base import StoredObject, check_key, missing, too_large
 
 __all__ = ["S3ObjectStore"]
 
-log = structlog.get_logger("actors.r2_store")
+log = get_logger("actors.r2_store")
 
 T = TypeVar("T")
 
