@@ -33,7 +33,7 @@ _LEVELS = {
 }
 
 # The root handler configure_logging installed, replaced when it is called again.
-_handler: logging.Handler | None = None
+_handler: logging.StreamHandler[TextIO] | None = None
 
 
 def configure_logging(
@@ -97,10 +97,16 @@ def configure_logging(
     root.setLevel(max(logging.WARNING, _LEVELS[level]))
     _handler = handler
 
+    processors: list[Processor] = [*shared, exc_info, renderer]
+    if structlog.is_configured():
+        # In place, as structlog.testing.capture_logs does: a logger another module cached
+        # before this call renders with these processors (and is captured by capture_logs).
+        structlog.get_config()["processors"][:] = processors
+        processors = structlog.get_config()["processors"]
     structlog.configure(
-        processors=[*shared, exc_info, renderer],
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=_LineLoggerFactory(handler),
+        logger_factory=_LineLogger,
         cache_logger_on_first_use=True,
     )
     reset_loggers()
@@ -127,19 +133,21 @@ def _json_dumps(event_dict: EventDict, **_: Any) -> str:
 
 
 class _LineLogger:
-    """structlog's output end: writes rendered lines to the handler's stream, under its lock.
+    """structlog's output end: writes rendered lines to the root handler's stream, under its lock.
 
-    structlog events skip stdlib's record machinery, but share the root handler's stream and
-    lock with stdlib records, so lines from threads (botocore, the asyncio bridge) never
-    interleave.
+    structlog events skip stdlib's record machinery but share the stream and lock of the
+    handler `configure_logging` installed last, so lines from threads (botocore, the asyncio
+    bridge) never interleave, and a logger cached before a reconfiguration writes where the
+    new one does.
     """
 
-    def __init__(self, handler: logging.StreamHandler[TextIO], name: str | None) -> None:
-        self._handler = handler
-        self.name = name
+    def __init__(self, *args: Any) -> None:
+        self.name = args[0] if args and isinstance(args[0], str) else None
 
     def msg(self, message: str) -> None:
-        handler = self._handler
+        handler = _handler
+        if handler is None:
+            return
         handler.acquire()
         try:
             handler.stream.write(message + "\n")
@@ -148,15 +156,6 @@ class _LineLogger:
             handler.release()
 
     debug = info = warning = warn = error = exception = critical = fatal = msg
-
-
-class _LineLoggerFactory:
-    def __init__(self, handler: logging.StreamHandler[TextIO]) -> None:
-        self._handler = handler
-
-    def __call__(self, *args: Any) -> _LineLogger:
-        name = args[0] if args and isinstance(args[0], str) else None
-        return _LineLogger(self._handler, name)
 
 
 _ENCODER = msgspec.json.Encoder(enc_hook=_json_fallback)

@@ -48,7 +48,11 @@ def reset_loggers() -> None:
 
 
 class Logger:
-    """A structlog-shaped logger that picks structlog or stdlib ``logging`` when used."""
+    """A structlog-shaped logger that picks structlog or stdlib ``logging`` when used.
+
+    Its methods resolve the target on each call until structlog's configuration allows
+    caching; then the target's methods, stored on the instance, shadow them.
+    """
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -58,18 +62,42 @@ class Logger:
     def __repr__(self) -> str:
         return f"<Logger {self.name}>"
 
-    def __getattr__(self, attr: str) -> Any:
-        # Reached only while no method is cached on the instance.
-        if attr.startswith("__"):
-            raise AttributeError(attr)
+    def _target(self) -> Any:
         structlog = sys.modules.get("structlog")
         if structlog is None or not structlog.is_configured():
-            return getattr(self._stdlib, attr)
+            return self._stdlib
         bound = structlog.get_logger(self.name).bind()
         if structlog.get_config()["cache_logger_on_first_use"]:
             for method in _CACHED:
                 setattr(self, method, getattr(bound, method))
-        return getattr(bound, attr)
+        return bound
+
+    def debug(self, event: str, *args: Any, **fields: Any) -> Any:
+        return self._target().debug(event, *args, **fields)
+
+    def info(self, event: str, *args: Any, **fields: Any) -> Any:
+        return self._target().info(event, *args, **fields)
+
+    def warning(self, event: str, *args: Any, **fields: Any) -> Any:
+        return self._target().warning(event, *args, **fields)
+
+    warn = warning
+
+    def error(self, event: str, *args: Any, **fields: Any) -> Any:
+        return self._target().error(event, *args, **fields)
+
+    def exception(self, event: str, *args: Any, **fields: Any) -> Any:
+        return self._target().exception(event, *args, **fields)
+
+    def critical(self, event: str, *args: Any, **fields: Any) -> Any:
+        return self._target().critical(event, *args, **fields)
+
+    def log(self, level: int, event: str, *args: Any, **fields: Any) -> Any:
+        return self._target().log(level, event, *args, **fields)
+
+    def bind(self, **values: Any) -> Any:
+        """Return a logger that adds ``values`` to every event, resolved now."""
+        return self._target().bind(**values)
 
 
 class _StdlibLogger:
@@ -84,39 +112,43 @@ class _StdlibLogger:
     def bind(self, **values: Any) -> _StdlibLogger:
         return _StdlibLogger(self._logger, {**self._context, **values})
 
-    def debug(self, event: str, **fields: Any) -> None:
+    def debug(self, event: str, *args: Any, **fields: Any) -> None:
         if self._logger.isEnabledFor(logging.DEBUG):
-            self._emit(logging.DEBUG, event, fields)
+            self._emit(logging.DEBUG, event, args, fields)
 
-    def info(self, event: str, **fields: Any) -> None:
+    def info(self, event: str, *args: Any, **fields: Any) -> None:
         if self._logger.isEnabledFor(logging.INFO):
-            self._emit(logging.INFO, event, fields)
+            self._emit(logging.INFO, event, args, fields)
 
-    def warning(self, event: str, **fields: Any) -> None:
+    def warning(self, event: str, *args: Any, **fields: Any) -> None:
         if self._logger.isEnabledFor(logging.WARNING):
-            self._emit(logging.WARNING, event, fields)
+            self._emit(logging.WARNING, event, args, fields)
 
     warn = warning
 
-    def error(self, event: str, **fields: Any) -> None:
+    def error(self, event: str, *args: Any, **fields: Any) -> None:
         if self._logger.isEnabledFor(logging.ERROR):
-            self._emit(logging.ERROR, event, fields)
+            self._emit(logging.ERROR, event, args, fields)
 
-    def exception(self, event: str, **fields: Any) -> None:
+    def exception(self, event: str, *args: Any, **fields: Any) -> None:
         fields.setdefault("exc_info", True)
-        self.error(event, **fields)
+        self.error(event, *args, **fields)
 
-    def critical(self, event: str, **fields: Any) -> None:
+    def critical(self, event: str, *args: Any, **fields: Any) -> None:
         if self._logger.isEnabledFor(logging.CRITICAL):
-            self._emit(logging.CRITICAL, event, fields)
+            self._emit(logging.CRITICAL, event, args, fields)
 
-    def log(self, level: int, event: str, **fields: Any) -> None:
+    def log(self, level: int, event: str, *args: Any, **fields: Any) -> None:
         if self._logger.isEnabledFor(level):
-            self._emit(level, event, fields)
+            self._emit(level, event, args, fields)
 
-    def _emit(self, level: int, event: str, fields: dict[str, Any]) -> None:
+    def _emit(self, level: int, event: str, args: tuple[Any, ...], fields: dict[str, Any]) -> None:
         exc_info = fields.pop("exc_info", None)
         pairs = {**self._context, **fields}
-        message = " ".join([event, *(f"{key}={value!r}" for key, value in pairs.items())])
-        # stacklevel 3: the record names the library line that logged, not this module.
-        self._logger.log(level, message, exc_info=exc_info, stacklevel=3)
+        head = event % args if args else event  # structlog's positional interpolation
+        message = " ".join([head, *(f"{key}={value!r}" for key, value in pairs.items())])
+        # The record names the line that logged, above this module's frames.
+        stacklevel, frame = 2, sys._getframe(1)
+        while frame.f_code.co_filename == __file__ and frame.f_back is not None:
+            stacklevel, frame = stacklevel + 1, frame.f_back
+        self._logger.log(level, message, exc_info=exc_info, stacklevel=stacklevel)
