@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -23,9 +24,11 @@ from actors.pipeline import (
     InFlight,
     LoopWatchdog,
     PipelineTree,
+    RunEvent,
     RunRoom,
     RunUpdate,
     explain_give_up,
+    room_id,
 )
 from actors.processors import Processor, WorkerPool, make_processor
 from actors.queue import Job, NewJob, Queue, RunSummary, Stats
@@ -243,6 +246,20 @@ class ActorSystem:
         """True once `stop` has given back or settled every job in flight (the exit is safe)."""
         return self._tree is not None and self._tree.drained
 
+    def tell_watchers(self, events: Sequence[RunEvent]) -> None:
+        """Tell the run rooms that exist (someone watches the run) about events committed
+        outside the pipeline (over HTTP); no room is started for a run nobody watches.
+
+        A room started later loads its run's state from the database, so only its
+        recent-events list misses these; a room that cannot take one (inbox full, stopping)
+        reloads on its next poll.
+        """
+        for event in events:
+            room = self.rooms.lookup(room_id(event.run_id))
+            if room is not None:
+                with contextlib.suppress(Exception):
+                    room.tell_nowait(event)
+
     async def _room(self, run_id: str) -> RunRoom:
         return await self._pipeline.room(run_id)
 
@@ -309,7 +326,7 @@ class ActorSystem:
     async def run_summary(self, run_id: str) -> RunSummary:
         return await self.queue.run_summary(run_id)
 
-    async def watch_run(self, run_id: str) -> AsyncIterator[RunUpdate]:
+    async def watch_run(self, run_id: str) -> AsyncGenerator[RunUpdate, None]:
         """Yield the run's state now and after every change, until it is done or failed."""
         while True:
             room = await self._room(run_id)

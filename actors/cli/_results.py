@@ -8,7 +8,7 @@ from typing import TextIO
 
 import msgspec
 
-from actors.processors._gemini import decode_vector
+from actors.processors import decode_vector
 from actors.queue import Job, Queue
 
 __all__ = ["Hit", "export_run", "iter_run_jobs", "job_record", "report_run", "search_run"]

@@ -113,7 +113,7 @@ async def cmd_runs_export(args: argparse.Namespace, queue: Queue) -> int:
 
 async def cmd_runs_search(args: argparse.Namespace, queue: Queue) -> int:
     from actors.cli._results import search_run
-    from actors.processors._gemini import GeminiProcessor
+    from actors.processors import GeminiProcessor
 
     config = load_effective_config(args)
     processor = GeminiProcessor.from_settings(config.processor, config.secrets)

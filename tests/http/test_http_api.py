@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 import wsproto
 import wsproto.events as ws
 from http_helpers import ACME, ACME_WORKER, ADMIN, PRODUCER, TOKENS, WORKER, auth
+from starlette.routing import Route, WebSocketRoute
 
 from actors.config import (
     Config,
@@ -24,7 +26,7 @@ from actors.config import (
     StorageConfig,
 )
 from actors.errors import ConfigError
-from actors.http.auth import Tokens
+from actors.http import Tokens
 from actors.queue.http import HttpQueue
 from actors.system import ActorSystem
 
@@ -636,6 +638,26 @@ async def test_maintenance_runs_where_the_queue_is_opened_not_in_its_http_client
     assert "source" in children and "maintenance" not in children
 
 
+async def test_the_app_serves_exactly_the_routes_its_openapi_document_lists(
+    served: tuple[ActorSystem, httpx.AsyncClient],
+) -> None:
+    system, client = served
+    document = (await client.get("/openapi.json")).json()
+    documented = {
+        (method.upper(), path) for path, ops in document["paths"].items() for method in ops
+    }
+    served_routes = {
+        (method, re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path))
+        for route in system.http.app.routes
+        if isinstance(route, Route)
+        for method in route.methods or ()
+        if method != "HEAD"  # Starlette adds HEAD to every GET
+    }
+    sockets = [route.path for route in system.http.app.routes if isinstance(route, WebSocketRoute)]
+    assert served_routes == documented
+    assert sockets == ["/runs/{run_id}/ws"]  # OpenAPI cannot describe a WebSocket
+
+
 async def test_metrics_can_require_a_token(tmp_path: Path) -> None:
     async with (
         ActorSystem(make_config(tmp_path, metrics="token")) as system,
@@ -651,7 +673,7 @@ async def test_metrics_can_require_a_token(tmp_path: Path) -> None:
 async def test_a_crashed_server_is_restarted_by_its_supervisor_and_serves_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from actors.http import server as server_module
+    from actors.http import _server as server_module
 
     real = server_module._serve_function
     crashes = 0

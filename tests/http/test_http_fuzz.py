@@ -13,7 +13,7 @@ import schemathesis
 from http_helpers import ADMIN, auth, server_config, serving
 from hypothesis import HealthCheck, settings
 
-from actors.http.openapi import openapi_document
+from actors.http import openapi_document
 
 pytestmark = pytest.mark.slow
 

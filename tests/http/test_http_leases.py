@@ -22,7 +22,7 @@ from actors.config import (
     Secrets,
     StorageConfig,
 )
-from actors.http.auth import token_id
+from actors.http import token_id
 from actors.queue.http import HttpQueue
 from actors.system import ActorSystem
 from supervisors.clock import FakeClock

@@ -32,7 +32,7 @@ from actors.config import (
     StorageConfig,
 )
 from actors.errors import ConfigError, ForeignObjectKey, InvalidArgument, ObjectMissing
-from actors.http.auth import Tokens
+from actors.http import Tokens
 from actors.queue.http import HttpQueue
 from actors.storage import LocalObjectStore, StoredObject
 from actors.system import ActorSystem

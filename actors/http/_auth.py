@@ -1,4 +1,4 @@
-"""Bearer tokens with roles (admin, worker, producer), optionally scoped to one tenant."""
+"""Who calls and whether they may: bearer tokens with roles, stream tokens, one `Gate` for all."""
 
 from __future__ import annotations
 
@@ -7,17 +7,35 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Mapping
-from typing import Literal, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 import msgspec
+from starlette.requests import HTTPConnection
 
 from actors.config import Config
 from actors.errors import ConfigError
+from actors.http._errors import ApiError
+from supervisors import Clock
 
-__all__ = ["ROLES", "STREAM_TOKEN_SECONDS", "Principal", "Role", "Signer", "Tokens", "token_id"]
+__all__ = [
+    "ROLES",
+    "STREAM_TOKEN_SECONDS",
+    "Gate",
+    "Guard",
+    "Principal",
+    "Role",
+    "Roles",
+    "Signer",
+    "Tokens",
+    "check_tenant",
+    "owner",
+    "token_id",
+]
 
 Role = Literal["admin", "worker", "producer"]
 ROLES: tuple[Role, ...] = ("admin", "worker", "producer")
+# The roles a route admits besides admin (who may do everything); None: an open route.
+Roles = tuple[Role, ...] | None
 
 
 class Principal(msgspec.Struct, frozen=True, kw_only=True):
@@ -44,6 +62,22 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
     def unscoped_admin(self) -> bool:
         """Whether this is an admin limited to no tenant: the only one to cross tenants' keys."""
         return self.role == "admin" and self.tenant is None
+
+
+def check_tenant(principal: Principal | None, tenant_id: str, field: str = "tenantId") -> None:
+    """403 when a scoped principal names another tenant in what it sends.
+
+    Not for reads: a job or run of another tenant is answered as missing, as if it did not
+    exist (``GET /jobs/{id}``, ``GET /runs/{id}``).
+    """
+    if principal is not None and not principal.sees(tenant_id):
+        raise ApiError(403, "wrong_tenant", "this token is limited to another tenant", field)
+
+
+def owner(principal: Principal | None) -> str:
+    """Who takes or settles a lease: the token's id (recorded as the lease's owner; an ids-only
+    ack settles only its own leases), "anonymous" for a call without a token."""
+    return "anonymous" if principal is None else principal.id
 
 
 def _utf8(text: str) -> bytes:
@@ -197,3 +231,119 @@ class Signer:
     def _mac(self, purpose: str, data: bytes) -> bytes:
         # 18 bytes (144 bits): unforgeable, and a multiple of 3 so base64 needs no padding.
         return hmac.new(self._key, purpose.encode() + b"\x00" + data, hashlib.sha256).digest()[:18]
+
+
+class StreamGrant(msgspec.Struct, frozen=True, array_like=True):
+    """What a stream token allows: reading one run's events (its tenant's), until ``expires``."""
+
+    run_id: str
+    tenant_id: str
+    expires: float
+
+
+_STREAM = "stream"
+
+
+class Guard(Protocol):
+    """What a route says about who may call it (a `Route` of the table is one)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def roles(self) -> Roles: ...
+
+    @property
+    def url_token(self) -> bool:
+        """Whether ``?token=`` may carry a stream token for the run in the path."""
+        ...
+
+    @property
+    def tenant_wide(self) -> str | None:
+        """What the route does across tenants, if it does ("pull"): refused to scoped tokens."""
+        ...
+
+
+class Gate:
+    """The one authentication path of every route, HTTP and WebSocket alike.
+
+    ``?token=`` is refused (URLs end up in access and proxy logs) except where a browser cannot
+    send a header (``url_token``: a run's SSE and WebSocket routes), and there it must be a
+    stream token for that run, never an API token. A token in the URL of an open route is
+    refused too: a client that puts one there learns it at once, not from a leaked log.
+    """
+
+    def __init__(self, tokens: Tokens, clock: Clock, signer: Signer | None = None) -> None:
+        self.tokens = tokens
+        self._clock = clock
+        # Stream tokens are signed with a key of this process: a restart invalidates them.
+        self._signer = signer if signer is not None else Signer()
+
+    def admit(self, conn: HTTPConnection, route: Guard) -> Principal | None:
+        """The caller's principal (None on an open route) if ``route`` lets it in; else raise
+        `ApiError`: 401 without a valid token, 403 for a role or tenant scope that may not."""
+        if route.roles is None:
+            if "token" in conn.query_params:
+                raise _token_in_url()
+            return None
+        principal = self._principal(conn, url_token=route.url_token)
+        if not principal.may(*route.roles):
+            raise ApiError(
+                403,
+                "forbidden",
+                f"a {principal.role} token may not call {route.name}; it needs the "
+                f"{' or '.join(('admin', *route.roles))} role",
+            )
+        if route.tenant_wide is not None and principal.tenant is not None:
+            raise ApiError(
+                403,
+                "tenant_scoped",
+                f"a tenant-scoped token cannot {route.tenant_wide}: it spans every tenant; "
+                "use an unscoped token",
+            )
+        return principal
+
+    def stream_token(self, run_id: str, tenant_id: str) -> tuple[str, float]:
+        """A stream token for ``?token=`` on the run's ``/events`` and ``/ws``, and its expiry."""
+        expires = self._clock.time() + STREAM_TOKEN_SECONDS
+        return self._signer.sign(_STREAM, StreamGrant(run_id, tenant_id, expires)), expires
+
+    def _principal(self, conn: HTTPConnection, *, url_token: bool) -> Principal:
+        header = conn.headers.get("authorization")
+        query = conn.query_params.get("token")
+        if query is not None:
+            if not url_token:
+                raise _token_in_url()
+            if header is None:
+                return self._stream_principal(query, conn.path_params.get("run_id", ""))
+        principal = self.tokens.authenticate(header)
+        if principal is None:
+            raise ApiError(
+                401,
+                "unauthorized",
+                "a valid bearer token is required: send 'Authorization: Bearer <token>' with a "
+                "token from ACTORS_TOKENS (or JWT_SECRET / EDGE_API_TOKEN)",
+            )
+        return principal
+
+    def _stream_principal(self, token: str, run_id: str) -> Principal:
+        """Who a stream token speaks for: a reader of that one run; else 401."""
+        grant = self._signer.verify(_STREAM, token, StreamGrant)
+        if grant is None or grant.run_id != run_id or grant.expires < self._clock.time():
+            raise ApiError(
+                401,
+                "invalid_stream_token",
+                "?token= must be a stream token for this run, not expired: get one with POST "
+                f"/runs/{{runId}}/stream-token (valid {STREAM_TOKEN_SECONDS:g}s), or send "
+                "'Authorization: Bearer <token>' (API tokens are not accepted in URLs)",
+            )
+        return Principal(role="producer", tenant=grant.tenant_id, id=f"stream:{grant.run_id}")
+
+
+def _token_in_url() -> ApiError:
+    return ApiError(
+        401,
+        "token_in_url",
+        "tokens are not accepted in the URL here (URLs end up in access logs); send "
+        "'Authorization: Bearer <token>' instead",
+    )

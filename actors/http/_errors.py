@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import msgspec
 from starlette.responses import Response
@@ -19,7 +21,16 @@ from actors.errors import (
     RunNotFound,
 )
 
-__all__ = ["ApiError", "error_response", "from_decode_error", "from_domain_error"]
+__all__ = [
+    "ApiError",
+    "as_http",
+    "error_response",
+    "from_decode_error",
+    "from_domain_error",
+    "mapped",
+]
+
+T = TypeVar("T")
 
 
 class ApiError(Exception):
@@ -34,9 +45,10 @@ class ApiError(Exception):
 
 
 def error_response(exc: ApiError) -> Response:
-    body = {"success": False, "error": {"code": exc.code, "message": exc.message}}
+    error = {"code": exc.code, "message": exc.message}
     if exc.field is not None:
-        body["error"]["field"] = exc.field  # type: ignore[index]
+        error["field"] = exc.field
+    body = {"success": False, "error": error}
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     return Response(
         msgspec.json.encode(body), exc.status, headers=headers, media_type="application/json"
@@ -93,3 +105,21 @@ def from_domain_error(exc: Exception) -> ApiError | None:
     if isinstance(exc, QueueError):
         return ApiError(503, "queue_unavailable", message)
     return None
+
+
+def as_http(exc: Exception) -> ApiError:
+    """The answer a queue or store error gets (the same body as when the queue raises it)."""
+    answer = from_domain_error(exc)
+    assert answer is not None, f"{type(exc).__name__} has no HTTP answer"
+    return answer
+
+
+async def mapped(call: Awaitable[T]) -> T:
+    """Await a queue or store call, turning its errors into HTTP errors (others pass)."""
+    try:
+        return await call
+    except Exception as exc:
+        answer = from_domain_error(exc)
+        if answer is None:
+            raise
+        raise answer from None

@@ -5,20 +5,18 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import sniffio
 import structlog
 from anyio.abc import TaskStatus
 
-from actors.http.app import create_app
-from actors.http.auth import Tokens
-from actors.http.metrics import Metrics
+from actors.http._app import create_app
+from actors.http._auth import Tokens
+from actors.http._host import Host
+from actors.http._metrics import Metrics
 from supervisors import Context
-
-if TYPE_CHECKING:
-    from actors.system import ActorSystem
 
 __all__ = ["HttpServer", "bind_socket"]
 
@@ -57,22 +55,22 @@ class HttpServer:
 
     def __init__(
         self,
-        system: ActorSystem,
+        host: Host,
         *,
         ctx: Context | None = None,
         tokens: Tokens | None = None,
         metrics: Metrics | None = None,
     ) -> None:
-        self._system = system
+        self._host = host
         self._ctx = ctx
         self.metrics = metrics if metrics is not None else Metrics()
-        self.app = create_app(system, tokens=tokens, metrics=self.metrics)
+        self.app = create_app(host, tokens=tokens, metrics=self.metrics)
         self.port: int | None = None
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         from hypercorn.config import Config as HypercornConfig
 
-        settings = self._system.config.http
+        settings = self._host.config.http
         sock = bind_socket(settings.host, settings.port)
         try:
             self.port = sock.getsockname()[1]

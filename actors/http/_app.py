@@ -1,0 +1,140 @@
+"""The ASGI app: the route table bound to one host's resources, each route behind the `Gate`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.routing import Route as StarletteRoute
+from starlette.websockets import WebSocket
+
+from actors.http._auth import Gate, Signer, Tokens
+from actors.http._call import Call
+from actors.http._errors import ApiError, error_response
+from actors.http._host import Host
+from actors.http._jobs import Jobs
+from actors.http._metrics import Metrics
+from actors.http._openapi import openapi_document
+from actors.http._operations import Operations
+from actors.http._routes import Resource, Route, Socket, route_table
+from actors.http._runs import Runs
+from actors.http._uploads import Uploads
+
+__all__ = ["create_app"]
+
+log = structlog.get_logger("actors.http")
+
+
+def create_app(
+    host: Host,
+    *,
+    tokens: Tokens | None = None,
+    metrics: Metrics | None = None,
+) -> Starlette:
+    """The HTTP API over a running ``host`` (an `ActorSystem`); mount it in a host app or serve
+    it as it is.
+
+    ``tokens`` defaults to those of the environment (``ACTORS_TOKENS``, ``JWT_SECRET`` /
+    ``EDGE_API_TOKEN``). With no token configured every protected route answers 401: there is
+    no anonymous mode. To count actor restarts in ``/metrics`` when embedding, run
+    ``app.state.metrics.count_restarts(system.tree.events)`` in a task.
+    """
+    config = host.config
+    metrics = metrics if metrics is not None else Metrics()
+    # Upload URLs and stream tokens are grants signed with a key of this process (for
+    # different purposes, so one never passes for the other).
+    signer = Signer()
+    gate = Gate(tokens if tokens is not None else Tokens.from_config(config), host.clock, signer)
+    metrics_open = config.http.metrics == "open"
+    resources: list[Resource] = [
+        Operations(host, metrics, openapi_document(metrics_open=metrics_open)),
+        Jobs(host, metrics),
+        Uploads(host, signer),
+        Runs(host, gate),
+    ]
+    limit = config.http.max_body_bytes
+    routes: list[BaseRoute] = []
+    for route in route_table(metrics_open=metrics_open):
+        bound = _bind(resources, route.handler)
+        if isinstance(route, Socket):
+            routes.append(WebSocketRoute(route.path, _socket(gate, route, bound), name=route.name))
+        else:
+            endpoint = _endpoint(gate, metrics, route, bound, limit)
+            routes.append(
+                StarletteRoute(route.path, endpoint, methods=[route.method], name=route.name)
+            )
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        message = {
+            404: f"no route {request.url.path}; see /openapi.json for the routes",
+            405: f"{request.method} is not allowed on {request.url.path}",
+        }.get(exc.status_code, str(exc.detail))
+        response = error_response(ApiError(exc.status_code, code, message))
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    app.state.metrics = metrics
+    return app
+
+
+def _bind(resources: list[Resource], handler: Callable[..., Any]) -> Any:
+    """``handler`` (a method of a resource class, as the table names it) bound to its object."""
+    for resource in resources:
+        if getattr(type(resource), handler.__name__, None) is handler:
+            return getattr(resource, handler.__name__)
+    raise LookupError(f"no resource has the handler {handler.__qualname__}")
+
+
+def _endpoint(
+    gate: Gate,
+    metrics: Metrics,
+    route: Route[Any],
+    handler: Callable[[Call[Any]], Awaitable[Response]],
+    limit: int,
+) -> Callable[[Request], Awaitable[Response]]:
+    """The route's handler behind the gate, timed, its errors answered as JSON."""
+    name = route.name
+
+    async def endpoint(request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            principal = gate.admit(request, route)
+            response = await handler(Call(request, principal, route.body, limit))
+        except ApiError as exc:
+            response = error_response(exc)
+        except Exception:  # a bug: answer 500 without details, log it with its traceback
+            log.exception("http.unhandled", route=name, method=request.method)
+            response = error_response(
+                ApiError(500, "internal", "the server failed on this request; see its log")
+            )
+        metrics.request(name, response.status_code, time.perf_counter() - started)
+        return response
+
+    return endpoint
+
+
+def _socket(
+    gate: Gate,
+    route: Socket,
+    handler: Callable[[WebSocket, Any], Awaitable[None]],
+) -> Callable[[WebSocket], Awaitable[None]]:
+    """The socket's handler behind the same gate; a refusal closes it with 1008 and the code."""
+
+    async def endpoint(websocket: WebSocket) -> None:
+        try:
+            await handler(websocket, gate.admit(websocket, route))
+        except ApiError as exc:
+            await websocket.close(code=1008, reason=exc.code)
+
+    return endpoint

@@ -1,0 +1,371 @@
+"""The job routes: enqueue, lease verbs for workers, reads, and the admin's requeue and purge."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, cast
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from actors import protocol as wire
+from actors import tenancy
+from actors.errors import InvalidArgument, InvalidObjectKey, JobNotFound
+from actors.http._auth import Principal, check_tenant, owner
+from actors.http._call import Call, json_response
+from actors.http._errors import ApiError, as_http, mapped
+from actors.http._host import JobsHost
+from actors.http._metrics import Metrics
+from actors.pipeline.messages import RunEvent
+from actors.queue.base import STATUSES
+from actors.queue.model import Ack, ItemResult, Job, JobStatus, NewJob
+
+__all__ = ["Jobs"]
+
+# What an ack over HTTP did to its job, as metrics count it and the run's watchers hear it.
+_Outcome = Literal["done", "failed", "retrying"]
+
+
+def check_new_job(
+    principal: Principal | None, tenant_id: str, r2_key: str, cross: bool, at: str = ""
+) -> bool:
+    """Check a job to enqueue against the tenancy rule; return its ``cross_tenant_key``.
+
+    The tenant id must be able to prefix keys (400); the key must lie under
+    ``"{tenantId}/"`` (403 naming that prefix) unless the principal is an unscoped admin,
+    whose job then carries ``crossTenantKey``; nobody else may send that flag (403).
+    """
+    try:
+        tenancy.check_tenant_id(tenant_id)
+    except InvalidArgument as exc:
+        raise ApiError(400, "invalid_field", str(exc), f"{at}tenantId") from None
+    admin = principal is not None and principal.unscoped_admin
+    if cross and not admin:
+        raise ApiError(
+            403,
+            "forbidden",
+            "crossTenantKey: only an admin token limited to no tenant may enqueue a key "
+            "outside the job's tenant prefix; leave it out",
+            f"{at}crossTenantKey",
+        )
+    try:
+        tenancy.check_key_form(r2_key)
+    except InvalidObjectKey as exc:
+        raise ApiError(400, "invalid_object_key", str(exc), f"{at}r2Key") from None
+    if tenancy.key_in_tenant(tenant_id, r2_key):
+        return cross
+    if admin:
+        return True
+    raise ApiError(
+        403,
+        "foreign_object_key",
+        f"r2Key {r2_key!r} is outside this job's tenant prefix: a job of tenant "
+        f"{tenant_id!r} may only name keys under {tenancy.tenant_prefix(tenant_id)!r} "
+        "(/uploads/create and submit make such keys)",
+        f"{at}r2Key",
+    )
+
+
+def _job_id(request: Request) -> int:
+    job_id: int = request.path_params["job_id"]  # digits only: the route's int convertor
+    if not 1 <= job_id < 2**63:
+        raise ApiError(400, "invalid_field", f"job id {job_id} is out of range", "jobId")
+    return job_id
+
+
+class Jobs:
+    """The job routes over the queue; every verb is one queue call.
+
+    Error handling: a handler raises `ApiError` for what the client got wrong; queue errors
+    become 4xx/503 answers (`mapped`); anything else is a bug, answered 500 and logged by the
+    endpoint (``_app.py``).
+    """
+
+    def __init__(self, host: JobsHost, metrics: Metrics) -> None:
+        self._host = host
+        self._metrics = metrics
+
+    # --- producers -------------------------------------------------------------------------
+
+    async def enqueue(self, call: Call[wire.EnqueueIn]) -> Response:
+        body = await call.body()
+        check_tenant(call.principal, body.tenant_id)
+        cross = check_new_job(call.principal, body.tenant_id, body.r2_key, body.cross_tenant_key)
+        job = await mapped(
+            self._host.enqueue(
+                body.run_id,
+                body.tenant_id,
+                body.r2_key,
+                payload=body.payload,
+                idempotency_key=body.idempotency_key,
+                delay_seconds=body.delay_seconds,
+                priority=body.priority,
+                max_attempts=body.max_attempts,
+                cross_tenant_key=cross,
+                timeout_seconds=body.timeout_seconds,
+            )
+        )
+        return json_response(
+            wire.EnqueueOut(success=True, job_id=job.id, run_id=job.run_id, status=job.status)
+        )
+
+    async def enqueue_many(self, call: Call[wire.EnqueueManyIn]) -> Response:
+        body = await call.body()
+        cross = []
+        for i, item in enumerate(body.jobs):
+            check_tenant(call.principal, item.tenant_id, f"jobs[{i}].tenantId")
+            cross.append(
+                check_new_job(
+                    call.principal,
+                    item.tenant_id,
+                    item.r2_key,
+                    item.cross_tenant_key,
+                    f"jobs[{i}].",
+                )
+            )
+        jobs = await mapped(
+            self._host.enqueue_many(
+                [
+                    NewJob(
+                        run_id=j.run_id,
+                        tenant_id=j.tenant_id,
+                        r2_key=j.r2_key,
+                        payload=j.payload,
+                        idempotency_key=j.idempotency_key,
+                        delay_seconds=j.delay_seconds,
+                        priority=j.priority,
+                        max_attempts=j.max_attempts,
+                        cross_tenant_key=crosses,
+                        timeout_seconds=j.timeout_seconds,
+                    )
+                    for j, crosses in zip(body.jobs, cross, strict=True)
+                ]
+            )
+        )
+        return json_response(
+            wire.EnqueueManyOut(success=True, jobs=[wire.job_out(j) for j in jobs])
+        )
+
+    # --- workers ---------------------------------------------------------------------------
+
+    async def pull(self, call: Call[wire.PullIn]) -> Response:
+        body = await call.body()
+        jobs = await mapped(
+            self._host.queue.pull(
+                max=body.max,
+                visibility_seconds=body.visibility_seconds,
+                worker_id=body.worker_id,
+                owner=owner(call.principal),
+                started=body.started,
+            )
+        )
+        now = self._host.clock.time()
+        by_run: dict[str, list[int]] = {}
+        for job in jobs:
+            self._metrics.leased(job.id, job.available_at, now)
+            by_run.setdefault(job.run_id, []).append(job.id)
+        self._host.tell_watchers(
+            [
+                RunEvent(run_id=run, kind="leased", job_ids=tuple(ids), at=now)
+                for run, ids in by_run.items()
+            ]
+        )
+        return json_response(wire.PullOut(jobs=[wire.job_out(j) for j in jobs]))
+
+    async def ack(self, call: Call[wire.AckIn]) -> Response:
+        body = await call.body()
+        if (body.ids is None) == (body.acks is None):
+            raise ApiError(
+                400,
+                "invalid_field",
+                "send either ids (with status) or acks, not both and not neither",
+                "ids",
+            )
+        queue = self._host.queue
+        if body.acks is not None:
+            results = await mapped(
+                queue.ack_many(
+                    [
+                        Ack(
+                            job_id=a.id,
+                            lease_token=a.lease_token,
+                            status=a.status,
+                            result=a.result,
+                            error=a.error,
+                            permanent=a.permanent,
+                            run_metrics=a.run_metrics,
+                        )
+                        for a in body.acks
+                    ]
+                )
+            )
+            items = self._items(results, [a.status for a in body.acks])
+        else:
+            if body.status is None:
+                raise ApiError(
+                    400,
+                    "invalid_field",
+                    "an ack by ids needs status: 'done' or 'failed' (nothing was acked)",
+                    "status",
+                )
+            sent = body.ids or []
+            ids = [int(i) for i in sent]  # digit strings are ids too (the seed's client's)
+            results = await mapped(
+                queue.ack_ids(ids, body.status, owner=owner(call.principal), error=body.error)
+            )
+            items = self._items(results, [body.status] * len(ids))
+            # Each result names its job as the request did (a string stays a string).
+            items = [msgspec.structs.replace(o, id=i) for o, i in zip(items, sent, strict=True)]
+        return json_response(wire.AckOut(success=all(r.ok for r in results), results=items))
+
+    def _items(
+        self, results: Sequence[ItemResult], kinds: Sequence[str] | None = None
+    ) -> list[wire.ItemOut]:
+        """Encode batch results; for acks, count outcomes and tell the runs' watchers."""
+        now = self._host.clock.time()
+        events: dict[tuple[str, _Outcome], list[int]] = {}
+        out = []
+        for i, r in enumerate(results):
+            job = r.job
+            out.append(
+                wire.ItemOut(
+                    id=r.job_id,
+                    ok=r.ok,
+                    reason=r.reason,
+                    status=job.status if job is not None else None,
+                    message=r.message,
+                )
+            )
+            if kinds is None:
+                continue
+            if not r.ok or job is None:
+                self._metrics.acked(r.job_id, "stale", now)
+                continue
+            outcome: _Outcome = (
+                "done" if kinds[i] == "done" else "failed" if job.status == "failed" else "retrying"
+            )
+            self._metrics.acked(r.job_id, outcome, now)
+            if r.reason == "ok":
+                events.setdefault((job.run_id, outcome), []).append(r.job_id)
+        self._host.tell_watchers(
+            [
+                RunEvent(run_id=run, kind=kind, job_ids=tuple(ids), at=now)
+                for (run, kind), ids in events.items()
+            ]
+        )
+        return out
+
+    async def renew(self, call: Call[wire.RenewIn]) -> Response:
+        body = await call.body()
+        results = await mapped(
+            self._host.queue.renew_many(
+                [(lease.id, lease.lease_token) for lease in body.leases], body.visibility_seconds
+            )
+        )
+        items = self._items(results)
+        return json_response(wire.LeasesOut(success=all(r.ok for r in results), results=items))
+
+    async def start(self, call: Call[wire.StartIn]) -> Response:
+        body = await call.body()
+        results = await mapped(
+            self._host.queue.start_many([(lease.id, lease.lease_token) for lease in body.leases])
+        )
+        items = self._items(results)
+        return json_response(wire.LeasesOut(success=all(r.ok for r in results), results=items))
+
+    async def release(self, call: Call[wire.ReleaseIn]) -> Response:
+        body = await call.body()
+        results = await mapped(
+            self._host.queue.release_many(
+                [(lease.id, lease.lease_token) for lease in body.leases], body.delay_seconds
+            )
+        )
+        items = self._items(results)
+        return json_response(wire.LeasesOut(success=all(r.ok for r in results), results=items))
+
+    async def store_result(self, call: Call[wire.ResultIn]) -> Response:
+        job_id = _job_id(call.request)
+        body = await call.body()
+        results = await mapped(
+            self._host.queue.ack_many(
+                [
+                    Ack(
+                        job_id=job_id,
+                        lease_token=body.lease_token,
+                        status="done",
+                        result=body.result,
+                        run_metrics=body.run_metrics,
+                    )
+                ]
+            )
+        )
+        (item,) = self._items(results, ["done"])
+        if not item.ok:
+            raise ApiError(409, "lease_lost", item.message or f"job {job_id}: {item.reason}")
+        return json_response(wire.AckOut(success=True, results=[item]))
+
+    # --- readers and operators -------------------------------------------------------------
+
+    async def get_job(self, call: Call[None]) -> Response:
+        job = await mapped(self._host.queue.get(_job_id(call.request)))
+        return json_response(wire.job_out(_readable(call.principal, job)))
+
+    async def list_jobs(self, call: Call[None]) -> Response:
+        query = call.request.query_params
+        status = query.get("status")
+        if status is not None and status not in STATUSES:
+            raise ApiError(
+                400, "invalid_field", f"status must be one of {', '.join(STATUSES)}", "status"
+            )
+        limit_text = query.get("limit", "100")
+        if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
+            raise ApiError(400, "invalid_field", "limit must be an integer from 1 to 1000", "limit")
+        cursor = query.get("cursor")
+        if cursor is not None and (not cursor.isdigit() or len(cursor) > 18):
+            raise ApiError(
+                400, "invalid_field", "cursor must be the nextCursor of a previous page", "cursor"
+            )
+        tenant = query.get("tenantId")
+        principal = call.principal
+        if principal is not None and principal.tenant is not None:
+            if tenant is not None:
+                check_tenant(principal, tenant)
+            tenant = principal.tenant
+        for name in ("runId", "tenantId"):
+            value = query.get(name)
+            if value is not None and not 1 <= len(value) <= 1024:
+                raise ApiError(400, "invalid_field", f"{name} must be 1 to 1024 characters", name)
+        page = await mapped(
+            self._host.queue.list(
+                cast("JobStatus | None", status),  # one of STATUSES, checked above
+                query.get("runId"),
+                tenant,
+                int(limit_text),
+                cursor,
+            )
+        )
+        return json_response(
+            wire.JobsPage(jobs=[wire.job_out(j) for j in page.items], next_cursor=page.next_cursor)
+        )
+
+    async def requeue(self, call: Call[wire.RequeueIn]) -> Response:
+        body = await call.body()
+        if body.ids is None and body.run_id is None and body.tenant_id is None:
+            raise ApiError(400, "invalid_field", "name the jobs: ids, runId or tenantId", "ids")
+        count = await mapped(
+            self._host.queue.requeue(body.ids, run_id=body.run_id, tenant_id=body.tenant_id)
+        )
+        return json_response(wire.CountOut(success=True, count=count))
+
+    async def purge(self, call: Call[wire.PurgeIn]) -> Response:
+        body = await call.body()
+        count = await mapped(self._host.queue.purge(body.older_than_seconds))
+        return json_response(wire.CountOut(success=True, count=count))
+
+
+def _readable(principal: Principal | None, job: Job) -> Job:
+    """``job`` if the principal may see it, else the very 404 of a job that does not exist."""
+    if principal is not None and not principal.sees(job.tenant_id):
+        raise as_http(JobNotFound(job.id))
+    return job

@@ -1,0 +1,329 @@
+"""The route table: every route once; the app (``_app.py``) and ``/openapi.json`` both read it."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
+
+import msgspec
+from starlette.responses import Response
+from starlette.websockets import WebSocket
+
+from actors import protocol as wire
+from actors.http._auth import STREAM_TOKEN_SECONDS, Principal, Role, Roles
+from actors.http._call import Call
+from actors.http._jobs import Jobs
+from actors.http._operations import Operations
+from actors.http._runs import Runs
+from actors.http._uploads import UploadCompleteIn, Uploads
+
+__all__ = ["OPEN", "Param", "Resource", "Route", "Socket", "route_table"]
+
+B = TypeVar("B")
+# The objects that hold the handlers, one per resource; `create_app` makes one of each.
+Resource = Jobs | Uploads | Runs | Operations
+
+OPEN: Roles = None  # no token needed (a token in the URL is refused all the same)
+ADMIN: tuple[Role, ...] = ()  # admin only: admin may call every route
+WORKER: tuple[Role, ...] = ("worker",)
+PRODUCER: tuple[Role, ...] = ("producer",)
+READERS: tuple[Role, ...] = ("worker", "producer")
+
+
+@dataclass(frozen=True)
+class Param:
+    """A path or query parameter as ``/openapi.json`` states it (the handler checks it)."""
+
+    name: str
+    where: Literal["path", "query"]
+    schema: dict[str, Any]
+
+    def openapi(self) -> dict[str, Any]:
+        required = self.where == "path"
+        return {"name": self.name, "in": self.where, "required": required, "schema": self.schema}
+
+
+JOB_ID = Param("job_id", "path", {"type": "integer", "minimum": 1, "maximum": 2**63 - 1})
+RUN_ID = Param("run_id", "path", {"type": "string", "minLength": 1, "maxLength": 1024})
+_TEXT = {"type": "string", "minLength": 1, "maxLength": 1024}
+
+
+@dataclass(frozen=True)
+class Route(Generic[B]):
+    """One HTTP route. ``handler`` is a method of one `Resource` class, called on its object.
+
+    ``roles`` may call it besides admin (`Gate.admit` checks them); ``tenant_wide`` says what
+    the route does across tenants, which tenant-scoped tokens may not. ``body`` is the request's
+    wire type (decoded by ``Call.body()``); ``response`` the answer's, a wire Struct or the name
+    of a schema written out in ``_openapi.py``; ``params`` are stated for ``/openapi.json`` and
+    checked by the handler.
+    """
+
+    method: str
+    path: str
+    handler: Callable[[Any, Call[B]], Awaitable[Response]]
+    roles: Roles
+    summary: str
+    body: type[B] | None = None
+    response: type[msgspec.Struct] | str | None = None
+    status: int = 200
+    params: tuple[Param, ...] = ()
+    media: str = "application/json"
+    body_required: bool = True
+    url_token: bool = False
+    tenant_wide: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The route's name: its handler's (in metrics labels, errors and ``url_for``)."""
+        return self.handler.__name__
+
+
+@dataclass(frozen=True)
+class Socket:
+    """A WebSocket route; OpenAPI cannot describe one, so ``/openapi.json`` leaves it out."""
+
+    path: str
+    handler: Callable[[Any, WebSocket, Principal | None], Awaitable[None]]
+    roles: Roles
+    url_token: bool = False
+    tenant_wide: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.handler.__name__
+
+
+@functools.cache
+def route_table(*, metrics_open: bool = True) -> tuple[Route[Any] | Socket, ...]:
+    """Every route, in matching order; ``/metrics`` is open or needs a reader's token as
+    ``[http].metrics`` says."""
+    return (
+        # --- operations ----------------------------------------------------------------------
+        Route("GET", "/healthz", Operations.healthz, OPEN, "liveness", response="Health"),
+        Route(
+            "GET",
+            "/readyz",
+            Operations.readyz,
+            OPEN,
+            "readiness: database reachable and tree running",
+            response="Health",
+        ),
+        Route(
+            "GET",
+            "/metrics",
+            Operations.metrics,
+            OPEN if metrics_open else READERS,
+            "Prometheus metrics",
+            media="text/plain",
+            tenant_wide="read the metrics (they span every tenant)",
+        ),
+        Route("GET", "/openapi.json", Operations.openapi, OPEN, "this document", response="Health"),
+        # --- jobs ----------------------------------------------------------------------------
+        Route(
+            "POST",
+            "/jobs/enqueue",
+            Jobs.enqueue,
+            PRODUCER,
+            "enqueue one job (producer)",
+            body=wire.EnqueueIn,
+            response=wire.EnqueueOut,
+        ),
+        Route(
+            "POST",
+            "/jobs/enqueue-many",
+            Jobs.enqueue_many,
+            PRODUCER,
+            "enqueue jobs in one transaction (producer)",
+            body=wire.EnqueueManyIn,
+            response=wire.EnqueueManyOut,
+        ),
+        Route(
+            "POST",
+            "/jobs/pull",
+            Jobs.pull,
+            WORKER,
+            "lease visible jobs (worker)",
+            body=wire.PullIn,
+            response=wire.PullOut,
+            body_required=False,
+            tenant_wide="pull (the queue leases across tenants)",
+        ),
+        Route(
+            "POST",
+            "/jobs/ack",
+            Jobs.ack,
+            WORKER,
+            "record outcomes: {ids, status} or {acks} (worker)",
+            body=wire.AckIn,
+            response=wire.AckOut,
+            tenant_wide="ack",
+        ),
+        Route(
+            "POST",
+            "/jobs/renew",
+            Jobs.renew,
+            WORKER,
+            "extend leases (worker)",
+            body=wire.RenewIn,
+            response=wire.LeasesOut,
+            tenant_wide="renew leases",
+        ),
+        Route(
+            "POST",
+            "/jobs/start",
+            Jobs.start,
+            WORKER,
+            "mark leased jobs started: a crash now costs an attempt (worker)",
+            body=wire.StartIn,
+            response=wire.LeasesOut,
+            tenant_wide="start jobs",
+        ),
+        Route(
+            "POST",
+            "/jobs/release",
+            Jobs.release,
+            WORKER,
+            "give leases back (worker)",
+            body=wire.ReleaseIn,
+            response=wire.LeasesOut,
+            tenant_wide="release leases",
+        ),
+        Route(
+            "POST",
+            "/jobs/requeue",
+            Jobs.requeue,
+            ADMIN,
+            "return failed jobs to pending (admin)",
+            body=wire.RequeueIn,
+            response=wire.CountOut,
+            tenant_wide="requeue jobs (ids and runs span every tenant)",
+        ),
+        Route(
+            "POST",
+            "/jobs/purge",
+            Jobs.purge,
+            ADMIN,
+            "delete old finished jobs (admin)",
+            body=wire.PurgeIn,
+            response=wire.CountOut,
+            tenant_wide="purge jobs (the queue spans every tenant)",
+        ),
+        Route(
+            "GET",
+            "/jobs/stats",
+            Operations.stats,
+            READERS,
+            "count jobs by status",
+            response=wire.StatsOut,
+            tenant_wide="read the queue's stats",
+        ),
+        Route(
+            "GET",
+            "/jobs",
+            Jobs.list_jobs,
+            READERS,
+            "list jobs, paged",
+            response=wire.JobsPage,
+            params=(
+                Param(
+                    "status",
+                    "query",
+                    {"type": "string", "enum": ["pending", "leased", "done", "failed"]},
+                ),
+                Param("runId", "query", _TEXT),
+                Param("tenantId", "query", _TEXT),
+                Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}),
+                Param("cursor", "query", {"type": "string", "pattern": "^[0-9]{1,18}$"}),
+            ),
+        ),
+        Route(
+            "GET",
+            "/jobs/{job_id:int}",
+            Jobs.get_job,
+            READERS,
+            "one job",
+            response=wire.JobOut,
+            params=(JOB_ID,),
+        ),
+        Route(
+            "POST",
+            "/jobs/{job_id:int}/result",
+            Jobs.store_result,
+            WORKER,
+            "store a leased job's result: acks it done (worker)",
+            body=wire.ResultIn,
+            response=wire.AckOut,
+            params=(JOB_ID,),
+            tenant_wide="store results",
+        ),
+        # --- uploads -------------------------------------------------------------------------
+        Route(
+            "POST",
+            "/uploads/create",
+            Uploads.create_upload,
+            PRODUCER,
+            "reserve an object key and an upload URL (producer)",
+            body=wire.UploadCreateIn,
+            response=wire.UploadCreateOut,
+            status=201,
+        ),
+        Route(
+            "POST",
+            "/uploads/complete",
+            Uploads.complete_upload,
+            PRODUCER,
+            "enqueue the job of a presigned upload (producer)",
+            body=UploadCompleteIn,
+            response=wire.UploadDoneOut,
+            status=201,
+        ),
+        # Authorised by the signed token in its path, like a presigned URL: no bearer needed.
+        Route(
+            "PUT",
+            "/uploads/{token}",
+            Uploads.put_upload,
+            OPEN,
+            "upload the file; enqueues its job (signed URL)",
+            response=wire.UploadDoneOut,
+            status=201,
+            params=(Param("token", "path", {"type": "string"}),),
+        ),
+        # --- runs ----------------------------------------------------------------------------
+        Route(
+            "GET",
+            "/runs/{run_id}",
+            Runs.get_run,
+            READERS,
+            "a run's state",
+            response=wire.RunOut,
+            params=(RUN_ID,),
+        ),
+        Route(
+            "POST",
+            "/runs/{run_id}/stream-token",
+            Runs.stream_token,
+            READERS,
+            "a token for ?token= on this run's /events and /ws, valid "
+            f"{STREAM_TOKEN_SECONDS:g} s (for browsers, which cannot send a header); /ws "
+            "takes the same ?token=",
+            response=wire.StreamTokenOut,
+            params=(RUN_ID,),
+        ),
+        # EventSource cannot send a header: ?token= here takes a stream token for this run.
+        Route(
+            "GET",
+            "/runs/{run_id}/events",
+            Runs.run_events,
+            READERS,
+            "server-sent events of the run until it ends; authorised by a bearer header or "
+            "by ?token= holding a stream token of this run (never an API token)",
+            response="RunEvent",
+            params=(RUN_ID, Param("token", "query", {"type": "string"})),
+            media="text/event-stream",
+            url_token=True,
+        ),
+        Socket("/runs/{run_id}/ws", Runs.run_ws, READERS, url_token=True),
+    )
