@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Iterator
 
 import pytest
-import structlog
 
 from actors.log import configure_logging
 
@@ -15,15 +15,17 @@ from actors.log import configure_logging
 # an actor a thousand times into minutes. Debug level, so capture_logs() sees every event.
 _STDERR = sys.stderr
 configure_logging("debug", "json", stream=_STDERR)
+_HANDLER = logging.getLogger().handlers[-1]  # the root handler configure_logging installed
 
 
 @pytest.fixture(autouse=True)
 def _logging_configured_here() -> Iterator[None]:
     """Put this file's logging back after a test that configured its own (`run` does)."""
-    factory = structlog.get_config()["logger_factory"]
+    global _HANDLER
     yield
-    if structlog.get_config()["logger_factory"] is not factory:
+    if _HANDLER not in logging.getLogger().handlers:  # configure_logging replaced it
         configure_logging("debug", "json", stream=_STDERR)
+        _HANDLER = logging.getLogger().handlers[-1]
 
 
 @pytest.fixture(params=["asyncio", "trio"])

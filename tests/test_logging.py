@@ -221,8 +221,7 @@ def test_a_structlog_logger_cached_before_a_reconfiguration_follows_it() -> None
 
 # Modules that still call structlog.get_logger directly; each should call actors.log.get_logger
 # (then this set shrinks).
-_DIRECT = {"actors/http/app.py", "actors/http/handlers.py", "actors/http/server.py"}
-_DIRECT |= {"actors/queue/postgres/_queue.py"}
+_DIRECT = {"actors/http/_app.py", "actors/http/_server.py", "actors/queue/postgres/_queue.py"}
 
 
 def test_library_modules_log_through_get_logger() -> None:
