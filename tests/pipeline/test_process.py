@@ -177,13 +177,13 @@ def test_a_second_sigterm_ends_the_drain_at_once_and_gives_the_jobs_back(tmp_pat
         tmp_path,
         '[processor]\nkind = "python"\nfactory = "faulty:slow"\n'
         "[pipeline]\nshutdown_grace_seconds = 300\n",
-        level="info",
+        level="debug",  # a run room's child_started line is at debug
     )
     submit(config, make_files(tmp_path, 5))
     err = tmp_path / "err.log"
     env = {**os.environ, "PYTHONPATH": str(HERE)}
     process = start(config, stderr=err, env=env)
-    wait_for_line(err, '"supervisor": "actors/run_rooms"', timeout=30)  # a job was leased
+    wait_for_line(err, '"supervisor":"actors/run_rooms"', timeout=30)  # a job was leased
     process.send_signal(signal.SIGTERM)
     wait_for_line(err, '"system.stopping"')
     process.send_signal(signal.SIGTERM)  # do not wait out the 300 s grace period
