@@ -148,6 +148,7 @@ _DENIED = """
 import asyncio, os, sys
 from actors.errors import ObjectStoreRefused
 from actors.storage import LocalObjectStore
+import anyio._backends._asyncio  # loaded now: the unprivileged user may not read the interpreter's
 if os.geteuid() == 0:
     os.setgid(65534)
     os.setuid(65534)
