@@ -62,6 +62,7 @@ def configure_logging(
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         _add_logger_name,
+        _unwrap_single_exception_groups,
         structlog.processors.TimeStamper(fmt="iso", utc=True)
         if json
         else structlog.processors.TimeStamper(fmt="%H:%M:%S", utc=False),
@@ -118,6 +119,21 @@ def _add_logger_name(logger: WrappedLogger, method_name: str, event_dict: EventD
     name = record.name if record is not None else getattr(logger, "name", None)
     if name:
         event_dict.setdefault("logger", name)
+    return event_dict
+
+
+def _unwrap_single_exception_groups(
+    logger: WrappedLogger, method_name: str, event_dict: EventDict
+) -> EventDict:
+    """Log the one exception a group of one wraps (a task group's), not the group around it."""
+    exc_info = event_dict.get("exc_info")
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    exc = exc_info[1] if isinstance(exc_info, tuple) else exc_info
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]
+        event_dict["exc_info"] = exc
     return event_dict
 
 

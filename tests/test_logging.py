@@ -234,3 +234,21 @@ def test_library_modules_log_through_get_logger() -> None:
         if "structlog.get_logger(" in path.read_text() and path.name != "log.py"
     }
     assert direct <= _DIRECT
+
+
+def test_a_group_of_one_exception_is_logged_as_that_exception() -> None:
+    stream = io.StringIO()
+    configure_logging("info", "json", stream=stream)
+    log = get_logger("actors.test")
+    try:
+        raise ExceptionGroup("unhandled errors in a TaskGroup", [KeyError("job 7")])
+    except ExceptionGroup:
+        log.exception("child.crashed")
+    try:
+        raise ExceptionGroup("two", [KeyError("a"), ValueError("b")])
+    except ExceptionGroup:
+        logging.getLogger("hypercorn.error").exception("both")
+    one, two = (msgspec.json.decode(line) for line in stream.getvalue().splitlines())
+    assert one["exception"].endswith("KeyError: 'job 7'")
+    assert "ExceptionGroup" not in one["exception"]
+    assert "ExceptionGroup: two (2 sub-exceptions)" in two["exception"]
