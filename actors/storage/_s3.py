@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextlib
 import random
-import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
-import sniffio
 
+from actors._bridge import Bridge
 from actors.bounds import MAX_UPLOAD_URL_SECONDS
 from actors.config import Config, StorageConfig
 from actors.errors import (
@@ -57,11 +54,13 @@ class S3ObjectStore:
     """Objects in an S3-compatible bucket (Cloudflare R2, AWS S3, MinIO, moto).
 
     One aioboto3 client serves the store's whole life. It is created on first use, on the
-    event loop that uses it: the caller's loop on asyncio; on trio, where aiobotocore cannot
-    run (its aiohttp and httpx sessions both need an asyncio loop), an asyncio loop on a
-    helper thread that this store starts and stops. The client is recreated if the loop
-    changes; a broken connection is dropped from aiohttp's pool by aiohttp itself (closing the
-    shared client after a failure would break the other fetchers' requests in flight).
+    event loop that runs the store's calls (`actors._bridge.Bridge`): the caller's loop on
+    asyncio; on trio, where aiobotocore cannot run (its aiohttp and httpx sessions both need an
+    asyncio loop), an asyncio loop on a helper thread that `aclose` stops. A call whose caller
+    stops waiting runs on to its end or its ``timeout_seconds`` deadline, which runs on that
+    loop too. The client is recreated if the loop changes; a broken connection is dropped
+    from aiohttp's pool by aiohttp itself (closing the shared client after a failure would
+    break the other fetchers' requests in flight).
 
     Error handling: `get` refuses an object larger than ``max_bytes`` before reading its body
     when the store announces its length, and stops reading at the cap otherwise
@@ -125,10 +124,8 @@ class S3ObjectStore:
         self._client_cm: Any = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self._client_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
-        # The helper loop that serves trio callers, started on first use.
-        self._helper_loop: asyncio.AbstractEventLoop | None = None
-        self._helper_thread: threading.Thread | None = None
-        self._helper_guard = threading.Lock()
+        # Runs the calls: on the caller's loop (asyncio) or a helper thread's (trio).
+        self._bridge = Bridge("actors-s3-loop")
 
     @classmethod
     def from_config(cls, config: Config) -> S3ObjectStore:
@@ -278,25 +275,17 @@ class S3ObjectStore:
         return await self._call(sign)
 
     async def aclose(self) -> None:
-        """Close the client and stop the helper loop, if they were started."""
+        """Close the client, cancel the calls still running, and stop the helper loop."""
         loop, self._client_loop = self._client_loop, None
         cm, self._client_cm, self._client = self._client_cm, None, None
-        helper, self._helper_loop = self._helper_loop, None
         with anyio.CancelScope(shield=True):
             if cm is not None and loop is not None and not loop.is_closed():
                 closing = cm.__aexit__(None, None, None)
-                if loop is helper:
-                    await _await_on(loop, closing)
-                elif _running_loop() is loop:
-                    await closing
+                if loop is self._bridge.loop():
+                    await self._bridge.call(closing)
                 else:  # the loop that made it is gone or elsewhere: nothing left to close
                     closing.close()
-            if helper is not None:
-                helper.call_soon_threadsafe(helper.stop)
-                thread, self._helper_thread = self._helper_thread, None
-                if thread is not None:
-                    await anyio.to_thread.run_sync(thread.join)
-                helper.close()
+            await self._bridge.aclose()
 
     # -- multipart ---------------------------------------------------------------------------
 
@@ -430,12 +419,13 @@ class S3ObjectStore:
 
     async def _call(self, fn: Callable[[Any], Awaitable[T]]) -> T:
         """Run ``fn(client)`` once, on the loop that owns the client."""
-        if sniffio.current_async_library() == "asyncio":
-            return await self._with_client(fn)
-        return await _await_on(self._helper(), self._with_client(fn))
+        return await self._bridge.call(self._with_client(fn))
 
     async def _with_client(self, fn: Callable[[Any], Awaitable[T]]) -> T:
-        return await fn(await self._ensure_client())
+        # The deadline is enforced on the loop that runs the call: a call whose caller stopped
+        # waiting (cancelled, timed out) ends there too, at the latest this long after it began.
+        async with asyncio.timeout(self._timeout):
+            return await fn(await self._ensure_client())
 
     async def _ensure_client(self) -> Any:
         loop = asyncio.get_running_loop()
@@ -451,27 +441,9 @@ class S3ObjectStore:
             self._client, self._client_cm, self._client_loop = client, cm, loop
             return client
 
-    def _helper(self) -> asyncio.AbstractEventLoop:
-        with self._helper_guard:
-            if self._helper_loop is None:
-                loop = asyncio.new_event_loop()
-                thread = threading.Thread(
-                    target=loop.run_forever, name="actors-s3-loop", daemon=True
-                )
-                thread.start()
-                self._helper_loop, self._helper_thread = loop, thread
-            return self._helper_loop
-
 
 class _Truncated(Exception):
     """The body ended before its announced length (a reset mid-download): transient."""
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 def _is_store_failure(exc: BaseException) -> bool:
@@ -482,30 +454,3 @@ def _is_store_failure(exc: BaseException) -> bool:
     return isinstance(
         exc, ClientError | BotoCoreError | aiohttp.ClientError | OSError | TimeoutError | _Truncated
     )
-
-
-async def _await_on(loop: asyncio.AbstractEventLoop, coro: Awaitable[T]) -> T:
-    """Run ``coro`` on ``loop`` (another thread's) and await its outcome from any backend.
-
-    On trio the helper loop wakes the waiting task through the trio token (no thread is
-    held while waiting); cancelling the caller cancels the coroutine on the other loop.
-    """
-    future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(coro, loop)  # type: ignore[arg-type]
-    try:
-        if sniffio.current_async_library() != "trio":
-            return await anyio.to_thread.run_sync(future.result, abandon_on_cancel=True)
-        import trio
-
-        token = trio.lowlevel.current_trio_token()
-        done = trio.Event()
-
-        def wake(_: object) -> None:
-            with contextlib.suppress(trio.RunFinishedError):
-                token.run_sync_soon(done.set)
-
-        future.add_done_callback(wake)
-        await done.wait()
-        return future.result()
-    except BaseException:
-        future.cancel()
-        raise

@@ -177,7 +177,7 @@ def test_a_second_sigterm_ends_the_drain_at_once_and_gives_the_jobs_back(tmp_pat
         tmp_path,
         '[processor]\nkind = "python"\nfactory = "faulty:slow"\n'
         "[pipeline]\nshutdown_grace_seconds = 300\n",
-        level="debug",  # a run room's child_started line is at debug
+        level="debug",  # a run room's start (a debug line) says a job was leased
     )
     submit(config, make_files(tmp_path, 5))
     err = tmp_path / "err.log"

@@ -148,7 +148,9 @@ _DENIED = """
 import asyncio, os, sys
 from actors.errors import ObjectStoreRefused
 from actors.storage import LocalObjectStore
-import anyio._backends._asyncio  # loaded now: the unprivileged user may not read the interpreter's
+# Load now what the calls below import lazily: this interpreter may live where the unprivileged
+# user cannot read (under /root).
+import anyio._backends._asyncio
 if os.geteuid() == 0:
     os.setgid(65534)
     os.setuid(65534)
