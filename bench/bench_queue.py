@@ -27,8 +27,8 @@ import anyio
 import anyio.to_thread
 
 from actors.queue import Ack, Backoff, NewJob, SQLiteQueue
-from actors.queue.sqlite import _schema as schema
 from actors.queue.sqlite import _verbs as store
+from actors.queue.sqlite import schema as schema
 
 ROOT = Path(__file__).resolve().parent.parent
 NO_JITTER = itertools.repeat(1.0)

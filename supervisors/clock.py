@@ -79,6 +79,11 @@ class FakeClock:
         """The earliest deadline of a sleeper (``inf`` when nobody sleeps)."""
         return min((d for d, _ in self._timers), default=math.inf)
 
+    @property
+    def deadlines(self) -> list[float]:
+        """The deadlines of the tasks that wait on this clock now, earliest first."""
+        return sorted(d for d, _ in self._timers)
+
     async def sleep(self, seconds: float) -> None:
         if seconds <= 0:
             await anyio.lowlevel.checkpoint()

@@ -313,6 +313,7 @@ def test_commands_that_only_read_leave_a_sqlite_file_that_holds_no_queue_untouch
     assert sorted(p.name for p in tmp_path.iterdir()) == ["app.sqlite"]  # no -wal, no -shm
 
 
+@pytest.mark.slow  # a whole submit and run in real processes
 def test_a_run_id_with_a_slash_is_processed_without_crashing_an_actor(tmp_path: Path) -> None:
     # Any client may name its run "a/b" (the HTTP API and `enqueue` accept it); the run's room
     # is a supervised child whose id cannot hold '/', and naming it so crashed the lease

@@ -25,8 +25,8 @@ from actors.queue.model import (
     RunSummary,
     Stats,
 )
-from actors.queue.sqlite._queue import SQLiteQueue
-from actors.queue.sqlite._schema import LATEST_VERSION, Durability
+from actors.queue.sqlite import SQLiteQueue
+from actors.queue.sqlite.schema import LATEST_VERSION, Durability
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD_BYTES",

@@ -54,11 +54,11 @@ def require_queue(config: Config) -> None:
     there, or a PostgreSQL schema that holds no queue (opening either would create it). A
     remote queue (``backend = "http"``) is the server's to check."""
     if config.queue.backend == "sqlite":
-        from actors.queue.sqlite import _schema as sqlite_schema
+        from actors.queue.sqlite import schema as sqlite_schema
 
         sqlite_schema.require_queue_file(config.queue.path)
     elif config.queue.backend == "postgres":
-        from actors.queue.postgres import _schema as postgres_schema
+        from actors.queue.postgres import schema as postgres_schema
 
         async def holds_a_queue(conn: _PgConnection, where: str) -> None:
             if await postgres_schema.current_version(conn) == 0:
@@ -73,14 +73,14 @@ def require_queue(config: Config) -> None:
 def status(config: Config) -> SchemaStatus:
     """The schema's version where the configured queue is (which must exist)."""
     if _is_postgres(config):
-        from actors.queue.postgres import _schema as postgres_schema
+        from actors.queue.postgres import schema as postgres_schema
 
         async def read(conn: _PgConnection, where: str) -> SchemaStatus:
             version = await postgres_schema.current_version(conn)
             return _status(where, version, postgres_schema.MIGRATIONS)
 
         return _on_postgres(config, read)
-    from actors.queue.sqlite import _schema as sqlite_schema
+    from actors.queue.sqlite import schema as sqlite_schema
 
     with _sqlite(config) as (path, conn):
         return _status(str(path), sqlite_schema.current_version(conn), sqlite_schema.MIGRATIONS)
@@ -90,13 +90,13 @@ def migrate_up(config: Config, to: int | None = None) -> list[int]:
     """Apply migrations up to ``to`` (the latest by default); the versions applied. Creates the
     queue if there is none."""
     if _is_postgres(config):
-        from actors.queue.postgres import _schema as postgres_schema
+        from actors.queue.postgres import schema as postgres_schema
 
         async def up(conn: _PgConnection, where: str) -> list[int]:
             return await postgres_schema.migrate_up(conn, where, to)
 
         return _on_postgres(config, up)
-    from actors.queue.sqlite import _schema as sqlite_schema
+    from actors.queue.sqlite import schema as sqlite_schema
 
     with _sqlite(config, create=True) as (path, conn):
         return sqlite_schema.migrate_up(conn, path, to)
@@ -106,7 +106,7 @@ def migrate_down(config: Config, to: int | None = None, *, force: bool = False) 
     """Undo migrations down to ``to`` (one below the current by default); the versions undone.
     Refuses to drop rows unless ``force``."""
     if _is_postgres(config):
-        from actors.queue.postgres import _schema as postgres_schema
+        from actors.queue.postgres import schema as postgres_schema
 
         async def down(conn: _PgConnection, where: str) -> list[int]:
             version = await postgres_schema.current_version(conn)
@@ -114,7 +114,7 @@ def migrate_down(config: Config, to: int | None = None, *, force: bool = False) 
             return await postgres_schema.migrate_down(conn, where, max(target, 0), force=force)
 
         return _on_postgres(config, down)
-    from actors.queue.sqlite import _schema as sqlite_schema
+    from actors.queue.sqlite import schema as sqlite_schema
 
     with _sqlite(config) as (path, conn):
         target = sqlite_schema.current_version(conn) - 1 if to is None else to
@@ -142,7 +142,7 @@ def _is_postgres(config: Config) -> bool:
 def _sqlite(config: Config, *, create: bool = False) -> Iterator[tuple[Path, sqlite3.Connection]]:
     """The configured SQLite file, opened without migrating it; unless ``create``, only a file
     that exists."""
-    from actors.queue.sqlite import _schema as sqlite_schema
+    from actors.queue.sqlite import schema as sqlite_schema
 
     path = Path(config.queue.path)
     opener = sqlite_schema.connect if create else sqlite_schema.open_existing

@@ -10,7 +10,7 @@ from actors.config import Config, require_package
 from actors.errors import ConfigError
 from actors.queue.base import Queue
 from actors.queue.model import Backoff
-from actors.queue.sqlite._queue import SQLiteQueue
+from actors.queue.sqlite import SQLiteQueue
 from supervisors.clock import Clock
 
 __all__ = ["open_queue"]

@@ -26,6 +26,7 @@ from actors.queue.base import Queue, SingleItemVerbs
 from actors.queue.model import (
     Ack,
     AckResult,
+    ItemReason,
     ItemResult,
     Job,
     JobStatus,
@@ -354,14 +355,16 @@ def _job(out: wire.JobOut) -> Job:
 
 def _item(out: wire.ItemOut) -> ItemResult:
     # The server sends the job's status, not the whole job: enough for the ack reporter,
-    # which only reads ``ok``, ``reason``, ``message`` and ``job.status``.
+    # which only reads ``ok``, ``reason``, ``message`` and ``job.status``. Both are checked
+    # against the contract's values (a server that sends another is a ValidationError).
     job = None
     if out.status is not None:
-        job = Job(id=int(out.id), run_id="", tenant_id="", r2_key="", status=out.status)  # type: ignore[arg-type]
+        status = msgspec.convert(out.status, JobStatus)
+        job = Job(id=int(out.id), run_id="", tenant_id="", r2_key="", status=status)
     return ItemResult(
         job_id=int(out.id),
         ok=out.ok,
-        reason=out.reason,  # type: ignore[arg-type]  # the server sends only ItemReason values
+        reason=msgspec.convert(out.reason, ItemReason),
         job=job,
         message=out.message,
     )

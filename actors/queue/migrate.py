@@ -35,8 +35,8 @@ import msgspec
 
 from actors.errors import InvalidArgument, MigrationRefused, StorageError
 from actors.queue._rows import COLUMNS
-from actors.queue.postgres import _schema as postgres_schema
-from actors.queue.sqlite import _schema as schema
+from actors.queue.postgres import schema as postgres_schema
+from actors.queue.sqlite import schema
 
 __all__ = [
     "JOB_FIELDS",

@@ -8,7 +8,9 @@ import pytest
 from actors.processors._rate_limit import RateLimiter
 from supervisors.clock import FakeClock
 
-pytestmark = pytest.mark.anyio
+# Budgets on a fake clock, the same on both runtimes: asyncio only (see tests/conftest.py); a
+# cancelled waiter keeps its trio leg.
+pytestmark = [pytest.mark.anyio, pytest.mark.runtimes("asyncio")]
 
 
 async def run_calls(
@@ -73,6 +75,7 @@ async def test_a_call_larger_than_the_whole_token_budget_runs_alone() -> None:
     assert await run_calls(limiter, clock, [10, 500, 10]) == [0, 60, 120]
 
 
+@pytest.mark.runtimes("asyncio", "trio")
 async def test_concurrency_bounds_the_calls_in_flight() -> None:
     limiter = RateLimiter(
         concurrency=2, requests_per_minute=1000, tokens_per_minute=10**9, clock=FakeClock()
@@ -101,6 +104,7 @@ async def test_concurrency_bounds_the_calls_in_flight() -> None:
     assert limiter.in_flight == 0
 
 
+@pytest.mark.runtimes("asyncio", "trio")
 async def test_a_cancelled_waiter_gives_its_place_back() -> None:
     limiter = RateLimiter(
         concurrency=1, requests_per_minute=1000, tokens_per_minute=10**9, clock=FakeClock()

@@ -22,7 +22,9 @@ from actors.errors import (
 from actors.processors import GeminiProcessor, JobInput, decode_vector, make_processor
 from actors.processors._rate_limit import RateLimiter
 
-pytestmark = pytest.mark.anyio
+# How answers are read and retried is the same on both runtimes: asyncio only (see
+# tests/conftest.py); the whole call and its time limit keep their trio leg.
+pytestmark = [pytest.mark.anyio, pytest.mark.runtimes("asyncio")]
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 TEXT = (
@@ -92,6 +94,7 @@ async def process(
         await p.aclose()
 
 
+@pytest.mark.runtimes("asyncio", "trio")
 async def test_a_document_gets_an_analysis_embedded_chunks_and_token_usage(
     fake: FakeGemini,
 ) -> None:
@@ -167,6 +170,7 @@ async def test_a_retry_after_beyond_the_cap_gives_the_job_back_at_once(fake: Fak
     assert clock.sleeps == []
 
 
+@pytest.mark.runtimes("asyncio", "trio")
 async def test_a_slow_answer_times_out_and_is_retried(fake: FakeGemini) -> None:
     fake.fail(":generateContent", "slow", 1.5)
     output = await process(processor(fake.url, timeout_seconds=0.5))

@@ -24,7 +24,9 @@ from actors.errors import (
 )
 from actors.storage import S3ObjectStore, make_store
 
-pytestmark = pytest.mark.anyio
+# What is refused before or without retries is the same on both runtimes: asyncio only (see
+# tests/conftest.py); calls through the bridge, its retries and time limits keep their trio leg.
+pytestmark = [pytest.mark.anyio, pytest.mark.runtimes("asyncio")]
 
 MiB = 1024 * 1024
 
@@ -53,6 +55,7 @@ def upstream(endpoint: str) -> tuple[str, int]:
     return host, int(port)
 
 
+@pytest.mark.runtimes("asyncio", "trio")
 async def test_an_object_put_is_read_back_whole_with_its_type(
     s3_endpoint: str, bucket: str
 ) -> None:
@@ -105,6 +108,7 @@ async def test_an_object_over_the_cap_is_refused_from_its_announced_length(
         await store.aclose()
 
 
+@pytest.mark.runtimes("asyncio", "trio")
 async def test_resets_503s_and_a_body_cut_short_are_retried_and_the_whole_object_returned(
     s3_endpoint: str, bucket: str, s3_sync: Any
 ) -> None:
@@ -137,6 +141,7 @@ async def test_a_body_always_cut_short_is_unavailable_never_partial(
     assert proxy.applied == ["truncate"] * 3
 
 
+@pytest.mark.runtimes("asyncio", "trio")
 async def test_a_slow_answer_times_out_and_the_retry_succeeds(
     s3_endpoint: str, bucket: str, s3_sync: Any
 ) -> None:
@@ -153,6 +158,7 @@ async def test_a_slow_answer_times_out_and_the_retry_succeeds(
     assert proxy.applied == ["delay:2"]
 
 
+@pytest.mark.runtimes("asyncio", "trio")
 async def test_a_large_file_goes_up_in_parts_surviving_a_reset_part(
     s3_endpoint: str, bucket: str, s3_sync: Any, tmp_path: Path
 ) -> None:
@@ -178,6 +184,7 @@ async def test_a_large_file_goes_up_in_parts_surviving_a_reset_part(
     assert s3_sync.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 
+@pytest.mark.runtimes("asyncio", "trio")
 async def test_a_presigned_put_url_uploads_without_credentials(
     s3_endpoint: str, bucket: str
 ) -> None:

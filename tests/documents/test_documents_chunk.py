@@ -43,7 +43,8 @@ _PIECES = st.sampled_from(
 )
 
 
-@settings(max_examples=300, deadline=None)
+# Twice the profile's count (300 in CI): examples are cheap and the boundaries many.
+@settings(max_examples=2 * settings().max_examples, deadline=None)
 @given(
     text=st.lists(_PIECES | st.text(max_size=5), max_size=120).map("".join),
     max_chars=st.integers(1, 120),

@@ -202,6 +202,7 @@ def test_a_pdf_with_more_text_than_the_bound_is_refused() -> None:
         extract_text(bomb_pdf(200_000), filename="wordy.pdf", max_chars=1000)
 
 
+@pytest.mark.slow  # megabytes of text, about 1 to 3 s each
 @pytest.mark.parametrize(
     "data",
     [b"a" * (4 * MB), b"word " * MB, b"." * (2 * MB), b"\xc3\xa9" * (2 * MB)],

@@ -535,6 +535,7 @@ async def test_clients_that_disconnect_mid_stream_or_read_slowly_leave_the_serve
     assert (await client.get("/readyz")).status_code == 200
 
 
+@pytest.mark.slow  # 2 to 3 s on each runtime
 async def test_two_hundred_concurrent_requests_are_all_answered_and_lose_nothing(
     served: Any,
 ) -> None:

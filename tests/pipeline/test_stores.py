@@ -19,7 +19,8 @@ from actors.storage import LocalObjectStore, check_key
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.anyio
+# The local store's semantics, the same on both runtimes: asyncio only (see tests/conftest.py).
+pytestmark = [pytest.mark.anyio, pytest.mark.runtimes("asyncio")]
 
 
 @pytest.mark.parametrize("key", ["", "/etc/passwd", "a/../../b", "./a", "a//b", "a\\b", "a\x00b"])

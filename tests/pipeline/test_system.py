@@ -17,6 +17,7 @@ from actors.processors import JobInput, LocalProcessor, ProcessorOutput
 from actors.queue import NewJob
 from actors.storage import LocalObjectStore, StoredObject
 from actors.system import ActorSystem, SystemFailed
+from supervisors.clock import Clock, FakeClock, SystemClock
 
 pytestmark = pytest.mark.anyio
 
@@ -74,11 +75,19 @@ class FlakyStore(LocalObjectStore):
 class CountingProcessor(LocalProcessor):
     """The offline processor, counting calls per job, failing or stalling when told to."""
 
-    def __init__(self, config: Config, *, failures: int = 0, seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        failures: int = 0,
+        seconds: float = 0.0,
+        clock: Clock | None = None,
+    ) -> None:
         super().__init__(config.processor)
         self.calls: dict[int, int] = {}
         self.failures = failures
         self.seconds = seconds
+        self.clock = clock if clock is not None else SystemClock()
 
     async def process(
         self, job: JobInput, data: bytes, content_type: str | None
@@ -87,7 +96,7 @@ class CountingProcessor(LocalProcessor):
         if sum(self.calls.values()) <= self.failures:
             raise ZeroDivisionError("injected processor fault")
         if self.seconds:
-            await anyio.sleep(self.seconds)
+            await self.clock.sleep(self.seconds)
         return await super().process(job, data, content_type)
 
 
@@ -308,20 +317,35 @@ async def test_an_actor_that_keeps_crashing_stops_the_system_naming_it(tmp_path:
 
 
 async def test_a_job_longer_than_its_lease_is_renewed_and_processed_once(tmp_path: Path) -> None:
-    # Two systems on one file: the second would take the job if the first let its lease lapse.
-    # Renewals come every 0.5 s; only a stall of a whole lease (1.5 s) on a loaded machine
-    # could let the lease lapse.
+    # Two systems on one file and one fake clock: the rival takes the job if the first lets its
+    # lease lapse. The processor holds the job for 4 s of a 1.5 s lease; the clock moves by the
+    # renewal interval (a third of the lease) at a time, and only once the lease has been renewed
+    # to a full lease from now and both lease managers sleep until their next renewal.
+    clock = FakeClock()
     config = make_config(tmp_path, queue={"visibility_seconds": 1.5, "reap_interval_seconds": 0.1})
     (key,) = await put_objects(tmp_path / "objects", 1)
-    slow = CountingProcessor(config, seconds=4.0)
+    slow = CountingProcessor(config, seconds=4.0, clock=clock)
     rival = CountingProcessor(config)
+
+    async def renewed_now(job_id: int) -> None:
+        now = clock.monotonic()
+        while (
+            await system.queue.get(job_id)
+        ).lease_expires_at != clock.time() + 1.5 or clock.deadlines.count(now + 0.5) < 2:
+            await anyio.sleep(0.01)
+
     with anyio.fail_after(30):
-        async with ActorSystem(config, processor=slow) as system:
+        async with ActorSystem(config, processor=slow, clock=clock) as system:
             job = await system.enqueue("r1", "t1", key)
             while not slow.calls:
                 await anyio.sleep(0.01)
-            # The first system holds the job now; the rival polls for it from here on.
-            async with ActorSystem(config, processor=rival):
+            async with ActorSystem(config, processor=rival, clock=clock):
+                for _ in range(7):  # to 3.5 s: the processor still holds the job
+                    await renewed_now(job.id)
+                    clock.advance(0.5)
+                while (await system.queue.get(job.id)).lease_expires_at != clock.time() + 1.5:
+                    await anyio.sleep(0.01)
+                clock.advance(0.5)  # 4 s: the processor returns
                 summary = await system.wait_run("r1")
             done = await system.queue.get(job.id)
     assert summary.status == "done"

@@ -70,6 +70,7 @@ class Hanging:
         self.release.set()
 
 
+@pytest.mark.slow  # two jobs wait out a time limit of 1 s on the wall clock
 @pytest.mark.parametrize("in_thread", [False, True], ids=["async", "thread"])
 async def test_a_jobs_own_time_limit_fails_a_hung_processor_and_frees_its_stage(
     tmp_path: Path, in_thread: bool

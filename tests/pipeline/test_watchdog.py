@@ -14,7 +14,8 @@ from structlog.testing import capture_logs
 from actors.config import Config, HttpConfig, PipelineConfig, QueueConfig, StorageConfig
 from actors.system import ActorSystem
 
-pytestmark = pytest.mark.anyio
+# The loop is blocked for 1.5 s of wall-clock time: what the watchdog exists to see.
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
 def lag(metrics: str) -> float:

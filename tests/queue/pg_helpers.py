@@ -27,7 +27,7 @@ def pg_admin(sql: str, *args: object) -> list[asyncpg.Record]:
 def pg_runs(schema: str) -> list[asyncpg.Record]:
     """Every run of the queue in ``schema`` as the queue reads it (its base row plus its count
     shards, `postgres_schema.RUN_STATE`), in creation order."""
-    from actors.queue.postgres._schema import RUN_STATE
+    from actors.queue.postgres.schema import RUN_STATE
 
     async def run() -> list[asyncpg.Record]:
         conn = await asyncpg.connect(PG_DSN, timeout=5, server_settings={"search_path": schema})

@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from pg_helpers import PG_DSN, pg_admin
+
+# Each test runs `python -m actors` several times: 1 to 4 s.
+pytestmark = pytest.mark.slow
 
 
 def actors(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -53,7 +57,7 @@ def test_the_cli_submits_counts_and_processes_on_postgres(tmp_path: Path, pg_sch
 def test_migrate_status_up_and_down_act_on_postgres_when_it_is_the_backend(
     tmp_path: Path, pg_schema: str
 ) -> None:
-    from actors.queue.postgres._schema import LATEST_VERSION, MIGRATIONS
+    from actors.queue.postgres.schema import LATEST_VERSION, MIGRATIONS
 
     pg_admin(f"CREATE SCHEMA {pg_schema}")
     config = tmp_path / "actors.toml"

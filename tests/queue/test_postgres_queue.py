@@ -13,7 +13,7 @@ from pg_helpers import PG_DSN, pg_admin, pg_runs
 
 from actors.errors import InvalidArgument, MigrationRefused, SchemaTooNew
 from actors.queue import Ack, Backoff, NewJob
-from actors.queue.postgres import _schema as pg_schema_module
+from actors.queue.postgres import schema as pg_schema_module
 from actors.queue.postgres._queue import PostgresQueue
 from actors.queue.postgres._sql import CLAIM
 from supervisors.clock import FakeClock

@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 
 from actors.queue._rows import COLUMNS
-from actors.queue.postgres import _schema, _sql
+from actors.queue.postgres import _sql, schema
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = resources.files("actors.queue.postgres")
@@ -33,13 +33,13 @@ def test_every_statement_file_is_read_at_import_under_its_own_name() -> None:
 
 
 def test_every_migration_file_is_a_numbered_step_both_ways() -> None:
-    assert [f"{m.version:04d}_{m.name}.sql" for m in _schema.MIGRATIONS] == MIGRATIONS
-    assert len(MIGRATIONS) == _schema.LATEST_VERSION
-    for migration in _schema.MIGRATIONS:
+    assert [f"{m.version:04d}_{m.name}.sql" for m in schema.MIGRATIONS] == MIGRATIONS
+    assert len(MIGRATIONS) == schema.LATEST_VERSION
+    for migration in schema.MIGRATIONS:
         assert migration.up and migration.down, migration.name
         for statement in (*migration.up, *migration.down):
             assert words(statement) and not words(statement).endswith(";"), statement
-    assert {m.version: m.drops for m in _schema.MIGRATIONS if m.drops} == {
+    assert {m.version: m.drops for m in schema.MIGRATIONS if m.drops} == {
         1: ("jobs",),
         2: ("runs",),
     }
@@ -63,7 +63,7 @@ def test_the_shard_count_and_the_empty_runs_bound_match_the_code() -> None:
         )
     assert slots == {str(_sql.SHARDS)}
     assert str(_sql.NO_ID) in _sql.LIST_JOBS
-    assert _schema.NO_ID == _sql.NO_ID
+    assert schema.NO_ID == _sql.NO_ID
 
 
 def test_a_build_ships_every_sql_file(tmp_path: Path) -> None:

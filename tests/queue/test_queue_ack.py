@@ -11,7 +11,8 @@ from actors.errors import InvalidArgument, JobNotFound, LeaseLost, PayloadTooLar
 from actors.queue import Ack, Backoff, Job, NewJob, SQLiteQueue
 from supervisors.clock import FakeClock
 
-pytestmark = pytest.mark.anyio
+# The queue verbs' semantics, the same on both runtimes: asyncio only (see tests/conftest.py).
+pytestmark = [pytest.mark.anyio, pytest.mark.runtimes("asyncio")]
 
 
 async def leased(queue: SQLiteQueue, n: int = 1, run_id: str = "r", **kwargs: object) -> list[Job]:

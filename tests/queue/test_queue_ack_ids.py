@@ -12,7 +12,8 @@ from actors.errors import InvalidArgument
 from actors.queue import SQLiteQueue
 from supervisors.clock import FakeClock
 
-pytestmark = pytest.mark.anyio
+# The queue verbs' semantics, the same on both runtimes: asyncio only (see tests/conftest.py).
+pytestmark = [pytest.mark.anyio, pytest.mark.runtimes("asyncio")]
 
 A = "token:aaaaaaaaaaaaaaaa"
 B = "token:bbbbbbbbbbbbbbbb"

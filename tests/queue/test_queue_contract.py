@@ -133,6 +133,7 @@ def test_each_backend_class_is_a_structural_instance_of_its_protocol(
 
 
 @pytest.mark.anyio
+@pytest.mark.runtimes("asyncio", "trio")
 async def test_an_open_queue_of_each_backend_is_the_contract(contract: Contract) -> None:
     assert isinstance(contract.queue, Queue)
     # Opened here, on its own storage (SQLite, PostgreSQL), or a client of a server (HTTP).
@@ -140,6 +141,7 @@ async def test_an_open_queue_of_each_backend_is_the_contract(contract: Contract)
 
 
 @pytest.mark.anyio
+@pytest.mark.runtimes("asyncio", "trio")
 async def test_an_http_queue_is_the_contract_but_owns_no_storage() -> None:
     async with HttpQueue.open("http://127.0.0.1:9", None) as queue:
         assert isinstance(queue, Queue)
@@ -152,6 +154,10 @@ async def test_an_http_queue_is_the_contract_but_owns_no_storage() -> None:
 # file, a PostgreSQL schema, and `HttpQueue` talking over a real socket to an in-process server
 # whose SQLite queue runs on the same fake clock), and every test below runs on all three. A
 # result item over HTTP carries the job's status only, so the tests read jobs back with `get`.
+
+# The verbs' semantics, the same on both runtimes: asyncio only (see tests/conftest.py); opening,
+# closing and the enqueue callback keep their trio leg.
+pytestmark = pytest.mark.runtimes("asyncio")
 
 ADMIN = "admin-token-0123456789"
 T, RUN = "t1", "r1"
@@ -268,6 +274,7 @@ async def test_enqueue_many_adds_every_job_or_none(contract: Contract) -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.runtimes("asyncio", "trio")
 async def test_on_enqueue_calls_back_after_each_enqueue_until_unsubscribed(
     contract: Contract,
 ) -> None:
@@ -601,6 +608,7 @@ async def test_a_payload_over_the_limit_is_refused(contract: Contract) -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.runtimes("asyncio", "trio")
 async def test_a_closed_queue_refuses_every_verb(contract: Contract) -> None:
     await contract.queue.aclose()
     with pytest.raises(QueueClosed):

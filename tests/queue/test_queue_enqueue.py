@@ -8,7 +8,8 @@ from actors.errors import InvalidArgument, OutOfRange, PayloadTooLarge
 from actors.queue import MAX_DELAY_SECONDS, NewJob, SQLiteQueue
 from supervisors.clock import FakeClock
 
-pytestmark = pytest.mark.anyio
+# The queue verbs' semantics, the same on both runtimes: asyncio only (see tests/conftest.py).
+pytestmark = [pytest.mark.anyio, pytest.mark.runtimes("asyncio")]
 
 
 async def test_enqueue_returns_a_pending_job_with_every_field(

@@ -12,10 +12,11 @@ import pytest
 
 from actors.errors import InvalidArgument, OutOfRange
 from actors.queue import NewJob, SQLiteQueue
-from actors.queue.sqlite import _schema as schema
+from actors.queue.sqlite import schema as schema
 from supervisors.clock import FakeClock
 
-pytestmark = pytest.mark.anyio
+# The queue verbs' semantics, the same on both runtimes: asyncio only (see tests/conftest.py).
+pytestmark = [pytest.mark.anyio, pytest.mark.runtimes("asyncio")]
 
 
 async def finish_and_purge(queue: SQLiteQueue, clock: FakeClock, job_id: int) -> None:

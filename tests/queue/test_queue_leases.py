@@ -9,7 +9,9 @@ from actors.errors import JobNotFound, LeaseLost, OutOfRange
 from actors.queue import MAX_VISIBILITY_SECONDS, NewJob, SQLiteQueue
 from supervisors.clock import FakeClock
 
-pytestmark = pytest.mark.anyio
+# The queue verbs' semantics, the same on both runtimes: asyncio only (see tests/conftest.py);
+# concurrent callers keep their trio leg.
+pytestmark = [pytest.mark.anyio, pytest.mark.runtimes("asyncio")]
 
 
 async def test_pull_leases_jobs_with_a_fresh_token_and_counts_the_attempt(
@@ -189,6 +191,7 @@ async def test_pull_max_outside_its_bounds_is_refused(queue: SQLiteQueue, max: i
         await queue.pull(max=max)
 
 
+@pytest.mark.runtimes("asyncio", "trio")
 async def test_concurrent_pulls_never_lease_one_job_twice(queue: SQLiteQueue) -> None:
     await queue.enqueue_many([NewJob(run_id="r", tenant_id="t", r2_key=str(i)) for i in range(200)])
     leased: list[int] = []

@@ -16,12 +16,14 @@ from actors.config import QueueConfig
 from actors.errors import InvalidArgument, OutOfRange
 from actors.pipeline._maintenance import Maintenance, queue_tasks
 from actors.queue import NewJob, SQLiteQueue
-from actors.queue.postgres import _schema as postgres_schema
+from actors.queue.postgres import schema as postgres_schema
 from actors.queue.postgres._queue import PostgresQueue
-from actors.queue.sqlite import _schema as schema
+from actors.queue.sqlite import schema as schema
 from supervisors.clock import FakeClock
 
-pytestmark = pytest.mark.anyio
+# The claim's semantics, the same on both runtimes: asyncio only (see tests/conftest.py);
+# concurrent claims keep their trio leg.
+pytestmark = [pytest.mark.anyio, pytest.mark.runtimes("asyncio")]
 
 
 async def test_a_due_round_is_claimed_once_and_the_next_is_due_an_interval_later(
@@ -40,6 +42,7 @@ async def test_a_due_round_is_claimed_once_and_the_next_is_due_an_interval_later
     assert (second.claimed, second.round, second.due_at) == (True, 2, clock.time() + 5)
 
 
+@pytest.mark.runtimes("asyncio", "trio")
 async def test_of_many_claims_of_one_due_round_at_once_exactly_one_wins(
     open_queue: OpenQueue,
 ) -> None:
@@ -67,6 +70,7 @@ async def test_a_claim_refuses_a_missing_task_name_and_an_empty_interval(
         await queue.claim_maintenance("reap", 0)
 
 
+@pytest.mark.runtimes("asyncio", "trio")
 async def test_queue_objects_sharing_a_queue_do_each_maintenance_round_once(
     open_queue: OpenQueue, clock: FakeClock
 ) -> None:
@@ -98,7 +102,6 @@ async def test_queue_objects_sharing_a_queue_do_each_maintenance_round_once(
         assert (stats.pending, stats.leased, stats.done) == (2, 0, 0)
 
 
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
 @pytest.mark.parametrize("store", ["sqlite", "postgres"])
 async def test_migrating_down_drops_the_schedule_and_up_brings_it_back(
     store: str, tmp_path: Path, request: pytest.FixtureRequest

@@ -8,7 +8,8 @@ from actors.errors import InvalidArgument, JobNotFound, OutOfRange, RunNotFound
 from actors.queue import NewJob, SQLiteQueue
 from supervisors.clock import FakeClock
 
-pytestmark = pytest.mark.anyio
+# The queue verbs' semantics, the same on both runtimes: asyncio only (see tests/conftest.py).
+pytestmark = [pytest.mark.anyio, pytest.mark.runtimes("asyncio")]
 
 
 async def fail_terminally(queue: SQLiteQueue, n: int, run_id: str = "r") -> list[int]:

@@ -9,7 +9,10 @@ import pytest
 
 from actors.errors import InvalidArgument, MigrationRefused, SchemaTooNew, StorageError
 from actors.queue import LATEST_VERSION, SQLiteQueue
-from actors.queue.sqlite import _schema as schema
+from actors.queue.sqlite import schema as schema
+
+# Migrations, the same on both runtimes: asyncio only (see tests/conftest.py).
+pytestmark = pytest.mark.runtimes("asyncio")
 
 
 def open_raw(db: Path) -> sqlite3.Connection:

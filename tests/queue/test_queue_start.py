@@ -13,7 +13,8 @@ import pytest
 from actors.queue import SQLiteQueue
 from supervisors.clock import FakeClock
 
-pytestmark = pytest.mark.anyio
+# The queue verbs' semantics, the same on both runtimes: asyncio only (see tests/conftest.py).
+pytestmark = [pytest.mark.anyio, pytest.mark.runtimes("asyncio")]
 
 
 async def test_reaping_a_never_started_lease_refunds_its_attempt_every_time(

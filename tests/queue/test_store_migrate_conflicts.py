@@ -18,6 +18,9 @@ from pg_helpers import PG_DSN, pg_admin
 from actors.queue import NewJob, SQLiteQueue
 from actors.queue.postgres._queue import PostgresQueue
 
+# Each test runs `python -m actors store migrate` several times: 2 to 7 s.
+pytestmark = pytest.mark.slow
+
 
 def actors(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

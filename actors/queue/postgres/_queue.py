@@ -4,7 +4,7 @@ The contract `actors.queue.base.OwnedQueue`, kept as ``SQLiteQueue`` keeps it (o
 statuses, fencing, per-item results, retries, idempotency, run state, errors). The driver is
 asyncpg, which runs on asyncio only: the queue runs it through `actors._bridge.Bridge` (the
 caller's loop on asyncio, a helper thread's loop on trio). The SQL is in ``sql/*.sql``
-(`_sql`), the schema in ``migrations/`` (`_schema`), the connections in `_pool`.
+(`_sql`), the schema in ``migrations/`` (`schema`), the connections in `_pool`.
 
 Cancellation: as with SQLite's writer thread, a call handed to the driver's loop is carried out
 (committed or rolled back as a whole) whether or not its caller still waits.
@@ -70,7 +70,7 @@ from actors.queue.model import (
     RunSummary,
     Stats,
 )
-from actors.queue.postgres import _schema, _sql
+from actors.queue.postgres import _sql, schema
 from actors.queue.postgres._pool import Connection, Pool, Row
 from supervisors.clock import Clock, SystemClock
 
@@ -261,7 +261,7 @@ class PostgresQueue(SingleItemVerbs):
                 )
             # Enqueues in other schemas of the database do not wake this queue's workers.
             self._channel = f"actors_enqueued_{current}"
-            await _schema.migrate_up(conn, self.where)
+            await schema.migrate_up(conn, self.where)
         except asyncpg.PostgresError as exc:
             raise StorageError(f"cannot migrate the queue at {self.where}: {exc}") from exc
         finally:

@@ -61,10 +61,10 @@ LIST_JOBS = read("list_jobs")
 CREATE_SCHEMA = read("create_schema")
 CURRENT_SCHEMA = read("current_schema")
 
-# A run's state, unfiltered (`_schema.RUN_STATE`, read by `actors.queue.migrate`).
+# A run's state, unfiltered (`schema.RUN_STATE`, read by `actors.queue.migrate`).
 RUN_STATE = read("run_state")
 
-# Schema versions and migrations (`_schema.py`).
+# Schema versions and migrations (`schema.py`).
 MIGRATION_LOCK = read("migration_lock")
 VERSION_TABLE = read("version_table")
 VERSION_EXISTS = read("version_exists")

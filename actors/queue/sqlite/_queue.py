@@ -47,10 +47,10 @@ from actors.queue.model import (
     RunSummary,
     Stats,
 )
-from actors.queue.sqlite import _schema as schema
 from actors.queue.sqlite import _verbs as store
-from actors.queue.sqlite._schema import Durability
+from actors.queue.sqlite import schema
 from actors.queue.sqlite._writer import Checkpointer, GroupCommitWriter, ReaderPool
+from actors.queue.sqlite.schema import Durability
 from supervisors.clock import Clock, SystemClock
 
 __all__ = ["SQLiteQueue"]
