@@ -43,6 +43,7 @@ def _logging_configured_here() -> Iterator[None]:
         configure_logging("debug", "json", stream=_STDERR)
         _HANDLER = logging.getLogger().handlers[-1]
 
+
 # Property tests take their count from the profile (``settings().max_examples``), scaled by
 # their cost per example. pyproject's addopts loads "dev"; CI passes --hypothesis-profile=ci.
 settings.register_profile("ci", max_examples=150, print_blob=True)
