@@ -8,8 +8,9 @@ import os
 import signal
 import sys
 import threading
+import urllib.parse
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
@@ -18,17 +19,23 @@ import anyio
 import msgspec
 
 from actors import tenancy
+from actors.bounds import MAX_PAGE
 from actors.config import Config
 from actors.errors import ActorsError, InvalidArgument
 from actors.log import get_logger
-from actors.queue import NewJob, RunSummary
+from actors.queue import NewJob, RunSummary, Stats
+from actors.queue.base import Queue
 from actors.queue.factory import open_queue
 from actors.storage import make_store
 from actors.system import ActorSystem, raise_system_failed
 from supervisors import SystemClock
 
 __all__ = [
+    "RUN_FAILED",
     "SHUTDOWN_MARGIN_SECONDS",
+    "ProgressCallback",
+    "banner",
+    "files_under",
     "format_summary",
     "object_names",
     "serve",
@@ -67,6 +74,11 @@ class _ExitDeadline:
         self._signals = 0
         self._drained_at: float | None = None
         self.failed = False
+        #: ``run --until-idle``'s summary and exit code, once known: printed by whichever end
+        #: of the process comes first, the loop's own or a forced one (`take_outcome`).
+        self.outcome: tuple[str, int] | None = None
+        self._outcome_taken = threading.Lock()
+        self.out: TextIO = sys.stdout  # where the outcome is printed
         self._closed = threading.Event()
         thread = threading.Thread(target=self._watch, name="actors-exit-deadline", daemon=True)
         thread.start()
@@ -81,6 +93,10 @@ class _ExitDeadline:
         self._signals += 1
         first = self._signals == 1
         self.arm(self._grace + SHUTDOWN_MARGIN_SECONDS if first else SHUTDOWN_MARGIN_SECONDS)
+
+    def take_outcome(self) -> tuple[str, int] | None:
+        """The outcome, to the first caller only (None to the second: it is printed once)."""
+        return self.outcome if self._outcome_taken.acquire(blocking=False) else None
 
     def close(self) -> None:
         """Disarm for good: the process's stop has ended without help."""
@@ -102,8 +118,14 @@ class _ExitDeadline:
         if self._closed.is_set():
             return
         stuck = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
+        outcome = self.take_outcome()
+        if outcome is not None and code == 0:
+            code = outcome[1]  # drained: the run's own code
         log.warning("system.exit_forced", reason=why, exit_code=code, threads=stuck)
         with contextlib.suppress(Exception):
+            if outcome is not None and outcome[0]:
+                print(outcome[0], file=self.out)
+                self.out.flush()
             sys.stdout.flush()
             sys.stderr.flush()
         os._exit(code)
@@ -130,32 +152,129 @@ def _arm_on_signals(deadline: _ExitDeadline, signums: Sequence[int]) -> Iterator
                 signal.signal(signum, chained)
 
 
-async def serve(config: Config, *, until_idle: bool = False, out: TextIO | None = None) -> int:
-    """Run the system until SIGINT/SIGTERM (or, with ``until_idle``, until the queue is empty).
+#: What `serve` returns after ``until_idle`` when a run it worked on has failed jobs (the CLI's
+#: ``EXIT_RUN_FAILED``; ``runs watch`` exits with it too).
+RUN_FAILED = 2
+
+#: ``progress(done, failed, pending)``: jobs done and failed by this process, and jobs left to
+#: work on (leased, or available now; with ``wait_scheduled`` the scheduled ones too).
+ProgressCallback = Callable[[int, int, int], None]
+
+
+async def serve(
+    config: Config,
+    *,
+    until_idle: bool = False,
+    wait_scheduled: bool = False,
+    out: TextIO | None = None,
+    progress: ProgressCallback | None = None,
+    on_idle: Callable[[], None] | None = None,
+) -> int:
+    """Run the system until SIGINT/SIGTERM (or, with ``until_idle``, until no job is runnable).
 
     The first signal drains (stop leasing, finish in-flight jobs within
     ``shutdown_grace_seconds``, give back the rest); a second one skips what is left of the
     grace period. The process ends within the grace period plus `SHUTDOWN_MARGIN_SECONDS`
-    whatever its processors do (after a second signal, within the margin). Returns the exit
-    code: 0 after a clean stop.
+    whatever its processors do (after a second signal, within the margin).
+
+    With ``until_idle`` it stops once no job is leased or available and none is waiting out a
+    retry's backoff; jobs enqueued with a delay that have not run yet are not waited for (unless
+    ``wait_scheduled``), only counted. After the tree has stopped it prints each run that had a
+    job finish here, then the count of jobs left scheduled, on ``out`` (stdout): nothing is
+    logged after them. ``progress`` is called with the counts while it waits (about 20 times a
+    second; throttle in the callback), and ``on_idle`` when the wait ends (to clear a display).
+
+    Returns the exit code: 0 after a clean stop; `RUN_FAILED` after ``until_idle`` when one of
+    those runs has failed jobs.
     """
     out = sys.stdout if out is None else out
     system = ActorSystem(
         config, track_runs=until_idle, on_failure=lambda exc: setattr(deadline, "failed", True)
     )
     deadline = _ExitDeadline(system, config.pipeline.shutdown_grace_seconds)
+    deadline.out = out
     try:
-        await _serve(system, config, until_idle, out, deadline)
+        await _serve(system, config, until_idle, wait_scheduled, deadline, progress, on_idle)
     except BaseExceptionGroup as group:
         raise_system_failed(group)
         raise
     finally:
         deadline.close()  # the stop ended on its own: nothing to force (serve may be called again)
-    return 0
+    outcome = deadline.take_outcome()
+    if outcome is None:
+        return 0
+    text, code = outcome
+    if text:
+        print(text, file=out)
+    return code
+
+
+def _outcome(summaries: Sequence[RunSummary], scheduled: int) -> tuple[str, int]:
+    """What ``run --until-idle`` prints last, and its exit code."""
+    lines = [format_summary(summary) for summary in summaries]
+    if scheduled:
+        lines.append(
+            f"{scheduled} job(s) scheduled for later; not waited for (--wait-scheduled to wait)"
+        )
+    return "\n".join(lines), RUN_FAILED if any(s.failed for s in summaries) else 0
+
+
+def banner(config: Config, worker_id: str) -> dict[str, object]:
+    """What this process runs, for its one ``system.started`` line; no secret is in it."""
+    queue = config.queue
+    if queue.backend == "postgres":
+        where = _without_password(queue.dsn or "")
+    elif queue.backend == "http":
+        where = _without_password(queue.url or "")
+    else:
+        where = queue.path
+    storage = config.storage
+    store = (
+        f"local {storage.root}"
+        if storage.kind == "local"
+        else f"{storage.kind} {storage.bucket or '(R2_BUCKET)'}"
+    )
+    processor: str = config.processor.kind
+    if config.processor.kind == "python":
+        processor += f" {config.processor.factory}" + (
+            " (isolated)" if config.processor.isolate else ""
+        )
+    elif config.processor.kind == "gemini":
+        processor += f" {config.processor.chat_model}"
+    pipeline = config.pipeline
+    fields: dict[str, object] = {
+        "queue": f"{queue.backend} {where}",
+        "store": store,
+        "processor": processor,
+        "concurrency": (
+            f"{pipeline.concurrency} jobs, {pipeline.fetchers} fetchers, "
+            f"{pipeline.processors} processors"
+        ),
+    }
+    if config.http.enabled:
+        fields["http"] = f"http://{config.http.host}:{config.http.port}"
+    fields["worker_id"] = worker_id
+    return fields
+
+
+def _without_password(url: str) -> str:
+    """``url`` with any password in it replaced by ``***``."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urllib.parse.urlunsplit(parts._replace(netloc=user + netloc))
 
 
 async def _serve(
-    system: ActorSystem, config: Config, until_idle: bool, out: TextIO, deadline: _ExitDeadline
+    system: ActorSystem,
+    config: Config,
+    until_idle: bool,
+    wait_scheduled: bool,
+    deadline: _ExitDeadline,
+    progress: ProgressCallback | None,
+    on_idle: Callable[[], None] | None,
 ) -> None:
     signums = (signal.SIGINT, signal.SIGTERM)
     with anyio.open_signal_receiver(*signums) as signals, _arm_on_signals(deadline, signums):
@@ -180,17 +299,18 @@ async def _serve(
 
             tg.start_soon(on_signals)
             async with system:
-                log.info(
-                    "system.started",
-                    worker_id=system.worker_id,
-                    db=config.queue.path,
-                    concurrency=config.pipeline.concurrency,
-                )
+                log.info("system.started", **banner(config, system.worker_id))
                 with body:
                     if until_idle:
-                        await system.wait_idle()
-                        for run_id in sorted(system.runs_seen):
-                            print(format_summary(await system.run_summary(run_id)), file=out)
+                        try:
+                            stats = await _wait_idle(system, wait_scheduled, progress)
+                        finally:
+                            if on_idle is not None:
+                                on_idle()
+                        summaries = [
+                            await system.run_summary(run_id) for run_id in sorted(system.runs_seen)
+                        ]
+                        deadline.outcome = _outcome(summaries, stats.scheduled)
                     else:
                         await anyio.sleep_forever()
                 # Idle or signalled: the drain below ends within the same bound as after a signal.
@@ -204,12 +324,64 @@ async def _serve(
             tg.cancel_scope.cancel()
 
 
+async def _wait_idle(
+    system: ActorSystem,
+    wait_scheduled: bool,
+    progress: ProgressCallback | None,
+    poll_seconds: float = 0.05,
+) -> Stats:
+    """Wait until no job is leased, in flight here or available; return the queue's stats then.
+
+    Jobs waiting out a retry's backoff are waited for: they are work already under way. Jobs
+    that have never run and are not available yet (enqueued with a delay) are waited for only
+    with ``wait_scheduled``.
+    """
+    rescan_at = 0.0  # on the queue's clock: when the scheduled jobs are listed again
+    retrying = 0  # scheduled jobs that are retries, as last listed
+    while True:
+        stats = await system.stats()
+        runnable = stats.pending - stats.scheduled
+        if progress is not None:
+            waited = stats.scheduled if wait_scheduled else min(retrying, stats.scheduled)
+            left = stats.leased + runnable + waited
+            progress(system.ack_stats.done, system.ack_stats.failed, left)
+        if stats.leased == 0 and runnable == 0 and len(system.inflight) == 0:
+            if stats.scheduled == 0:
+                return stats
+            now = system.clock.time()
+            if not wait_scheduled and now >= rescan_at:
+                # Only scheduled jobs are left: listed only then, and again when a retry is due.
+                due, retrying = await _retries(system.queue, now)
+                if due is None:
+                    return stats
+                rescan_at = due
+        await anyio.sleep(poll_seconds)
+
+
+async def _retries(queue: Queue, now: float) -> tuple[float | None, int]:
+    """The pending jobs that have run before and wait out a retry's backoff: when the first
+    becomes due (None: there is none), and how many there are."""
+    due: float | None = None
+    count = 0
+    cursor: str | None = None
+    while True:
+        page = await queue.list("pending", limit=MAX_PAGE, cursor=cursor)
+        for job in page.items:
+            if job.attempts > 0 and job.available_at > now:
+                count += 1
+                due = job.available_at if due is None else min(due, job.available_at)
+        cursor = page.next_cursor
+        if cursor is None:
+            return due, count
+
+
 async def submit_files(
     config: Config,
     paths: Sequence[Path],
     *,
     tenant_id: str,
     run_id: str | None = None,
+    progress: ProgressCallback | None = None,
 ) -> tuple[str, int]:
     """Put each file into the object store and enqueue one job per file under one run.
 
@@ -218,8 +390,11 @@ async def submit_files(
     given twice is submitted once. Objects are stored before their jobs are enqueued, so no job
     ever points at an object that is still being written. Returns the run id and the number of
     jobs enqueued. Uploads go to the configured store (``[storage].kind``); on R2/S3 a large file
-    goes up in parts, one part in memory at a time.
+    goes up in parts, one part in memory at a time. ``progress`` is called after each file
+    with the files stored, 0 and the files left. A directory stands for the files under it
+    (`files_under`).
     """
+    paths = files_under(paths)
     for path in paths:
         if not path.is_file():
             raise ActorsError(f"cannot submit {path}: no such file")
@@ -249,11 +424,28 @@ async def submit_files(
                     payload={"filename": path.name, "bytes": size},
                 )
             )
+            if progress is not None:
+                progress(len(jobs), 0, len(named) - len(jobs))
     finally:
         await store.aclose()
     async with open_queue(config) as queue:
         await queue.enqueue_many(jobs)
     return run_id, len(jobs)
+
+
+def files_under(paths: Sequence[Path]) -> list[Path]:
+    """``paths`` with each directory replaced by the files under it, in name order (hidden
+    files and directories, whose names start with a dot, left out)."""
+    found: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            found.append(path)
+            continue
+        for file in sorted(path.rglob("*")):
+            hidden = any(part.startswith(".") for part in file.relative_to(path).parts)
+            if file.is_file() and not hidden:
+                found.append(file)
+    return found
 
 
 def object_names(paths: Sequence[Path]) -> tuple[list[tuple[Path, str]], list[Path]]:

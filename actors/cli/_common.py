@@ -20,6 +20,7 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_RUN_FAILED",
     "EXIT_SYSTEM_FAILED",
     "Command",
     "QueueCommand",
@@ -36,6 +37,8 @@ EXIT_OK = 0
 #: An error, printed on stderr as ``error: ...``; or an outcome short of what was asked: a run
 #: that failed, rows that were not copied, a store copy that is not complete.
 EXIT_FAILED = 1
+#: A run with failed jobs (``run --until-idle``, ``runs watch``): the command did its work.
+EXIT_RUN_FAILED = 2
 #: EX_SOFTWARE (sysexits.h): the actor system failed; a process manager should restart it.
 EXIT_SYSTEM_FAILED = 70
 #: 128 + SIGINT: stopped from the keyboard before the command finished.

@@ -20,6 +20,7 @@ from actors.cli._common import (
     print_table,
     with_queue,
 )
+from actors.cli._progress import Progress
 from actors.errors import ForeignObjectKey, InvalidArgument
 
 if TYPE_CHECKING:
@@ -37,9 +38,9 @@ def add_submit(commands: Commands) -> None:
         description="Store each file as the object TENANT/RUN/NAME and enqueue one job for it. "
         "NAME is the file's base name; files that share a base name are named by as much of "
         "their path as tells them apart (a/report.txt, b/report.txt). A file given twice is "
-        "submitted once.",
+        "submitted once. A directory stands for the files under it (hidden ones left out).",
     )
-    submit.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    submit.add_argument("files", nargs="+", type=Path, metavar="FILE|DIR")
     submit.add_argument("--tenant-id", default="default")
     submit.add_argument("--run-id", help="default: a new run-... id")
     submit.set_defaults(run=cmd_submit)
@@ -110,18 +111,25 @@ def duration(text: str) -> float:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from actors.service import object_names, submit_files
+    from actors.service import files_under, object_names, submit_files
 
     config = load_effective_config(args)
-    if all(path.is_file() for path in args.files):  # else submit_files names the missing one
-        for path in object_names(args.files)[1]:
+    files = files_under(args.files)
+    if all(path.is_file() for path in files):  # else submit_files names the missing one
+        for path in object_names(files)[1]:
             print(f"note: {path} repeats a file given before; submitted once", file=sys.stderr)
-    run_id, count = anyio.run(
-        functools.partial(
-            submit_files, config, args.files, tenant_id=args.tenant_id, run_id=args.run_id
-        ),
-        backend=config.runtime.backend,
-    )
+    with Progress("submit", unit="files") as progress:
+        run_id, count = anyio.run(
+            functools.partial(
+                submit_files,
+                config,
+                files,
+                tenant_id=args.tenant_id,
+                run_id=args.run_id,
+                progress=progress.update,
+            ),
+            backend=config.runtime.backend,
+        )
     print(run_id)
     print(
         f"submitted {count} file(s) as run {run_id}; process them with "

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from actors.cli._common import EXIT_SYSTEM_FAILED, load_effective_config
+from actors.cli._progress import Progress, log_stream
 
 if TYPE_CHECKING:
     from actors.cli._common import Commands
@@ -23,7 +24,13 @@ def add_run(commands: Commands) -> None:
     run.add_argument(
         "--until-idle",
         action="store_true",
-        help="exit once no job is pending or leased, printing each run's summary",
+        help="exit once no job is runnable (retries in their backoff are waited for), printing "
+        "each run's summary; exit code 2 if a run has failed jobs",
+    )
+    run.add_argument(
+        "--wait-scheduled",
+        action="store_true",
+        help="with --until-idle, also wait for jobs enqueued with a delay (default: count them)",
     )
     run.set_defaults(run=cmd_run)
 
@@ -34,12 +41,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     from actors.system import SystemFailed
 
     config = load_effective_config(args)
-    configure_logging(config.log.level, config.log.format)
+    wait_scheduled = getattr(args, "wait_scheduled", False)
     try:
-        return anyio.run(
-            functools.partial(serve, config, until_idle=args.until_idle),
-            backend=config.runtime.backend,
-        )
+        if not args.until_idle:
+            configure_logging(config.log.level, config.log.format)
+            return anyio.run(functools.partial(serve, config), backend=config.runtime.backend)
+        # On a terminal with rich, log lines are printed above the progress bar, not through it.
+        configure_logging(config.log.level, config.log.format, stream=log_stream())
+        with Progress("run") as progress:
+            return anyio.run(
+                functools.partial(
+                    serve,
+                    config,
+                    until_idle=True,
+                    wait_scheduled=wait_scheduled,
+                    progress=progress.update,
+                    on_idle=progress.close,
+                ),
+                backend=config.runtime.backend,
+            )
     except SystemFailed as exc:
         if args.debug:
             raise

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 import anyio
 
 from actors.cli._common import (
-    EXIT_FAILED,
     EXIT_OK,
+    EXIT_RUN_FAILED,
     emit,
     load_effective_config,
     print_table,
@@ -43,7 +43,9 @@ def add_runs(commands: Commands) -> None:
     show.add_argument("--limit", type=int, default=20, help="jobs listed at most (20)")
     show.set_defaults(run=with_queue(cmd_runs_show))
     watch = actions.add_parser(
-        "watch", help="follow a run until it ends: a progress bar, or JSON lines when piped"
+        "watch",
+        help="follow a run until it ends: a progress bar, or JSON lines when piped; "
+        "exit code 2 if it ended with failed jobs",
     )
     watch.add_argument("run_id")
     watch.set_defaults(run=cmd_runs_watch)
@@ -95,7 +97,8 @@ def cmd_runs_watch(args: argparse.Namespace) -> int:
     summary = anyio.run(
         functools.partial(watch, config, args.run_id), backend=config.runtime.backend
     )
-    return EXIT_OK if summary.status == "done" else EXIT_FAILED
+    # A run that ended with failed jobs: the same code as `run --until-idle` after one.
+    return EXIT_OK if summary.status == "done" else EXIT_RUN_FAILED
 
 
 async def cmd_runs_export(args: argparse.Namespace, queue: Queue) -> int:

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import anyio
+
 from actors.cli._common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -16,6 +18,7 @@ from actors.cli._common import (
     print_table,
     run_on_asyncio,
 )
+from actors.cli._progress import REFRESH_SECONDS, Progress
 
 if TYPE_CHECKING:
     from actors.cli._common import Commands
@@ -195,14 +198,30 @@ def cmd_store_run(args: argparse.Namespace) -> int:
             migrate.open_store(args.source, must_exist=True) as source,
             migrate.open_store(args.target) as target,
         ):
-            report = await migrate.run(
-                source,
-                target,
-                now=_now(),
-                batch=args.batch,
-                convert_leases=args.convert_leases,
-                force=args.force,
-            )
+            counts = await source.counts()
+            total = sum(counts.values())  # runs and jobs: every row to copy
+            report = migrate.Report()
+            with Progress("copy", unit="rows") as progress:
+
+                async def show() -> None:
+                    while True:
+                        copied = sum(report.written.values()) + sum(report.identical.values())
+                        failed = len(report.errors) + len(report.conflicts)
+                        progress.update(copied, failed, max(0, total - copied - failed))
+                        await anyio.sleep(REFRESH_SECONDS)
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(show)
+                    await migrate.run(
+                        source,
+                        target,
+                        now=_now(),
+                        batch=args.batch,
+                        convert_leases=args.convert_leases,
+                        force=args.force,
+                        report=report,
+                    )
+                    tg.cancel_scope.cancel()
         for error in report.errors:
             print(f"error: {error}", file=sys.stderr)
         if report.conflicts:

@@ -12,7 +12,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from actors.errors import InvalidArgument
 from actors.log import get_logger
 from actors.pipeline._inflight import InFlight, stop_scope
-from actors.pipeline.messages import AckInbox, Failed, Processed, Release, RunEvent
+from actors.pipeline.messages import AckInbox, Failed, Processed, Release, RunEvent, RunEventKind
 from actors.queue import Ack, AckResult
 from actors.queue.base import Queue
 from supervisors import Clock, Context
@@ -183,7 +183,7 @@ class AckReporter:
         self.stats.batches += 1
         self._inflight.settle(message.job for message in batch)
         now = self._clock.time()
-        events: dict[tuple[str, str], list[int]] = defaultdict(list)
+        events: dict[tuple[str, RunEventKind], list[int]] = defaultdict(list)
         errors: dict[tuple[str, str], str | None] = {}
         acked = [m for m in batch if not isinstance(m, Release)]
         for message, result in zip(acked, ack_results, strict=True):
@@ -198,8 +198,8 @@ class AckReporter:
             stage = getattr(message, "stage", "ack")
             if status == "done":
                 self.stats.done += 1
-                kind = "done"
-                bound.info("job.done")
+                kind: RunEventKind = "done"
+                bound.debug("job.done")  # one line per job: counts go to the summary
             elif status == "failed":
                 self.stats.failed += 1
                 kind = "failed"
@@ -227,7 +227,7 @@ class AckReporter:
                 [
                     RunEvent(
                         run_id=run_id,
-                        kind=kind,  # type: ignore[arg-type]  # one of the RunEvent kinds
+                        kind=kind,
                         job_ids=tuple(ids),
                         at=now,
                         error=errors.get((run_id, kind)),

@@ -17,6 +17,7 @@ __all__ = [
     "Refresh",
     "Release",
     "RunEvent",
+    "RunEventKind",
     "RunRoomInbox",
     "Subscribe",
 ]
@@ -82,11 +83,15 @@ class Release(Message, frozen=True, kw_only=True):
     reason: str = ""
 
 
+#: What happened to jobs of a run, as its room hears it.
+RunEventKind = Literal["leased", "done", "failed", "retrying", "released", "enqueued"]
+
+
 class RunEvent(Message, frozen=True, kw_only=True):
     """Pipeline -> run room: something happened to jobs of this run (after it was committed)."""
 
     run_id: str
-    kind: Literal["leased", "done", "failed", "retrying", "released", "enqueued"]
+    kind: RunEventKind
     job_ids: tuple[int, ...] = ()
     at: float = 0.0
     error: str | None = None

@@ -916,11 +916,12 @@ async def run(
     convert_leases: bool = False,
     force: bool = False,
     batch: int = 500,
+    report: Report | None = None,
 ) -> Report:
     """Copy every run and job from ``source`` to ``target``; verify each row once committed.
 
     A row that changed in the target after it was copied is a conflict, left alone, unless
-    ``force`` (then the source's row replaces it).
+    ``force`` (then the source's row replaces it). Pass ``report`` to read it while it fills.
     """
     live = await source.live_leases(now)
     if live and not convert_leases:
@@ -929,7 +930,7 @@ async def run(
             "it. Stop them (or wait for the leases to run out), or pass --convert-leases to copy "
             "those jobs as pending (their work is then done again by the target's workers)"
         )
-    report = Report()
+    report = Report() if report is None else report
     mine = await target.manifest(source.name)
     runs = await source.runs()
     for chunk in _chunks(runs, batch):

@@ -149,7 +149,8 @@ def test_sigkill_at_random_moments_loses_nothing_and_acks_each_job_once(tmp_path
 
 
 def test_sigterm_drains_exits_zero_and_leaves_unfinished_jobs_available(tmp_path: Path) -> None:
-    config = write_config(tmp_path, "[pipeline]\nshutdown_grace_seconds = 5\n", level="info")
+    # debug: job.done lines (at debug) show the run is under way.
+    config = write_config(tmp_path, "[pipeline]\nshutdown_grace_seconds = 5\n", level="debug")
     count = 4000
     run_id = submit(config, make_files(tmp_path, count))
     db = tmp_path / "q.db"
