@@ -413,10 +413,16 @@ def _explain(exc: msgspec.ValidationError) -> str:
         name = message.split("`")[1]
         if not parts:
             known = ", ".join(f"[{t}]" for t in _TABLES)
+            hint = _did_you_mean(name, _TABLES)
+            if hint:
+                return f"unknown table [{name}]{hint} (the tables are {known})"
             return f"unknown table [{name}]; the tables are {known}"
         table = parts[0]
-        known = ", ".join(f.name for f in msgspec.structs.fields(_TABLES[table]))
-        return f"[{table}] has no key `{name}` (a typo?); its keys are {known}"
+        keys = ", ".join(f.name for f in msgspec.structs.fields(_TABLES[table]))
+        hint = _did_you_mean(name, (f.name for f in msgspec.structs.fields(_TABLES[table])))
+        if hint:
+            return f"[{table}] has no key `{name}`{hint} (its keys are {keys})"
+        return f"[{table}] has no key `{name}` (a typo?); its keys are {keys}"
     if message.startswith(("Expected `str` matching regex", "Expected `str` of length")):
         # Only PathText bounds a string's length or form.
         message = (
@@ -427,6 +433,14 @@ def _explain(exc: msgspec.ValidationError) -> str:
     if len(parts) == 1:
         return f"[{parts[0]}] must be a table: {message}"
     return f"[{parts[0]}].{'.'.join(parts[1:])}: {message}"
+
+
+def _did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
+    """``"; did you mean 'x'"`` when one of ``choices`` is close to ``word``, else ``""``."""
+    import difflib  # imported here: only a mistake pays for it
+
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def dump_config(config: Config) -> str:

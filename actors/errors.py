@@ -77,7 +77,19 @@ __all__ = [
     "StorageError",
     "UnsupportedDocument",
     "WorkerCrashed",
+    "unwrap",
 ]
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """The exception inside ``exc`` if it is a group of one (nested: to the innermost).
+
+    A task group wraps even a single failure in an `ExceptionGroup`; a message or a log line
+    names the one error instead of the group. A group of several is returned as it is.
+    """
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 class ActorsError(Exception):

@@ -48,6 +48,21 @@ def test_an_unknown_key_is_refused_with_the_table_and_its_keys(tmp_path: Path) -
     assert "visibility_seconds" in message
 
 
+def test_a_mistyped_key_or_table_gets_a_suggestion(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, "[queue]\npaht = 'q.db'\n"), env={})
+    assert "[queue] has no key `paht`; did you mean 'path'? (its keys are backend, path," in str(
+        info.value
+    )
+    with pytest.raises(
+        ConfigError, match=r"unknown table \[procesor\]; did you mean 'processor'\?"
+    ):
+        load_config(write(tmp_path, "[procesor]\nkind = 'local'\n"), env={})
+    # Nothing close: no suggestion, only the list.
+    with pytest.raises(ConfigError, match=r"has no key `zzz` \(a typo\?\); its keys are"):
+        load_config(write(tmp_path, "[queue]\nzzz = 1\n"), env={})
+
+
 def test_an_unknown_table_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"unknown table \[queu\]"):
         load_config(write(tmp_path, "[queu]\npath = 'x'\n"), env={})

@@ -15,24 +15,26 @@ from collections.abc import Sequence
 
 from actors.cli._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from actors.cli._parser import build_parser
-from actors.errors import ActorsError
+from actors.errors import ActorsError, unwrap
 
 __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line and return the process exit code."""
+    """Run the command line and return the process exit code (see ``--help``'s epilog)."""
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args))
-    except ActorsError as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        # The reader went away (`... | head`): not an error; keep Python from complaining.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
+    except BaseException as exc:
+        # A task group wraps even one failure in a group: report the failure, not the group.
+        error = unwrap(exc)
+        if isinstance(error, KeyboardInterrupt):
+            return EXIT_INTERRUPTED
+        if isinstance(error, BrokenPipeError):
+            # The reader went away (`... | head`): not an error; keep Python from complaining.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_OK
+        if isinstance(error, ActorsError) and not args.debug:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_FAILED
+        raise

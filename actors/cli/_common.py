@@ -22,6 +22,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_RUN_FAILED",
     "EXIT_SYSTEM_FAILED",
+    "EXIT_USAGE",
     "Command",
     "QueueCommand",
     "emit",
@@ -32,14 +33,18 @@ __all__ = [
     "with_queue",
 ]
 
-# Exit codes. A usage error exits with 2 (argparse's) before any command runs.
+# Exit codes: one scheme for every command, listed in ``--help`` and the README.
 EXIT_OK = 0
-#: An error, printed on stderr as ``error: ...``; or an outcome short of what was asked: a run
-#: that failed, rows that were not copied, a store copy that is not complete.
+#: A usage or config error, or any other error printed on stderr as ``error: ...`` (a missing
+#: secret, a busy port, a wrong token, a corrupt database): fix it and run again. Also an
+#: operation short of complete that is no run (`store migrate status`, `store migrate run`).
 EXIT_FAILED = 1
+#: The same code under the name a usage error goes by: argparse's own 2 is replaced by it, so
+#: that 2 means one thing.
+EXIT_USAGE = EXIT_FAILED
 #: A run with failed jobs (``run --until-idle``, ``runs watch``): the command did its work.
 EXIT_RUN_FAILED = 2
-#: EX_SOFTWARE (sysexits.h): the actor system failed; a process manager should restart it.
+#: EX_SOFTWARE (sysexits.h): the actor system gave up; a process manager should restart it.
 EXIT_SYSTEM_FAILED = 70
 #: 128 + SIGINT: stopped from the keyboard before the command finished.
 EXIT_INTERRUPTED = 130

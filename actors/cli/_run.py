@@ -36,11 +36,13 @@ def add_run(commands: Commands) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from actors.cli._checks import check_before_start
     from actors.log import configure_logging
     from actors.service import serve
     from actors.system import SystemFailed
 
     config = load_effective_config(args)
+    check_before_start(config)  # a missing secret, a busy port, a wrong token: one line, exit 1
     wait_scheduled = getattr(args, "wait_scheduled", False)
     try:
         if not args.until_idle:

@@ -31,6 +31,7 @@ __all__ = [
     "ProcessorOutput",
     "TimeLimit",
     "WorkerPool",
+    "check_factory",
     "current_time_limit",
     "decode_vector",
     "encode_vector",

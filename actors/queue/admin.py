@@ -163,7 +163,7 @@ def _on_postgres(config: Config, step: Callable[[_PgConnection, str], Awaitable[
     password = config.secrets.pg_password.reveal() if config.secrets.pg_password else None
 
     async def work() -> T:
-        import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
+        import asyncpg
 
         from actors.queue.migrate import store_name
 

@@ -354,7 +354,7 @@ class PostgresStore:
     async def open(
         cls, dsn: str, *, read_only: bool = False, must_exist: bool = False
     ) -> PostgresStore | AbsentStore:
-        import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
+        import asyncpg
 
         name, schema_name = _pg_name(dsn)
         try:

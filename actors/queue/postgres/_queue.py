@@ -26,7 +26,7 @@ from typing import Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
-import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
+import asyncpg
 import msgspec
 import structlog
 

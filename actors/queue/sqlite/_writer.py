@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import anyio.to_thread
 import sniffio
 
-from actors.errors import QueueClosed, QueueError, StorageError
+from actors.errors import QueueClosed, QueueError
+from actors.queue.sqlite.schema import sqlite_failure
 
 if TYPE_CHECKING:
     import trio
@@ -88,6 +89,7 @@ class GroupCommitWriter:
         name: str = "queue-writer",
     ) -> None:
         self._conn = conn
+        self._path = _file_of(conn)  # named in error messages
         self._after_commit = after_commit
         self._requests: queue.SimpleQueue[_Request[Any]] = queue.SimpleQueue()
         self._closed = False
@@ -176,7 +178,7 @@ class GroupCommitWriter:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             for request in group:
-                request.error = _storage_error(exc)
+                request.error = _storage_error(exc, self._path)
             return
         try:
             for request in group:
@@ -185,14 +187,17 @@ class GroupCommitWriter:
                     request.result = (request.work(conn),)
                 except Exception as exc:  # reported to its caller; the group goes on
                     conn.execute("ROLLBACK TO request")
-                    request.error = _storage_error(exc) if isinstance(exc, sqlite3.Error) else exc
+                    if isinstance(exc, sqlite3.Error):
+                        request.error = _storage_error(exc, self._path)
+                    else:
+                        request.error = exc
                 conn.execute("RELEASE request")
             conn.execute("COMMIT")
         except sqlite3.Error as exc:  # the transaction itself failed: nothing of it committed
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             for request in group:
-                request.error = request.error or _storage_error(exc)
+                request.error = request.error or _storage_error(exc, self._path)
 
     @staticmethod
     def _wake(group: list[_Request[Any]]) -> None:
@@ -254,11 +259,17 @@ class Checkpointer:
             self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
 
-def _storage_error(exc: BaseException) -> QueueError:
-    return StorageError(
-        f"SQLite failed: {exc}. If the database is locked, another process holds a write "
-        "transaction for longer than the busy timeout; if the disk is full, free space"
-    )
+def _storage_error(exc: sqlite3.Error, path: str | None) -> QueueError:
+    return sqlite_failure(exc, path)
+
+
+def _file_of(conn: sqlite3.Connection) -> str | None:
+    """The file ``conn`` has open as its main database (None for one in memory)."""
+    try:
+        row = conn.execute("PRAGMA database_list").fetchone()
+    except sqlite3.Error:
+        return None
+    return str(row[2]) if row and row[2] else None
 
 
 class ReaderPool:
@@ -282,13 +293,14 @@ class ReaderPool:
         with self._lock:
             conn = self._idle.pop() if self._idle else self._connect()
         try:
-            conn.execute("BEGIN")
             try:
-                return work(conn)
-            except sqlite3.Error as exc:
-                raise _storage_error(exc) from exc
-            finally:
-                conn.execute("COMMIT")
+                conn.execute("BEGIN")
+                try:
+                    return work(conn)
+                finally:
+                    conn.execute("COMMIT")
+            except sqlite3.Error as exc:  # in the work or in ending its read (a damaged file)
+                raise _storage_error(exc, _file_of(conn)) from exc
         finally:
             with self._lock:
                 if self._closed:

@@ -283,13 +283,45 @@ def connect(
         # The writer wraps each request in a SAVEPOINT, whose statement journal would otherwise
         # be a temporary file; in memory, a group commits sooner (docs/benchmarks.md).
         conn.execute("PRAGMA temp_store = MEMORY")
-    except sqlite3.DatabaseError as exc:
+    except sqlite3.Error as exc:
         conn.close()
-        raise StorageError(
-            f"{str(path)!r} is not a usable SQLite database: {exc}. Point --db / [queue].path "
-            "at the queue's file, or move this file away to start a new queue"
-        ) from exc
+        raise sqlite_failure(exc, path) from exc
     return conn
+
+
+def sqlite_failure(exc: sqlite3.Error, path: str | Path | None) -> StorageError:
+    """The `StorageError` for a failure of SQLite on the queue's file, by its result code.
+
+    A full disk and a damaged file call for opposite actions (free space and run again; move
+    the file away), so they are told apart by SQLite's code, never by the failing statement.
+    """
+    where = f"{str(path)!r}" if path is not None else "the queue database"
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    if primary == sqlite3.SQLITE_FULL:
+        return StorageError(
+            f"disk full at {where}: free space on its disk (or raise its quota) and run again; "
+            "the write that failed was rolled back, nothing committed before it is lost"
+        )
+    if primary in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+        return StorageError(
+            f"{where} is not a usable SQLite database: {exc}. Point --db / [queue].path "
+            "at the queue's file, or move this file away to start a new queue"
+        )
+    if primary == sqlite3.SQLITE_IOERR:
+        return StorageError(
+            f"disk I/O error on {where} ({getattr(exc, 'sqlite_errorname', exc)}): check its "
+            "disk's free space, its quota, the file size limit (ulimit -f) and the disk's health"
+        )
+    if primary in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM, sqlite3.SQLITE_CANTOPEN):
+        return StorageError(
+            f"cannot write {where}: {exc}. Check that the file and its directory are writable "
+            "by this user, or point --db / [queue].path elsewhere"
+        )
+    return StorageError(
+        f"SQLite failed: {exc} (on {where}). If the database is locked, another process holds "
+        "a write transaction for longer than the busy timeout"
+    )
 
 
 def require_file(path: str | Path) -> None:
@@ -384,10 +416,20 @@ def migrate_up(conn: sqlite3.Connection, path: str | Path, target: int | None = 
                 conn.execute(f"PRAGMA user_version = {migration.version}")
                 applied.append(migration.version)
             conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            _rollback(conn)
+            raise sqlite_failure(exc, path) from exc
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
     return applied
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    # SQLite rolls back by itself after some errors (a full disk, an I/O error): then there is
+    # no transaction left, and a ROLLBACK would fail and hide the first error.
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
 
 
 def migrate_down(
@@ -424,7 +466,10 @@ def migrate_down(
             conn.execute(f"PRAGMA user_version = {migration.version - 1}")
             undone.append(migration.version)
         conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        _rollback(conn)
+        raise sqlite_failure(exc, path) from exc
     except BaseException:
-        conn.execute("ROLLBACK")
+        _rollback(conn)
         raise
     return undone
