@@ -17,12 +17,12 @@ from typing import Any, TextIO
 
 import anyio
 import msgspec
-import structlog
 
 from actors import tenancy
 from actors.bounds import MAX_PAGE
 from actors.config import Config
 from actors.errors import ActorsError, InvalidArgument
+from actors.log import get_logger
 from actors.queue import NewJob, RunSummary, Stats
 from actors.queue.base import Queue
 from actors.queue.factory import open_queue
@@ -43,7 +43,7 @@ __all__ = [
     "watch",
 ]
 
-log = structlog.get_logger("actors.service")
+log = get_logger("actors.service")
 
 #: After the first SIGTERM/SIGINT the process ends within ``shutdown_grace_seconds`` plus this,
 #: whatever its processors do; after a second signal, within this. It covers what follows the
