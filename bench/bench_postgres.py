@@ -236,14 +236,14 @@ POSTSCRIPT = """How to read these figures:
   0.62x-0.72x, 0.61x-0.76x and 0.55x-0.67x single-job, 0.56x-0.64x, 0.58x-0.71x and
   0.50x-0.68x batched (1, 4 and 8 processes).
 - Targets (issue 7, benchmark only): batched at least 0.7x raw; 8 single-job processes at least
-  0.9x the raw 8-process rate. Not met; see ARCHITECTURE.md (`actors/queue/postgres.py`) for
-  what was done, what each step gained, and what is left.
+  0.9x the raw 8-process rate. Not met; the reasons for the design are in docs/decisions.md
+  ("The PostgreSQL queue's statements").
 - `SQLiteQueue` is shown for scale: its processes share one file and one writer lock. On these
   2 cores, shared with the PostgreSQL server, more processes do not add throughput to either.
 """
 
 
-# --- the driver comparison (ARCHITECTURE.md, "Driver: asyncpg") -------------------------------
+# --- the driver comparison (docs/decisions.md, "The PostgreSQL driver: asyncpg") --------------
 
 
 def drivers(dsn: str, n: int = 2000) -> None:
