@@ -17,12 +17,12 @@ from typing import Any, TextIO
 
 import anyio
 import msgspec
-import structlog
 
 from actors import tenancy
 from actors.bounds import MAX_PAGE
 from actors.config import Config
 from actors.errors import ActorsError, InvalidArgument
+from actors.log import get_logger
 from actors.queue import NewJob, RunSummary, Stats
 from actors.queue.base import Queue
 from actors.queue.factory import open_queue
@@ -43,7 +43,7 @@ __all__ = [
     "watch",
 ]
 
-log = structlog.get_logger("actors.service")
+log = get_logger("actors.service")
 
 #: After the first SIGTERM/SIGINT the process ends within ``shutdown_grace_seconds`` plus this,
 #: whatever its processors do; after a second signal, within this. It covers what follows the
@@ -351,23 +351,25 @@ async def _wait_idle(
             now = system.clock.time()
             if not wait_scheduled and now >= rescan_at:
                 # Only scheduled jobs are left: listed only then, and again when a retry is due.
-                due, retrying = await _retries(system.queue, now)
+                due, retrying = await _retries(system.queue)
                 if due is None:
                     return stats
                 rescan_at = due
         await anyio.sleep(poll_seconds)
 
 
-async def _retries(queue: Queue, now: float) -> tuple[float | None, int]:
-    """The pending jobs that have run before and wait out a retry's backoff: when the first
-    becomes due (None: there is none), and how many there are."""
+async def _retries(queue: Queue) -> tuple[float | None, int]:
+    """The pending jobs that have run before (retries): when the first becomes due (None:
+    there is none), and how many there are. A retry that became due since the stats were read
+    counts too (its due time is past, so the caller looks again at once), else a retry with a
+    short backoff could be reported as scheduled and left behind."""
     due: float | None = None
     count = 0
     cursor: str | None = None
     while True:
         page = await queue.list("pending", limit=MAX_PAGE, cursor=cursor)
         for job in page.items:
-            if job.attempts > 0 and job.available_at > now:
+            if job.attempts > 0:
                 count += 1
                 due = job.available_at if due is None else min(due, job.available_at)
         cursor = page.next_cursor

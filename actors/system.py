@@ -12,12 +12,12 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 import anyio
-import structlog
 from anyio.abc import TaskStatus
 
 from actors import tenancy
 from actors.config import Config, require_package
 from actors.errors import ActorsError
+from actors.log import get_logger
 from actors.pipeline import (
     TERMINAL_RUN_STATUSES,
     AckStats,
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ActorSystem", "SystemFailed", "raise_system_failed"]
 
-log = structlog.get_logger("actors.system")
+log = get_logger("actors.system")
 
 
 class SystemFailed(ActorsError):

@@ -7,16 +7,18 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
-import structlog
 
 from supervisors.actor import ActorRef, Mailbox, _Ask
 from supervisors.clock import Clock
 from supervisors.errors import ActorStopped, NotAnActor
+from supervisors.log import get_logger
 
 if TYPE_CHECKING:
     from supervisors.events import EventBus
 
 __all__ = ["Context"]
+
+_log = get_logger("supervisors")
 
 
 class _Siblings(Protocol):
@@ -39,7 +41,7 @@ class Context:
       signal for a task child; it has its ChildSpec's ``shutdown`` seconds to return.
     - ``stop()``: an actor's way to exit normally after its current message.
     - ``receive()``: for a task child with an inbox, the next message.
-    - ``log``: a structlog logger bound with ``actor=<path>``.
+    - ``log``: a logger (:mod:`supervisors.log`) bound with ``actor=<path>``.
     """
 
     __slots__ = (
@@ -78,7 +80,7 @@ class Context:
         self._stop_event: anyio.Event | None = None
         self._stop_scopes: list[anyio.CancelScope] = []
         self._stop_self = False
-        self.log = structlog.get_logger("supervisors").bind(actor=self.path)
+        self.log = _log.bind(actor=self.path)
 
     def __repr__(self) -> str:
         return f"<Context {self.path}>"

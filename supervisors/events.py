@@ -1,4 +1,4 @@
-"""Lifecycle events of supervised children: logged through structlog, published to subscribers."""
+"""Lifecycle events of supervised children: logged, and published to subscribers."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 import anyio
-import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from supervisors.log import get_logger
 
 __all__ = ["EventBus", "EventKind", "LifecycleEvent"]
 
 EventKind = Literal["started", "stopped", "crashed", "restarted", "killed", "slept", "gave_up"]
 
-_log = structlog.get_logger("supervisors")
+_log = get_logger("supervisors")
 
 # Stable event names, spelled out so they can be grepped.
 _EVENT_NAMES: dict[str, str] = {
@@ -53,7 +54,7 @@ class LifecycleEvent:
 
 
 class EventBus:
-    """Fans lifecycle events out to structlog and to any number of subscribers.
+    """Fans lifecycle events out to the log and to any number of subscribers.
 
     One bus is shared by a whole tree (nested supervisors inherit their parent's). A
     subscriber that falls behind loses events rather than slowing the supervisor down:

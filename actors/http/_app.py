@@ -6,7 +6,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -26,10 +25,11 @@ from actors.http._operations import Operations
 from actors.http._routes import Resource, Route, Socket, route_table
 from actors.http._runs import Runs
 from actors.http._uploads import Uploads
+from actors.log import get_logger
 
 __all__ = ["create_app"]
 
-log = structlog.get_logger("actors.http")
+log = get_logger("actors.http")
 
 
 def create_app(

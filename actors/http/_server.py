@@ -9,18 +9,18 @@ from typing import Any
 
 import anyio
 import sniffio
-import structlog
 from anyio.abc import TaskStatus
 
 from actors.http._app import create_app
 from actors.http._auth import Tokens
 from actors.http._host import Host
 from actors.http._metrics import Metrics
+from actors.log import get_logger
 from supervisors import Context
 
 __all__ = ["HttpServer", "bind_socket"]
 
-log = structlog.get_logger("actors.http")
+log = get_logger("actors.http")
 
 
 def bind_socket(host: str, port: int) -> socket.socket:

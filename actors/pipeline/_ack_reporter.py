@@ -6,11 +6,11 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
-import structlog
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from actors.errors import InvalidArgument
+from actors.log import get_logger
 from actors.pipeline._inflight import InFlight, stop_scope
 from actors.pipeline.messages import AckInbox, Failed, Processed, Release, RunEvent, RunEventKind
 from actors.queue import Ack, AckResult
@@ -19,7 +19,7 @@ from supervisors import Clock, Context
 
 __all__ = ["AckReporter", "AckStats"]
 
-log = structlog.get_logger("actors.ack_reporter")
+log = get_logger("actors.ack_reporter")
 
 
 class AckStats:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import anyio
-import structlog
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from actors import tenancy
 from actors.errors import ObjectStoreError, QueueError
+from actors.log import get_logger
 from actors.pipeline._inflight import InFlight, stop_scope
 from actors.pipeline.messages import AckInbox, Failed, Fetched, JobLeased, LeasedJob, Release
 from actors.queue.base import Queue
@@ -19,7 +19,7 @@ from supervisors import Context
 
 __all__ = ["Fetcher"]
 
-log = structlog.get_logger("actors.fetcher")
+log = get_logger("actors.fetcher")
 
 # A fetcher takes up to this many jobs waiting in its stream at once and marks them started in
 # one queue call (one commit instead of four); they then count as started while it fetches them

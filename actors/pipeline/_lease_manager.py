@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import anyio
-import structlog
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
 
 from actors.config import QueueConfig
 from actors.errors import QueueError
+from actors.log import get_logger
 from actors.pipeline._inflight import InFlight, stop_scope
 from actors.pipeline.messages import JobLeased, LeasedJob
 from actors.queue.base import Queue
@@ -19,7 +19,7 @@ from supervisors import Clock, Context
 
 __all__ = ["LeaseManager", "leased_job"]
 
-log = structlog.get_logger("actors.lease_manager")
+log = get_logger("actors.lease_manager")
 
 
 def leased_job(job: Job) -> LeasedJob:

@@ -8,18 +8,18 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import anyio
-import structlog
 from anyio.abc import TaskStatus
 
 from actors.config import QueueConfig
 from actors.errors import QueueError
+from actors.log import get_logger
 from actors.pipeline._inflight import stop_scope
 from actors.queue.model import MaintenanceClaim
 from supervisors import Clock, Context
 
 __all__ = ["MaintainedQueue", "Maintenance", "MaintenanceTask", "queue_tasks"]
 
-log = structlog.get_logger("actors.maintenance")
+log = get_logger("actors.maintenance")
 
 
 class MaintainedQueue(Protocol):

@@ -7,11 +7,11 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import anyio
-import structlog
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from actors.errors import ActorsError, DocumentError, JobTimedOut
+from actors.log import get_logger
 from actors.pipeline._inflight import InFlight, stop_scope
 from actors.pipeline.messages import AckInbox, Failed, Fetched, LeasedJob, Processed, Release
 from actors.processors import JobInput, Processor, ProcessorOutput, TimeLimit, current_time_limit
@@ -21,7 +21,7 @@ __all__ = ["ProcessorStage", "call_abandonably"]
 
 T = TypeVar("T")
 
-log = structlog.get_logger("actors.processor")
+log = get_logger("actors.processor")
 
 
 async def call_abandonably(calls: TaskGroup, func: Callable[[], Awaitable[T]], seconds: float) -> T:

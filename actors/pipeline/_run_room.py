@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 
 import anyio
 import msgspec
-import structlog
 
 from actors.errors import QueueError, RunNotFound
+from actors.log import get_logger
 from actors.pipeline.messages import Refresh, RunEvent, RunRoomInbox, Subscribe
 from actors.queue.base import Queue
 from actors.queue.model import RunSummary
@@ -20,7 +20,7 @@ __all__ = ["TERMINAL_RUN_STATUSES", "RunRoom", "RunUpdate", "room_id", "run_of_r
 
 TERMINAL_RUN_STATUSES = frozenset({"done", "failed"})
 
-log = structlog.get_logger("actors.run_room")
+log = get_logger("actors.run_room")
 
 
 def room_id(run_id: str) -> str:

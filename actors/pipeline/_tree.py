@@ -6,10 +6,10 @@ import contextlib
 from collections.abc import Callable
 
 import anyio
-import structlog
 from anyio.abc import TaskGroup, TaskStatus
 
 from actors.config import Config
+from actors.log import get_logger
 from actors.pipeline._ack_reporter import AckReporter, AckStats
 from actors.pipeline._fetcher import Fetcher
 from actors.pipeline._inflight import InFlight
@@ -38,7 +38,7 @@ from supervisors import (
 
 __all__ = ["PipelineTree", "explain_give_up"]
 
-log = structlog.get_logger("actors.system")
+log = get_logger("actors.system")
 
 # A run room's inbox: events come a few per ack batch; more than this waiting means the room
 # is stuck, and dropping an event there costs only an entry of its recent-events list.

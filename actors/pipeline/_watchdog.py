@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import anyio
-import structlog
 from anyio.abc import TaskStatus
+
+from actors.log import get_logger
 
 __all__ = ["LoopWatchdog"]
 
-log = structlog.get_logger("actors.watchdog")
+log = get_logger("actors.watchdog")
 
 
 class LoopWatchdog:

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
-import structlog
 
 from actors.bounds import DEFAULT_MAX_PAYLOAD_BYTES
 from actors.config import ProcessorConfig, Secrets
@@ -27,6 +26,7 @@ from actors.errors import (
     ModelResponseInvalid,
     ModelUnavailable,
 )
+from actors.log import get_logger
 from actors.processors._rate_limit import RateLimiter
 from actors.processors.base import JobInput, ProcessorOutput
 from supervisors.clock import Clock, SystemClock
@@ -45,7 +45,7 @@ __all__ = [
     "shared_limiter",
 ]
 
-log = structlog.get_logger("actors.gemini")
+log = get_logger("actors.gemini")
 
 GOOGLE_BASE_URL = "https://generativelanguage.googleapis.com"
 

@@ -9,7 +9,6 @@ from urllib.parse import quote
 
 import httpx
 import msgspec
-import structlog
 
 from actors import protocol as wire
 from actors.errors import (
@@ -22,6 +21,7 @@ from actors.errors import (
     QueueError,
     RunNotFound,
 )
+from actors.log import get_logger
 from actors.queue.base import Queue, SingleItemVerbs
 from actors.queue.model import (
     Ack,
@@ -39,7 +39,7 @@ from actors.queue.model import (
 
 __all__ = ["HttpQueue", "QueueUnavailable"]
 
-log = structlog.get_logger("actors.queue.http")
+log = get_logger("actors.queue.http")
 
 T = TypeVar("T")
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
-import structlog
 
 from actors._bridge import Bridge
 from actors.bounds import MAX_UPLOAD_URL_SECONDS
@@ -21,11 +20,12 @@ from actors.errors import (
     ObjectStoreRefused,
     ObjectStoreUnavailable,
 )
+from actors.log import get_logger
 from actors.storage.base import StoredObject, check_key, missing, too_large
 
 __all__ = ["S3ObjectStore"]
 
-log = structlog.get_logger("actors.r2_store")
+log = get_logger("actors.r2_store")
 
 T = TypeVar("T")
 

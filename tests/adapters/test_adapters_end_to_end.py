@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import msgspec
 import pytest
-import structlog
 from adapter_faults import FaultProxy
 from conftest import KEY_ID, REGION, SECRET
 from gemini_fake import API_KEY, FakeGemini
@@ -110,21 +108,12 @@ async def test_the_pipeline_retries_store_and_model_faults_and_never_processes_a
     assert {Path(line["key"]).name for line in lines} == set(FILES)
 
 
-@pytest.fixture
-def keep_logging() -> Iterator[None]:
-    """`run` configures structlog to print to the captured stderr; give later tests theirs."""
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
-
-
 def test_submit_run_show_export_and_search_from_the_command_line(
     tmp_path: Path,
     s3_endpoint: str,
     bucket: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-    keep_logging: None,
 ) -> None:
     for name, value in {
         "R2_ACCESS_KEY_ID": KEY_ID,

@@ -184,7 +184,7 @@ def test_a_second_sigterm_ends_the_drain_at_once_and_gives_the_jobs_back(tmp_pat
     err = tmp_path / "err.log"
     env = {**os.environ, "PYTHONPATH": str(HERE)}
     process = start(config, stderr=err, env=env)
-    wait_for_line(err, '"supervisor": "actors/run_rooms"', timeout=30)  # a job was leased
+    wait_for_line(err, '"supervisor":"actors/run_rooms"', timeout=30)  # a job was leased
     process.send_signal(signal.SIGTERM)
     wait_for_line(err, '"system.stopping"')
     process.send_signal(signal.SIGTERM)  # do not wait out the 300 s grace period

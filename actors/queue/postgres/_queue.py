@@ -28,7 +28,6 @@ from urllib.parse import urlsplit, urlunsplit
 import anyio
 import asyncpg
 import msgspec
-import structlog
 
 from actors._bridge import Bridge
 from actors.bounds import DEFAULT_MAX_PAYLOAD_BYTES, MAX_ATTEMPTS, MAX_PULL
@@ -40,6 +39,7 @@ from actors.errors import (
     RunNotFound,
     StorageError,
 )
+from actors.log import get_logger
 from actors.queue._rows import ByOwner, job_from_row, parse_cursor, refusal, summary_from_row
 from actors.queue._rows import decode as _decode
 from actors.queue.base import (
@@ -77,7 +77,7 @@ from supervisors.clock import Clock, SystemClock
 __all__ = ["PostgresQueue"]
 
 T = TypeVar("T")
-log = structlog.get_logger("actors.queue.postgres")
+log = get_logger("actors.queue.postgres")
 
 # The message of the enqueue statement's tenant guard (sql/enqueue.sql): a run of the batch
 # that the statement cannot vouch for fails it with this text, so nothing is written; the

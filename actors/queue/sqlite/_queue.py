@@ -13,9 +13,9 @@ from typing import Literal
 
 import anyio
 import anyio.to_thread
-import structlog
 
 from actors.bounds import DEFAULT_MAX_PAYLOAD_BYTES
+from actors.log import get_logger
 from actors.queue._rows import ByOwner
 from actors.queue.base import (
     OwnedQueue,
@@ -56,7 +56,7 @@ from supervisors.clock import Clock, SystemClock
 __all__ = ["SQLiteQueue"]
 
 
-log = structlog.get_logger("actors.queue")
+log = get_logger("actors.queue")
 
 
 class SQLiteQueue(SingleItemVerbs):
