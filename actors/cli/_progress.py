@@ -11,6 +11,7 @@ work shorter than that.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -66,7 +67,8 @@ def log_stream(stream: TextIO | None = None) -> TextIO:
 
 
 def _duration(seconds: float) -> str:
-    seconds = int(seconds)
+    """``seconds`` rounded up (an ETA of work still pending is never "0s")."""
+    seconds = math.ceil(seconds)
     if seconds < 60:
         return f"{seconds}s"
     if seconds < 3600:

@@ -229,6 +229,13 @@ def test_a_plain_status_line_is_written_at_most_once_per_interval(
     assert re.fullmatch(SUBMIT_STATUS, out.getvalue().strip())
 
 
+@pytest.mark.parametrize(
+    ("seconds", "shown"), [(0.2, "1s"), (5.0, "5s"), (59.5, "1m00s"), (3599.1, "1h00m")]
+)
+def test_an_eta_is_rounded_up(seconds: float, shown: str) -> None:
+    assert _progress._duration(seconds) == shown
+
+
 def test_progress_is_a_plain_status_line_now_and_then_when_not_a_terminal(
     tmp_path: Path,
 ) -> None:
