@@ -66,6 +66,23 @@ def log_stream(stream: TextIO | None = None) -> TextIO:
     return proxy
 
 
+def _plain_seconds_from_env() -> float:
+    """``ACTORS_PROGRESS_SECONDS``, or the default; a value that is not a number of seconds
+    (finite, at least 0) is a ConfigError naming it."""
+    text = os.environ.get("ACTORS_PROGRESS_SECONDS")
+    if text is None:
+        return _PLAIN_SECONDS
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds < math.inf:
+        from actors.errors import ConfigError
+
+        raise ConfigError(f"ACTORS_PROGRESS_SECONDS must be a number of seconds >= 0, not {text!r}")
+    return seconds
+
+
 def _duration(seconds: float) -> str:
     """``seconds`` rounded up (an ETA of work still pending is never "0s")."""
     seconds = math.ceil(seconds)
@@ -94,7 +111,7 @@ class Progress:
         self.unit = unit
         self._stream = sys.stderr if stream is None else stream
         if plain_seconds is None:
-            plain_seconds = float(os.environ.get("ACTORS_PROGRESS_SECONDS", _PLAIN_SECONDS))
+            plain_seconds = _plain_seconds_from_env()
         self._plain_seconds = plain_seconds
         self._started = time.monotonic()
         self._rendered_at = self._started

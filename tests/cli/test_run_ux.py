@@ -229,6 +229,17 @@ def test_a_plain_status_line_is_written_at_most_once_per_interval(
     assert re.fullmatch(SUBMIT_STATUS, out.getvalue().strip())
 
 
+@pytest.mark.parametrize("value", ["abc", "-1", "inf", "nan", ""])
+def test_a_bad_progress_interval_is_one_line_naming_it(tmp_path: Path, value: str) -> None:
+    write_docs(tmp_path, **{"a.txt": "text\n"})
+    done = actors(tmp_path, "submit", str(tmp_path / "in"), ACTORS_PROGRESS_SECONDS=value)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"error: ACTORS_PROGRESS_SECONDS must be a number of seconds >= 0, not {value!r}"
+    ]
+    assert not (tmp_path / "data").exists()  # refused before any object or job was written
+
+
 @pytest.mark.parametrize(
     ("seconds", "shown"), [(0.2, "1s"), (5.0, "5s"), (59.5, "1m00s"), (3599.1, "1h00m")]
 )
