@@ -34,12 +34,15 @@ __all__ = [
     "MAX_PRIORITY",
     "MAX_PULL",
     "MAX_RETENTION_SECONDS",
+    "MAX_SCHEDULES_PER_TENANT",
+    "MAX_TICKS_PER_FIRE",
     "MAX_TIMEOUT_SECONDS",
     "MAX_UPLOAD_NAME_CHARS",
     "MAX_UPLOAD_URL_SECONDS",
     "MAX_VISIBILITY_SECONDS",
     "MINUTE",
     "MIN_TIMEOUT_SECONDS",
+    "SCHEDULE_NAME_PATTERN",
     "AckBatch",
     "Attempts",
     "Count",
@@ -59,6 +62,11 @@ __all__ = [
     "Priority",
     "PullSize",
     "Retention",
+    "ScheduleCron",
+    "ScheduleGrace",
+    "ScheduleInterval",
+    "ScheduleName",
+    "TimeZoneName",
     "Timeout",
     "UploadName",
     "UploadUrlSeconds",
@@ -98,6 +106,13 @@ MAX_TIMEOUT_SECONDS = DAY
 MAX_MAINTENANCE_INTERVAL_SECONDS = 366 * DAY
 # Finished jobs are kept (or purged when older than) at most ten years.
 MAX_RETENTION_SECONDS = 3650 * DAY
+# A tenant has at most this many schedules: each is a row read on every firing round.
+MAX_SCHEDULES_PER_TENANT = 1000
+# One firing round enqueues at most this many ticks of one schedule (the rest the next round):
+# an interval of 1 s with a grace of a day must not enqueue 86,400 jobs in one transaction.
+MAX_TICKS_PER_FIRE = 100
+# A schedule's name: a URL path segment and a part of its ticks' run ids, so no ':' or '/'.
+SCHEDULE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 # Job ids are positive signed 64-bit integers (SQLite's rowid, PostgreSQL's bigint).
 MAX_JOB_ID = 2**63 - 1
 
@@ -143,6 +158,16 @@ Retention = Annotated[float, Meta(ge=0, le=MAX_RETENTION_SECONDS)]
 MaintenanceInterval = Annotated[float, Meta(ge=0.001, le=MAX_MAINTENANCE_INTERVAL_SECONDS)]
 UploadName = Annotated[str, Meta(min_length=1, max_length=MAX_UPLOAD_NAME_CHARS)]
 UploadUrlSeconds = Annotated[float, Meta(gt=0, le=MAX_UPLOAD_URL_SECONDS)]
+#: A schedule's name (`SCHEDULE_NAME_PATTERN`).
+ScheduleName = Annotated[str, Meta(pattern=SCHEDULE_NAME_PATTERN)]
+#: A cron expression: five fields, or six with seconds last (`actors.cron`).
+ScheduleCron = Annotated[str, Meta(min_length=1, max_length=256)]
+#: An IANA time zone name ("Europe/Berlin"); the longest in the database has 32 characters.
+TimeZoneName = Annotated[str, Meta(min_length=1, max_length=64)]
+#: A schedule's interval: whole seconds, one second to a year.
+ScheduleInterval = Annotated[int, Meta(ge=1, le=366 * 86_400)]
+#: How late a tick may be enqueued and still count as on time: none to a day.
+ScheduleGrace = Annotated[float, Meta(ge=0, le=DAY)]
 
 # --- the configuration's classes of values ------------------------------------------------------
 

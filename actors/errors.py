@@ -10,6 +10,7 @@ Hierarchy::
     │   │   └── PayloadTooLarge      a payload or result exceeds max_payload_bytes
     │   ├── JobNotFound              no job has that id (also a LookupError)
     │   ├── RunNotFound              no run has that id (also a LookupError)
+    │   ├── ScheduleNotFound         the tenant has no schedule of that name (a LookupError)
     │   ├── LeaseLost                a lease token is stale: expired, superseded or finished
     │   ├── QueueClosed              the queue was used after it was closed
     │   ├── StorageError             SQLite itself failed (disk full, file unreadable, ...)
@@ -72,6 +73,7 @@ __all__ = [
     "QueueClosed",
     "QueueError",
     "RunNotFound",
+    "ScheduleNotFound",
     "SchemaError",
     "SchemaTooNew",
     "StorageError",
@@ -135,6 +137,18 @@ class RunNotFound(QueueError, LookupError):
         super().__init__(
             f"run {run_id!r} does not exist; no job was enqueued for it in this database or "
             "it was purged. Check the run id and the --db path."
+        )
+
+
+class ScheduleNotFound(QueueError, LookupError):
+    """The tenant has no schedule of this name (it was never created, or it was deleted)."""
+
+    def __init__(self, tenant_id: str, name: str) -> None:
+        self.tenant_id = tenant_id
+        self.name = name
+        super().__init__(
+            f"schedule {name!r} of tenant {tenant_id!r} does not exist; list the tenant's "
+            "schedules with `python -m actors schedules list`"
         )
 
 

@@ -21,10 +21,15 @@ from actors.bounds import (
     Priority,
     PullSize,
     Retention,
+    ScheduleCron,
+    ScheduleGrace,
+    ScheduleInterval,
+    ScheduleName,
+    TimeZoneName,
     UploadName,
     Visibility,
 )
-from actors.queue.model import Job, RunSummary, Stats
+from actors.queue.model import Job, MissedTicks, RunSummary, Schedule, Stats
 
 __all__ = [
     "AckIn",
@@ -49,6 +54,9 @@ __all__ = [
     "RequeueIn",
     "ResultIn",
     "RunOut",
+    "ScheduleIn",
+    "ScheduleOut",
+    "SchedulesOut",
     "StartIn",
     "StatsBody",
     "StatsOut",
@@ -58,6 +66,7 @@ __all__ = [
     "UploadDoneOut",
     "job_out",
     "run_out",
+    "schedule_out",
     "stats_out",
 ]
 
@@ -276,6 +285,48 @@ class RunOut(_Out, frozen=True):
     finished_at: float | None = None
 
 
+# --- schedules -------------------------------------------------------------------------------
+
+
+class ScheduleIn(_In, frozen=True):
+    """A recurring job (`NewSchedule`): ``cron`` (five fields, or six with seconds last) in
+    ``timezone``, or every ``intervalSeconds``; each tick enqueues a job of ``tenantId``
+    naming ``r2Key``. Ticks more than ``graceSeconds`` late were missed: ``missed`` says
+    whether they enqueue one job (``catch_up``, for the latest) or none (``skip``)."""
+
+    name: ScheduleName
+    tenant_id: IdText
+    r2_key: IdText
+    cron: ScheduleCron | None = None
+    interval_seconds: ScheduleInterval | None = None
+    timezone: TimeZoneName = "UTC"
+    payload: Any = None
+    priority: Priority = 0
+    missed: MissedTicks = "catch_up"
+    grace_seconds: ScheduleGrace = 60.0
+
+
+class ScheduleOut(_Out, frozen=True):
+    name: str
+    tenant_id: str
+    r2_key: str
+    next_tick_at: float
+    cron: str | None = None
+    interval_seconds: int | None = None
+    timezone: str = "UTC"
+    payload: Any = None
+    priority: int = 0
+    missed: MissedTicks = "catch_up"
+    grace_seconds: float = 60.0
+    last_tick_at: float | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+class SchedulesOut(_Out, frozen=True):
+    schedules: list[ScheduleOut]
+
+
 # --- uploads ---------------------------------------------------------------------------------
 
 
@@ -339,6 +390,10 @@ def job_out(job: Job) -> JobOut:
 
 def run_out(summary: RunSummary) -> RunOut:
     return msgspec.convert(summary, RunOut, from_attributes=True)
+
+
+def schedule_out(schedule: Schedule) -> ScheduleOut:
+    return msgspec.convert(schedule, ScheduleOut, from_attributes=True)
 
 
 def stats_out(stats: Stats, now: float) -> StatsOut:

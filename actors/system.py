@@ -29,9 +29,10 @@ from actors.pipeline import (
     RunUpdate,
     explain_give_up,
     room_id,
+    schedules_from_config,
 )
 from actors.processors import Processor, WorkerPool, make_processor
-from actors.queue import Job, NewJob, Queue, RunSummary, Stats
+from actors.queue import Job, NewJob, NewSchedule, Queue, RunSummary, Schedule, Stats
 from actors.queue.factory import open_queue
 from actors.storage import ObjectStore, make_store
 from supervisors import (
@@ -121,6 +122,7 @@ class ActorSystem:
         if config.http.enabled:
             for module in ("starlette", "hypercorn", "prometheus_client"):
                 require_package(module, "http", "[http] enabled = true")
+        schedules_from_config(config)  # a foreign key is a ConfigError before anything opens
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:
@@ -297,6 +299,7 @@ class ActorSystem:
         unless ``cross_tenant_key=True`` says the caller allows this job to read another's.
         """
         tenancy.check_tenant_id(tenant_id)
+        tenancy.check_run_id(tenant_id, run_id)
         if not cross_tenant_key:
             tenancy.check_key(tenant_id, r2_key)
         return await self.queue.enqueue(
@@ -316,9 +319,28 @@ class ActorSystem:
         """Enqueue jobs in one transaction; each key checked as `enqueue` does, before any."""
         for job in jobs:
             tenancy.check_tenant_id(job.tenant_id)
+            tenancy.check_run_id(job.tenant_id, job.run_id)
             if not job.cross_tenant_key:
                 tenancy.check_key(job.tenant_id, job.r2_key)
         return await self.queue.enqueue_many(list(jobs))
+
+    async def create_schedule(self, schedule: NewSchedule) -> Schedule:
+        """Add a recurring job, or replace the tenant's one of that name (`Queue.create_schedule`).
+
+        Its key must lie under ``"{tenant_id}/"`` (`actors.tenancy`), else `ForeignObjectKey`:
+        a schedule's jobs never cross tenants.
+        """
+        tenancy.check_tenant_id(schedule.tenant_id)
+        tenancy.check_key(schedule.tenant_id, schedule.r2_key)
+        return await self.queue.create_schedule(schedule)
+
+    async def list_schedules(self, tenant_id: str | None = None) -> list[Schedule]:
+        """Every schedule (of one tenant), by tenant and name."""
+        return await self.queue.list_schedules(tenant_id)
+
+    async def delete_schedule(self, tenant_id: str, name: str) -> Schedule:
+        """Delete the tenant's schedule of this name, or raise `ScheduleNotFound`."""
+        return await self.queue.delete_schedule(tenant_id, name)
 
     async def stats(self) -> Stats:
         return await self.queue.stats()

@@ -24,6 +24,7 @@ from actors.http._openapi import openapi_document
 from actors.http._operations import Operations
 from actors.http._routes import Resource, Route, Socket, route_table
 from actors.http._runs import Runs
+from actors.http._schedules import Schedules
 from actors.http._uploads import Uploads
 from actors.log import get_logger
 
@@ -58,6 +59,7 @@ def create_app(
         Jobs(host, metrics),
         Uploads(host, signer),
         Runs(host, gate),
+        Schedules(host),
     ]
     limit = config.http.max_body_bytes
     routes: list[BaseRoute] = []

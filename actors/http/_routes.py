@@ -12,18 +12,20 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from actors import protocol as wire
+from actors.bounds import SCHEDULE_NAME_PATTERN
 from actors.http._auth import STREAM_TOKEN_SECONDS, Principal, Role, Roles
 from actors.http._call import Call
 from actors.http._jobs import Jobs
 from actors.http._operations import Operations
 from actors.http._runs import Runs
+from actors.http._schedules import Schedules
 from actors.http._uploads import UploadCompleteIn, Uploads
 
 __all__ = ["OPEN", "Param", "Resource", "Route", "Socket", "route_table"]
 
 B = TypeVar("B")
 # The objects that hold the handlers, one per resource; `create_app` makes one of each.
-Resource = Jobs | Uploads | Runs | Operations
+Resource = Jobs | Uploads | Runs | Schedules | Operations
 
 OPEN: Roles = None  # no token needed (a token in the URL is refused all the same)
 ADMIN: tuple[Role, ...] = ()  # admin only: admin may call every route
@@ -48,6 +50,8 @@ class Param:
 JOB_ID = Param("job_id", "path", {"type": "integer", "minimum": 1, "maximum": 2**63 - 1})
 RUN_ID = Param("run_id", "path", {"type": "string", "minLength": 1, "maxLength": 1024})
 _TEXT = {"type": "string", "minLength": 1, "maxLength": 1024}
+SCHEDULE_NAME = Param("name", "path", {"type": "string", "pattern": SCHEDULE_NAME_PATTERN})
+TENANT_QUERY = Param("tenantId", "query", _TEXT)
 
 
 @dataclass(frozen=True)
@@ -326,4 +330,33 @@ def route_table(*, metrics_open: bool = True) -> tuple[Route[Any] | Socket, ...]
             url_token=True,
         ),
         Socket("/runs/{run_id}/ws", Runs.run_ws, READERS, url_token=True),
+        # --- schedules -----------------------------------------------------------------------
+        Route(
+            "POST",
+            "/schedules",
+            Schedules.create_schedule,
+            PRODUCER,
+            "create a recurring job, or replace the tenant's one of that name (producer); a "
+            "replacement with the same timing keeps its next tick",
+            body=wire.ScheduleIn,
+            response=wire.ScheduleOut,
+        ),
+        Route(
+            "GET",
+            "/schedules",
+            Schedules.list_schedules,
+            PRODUCER,
+            "list recurring jobs (a tenant-scoped token: its tenant's)",
+            response=wire.SchedulesOut,
+            params=(TENANT_QUERY,),
+        ),
+        Route(
+            "DELETE",
+            "/schedules/{name}",
+            Schedules.delete_schedule,
+            PRODUCER,
+            "delete a tenant's recurring job (tenantId: required unless the token is scoped)",
+            response=wire.ScheduleOut,
+            params=(SCHEDULE_NAME, TENANT_QUERY),
+        ),
     )

@@ -12,17 +12,27 @@ from typing import Any
 import msgspec
 
 from actors.errors import InvalidArgument, JobNotFound
-from actors.queue.model import ItemReason, ItemResult, Job, JobStatus, RunStatus, RunSummary
+from actors.queue.model import (
+    ItemReason,
+    ItemResult,
+    Job,
+    JobStatus,
+    RunStatus,
+    RunSummary,
+    Schedule,
+)
 
 __all__ = [
     "COLUMNS",
     "RUN_COLUMNS",
+    "SCHEDULE_COLUMNS",
     "ByOwner",
     "decode",
     "encode",
     "job_from_row",
     "parse_cursor",
     "refusal",
+    "schedule_from_row",
     "summary_from_row",
 ]
 
@@ -37,6 +47,11 @@ COLUMNS = (
 # kept in the transactions that change the jobs.
 RUN_COLUMNS = (
     "run_id, tenant_id, created_at, updated_at, finished_at, metrics, pending, leased, done, failed"
+)
+# A schedule's columns in the order `schedule_from_row` reads them.
+SCHEDULE_COLUMNS = (
+    "tenant_id, name, cron, interval_seconds, timezone, r2_key, payload, priority, missed, "
+    "grace_seconds, next_tick_at, last_tick_at, created_at, updated_at"
 )
 
 encode = msgspec.json.encode
@@ -190,3 +205,24 @@ def refusal(
 
 def _worker(worker_id: str | None) -> str:
     return "an unnamed worker" if worker_id is None else f"worker {worker_id!r}"
+
+
+def schedule_from_row(row: Sequence[Any]) -> Schedule:
+    """Decode a schedule row (its columns in `SCHEDULE_COLUMNS` order) into a `Schedule`."""
+    payload = row[6]
+    return Schedule(
+        tenant_id=row[0],
+        name=row[1],
+        cron=row[2],
+        interval_seconds=row[3],
+        timezone=row[4],
+        r2_key=row[5],
+        payload=None if payload is None else decode(payload),
+        priority=row[7],
+        missed=row[8],
+        grace_seconds=row[9],
+        next_tick_at=row[10],
+        last_tick_at=row[11],
+        created_at=row[12],
+        updated_at=row[13],
+    )

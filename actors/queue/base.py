@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from collections.abc import Callable, Iterator, Sequence
 from itertools import count
 from typing import Literal, Protocol, runtime_checkable
@@ -20,6 +21,7 @@ from typing import Literal, Protocol, runtime_checkable
 import msgspec
 
 from actors.bounds import (
+    DAY,
     MAX_ATTEMPTS,
     MAX_BATCH,
     MAX_DELAY_SECONDS,
@@ -29,10 +31,13 @@ from actors.bounds import (
     MAX_PAYLOAD_BYTES_LIMIT,
     MAX_PRIORITY,
     MAX_PULL,
+    MAX_TICKS_PER_FIRE,
     MAX_TIMEOUT_SECONDS,
     MAX_VISIBILITY_SECONDS,
     MIN_TIMEOUT_SECONDS,
+    SCHEDULE_NAME_PATTERN,
 )
+from actors.cron import Cadence, cadence, tick_text
 from actors.errors import InvalidArgument, JobNotFound, LeaseLost, OutOfRange, PayloadTooLarge
 from actors.queue.model import (
     Ack,
@@ -43,8 +48,11 @@ from actors.queue.model import (
     LeaseResult,
     MaintenanceClaim,
     NewJob,
+    NewSchedule,
     Page,
     RunSummary,
+    Schedule,
+    ScheduleFiring,
     Stats,
 )
 
@@ -65,10 +73,14 @@ __all__ = [
     "check_page",
     "check_pull",
     "check_range",
+    "check_schedule",
+    "check_schedule_key",
     "check_text",
     "check_visibility",
     "jitter_factors",
+    "plan_ticks",
     "raise_if_refused",
+    "tick_job",
 ]
 
 STATUSES = ("pending", "leased", "done", "failed")
@@ -165,6 +177,13 @@ class Queue(Protocol):
 
     async def purge(self, older_than_seconds: float) -> int: ...
 
+    # schedules (recurring jobs)
+    async def create_schedule(self, schedule: NewSchedule) -> Schedule: ...
+
+    async def delete_schedule(self, tenant_id: str, name: str) -> Schedule: ...
+
+    async def list_schedules(self, tenant_id: str | None = None) -> list[Schedule]: ...
+
     # readers
     async def get(self, job_id: int) -> Job: ...
 
@@ -186,7 +205,8 @@ class Queue(Protocol):
 @runtime_checkable
 class OwnedQueue(Queue, Protocol):
     """A queue this process opened on its own storage (SQLite, PostgreSQL), not over HTTP: it
-    also claims maintenance rounds (reap and purge run here) and lists runs."""
+    also claims maintenance rounds (reap and purge run here), fires schedules' due ticks and
+    lists runs."""
 
     async def claim_maintenance(
         self, task: str, interval_seconds: float, owner: str | None = None
@@ -195,6 +215,8 @@ class OwnedQueue(Queue, Protocol):
     async def list_runs(
         self, tenant_id: str | None = None, limit: int = 100, cursor: str | None = None
     ) -> Page[RunSummary]: ...
+
+    async def fire_schedules(self, limit: int = 100) -> ScheduleFiring: ...
 
 
 class SingleItemVerbs:
@@ -462,3 +484,95 @@ def check_optional_text(name: str, value: object) -> None:
     """Refuse a value that is neither None nor a valid `check_text`."""
     if value is not None:
         check_text(name, value)
+
+
+# --- schedules: the checks and the tick arithmetic both SQL backends share --------------------
+
+
+def check_schedule(schedule: NewSchedule, max_payload_bytes: int) -> tuple[Cadence, bytes | None]:
+    """Refuse a bad schedule; return its cadence and its payload as JSON (None for none)."""
+    name = schedule.name
+    if not isinstance(name, str) or re.fullmatch(SCHEDULE_NAME_PATTERN, name) is None:
+        raise InvalidArgument(
+            f"name {name!r} is not a schedule name: 1 to 128 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    check_text("tenant_id", schedule.tenant_id)
+    check_text("r2_key", schedule.r2_key)
+    # The longest run id of a tick (`tick_job`) must fit the bound of run ids.
+    longest = len(_tick_run_id(schedule.tenant_id, name, 0.0))
+    if longest > MAX_ID_CHARS:
+        raise OutOfRange(
+            f"tenant_id and name are too long together: a tick's run id would be {longest} "
+            f"characters, over the limit of {MAX_ID_CHARS}"
+        )
+    if schedule.cron is not None and (
+        not isinstance(schedule.cron, str) or not 0 < len(schedule.cron) <= 256
+    ):
+        raise InvalidArgument("cron must be a cron expression of 1 to 256 characters")
+    if not isinstance(schedule.timezone, str) or not 0 < len(schedule.timezone) <= 64:
+        raise InvalidArgument("timezone must be a time zone name of 1 to 64 characters")
+    timing = cadence(schedule.cron, schedule.interval_seconds, schedule.timezone)
+    check_range("priority", schedule.priority, -MAX_PRIORITY, MAX_PRIORITY)
+    check_range("grace_seconds", schedule.grace_seconds, 0, DAY)
+    if schedule.missed not in ("catch_up", "skip"):
+        raise InvalidArgument(f"missed must be 'catch_up' or 'skip', not {schedule.missed!r}")
+    return timing, check_json("payload", schedule.payload, max_payload_bytes)
+
+
+def check_schedule_key(tenant_id: str, name: str) -> None:
+    """Refuse a tenant id or schedule name that cannot name a schedule."""
+    check_text("tenant_id", tenant_id)
+    if not isinstance(name, str) or re.fullmatch(SCHEDULE_NAME_PATTERN, name) is None:
+        raise InvalidArgument(f"name {name!r} is not a schedule name")
+
+
+def plan_ticks(
+    timing: Cadence, next_tick_at: float, now: float, schedule: NewSchedule
+) -> tuple[list[float], float]:
+    """The ticks due at ``now`` to enqueue, oldest first, and the schedule's next tick after.
+
+    A tick at most ``grace_seconds`` old is on time: each enqueues its own job (at most
+    `MAX_TICKS_PER_FIRE` in one round; the next round goes on from there). Older ticks were
+    missed: with ``missed = "catch_up"`` the latest of them enqueues one job, with ``"skip"``
+    none does. Ticks are found by stepping the cadence, never by adding a period, so daylight
+    saving time is the cron parser's business.
+    """
+    ticks: list[float] = []
+    first = next_tick_at
+    if now - first > schedule.grace_seconds:
+        # Jump over the missed ticks: the first on-time one is the first at or after the
+        # grace's start (ticks are whole seconds; 1 ms below it finds one that is on it).
+        first = timing.next_after(now - schedule.grace_seconds - 0.001)
+        if schedule.missed == "catch_up":
+            latest_missed = timing.previous_before(first)
+            if latest_missed >= next_tick_at:
+                ticks.append(latest_missed)
+    tick = first
+    while tick <= now and len(ticks) < MAX_TICKS_PER_FIRE:
+        ticks.append(tick)
+        tick = timing.next_after(tick)
+    return ticks, tick
+
+
+def tick_job(schedule: NewSchedule, tick: float) -> NewJob:
+    """The job a schedule's tick enqueues: in a run of its own, keyed by name and tick.
+
+    The idempotency key (``schedule:<name>:<tick>``, unique within the tenant) makes a tick
+    enqueue one job even if it were claimed twice; the run id names the tenant too, since run
+    ids are shared by every tenant.
+    """
+    return NewJob(
+        run_id=_tick_run_id(schedule.tenant_id, schedule.name, tick),
+        tenant_id=schedule.tenant_id,
+        r2_key=schedule.r2_key,
+        payload=schedule.payload,
+        priority=schedule.priority,
+        idempotency_key=f"schedule:{schedule.name}:{tick_text(tick)}",
+    )
+
+
+def _tick_run_id(tenant_id: str, name: str, tick: float) -> str:
+    # Unambiguous: neither a name nor a tick's text holds ':', so the tenant is what lies
+    # between the first ':' and the last two.
+    return f"schedule:{tenant_id}:{name}:{tick_text(tick)}"

@@ -20,6 +20,7 @@ from actors.errors import (
     QueueClosed,
     QueueError,
     RunNotFound,
+    ScheduleNotFound,
 )
 from actors.log import get_logger
 from actors.queue.base import Queue, SingleItemVerbs
@@ -32,8 +33,10 @@ from actors.queue.model import (
     JobStatus,
     LeaseResult,
     NewJob,
+    NewSchedule,
     Page,
     RunSummary,
+    Schedule,
     Stats,
 )
 
@@ -134,7 +137,7 @@ class HttpQueue(SingleItemVerbs):
                 "server running and [queue].url (EDGE_BASE_URL) right?"
             ) from None
         if response.status_code >= 400:
-            self._raise(method, path, response)
+            self._raise(method, path, response, params)
         try:
             return msgspec.json.decode(response.content, type=type)
         except msgspec.DecodeError as exc:
@@ -143,7 +146,13 @@ class HttpQueue(SingleItemVerbs):
                 "is [queue].url the actors queue server?"
             ) from None
 
-    def _raise(self, method: str, path: str, response: httpx.Response) -> None:
+    def _raise(
+        self,
+        method: str,
+        path: str,
+        response: httpx.Response,
+        params: dict[str, Any] | None = None,
+    ) -> None:
         status = response.status_code
         try:
             error = msgspec.json.decode(response.content, type=_ErrorBody).error
@@ -159,6 +168,9 @@ class HttpQueue(SingleItemVerbs):
             raise JobNotFound(_job_id(path))
         if status == 404 and error.code == "run_not_found":
             raise RunNotFound(path.rsplit("/", 1)[-1])
+        if status == 404 and error.code == "schedule_not_found":
+            tenant = str((params or {}).get("tenantId", ""))
+            raise ScheduleNotFound(tenant, path.rsplit("/", 1)[-1])
         if status == 409:
             raise LeaseLost(_job_id(path), "expired", error.message)
         if status == 413:
@@ -297,6 +309,43 @@ class HttpQueue(SingleItemVerbs):
         out = await self._request("POST", "/jobs/requeue", wire.CountOut, body=body)
         return out.count
 
+    # --- schedules -----------------------------------------------------------------------
+
+    async def create_schedule(self, schedule: NewSchedule) -> Schedule:
+        """Add a recurring job on the server, or replace the tenant's one of that name."""
+        body: dict[str, Any] = {
+            "name": schedule.name,
+            "tenantId": schedule.tenant_id,
+            "r2Key": schedule.r2_key,
+            "timezone": schedule.timezone,
+            "priority": schedule.priority,
+            "missed": schedule.missed,
+            "graceSeconds": schedule.grace_seconds,
+        }
+        if schedule.cron is not None:
+            body["cron"] = schedule.cron
+        if schedule.interval_seconds is not None:
+            body["intervalSeconds"] = schedule.interval_seconds
+        if schedule.payload is not None:
+            body["payload"] = schedule.payload
+        return _schedule(await self._request("POST", "/schedules", wire.ScheduleOut, body=body))
+
+    async def delete_schedule(self, tenant_id: str, name: str) -> Schedule:
+        """Delete the tenant's schedule of this name, or raise ScheduleNotFound."""
+        out = await self._request(
+            "DELETE",
+            f"/schedules/{quote(name, safe='')}",
+            wire.ScheduleOut,
+            params={"tenantId": tenant_id},
+        )
+        return _schedule(out)
+
+    async def list_schedules(self, tenant_id: str | None = None) -> list[Schedule]:
+        """Return every schedule (of one tenant) the token may see, by tenant and name."""
+        params = {"tenantId": tenant_id} if tenant_id is not None else None
+        out = await self._request("GET", "/schedules", wire.SchedulesOut, params=params)
+        return [_schedule(s) for s in out.schedules]
+
     # --- readers -------------------------------------------------------------------------
 
     async def get(self, job_id: int) -> Job:
@@ -351,6 +400,10 @@ def _job_id(path: str) -> int:
 
 def _job(out: wire.JobOut) -> Job:
     return msgspec.convert(out, Job, from_attributes=True)
+
+
+def _schedule(out: wire.ScheduleOut) -> Schedule:
+    return msgspec.convert(out, Schedule, from_attributes=True)
 
 
 def _item(out: wire.ItemOut) -> ItemResult:

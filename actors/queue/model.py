@@ -17,10 +17,14 @@ __all__ = [
     "JsonValue",
     "LeaseResult",
     "MaintenanceClaim",
+    "MissedTicks",
     "NewJob",
+    "NewSchedule",
     "Page",
     "RunStatus",
     "RunSummary",
+    "Schedule",
+    "ScheduleFiring",
     "Stats",
 ]
 
@@ -31,6 +35,9 @@ JsonValue = object
 
 JobStatus = Literal["pending", "leased", "done", "failed"]
 RunStatus = Literal["queued", "processing", "done", "failed"]
+#: What a schedule does with ticks that are more than its grace late (everything was down):
+#: ``catch_up`` enqueues one job, for the latest of them; ``skip`` enqueues none.
+MissedTicks = Literal["catch_up", "skip"]
 ItemReason = Literal[
     "ok",  # the operation was applied
     "duplicate",  # an ack repeated under the same lease: nothing changed, the job is as acked
@@ -209,3 +216,46 @@ class Page(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
 
     items: list[T]
     next_cursor: str | None = None
+
+
+class NewSchedule(msgspec.Struct, frozen=True, kw_only=True):
+    """A recurring job: what each tick enqueues (a job of ``tenant_id`` naming ``r2_key``, with
+    ``payload`` and ``priority``) and when ticks fall (``cron`` in ``timezone``, or every
+    ``interval_seconds``; `actors.cron.Cadence`).
+
+    ``name`` is unique within the tenant. A tick is on time while it is at most
+    ``grace_seconds`` old: each such tick enqueues its own job. Older ones were missed (every
+    process was down): ``missed`` says whether they enqueue one job, for the latest of them.
+    """
+
+    name: str
+    tenant_id: str
+    r2_key: str
+    cron: str | None = None
+    interval_seconds: int | None = None
+    timezone: str = "UTC"
+    payload: JsonValue = None
+    priority: int = 0
+    missed: MissedTicks = "catch_up"
+    grace_seconds: float = 60.0
+
+
+class Schedule(NewSchedule, frozen=True, kw_only=True):
+    """A schedule as the queue holds it: its definition, and when its next tick is due.
+
+    ``last_tick_at`` is the tick of the latest job it enqueued (None: none yet). Times are
+    seconds since the epoch on the queue's clock.
+    """
+
+    next_tick_at: float
+    last_tick_at: float | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+class ScheduleFiring(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer to ``fire_schedules``: the jobs this round enqueued (one per tick it claimed),
+    and when the earliest schedule is next due (None: there is no schedule)."""
+
+    jobs: list[Job]
+    next_due_at: float | None

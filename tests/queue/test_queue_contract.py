@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 from pg_helpers import PG_DSN
 
@@ -30,6 +31,7 @@ from actors.config import (
     Secrets,
     StorageConfig,
 )
+from actors.cron import tick_text
 from actors.errors import (
     InvalidArgument,
     JobNotFound,
@@ -38,8 +40,18 @@ from actors.errors import (
     PayloadTooLarge,
     QueueClosed,
     RunNotFound,
+    ScheduleNotFound,
 )
-from actors.queue import Ack, Backoff, Job, NewJob, OwnedQueue, Queue, SQLiteQueue
+from actors.queue import (
+    Ack,
+    Backoff,
+    Job,
+    NewJob,
+    NewSchedule,
+    OwnedQueue,
+    Queue,
+    SQLiteQueue,
+)
 from actors.queue.http import HttpQueue
 from actors.queue.postgres._queue import PostgresQueue
 from actors.system import ActorSystem
@@ -81,8 +93,15 @@ def test_the_contract_names_every_shared_verb() -> None:
         "stats",
         "run_summary",
         "list",
+        "create_schedule",
+        "delete_schedule",
+        "list_schedules",
     }
-    assert set(verbs(OwnedQueue)) - set(verbs(Queue)) == {"claim_maintenance", "list_runs"}
+    assert set(verbs(OwnedQueue)) - set(verbs(Queue)) == {
+        "claim_maintenance",
+        "list_runs",
+        "fire_schedules",
+    }
 
 
 # HttpQueue's ack_ids may leave out ``owner``: the server knows the owner from the token.
@@ -569,6 +588,69 @@ async def test_list_pages_through_jobs_in_id_order_with_filters(contract: Contra
 
 
 @pytest.mark.anyio
+async def test_create_schedule_adds_or_replaces_and_list_and_delete_schedule_see_it(
+    contract: Contract,
+) -> None:
+    q, now = contract.queue, contract.clock.time()
+    every = NewSchedule(
+        name="every-minute", tenant_id=T, r2_key=f"{T}/report.md", interval_seconds=60
+    )
+    created = await q.create_schedule(every)
+    first = (now // 60 + 1) * 60  # intervals tick at the multiples of their seconds
+    assert (created.name, created.tenant_id, created.next_tick_at) == ("every-minute", T, first)
+    assert created.last_tick_at is None and created.created_at == now
+    # Replaced with the same timing: the next tick stays; a new timing starts afresh.
+    contract.clock.advance(10)
+    same = await q.create_schedule(msgspec.structs.replace(every, payload={"v": 2}, priority=3))
+    assert (same.next_tick_at, same.payload, same.priority) == (first, {"v": 2}, 3)
+    cron = msgspec.structs.replace(
+        every, interval_seconds=None, cron="0 3 * * *", timezone="Europe/Berlin"
+    )
+    moved = await q.create_schedule(cron)
+    assert moved.next_tick_at > first and moved.cron == "0 3 * * *"
+    other = NewSchedule(name="n", tenant_id="t2", r2_key="t2/a", interval_seconds=5)
+    await q.create_schedule(other)
+    assert [(s.tenant_id, s.name) for s in await q.list_schedules()] == [
+        (T, "every-minute"),
+        ("t2", "n"),
+    ]
+    assert [s.name for s in await q.list_schedules(tenant_id="t2")] == ["n"]
+    # Names are unique within a tenant: deleting t1's leaves t2's.
+    gone = await q.delete_schedule(T, "every-minute")
+    assert gone.timezone == "Europe/Berlin"
+    with pytest.raises(ScheduleNotFound):
+        await q.delete_schedule(T, "every-minute")
+    with pytest.raises(ScheduleNotFound):
+        await q.delete_schedule(T, "n")
+    assert [s.name for s in await q.list_schedules()] == ["n"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"cron": "61 * * * *"}, "cron"),
+        ({"cron": "0 0 30 2 *"}, "cron"),
+        ({"cron": "* * * * *", "timezone": "Mars/Olympus"}, "timezone"),
+        ({"cron": "* * * * *", "interval_seconds": 5}, "cron"),
+        ({}, "cron"),
+        ({"interval_seconds": 0}, "interval"),
+        ({"interval_seconds": 5, "name": "no/slash"}, "name"),
+    ],
+)
+async def test_a_bad_schedule_is_refused_naming_what_is_wrong(
+    contract: Contract, change: dict[str, Any], field: str
+) -> None:
+    schedule = msgspec.convert(
+        {"name": "s", "tenant_id": T, "r2_key": f"{T}/a", **change}, NewSchedule
+    )
+    with pytest.raises(InvalidArgument) as refused:
+        await contract.queue.create_schedule(schedule)
+    assert field in str(refused.value).lower().replace("_", "")
+    assert await contract.queue.list_schedules() == []
+
+
+@pytest.mark.anyio
 async def test_get_of_an_unknown_job_raises_job_not_found(contract: Contract) -> None:
     with pytest.raises(JobNotFound):
         await contract.queue.get(10**9)
@@ -664,6 +746,72 @@ async def test_list_runs_pages_through_runs_oldest_first(owned: OwnedQueue) -> N
     assert [s.run_id for s in (await owned.list_runs(tenant_id="t1")).items] == ["r1", "r3"]
     with pytest.raises(OutOfRange, match="limit"):
         await owned.list_runs(limit=0)
+
+
+@pytest.mark.anyio
+async def test_fire_schedules_enqueues_one_job_per_due_tick_across_processes(
+    open_owned: Callable[[], contextlib.AbstractAsyncContextManager[OwnedQueue]],
+    clock: FakeClock,
+) -> None:
+    async with open_owned() as one, open_owned() as two:
+        s = await one.create_schedule(
+            NewSchedule(name="tick", tenant_id=T, r2_key=f"{T}/a", interval_seconds=10)
+        )
+        nothing = await one.fire_schedules()
+        assert nothing.jobs == [] and nothing.next_due_at == s.next_tick_at
+        keys: list[str] = []
+        for _ in range(5):
+            clock.advance(s.next_tick_at + 5 - clock.time())  # 5 s late: within the grace
+            # Two processes (two handles on the same storage) fire at once.
+            results = []
+            async with anyio.create_task_group() as tg:
+                for q in (one, two, one, two):
+                    tg.start_soon(_append, results, q.fire_schedules())
+            keys += [j.idempotency_key or "" for r in results for j in r.jobs]
+            s = next(x for x in await one.list_schedules() if x.name == "tick")
+        ticks = [int(s.next_tick_at) - 10 * (5 - i) for i in range(5)]
+        assert keys == [f"schedule:tick:{tick_text(t)}" for t in ticks]  # once each, in order
+        jobs = (await one.list(tenant_id=T)).items
+        assert [j.run_id for j in jobs] == [f"schedule:{T}:tick:{tick_text(t)}" for t in ticks]
+        assert s.last_tick_at == ticks[-1]
+        # A late round enqueues every tick within the grace (60 s), each once.
+        clock.advance(35)
+        late = await two.fire_schedules()
+        assert len(late.jobs) == 4 and (await one.fire_schedules()).jobs == []
+
+
+async def _append(results: list[Any], call: Awaitable[Any]) -> None:
+    results.append(await call)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("missed", ["catch_up", "skip"])
+async def test_ticks_missed_while_everything_was_down_are_caught_up_once_or_skipped(
+    owned: OwnedQueue, clock: FakeClock, missed: str
+) -> None:
+    s = await owned.create_schedule(
+        msgspec.convert(
+            {
+                "name": "hourly",
+                "tenant_id": T,
+                "r2_key": f"{T}/a",
+                "cron": "0 * * * *",
+                "missed": missed,
+                "grace_seconds": 60,
+            },
+            NewSchedule,
+        )
+    )
+    # Everything was down for five hours and a half: ticks at :00 of five hours were missed.
+    clock.advance(s.next_tick_at - clock.time() + 4 * 3600 + 1800)
+    firing = await owned.fire_schedules()
+    latest = s.next_tick_at + 4 * 3600
+    if missed == "catch_up":
+        assert [j.idempotency_key for j in firing.jobs] == [f"schedule:hourly:{tick_text(latest)}"]
+    else:
+        assert firing.jobs == []
+    assert firing.next_due_at == latest + 3600  # back on its cadence
+    assert (await owned.fire_schedules()).jobs == []
 
 
 def test_this_suite_calls_every_verb_of_the_contract() -> None:

@@ -30,17 +30,33 @@ import asyncpg
 import msgspec
 
 from actors._bridge import Bridge
-from actors.bounds import DEFAULT_MAX_PAYLOAD_BYTES, MAX_ATTEMPTS, MAX_PULL
+from actors.bounds import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    MAX_ATTEMPTS,
+    MAX_PAGE,
+    MAX_PULL,
+    MAX_SCHEDULES_PER_TENANT,
+)
+from actors.cron import cadence
 from actors.errors import (
     InvalidArgument,
     JobNotFound,
+    OutOfRange,
     QueueClosed,
     QueueError,
     RunNotFound,
+    ScheduleNotFound,
     StorageError,
 )
 from actors.log import get_logger
-from actors.queue._rows import ByOwner, job_from_row, parse_cursor, refusal, summary_from_row
+from actors.queue._rows import (
+    ByOwner,
+    job_from_row,
+    parse_cursor,
+    refusal,
+    schedule_from_row,
+    summary_from_row,
+)
 from actors.queue._rows import decode as _decode
 from actors.queue.base import (
     OwnedQueue,
@@ -53,8 +69,12 @@ from actors.queue.base import (
     check_new_job,
     check_optional_text,
     check_range,
+    check_schedule,
+    check_schedule_key,
     check_visibility,
     jitter_factors,
+    plan_ticks,
+    tick_job,
 )
 from actors.queue.model import (
     Ack,
@@ -66,8 +86,11 @@ from actors.queue.model import (
     LeaseResult,
     MaintenanceClaim,
     NewJob,
+    NewSchedule,
     Page,
     RunSummary,
+    Schedule,
+    ScheduleFiring,
     Stats,
 )
 from actors.queue.postgres import _sql, schema
@@ -832,6 +855,127 @@ class PostgresQueue(SingleItemVerbs):
         # claim retried after its connection died during the commit finds the round taken:
         # that round is skipped, never done twice.
         return await self._run(claim, atomic=False)
+
+    # --- schedules -----------------------------------------------------------------------
+
+    async def create_schedule(self, schedule: NewSchedule) -> Schedule:
+        """Add a recurring job, or replace the tenant's schedule of that name (a replacement
+        with the same timing keeps its next tick)."""
+        timing, payload = check_schedule(schedule, self._max_payload_bytes)
+        now = self._clock.time()
+
+        async def create(conn: Connection) -> Schedule:
+            others = await conn.fetchval(_sql.SCHEDULE_COUNT, schedule.tenant_id, schedule.name)
+            if others >= MAX_SCHEDULES_PER_TENANT:
+                raise OutOfRange(
+                    f"tenant {schedule.tenant_id!r} has {others} schedules, the most a tenant "
+                    "may have; delete some first"
+                )
+            row = await conn.fetchrow(
+                _sql.SCHEDULE_CREATE,
+                schedule.tenant_id,
+                schedule.name,
+                schedule.cron,
+                schedule.interval_seconds,
+                schedule.timezone,
+                schedule.r2_key,
+                None if payload is None else payload.decode(),
+                schedule.priority,
+                schedule.missed,
+                float(schedule.grace_seconds),
+                timing.next_after(now),
+                now,
+            )
+            assert row is not None
+            return schedule_from_row(row)
+
+        return await self._run(create)
+
+    async def delete_schedule(self, tenant_id: str, name: str) -> Schedule:
+        """Delete the tenant's schedule of this name and return it, or raise ScheduleNotFound."""
+        check_schedule_key(tenant_id, name)
+
+        async def delete(conn: Connection) -> Schedule:
+            row = await conn.fetchrow(_sql.SCHEDULE_DELETE, tenant_id, name)
+            if row is None:
+                raise ScheduleNotFound(tenant_id, name)
+            return schedule_from_row(row)
+
+        return await self._run(delete)
+
+    async def list_schedules(self, tenant_id: str | None = None) -> list[Schedule]:
+        """Return every schedule (of one tenant), by tenant and name."""
+        check_optional_text("tenant_id", tenant_id)
+
+        async def schedules(conn: Connection) -> list[Schedule]:
+            return [schedule_from_row(r) for r in await conn.fetch(_sql.SCHEDULES_LIST, tenant_id)]
+
+        return await self._run(schedules, atomic=False)
+
+    async def fire_schedules(self, limit: int = 100) -> ScheduleFiring:
+        """Enqueue one job per due tick of up to ``limit`` schedules; say when the next is due.
+
+        Invariant: a tick enqueues one job. The due rows are locked (SKIP LOCKED: a round in
+        another process takes the others), moved past their ticks by a conditional UPDATE and
+        their jobs enqueued, in one transaction; a retry after a lost connection finds the
+        ticks claimed or not, never half.
+        """
+        check_range("limit", limit, 1, MAX_PAGE)
+        now = self._clock.time()
+
+        async def fire(conn: Connection) -> ScheduleFiring:
+            jobs: list[Job] = []
+            for row in await conn.fetch(_sql.SCHEDULES_DUE, now, limit):
+                schedule = schedule_from_row(row)
+                try:
+                    timing = cadence(schedule.cron, schedule.interval_seconds, schedule.timezone)
+                except QueueError as exc:  # e.g. a time zone this host's database lacks
+                    log.warning("schedule.unusable", name=schedule.name, error=str(exc))
+                    continue
+                ticks, following = plan_ticks(timing, schedule.next_tick_at, now, schedule)
+                key = (schedule.tenant_id, schedule.name, schedule.next_tick_at)
+                try:
+                    # A savepoint: a tick whose job is refused (its run id taken by another
+                    # tenant's run) is skipped with a warning, not every schedule with it.
+                    async with conn.transaction():
+                        claimed = await conn.execute(
+                            _sql.SCHEDULE_ADVANCE,
+                            *key,
+                            following,
+                            ticks[-1] if ticks else None,
+                            now,
+                        )
+                        if claimed == "UPDATE 1" and ticks:
+                            jobs += await self._enqueue_ticks(
+                                conn, now, [tick_job(schedule, t) for t in ticks]
+                            )
+                except QueueError as exc:
+                    log.warning("schedule.tick_refused", name=schedule.name, error=str(exc))
+                    await conn.execute(_sql.SCHEDULE_ADVANCE, *key, following, None, now)
+            next_due = await conn.fetchval(_sql.SCHEDULES_NEXT_DUE)
+            return ScheduleFiring(jobs=jobs, next_due_at=next_due)
+
+        def fired(firing: ScheduleFiring) -> None:
+            if firing.jobs:
+                self._notify_enqueued()
+
+        return await self._run(fire, on_done=fired)
+
+    async def _enqueue_ticks(self, conn: Connection, now: float, jobs: list[NewJob]) -> list[Job]:
+        """Enqueue ticks' jobs inside the caller's transaction (tenants checked after)."""
+        rows = [
+            _NewRow(
+                run_id=j.run_id,
+                tenant_id=j.tenant_id,
+                r2_key=j.r2_key,
+                payload=None if j.payload is None else msgspec.Raw(msgspec.json.encode(j.payload)),
+                max_attempts=self._max_attempts,
+                priority=j.priority,
+                idempotency_key=j.idempotency_key,
+            )
+            for j in jobs
+        ]
+        return await self._enqueue(conn, now, jobs, rows, True, None)
 
     # --- readers -------------------------------------------------------------------------
 

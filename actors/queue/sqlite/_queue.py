@@ -14,7 +14,7 @@ from typing import Literal
 import anyio
 import anyio.to_thread
 
-from actors.bounds import DEFAULT_MAX_PAYLOAD_BYTES
+from actors.bounds import DEFAULT_MAX_PAYLOAD_BYTES, MAX_PAGE
 from actors.log import get_logger
 from actors.queue._rows import ByOwner
 from actors.queue.base import (
@@ -31,6 +31,8 @@ from actors.queue.base import (
     check_page,
     check_pull,
     check_range,
+    check_schedule,
+    check_schedule_key,
     check_visibility,
     jitter_factors,
 )
@@ -43,8 +45,11 @@ from actors.queue.model import (
     LeaseResult,
     MaintenanceClaim,
     NewJob,
+    NewSchedule,
     Page,
     RunSummary,
+    Schedule,
+    ScheduleFiring,
     Stats,
 )
 from actors.queue.sqlite import _verbs as store
@@ -327,6 +332,42 @@ class SQLiteQueue(SingleItemVerbs):
                 conn, self._clock.time(), task, interval_seconds, owner
             )
         )
+
+    # --- schedules -----------------------------------------------------------------------
+
+    async def create_schedule(self, schedule: NewSchedule) -> Schedule:
+        """Add a recurring job, or replace the tenant's schedule of that name (a replacement
+        with the same timing keeps its next tick)."""
+        timing, _ = check_schedule(schedule, self._max_payload_bytes)
+        return await self._writer.run(
+            lambda conn: store.create_schedule(conn, self._clock.time(), schedule, timing)
+        )
+
+    async def delete_schedule(self, tenant_id: str, name: str) -> Schedule:
+        """Delete the tenant's schedule of this name and return it, or raise ScheduleNotFound."""
+        check_schedule_key(tenant_id, name)
+        return await self._writer.run(lambda conn: store.delete_schedule(conn, tenant_id, name))
+
+    async def list_schedules(self, tenant_id: str | None = None) -> list[Schedule]:
+        """Return every schedule (of one tenant), by tenant and name."""
+        check_optional_text("tenant_id", tenant_id)
+        return await self._readers.run(lambda conn: store.list_schedules(conn, tenant_id))
+
+    async def fire_schedules(self, limit: int = 100) -> ScheduleFiring:
+        """Enqueue one job per due tick of up to ``limit`` schedules; say when the next is due.
+
+        Each tick is claimed in the transaction that enqueues its job, so of all the processes
+        sharing the queue exactly one enqueues it (`ScheduleFiring.jobs`: those this call did).
+        """
+        check_range("limit", limit, 1, MAX_PAGE)
+        return await self._writer.run(
+            lambda conn: store.fire_schedules(conn, self._clock.time(), limit, self._max_attempts),
+            on_commit=self._notify_fired,
+        )
+
+    def _notify_fired(self, firing: ScheduleFiring) -> None:
+        if firing.jobs:
+            self._notify_enqueued(firing.jobs)
 
     # --- readers -------------------------------------------------------------------------
 

@@ -12,18 +12,31 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from actors.errors import InvalidArgument, JobNotFound, RunNotFound
+from actors.bounds import MAX_SCHEDULES_PER_TENANT
+from actors.cron import Cadence, cadence
+from actors.errors import (
+    InvalidArgument,
+    JobNotFound,
+    OutOfRange,
+    QueueError,
+    RunNotFound,
+    ScheduleNotFound,
+)
+from actors.log import get_logger
 from actors.queue._rows import (
     COLUMNS,
     RUN_COLUMNS,
+    SCHEDULE_COLUMNS,
     ByOwner,
     job_from_row,
     parse_cursor,
     refusal,
+    schedule_from_row,
     summary_from_row,
 )
 from actors.queue._rows import encode as _encode
 from actors.queue._rows import metrics_decoder as _metrics_decoder
+from actors.queue.base import plan_ticks, tick_job
 from actors.queue.model import (
     Ack,
     Backoff,
@@ -32,18 +45,25 @@ from actors.queue.model import (
     JobStatus,
     MaintenanceClaim,
     NewJob,
+    NewSchedule,
     Page,
     RunSummary,
+    Schedule,
+    ScheduleFiring,
     Stats,
 )
 
 __all__ = [
     "ack",
     "claim_maintenance",
+    "create_schedule",
+    "delete_schedule",
     "enqueue",
+    "fire_schedules",
     "get",
     "list_jobs",
     "list_runs",
+    "list_schedules",
     "pull",
     "purge",
     "reap",
@@ -54,6 +74,8 @@ __all__ = [
     "start",
     "stats",
 ]
+
+log = get_logger("actors.queue")
 
 # A lease is live while the job is leased under this token and has not run out.
 LIVE_LEASE = "status = 'leased' AND lease_token = :token AND lease_expires_at > :now"
@@ -478,6 +500,151 @@ def claim_maintenance(
         "SELECT rounds, due_at FROM maintenance WHERE task = ?", (task,)
     ).fetchone()
     return MaintenanceClaim(task=task, claimed=False, round=rounds, due_at=due_at)
+
+
+# --- schedules -----------------------------------------------------------------------------
+
+
+def create_schedule(
+    conn: sqlite3.Connection, now: float, schedule: NewSchedule, timing: Cadence
+) -> Schedule:
+    """Add the schedule, or replace the tenant's schedule of that name.
+
+    A replacement that keeps the timing (cron, interval, time zone) keeps the next tick, so
+    a process that restarts with the same ``[[schedules]]`` misses and repeats no tick; a new
+    timing starts at its first tick after ``now``.
+    """
+    (others,) = conn.execute(
+        "SELECT count(*) FROM schedules WHERE tenant_id = ? AND name != ?",
+        (schedule.tenant_id, schedule.name),
+    ).fetchone()
+    if others >= MAX_SCHEDULES_PER_TENANT:
+        raise OutOfRange(
+            f"tenant {schedule.tenant_id!r} has {others} schedules, the most a tenant may "
+            "have; delete some first"
+        )
+    row = conn.execute(
+        f"""
+        INSERT INTO schedules (tenant_id, name, cron, interval_seconds, timezone, r2_key,
+                               payload, priority, missed, grace_seconds, next_tick_at,
+                               created_at, updated_at)
+        VALUES (:tenant_id, :name, :cron, :interval_seconds, :timezone, :r2_key, :payload,
+                :priority, :missed, :grace_seconds, :next_tick_at, :now, :now)
+        ON CONFLICT (tenant_id, name) DO UPDATE SET
+            next_tick_at = CASE
+                WHEN schedules.cron IS excluded.cron
+                 AND schedules.interval_seconds IS excluded.interval_seconds
+                 AND schedules.timezone = excluded.timezone
+                THEN schedules.next_tick_at ELSE excluded.next_tick_at END,
+            cron = excluded.cron, interval_seconds = excluded.interval_seconds,
+            timezone = excluded.timezone, r2_key = excluded.r2_key,
+            payload = excluded.payload, priority = excluded.priority,
+            missed = excluded.missed, grace_seconds = excluded.grace_seconds,
+            updated_at = excluded.updated_at
+        RETURNING {SCHEDULE_COLUMNS}
+        """,
+        {
+            "tenant_id": schedule.tenant_id,
+            "name": schedule.name,
+            "cron": schedule.cron,
+            "interval_seconds": schedule.interval_seconds,
+            "timezone": schedule.timezone,
+            "r2_key": schedule.r2_key,
+            "payload": encode_json(schedule.payload),
+            "priority": schedule.priority,
+            "missed": schedule.missed,
+            "grace_seconds": schedule.grace_seconds,
+            "next_tick_at": timing.next_after(now),
+            "now": now,
+        },
+    ).fetchone()
+    return schedule_from_row(row)
+
+
+def delete_schedule(conn: sqlite3.Connection, tenant_id: str, name: str) -> Schedule:
+    """Delete the tenant's schedule of this name and return it; raise ScheduleNotFound."""
+    row = conn.execute(
+        f"DELETE FROM schedules WHERE tenant_id = ? AND name = ? RETURNING {SCHEDULE_COLUMNS}",
+        (tenant_id, name),
+    ).fetchone()
+    if row is None:
+        raise ScheduleNotFound(tenant_id, name)
+    return schedule_from_row(row)
+
+
+def list_schedules(conn: sqlite3.Connection, tenant_id: str | None) -> list[Schedule]:
+    """Every schedule (of one tenant), by tenant and name."""
+    where, params = _filters(tenant_id=tenant_id)
+    rows = conn.execute(
+        f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE 1 = 1 {where} ORDER BY tenant_id, name",
+        params,
+    ).fetchall()
+    return [schedule_from_row(row) for row in rows]
+
+
+def fire_schedules(
+    conn: sqlite3.Connection, now: float, limit: int, default_max_attempts: int
+) -> ScheduleFiring:
+    """Enqueue the due ticks of up to ``limit`` due schedules, earliest first.
+
+    Invariant: a tick enqueues one job. Each schedule's ticks are claimed by one conditional
+    UPDATE that moves `next_tick_at` past them, in the transaction that enqueues their jobs
+    (the writer's; the file's write lock serialises processes), so no two rounds claim a tick
+    and a claimed tick always has its job; the job's idempotency key says the same again.
+    """
+    rows = conn.execute(
+        f"""
+        SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE next_tick_at <= ?
+        ORDER BY next_tick_at LIMIT ?
+        """,
+        (now, limit),
+    ).fetchall()
+    jobs: list[Job] = []
+    for row in rows:
+        schedule = schedule_from_row(row)
+        try:
+            timing = cadence(schedule.cron, schedule.interval_seconds, schedule.timezone)
+        except QueueError as exc:  # e.g. a time zone this host's database lacks
+            log.warning("schedule.unusable", name=schedule.name, error=str(exc))
+            continue
+        ticks, following = plan_ticks(timing, schedule.next_tick_at, now, schedule)
+        # A savepoint per schedule: a tick whose job is refused (its run id taken by another
+        # tenant's run) is skipped with a warning instead of stopping every schedule.
+        conn.execute("SAVEPOINT fire")
+        try:
+            if _claim_ticks(conn, now, schedule, ticks, following) and ticks:
+                news = [tick_job(schedule, t) for t in ticks]
+                jobs += enqueue(conn, now, news, default_max_attempts)
+        except QueueError as exc:
+            conn.execute("ROLLBACK TO fire")
+            log.warning("schedule.tick_refused", name=schedule.name, error=str(exc))
+            _claim_ticks(conn, now, schedule, [], following)
+        finally:
+            conn.execute("RELEASE fire")
+    (next_due,) = conn.execute("SELECT min(next_tick_at) FROM schedules").fetchone()
+    return ScheduleFiring(jobs=jobs, next_due_at=next_due)
+
+
+def _claim_ticks(
+    conn: sqlite3.Connection, now: float, schedule: Schedule, ticks: list[float], following: float
+) -> bool:
+    """Move the schedule's next tick to ``following`` if no one else moved it; say whether."""
+    claimed = conn.execute(
+        """
+        UPDATE schedules SET next_tick_at = ?, updated_at = ?,
+                             last_tick_at = coalesce(?, last_tick_at)
+        WHERE tenant_id = ? AND name = ? AND next_tick_at = ?
+        """,
+        (
+            following,
+            now,
+            ticks[-1] if ticks else None,
+            schedule.tenant_id,
+            schedule.name,
+            schedule.next_tick_at,
+        ),
+    ).rowcount
+    return bool(claimed)
 
 
 # --- readers -------------------------------------------------------------------------------

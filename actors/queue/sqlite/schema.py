@@ -244,6 +244,41 @@ MIGRATIONS: tuple[Migration, ...] = (
         # Only a schedule goes: without it every task is simply due at once.
         drops=(),
     ),
+    Migration(
+        version=8,
+        name="schedules",
+        up=(
+            # One row per recurring job of a tenant. `next_tick_at` is the claim: a firing round
+            # moves it past the ticks it enqueues with one conditional UPDATE, in the
+            # transaction that enqueues their jobs, so a tick enqueues one job however many
+            # processes share the queue (`_verbs.fire_schedules`).
+            """
+            CREATE TABLE schedules (
+                tenant_id        TEXT    NOT NULL,
+                name             TEXT    NOT NULL,
+                cron             TEXT,
+                interval_seconds INTEGER,
+                timezone         TEXT    NOT NULL DEFAULT 'UTC',
+                r2_key           TEXT    NOT NULL,
+                payload          TEXT,
+                priority         INTEGER NOT NULL DEFAULT 0,
+                missed           TEXT    NOT NULL DEFAULT 'catch_up'
+                                 CHECK (missed IN ('catch_up', 'skip')),
+                grace_seconds    REAL    NOT NULL,
+                next_tick_at     REAL    NOT NULL,
+                last_tick_at     REAL,
+                created_at       REAL    NOT NULL,
+                updated_at       REAL    NOT NULL,
+                PRIMARY KEY (tenant_id, name),
+                CHECK ((cron IS NULL) != (interval_seconds IS NULL))
+            )
+            """,
+            # A firing round reads the due schedules, earliest first, and nothing else.
+            "CREATE INDEX schedules_due ON schedules (next_tick_at)",
+        ),
+        down=("DROP TABLE schedules",),
+        drops=("schedules",),
+    ),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
 
@@ -383,6 +418,12 @@ def _set_wal(conn: sqlite3.Connection, busy_timeout_seconds: float) -> None:
         return
 
 
+def _below(version: int) -> int:
+    """The version of the migration before ``version`` (0 before the first): numbers are
+    increasing, not necessarily contiguous."""
+    return max((m.version for m in MIGRATIONS if m.version < version), default=0)
+
+
 def current_version(conn: sqlite3.Connection) -> int:
     """Return the schema version recorded in the file (0 for a new file)."""
     return int(conn.execute("PRAGMA user_version").fetchone()[0])
@@ -463,7 +504,7 @@ def migrate_down(
                 )
             for statement in migration.down:
                 conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {migration.version - 1}")
+            conn.execute(f"PRAGMA user_version = {_below(migration.version)}")
             undone.append(migration.version)
         conn.execute("COMMIT")
     except sqlite3.Error as exc:

@@ -1,0 +1,132 @@
+"""The scheduler: writes ``[[schedules]]`` into the queue, then fires due ticks as they fall."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import anyio
+from anyio.abc import TaskStatus
+
+from actors import tenancy
+from actors.config import Config
+from actors.errors import ActorsError, ConfigError, QueueError
+from actors.log import get_logger
+from actors.pipeline._inflight import stop_scope
+from actors.queue.model import NewSchedule, Schedule, ScheduleFiring
+from supervisors import Clock, Context
+
+__all__ = ["ScheduledQueue", "Scheduler", "schedules_from_config"]
+
+log = get_logger("actors.scheduler")
+
+# A round that fired nothing and finds a schedule still due (another process holds it, or it is
+# unusable here) waits this long before it looks again, rather than spinning.
+_BUSY_PAUSE_SECONDS = 0.05
+
+
+class ScheduledQueue(Protocol):
+    """What the scheduler needs of a queue that this process opened itself."""
+
+    async def create_schedule(self, schedule: NewSchedule) -> Schedule: ...
+
+    async def fire_schedules(self, limit: int = 100) -> ScheduleFiring: ...
+
+
+def schedules_from_config(config: Config) -> list[NewSchedule]:
+    """The ``[[schedules]]`` of ``config``, each checked against the tenancy rule.
+
+    Raises `ConfigError` naming the schedule whose tenant id cannot prefix keys or whose key
+    lies outside ``"{tenant_id}/"`` (its jobs would fail for good at the fetcher).
+    """
+    out: list[NewSchedule] = []
+    for i, entry in enumerate(config.schedules):
+        try:
+            tenancy.check_tenant_id(entry.tenant_id)
+            tenancy.check_key(entry.tenant_id, entry.r2_key)
+        except ActorsError as exc:
+            raise ConfigError(
+                f"{config.source or 'config'}: [[schedules]] #{i + 1} ({entry.name!r}): {exc}"
+            ) from None
+        out.append(
+            NewSchedule(
+                name=entry.name,
+                tenant_id=entry.tenant_id,
+                r2_key=entry.r2_key,
+                cron=entry.cron,
+                interval_seconds=entry.interval_seconds,
+                timezone=entry.timezone,
+                payload=entry.payload,
+                priority=entry.priority,
+                missed=entry.missed,
+                grace_seconds=entry.grace_seconds,
+            )
+        )
+    return out
+
+
+class Scheduler:
+    """Enqueues the jobs of due schedule ticks in this process, whether or not it leases jobs.
+
+    Every process that opens the queue itself (SQLite or PostgreSQL) runs one, beside
+    `Maintenance`. It first writes the configured schedules into the queue (a replacement with
+    the same timing keeps its next tick, so restarts neither repeat nor lose one), then calls
+    `fire_schedules` whenever the earliest schedule is due, and at least every
+    ``poll_seconds`` (a schedule created elsewhere may be due sooner). `fire_schedules` claims
+    each tick in the transaction that enqueues its job, so of all the processes sharing the
+    queue exactly one enqueues it, however many are up; while none is, the ticks wait in the
+    table and the first process back fires them (or skips those missed, as each schedule says).
+
+    Error handling: a queue error is logged and the round tried again ``poll_seconds`` later
+    (the configured schedules are written again first if they were not yet); anything else
+    crashes the actor, which its supervisor restarts. A round cut short enqueued everything it
+    claimed or nothing: its transaction commits whole.
+    """
+
+    def __init__(
+        self,
+        *,
+        queue: ScheduledQueue,
+        schedules: Sequence[NewSchedule],
+        clock: Clock,
+        poll_seconds: float,
+        ctx: Context | None = None,
+    ) -> None:
+        self._queue = queue
+        self._schedules = tuple(schedules)
+        self._clock = clock
+        self._poll = poll_seconds
+        self._ctx = ctx
+        #: Jobs this object enqueued, by the tick's idempotency key (for tests and operators).
+        self.fired: list[str] = []
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        with stop_scope(self._ctx):
+            written = False
+            while True:
+                wait = self._poll
+                try:
+                    if not written:
+                        for schedule in self._schedules:
+                            await self._queue.create_schedule(schedule)
+                        written = True
+                    firing = await self._queue.fire_schedules()
+                except QueueError as exc:
+                    log.warning("schedule.failed", error=str(exc))
+                else:
+                    for job in firing.jobs:
+                        self.fired.append(job.idempotency_key or "")
+                        log.info(
+                            "schedule.fired",
+                            job_id=job.id,
+                            run_id=job.run_id,
+                            tenant_id=job.tenant_id,
+                            key=job.idempotency_key,
+                        )
+                    if firing.next_due_at is not None:
+                        wait = min(wait, firing.next_due_at - self._clock.time())
+                        if wait <= 0 and not firing.jobs:
+                            wait = _BUSY_PAUSE_SECONDS
+                if wait > 0:
+                    await self._clock.sleep(wait)
