@@ -481,10 +481,7 @@ def _explain(exc: msgspec.ValidationError) -> str:
             return f"{shown} has no key `{name}`{hint} (its keys are {keys})"
         return f"{shown} has no key `{name}` (a typo?); its keys are {keys}"
     if message.startswith(("Expected `str` matching regex", "Expected `str` of length")):
-        # Only PathText bounds a string's length or form.
-        message = (
-            "expected a file path: not empty or blank, without NUL bytes, at most 4096 characters"
-        )
+        message = _FORMS.get(parts[-1] if parts else "", message)
     if not parts:
         return message
     if len(parts) == 1:
@@ -495,6 +492,20 @@ def _explain(exc: msgspec.ValidationError) -> str:
     if table is ScheduleConfig:
         return f"{shown}, {'.'.join(parts[1:])}: {message}"
     return f"{shown}.{'.'.join(parts[1:])}: {message}"
+
+
+# What a string of a bounded form must be, by key (the regex or length msgspec names is no help).
+_PATH_FORM = "expected a file path: not empty or blank, without NUL bytes, at most 4096 characters"
+_FORMS = {
+    "path": _PATH_FORM,
+    "root": _PATH_FORM,
+    "name": "expected a schedule name: 1 to 128 letters, digits, '_', '.' or '-', starting "
+    "with a letter or digit",
+    "tenant_id": "expected a tenant id of 1 to 1024 characters",
+    "r2_key": "expected an object key of 1 to 1024 characters",
+    "cron": "expected a cron expression of 1 to 256 characters",
+    "timezone": "expected a time zone name of 1 to 64 characters, such as 'Europe/Berlin'",
+}
 
 
 def _table_of(part: str) -> tuple[type[msgspec.Struct], str]:
@@ -511,6 +522,20 @@ def _did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
 
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _toml_value(value: object) -> str:
+    """``value`` as TOML (a payload's tables inline); JSON's strings and numbers are TOML's."""
+    if isinstance(value, dict):
+        items = ", ".join(
+            f"{msgspec.json.encode(str(k)).decode()} = {_toml_value(v)}"
+            for k, v in value.items()
+            if v is not None  # TOML has no null
+        )
+        return f"{{ {items} }}" if items else "{}"
+    if isinstance(value, list | tuple):
+        return f"[{', '.join(_toml_value(v) for v in value if v is not None)}]"
+    return msgspec.json.encode(value).decode()
 
 
 def dump_config(config: Config) -> str:
@@ -532,7 +557,7 @@ def dump_config(config: Config) -> str:
         for field in msgspec.structs.fields(schedule):
             value = getattr(schedule, field.name)
             if value is not None:
-                lines.append(f"{field.name} = {msgspec.json.encode(value).decode()}")
+                lines.append(f"{field.name} = {_toml_value(value)}")
     lines.append("\n# secrets, from the environment")
     for field in msgspec.structs.fields(config.secrets):
         state = "set (********)" if getattr(config.secrets, field.name) else "not set"

@@ -131,8 +131,13 @@ def test_migrate_status_down_and_up(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert run(capsys, db, "migrate", "up", "--to", "0")[1] == "nothing to apply\n"
     code, out, _ = run(capsys, db, "migrate", "status")
     assert "schema version 0" in out
-    assert run(capsys, db, "migrate", "up")[1] == "applied [1, 2, 3, 4, 5]\n"
+    from actors.queue.sqlite.schema import MIGRATIONS
+
+    versions = [m.version for m in MIGRATIONS]
+    assert run(capsys, db, "migrate", "up")[1] == f"applied {versions}\n"
     run(capsys, db, "enqueue", "--run-id", "r", "--tenant-id", "t", "--r2-key", "t/r/k")
+    for version in reversed(versions[5:]):  # steps after the maintenance one: nothing held
+        assert run(capsys, db, "migrate", "down")[1] == f"undid [{version}]\n"
     assert run(capsys, db, "migrate", "down")[1] == "undid [5]\n"  # only a schedule goes
     assert run(capsys, db, "migrate", "down")[1] == "undid [4]\n"  # the jobs stay
     assert run(capsys, db, "migrate", "down")[1] == "undid [3]\n"  # only derived counts go
@@ -140,7 +145,7 @@ def test_migrate_status_down_and_up(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert code == 1 and "would delete 1 rows in runs" in err and "--force" in err
     assert run(capsys, db, "migrate", "down", "--force")[1] == "undid [2]\n"
     assert "schema version 1" in run(capsys, db, "migrate", "status")[1]
-    assert run(capsys, db, "migrate", "up")[1] == "applied [2, 3, 4, 5]\n"
+    assert run(capsys, db, "migrate", "up")[1] == f"applied {versions[1:]}\n"
 
 
 def test_durations_accept_units() -> None:
@@ -331,3 +336,37 @@ def test_a_run_id_with_a_slash_is_processed_without_crashing_an_actor(tmp_path: 
     assert "child_crashed" not in done.stderr + done.stdout
     listing = actors(tmp_path, "jobs", "list", "--json")
     assert [job["status"] for job in json.loads(listing.stdout)["items"]] == ["done"] * 3
+
+
+def test_schedules_add_list_and_delete(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "q.db"
+    code, out, _ = run(
+        capsys, db, "schedules", "add", "nightly", "--tenant-id", "acme", "--r2-key",
+        "acme/daily.md", "--cron", "30 2 * * *", "--timezone", "Europe/Berlin",
+        "--payload", '{"kind": "report"}', "--missed", "skip",
+    )  # fmt: skip
+    assert code == 0
+    added = json.loads(out)
+    assert (added["name"], added["cron"], added["missed"]) == ("nightly", "30 2 * * *", "skip")
+    assert added["payload"] == {"kind": "report"}
+    run(capsys, db, "schedules", "add", "tick", "--tenant-id", "acme", "--r2-key", "acme/t",
+        "--every", "60")  # fmt: skip
+    code, out, _ = run(capsys, db, "schedules", "list")
+    header, *rows = out.splitlines()
+    assert header.split() == ["tenant", "name", "when", "zone", "missed", "next", "last"]
+    assert [row.split()[1] for row in rows] == ["nightly", "tick"] and "every 60s" in rows[1]
+    # One clear line for each mistake, and nothing added.
+    for argv, says in [
+        (("--cron", "61 * * * *"), "cron '61 * * * *' is not a cron expression: Bad minute"),
+        (("--cron", "* * * * *", "--timezone", "Nowhere/Land"), "is not a time zone"),
+        (("--every", "60", "--r2-key", "t1/secret"), "outside the job's tenant prefix 'acme/'"),
+    ]:
+        code, _, err = run(capsys, db, "schedules", "add", "bad", "--tenant-id", "acme",
+                           "--r2-key", "acme/x", *argv)  # fmt: skip
+        assert code == 1 and says in err and len(err.splitlines()) == 1, err
+    code, out, _ = run(capsys, db, "schedules", "delete", "tick", "--tenant-id", "acme")
+    assert code == 0 and json.loads(out)["interval_seconds"] == 60
+    code, _, err = run(capsys, db, "schedules", "delete", "tick", "--tenant-id", "acme")
+    assert code == 1 and "schedule 'tick' of tenant 'acme' does not exist" in err
+    code, out, _ = run(capsys, db, "schedules", "list", "--json")
+    assert [s["name"] for s in json.loads(out)] == ["nightly"]
