@@ -313,7 +313,7 @@ def test_a_bad_schedule_is_one_error_naming_the_schedule(
 def test_two_schedules_of_one_name_in_one_tenant_are_refused(tmp_path: Path) -> None:
     twice = SCHEDULE + SCHEDULE.replace('"acme"', '"other"').replace("acme/", "other/")
     assert len(load_config(write(tmp_path, twice), env={}).schedules) == 2
-    with pytest.raises(ConfigError, match="#2 .*two schedules of this name"):
+    with pytest.raises(ConfigError, match=r"#2 .*two schedules of this name"):
         load_config(write(tmp_path, SCHEDULE + SCHEDULE), env={})
 
 
