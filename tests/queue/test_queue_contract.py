@@ -814,6 +814,27 @@ async def test_ticks_missed_while_everything_was_down_are_caught_up_once_or_skip
     assert (await owned.fire_schedules()).jobs == []
 
 
+@pytest.mark.anyio
+async def test_a_tick_whose_run_another_tenant_took_is_skipped_and_the_others_fire(
+    owned: OwnedQueue, clock: FakeClock
+) -> None:
+    a = await owned.create_schedule(
+        NewSchedule(name="a", tenant_id=T, r2_key=f"{T}/a", interval_seconds=60)
+    )
+    await owned.create_schedule(
+        NewSchedule(name="b", tenant_id=T, r2_key=f"{T}/b", interval_seconds=60)
+    )
+    # The queue itself does not reserve tick run ids (`tenancy.check_run_id` does, at the edge).
+    squatted = f"schedule:{T}:a:{tick_text(a.next_tick_at)}"
+    await owned.enqueue(squatted, "intruder", "intruder/x")
+    clock.advance(a.next_tick_at - clock.time())
+    firing = await owned.fire_schedules()
+    assert [j.idempotency_key for j in firing.jobs] == [f"schedule:b:{tick_text(a.next_tick_at)}"]
+    assert all(s.next_tick_at == a.next_tick_at + 60 for s in await owned.list_schedules())
+    clock.advance(60)  # the next tick of `a` fires as usual
+    assert len((await owned.fire_schedules()).jobs) == 2
+
+
 def test_this_suite_calls_every_verb_of_the_contract() -> None:
     """A verb added to the Protocol needs a contract test here, run on every backend."""
     source = Path(__file__).read_text()

@@ -139,6 +139,9 @@ class _AckRow(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 _encode_rows = msgspec.json.Encoder().encode
 
+# A due schedule, the ticks a firing round enqueues for it, and its next tick after them.
+_Plan = tuple[Schedule, list[float], float]
+
 # Connection loss (a killed backend, a restarting server, a reset socket) is tried this many
 # times, waiting 0.05, 0.1, 0.2, ... 3.2 s between tries: 6.35 s in all, longer than a restart.
 RETRIES = 8
@@ -924,7 +927,7 @@ class PostgresQueue(SingleItemVerbs):
         now = self._clock.time()
 
         async def fire(conn: Connection) -> ScheduleFiring:
-            jobs: list[Job] = []
+            plans: list[_Plan] = []
             for row in await conn.fetch(_sql.SCHEDULES_DUE, now, limit):
                 schedule = schedule_from_row(row)
                 try:
@@ -932,26 +935,24 @@ class PostgresQueue(SingleItemVerbs):
                 except QueueError as exc:  # e.g. a time zone this host's database lacks
                     log.warning("schedule.unusable", name=schedule.name, error=str(exc))
                     continue
-                ticks, following = plan_ticks(timing, schedule.next_tick_at, now, schedule)
-                key = (schedule.tenant_id, schedule.name, schedule.next_tick_at)
-                try:
-                    # A savepoint: a tick whose job is refused (its run id taken by another
-                    # tenant's run) is skipped with a warning, not every schedule with it.
-                    async with conn.transaction():
-                        claimed = await conn.execute(
-                            _sql.SCHEDULE_ADVANCE,
-                            *key,
-                            following,
-                            ticks[-1] if ticks else None,
-                            now,
-                        )
-                        if claimed == "UPDATE 1" and ticks:
-                            jobs += await self._enqueue_ticks(
-                                conn, now, [tick_job(schedule, t) for t in ticks]
+                plans.append((schedule, *plan_ticks(timing, schedule.next_tick_at, now, schedule)))
+            jobs: list[Job] = []
+            try:
+                # Every schedule's ticks in one UPDATE and one enqueue, within a savepoint...
+                async with conn.transaction():
+                    jobs = await self._claim_ticks(conn, now, plans)
+            except QueueError:
+                # ... and if a job is refused (its run id taken by another tenant's run), one
+                # schedule at a time, skipping the refused one's ticks, not every schedule's.
+                for schedule, ticks, following in plans:
+                    try:
+                        async with conn.transaction():
+                            jobs += await self._claim_ticks(
+                                conn, now, [(schedule, ticks, following)]
                             )
-                except QueueError as exc:
-                    log.warning("schedule.tick_refused", name=schedule.name, error=str(exc))
-                    await conn.execute(_sql.SCHEDULE_ADVANCE, *key, following, None, now)
+                    except QueueError as exc:
+                        log.warning("schedule.tick_refused", name=schedule.name, error=str(exc))
+                        await self._claim_ticks(conn, now, [(schedule, [], following)])
             next_due = await conn.fetchval(_sql.SCHEDULES_NEXT_DUE)
             return ScheduleFiring(jobs=jobs, next_due_at=next_due)
 
@@ -960,6 +961,31 @@ class PostgresQueue(SingleItemVerbs):
                 self._notify_enqueued()
 
         return await self._run(fire, on_done=fired)
+
+    async def _claim_ticks(self, conn: Connection, now: float, plans: list[_Plan]) -> list[Job]:
+        """Move each schedule's next tick past its ticks (if no round did first) and enqueue
+        the claimed ticks' jobs, in the caller's transaction."""
+        if not plans:
+            return []
+        claimed = {
+            (r[0], r[1])
+            for r in await conn.fetch(
+                _sql.SCHEDULE_ADVANCE,
+                now,
+                [s.tenant_id for s, _, _ in plans],
+                [s.name for s, _, _ in plans],
+                [s.next_tick_at for s, _, _ in plans],
+                [following for _, _, following in plans],
+                [ticks[-1] if ticks else None for _, ticks, _ in plans],
+            )
+        }
+        news = [
+            tick_job(s, tick)
+            for s, ticks, _ in plans
+            if (s.tenant_id, s.name) in claimed
+            for tick in ticks
+        ]
+        return await self._enqueue_ticks(conn, now, news) if news else []
 
     async def _enqueue_ticks(self, conn: Connection, now: float, jobs: list[NewJob]) -> list[Job]:
         """Enqueue ticks' jobs inside the caller's transaction (tenants checked after)."""
