@@ -338,3 +338,14 @@ def test_config_check_refuses_a_bad_schedule_in_one_line(
     assert done.returncode == 1, done.stdout
     assert message in done.stderr and "[[schedules]] #1 ('nightly')" in done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+def test_the_example_schedules_file_loads_and_passes_config_check(tmp_path: Path) -> None:
+    config = load_config(ROOT / "config" / "schedules.toml", env={})
+    assert [s.name for s in config.schedules] == ["nightly-report", "refresh-feed"]
+    done = subprocess.run(
+        [sys.executable, "-m", "actors", "--config", str(ROOT / "config" / "schedules.toml"),
+         "config", "check"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
