@@ -10,7 +10,7 @@ from anyio.abc import TaskStatus
 
 from actors import tenancy
 from actors.config import Config
-from actors.errors import ActorsError, ConfigError, QueueError
+from actors.errors import ActorsError, ConfigError, InvalidArgument, QueueError
 from actors.log import get_logger
 from actors.pipeline._inflight import stop_scope
 from actors.queue.model import NewSchedule, Schedule, ScheduleFiring
@@ -19,10 +19,6 @@ from supervisors import Clock, Context
 __all__ = ["ScheduledQueue", "Scheduler", "schedules_from_config"]
 
 log = get_logger("actors.scheduler")
-
-# A round that fired nothing and finds a schedule still due (another process holds it, or it is
-# unusable here) waits this long before it looks again, rather than spinning.
-_BUSY_PAUSE_SECONDS = 0.05
 
 
 class ScheduledQueue(Protocol):
@@ -78,8 +74,9 @@ class Scheduler:
     table and the first process back fires them (or skips those missed, as each schedule says).
 
     Error handling: a queue error is logged and the round tried again ``poll_seconds`` later
-    (the configured schedules are written again first if they were not yet); anything else
-    crashes the actor, which its supervisor restarts. A round cut short enqueued everything it
+    (a configured schedule that could not be written is tried again first; one the queue
+    refuses is logged and left out, the others fire); anything else crashes the actor, which
+    its supervisor restarts. A round cut short enqueued everything it
     claimed or nothing: its transaction commits whole.
     """
 
@@ -103,14 +100,11 @@ class Scheduler:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         with stop_scope(self._ctx):
-            written = False
+            unwritten = list(self._schedules)
             while True:
+                unwritten = await self._write(unwritten)
                 wait = self._poll
                 try:
-                    if not written:
-                        for schedule in self._schedules:
-                            await self._queue.create_schedule(schedule)
-                        written = True
                     firing = await self._queue.fire_schedules()
                 except QueueError as exc:
                     log.warning("schedule.failed", error=str(exc))
@@ -127,6 +121,21 @@ class Scheduler:
                     if firing.next_due_at is not None:
                         wait = min(wait, firing.next_due_at - self._clock.time())
                         if wait <= 0 and not firing.jobs:
-                            wait = _BUSY_PAUSE_SECONDS
+                            # Due but not fired here: another process holds it (it fires it),
+                            # or it cannot be used on this host (logged). Poll, do not spin.
+                            wait = self._poll
                 if wait > 0:
                     await self._clock.sleep(wait)
+
+    async def _write(self, schedules: list[NewSchedule]) -> list[NewSchedule]:
+        """Write the configured schedules into the queue; return those to try again."""
+        again: list[NewSchedule] = []
+        for schedule in schedules:
+            try:
+                await self._queue.create_schedule(schedule)
+            except InvalidArgument as exc:  # e.g. the tenant has too many: retrying cannot help
+                log.error("schedule.refused", name=schedule.name, error=str(exc))
+            except QueueError as exc:
+                log.warning("schedule.write_failed", name=schedule.name, error=str(exc))
+                again.append(schedule)
+        return again
