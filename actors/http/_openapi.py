@@ -22,7 +22,7 @@ _ERRORS = {
     "a stream token, on a run's /events and /ws)",
     "403": "the token's role or tenant does not allow this, or r2Key lies outside the job "
     "tenant's prefix '{tenantId}/' (error.code foreign_object_key)",
-    "404": "no such job, run or route (also another tenant's job or run, for a scoped token)",
+    "404": "no such job, run, schedule or route (also another tenant's, for a scoped token)",
     "405": "wrong method",
     "409": "the lease is no longer live; the run belongs to another tenant; the upload is "
     "missing or its URL was used already",

@@ -3,12 +3,25 @@ tick fired once by whichever of several schedulers sharing the queue gets to it 
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
 import anyio
+import asyncpg
+import msgspec
 import pytest
 from conftest import OpenQueue
+from pg_helpers import PG_DSN
 
+from actors.config import Config, PipelineConfig, QueueConfig, ScheduleConfig, StorageConfig
+from actors.cron import tick_text
+from actors.errors import ForeignObjectKey, MigrationRefused
 from actors.pipeline import Scheduler
-from actors.queue import NewSchedule
+from actors.queue import NewSchedule, SQLiteQueue
+from actors.queue.postgres import schema as postgres_schema
+from actors.queue.postgres._queue import PostgresQueue
+from actors.queue.sqlite import schema as sqlite_schema
+from actors.system import ActorSystem
 from supervisors.clock import FakeClock
 
 pytestmark = [pytest.mark.anyio, pytest.mark.runtimes("asyncio", "trio")]
@@ -40,3 +53,76 @@ async def test_schedulers_sharing_a_queue_fire_each_tick_once_and_skip_a_refused
         assert len(fired) == len(set(fired)) == 6  # ticks at +10 .. +60 (the start is +0)
         assert [s.name for s in await a.list_schedules()] == ["ten"]
         assert len((await a.list(tenant_id="t")).items) == 6
+
+
+@pytest.mark.runtimes("asyncio")
+async def test_an_actor_system_writes_its_configured_schedules_and_fires_their_ticks(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    config = Config(
+        queue=QueueConfig(path=str(tmp_path / "q.db")),
+        storage=StorageConfig(root=str(tmp_path / "objects")),
+        pipeline=PipelineConfig(shutdown_grace_seconds=1),
+        schedules=(ScheduleConfig(name="ten", tenant_id="t", r2_key="t/a", interval_seconds=10),),
+    )
+    async with ActorSystem(config, clock=clock) as system:
+        with anyio.fail_after(20):
+            while not await system.list_schedules():
+                await anyio.sleep(0.01)
+            clock.advance(10)
+            while not (await system.queue.list(tenant_id="t")).items:
+                await anyio.sleep(0.01)
+        (job,) = (await system.queue.list(tenant_id="t")).items
+        assert job.run_id == f"schedule:t:ten:{tick_text(clock.time())}"
+        # The Python API keeps the tenancy rule: a schedule's key lies under its tenant.
+        with pytest.raises(ForeignObjectKey):
+            await system.create_schedule(
+                NewSchedule(name="x", tenant_id="t", r2_key="u/a", interval_seconds=5)
+            )
+        added = await system.create_schedule(msgspec.structs.replace(EVERY_10, name="more"))
+        assert added.next_tick_at == clock.time() + 10
+        assert (await system.delete_schedule("t", "more")).name == "more"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest) -> str | None:
+    """None for SQLite, else a PostgreSQL schema (prepared here, outside the event loop)."""
+    return str(request.getfixturevalue("pg_schema")) if request.param == "postgres" else None
+
+
+@pytest.mark.runtimes("asyncio")
+async def test_migrating_down_past_schedules_refuses_to_drop_them_unless_forced(
+    store: str | None, tmp_path: Path
+) -> None:
+    clock = FakeClock()
+    if store is None:
+        db = tmp_path / "q.db"
+        async with SQLiteQueue.open(db, clock=clock) as queue:
+            await queue.create_schedule(EVERY_10)
+        conn = sqlite3.connect(db, isolation_level=None)
+        with pytest.raises(MigrationRefused, match="would delete 1 rows in schedules"):
+            sqlite_schema.migrate_down(conn, db, 7)
+        assert sqlite_schema.migrate_down(conn, db, 7, force=True) == [8]
+        assert sqlite_schema.current_version(conn) == max(
+            m.version for m in sqlite_schema.MIGRATIONS if m.version < 8
+        )
+        conn.close()
+        async with SQLiteQueue.open(db, clock=clock) as queue:  # up again: none left
+            assert await queue.list_schedules() == []
+        return
+    schema = store
+    async with PostgresQueue.open(PG_DSN, schema=schema, clock=clock) as pg:
+        await pg.create_schedule(EVERY_10)
+    conn = await asyncpg.connect(PG_DSN, server_settings={"search_path": schema})
+    try:
+        with pytest.raises(MigrationRefused, match="would delete 1 rows in schedules"):
+            await postgres_schema.migrate_down(conn, "t", 8)
+        assert await postgres_schema.migrate_down(conn, "t", 8, force=True) == [9]
+        assert await postgres_schema.current_version(conn) == max(
+            m.version for m in postgres_schema.MIGRATIONS if m.version < 9
+        )
+    finally:
+        await conn.close()
+    async with PostgresQueue.open(PG_DSN, schema=schema, clock=clock) as pg:
+        assert await pg.list_schedules() == []
