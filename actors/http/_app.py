@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.routing import BaseRoute, Match, WebSocketRoute
 from starlette.routing import Route as StarletteRoute
 from starlette.websockets import WebSocket
 
@@ -83,6 +83,17 @@ def create_app(
         response = error_response(ApiError(exc.status_code, code, message))
         if exc.headers:
             response.headers.update(exc.headers)
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route on the path; a path may have
+            # several (GET and POST /schedules), each a route of its own.
+            allowed = {
+                method
+                for route in routes
+                if isinstance(route, StarletteRoute)
+                and route.matches(request.scope)[0] is not Match.NONE
+                for method in route.methods or ()
+            }
+            response.headers["Allow"] = ", ".join(sorted(allowed))
         return response
 
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})

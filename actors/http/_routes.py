@@ -41,9 +41,11 @@ class Param:
     name: str
     where: Literal["path", "query"]
     schema: dict[str, Any]
+    # A query parameter the handler needs (a path parameter always is).
+    required: bool = False
 
     def openapi(self) -> dict[str, Any]:
-        required = self.where == "path"
+        required = self.where == "path" or self.required
         return {"name": self.name, "in": self.where, "required": required, "schema": self.schema}
 
 
@@ -355,8 +357,9 @@ def route_table(*, metrics_open: bool = True) -> tuple[Route[Any] | Socket, ...]
             "/schedules/{name}",
             Schedules.delete_schedule,
             PRODUCER,
-            "delete a tenant's recurring job (tenantId: required unless the token is scoped)",
+            "delete a tenant's recurring job (a tenant-scoped token may leave tenantId out: "
+            "its own)",
             response=wire.ScheduleOut,
-            params=(SCHEDULE_NAME, TENANT_QUERY),
+            params=(SCHEDULE_NAME, Param("tenantId", "query", _TEXT, required=True)),
         ),
     )
