@@ -84,16 +84,22 @@ def create_app(
         if exc.headers:
             response.headers.update(exc.headers)
         if exc.status_code == 405:
-            # Starlette names the methods of the first route on the path; a path may have
-            # several (GET and POST /schedules), each a route of its own.
-            allowed = {
-                method
+            # Starlette names the methods of the first route matching the path; one path of
+            # the table may have several routes (GET and POST /schedules): name them all.
+            matching = [
+                route
                 for route in routes
                 if isinstance(route, StarletteRoute)
                 and route.matches(request.scope)[0] is not Match.NONE
+            ]
+            allowed = {
+                method
+                for route in matching
+                if route.path == matching[0].path
                 for method in route.methods or ()
             }
-            response.headers["Allow"] = ", ".join(sorted(allowed))
+            if allowed:
+                response.headers["Allow"] = ", ".join(sorted(allowed))
         return response
 
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
