@@ -160,6 +160,11 @@ class Jobs:
                 started=body.started,
             )
         )
+        self.announce_leased(jobs)
+        return json_response(wire.PullOut(jobs=[wire.job_out(j) for j in jobs]))
+
+    def announce_leased(self, jobs: Sequence[Job]) -> None:
+        """Count jobs leased over HTTP and tell their runs' watchers."""
         now = self._host.clock.time()
         by_run: dict[str, list[int]] = {}
         for job in jobs:
@@ -171,7 +176,6 @@ class Jobs:
                 for run, ids in by_run.items()
             ]
         )
-        return json_response(wire.PullOut(jobs=[wire.job_out(j) for j in jobs]))
 
     async def ack(self, call: Call[wire.AckIn]) -> Response:
         body = await call.body()
@@ -200,7 +204,7 @@ class Jobs:
                     ]
                 )
             )
-            items = self._items(results, [a.status for a in body.acks])
+            items = self.items(results, [a.status for a in body.acks])
         else:
             if body.status is None:
                 raise ApiError(
@@ -214,12 +218,12 @@ class Jobs:
             results = await mapped(
                 queue.ack_ids(ids, body.status, owner=owner(call.principal), error=body.error)
             )
-            items = self._items(results, [body.status] * len(ids))
+            items = self.items(results, [body.status] * len(ids))
             # Each result names its job as the request did (a string stays a string).
             items = [msgspec.structs.replace(o, id=i) for o, i in zip(items, sent, strict=True)]
         return json_response(wire.AckOut(success=all(r.ok for r in results), results=items))
 
-    def _items(
+    def items(
         self, results: Sequence[ItemResult], kinds: Sequence[str] | None = None
     ) -> list[wire.ItemOut]:
         """Encode batch results; for acks, count outcomes and tell the runs' watchers."""
@@ -263,7 +267,7 @@ class Jobs:
                 [(lease.id, lease.lease_token) for lease in body.leases], body.visibility_seconds
             )
         )
-        items = self._items(results)
+        items = self.items(results)
         return json_response(wire.LeasesOut(success=all(r.ok for r in results), results=items))
 
     async def start(self, call: Call[wire.StartIn]) -> Response:
@@ -271,7 +275,7 @@ class Jobs:
         results = await mapped(
             self._host.queue.start_many([(lease.id, lease.lease_token) for lease in body.leases])
         )
-        items = self._items(results)
+        items = self.items(results)
         return json_response(wire.LeasesOut(success=all(r.ok for r in results), results=items))
 
     async def release(self, call: Call[wire.ReleaseIn]) -> Response:
@@ -281,7 +285,7 @@ class Jobs:
                 [(lease.id, lease.lease_token) for lease in body.leases], body.delay_seconds
             )
         )
-        items = self._items(results)
+        items = self.items(results)
         return json_response(wire.LeasesOut(success=all(r.ok for r in results), results=items))
 
     async def store_result(self, call: Call[wire.ResultIn]) -> Response:
@@ -300,7 +304,7 @@ class Jobs:
                 ]
             )
         )
-        (item,) = self._items(results, ["done"])
+        (item,) = self.items(results, ["done"])
         if not item.ok:
             raise ApiError(409, "lease_lost", item.message or f"job {job_id}: {item.reason}")
         return json_response(wire.AckOut(success=True, results=[item]))
