@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.routing import BaseRoute, Match, WebSocketRoute
 from starlette.routing import Route as StarletteRoute
 from starlette.websockets import WebSocket
 
@@ -95,6 +95,23 @@ def create_app(
         )
         if exc.headers:
             response.headers.update(exc.headers)
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route that matches the path; a path
+            # with a route per method (GET and POST /api/result/{id}) allows them all.
+            matched = [
+                route
+                for route in routes
+                if isinstance(route, StarletteRoute)
+                and route.matches(request.scope)[0] is not Match.NONE
+            ]
+            if matched:
+                allowed = {
+                    method
+                    for route in routes
+                    if isinstance(route, StarletteRoute) and route.path == matched[0].path
+                    for method in route.methods or ()
+                }
+                response.headers["Allow"] = ", ".join(sorted(allowed))
         return response
 
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
