@@ -284,10 +284,12 @@ def route_table(*, metrics_open: bool = True) -> tuple[Route[Any] | Socket, ...]
             "/uploads/complete",
             Uploads.complete_upload,
             PRODUCER,
-            "enqueue the job of a presigned upload (producer)",
+            "enqueue the job of a presigned upload (producer; with TURNSTILE_SECRET set, the "
+            "signed uploadToken alone, for the tenants of [http].turnstile_tenants)",
             body=UploadCompleteIn,
             response=wire.UploadDoneOut,
             status=201,
+            turnstile=True,
         ),
         # Authorised by the signed token in its path, like a presigned URL: no bearer needed.
         Route(

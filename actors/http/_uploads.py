@@ -186,7 +186,13 @@ class Uploads:
         """Enqueue the job of a presigned upload, once its object is in the store (409 if not)."""
         body = await call.body()
         grant = self._verify(body.token)
-        check_tenant(call.principal, grant.tenant_id)
+        if call.principal is TURNSTILE_PENDING:
+            # The signed grant is the authority, as for the PUT to this server: it was made
+            # after a verified challenge (or a producer's token), for its tenant alone.
+            assert self._turnstile is not None
+            self._turnstile.check_tenant(grant.tenant_id)
+        else:
+            check_tenant(call.principal, grant.tenant_id)
         if await mapped(self._host.store.head(grant.r2_key)) is None:
             raise ApiError(
                 409,

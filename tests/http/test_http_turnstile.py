@@ -239,3 +239,57 @@ async def test_without_turnstile_secret_the_bearer_rule_stays(
         with_token = await client.post("/uploads/create", json=UPLOAD, headers=auth(PRODUCER))
         assert with_token.status_code == 201
         assert (await client.get("/jobs/stats", headers=auth(ADMIN))).status_code == 200
+
+
+class PresigningStore:
+    """An object store that signs its own PUTs, as the R2/S3 store does."""
+
+    def __init__(self) -> None:
+        self.uploaded: dict[str, int] = {}  # what the client PUT to the presigned URLs
+
+    async def get(self, key: str, *, max_bytes: int) -> Any:
+        raise AssertionError("nothing is fetched in this test")
+
+    async def put(self, key: str, data: bytes, *, content_type: str | None = None) -> None:
+        raise AssertionError("a presigned upload never passes through this server")
+
+    async def head(self, key: str) -> int | None:
+        return self.uploaded.get(key)
+
+    async def presign_put(self, key: str, **options: Any) -> str:
+        return f"https://bucket.example/{key}?X-Amz-Signature=abc"
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_a_browser_completes_its_presigned_upload_with_the_signed_token_alone(
+    tmp_path: Path, siteverify: FakeSiteverify
+) -> None:
+    store = PresigningStore()
+    config = make_config(tmp_path, siteverify.url, turnstile_tenants=["public", "other"])
+    async with (
+        ActorSystem(config, store=store) as system,  # type: ignore[arg-type]
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{system.http.port}") as client,
+    ):
+        created = await client.post("/uploads/create", json={**UPLOAD, "turnstileToken": "good"})
+        assert created.status_code == 201, created.text
+        upload = created.json()
+        store.uploaded[upload["r2Key"]] = 5  # the browser's PUT to the presigned URL
+        done = await client.post(upload["completeUrl"], json={"token": upload["uploadToken"]})
+        assert done.status_code == 201, done.text
+        job = await system.queue.get(done.json()["jobId"])
+        assert (job.tenant_id, job.r2_key) == ("public", upload["r2Key"])
+        forged = await client.post(
+            upload["completeUrl"], json={"token": upload["uploadToken"] + "x"}
+        )
+        assert forged.status_code == 403
+        # A grant of a tenant that may not use Turnstile needs a producer's token to complete.
+        private = await client.post(
+            "/uploads/create", json={**UPLOAD, "tenantId": "acme"}, headers=auth(ACME)
+        )
+        grant = private.json()
+        store.uploaded[grant["r2Key"]] = 5
+        refused = await client.post(grant["completeUrl"], json={"token": grant["uploadToken"]})
+        assert refused.status_code == 403
+        assert refused.json()["error"]["code"] == "turnstile_tenant"
