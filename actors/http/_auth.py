@@ -96,7 +96,8 @@ class Tokens:
 
     Format of ``ACTORS_TOKENS``: ``token:role[:tenant]`` entries separated by commas, e.g.
     ``s3cret:admin,w0rker:worker,acme-key:producer:acme``. The seed's single secret
-    (``JWT_SECRET``, or ``EDGE_API_TOKEN``) is one more token with full access.
+    (``JWT_SECRET``, or ``EDGE_API_TOKEN``) is one more token with full access. The KV task
+    API's keys (``ADMIN_API_KEY``, ``QUEUE_API_KEY``) are taken in ``X-API-Key`` alone.
 
     Every lookup compares the presented token with every known token in constant time, so the
     time taken says nothing about how much of a token was right.
@@ -188,6 +189,11 @@ class Tokens:
         if full_access:
             token = _utf8(full_access)
             entries.append((token, Principal(role="admin", id=token_id(token))))
+        if api_key_tenant is not None and ("/" in api_key_tenant or api_key_tenant in (".", "..")):
+            raise ConfigError(
+                "[http].api_key_tenant names a tenant with '/' (or is '.', '..'): a tenant's "
+                "objects live under '{tenant}/'; name a tenant id"
+            )
         api_keys: list[tuple[bytes, Principal]] = []
         role: Role
         for name, value, role in (
@@ -230,10 +236,6 @@ class Tokens:
     def lookup_bytes(self, presented: bytes) -> Principal | None:
         """The principal of a token's bytes (UTF-8), or None; in constant time per token."""
         return _lookup(self._entries, presented)
-
-    @property
-    def has_api_keys(self) -> bool:
-        return bool(self._api_keys)
 
     def api_key(self, header: str | None) -> Principal | None:
         """The principal of an ``X-API-Key`` header (ADMIN_API_KEY, QUEUE_API_KEY), or None;

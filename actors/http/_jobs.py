@@ -163,6 +163,11 @@ class Jobs:
         self.announce_leased(jobs)
         return json_response(wire.PullOut(jobs=[wire.job_out(j) for j in jobs]))
 
+    def settled(self, results: Sequence[ItemResult], kinds: Sequence[str]) -> list[wire.ItemOut]:
+        """Encode acks another resource made (the KV task API's results), counted and told to
+        their runs' watchers as this resource's own."""
+        return self._items(results, kinds)
+
     def announce_leased(self, jobs: Sequence[Job]) -> None:
         """Count jobs leased over HTTP and tell their runs' watchers."""
         now = self._host.clock.time()
@@ -204,7 +209,7 @@ class Jobs:
                     ]
                 )
             )
-            items = self.items(results, [a.status for a in body.acks])
+            items = self._items(results, [a.status for a in body.acks])
         else:
             if body.status is None:
                 raise ApiError(
@@ -218,12 +223,12 @@ class Jobs:
             results = await mapped(
                 queue.ack_ids(ids, body.status, owner=owner(call.principal), error=body.error)
             )
-            items = self.items(results, [body.status] * len(ids))
+            items = self._items(results, [body.status] * len(ids))
             # Each result names its job as the request did (a string stays a string).
             items = [msgspec.structs.replace(o, id=i) for o, i in zip(items, sent, strict=True)]
         return json_response(wire.AckOut(success=all(r.ok for r in results), results=items))
 
-    def items(
+    def _items(
         self, results: Sequence[ItemResult], kinds: Sequence[str] | None = None
     ) -> list[wire.ItemOut]:
         """Encode batch results; for acks, count outcomes and tell the runs' watchers."""
@@ -267,7 +272,7 @@ class Jobs:
                 [(lease.id, lease.lease_token) for lease in body.leases], body.visibility_seconds
             )
         )
-        items = self.items(results)
+        items = self._items(results)
         return json_response(wire.LeasesOut(success=all(r.ok for r in results), results=items))
 
     async def start(self, call: Call[wire.StartIn]) -> Response:
@@ -275,7 +280,7 @@ class Jobs:
         results = await mapped(
             self._host.queue.start_many([(lease.id, lease.lease_token) for lease in body.leases])
         )
-        items = self.items(results)
+        items = self._items(results)
         return json_response(wire.LeasesOut(success=all(r.ok for r in results), results=items))
 
     async def release(self, call: Call[wire.ReleaseIn]) -> Response:
@@ -285,7 +290,7 @@ class Jobs:
                 [(lease.id, lease.lease_token) for lease in body.leases], body.delay_seconds
             )
         )
-        items = self.items(results)
+        items = self._items(results)
         return json_response(wire.LeasesOut(success=all(r.ok for r in results), results=items))
 
     async def store_result(self, call: Call[wire.ResultIn]) -> Response:
@@ -304,7 +309,7 @@ class Jobs:
                 ]
             )
         )
-        (item,) = self.items(results, ["done"])
+        (item,) = self._items(results, ["done"])
         if not item.ok:
             raise ApiError(409, "lease_lost", item.message or f"job {job_id}: {item.reason}")
         return json_response(wire.AckOut(success=True, results=[item]))

@@ -245,7 +245,7 @@ class Tasks:
                 permanent=True,
             )
         results = await mapped(self._host.queue.ack_many([ack]))
-        (item,) = self._jobs.items(results, [ack.status])
+        (item,) = self._jobs.settled(results, [ack.status])
         if not item.ok:
             raise ApiError(409, "lease_lost", item.message or f"task {job.id}: {item.reason}")
         return json_response(wire.TaskOk(success=True))

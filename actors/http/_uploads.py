@@ -133,8 +133,7 @@ class Uploads:
     ) -> Principal:
         """A producer of the body's tenant alone, once siteverify accepts the request's
         Turnstile token (the tenant checked first: a refused tenant costs no siteverify call)."""
-        turnstile = self._turnstile
-        assert turnstile is not None, "the gate admits TURNSTILE_PENDING only with a verifier"
+        turnstile = self._require_turnstile()
         turnstile.check_tenant(body.tenant_id)
         headers = call.request.headers
         token = (
@@ -145,6 +144,12 @@ class Uploads:
         # The visitor's address as Cloudflare's edge saw it, when the request came through it.
         await turnstile.verify(token, headers.get("cf-connecting-ip"))
         return Principal(role="producer", tenant=body.tenant_id, id="turnstile")
+
+    def _require_turnstile(self) -> Turnstile:
+        """The verifier; without one (a gate wired apart from it) a token-less call is a 401."""
+        if self._turnstile is None:
+            raise ApiError(401, "unauthorized", "a valid bearer token is required")
+        return self._turnstile
 
     async def _check_run_tenant(self, run_id: str, tenant_id: str) -> None:
         """409 if the run exists and belongs to another tenant (a run has one tenant)."""
@@ -189,8 +194,7 @@ class Uploads:
         if call.principal is TURNSTILE_PENDING:
             # The signed grant is the authority, as for the PUT to this server: it was made
             # after a verified challenge (or a producer's token), for its tenant alone.
-            assert self._turnstile is not None
-            self._turnstile.check_tenant(grant.tenant_id)
+            self._require_turnstile().check_tenant(grant.tenant_id)
         else:
             check_tenant(call.principal, grant.tenant_id)
         if await mapped(self._host.store.head(grant.r2_key)) is None:
