@@ -102,14 +102,16 @@ def client(script: str, *args: str, **extra_env: str) -> dict[str, Any]:
     return answer
 
 
-def test_the_seeds_verification_flow_with_turnstile_and_a_worker(tmp_path: Path) -> None:
+def test_the_seeds_verification_flow_with_turnstile_and_a_worker(
+    tmp_path: Path, queue_table: str
+) -> None:
     document = tmp_path / "harbour.txt"
     document.write_text("Harbour traffic rose in spring. Ferries ran late twice.\n")
     http = 'turnstile_tenants = ["t1"]'
     with (
         fake_siteverify() as siteverify,
         serving(
-            server_config(tmp_path, f'[queue]\npath = "{tmp_path / "q.db"}"\n', http),
+            server_config(tmp_path, queue_table, http),
             tmp_path / "server.log",
             JWT_SECRET=JWT_SECRET,
             TURNSTILE_SECRET=SECRET,
