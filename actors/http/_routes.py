@@ -343,7 +343,7 @@ def route_table(*, metrics_open: bool = True) -> tuple[Route[Any] | Socket, ...]
             "/api/queue",
             Tasks.list_tasks,
             READERS,
-            "the pending tasks' ids, at most 1000 (KV task API)",
+            "the ids of the tasks not finished (pending or claimed), at most 1000 (KV task API)",
             response=wire.PendingTasksOut,
             error_style="kv",
         ),

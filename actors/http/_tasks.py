@@ -115,12 +115,17 @@ class Tasks:
     # --- reads -------------------------------------------------------------------------------
 
     async def list_tasks(self, call: Call[None]) -> Response:
-        """The pending tasks' ids (at most a page of 1000, as a KV list returns)."""
+        """The ids of the tasks not finished, pending or claimed, as the original's list kept a
+        task until its result (at most 1000, as a KV list returns at once)."""
         principal = call.principal
         tenant = principal.tenant if principal is not None else None
-        page = await mapped(self._host.queue.list("pending", None, tenant, MAX_PAGE, None))
-        ids = [str(job.id) for job in page.items]
-        return json_response(wire.PendingTasksOut(pending=ids, count=len(ids)))
+        queue = self._host.queue
+        ids: list[int] = []
+        for status in ("pending", "leased"):
+            page = await mapped(queue.list(status, None, tenant, MAX_PAGE, None))
+            ids.extend(job.id for job in page.items)
+        listed = [str(i) for i in sorted(ids)[:MAX_PAGE]]
+        return json_response(wire.PendingTasksOut(pending=listed, count=len(listed)))
 
     async def get_task(self, call: Call[None]) -> Response:
         return json_response(task_of(await self._job(call)))
@@ -155,11 +160,12 @@ class Tasks:
         )
         if not jobs:
             stats = await mapped(queue.stats())
+            # The tasks not finished, as the original counted its task keys.
             return json_response(
                 wire.ClaimTaskOut(
                     success=False,
                     message="No tasks available or all tasks are leased",
-                    pending=stats.pending,
+                    pending=stats.pending + stats.leased,
                 )
             )
         self._jobs.announce_leased(jobs)

@@ -172,9 +172,9 @@ async def test_a_worker_claims_renews_and_completes_a_task(served: Served) -> No
     assert (job["workerId"], job["leaseOwner"]) == ("worker-a", token_id(QUEUE_KEY.encode()))
     listing = (await client.get("/jobs?status=leased", headers=auth(ADMIN))).json()["jobs"]
     assert [(j["id"], j["workerId"]) for j in listing] == [(first, "worker-a")]
-    assert (await client.get("/api/queue", headers=key(QUEUE_KEY))).json()["pending"] == [
-        str(second)
-    ]
+    # A claimed task stays listed until its result, as in the original.
+    listed = (await client.get("/api/queue", headers=key(QUEUE_KEY))).json()
+    assert listed == {"pending": [str(first), str(second)], "count": 2}
 
     clock.advance(100)
     renewed = await client.post(
@@ -201,15 +201,17 @@ async def test_a_worker_claims_renews_and_completes_a_task(served: Served) -> No
     assert again.status_code == 409 and again.json()["code"] == "task_finished"
     stats = (await client.get("/jobs/stats", headers=auth(ADMIN))).json()["stats"]
     assert (stats["pending"], stats["leased"], stats["done"]) == (1, 0, 1)
+    listed = (await client.get("/api/queue", headers=key(QUEUE_KEY))).json()
+    assert listed == {"pending": [str(second)], "count": 1}
 
 
 async def test_no_task_to_claim_answers_as_the_original(served: Served) -> None:
     _, client, _ = served
-    assert await claim(client, "w") == {
-        "success": False,
-        "message": "No tasks available or all tasks are leased",
-        "pending": 0,
-    }
+    nothing = {"success": False, "message": "No tasks available or all tasks are leased"}
+    assert await claim(client, "w") == {**nothing, "pending": 0}
+    await enqueue(client)
+    await claim(client, "w")
+    assert await claim(client, "w") == {**nothing, "pending": 1}  # the claimed one
 
 
 async def test_the_lease_is_300_s_by_default_and_at_most_600(served: Served) -> None:
