@@ -37,8 +37,8 @@ class Cadence:
         """Refuse (`InvalidArgument`, naming the field) a bad expression, zone or interval."""
         if (cron is None) == (interval_seconds is None):
             raise InvalidArgument(
-                "a schedule has either cron (e.g. '*/10 * * * *') or interval_seconds, "
-                f"not {'both' if cron is not None else 'neither'}"
+                "cron or interval_seconds: a schedule has either cron (e.g. '*/10 * * * *') or "
+                f"interval_seconds, not {'both' if cron is not None else 'neither'}"
             )
         self.cron = cron
         self.interval_seconds = interval_seconds

@@ -68,10 +68,17 @@ def openapi_document(*, metrics_open: bool = True) -> dict[str, Any]:
     }
     # The tenancy rule (actors/tenancy.py), as far as a schema can say it: keys and tenant ids
     # of plain segments. That a key starts with "{tenantId}/" is checked by the server (403).
-    for name in ("EnqueueIn", "UploadCreateIn"):
+    for name in ("EnqueueIn", "UploadCreateIn", "ScheduleIn"):
         tenant = components[name]["properties"]["tenantId"]
         tenant["pattern"] = tenancy.TENANT_PATTERN
-    components["EnqueueIn"]["properties"]["r2Key"]["pattern"] = tenancy.KEY_PATTERN
+    for name in ("EnqueueIn", "ScheduleIn"):
+        components[name]["properties"]["r2Key"]["pattern"] = tenancy.KEY_PATTERN
+    # A schedule has a cron expression or an interval, not both (whether the expression and
+    # the time zone are valid, a schema cannot say: the server answers 400 naming the field).
+    components["ScheduleIn"]["oneOf"] = [
+        {"required": ["cron"], "properties": {"cron": {"type": "string"}}},
+        {"required": ["intervalSeconds"], "properties": {"intervalSeconds": {"type": "integer"}}},
+    ]
     components["EnqueueIn"]["properties"]["crossTenantKey"]["description"] = (
         "only an admin token limited to no tenant may send true; an admin's job whose r2Key "
         "lies outside '{tenantId}/' gets it anyway"

@@ -12,6 +12,7 @@ import pytest
 import schemathesis
 from http_helpers import ADMIN, auth, server_config, serving
 from hypothesis import HealthCheck, settings
+from schemathesis import checks
 
 from actors.http import openapi_document
 
@@ -64,4 +65,9 @@ def test_the_served_document_is_the_one_fuzzed(server: str) -> None:
 def test_no_request_gets_a_500_and_every_answer_matches_the_schema(
     case: schemathesis.Case, server: str
 ) -> None:
-    case.call_and_validate(base_url=server, timeout=10)
+    excluded = []
+    if case.path == "/schedules" and case.method == "POST":
+        # Whether a cron expression or a time zone is valid, a schema cannot say: a string the
+        # schema allows may be refused, with a 400 naming the field (every other check holds).
+        excluded.append(checks.positive_data_acceptance)
+    case.call_and_validate(base_url=server, timeout=10, excluded_checks=excluded)
