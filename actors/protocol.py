@@ -128,6 +128,8 @@ class JobOut(_Out, frozen=True):
     started_at: float | None = None
     cross_tenant_key: bool = False
     timeout_seconds: float | None = None
+    # Where an imported job came from (``d1:<id>``, ``kv:<task id>``).
+    origin: str | None = None
 
 
 class EnqueueManyOut(_Out, frozen=True):
