@@ -14,7 +14,7 @@ from typing import Literal
 from actors.errors import InvalidArgument
 from actors.importers._d1 import read_d1
 from actors.importers._engine import BATCH, new_report, rollback, run, status
-from actors.importers._items import Item, Kind, Problem, Report, Source
+from actors.importers._items import Item, Kind, Problem, Report, Source, report_json
 from actors.importers._kv import DEFAULT_RUN, DEFAULT_TENANT, read_kv
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "read_d1",
     "read_dump",
     "read_kv",
+    "report_json",
     "rollback",
     "run",
     "status",

@@ -67,7 +67,13 @@ def _conflict(job: ImportedJob, there: Job, fields: list[str], what: str) -> Pro
     )
 
 
-async def status(queue: OwnedQueue, source: Source, *, batch: int = BATCH) -> Report:
+async def status(
+    queue: OwnedQueue,
+    source: Source,
+    *,
+    batch: int = BATCH,
+    max_payload_bytes: int | None = None,
+) -> Report:
     """Compare the dump with the queue, item by item; change nothing."""
     report = _report(source, "status")
     for jobs in _batches(source, batch):
@@ -75,7 +81,10 @@ async def status(queue: OwnedQueue, source: Source, *, batch: int = BATCH) -> Re
         for job in jobs:
             there = found.get(job.origin)
             if there is None:
-                report.missing += 1
+                if (problem := _unfit(job, max_payload_bytes)) is not None:
+                    report.errors.append(problem)  # a run could not import it either
+                else:
+                    report.missing += 1
             elif fields := differences(job, there):
                 report.conflicts.append(_conflict(job, there, fields, "a run leaves it alone"))
             else:

@@ -24,6 +24,7 @@ __all__ = [
     "Source",
     "differences",
     "placed",
+    "report_json",
     "seconds",
     "text",
 ]
@@ -120,6 +121,15 @@ class Report(msgspec.Struct, kw_only=True, rename="camel"):
     def complete(self) -> bool:
         """Every job of the dump is in the queue as the dump has it (status and run)."""
         return self.missing == 0 and not self.conflicts and self.imported + self.migrated > 0
+
+
+def report_json(report: Report) -> dict[str, object]:
+    """The report as sent (``--json``, ``/api/migrate/*``): its fields in camelCase, with
+    ``failed`` (how many errors) and ``complete`` (status and run: nothing left to import)."""
+    out: dict[str, object] = msgspec.to_builtins(report)
+    out["failed"] = report.failed
+    out["complete"] = report.complete if report.action != "rollback" else None
+    return out
 
 
 def differences(job: ImportedJob, there: Job) -> list[str]:

@@ -22,6 +22,7 @@ __all__ = ["DumpError", "SqlDump", "read_sql_dump"]
 _ALLOWED = {
     sqlite3.SQLITE_CREATE_TABLE,
     sqlite3.SQLITE_CREATE_INDEX,
+    sqlite3.SQLITE_REINDEX,  # creating an index fills it
     sqlite3.SQLITE_CREATE_VIEW,
     sqlite3.SQLITE_INSERT,
     # `sqlite3 .dump` clears sqlite_sequence before refilling it.
