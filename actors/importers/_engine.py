@@ -37,9 +37,10 @@ def _report(source: Source, action: Action) -> Report:
         dropped_leases=source.dropped_leases,
         ignored_keys=source.ignored_keys,
     )
-    for item in source.items:
-        if item.error is not None:
-            report.errors.append(Problem(item.origin, item.error))
+    if action != "rollback":  # a malformed item was never imported: nothing to remove
+        for item in source.items:
+            if item.error is not None:
+                report.errors.append(Problem(item.origin, item.error))
     return report
 
 
