@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from actors import protocol as wire
 from actors import tenancy
-from actors.bounds import MAX_BATCH, MAX_JOB_ID
+from actors.bounds import MAX_BATCH, MAX_ID_CHARS, MAX_JOB_ID
 from actors.errors import InvalidArgument, InvalidObjectKey, JobNotFound
 from actors.http._auth import Principal, check_tenant, owner
 from actors.http._call import Call, json_response
@@ -215,6 +215,10 @@ class Jobs:
             results = await mapped(
                 queue.ack_ids(ids, body.status, owner=owner(call.principal), error=body.error)
             )
+            results = [
+                _unknown(r, i) if isinstance(i, str) and t == MAX_JOB_ID else r
+                for r, i, t in zip(results, sent, ids, strict=True)
+            ]
             items = self._items(results, [body.status] * len(ids))
             # Each result names its job as the request did (a string stays a string).
             items = [msgspec.structs.replace(o, id=i) for o, i in zip(items, sent, strict=True)]
@@ -226,11 +230,14 @@ class Jobs:
         ``d1:<id>``, ``kv:<id>``), so the old system's references still resolve.
 
         Where the digits name both a job and an imported job's old id, the one whose live lease
-        this principal took wins: an ack by ids settles nothing else. A string that is neither
-        a job id nor an imported job's old id is a 400 naming it, and nothing is acked.
+        this principal took wins: an ack by ids settles nothing else. A string that names no
+        job is `MAX_JOB_ID` (no job has it): its item answers ``not_found``.
         """
         queue = self._host.queue
-        texts = list(dict.fromkeys(i for i in sent if isinstance(i, str)))
+        # An origin is an id of at most MAX_ID_CHARS with its prefix.
+        texts = list(
+            dict.fromkeys(i for i in sent if isinstance(i, str) and len(i) <= MAX_ID_CHARS - 3)
+        )
         imported: dict[str, Job] = {}
         if texts and isinstance(queue, OwnedQueue):
             origins = [f"{prefix}:{text}" for text in texts for prefix in ("d1", "kv")]
@@ -238,7 +245,7 @@ class Jobs:
                 for job in await mapped(queue.find_by_origin(origins[start : start + MAX_BATCH])):
                     imported[job.origin or ""] = job
         targets: list[int] = []
-        for n, item in enumerate(sent):
+        for item in sent:
             if isinstance(item, int):
                 targets.append(item)
                 continue
@@ -248,16 +255,8 @@ class Jobs:
                 targets.append(mine[0].id)
             elif item.isascii() and item.isdigit() and 1 <= int(item) <= MAX_JOB_ID:
                 targets.append(int(item))
-            elif found:
-                targets.append(found[0].id)
             else:
-                raise ApiError(
-                    400,
-                    "invalid_field",
-                    f"ids[{n}]: {item[:80]!r} is neither a job id (digits, from 1) nor the id of "
-                    "a job imported from D1 or KV; nothing was acked",
-                    f"ids[{n}]",
-                )
+                targets.append(found[0].id if found else MAX_JOB_ID)
         return targets
 
     def _items(
@@ -432,6 +431,14 @@ class Jobs:
         body = await call.body()
         count = await mapped(self._host.queue.purge(body.older_than_seconds))
         return json_response(wire.CountOut(success=True, count=count))
+
+
+def _unknown(result: ItemResult, sent: str) -> ItemResult:
+    """The ``not_found`` of an id sent as a string that names no job, in its own words."""
+    return msgspec.structs.replace(
+        result,
+        message=f"no job has id {sent[:80]!r}, nor was one imported from D1 or KV with it",
+    )
 
 
 def _readable(principal: Principal | None, job: Job) -> Job:

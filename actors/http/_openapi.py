@@ -134,7 +134,15 @@ def _operation(route: Route[Any]) -> dict[str, Any]:
     if route.raw_body:
         op["requestBody"] = {
             "required": True,
-            "content": {media: {"schema": {"type": "string"}} for media in route.raw_body},
+            "content": {
+                # JSON: an array or an object (a dump's own shape is checked by the handler).
+                media: {
+                    "schema": {"type": ["array", "object"]}
+                    if media == _JSON
+                    else {"type": "string"}
+                }
+                for media in route.raw_body
+            },
         }
     if route.params:
         op["parameters"] = [param.openapi() for param in route.params]

@@ -37,6 +37,8 @@ def read_d1(data: bytes, *, cross_tenant_keys: bool = False) -> Source:
         body = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DumpUnreadable(f"the D1 dump is not UTF-8 text: {exc}") from None
+    if "\x00" in body:  # SQL text never holds one (JSON writes it as \u0000)
+        raise DumpUnreadable("the D1 dump holds a NUL character: it is neither SQL nor JSON text")
     source = Source(kind="d1")
     rows: list[tuple[str, object]] = []  # (where, row)
     if body.lstrip()[:1] in ("[", "{"):
@@ -83,11 +85,13 @@ def _json_rows(body: str) -> list[tuple[str, object]]:
         )
     rows: list[tuple[str, object]] = []
     for n, statement in enumerate(statements, start=1):
-        if statement.get("success") is False or not isinstance(statement["results"], list):
+        if statement.get("success") is False:
             raise DumpUnreadable(
                 f"statement {n} of the D1 JSON did not succeed (success: false); run "
                 "`wrangler d1 execute DB --json` on the jobs table again"
             )
+        if not isinstance(statement["results"], list):
+            raise DumpUnreadable(f"statement {n} of the D1 JSON has no list of results")
         base = len(rows)
         rows.extend((f"row {base + i}", row) for i, row in enumerate(statement["results"], 1))
     return rows
@@ -136,7 +140,7 @@ def _job(origin: str, row: dict[str, Any], cross_tenant_keys: bool) -> ImportedJ
         priority=priority,
         payload=_json_column(row.get("payload"), "payload"),
         result=_json_column(row.get("result"), "result"),
-        last_error=None if error is None else str(error)[:1024],
+        last_error=None if error is None else str(error).replace("\x00", "")[:1024],
         created_at=created,
         updated_at=max(created, updated),
         cross_tenant_key=placed(tenant_id, r2_key, cross_tenant_keys=cross_tenant_keys),

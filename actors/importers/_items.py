@@ -162,6 +162,8 @@ def text(value: object, name: str) -> str:
         raise InvalidArgument(f"{name} is missing (got {value!r})")
     if len(value) > MAX_ID_CHARS:
         raise InvalidArgument(f"{name} is {len(value)} characters, over {MAX_ID_CHARS}")
+    if "\x00" in value:  # PostgreSQL's text cannot hold it
+        raise InvalidArgument(f"{name} holds a NUL character")
     return value
 
 

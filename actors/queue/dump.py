@@ -111,6 +111,9 @@ def read_sql_dump(text: str, table: str) -> SqlDump:
     """Run the dump ``text`` in an in-memory database; return the rows of ``table`` (in the
     dump's order), every table it created, and each statement that failed."""
     dump = SqlDump()
+    if "\x00" in text:  # SQLite cannot take it in a statement
+        dump.errors.append(DumpError(1, "", "the dump holds a NUL character: not SQL text"))
+        return dump
     conn = sqlite3.connect(":memory:", isolation_level=None)
     try:
         budget = max(_MIN_STEPS, _STEPS_PER_BYTE * len(text)) // _PROGRESS_EVERY

@@ -145,7 +145,8 @@ async def test_a_kv_dump_goes_in_over_http_and_old_ids_settle_their_jobs(served:
     unknown = await client.post(
         "/jobs/ack", json={"ids": ["no-such-task"], "status": "done"}, headers=auth(WORKER)
     )
-    assert unknown.status_code == 400 and "ids[0]" in unknown.text
+    (item,) = unknown.json()["results"]
+    assert (item["id"], item["reason"]) == ("no-such-task", "not_found")
 
 
 async def test_the_routes_are_in_the_openapi_document(served: Any) -> None:
