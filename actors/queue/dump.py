@@ -114,19 +114,33 @@ def read_sql_dump(text: str, table: str) -> SqlDump:
     if "\x00" in text:  # SQLite cannot take it in a statement
         dump.errors.append(DumpError(1, "", "the dump holds a NUL character: not SQL text"))
         return dump
-    conn = sqlite3.connect(":memory:", isolation_level=None)
-    try:
-        budget = max(_MIN_STEPS, _STEPS_PER_BYTE * len(text)) // _PROGRESS_EVERY
-        steps = 0
+    budget = max(_MIN_STEPS, _STEPS_PER_BYTE * len(text)) // _PROGRESS_EVERY
+    steps = 0
 
-        def progress() -> int:
-            nonlocal steps
-            steps += 1
-            return 1 if steps > budget else 0
+    def progress() -> int:
+        nonlocal steps
+        steps += 1
+        return 1 if steps > budget else 0
 
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(":memory:", isolation_level=None)
         conn.set_authorizer(_authorize)
         conn.set_progress_handler(progress, _PROGRESS_EVERY)
-        for line, statement in _statements(text):
+        return conn
+
+    # Fast path: a well-formed dump in one script (one budget for all of it). Any failure
+    # starts again statement by statement, on a new database, to report each bad one.
+    conn = connect()
+    try:
+        conn.executescript(text)
+    except (sqlite3.Error, ValueError, OverflowError):
+        conn.close()
+        conn = connect()
+        statements = _statements(text)
+    else:
+        statements = []
+    try:
+        for line, statement in statements:
             steps = 0
             try:
                 conn.execute(statement)

@@ -128,7 +128,28 @@ class _AckRow(msgspec.Struct, kw_only=True, omit_defaults=True):
     metrics: msgspec.Raw | None = None
 
 
+class _ImportRow(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One imported job, as sql/import_jobs.sql's JSON parameter carries it."""
+
+    origin: str
+    run_id: str
+    tenant_id: str
+    r2_key: str
+    status: str
+    attempts: int
+    max_attempts: int
+    created_at: float
+    updated_at: float
+    priority: int = 0
+    payload: msgspec.Raw | None = None
+    result: msgspec.Raw | None = None
+    last_error: str | None = None
+    finished_at: float | None = None
+    cross_tenant_key: bool = False
+
+
 _encode_rows = msgspec.json.Encoder().encode
+_encode_imports = _encode_rows
 
 # Connection loss (a killed backend, a restarting server, a reset socket) is tried this many
 # times, waiting 0.05, 0.1, 0.2, ... 3.2 s between tries: 6.35 s in all, longer than a restart.
@@ -874,41 +895,63 @@ class PostgresQueue(SingleItemVerbs):
             owners: dict[str, str] = {
                 run_id: tenant for run_id, tenant in await conn.fetch(_sql.RUN_TENANTS, runs)
             }
+            fits = [c for c in checked if owners[c[0].run_id] == c[0].tenant_id]
+            rows = [
+                _ImportRow(
+                    origin=job.origin,
+                    run_id=job.run_id,
+                    tenant_id=job.tenant_id,
+                    r2_key=job.r2_key,
+                    payload=None if payload is None else msgspec.Raw(payload),
+                    status=job.status,
+                    attempts=job.attempts,
+                    max_attempts=imported_max_attempts(job, self._max_attempts),
+                    priority=job.priority,
+                    last_error=job.last_error,
+                    result=None if result is None else msgspec.Raw(result),
+                    created_at=float(job.created_at),
+                    updated_at=float(job.updated_at),
+                    finished_at=(
+                        None
+                        if job.status == "pending"
+                        else float(job.finished_at or job.updated_at)
+                    ),
+                    cross_tenant_key=job.cross_tenant_key,
+                )
+                for job, payload, result in fits
+            ]
+            inserted = {
+                imported.origin: imported
+                for imported in map(
+                    job_from_row,
+                    await conn.fetch(_sql.IMPORT_JOBS, now, _encode_imports(rows).decode())
+                    if rows
+                    else [],
+                )
+            }
+            taken = [c[0].origin for c in fits if c[0].origin not in inserted]
+            existing = (
+                {
+                    job.origin: job
+                    for job in map(job_from_row, await conn.fetch(_sql.JOBS_BY_ORIGIN, taken))
+                }
+                if taken
+                else {}
+            )
             out: list[ImportResult] = []
             counts: dict[str, tuple[int, int, int]] = {}
             firsts: dict[str, int] = {}
-            for job, payload, result in checked:
+            for job, _, _ in checked:
                 if owners[job.run_id] != job.tenant_id:
                     out.append(foreign_run(job, owners[job.run_id]))
                     continue
-                row = await conn.fetchrow(
-                    _sql.IMPORT_JOB,
-                    job.origin,
-                    job.run_id,
-                    job.tenant_id,
-                    job.r2_key,
-                    None if payload is None else payload.decode(),
-                    job.status,
-                    job.attempts,
-                    imported_max_attempts(job, self._max_attempts),
-                    job.priority,
-                    now,
-                    job.last_error,
-                    None if result is None else result.decode(),
-                    float(job.created_at),
-                    float(job.updated_at),
-                    None if job.status == "pending" else float(job.finished_at or job.updated_at),
-                    job.cross_tenant_key,
-                )
-                if row is None:
-                    (there,) = await conn.fetch(_sql.JOBS_BY_ORIGIN, [job.origin])
+                imported = inserted.get(job.origin)
+                if imported is None:
+                    there = existing[job.origin]
                     out.append(
-                        ImportResult(
-                            origin=job.origin, ok=False, reason="exists", job=job_from_row(there)
-                        )
+                        ImportResult(origin=job.origin, ok=False, reason="exists", job=there)
                     )
                     continue
-                imported = job_from_row(row)
                 out.append(ImportResult(origin=job.origin, ok=True, reason="ok", job=imported))
                 done, failed, total = counts.get(job.run_id, (0, 0, 0))
                 counts[job.run_id] = (
