@@ -260,6 +260,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         drops=(),
     ),
 )
+# Invariant: applied in the order of their versions, each version once (steps written on
+# different branches may sit in the tuple in any order; numbers may skip).
+MIGRATIONS = tuple(sorted(MIGRATIONS, key=lambda m: m.version))
+assert len({m.version for m in MIGRATIONS}) == len(MIGRATIONS), "two migrations share a version"
 LATEST_VERSION = MIGRATIONS[-1].version
 
 
