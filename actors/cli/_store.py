@@ -22,7 +22,7 @@ from actors.cli._common import (
     run_on_asyncio,
 )
 from actors.cli._progress import REFRESH_SECONDS, Progress
-from actors.errors import InvalidArgument
+from actors.errors import InvalidArgument, StorageError
 
 if TYPE_CHECKING:
     from actors.cli._common import Commands
@@ -357,7 +357,16 @@ def import_dump(args: argparse.Namespace) -> int:
             '"http" has none here: run it where the queue server runs, or POST the dump to '
             "the server's /api/migrate/run"
         )
-    if args.step != "run":
+    if args.step == "status":
+        try:
+            require_queue(config)
+        except StorageError as exc:  # reads only: a queue not there yet holds none of it
+            print(f"note: {exc}", file=sys.stderr)
+            report = importers.status_of_nothing(
+                source, max_payload_bytes=DEFAULT_MAX_PAYLOAD_BYTES
+            )
+            return print_import(report, str(path), as_json=args.json)
+    elif args.step == "rollback":
         require_queue(config)
 
     async def work() -> int:

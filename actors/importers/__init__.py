@@ -13,7 +13,14 @@ from typing import Literal
 
 from actors.errors import InvalidArgument
 from actors.importers._d1 import read_d1
-from actors.importers._engine import BATCH, new_report, rollback, run, status
+from actors.importers._engine import (
+    BATCH,
+    new_report,
+    rollback,
+    run,
+    status,
+    status_of_nothing,
+)
 from actors.importers._items import Item, Kind, Problem, Report, Source, report_json
 from actors.importers._kv import DEFAULT_RUN, DEFAULT_TENANT, read_kv
 
@@ -34,6 +41,7 @@ __all__ = [
     "rollback",
     "run",
     "status",
+    "status_of_nothing",
 ]
 
 

@@ -23,7 +23,7 @@ from actors.importers._items import Action, Problem, Report, Source, differences
 from actors.queue.base import OwnedQueue, check_imported
 from actors.queue.model import ImportedJob, Job
 
-__all__ = ["BATCH", "new_report", "rollback", "run", "status"]
+__all__ = ["BATCH", "new_report", "rollback", "run", "status", "status_of_nothing"]
 
 #: Items per transaction (and per read-back).
 BATCH = 500
@@ -90,6 +90,17 @@ async def status(
                 report.conflicts.append(_conflict(job, there, fields, "a run leaves it alone"))
             else:
                 report.imported += 1
+    return report
+
+
+def status_of_nothing(source: Source, *, max_payload_bytes: int | None = None) -> Report:
+    """`status` against a queue that does not exist yet: every job of the dump is missing."""
+    report = _report(source, "status")
+    for job in source.jobs:
+        if (problem := _unfit(job, max_payload_bytes)) is not None:
+            report.errors.append(problem)
+        else:
+            report.missing += 1
     return report
 
 
