@@ -5,7 +5,7 @@ figures in docs/benchmarks.md ("Moving off Cloudflare"). A ``wrangler d1 export`
 of ``--rows`` rows (the seed's jobs table) is read (SQL through the in-memory SQLite, and the
 ``d1 execute --json`` form), then imported into a new SQLite file and, with ``--dsn``, a new
 PostgreSQL schema (dropped after): the run (write, read back, compare) and a second run (every
-item found imported: a status's cost) are timed, with the raw INSERT rate of the same rows into
+item found imported: a status's cost) and a rollback are timed, with the raw INSERT rate of the same rows into
 a plain SQLite table beside them for scale.
 """
 
@@ -100,8 +100,15 @@ async def measure(queue: importers.Source, opened: object, batch: int, label: st
     again = await importers.run(opened, source, batch=batch)  # type: ignore[arg-type]
     second = time.perf_counter() - started
     assert again.imported == len(source.jobs)
+    started = time.perf_counter()
+    removed = await importers.rollback(opened, source, batch=batch)  # type: ignore[arg-type]
+    third = time.perf_counter() - started
+    assert removed.removed == len(source.jobs)
     n = len(source.jobs)
-    print(f"{label:<10} run {n / first:>9,.0f} items/s   again (all imported) {n / second:>9,.0f}")
+    print(
+        f"{label:<10} run {n / first:>9,.0f} items/s   again (all imported) {n / second:>9,.0f}"
+        f"   rollback {n / third:>9,.0f}"
+    )
 
 
 async def main() -> None:

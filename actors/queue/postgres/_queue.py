@@ -989,26 +989,44 @@ class PostgresQueue(SingleItemVerbs):
         now = self._clock.time()
 
         async def work(conn: Connection) -> list[ImportResult]:
+            deleted = {
+                job.origin: job
+                for job in map(
+                    job_from_row,
+                    await conn.fetch(
+                        _sql.DELETE_IMPORTED,
+                        [origin for origin, _ in imported],
+                        [float(updated_at) for _, updated_at in imported],
+                        force,
+                    ),
+                )
+            }
+            kept = [origin for origin, _ in imported if origin not in deleted]
+            there = (
+                {
+                    job.origin: job
+                    for job in map(job_from_row, await conn.fetch(_sql.JOBS_BY_ORIGIN, kept))
+                }
+                if kept
+                else {}
+            )
             out: list[ImportResult] = []
             gone: dict[str, tuple[int, int, int]] = {}
-            for origin, updated_at in imported:
-                row = await conn.fetchrow(_sql.DELETE_IMPORTED, origin, force, float(updated_at))
-                if row is not None:
-                    job = job_from_row(row)
-                    done, failed, total = gone.get(job.run_id, (0, 0, 0))
-                    gone[job.run_id] = (
-                        done - (job.status == "done"),
-                        failed - (job.status == "failed"),
-                        total - 1,
+            for origin, _ in imported:
+                job = deleted.pop(origin, None)  # an origin named twice is deleted once
+                if job is None:
+                    left = there.get(origin)
+                    out.append(
+                        origin_not_found(origin) if left is None else changed_since(origin, left)
                     )
-                    out.append(ImportResult(origin=origin, ok=True, reason="ok", job=job))
                     continue
-                there = await conn.fetch(_sql.JOBS_BY_ORIGIN, [origin])
-                out.append(
-                    changed_since(origin, job_from_row(there[0]))
-                    if there
-                    else origin_not_found(origin)
+                done, failed, total = gone.get(job.run_id, (0, 0, 0))
+                gone[job.run_id] = (
+                    done - (job.status == "done"),
+                    failed - (job.status == "failed"),
+                    total - 1,
                 )
+                out.append(ImportResult(origin=origin, ok=True, reason="ok", job=job))
             await _count(conn, now, gone, touch=True)
             # A run this leaves without a job goes (under purge's lock: an enqueue naming it
             # waits, then creates it again).
