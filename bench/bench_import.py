@@ -4,9 +4,9 @@ Usage: ``python bench/bench_import.py [--rows 20000] [--batch 500] [--dsn postgr
 figures in docs/benchmarks.md ("Moving off Cloudflare"). A ``wrangler d1 export``-shaped dump
 of ``--rows`` rows (the seed's jobs table) is read (SQL through the in-memory SQLite, and the
 ``d1 execute --json`` form), then imported into a new SQLite file and, with ``--dsn``, a new
-PostgreSQL schema (dropped after): the run (write, read back, compare) and a second run (every
-item found imported: a status's cost) and a rollback are timed, with the raw INSERT rate of the same rows into
-a plain SQLite table beside them for scale.
+PostgreSQL schema (dropped after): the run (write, read back, compare), a second run (every
+item found imported: a status's cost) and a rollback are timed, with the raw INSERT rate of the
+same rows into a plain SQLite table beside them for scale.
 """
 
 from __future__ import annotations
