@@ -161,3 +161,56 @@ async def test_the_routes_are_in_the_openapi_document(served: Any) -> None:
     assert {"migrated", "failed", "complete", "conflicts"} <= set(
         document["components"]["schemas"]["MigrationReport"]["properties"]
     )
+
+
+async def test_a_kv_deployment_moves_with_its_keys_and_its_workers_keep_their_task_ids(
+    tmp_path: Path,
+) -> None:
+    admin_key, queue_key = "kv-admin-key-0123456789", "kv-queue-key-0123456789"
+    config = Config(
+        queue=QueueConfig(path=str(tmp_path / "q.db"), visibility_seconds=30),
+        storage=StorageConfig(root=str(tmp_path / "objects")),
+        pipeline=PipelineConfig(shutdown_grace_seconds=1),
+        http=HttpConfig(enabled=True, port=0, queue_only=True),
+        secrets=Secrets(admin_api_key=Secret(admin_key), queue_api_key=Secret(queue_key)),
+    )
+    dump = kv_bulk(10)
+    async with ActorSystem(config) as system:
+        base = f"http://127.0.0.1:{system.http.port}"
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            # The original's own admin key drives the import, as it drove its migration API.
+            ran = await client.post(
+                "/api/migrate/run?source=kv",
+                content=dump.text().encode(),
+                headers={"x-api-key": admin_key, "content-type": "application/json"},
+            )
+            assert ran.status_code == 200, ran.text
+            refused = await client.post(
+                "/api/migrate/run?source=kv",
+                content=dump.text().encode(),
+                headers={"x-api-key": queue_key},
+            )
+            assert refused.status_code == 403
+            # A worker that still holds an old task id reads, claims and completes it.
+            pending = [o for o, (status, _) in dump.expected.items() if status == "pending"]
+            old_id = pending[0].removeprefix("kv:")
+            task = await client.get(f"/api/queue/{old_id}", headers={"x-api-key": queue_key})
+            assert task.status_code == 200, task.text
+            assert (task.json()["originalId"], task.json()["status"]) == (old_id, "pending")
+            job_id = task.json()["id"]
+            unknown = await client.get("/api/queue/no-such-task", headers={"x-api-key": queue_key})
+            assert unknown.status_code == 404
+            while True:  # claim until the worker holds that task
+                claimed = await client.post(
+                    "/api/queue/claim", json={"workerId": "w1"}, headers={"x-api-key": queue_key}
+                )
+                assert claimed.json()["success"], claimed.text
+                if claimed.json()["taskId"] == job_id:
+                    break
+            done = await client.post(
+                f"/api/result/{old_id}",
+                json={"workerId": "w1", "success": True, "output": "moved"},
+                headers={"x-api-key": queue_key},
+            )
+            assert done.status_code == 200, done.text
+            assert (await system.queue.get(int(job_id))).status == "done"
