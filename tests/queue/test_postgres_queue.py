@@ -303,7 +303,9 @@ async def test_undoing_migration_4_folds_the_count_shards_into_the_runs_rows(
         before = {r: await queue.run_summary(r) for r in ("a", "b")}
     conn = await asyncpg.connect(PG_DSN, server_settings={"search_path": pg_schema})
     try:
-        assert await pg_schema_module.migrate_down(conn, "t", 3) == [6, 5, 4]
+        assert await pg_schema_module.migrate_down(conn, "t", 3) == list(
+            range(pg_schema_module.LATEST_VERSION, 3, -1)
+        )
         rows = {r["run_id"]: r for r in await conn.fetch("SELECT * FROM runs")}
         for run_id, summary in before.items():
             row = rows[run_id]
@@ -315,7 +317,9 @@ async def test_undoing_migration_4_folds_the_count_shards_into_the_runs_rows(
             assert json.loads(row["metrics"]) == summary.metrics
             assert row["finished_at"] == summary.finished_at
         assert rows["a"]["finished_at"] is not None and rows["b"]["finished_at"] is None
-        assert await pg_schema_module.migrate_up(conn, "t") == [4, 5, 6]
+        assert await pg_schema_module.migrate_up(conn, "t") == list(
+            range(4, pg_schema_module.LATEST_VERSION + 1)
+        )
     finally:
         await conn.close()
     async with PostgresQueue.open(PG_DSN, schema=pg_schema, clock=clock) as queue:

@@ -7,6 +7,7 @@ so tests and the Hypothesis model control time.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -33,13 +34,17 @@ from actors.queue.model import (
     MaintenanceClaim,
     NewJob,
     Page,
+    QueueControls,
     RunSummary,
     Stats,
+    TenantControl,
 )
 
 __all__ = [
+    "Rotation",
     "ack",
     "claim_maintenance",
+    "controls",
     "enqueue",
     "get",
     "list_jobs",
@@ -51,6 +56,8 @@ __all__ = [
     "renew",
     "requeue",
     "run_summary",
+    "set_paused",
+    "set_tenant_limits",
     "start",
     "stats",
 ]
@@ -138,6 +145,73 @@ def enqueue(
 # --- consumers -----------------------------------------------------------------------------
 
 
+class Rotation:
+    """A fair claimer's place in the round of tenants: the last tenant its previous claim served.
+
+    Each queue object keeps its own, so the round is per claimer; it is a hint, not a
+    guarantee, and is not stored.
+    """
+
+    __slots__ = ("cursor",)
+
+    def __init__(self) -> None:
+        self.cursor: str | None = None
+
+
+# The claim in the global order: highest priority first, then the longest available.
+_CLAIM = f"""
+    UPDATE jobs
+    SET status = 'leased', attempts = attempts + 1,
+        lease_token = lower(hex(randomblob(16))), lease_expires_at = :expires,
+        worker_id = :worker, lease_owner = :owner,
+        started_at = CASE WHEN :started THEN :now END, updated_at = :now
+    WHERE id IN (
+        SELECT id FROM jobs
+        WHERE status = 'pending' AND available_at <= :now {{skip}}
+        ORDER BY priority DESC, available_at
+        LIMIT :max
+    )
+    RETURNING {COLUMNS}
+"""
+_CLAIM_ALL = _CLAIM.format(skip="")
+_CLAIM_UNPAUSED = _CLAIM.format(skip="AND tenant_id NOT IN (SELECT value FROM json_each(:paused))")
+# The claim of jobs already chosen (a fair or limited claim), by id.
+_CLAIM_IDS = f"""
+    UPDATE jobs
+    SET status = 'leased', attempts = attempts + 1,
+        lease_token = lower(hex(randomblob(16))), lease_expires_at = :expires,
+        worker_id = :worker, lease_owner = :owner,
+        started_at = CASE WHEN :started THEN :now END, updated_at = :now
+    WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = 'pending'
+    RETURNING {COLUMNS}
+"""
+# Every tenant with a pending job, in id order: a loose scan of `jobs_tenant_claim`, one seek
+# per tenant, never a scan of the backlog. (`+status`: the id seeks by rowid, not by status.)
+_PENDING_TENANTS = """
+    WITH RECURSIVE t(tenant_id) AS (
+        SELECT min(tenant_id) FROM jobs INDEXED BY jobs_tenant_claim WHERE status = 'pending'
+        UNION ALL
+        SELECT (SELECT min(tenant_id) FROM jobs INDEXED BY jobs_tenant_claim
+                WHERE status = 'pending' AND tenant_id > t.tenant_id)
+        FROM t WHERE t.tenant_id IS NOT NULL
+    )
+    SELECT tenant_id FROM t WHERE tenant_id IS NOT NULL
+"""
+# A tenant's first available jobs in the claim's order (`jobs_tenant_claim`).
+_TENANT_FIRST = """
+    SELECT id, priority, available_at FROM jobs INDEXED BY jobs_tenant_claim
+    WHERE status = 'pending' AND tenant_id = :tenant AND available_at <= :now
+    ORDER BY priority DESC, available_at
+    LIMIT :limit
+"""
+# A tenant's live leases, counted over the leased jobs only (`jobs_lease_expiry`).
+_TENANT_LEASED = """
+    SELECT count(*) FROM jobs INDEXED BY jobs_lease_expiry
+    WHERE status = 'leased' AND lease_expires_at > :now AND tenant_id = :tenant
+"""
+_CONTROL_COLUMNS = "tenant_id, paused, weight, max_leased, max_per_second, rate_tokens, rate_at"
+
+
 def pull(
     conn: sqlite3.Connection,
     now: float,
@@ -146,41 +220,160 @@ def pull(
     worker_id: str | None,
     owner: str | None = None,
     started: bool = False,
+    rotation: Rotation | None = None,
 ) -> list[Job]:
-    """Lease up to ``max`` visible jobs for ``visibility_seconds``, highest priority first.
+    """Lease up to ``max`` visible jobs for ``visibility_seconds``.
 
-    ``owner`` (the principal that asked, over HTTP) is recorded as each lease's ``lease_owner``;
-    ``started`` marks the jobs started at once (see `start`).
+    Nothing of a paused tenant, nothing at all while the queue is paused, and no more of a
+    tenant than its limits allow (`set_tenant_limits`). With a ``rotation`` the claim is fair:
+    tenants with available jobs take turns, ``weight`` jobs each per round, starting after the
+    rotation's cursor; priority orders each tenant's own jobs. Without one, the highest
+    priority goes first across tenants. ``owner`` (the principal that asked, over HTTP) is
+    recorded as each lease's ``lease_owner``; ``started`` marks the jobs started at once.
     """
     reap(conn, now)
-    rows = conn.execute(
-        f"""
-        UPDATE jobs
-        SET status = 'leased', attempts = attempts + 1,
-            lease_token = lower(hex(randomblob(16))), lease_expires_at = :expires,
-            worker_id = :worker, lease_owner = :owner,
-            started_at = CASE WHEN :started THEN :now END, updated_at = :now
-        WHERE id IN (
-            SELECT id FROM jobs
-            WHERE status = 'pending' AND available_at <= :now
-            ORDER BY priority DESC, available_at
-            LIMIT :max
+    params: dict[str, object] = {
+        "now": now,
+        "expires": now + visibility_seconds,
+        "worker": worker_id,
+        "owner": owner,
+        "started": started,
+        "max": max,
+    }
+    controls = {
+        row[0]: row for row in conn.execute(f"SELECT {_CONTROL_COLUMNS} FROM queue_controls")
+    }
+    whole = controls.pop("", None)
+    if whole is not None and whole[1]:
+        return []  # the queue is paused
+    limited = any(row[3] is not None or row[4] is not None for row in controls.values())
+    if rotation is None and not limited:
+        paused = [tenant for tenant, row in controls.items() if row[1]]
+        if paused:
+            params["paused"] = _encode(paused).decode()
+        return _claim_ordered(conn, params, _CLAIM_UNPAUSED if paused else _CLAIM_ALL)
+    tenants = [row[0] for row in conn.execute(_PENDING_TENANTS)]
+    if len(tenants) == 1 and not controls:
+        return _claim_ordered(conn, params, _CLAIM_ALL)  # one tenant: its turn is the claim
+    if rotation is not None and rotation.cursor is not None:
+        after = [t for t in tenants if t > rotation.cursor]
+        tenants = after + tenants[: len(tenants) - len(after)]
+    # Each tenant's share: how many it may take now (its limits), and its weight.
+    shares: list[tuple[str, int, int]] = []
+    buckets: dict[str, float] = {}
+    for tenant in tenants:
+        row = controls.get(tenant)
+        quota, weight = max, 1
+        if row is not None:
+            _, paused_, weight, max_leased, rate, tokens, rate_at = row
+            if paused_:
+                continue
+            if max_leased is not None:
+                (live,) = conn.execute(_TENANT_LEASED, {"now": now, "tenant": tenant}).fetchone()
+                quota = min(quota, max_leased - live)
+            if rate is not None:
+                # A bucket of max(1, rate) leases, refilled at `rate` per second.
+                tokens = min(_max(1.0, rate), tokens + (now - rate_at) * rate)
+                buckets[tenant] = tokens
+                quota = min(quota, math.floor(tokens))
+        if quota > 0:
+            shares.append((tenant, quota, weight if rotation is not None else 1))
+    chosen = _choose(conn, now, max, shares, fair=rotation is not None)
+    if not chosen:
+        return []
+    rows = conn.execute(_CLAIM_IDS, {**params, "ids": _encode(chosen).decode()}).fetchall()
+    by_id = {row[0]: job_from_row(row) for row in rows}
+    jobs = [by_id[i] for i in chosen if i in by_id]
+    taken = Counter(job.tenant_id for job in jobs)
+    for tenant, tokens in buckets.items():
+        conn.execute(
+            "UPDATE queue_controls SET rate_tokens = ?, rate_at = ? WHERE tenant_id = ?",
+            (tokens - taken[tenant], now, tenant),
         )
-        RETURNING {COLUMNS}
-        """,
-        {
-            "now": now,
-            "expires": now + visibility_seconds,
-            "worker": worker_id,
-            "owner": owner,
-            "started": started,
-            "max": max,
-        },
-    ).fetchall()
+    if rotation is not None and jobs:
+        order = {tenant: i for i, (tenant, _, _) in enumerate(shares)}
+        rotation.cursor = _max(taken, key=order.__getitem__)
+    return jobs
+
+
+_max = max  # `pull`'s parameter `max` hides the builtin
+
+
+def _claim_ordered(conn: sqlite3.Connection, params: dict[str, object], sql: str) -> list[Job]:
+    rows = conn.execute(sql, params).fetchall()
     # RETURNING does not keep the subquery's order; restore it.
     jobs = [job_from_row(row) for row in rows]
     jobs.sort(key=lambda j: (-j.priority, j.available_at, j.id))
     return jobs
+
+
+def _choose(
+    conn: sqlite3.Connection,
+    now: float,
+    max: int,
+    shares: Sequence[tuple[str, int, int]],
+    *,
+    fair: bool,
+) -> list[int]:
+    """Pick up to ``max`` job ids from the tenants' ``(tenant, quota, weight)`` shares.
+
+    Fair: round-robin in the shares' order, ``weight`` of a tenant's jobs per round, each
+    tenant's in the claim's order. Else: the global order over every tenant's first jobs.
+    """
+    if not shares:
+        return []
+    if not fair:
+        firsts = [
+            row
+            for tenant, quota, _ in shares
+            for row in conn.execute(
+                _TENANT_FIRST, {"tenant": tenant, "now": now, "limit": min(quota, max)}
+            )
+        ]
+        firsts.sort(key=lambda r: (-r[1], r[2], r[0]))
+        return [row[0] for row in firsts[:max]]
+    rounds = -(-max // sum(weight for _, _, weight in shares))
+    firsts_of: dict[str, list[int]] = {}
+    wanted: dict[str, int] = {}
+    served = 0
+    for tenant, quota, weight in shares:
+        if served >= max:
+            break  # the first round is full without the tenants after this one
+        wanted[tenant] = min(quota, weight * rounds)
+        firsts_of[tenant] = _firsts(conn, now, tenant, wanted[tenant])
+        served += min(len(firsts_of[tenant]), weight)
+    chosen = _round_robin(max, shares, firsts_of)
+    if len(chosen) < max:
+        # Some tenants had fewer jobs than their share: the rest of the pull goes to those
+        # that may have more, still in turns.
+        for tenant, quota, _ in shares:
+            if tenant in firsts_of and len(firsts_of[tenant]) == wanted[tenant] < quota:
+                firsts_of[tenant] = _firsts(conn, now, tenant, min(quota, max))
+        chosen = _round_robin(max, shares, firsts_of)
+    return chosen
+
+
+def _firsts(conn: sqlite3.Connection, now: float, tenant: str, limit: int) -> list[int]:
+    rows = conn.execute(_TENANT_FIRST, {"tenant": tenant, "now": now, "limit": limit})
+    return [row[0] for row in rows]
+
+
+def _round_robin(
+    max: int, shares: Sequence[tuple[str, int, int]], firsts_of: dict[str, list[int]]
+) -> list[int]:
+    chosen: list[int] = []
+    position = 0
+    while len(chosen) < max:
+        before = len(chosen)
+        for tenant, _, weight in shares:
+            ids = firsts_of.get(tenant, [])
+            chosen.extend(ids[position * weight : (position + 1) * weight][: max - len(chosen)])
+            if len(chosen) >= max:
+                break
+        if len(chosen) == before:
+            break
+        position += 1
+    return chosen
 
 
 def reap(conn: sqlite3.Connection, now: float) -> int:
@@ -480,6 +673,91 @@ def claim_maintenance(
     return MaintenanceClaim(task=task, claimed=False, round=rounds, due_at=due_at)
 
 
+def set_paused(
+    conn: sqlite3.Connection, now: float, tenant_id: str | None, paused: bool
+) -> QueueControls:
+    """Pause (or resume) the whole queue (``tenant_id`` None) or one tenant; return the controls."""
+    conn.execute(
+        """
+        INSERT INTO queue_controls (tenant_id, paused, updated_at) VALUES (:tenant, :paused, :now)
+        ON CONFLICT (tenant_id) DO UPDATE SET paused = excluded.paused, updated_at = :now
+        """,
+        {"tenant": tenant_id or "", "paused": paused, "now": now},
+    )
+    _drop_defaults(conn)
+    return controls(conn)
+
+
+def set_tenant_limits(
+    conn: sqlite3.Connection,
+    now: float,
+    tenant_id: str,
+    weight: int,
+    max_leased: int | None,
+    max_per_second: float | None,
+) -> QueueControls:
+    """Set a tenant's weight and limits (None: no limit); its rate bucket starts full."""
+    conn.execute(
+        """
+        INSERT INTO queue_controls (tenant_id, weight, max_leased, max_per_second, rate_tokens,
+                                    rate_at, updated_at)
+        VALUES (:tenant, :weight, :leased, :rate, :tokens, :now, :now)
+        ON CONFLICT (tenant_id) DO UPDATE SET
+            weight = excluded.weight, max_leased = excluded.max_leased,
+            max_per_second = excluded.max_per_second, rate_tokens = excluded.rate_tokens,
+            rate_at = excluded.rate_at, updated_at = :now
+        """,
+        {
+            "tenant": tenant_id,
+            "weight": weight,
+            "leased": max_leased,
+            "rate": max_per_second,
+            "tokens": None if max_per_second is None else max(1.0, max_per_second),
+            "now": now,
+        },
+    )
+    _drop_defaults(conn)
+    return controls(conn)
+
+
+def _drop_defaults(conn: sqlite3.Connection) -> None:
+    # Invariant: a row exists only while it controls something, so an unused table is empty
+    # and a claim takes the plain path.
+    conn.execute(
+        """
+        DELETE FROM queue_controls
+        WHERE paused = 0 AND weight = 1 AND max_leased IS NULL AND max_per_second IS NULL
+        """
+    )
+
+
+def controls(conn: sqlite3.Connection) -> QueueControls:
+    """Return what is paused and every tenant's stored weight and limits."""
+    rows = conn.execute(
+        f"SELECT {_CONTROL_COLUMNS} FROM queue_controls ORDER BY tenant_id"
+    ).fetchall()
+    return _controls_from_rows(rows)
+
+
+def _controls_from_rows(rows: Sequence[Sequence[Any]]) -> QueueControls:
+    paused = False
+    tenants: list[TenantControl] = []
+    for tenant, paused_, weight, max_leased, rate, _, _ in rows:
+        if tenant == "":
+            paused = bool(paused_)
+            continue
+        tenants.append(
+            TenantControl(
+                tenant_id=tenant,
+                paused=bool(paused_),
+                weight=weight,
+                max_leased=max_leased,
+                max_per_second=rate,
+            )
+        )
+    return QueueControls(paused=paused, tenants=tenants)
+
+
 # --- readers -------------------------------------------------------------------------------
 
 
@@ -522,6 +800,7 @@ _STATS = """
 def stats(conn: sqlite3.Connection, now: float) -> Stats:
     """Count jobs by status and measure how long the oldest available job has waited."""
     pending, leased, done, failed, scheduled, oldest = conn.execute(_STATS, {"now": now}).fetchone()
+    paused = controls(conn)
     return Stats(
         pending=pending,
         scheduled=scheduled,
@@ -529,6 +808,8 @@ def stats(conn: sqlite3.Connection, now: float) -> Stats:
         done=done,
         failed=failed,
         oldest_pending_age_seconds=None if oldest is None else max(0.0, now - oldest),
+        paused=paused.paused,
+        paused_tenants=[t.tenant_id for t in paused.tenants if t.paused],
     )
 
 
