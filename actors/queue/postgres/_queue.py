@@ -120,9 +120,9 @@ class _AckRow(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 _encode_rows = msgspec.json.Encoder().encode
 
-# How long a claimer trusts its list of tenants with limits (`PostgresQueue.pull`), in seconds
-# of the queue's clock.
-_LIMITED_TTL = 1.0
+# How long a claimer trusts what it read of the stored controls (`PostgresQueue.pull`), in
+# seconds of the queue's clock.
+_CONTROLS_TTL = 1.0
 
 # Connection loss (a killed backend, a restarting server, a reset socket) is tried this many
 # times, waiting 0.05, 0.1, 0.2, ... 3.2 s between tries: 6.35 s in all, longer than a restart.
@@ -189,13 +189,16 @@ class PostgresQueue(SingleItemVerbs):
         self._origin = uuid.uuid4().hex
         self._channel = "actors_enqueued"  # then "actors_enqueued_<schema>", once connected
         # Fair claims: whether they are on, and this claimer's place in the round of tenants
-        # (the last tenant its previous claim served). The tenants with limits, as last read
-        # (at most `_LIMITED_TTL` ago): a claim locks their rows to serve them; one read before
-        # a change elsewhere only leaves a newly limited tenant unserved here until the next.
+        # (the last tenant its previous claim served). Whether any control is stored, and the
+        # tenants with limits, as last read (at most `_CONTROLS_TTL` ago): a claim locks the
+        # limited tenants' rows to serve them. A read before a change elsewhere is safe: the
+        # plain claim leases nothing while a control exists, and the others serve a tenant
+        # with limits only under its lock (a newly limited one waits here for the next read).
         self._fair = fair
         self._cursor = ""
+        self._controlled = False
         self._limited: list[str] = []
-        self._limited_read_at = -math.inf
+        self._controls_read_at = -math.inf
 
     @property
     def where(self) -> str:
@@ -606,43 +609,50 @@ class PostgresQueue(SingleItemVerbs):
         started: bool,
     ) -> list[Job]:
         now = self._clock.time()
-        if now - self._limited_read_at >= _LIMITED_TTL:
-            self._limited = await self._run(self._read_limited, atomic=False)
-            self._limited_read_at = now
-        limited = bool(self._limited)
+        if now - self._controls_read_at >= _CONTROLS_TTL:
+            stored = await self._run(_read_controls, atomic=False)
+            self._controlled = bool(stored)
+            self._limited = [tenant for tenant, limited in stored if limited]
+            self._controls_read_at = now
         prefix = secrets.token_hex(8)  # 64 random bits for this claim's leases
         args = (now, max, now + visibility_seconds, worker_id, prefix, owner, started)
+        fair_order = self._fair
 
         async def plain(conn: Connection) -> list[Row]:
             # First the claim alone, which leases nothing while any lease has expired: when it
             # leases something, a reap first would have found nothing, so this is the same
             # pull in one round trip. Otherwise reap (it commits on its own) and claim again.
+            # Both lease nothing while any control is stored (a pause, say, set elsewhere
+            # since `_controls_read_at`): then the fair claim, which reads them, serves.
             rows = await conn.fetch(_sql.CLAIM_FIRST, *args)
             if not rows:
                 await self._reap(conn, now)
                 rows = await conn.fetch(_sql.CLAIM, *args)
+                if not rows:
+                    rows = await conn.fetch(_sql.CLAIM_FAIR, *args, "", False, [], False)
             return rows
 
         async def fair(conn: Connection) -> list[Row]:
-            rows = await conn.fetch(_sql.CLAIM_FAIR, *args, self._cursor, True, [], True)
+            cursor = self._cursor
+            rows = await conn.fetch(_sql.CLAIM_FAIR, *args, cursor, fair_order, [], True)
             if not rows:
                 await self._reap(conn, now)
-                rows = await conn.fetch(_sql.CLAIM_FAIR, *args, self._cursor, True, [], False)
+                rows = await conn.fetch(_sql.CLAIM_FAIR, *args, cursor, fair_order, [], False)
             return rows
 
         async def locked(conn: Connection) -> list[Row]:
             # One transaction: the limited tenants' rows locked, the claim, their buckets spent.
             await self._reap(conn, now)
             held = [row[0] for row in await conn.fetch(_sql.CONTROLS_LOCK)]
-            rows = await conn.fetch(_sql.CLAIM_FAIR, *args, self._cursor, self._fair, held, False)
+            rows = await conn.fetch(_sql.CLAIM_FAIR, *args, self._cursor, fair_order, held, False)
             taken = Counter(row[2] for row in rows if row[2] in held)
             if taken:
                 await conn.execute(_sql.CONTROLS_SPEND, list(taken), list(taken.values()), now)
             return rows
 
-        if limited:
+        if self._limited:
             rows = await self._run(locked)
-        elif self._fair:
+        elif self._fair or self._controlled:
             rows = await self._run(fair, atomic=False)
         else:
             rows = await self._run(plain, atomic=False)
@@ -650,9 +660,6 @@ class PostgresQueue(SingleItemVerbs):
         if self._fair and jobs:
             self._cursor = _last_served(self._cursor, {j.tenant_id for j in jobs})
         return jobs
-
-    async def _read_limited(self, conn: Connection) -> list[str]:
-        return [row[0] for row in await conn.fetch(_sql.CONTROLS_LIMITED)]
 
     async def _reap(self, conn: Connection, now: float) -> int:
         # One statement: the jobs and their runs' counts commit together (sql/reap.sql).
@@ -908,7 +915,9 @@ class PostgresQueue(SingleItemVerbs):
             await conn.execute(_sql.CONTROLS_PRUNE)
             return _controls(await conn.fetch(_sql.CONTROLS_READ))
 
-        return await self._run(set_paused)
+        controls = await self._run(set_paused)
+        self._controls_read_at = -math.inf  # this process's claims see the change at once
+        return controls
 
     async def set_tenant_limits(
         self,
@@ -932,7 +941,7 @@ class PostgresQueue(SingleItemVerbs):
             return _controls(await conn.fetch(_sql.CONTROLS_READ))
 
         controls = await self._run(set_limits)
-        self._limited_read_at = -math.inf  # this process's claims see the change at once
+        self._controls_read_at = -math.inf  # this process's claims see the change at once
         return controls
 
     async def controls(self) -> QueueControls:
@@ -1117,6 +1126,10 @@ async def _check_tenants(conn: Connection, pairs: set[tuple[str, str]]) -> None:
                 f"run {run_id!r} belongs to tenant {owner!r}, not {other!r}; a run has one "
                 "tenant. Use a new run id for this tenant"
             )
+
+
+async def _read_controls(conn: Connection) -> list[tuple[str, bool]]:
+    return [(row[0], row[1]) for row in await conn.fetch(_sql.CONTROLS_LIST)]
 
 
 def _last_served(cursor: str, served: set[str]) -> str:

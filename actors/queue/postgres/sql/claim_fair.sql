@@ -12,7 +12,8 @@
 -- its own order (priority, then age); the claim takes round 0 of every tenant (after the
 -- cursor first, then wrapping around), then round 1, ... Only the counts per tenant come out
 -- of that (`pick`); the rows are then locked tenant by tenant with SKIP LOCKED, so two
--- claimers never wait for each other and never lease one job twice.
+-- claimers never wait for each other and never lease one job twice. The ids go to the UPDATE
+-- as one array (an index probe each, whatever the planner guesses of their number).
 WITH RECURSIVE tenants(tenant_id) AS (
     (SELECT tenant_id FROM jobs WHERE status = 'pending' ORDER BY tenant_id LIMIT 1)
     UNION ALL
@@ -86,7 +87,7 @@ SET status = 'leased', attempts = j.attempts + 1,
     lease_token = $5 || j.id::text,
     lease_expires_at = $3, worker_id = $4, lease_owner = $6,
     started_at = CASE WHEN $7 THEN $1 END, updated_at = $1
-FROM claim WHERE j.id = claim.id
+WHERE j.id = ANY (ARRAY(SELECT id FROM claim))
 RETURNING j.id, j.run_id, j.tenant_id, j.r2_key, j.payload, j.status, j.attempts,
           j.max_attempts, j.priority, j.available_at, j.lease_token, j.lease_expires_at,
           j.worker_id, j.last_error, j.result, j.idempotency_key, j.created_at, j.updated_at,
