@@ -596,8 +596,9 @@ class PostgresQueue(SingleItemVerbs):
             jobs += await self._claim(
                 max - len(jobs), visibility_seconds, worker_id, owner, started
             )
-        if not self._fair:
-            jobs.sort(key=lambda j: (-j.priority, j.available_at, j.id))
+        if self._fair and jobs:
+            self._cursor = _last_served(self._cursor, {j.tenant_id for j in jobs})
+        jobs.sort(key=lambda j: (-j.priority, j.available_at, j.id))
         return jobs
 
     async def _claim(
@@ -656,10 +657,7 @@ class PostgresQueue(SingleItemVerbs):
             rows = await self._run(fair, atomic=False)
         else:
             rows = await self._run(plain, atomic=False)
-        jobs = [job_from_row(row) for row in rows]
-        if self._fair and jobs:
-            self._cursor = _last_served(self._cursor, {j.tenant_id for j in jobs})
-        return jobs
+        return [job_from_row(row) for row in rows]
 
     async def _reap(self, conn: Connection, now: float) -> int:
         # One statement: the jobs and their runs' counts commit together (sql/reap.sql).

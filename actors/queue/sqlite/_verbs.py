@@ -254,6 +254,8 @@ def pull(
         return _claim_ordered(conn, params, _CLAIM_UNPAUSED if paused else _CLAIM_ALL)
     tenants = [row[0] for row in conn.execute(_PENDING_TENANTS)]
     if len(tenants) == 1 and not controls:
+        if rotation is not None:
+            rotation.cursor = tenants[0]
         return _claim_ordered(conn, params, _CLAIM_ALL)  # one tenant: its turn is the claim
     if rotation is not None and rotation.cursor is not None:
         after = [t for t in tenants if t > rotation.cursor]
@@ -282,8 +284,8 @@ def pull(
     if not chosen:
         return []
     rows = conn.execute(_CLAIM_IDS, {**params, "ids": _encode(chosen).decode()}).fetchall()
-    by_id = {row[0]: job_from_row(row) for row in rows}
-    jobs = [by_id[i] for i in chosen if i in by_id]
+    jobs = [job_from_row(row) for row in rows]
+    jobs.sort(key=lambda j: (-j.priority, j.available_at, j.id))
     taken = Counter(job.tenant_id for job in jobs)
     for tenant, tokens in buckets.items():
         conn.execute(

@@ -6,7 +6,8 @@
 -- (as claim_first.sql).
 --
 -- `tenants` walks the tenants with pending jobs (a loose scan of `jobs_tenant_claim`: one seek
--- each); `shares` leaves out paused ones (or all, the queue paused) and gives each its quota
+-- each); `shares` leaves out those with no job available yet and paused ones (or all, the
+-- queue paused) and gives each its quota
 -- (its limits: live leases, its rate bucket) and weight. Fair: each tenant offers its first
 -- `weight * rounds` jobs (enough rounds to fill the claim were every tenant full), numbered in
 -- its own order (priority, then age); the claim takes round 0 of every tenant (after the
@@ -37,6 +38,8 @@ shares AS (
            ) AS quota
     FROM tenants t LEFT JOIN queue_controls c ON c.tenant_id = t.tenant_id
     WHERE t.tenant_id IS NOT NULL
+      AND EXISTS (SELECT 1 FROM jobs a WHERE a.status = 'pending'
+                  AND a.tenant_id = t.tenant_id AND a.available_at <= $1)
       AND NOT coalesce(c.paused, false)
       AND ((c.max_leased IS NULL AND c.max_per_second IS NULL) OR t.tenant_id = ANY($10))
       AND NOT EXISTS (SELECT 1 FROM queue_controls q WHERE q.tenant_id = '' AND q.paused)
