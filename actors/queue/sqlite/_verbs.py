@@ -174,6 +174,8 @@ _CLAIM = f"""
     RETURNING {COLUMNS}
 """
 _CLAIM_ALL = _CLAIM.format(skip="")
+# Uncorrelated: checked once per claim, not per row.
+_CLAIM_UNCONTROLLED = _CLAIM.format(skip="AND NOT EXISTS (SELECT 1 FROM queue_controls)")
 _CLAIM_UNPAUSED = _CLAIM.format(skip="AND tenant_id NOT IN (SELECT value FROM json_each(:paused))")
 # The claim of jobs already chosen (a fair or limited claim), by id.
 _CLAIM_IDS = f"""
@@ -196,6 +198,15 @@ _PENDING_TENANTS = """
         FROM t WHERE t.tenant_id IS NOT NULL
     )
     SELECT tenant_id FROM t WHERE tenant_id IS NOT NULL
+"""
+# Whether any control is stored, and the first two tenants with pending jobs: one statement
+# that tells the common cases (nothing pending; one tenant and no control) from the rest.
+_PROBE = """
+    SELECT EXISTS (SELECT 1 FROM queue_controls), t.first,
+           (SELECT min(tenant_id) FROM jobs INDEXED BY jobs_tenant_claim
+            WHERE status = 'pending' AND tenant_id > t.first)
+    FROM (SELECT min(tenant_id) AS first FROM jobs INDEXED BY jobs_tenant_claim
+          WHERE status = 'pending') t
 """
 # A tenant's first available jobs in the claim's order (`jobs_tenant_claim`).
 _TENANT_FIRST = """
@@ -240,9 +251,25 @@ def pull(
         "started": started,
         "max": max,
     }
+    if rotation is None:
+        # The common case in one statement: no control stored (else it leases nothing).
+        jobs = _claim_ordered(conn, params, _CLAIM_UNCONTROLLED)
+        if jobs:
+            return jobs
+    else:
+        controlled, first, second = conn.execute(_PROBE).fetchone()
+        if not controlled and second is None:
+            if first is None:
+                return []  # nothing pending
+            jobs = _claim_ordered(conn, params, _CLAIM_ALL)  # one tenant: its turn is the claim
+            if jobs:
+                rotation.cursor = first
+            return jobs
     controls = {
         row[0]: row for row in conn.execute(f"SELECT {_CONTROL_COLUMNS} FROM queue_controls")
     }
+    if not controls and rotation is None:
+        return []  # the claim above found nothing available
     whole = controls.pop("", None)
     if whole is not None and whole[1]:
         return []  # the queue is paused
@@ -253,10 +280,6 @@ def pull(
             params["paused"] = _encode(paused).decode()
         return _claim_ordered(conn, params, _CLAIM_UNPAUSED if paused else _CLAIM_ALL)
     tenants = [row[0] for row in conn.execute(_PENDING_TENANTS)]
-    if len(tenants) == 1 and not controls:
-        if rotation is not None:
-            rotation.cursor = tenants[0]
-        return _claim_ordered(conn, params, _CLAIM_ALL)  # one tenant: its turn is the claim
     if rotation is not None and rotation.cursor is not None:
         after = [t for t in tenants if t > rotation.cursor]
         tenants = after + tenants[: len(tenants) - len(after)]
