@@ -177,7 +177,8 @@ _CLAIM_ALL = _CLAIM.format(skip="")
 # Uncorrelated: checked once per claim, not per row.
 _CLAIM_UNCONTROLLED = _CLAIM.format(skip="AND NOT EXISTS (SELECT 1 FROM queue_controls)")
 _CLAIM_UNPAUSED = _CLAIM.format(skip="AND tenant_id NOT IN (SELECT value FROM json_each(:paused))")
-# The claim of jobs already chosen (a fair or limited claim), by id.
+# The claim of jobs already chosen (a fair or limited claim), by id (`+status`: found by
+# rowid, not through an index on status).
 _CLAIM_IDS = f"""
     UPDATE jobs
     SET status = 'leased', attempts = attempts + 1,
@@ -188,7 +189,7 @@ _CLAIM_IDS = f"""
     RETURNING {COLUMNS}
 """
 # Every tenant with a pending job, in id order: a loose scan of `jobs_tenant_claim`, one seek
-# per tenant, never a scan of the backlog. (`+status`: the id seeks by rowid, not by status.)
+# per tenant, never a scan of the backlog.
 _PENDING_TENANTS = """
     WITH RECURSIVE t(tenant_id) AS (
         SELECT min(tenant_id) FROM jobs INDEXED BY jobs_tenant_claim WHERE status = 'pending'
