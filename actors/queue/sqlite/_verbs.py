@@ -176,6 +176,12 @@ _CLAIM = f"""
 _CLAIM_ALL = _CLAIM.format(skip="")
 # Uncorrelated: checked once per claim, not per row.
 _CLAIM_UNCONTROLLED = _CLAIM.format(skip="AND NOT EXISTS (SELECT 1 FROM queue_controls)")
+_CLAIM_ONE_TENANT = _CLAIM.format(
+    skip="""AND NOT EXISTS (SELECT 1 FROM queue_controls)
+        AND (SELECT min(tenant_id) FROM jobs INDEXED BY jobs_tenant_claim WHERE status = 'pending')
+            = (SELECT max(tenant_id) FROM jobs INDEXED BY jobs_tenant_claim
+               WHERE status = 'pending')"""
+)
 _CLAIM_UNPAUSED = _CLAIM.format(skip="AND tenant_id NOT IN (SELECT value FROM json_each(:paused))")
 # The claim of jobs already chosen (a fair or limited claim), by id (`+status`: found by
 # rowid, not through an index on status).
@@ -258,14 +264,14 @@ def pull(
         if jobs:
             return jobs
     else:
-        controlled, first, second = conn.execute(_PROBE).fetchone()
-        if not controlled and second is None:
-            if first is None:
-                return []  # nothing pending
-            jobs = _claim_ordered(conn, params, _CLAIM_ALL)  # one tenant: its turn is the claim
-            if jobs:
-                rotation.cursor = first
+        # One tenant with pending jobs and no control stored: its turn is the whole claim.
+        jobs = _claim_ordered(conn, params, _CLAIM_ONE_TENANT)
+        if jobs:
+            rotation.cursor = jobs[0].tenant_id
             return jobs
+        controlled, _, second = conn.execute(_PROBE).fetchone()
+        if not controlled and second is None:
+            return []  # nothing pending, or only that tenant's and none available
     controls = {
         row[0]: row for row in conn.execute(f"SELECT {_CONTROL_COLUMNS} FROM queue_controls")
     }
