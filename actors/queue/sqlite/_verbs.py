@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from actors.errors import InvalidArgument, JobNotFound, RunNotFound
@@ -194,17 +194,11 @@ _CLAIM_IDS = f"""
     WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = 'pending'
     RETURNING {COLUMNS}
 """
-# Every tenant with a pending job, in id order: a loose scan of `jobs_tenant_claim`, one seek
-# per tenant, never a scan of the backlog.
-_PENDING_TENANTS = """
-    WITH RECURSIVE t(tenant_id) AS (
-        SELECT min(tenant_id) FROM jobs INDEXED BY jobs_tenant_claim WHERE status = 'pending'
-        UNION ALL
-        SELECT (SELECT min(tenant_id) FROM jobs INDEXED BY jobs_tenant_claim
-                WHERE status = 'pending' AND tenant_id > t.tenant_id)
-        FROM t WHERE t.tenant_id IS NOT NULL
-    )
-    SELECT tenant_id FROM t WHERE tenant_id IS NOT NULL
+# The next tenant with a pending job after a tenant id: one seek of `jobs_tenant_claim` (a
+# loose scan, step by step), never a scan of the backlog.
+_NEXT_TENANT = """
+    SELECT min(tenant_id) FROM jobs INDEXED BY jobs_tenant_claim
+    WHERE status = 'pending' AND tenant_id > ?
 """
 # Whether any control is stored, and the first two tenants with pending jobs: one statement
 # that tells the common cases (nothing pending; one tenant and no control) from the rest.
@@ -286,31 +280,32 @@ def pull(
         if paused:
             params["paused"] = _encode(paused).decode()
         return _claim_ordered(conn, params, _CLAIM_UNPAUSED if paused else _CLAIM_ALL)
-    tenants = [row[0] for row in conn.execute(_PENDING_TENANTS)]
-    if rotation is not None and rotation.cursor is not None:
-        after = [t for t in tenants if t > rotation.cursor]
-        tenants = after + tenants[: len(tenants) - len(after)]
-    # Each tenant's share: how many it may take now (its limits), and its weight.
-    shares: list[tuple[str, int, int]] = []
     buckets: dict[str, float] = {}
-    for tenant in tenants:
-        row = controls.get(tenant)
-        quota, weight = max, 1
-        if row is not None:
-            _, paused_, weight, max_leased, rate, tokens, rate_at = row
-            if paused_:
-                continue
-            if max_leased is not None:
-                (live,) = conn.execute(_TENANT_LEASED, {"now": now, "tenant": tenant}).fetchone()
-                quota = min(quota, max_leased - live)
-            if rate is not None:
-                # A bucket of max(1, rate) leases, refilled at `rate` per second.
-                tokens = min(_max(1.0, rate), tokens + (now - rate_at) * rate)
-                buckets[tenant] = tokens
-                quota = min(quota, math.floor(tokens))
-        if quota > 0:
-            shares.append((tenant, quota, weight if rotation is not None else 1))
-    chosen = _choose(conn, now, max, shares, fair=rotation is not None)
+
+    def shares() -> Iterator[tuple[str, int, int]]:
+        """Each tenant's share, in turn order: how many it may take now (its limits), its
+        weight; paused tenants and those at a limit left out."""
+        for tenant in _tenants_in_turn(conn, None if rotation is None else rotation.cursor):
+            row = controls.get(tenant)
+            quota, weight = max, 1
+            if row is not None:
+                _, paused_, weight, max_leased, rate, tokens, rate_at = row
+                if paused_:
+                    continue
+                if max_leased is not None:
+                    (live,) = conn.execute(
+                        _TENANT_LEASED, {"now": now, "tenant": tenant}
+                    ).fetchone()
+                    quota = min(quota, max_leased - live)
+                if rate is not None:
+                    # A bucket of max(1, rate) leases, refilled at `rate` per second.
+                    tokens = min(_max(1.0, rate), tokens + (now - rate_at) * rate)
+                    buckets[tenant] = tokens
+                    quota = min(quota, math.floor(tokens))
+            if quota > 0:
+                yield tenant, quota, weight if rotation is not None else 1
+
+    chosen, seen = _choose(conn, now, max, shares(), fair=rotation is not None)
     if not chosen:
         return []
     rows = conn.execute(_CLAIM_IDS, {**params, "ids": _encode(chosen).decode()}).fetchall()
@@ -323,9 +318,23 @@ def pull(
             (tokens - taken[tenant], now, tenant),
         )
     if rotation is not None and jobs:
-        order = {tenant: i for i, (tenant, _, _) in enumerate(shares)}
+        order = {tenant: i for i, (tenant, _, _) in enumerate(seen)}
         rotation.cursor = _max(taken, key=order.__getitem__)
     return jobs
+
+
+def _tenants_in_turn(conn: sqlite3.Connection, cursor: str | None) -> Iterator[str]:
+    """The tenants with pending jobs, from the first after ``cursor`` round to ``cursor``
+    itself: one index seek each, taken only as far as the caller reads."""
+    tenant = cursor or ""  # tenant ids are never empty
+    while (tenant := conn.execute(_NEXT_TENANT, (tenant,)).fetchone()[0]) is not None:
+        yield tenant
+    if cursor:
+        tenant = ""
+        while (tenant := conn.execute(_NEXT_TENANT, (tenant,)).fetchone()[0]) is not None:
+            if tenant > cursor:
+                return
+            yield tenant
 
 
 _max = max  # `pull`'s parameter `max` hides the builtin
@@ -343,46 +352,53 @@ def _choose(
     conn: sqlite3.Connection,
     now: float,
     max: int,
-    shares: Sequence[tuple[str, int, int]],
+    shares: Iterator[tuple[str, int, int]],
     *,
     fair: bool,
-) -> list[int]:
-    """Pick up to ``max`` job ids from the tenants' ``(tenant, quota, weight)`` shares.
+) -> tuple[list[int], list[tuple[str, int, int]]]:
+    """Pick up to ``max`` job ids from the tenants' ``(tenant, quota, weight)`` shares; return
+    them and the shares read.
 
     Fair: round-robin in the shares' order, ``weight`` of a tenant's jobs per round, each
-    tenant's in the claim's order. Else: the global order over every tenant's first jobs.
+    tenant's in the claim's order; the shares are read only until the first round is full.
+    Else: the global order over every tenant's first jobs.
     """
-    if not shares:
-        return []
     if not fair:
+        every = list(shares)
         firsts = [
             row
-            for tenant, quota, _ in shares
+            for tenant, quota, _ in every
             for row in conn.execute(
                 _TENANT_FIRST, {"tenant": tenant, "now": now, "limit": min(quota, max)}
             )
         ]
         firsts.sort(key=lambda r: (-r[1], r[2], r[0]))
-        return [row[0] for row in firsts[:max]]
-    rounds = -(-max // sum(weight for _, _, weight in shares))
+        return [row[0] for row in firsts[:max]], every
+    seen: list[tuple[str, int, int]] = []
     firsts_of: dict[str, list[int]] = {}
-    wanted: dict[str, int] = {}
     served = 0
     for tenant, quota, weight in shares:
+        seen.append((tenant, quota, weight))
+        firsts_of[tenant] = _firsts(conn, now, tenant, min(quota, weight))
+        served += len(firsts_of[tenant])
         if served >= max:
-            break  # the first round is full without the tenants after this one
-        wanted[tenant] = min(quota, weight * rounds)
-        firsts_of[tenant] = _firsts(conn, now, tenant, wanted[tenant])
-        served += min(len(firsts_of[tenant]), weight)
-    chosen = _round_robin(max, shares, firsts_of)
+            # The first round is full without the tenants after this one.
+            return _round_robin(max, seen, firsts_of), seen
+    # Every tenant is known and the first round did not fill the claim: more rounds.
+    rounds = -(-max // _max(1, sum(weight for _, _, weight in seen)))
+    wanted = {tenant: min(quota, weight * rounds) for tenant, quota, weight in seen}
+    for tenant, _, weight in seen:
+        if len(firsts_of[tenant]) == weight and wanted[tenant] > weight:
+            firsts_of[tenant] = _firsts(conn, now, tenant, wanted[tenant])
+    chosen = _round_robin(max, seen, firsts_of)
     if len(chosen) < max:
-        # Some tenants had fewer jobs than their share: the rest of the pull goes to those
+        # Some tenants had fewer jobs than their share: the rest of the claim goes to those
         # that may have more, still in turns.
-        for tenant, quota, _ in shares:
-            if tenant in firsts_of and len(firsts_of[tenant]) == wanted[tenant] < quota:
+        for tenant, quota, _ in seen:
+            if len(firsts_of[tenant]) == wanted[tenant] < quota:
                 firsts_of[tenant] = _firsts(conn, now, tenant, min(quota, max))
-        chosen = _round_robin(max, shares, firsts_of)
-    return chosen
+        chosen = _round_robin(max, seen, firsts_of)
+    return chosen, seen
 
 
 def _firsts(conn: sqlite3.Connection, now: float, tenant: str, limit: int) -> list[int]:
