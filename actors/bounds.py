@@ -35,11 +35,15 @@ __all__ = [
     "MAX_PRIORITY",
     "MAX_PULL",
     "MAX_RETENTION_SECONDS",
+    "MAX_TENANT_LEASED",
+    "MAX_TENANT_RATE",
     "MAX_TIMEOUT_SECONDS",
     "MAX_UPLOAD_NAME_CHARS",
     "MAX_UPLOAD_URL_SECONDS",
     "MAX_VISIBILITY_SECONDS",
+    "MAX_WEIGHT",
     "MINUTE",
+    "MIN_TENANT_RATE",
     "MIN_TIMEOUT_SECONDS",
     "AckBatch",
     "AckIdText",
@@ -61,10 +65,13 @@ __all__ = [
     "Priority",
     "PullSize",
     "Retention",
+    "TenantLeased",
+    "TenantRate",
     "Timeout",
     "UploadName",
     "UploadUrlSeconds",
     "Visibility",
+    "Weight",
 ]
 
 MINUTE, HOUR, DAY = 60.0, 3600.0, 86_400.0
@@ -151,6 +158,16 @@ Retention = Annotated[float, Meta(ge=0, le=MAX_RETENTION_SECONDS)]
 MaintenanceInterval = Annotated[float, Meta(ge=0.001, le=MAX_MAINTENANCE_INTERVAL_SECONDS)]
 UploadName = Annotated[str, Meta(min_length=1, max_length=MAX_UPLOAD_NAME_CHARS)]
 UploadUrlSeconds = Annotated[float, Meta(gt=0, le=MAX_UPLOAD_URL_SECONDS)]
+
+# A tenant's share of fair claims: up to this many of its jobs per round.
+MAX_WEIGHT = 1000
+# A tenant's cap on live leases, across every worker.
+MAX_TENANT_LEASED = 1_000_000
+# A tenant's cap on jobs leased per second: from one a minute to a million a second.
+MIN_TENANT_RATE, MAX_TENANT_RATE = 1 / 60, 1_000_000.0
+Weight = Annotated[int, Meta(ge=1, le=MAX_WEIGHT)]
+TenantLeased = Annotated[int, Meta(ge=1, le=MAX_TENANT_LEASED)]
+TenantRate = Annotated[float, Meta(ge=MIN_TENANT_RATE, le=MAX_TENANT_RATE)]
 
 # --- the configuration's classes of values ------------------------------------------------------
 

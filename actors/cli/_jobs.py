@@ -186,6 +186,10 @@ async def cmd_stats(args: argparse.Namespace, queue: Queue) -> int:
         if age is not None
         else "no job is available to lease now"
     )
+    if stats.paused:
+        print("the queue is paused: nothing is leased until `queue resume`")
+    if stats.paused_tenants:
+        print(f"paused tenants: {', '.join(stats.paused_tenants)}")
     return EXIT_OK
 
 

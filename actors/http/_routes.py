@@ -239,6 +239,52 @@ def route_table(*, metrics_open: bool = True) -> tuple[Route[Any] | Socket, ...]
             response=wire.StatsOut,
             tenant_wide="read the queue's stats",
         ),
+        # --- the queue's controls --------------------------------------------------------------
+        Route(
+            "POST",
+            "/queue/pause",
+            Operations.pause,
+            ADMIN,
+            "pause the whole queue, or one tenant (tenantId): nothing new is leased from it; "
+            "leased jobs finish (admin; a tenant's admin: its own tenant only)",
+            body=wire.PauseIn,
+            response=wire.ControlsOut,
+            body_required=False,
+        ),
+        Route(
+            "POST",
+            "/queue/resume",
+            Operations.resume,
+            ADMIN,
+            "undo a pause of the whole queue, or of one tenant (tenantId) (admin; a tenant's "
+            "admin: its own tenant only)",
+            body=wire.PauseIn,
+            response=wire.ControlsOut,
+            body_required=False,
+        ),
+        Route(
+            "GET",
+            "/queue/controls",
+            Operations.controls,
+            ADMIN,
+            "what is paused, and each tenant's weight and limits (admin; a tenant's admin sees "
+            "its own tenant's)",
+            response=wire.ControlsOut,
+        ),
+        Route(
+            "PUT",
+            "/queue/tenants/{tenant_id}/limits",
+            Operations.set_limits,
+            ADMIN,
+            "set a tenant's weight in fair claims and its limits (maxLeased live leases, "
+            "maxPerSecond leased a second); a limit left out is none (admin)",
+            body=wire.LimitsIn,
+            response=wire.ControlsOut,
+            params=(Param("tenant_id", "path", _TEXT),),
+            body_required=False,
+            tenant_wide="set a tenant's share and limits (they weigh it against every other "
+            "tenant)",
+        ),
         Route(
             "GET",
             "/jobs",

@@ -29,8 +29,12 @@ from actors.bounds import (
     MAX_PAYLOAD_BYTES_LIMIT,
     MAX_PRIORITY,
     MAX_PULL,
+    MAX_TENANT_LEASED,
+    MAX_TENANT_RATE,
     MAX_TIMEOUT_SECONDS,
     MAX_VISIBILITY_SECONDS,
+    MAX_WEIGHT,
+    MIN_TENANT_RATE,
     MIN_TIMEOUT_SECONDS,
 )
 from actors.errors import InvalidArgument, JobNotFound, LeaseLost, OutOfRange, PayloadTooLarge
@@ -46,6 +50,7 @@ from actors.queue.model import (
     MaintenanceClaim,
     NewJob,
     Page,
+    QueueControls,
     RunSummary,
     Stats,
 )
@@ -60,6 +65,7 @@ __all__ = [
     "check_delay",
     "check_imported",
     "check_json",
+    "check_limits",
     "check_listing",
     "check_maintenance",
     "check_new_job",
@@ -169,6 +175,21 @@ class Queue(Protocol):
     ) -> int: ...
 
     async def purge(self, older_than_seconds: float) -> int: ...
+
+    async def pause(self, tenant_id: str | None = None) -> QueueControls: ...
+
+    async def resume(self, tenant_id: str | None = None) -> QueueControls: ...
+
+    async def set_tenant_limits(
+        self,
+        tenant_id: str,
+        *,
+        weight: int = 1,
+        max_leased: int | None = None,
+        max_per_second: float | None = None,
+    ) -> QueueControls: ...
+
+    async def controls(self) -> QueueControls: ...
 
     # readers
     async def get(self, job_id: int) -> Job: ...
@@ -428,6 +449,22 @@ def check_maintenance(task: str, interval_seconds: float, owner: str | None) -> 
     check_range("interval_seconds", interval_seconds, 0, MAX_MAINTENANCE_INTERVAL_SECONDS)
     if interval_seconds == 0:
         raise OutOfRange("interval_seconds must be more than 0: a round is due once per interval")
+
+
+def check_limits(
+    tenant_id: str, weight: int, max_leased: int | None, max_per_second: float | None
+) -> None:
+    """Refuse a tenant's share or limits out of bounds."""
+    check_text("tenant_id", tenant_id)
+    if isinstance(weight, bool) or not isinstance(weight, int):
+        raise InvalidArgument(f"weight must be a whole number, not {weight!r}")
+    check_range("weight", weight, 1, MAX_WEIGHT)
+    if max_leased is not None:
+        if isinstance(max_leased, bool) or not isinstance(max_leased, int):
+            raise InvalidArgument(f"max_leased must be a whole number, not {max_leased!r}")
+        check_range("max_leased", max_leased, 1, MAX_TENANT_LEASED)
+    if max_per_second is not None:
+        check_range("max_per_second", max_per_second, MIN_TENANT_RATE, MAX_TENANT_RATE)
 
 
 def check_range(name: str, value: float, lo: float, hi: float) -> None:

@@ -22,9 +22,11 @@ __all__ = [
     "MaintenanceClaim",
     "NewJob",
     "Page",
+    "QueueControls",
     "RunStatus",
     "RunSummary",
     "Stats",
+    "TenantControl",
 ]
 
 
@@ -177,10 +179,37 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True):
     done: int
     failed: int
     oldest_pending_age_seconds: float | None
+    # What is paused (`Queue.pause`): the whole queue, and these tenants (sorted).
+    paused: bool = False
+    paused_tenants: list[str] = msgspec.field(default_factory=list)
 
     @property
     def total(self) -> int:
         return self.pending + self.leased + self.done + self.failed
+
+
+class TenantControl(msgspec.Struct, frozen=True, kw_only=True):
+    """One tenant's stored controls: paused or not, its share of claims and its limits.
+
+    ``weight`` is how many of the tenant's jobs a fair claim takes per round (round-robin
+    between tenants); ``max_leased`` caps the tenant's live leases across every worker;
+    ``max_per_second`` caps how many of its jobs are leased per second (a bucket of that many,
+    refilled continuously). None: no limit.
+    """
+
+    tenant_id: str
+    paused: bool = False
+    weight: int = 1
+    max_leased: int | None = None
+    max_per_second: float | None = None
+
+
+class QueueControls(msgspec.Struct, frozen=True, kw_only=True):
+    """What the queue's operators set: whether the whole queue is paused, and each tenant's
+    controls (only tenants with a stored row, sorted by tenant id)."""
+
+    paused: bool = False
+    tenants: list[TenantControl] = msgspec.field(default_factory=list)
 
 
 class MaintenanceClaim(msgspec.Struct, frozen=True, kw_only=True):

@@ -78,6 +78,10 @@ def test_the_contract_names_every_shared_verb() -> None:
         "reap",
         "requeue",
         "purge",
+        "pause",
+        "resume",
+        "set_tenant_limits",
+        "controls",
         "get",
         "stats",
         "run_summary",
@@ -595,6 +599,10 @@ async def test_get_of_an_unknown_job_raises_job_not_found(contract: Contract) ->
         (lambda q: q.renew_many([(1, "x")], 0), "visibilityseconds"),
         (lambda q: q.release_many([(1, "x")], -1), "delayseconds"),
         (lambda q: q.list(limit=0), "limit"),
+        (lambda q: q.pause(""), "tenantid"),
+        (lambda q: q.set_tenant_limits(T, weight=0), "weight"),
+        (lambda q: q.set_tenant_limits(T, max_leased=0), "maxleased"),
+        (lambda q: q.set_tenant_limits(T, max_per_second=-1), "maxpersecond"),
     ],
 )
 async def test_a_bad_argument_is_refused_as_invalid_naming_it(
@@ -622,6 +630,118 @@ async def test_a_closed_queue_refuses_every_verb(contract: Contract) -> None:
         await contract.enqueue()
     with pytest.raises(QueueClosed):
         await contract.queue.pull()
+
+
+# --- the queue's controls: pause, fair shares, per-tenant limits ---------------------------------
+
+
+async def enqueue_for(contract: Contract, tenant: str, count: int, run: str = "") -> None:
+    run = run or f"run-{tenant}"
+    await contract.queue.enqueue_many(
+        [NewJob(run_id=run, tenant_id=tenant, r2_key=f"{tenant}/{run}/{i}") for i in range(count)]
+    )
+
+
+@pytest.mark.anyio
+async def test_a_paused_queue_leases_nothing_new_but_its_leases_renew_and_ack(
+    contract: Contract,
+) -> None:
+    q = contract.queue
+    leased = await contract.leased("a.txt")
+    await contract.enqueue("b.txt")
+    controls = await q.pause()
+    assert controls.paused and controls.tenants == []
+    stats = await q.stats()
+    assert (stats.paused, stats.paused_tenants) == (True, [])
+    assert await q.pull(max=10) == []
+    renewed = await q.renew(leased.id, leased.lease_token or "", 30)
+    assert renewed.status == "leased"
+    done = await q.ack(leased.id, leased.lease_token or "")
+    assert done.status == "done"
+    assert await q.pull(max=10) == []
+    assert (await q.controls()).paused
+    resumed = await q.resume()
+    assert not resumed.paused and not (await q.stats()).paused
+    assert [j.r2_key for j in await q.pull(max=10)] == [f"{T}/{RUN}/b.txt"]
+
+
+@pytest.mark.anyio
+async def test_a_paused_tenant_leases_nothing_new_while_the_others_go_on(
+    contract: Contract,
+) -> None:
+    q = contract.queue
+    await enqueue_for(contract, "ta", 3)
+    await enqueue_for(contract, "tb", 3)
+    controls = await q.pause("ta")
+    assert [(t.tenant_id, t.paused) for t in controls.tenants] == [("ta", True)]
+    assert (await q.stats()).paused_tenants == ["ta"]
+    assert {j.tenant_id for j in await q.pull(max=10)} == {"tb"}
+    assert await q.pull(max=10) == []
+    resumed = await q.resume("ta")
+    assert resumed.tenants == []  # a row that controls nothing is not kept
+    assert {j.tenant_id for j in await q.pull(max=10)} == {"ta"}
+
+
+@pytest.mark.anyio
+async def test_a_pull_serves_tenants_in_turns_whatever_their_backlogs(contract: Contract) -> None:
+    await enqueue_for(contract, "big", 300)
+    await enqueue_for(contract, "small", 4)
+    first = await contract.queue.pull(max=6)
+    # Turns: big, small, big, small, ...: every one of small's jobs within two pulls of 6.
+    assert sorted(j.tenant_id for j in first) == ["big"] * 3 + ["small"] * 3
+    second = await contract.queue.pull(max=6)
+    assert sorted(j.tenant_id for j in second) == ["big"] * 5 + ["small"]
+
+
+@pytest.mark.anyio
+async def test_a_tenants_weight_is_its_jobs_per_turn_and_priority_orders_its_own(
+    contract: Contract,
+) -> None:
+    q = contract.queue
+    controls = await q.set_tenant_limits("heavy", weight=3)
+    assert [(t.tenant_id, t.weight, t.max_leased) for t in controls.tenants] == [("heavy", 3, None)]
+    await enqueue_for(contract, "heavy", 20)
+    await enqueue_for(contract, "light", 20)
+    await q.enqueue("urgent", "light", "light/urgent/x", priority=5)
+    jobs = await q.pull(max=8)
+    assert sorted(j.tenant_id for j in jobs) == ["heavy"] * 6 + ["light"] * 2
+    assert "light/urgent/x" in {j.r2_key for j in jobs}
+
+
+@pytest.mark.anyio
+async def test_a_tenant_never_holds_more_live_leases_than_its_limit(contract: Contract) -> None:
+    q = contract.queue
+    await q.set_tenant_limits("capped", max_leased=3)
+    await enqueue_for(contract, "capped", 10)
+    await enqueue_for(contract, "free", 10)
+    first = await q.pull(max=20)
+    assert sorted(j.tenant_id for j in first).count("capped") == 3
+    assert await q.pull(max=20) == []  # capped is at its limit, free is drained
+    one = next(j for j in first if j.tenant_id == "capped")
+    await q.ack(one.id, one.lease_token or "")
+    assert [j.tenant_id for j in await q.pull(max=20)] == ["capped"]
+    (limits,) = (await q.controls()).tenants
+    assert (limits.tenant_id, limits.max_leased, limits.max_per_second) == ("capped", 3, None)
+    cleared = await q.set_tenant_limits("capped")
+    assert cleared.tenants == []
+    assert len(await q.pull(max=20)) == 6
+
+
+@pytest.mark.anyio
+async def test_a_tenants_rate_limit_spaces_its_leases_on_the_queues_clock(
+    contract: Contract,
+) -> None:
+    q = contract.queue
+    await q.set_tenant_limits("slow", max_per_second=2)
+    await enqueue_for(contract, "slow", 20)
+    # A full bucket of 2, then 2 a second: never more than 2 + 2t leases over t seconds.
+    assert len(await q.pull(max=20)) == 2
+    assert await q.pull(max=20) == []
+    contract.clock.advance(0.5)
+    assert len(await q.pull(max=20)) == 1
+    contract.clock.advance(10)  # the bucket holds 2 at most, however long it waited
+    assert len(await q.pull(max=20)) == 2
+    assert await q.pull(max=20) == []
 
 
 # --- what only a queue on its own storage offers ------------------------------------------------

@@ -259,6 +259,52 @@ MIGRATIONS: tuple[Migration, ...] = (
         # The imported jobs stay (as jobs enqueued here); only their origins go.
         drops=(),
     ),
+    # Version 6 belongs to job cancellation (issue 15, built beside this): a step that changes
+    # nothing stands in for it until both are merged, so that versions stay 1, 2, 3, ...
+    Migration(version=6, name="reserved", up=(), down=(), drops=()),
+    Migration(
+        version=7,
+        name="queue_controls",
+        up=(
+            # What operators set, read by every claim: one row per tenant with a control, and
+            # the row of tenant '' (never a tenant's id: ids are not empty) for the whole queue.
+            # `rate_tokens` at `rate_at` is the tenant's bucket for `max_per_second`.
+            """
+            CREATE TABLE queue_controls (
+                tenant_id      TEXT    PRIMARY KEY,
+                paused         INTEGER NOT NULL DEFAULT 0,
+                weight         INTEGER NOT NULL DEFAULT 1,
+                max_leased     INTEGER,
+                max_per_second REAL,
+                rate_tokens    REAL,
+                rate_at        REAL,
+                updated_at     REAL    NOT NULL
+            )
+            """,
+            # A fair claim walks the tenants with pending jobs (a loose scan of this index) and
+            # reads each one's first jobs in the claim's order: pending jobs only.
+            """
+            CREATE INDEX jobs_tenant_claim ON jobs (tenant_id, priority DESC, available_at)
+            WHERE status = 'pending'
+            """,
+            # `jobs_claim` holds the pending jobs only, as PostgreSQL's always has: every
+            # reader of it asks for pending jobs, and a job leaving `pending` (leased, then
+            # done) no longer moves its entry at each step. That pays for the index above.
+            "DROP INDEX jobs_claim",
+            """
+            CREATE INDEX jobs_claim ON jobs (priority DESC, available_at)
+            WHERE status = 'pending'
+            """,
+        ),
+        down=(
+            "DROP INDEX jobs_claim",
+            _JOBS_INDEXES[0],
+            "DROP INDEX jobs_tenant_claim",
+            "DROP TABLE queue_controls",
+        ),
+        # Undoing it forgets what is paused and every tenant's limits.
+        drops=("queue_controls",),
+    ),
 )
 # Invariant: applied in the order of their versions, each version once (steps written on
 # different branches may sit in the tuple in any order; numbers may skip).

@@ -5,6 +5,7 @@ WITH claim AS (
     SELECT id FROM jobs
     WHERE status = 'pending' AND available_at <= $1 AND NOT EXISTS (
         SELECT 1 FROM jobs WHERE status = 'leased' AND lease_expires_at <= $1)
+      AND NOT EXISTS (SELECT 1 FROM queue_controls)
     ORDER BY priority DESC, available_at, id
     LIMIT $2
     FOR UPDATE SKIP LOCKED
