@@ -16,7 +16,7 @@ from pathlib import Path
 import anyio
 
 from actors.config import Config, require_package
-from actors.errors import ConfigError, StorageError
+from actors.errors import ConfigError, DiskFull
 
 __all__ = ["MIN_FREE_BYTES", "check_before_start", "check_config", "check_free_space", "check_port"]
 
@@ -69,13 +69,13 @@ MIN_FREE_BYTES = 1024 * 1024
 
 
 def check_free_space(path: str | Path) -> None:
-    """Raise `StorageError` if the disk that holds (or will hold) ``path`` is nearly full."""
+    """Raise `DiskFull` if the disk that holds (or will hold) ``path`` is nearly full."""
     where = Path(path).absolute().parent
     while not where.exists() and where != where.parent:
         where = where.parent
     free = shutil.disk_usage(where).free
     if free < MIN_FREE_BYTES:
-        raise StorageError(
+        raise DiskFull(
             f"disk full at {str(path)!r}: {free // 1024} KiB free; free space on its disk (or "
             "raise its quota) and run again"
         )
