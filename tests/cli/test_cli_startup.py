@@ -286,6 +286,30 @@ def test_a_token_refused_mid_run_stops_the_worker_with_one_line_and_exit_70(
     assert "refused (401" in lines[1] and "EDGE_API_TOKEN" in lines[1]
 
 
+@pytest.mark.slow
+def test_config_check_reaches_the_queue_server_and_says_whether_it_accepts_the_token(
+    tmp_path: Path,
+) -> None:
+    good = "the-right-token-123"
+    with queue_server(tmp_path, good) as url:
+        config = write_config(tmp_path / "worker.toml", f'[queue]\nbackend = "http"\nurl = "{url}"')
+        done = actors(tmp_path, "config", "check", "--config", str(config),
+                      env=environment(EDGE_API_TOKEN=good))  # fmt: skip
+        assert done.returncode == EXIT_OK, done.stderr
+        assert done.stdout == f"{config}: ok; queue {url}: the token is accepted\n"
+        line = one_error_line(
+            actors(tmp_path, "config", "check", "--config", str(config),
+                   env=environment(EDGE_API_TOKEN="a-wrong-token-456"))
+        )  # fmt: skip
+        assert "401" in line and "EDGE_API_TOKEN" in line
+    # The server is gone: unreachable, one line.
+    line = one_error_line(
+        actors(tmp_path, "config", "check", "--config", str(config),
+               env=environment(EDGE_API_TOKEN=good))
+    )  # fmt: skip
+    assert f"GET {url}/jobs/stats failed: ConnectError" in line and "EDGE_BASE_URL" in line
+
+
 # --- the database -----------------------------------------------------------------------------
 
 
