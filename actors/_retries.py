@@ -8,10 +8,10 @@ Instrumentation: stamina's default retry hooks log through structlog's *default*
 (stdout, if the host configured none) and count in prometheus_client's global registry. A
 library must not write to its host's stdout, so on its first retry `retrying` installs one hook
 in front of whatever hooks stamina has then: a retry of ours becomes one line on the caller's
-own logger, at the caller's level and under the caller's event name (which goes where
-`actors.log` sends everything: nowhere visible unless the host configured logging); any other
+own logger, at the caller's level and under the caller's event name (where `actors.log`
+sends everything: stdlib `logging` unless the host configured structlog, never stdout); any other
 retry of the process (the host's own stamina calls) goes on to the hooks it had before,
-unchanged. A host that sets stamina's hooks after that gets every retry, ours included.
+unchanged. Hooks a host sets later are wrapped the same way at our next retry.
 """
 
 from __future__ import annotations
