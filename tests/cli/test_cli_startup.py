@@ -279,11 +279,22 @@ def test_a_token_refused_mid_run_stops_the_worker_with_one_line_and_exit_70(
     assert code == EXIT_SYSTEM_FAILED, rest
     # While the server restarted, pulls failed and were retried (the server may come back);
     # once it answers 401, the worker stops: one line logged, one printed, nothing restarted.
-    lines = [line for line in rest.splitlines() if '"lease.pull_failed"' not in line]
-    assert len(lines) == 2, rest
-    assert '"event":"system.failed"' in lines[0]
-    assert lines[1].startswith("error: the system stopped: POST http://127.0.0.1:")
-    assert "refused (401" in lines[1] and "EDGE_API_TOKEN" in lines[1]
+    lines = rest.splitlines()
+    assert no_retry_or_restart(lines, but="lease.pull_failed"), rest
+    assert '"event":"system.failed"' in lines[-2]
+    assert lines[-1].startswith("error: the system stopped: POST http://127.0.0.1:")
+    assert "refused (401" in lines[-1] and "EDGE_API_TOKEN" in lines[-1]
+
+
+def no_retry_or_restart(lines: list[str], *, but: str = "") -> bool:
+    """No restart, crash, traceback or retried failure among ``lines``, but for events ``but``
+    names (pulls that failed while the queue server restarted)."""
+    return not any(
+        marker in line
+        for line in lines
+        if not (but and f'"event":"{but}"' in line)
+        for marker in ("supervisor.", "Traceback", "_failed", "retry")
+    )
 
 
 @pytest.mark.slow
@@ -444,9 +455,11 @@ def test_a_disk_that_fills_up_mid_run_stops_it_with_one_line_and_exit_70(tmp_pat
         done = actors(tmp_path, "run", "--until-idle", "--config", str(config))
     assert done.returncode == EXIT_SYSTEM_FAILED, done.stderr
     lines = done.stderr.splitlines()
-    assert len(lines) == 3, done.stderr  # the banner, the failure logged, the failure printed
-    assert '"event":"system.started"' in lines[0] and '"event":"system.failed"' in lines[1]
-    assert lines[2].startswith(f"error: the system stopped: disk full at '{disk / 'q.db'}': ")
+    # The banner, the failure logged, the failure printed; (on a busy machine, perhaps a line
+    # about jobs or the event loop's lag) but no restart, no retried write, no traceback.
+    assert no_retry_or_restart(lines) and len(lines) < 10, done.stderr
+    assert '"event":"system.started"' in lines[0] and '"event":"system.failed"' in lines[-2]
+    assert lines[-1].startswith(f"error: the system stopped: disk full at '{disk / 'q.db'}': ")
     assert "move this file away" not in done.stderr
 
 
