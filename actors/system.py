@@ -9,14 +9,14 @@ import uuid
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import anyio
 from anyio.abc import TaskStatus
 
 from actors import tenancy
 from actors.config import Config, require_package
-from actors.errors import ActorsError
+from actors.errors import ActorsError, is_fatal, unwrap
 from actors.log import get_logger
 from actors.pipeline import (
     TERMINAL_RUN_STATUSES,
@@ -32,7 +32,17 @@ from actors.pipeline import (
     schedules_from_config,
 )
 from actors.processors import Processor, WorkerPool, make_processor
-from actors.queue import Job, NewJob, NewSchedule, Queue, RunSummary, Schedule, Stats
+from actors.queue import (
+    Job,
+    NewJob,
+    NewSchedule,
+    OwnedQueue,
+    Queue,
+    QueueControls,
+    RunSummary,
+    Schedule,
+    Stats,
+)
 from actors.queue.factory import open_queue
 from actors.storage import ObjectStore, make_store
 from supervisors import (
@@ -53,7 +63,8 @@ log = get_logger("actors.system")
 
 
 class SystemFailed(ActorsError):
-    """The supervision tree gave up: an actor exceeded its restart limit. The message names it."""
+    """The supervision tree gave up: an actor exceeded its restart limit (the message names it),
+    or a fatal error (`actors.errors.is_fatal`) stopped it at once (the message is that error's)."""
 
 
 def raise_system_failed(group: BaseExceptionGroup[BaseException]) -> None:
@@ -136,6 +147,16 @@ class ActorSystem:
             stack.push_async_callback(self._processor.aclose)
             stack.push_async_callback(self.pool.aclose)
             self._queue = await stack.enter_async_context(open_queue(config, clock=self.clock))
+            if isinstance(self._queue, OwnedQueue):
+                # [queue.tenants.*] go into the queue's controls, shared by every process: the
+                # last process to start with a table for a tenant sets it.
+                for tenant, limits in config.queue.tenants.items():
+                    await self._queue.set_tenant_limits(
+                        tenant,
+                        weight=limits.weight,
+                        max_leased=limits.max_leased,
+                        max_per_second=limits.max_per_second,
+                    )
             # Processor calls that may have to be abandoned at their time limit run here, outside
             # the tree, so that no actor waits for one; cancelled after the tree has stopped.
             calls = await stack.enter_async_context(anyio.create_task_group())
@@ -185,11 +206,18 @@ class ActorSystem:
         try:
             await self._pipeline.run(task_status=task_status)
         except RestartLimitExceeded as exc:
-            failure = SystemFailed(explain_give_up(exc))
-            log.error("system.failed", error=str(failure))
-            if self._on_failure is not None:
-                self._on_failure(failure)
-            raise failure from exc
+            self._failed(SystemFailed(explain_give_up(exc)), exc)
+        except Exception as exc:
+            if not is_fatal(exc):
+                raise
+            # No restart can fix it (a refused token, a full disk): the tree stopped at once.
+            self._failed(SystemFailed(f"the system stopped: {unwrap(exc)}"), exc)
+
+    def _failed(self, failure: SystemFailed, cause: Exception) -> NoReturn:
+        log.error("system.failed", error=str(failure))
+        if self._on_failure is not None:
+            self._on_failure(failure)
+        raise failure from cause
 
     async def stop(self, grace_seconds: float | None = None) -> None:
         """Drain: stop leasing, wait for in-flight jobs, give back the rest, flush the acks.
@@ -347,6 +375,31 @@ class ActorSystem:
 
     async def run_summary(self, run_id: str) -> RunSummary:
         return await self.queue.run_summary(run_id)
+
+    async def pause(self, tenant_id: str | None = None) -> QueueControls:
+        """Pause the whole queue, or one tenant, for every process sharing it (`Queue.pause`)."""
+        return await self.queue.pause(tenant_id)
+
+    async def resume(self, tenant_id: str | None = None) -> QueueControls:
+        """Undo `pause` of the whole queue, or of one tenant."""
+        return await self.queue.resume(tenant_id)
+
+    async def controls(self) -> QueueControls:
+        """What is paused, and each tenant's weight and limits."""
+        return await self.queue.controls()
+
+    async def set_tenant_limits(
+        self,
+        tenant_id: str,
+        *,
+        weight: int = 1,
+        max_leased: int | None = None,
+        max_per_second: float | None = None,
+    ) -> QueueControls:
+        """Set a tenant's share of fair claims and its limits (`Queue.set_tenant_limits`)."""
+        return await self.queue.set_tenant_limits(
+            tenant_id, weight=weight, max_leased=max_leased, max_per_second=max_per_second
+        )
 
     async def watch_run(self, run_id: str) -> AsyncGenerator[RunUpdate, None]:
         """Yield the run's state now and after every change, until it is done or failed."""

@@ -104,6 +104,7 @@ class Scheduler:
             while True:
                 unwritten = await self._write(unwritten)
                 wait = self._poll
+                started = self._clock.time()
                 try:
                     firing = await self._queue.fire_schedules()
                 except QueueError as exc:
@@ -118,12 +119,11 @@ class Scheduler:
                             tenant_id=job.tenant_id,
                             key=job.idempotency_key,
                         )
-                    if firing.next_due_at is not None:
-                        wait = min(wait, firing.next_due_at - self._clock.time())
-                        if wait <= 0 and not firing.jobs:
-                            # Due but not fired here: another process holds it (it fires it),
-                            # or it cannot be used on this host (logged). Poll, do not spin.
-                            wait = self._poll
+                    due = firing.next_due_at
+                    if due is not None and not (due <= started and not firing.jobs):
+                        wait = min(wait, due - self._clock.time())
+                    # Else due when this round began and not fired here: another process holds
+                    # it (and fires it), or it cannot be used on this host (logged). Poll.
                 if wait > 0:
                     await self._clock.sleep(wait)
 

@@ -23,11 +23,13 @@ from actors.queue.model import (
     NewJob,
     NewSchedule,
     Page,
+    QueueControls,
     RunStatus,
     RunSummary,
     Schedule,
     ScheduleFiring,
     Stats,
+    TenantControl,
 )
 from actors.queue.sqlite import SQLiteQueue
 from actors.queue.sqlite.schema import LATEST_VERSION, Durability
@@ -54,10 +56,12 @@ __all__ = [
     "OwnedQueue",
     "Page",
     "Queue",
+    "QueueControls",
     "RunStatus",
     "RunSummary",
     "SQLiteQueue",
     "Schedule",
     "ScheduleFiring",
     "Stats",
+    "TenantControl",
 ]

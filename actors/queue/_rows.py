@@ -13,6 +13,8 @@ import msgspec
 
 from actors.errors import InvalidArgument, JobNotFound
 from actors.queue.model import (
+    ImportedJob,
+    ImportResult,
     ItemReason,
     ItemResult,
     Job,
@@ -27,9 +29,12 @@ __all__ = [
     "RUN_COLUMNS",
     "SCHEDULE_COLUMNS",
     "ByOwner",
+    "changed_since",
     "decode",
     "encode",
+    "foreign_run",
     "job_from_row",
+    "origin_not_found",
     "parse_cursor",
     "refusal",
     "schedule_from_row",
@@ -41,7 +46,7 @@ COLUMNS = (
     "id, run_id, tenant_id, r2_key, payload, status, attempts, max_attempts, priority, "
     "available_at, lease_token, lease_expires_at, worker_id, last_error, result, "
     "idempotency_key, created_at, updated_at, finished_at, lease_owner, started_at, "
-    "cross_tenant_key, timeout_seconds"
+    "cross_tenant_key, timeout_seconds, origin"
 )
 # A run's columns in the order `summary_from_row` reads them: the counts by status are stored,
 # kept in the transactions that change the jobs.
@@ -94,6 +99,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
         started_at=row[20],
         cross_tenant_key=bool(row[21]),
         timeout_seconds=row[22],
+        origin=row[23],
     )
 
 
@@ -225,4 +231,41 @@ def schedule_from_row(row: Sequence[Any]) -> Schedule:
         last_tick_at=row[11],
         created_at=row[12],
         updated_at=row[13],
+    )
+
+
+def foreign_run(job: ImportedJob, owner: str) -> ImportResult:
+    """The refusal of an imported job whose run belongs to another tenant here."""
+    return ImportResult(
+        origin=job.origin,
+        ok=False,
+        reason="refused",
+        message=(
+            f"run {job.run_id!r} belongs to tenant {owner!r} here, not {job.tenant_id!r}; a run "
+            "has one tenant. Import into a queue where that run id is free"
+        ),
+    )
+
+
+def changed_since(origin: str, job: Job) -> ImportResult:
+    """The refusal to delete an imported job that changed after it was imported."""
+    return ImportResult(
+        origin=origin,
+        ok=False,
+        reason="changed",
+        job=job,
+        message=(
+            f"job {job.id} (origin {origin!r}) changed after it was imported (now {job.status}, "
+            f"{job.attempts} attempt(s)); kept. Force it to delete it anyway"
+        ),
+    )
+
+
+def origin_not_found(origin: str) -> ImportResult:
+    """The answer for an origin no job has."""
+    return ImportResult(
+        origin=origin,
+        ok=False,
+        reason="not_found",
+        message=f"no job has origin {origin!r} (purged, or never imported)",
     )
