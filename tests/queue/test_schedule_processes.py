@@ -156,7 +156,7 @@ def test_each_tick_enqueues_one_job_while_processes_are_killed_and_restarted(
         (caught_up, fired), *on_time = after
         # The first job back is the catch-up: a tick more than the grace old when enqueued,
         # the latest such (the next one is on time); the outage's other ticks have no job.
-        assert fired - caught_up > 3 and caught_up - last > 3
+        assert fired - caught_up > 3 and caught_up - last >= 2  # a tick between: no job
         assert all(at - tick <= 3 for tick, at in on_time)
         ticks = [tick for tick, _ in after]
         assert ticks == list(range(caught_up, caught_up + len(after)))
