@@ -24,12 +24,15 @@ from actors.bounds import (
     UploadName,
     Visibility,
 )
-from actors.queue.model import Job, RunSummary, Stats
+from actors.queue.model import ItemResult, Job, RunSummary, Stats
 
 __all__ = [
     "AckIn",
     "AckItem",
     "AckOut",
+    "CancelIn",
+    "CancelItemOut",
+    "CancelOut",
     "CountOut",
     "EnqueueIn",
     "EnqueueManyIn",
@@ -48,6 +51,7 @@ __all__ = [
     "RenewIn",
     "RequeueIn",
     "ResultIn",
+    "RunCancelOut",
     "RunOut",
     "StartIn",
     "StatsBody",
@@ -56,6 +60,7 @@ __all__ = [
     "UploadCreateIn",
     "UploadCreateOut",
     "UploadDoneOut",
+    "cancel_item_out",
     "job_out",
     "run_out",
     "stats_out",
@@ -128,6 +133,8 @@ class JobOut(_Out, frozen=True):
     started_at: float | None = None
     cross_tenant_key: bool = False
     timeout_seconds: float | None = None
+    # When someone asked to cancel it; a leased job with this set ends `cancelled`.
+    cancel_requested_at: float | None = None
 
 
 class EnqueueManyOut(_Out, frozen=True):
@@ -254,6 +261,7 @@ class StatsBody(_Out, frozen=True):
     failed: int
     scheduled: int = 0
     oldest_pending_age_seconds: float | None = None
+    cancelled: int = 0
 
 
 class StatsOut(_Out, frozen=True):
@@ -274,6 +282,45 @@ class RunOut(_Out, frozen=True):
     created_at: float
     updated_at: float
     finished_at: float | None = None
+    cancelled: int = 0
+
+
+class CancelIn(_In, frozen=True):
+    """The jobs to cancel (a tenant-scoped token cancels only its tenant's; others answer
+    ``not_found``, as jobs that do not exist). ``tenantId`` limits the cancel to that tenant's
+    jobs in the same way."""
+
+    ids: Annotated[list[JobId], Meta(min_length=1, max_length=MAX_BATCH)]
+    tenant_id: IdText | None = None
+
+
+class CancelItemOut(_Out, frozen=True):
+    """What a cancel did to one job: ``outcome`` is ``cancelled`` (it was pending: cancelled
+    now), ``cancel_requested`` (it is leased: it ends cancelled when its worker stops or its
+    lease expires), ``already_cancelled`` (cancelled or requested before), ``finished`` (done
+    or failed: nothing changed) or ``not_found``. ``job`` is the job after the call."""
+
+    id: int
+    ok: bool
+    reason: str
+    outcome: Literal["cancelled", "cancel_requested", "already_cancelled", "finished", "not_found"]
+    job: JobOut | None = None
+    message: str | None = None
+
+
+class CancelOut(_Out, frozen=True):
+    success: bool
+    results: list[CancelItemOut]
+
+
+class RunCancelOut(_Out, frozen=True):
+    """What a run's cancel did: ``cancelled`` pending jobs now, ``cancelRequested`` leased ones
+    marked (each ends cancelled when its worker stops or its lease expires)."""
+
+    success: bool
+    run_id: str
+    cancelled: int
+    cancel_requested: int
 
 
 # --- uploads ---------------------------------------------------------------------------------
@@ -335,6 +382,30 @@ class ErrorOut(_Out, frozen=True):
 
 def job_out(job: Job) -> JobOut:
     return msgspec.convert(job, JobOut, from_attributes=True)
+
+
+def cancel_item_out(result: ItemResult) -> CancelItemOut:
+    """Encode one item of a cancel's results with what changed."""
+    job = result.job
+    outcome: Literal["cancelled", "cancel_requested", "already_cancelled", "finished", "not_found"]
+    if result.reason == "not_found" or job is None:
+        outcome = "not_found"
+    elif result.reason == "duplicate":
+        outcome = "already_cancelled"
+    elif not result.ok:
+        outcome = "finished"
+    elif job.status == "cancelled":
+        outcome = "cancelled"
+    else:
+        outcome = "cancel_requested"
+    return CancelItemOut(
+        id=result.job_id,
+        ok=result.ok,
+        reason=result.reason,
+        outcome=outcome,
+        job=None if job is None else job_out(job),
+        message=result.message,
+    )
 
 
 def run_out(summary: RunSummary) -> RunOut:

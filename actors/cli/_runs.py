@@ -74,8 +74,12 @@ async def cmd_runs_list(args: argparse.Namespace, queue: Queue) -> int:
             "run with `runs show RUN_ID`"
         )
     page = await queue.list_runs(args.tenant_id, args.limit, args.cursor)
-    rows = [(r.run_id, r.tenant_id, r.status, r.done, r.failed, r.total) for r in page.items]
-    print_table(("run", "tenant", "status", "done", "failed", "total"), rows, page.next_cursor)
+    rows = [
+        (r.run_id, r.tenant_id, r.status, r.done, r.failed, r.cancelled, r.total)
+        for r in page.items
+    ]
+    headers = ("run", "tenant", "status", "done", "failed", "cancelled", "total")
+    print_table(headers, rows, page.next_cursor)
     return EXIT_OK
 
 

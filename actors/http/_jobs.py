@@ -24,7 +24,7 @@ from actors.queue.model import Ack, ItemResult, Job, JobStatus, NewJob
 __all__ = ["Jobs"]
 
 # What an ack over HTTP did to its job, as metrics count it and the run's watchers hear it.
-_Outcome = Literal["done", "failed", "retrying"]
+_Outcome = Literal["done", "failed", "retrying", "cancelled"]
 
 
 def check_new_job(
@@ -239,6 +239,11 @@ class Jobs:
             )
             if kinds is None:
                 continue
+            if r.reason == "cancelled":
+                self._metrics.acked(r.job_id, "cancelled", now)
+                if job is not None and job.run_id:
+                    events.setdefault((job.run_id, "cancelled"), []).append(r.job_id)
+                continue
             if not r.ok or job is None:
                 self._metrics.acked(r.job_id, "stale", now)
                 continue
@@ -347,6 +352,50 @@ class Jobs:
         )
         return json_response(
             wire.JobsPage(jobs=[wire.job_out(j) for j in page.items], next_cursor=page.next_cursor)
+        )
+
+    async def cancel_jobs(self, call: Call[wire.CancelIn]) -> Response:
+        """Cancel jobs by id; a tenant-scoped token reaches only its tenant's (the others
+        answer ``not_found``, as jobs that do not exist)."""
+        body = await call.body()
+        if body.tenant_id is not None:
+            check_tenant(call.principal, body.tenant_id)
+        return await self._cancel(call.principal, body.ids, body.tenant_id)
+
+    async def cancel_job(self, call: Call[None]) -> Response:
+        """Cancel one job: 404 when it does not exist or belongs to another tenant."""
+        job_id = _job_id(call.request)
+        return await self._cancel(call.principal, [job_id], None, one=True)
+
+    async def _cancel(
+        self,
+        principal: Principal | None,
+        ids: list[int],
+        tenant: str | None,
+        *,
+        one: bool = False,
+    ) -> Response:
+        if principal is not None and principal.tenant is not None:
+            tenant = principal.tenant
+        results = await mapped(self._host.queue.cancel_many(ids, tenant_id=tenant))
+        if one and results[0].reason == "not_found":
+            raise as_http(JobNotFound(ids[0]))
+        now = self._host.clock.time()
+        cancelled: dict[str, list[int]] = {}
+        for r in results:
+            if r.ok and r.reason == "ok" and r.job is not None and r.job.status == "cancelled":
+                cancelled.setdefault(r.job.run_id, []).append(r.job_id)
+        self._host.tell_watchers(
+            [
+                RunEvent(run_id=run, kind="cancelled", job_ids=tuple(ids), at=now)
+                for run, ids in cancelled.items()
+            ]
+        )
+        return json_response(
+            wire.CancelOut(
+                success=all(r.ok for r in results),
+                results=[wire.cancel_item_out(r) for r in results],
+            )
         )
 
     async def requeue(self, call: Call[wire.RequeueIn]) -> Response:

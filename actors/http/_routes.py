@@ -231,13 +231,36 @@ def route_table(*, metrics_open: bool = True) -> tuple[Route[Any] | Socket, ...]
                 Param(
                     "status",
                     "query",
-                    {"type": "string", "enum": ["pending", "leased", "done", "failed"]},
+                    {
+                        "type": "string",
+                        "enum": ["pending", "leased", "done", "failed", "cancelled"],
+                    },
                 ),
                 Param("runId", "query", _TEXT),
                 Param("tenantId", "query", _TEXT),
                 Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}),
                 Param("cursor", "query", {"type": "string", "pattern": "^[0-9]{1,18}$"}),
             ),
+        ),
+        Route(
+            "POST",
+            "/jobs/cancel",
+            Jobs.cancel_jobs,
+            PRODUCER,
+            "cancel jobs: a pending one now, a leased one when its worker stops (producer: "
+            "its tenant's jobs)",
+            body=wire.CancelIn,
+            response=wire.CancelOut,
+        ),
+        Route(
+            "POST",
+            "/jobs/{job_id:int}/cancel",
+            Jobs.cancel_job,
+            PRODUCER,
+            "cancel one job (producer: its tenant's); 404 for another tenant's",
+            response=wire.CancelOut,
+            params=(JOB_ID,),
+            body_required=False,
         ),
         Route(
             "GET",
@@ -300,6 +323,17 @@ def route_table(*, metrics_open: bool = True) -> tuple[Route[Any] | Socket, ...]
             "a run's state",
             response=wire.RunOut,
             params=(RUN_ID,),
+        ),
+        Route(
+            "POST",
+            "/runs/{run_id}/cancel",
+            Runs.cancel_run,
+            PRODUCER,
+            "cancel every unfinished job of the run (producer: its tenant's runs); 404 for "
+            "another tenant's",
+            response=wire.RunCancelOut,
+            params=(RUN_ID,),
+            body_required=False,
         ),
         Route(
             "POST",

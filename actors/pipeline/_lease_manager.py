@@ -82,6 +82,7 @@ class LeaseManager:
         self._worker_id = worker_id
         self._on_leased = on_leased
         self._wake: anyio.Event | None = None
+        self._renew_wake: anyio.Event | None = None
 
     def wake(self) -> None:
         """Look for jobs now (called after a local enqueue, on the loop's thread)."""
@@ -90,6 +91,7 @@ class LeaseManager:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         unsubscribe = self._queue.on_enqueue(self.wake)
+        stop_hearing = self._queue.on_cancel(self._renew_now)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._renew_forever)
@@ -101,6 +103,13 @@ class LeaseManager:
                 tg.cancel_scope.cancel()
         finally:
             unsubscribe()
+            stop_hearing()
+
+    def _renew_now(self) -> None:
+        """Renew at once (a cancel marked leases somewhere): a renewal refused as cancelled
+        stops the job's processing, well before the next round."""
+        if self._renew_wake is not None:
+            self._renew_wake.set()
 
     async def _lease_until_draining(self) -> None:
         settings = self._settings
@@ -148,7 +157,13 @@ class LeaseManager:
 
     async def _sleep_unless_woken(self, seconds: float) -> None:
         wake = self._wake
-        if wake is None or wake.is_set():
+        if wake is None:
+            return
+        await self._sleep_or_until(seconds, wake)
+
+    async def _sleep_or_until(self, seconds: float, wake: anyio.Event) -> None:
+        """Sleep ``seconds`` on the clock, or less if ``wake`` is set meanwhile."""
+        if wake.is_set():
             return
         async with anyio.create_task_group() as tg:
 
@@ -168,10 +183,12 @@ class LeaseManager:
         # stopped, and if it ignores that, the lease runs out and the job can run elsewhere.
         interval = self._settings.visibility_seconds / 3
         while True:
+            self._renew_wake = anyio.Event()
             jobs = self._inflight.renewable_jobs(anyio.current_time())
             if jobs:
                 await self._renew(jobs)
-            await self._clock.sleep(interval)
+            # Or sooner, when a cancel is heard of.
+            await self._sleep_or_until(interval, self._renew_wake)
 
     async def _renew(self, jobs: list[LeasedJob]) -> None:
         try:
@@ -183,7 +200,11 @@ class LeaseManager:
             log.warning("lease.renew_failed", jobs=len(jobs), error=str(exc))
             return
         for job, result in zip(jobs, results, strict=True):
-            if not result.ok and job in self._inflight:
+            if result.reason == "cancelled" and job in self._inflight:
+                # Cancelled: stop its processing; its holder gives it back, which ends it.
+                self._inflight.cancel(job)
+                log.info("lease.cancelled", job_id=job.id, run_id=job.run_id)
+            elif not result.ok and job in self._inflight:
                 # Its outcome will be refused; renewing it again would only repeat this line.
                 self._inflight.mark_lost(job)
                 log.warning(

@@ -333,7 +333,7 @@ class PipelineTree:
     async def _on_committed(self, events: list[RunEvent]) -> None:
         """Tell each event's run room (started on demand); a full room inbox drops the event."""
         for event in events:
-            if self._runs_seen is not None and event.kind in ("done", "failed"):
+            if self._runs_seen is not None and event.kind in ("done", "failed", "cancelled"):
                 self._runs_seen.add(event.run_id)
             try:
                 room = await self.rooms.get_or_start(room_id(event.run_id))

@@ -44,6 +44,7 @@ from actors.queue.model import (
     MaintenanceClaim,
     NewJob,
     Page,
+    RunCancel,
     RunSummary,
     Stats,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "SingleItemVerbs",
     "check_ack",
     "check_batch",
+    "check_cancel",
     "check_delay",
     "check_json",
     "check_listing",
@@ -71,7 +73,7 @@ __all__ = [
     "raise_if_refused",
 ]
 
-STATUSES = ("pending", "leased", "done", "failed")
+STATUSES = ("pending", "leased", "done", "failed", "cancelled")
 
 
 @runtime_checkable
@@ -153,6 +155,14 @@ class Queue(Protocol):
     ) -> list[AckResult]: ...
 
     # operators
+    async def cancel_many(
+        self, job_ids: Sequence[int], *, tenant_id: str | None = None
+    ) -> list[ItemResult]: ...
+
+    async def cancel_run(self, run_id: str, *, tenant_id: str | None = None) -> RunCancel: ...
+
+    def on_cancel(self, callback: Callable[[], object]) -> Callable[[], None]: ...
+
     async def reap(self) -> int: ...
 
     async def requeue(
@@ -376,6 +386,15 @@ def check_json(name: str, value: object, max_payload_bytes: int) -> bytes | None
             "store large data in the object store and put its key in the payload"
         )
     return encoded
+
+
+def check_cancel(job_ids: Sequence[int], tenant_id: str | None) -> None:
+    """Refuse a cancel of too many jobs, of ids that are not integers, or for a bad tenant."""
+    check_batch("job_ids", job_ids)
+    for job_id in job_ids:
+        if not isinstance(job_id, int) or isinstance(job_id, bool):
+            raise InvalidArgument(f"job ids are integers, not {job_id!r}")
+    check_optional_text("tenant_id", tenant_id)
 
 
 def check_open(max_attempts: int, max_payload_bytes: int) -> None:

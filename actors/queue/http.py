@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Literal, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import httpx
 import msgspec
@@ -33,6 +33,7 @@ from actors.queue.model import (
     LeaseResult,
     NewJob,
     Page,
+    RunCancel,
     RunSummary,
     Stats,
 )
@@ -77,6 +78,7 @@ class HttpQueue(SingleItemVerbs):
         self._client = client
         self.url = url
         self._on_enqueue: list[Callable[[], object]] = []
+        self._on_cancel: list[Callable[[], object]] = []
         self._closed = False
 
     @classmethod
@@ -158,7 +160,7 @@ class HttpQueue(SingleItemVerbs):
         if status == 404 and error.code == "job_not_found":
             raise JobNotFound(_job_id(path))
         if status == 404 and error.code == "run_not_found":
-            raise RunNotFound(path.rsplit("/", 1)[-1])
+            raise RunNotFound(unquote(path.removesuffix("/cancel").rsplit("/", 1)[-1]))
         if status == 409:
             raise LeaseLost(_job_id(path), "expired", error.message)
         if status == 413:
@@ -272,6 +274,62 @@ class HttpQueue(SingleItemVerbs):
         return [_item(r) for r in out.results]
 
     # --- operators -----------------------------------------------------------------------
+
+    async def cancel_many(
+        self, job_ids: Sequence[int], *, tenant_id: str | None = None
+    ) -> list[ItemResult]:
+        """Cancel jobs (``POST /jobs/cancel``; a producer's or an admin's token): a pending one
+        now, a leased one when its worker stops. Another tenant's job answers ``not_found``."""
+        if not job_ids:
+            return []
+        body: dict[str, Any] = {"ids": list(job_ids)}
+        if tenant_id is not None:
+            body["tenantId"] = tenant_id
+        out = await self._request("POST", "/jobs/cancel", wire.CancelOut, body=body)
+        results = [
+            ItemResult(
+                job_id=item.id,
+                ok=item.ok,
+                reason=msgspec.convert(item.reason, ItemReason),
+                job=None if item.job is None else _job(item.job),
+                message=item.message,
+            )
+            for item in out.results
+        ]
+        if any(item.outcome == "cancel_requested" for item in out.results):
+            self._notify_cancelled()
+        return results
+
+    async def cancel_run(self, run_id: str, *, tenant_id: str | None = None) -> RunCancel:
+        """Cancel every unfinished job of the run (``POST /runs/{id}/cancel``), or raise
+        RunNotFound (also for a run of another tenant than ``tenant_id``)."""
+        path = f"/runs/{quote(run_id, safe='')}"
+        if tenant_id is not None and (await self.run_summary(run_id)).tenant_id != tenant_id:
+            raise RunNotFound(run_id)  # a run's tenant never changes
+        out = await self._request("POST", f"{path}/cancel", wire.RunCancelOut)
+        if out.cancel_requested:
+            self._notify_cancelled()
+        return RunCancel(
+            run_id=out.run_id, cancelled=out.cancelled, cancel_requested=out.cancel_requested
+        )
+
+    def on_cancel(self, callback: Callable[[], object]) -> Callable[[], None]:
+        """Call ``callback()`` after a cancel through this object marks leased jobs (holders
+        elsewhere learn at their next renewal); returns an unsubscribe."""
+        self._on_cancel.append(callback)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._on_cancel.remove(callback)
+
+        return unsubscribe
+
+    def _notify_cancelled(self) -> None:
+        for callback in list(self._on_cancel):
+            try:
+                callback()
+            except Exception:  # a subscriber's bug must not break the caller's cancel
+                log.exception("queue.on_cancel_failed", callback=repr(callback))
 
     async def reap(self) -> int:
         """Nothing to do here: the server reaps expired leases on every pull."""

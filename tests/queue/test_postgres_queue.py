@@ -132,8 +132,9 @@ async def test_an_enqueue_in_another_process_wakes_this_ones_subscribers(pg_sche
 async def test_a_queue_listens_only_while_someone_subscribes(pg_schema: str) -> None:
     async def listeners() -> int:
         rows = await admin(
+            # The listener's last statement: it listens for enqueues, then for cancels.
             "SELECT count(*) FROM pg_stat_activity WHERE query = $1",
-            f'LISTEN "actors_enqueued_{pg_schema}"',
+            f'LISTEN "actors_cancelled_{pg_schema}"',
         )
         return int(rows[0][0])
 
@@ -303,7 +304,7 @@ async def test_undoing_migration_4_folds_the_count_shards_into_the_runs_rows(
         before = {r: await queue.run_summary(r) for r in ("a", "b")}
     conn = await asyncpg.connect(PG_DSN, server_settings={"search_path": pg_schema})
     try:
-        assert await pg_schema_module.migrate_down(conn, "t", 3) == [6, 5, 4]
+        assert await pg_schema_module.migrate_down(conn, "t", 3) == [7, 6, 5, 4]
         rows = {r["run_id"]: r for r in await conn.fetch("SELECT * FROM runs")}
         for run_id, summary in before.items():
             row = rows[run_id]

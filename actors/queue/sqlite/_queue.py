@@ -22,6 +22,7 @@ from actors.queue.base import (
     SingleItemVerbs,
     check_ack,
     check_batch,
+    check_cancel,
     check_delay,
     check_listing,
     check_maintenance,
@@ -38,12 +39,14 @@ from actors.queue.model import (
     Ack,
     AckResult,
     Backoff,
+    ItemResult,
     Job,
     JobStatus,
     LeaseResult,
     MaintenanceClaim,
     NewJob,
     Page,
+    RunCancel,
     RunSummary,
     Stats,
 )
@@ -90,6 +93,7 @@ class SQLiteQueue(SingleItemVerbs):
         self._backoff = backoff
         self._rng = random.Random(seed)  # jitter; used only on the writer thread
         self._on_enqueue: list[Callable[[], object]] = []
+        self._on_cancel: list[Callable[[], object]] = []
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -288,6 +292,57 @@ class SQLiteQueue(SingleItemVerbs):
         return jitter_factors(self._rng, self._backoff.jitter)
 
     # --- operators -----------------------------------------------------------------------
+
+    async def cancel_many(
+        self, job_ids: Sequence[int], *, tenant_id: str | None = None
+    ) -> list[ItemResult]:
+        """Cancel each job (only ``tenant_id``'s, when given) in one transaction.
+
+        A pending job ends ``cancelled`` at once; a leased one is marked, and ends
+        ``cancelled`` when its holder next renews, starts, releases or acks it (refused as
+        ``cancelled``), or when its lease expires. Per item: ``ok`` (see the job's status),
+        ``duplicate`` (already cancelled or marked), ``finished`` or ``not_found``.
+        """
+        check_cancel(job_ids, tenant_id)
+        if not job_ids:
+            return []
+        results, marked = await self._writer.run(
+            lambda conn: store.cancel(conn, self._clock.time(), job_ids, tenant_id)
+        )
+        self._notify_cancelled(marked)
+        return results
+
+    async def cancel_run(self, run_id: str, *, tenant_id: str | None = None) -> RunCancel:
+        """Cancel every unfinished job of the run (as `cancel_many` does each), or raise
+        RunNotFound (also for a run of another tenant than ``tenant_id``)."""
+        check_optional_text("run_id", run_id)
+        check_optional_text("tenant_id", tenant_id)
+        outcome, marked = await self._writer.run(
+            lambda conn: store.cancel_run(conn, self._clock.time(), run_id, tenant_id)
+        )
+        self._notify_cancelled(marked)
+        return outcome
+
+    def on_cancel(self, callback: Callable[[], object]) -> Callable[[], None]:
+        """Call ``callback()`` in the event loop after a cancel through this object marks leased
+        jobs for cancellation: holders here renew at once to learn which of their leases end
+        (other processes learn at their next renewal). Returns a function that unsubscribes."""
+        self._on_cancel.append(callback)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._on_cancel.remove(callback)
+
+        return unsubscribe
+
+    def _notify_cancelled(self, job_ids: Sequence[int]) -> None:
+        if not job_ids:
+            return
+        for callback in list(self._on_cancel):
+            try:
+                callback()
+            except Exception:  # a subscriber's bug must not break the caller's cancel
+                log.exception("queue.on_cancel_failed", callback=repr(callback))
 
     async def reap(self) -> int:
         """Return every expired lease's job to pending (or fail it); return how many.
