@@ -131,8 +131,19 @@ def test_migrate_status_down_and_up(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert run(capsys, db, "migrate", "up", "--to", "0")[1] == "nothing to apply\n"
     code, out, _ = run(capsys, db, "migrate", "status")
     assert "schema version 0" in out
-    assert run(capsys, db, "migrate", "up")[1] == "applied [1, 2, 3, 4, 5]\n"
+    assert run(capsys, db, "migrate", "up")[1] == "applied [1, 2, 3, 4, 5, 6]\n"
     run(capsys, db, "enqueue", "--run-id", "r", "--tenant-id", "t", "--r2-key", "t/r/k")
+    run(capsys, db, "enqueue", "--run-id", "r", "--tenant-id", "t", "--r2-key", "t/r/gone")
+    code, out, _ = run(capsys, db, "jobs", "cancel", "2")
+    assert code == 0 and "cancelled" in out
+    # Version 5 knows no `cancelled`: the cancelled job becomes a failed one that says so.
+    assert run(capsys, db, "migrate", "down")[1] == "undid [6]\n"
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT status, last_error FROM jobs WHERE id = 2").fetchone() == (
+            "failed",
+            "cancelled",
+        )
+        assert conn.execute("SELECT pending, failed FROM runs").fetchone() == (1, 1)
     assert run(capsys, db, "migrate", "down")[1] == "undid [5]\n"  # only a schedule goes
     assert run(capsys, db, "migrate", "down")[1] == "undid [4]\n"  # the jobs stay
     assert run(capsys, db, "migrate", "down")[1] == "undid [3]\n"  # only derived counts go
@@ -140,7 +151,7 @@ def test_migrate_status_down_and_up(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert code == 1 and "would delete 1 rows in runs" in err and "--force" in err
     assert run(capsys, db, "migrate", "down", "--force")[1] == "undid [2]\n"
     assert "schema version 1" in run(capsys, db, "migrate", "status")[1]
-    assert run(capsys, db, "migrate", "up")[1] == "applied [2, 3, 4, 5]\n"
+    assert run(capsys, db, "migrate", "up")[1] == "applied [2, 3, 4, 5, 6]\n"
 
 
 def test_durations_accept_units() -> None:

@@ -98,7 +98,9 @@ def add_jobs(commands: Commands) -> None:
         "lease expires. A cancelled job is never marked done.",
     )
     cancel.add_argument("ids", type=int, nargs="*", metavar="ID")
-    cancel.add_argument("--run", metavar="RUN", help="every unfinished job of this run")
+    cancel.add_argument(
+        "--run", dest="run_id", metavar="RUN", help="every unfinished job of this run"
+    )
     cancel.add_argument("--json", action="store_true", help="print JSON")
     cancel.set_defaults(run=with_queue(cmd_jobs_cancel))
     requeue = actions.add_parser("requeue", help="return terminally failed jobs to pending")
@@ -220,10 +222,10 @@ async def cmd_jobs_show(args: argparse.Namespace, queue: Queue) -> int:
 
 
 async def cmd_jobs_cancel(args: argparse.Namespace, queue: Queue) -> int:
-    if bool(args.ids) == (args.run is not None):
+    if bool(args.ids) == (args.run_id is not None):
         raise InvalidArgument("name the jobs to cancel: IDs, or --run RUN (not both)")
-    if args.run is not None:
-        outcome = await queue.cancel_run(args.run)
+    if args.run_id is not None:
+        outcome = await queue.cancel_run(args.run_id)
         if args.json:
             emit(outcome)
         else:

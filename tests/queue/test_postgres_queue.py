@@ -164,6 +164,38 @@ async def test_a_queue_listens_only_while_someone_subscribes(pg_schema: str) -> 
         await until(0)  # the last subscriber gone, the listener closes
 
 
+async def test_a_cancel_in_another_process_wakes_the_holders_cancel_subscribers(
+    pg_schema: str,
+) -> None:
+    # A NOTIFY in the cancel's statement: a worker renews at once instead of at its next round.
+    async with (
+        PostgresQueue.open(PG_DSN, schema=pg_schema) as mine,
+        PostgresQueue.open(PG_DSN, schema=pg_schema) as theirs,
+    ):
+        await mine.enqueue("r", "t", "k")
+        (job,) = await mine.pull(max=1)
+        heard: list[int] = []
+        unsubscribe = mine.on_cancel(lambda: heard.append(1))
+        try:
+            with anyio.fail_after(5):
+                while not await listening(pg_schema):
+                    await anyio.sleep(0.02)
+            await theirs.cancel_many([job.id])
+            with anyio.fail_after(5):
+                while not heard:
+                    await anyio.sleep(0.01)
+        finally:
+            unsubscribe()
+
+
+async def listening(schema: str) -> bool:
+    rows = await admin(
+        "SELECT count(*) FROM pg_stat_activity WHERE query = $1",
+        f'LISTEN "actors_cancelled_{schema}"',
+    )
+    return bool(rows[0][0])
+
+
 async def test_a_subscriber_is_woken_for_an_enqueue_right_after_it_subscribes(
     pg_schema: str,
 ) -> None:
@@ -316,7 +348,7 @@ async def test_undoing_migration_4_folds_the_count_shards_into_the_runs_rows(
             assert json.loads(row["metrics"]) == summary.metrics
             assert row["finished_at"] == summary.finished_at
         assert rows["a"]["finished_at"] is not None and rows["b"]["finished_at"] is None
-        assert await pg_schema_module.migrate_up(conn, "t") == [4, 5, 6]
+        assert await pg_schema_module.migrate_up(conn, "t") == [4, 5, 6, 7]
     finally:
         await conn.close()
     async with PostgresQueue.open(PG_DSN, schema=pg_schema, clock=clock) as queue:

@@ -74,6 +74,9 @@ def test_the_contract_names_every_shared_verb() -> None:
         "ack",
         "ack_many",
         "ack_ids",
+        "cancel_many",
+        "cancel_run",
+        "on_cancel",
         "reap",
         "requeue",
         "purge",
@@ -476,6 +479,159 @@ async def test_an_expired_lease_is_reaped_and_its_job_leased_again(contract: Con
     assert again.attempts == 1
     with pytest.raises(LeaseLost, match="leased it again"):
         await q.ack(job.id, job.lease_token)
+
+
+@pytest.mark.anyio
+async def test_cancel_many_cancels_a_pending_job_at_once_and_marks_a_leased_one(
+    contract: Contract,
+) -> None:
+    q, clock = contract.queue, contract.clock
+    leased = await contract.leased()
+    assert leased.lease_token is not None
+    finished = await contract.enqueue("finished.txt")
+    (done,) = await q.pull()
+    assert done.lease_token is not None
+    await q.ack(done.id, done.lease_token)
+    pending = await contract.enqueue("pending.txt")
+    clock.advance(1)
+    results = await q.cancel_many([pending.id, leased.id, finished.id, 10**9])
+    assert [(r.job_id, r.ok, r.reason) for r in results] == [
+        (pending.id, True, "ok"),
+        (leased.id, True, "ok"),
+        (finished.id, False, "finished"),
+        (10**9, False, "not_found"),
+    ]
+    # A pending job is cancelled at once, a terminal status of its own.
+    cancelled = await q.get(pending.id)
+    assert (cancelled.status, cancelled.finished_at) == ("cancelled", clock.time())
+    assert cancelled.cancel_requested_at == clock.time()
+    # A leased one is marked: still leased until its holder calls.
+    marked = await q.get(leased.id)
+    assert (marked.status, marked.cancel_requested_at) == ("leased", clock.time())
+    assert (await q.get(finished.id)).status == "done"
+    # Cancelling again changes nothing.
+    again = await q.cancel_many([pending.id, leased.id])
+    assert [(r.ok, r.reason) for r in again] == [(True, "duplicate"), (True, "duplicate")]
+    stats = await q.stats()
+    assert (stats.pending, stats.leased, stats.done, stats.cancelled) == (0, 1, 1, 1)
+    assert stats.total == 3
+    # Its holder's renewal is refused as cancelled; its ack too, and that ends it cancelled.
+    (renewal,) = await q.renew_many([(leased.id, leased.lease_token)], 60)
+    assert (renewal.ok, renewal.reason) == (False, "cancelled")
+    assert renewal.message and "cancelled" in renewal.message
+    (ack,) = await q.ack_many([Ack(job_id=leased.id, lease_token=leased.lease_token, result=1)])
+    assert (ack.ok, ack.reason) == (False, "cancelled")
+    with pytest.raises(LeaseLost, match="cancelled"):
+        await q.ack(leased.id, leased.lease_token)
+    ended = await q.get(leased.id)
+    # Invariant: nothing cancelled is ever marked done (its result is dropped).
+    assert (ended.status, ended.result, ended.finished_at) == ("cancelled", None, clock.time())
+    summary = await q.run_summary(RUN)
+    assert (summary.done, summary.cancelled, summary.pending, summary.leased) == (1, 2, 0, 0)
+    assert summary.total == 3 and summary.status == "cancelled"
+    assert summary.finished_at == clock.time()
+    listed = await q.list(status="cancelled")
+    assert [j.id for j in listed.items] == [leased.id, pending.id]
+
+
+@pytest.mark.anyio
+async def test_a_cancel_limited_to_a_tenant_answers_other_tenants_jobs_as_missing(
+    contract: Contract,
+) -> None:
+    q = contract.queue
+    mine = await contract.enqueue()
+    theirs = await q.enqueue("r-other", "t2", "t2/r-other/a.txt")
+    results = await q.cancel_many([theirs.id, mine.id], tenant_id=T)
+    assert [(r.job_id, r.ok, r.reason) for r in results] == [
+        (theirs.id, False, "not_found"),
+        (mine.id, True, "ok"),
+    ]
+    assert results[0].job is None
+    assert (await q.get(theirs.id)).status == "pending"
+    with pytest.raises(RunNotFound):
+        await q.cancel_run("r-other", tenant_id=T)
+    assert (await q.get(theirs.id)).status == "pending"
+
+
+@pytest.mark.anyio
+async def test_a_marked_lease_ends_cancelled_when_given_back_or_reaped_never_pending(
+    contract: Contract,
+) -> None:
+    q, clock = contract.queue, contract.clock
+    await contract.enqueue("a")
+    await contract.enqueue("b")
+    a, b = await q.pull(max=2, visibility_seconds=10)
+    assert a.lease_token is not None and b.lease_token is not None
+    await q.cancel_many([a.id, b.id])
+    (start,) = await q.start_many([(a.id, a.lease_token)])
+    assert (start.ok, start.reason) == (False, "cancelled")
+    (release,) = await q.release_many([(a.id, a.lease_token)])
+    assert (release.ok, release.reason) == (False, "cancelled")
+    assert (await q.get(a.id)).status == "cancelled"
+    # b's holder died: its lease expires, and the reaper ends it cancelled, not pending.
+    clock.advance(10)
+    assert await q.reap() == (1 if contract.owned else 0)
+    assert await q.pull() == []  # (over HTTP the server reaps here)
+    assert (await q.get(b.id)).status == "cancelled"
+    assert (await q.stats()).cancelled == 2
+    assert (await q.run_summary(RUN)).status == "cancelled"
+
+
+@pytest.mark.anyio
+async def test_cancel_run_cancels_every_unfinished_job_and_the_run_ends_cancelled(
+    contract: Contract,
+) -> None:
+    q = contract.queue
+    await contract.enqueue("a")
+    await contract.enqueue("b")
+    await contract.enqueue("c")
+    (done,) = await q.pull(max=1)
+    assert done.lease_token is not None
+    await q.ack(done.id, done.lease_token)
+    (leased,) = await q.pull(max=1)
+    assert leased.lease_token is not None
+    outcome = await q.cancel_run(RUN)
+    assert (outcome.run_id, outcome.cancelled, outcome.cancel_requested) == (RUN, 1, 1)
+    summary = await q.run_summary(RUN)
+    # The leased job is still being given back: the run is not over yet.
+    assert (summary.status, summary.leased, summary.cancelled) == ("processing", 1, 1)
+    (item,) = await q.ack_many(
+        [Ack(job_id=leased.id, lease_token=leased.lease_token, status="failed", error="stop")]
+    )
+    assert item.reason == "cancelled"
+    summary = await q.run_summary(RUN)
+    assert (summary.status, summary.done, summary.cancelled, summary.failed) == (
+        "cancelled",
+        1,
+        2,
+        0,
+    )
+    again = await q.cancel_run(RUN)
+    assert (again.cancelled, again.cancel_requested) == (0, 0)
+    with pytest.raises(RunNotFound):
+        await q.cancel_run("no-such-run")
+
+
+@pytest.mark.anyio
+async def test_on_cancel_calls_back_when_a_cancel_marks_a_lease_until_unsubscribed(
+    contract: Contract,
+) -> None:
+    q = contract.queue
+    calls: list[int] = []
+    unsubscribe = q.on_cancel(lambda: calls.append(1))
+    pending = await contract.enqueue("pending.txt")
+    await q.cancel_many([pending.id])
+    assert calls == []  # nothing leased was marked: no holder to tell
+    leased = await contract.leased()
+    await q.cancel_many([leased.id])
+    assert len(calls) >= 1  # (PostgreSQL may also hear its own NOTIFY, a moment later)
+    unsubscribe()
+    unsubscribe()  # twice is harmless
+    heard = len(calls)
+    await contract.leased("c.txt")
+    await q.cancel_run(RUN)
+    await anyio.sleep(0.05)
+    assert len(calls) == heard
 
 
 @pytest.mark.anyio

@@ -389,7 +389,6 @@ class PostgresQueue(SingleItemVerbs):
                 await conn.add_listener(self._cancel_channel, self._cancel_notified)
                 delay = 0.05
                 self._bridge.to_caller(self._notify_enqueued)
-                self._bridge.to_caller(self._notify_cancelled)
                 await lost.wait()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 pass
