@@ -76,7 +76,10 @@ class ProcessorStage:
     job fails with `JobTimedOut` (a retry) and its lease is no longer renewed. A processor that
     ``honours_cancellation`` (the offline one, isolated ones: their worker process is killed)
     is cancelled in place; any other runs in a task of ``calls`` (`call_abandonably`), so that
-    one stuck in a thread cannot hold this stage.
+    one stuck in a thread cannot hold this stage. A job cancelled while in flight
+    (`InFlight.cancel`, when the queue refuses its lease as cancelled) has its processing
+    cancelled the same way (a worker process running it is killed) and its lease given back,
+    which ends it cancelled; a job cancelled before it got here is given back unprocessed.
 
     Error handling: whatever the processor raises while handling a job is that job's failure,
     never this actor's: a `DocumentError` fails it permanently (a corrupt PDF stays corrupt), as
