@@ -47,7 +47,10 @@ class LeaseManager:
     job's lease is renewed every third of ``visibility_seconds``, so a slow job is never handed
     to a second worker while this process is alive. A pull never passes over a job whose lease
     has expired (every backend's `Queue.pull` reaps before it claims); reaping on a schedule and
-    purging belong to `Maintenance`, which runs whether or not this process leases.
+    purging belong to `Maintenance`, which runs whether or not this process leases. A renewal
+    refused as ``cancelled`` stops that job (`InFlight.cancel`); ``queue.on_cancel`` (a cancel
+    in this process, or by NOTIFY on PostgreSQL) makes it renew at once rather than at its
+    next round.
 
     Error handling: a queue error while pulling or renewing is logged and retried on the next
     round; anything else crashes the actor. A crash loses no job: jobs already handed on stay in
