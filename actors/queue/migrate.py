@@ -827,9 +827,15 @@ def _same(a: Row, b: Row, fields: Sequence[str]) -> list[str]:
     return [f for f in fields if a.get(f) != b.get(f)]
 
 
+# Fields added after digests were first recorded: left out of a digest while they are None,
+# so a row copied before they existed keeps its digest (an unchanged row is no conflict).
+_LATER_FIELDS = frozenset({"cancel_requested_at"})
+
+
 def _digest(row: Row, fields: Sequence[str]) -> str:
     """A hash of ``row``'s fields as one store reads them: the same row, the same digest."""
-    return hashlib.sha256(msgspec.json.encode([row[f] for f in fields])).hexdigest()[:32]
+    values = [row[f] for f in fields if not (f in _LATER_FIELDS and row[f] is None)]
+    return hashlib.sha256(msgspec.json.encode(values)).hexdigest()[:32]
 
 
 def _moved(

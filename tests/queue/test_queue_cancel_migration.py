@@ -88,3 +88,15 @@ async def test_undoing_the_cancel_step_turns_cancelled_jobs_into_failed_ones(
         assert (await queue.get(marked.id)).cancel_requested_at is None
         summary = await queue.run_summary("r")
         assert (summary.leased, summary.failed, summary.cancelled) == (2, 1, 0)
+
+
+def test_a_row_copied_by_store_migrate_before_the_cancel_step_keeps_its_digest() -> None:
+    # `store migrate` compares a target row with the digest recorded when it copied it: a row
+    # copied before `cancel_requested_at` existed, unchanged since, must not be a conflict.
+    from actors.queue import migrate
+
+    before = [f for f in migrate.JOB_FIELDS if f != "cancel_requested_at"]
+    row = {f: None for f in migrate.JOB_FIELDS} | {"id": 7, "status": "done", "attempts": 1}
+    assert migrate._digest(row, migrate.JOB_FIELDS) == migrate._digest(row, before)
+    marked = {**row, "status": "leased", "cancel_requested_at": 5.0}
+    assert migrate._digest(marked, migrate.JOB_FIELDS) != migrate._digest(marked, before)
