@@ -126,6 +126,29 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
         main(["--db", str(tmp_path / "q.db"), "--debug", "jobs", "show", "1"])
 
 
+def test_jobs_cancel_cancels_by_id_or_run_and_says_what_it_did(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "q.db"
+    for key in ("a", "b", "c"):
+        run(capsys, db, "enqueue", "--run-id", "r", "--tenant-id", "t", "--r2-key", f"t/r/{key}")
+    code, out, _ = run(capsys, db, "jobs", "cancel", "1")
+    assert code == 0 and out.splitlines()[1].split() == ["1", "cancelled"]
+    code, out, _ = run(capsys, db, "jobs", "cancel", "1", "--json")
+    assert code == 0 and json.loads(out)[0]["reason"] == "duplicate"
+    code, out, err = run(capsys, db, "jobs", "cancel", "2", "99")
+    assert code == 1 and "job 99 does not exist" in err  # the other one was cancelled
+    code, out, _ = run(capsys, db, "jobs", "cancel", "--run", "r")
+    assert code == 0 and out.startswith("run r: cancelled 1 pending job(s); 0 leased")
+    code, _, err = run(capsys, db, "jobs", "cancel")
+    assert code == 1 and "IDs, or --run RUN" in err
+    code, out, _ = run(capsys, db, "stats")
+    assert "cancelled         3" in out
+    code, out, _ = run(capsys, db, "jobs", "list", "--status", "cancelled")
+    assert [line.split()[1] for line in out.splitlines()[1:]] == ["cancelled"] * 3
+    assert json.loads(run(capsys, db, "runs", "show", "r", "--json")[1])["status"] == "cancelled"
+
+
 def test_migrate_status_down_and_up(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = tmp_path / "q.db"
     assert run(capsys, db, "migrate", "up", "--to", "0")[1] == "nothing to apply\n"

@@ -191,7 +191,7 @@ async def cmd_stats(args: argparse.Namespace, queue: Queue) -> int:
         emit({**msgspec.structs.asdict(stats), "total": stats.total})
         return EXIT_OK
     for name in ("pending", "leased", "done", "failed", "cancelled", "total"):
-        print(f"{name:<8} {getattr(stats, name):>10}")
+        print(f"{name:<9}{getattr(stats, name):>10}")
     # `pending` counts the scheduled jobs too; the age is the oldest available job's.
     print(f"{stats.scheduled} of the pending jobs are scheduled for later (delayed or retrying)")
     age = stats.oldest_pending_age_seconds
@@ -238,7 +238,11 @@ async def cmd_jobs_cancel(args: argparse.Namespace, queue: Queue) -> int:
     if args.json:
         emit(results)
     else:
-        rows = [(r.job_id, _cancel_outcome(r), r.message or "") for r in results]
+        # A missing job's message is the error line below.
+        rows = [
+            (r.job_id, _cancel_outcome(r), "" if r.reason == "not_found" else r.message or "")
+            for r in results
+        ]
         print_table(("id", "outcome", "note"), rows, None)
     missing = [r.job_id for r in results if r.reason == "not_found"]
     if missing:
