@@ -9,22 +9,25 @@ from msgspec import Meta
 
 from actors.bounds import (
     MAX_BATCH,
+    AckIdText,
     Attempts,
     Delay,
     ErrorText,
     IdText,
     JobId,
-    JobIdText,
     JobTimeout,
     LeaseToken,
     MetricName,
     Priority,
     PullSize,
     Retention,
+    TenantLeased,
+    TenantRate,
     UploadName,
     Visibility,
+    Weight,
 )
-from actors.queue.model import ItemResult, Job, RunSummary, Stats
+from actors.queue.model import ItemResult, Job, QueueControls, RunSummary, Stats
 
 __all__ = [
     "AckIn",
@@ -35,6 +38,7 @@ __all__ = [
     "CancelOut",
     "ClaimTaskIn",
     "ClaimTaskOut",
+    "ControlsOut",
     "CountOut",
     "EnqueueIn",
     "EnqueueManyIn",
@@ -46,6 +50,8 @@ __all__ = [
     "JobsPage",
     "LeaseRef",
     "LeasesOut",
+    "LimitsIn",
+    "PauseIn",
     "PendingTasksOut",
     "PullIn",
     "PullOut",
@@ -69,10 +75,12 @@ __all__ = [
     "TaskOk",
     "TaskResultIn",
     "TaskStatusIn",
+    "TenantControlOut",
     "UploadCreateIn",
     "UploadCreateOut",
     "UploadDoneOut",
     "cancel_item_out",
+    "controls_out",
     "job_out",
     "run_out",
     "stats_out",
@@ -148,6 +156,8 @@ class JobOut(_Out, frozen=True):
     started_at: float | None = None
     cross_tenant_key: bool = False
     timeout_seconds: float | None = None
+    # Where an imported job came from (``d1:<id>``, ``kv:<task id>``).
+    origin: str | None = None
     # When someone asked to cancel it; a leased job with this set ends `cancelled`.
     cancel_requested_at: float | None = None
 
@@ -187,7 +197,8 @@ class AckIn(_In, frozen=True):
     """Either the seed's ``{ids, status}`` (settles only live leases this token took) or
     ``{acks: [...]}`` (each under its lease token). ``status`` is required with ``ids``."""
 
-    ids: Annotated[list[JobId | JobIdText], Meta(max_length=MAX_BATCH)] | None = None
+    # A string names a job by its id's digits or by the id it had before it was imported.
+    ids: Annotated[list[JobId | AckIdText], Meta(max_length=MAX_BATCH)] | None = None
     status: Literal["done", "failed"] | None = None
     error: ErrorText | None = None
     acks: Annotated[list[AckItem], Meta(max_length=MAX_BATCH)] | None = None
@@ -276,12 +287,48 @@ class StatsBody(_Out, frozen=True):
     failed: int
     scheduled: int = 0
     oldest_pending_age_seconds: float | None = None
+    # What is paused (POST /queue/pause); false and none for a server that predates it.
+    paused: bool = False
+    paused_tenants: list[str] = msgspec.field(default_factory=list)
     cancelled: int = 0
 
 
 class StatsOut(_Out, frozen=True):
     stats: StatsBody
     timestamp: float
+
+
+# --- the queue's controls --------------------------------------------------------------------
+
+
+class PauseIn(_In, frozen=True):
+    """Whom to pause or resume: one tenant, or (left out) the whole queue."""
+
+    tenant_id: IdText | None = None
+
+
+class LimitsIn(_In, frozen=True):
+    """A tenant's share of fair claims and its limits; a limit left out is none."""
+
+    weight: Weight = 1
+    max_leased: TenantLeased | None = None
+    max_per_second: TenantRate | None = None
+
+
+class TenantControlOut(_Out, frozen=True):
+    tenant_id: str
+    paused: bool
+    weight: int
+    max_leased: int | None = None
+    max_per_second: float | None = None
+
+
+class ControlsOut(_Out, frozen=True):
+    """What is paused, and the tenants' stored controls. For a tenant-scoped token only its
+    own tenant's row, and ``paused`` (the whole queue's) null: it sees nothing queue-wide."""
+
+    paused: bool | None
+    tenants: list[TenantControlOut]
 
 
 class RunOut(_Out, frozen=True):
@@ -528,6 +575,14 @@ def cancel_item_out(result: ItemResult) -> CancelItemOut:
 
 def run_out(summary: RunSummary) -> RunOut:
     return msgspec.convert(summary, RunOut, from_attributes=True)
+
+
+def controls_out(controls: QueueControls, tenant: str | None = None) -> ControlsOut:
+    """The controls as the API shows them; with ``tenant``, only that tenant's."""
+    rows = [msgspec.convert(t, TenantControlOut, from_attributes=True) for t in controls.tenants]
+    if tenant is None:
+        return ControlsOut(paused=controls.paused, tenants=rows)
+    return ControlsOut(paused=None, tenants=[r for r in rows if r.tenant_id == tenant])
 
 
 def stats_out(stats: Stats, now: float) -> StatsOut:

@@ -21,10 +21,12 @@ from actors.queue.model import (
     MaintenanceClaim,
     NewJob,
     Page,
+    QueueControls,
     RunCancel,
     RunStatus,
     RunSummary,
     Stats,
+    TenantControl,
 )
 from actors.queue.sqlite import SQLiteQueue
 from actors.queue.sqlite.schema import LATEST_VERSION, Durability
@@ -49,9 +51,11 @@ __all__ = [
     "OwnedQueue",
     "Page",
     "Queue",
+    "QueueControls",
     "RunCancel",
     "RunStatus",
     "RunSummary",
     "SQLiteQueue",
     "Stats",
+    "TenantControl",
 ]

@@ -734,6 +734,8 @@ async def test_stats_and_metrics_report_a_delayed_job_as_scheduled_not_as_late(
         "scheduled": 1,
         "oldestPendingAgeSeconds": None,
         "cancelled": 0,
+        "paused": False,
+        "pausedTenants": [],
     }
     text = (await client.get("/metrics")).text
     for needle in (

@@ -49,16 +49,16 @@ async def test_undoing_the_cancel_step_turns_cancelled_jobs_into_failed_ones(
         await queue.cancel_many([gone.id, marked.id])
     if store_kind == "sqlite":
         conn = sqlite3.connect(db, isolation_level=None)
-        version = schema.LATEST_VERSION
-        assert schema.migrate_down(conn, db, 5) == list(range(version, 5, -1))
+        above = [m.version for m in schema.MIGRATIONS if m.version > 5]  # numbers may skip
+        assert schema.migrate_down(conn, db, 5) == above[::-1]
         rows = conn.execute("SELECT id, status, last_error FROM jobs ORDER BY id").fetchall()
         run = conn.execute("SELECT pending, leased, done, failed FROM runs").fetchone()
-        assert schema.migrate_up(conn, db) == list(range(6, version + 1))
+        assert schema.migrate_up(conn, db) == above
         conn.close()
     else:
         conn = await asyncpg.connect(PG_DSN, server_settings={"search_path": pg})
-        version = postgres_schema.LATEST_VERSION
-        assert await postgres_schema.migrate_down(conn, "t", 6) == list(range(version, 6, -1))
+        above = [m.version for m in postgres_schema.MIGRATIONS if m.version > 6]
+        assert await postgres_schema.migrate_down(conn, "t", 6) == above[::-1]
         rows = await conn.fetch("SELECT id, status, last_error FROM jobs ORDER BY id")
         # The counts as version 6 keeps them: the run's base row plus its count shards.
         state = await conn.fetchrow(
@@ -73,7 +73,7 @@ async def test_undoing_the_cancel_step_turns_cancelled_jobs_into_failed_ones(
         assert state is not None
         total, done, failed, leased = state
         run = (total - done - failed - leased, leased, done, failed)
-        assert await postgres_schema.migrate_up(conn, "t") == list(range(7, version + 1))
+        assert await postgres_schema.migrate_up(conn, "t") == above
         await conn.close()
     # The cancelled job is a failed one that says why; the marked lease is an ordinary lease.
     assert [tuple(r) for r in rows] == [
