@@ -98,6 +98,8 @@ class HttpServer:
                     await self._ctx.wait_stop_requested()
                 else:
                     await anyio.sleep_forever()
+                # Pulls that wait for a job answer now, with none: the grace is for the rest.
+                self.app.state.stop_waiting()
                 stop.set()
                 # Hypercorn waits for open requests up to graceful_timeout, then returns;
                 # the restart counter is cancelled with it.

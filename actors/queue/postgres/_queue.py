@@ -42,6 +42,7 @@ from actors.errors import (
 from actors.log import get_logger
 from actors.queue._rows import ByOwner, job_from_row, parse_cursor, refusal, summary_from_row
 from actors.queue._rows import decode as _decode
+from actors.queue._waiting import PullWaits
 from actors.queue.base import (
     OwnedQueue,
     SingleItemVerbs,
@@ -52,6 +53,7 @@ from actors.queue.base import (
     check_maintenance,
     check_new_job,
     check_optional_text,
+    check_pull,
     check_range,
     check_visibility,
     jitter_factors,
@@ -155,6 +157,7 @@ class PostgresQueue(SingleItemVerbs):
         backoff: Backoff,
         seed: int | None,
         pool_size: int,
+        poll_interval_seconds: float = 1.0,
     ) -> None:
         self.dsn = dsn
         self.schema = schema
@@ -179,6 +182,7 @@ class PostgresQueue(SingleItemVerbs):
         # Our own NOTIFYs carry this id, so subscribers are not woken twice for one enqueue.
         self._origin = uuid.uuid4().hex
         self._channel = "actors_enqueued"  # then "actors_enqueued_<schema>", once connected
+        self._waits = PullWaits(self.on_enqueue, poll_interval_seconds)
 
     @property
     def where(self) -> str:
@@ -203,13 +207,17 @@ class PostgresQueue(SingleItemVerbs):
         backoff: Backoff | None = None,
         seed: int | None = None,
         pool_size: int = 10,
+        poll_interval_seconds: float = 1.0,
     ) -> AsyncIterator[PostgresQueue]:
         """Connect (creating ``schema`` and migrating it as needed); close everything on exit.
 
         ``schema`` selects the PostgreSQL schema that holds the tables (default: the DSN's
         ``search_path``, else ``public``); ``password`` defaults to libpq's PGPASSWORD.
+        ``poll_interval_seconds``: how often a waiting pull claims again for jobs no NOTIFY
+        announced (a delayed job coming due, a lease given back, a gap in the listening).
         """
         check_range("max_attempts", max_attempts, 1, MAX_ATTEMPTS)
+        check_range("poll_interval_seconds", poll_interval_seconds, 0.001, 3600)
         check_range("max_payload_bytes", max_payload_bytes, 1, 64 * 1024 * 1024)
         check_range("pool_size", pool_size, 1, 1000)
         if schema is not None and not schema.replace("_", "").isalnum():
@@ -224,6 +232,7 @@ class PostgresQueue(SingleItemVerbs):
             backoff=backoff or Backoff(),
             seed=seed,
             pool_size=pool_size,
+            poll_interval_seconds=poll_interval_seconds,
         )
         try:
             await queue._bridge.call(queue._start(password))
@@ -273,6 +282,7 @@ class PostgresQueue(SingleItemVerbs):
         if self._closed:
             return
         self._closed = True
+        self._waits.close()
         await self._bridge.drain()
         with contextlib.suppress(Exception):
             await self._bridge.call(self._stop())
@@ -554,17 +564,33 @@ class PostgresQueue(SingleItemVerbs):
         *,
         owner: str | None = None,
         started: bool = False,
+        wait_seconds: float = 0,
     ) -> list[Job]:
         """Lease up to ``max`` visible jobs for ``visibility_seconds``, highest priority first.
 
         ``owner`` names the principal taking the leases (recorded as ``lease_owner``): only it
         may settle them by id alone (`ack_ids`). ``started`` marks them started at once, for a
-        caller that never calls `start_many`.
+        caller that never calls `start_many`. With nothing to lease, ``wait_seconds`` (at most
+        `MAX_PULL_WAIT_SECONDS`) waits for a job to arrive, enqueued here or by any process
+        (NOTIFY), and leases it at once (`PullWaits`); it holds no connection while it waits.
         """
-        check_range("max", max, 1, MAX_PULL)
-        check_visibility(visibility_seconds)
-        check_optional_text("worker_id", worker_id)
-        check_optional_text("owner", owner)
+        check_pull(max, visibility_seconds, worker_id, owner, wait_seconds)
+
+        def claim_now() -> Awaitable[list[Job]]:
+            return self._claim(max, visibility_seconds, worker_id, owner, started)
+
+        if wait_seconds == 0:
+            return await claim_now()
+        return await self._waits.pull(claim_now, wait_seconds)
+
+    async def _claim(
+        self,
+        max: int,
+        visibility_seconds: float,
+        worker_id: str | None,
+        owner: str | None,
+        started: bool,
+    ) -> list[Job]:
         now = self._clock.time()
 
         async def claim(conn: Connection) -> list[Job]:

@@ -7,7 +7,7 @@ import functools
 import math
 import random
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -17,6 +17,7 @@ import anyio.to_thread
 from actors.bounds import DEFAULT_MAX_PAYLOAD_BYTES
 from actors.log import get_logger
 from actors.queue._rows import ByOwner
+from actors.queue._waiting import PullWaits
 from actors.queue.base import (
     OwnedQueue,
     SingleItemVerbs,
@@ -79,6 +80,7 @@ class SQLiteQueue(SingleItemVerbs):
         max_attempts: int,
         backoff: Backoff,
         seed: int | None,
+        poll_interval_seconds: float = 1.0,
     ) -> None:
         self.path = path
         self._writer = writer
@@ -90,6 +92,7 @@ class SQLiteQueue(SingleItemVerbs):
         self._backoff = backoff
         self._rng = random.Random(seed)  # jitter; used only on the writer thread
         self._on_enqueue: list[Callable[[], object]] = []
+        self._waits = PullWaits(self.on_enqueue, poll_interval_seconds)
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -104,9 +107,16 @@ class SQLiteQueue(SingleItemVerbs):
         backoff: Backoff | None = None,
         seed: int | None = None,
         busy_timeout_seconds: float = 10.0,
+        poll_interval_seconds: float = 1.0,
     ) -> AsyncIterator[SQLiteQueue]:
-        """Open (creating and migrating as needed) the queue in ``path``; close it on exit."""
+        """Open (creating and migrating as needed) the queue in ``path``; close it on exit.
+
+        ``poll_interval_seconds``: how often a waiting pull (``wait_seconds``) claims again
+        for jobs no enqueue through this object announced (another process's, a delayed job
+        coming due, a lease given back).
+        """
         check_open(max_attempts, max_payload_bytes)
+        check_range("poll_interval_seconds", poll_interval_seconds, 0.001, 3600)
         path = Path(path)
         connect = functools.partial(
             schema.connect, path, durability=durability, busy_timeout_seconds=busy_timeout_seconds
@@ -124,6 +134,7 @@ class SQLiteQueue(SingleItemVerbs):
             max_attempts=max_attempts,
             backoff=backoff or Backoff(),
             seed=seed,
+            poll_interval_seconds=poll_interval_seconds,
         )
         try:
             yield queue
@@ -133,6 +144,7 @@ class SQLiteQueue(SingleItemVerbs):
 
     async def aclose(self) -> None:
         """Commit what was submitted, stop the writer thread and close every connection."""
+        self._waits.close()
         await self._writer.aclose()
         await self._checkpointer.aclose()
         self._readers.close()
@@ -182,20 +194,28 @@ class SQLiteQueue(SingleItemVerbs):
         *,
         owner: str | None = None,
         started: bool = False,
+        wait_seconds: float = 0,
     ) -> list[Job]:
         """Lease up to ``max`` visible jobs for ``visibility_seconds``, highest priority first.
 
         ``owner`` names the principal taking the leases (recorded as ``lease_owner``): only it
         may settle them by id alone (`ack_ids`). ``started`` marks them started at once, for a
         caller that never calls `start_many` (else a job that kills it never runs out of
-        attempts).
+        attempts). With nothing to lease, ``wait_seconds`` (at most `MAX_PULL_WAIT_SECONDS`)
+        waits for a job to arrive and leases it at once (`PullWaits`).
         """
-        check_pull(max, visibility_seconds, worker_id, owner)
-        return await self._writer.run(
-            lambda conn: store.pull(
-                conn, self._clock.time(), max, visibility_seconds, worker_id, owner, started
+        check_pull(max, visibility_seconds, worker_id, owner, wait_seconds)
+
+        def claim() -> Awaitable[list[Job]]:
+            return self._writer.run(
+                lambda conn: store.pull(
+                    conn, self._clock.time(), max, visibility_seconds, worker_id, owner, started
+                )
             )
-        )
+
+        if wait_seconds == 0:
+            return await claim()
+        return await self._waits.pull(claim, wait_seconds)
 
     async def renew_many(
         self, leases: Sequence[tuple[int, str]], visibility_seconds: float
