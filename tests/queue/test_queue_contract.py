@@ -768,6 +768,23 @@ async def test_list_runs_pages_through_runs_oldest_first(owned: OwnedQueue) -> N
         await owned.list_runs(limit=0)
 
 
+@pytest.mark.anyio
+async def test_closing_a_queue_ends_its_waiting_pulls_with_no_jobs(
+    open_owned: Callable[[], contextlib.AbstractAsyncContextManager[OwnedQueue]],
+) -> None:
+    got: list[list[Job]] = []
+    async with open_owned() as queue, anyio.create_task_group() as tg:
+
+        async def pull() -> None:
+            got.append(await queue.pull(wait_seconds=MAX_PULL_WAIT_SECONDS))
+
+        tg.start_soon(pull)
+        waits = queue._waits  # type: ignore[attr-defined]
+        await wait_until(lambda: waits.waiting == 1, "the pull waits")
+        await queue.aclose()
+    assert got == [[]]
+
+
 def test_this_suite_calls_every_verb_of_the_contract() -> None:
     """A verb added to the Protocol needs a contract test here, run on every backend."""
     source = Path(__file__).read_text()
