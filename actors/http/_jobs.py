@@ -189,6 +189,16 @@ class Jobs:
             jobs = await self._pull_waiting(call.request, pull, body.wait_seconds)
         else:
             jobs = await mapped(pull())
+        self.announce_leased(jobs)
+        return json_response(wire.PullOut(jobs=[wire.job_out(j) for j in jobs]))
+
+    def settled(self, results: Sequence[ItemResult], kinds: Sequence[str]) -> list[wire.ItemOut]:
+        """Encode acks another resource made (the KV task API's results), counted and told to
+        their runs' watchers as this resource's own."""
+        return self._items(results, kinds)
+
+    def announce_leased(self, jobs: Sequence[Job]) -> None:
+        """Count jobs leased over HTTP and tell their runs' watchers."""
         now = self._host.clock.time()
         by_run: dict[str, list[int]] = {}
         for job in jobs:
@@ -200,7 +210,6 @@ class Jobs:
                 for run, ids in by_run.items()
             ]
         )
-        return json_response(wire.PullOut(jobs=[wire.job_out(j) for j in jobs]))
 
     async def _pull_waiting(
         self, request: Request, pull: Callable[..., Awaitable[list[Job]]], seconds: float
