@@ -20,6 +20,7 @@ from actors.bounds import (
     MetricName,
     Priority,
     PullSize,
+    PullWait,
     Retention,
     TenantLeased,
     TenantRate,
@@ -169,12 +170,14 @@ class EnqueueManyOut(_Out, frozen=True):
 
 class PullIn(_In, frozen=True):
     """``started``: the jobs count as started when leased (a crash then spends their attempt),
-    for clients that never call ``/jobs/start``; send false and call it when work begins."""
+    for clients that never call ``/jobs/start``; send false and call it when work begins.
+    ``waitSeconds``: how long to wait for a job when none is there (a long poll)."""
 
     max: PullSize = 10
     visibility_seconds: Visibility = 60.0
     worker_id: IdText | None = None
     started: bool = True
+    wait_seconds: PullWait = 0.0
 
 
 class PullOut(_Out, frozen=True):

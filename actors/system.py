@@ -130,7 +130,7 @@ class ActorSystem:
     async def __aenter__(self) -> ActorSystem:
         config = self.config
         if config.http.enabled:
-            for module in ("starlette", "hypercorn", "prometheus_client"):
+            for module in ("starlette", "uvicorn", "hypercorn", "prometheus_client"):
                 require_package(module, "http", "[http] enabled = true")
         stack = AsyncExitStack()
         await stack.__aenter__()

@@ -108,6 +108,8 @@ class Metrics:
         self.processing_latency = Histogram(JOB_BUCKETS)
         self.outcomes: dict[str, int] = {}
         self.restarts: dict[str, int] = {}
+        #: Pulls over HTTP waiting now for a job to arrive (long polls).
+        self.pulls_waiting = 0
         self._leased_at: OrderedDict[int, float] = OrderedDict()
         self._scrape: Scrape | None = None
         self.registry = CollectorRegistry(auto_describe=False)
@@ -173,6 +175,11 @@ class Metrics:
         for route, histogram in sorted(self.latency.items()):
             latency.add_metric([route], histogram.cumulative(), histogram.sum)
         yield latency
+        yield GaugeMetricFamily(
+            "actors_http_pulls_waiting",
+            "Pulls over HTTP waiting now for a job to arrive (waitSeconds, a long poll).",
+            value=self.pulls_waiting,
+        )
         yield _histogram(
             "actors_job_lease_latency_seconds",
             "Time from a job becoming visible to its lease, for jobs leased over HTTP.",

@@ -206,6 +206,11 @@ class PipelineTree:
                 ctx=ctx,
                 draining=lambda: self.draining,
                 window=lease_window,
+                # A remote queue's pull waits at the server for a job (a long poll); a queue
+                # opened here wakes on its own enqueues, or NOTIFY, and polls for the rest.
+                long_poll_seconds=(
+                    config.queue.pull_wait_seconds if config.queue.backend == "http" else 0
+                ),
             )
             return self.lease_manager
 

@@ -29,6 +29,7 @@ from actors.bounds import (
     MAX_PAYLOAD_BYTES_LIMIT,
     MAX_PRIORITY,
     MAX_PULL,
+    MAX_PULL_WAIT_SECONDS,
     MAX_TENANT_LEASED,
     MAX_TENANT_RATE,
     MAX_TIMEOUT_SECONDS,
@@ -126,6 +127,7 @@ class Queue(Protocol):
         *,
         owner: str | None = None,
         started: bool = False,
+        wait_seconds: float = 0,
     ) -> list[Job]: ...
 
     async def start_many(self, leases: Sequence[tuple[int, str]]) -> list[LeaseResult]: ...
@@ -439,13 +441,19 @@ def check_open(max_attempts: int, max_payload_bytes: int) -> None:
 
 
 def check_pull(
-    max: int, visibility_seconds: float, worker_id: str | None, owner: str | None
+    max: int,
+    visibility_seconds: float,
+    worker_id: str | None,
+    owner: str | None,
+    wait_seconds: float = 0,
 ) -> None:
-    """Refuse a pull of too few or too many jobs, for a bad lease length, or by a bad name."""
+    """Refuse a pull of too few or too many jobs, for a bad lease length, by a bad name, or
+    that would wait too long."""
     check_range("max", max, 1, MAX_PULL)
     check_visibility(visibility_seconds)
     check_optional_text("worker_id", worker_id)
     check_optional_text("owner", owner)
+    check_range("wait_seconds", wait_seconds, 0, MAX_PULL_WAIT_SECONDS)
 
 
 def check_page(limit: int) -> None:

@@ -11,6 +11,7 @@ import httpx
 import msgspec
 
 from actors import protocol as wire
+from actors.bounds import HOUR
 from actors.errors import (
     ConfigError,
     InvalidArgument,
@@ -67,8 +68,9 @@ class HttpQueue(SingleItemVerbs):
     Open it with ``async with HttpQueue.open(url, token) as q``. Each verb is one request:
     ``pull`` is ``POST /jobs/pull``, ``ack_many`` one lease-aware ``POST /jobs/ack``, and so on.
     ``reap`` and ``purge`` are the server's business and do nothing here; ``on_enqueue``
-    subscribers hear only of enqueues made through this object (other processes' jobs are
-    found by polling). Runs on asyncio and trio (httpx).
+    subscribers hear only of enqueues made through this object; other processes' jobs are
+    found by a waiting pull (``pull(wait_seconds=...)``, a long poll the server answers as soon
+    as a job arrives) or by polling. Runs on asyncio and trio (httpx).
 
     Error handling: a connection failure, a timeout or a 5xx raises `QueueUnavailable` (the
     lease manager retries on its next round); 401/403 raise `ConfigError` (a wrong token is
@@ -76,9 +78,10 @@ class HttpQueue(SingleItemVerbs):
     own `JobNotFound` / `RunNotFound`, `LeaseLost` and `InvalidArgument`.
     """
 
-    def __init__(self, client: httpx.AsyncClient, url: str) -> None:
+    def __init__(self, client: httpx.AsyncClient, url: str, timeout_seconds: float = 30.0) -> None:
         self._client = client
         self.url = url
+        self._timeout = timeout_seconds
         self._on_enqueue: list[Callable[[], object]] = []
         self._on_cancel: list[Callable[[], object]] = []
         self._closed = False
@@ -100,7 +103,7 @@ class HttpQueue(SingleItemVerbs):
         async with httpx.AsyncClient(
             base_url=url.rstrip("/"), headers=headers, timeout=timeout_seconds, limits=limits
         ) as client:
-            queue = cls(client, url)
+            queue = cls(client, url, timeout_seconds)
             try:
                 yield queue
             finally:
@@ -120,6 +123,7 @@ class HttpQueue(SingleItemVerbs):
         *,
         body: Any = None,
         params: dict[str, Any] | None = None,
+        wait_seconds: float | None = None,
     ) -> T:
         if self._closed:
             raise QueueClosed("the HTTP queue client was used after it was closed")
@@ -131,6 +135,12 @@ class HttpQueue(SingleItemVerbs):
                 content=content,
                 params=params,
                 headers={"content-type": "application/json"} if content is not None else None,
+                # A request the server may hold (a long poll) has that much longer.
+                timeout=(
+                    httpx.USE_CLIENT_DEFAULT
+                    if wait_seconds is None
+                    else self._timeout + wait_seconds
+                ),
             )
         except httpx.HTTPError as exc:
             raise QueueUnavailable(
@@ -207,11 +217,16 @@ class HttpQueue(SingleItemVerbs):
         *,
         owner: str | None = None,
         started: bool = False,
+        wait_seconds: float = 0,
     ) -> list[Job]:
         """Lease up to ``max`` visible jobs for ``visibility_seconds``.
 
         The server records this client's token as the leases' owner; ``owner`` is ignored.
         As in-process, the jobs are not started until `start_many` (unless ``started``).
+        ``wait_seconds`` is a long poll: with nothing to lease, the server holds the request
+        until a job arrives (and answers with it within milliseconds) or the time is up; it
+        answers early, empty, when it shuts down. Cancelling a waiting pull closes its
+        connection: the server then gives back anything it leased for it.
         """
         body: dict[str, Any] = {
             "max": max,
@@ -220,7 +235,12 @@ class HttpQueue(SingleItemVerbs):
         }
         if worker_id is not None:
             body["workerId"] = worker_id
-        out = await self._request("POST", "/jobs/pull", wire.PullOut, body=body)
+        held = None
+        if wait_seconds:
+            body["waitSeconds"] = wait_seconds
+            if isinstance(wait_seconds, int | float) and 0 < wait_seconds <= HOUR:
+                held = float(wait_seconds)  # the server refuses more than its bound
+        out = await self._request("POST", "/jobs/pull", wire.PullOut, body=body, wait_seconds=held)
         return [_job(j) for j in out.jobs]
 
     async def renew_many(

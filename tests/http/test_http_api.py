@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+import sniffio
 import wsproto
 import wsproto.events as ws
 from http_helpers import ACME, ACME_WORKER, ADMIN, PRODUCER, TOKENS, WORKER, auth
@@ -797,27 +798,42 @@ async def test_metrics_can_require_a_token(tmp_path: Path) -> None:
     assert document["paths"]["/metrics"]["get"]["security"] == [{"bearer": []}, {"apiKey": []}]
 
 
+async def test_the_fastest_server_that_runs_on_the_event_loop_serves(served: Any) -> None:
+    system, client = served
+    # docs/decisions.md, "The ASGI server": uvicorn with httptools on asyncio, hypercorn on trio.
+    expected = {"asyncio": "uvicorn (httptools)", "trio": "hypercorn"}
+    assert system.http.served_by == expected[sniffio.current_async_library()]
+    assert (await client.get("/healthz")).status_code == 200
+
+
 async def test_a_crashed_server_is_restarted_by_its_supervisor_and_serves_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from actors.http import _server as server_module
 
-    real = server_module._serve_function
+    real = server_module._make_server
     crashes = 0
 
-    def crash_once() -> Any:
-        serve = real()
+    class FallsOver:
+        name = "falls over"
 
-        async def serve_or_crash(app: Any, config: Any, **kwargs: Any) -> None:
-            nonlocal crashes
-            if crashes == 0:
-                crashes += 1
-                raise RuntimeError("hypercorn fell over")
-            await serve(app, config, **kwargs)
+        async def serve(self) -> None:
+            raise RuntimeError("the server fell over")
 
-        return serve_or_crash
+        def stop(self) -> None:
+            pass
 
-    monkeypatch.setattr(server_module, "_serve_function", crash_once)
+        def close_now(self) -> None:
+            pass
+
+    def crash_once(app: Any, sock: Any) -> Any:
+        nonlocal crashes
+        if crashes == 0:
+            crashes += 1
+            return FallsOver()
+        return real(app, sock)
+
+    monkeypatch.setattr(server_module, "_make_server", crash_once)
     async with ActorSystem(make_config(tmp_path)) as system:
         first = system.http
         with anyio.fail_after(10):

@@ -54,6 +54,7 @@ from actors.queue._rows import (
     summary_from_row,
 )
 from actors.queue._rows import decode as _decode
+from actors.queue._waiting import PullWaits
 from actors.queue.base import (
     OwnedQueue,
     SingleItemVerbs,
@@ -68,6 +69,7 @@ from actors.queue.base import (
     check_new_job,
     check_optional_text,
     check_origins,
+    check_pull,
     check_range,
     check_text,
     check_visibility,
@@ -219,6 +221,7 @@ class PostgresQueue(SingleItemVerbs):
         seed: int | None,
         pool_size: int,
         fair: bool = True,
+        poll_interval_seconds: float = 1.0,
     ) -> None:
         self.dsn = dsn
         self.schema = schema
@@ -256,6 +259,7 @@ class PostgresQueue(SingleItemVerbs):
         self._controlled = False
         self._limited: list[str] = []
         self._controls_read_at = -math.inf
+        self._waits = PullWaits(self.on_enqueue, poll_interval_seconds)
 
     @property
     def where(self) -> str:
@@ -281,14 +285,18 @@ class PostgresQueue(SingleItemVerbs):
         seed: int | None = None,
         pool_size: int = 10,
         fair: bool = True,
+        poll_interval_seconds: float = 1.0,
     ) -> AsyncIterator[PostgresQueue]:
         """Connect (creating ``schema`` and migrating it as needed); close everything on exit.
 
         ``schema`` selects the PostgreSQL schema that holds the tables (default: the DSN's
         ``search_path``, else ``public``); ``password`` defaults to libpq's PGPASSWORD.
         ``fair``: pulls serve tenants in turns (`pull`); else the highest priority first.
+        ``poll_interval_seconds``: how often a waiting pull claims again for jobs no NOTIFY
+        announced (a delayed job coming due, a lease given back, a gap in the listening).
         """
         check_range("max_attempts", max_attempts, 1, MAX_ATTEMPTS)
+        check_range("poll_interval_seconds", poll_interval_seconds, 0.001, 3600)
         check_range("max_payload_bytes", max_payload_bytes, 1, 64 * 1024 * 1024)
         check_range("pool_size", pool_size, 1, 1000)
         if schema is not None and not schema.replace("_", "").isalnum():
@@ -304,6 +312,7 @@ class PostgresQueue(SingleItemVerbs):
             seed=seed,
             pool_size=pool_size,
             fair=fair,
+            poll_interval_seconds=poll_interval_seconds,
         )
         try:
             await queue._bridge.call(queue._start(password))
@@ -354,6 +363,7 @@ class PostgresQueue(SingleItemVerbs):
         if self._closed:
             return
         self._closed = True
+        self._waits.close()
         await self._bridge.drain()
         with contextlib.suppress(Exception):
             await self._bridge.call(self._stop())
@@ -674,29 +684,35 @@ class PostgresQueue(SingleItemVerbs):
         *,
         owner: str | None = None,
         started: bool = False,
+        wait_seconds: float = 0,
     ) -> list[Job]:
         """Lease up to ``max`` visible jobs for ``visibility_seconds``: tenants in turns (fair),
         each tenant's highest priority first; nothing paused, nothing past a tenant's limits.
 
         ``owner`` names the principal taking the leases (recorded as ``lease_owner``): only it
         may settle them by id alone (`ack_ids`). ``started`` marks them started at once, for a
-        caller that never calls `start_many`.
+        caller that never calls `start_many`. With nothing to lease, ``wait_seconds`` (at most
+        `MAX_PULL_WAIT_SECONDS`) waits for a job to arrive, enqueued here or by any process
+        (NOTIFY), and leases it at once (`PullWaits`); it holds no connection while it waits.
         """
-        check_range("max", max, 1, MAX_PULL)
-        check_visibility(visibility_seconds)
-        check_optional_text("worker_id", worker_id)
-        check_optional_text("owner", owner)
-        jobs = await self._claim(max, visibility_seconds, worker_id, owner, started)
-        if self._fair and 0 < len(jobs) < max and len({j.tenant_id for j in jobs}) > 1:
-            # Some tenant may have had fewer jobs than its share of this claim: the rest of it
-            # goes to those that have more, still in turns (one more claim, no more).
-            jobs += await self._claim(
-                max - len(jobs), visibility_seconds, worker_id, owner, started
-            )
-        if self._fair and jobs:
-            self._cursor = _last_served(self._cursor, {j.tenant_id for j in jobs})
-        jobs.sort(key=lambda j: (-j.priority, j.available_at, j.id))
-        return jobs
+        check_pull(max, visibility_seconds, worker_id, owner, wait_seconds)
+
+        async def claim_now() -> list[Job]:
+            jobs = await self._claim(max, visibility_seconds, worker_id, owner, started)
+            if self._fair and 0 < len(jobs) < max and len({j.tenant_id for j in jobs}) > 1:
+                # Some tenant may have had fewer jobs than its share of this claim: the rest of
+                # it goes to those that have more, still in turns (one more claim, no more).
+                jobs += await self._claim(
+                    max - len(jobs), visibility_seconds, worker_id, owner, started
+                )
+            if self._fair and jobs:
+                self._cursor = _last_served(self._cursor, {j.tenant_id for j in jobs})
+            jobs.sort(key=lambda j: (-j.priority, j.available_at, j.id))
+            return jobs
+
+        if wait_seconds == 0:
+            return await claim_now()
+        return await self._waits.pull(claim_now, wait_seconds)
 
     async def _claim(
         self,

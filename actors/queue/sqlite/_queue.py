@@ -7,7 +7,7 @@ import functools
 import math
 import random
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -17,6 +17,7 @@ import anyio.to_thread
 from actors.bounds import DEFAULT_MAX_PAYLOAD_BYTES
 from actors.log import get_logger
 from actors.queue._rows import ByOwner
+from actors.queue._waiting import PullWaits
 from actors.queue.base import (
     OwnedQueue,
     SingleItemVerbs,
@@ -91,6 +92,7 @@ class SQLiteQueue(SingleItemVerbs):
         backoff: Backoff,
         seed: int | None,
         fair: bool = True,
+        poll_interval_seconds: float = 1.0,
     ) -> None:
         self.path = path
         self._writer = writer
@@ -105,6 +107,7 @@ class SQLiteQueue(SingleItemVerbs):
         self._on_cancel: list[Callable[[], object]] = []
         # Fair claims' place in the round of tenants (used only on the writer thread).
         self._rotation = store.Rotation() if fair else None
+        self._waits = PullWaits(self.on_enqueue, poll_interval_seconds)
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -120,12 +123,17 @@ class SQLiteQueue(SingleItemVerbs):
         seed: int | None = None,
         busy_timeout_seconds: float = 10.0,
         fair: bool = True,
+        poll_interval_seconds: float = 1.0,
     ) -> AsyncIterator[SQLiteQueue]:
         """Open (creating and migrating as needed) the queue in ``path``; close it on exit.
 
         ``fair``: pulls serve tenants in turns (`pull`); else the highest priority first.
+        ``poll_interval_seconds``: how often a waiting pull (``wait_seconds``) claims again
+        for jobs no enqueue through this object announced (another process's, a delayed job
+        coming due, a lease given back).
         """
         check_open(max_attempts, max_payload_bytes)
+        check_range("poll_interval_seconds", poll_interval_seconds, 0.001, 3600)
         path = Path(path)
         connect = functools.partial(
             schema.connect, path, durability=durability, busy_timeout_seconds=busy_timeout_seconds
@@ -144,6 +152,7 @@ class SQLiteQueue(SingleItemVerbs):
             backoff=backoff or Backoff(),
             seed=seed,
             fair=fair,
+            poll_interval_seconds=poll_interval_seconds,
         )
         try:
             yield queue
@@ -153,6 +162,7 @@ class SQLiteQueue(SingleItemVerbs):
 
     async def aclose(self) -> None:
         """Commit what was submitted, stop the writer thread and close every connection."""
+        self._waits.close()
         await self._writer.aclose()
         await self._checkpointer.aclose()
         self._readers.close()
@@ -202,6 +212,7 @@ class SQLiteQueue(SingleItemVerbs):
         *,
         owner: str | None = None,
         started: bool = False,
+        wait_seconds: float = 0,
     ) -> list[Job]:
         """Lease up to ``max`` visible jobs for ``visibility_seconds``: tenants in turns (fair),
         each tenant's highest priority first; nothing paused, nothing past a tenant's limits.
@@ -209,21 +220,28 @@ class SQLiteQueue(SingleItemVerbs):
         ``owner`` names the principal taking the leases (recorded as ``lease_owner``): only it
         may settle them by id alone (`ack_ids`). ``started`` marks them started at once, for a
         caller that never calls `start_many` (else a job that kills it never runs out of
-        attempts).
+        attempts). With nothing to lease, ``wait_seconds`` (at most `MAX_PULL_WAIT_SECONDS`)
+        waits for a job to arrive and leases it at once (`PullWaits`).
         """
-        check_pull(max, visibility_seconds, worker_id, owner)
-        return await self._writer.run(
-            lambda conn: store.pull(
-                conn,
-                self._clock.time(),
-                max,
-                visibility_seconds,
-                worker_id,
-                owner,
-                started,
-                self._rotation,
+        check_pull(max, visibility_seconds, worker_id, owner, wait_seconds)
+
+        def claim() -> Awaitable[list[Job]]:
+            return self._writer.run(
+                lambda conn: store.pull(
+                    conn,
+                    self._clock.time(),
+                    max,
+                    visibility_seconds,
+                    worker_id,
+                    owner,
+                    started,
+                    self._rotation,
+                )
             )
-        )
+
+        if wait_seconds == 0:
+            return await claim()
+        return await self._waits.pull(claim, wait_seconds)
 
     async def renew_many(
         self, leases: Sequence[tuple[int, str]], visibility_seconds: float
