@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 
 from actors.bounds import MAX_PULL_WAITERS
+from actors.errors import QueueClosed
 from actors.queue.model import Job
 
 __all__ = ["PullWaits"]
@@ -63,7 +64,14 @@ class PullWaits:
                     self._bell = anyio.Event()
                 bell = self._bell
                 with anyio.CancelScope(shield=True):
-                    jobs = await claim()
+                    try:
+                        jobs = await claim()
+                    except QueueClosed:
+                        if not self._closed:
+                            raise
+                        # Closed during the claim (a claim may take several steps, the first
+                        # before the close): a waiting pull ends empty, as promised.
+                        return []
                 left = deadline - anyio.current_time()
                 if jobs or left <= 0 or self._closed:
                     return jobs
