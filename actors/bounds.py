@@ -34,6 +34,8 @@ __all__ = [
     "MAX_PAYLOAD_BYTES_LIMIT",
     "MAX_PRIORITY",
     "MAX_PULL",
+    "MAX_PULL_WAITERS",
+    "MAX_PULL_WAIT_SECONDS",
     "MAX_RETENTION_SECONDS",
     "MAX_SCHEDULES_PER_TENANT",
     "MAX_TENANT_LEASED",
@@ -67,6 +69,7 @@ __all__ = [
     "Port",
     "Priority",
     "PullSize",
+    "PullWait",
     "Retention",
     "ScheduleCron",
     "ScheduleGrace",
@@ -103,6 +106,13 @@ MAX_VISIBILITY_SECONDS = HOUR
 MAX_DELAY_SECONDS = DAY
 # One pull leases at most this many jobs; more would hold the write lock for too long.
 MAX_PULL = 1000
+# A pull waits at most this long for a job to arrive (a long poll): under the idle timeouts of
+# common proxies and load balancers (30 s and more), so a waiting pull is not cut off; a worker
+# that wants to wait longer pulls again.
+MAX_PULL_WAIT_SECONDS = 20.0
+# At most this many pulls of one queue object wait at once; a pull beyond them answers at once,
+# as a pull that does not wait (every enqueue wakes every waiting pull, which then claims again).
+MAX_PULL_WAITERS = 256
 # One page of a listing (jobs or runs) holds at most this many items.
 MAX_PAGE = 1000
 # One batch call (enqueue_many, ack_many, ...) carries at most this many items, for the same
@@ -162,6 +172,8 @@ Delay = Annotated[float, Meta(ge=0, le=MAX_DELAY_SECONDS)]
 JobTimeout = Annotated[float, Meta(ge=MIN_TIMEOUT_SECONDS, le=MAX_TIMEOUT_SECONDS)]
 #: How many jobs one pull leases.
 PullSize = Annotated[int, Meta(ge=1, le=MAX_PULL)]
+#: How long a pull may wait for a job when none is available (0: it answers at once).
+PullWait = Annotated[float, Meta(ge=0, le=MAX_PULL_WAIT_SECONDS)]
 #: How many acks one ack call carries.
 AckBatch = Annotated[int, Meta(ge=1, le=MAX_BATCH)]
 LeaseToken = Annotated[str, Meta(max_length=MAX_LEASE_TOKEN_CHARS)]

@@ -29,6 +29,7 @@ from actors.bounds import (
     Port,
     Priority,
     PullSize,
+    PullWait,
     Retention,
     ScheduleCron,
     ScheduleGrace,
@@ -112,6 +113,9 @@ class QueueConfig(_Table, frozen=True):
     retry_base_seconds: Delay = 1.0
     retry_cap_seconds: Delay = 300.0
     poll_interval_seconds: Interval = 1.0
+    # backend = "http": an idle worker's pull waits at the server this long for a job (a long
+    # poll, answered as soon as one is enqueued); 0 polls every poll_interval_seconds instead.
+    pull_wait_seconds: PullWait = 20.0
     reap_interval_seconds: Interval = 5.0
     # Finished jobs older than this are purged on a schedule; 0 keeps them forever.
     retention_seconds: Retention = 7 * 24 * 3600.0

@@ -177,8 +177,9 @@ class LeaseLost(QueueError):
 
     ``reason`` is one of ``"expired"`` (the lease ran out; nobody holds the job yet),
     ``"superseded"`` (the job was leased again under a new token), ``"finished"`` (the job
-    is already done or failed) or ``"not_leased"`` (the job is pending again: released,
-    retried or reaped).
+    is already done or failed), ``"not_leased"`` (the job is pending again: released,
+    retried or reaped) or ``"cancelled"`` (the job was cancelled: stop working on it; the call
+    that was refused ended it ``cancelled`` if its lease was marked).
     """
 
     def __init__(self, job_id: int, reason: str, message: str) -> None:

@@ -300,7 +300,10 @@ def route_table(*, metrics_open: bool = True) -> tuple[Route[Any] | Socket, ...]
                 Param(
                     "status",
                     "query",
-                    {"type": "string", "enum": ["pending", "leased", "done", "failed"]},
+                    {
+                        "type": "string",
+                        "enum": ["pending", "leased", "done", "failed", "cancelled"],
+                    },
                 ),
                 Param("runId", "query", _TEXT),
                 Param("tenantId", "query", _TEXT),
@@ -309,6 +312,26 @@ def route_table(*, metrics_open: bool = True) -> tuple[Route[Any] | Socket, ...]
                 # An imported job's origin (d1:<id>, kv:<id>): that job alone.
                 Param("origin", "query", _TEXT),
             ),
+        ),
+        Route(
+            "POST",
+            "/jobs/cancel",
+            Jobs.cancel_jobs,
+            PRODUCER,
+            "cancel jobs: a pending one now, a leased one when its worker stops (producer: "
+            "its tenant's jobs)",
+            body=wire.CancelIn,
+            response=wire.CancelOut,
+        ),
+        Route(
+            "POST",
+            "/jobs/{job_id:int}/cancel",
+            Jobs.cancel_job,
+            PRODUCER,
+            "cancel one job (producer: its tenant's); 404 for another tenant's",
+            response=wire.CancelOut,
+            params=(JOB_ID,),
+            body_required=False,
         ),
         Route(
             "GET",
@@ -375,6 +398,17 @@ def route_table(*, metrics_open: bool = True) -> tuple[Route[Any] | Socket, ...]
             "a run's state",
             response=wire.RunOut,
             params=(RUN_ID,),
+        ),
+        Route(
+            "POST",
+            "/runs/{run_id}/cancel",
+            Runs.cancel_run,
+            PRODUCER,
+            "cancel every unfinished job of the run (producer: its tenant's runs); 404 for "
+            "another tenant's",
+            response=wire.RunCancelOut,
+            params=(RUN_ID,),
+            body_required=False,
         ),
         Route(
             "POST",

@@ -208,6 +208,11 @@ class PipelineTree:
                 ctx=ctx,
                 draining=lambda: self.draining,
                 window=lease_window,
+                # A remote queue's pull waits at the server for a job (a long poll); a queue
+                # opened here wakes on its own enqueues, or NOTIFY, and polls for the rest.
+                long_poll_seconds=(
+                    config.queue.pull_wait_seconds if config.queue.backend == "http" else 0
+                ),
             )
             return self.lease_manager
 
@@ -368,7 +373,7 @@ class PipelineTree:
     async def _on_committed(self, events: list[RunEvent]) -> None:
         """Tell each event's run room (started on demand); a full room inbox drops the event."""
         for event in events:
-            if self._runs_seen is not None and event.kind in ("done", "failed"):
+            if self._runs_seen is not None and event.kind in ("done", "failed", "cancelled"):
                 self._runs_seen.add(event.run_id)
             try:
                 room = await self.rooms.get_or_start(room_id(event.run_id))

@@ -31,6 +31,7 @@ from actors.bounds import (
     MAX_PAYLOAD_BYTES_LIMIT,
     MAX_PRIORITY,
     MAX_PULL,
+    MAX_PULL_WAIT_SECONDS,
     MAX_TENANT_LEASED,
     MAX_TENANT_RATE,
     MAX_TICKS_PER_FIRE,
@@ -57,6 +58,7 @@ from actors.queue.model import (
     NewSchedule,
     Page,
     QueueControls,
+    RunCancel,
     RunSummary,
     Schedule,
     ScheduleFiring,
@@ -70,6 +72,7 @@ __all__ = [
     "SingleItemVerbs",
     "check_ack",
     "check_batch",
+    "check_cancel",
     "check_delay",
     "check_imported",
     "check_json",
@@ -94,7 +97,7 @@ __all__ = [
     "tick_job",
 ]
 
-STATUSES = ("pending", "leased", "done", "failed")
+STATUSES = ("pending", "leased", "done", "failed", "cancelled")
 
 
 @runtime_checkable
@@ -136,6 +139,7 @@ class Queue(Protocol):
         *,
         owner: str | None = None,
         started: bool = False,
+        wait_seconds: float = 0,
     ) -> list[Job]: ...
 
     async def start_many(self, leases: Sequence[tuple[int, str]]) -> list[LeaseResult]: ...
@@ -176,6 +180,14 @@ class Queue(Protocol):
     ) -> list[AckResult]: ...
 
     # operators
+    async def cancel_many(
+        self, job_ids: Sequence[int], *, tenant_id: str | None = None
+    ) -> list[ItemResult]: ...
+
+    async def cancel_run(self, run_id: str, *, tenant_id: str | None = None) -> RunCancel: ...
+
+    def on_cancel(self, callback: Callable[[], object]) -> Callable[[], None]: ...
+
     async def reap(self) -> int: ...
 
     async def requeue(
@@ -435,6 +447,15 @@ def check_json(name: str, value: object, max_payload_bytes: int) -> bytes | None
     return encoded
 
 
+def check_cancel(job_ids: Sequence[int], tenant_id: str | None) -> None:
+    """Refuse a cancel of too many jobs, of ids that are not integers, or for a bad tenant."""
+    check_batch("job_ids", job_ids)
+    for job_id in job_ids:
+        if not isinstance(job_id, int) or isinstance(job_id, bool):
+            raise InvalidArgument(f"job ids are integers, not {job_id!r}")
+    check_optional_text("tenant_id", tenant_id)
+
+
 def check_open(max_attempts: int, max_payload_bytes: int) -> None:
     """Refuse a backend's options out of bounds when it opens."""
     check_range("max_attempts", max_attempts, 1, MAX_ATTEMPTS)
@@ -442,13 +463,19 @@ def check_open(max_attempts: int, max_payload_bytes: int) -> None:
 
 
 def check_pull(
-    max: int, visibility_seconds: float, worker_id: str | None, owner: str | None
+    max: int,
+    visibility_seconds: float,
+    worker_id: str | None,
+    owner: str | None,
+    wait_seconds: float = 0,
 ) -> None:
-    """Refuse a pull of too few or too many jobs, for a bad lease length, or by a bad name."""
+    """Refuse a pull of too few or too many jobs, for a bad lease length, by a bad name, or
+    that would wait too long."""
     check_range("max", max, 1, MAX_PULL)
     check_visibility(visibility_seconds)
     check_optional_text("worker_id", worker_id)
     check_optional_text("owner", owner)
+    check_range("wait_seconds", wait_seconds, 0, MAX_PULL_WAIT_SECONDS)
 
 
 def check_page(limit: int) -> None:

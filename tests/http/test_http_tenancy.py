@@ -242,6 +242,8 @@ async def test_another_tenants_job_run_and_events_answer_like_ones_that_do_not_e
         ("GET", "/runs/rt", "/runs/nope", "'rt'", "'nope'"),
         ("GET", "/runs/rt/events", "/runs/nope/events", "'rt'", "'nope'"),
         ("POST", "/runs/rt/stream-token", "/runs/nope/stream-token", "'rt'", "'nope'"),
+        ("POST", f"/jobs/{theirs.id}/cancel", "/jobs/987654/cancel", str(theirs.id), "987654"),
+        ("POST", "/runs/rt/cancel", "/runs/nope/cancel", "'rt'", "'nope'"),
     ]
     for method, existing, missing, ident_a, ident_b in probes:
         a = await client.request(method, existing, headers=auth(ACME))
@@ -631,3 +633,46 @@ async def test_a_scoped_token_cannot_squat_another_tenants_schedule_runs(
         r2Key="acme/notes.txt",
     )
     assert own.status_code == 200, own.text
+
+
+# --- cancelling ------------------------------------------------------------------------------
+
+
+async def test_a_scoped_producer_cancels_its_own_tenants_jobs_and_no_one_elses(
+    served: Any,
+) -> None:
+    system, client = served
+    theirs = await system.enqueue("rt", "t1", "t1/rt/a.txt")
+    mine = await system.enqueue("ra", "acme", "acme/ra/a.txt")
+    mine_too = await system.enqueue("ra", "acme", "acme/ra/b.txt")
+    # A batch naming another tenant's job: that one answers as missing, untouched.
+    response = await client.post(
+        "/jobs/cancel", json={"ids": [theirs.id, mine.id]}, headers=auth(ACME)
+    )
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [(r["id"], r["ok"], r["outcome"]) for r in results] == [
+        (theirs.id, False, "not_found"),
+        (mine.id, True, "cancelled"),
+    ]
+    assert results[0]["job"] is None  # nothing of the other tenant's job shows
+    assert (await system.queue.get(theirs.id)).status == "pending"
+    # Naming another tenant outright is refused; a worker may not cancel at all.
+    other = await client.post(
+        "/jobs/cancel", json={"ids": [theirs.id], "tenantId": "t1"}, headers=auth(ACME)
+    )
+    assert other.status_code == 403
+    worker = await client.post("/jobs/cancel", json={"ids": [theirs.id]}, headers=auth(WORKER))
+    assert worker.status_code == 403
+    assert (await client.post(f"/jobs/{theirs.id}/cancel", headers=auth(ACME))).status_code == 404
+    assert (await client.post("/runs/rt/cancel", headers=auth(ACME))).status_code == 404
+    assert (await system.queue.get(theirs.id)).status == "pending"
+    # Its own run: every unfinished job.
+    run = await client.post("/runs/ra/cancel", headers=auth(ACME))
+    assert run.status_code == 200, run.text
+    assert run.json() == {"success": True, "runId": "ra", "cancelled": 1, "cancelRequested": 0}
+    assert (await system.queue.get(mine_too.id)).status == "cancelled"
+    # An unscoped admin may cancel anything.
+    admin = await client.post(f"/jobs/{theirs.id}/cancel", headers=auth(ADMIN))
+    assert admin.status_code == 200, admin.text
+    assert admin.json()["results"][0]["outcome"] == "cancelled"
