@@ -24,6 +24,7 @@ from actors.queue.model import (
     RunStatus,
     RunSummary,
     Stats,
+    Throughput,
 )
 from actors.queue.sqlite import SQLiteQueue
 from actors.queue.sqlite.schema import LATEST_VERSION, Durability
@@ -52,4 +53,5 @@ __all__ = [
     "RunSummary",
     "SQLiteQueue",
     "Stats",
+    "Throughput",
 ]

@@ -46,6 +46,7 @@ from actors.queue.model import (
     Page,
     RunSummary,
     Stats,
+    Throughput,
 )
 
 __all__ = [
@@ -186,15 +187,23 @@ class Queue(Protocol):
 @runtime_checkable
 class OwnedQueue(Queue, Protocol):
     """A queue this process opened on its own storage (SQLite, PostgreSQL), not over HTTP: it
-    also claims maintenance rounds (reap and purge run here) and lists runs."""
+    also claims maintenance rounds (reap and purge run here), lists runs and counts the jobs
+    finished per minute (the dashboard's throughput)."""
 
     async def claim_maintenance(
         self, task: str, interval_seconds: float, owner: str | None = None
     ) -> MaintenanceClaim: ...
 
     async def list_runs(
-        self, tenant_id: str | None = None, limit: int = 100, cursor: str | None = None
+        self,
+        tenant_id: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+        *,
+        newest_first: bool = False,
     ) -> Page[RunSummary]: ...
+
+    async def throughput(self, since: float) -> list[Throughput]: ...
 
 
 class SingleItemVerbs:

@@ -22,6 +22,7 @@ __all__ = [
     "RunStatus",
     "RunSummary",
     "Stats",
+    "Throughput",
 ]
 
 
@@ -168,6 +169,16 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def total(self) -> int:
         return self.pending + self.leased + self.done + self.failed
+
+
+class Throughput(msgspec.Struct, frozen=True, kw_only=True):
+    """How many jobs finished in one minute: ``minute`` is its start (seconds since the epoch,
+    a multiple of 60, on the queue's clock), ``done`` and ``failed`` the jobs that finished in
+    it that way and are still in the queue (a purged job no longer counts)."""
+
+    minute: float
+    done: int
+    failed: int
 
 
 class MaintenanceClaim(msgspec.Struct, frozen=True, kw_only=True):
