@@ -196,6 +196,8 @@ class HttpConfig(_Table, frozen=True):
     metrics: Literal["open", "token"] = "open"
     # How long an upload URL from /uploads/create stays valid.
     upload_url_seconds: UploadUrlSeconds = 3600.0
+    # How long a dashboard sign-in (/ui) lasts before the token must be given again.
+    session_seconds: Annotated[float, Meta(ge=60, le=30 * 86400)] = 8 * 3600.0
 
 
 class LogConfig(_Table, frozen=True):
@@ -236,6 +238,8 @@ class Secrets(msgspec.Struct, kw_only=True, frozen=True):
     api_token: Secret | None = None  # JWT_SECRET or EDGE_API_TOKEN (the seed's one secret)
     pg_password: Secret | None = None  # PGPASSWORD
     http_tokens: Secret | None = None  # ACTORS_TOKENS="token:role[:tenant],..." (http/auth.py)
+    # ACTORS_SESSION_KEYS="new,old": the dashboard's cookie keys, the first signing (http/_ui.py)
+    session_keys: Secret | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Secrets:
@@ -252,6 +256,7 @@ class Secrets(msgspec.Struct, kw_only=True, frozen=True):
             api_token=get("JWT_SECRET", "EDGE_API_TOKEN"),
             pg_password=get("PGPASSWORD"),
             http_tokens=get("ACTORS_TOKENS"),
+            session_keys=get("ACTORS_SESSION_KEYS"),
         )
 
 

@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.routing import BaseRoute, Mount, WebSocketRoute
 from starlette.routing import Route as StarletteRoute
 from starlette.websockets import WebSocket
 
@@ -24,6 +24,8 @@ from actors.http._openapi import openapi_document
 from actors.http._operations import Operations
 from actors.http._routes import Resource, Route, Socket, route_table
 from actors.http._runs import Runs
+from actors.http._session import Sessions
+from actors.http._ui import Dashboard
 from actors.http._uploads import Uploads
 from actors.log import get_logger
 
@@ -53,11 +55,12 @@ def create_app(
     signer = Signer()
     gate = Gate(tokens if tokens is not None else Tokens.from_config(config), host.clock, signer)
     metrics_open = config.http.metrics == "open"
+    jobs, runs = Jobs(host, metrics), Runs(host, gate)
     resources: list[Resource] = [
         Operations(host, metrics, openapi_document(metrics_open=metrics_open)),
-        Jobs(host, metrics),
+        jobs,
         Uploads(host, signer),
-        Runs(host, gate),
+        runs,
     ]
     limit = config.http.max_body_bytes
     routes: list[BaseRoute] = []
@@ -83,6 +86,10 @@ def create_app(
             response.headers.update(exc.headers)
         return response
 
+    # The dashboard: pages over the same resources, behind the same gate (a session's
+    # principal is checked against the API route each page or action mirrors).
+    dashboard = Dashboard(host, gate, jobs, runs, Sessions(gate.tokens, host.clock, config))
+    routes.append(Mount("/ui", routes=dashboard.routes(), name="ui"))
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
     app.state.metrics = metrics
     return app
