@@ -129,8 +129,10 @@ class Dashboard:
             Route("/sign-in", self.sign_in, methods=["GET", "POST"], name="sign_in"),
             Route("/sign-out", self._action(self.sign_out), methods=["POST"], name="sign_out"),
             Route("/runs", self._page(self.runs), name="runs"),
-            Route("/runs/{run_id}", self._page(self.run), name="run"),
-            Route("/runs/{run_id}/events", self._stream(self.run_events), name="run_events"),
+            # Run ids may hold "/": the events route is tried first (a run named ".../events"
+            # is shown by the runs list, not at its own address).
+            Route("/runs/{run_id:path}/events", self._stream(self.run_events), name="run_events"),
+            Route("/runs/{run_id:path}", self._page(self.run), name="run"),
             Route("/jobs", self._page(self.jobs), name="jobs"),
             Route("/jobs/{job_id:int}", self._page(self.job), name="job"),
             Route("/requeue", self._action(self.requeue), methods=["POST"], name="requeue"),
@@ -205,8 +207,7 @@ class Dashboard:
         code: int = 200,
         **context: Any,
     ) -> Response:
-        def url(name: str, /, **params: Any) -> str:
-            return str(request.url_for(f"ui:{name}", **params).path)
+        url = _url_maker(request)
 
         def static(name: str) -> str:
             return f"{url('static', path=name)}?v={self._versions.get(name, '0')}"
@@ -225,9 +226,7 @@ class Dashboard:
     def _fragment(self, template: str, request: Request, **context: Any) -> bytes:
         """One server-sent event whose data is a template's HTML, for a live region."""
 
-        def url(name: str, /, **params: Any) -> str:
-            return str(request.url_for(f"ui:{name}", **params).path)
-
+        url = _url_maker(request)
         html = self._env.get_template(template).render(
             url=url, now=self._host.clock.time(), **context
         )
@@ -639,6 +638,20 @@ async def _form(request: Request) -> FormData:
     except (UnicodeDecodeError, ValueError):
         raise ApiError(400, "bad_form", "the form could not be read") from None
     return FormData(fields)
+
+
+def _url_maker(request: Request) -> Callable[..., str]:
+    """``url(name, **params)``: the path of a dashboard route, its parameters percent-encoded
+    (a run id may hold "/", "?" or "#")."""
+
+    def url(name: str, /, **params: Any) -> str:
+        quoted = {
+            k: urllib.parse.quote(v, safe="/") if isinstance(v, str) else v
+            for k, v in params.items()
+        }
+        return str(request.url_for(f"ui:{name}", **quoted).path)
+
+    return url
 
 
 def _cookie_path(request: Request) -> str:

@@ -38,6 +38,9 @@ DESKTOP = (1280, 900)
 PHONE = (390, 844)
 WAIT = 30.0
 
+# Real processes and a browser: seconds per test, outside the development loop (CI runs them).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:
@@ -185,6 +188,18 @@ def test_signing_in_with_a_token_opens_the_overview_and_a_wrong_token_does_not(
     cookie = browser.get_cookie("actors_session")
     assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
     assert browser.execute_script("return document.cookie") == ""  # invisible to scripts
+
+
+def test_the_overview_counts_a_new_outcome_without_a_reload(
+    browser: WebDriver, site: Site, console: Callable[[str], None]
+) -> None:
+    browser.get(site.url + "/ui/")
+    count = "document.querySelector('[data-count=failed]').textContent"
+    before = int(live(browser, count))
+    browser.execute_script("window.notReloaded = true")
+    site.enqueue(ADMIN, [{"runId": "overview-run", "tenantId": "acme", "r2Key": "acme/none"}])
+    wait_for(browser, lambda d: int(live(d, count)) == before + 1, "the failed count to grow")
+    assert live(browser, "window.notReloaded") is True
 
 
 def test_a_run_submitted_through_the_api_reaches_done_on_its_page_without_a_reload(
