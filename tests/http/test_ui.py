@@ -14,13 +14,15 @@ from typing import Any
 import httpx
 import pytest
 from http_helpers import ACME, ADMIN, PRODUCER, WORKER, auth
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Mount
 from test_http_api import make_config
 
 from actors.config import Secret, Secrets
 from actors.errors import ConfigError
-from actors.http import Tokens
+from actors.http import Tokens, create_app
 from actors.http._session import COOKIE, Sessions
 from actors.system import ActorSystem
 from supervisors.clock import FakeClock
@@ -338,3 +340,21 @@ dist.run_command("build_py")
     for folder in ("templates", "static"):
         files = sorted(p.name for p in (source / folder).iterdir() if p.is_file())
         assert files and sorted(p.name for p in (shipped / folder).iterdir()) == files
+
+
+async def test_the_dashboard_works_where_a_host_app_mounts_the_api(served: Any) -> None:
+    system, _ = served
+    host = Starlette(routes=[Mount("/ops", app=create_app(system))])
+    transport = httpx.ASGITransport(app=host)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        signed = await client.post(
+            "/ops/ui/sign-in", data={"token": ADMIN}, headers={"origin": "http://testserver"}
+        )
+        assert signed.status_code == 303
+        assert signed.headers["location"] == "http://testserver/ops/ui/"
+        assert "Path=/ops/ui" in signed.headers["set-cookie"]
+        page = await client.get("/ops/ui/")
+        assert page.status_code == 200
+        assert 'href="/ops/ui/runs"' in page.text and "/ops/ui/static/dashboard.css?v=" in page.text
+        css = await client.get("/ops/ui/static/dashboard.css")
+        assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
