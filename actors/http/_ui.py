@@ -40,7 +40,7 @@ from actors.http._runs import Runs
 from actors.http._session import Session, Sessions
 from actors.log import get_logger
 from actors.queue.base import STATUSES, OwnedQueue
-from actors.queue.model import Job, JobStatus, RunSummary
+from actors.queue.model import Job, JobStatus, RunSummary, Throughput
 
 __all__ = ["Dashboard"]
 
@@ -56,6 +56,9 @@ _SCAN_PAGES = 5
 # before the browser reconnects (and the session is checked again).
 OVERVIEW_SECONDS = 2.0
 STREAM_SECONDS = 300.0
+# The throughput chart is read at most this often, whoever watches: the read scans an hour of
+# finished jobs (about 190 ms at 100,000 on SQLite, docs/benchmarks.md "Dashboard").
+THROUGHPUT_SECONDS = 10.0
 # Strings and lists in a payload or result longer than these are folded on the job page.
 _FOLD_CHARS = 240
 _FOLD_ITEMS = 12
@@ -113,6 +116,7 @@ class Dashboard:
         self._env.filters.update(
             when=_when, ago=_ago, duration=_duration, number=_number, metric=_metric
         )
+        self._throughput: tuple[float, list[Throughput]] | None = None
         # Static files are named with a hash of their content: a new version is a new URL.
         static = resources.files("actors.http") / "static"
         self._versions = {
@@ -336,7 +340,11 @@ class Dashboard:
                         counts[name] += getattr(run, name)
         chart = None
         if wide and isinstance(queue, OwnedQueue):
-            chart = _chart(await mapped(queue.throughput(max(0.0, now - 3600))), now)
+            cached = self._throughput
+            if cached is None or not 0 <= now - cached[0] < THROUGHPUT_SECONDS:
+                cached = (now, await mapped(queue.throughput(max(0.0, now - 3600))))
+                self._throughput = cached
+            chart = _chart(cached[1], now)
         leased = await self._jobs.page(principal, "leased", None, None, 1000, None)
         workers: dict[str, dict[str, Any]] = {}
         for job in leased.items:
@@ -706,7 +714,7 @@ def _progress(
     }
 
 
-def _chart(buckets: list[Any], now: float) -> dict[str, Any]:
+def _chart(buckets: list[Throughput], now: float) -> dict[str, Any]:
     """The last hour's throughput as 60 bars (done stacked on failed), scaled to the busiest."""
     this_minute = math.floor(now / 60) * 60
     by_minute = {b.minute: b for b in buckets}
