@@ -142,6 +142,8 @@ class Dashboard:
             Route("/requeue", self._action(self.requeue), methods=["POST"], name="requeue"),
             Route("/purge", self._action(self.purge), methods=["POST"], name="purge"),
             Mount("/static", StaticFiles(packages=[("actors.http", "static")]), name="static"),
+            # Anything else under the dashboard is a page that does not exist (not JSON).
+            Route("/{rest:path}", self._page(self.not_found), methods=["GET"], name="missing"),
         ]
 
     # --- the wrappers: sessions, errors, headers ------------------------------------------
@@ -164,6 +166,9 @@ class Dashboard:
                 return _secure(await handler(request, session))
             except ApiError as exc:
                 return _secure(Response(exc.message, exc.status, media_type="text/plain"))
+            except Exception:  # a bug: the traceback in the log, nothing in the answer
+                log.exception("ui.unhandled", path=request.url.path, method=request.method)
+                return _secure(Response("the dashboard failed", 500, media_type="text/plain"))
 
         return endpoint
 
@@ -241,6 +246,9 @@ class Dashboard:
 
     def _check(self, principal: Principal, route: str) -> None:
         self._gate.check(principal, self._api[route])
+
+    async def not_found(self, request: Request, session: Session) -> Response:
+        raise ApiError(404, "not_found", "there is no such page in the dashboard")
 
     # --- sign-in ---------------------------------------------------------------------------
 

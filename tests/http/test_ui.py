@@ -249,6 +249,9 @@ async def test_a_tenant_scoped_session_sees_and_streams_only_its_tenants_runs_an
             guess.replace("globex-run", "no-run").replace(str(theirs), "999999")
         )
         assert r.status_code == missing.status_code == 404, guess
+    for nonsense in ("/ui/jobs/not-a-number", "/ui/nothing/here"):
+        r = await browser.client.get(nonsense)
+        assert r.status_code == 404 and "<h1>Not found</h1>" in r.text, nonsense
     # The queue-wide figures (the stats route refuses a scoped token) are not shown either.
     assert "Throughput" in (overview := (await browser.client.get("/ui/")).text)
     assert "needs a token that is not limited to one tenant" in overview
