@@ -362,6 +362,7 @@ class Dashboard:
             seen["until"] = max(seen["until"], job.lease_expires_at or 0.0)
         return {
             "labels": _COUNT_LABELS,
+            "runs_counted": PAGE,
             "wide": wide,
             "counts": counts,
             "scheduled": scheduled,
