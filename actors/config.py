@@ -20,6 +20,7 @@ from actors.bounds import (
     Attempts,
     Count,
     Delay,
+    IdText,
     Interval,
     JobTimeout,
     MaintenanceInterval,
@@ -37,6 +38,7 @@ from actors.errors import ConfigError
 __all__ = [
     "DEFAULT_CONFIG_PATH",
     "ENV_OVERRIDES",
+    "TURNSTILE_VERIFY_URL",
     "Config",
     "HttpConfig",
     "LogConfig",
@@ -53,6 +55,13 @@ __all__ = [
     "load_config",
     "require_package",
 ]
+
+#: Cloudflare's Turnstile siteverify endpoint, the default of [http].turnstile_verify_url.
+TURNSTILE_VERIFY_URL = "https://challenges.cloudflare.com/turnstile/v0/siteverify"
+
+# A tenant named in the config: one key segment (no '/'), or "*" in turnstile_tenants.
+TenantName = Annotated[str, Meta(min_length=1, max_length=1024, pattern=r"^[^/]+$")]
+UrlText = Annotated[str, Meta(min_length=1, max_length=4096, pattern=r"^https?://\S+$")]
 
 #: Where ``load_config`` looks when neither ``--config`` nor ``ACTORS_CONFIG`` names a file.
 DEFAULT_CONFIG_PATH = Path("config/actors.toml")
@@ -196,6 +205,19 @@ class HttpConfig(_Table, frozen=True):
     metrics: Literal["open", "token"] = "open"
     # How long an upload URL from /uploads/create stays valid.
     upload_url_seconds: UploadUrlSeconds = 3600.0
+    # With TURNSTILE_SECRET set, /uploads/create also takes a Cloudflare Turnstile token instead
+    # of a bearer token, for these tenants only ("*": every tenant); the token is checked at
+    # turnstile_verify_url (or TURNSTILE_VERIFY_URL), which must answer within the timeout.
+    turnstile_tenants: list[TenantName] = msgspec.field(default_factory=list)
+    turnstile_verify_url: UrlText = TURNSTILE_VERIFY_URL
+    turnstile_timeout_seconds: Timeout = 10.0
+    # What siteverify must report, when set: the page's hostname (one of these) and the widget's
+    # action; empty: not checked.
+    turnstile_hostnames: list[IdText] = msgspec.field(default_factory=list)
+    turnstile_action: IdText | None = None
+    # The one tenant the X-API-Key principals (ADMIN_API_KEY, QUEUE_API_KEY) are limited to;
+    # None: all tenants, as the KV task API's keys were.
+    api_key_tenant: TenantName | None = None
     # How long a dashboard sign-in (/ui) lasts before the token must be given again.
     session_seconds: Annotated[float, Meta(ge=60, le=30 * 86400)] = 8 * 3600.0
 
@@ -238,6 +260,10 @@ class Secrets(msgspec.Struct, kw_only=True, frozen=True):
     api_token: Secret | None = None  # JWT_SECRET or EDGE_API_TOKEN (the seed's one secret)
     pg_password: Secret | None = None  # PGPASSWORD
     http_tokens: Secret | None = None  # ACTORS_TOKENS="token:role[:tenant],..." (http/auth.py)
+    # The KV task API's keys, sent as X-API-Key: admin, and worker.
+    admin_api_key: Secret | None = None  # ADMIN_API_KEY
+    queue_api_key: Secret | None = None  # QUEUE_API_KEY
+    turnstile_secret: Secret | None = None  # TURNSTILE_SECRET (uploads without a bearer token)
     # ACTORS_SESSION_KEYS="new,old": the dashboard's cookie keys, the first signing (http/_ui.py)
     session_keys: Secret | None = None
 
@@ -256,6 +282,9 @@ class Secrets(msgspec.Struct, kw_only=True, frozen=True):
             api_token=get("JWT_SECRET", "EDGE_API_TOKEN"),
             pg_password=get("PGPASSWORD"),
             http_tokens=get("ACTORS_TOKENS"),
+            admin_api_key=get("ADMIN_API_KEY"),
+            queue_api_key=get("QUEUE_API_KEY"),
+            turnstile_secret=get("TURNSTILE_SECRET"),
             session_keys=get("ACTORS_SESSION_KEYS"),
         )
 
@@ -287,6 +316,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "R2_ENDPOINT": ("storage", "endpoint"),
     "R2_BUCKET": ("storage", "bucket"),
     "EDGE_BASE_URL": ("queue", "url"),
+    "TURNSTILE_VERIFY_URL": ("http", "turnstile_verify_url"),
 }
 
 _TABLES: dict[str, type[_Table]] = {
@@ -356,7 +386,8 @@ def load_config(
                 raise ConfigError(
                     f"{source}: [{key}] is not a config table. Secrets come from environment "
                     "variables only (GOOGLE_API_KEY, R2_ACCESS_KEY_ID, R2_SECRET_ACCESS_KEY, "
-                    "JWT_SECRET or EDGE_API_TOKEN, PGPASSWORD), never from a file."
+                    "JWT_SECRET or EDGE_API_TOKEN, ACTORS_TOKENS, ADMIN_API_KEY, QUEUE_API_KEY, "
+                    "TURNSTILE_SECRET, PGPASSWORD), never from a file."
                 )
     try:
         config = msgspec.convert(raw, Config, strict=True)
@@ -428,8 +459,10 @@ def _explain(exc: msgspec.ValidationError) -> str:
         if hint:
             return f"[{table}] has no key `{name}`{hint} (its keys are {keys})"
         return f"[{table}] has no key `{name}` (a typo?); its keys are {keys}"
-    if message.startswith(("Expected `str` matching regex", "Expected `str` of length")):
-        # Only PathText bounds a string's length or form.
+    if message.startswith(("Expected `str` matching regex", "Expected `str` of length")) and (
+        parts and parts[-1] in ("path", "root")
+    ):
+        # PathText bounds a path's length and form.
         message = (
             "expected a file path: not empty or blank, without NUL bytes, at most 4096 characters"
         )

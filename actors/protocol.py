@@ -30,6 +30,8 @@ __all__ = [
     "AckIn",
     "AckItem",
     "AckOut",
+    "ClaimTaskIn",
+    "ClaimTaskOut",
     "CountOut",
     "EnqueueIn",
     "EnqueueManyIn",
@@ -41,11 +43,14 @@ __all__ = [
     "JobsPage",
     "LeaseRef",
     "LeasesOut",
+    "PendingTasksOut",
     "PullIn",
     "PullOut",
     "PurgeIn",
     "ReleaseIn",
+    "ReleaseTaskIn",
     "RenewIn",
+    "RenewTaskIn",
     "RequeueIn",
     "ResultIn",
     "RunOut",
@@ -53,6 +58,13 @@ __all__ = [
     "StatsBody",
     "StatsOut",
     "StreamTokenOut",
+    "TaskErrorOut",
+    "TaskIssue",
+    "TaskLease",
+    "TaskLeaseIn",
+    "TaskOk",
+    "TaskResultIn",
+    "TaskStatusIn",
     "UploadCreateIn",
     "UploadCreateOut",
     "UploadDoneOut",
@@ -60,6 +72,9 @@ __all__ = [
     "run_out",
     "stats_out",
 ]
+
+# Cloudflare documents a Turnstile token as at most 2048 characters.
+TurnstileToken = Annotated[str, Meta(max_length=2048)]
 
 # The bounds (`actors.bounds`) are the queue's, so that the OpenAPI schema states them and a
 # bad value is a 400 naming the field before any queue call.
@@ -280,10 +295,18 @@ class RunOut(_Out, frozen=True):
 
 
 class UploadCreateIn(_In, frozen=True):
+    """With TURNSTILE_SECRET set, a call without a bearer token carries the Turnstile widget's
+    token as ``turnstileToken`` or ``cf-turnstile-response`` (or the CF-Turnstile-Response
+    header)."""
+
     content_type: UploadName
     filename: UploadName
     tenant_id: IdText
     run_id: IdText | None = None
+    turnstile_token: TurnstileToken | None = None
+    cf_turnstile_response: TurnstileToken | None = msgspec.field(
+        default=None, name="cf-turnstile-response"
+    )
 
 
 class UploadCreateOut(_Out, frozen=True):
@@ -328,6 +351,101 @@ class ErrorBody(_Out, frozen=True):
 class ErrorOut(_Out, frozen=True):
     success: bool
     error: ErrorBody
+
+
+# --- the KV task API: field names as its original handlers (actors/http/_tasks.py) ----------
+
+# A lease of the KV task API: 1 to 600 s (its default, 300 s, is the handler's).
+KvLeaseSeconds = Annotated[int, Meta(ge=1, le=600)]
+KvStatus = Annotated[str, Meta(min_length=1, max_length=64)]
+# An optional workerId may be empty, as the original's: "" is no worker id.
+KvWorker = Annotated[str, Meta(max_length=1024)]
+
+
+class ClaimTaskIn(_In, frozen=True):
+    """Claim the next task for ``workerId`` for ``leaseDurationSec`` (default 300)."""
+
+    worker_id: KvWorker | None = None
+    lease_duration_sec: KvLeaseSeconds | None = None
+
+
+class TaskLeaseIn(_In, frozen=True):
+    """Who holds a task's lease: ``workerId`` (as the original), and ``claimNonce`` (the lease
+    token the claim returned) for a check no other worker can pass."""
+
+    worker_id: IdText | None = None
+    claim_nonce: LeaseToken | None = None
+
+
+class ReleaseTaskIn(TaskLeaseIn, frozen=True, kw_only=True):
+    reason: ErrorText | None = None
+
+
+class RenewTaskIn(_In, frozen=True):
+    worker_id: IdText
+    extend_sec: KvLeaseSeconds | None = None
+    claim_nonce: LeaseToken | None = None
+
+
+class TaskStatusIn(_In, frozen=True):
+    status: KvStatus
+
+
+class TaskResultIn(TaskLeaseIn, frozen=True, kw_only=True):
+    """A task's result: ``success`` true completes it (the result is stored), false fails it
+    for good with ``error``."""
+
+    success: bool
+    output: Any = msgspec.UNSET
+    error: ErrorText | None = None
+
+
+class TaskLease(_Out, frozen=True, omit_defaults=True):
+    """A lease as the KV API shows it; ``claimNonce`` is the job's lease token."""
+
+    worker_id: str
+    claim_nonce: str
+    claimed_at: str
+    expires_at: str
+    renewed_at: str | None = None
+
+
+class ClaimTaskOut(_Out, frozen=True, omit_defaults=True):
+    """A claimed task and its lease; or ``success: false`` with ``message`` and ``pending``."""
+
+    success: bool
+    task_id: str | None = None
+    task: dict[str, Any] | None = None
+    lease: TaskLease | None = None
+    message: str | None = None
+    pending: int | None = None
+
+
+class PendingTasksOut(_Out, frozen=True):
+    pending: list[str]
+    count: int
+
+
+class TaskOk(_Out, frozen=True, omit_defaults=True):
+    success: bool
+    message: str | None = None
+    status: str | None = None
+    lease: TaskLease | None = None
+
+
+class TaskIssue(_Out, frozen=True):
+    path: str
+    message: str
+
+
+class TaskErrorOut(_Out, frozen=True, omit_defaults=True):
+    """An error of the KV task API: ``error`` as the original worded it, ``code`` as this
+    server's other errors, ``details`` for a malformed body."""
+
+    error: str
+    code: str | None = None
+    message: str | None = None
+    details: list[TaskIssue] | None = None
 
 
 # --- conversions -----------------------------------------------------------------------------

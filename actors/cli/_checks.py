@@ -23,8 +23,8 @@ __all__ = ["MIN_FREE_BYTES", "check_before_start", "check_config", "check_free_s
 
 def check_config(config: Config) -> None:
     """Raise `ConfigError` for what the chosen kinds need and lack (a secret, a bucket, an
-    extra, an importable factory, a well-formed ``ACTORS_TOKENS``), opening no file and no
-    connection."""
+    extra, an importable factory, a well-formed ``ACTORS_TOKENS``, API keys, Turnstile's
+    tenants), opening no file and no connection."""
     from actors.storage import make_store
 
     make_store(config)  # r2/s3: bucket, endpoint, R2_* credentials; builds no client yet
@@ -42,7 +42,13 @@ def check_config(config: Config) -> None:
         require_package("prometheus_client", "http", "[http].enabled = true")
         from actors.http import Tokens
 
-        Tokens.from_config(config)  # ACTORS_TOKENS' form and each token's length
+        Tokens.from_config(config)  # ACTORS_TOKENS' form, each token's and API key's length
+        if config.secrets.turnstile_secret is not None and not config.http.turnstile_tenants:
+            raise ConfigError(
+                "TURNSTILE_SECRET is set but [http].turnstile_tenants names no tenant, so no "
+                'upload could use Turnstile; name the tenants that may (["*"]: all), or unset '
+                "TURNSTILE_SECRET"
+            )
 
 
 def check_port(host: str, port: int) -> None:

@@ -10,13 +10,13 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Mount, WebSocketRoute
+from starlette.routing import BaseRoute, Match, Mount, WebSocketRoute
 from starlette.routing import Route as StarletteRoute
 from starlette.websockets import WebSocket
 
 from actors.http._auth import Gate, Signer, Tokens
 from actors.http._call import Call
-from actors.http._errors import ApiError, error_response
+from actors.http._errors import ApiError, error_response, kv_error_response
 from actors.http._host import Host
 from actors.http._jobs import Jobs
 from actors.http._metrics import Metrics
@@ -25,6 +25,8 @@ from actors.http._operations import Operations
 from actors.http._routes import Resource, Route, Socket, route_table
 from actors.http._runs import Runs
 from actors.http._session import Sessions
+from actors.http._tasks import Tasks
+from actors.http._turnstile import Turnstile
 from actors.http._ui import Dashboard
 from actors.http._uploads import Uploads
 from actors.log import get_logger
@@ -53,14 +55,21 @@ def create_app(
     # Upload URLs and stream tokens are grants signed with a key of this process (for
     # different purposes, so one never passes for the other).
     signer = Signer()
-    gate = Gate(tokens if tokens is not None else Tokens.from_config(config), host.clock, signer)
+    turnstile = Turnstile.from_config(config)
+    gate = Gate(
+        tokens if tokens is not None else Tokens.from_config(config),
+        host.clock,
+        signer,
+        turnstile=turnstile is not None,
+    )
     metrics_open = config.http.metrics == "open"
     jobs, runs = Jobs(host, metrics), Runs(host, gate)
     resources: list[Resource] = [
         Operations(host, metrics, openapi_document(metrics_open=metrics_open)),
         jobs,
-        Uploads(host, signer),
+        Uploads(host, signer, turnstile),
         runs,
+        Tasks(host, jobs),
     ]
     limit = config.http.max_body_bytes
     routes: list[BaseRoute] = []
@@ -81,9 +90,30 @@ def create_app(
             404: f"no route {request.url.path}; see /openapi.json for the routes",
             405: f"{request.method} is not allowed on {request.url.path}",
         }.get(exc.status_code, str(exc.detail))
-        response = error_response(ApiError(exc.status_code, code, message))
+        # The KV task API's paths answer in its own shape, routes unknown there too.
+        kv = request.url.path.startswith("/api/")
+        response = (kv_error_response if kv else error_response)(
+            ApiError(exc.status_code, code, message)
+        )
         if exc.headers:
             response.headers.update(exc.headers)
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route that matches the path; a path
+            # with a route per method (GET and POST /api/result/{id}) allows them all.
+            matched = [
+                route
+                for route in routes
+                if isinstance(route, StarletteRoute)
+                and route.matches(request.scope)[0] is not Match.NONE
+            ]
+            if matched:
+                allowed = {
+                    method
+                    for route in routes
+                    if isinstance(route, StarletteRoute) and route.path == matched[0].path
+                    for method in route.methods or ()
+                }
+                response.headers["Allow"] = ", ".join(sorted(allowed))
         return response
 
     # The dashboard: pages over the same resources, behind the same gate (a session's
@@ -112,6 +142,7 @@ def _endpoint(
 ) -> Callable[[Request], Awaitable[Response]]:
     """The route's handler behind the gate, timed, its errors answered as JSON."""
     name = route.name
+    answer = kv_error_response if route.error_style == "kv" else error_response
 
     async def endpoint(request: Request) -> Response:
         started = time.perf_counter()
@@ -119,10 +150,10 @@ def _endpoint(
             principal = gate.admit(request, route)
             response = await handler(Call(request, principal, route.body, limit))
         except ApiError as exc:
-            response = error_response(exc)
+            response = answer(exc)
         except Exception:  # a bug: answer 500 without details, log it with its traceback
             log.exception("http.unhandled", route=name, method=request.method)
-            response = error_response(
+            response = answer(
                 ApiError(500, "internal", "the server failed on this request; see its log")
             )
         metrics.request(name, response.status_code, time.perf_counter() - started)

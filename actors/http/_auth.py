@@ -1,4 +1,4 @@
-"""Who calls and whether they may: bearer tokens with roles, stream tokens, one `Gate` for all."""
+"""Who calls and whether they may: bearer tokens, API keys, stream tokens; one `Gate` for all."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from supervisors import Clock
 __all__ = [
     "ROLES",
     "STREAM_TOKEN_SECONDS",
+    "TURNSTILE_PENDING",
     "Gate",
     "Guard",
     "Principal",
@@ -95,37 +96,68 @@ class Tokens:
 
     Format of ``ACTORS_TOKENS``: ``token:role[:tenant]`` entries separated by commas, e.g.
     ``s3cret:admin,w0rker:worker,acme-key:producer:acme``. The seed's single secret
-    (``JWT_SECRET``, or ``EDGE_API_TOKEN``) is one more token with full access.
+    (``JWT_SECRET``, or ``EDGE_API_TOKEN``) is one more token with full access. The KV task
+    API's keys (``ADMIN_API_KEY``, ``QUEUE_API_KEY``) are taken in ``X-API-Key`` alone.
 
     Every lookup compares the presented token with every known token in constant time, so the
     time taken says nothing about how much of a token was right.
     """
 
-    def __init__(self, entries: list[tuple[bytes, Principal]]) -> None:
+    def __init__(
+        self,
+        entries: list[tuple[bytes, Principal]],
+        api_keys: list[tuple[bytes, Principal]] | None = None,
+    ) -> None:
         self._entries = entries
+        # The KV task API's keys: accepted in X-API-Key only, never as a bearer token.
+        self._api_keys = api_keys or []
 
     def __repr__(self) -> str:
-        return f"<Tokens: {len(self._entries)} configured>"
+        return f"<Tokens: {len(self._entries)} configured, {len(self._api_keys)} API keys>"
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._entries) + len(self._api_keys)
 
     @classmethod
     def from_config(cls, config: Config) -> Tokens:
-        """The tokens of ``ACTORS_TOKENS`` and the seed's full-access secret, if set."""
+        """The tokens of ``ACTORS_TOKENS``, the seed's full-access secret, and the KV task
+        API's ``ADMIN_API_KEY`` / ``QUEUE_API_KEY`` (limited to ``[http].api_key_tenant``)."""
         secrets = config.secrets
         spec = secrets.http_tokens.reveal() if secrets.http_tokens is not None else ""
         full = secrets.api_token.reveal() if secrets.api_token is not None else None
-        return cls.parse(spec, full_access=full)
+        return cls.parse(
+            spec,
+            full_access=full,
+            admin_key=secrets.admin_api_key.reveal() if secrets.admin_api_key else None,
+            queue_key=secrets.queue_api_key.reveal() if secrets.queue_api_key else None,
+            api_key_tenant=config.http.api_key_tenant,
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Tokens:
         full = env.get("JWT_SECRET") or env.get("EDGE_API_TOKEN") or None
-        return cls.parse(env.get("ACTORS_TOKENS", ""), full_access=full)
+        return cls.parse(
+            env.get("ACTORS_TOKENS", ""),
+            full_access=full,
+            admin_key=env.get("ADMIN_API_KEY") or None,
+            queue_key=env.get("QUEUE_API_KEY") or None,
+        )
 
     @classmethod
-    def parse(cls, spec: str, *, full_access: str | None = None) -> Tokens:
-        """Parse ``token:role[:tenant],...``; raise ConfigError naming the entry's position."""
+    def parse(
+        cls,
+        spec: str,
+        *,
+        full_access: str | None = None,
+        admin_key: str | None = None,
+        queue_key: str | None = None,
+        api_key_tenant: str | None = None,
+    ) -> Tokens:
+        """Parse ``token:role[:tenant],...``; raise ConfigError naming the entry's position.
+
+        ``admin_key`` and ``queue_key`` (``X-API-Key``) speak for an admin and a worker of
+        every tenant, or of ``api_key_tenant`` alone.
+        """
         entries: list[tuple[bytes, Principal]] = []
         for position, raw in enumerate(spec.split(","), start=1):
             entry = raw.strip()
@@ -157,7 +189,28 @@ class Tokens:
         if full_access:
             token = _utf8(full_access)
             entries.append((token, Principal(role="admin", id=token_id(token))))
-        return cls(entries)
+        if api_key_tenant is not None and ("/" in api_key_tenant or api_key_tenant in (".", "..")):
+            raise ConfigError(
+                "[http].api_key_tenant names a tenant with '/' (or is '.', '..'): a tenant's "
+                "objects live under '{tenant}/'; name a tenant id"
+            )
+        api_keys: list[tuple[bytes, Principal]] = []
+        role: Role
+        for name, value, role in (
+            ("ADMIN_API_KEY", admin_key, "admin"),
+            ("QUEUE_API_KEY", queue_key, "worker"),
+        ):
+            if not value:
+                continue
+            if len(value) < 8:
+                raise ConfigError(
+                    f"{name} is shorter than 8 characters; use a long random key: python -c "
+                    "'import secrets; print(secrets.token_urlsafe())'"
+                )
+            key = _utf8(value)
+            principal = Principal(role=role, tenant=api_key_tenant, id=token_id(key))
+            api_keys.append((key, principal))
+        return cls(entries, api_keys)
 
     def authenticate(self, authorization: str | None) -> Principal | None:
         """The principal of an ``Authorization: Bearer <token>`` header, or None.
@@ -191,12 +244,27 @@ class Tokens:
 
     def lookup_bytes(self, presented: bytes) -> Principal | None:
         """The principal of a token's bytes (UTF-8), or None; in constant time per token."""
-        found: Principal | None = None
-        for known, principal in self._entries:
-            # No early exit: every entry is compared whatever matched before.
-            if hmac.compare_digest(presented, known) and found is None:
-                found = principal
-        return found
+        return _lookup(self._entries, presented)
+
+    def api_key(self, header: str | None) -> Principal | None:
+        """The principal of an ``X-API-Key`` header (ADMIN_API_KEY, QUEUE_API_KEY), or None;
+        compared with every key in constant time, like bearer tokens."""
+        if not header or not header.strip():
+            return None
+        try:
+            raw = header.strip().encode("latin-1")
+        except UnicodeEncodeError:  # not from a socket: a caller's own str
+            raw = _utf8(header.strip())
+        return _lookup(self._api_keys, raw)
+
+
+def _lookup(entries: list[tuple[bytes, Principal]], presented: bytes) -> Principal | None:
+    found: Principal | None = None
+    for known, principal in entries:
+        # No early exit: every entry is compared whatever matched before.
+        if hmac.compare_digest(presented, known) and found is None:
+            found = principal
+    return found
 
 
 G = TypeVar("G", bound=msgspec.Struct)
@@ -281,6 +349,17 @@ class Guard(Protocol):
         """What the route does across tenants, if it does ("pull"): refused to scoped tokens."""
         ...
 
+    @property
+    def turnstile(self) -> bool:
+        """Whether a Turnstile challenge may stand in for a token (with TURNSTILE_SECRET set)."""
+        ...
+
+
+#: Who calls a Turnstile route without a token, until its handler has verified the challenge:
+#: limited to a tenant no job can have (a tenant id cannot hold NUL), so a handler that forgot
+#: the check refuses every tenant instead of admitting them all.
+TURNSTILE_PENDING = Principal(role="producer", tenant="\x00turnstile", id="turnstile")
+
 
 class Gate:
     """The one authentication path of every route, HTTP and WebSocket alike.
@@ -291,9 +370,19 @@ class Gate:
     refused too: a client that puts one there learns it at once, not from a leaked log.
     """
 
-    def __init__(self, tokens: Tokens, clock: Clock, signer: Signer | None = None) -> None:
+    def __init__(
+        self,
+        tokens: Tokens,
+        clock: Clock,
+        signer: Signer | None = None,
+        *,
+        turnstile: bool = False,
+    ) -> None:
         self.tokens = tokens
         self._clock = clock
+        # TURNSTILE_SECRET is set: a Turnstile route admits a call without a token as
+        # TURNSTILE_PENDING, for its handler to verify.
+        self._turnstile = turnstile
         # Stream tokens are signed with a key of this process: a restart invalidates them.
         self._signer = signer if signer is not None else Signer()
 
@@ -305,6 +394,10 @@ class Gate:
                 raise _token_in_url()
             return None
         principal = self._principal(conn, url_token=route.url_token)
+        if principal is None:
+            if not (route.turnstile and self._turnstile):
+                raise _unauthorized()
+            principal = TURNSTILE_PENDING
         self.check(principal, route)
         return principal
 
@@ -341,22 +434,34 @@ class Gate:
         expires = self._clock.time() + STREAM_TOKEN_SECONDS
         return self._signer.sign(_STREAM, StreamGrant(run_id, tenant_id, expires)), expires
 
-    def _principal(self, conn: HTTPConnection, *, url_token: bool) -> Principal:
+    def _principal(self, conn: HTTPConnection, *, url_token: bool) -> Principal | None:
+        """Who the call's credentials speak for; None when it sends none; 401 for a wrong one.
+
+        ``Authorization`` decides when present; else ``X-API-Key`` (the KV task API's keys).
+        """
         header = conn.headers.get("authorization")
+        api_key = conn.headers.get("x-api-key")
         query = conn.query_params.get("token")
         if query is not None:
             if not url_token:
                 raise _token_in_url()
-            if header is None:
+            if header is None and api_key is None:
                 return self._stream_principal(query, conn.path_params.get("run_id", ""))
+        if header is None and api_key is not None:
+            principal = self.tokens.api_key(api_key)
+            if principal is None:
+                raise ApiError(
+                    401,
+                    "unauthorized",
+                    "X-API-Key is not a valid key: send ADMIN_API_KEY or QUEUE_API_KEY as this "
+                    "server's environment sets them, or 'Authorization: Bearer <token>'",
+                )
+            return principal
+        if header is None:
+            return None
         principal = self.tokens.authenticate(header)
         if principal is None:
-            raise ApiError(
-                401,
-                "unauthorized",
-                "a valid bearer token is required: send 'Authorization: Bearer <token>' with a "
-                "token from ACTORS_TOKENS (or JWT_SECRET / EDGE_API_TOKEN)",
-            )
+            raise _unauthorized()
         return principal
 
     def _stream_principal(self, token: str, run_id: str) -> Principal:
@@ -371,6 +476,16 @@ class Gate:
                 "'Authorization: Bearer <token>' (API tokens are not accepted in URLs)",
             )
         return Principal(role="producer", tenant=grant.tenant_id, id=f"stream:{grant.run_id}")
+
+
+def _unauthorized() -> ApiError:
+    return ApiError(
+        401,
+        "unauthorized",
+        "a valid bearer token is required: send 'Authorization: Bearer <token>' with a token "
+        "from ACTORS_TOKENS (or JWT_SECRET / EDGE_API_TOKEN), or 'X-API-Key: <key>' with "
+        "ADMIN_API_KEY or QUEUE_API_KEY",
+    )
 
 
 def _token_in_url() -> ApiError:

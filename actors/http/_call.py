@@ -71,9 +71,10 @@ def _integral(value: Any, key: str | None = None) -> Any:
     """JSON numbers like ``3.0`` as ints, as JSON Schema's "integer" allows; user data untouched.
 
     msgspec's strict decoding refuses ``3.0`` for an int field. Only whole, finite numbers
-    within int64 change; ``payload`` and ``result`` are the client's own data and stay as sent.
+    within int64 change; ``payload``, ``result`` and ``output`` (a KV result) are the client's own
+    data and stay as sent.
     """
-    if key in ("payload", "result"):
+    if key in ("payload", "result", "output"):
         return value
     if isinstance(value, float):
         return int(value) if value.is_integer() and abs(value) < 2**63 else value

@@ -27,6 +27,7 @@ __all__ = [
     "error_response",
     "from_decode_error",
     "from_domain_error",
+    "kv_error_response",
     "mapped",
 ]
 
@@ -55,10 +56,37 @@ def error_response(exc: ApiError) -> Response:
     )
 
 
+# The KV task API's own words for the errors its clients may compare.
+_KV_WORDS = {
+    "unauthorized": "Unauthorized",
+    "invalid_field": "Validation failed",
+    "invalid_json": "Invalid JSON body",
+    "not_found": "Not found",
+}
+
+
+def kv_error_response(exc: ApiError) -> Response:
+    """The error in the KV task API's shape: ``{error, code, message, details}``, ``error`` as
+    its handlers worded it (``Unauthorized``, ``Task not found``...)."""
+    error = _KV_WORDS.get(exc.code, exc.message)
+    body: dict[str, object] = {"error": error, "code": exc.code}
+    if error != exc.message:
+        body["message"] = exc.message
+    if exc.code == "invalid_field":
+        body["details"] = [{"path": exc.field or "", "message": exc.message}]
+    return Response(msgspec.json.encode(body), exc.status, media_type="application/json")
+
+
+_MISSING = re.compile(r"^Object missing required field `([^`]+)`$")
+
+
 def from_decode_error(exc: msgspec.DecodeError) -> ApiError:
     """A 400 naming the field: msgspec says ``... - at `$.jobs[0].runId```."""
     message, _, where = str(exc).partition(" - at ")
     field = where.strip("`").removeprefix("$").lstrip(".") or None if where else None
+    missing = _MISSING.match(message)
+    if missing is not None:  # the field is named in the message, its object in the path
+        field = f"{field}.{missing[1]}" if field else missing[1]
     if isinstance(exc, msgspec.ValidationError):
         named = f"{field}: {message}" if field else message
         return ApiError(400, "invalid_field", named, field)

@@ -160,6 +160,16 @@ class Jobs:
                 started=body.started,
             )
         )
+        self.announce_leased(jobs)
+        return json_response(wire.PullOut(jobs=[wire.job_out(j) for j in jobs]))
+
+    def settled(self, results: Sequence[ItemResult], kinds: Sequence[str]) -> list[wire.ItemOut]:
+        """Encode acks another resource made (the KV task API's results), counted and told to
+        their runs' watchers as this resource's own."""
+        return self._items(results, kinds)
+
+    def announce_leased(self, jobs: Sequence[Job]) -> None:
+        """Count jobs leased over HTTP and tell their runs' watchers."""
         now = self._host.clock.time()
         by_run: dict[str, list[int]] = {}
         for job in jobs:
@@ -171,7 +181,6 @@ class Jobs:
                 for run, ids in by_run.items()
             ]
         )
-        return json_response(wire.PullOut(jobs=[wire.job_out(j) for j in jobs]))
 
     async def ack(self, call: Call[wire.AckIn]) -> Response:
         body = await call.body()

@@ -18,8 +18,8 @@ _JSON = "application/json"
 # Every operation may answer these; their body is always ErrorOut.
 _ERRORS = {
     "400": "a field is malformed or out of range (error.field names it)",
-    "401": "no valid bearer token (tokens go in the Authorization header; ?token= only takes "
-    "a stream token, on a run's /events and /ws)",
+    "401": "no valid bearer token or X-API-Key (tokens go in the Authorization header; ?token= "
+    "only takes a stream token, on a run's /events and /ws)",
     "403": "the token's role or tenant does not allow this, or r2Key lies outside the job "
     "tenant's prefix '{tenantId}/' (error.code foreign_object_key)",
     "404": "no such job, run or route (also another tenant's job or run, for a scoped token)",
@@ -40,7 +40,7 @@ def openapi_document(*, metrics_open: bool = True) -> dict[str, Any]:
         for kind in (route.body, route.response):
             if isinstance(kind, type) and issubclass(kind, msgspec.Struct) and kind not in types:
                 types.append(kind)
-    types.append(wire.ErrorOut)
+    types.extend((wire.ErrorOut, wire.TaskErrorOut))
     _, components = msgspec.json.schema_components(
         types, ref_template="#/components/schemas/{name}"
     )
@@ -77,6 +77,19 @@ def openapi_document(*, metrics_open: bool = True) -> dict[str, Any]:
         "lies outside '{tenantId}/' gets it anyway"
     )
     components["Health"] = {"type": "object"}
+    components["Task"] = {
+        "type": "object",
+        "description": "A job as a KV task: the fields of its payload (when an object) and "
+        "id, status (pending, claimed, completed, failed), runId, tenantId, r2Key, attempts, "
+        "workerId (README, 'The KV task API').",
+        "required": ["id", "status"],
+        "properties": {"id": {"type": "string"}, "status": {"type": "string"}},
+    }
+    components["TaskResult"] = {
+        "type": "object",
+        "description": "What POST /api/result stored ({success, output, error}), or "
+        "{success: false, error} for a failed task.",
+    }
     paths: dict[str, Any] = {}
     for route in routes:
         path = _CONVERTOR.sub(r"{\1}", route.path)
@@ -91,7 +104,10 @@ def openapi_document(*, metrics_open: bool = True) -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": components,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            },
         },
     }
 
@@ -108,10 +124,11 @@ def _operation(route: Route[Any]) -> dict[str, Any]:
     elif route.media != _JSON:
         ok["content"] = {route.media: {"schema": {"type": "string"}}}
     responses: dict[str, Any] = {str(route.status): ok}
+    error = "TaskErrorOut" if route.error_style == "kv" else "ErrorOut"
     for code, text in _ERRORS.items():
         responses[code] = {
             "description": text,
-            "content": {_JSON: {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
+            "content": {_JSON: {"schema": {"$ref": f"#/components/schemas/{error}"}}},
         }
     op: dict[str, Any] = {"summary": route.summary, "responses": responses}
     if route.body is not None:
@@ -121,5 +138,6 @@ def _operation(route: Route[Any]) -> dict[str, Any]:
         }
     if route.params:
         op["parameters"] = [param.openapi() for param in route.params]
-    op["security"] = [{"bearer": []}] if route.roles is not None else []
+    # Every route that needs a role takes a bearer token or an X-API-Key (the Gate's rule).
+    op["security"] = [{"bearer": []}, {"apiKey": []}] if route.roles is not None else []
     return op

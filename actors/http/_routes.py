@@ -17,13 +17,14 @@ from actors.http._call import Call
 from actors.http._jobs import Jobs
 from actors.http._operations import Operations
 from actors.http._runs import Runs
+from actors.http._tasks import Tasks
 from actors.http._uploads import UploadCompleteIn, Uploads
 
 __all__ = ["OPEN", "Param", "Resource", "Route", "Socket", "route_table"]
 
 B = TypeVar("B")
 # The objects that hold the handlers, one per resource; `create_app` makes one of each.
-Resource = Jobs | Uploads | Runs | Operations
+Resource = Jobs | Uploads | Runs | Operations | Tasks
 
 OPEN: Roles = None  # no token needed (a token in the URL is refused all the same)
 ADMIN: tuple[Role, ...] = ()  # admin only: admin may call every route
@@ -47,6 +48,7 @@ class Param:
 
 JOB_ID = Param("job_id", "path", {"type": "integer", "minimum": 1, "maximum": 2**63 - 1})
 RUN_ID = Param("run_id", "path", {"type": "string", "minLength": 1, "maxLength": 1024})
+TASK_ID = Param("task_id", "path", {"type": "string", "minLength": 1, "maxLength": 1024})
 _TEXT = {"type": "string", "minLength": 1, "maxLength": 1024}
 
 
@@ -58,7 +60,9 @@ class Route(Generic[B]):
     the route does across tenants, which tenant-scoped tokens may not. ``body`` is the request's
     wire type (decoded by ``Call.body()``); ``response`` the answer's, a wire Struct or the name
     of a schema written out in ``_openapi.py``; ``params`` are stated for ``/openapi.json`` and
-    checked by the handler.
+    checked by the handler. ``turnstile``: with TURNSTILE_SECRET set, a call without a token is
+    let in for the handler to verify its Turnstile challenge. ``error_style``: errors as
+    ``ErrorOut`` (``"api"``) or in the KV task API's shape, ``{error}`` (``"kv"``).
     """
 
     method: str
@@ -74,6 +78,8 @@ class Route(Generic[B]):
     body_required: bool = True
     url_token: bool = False
     tenant_wide: str | None = None
+    turnstile: bool = False
+    error_style: Literal["api", "kv"] = "api"
 
     @property
     def name(self) -> str:
@@ -90,6 +96,7 @@ class Socket:
     roles: Roles
     url_token: bool = False
     tenant_wide: str | None = None
+    turnstile: bool = False
 
     @property
     def name(self) -> str:
@@ -265,20 +272,24 @@ def route_table(*, metrics_open: bool = True) -> tuple[Route[Any] | Socket, ...]
             "/uploads/create",
             Uploads.create_upload,
             PRODUCER,
-            "reserve an object key and an upload URL (producer)",
+            "reserve an object key and an upload URL (producer; with TURNSTILE_SECRET set, "
+            "a Turnstile token instead, for the tenants of [http].turnstile_tenants)",
             body=wire.UploadCreateIn,
             response=wire.UploadCreateOut,
             status=201,
+            turnstile=True,
         ),
         Route(
             "POST",
             "/uploads/complete",
             Uploads.complete_upload,
             PRODUCER,
-            "enqueue the job of a presigned upload (producer)",
+            "enqueue the job of a presigned upload (producer; with TURNSTILE_SECRET set, the "
+            "signed uploadToken alone, for the tenants of [http].turnstile_tenants)",
             body=UploadCompleteIn,
             response=wire.UploadDoneOut,
             status=201,
+            turnstile=True,
         ),
         # Authorised by the signed token in its path, like a presigned URL: no bearer needed.
         Route(
@@ -326,4 +337,97 @@ def route_table(*, metrics_open: bool = True) -> tuple[Route[Any] | Socket, ...]
             url_token=True,
         ),
         Socket("/runs/{run_id}/ws", Runs.run_ws, READERS, url_token=True),
+        # --- the KV task API: a task is a job (README, "The KV task API") -------------------
+        Route(
+            "GET",
+            "/api/queue",
+            Tasks.list_tasks,
+            READERS,
+            "the ids of the tasks not finished (pending or claimed), at most 1000 (KV task API)",
+            response=wire.PendingTasksOut,
+            error_style="kv",
+        ),
+        Route(
+            "POST",
+            "/api/queue/claim",
+            Tasks.claim_task,
+            WORKER,
+            "lease the next task to workerId for leaseDurationSec, 1 to 600 (default 300) "
+            "(KV task API, worker)",
+            body=wire.ClaimTaskIn,
+            response=wire.ClaimTaskOut,
+            body_required=False,
+            tenant_wide="claim tasks (the queue leases across tenants)",
+            error_style="kv",
+        ),
+        Route(
+            "POST",
+            "/api/queue/{task_id}/renew",
+            Tasks.renew_task,
+            WORKER,
+            "extend the caller's lease by extendSec, 1 to 600 (default 300) (KV task API, worker)",
+            body=wire.RenewTaskIn,
+            response=wire.TaskOk,
+            params=(TASK_ID,),
+            tenant_wide="renew leases",
+            error_style="kv",
+        ),
+        Route(
+            "POST",
+            "/api/queue/{task_id}/release",
+            Tasks.release_task,
+            WORKER,
+            "give the caller's lease back: the task is pending again (KV task API, worker)",
+            body=wire.ReleaseTaskIn,
+            response=wire.TaskOk,
+            params=(TASK_ID,),
+            body_required=False,
+            tenant_wide="release leases",
+            error_style="kv",
+        ),
+        Route(
+            "POST",
+            "/api/queue/{task_id}/status",
+            Tasks.set_status,
+            WORKER,
+            "a status note on a task; it changes nothing the queue does, as in the original "
+            "(KV task API, worker)",
+            body=wire.TaskStatusIn,
+            response=wire.TaskOk,
+            params=(TASK_ID,),
+            error_style="kv",
+        ),
+        Route(
+            "GET",
+            "/api/queue/{task_id}",
+            Tasks.get_task,
+            READERS,
+            "one task (KV task API)",
+            response="Task",
+            params=(TASK_ID,),
+            error_style="kv",
+        ),
+        Route(
+            "POST",
+            "/api/result/{task_id}",
+            Tasks.store_result,
+            WORKER,
+            "store the caller's task's result and complete it; success false fails it for good "
+            "(KV task API, worker)",
+            body=wire.TaskResultIn,
+            response=wire.TaskOk,
+            params=(TASK_ID,),
+            tenant_wide="store results",
+            error_style="kv",
+        ),
+        Route(
+            "GET",
+            "/api/result/{task_id}",
+            Tasks.get_result,
+            READERS,
+            "a finished task's result (KV task API)",
+            response="TaskResult",
+            params=(TASK_ID,),
+            error_style="kv",
+        ),
     )

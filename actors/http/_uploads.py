@@ -12,10 +12,11 @@ from starlette.responses import Response
 from actors import protocol as wire
 from actors import tenancy
 from actors.errors import InvalidArgument
-from actors.http._auth import Signer, check_tenant
+from actors.http._auth import TURNSTILE_PENDING, Principal, Signer, check_tenant
 from actors.http._call import Call, json_response, read_body
 from actors.http._errors import ApiError, as_http, mapped
 from actors.http._host import PresigningStore, UploadsHost
+from actors.http._turnstile import Turnstile
 
 __all__ = ["UploadCompleteIn", "Uploads"]
 
@@ -53,8 +54,13 @@ class Uploads:
     object and spend an attempt while the upload is in flight.
     """
 
-    def __init__(self, host: UploadsHost, signer: Signer) -> None:
+    def __init__(
+        self, host: UploadsHost, signer: Signer, turnstile: Turnstile | None = None
+    ) -> None:
         self._host = host
+        # With TURNSTILE_SECRET set: /uploads/create without a bearer token (TURNSTILE_PENDING)
+        # carries a Turnstile token, verified here.
+        self._turnstile = turnstile
         # Upload URLs are signed with a key of this process: like presigned URLs they need no
         # bearer token; a restart invalidates those not used yet.
         self._signer = signer
@@ -69,11 +75,15 @@ class Uploads:
         of another tenant is refused here, before anything is stored.
         """
         body = await call.body()
-        check_tenant(call.principal, body.tenant_id)
+        turnstile = call.principal is TURNSTILE_PENDING
+        if not turnstile:
+            check_tenant(call.principal, body.tenant_id)
         try:
             tenancy.check_tenant_id(body.tenant_id)
         except InvalidArgument as exc:
             raise ApiError(400, "invalid_field", str(exc), "tenantId") from None
+        if turnstile:
+            check_tenant(await self._turnstile_principal(call, body), body.tenant_id)
         run_id = body.run_id or f"run-{uuid.uuid4().hex[:12]}"
         await self._check_run_tenant(run_id, body.tenant_id)
         key = tenancy.tenant_prefix(body.tenant_id) + "/".join(
@@ -118,6 +128,29 @@ class Uploads:
         )
         return json_response(out, 201)
 
+    async def _turnstile_principal(
+        self, call: Call[wire.UploadCreateIn], body: wire.UploadCreateIn
+    ) -> Principal:
+        """A producer of the body's tenant alone, once siteverify accepts the request's
+        Turnstile token (the tenant checked first: a refused tenant costs no siteverify call)."""
+        turnstile = self._require_turnstile()
+        turnstile.check_tenant(body.tenant_id)
+        headers = call.request.headers
+        token = (
+            body.turnstile_token
+            or body.cf_turnstile_response
+            or headers.get("cf-turnstile-response")
+        )
+        # The visitor's address as Cloudflare's edge saw it, when the request came through it.
+        await turnstile.verify(token, headers.get("cf-connecting-ip"))
+        return Principal(role="producer", tenant=body.tenant_id, id="turnstile")
+
+    def _require_turnstile(self) -> Turnstile:
+        """The verifier; without one (a gate wired apart from it) a token-less call is a 401."""
+        if self._turnstile is None:
+            raise ApiError(401, "unauthorized", "a valid bearer token is required")
+        return self._turnstile
+
     async def _check_run_tenant(self, run_id: str, tenant_id: str) -> None:
         """409 if the run exists and belongs to another tenant (a run has one tenant)."""
         try:
@@ -158,7 +191,12 @@ class Uploads:
         """Enqueue the job of a presigned upload, once its object is in the store (409 if not)."""
         body = await call.body()
         grant = self._verify(body.token)
-        check_tenant(call.principal, grant.tenant_id)
+        if call.principal is TURNSTILE_PENDING:
+            # The signed grant is the authority, as for the PUT to this server: it was made
+            # after a verified challenge (or a producer's token), for its tenant alone.
+            self._require_turnstile().check_tenant(grant.tenant_id)
+        else:
+            check_tenant(call.principal, grant.tenant_id)
         if await mapped(self._host.store.head(grant.r2_key)) is None:
             raise ApiError(
                 409,

@@ -24,7 +24,8 @@ from actors.queue.sqlite.schema import sqlite_failure
 
 SECRETS = (
     "GOOGLE_API_KEY", "R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY", "EDGE_API_TOKEN", "JWT_SECRET",
-    "ACTORS_TOKENS", "ACTORS_CONFIG", "EDGE_BASE_URL",
+    "ACTORS_TOKENS", "ACTORS_CONFIG", "EDGE_BASE_URL", "ADMIN_API_KEY", "QUEUE_API_KEY",
+    "TURNSTILE_SECRET", "TURNSTILE_VERIFY_URL",
 )  # fmt: skip
 
 
@@ -146,6 +147,21 @@ def test_gemini_without_its_key_fails_config_check_and_run_with_one_line(tmp_pat
         line = one_error_line(actors(tmp_path, *argv, "--config", str(config)))
         assert "needs GOOGLE_API_KEY" in line
     assert not (tmp_path / "q.db").exists()  # nothing was started
+
+
+def test_turnstile_without_tenants_or_a_short_api_key_fails_config_check(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "x.toml", "[http]\nenabled = true")
+    for env, named in (
+        (environment(TURNSTILE_SECRET="0x4AAA-secret"), "[http].turnstile_tenants"),
+        (environment(QUEUE_API_KEY="abc"), "QUEUE_API_KEY is shorter than 8"),
+    ):
+        line = one_error_line(actors(tmp_path, "config", "check", "--config", str(config), env=env))
+        assert named in line and "0x4AAA-secret" not in line
+    fine = write_config(tmp_path / "y.toml", '[http]\nenabled = true\nturnstile_tenants = ["*"]')
+    done = actors(
+        tmp_path, "config", "check", "--config", str(fine), env=environment(TURNSTILE_SECRET="s")
+    )
+    assert done.returncode == EXIT_OK, done.stderr
 
 
 def test_r2_with_an_empty_secret_fails_config_check(tmp_path: Path) -> None:

@@ -743,7 +743,7 @@ async def test_metrics_can_require_a_token(tmp_path: Path) -> None:
         assert (await client.get("/metrics", headers=auth(WORKER))).status_code == 200
         assert (await client.get("/healthz")).status_code == 200
         document = (await client.get("/openapi.json")).json()
-        assert document["paths"]["/metrics"]["get"]["security"] == [{"bearer": []}]
+    assert document["paths"]["/metrics"]["get"]["security"] == [{"bearer": []}, {"apiKey": []}]
 
 
 async def test_a_crashed_server_is_restarted_by_its_supervisor_and_serves_again(
