@@ -9,12 +9,12 @@ from msgspec import Meta
 
 from actors.bounds import (
     MAX_BATCH,
+    AckIdText,
     Attempts,
     Delay,
     ErrorText,
     IdText,
     JobId,
-    JobIdText,
     JobTimeout,
     LeaseToken,
     MetricName,
@@ -143,6 +143,8 @@ class JobOut(_Out, frozen=True):
     started_at: float | None = None
     cross_tenant_key: bool = False
     timeout_seconds: float | None = None
+    # Where an imported job came from (``d1:<id>``, ``kv:<task id>``).
+    origin: str | None = None
 
 
 class EnqueueManyOut(_Out, frozen=True):
@@ -180,7 +182,8 @@ class AckIn(_In, frozen=True):
     """Either the seed's ``{ids, status}`` (settles only live leases this token took) or
     ``{acks: [...]}`` (each under its lease token). ``status`` is required with ``ids``."""
 
-    ids: Annotated[list[JobId | JobIdText], Meta(max_length=MAX_BATCH)] | None = None
+    # A string names a job by its id's digits or by the id it had before it was imported.
+    ids: Annotated[list[JobId | AckIdText], Meta(max_length=MAX_BATCH)] | None = None
     status: Literal["done", "failed"] | None = None
     error: ErrorText | None = None
     acks: Annotated[list[AckItem], Meta(max_length=MAX_BATCH)] | None = None

@@ -37,6 +37,8 @@ from actors.errors import InvalidArgument, JobNotFound, LeaseLost, OutOfRange, P
 from actors.queue.model import (
     Ack,
     AckResult,
+    ImportedJob,
+    ImportResult,
     ItemResult,
     Job,
     JobStatus,
@@ -57,17 +59,20 @@ __all__ = [
     "check_ack",
     "check_batch",
     "check_delay",
+    "check_imported",
     "check_json",
     "check_listing",
     "check_maintenance",
     "check_new_job",
     "check_open",
     "check_optional_text",
+    "check_origins",
     "check_page",
     "check_pull",
     "check_range",
     "check_text",
     "check_visibility",
+    "imported_max_attempts",
     "jitter_factors",
     "raise_if_refused",
 ]
@@ -204,6 +209,15 @@ class OwnedQueue(Queue, Protocol):
     ) -> Page[RunSummary]: ...
 
     async def throughput(self, since: float) -> list[Throughput]: ...
+
+    # importers (`actors.importers`): jobs brought over from another system, by origin
+    async def import_jobs(self, jobs: Sequence[ImportedJob]) -> list[ImportResult]: ...
+
+    async def find_by_origin(self, origins: Sequence[str]) -> list[Job]: ...
+
+    async def delete_imported(
+        self, imported: Sequence[tuple[str, float]], *, force: bool = False
+    ) -> list[ImportResult]: ...
 
 
 class SingleItemVerbs:
@@ -471,3 +485,41 @@ def check_optional_text(name: str, value: object) -> None:
     """Refuse a value that is neither None nor a valid `check_text`."""
     if value is not None:
         check_text(name, value)
+
+
+def check_imported(job: ImportedJob, max_payload_bytes: int) -> tuple[bytes | None, bytes | None]:
+    """Refuse a bad imported job; return its payload and result as JSON (None for none)."""
+    for name in ("origin", "run_id", "tenant_id", "r2_key"):
+        check_text(name, getattr(job, name))
+    if job.status not in ("pending", "done", "failed"):
+        raise InvalidArgument(
+            f"an imported job's status must be pending, done or failed, not {job.status!r}"
+        )
+    check_range("attempts", job.attempts, 0, MAX_ATTEMPTS)
+    check_range("priority", job.priority, -MAX_PRIORITY, MAX_PRIORITY)
+    for name in ("created_at", "updated_at"):
+        check_range(name, getattr(job, name), 0, math.inf)
+    if job.finished_at is not None:
+        check_range("finished_at", job.finished_at, 0, math.inf)
+    check_optional_text("last_error", job.last_error)
+    if not isinstance(job.cross_tenant_key, bool):
+        raise InvalidArgument(
+            f"cross_tenant_key must be true or false, not {job.cross_tenant_key!r}"
+        )
+    return (
+        check_json("payload", job.payload, max_payload_bytes),
+        check_json("result", job.result, max_payload_bytes),
+    )
+
+
+def imported_max_attempts(job: ImportedJob, default: int) -> int:
+    """An imported job's attempt limit: the queue's, raised so that attempts already spent
+    elsewhere never exceed it (a pending job keeps one more to run here)."""
+    return min(MAX_ATTEMPTS, max(default, job.attempts + (job.status == "pending")))
+
+
+def check_origins(origins: Sequence[object]) -> None:
+    """Refuse a lookup by origin of too many or of something not an origin."""
+    check_batch("origins", origins)
+    for origin in origins:
+        check_text("origin", origin)

@@ -41,6 +41,7 @@ from actors.errors import (
 )
 from actors.queue import Ack, Backoff, Job, NewJob, OwnedQueue, Queue, SQLiteQueue, Throughput
 from actors.queue.http import HttpQueue
+from actors.queue.model import ImportedJob
 from actors.queue.postgres._queue import PostgresQueue
 from actors.system import ActorSystem
 from supervisors.clock import FakeClock
@@ -86,6 +87,9 @@ def test_the_contract_names_every_shared_verb() -> None:
         "claim_maintenance",
         "list_runs",
         "throughput",
+        "import_jobs",
+        "find_by_origin",
+        "delete_imported",
     }
 
 
@@ -711,6 +715,110 @@ async def test_throughput_counts_jobs_done_and_failed_per_minute(
     assert d.status == "leased"  # a leased job has not finished: it is in no minute
     with pytest.raises(OutOfRange, match="since"):
         await owned.throughput(-1)
+
+
+def imported(origin: str, run: str = "r1", tenant: str = "t1", **fields: Any) -> ImportedJob:
+    """A job as another system held it (times long before the queue's clock)."""
+    return ImportedJob(
+        origin=origin,
+        run_id=run,
+        tenant_id=tenant,
+        r2_key=f"{tenant}/{run}/{origin}",
+        created_at=fields.pop("created_at", 1_700_000_000.0),
+        updated_at=fields.pop("updated_at", 1_700_000_100.0),
+        **fields,
+    )
+
+
+@pytest.mark.anyio
+async def test_import_jobs_keeps_each_jobs_state_and_times_and_never_imports_an_origin_twice(
+    owned: OwnedQueue, clock: FakeClock
+) -> None:
+    results = await owned.import_jobs(
+        [
+            imported("d1:a", attempts=2, payload={"k": "ü"}),
+            imported("d1:b", status="done", attempts=1, result={"words": 3}),
+            imported("d1:c", status="failed", attempts=9, last_error="boom", created_at=1.0),
+            imported("d1:d", run="r2", tenant="t2", priority=3),
+        ]
+    )
+    assert [(r.origin, r.ok, r.reason) for r in results] == [
+        ("d1:a", True, "ok"),
+        ("d1:b", True, "ok"),
+        ("d1:c", True, "ok"),
+        ("d1:d", True, "ok"),
+    ]
+    a, b, c, d = (r.job for r in results)
+    assert a is not None and b is not None and c is not None and d is not None
+    assert (a.status, a.attempts, a.max_attempts, a.payload) == ("pending", 2, 5, {"k": "ü"})
+    assert (a.created_at, a.updated_at, a.available_at) == (1.7e9, 1_700_000_100.0, clock.time())
+    assert (b.status, b.result, b.finished_at) == ("done", {"words": 3}, 1_700_000_100.0)
+    # Attempts spent elsewhere never exceed the limit here.
+    assert (c.status, c.attempts, c.max_attempts, c.last_error) == ("failed", 9, 9, "boom")
+    assert await owned.get(a.id) == a and a.origin == "d1:a"
+    # The runs' counts, tenants and times follow the imported jobs.
+    r1 = await owned.run_summary("r1")
+    assert (r1.tenant_id, r1.total, r1.pending, r1.done, r1.failed) == ("t1", 3, 1, 1, 1)
+    assert r1.created_at == 1.0 and r1.status == "processing"
+    assert (await owned.run_summary("r2")).tenant_id == "t2"
+    assert (await owned.stats()).pending == 2
+    # Again: nothing is written twice; another tenant's run is refused, item by item.
+    again = await owned.import_jobs([imported("d1:a", attempts=7), imported("d1:e", tenant="t9")])
+    assert [(r.origin, r.ok, r.reason) for r in again] == [
+        ("d1:a", False, "exists"),
+        ("d1:e", False, "refused"),
+    ]
+    assert again[0].job == a and again[1].message and "belongs to tenant 't1'" in again[1].message
+    (leased,) = await owned.pull(max=1)  # d1:d, priority 3
+    assert leased.id == d.id and leased.attempts == 1
+    with pytest.raises(InvalidArgument, match="status"):
+        await owned.import_jobs([imported("d1:x", status="leased")])  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_find_by_origin_returns_the_imported_jobs_in_the_order_asked(
+    owned: OwnedQueue,
+) -> None:
+    a, b = (r.job for r in await owned.import_jobs([imported("kv:a"), imported("kv:b")]))
+    await owned.enqueue("r1", "t1", "t1/r1/native")
+    assert await owned.find_by_origin(["kv:b", "kv:none", "kv:a", "kv:b"]) == [b, a]
+    assert await owned.find_by_origin([]) == []
+    with pytest.raises(InvalidArgument, match="origin"):
+        await owned.find_by_origin([""])
+
+
+@pytest.mark.anyio
+async def test_delete_imported_removes_only_jobs_unchanged_since_their_import_unless_forced(
+    owned: OwnedQueue, clock: FakeClock
+) -> None:
+    results = await owned.import_jobs(
+        [imported("d1:a"), imported("d1:b"), imported("d1:c", run="r2", status="done")]
+    )
+    a, b, c = (r.job for r in results)
+    assert a is not None and b is not None and c is not None
+    (leased,) = await owned.pull(max=1)  # a worker takes d1:a: it changed
+    assert leased.id == a.id
+    gone = await owned.delete_imported(
+        [("d1:a", a.updated_at), ("d1:b", b.updated_at), ("d1:c", c.updated_at), ("d1:z", 0.0)]
+    )
+    assert [(r.origin, r.ok, r.reason) for r in gone] == [
+        ("d1:a", False, "changed"),
+        ("d1:b", True, "ok"),
+        ("d1:c", True, "ok"),
+        ("d1:z", False, "not_found"),
+    ]
+    assert gone[0].message and "changed after it was imported" in gone[0].message
+    # The run left without a job goes; the other keeps exact counts.
+    with pytest.raises(RunNotFound):
+        await owned.run_summary("r2")
+    r1 = await owned.run_summary("r1")
+    assert (r1.total, r1.leased, r1.pending) == (1, 1, 0)
+    forced = await owned.delete_imported([("d1:a", a.updated_at)], force=True)
+    assert [(r.ok, r.reason) for r in forced] == [(True, "ok")]
+    assert await owned.find_by_origin(["d1:a", "d1:b", "d1:c"]) == []
+    with pytest.raises(RunNotFound):
+        await owned.run_summary("r1")
+    assert (await owned.stats()).total == 0
 
 
 def test_this_suite_calls_every_verb_of_the_contract() -> None:

@@ -40,7 +40,16 @@ from actors.errors import (
     StorageError,
 )
 from actors.log import get_logger
-from actors.queue._rows import ByOwner, job_from_row, parse_cursor, refusal, summary_from_row
+from actors.queue._rows import (
+    ByOwner,
+    changed_since,
+    foreign_run,
+    job_from_row,
+    origin_not_found,
+    parse_cursor,
+    refusal,
+    summary_from_row,
+)
 from actors.queue._rows import decode as _decode
 from actors.queue.base import (
     OwnedQueue,
@@ -48,18 +57,23 @@ from actors.queue.base import (
     check_ack,
     check_batch,
     check_delay,
+    check_imported,
     check_listing,
     check_maintenance,
     check_new_job,
     check_optional_text,
+    check_origins,
     check_range,
     check_visibility,
+    imported_max_attempts,
     jitter_factors,
 )
 from actors.queue.model import (
     Ack,
     AckResult,
     Backoff,
+    ImportedJob,
+    ImportResult,
     ItemResult,
     Job,
     JobStatus,
@@ -115,7 +129,28 @@ class _AckRow(msgspec.Struct, kw_only=True, omit_defaults=True):
     metrics: msgspec.Raw | None = None
 
 
+class _ImportRow(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One imported job, as sql/import_jobs.sql's JSON parameter carries it."""
+
+    origin: str
+    run_id: str
+    tenant_id: str
+    r2_key: str
+    status: str
+    attempts: int
+    max_attempts: int
+    created_at: float
+    updated_at: float
+    priority: int = 0
+    payload: msgspec.Raw | None = None
+    result: msgspec.Raw | None = None
+    last_error: str | None = None
+    finished_at: float | None = None
+    cross_tenant_key: bool = False
+
+
 _encode_rows = msgspec.json.Encoder().encode
+_encode_imports = _encode_rows
 
 # Connection loss (a killed backend, a restarting server, a reset socket) is tried this many
 # times, waiting 0.05, 0.1, 0.2, ... 3.2 s between tries: 6.35 s in all, longer than a restart.
@@ -833,6 +868,179 @@ class PostgresQueue(SingleItemVerbs):
         # claim retried after its connection died during the commit finds the round taken:
         # that round is skipped, never done twice.
         return await self._run(claim, atomic=False)
+
+    # --- importers -----------------------------------------------------------------------
+
+    async def import_jobs(self, jobs: Sequence[ImportedJob]) -> list[ImportResult]:
+        """Add jobs brought over from another system, in one transaction: each with its state
+        and times as they were there, unless a job with its origin is here already."""
+        check_batch("jobs", jobs)
+        checked = [(job, *check_imported(job, self._max_payload_bytes)) for job in jobs]
+        if not jobs:
+            return []
+        now = self._clock.time()
+
+        async def work(conn: Connection) -> list[ImportResult]:
+            first: dict[str, ImportedJob] = {}
+            for job in jobs:
+                if job.run_id not in first or job.created_at < first[job.run_id].created_at:
+                    first[job.run_id] = job
+            runs = sorted(first)
+            await conn.execute(
+                _sql.IMPORT_RUNS,
+                runs,
+                [first[r].tenant_id for r in runs],
+                [float(first[r].created_at) for r in runs],
+                now,
+            )
+            owners: dict[str, str] = {
+                run_id: tenant for run_id, tenant in await conn.fetch(_sql.RUN_TENANTS, runs)
+            }
+            fits = [c for c in checked if owners[c[0].run_id] == c[0].tenant_id]
+            rows = [
+                _ImportRow(
+                    origin=job.origin,
+                    run_id=job.run_id,
+                    tenant_id=job.tenant_id,
+                    r2_key=job.r2_key,
+                    payload=None if payload is None else msgspec.Raw(payload),
+                    status=job.status,
+                    attempts=job.attempts,
+                    max_attempts=imported_max_attempts(job, self._max_attempts),
+                    priority=job.priority,
+                    last_error=job.last_error,
+                    result=None if result is None else msgspec.Raw(result),
+                    created_at=float(job.created_at),
+                    updated_at=float(job.updated_at),
+                    finished_at=(
+                        None
+                        if job.status == "pending"
+                        else float(job.finished_at or job.updated_at)
+                    ),
+                    cross_tenant_key=job.cross_tenant_key,
+                )
+                for job, payload, result in fits
+            ]
+            inserted = {
+                imported.origin: imported
+                for imported in map(
+                    job_from_row,
+                    await conn.fetch(_sql.IMPORT_JOBS, now, _encode_imports(rows).decode())
+                    if rows
+                    else [],
+                )
+            }
+            taken = [c[0].origin for c in fits if c[0].origin not in inserted]
+            existing = (
+                {
+                    job.origin: job
+                    for job in map(job_from_row, await conn.fetch(_sql.JOBS_BY_ORIGIN, taken))
+                }
+                if taken
+                else {}
+            )
+            out: list[ImportResult] = []
+            counts: dict[str, tuple[int, int, int]] = {}
+            firsts: dict[str, int] = {}
+            for job, _, _ in checked:
+                if owners[job.run_id] != job.tenant_id:
+                    out.append(foreign_run(job, owners[job.run_id]))
+                    continue
+                imported = inserted.get(job.origin)
+                if imported is None:
+                    there = existing[job.origin]
+                    out.append(
+                        ImportResult(origin=job.origin, ok=False, reason="exists", job=there)
+                    )
+                    continue
+                out.append(ImportResult(origin=job.origin, ok=True, reason="ok", job=imported))
+                done, failed, total = counts.get(job.run_id, (0, 0, 0))
+                counts[job.run_id] = (
+                    done + (job.status == "done"),
+                    failed + (job.status == "failed"),
+                    total + 1,
+                )
+                firsts[job.run_id] = min(imported.id, firsts.get(job.run_id, imported.id))
+            await _count(conn, now, counts, touch=True)
+            if firsts:
+                await conn.execute(_sql.LOWER_FIRST_IDS, list(firsts), list(firsts.values()))
+                await conn.execute(_sql.NOTIFY, self._channel, self._origin)
+            return out
+
+        return await self._run(work, on_done=lambda _: self._notify_enqueued())
+
+    async def find_by_origin(self, origins: Sequence[str]) -> list[Job]:
+        """Return the jobs imported with these origins (those there are), in the order asked."""
+        check_origins(origins)
+
+        async def find(conn: Connection) -> list[Job]:
+            rows = await conn.fetch(_sql.JOBS_BY_ORIGIN, list(origins))
+            found = {job.origin: job for job in map(job_from_row, rows)}
+            return [found[o] for o in dict.fromkeys(origins) if o in found]
+
+        return await self._run(find, atomic=False)
+
+    async def delete_imported(
+        self, imported: Sequence[tuple[str, float]], *, force: bool = False
+    ) -> list[ImportResult]:
+        """Delete imported jobs by origin, each only while its ``updated_at`` is still the one
+        given (as imported: nothing changed it since) unless ``force``; refuse the rest."""
+        check_batch("imported", imported)
+        check_origins([origin for origin, _ in imported])
+        now = self._clock.time()
+
+        async def work(conn: Connection) -> list[ImportResult]:
+            deleted = {
+                job.origin: job
+                for job in map(
+                    job_from_row,
+                    await conn.fetch(
+                        _sql.DELETE_IMPORTED,
+                        [origin for origin, _ in imported],
+                        [float(updated_at) for _, updated_at in imported],
+                        force,
+                    ),
+                )
+            }
+            kept = [origin for origin, _ in imported if origin not in deleted]
+            there = (
+                {
+                    job.origin: job
+                    for job in map(job_from_row, await conn.fetch(_sql.JOBS_BY_ORIGIN, kept))
+                }
+                if kept
+                else {}
+            )
+            out: list[ImportResult] = []
+            gone: dict[str, tuple[int, int, int]] = {}
+            for origin, _ in imported:
+                job = deleted.pop(origin, None)  # an origin named twice is deleted once
+                if job is None:
+                    left = there.get(origin)
+                    out.append(
+                        origin_not_found(origin) if left is None else changed_since(origin, left)
+                    )
+                    continue
+                done, failed, total = gone.get(job.run_id, (0, 0, 0))
+                gone[job.run_id] = (
+                    done - (job.status == "done"),
+                    failed - (job.status == "failed"),
+                    total - 1,
+                )
+                out.append(ImportResult(origin=origin, ok=True, reason="ok", job=job))
+            await _count(conn, now, gone, touch=True)
+            # A run this leaves without a job goes (under purge's lock: an enqueue naming it
+            # waits, then creates it again).
+            for run_id in sorted(gone):
+                summary = await conn.fetchrow(_sql.RUNS, run_id, 0, None, None, 1)
+                if summary is not None and summary[-2] == 0:
+                    await conn.execute(_sql.LOCK_RUNS)
+                    summary = await conn.fetchrow(_sql.RUNS, run_id, 0, None, None, 1)
+                    if summary is not None and summary[-2] == 0:
+                        await conn.execute(_sql.DELETE_RUNS, [run_id])
+            return out
+
+        return await self._run(work)
 
     # --- readers -------------------------------------------------------------------------
 

@@ -23,21 +23,26 @@ from actors.queue.base import (
     check_ack,
     check_batch,
     check_delay,
+    check_imported,
     check_listing,
     check_maintenance,
     check_new_job,
     check_open,
     check_optional_text,
+    check_origins,
     check_page,
     check_pull,
     check_range,
     check_visibility,
+    imported_max_attempts,
     jitter_factors,
 )
 from actors.queue.model import (
     Ack,
     AckResult,
     Backoff,
+    ImportedJob,
+    ImportResult,
     Job,
     JobStatus,
     LeaseResult,
@@ -327,6 +332,43 @@ class SQLiteQueue(SingleItemVerbs):
             lambda conn: store.claim_maintenance(
                 conn, self._clock.time(), task, interval_seconds, owner
             )
+        )
+
+    # --- importers -----------------------------------------------------------------------
+
+    async def import_jobs(self, jobs: Sequence[ImportedJob]) -> list[ImportResult]:
+        """Add jobs brought over from another system, in one transaction: each with its state
+        and times as they were there, unless a job with its origin is here already."""
+        check_batch("jobs", jobs)
+        rows = [
+            (
+                job,
+                *check_imported(job, self._max_payload_bytes),
+                imported_max_attempts(job, self._max_attempts),
+            )
+            for job in jobs
+        ]
+        if not jobs:
+            return []
+        return await self._writer.run(
+            lambda conn: store.import_jobs(conn, self._clock.time(), rows),
+            on_commit=lambda _: self._notify_enqueued([]),
+        )
+
+    async def find_by_origin(self, origins: Sequence[str]) -> list[Job]:
+        """Return the jobs imported with these origins (those there are), in the order asked."""
+        check_origins(origins)
+        return await self._readers.run(lambda conn: store.find_by_origin(conn, origins))
+
+    async def delete_imported(
+        self, imported: Sequence[tuple[str, float]], *, force: bool = False
+    ) -> list[ImportResult]:
+        """Delete imported jobs by origin, each only while its ``updated_at`` is still the one
+        given (as imported: nothing changed it since) unless ``force``; refuse the rest."""
+        check_batch("imported", imported)
+        check_origins([origin for origin, _ in imported])
+        return await self._writer.run(
+            lambda conn: store.delete_imported(conn, self._clock.time(), imported, force)
         )
 
     # --- readers -------------------------------------------------------------------------

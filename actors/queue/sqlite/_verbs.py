@@ -17,7 +17,10 @@ from actors.queue._rows import (
     COLUMNS,
     RUN_COLUMNS,
     ByOwner,
+    changed_since,
+    foreign_run,
     job_from_row,
+    origin_not_found,
     parse_cursor,
     refusal,
     summary_from_row,
@@ -27,6 +30,8 @@ from actors.queue._rows import metrics_decoder as _metrics_decoder
 from actors.queue.model import (
     Ack,
     Backoff,
+    ImportedJob,
+    ImportResult,
     ItemResult,
     Job,
     JobStatus,
@@ -41,8 +46,11 @@ from actors.queue.model import (
 __all__ = [
     "ack",
     "claim_maintenance",
+    "delete_imported",
     "enqueue",
+    "find_by_origin",
     "get",
+    "import_jobs",
     "list_jobs",
     "list_runs",
     "pull",
@@ -480,6 +488,143 @@ def claim_maintenance(
         "SELECT rounds, due_at FROM maintenance WHERE task = ?", (task,)
     ).fetchone()
     return MaintenanceClaim(task=task, claimed=False, round=rounds, due_at=due_at)
+
+
+# --- importers -----------------------------------------------------------------------------
+
+
+def import_jobs(
+    conn: sqlite3.Connection,
+    now: float,
+    jobs: Sequence[tuple[ImportedJob, bytes | None, bytes | None, int]],
+) -> list[ImportResult]:
+    """Insert each imported job (with its payload, result and attempt limit) unless its origin
+    is taken; create its run (with the job's tenant) or add to it; refuse a job whose run
+    belongs to another tenant."""
+    out: list[ImportResult] = []
+    owners: dict[str, str | None] = {}
+    for job, payload, result, max_attempts in jobs:
+        if job.run_id not in owners:
+            found = conn.execute(
+                "SELECT tenant_id FROM runs WHERE run_id = ?", (job.run_id,)
+            ).fetchone()
+            owners[job.run_id] = None if found is None else found[0]
+        owner = owners[job.run_id]
+        if owner is not None and owner != job.tenant_id:
+            out.append(foreign_run(job, owner))
+            continue
+        finished = None if job.status == "pending" else (job.finished_at or job.updated_at)
+        row = conn.execute(
+            f"""
+            INSERT INTO jobs (run_id, tenant_id, r2_key, payload, status, attempts, max_attempts,
+                              priority, available_at, last_error, result, created_at, updated_at,
+                              finished_at, cross_tenant_key, origin)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (origin) WHERE origin IS NOT NULL DO NOTHING
+            RETURNING {COLUMNS}
+            """,
+            (
+                job.run_id,
+                job.tenant_id,
+                job.r2_key,
+                None if payload is None else payload.decode(),
+                job.status,
+                job.attempts,
+                max_attempts,
+                job.priority,
+                now,
+                job.last_error,
+                None if result is None else result.decode(),
+                job.created_at,
+                job.updated_at,
+                finished,
+                job.cross_tenant_key,
+                job.origin,
+            ),
+        ).fetchone()
+        if row is None:
+            there = conn.execute(
+                f"SELECT {COLUMNS} FROM jobs WHERE origin = ?", (job.origin,)
+            ).fetchone()
+            out.append(
+                ImportResult(origin=job.origin, ok=False, reason="exists", job=job_from_row(there))
+            )
+            continue
+        # A new run keeps its first job's times; its stored counts follow below.
+        conn.execute(
+            """
+            INSERT INTO runs (run_id, tenant_id, created_at, updated_at) VALUES (?, ?, ?, ?)
+            ON CONFLICT (run_id) DO UPDATE SET updated_at = excluded.updated_at
+            """,
+            (job.run_id, job.tenant_id, job.created_at, now),
+        )
+        owners[job.run_id] = job.tenant_id
+        # Inserted rows pass no trigger (they count status changes and deletions): counted here.
+        conn.execute(
+            """
+            UPDATE runs SET pending = pending + (:status = 'pending'),
+                done = done + (:status = 'done'), failed = failed + (:status = 'failed'),
+                created_at = min(created_at, :created),
+                finished_at = CASE WHEN :status = 'pending' THEN NULL ELSE finished_at END
+            WHERE run_id = :run
+            """,
+            {"created": job.created_at, "status": job.status, "run": job.run_id},
+        )
+        out.append(ImportResult(origin=job.origin, ok=True, reason="ok", job=job_from_row(row)))
+    _close_runs(conn, now, {r.job.run_id for r in out if r.ok and r.job is not None})
+    return out
+
+
+def find_by_origin(conn: sqlite3.Connection, origins: Sequence[str]) -> list[Job]:
+    """Return the jobs with these origins (those that exist), in the order asked."""
+    rows = conn.execute(
+        f"""
+        SELECT {COLUMNS} FROM jobs WHERE origin IN (SELECT value FROM json_each(:origins))
+        """,
+        {"origins": _encode(list(origins)).decode()},
+    ).fetchall()
+    found = {job.origin: job for job in map(job_from_row, rows)}
+    return [found[o] for o in dict.fromkeys(origins) if o in found]
+
+
+def delete_imported(
+    conn: sqlite3.Connection, now: float, imported: Sequence[tuple[str, float]], force: bool
+) -> list[ImportResult]:
+    """Delete each imported job (by origin) still as the import wrote it: its ``updated_at``
+    unchanged (every verb that changes a job sets it); any, with ``force``. Delete the runs
+    this leaves without a job."""
+    out: list[ImportResult] = []
+    runs: set[str] = set()
+    for origin, updated_at in imported:
+        row = conn.execute(
+            f"""
+            DELETE FROM jobs WHERE origin = :origin AND (:force OR updated_at = :updated)
+            RETURNING {COLUMNS}
+            """,
+            {"origin": origin, "force": force, "updated": updated_at},
+        ).fetchone()
+        if row is not None:
+            job = job_from_row(row)
+            runs.add(job.run_id)
+            out.append(ImportResult(origin=origin, ok=True, reason="ok", job=job))
+            continue
+        there = conn.execute(f"SELECT {COLUMNS} FROM jobs WHERE origin = ?", (origin,)).fetchone()
+        if there is None:
+            out.append(origin_not_found(origin))
+        else:
+            job = job_from_row(there)
+            out.append(changed_since(origin, job))
+    # The trigger took the deleted jobs off their runs' counts; a run left empty goes.
+    for run_id in sorted(runs):
+        conn.execute(
+            """
+            DELETE FROM runs WHERE run_id = ? AND pending + leased + done + failed = 0
+            AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.run_id = runs.run_id)
+            """,
+            (run_id,),
+        )
+    _close_runs(conn, now, runs)
+    return out
 
 
 # --- readers -------------------------------------------------------------------------------

@@ -244,7 +244,26 @@ MIGRATIONS: tuple[Migration, ...] = (
         # Only a schedule goes: without it every task is simply due at once.
         drops=(),
     ),
+    Migration(
+        version=9,
+        name="job_origins",
+        up=(
+            # Where an imported job came from (`d1:<id>`, `kv:<task id>`; NULL for a job
+            # enqueued here), so the old system's references still name it. Added, not
+            # rebuilt: a constant default, no copy of the table.
+            "ALTER TABLE jobs ADD COLUMN origin TEXT",
+            # Invariant: one origin names at most one job (an import is never applied twice).
+            "CREATE UNIQUE INDEX jobs_origin ON jobs (origin) WHERE origin IS NOT NULL",
+        ),
+        down=("DROP INDEX jobs_origin", "ALTER TABLE jobs DROP COLUMN origin"),
+        # The imported jobs stay (as jobs enqueued here); only their origins go.
+        drops=(),
+    ),
 )
+# Invariant: applied in the order of their versions, each version once (steps written on
+# different branches may sit in the tuple in any order; numbers may skip).
+MIGRATIONS = tuple(sorted(MIGRATIONS, key=lambda m: m.version))
+assert len({m.version for m in MIGRATIONS}) == len(MIGRATIONS), "two migrations share a version"
 LATEST_VERSION = MIGRATIONS[-1].version
 
 
@@ -425,6 +444,11 @@ def migrate_up(conn: sqlite3.Connection, path: str | Path, target: int | None = 
     return applied
 
 
+def _below(version: int) -> int:
+    """The version of the migration before ``version`` (0 below the first)."""
+    return max((m.version for m in MIGRATIONS if m.version < version), default=0)
+
+
 def _rollback(conn: sqlite3.Connection) -> None:
     # SQLite rolls back by itself after some errors (a full disk, an I/O error): then there is
     # no transaction left, and a ROLLBACK would fail and hide the first error.
@@ -463,7 +487,8 @@ def migrate_down(
                 )
             for statement in migration.down:
                 conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {migration.version - 1}")
+            # The version below this one (numbers may skip: each names its own step).
+            conn.execute(f"PRAGMA user_version = {_below(migration.version)}")
             undone.append(migration.version)
         conn.execute("COMMIT")
     except sqlite3.Error as exc:
