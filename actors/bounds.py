@@ -34,12 +34,18 @@ __all__ = [
     "MAX_PAYLOAD_BYTES_LIMIT",
     "MAX_PRIORITY",
     "MAX_PULL",
+    "MAX_PULL_WAITERS",
+    "MAX_PULL_WAIT_SECONDS",
     "MAX_RETENTION_SECONDS",
+    "MAX_TENANT_LEASED",
+    "MAX_TENANT_RATE",
     "MAX_TIMEOUT_SECONDS",
     "MAX_UPLOAD_NAME_CHARS",
     "MAX_UPLOAD_URL_SECONDS",
     "MAX_VISIBILITY_SECONDS",
+    "MAX_WEIGHT",
     "MINUTE",
+    "MIN_TENANT_RATE",
     "MIN_TIMEOUT_SECONDS",
     "AckBatch",
     "AckIdText",
@@ -60,11 +66,15 @@ __all__ = [
     "Port",
     "Priority",
     "PullSize",
+    "PullWait",
     "Retention",
+    "TenantLeased",
+    "TenantRate",
     "Timeout",
     "UploadName",
     "UploadUrlSeconds",
     "Visibility",
+    "Weight",
 ]
 
 MINUTE, HOUR, DAY = 60.0, 3600.0, 86_400.0
@@ -88,6 +98,13 @@ MAX_VISIBILITY_SECONDS = HOUR
 MAX_DELAY_SECONDS = DAY
 # One pull leases at most this many jobs; more would hold the write lock for too long.
 MAX_PULL = 1000
+# A pull waits at most this long for a job to arrive (a long poll): under the idle timeouts of
+# common proxies and load balancers (30 s and more), so a waiting pull is not cut off; a worker
+# that wants to wait longer pulls again.
+MAX_PULL_WAIT_SECONDS = 20.0
+# At most this many pulls of one queue object wait at once; a pull beyond them answers at once,
+# as a pull that does not wait (every enqueue wakes every waiting pull, which then claims again).
+MAX_PULL_WAITERS = 256
 # One page of a listing (jobs or runs) holds at most this many items.
 MAX_PAGE = 1000
 # One batch call (enqueue_many, ack_many, ...) carries at most this many items, for the same
@@ -140,6 +157,8 @@ Delay = Annotated[float, Meta(ge=0, le=MAX_DELAY_SECONDS)]
 JobTimeout = Annotated[float, Meta(ge=MIN_TIMEOUT_SECONDS, le=MAX_TIMEOUT_SECONDS)]
 #: How many jobs one pull leases.
 PullSize = Annotated[int, Meta(ge=1, le=MAX_PULL)]
+#: How long a pull may wait for a job when none is available (0: it answers at once).
+PullWait = Annotated[float, Meta(ge=0, le=MAX_PULL_WAIT_SECONDS)]
 #: How many acks one ack call carries.
 AckBatch = Annotated[int, Meta(ge=1, le=MAX_BATCH)]
 LeaseToken = Annotated[str, Meta(max_length=MAX_LEASE_TOKEN_CHARS)]
@@ -151,6 +170,16 @@ Retention = Annotated[float, Meta(ge=0, le=MAX_RETENTION_SECONDS)]
 MaintenanceInterval = Annotated[float, Meta(ge=0.001, le=MAX_MAINTENANCE_INTERVAL_SECONDS)]
 UploadName = Annotated[str, Meta(min_length=1, max_length=MAX_UPLOAD_NAME_CHARS)]
 UploadUrlSeconds = Annotated[float, Meta(gt=0, le=MAX_UPLOAD_URL_SECONDS)]
+
+# A tenant's share of fair claims: up to this many of its jobs per round.
+MAX_WEIGHT = 1000
+# A tenant's cap on live leases, across every worker.
+MAX_TENANT_LEASED = 1_000_000
+# A tenant's cap on jobs leased per second: from one a minute to a million a second.
+MIN_TENANT_RATE, MAX_TENANT_RATE = 1 / 60, 1_000_000.0
+Weight = Annotated[int, Meta(ge=1, le=MAX_WEIGHT)]
+TenantLeased = Annotated[int, Meta(ge=1, le=MAX_TENANT_LEASED)]
+TenantRate = Annotated[float, Meta(ge=MIN_TENANT_RATE, le=MAX_TENANT_RATE)]
 
 # --- the configuration's classes of values ------------------------------------------------------
 

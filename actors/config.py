@@ -28,10 +28,14 @@ from actors.bounds import (
     PerMinute,
     Port,
     PullSize,
+    PullWait,
     Retention,
+    TenantLeased,
+    TenantRate,
     Timeout,
     UploadUrlSeconds,
     Visibility,
+    Weight,
 )
 from actors.errors import ConfigError
 
@@ -50,6 +54,7 @@ __all__ = [
     "Secrets",
     "StorageConfig",
     "SupervisionConfig",
+    "TenantConfig",
     "config_path_from",
     "dump_config",
     "load_config",
@@ -78,6 +83,15 @@ class RuntimeConfig(_Table, frozen=True):
     backend: Literal["asyncio", "trio"] = "asyncio"
 
 
+class TenantConfig(_Table, frozen=True):
+    """``[queue.tenants.<name>]``: a tenant's share of fair claims and its limits (none when left
+    out), written into the queue's controls when a pipeline or server opens it."""
+
+    weight: Weight = 1
+    max_leased: TenantLeased | None = None
+    max_per_second: TenantRate | None = None
+
+
 class QueueConfig(_Table, frozen=True):
     backend: Literal["sqlite", "postgres", "http"] = "sqlite"
     path: PathText = "data/actors.db"
@@ -91,6 +105,9 @@ class QueueConfig(_Table, frozen=True):
     retry_base_seconds: Delay = 1.0
     retry_cap_seconds: Delay = 300.0
     poll_interval_seconds: Interval = 1.0
+    # backend = "http": an idle worker's pull waits at the server this long for a job (a long
+    # poll, answered as soon as one is enqueued); 0 polls every poll_interval_seconds instead.
+    pull_wait_seconds: PullWait = 20.0
     reap_interval_seconds: Interval = 5.0
     # Finished jobs older than this are purged on a schedule; 0 keeps them forever.
     retention_seconds: Retention = 7 * 24 * 3600.0
@@ -98,6 +115,10 @@ class QueueConfig(_Table, frozen=True):
     purge_interval_seconds: MaintenanceInterval = 3600.0
     dsn: str | None = None  # backend = "postgres"; the password comes from PGPASSWORD
     url: str | None = None  # backend = "http"; the token comes from EDGE_API_TOKEN
+    # Pulls serve tenants in turns (each tenant's own jobs by priority); false: the highest
+    # priority first across tenants.
+    fair: bool = True
+    tenants: dict[IdText, TenantConfig] = msgspec.field(default_factory=dict)
 
 
 class PipelineConfig(_Table, frozen=True):

@@ -20,18 +20,26 @@ from actors.bounds import (
     MetricName,
     Priority,
     PullSize,
+    PullWait,
     Retention,
+    TenantLeased,
+    TenantRate,
     UploadName,
     Visibility,
+    Weight,
 )
-from actors.queue.model import Job, RunSummary, Stats
+from actors.queue.model import ItemResult, Job, QueueControls, RunSummary, Stats
 
 __all__ = [
     "AckIn",
     "AckItem",
     "AckOut",
+    "CancelIn",
+    "CancelItemOut",
+    "CancelOut",
     "ClaimTaskIn",
     "ClaimTaskOut",
+    "ControlsOut",
     "CountOut",
     "EnqueueIn",
     "EnqueueManyIn",
@@ -43,6 +51,8 @@ __all__ = [
     "JobsPage",
     "LeaseRef",
     "LeasesOut",
+    "LimitsIn",
+    "PauseIn",
     "PendingTasksOut",
     "PullIn",
     "PullOut",
@@ -53,6 +63,7 @@ __all__ = [
     "RenewTaskIn",
     "RequeueIn",
     "ResultIn",
+    "RunCancelOut",
     "RunOut",
     "StartIn",
     "StatsBody",
@@ -65,9 +76,12 @@ __all__ = [
     "TaskOk",
     "TaskResultIn",
     "TaskStatusIn",
+    "TenantControlOut",
     "UploadCreateIn",
     "UploadCreateOut",
     "UploadDoneOut",
+    "cancel_item_out",
+    "controls_out",
     "job_out",
     "run_out",
     "stats_out",
@@ -145,6 +159,8 @@ class JobOut(_Out, frozen=True):
     timeout_seconds: float | None = None
     # Where an imported job came from (``d1:<id>``, ``kv:<task id>``).
     origin: str | None = None
+    # When someone asked to cancel it; a leased job with this set ends `cancelled`.
+    cancel_requested_at: float | None = None
 
 
 class EnqueueManyOut(_Out, frozen=True):
@@ -154,12 +170,14 @@ class EnqueueManyOut(_Out, frozen=True):
 
 class PullIn(_In, frozen=True):
     """``started``: the jobs count as started when leased (a crash then spends their attempt),
-    for clients that never call ``/jobs/start``; send false and call it when work begins."""
+    for clients that never call ``/jobs/start``; send false and call it when work begins.
+    ``waitSeconds``: how long to wait for a job when none is there (a long poll)."""
 
     max: PullSize = 10
     visibility_seconds: Visibility = 60.0
     worker_id: IdText | None = None
     started: bool = True
+    wait_seconds: PullWait = 0.0
 
 
 class PullOut(_Out, frozen=True):
@@ -272,11 +290,48 @@ class StatsBody(_Out, frozen=True):
     failed: int
     scheduled: int = 0
     oldest_pending_age_seconds: float | None = None
+    # What is paused (POST /queue/pause); false and none for a server that predates it.
+    paused: bool = False
+    paused_tenants: list[str] = msgspec.field(default_factory=list)
+    cancelled: int = 0
 
 
 class StatsOut(_Out, frozen=True):
     stats: StatsBody
     timestamp: float
+
+
+# --- the queue's controls --------------------------------------------------------------------
+
+
+class PauseIn(_In, frozen=True):
+    """Whom to pause or resume: one tenant, or (left out) the whole queue."""
+
+    tenant_id: IdText | None = None
+
+
+class LimitsIn(_In, frozen=True):
+    """A tenant's share of fair claims and its limits; a limit left out is none."""
+
+    weight: Weight = 1
+    max_leased: TenantLeased | None = None
+    max_per_second: TenantRate | None = None
+
+
+class TenantControlOut(_Out, frozen=True):
+    tenant_id: str
+    paused: bool
+    weight: int
+    max_leased: int | None = None
+    max_per_second: float | None = None
+
+
+class ControlsOut(_Out, frozen=True):
+    """What is paused, and the tenants' stored controls. For a tenant-scoped token only its
+    own tenant's row, and ``paused`` (the whole queue's) null: it sees nothing queue-wide."""
+
+    paused: bool | None
+    tenants: list[TenantControlOut]
 
 
 class RunOut(_Out, frozen=True):
@@ -292,6 +347,45 @@ class RunOut(_Out, frozen=True):
     created_at: float
     updated_at: float
     finished_at: float | None = None
+    cancelled: int = 0
+
+
+class CancelIn(_In, frozen=True):
+    """The jobs to cancel (a tenant-scoped token cancels only its tenant's; others answer
+    ``not_found``, as jobs that do not exist). ``tenantId`` limits the cancel to that tenant's
+    jobs in the same way."""
+
+    ids: Annotated[list[JobId], Meta(min_length=1, max_length=MAX_BATCH)]
+    tenant_id: IdText | None = None
+
+
+class CancelItemOut(_Out, frozen=True):
+    """What a cancel did to one job: ``outcome`` is ``cancelled`` (it was pending: cancelled
+    now), ``cancel_requested`` (it is leased: it ends cancelled when its worker stops or its
+    lease expires), ``already_cancelled`` (cancelled or requested before), ``finished`` (done
+    or failed: nothing changed) or ``not_found``. ``job`` is the job after the call."""
+
+    id: int
+    ok: bool
+    reason: str
+    outcome: Literal["cancelled", "cancel_requested", "already_cancelled", "finished", "not_found"]
+    job: JobOut | None = None
+    message: str | None = None
+
+
+class CancelOut(_Out, frozen=True):
+    success: bool
+    results: list[CancelItemOut]
+
+
+class RunCancelOut(_Out, frozen=True):
+    """What a run's cancel did: ``cancelled`` pending jobs now, ``cancelRequested`` leased ones
+    marked (each ends cancelled when its worker stops or its lease expires)."""
+
+    success: bool
+    run_id: str
+    cancelled: int
+    cancel_requested: int
 
 
 # --- uploads ---------------------------------------------------------------------------------
@@ -458,8 +552,40 @@ def job_out(job: Job) -> JobOut:
     return msgspec.convert(job, JobOut, from_attributes=True)
 
 
+def cancel_item_out(result: ItemResult) -> CancelItemOut:
+    """Encode one item of a cancel's results with what changed."""
+    job = result.job
+    outcome: Literal["cancelled", "cancel_requested", "already_cancelled", "finished", "not_found"]
+    if result.reason == "not_found" or job is None:
+        outcome = "not_found"
+    elif result.reason == "duplicate":
+        outcome = "already_cancelled"
+    elif not result.ok:
+        outcome = "finished"
+    elif job.status == "cancelled":
+        outcome = "cancelled"
+    else:
+        outcome = "cancel_requested"
+    return CancelItemOut(
+        id=result.job_id,
+        ok=result.ok,
+        reason=result.reason,
+        outcome=outcome,
+        job=None if job is None else job_out(job),
+        message=result.message,
+    )
+
+
 def run_out(summary: RunSummary) -> RunOut:
     return msgspec.convert(summary, RunOut, from_attributes=True)
+
+
+def controls_out(controls: QueueControls, tenant: str | None = None) -> ControlsOut:
+    """The controls as the API shows them; with ``tenant``, only that tenant's."""
+    rows = [msgspec.convert(t, TenantControlOut, from_attributes=True) for t in controls.tenants]
+    if tenant is None:
+        return ControlsOut(paused=controls.paused, tenants=rows)
+    return ControlsOut(paused=None, tenants=[r for r in rows if r.tenant_id == tenant])
 
 
 def stats_out(stats: Stats, now: float) -> StatsOut:

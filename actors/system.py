@@ -9,14 +9,14 @@ import uuid
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import anyio
 from anyio.abc import TaskStatus
 
 from actors import tenancy
 from actors.config import Config, require_package
-from actors.errors import ActorsError
+from actors.errors import ActorsError, is_fatal, unwrap
 from actors.log import get_logger
 from actors.pipeline import (
     TERMINAL_RUN_STATUSES,
@@ -31,7 +31,17 @@ from actors.pipeline import (
     room_id,
 )
 from actors.processors import Processor, WorkerPool, make_processor
-from actors.queue import Job, NewJob, Queue, RunSummary, Stats
+from actors.queue import (
+    ItemResult,
+    Job,
+    NewJob,
+    OwnedQueue,
+    Queue,
+    QueueControls,
+    RunCancel,
+    RunSummary,
+    Stats,
+)
 from actors.queue.factory import open_queue
 from actors.storage import ObjectStore, make_store
 from supervisors import (
@@ -52,7 +62,8 @@ log = get_logger("actors.system")
 
 
 class SystemFailed(ActorsError):
-    """The supervision tree gave up: an actor exceeded its restart limit. The message names it."""
+    """The supervision tree gave up: an actor exceeded its restart limit (the message names it),
+    or a fatal error (`actors.errors.is_fatal`) stopped it at once (the message is that error's)."""
 
 
 def raise_system_failed(group: BaseExceptionGroup[BaseException]) -> None:
@@ -119,7 +130,7 @@ class ActorSystem:
     async def __aenter__(self) -> ActorSystem:
         config = self.config
         if config.http.enabled:
-            for module in ("starlette", "hypercorn", "prometheus_client"):
+            for module in ("starlette", "uvicorn", "hypercorn", "prometheus_client"):
                 require_package(module, "http", "[http] enabled = true")
         stack = AsyncExitStack()
         await stack.__aenter__()
@@ -134,6 +145,16 @@ class ActorSystem:
             stack.push_async_callback(self._processor.aclose)
             stack.push_async_callback(self.pool.aclose)
             self._queue = await stack.enter_async_context(open_queue(config, clock=self.clock))
+            if isinstance(self._queue, OwnedQueue):
+                # [queue.tenants.*] go into the queue's controls, shared by every process: the
+                # last process to start with a table for a tenant sets it.
+                for tenant, limits in config.queue.tenants.items():
+                    await self._queue.set_tenant_limits(
+                        tenant,
+                        weight=limits.weight,
+                        max_leased=limits.max_leased,
+                        max_per_second=limits.max_per_second,
+                    )
             # Processor calls that may have to be abandoned at their time limit run here, outside
             # the tree, so that no actor waits for one; cancelled after the tree has stopped.
             calls = await stack.enter_async_context(anyio.create_task_group())
@@ -183,11 +204,18 @@ class ActorSystem:
         try:
             await self._pipeline.run(task_status=task_status)
         except RestartLimitExceeded as exc:
-            failure = SystemFailed(explain_give_up(exc))
-            log.error("system.failed", error=str(failure))
-            if self._on_failure is not None:
-                self._on_failure(failure)
-            raise failure from exc
+            self._failed(SystemFailed(explain_give_up(exc)), exc)
+        except Exception as exc:
+            if not is_fatal(exc):
+                raise
+            # No restart can fix it (a refused token, a full disk): the tree stopped at once.
+            self._failed(SystemFailed(f"the system stopped: {unwrap(exc)}"), exc)
+
+    def _failed(self, failure: SystemFailed, cause: Exception) -> NoReturn:
+        log.error("system.failed", error=str(failure))
+        if self._on_failure is not None:
+            self._on_failure(failure)
+        raise failure from cause
 
     async def stop(self, grace_seconds: float | None = None) -> None:
         """Drain: stop leasing, wait for in-flight jobs, give back the rest, flush the acks.
@@ -320,11 +348,64 @@ class ActorSystem:
                 tenancy.check_key(job.tenant_id, job.r2_key)
         return await self.queue.enqueue_many(list(jobs))
 
+    async def cancel(
+        self, job_ids: Sequence[int], *, tenant_id: str | None = None
+    ) -> list[ItemResult]:
+        """Cancel jobs (see `Queue.cancel_many`): a pending one ends ``cancelled`` now; a leased
+        one is marked, and ends ``cancelled`` once its worker stops (a worker in this process
+        stops at once; others at their next renewal) or its lease expires. Per item: ``ok``
+        (the job's status says which), ``duplicate``, ``finished`` or ``not_found``."""
+        results = await self.queue.cancel_many(job_ids, tenant_id=tenant_id)
+        now = self.clock.time()
+        by_run: dict[str, list[int]] = {}
+        for r in results:
+            if r.reason == "ok" and r.job is not None and r.job.status == "cancelled":
+                by_run.setdefault(r.job.run_id, []).append(r.job_id)
+        self.tell_watchers(
+            [
+                RunEvent(run_id=run, kind="cancelled", job_ids=tuple(ids), at=now)
+                for run, ids in by_run.items()
+            ]
+        )
+        return results
+
+    async def cancel_run(self, run_id: str, *, tenant_id: str | None = None) -> RunCancel:
+        """Cancel every unfinished job of the run (as `cancel` does each); RunNotFound if there
+        is no such run (or it is another tenant's than ``tenant_id``)."""
+        outcome = await self.queue.cancel_run(run_id, tenant_id=tenant_id)
+        self.tell_watchers([RunEvent(run_id=run_id, kind="cancelled", at=self.clock.time())])
+        return outcome
+
     async def stats(self) -> Stats:
         return await self.queue.stats()
 
     async def run_summary(self, run_id: str) -> RunSummary:
         return await self.queue.run_summary(run_id)
+
+    async def pause(self, tenant_id: str | None = None) -> QueueControls:
+        """Pause the whole queue, or one tenant, for every process sharing it (`Queue.pause`)."""
+        return await self.queue.pause(tenant_id)
+
+    async def resume(self, tenant_id: str | None = None) -> QueueControls:
+        """Undo `pause` of the whole queue, or of one tenant."""
+        return await self.queue.resume(tenant_id)
+
+    async def controls(self) -> QueueControls:
+        """What is paused, and each tenant's weight and limits."""
+        return await self.queue.controls()
+
+    async def set_tenant_limits(
+        self,
+        tenant_id: str,
+        *,
+        weight: int = 1,
+        max_leased: int | None = None,
+        max_per_second: float | None = None,
+    ) -> QueueControls:
+        """Set a tenant's share of fair claims and its limits (`Queue.set_tenant_limits`)."""
+        return await self.queue.set_tenant_limits(
+            tenant_id, weight=weight, max_leased=max_leased, max_per_second=max_per_second
+        )
 
     async def watch_run(self, run_id: str) -> AsyncGenerator[RunUpdate, None]:
         """Yield the run's state now and after every change, until it is done or failed."""

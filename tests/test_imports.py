@@ -14,11 +14,14 @@ ROOT = Path(__file__).resolve().parent.parent
 OPTIONAL = (
     "asyncpg",
     "starlette",
+    "uvicorn",
     "hypercorn",
     "prometheus_client",
     "httpx",
     "aioboto3",
     "botocore",
+    "stamina",
+    "tenacity",
     "trio",
 )
 

@@ -13,7 +13,7 @@ import argparse
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
-from actors.cli import _config, _jobs, _run, _runs, _store
+from actors.cli import _config, _jobs, _queue, _run, _runs, _store
 from actors.cli._common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -38,6 +38,7 @@ ADD_COMMANDS: tuple[Callable[[Commands], None], ...] = (
     _jobs.add_enqueue,
     _jobs.add_stats,
     _jobs.add_jobs,
+    _queue.add_queue,
     _runs.add_runs,
     _store.add_migrate,
     _store.add_store,
@@ -53,8 +54,8 @@ exit codes:
        (a missing secret, a busy port, a wrong token, a full disk, a damaged database) or
        another; also `store migrate status` while the target is incomplete
   {EXIT_RUN_FAILED:<4} a run failed: the command worked, but jobs of its runs failed
-  {EXIT_SYSTEM_FAILED:<4} the actor system gave up (restarts exhausted); a process manager may
-       restart it
+  {EXIT_SYSTEM_FAILED:<4} the actor system gave up (restarts exhausted), or stopped at once on an
+       error no restart can fix (a token refused mid-run, a full disk), printed as one line
   {EXIT_INTERRUPTED:<4} interrupted (Ctrl-C)
 """
 

@@ -18,7 +18,7 @@ from actors.http._auth import Gate, Signer, Tokens
 from actors.http._call import Call
 from actors.http._errors import ApiError, error_response, kv_error_response
 from actors.http._host import Host
-from actors.http._jobs import Jobs
+from actors.http._jobs import Jobs, ServerStopping
 from actors.http._metrics import Metrics
 from actors.http._migrate import Migrations
 from actors.http._openapi import openapi_document
@@ -49,7 +49,9 @@ def create_app(
     ``tokens`` defaults to those of the environment (``ACTORS_TOKENS``, ``JWT_SECRET`` /
     ``EDGE_API_TOKEN``). With no token configured every protected route answers 401: there is
     no anonymous mode. To count actor restarts in ``/metrics`` when embedding, run
-    ``app.state.metrics.count_restarts(system.tree.events)`` in a task.
+    ``app.state.metrics.count_restarts(system.tree.events)`` in a task. Call
+    ``app.state.stop_waiting()`` when the server begins to shut down: pulls that wait for a
+    job (``waitSeconds``) then answer at once instead of holding the shutdown up.
     """
     config = host.config
     metrics = metrics if metrics is not None else Metrics()
@@ -64,7 +66,8 @@ def create_app(
         turnstile=turnstile is not None,
     )
     metrics_open = config.http.metrics == "open"
-    jobs, runs = Jobs(host, metrics), Runs(host, gate)
+    stopping = ServerStopping()
+    jobs, runs = Jobs(host, metrics, stopping), Runs(host, gate)
     resources: list[Resource] = [
         Operations(host, metrics, openapi_document(metrics_open=metrics_open)),
         jobs,
@@ -124,6 +127,7 @@ def create_app(
     routes.append(Mount("/ui", routes=dashboard.routes(), name="ui"))
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
     app.state.metrics = metrics
+    app.state.stop_waiting = stopping.set
     return app
 
 

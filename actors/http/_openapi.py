@@ -10,6 +10,7 @@ import msgspec
 
 from actors import importers, tenancy
 from actors import protocol as wire
+from actors.bounds import MAX_PULL_WAIT_SECONDS
 from actors.http._routes import Route, route_table
 
 __all__ = ["openapi_document"]
@@ -75,6 +76,12 @@ def openapi_document(*, metrics_open: bool = True) -> dict[str, Any]:
     components["EnqueueIn"]["properties"]["crossTenantKey"]["description"] = (
         "only an admin token limited to no tenant may send true; an admin's job whose r2Key "
         "lies outside '{tenantId}/' gets it anyway"
+    )
+    components["PullIn"]["properties"]["waitSeconds"]["description"] = (
+        "a long poll: with no job to lease, the server holds the request until a job is "
+        "enqueued and answers with it at once, or answers with no jobs when the time is up or "
+        f"it shuts down; 0 answers at once; at most {MAX_PULL_WAIT_SECONDS:g} s. A pull waits "
+        "holding no lease; closing the connection ends its wait"
     )
     components["Health"] = {"type": "object"}
     components["Task"] = {

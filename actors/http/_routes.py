@@ -239,6 +239,52 @@ def route_table(*, metrics_open: bool = True) -> tuple[Route[Any] | Socket, ...]
             response=wire.StatsOut,
             tenant_wide="read the queue's stats",
         ),
+        # --- the queue's controls --------------------------------------------------------------
+        Route(
+            "POST",
+            "/queue/pause",
+            Operations.pause,
+            ADMIN,
+            "pause the whole queue, or one tenant (tenantId): nothing new is leased from it; "
+            "leased jobs finish (admin; a tenant's admin: its own tenant only)",
+            body=wire.PauseIn,
+            response=wire.ControlsOut,
+            body_required=False,
+        ),
+        Route(
+            "POST",
+            "/queue/resume",
+            Operations.resume,
+            ADMIN,
+            "undo a pause of the whole queue, or of one tenant (tenantId) (admin; a tenant's "
+            "admin: its own tenant only)",
+            body=wire.PauseIn,
+            response=wire.ControlsOut,
+            body_required=False,
+        ),
+        Route(
+            "GET",
+            "/queue/controls",
+            Operations.controls,
+            ADMIN,
+            "what is paused, and each tenant's weight and limits (admin; a tenant's admin sees "
+            "its own tenant's)",
+            response=wire.ControlsOut,
+        ),
+        Route(
+            "PUT",
+            "/queue/tenants/{tenant_id}/limits",
+            Operations.set_limits,
+            ADMIN,
+            "set a tenant's weight in fair claims and its limits (maxLeased live leases, "
+            "maxPerSecond leased a second); a limit left out is none (admin)",
+            body=wire.LimitsIn,
+            response=wire.ControlsOut,
+            params=(Param("tenant_id", "path", _TEXT),),
+            body_required=False,
+            tenant_wide="set a tenant's share and limits (they weigh it against every other "
+            "tenant)",
+        ),
         Route(
             "GET",
             "/jobs",
@@ -250,7 +296,10 @@ def route_table(*, metrics_open: bool = True) -> tuple[Route[Any] | Socket, ...]
                 Param(
                     "status",
                     "query",
-                    {"type": "string", "enum": ["pending", "leased", "done", "failed"]},
+                    {
+                        "type": "string",
+                        "enum": ["pending", "leased", "done", "failed", "cancelled"],
+                    },
                 ),
                 Param("runId", "query", _TEXT),
                 Param("tenantId", "query", _TEXT),
@@ -259,6 +308,26 @@ def route_table(*, metrics_open: bool = True) -> tuple[Route[Any] | Socket, ...]
                 # An imported job's origin (d1:<id>, kv:<id>): that job alone.
                 Param("origin", "query", _TEXT),
             ),
+        ),
+        Route(
+            "POST",
+            "/jobs/cancel",
+            Jobs.cancel_jobs,
+            PRODUCER,
+            "cancel jobs: a pending one now, a leased one when its worker stops (producer: "
+            "its tenant's jobs)",
+            body=wire.CancelIn,
+            response=wire.CancelOut,
+        ),
+        Route(
+            "POST",
+            "/jobs/{job_id:int}/cancel",
+            Jobs.cancel_job,
+            PRODUCER,
+            "cancel one job (producer: its tenant's); 404 for another tenant's",
+            response=wire.CancelOut,
+            params=(JOB_ID,),
+            body_required=False,
         ),
         Route(
             "GET",
@@ -325,6 +394,17 @@ def route_table(*, metrics_open: bool = True) -> tuple[Route[Any] | Socket, ...]
             "a run's state",
             response=wire.RunOut,
             params=(RUN_ID,),
+        ),
+        Route(
+            "POST",
+            "/runs/{run_id}/cancel",
+            Runs.cancel_run,
+            PRODUCER,
+            "cancel every unfinished job of the run (producer: its tenant's runs); 404 for "
+            "another tenant's",
+            response=wire.RunCancelOut,
+            params=(RUN_ID,),
+            body_required=False,
         ),
         Route(
             "POST",

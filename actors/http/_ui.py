@@ -46,6 +46,7 @@ __all__ = ["Dashboard"]
 
 log = get_logger("actors.http.ui")
 
+RUN_STATUSES = ("queued", "processing", "done", "failed", "cancelled")
 # Rows per page of the runs and jobs tables.
 PAGE = 50
 # A key filter reads the queue a page at a time (never a whole table): at most this many
@@ -71,6 +72,7 @@ _COUNT_LABELS = {
     "leased": "Leased",
     "done": "Done",
     "failed": "Failed",
+    "cancelled": "Cancelled",
 }
 
 _SECURITY_HEADERS = {
@@ -332,13 +334,14 @@ class Dashboard:
                 "leased": stats.leased,
                 "done": stats.done,
                 "failed": stats.failed,
+                "cancelled": stats.cancelled,
             }
             scheduled = stats.scheduled
             oldest = stats.oldest_pending_age_seconds
         else:
             # A tenant's own figures: its latest runs' counts (the queue-wide ones span every
             # tenant, which the API's stats route refuses such a token too).
-            counts = {"pending": 0, "leased": 0, "done": 0, "failed": 0}
+            counts = {"pending": 0, "leased": 0, "done": 0, "failed": 0, "cancelled": 0}
             if isinstance(queue, OwnedQueue):
                 page = await mapped(
                     queue.list_runs(principal.tenant, limit=PAGE, newest_first=True)
@@ -409,6 +412,7 @@ class Dashboard:
             runs=items,
             tenant=tenant or "",
             status=status or "",
+            statuses=RUN_STATUSES,
             cursor=cursor,
             next_cursor=next_cursor,
         )

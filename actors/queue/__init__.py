@@ -21,9 +21,12 @@ from actors.queue.model import (
     MaintenanceClaim,
     NewJob,
     Page,
+    QueueControls,
+    RunCancel,
     RunStatus,
     RunSummary,
     Stats,
+    TenantControl,
     Throughput,
 )
 from actors.queue.sqlite import SQLiteQueue
@@ -49,9 +52,12 @@ __all__ = [
     "OwnedQueue",
     "Page",
     "Queue",
+    "QueueControls",
+    "RunCancel",
     "RunStatus",
     "RunSummary",
     "SQLiteQueue",
     "Stats",
+    "TenantControl",
     "Throughput",
 ]

@@ -29,8 +29,13 @@ from actors.bounds import (
     MAX_PAYLOAD_BYTES_LIMIT,
     MAX_PRIORITY,
     MAX_PULL,
+    MAX_PULL_WAIT_SECONDS,
+    MAX_TENANT_LEASED,
+    MAX_TENANT_RATE,
     MAX_TIMEOUT_SECONDS,
     MAX_VISIBILITY_SECONDS,
+    MAX_WEIGHT,
+    MIN_TENANT_RATE,
     MIN_TIMEOUT_SECONDS,
 )
 from actors.errors import InvalidArgument, JobNotFound, LeaseLost, OutOfRange, PayloadTooLarge
@@ -46,6 +51,8 @@ from actors.queue.model import (
     MaintenanceClaim,
     NewJob,
     Page,
+    QueueControls,
+    RunCancel,
     RunSummary,
     Stats,
     Throughput,
@@ -58,9 +65,11 @@ __all__ = [
     "SingleItemVerbs",
     "check_ack",
     "check_batch",
+    "check_cancel",
     "check_delay",
     "check_imported",
     "check_json",
+    "check_limits",
     "check_listing",
     "check_maintenance",
     "check_new_job",
@@ -77,7 +86,7 @@ __all__ = [
     "raise_if_refused",
 ]
 
-STATUSES = ("pending", "leased", "done", "failed")
+STATUSES = ("pending", "leased", "done", "failed", "cancelled")
 
 
 @runtime_checkable
@@ -119,6 +128,7 @@ class Queue(Protocol):
         *,
         owner: str | None = None,
         started: bool = False,
+        wait_seconds: float = 0,
     ) -> list[Job]: ...
 
     async def start_many(self, leases: Sequence[tuple[int, str]]) -> list[LeaseResult]: ...
@@ -159,6 +169,14 @@ class Queue(Protocol):
     ) -> list[AckResult]: ...
 
     # operators
+    async def cancel_many(
+        self, job_ids: Sequence[int], *, tenant_id: str | None = None
+    ) -> list[ItemResult]: ...
+
+    async def cancel_run(self, run_id: str, *, tenant_id: str | None = None) -> RunCancel: ...
+
+    def on_cancel(self, callback: Callable[[], object]) -> Callable[[], None]: ...
+
     async def reap(self) -> int: ...
 
     async def requeue(
@@ -170,6 +188,21 @@ class Queue(Protocol):
     ) -> int: ...
 
     async def purge(self, older_than_seconds: float) -> int: ...
+
+    async def pause(self, tenant_id: str | None = None) -> QueueControls: ...
+
+    async def resume(self, tenant_id: str | None = None) -> QueueControls: ...
+
+    async def set_tenant_limits(
+        self,
+        tenant_id: str,
+        *,
+        weight: int = 1,
+        max_leased: int | None = None,
+        max_per_second: float | None = None,
+    ) -> QueueControls: ...
+
+    async def controls(self) -> QueueControls: ...
 
     # readers
     async def get(self, job_id: int) -> Job: ...
@@ -401,6 +434,15 @@ def check_json(name: str, value: object, max_payload_bytes: int) -> bytes | None
     return encoded
 
 
+def check_cancel(job_ids: Sequence[int], tenant_id: str | None) -> None:
+    """Refuse a cancel of too many jobs, of ids that are not integers, or for a bad tenant."""
+    check_batch("job_ids", job_ids)
+    for job_id in job_ids:
+        if not isinstance(job_id, int) or isinstance(job_id, bool):
+            raise InvalidArgument(f"job ids are integers, not {job_id!r}")
+    check_optional_text("tenant_id", tenant_id)
+
+
 def check_open(max_attempts: int, max_payload_bytes: int) -> None:
     """Refuse a backend's options out of bounds when it opens."""
     check_range("max_attempts", max_attempts, 1, MAX_ATTEMPTS)
@@ -408,13 +450,19 @@ def check_open(max_attempts: int, max_payload_bytes: int) -> None:
 
 
 def check_pull(
-    max: int, visibility_seconds: float, worker_id: str | None, owner: str | None
+    max: int,
+    visibility_seconds: float,
+    worker_id: str | None,
+    owner: str | None,
+    wait_seconds: float = 0,
 ) -> None:
-    """Refuse a pull of too few or too many jobs, for a bad lease length, or by a bad name."""
+    """Refuse a pull of too few or too many jobs, for a bad lease length, by a bad name, or
+    that would wait too long."""
     check_range("max", max, 1, MAX_PULL)
     check_visibility(visibility_seconds)
     check_optional_text("worker_id", worker_id)
     check_optional_text("owner", owner)
+    check_range("wait_seconds", wait_seconds, 0, MAX_PULL_WAIT_SECONDS)
 
 
 def check_page(limit: int) -> None:
@@ -437,6 +485,22 @@ def check_maintenance(task: str, interval_seconds: float, owner: str | None) -> 
     check_range("interval_seconds", interval_seconds, 0, MAX_MAINTENANCE_INTERVAL_SECONDS)
     if interval_seconds == 0:
         raise OutOfRange("interval_seconds must be more than 0: a round is due once per interval")
+
+
+def check_limits(
+    tenant_id: str, weight: int, max_leased: int | None, max_per_second: float | None
+) -> None:
+    """Refuse a tenant's share or limits out of bounds."""
+    check_text("tenant_id", tenant_id)
+    if isinstance(weight, bool) or not isinstance(weight, int):
+        raise InvalidArgument(f"weight must be a whole number, not {weight!r}")
+    check_range("weight", weight, 1, MAX_WEIGHT)
+    if max_leased is not None:
+        if isinstance(max_leased, bool) or not isinstance(max_leased, int):
+            raise InvalidArgument(f"max_leased must be a whole number, not {max_leased!r}")
+        check_range("max_leased", max_leased, 1, MAX_TENANT_LEASED)
+    if max_per_second is not None:
+        check_range("max_per_second", max_per_second, MIN_TENANT_RATE, MAX_TENANT_RATE)
 
 
 def check_range(name: str, value: float, lo: float, hi: float) -> None:

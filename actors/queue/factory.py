@@ -31,6 +31,8 @@ async def open_queue(config: Config, *, clock: Clock | None = None) -> AsyncIter
             clock=clock,
             max_attempts=settings.max_attempts,
             backoff=backoff,
+            fair=settings.fair,
+            poll_interval_seconds=settings.poll_interval_seconds,
         ) as queue:
             yield queue
         return
@@ -47,6 +49,8 @@ async def open_queue(config: Config, *, clock: Clock | None = None) -> AsyncIter
             clock=clock,
             max_attempts=settings.max_attempts,
             backoff=backoff,
+            fair=settings.fair,
+            poll_interval_seconds=settings.poll_interval_seconds,
         ) as queue:
             yield queue
         return

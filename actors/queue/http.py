@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Literal, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import httpx
 import msgspec
 
 from actors import protocol as wire
+from actors.bounds import HOUR
 from actors.errors import (
     ConfigError,
     InvalidArgument,
@@ -33,8 +34,11 @@ from actors.queue.model import (
     LeaseResult,
     NewJob,
     Page,
+    QueueControls,
+    RunCancel,
     RunSummary,
     Stats,
+    TenantControl,
 )
 
 __all__ = ["HttpQueue", "QueueUnavailable"]
@@ -64,8 +68,9 @@ class HttpQueue(SingleItemVerbs):
     Open it with ``async with HttpQueue.open(url, token) as q``. Each verb is one request:
     ``pull`` is ``POST /jobs/pull``, ``ack_many`` one lease-aware ``POST /jobs/ack``, and so on.
     ``reap`` and ``purge`` are the server's business and do nothing here; ``on_enqueue``
-    subscribers hear only of enqueues made through this object (other processes' jobs are
-    found by polling). Runs on asyncio and trio (httpx).
+    subscribers hear only of enqueues made through this object; other processes' jobs are
+    found by a waiting pull (``pull(wait_seconds=...)``, a long poll the server answers as soon
+    as a job arrives) or by polling. Runs on asyncio and trio (httpx).
 
     Error handling: a connection failure, a timeout or a 5xx raises `QueueUnavailable` (the
     lease manager retries on its next round); 401/403 raise `ConfigError` (a wrong token is
@@ -73,10 +78,12 @@ class HttpQueue(SingleItemVerbs):
     own `JobNotFound` / `RunNotFound`, `LeaseLost` and `InvalidArgument`.
     """
 
-    def __init__(self, client: httpx.AsyncClient, url: str) -> None:
+    def __init__(self, client: httpx.AsyncClient, url: str, timeout_seconds: float = 30.0) -> None:
         self._client = client
         self.url = url
+        self._timeout = timeout_seconds
         self._on_enqueue: list[Callable[[], object]] = []
+        self._on_cancel: list[Callable[[], object]] = []
         self._closed = False
 
     @classmethod
@@ -96,7 +103,7 @@ class HttpQueue(SingleItemVerbs):
         async with httpx.AsyncClient(
             base_url=url.rstrip("/"), headers=headers, timeout=timeout_seconds, limits=limits
         ) as client:
-            queue = cls(client, url)
+            queue = cls(client, url, timeout_seconds)
             try:
                 yield queue
             finally:
@@ -116,6 +123,7 @@ class HttpQueue(SingleItemVerbs):
         *,
         body: Any = None,
         params: dict[str, Any] | None = None,
+        wait_seconds: float | None = None,
     ) -> T:
         if self._closed:
             raise QueueClosed("the HTTP queue client was used after it was closed")
@@ -127,6 +135,12 @@ class HttpQueue(SingleItemVerbs):
                 content=content,
                 params=params,
                 headers={"content-type": "application/json"} if content is not None else None,
+                # A request the server may hold (a long poll) has that much longer.
+                timeout=(
+                    httpx.USE_CLIENT_DEFAULT
+                    if wait_seconds is None
+                    else self._timeout + wait_seconds
+                ),
             )
         except httpx.HTTPError as exc:
             raise QueueUnavailable(
@@ -158,7 +172,7 @@ class HttpQueue(SingleItemVerbs):
         if status == 404 and error.code == "job_not_found":
             raise JobNotFound(_job_id(path))
         if status == 404 and error.code == "run_not_found":
-            raise RunNotFound(path.rsplit("/", 1)[-1])
+            raise RunNotFound(unquote(path.removesuffix("/cancel").rsplit("/", 1)[-1]))
         if status == 409:
             raise LeaseLost(_job_id(path), "expired", error.message)
         if status == 413:
@@ -203,11 +217,16 @@ class HttpQueue(SingleItemVerbs):
         *,
         owner: str | None = None,
         started: bool = False,
+        wait_seconds: float = 0,
     ) -> list[Job]:
         """Lease up to ``max`` visible jobs for ``visibility_seconds``.
 
         The server records this client's token as the leases' owner; ``owner`` is ignored.
         As in-process, the jobs are not started until `start_many` (unless ``started``).
+        ``wait_seconds`` is a long poll: with nothing to lease, the server holds the request
+        until a job arrives (and answers with it within milliseconds) or the time is up; it
+        answers early, empty, when it shuts down. Cancelling a waiting pull closes its
+        connection: the server then gives back anything it leased for it.
         """
         body: dict[str, Any] = {
             "max": max,
@@ -216,7 +235,12 @@ class HttpQueue(SingleItemVerbs):
         }
         if worker_id is not None:
             body["workerId"] = worker_id
-        out = await self._request("POST", "/jobs/pull", wire.PullOut, body=body)
+        held = None
+        if wait_seconds:
+            body["waitSeconds"] = wait_seconds
+            if isinstance(wait_seconds, int | float) and 0 < wait_seconds <= HOUR:
+                held = float(wait_seconds)  # the server refuses more than its bound
+        out = await self._request("POST", "/jobs/pull", wire.PullOut, body=body, wait_seconds=held)
         return [_job(j) for j in out.jobs]
 
     async def renew_many(
@@ -273,6 +297,62 @@ class HttpQueue(SingleItemVerbs):
 
     # --- operators -----------------------------------------------------------------------
 
+    async def cancel_many(
+        self, job_ids: Sequence[int], *, tenant_id: str | None = None
+    ) -> list[ItemResult]:
+        """Cancel jobs (``POST /jobs/cancel``; a producer's or an admin's token): a pending one
+        now, a leased one when its worker stops. Another tenant's job answers ``not_found``."""
+        if not job_ids:
+            return []
+        body: dict[str, Any] = {"ids": list(job_ids)}
+        if tenant_id is not None:
+            body["tenantId"] = tenant_id
+        out = await self._request("POST", "/jobs/cancel", wire.CancelOut, body=body)
+        results = [
+            ItemResult(
+                job_id=item.id,
+                ok=item.ok,
+                reason=msgspec.convert(item.reason, ItemReason),
+                job=None if item.job is None else _job(item.job),
+                message=item.message,
+            )
+            for item in out.results
+        ]
+        if any(item.outcome == "cancel_requested" for item in out.results):
+            self._notify_cancelled()
+        return results
+
+    async def cancel_run(self, run_id: str, *, tenant_id: str | None = None) -> RunCancel:
+        """Cancel every unfinished job of the run (``POST /runs/{id}/cancel``), or raise
+        RunNotFound (also for a run of another tenant than ``tenant_id``)."""
+        path = f"/runs/{quote(run_id, safe='')}"
+        if tenant_id is not None and (await self.run_summary(run_id)).tenant_id != tenant_id:
+            raise RunNotFound(run_id)  # a run's tenant never changes
+        out = await self._request("POST", f"{path}/cancel", wire.RunCancelOut)
+        if out.cancel_requested:
+            self._notify_cancelled()
+        return RunCancel(
+            run_id=out.run_id, cancelled=out.cancelled, cancel_requested=out.cancel_requested
+        )
+
+    def on_cancel(self, callback: Callable[[], object]) -> Callable[[], None]:
+        """Call ``callback()`` after a cancel through this object marks leased jobs (holders
+        elsewhere learn at their next renewal); returns an unsubscribe."""
+        self._on_cancel.append(callback)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._on_cancel.remove(callback)
+
+        return unsubscribe
+
+    def _notify_cancelled(self) -> None:
+        for callback in list(self._on_cancel):
+            try:
+                callback()
+            except Exception:  # a subscriber's bug must not break the caller's cancel
+                log.exception("queue.on_cancel_failed", callback=repr(callback))
+
     async def reap(self) -> int:
         """Nothing to do here: the server reaps expired leases on every pull."""
         return 0
@@ -296,6 +376,39 @@ class HttpQueue(SingleItemVerbs):
         }
         out = await self._request("POST", "/jobs/requeue", wire.CountOut, body=body)
         return out.count
+
+    async def pause(self, tenant_id: str | None = None) -> QueueControls:
+        """Pause the whole queue, or one tenant, on the server (an admin token; a tenant's admin
+        may pause its own tenant)."""
+        return await self._controls("POST", "/queue/pause", {"tenantId": tenant_id})
+
+    async def resume(self, tenant_id: str | None = None) -> QueueControls:
+        """Undo a pause of the whole queue, or of one tenant, on the server."""
+        return await self._controls("POST", "/queue/resume", {"tenantId": tenant_id})
+
+    async def set_tenant_limits(
+        self,
+        tenant_id: str,
+        *,
+        weight: int = 1,
+        max_leased: int | None = None,
+        max_per_second: float | None = None,
+    ) -> QueueControls:
+        """Set a tenant's weight and limits on the server (an admin token for every tenant)."""
+        body = {"weight": weight, "maxLeased": max_leased, "maxPerSecond": max_per_second}
+        path = f"/queue/tenants/{quote(tenant_id, safe='')}/limits"
+        return await self._controls("PUT", path, body)
+
+    async def controls(self) -> QueueControls:
+        """Return what is paused and the tenants' controls (a tenant's admin: its own only)."""
+        return await self._controls("GET", "/queue/controls", None)
+
+    async def _controls(self, method: str, path: str, body: Any) -> QueueControls:
+        out = await self._request(method, path, wire.ControlsOut, body=body)
+        return QueueControls(
+            paused=bool(out.paused),
+            tenants=[msgspec.convert(t, TenantControl, from_attributes=True) for t in out.tenants],
+        )
 
     # --- readers -------------------------------------------------------------------------
 

@@ -22,9 +22,12 @@ __all__ = [
     "MaintenanceClaim",
     "NewJob",
     "Page",
+    "QueueControls",
+    "RunCancel",
     "RunStatus",
     "RunSummary",
     "Stats",
+    "TenantControl",
     "Throughput",
 ]
 
@@ -33,8 +36,8 @@ __all__ = [
 #: int, float, bool and None). Narrow it with isinstance before use.
 JsonValue = object
 
-JobStatus = Literal["pending", "leased", "done", "failed"]
-RunStatus = Literal["queued", "processing", "done", "failed"]
+JobStatus = Literal["pending", "leased", "done", "failed", "cancelled"]
+RunStatus = Literal["queued", "processing", "done", "failed", "cancelled"]
 ItemReason = Literal[
     "ok",  # the operation was applied
     "duplicate",  # an ack repeated under the same lease: nothing changed, the job is as acked
@@ -42,6 +45,7 @@ ItemReason = Literal[
     "superseded",  # the job was leased again under a newer token
     "foreign_lease",  # an ids-only ack: the job's live lease was taken by another principal
     "finished",  # the job is already done or failed
+    "cancelled",  # the job was cancelled (or its cancellation requested): stop working on it
     "not_leased",  # the job is pending again (released, retried or reaped)
     "not_found",  # no job has this id
 ]
@@ -98,6 +102,10 @@ class Job(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     timeout_seconds: float | None = None
     # Where an imported job came from (``d1:<id>``, ``kv:<task id>``); None if enqueued here.
     origin: str | None = None
+    # When someone asked to cancel it (`cancel_many`, `cancel_run`). A leased job with a cancel
+    # request is never renewed, started or acked done: its holder's next call ends it
+    # `cancelled` (so does the reaper once its lease expires).
+    cancel_requested_at: float | None = None
 
 
 class Backoff(msgspec.Struct, frozen=True, kw_only=True):
@@ -164,7 +172,7 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True):
     """How many jobs are in each status, and how long the oldest available job has waited.
 
     ``pending`` counts every job with status pending, as it always has (``total`` is the sum of
-    the four statuses, and a client that waits for ``pending == 0`` still waits for delayed
+    the five statuses, and a client that waits for ``pending == 0`` still waits for delayed
     jobs and retries). ``scheduled`` is the part of ``pending`` that is not available yet
     (``available_at`` in the future: enqueued with a delay, or waiting out a retry's backoff);
     ``pending - scheduled`` jobs can be leased now. ``oldest_pending_age_seconds`` is measured
@@ -178,10 +186,38 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True):
     done: int
     failed: int
     oldest_pending_age_seconds: float | None
+    # What is paused (`Queue.pause`): the whole queue, and these tenants (sorted).
+    paused: bool = False
+    paused_tenants: list[str] = msgspec.field(default_factory=list)
+    cancelled: int = 0
 
     @property
     def total(self) -> int:
-        return self.pending + self.leased + self.done + self.failed
+        return self.pending + self.leased + self.done + self.failed + self.cancelled
+
+
+class TenantControl(msgspec.Struct, frozen=True, kw_only=True):
+    """One tenant's stored controls: paused or not, its share of claims and its limits.
+
+    ``weight`` is how many of the tenant's jobs a fair claim takes per round (round-robin
+    between tenants); ``max_leased`` caps the tenant's live leases across every worker;
+    ``max_per_second`` caps how many of its jobs are leased per second (a bucket of that many,
+    refilled continuously). None: no limit.
+    """
+
+    tenant_id: str
+    paused: bool = False
+    weight: int = 1
+    max_leased: int | None = None
+    max_per_second: float | None = None
+
+
+class QueueControls(msgspec.Struct, frozen=True, kw_only=True):
+    """What the queue's operators set: whether the whole queue is paused, and each tenant's
+    controls (only tenants with a stored row, sorted by tenant id)."""
+
+    paused: bool = False
+    tenants: list[TenantControl] = msgspec.field(default_factory=list)
 
 
 class Throughput(msgspec.Struct, frozen=True, kw_only=True):
@@ -210,8 +246,10 @@ class MaintenanceClaim(msgspec.Struct, frozen=True, kw_only=True):
 class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
     """A run's state: job counts from the jobs table, summed metrics, and a derived status.
 
-    ``status`` is ``"queued"`` while no job has been leased or finished, ``"done"`` when every
-    job is done, ``"failed"`` when every job is finished and some failed, else ``"processing"``.
+    ``status`` is ``"queued"`` while no job has been leased or finished, ``"processing"`` while
+    some job is pending or leased, and once every job is finished: ``"cancelled"`` when some
+    job was cancelled (the run was stopped; its counts say how far it got), else ``"failed"``
+    when some failed, else ``"done"``.
     """
 
     run_id: str
@@ -226,6 +264,17 @@ class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
     created_at: float
     updated_at: float
     finished_at: float | None
+    cancelled: int = 0
+
+
+class RunCancel(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer to ``cancel_run``: how many of the run's unfinished jobs were cancelled at
+    once (pending ones) and how many are marked for cancellation (leased ones: each ends
+    ``cancelled`` when its holder next calls, or when the reaper finds its lease expired)."""
+
+    run_id: str
+    cancelled: int
+    cancel_requested: int
 
 
 class Page(msgspec.Struct, Generic[T], frozen=True, kw_only=True):

@@ -242,6 +242,8 @@ async def test_another_tenants_job_run_and_events_answer_like_ones_that_do_not_e
         ("GET", "/runs/rt", "/runs/nope", "'rt'", "'nope'"),
         ("GET", "/runs/rt/events", "/runs/nope/events", "'rt'", "'nope'"),
         ("POST", "/runs/rt/stream-token", "/runs/nope/stream-token", "'rt'", "'nope'"),
+        ("POST", f"/jobs/{theirs.id}/cancel", "/jobs/987654/cancel", str(theirs.id), "987654"),
+        ("POST", "/runs/rt/cancel", "/runs/nope/cancel", "'rt'", "'nope'"),
     ]
     for method, existing, missing, ident_a, ident_b in probes:
         a = await client.request(method, existing, headers=auth(ACME))
@@ -292,6 +294,68 @@ async def test_queue_wide_figures_and_operations_refuse_a_scoped_token(tmp_path:
         assert (
             crossed.status_code == 403 and crossed.json()["error"]["code"] == "foreign_object_key"
         )
+
+
+async def test_pause_and_limits_over_http_keep_to_the_tokens_role_and_tenant(
+    served: Any,
+) -> None:
+    system, client = served
+    # The whole queue: an admin for every tenant only.
+    for token in (SCOPED_ADMIN, WORKER, PRODUCER, ACME):
+        refused = await client.post("/queue/pause", headers=auth(token))
+        assert refused.status_code == 403, token
+    assert not (await system.controls()).paused
+    paused = await client.post("/queue/pause", headers=auth(ADMIN))
+    assert paused.status_code == 200 and paused.json() == {"paused": True, "tenants": []}
+    stats = (await client.get("/jobs/stats", headers=auth(ADMIN))).json()["stats"]
+    assert (stats["paused"], stats["pausedTenants"]) == (True, [])
+    resumed = await client.post("/queue/resume", json={}, headers=auth(ADMIN))
+    assert resumed.json()["paused"] is False
+    # A tenant's admin pauses its own tenant, never another's, and sees only its own row.
+    other = await client.post("/queue/pause", json={"tenantId": "t1"}, headers=auth(SCOPED_ADMIN))
+    assert other.status_code == 403 and other.json()["error"]["code"] == "wrong_tenant"
+    own = await client.post("/queue/pause", json={"tenantId": "acme"}, headers=auth(SCOPED_ADMIN))
+    assert own.status_code == 200
+    assert own.json() == {
+        "paused": None,
+        "tenants": [
+            {
+                "tenantId": "acme",
+                "paused": True,
+                "weight": 1,
+                "maxLeased": None,
+                "maxPerSecond": None,
+            }
+        ],
+    }
+    await client.post("/queue/pause", json={"tenantId": "t1"}, headers=auth(ADMIN))
+    seen = (await client.get("/queue/controls", headers=auth(SCOPED_ADMIN))).json()
+    assert [t["tenantId"] for t in seen["tenants"]] == ["acme"] and seen["paused"] is None
+    everything = (await client.get("/queue/controls", headers=auth(ADMIN))).json()
+    assert [t["tenantId"] for t in everything["tenants"]] == ["acme", "t1"]
+    # While acme is paused its jobs wait; t1's too; a third tenant's go on.
+    for tenant in ("acme", "t1", "t2"):
+        await enqueue(client, ADMIN, runId=f"r-{tenant}", tenantId=tenant, r2Key=f"{tenant}/r/a")
+    pulled = await client.post("/jobs/pull", json={"maxJobs": 10}, headers=auth(WORKER))
+    assert [j["tenantId"] for j in pulled.json()["jobs"]] == ["t2"]
+    # Limits weigh a tenant against every other: an admin for every tenant only.
+    body = {"weight": 2, "maxLeased": 5, "maxPerSecond": 1.5}
+    scoped = await client.put("/queue/tenants/acme/limits", json=body, headers=auth(SCOPED_ADMIN))
+    assert scoped.status_code == 403
+    limited = await client.put("/queue/tenants/acme/limits", json=body, headers=auth(ADMIN))
+    assert limited.status_code == 200
+    assert limited.json()["tenants"][0] == {
+        "tenantId": "acme",
+        "paused": True,
+        "weight": 2,
+        "maxLeased": 5,
+        "maxPerSecond": 1.5,
+    }
+    bad = await client.put("/queue/tenants/acme/limits", json={"weight": 0}, headers=auth(ADMIN))
+    assert bad.status_code == 400 and "weight" in bad.json()["error"]["field"]
+    async with HttpQueue.open(str(client.base_url), SCOPED_ADMIN) as remote:
+        controls = await remote.resume("acme")
+        assert [(t.tenant_id, t.paused, t.weight) for t in controls.tenants] == [("acme", False, 2)]
 
 
 # --- non-ASCII tenants and tokens ------------------------------------------------------------
@@ -482,3 +546,46 @@ async def test_an_upload_into_another_tenants_run_stores_nothing(
         await system.store.get(early.json()["r2Key"], max_bytes=10_000)
     assert not (tmp_path / "objects" / "acme").exists()
     assert (await system.stats()).total == 2
+
+
+# --- cancelling ------------------------------------------------------------------------------
+
+
+async def test_a_scoped_producer_cancels_its_own_tenants_jobs_and_no_one_elses(
+    served: Any,
+) -> None:
+    system, client = served
+    theirs = await system.enqueue("rt", "t1", "t1/rt/a.txt")
+    mine = await system.enqueue("ra", "acme", "acme/ra/a.txt")
+    mine_too = await system.enqueue("ra", "acme", "acme/ra/b.txt")
+    # A batch naming another tenant's job: that one answers as missing, untouched.
+    response = await client.post(
+        "/jobs/cancel", json={"ids": [theirs.id, mine.id]}, headers=auth(ACME)
+    )
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [(r["id"], r["ok"], r["outcome"]) for r in results] == [
+        (theirs.id, False, "not_found"),
+        (mine.id, True, "cancelled"),
+    ]
+    assert results[0]["job"] is None  # nothing of the other tenant's job shows
+    assert (await system.queue.get(theirs.id)).status == "pending"
+    # Naming another tenant outright is refused; a worker may not cancel at all.
+    other = await client.post(
+        "/jobs/cancel", json={"ids": [theirs.id], "tenantId": "t1"}, headers=auth(ACME)
+    )
+    assert other.status_code == 403
+    worker = await client.post("/jobs/cancel", json={"ids": [theirs.id]}, headers=auth(WORKER))
+    assert worker.status_code == 403
+    assert (await client.post(f"/jobs/{theirs.id}/cancel", headers=auth(ACME))).status_code == 404
+    assert (await client.post("/runs/rt/cancel", headers=auth(ACME))).status_code == 404
+    assert (await system.queue.get(theirs.id)).status == "pending"
+    # Its own run: every unfinished job.
+    run = await client.post("/runs/ra/cancel", headers=auth(ACME))
+    assert run.status_code == 200, run.text
+    assert run.json() == {"success": True, "runId": "ra", "cancelled": 1, "cancelRequested": 0}
+    assert (await system.queue.get(mine_too.id)).status == "cancelled"
+    # An unscoped admin may cancel anything.
+    admin = await client.post(f"/jobs/{theirs.id}/cancel", headers=auth(ADMIN))
+    assert admin.status_code == 200, admin.text
+    assert admin.json()["results"][0]["outcome"] == "cancelled"

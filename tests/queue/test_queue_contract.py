@@ -20,7 +20,12 @@ import anyio
 import pytest
 from pg_helpers import PG_DSN
 
-from actors.bounds import DEFAULT_MAX_PAYLOAD_BYTES, MAX_PULL, MAX_VISIBILITY_SECONDS
+from actors.bounds import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    MAX_PULL,
+    MAX_PULL_WAIT_SECONDS,
+    MAX_VISIBILITY_SECONDS,
+)
 from actors.config import (
     Config,
     HttpConfig,
@@ -75,9 +80,16 @@ def test_the_contract_names_every_shared_verb() -> None:
         "ack",
         "ack_many",
         "ack_ids",
+        "cancel_many",
+        "cancel_run",
+        "on_cancel",
         "reap",
         "requeue",
         "purge",
+        "pause",
+        "resume",
+        "set_tenant_limits",
+        "controls",
         "get",
         "stats",
         "run_summary",
@@ -174,10 +186,14 @@ T, RUN = "t1", "r1"
 class Contract:
     """A queue of one backend, the clock it runs on, and whether it owns its storage."""
 
-    def __init__(self, queue: Queue, clock: FakeClock, backend: str) -> None:
+    def __init__(
+        self, queue: Queue, clock: FakeClock, backend: str, waiting: Callable[[], int]
+    ) -> None:
         self.queue = queue
         self.clock = clock
         self.backend = backend
+        #: How many pulls wait for a job now (the queue's, or the server's for HTTP).
+        self.waiting = waiting
         # An owned queue reaps and purges itself; over HTTP, the server does (on each pull and
         # on its schedule), so `reap` and `purge` there change nothing and return 0.
         self.owned = isinstance(queue, OwnedQueue)
@@ -193,7 +209,7 @@ class Contract:
         return got
 
 
-def http_config(tmp_path: Path) -> Config:
+def http_config(tmp_path: Path, poll_interval_seconds: float = 1.0) -> Config:
     return Config(
         # The server reaps only when a pull does (maintenance once an hour), and keeps every
         # finished job (retention 0), so that a test decides when each happens.
@@ -202,6 +218,7 @@ def http_config(tmp_path: Path) -> Config:
             reap_interval_seconds=3600,
             retention_seconds=0,
             retry_base_seconds=1.0,
+            poll_interval_seconds=poll_interval_seconds,
         ),
         storage=StorageConfig(root=str(tmp_path / "objects")),
         pipeline=PipelineConfig(shutdown_grace_seconds=1),
@@ -210,32 +227,44 @@ def http_config(tmp_path: Path) -> Config:
     )
 
 
-OpenContract = Callable[[], contextlib.AbstractAsyncContextManager[Contract]]
+OpenContract = Callable[..., contextlib.AbstractAsyncContextManager[Contract]]
 
 
 @pytest.fixture(params=["sqlite", "postgres", "http"])
 def open_contract(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> OpenContract:
-    """How to open a fresh queue of one backend (prepared here, outside the event loop)."""
+    """How to open a fresh queue of one backend (prepared here, outside the event loop).
+
+    ``poll_interval_seconds``: how often a waiting pull claims again for jobs no enqueue
+    announced (the queue's, or the server's for HTTP)."""
     backend = str(request.param)
     schema = request.getfixturevalue("pg_empty_schema") if backend == "postgres" else None
 
     @contextlib.asynccontextmanager
-    async def opened() -> AsyncIterator[Contract]:
+    async def opened(poll_interval_seconds: float = 1.0) -> AsyncIterator[Contract]:
         # jitter=0: retry delays are exact (the HTTP server keeps its configured jitter).
+        poll = poll_interval_seconds
         if backend == "sqlite":
             path = tmp_path / "queue.db"
-            async with SQLiteQueue.open(path, clock=clock, backoff=Backoff(jitter=0.0)) as q:
-                yield Contract(q, clock, backend)
+            async with SQLiteQueue.open(
+                path, clock=clock, backoff=Backoff(jitter=0.0), poll_interval_seconds=poll
+            ) as q:
+                yield Contract(q, clock, backend, lambda: q._waits.waiting)
         elif backend == "postgres":
             async with PostgresQueue.open(
-                PG_DSN, schema=schema, clock=clock, backoff=Backoff(jitter=0.0)
+                PG_DSN,
+                schema=schema,
+                clock=clock,
+                backoff=Backoff(jitter=0.0),
+                poll_interval_seconds=poll,
             ) as pg:
-                yield Contract(pg, clock, backend)
+                yield Contract(pg, clock, backend, lambda: pg._waits.waiting)
         else:
-            async with ActorSystem(http_config(tmp_path), clock=clock) as system:
-                url = f"http://127.0.0.1:{system.http.port}"
+            async with ActorSystem(http_config(tmp_path, poll), clock=clock) as system:
+                server = system.http
+                assert server is not None and server.port is not None
+                url = f"http://127.0.0.1:{server.port}"
                 async with HttpQueue.open(url, ADMIN) as remote:
-                    yield Contract(remote, clock, backend)
+                    yield Contract(remote, clock, backend, lambda: server.metrics.pulls_waiting)
 
     return opened
 
@@ -320,6 +349,86 @@ async def test_pull_leases_available_jobs_highest_priority_first(contract: Contr
     (due,) = await q.pull(max=10, started=True)
     assert due.id == later.id and due.started_at == clock.time()
     assert await q.pull() == []
+
+
+async def wait_until(condition: Callable[[], bool], what: str) -> None:
+    """Wait (at most 10 s) until ``condition()`` holds."""
+    with anyio.fail_after(10):
+        while not condition():
+            await anyio.sleep(0.005)
+
+
+@pytest.mark.anyio
+@pytest.mark.runtimes("asyncio", "trio")
+async def test_a_waiting_pull_leases_a_job_enqueued_while_it_waits(
+    open_contract: OpenContract,
+) -> None:
+    # Claims again only when woken: no look every poll interval within the test's wait.
+    async with open_contract(poll_interval_seconds=3600) as contract:
+        q = contract.queue
+        got: list[Job] = []
+        answered_at = 0.0
+        async with anyio.create_task_group() as tg:
+
+            async def pull() -> None:
+                nonlocal answered_at
+                got.extend(await q.pull(max=5, visibility_seconds=30, wait_seconds=20))
+                answered_at = anyio.current_time()
+
+            tg.start_soon(pull)
+            await wait_until(lambda: contract.waiting() == 1, "the pull waits")
+            await anyio.sleep(0.05)  # past its first claim, which found nothing
+            enqueued_at = anyio.current_time()
+            job = await contract.enqueue("late.txt")
+        assert [(j.id, j.status, j.attempts) for j in got] == [(job.id, "leased", 1)]
+        # Woken by the enqueue: not by its last claim when its 20 s are up (a functional
+        # bound, not a speed: docs/benchmarks.md has the latency, milliseconds).
+        assert answered_at - enqueued_at < 10
+        assert contract.waiting() == 0
+        # A waiting pull that finds a job at once answers at once, as a plain pull would.
+        second = await contract.enqueue("second.txt")
+        assert [j.id for j in await q.pull(wait_seconds=10)] == [second.id]
+
+
+@pytest.mark.anyio
+async def test_a_waiting_pull_with_nothing_to_lease_answers_empty_when_its_time_is_up(
+    contract: Contract,
+) -> None:
+    q = contract.queue
+    await contract.enqueue("later.txt", delay_seconds=60)  # not available within the wait
+    assert await q.pull(wait_seconds=0.2) == []
+    assert contract.waiting() == 0
+    assert (await q.stats()).pending == 1
+
+
+@pytest.mark.anyio
+async def test_pull_refuses_a_wait_out_of_bounds(contract: Contract) -> None:
+    q = contract.queue
+    await contract.enqueue()
+    error = OutOfRange if contract.owned else InvalidArgument
+    for wait in (MAX_PULL_WAIT_SECONDS + 1, -1):
+        with pytest.raises(error, match=r"wait_?[sS]econds") as refused:
+            await q.pull(wait_seconds=wait)
+        # Naming the bound it broke.
+        assert f"{MAX_PULL_WAIT_SECONDS:g}" in str(refused.value) or wait < 0
+    assert (await q.stats()).pending == 1  # nothing was leased
+
+
+@pytest.mark.anyio
+async def test_a_waiting_pull_cancelled_while_it_waits_leases_nothing(
+    open_contract: OpenContract,
+) -> None:
+    async with open_contract(poll_interval_seconds=3600) as contract:
+        q = contract.queue
+        with anyio.move_on_after(0.3):
+            await q.pull(wait_seconds=10)
+        # Over HTTP the client's cancel closes the connection: the server stops waiting (or
+        # gives back what it leased for a client that went).
+        await wait_until(lambda: contract.waiting() == 0, "the pull stopped waiting")
+        job = await contract.enqueue()
+        assert (await q.get(job.id)).status == "pending"
+        (leased,) = await q.pull()
+        assert leased.id == job.id and leased.attempts == 1
 
 
 @pytest.mark.anyio
@@ -487,6 +596,159 @@ async def test_an_expired_lease_is_reaped_and_its_job_leased_again(contract: Con
 
 
 @pytest.mark.anyio
+async def test_cancel_many_cancels_a_pending_job_at_once_and_marks_a_leased_one(
+    contract: Contract,
+) -> None:
+    q, clock = contract.queue, contract.clock
+    leased = await contract.leased()
+    assert leased.lease_token is not None
+    finished = await contract.enqueue("finished.txt")
+    (done,) = await q.pull()
+    assert done.lease_token is not None
+    await q.ack(done.id, done.lease_token)
+    pending = await contract.enqueue("pending.txt")
+    clock.advance(1)
+    results = await q.cancel_many([pending.id, leased.id, finished.id, 10**9])
+    assert [(r.job_id, r.ok, r.reason) for r in results] == [
+        (pending.id, True, "ok"),
+        (leased.id, True, "ok"),
+        (finished.id, False, "finished"),
+        (10**9, False, "not_found"),
+    ]
+    # A pending job is cancelled at once, a terminal status of its own.
+    cancelled = await q.get(pending.id)
+    assert (cancelled.status, cancelled.finished_at) == ("cancelled", clock.time())
+    assert cancelled.cancel_requested_at == clock.time()
+    # A leased one is marked: still leased until its holder calls.
+    marked = await q.get(leased.id)
+    assert (marked.status, marked.cancel_requested_at) == ("leased", clock.time())
+    assert (await q.get(finished.id)).status == "done"
+    # Cancelling again changes nothing.
+    again = await q.cancel_many([pending.id, leased.id])
+    assert [(r.ok, r.reason) for r in again] == [(True, "duplicate"), (True, "duplicate")]
+    stats = await q.stats()
+    assert (stats.pending, stats.leased, stats.done, stats.cancelled) == (0, 1, 1, 1)
+    assert stats.total == 3
+    # Its holder's renewal is refused as cancelled; its ack too, and that ends it cancelled.
+    (renewal,) = await q.renew_many([(leased.id, leased.lease_token)], 60)
+    assert (renewal.ok, renewal.reason) == (False, "cancelled")
+    assert renewal.message and "cancelled" in renewal.message
+    (ack,) = await q.ack_many([Ack(job_id=leased.id, lease_token=leased.lease_token, result=1)])
+    assert (ack.ok, ack.reason) == (False, "cancelled")
+    with pytest.raises(LeaseLost, match="cancelled"):
+        await q.ack(leased.id, leased.lease_token)
+    ended = await q.get(leased.id)
+    # Invariant: nothing cancelled is ever marked done (its result is dropped).
+    assert (ended.status, ended.result, ended.finished_at) == ("cancelled", None, clock.time())
+    summary = await q.run_summary(RUN)
+    assert (summary.done, summary.cancelled, summary.pending, summary.leased) == (1, 2, 0, 0)
+    assert summary.total == 3 and summary.status == "cancelled"
+    assert summary.finished_at == clock.time()
+    listed = await q.list(status="cancelled")
+    assert [j.id for j in listed.items] == [leased.id, pending.id]
+
+
+@pytest.mark.anyio
+async def test_a_cancel_limited_to_a_tenant_answers_other_tenants_jobs_as_missing(
+    contract: Contract,
+) -> None:
+    q = contract.queue
+    mine = await contract.enqueue()
+    theirs = await q.enqueue("r-other", "t2", "t2/r-other/a.txt")
+    results = await q.cancel_many([theirs.id, mine.id], tenant_id=T)
+    assert [(r.job_id, r.ok, r.reason) for r in results] == [
+        (theirs.id, False, "not_found"),
+        (mine.id, True, "ok"),
+    ]
+    assert results[0].job is None
+    assert (await q.get(theirs.id)).status == "pending"
+    with pytest.raises(RunNotFound):
+        await q.cancel_run("r-other", tenant_id=T)
+    assert (await q.get(theirs.id)).status == "pending"
+
+
+@pytest.mark.anyio
+async def test_a_marked_lease_ends_cancelled_when_given_back_or_reaped_never_pending(
+    contract: Contract,
+) -> None:
+    q, clock = contract.queue, contract.clock
+    await contract.enqueue("a")
+    await contract.enqueue("b")
+    a, b = await q.pull(max=2, visibility_seconds=10)
+    assert a.lease_token is not None and b.lease_token is not None
+    await q.cancel_many([a.id, b.id])
+    (start,) = await q.start_many([(a.id, a.lease_token)])
+    assert (start.ok, start.reason) == (False, "cancelled")
+    (release,) = await q.release_many([(a.id, a.lease_token)])
+    assert (release.ok, release.reason) == (False, "cancelled")
+    assert (await q.get(a.id)).status == "cancelled"
+    # b's holder died: its lease expires, and the reaper ends it cancelled, not pending.
+    clock.advance(10)
+    assert await q.reap() == (1 if contract.owned else 0)
+    assert await q.pull() == []  # (over HTTP the server reaps here)
+    assert (await q.get(b.id)).status == "cancelled"
+    assert (await q.stats()).cancelled == 2
+    assert (await q.run_summary(RUN)).status == "cancelled"
+
+
+@pytest.mark.anyio
+async def test_cancel_run_cancels_every_unfinished_job_and_the_run_ends_cancelled(
+    contract: Contract,
+) -> None:
+    q = contract.queue
+    await contract.enqueue("a")
+    await contract.enqueue("b")
+    await contract.enqueue("c")
+    (done,) = await q.pull(max=1)
+    assert done.lease_token is not None
+    await q.ack(done.id, done.lease_token)
+    (leased,) = await q.pull(max=1)
+    assert leased.lease_token is not None
+    outcome = await q.cancel_run(RUN)
+    assert (outcome.run_id, outcome.cancelled, outcome.cancel_requested) == (RUN, 1, 1)
+    summary = await q.run_summary(RUN)
+    # The leased job is still being given back: the run is not over yet.
+    assert (summary.status, summary.leased, summary.cancelled) == ("processing", 1, 1)
+    (item,) = await q.ack_many(
+        [Ack(job_id=leased.id, lease_token=leased.lease_token, status="failed", error="stop")]
+    )
+    assert item.reason == "cancelled"
+    summary = await q.run_summary(RUN)
+    assert (summary.status, summary.done, summary.cancelled, summary.failed) == (
+        "cancelled",
+        1,
+        2,
+        0,
+    )
+    again = await q.cancel_run(RUN)
+    assert (again.cancelled, again.cancel_requested) == (0, 0)
+    with pytest.raises(RunNotFound):
+        await q.cancel_run("no-such-run")
+
+
+@pytest.mark.anyio
+async def test_on_cancel_calls_back_when_a_cancel_marks_a_lease_until_unsubscribed(
+    contract: Contract,
+) -> None:
+    q = contract.queue
+    calls: list[int] = []
+    unsubscribe = q.on_cancel(lambda: calls.append(1))
+    pending = await contract.enqueue("pending.txt")
+    await q.cancel_many([pending.id])
+    assert calls == []  # nothing leased was marked: no holder to tell
+    leased = await contract.leased()
+    await q.cancel_many([leased.id])
+    assert len(calls) >= 1  # (PostgreSQL may also hear its own NOTIFY, a moment later)
+    unsubscribe()
+    unsubscribe()  # twice is harmless
+    heard = len(calls)
+    await contract.leased("c.txt")
+    await q.cancel_run(RUN)
+    await anyio.sleep(0.05)
+    assert len(calls) == heard
+
+
+@pytest.mark.anyio
 async def test_purge_deletes_only_finished_jobs_older_than_the_age(contract: Contract) -> None:
     q, clock = contract.queue, contract.clock
     job = await contract.leased()
@@ -596,6 +858,10 @@ async def test_get_of_an_unknown_job_raises_job_not_found(contract: Contract) ->
         (lambda q: q.renew_many([(1, "x")], 0), "visibilityseconds"),
         (lambda q: q.release_many([(1, "x")], -1), "delayseconds"),
         (lambda q: q.list(limit=0), "limit"),
+        (lambda q: q.pause(""), "tenantid"),
+        (lambda q: q.set_tenant_limits(T, weight=0), "weight"),
+        (lambda q: q.set_tenant_limits(T, max_leased=0), "maxleased"),
+        (lambda q: q.set_tenant_limits(T, max_per_second=-1), "maxpersecond"),
     ],
 )
 async def test_a_bad_argument_is_refused_as_invalid_naming_it(
@@ -623,6 +889,118 @@ async def test_a_closed_queue_refuses_every_verb(contract: Contract) -> None:
         await contract.enqueue()
     with pytest.raises(QueueClosed):
         await contract.queue.pull()
+
+
+# --- the queue's controls: pause, fair shares, per-tenant limits ---------------------------------
+
+
+async def enqueue_for(contract: Contract, tenant: str, count: int, run: str = "") -> None:
+    run = run or f"run-{tenant}"
+    await contract.queue.enqueue_many(
+        [NewJob(run_id=run, tenant_id=tenant, r2_key=f"{tenant}/{run}/{i}") for i in range(count)]
+    )
+
+
+@pytest.mark.anyio
+async def test_a_paused_queue_leases_nothing_new_but_its_leases_renew_and_ack(
+    contract: Contract,
+) -> None:
+    q = contract.queue
+    leased = await contract.leased("a.txt")
+    await contract.enqueue("b.txt")
+    controls = await q.pause()
+    assert controls.paused and controls.tenants == []
+    stats = await q.stats()
+    assert (stats.paused, stats.paused_tenants) == (True, [])
+    assert await q.pull(max=10) == []
+    renewed = await q.renew(leased.id, leased.lease_token or "", 30)
+    assert renewed.status == "leased"
+    done = await q.ack(leased.id, leased.lease_token or "")
+    assert done.status == "done"
+    assert await q.pull(max=10) == []
+    assert (await q.controls()).paused
+    resumed = await q.resume()
+    assert not resumed.paused and not (await q.stats()).paused
+    assert [j.r2_key for j in await q.pull(max=10)] == [f"{T}/{RUN}/b.txt"]
+
+
+@pytest.mark.anyio
+async def test_a_paused_tenant_leases_nothing_new_while_the_others_go_on(
+    contract: Contract,
+) -> None:
+    q = contract.queue
+    await enqueue_for(contract, "ta", 3)
+    await enqueue_for(contract, "tb", 3)
+    controls = await q.pause("ta")
+    assert [(t.tenant_id, t.paused) for t in controls.tenants] == [("ta", True)]
+    assert (await q.stats()).paused_tenants == ["ta"]
+    assert {j.tenant_id for j in await q.pull(max=10)} == {"tb"}
+    assert await q.pull(max=10) == []
+    resumed = await q.resume("ta")
+    assert resumed.tenants == []  # a row that controls nothing is not kept
+    assert {j.tenant_id for j in await q.pull(max=10)} == {"ta"}
+
+
+@pytest.mark.anyio
+async def test_a_pull_serves_tenants_in_turns_whatever_their_backlogs(contract: Contract) -> None:
+    await enqueue_for(contract, "big", 300)
+    await enqueue_for(contract, "small", 4)
+    first = await contract.queue.pull(max=6)
+    # Turns: big, small, big, small, ...: every one of small's jobs within two pulls of 6.
+    assert sorted(j.tenant_id for j in first) == ["big"] * 3 + ["small"] * 3
+    second = await contract.queue.pull(max=6)
+    assert sorted(j.tenant_id for j in second) == ["big"] * 5 + ["small"]
+
+
+@pytest.mark.anyio
+async def test_a_tenants_weight_is_its_jobs_per_turn_and_priority_orders_its_own(
+    contract: Contract,
+) -> None:
+    q = contract.queue
+    controls = await q.set_tenant_limits("heavy", weight=3)
+    assert [(t.tenant_id, t.weight, t.max_leased) for t in controls.tenants] == [("heavy", 3, None)]
+    await enqueue_for(contract, "heavy", 20)
+    await enqueue_for(contract, "light", 20)
+    await q.enqueue("urgent", "light", "light/urgent/x", priority=5)
+    jobs = await q.pull(max=8)
+    assert sorted(j.tenant_id for j in jobs) == ["heavy"] * 6 + ["light"] * 2
+    assert "light/urgent/x" in {j.r2_key for j in jobs}
+
+
+@pytest.mark.anyio
+async def test_a_tenant_never_holds_more_live_leases_than_its_limit(contract: Contract) -> None:
+    q = contract.queue
+    await q.set_tenant_limits("capped", max_leased=3)
+    await enqueue_for(contract, "capped", 10)
+    await enqueue_for(contract, "free", 10)
+    first = await q.pull(max=20)
+    assert sorted(j.tenant_id for j in first).count("capped") == 3
+    assert await q.pull(max=20) == []  # capped is at its limit, free is drained
+    one = next(j for j in first if j.tenant_id == "capped")
+    await q.ack(one.id, one.lease_token or "")
+    assert [j.tenant_id for j in await q.pull(max=20)] == ["capped"]
+    (limits,) = (await q.controls()).tenants
+    assert (limits.tenant_id, limits.max_leased, limits.max_per_second) == ("capped", 3, None)
+    cleared = await q.set_tenant_limits("capped")
+    assert cleared.tenants == []
+    assert len(await q.pull(max=20)) == 6
+
+
+@pytest.mark.anyio
+async def test_a_tenants_rate_limit_spaces_its_leases_on_the_queues_clock(
+    contract: Contract,
+) -> None:
+    q = contract.queue
+    await q.set_tenant_limits("slow", max_per_second=2)
+    await enqueue_for(contract, "slow", 20)
+    # A full bucket of 2, then 2 a second: never more than 2 + 2t leases over t seconds.
+    assert len(await q.pull(max=20)) == 2
+    assert await q.pull(max=20) == []
+    contract.clock.advance(0.5)
+    assert len(await q.pull(max=20)) == 1
+    contract.clock.advance(10)  # the bucket holds 2 at most, however long it waited
+    assert len(await q.pull(max=20)) == 2
+    assert await q.pull(max=20) == []
 
 
 # --- what only a queue on its own storage offers ------------------------------------------------
@@ -769,8 +1147,10 @@ async def test_import_jobs_keeps_each_jobs_state_and_times_and_never_imports_an_
         ("d1:e", False, "refused"),
     ]
     assert again[0].job == a and again[1].message and "belongs to tenant 't1'" in again[1].message
-    (leased,) = await owned.pull(max=1)  # d1:d, priority 3
-    assert leased.id == d.id and leased.attempts == 1
+    # Both pending jobs (one per tenant: a fair pull serves each tenant in turn); an imported
+    # job's attempts go on from what was imported.
+    pulled = {job.origin: job for job in await owned.pull(max=2)}
+    assert pulled["d1:d"].id == d.id and pulled["d1:d"].attempts == 1
     with pytest.raises(InvalidArgument, match="status"):
         await owned.import_jobs([imported("d1:x", status="leased")])  # type: ignore[arg-type]
 
@@ -819,6 +1199,23 @@ async def test_delete_imported_removes_only_jobs_unchanged_since_their_import_un
     with pytest.raises(RunNotFound):
         await owned.run_summary("r1")
     assert (await owned.stats()).total == 0
+
+
+@pytest.mark.anyio
+async def test_closing_a_queue_ends_its_waiting_pulls_with_no_jobs(
+    open_owned: Callable[[], contextlib.AbstractAsyncContextManager[OwnedQueue]],
+) -> None:
+    got: list[list[Job]] = []
+    async with open_owned() as queue, anyio.create_task_group() as tg:
+
+        async def pull() -> None:
+            got.append(await queue.pull(wait_seconds=MAX_PULL_WAIT_SECONDS))
+
+        tg.start_soon(pull)
+        waits = queue._waits  # type: ignore[attr-defined]
+        await wait_until(lambda: waits.waiting == 1, "the pull waits")
+        await queue.aclose()
+    assert got == [[]]
 
 
 def test_this_suite_calls_every_verb_of_the_contract() -> None:

@@ -29,7 +29,8 @@ import anyio
 import asyncpg
 import msgspec
 
-from actors._bridge import Bridge
+from actors._bridge import Bridge, call_soon
+from actors._retries import retrying
 from actors.bounds import DEFAULT_MAX_PAYLOAD_BYTES, MAX_ATTEMPTS, MAX_PULL
 from actors.errors import (
     InvalidArgument,
@@ -42,6 +43,8 @@ from actors.errors import (
 from actors.log import get_logger
 from actors.queue._rows import (
     ByOwner,
+    cancel_refusal,
+    cancelled,
     changed_since,
     foreign_run,
     job_from_row,
@@ -51,19 +54,24 @@ from actors.queue._rows import (
     summary_from_row,
 )
 from actors.queue._rows import decode as _decode
+from actors.queue._waiting import PullWaits
 from actors.queue.base import (
     OwnedQueue,
     SingleItemVerbs,
     check_ack,
     check_batch,
+    check_cancel,
     check_delay,
     check_imported,
+    check_limits,
     check_listing,
     check_maintenance,
     check_new_job,
     check_optional_text,
     check_origins,
+    check_pull,
     check_range,
+    check_text,
     check_visibility,
     imported_max_attempts,
     jitter_factors,
@@ -81,8 +89,11 @@ from actors.queue.model import (
     MaintenanceClaim,
     NewJob,
     Page,
+    QueueControls,
+    RunCancel,
     RunSummary,
     Stats,
+    TenantControl,
     Throughput,
 )
 from actors.queue.postgres import _sql, schema
@@ -152,9 +163,19 @@ class _ImportRow(msgspec.Struct, kw_only=True, omit_defaults=True):
 _encode_rows = msgspec.json.Encoder().encode
 _encode_imports = _encode_rows
 
+# How long a claimer trusts what it read of the stored controls (`PostgresQueue.pull`), in
+# seconds of the queue's clock.
+_CONTROLS_TTL = 1.0
+
 # Connection loss (a killed backend, a restarting server, a reset socket) is tried this many
-# times, waiting 0.05, 0.1, 0.2, ... 3.2 s between tries: 6.35 s in all, longer than a restart.
+# times, waiting 0.05, 0.1, 0.2, ... 3.2 s between tries (plus up to 0.05 s of jitter each, so
+# that the workers a restart cut off do not come back in step): about 6.5 s in all, longer
+# than a restart. `actors._retries` (stamina) waits.
 RETRIES = 8
+_RETRY_INITIAL_SECONDS = 0.05
+_RETRY_MAX_SECONDS = 3.2
+# The listening connection is retried for ever, at most this far apart.
+_LISTEN_RETRY_MAX_SECONDS = 2.0
 _TRANSIENT = (
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
@@ -168,6 +189,15 @@ _TRANSIENT = (
     ConnectionError,
     OSError,
 )
+_LISTEN_FAILURES = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+def _is_transient(exc: Exception) -> bool:
+    return isinstance(exc, _TRANSIENT) and not isinstance(exc, QueueError)
+
+
+def _is_listen_failure(exc: Exception) -> bool:
+    return isinstance(exc, _LISTEN_FAILURES)
 
 
 class PostgresQueue(SingleItemVerbs):
@@ -191,6 +221,8 @@ class PostgresQueue(SingleItemVerbs):
         backoff: Backoff,
         seed: int | None,
         pool_size: int,
+        fair: bool = True,
+        poll_interval_seconds: float = 1.0,
     ) -> None:
         self.dsn = dsn
         self.schema = schema
@@ -212,9 +244,23 @@ class PostgresQueue(SingleItemVerbs):
         self._listeners: set[asyncio.Task[None]] = set()
         self._closed = False
         self._on_enqueue: list[Callable[[], object]] = []
+        self._on_cancel: list[Callable[[], object]] = []
         # Our own NOTIFYs carry this id, so subscribers are not woken twice for one enqueue.
         self._origin = uuid.uuid4().hex
         self._channel = "actors_enqueued"  # then "actors_enqueued_<schema>", once connected
+        self._cancel_channel = "actors_cancelled"  # then "actors_cancelled_<schema>"
+        # Fair claims: whether they are on, and this claimer's place in the round of tenants
+        # (the last tenant its previous claim served). Whether any control is stored, and the
+        # tenants with limits, as last read (at most `_CONTROLS_TTL` ago): a claim locks the
+        # limited tenants' rows to serve them. A read before a change elsewhere is safe: the
+        # plain claim leases nothing while a control exists, and the others serve a tenant
+        # with limits only under its lock (a newly limited one waits here for the next read).
+        self._fair = fair
+        self._cursor = ""
+        self._controlled = False
+        self._limited: list[str] = []
+        self._controls_read_at = -math.inf
+        self._waits = PullWaits(self.on_enqueue, poll_interval_seconds)
 
     @property
     def where(self) -> str:
@@ -239,13 +285,19 @@ class PostgresQueue(SingleItemVerbs):
         backoff: Backoff | None = None,
         seed: int | None = None,
         pool_size: int = 10,
+        fair: bool = True,
+        poll_interval_seconds: float = 1.0,
     ) -> AsyncIterator[PostgresQueue]:
         """Connect (creating ``schema`` and migrating it as needed); close everything on exit.
 
         ``schema`` selects the PostgreSQL schema that holds the tables (default: the DSN's
         ``search_path``, else ``public``); ``password`` defaults to libpq's PGPASSWORD.
+        ``fair``: pulls serve tenants in turns (`pull`); else the highest priority first.
+        ``poll_interval_seconds``: how often a waiting pull claims again for jobs no NOTIFY
+        announced (a delayed job coming due, a lease given back, a gap in the listening).
         """
         check_range("max_attempts", max_attempts, 1, MAX_ATTEMPTS)
+        check_range("poll_interval_seconds", poll_interval_seconds, 0.001, 3600)
         check_range("max_payload_bytes", max_payload_bytes, 1, 64 * 1024 * 1024)
         check_range("pool_size", pool_size, 1, 1000)
         if schema is not None and not schema.replace("_", "").isalnum():
@@ -260,6 +312,8 @@ class PostgresQueue(SingleItemVerbs):
             backoff=backoff or Backoff(),
             seed=seed,
             pool_size=pool_size,
+            fair=fair,
+            poll_interval_seconds=poll_interval_seconds,
         )
         try:
             await queue._bridge.call(queue._start(password))
@@ -297,6 +351,7 @@ class PostgresQueue(SingleItemVerbs):
                 )
             # Enqueues in other schemas of the database do not wake this queue's workers.
             self._channel = f"actors_enqueued_{current}"
+            self._cancel_channel = f"actors_cancelled_{current}"
             await schema.migrate_up(conn, self.where)
         except asyncpg.PostgresError as exc:
             raise StorageError(f"cannot migrate the queue at {self.where}: {exc}") from exc
@@ -309,6 +364,7 @@ class PostgresQueue(SingleItemVerbs):
         if self._closed:
             return
         self._closed = True
+        self._waits.close()
         await self._bridge.drain()
         with contextlib.suppress(Exception):
             await self._bridge.call(self._stop())
@@ -342,40 +398,48 @@ class PostgresQueue(SingleItemVerbs):
     async def _transaction(
         self, pool: Pool, work: Callable[[Connection], Awaitable[T]], atomic: bool
     ) -> T:
-        delay = 0.05
-        for attempt in itertools.count(1):
+        async def once() -> T:
+            conn = await pool.acquire()
             try:
-                conn = await pool.acquire()
-                try:
-                    if not atomic:
+                if not atomic:
+                    result = await work(conn)
+                else:
+                    async with conn.transaction():
                         result = await work(conn)
-                    else:
-                        async with conn.transaction():
-                            result = await work(conn)
-                except BaseException as exc:
-                    # Never back into the pool half-broken, or inside a transaction.
-                    broken = isinstance(exc, _TRANSIENT) or conn.is_in_transaction()
-                    pool.release(conn, broken=broken)
-                    raise
-                pool.release(conn)
-                return result
-            except QueueError:
+            except BaseException as exc:
+                # Never back into the pool half-broken, or inside a transaction.
+                broken = isinstance(exc, _TRANSIENT) or conn.is_in_transaction()
+                pool.release(conn, broken=broken)
                 raise
-            except _TRANSIENT as exc:
-                # The transaction rolled back, or (lost during COMMIT) may have committed:
-                # retrying is safe for what matters (idempotency keys, acks under one lease).
-                if attempt >= RETRIES:
-                    raise StorageError(
-                        f"PostgreSQL at {self.where} is unreachable after {attempt} tries: "
-                        f"{exc}. Check that the server runs; the call changed nothing or was "
-                        "committed once"
-                    ) from exc
-                log.warning("queue.pg_retry", attempt=attempt, error=str(exc) or repr(exc))
-                await asyncio.sleep(delay)  # a real wait for a real server, not queue time
-                delay *= 2
-            except asyncpg.PostgresError as exc:
-                raise StorageError(f"PostgreSQL failed: {exc}") from exc
-        raise AssertionError("unreachable")  # pragma: no cover
+            pool.release(conn)
+            return result
+
+        try:
+            # The transaction rolled back, or (lost during COMMIT) may have committed:
+            # retrying is safe for what matters (idempotency keys, acks under one lease).
+            # A real wait for a real server (on the driver's loop), not queue time.
+            return await retrying(
+                once,
+                on=_is_transient,
+                attempts=RETRIES,
+                wait_initial=_RETRY_INITIAL_SECONDS,
+                wait_max=_RETRY_MAX_SECONDS,
+                wait_jitter=_RETRY_INITIAL_SECONDS,
+                log=log,
+                event="queue.pg_retry",
+                level="warning",
+                describe=lambda exc: str(exc) or repr(exc),
+            )
+        except QueueError:
+            raise
+        except _TRANSIENT as exc:
+            raise StorageError(
+                f"PostgreSQL at {self.where} is unreachable after {RETRIES} tries: "
+                f"{exc}. Check that the server runs; the call changed nothing or was "
+                "committed once"
+            ) from exc
+        except asyncpg.PostgresError as exc:
+            raise StorageError(f"PostgreSQL failed: {exc}") from exc
 
     def _sync_listener(self) -> None:
         """Listen while anyone subscribes to ``on_enqueue`` (on the driver's loop).
@@ -383,7 +447,7 @@ class PostgresQueue(SingleItemVerbs):
         A process with no subscriber (a producer, a benchmark loop) then costs no listening
         connection, and no wake-up of its own for every other process's enqueue.
         """
-        wanted = bool(self._on_enqueue) and not self._closed
+        wanted = bool(self._on_enqueue or self._on_cancel) and not self._closed
         if wanted and self._listener is None:
             self._listener = asyncio.get_running_loop().create_task(self._listen_forever())
             self._listeners.add(self._listener)
@@ -394,25 +458,30 @@ class PostgresQueue(SingleItemVerbs):
 
     async def _listen_forever(self) -> None:
         # Enqueues by other processes wake our subscribers; polling covers any gap while the
-        # listening connection is down. Once it listens (the first time, and again after a
-        # loss) it wakes subscribers once: jobs may have arrived while nobody listened, as in
-        # the moment between a subscription and its LISTEN.
-        delay = 0.05
+        # listening connection is down (so a failed reconnect is only a debug line). Once it
+        # listens (the first time, and again after a loss) it wakes subscribers once: jobs may
+        # have arrived while nobody listened, as in the moment between a subscription and its
+        # LISTEN.
         while True:
-            try:
-                conn: Connection = await asyncpg.connect(self.dsn, **self._connect_kwargs)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-                continue
+            conn: Connection = await retrying(
+                functools.partial(asyncpg.connect, self.dsn, **self._connect_kwargs),
+                on=_is_listen_failure,
+                attempts=None,  # for as long as anyone subscribes
+                wait_initial=_RETRY_INITIAL_SECONDS,
+                wait_max=_LISTEN_RETRY_MAX_SECONDS,
+                wait_jitter=_RETRY_INITIAL_SECONDS,
+                log=log,
+                event="queue.pg_listen_retry",
+                level="debug",
+            )
             lost = asyncio.Event()
             try:
                 conn.add_termination_listener(functools.partial(_set_event, lost))
                 await conn.add_listener(self._channel, self._notified)
-                delay = 0.05
+                await conn.add_listener(self._cancel_channel, self._cancel_notified)
                 self._bridge.to_caller(self._notify_enqueued)
                 await lost.wait()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except _LISTEN_FAILURES:
                 pass
             finally:
                 with contextlib.suppress(Exception):
@@ -421,6 +490,32 @@ class PostgresQueue(SingleItemVerbs):
     def _notified(self, _conn: Connection, _pid: int, _channel: str, payload: str) -> None:
         if payload.split(" ", 1)[0] != self._origin:
             self._bridge.to_caller(self._notify_enqueued)
+
+    def _cancel_notified(self, _conn: Connection, _pid: int, _channel: str, payload: str) -> None:
+        if payload.split(" ", 1)[0] != self._origin:
+            self._bridge.to_caller(self._notify_cancelled)
+
+    def on_cancel(self, callback: Callable[[], object]) -> Callable[[], None]:
+        """Call ``callback()`` in the event loop after a cancel marks leased jobs for
+        cancellation, through this object or (by NOTIFY) any other process using this schema:
+        holders renew at once to learn which of their leases end. Returns a function that
+        unsubscribes."""
+        self._on_cancel.append(callback)
+        self._listen_as_wanted()
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._on_cancel.remove(callback)
+            self._listen_as_wanted()
+
+        return unsubscribe
+
+    def _notify_cancelled(self, *_: object) -> None:
+        for callback in list(self._on_cancel):
+            try:
+                callback()
+            except Exception:  # a subscriber's bug must not break the caller's cancel
+                log.exception("queue.on_cancel_failed", callback=repr(callback))
 
     def on_enqueue(self, callback: Callable[[], object]) -> Callable[[], None]:
         """Call ``callback()`` in the event loop after an enqueue commits, through this object
@@ -442,7 +537,7 @@ class PostgresQueue(SingleItemVerbs):
     def _listen_as_wanted(self) -> None:
         if self._pool is not None and not self._closed:
             with contextlib.suppress(RuntimeError):  # the driver's loop is closed
-                self._loop.call_soon_threadsafe(self._sync_listener)
+                call_soon(self._loop, self._sync_listener)
 
     def _notify_enqueued(self, *_: object) -> None:
         for callback in list(self._on_enqueue):
@@ -590,52 +685,93 @@ class PostgresQueue(SingleItemVerbs):
         *,
         owner: str | None = None,
         started: bool = False,
+        wait_seconds: float = 0,
     ) -> list[Job]:
-        """Lease up to ``max`` visible jobs for ``visibility_seconds``, highest priority first.
+        """Lease up to ``max`` visible jobs for ``visibility_seconds``: tenants in turns (fair),
+        each tenant's highest priority first; nothing paused, nothing past a tenant's limits.
 
         ``owner`` names the principal taking the leases (recorded as ``lease_owner``): only it
         may settle them by id alone (`ack_ids`). ``started`` marks them started at once, for a
-        caller that never calls `start_many`.
+        caller that never calls `start_many`. With nothing to lease, ``wait_seconds`` (at most
+        `MAX_PULL_WAIT_SECONDS`) waits for a job to arrive, enqueued here or by any process
+        (NOTIFY), and leases it at once (`PullWaits`); it holds no connection while it waits.
         """
-        check_range("max", max, 1, MAX_PULL)
-        check_visibility(visibility_seconds)
-        check_optional_text("worker_id", worker_id)
-        check_optional_text("owner", owner)
-        now = self._clock.time()
+        check_pull(max, visibility_seconds, worker_id, owner, wait_seconds)
 
-        async def claim(conn: Connection) -> list[Job]:
-            # First the claim alone, which leases nothing while any lease has expired: when it
-            # leases something, a reap first would have found nothing, so this is the same
-            # pull in one round trip. Otherwise reap (it commits on its own) and claim again.
-            prefix = secrets.token_hex(8)  # 64 random bits for this claim's leases
-            rows = await conn.fetch(
-                _sql.CLAIM_FIRST,
-                now,
-                max,
-                now + visibility_seconds,
-                worker_id,
-                prefix,
-                owner,
-                started,
-            )
-            if not rows:
-                await self._reap(conn, now)
-                rows = await conn.fetch(
-                    _sql.CLAIM,
-                    now,
-                    max,
-                    now + visibility_seconds,
-                    worker_id,
-                    prefix,
-                    owner,
-                    started,
+        async def claim_now() -> list[Job]:
+            jobs = await self._claim(max, visibility_seconds, worker_id, owner, started)
+            if self._fair and 0 < len(jobs) < max and len({j.tenant_id for j in jobs}) > 1:
+                # Some tenant may have had fewer jobs than its share of this claim: the rest of
+                # it goes to those that have more, still in turns (one more claim, no more).
+                jobs += await self._claim(
+                    max - len(jobs), visibility_seconds, worker_id, owner, started
                 )
-            jobs = [job_from_row(row) for row in rows]
+            if self._fair and jobs:
+                self._cursor = _last_served(self._cursor, {j.tenant_id for j in jobs})
             jobs.sort(key=lambda j: (-j.priority, j.available_at, j.id))
             return jobs
 
-        # Not atomic: the reap commits on its own (it is complete by itself), then the claim.
-        return await self._run(claim, atomic=False)
+        if wait_seconds == 0:
+            return await claim_now()
+        return await self._waits.pull(claim_now, wait_seconds)
+
+    async def _claim(
+        self,
+        max: int,
+        visibility_seconds: float,
+        worker_id: str | None,
+        owner: str | None,
+        started: bool,
+    ) -> list[Job]:
+        now = self._clock.time()
+        if now - self._controls_read_at >= _CONTROLS_TTL:
+            stored = await self._run(_read_controls, atomic=False)
+            self._controlled = bool(stored)
+            self._limited = [tenant for tenant, limited in stored if limited]
+            self._controls_read_at = now
+        prefix = secrets.token_hex(8)  # 64 random bits for this claim's leases
+        args = (now, max, now + visibility_seconds, worker_id, prefix, owner, started)
+        fair_order = self._fair
+
+        async def plain(conn: Connection) -> list[Row]:
+            # First the claim alone, which leases nothing while any lease has expired: when it
+            # leases something, a reap first would have found nothing, so this is the same
+            # pull in one round trip. Otherwise reap (it commits on its own) and claim again.
+            # Both lease nothing while any control is stored (a pause, say, set elsewhere
+            # since `_controls_read_at`): then the fair claim, which reads them, serves.
+            rows = await conn.fetch(_sql.CLAIM_FIRST, *args)
+            if not rows:
+                await self._reap(conn, now)
+                rows = await conn.fetch(_sql.CLAIM, *args)
+                if not rows:
+                    rows = await conn.fetch(_sql.CLAIM_FAIR, *args, "", False, [], False)
+            return rows
+
+        async def fair(conn: Connection) -> list[Row]:
+            cursor = self._cursor
+            rows = await conn.fetch(_sql.CLAIM_FAIR, *args, cursor, fair_order, [], True)
+            if not rows:
+                await self._reap(conn, now)
+                rows = await conn.fetch(_sql.CLAIM_FAIR, *args, cursor, fair_order, [], False)
+            return rows
+
+        async def locked(conn: Connection) -> list[Row]:
+            # One transaction: the limited tenants' rows locked, the claim, their buckets spent.
+            await self._reap(conn, now)
+            held = [row[0] for row in await conn.fetch(_sql.CONTROLS_LOCK)]
+            rows = await conn.fetch(_sql.CLAIM_FAIR, *args, self._cursor, fair_order, held, False)
+            taken = Counter(row[2] for row in rows if row[2] in held)
+            if taken:
+                await conn.execute(_sql.CONTROLS_SPEND, list(taken), list(taken.values()), now)
+            return rows
+
+        if self._limited:
+            rows = await self._run(locked)
+        elif self._fair or self._controlled:
+            rows = await self._run(fair, atomic=False)
+        else:
+            rows = await self._run(plain, atomic=False)
+        return [job_from_row(row) for row in rows]
 
     async def _reap(self, conn: Connection, now: float) -> int:
         # One statement: the jobs and their runs' counts commit together (sql/reap.sql).
@@ -785,6 +921,74 @@ class PostgresQueue(SingleItemVerbs):
 
     # --- operators -----------------------------------------------------------------------
 
+    async def cancel_many(
+        self, job_ids: Sequence[int], *, tenant_id: str | None = None
+    ) -> list[ItemResult]:
+        """Cancel each job (only ``tenant_id``'s, when given) in one statement.
+
+        A pending job ends ``cancelled`` at once; a leased one is marked, and ends
+        ``cancelled`` when its holder next renews, starts, releases or acks it (refused as
+        ``cancelled``), or when its lease expires. Per item: ``ok`` (see the job's status),
+        ``duplicate`` (already cancelled or marked), ``finished`` or ``not_found``.
+        """
+        check_cancel(job_ids, tenant_id)
+        if not job_ids:
+            return []
+        now = self._clock.time()
+        ids = list(dict.fromkeys(job_ids))
+
+        async def cancel(conn: Connection) -> tuple[list[ItemResult], bool]:
+            rows = await conn.fetch(
+                _sql.CANCEL, now, ids, tenant_id, self._cancel_channel, self._origin
+            )
+            changed = {job.id: job for job in map(job_from_row, rows)}
+            missing = [i for i in ids if i not in changed]
+            current = {}
+            if missing:
+                current = {
+                    job.id: job
+                    for job in map(job_from_row, await conn.fetch(_sql.JOBS_BY_ID, missing))
+                }
+            results: list[ItemResult] = []
+            seen: set[int] = set()
+            for job_id in job_ids:
+                job = changed.get(job_id)
+                if job is not None and job_id not in seen:
+                    results.append(ItemResult(job_id=job_id, ok=True, reason="ok", job=job))
+                else:
+                    results.append(cancel_refusal(current.get(job_id) or job, job_id, tenant_id))
+                seen.add(job_id)
+            return results, any(job.status == "leased" for job in changed.values())
+
+        results, marked = await self._run(cancel, atomic=False)
+        if marked:
+            self._notify_cancelled()
+        return results
+
+    async def cancel_run(self, run_id: str, *, tenant_id: str | None = None) -> RunCancel:
+        """Cancel every unfinished job of the run (as `cancel_many` does each), or raise
+        RunNotFound (also for a run of another tenant than ``tenant_id``)."""
+        check_optional_text("run_id", run_id)
+        check_optional_text("tenant_id", tenant_id)
+        now = self._clock.time()
+
+        async def cancel(conn: Connection) -> RunCancel:
+            owners: dict[str, str] = {
+                row[0]: row[1] for row in await conn.fetch(_sql.RUN_TENANTS, [run_id])
+            }
+            if run_id not in owners or (tenant_id is not None and owners[run_id] != tenant_id):
+                raise RunNotFound(run_id)
+            rows = await conn.fetch(
+                _sql.CANCEL_RUN, now, run_id, tenant_id, self._cancel_channel, self._origin
+            )
+            marked = sum(1 for row in rows if row[1] == "leased")
+            return RunCancel(run_id=run_id, cancelled=len(rows) - marked, cancel_requested=marked)
+
+        outcome = await self._run(cancel, atomic=False)
+        if outcome.cancel_requested:
+            self._notify_cancelled()
+        return outcome
+
     async def reap(self) -> int:
         """Return every expired lease's job to pending (or fail it); return how many."""
         now = self._clock.time()
@@ -812,7 +1016,7 @@ class PostgresQueue(SingleItemVerbs):
             )
             requeued = Counter(r[0] for r in rows)
             await _count(
-                conn, now, {run_id: (0, -n, 0) for run_id, n in requeued.items()}, touch=True
+                conn, now, {run_id: (0, -n, 0, 0) for run_id, n in requeued.items()}, touch=True
             )
             if rows:
                 await conn.execute(_sql.NOTIFY, self._channel, self._origin)
@@ -827,10 +1031,15 @@ class PostgresQueue(SingleItemVerbs):
 
         async def purge(conn: Connection) -> int:
             rows = await conn.fetch(_sql.PURGE, cutoff)
-            gone: dict[str, tuple[int, int, int]] = {}
+            gone: dict[str, tuple[int, int, int, int]] = {}
             for run_id, status in rows:
-                done, failed, total = gone.get(run_id, (0, 0, 0))
-                gone[run_id] = (done - (status == "done"), failed - (status == "failed"), total - 1)
+                done, failed, total, cancelled_ = gone.get(run_id, (0, 0, 0, 0))
+                gone[run_id] = (
+                    done - (status == "done"),
+                    failed - (status == "failed"),
+                    total - 1,
+                    cancelled_ - (status == "cancelled"),
+                )
             await _count(conn, self._clock.time(), gone, touch=False, shard=_sql.PURGE_SHARD)
             # Runs left with no job after their retention go too. An enqueue naming such a run
             # would recreate it while it is deleted: the table lock makes enqueues (which all
@@ -940,7 +1149,7 @@ class PostgresQueue(SingleItemVerbs):
                 else {}
             )
             out: list[ImportResult] = []
-            counts: dict[str, tuple[int, int, int]] = {}
+            counts: dict[str, tuple[int, int, int, int]] = {}
             firsts: dict[str, int] = {}
             for job, _, _ in checked:
                 if owners[job.run_id] != job.tenant_id:
@@ -954,11 +1163,12 @@ class PostgresQueue(SingleItemVerbs):
                     )
                     continue
                 out.append(ImportResult(origin=job.origin, ok=True, reason="ok", job=imported))
-                done, failed, total = counts.get(job.run_id, (0, 0, 0))
+                done, failed, total, cancelled_ = counts.get(job.run_id, (0, 0, 0, 0))
                 counts[job.run_id] = (
                     done + (job.status == "done"),
                     failed + (job.status == "failed"),
                     total + 1,
+                    cancelled_,  # an import brings no cancelled job
                 )
                 firsts[job.run_id] = min(imported.id, firsts.get(job.run_id, imported.id))
             await _count(conn, now, counts, touch=True)
@@ -1012,7 +1222,7 @@ class PostgresQueue(SingleItemVerbs):
                 else {}
             )
             out: list[ImportResult] = []
-            gone: dict[str, tuple[int, int, int]] = {}
+            gone: dict[str, tuple[int, int, int, int]] = {}
             for origin, _ in imported:
                 job = deleted.pop(origin, None)  # an origin named twice is deleted once
                 if job is None:
@@ -1021,11 +1231,12 @@ class PostgresQueue(SingleItemVerbs):
                         origin_not_found(origin) if left is None else changed_since(origin, left)
                     )
                     continue
-                done, failed, total = gone.get(job.run_id, (0, 0, 0))
+                done, failed, total, cancelled_ = gone.get(job.run_id, (0, 0, 0, 0))
                 gone[job.run_id] = (
                     done - (job.status == "done"),
                     failed - (job.status == "failed"),
                     total - 1,
+                    cancelled_ - (job.status == "cancelled"),
                 )
                 out.append(ImportResult(origin=origin, ok=True, reason="ok", job=job))
             await _count(conn, now, gone, touch=True)
@@ -1041,6 +1252,65 @@ class PostgresQueue(SingleItemVerbs):
             return out
 
         return await self._run(work)
+
+    async def pause(self, tenant_id: str | None = None) -> QueueControls:
+        """Pause the whole queue, or one tenant: nothing new is leased from it until `resume`.
+
+        Leases already taken stay live (renew and ack go on). Stored: it holds across restarts
+        and for every process sharing the queue.
+        """
+        return await self._set_paused(tenant_id, True)
+
+    async def resume(self, tenant_id: str | None = None) -> QueueControls:
+        """Undo `pause` of the whole queue, or of one tenant."""
+        return await self._set_paused(tenant_id, False)
+
+    async def _set_paused(self, tenant_id: str | None, paused: bool) -> QueueControls:
+        if tenant_id is not None:
+            check_text("tenant_id", tenant_id)
+        now = self._clock.time()
+
+        async def set_paused(conn: Connection) -> QueueControls:
+            await conn.execute(_sql.CONTROLS_PAUSE, tenant_id or "", paused, now)
+            await conn.execute(_sql.CONTROLS_PRUNE)
+            return _controls(await conn.fetch(_sql.CONTROLS_READ))
+
+        controls = await self._run(set_paused)
+        self._controls_read_at = -math.inf  # this process's claims see the change at once
+        return controls
+
+    async def set_tenant_limits(
+        self,
+        tenant_id: str,
+        *,
+        weight: int = 1,
+        max_leased: int | None = None,
+        max_per_second: float | None = None,
+    ) -> QueueControls:
+        """Set a tenant's share of fair claims and its limits (None: none), replacing its old
+        ones: at most ``max_leased`` live leases, at most ``max_per_second`` jobs leased a
+        second, enforced by every claim of every process."""
+        check_limits(tenant_id, weight, max_leased, max_per_second)
+        now = self._clock.time()
+
+        async def set_limits(conn: Connection) -> QueueControls:
+            await conn.execute(
+                _sql.CONTROLS_LIMITS, tenant_id, weight, max_leased, max_per_second, now
+            )
+            await conn.execute(_sql.CONTROLS_PRUNE)
+            return _controls(await conn.fetch(_sql.CONTROLS_READ))
+
+        controls = await self._run(set_limits)
+        self._controls_read_at = -math.inf  # this process's claims see the change at once
+        return controls
+
+    async def controls(self) -> QueueControls:
+        """Return what is paused and every tenant's stored weight and limits."""
+
+        async def read(conn: Connection) -> QueueControls:
+            return _controls(await conn.fetch(_sql.CONTROLS_READ))
+
+        return await self._run(read, atomic=False)
 
     # --- readers -------------------------------------------------------------------------
 
@@ -1063,14 +1333,18 @@ class PostgresQueue(SingleItemVerbs):
             # One statement, one snapshot, and no scan of the backlog (sql/stats.sql).
             row = await conn.fetchrow(_sql.STATS, now)
             assert row is not None  # an aggregate returns one row
-            total, done, failed, leased, scheduled, oldest = row
+            total, done, failed, leased, scheduled, oldest, cancelled_ = row
+            controls = _controls(await conn.fetch(_sql.CONTROLS_READ))
             return Stats(
-                pending=int(total - done - failed - leased),
+                pending=int(total - done - failed - cancelled_ - leased),
+                cancelled=int(cancelled_),
                 scheduled=int(scheduled),
                 leased=int(leased),
                 done=int(done),
                 failed=int(failed),
                 oldest_pending_age_seconds=None if oldest is None else max(0.0, now - oldest),
+                paused=controls.paused,
+                paused_tenants=[t.tenant_id for t in controls.tenants if t.paused],
             )
 
         return await self._run(stats, atomic=False)
@@ -1189,7 +1463,10 @@ async def _per_item(
     results: list[ItemResult] = []
     for n, (job_id, token) in enumerate(leases):
         job = outcome[n]
-        if job is not None:
+        if job is not None and job.status == "cancelled":
+            # A marked lease given back or acked ends cancelled: refused, its outcome dropped.
+            results.append(cancelled(job, verb))
+        elif job is not None:
             results.append(ItemResult(job_id=job_id, ok=True, reason="ok", job=job))
         else:
             status = None if statuses is None else statuses[n]
@@ -1202,13 +1479,13 @@ async def _per_item(
 async def _count(
     conn: Connection,
     now: float,
-    counts: dict[str, tuple[int, int, int]],
+    counts: dict[str, tuple[int, int, int, int]],
     *,
     touch: bool,
     shard: int | None = None,
 ) -> None:
-    """Add (done, failed, total) to each run's counts (this connection's shard rows, or those of
-    ``shard``): one statement for every run of the batch (sql/add_counts.sql)."""
+    """Add (done, failed, total, cancelled) to each run's counts (this connection's shard rows,
+    or those of ``shard``): one statement for every run of the batch (sql/add_counts.sql)."""
     runs = sorted(run_id for run_id, n in counts.items() if any(n))
     if not runs:
         return
@@ -1221,6 +1498,7 @@ async def _count(
         [counts[r][2] for r in runs],
         touch,
         shard,
+        [counts[r][3] for r in runs],
     )
 
 
@@ -1238,6 +1516,36 @@ async def _check_tenants(conn: Connection, pairs: set[tuple[str, str]]) -> None:
                 f"run {run_id!r} belongs to tenant {owner!r}, not {other!r}; a run has one "
                 "tenant. Use a new run id for this tenant"
             )
+
+
+async def _read_controls(conn: Connection) -> list[tuple[str, bool]]:
+    return [(row[0], row[1]) for row in await conn.fetch(_sql.CONTROLS_LIST)]
+
+
+def _last_served(cursor: str, served: set[str]) -> str:
+    """The tenant a fair claim served last in its round: the first served after ``cursor``,
+    wrapping around, is served first; the last of them in that order ends the round."""
+    wrapped = [t for t in served if t <= cursor]
+    return max(wrapped) if wrapped else max(served)
+
+
+def _controls(rows: Sequence[Row]) -> QueueControls:
+    paused = False
+    tenants: list[TenantControl] = []
+    for tenant, paused_, weight, max_leased, rate, _, _ in rows:
+        if tenant == "":
+            paused = bool(paused_)
+            continue
+        tenants.append(
+            TenantControl(
+                tenant_id=tenant,
+                paused=bool(paused_),
+                weight=weight,
+                max_leased=max_leased,
+                max_per_second=rate,
+            )
+        )
+    return QueueControls(paused=paused, tenants=tenants)
 
 
 def _set_event(event: asyncio.Event, _conn: Connection) -> None:

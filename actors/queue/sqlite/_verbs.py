@@ -7,9 +7,10 @@ so tests and the Hypothesis model control time.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from actors.errors import InvalidArgument, JobNotFound, RunNotFound
@@ -17,6 +18,8 @@ from actors.queue._rows import (
     COLUMNS,
     RUN_COLUMNS,
     ByOwner,
+    cancel_refusal,
+    cancelled,
     changed_since,
     foreign_run,
     job_from_row,
@@ -38,14 +41,21 @@ from actors.queue.model import (
     MaintenanceClaim,
     NewJob,
     Page,
+    QueueControls,
+    RunCancel,
     RunSummary,
     Stats,
+    TenantControl,
     Throughput,
 )
 
 __all__ = [
+    "Rotation",
     "ack",
+    "cancel",
+    "cancel_run",
     "claim_maintenance",
+    "controls",
     "delete_imported",
     "enqueue",
     "find_by_origin",
@@ -60,6 +70,8 @@ __all__ = [
     "renew",
     "requeue",
     "run_summary",
+    "set_paused",
+    "set_tenant_limits",
     "start",
     "stats",
     "throughput",
@@ -67,6 +79,8 @@ __all__ = [
 
 # A lease is live while the job is leased under this token and has not run out.
 LIVE_LEASE = "status = 'leased' AND lease_token = :token AND lease_expires_at > :now"
+# A live lease whose job nobody asked to cancel: only such a lease is renewed or started.
+LIVE_UNCANCELLED = f"{LIVE_LEASE} AND cancel_requested_at IS NULL"
 # The ids-only ack's fence: a live lease that this principal (`lease_owner`) took.
 LIVE_OWNED = "status = 'leased' AND lease_owner IS :owner AND lease_expires_at > :now"
 
@@ -148,6 +162,85 @@ def enqueue(
 # --- consumers -----------------------------------------------------------------------------
 
 
+class Rotation:
+    """A fair claimer's place in the round of tenants: the last tenant its previous claim served.
+
+    Each queue object keeps its own, so the round is per claimer; it is a hint, not a
+    guarantee, and is not stored.
+    """
+
+    __slots__ = ("cursor",)
+
+    def __init__(self) -> None:
+        self.cursor: str | None = None
+
+
+# The claim in the global order: highest priority first, then the longest available.
+_CLAIM = f"""
+    UPDATE jobs
+    SET status = 'leased', attempts = attempts + 1,
+        lease_token = lower(hex(randomblob(16))), lease_expires_at = :expires,
+        worker_id = :worker, lease_owner = :owner,
+        started_at = CASE WHEN :started THEN :now END, updated_at = :now
+    WHERE id IN (
+        SELECT id FROM jobs
+        WHERE status = 'pending' AND available_at <= :now {{skip}}
+        ORDER BY priority DESC, available_at
+        LIMIT :max
+    )
+    RETURNING {COLUMNS}
+"""
+_CLAIM_ALL = _CLAIM.format(skip="")
+# Uncorrelated: checked once per claim, not per row.
+_CLAIM_UNCONTROLLED = _CLAIM.format(skip="AND NOT EXISTS (SELECT 1 FROM queue_controls)")
+_CLAIM_ONE_TENANT = _CLAIM.format(
+    skip="""AND NOT EXISTS (SELECT 1 FROM queue_controls)
+        AND (SELECT min(tenant_id) FROM jobs INDEXED BY jobs_tenant_claim WHERE status = 'pending')
+            = (SELECT max(tenant_id) FROM jobs INDEXED BY jobs_tenant_claim
+               WHERE status = 'pending')"""
+)
+_CLAIM_UNPAUSED = _CLAIM.format(skip="AND tenant_id NOT IN (SELECT value FROM json_each(:paused))")
+# The claim of jobs already chosen (a fair or limited claim), by id (`+status`: found by
+# rowid, not through an index on status).
+_CLAIM_IDS = f"""
+    UPDATE jobs
+    SET status = 'leased', attempts = attempts + 1,
+        lease_token = lower(hex(randomblob(16))), lease_expires_at = :expires,
+        worker_id = :worker, lease_owner = :owner,
+        started_at = CASE WHEN :started THEN :now END, updated_at = :now
+    WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = 'pending'
+    RETURNING {COLUMNS}
+"""
+# The next tenant with a pending job after a tenant id: one seek of `jobs_tenant_claim` (a
+# loose scan, step by step), never a scan of the backlog.
+_NEXT_TENANT = """
+    SELECT min(tenant_id) FROM jobs INDEXED BY jobs_tenant_claim
+    WHERE status = 'pending' AND tenant_id > ?
+"""
+# Whether any control is stored, and the first two tenants with pending jobs: one statement
+# that tells the common cases (nothing pending; one tenant and no control) from the rest.
+_PROBE = """
+    SELECT EXISTS (SELECT 1 FROM queue_controls), t.first,
+           (SELECT min(tenant_id) FROM jobs INDEXED BY jobs_tenant_claim
+            WHERE status = 'pending' AND tenant_id > t.first)
+    FROM (SELECT min(tenant_id) AS first FROM jobs INDEXED BY jobs_tenant_claim
+          WHERE status = 'pending') t
+"""
+# A tenant's first available jobs in the claim's order (`jobs_tenant_claim`).
+_TENANT_FIRST = """
+    SELECT id, priority, available_at FROM jobs INDEXED BY jobs_tenant_claim
+    WHERE status = 'pending' AND tenant_id = :tenant AND available_at <= :now
+    ORDER BY priority DESC, available_at
+    LIMIT :limit
+"""
+# A tenant's live leases, counted over the leased jobs only (`jobs_lease_expiry`).
+_TENANT_LEASED = """
+    SELECT count(*) FROM jobs INDEXED BY jobs_lease_expiry
+    WHERE status = 'leased' AND lease_expires_at > :now AND tenant_id = :tenant
+"""
+_CONTROL_COLUMNS = "tenant_id, paused, weight, max_leased, max_per_second, rate_tokens, rate_at"
+
+
 def pull(
     conn: sqlite3.Connection,
     now: float,
@@ -156,41 +249,196 @@ def pull(
     worker_id: str | None,
     owner: str | None = None,
     started: bool = False,
+    rotation: Rotation | None = None,
 ) -> list[Job]:
-    """Lease up to ``max`` visible jobs for ``visibility_seconds``, highest priority first.
+    """Lease up to ``max`` visible jobs for ``visibility_seconds``.
 
-    ``owner`` (the principal that asked, over HTTP) is recorded as each lease's ``lease_owner``;
-    ``started`` marks the jobs started at once (see `start`).
+    Nothing of a paused tenant, nothing at all while the queue is paused, and no more of a
+    tenant than its limits allow (`set_tenant_limits`). With a ``rotation`` the claim is fair:
+    tenants with available jobs take turns, ``weight`` jobs each per round, starting after the
+    rotation's cursor; priority orders each tenant's own jobs. Without one, the highest
+    priority goes first across tenants. ``owner`` (the principal that asked, over HTTP) is
+    recorded as each lease's ``lease_owner``; ``started`` marks the jobs started at once.
     """
     reap(conn, now)
-    rows = conn.execute(
-        f"""
-        UPDATE jobs
-        SET status = 'leased', attempts = attempts + 1,
-            lease_token = lower(hex(randomblob(16))), lease_expires_at = :expires,
-            worker_id = :worker, lease_owner = :owner,
-            started_at = CASE WHEN :started THEN :now END, updated_at = :now
-        WHERE id IN (
-            SELECT id FROM jobs
-            WHERE status = 'pending' AND available_at <= :now
-            ORDER BY priority DESC, available_at
-            LIMIT :max
+    params: dict[str, object] = {
+        "now": now,
+        "expires": now + visibility_seconds,
+        "worker": worker_id,
+        "owner": owner,
+        "started": started,
+        "max": max,
+    }
+    if rotation is None:
+        # The common case in one statement: no control stored (else it leases nothing).
+        jobs = _claim_ordered(conn, params, _CLAIM_UNCONTROLLED)
+        if jobs:
+            return jobs
+    else:
+        # One tenant with pending jobs and no control stored: its turn is the whole claim.
+        jobs = _claim_ordered(conn, params, _CLAIM_ONE_TENANT)
+        if jobs:
+            rotation.cursor = jobs[0].tenant_id
+            return jobs
+        controlled, _, second = conn.execute(_PROBE).fetchone()
+        if not controlled and second is None:
+            return []  # nothing pending, or only that tenant's and none available
+    controls = {
+        row[0]: row for row in conn.execute(f"SELECT {_CONTROL_COLUMNS} FROM queue_controls")
+    }
+    if not controls and rotation is None:
+        return []  # the claim above found nothing available
+    whole = controls.pop("", None)
+    if whole is not None and whole[1]:
+        return []  # the queue is paused
+    limited = any(row[3] is not None or row[4] is not None for row in controls.values())
+    if rotation is None and not limited:
+        paused = [tenant for tenant, row in controls.items() if row[1]]
+        if paused:
+            params["paused"] = _encode(paused).decode()
+        return _claim_ordered(conn, params, _CLAIM_UNPAUSED if paused else _CLAIM_ALL)
+    buckets: dict[str, float] = {}
+
+    def shares() -> Iterator[tuple[str, int, int]]:
+        """Each tenant's share, in turn order: how many it may take now (its limits), its
+        weight; paused tenants and those at a limit left out."""
+        for tenant in _tenants_in_turn(conn, None if rotation is None else rotation.cursor):
+            row = controls.get(tenant)
+            quota, weight = max, 1
+            if row is not None:
+                _, paused_, weight, max_leased, rate, tokens, rate_at = row
+                if paused_:
+                    continue
+                if max_leased is not None:
+                    (live,) = conn.execute(
+                        _TENANT_LEASED, {"now": now, "tenant": tenant}
+                    ).fetchone()
+                    quota = min(quota, max_leased - live)
+                if rate is not None:
+                    # A bucket of max(1, rate) leases, refilled at `rate` per second.
+                    tokens = min(_max(1.0, rate), tokens + (now - rate_at) * rate)
+                    buckets[tenant] = tokens
+                    quota = min(quota, math.floor(tokens))
+            if quota > 0:
+                yield tenant, quota, weight if rotation is not None else 1
+
+    chosen, seen = _choose(conn, now, max, shares(), fair=rotation is not None)
+    if not chosen:
+        return []
+    rows = conn.execute(_CLAIM_IDS, {**params, "ids": _encode(chosen).decode()}).fetchall()
+    jobs = [job_from_row(row) for row in rows]
+    jobs.sort(key=lambda j: (-j.priority, j.available_at, j.id))
+    taken = Counter(job.tenant_id for job in jobs)
+    for tenant, tokens in buckets.items():
+        conn.execute(
+            "UPDATE queue_controls SET rate_tokens = ?, rate_at = ? WHERE tenant_id = ?",
+            (tokens - taken[tenant], now, tenant),
         )
-        RETURNING {COLUMNS}
-        """,
-        {
-            "now": now,
-            "expires": now + visibility_seconds,
-            "worker": worker_id,
-            "owner": owner,
-            "started": started,
-            "max": max,
-        },
-    ).fetchall()
+    if rotation is not None and jobs:
+        order = {tenant: i for i, (tenant, _, _) in enumerate(seen)}
+        rotation.cursor = _max(taken, key=order.__getitem__)
+    return jobs
+
+
+def _tenants_in_turn(conn: sqlite3.Connection, cursor: str | None) -> Iterator[str]:
+    """The tenants with pending jobs, from the first after ``cursor`` round to ``cursor``
+    itself: one index seek each, taken only as far as the caller reads."""
+    tenant = cursor or ""  # tenant ids are never empty
+    while (tenant := conn.execute(_NEXT_TENANT, (tenant,)).fetchone()[0]) is not None:
+        yield tenant
+    if cursor:
+        tenant = ""
+        while (tenant := conn.execute(_NEXT_TENANT, (tenant,)).fetchone()[0]) is not None:
+            if tenant > cursor:
+                return
+            yield tenant
+
+
+_max = max  # `pull`'s parameter `max` hides the builtin
+
+
+def _claim_ordered(conn: sqlite3.Connection, params: dict[str, object], sql: str) -> list[Job]:
+    rows = conn.execute(sql, params).fetchall()
     # RETURNING does not keep the subquery's order; restore it.
     jobs = [job_from_row(row) for row in rows]
     jobs.sort(key=lambda j: (-j.priority, j.available_at, j.id))
     return jobs
+
+
+def _choose(
+    conn: sqlite3.Connection,
+    now: float,
+    max: int,
+    shares: Iterator[tuple[str, int, int]],
+    *,
+    fair: bool,
+) -> tuple[list[int], list[tuple[str, int, int]]]:
+    """Pick up to ``max`` job ids from the tenants' ``(tenant, quota, weight)`` shares; return
+    them and the shares read.
+
+    Fair: round-robin in the shares' order, ``weight`` of a tenant's jobs per round, each
+    tenant's in the claim's order; the shares are read only until the first round is full.
+    Else: the global order over every tenant's first jobs.
+    """
+    if not fair:
+        every = list(shares)
+        firsts = [
+            row
+            for tenant, quota, _ in every
+            for row in conn.execute(
+                _TENANT_FIRST, {"tenant": tenant, "now": now, "limit": min(quota, max)}
+            )
+        ]
+        firsts.sort(key=lambda r: (-r[1], r[2], r[0]))
+        return [row[0] for row in firsts[:max]], every
+    seen: list[tuple[str, int, int]] = []
+    firsts_of: dict[str, list[int]] = {}
+    served = 0
+    for tenant, quota, weight in shares:
+        seen.append((tenant, quota, weight))
+        firsts_of[tenant] = _firsts(conn, now, tenant, min(quota, weight))
+        served += len(firsts_of[tenant])
+        if served >= max:
+            # The first round is full without the tenants after this one.
+            return _round_robin(max, seen, firsts_of), seen
+    # Every tenant is known and the first round did not fill the claim: more rounds.
+    rounds = -(-max // _max(1, sum(weight for _, _, weight in seen)))
+    wanted = {tenant: min(quota, weight * rounds) for tenant, quota, weight in seen}
+    for tenant, _, weight in seen:
+        if len(firsts_of[tenant]) == weight and wanted[tenant] > weight:
+            firsts_of[tenant] = _firsts(conn, now, tenant, wanted[tenant])
+    chosen = _round_robin(max, seen, firsts_of)
+    if len(chosen) < max:
+        # Some tenants had fewer jobs than their share: the rest of the claim goes to those
+        # that may have more, still in turns.
+        for tenant, quota, _ in seen:
+            if len(firsts_of[tenant]) == wanted[tenant] < quota:
+                firsts_of[tenant] = _firsts(conn, now, tenant, min(quota, max))
+        chosen = _round_robin(max, seen, firsts_of)
+    return chosen, seen
+
+
+def _firsts(conn: sqlite3.Connection, now: float, tenant: str, limit: int) -> list[int]:
+    rows = conn.execute(_TENANT_FIRST, {"tenant": tenant, "now": now, "limit": limit})
+    return [row[0] for row in rows]
+
+
+def _round_robin(
+    max: int, shares: Sequence[tuple[str, int, int]], firsts_of: dict[str, list[int]]
+) -> list[int]:
+    chosen: list[int] = []
+    position = 0
+    while len(chosen) < max:
+        before = len(chosen)
+        for tenant, _, weight in shares:
+            ids = firsts_of.get(tenant, [])
+            chosen.extend(ids[position * weight : (position + 1) * weight][: max - len(chosen)])
+            if len(chosen) >= max:
+                break
+        if len(chosen) == before:
+            break
+        position += 1
+    return chosen
 
 
 def reap(conn: sqlite3.Connection, now: float) -> int:
@@ -198,23 +446,26 @@ def reap(conn: sqlite3.Connection, now: float) -> int:
 
     A job never started under the lease (`start`) gets its attempt back: the worker died, or
     lost the lease, before the job could have caused it. A started one spends it, so a job
-    that kills its worker still runs out of attempts.
+    that kills its worker still runs out of attempts. A job whose cancellation was requested
+    ends `cancelled`, never pending again.
     """
     # INDEXED BY: left alone, the planner walks every leased row through jobs_claim(status),
     # which makes each pull O(leased jobs) instead of O(expired leases).
     rows = conn.execute(
         """
         UPDATE jobs INDEXED BY jobs_lease_expiry
-        SET status = CASE WHEN started_at IS NOT NULL AND attempts >= max_attempts
+        SET status = CASE WHEN cancel_requested_at IS NOT NULL THEN 'cancelled'
+                WHEN started_at IS NOT NULL AND attempts >= max_attempts
                 THEN 'failed' ELSE 'pending' END,
             attempts = CASE WHEN started_at IS NULL THEN attempts - 1 ELSE attempts END,
-            last_error = CASE WHEN started_at IS NOT NULL AND attempts >= max_attempts
+            last_error = CASE WHEN cancel_requested_at IS NOT NULL THEN last_error
+                WHEN started_at IS NOT NULL AND attempts >= max_attempts
                 THEN 'lease expired on the last attempt (' || attempts || ' of ' || max_attempts
                      || ') held by worker ' || coalesce(worker_id, '?')
                      || ', which started the job and then stopped renewing it'
                 ELSE last_error END,
-            finished_at = CASE WHEN started_at IS NOT NULL AND attempts >= max_attempts
-                THEN :now END,
+            finished_at = CASE WHEN cancel_requested_at IS NOT NULL
+                OR (started_at IS NOT NULL AND attempts >= max_attempts) THEN :now END,
             lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, lease_owner = NULL,
             started_at = NULL, updated_at = :now
         WHERE status = 'leased' AND lease_expires_at <= :now
@@ -222,7 +473,7 @@ def reap(conn: sqlite3.Connection, now: float) -> int:
         """,
         {"now": now},
     ).fetchall()
-    _close_runs(conn, now, {run_id for run_id, status in rows if status == "failed"})
+    _close_runs(conn, now, {run_id for run_id, status in rows if status != "pending"})
     return len(rows)
 
 
@@ -231,7 +482,7 @@ def start(conn: sqlite3.Connection, now: float, job_id: int, token: str) -> Item
     row = conn.execute(
         f"""
         UPDATE jobs SET started_at = coalesce(started_at, :now), updated_at = :now
-        WHERE id = :id AND {LIVE_LEASE}
+        WHERE id = :id AND {LIVE_UNCANCELLED}
         RETURNING {COLUMNS}
         """,
         {"id": job_id, "token": token, "now": now},
@@ -246,7 +497,7 @@ def renew(
     row = conn.execute(
         f"""
         UPDATE jobs SET lease_expires_at = :now + :visibility, updated_at = :now
-        WHERE id = :id AND {LIVE_LEASE}
+        WHERE id = :id AND {LIVE_UNCANCELLED}
         RETURNING {COLUMNS}
         """,
         {"id": job_id, "token": token, "now": now, "visibility": visibility_seconds},
@@ -257,11 +508,16 @@ def renew(
 def release(
     conn: sqlite3.Connection, now: float, job_id: int, token: str, delay_seconds: float
 ) -> ItemResult:
-    """Give a live lease back: the job is pending again after ``delay_seconds``, attempt unspent."""
+    """Give a live lease back: the job is pending again after ``delay_seconds``, attempt unspent.
+
+    A job whose cancellation was requested ends `cancelled` instead (refused as ``cancelled``).
+    """
     row = conn.execute(
         f"""
         UPDATE jobs
-        SET status = 'pending', attempts = attempts - 1, available_at = :now + :delay,
+        SET status = CASE WHEN cancel_requested_at IS NULL THEN 'pending' ELSE 'cancelled' END,
+            attempts = attempts - 1, available_at = :now + :delay,
+            finished_at = CASE WHEN cancel_requested_at IS NOT NULL THEN :now END,
             lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, lease_owner = NULL,
             started_at = NULL, updated_at = :now
         WHERE id = :id AND {LIVE_LEASE}
@@ -269,7 +525,13 @@ def release(
         """,
         {"id": job_id, "token": token, "now": now, "delay": delay_seconds},
     ).fetchone()
-    return _applied(row) if row else _refused(conn, now, job_id, token, "released")
+    if row is None:
+        return _refused(conn, now, job_id, token, "released")
+    job = job_from_row(row)
+    if job.status == "cancelled":
+        _close_runs(conn, now, (job.run_id,))
+        return cancelled(job, "released")
+    return ItemResult(job_id=job.id, ok=True, reason="ok", job=job)
 
 
 def ack(
@@ -283,9 +545,11 @@ def ack(
 ) -> list[ItemResult]:
     """Record each ack's outcome under its live lease; refuse (per item) those whose lease is not.
 
-    ``done`` stores the result. ``failed`` returns the job to pending after a backoff while
-    attempts remain, else (or when ``permanent``) makes it terminally failed. Accepted acks add
-    their ``run_metrics`` to the run, and a run whose last job finished gets ``finished_at``.
+    ``done`` stores the result. A job whose cancellation was requested ends ``cancelled``
+    whatever the ack says (refused as ``cancelled``, its result discarded). ``failed`` returns
+    the job to pending after a backoff while attempts remain, else (or when ``permanent``)
+    makes it terminally failed. Accepted acks add their ``run_metrics`` to the run, and a run
+    whose last job finished gets ``finished_at``.
     With ``owned`` (the seed's ``ack(ids, status)``, whose acks carry no token) a lease is live
     when ``owned.owner`` took it and it has not run out.
     """
@@ -305,31 +569,34 @@ def ack(
             row = conn.execute(
                 f"""
                 UPDATE jobs
-                SET status = 'done', result = :result, lease_expires_at = NULL,
-                    finished_at = :now, updated_at = :now
+                SET status = CASE WHEN cancel_requested_at IS NULL THEN 'done'
+                        ELSE 'cancelled' END,
+                    result = CASE WHEN cancel_requested_at IS NULL THEN :result END,
+                    lease_expires_at = NULL, finished_at = :now, updated_at = :now
                 WHERE id = :id AND {fence}
                 RETURNING {COLUMNS}
                 """,
                 {**params, "result": encode_json(a.result)},
             ).fetchone()
         else:
-            # Terminal when permanent or out of attempts; else pending again after a backoff.
+            # Terminal when permanent or out of attempts (or cancelled); else pending again
+            # after a backoff.
             row = conn.execute(
                 f"""
                 UPDATE jobs
-                SET status = CASE WHEN :permanent OR attempts >= max_attempts
-                        THEN 'failed' ELSE 'pending' END,
-                    available_at = CASE WHEN :permanent OR attempts >= max_attempts
+                SET status = CASE WHEN cancel_requested_at IS NOT NULL THEN 'cancelled'
+                        WHEN {_FINAL} THEN 'failed' ELSE 'pending' END,
+                    available_at = CASE WHEN {_FINAL}
                         THEN available_at
                         ELSE :now + min(:cap, :base * (1 << min(attempts - 1, 40))) * :factor END,
-                    finished_at = CASE WHEN :permanent OR attempts >= max_attempts THEN :now END,
-                    lease_token = CASE WHEN :permanent OR attempts >= max_attempts
+                    finished_at = CASE WHEN {_FINAL} THEN :now END,
+                    lease_token = CASE WHEN {_FINAL}
                         THEN lease_token END,
-                    worker_id = CASE WHEN :permanent OR attempts >= max_attempts
+                    worker_id = CASE WHEN {_FINAL}
                         THEN worker_id END,
-                    lease_owner = CASE WHEN :permanent OR attempts >= max_attempts
+                    lease_owner = CASE WHEN {_FINAL}
                         THEN lease_owner END,
-                    started_at = CASE WHEN :permanent OR attempts >= max_attempts
+                    started_at = CASE WHEN {_FINAL}
                         THEN started_at END,
                     lease_expires_at = NULL, last_error = :error, updated_at = :now
                 WHERE id = :id AND {fence}
@@ -349,6 +616,11 @@ def ack(
             )
             continue
         job = job_from_row(row)
+        if job.status == "cancelled":
+            # Invariant: nothing cancelled is ever marked done; its outcome is discarded.
+            results.append(cancelled(job, "acked"))
+            finished_runs.add(job.run_id)
+            continue
         results.append(ItemResult(job_id=job.id, ok=True, reason="ok", job=job))
         if job.finished_at is not None:
             finished_runs.add(job.run_id)
@@ -359,6 +631,10 @@ def ack(
     _add_run_metrics(conn, now, metrics)
     _close_runs(conn, now, finished_runs)
     return results
+
+
+# An ack that fails the job ends it (a failure for good, or the job's last attempt).
+_FINAL = "(:permanent OR attempts >= max_attempts OR cancel_requested_at IS NOT NULL)"
 
 
 def _add_run_metrics(
@@ -412,6 +688,68 @@ def _refused(
 # --- operators -----------------------------------------------------------------------------
 
 
+# Cancel a job that is not finished: a pending one ends `cancelled` now; a leased one is marked
+# (`cancel_requested_at`) and ends `cancelled` at its holder's next call or its lease's expiry.
+_CANCEL = """
+    UPDATE jobs
+    SET status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE status END,
+        finished_at = CASE WHEN status = 'pending' THEN :now ELSE finished_at END,
+        cancel_requested_at = :now, updated_at = :now
+    WHERE {where} AND status IN ('pending', 'leased') AND cancel_requested_at IS NULL
+      AND (:tenant IS NULL OR tenant_id = :tenant)
+    RETURNING {returning}
+"""
+_CANCEL_ONE = _CANCEL.format(where="id = :id", returning=COLUMNS)
+_CANCEL_RUN = _CANCEL.format(where="run_id = :run", returning="id, status")
+
+
+def cancel(
+    conn: sqlite3.Connection, now: float, job_ids: Sequence[int], tenant_id: str | None
+) -> tuple[list[ItemResult], list[int]]:
+    """Cancel each job (of ``tenant_id`` only, when given); return the per-item results and the
+    ids of the leased jobs now marked for cancellation (their holders are to be told).
+
+    A job of another tenant answers as a missing one (``not_found``); one already cancelled or
+    marked is a ``duplicate``; a done or failed one is refused as ``finished``.
+    """
+    results: list[ItemResult] = []
+    marked: list[int] = []
+    closed: set[str] = set()
+    for job_id in job_ids:
+        params = {"id": job_id, "now": now, "tenant": tenant_id}
+        row = conn.execute(_CANCEL_ONE, params).fetchone()
+        if row is not None:
+            job = job_from_row(row)
+            if job.status == "leased":
+                marked.append(job.id)
+            else:
+                closed.add(job.run_id)
+            results.append(ItemResult(job_id=job_id, ok=True, reason="ok", job=job))
+            continue
+        row = conn.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        results.append(
+            cancel_refusal(None if row is None else job_from_row(row), job_id, tenant_id)
+        )
+    _close_runs(conn, now, closed)
+    return results, marked
+
+
+def cancel_run(
+    conn: sqlite3.Connection, now: float, run_id: str, tenant_id: str | None
+) -> tuple[RunCancel, list[int]]:
+    """Cancel every unfinished job of the run; return the counts and the leased jobs' ids."""
+    owner = conn.execute("SELECT tenant_id FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    if owner is None or (tenant_id is not None and owner[0] != tenant_id):
+        raise RunNotFound(run_id)
+    rows = conn.execute(_CANCEL_RUN, {"run": run_id, "now": now, "tenant": None}).fetchall()
+    marked = [job_id for job_id, status in rows if status == "leased"]
+    _close_runs(conn, now, (run_id,))
+    return (
+        RunCancel(run_id=run_id, cancelled=len(rows) - len(marked), cancel_requested=len(marked)),
+        marked,
+    )
+
+
 def requeue(
     conn: sqlite3.Connection,
     now: float,
@@ -440,10 +778,12 @@ def requeue(
 
 
 def purge(conn: sqlite3.Connection, now: float, older_than_seconds: float) -> int:
-    """Delete done and failed jobs finished more than ``older_than_seconds`` ago, and empty runs."""
+    """Delete finished (done, failed, cancelled) jobs older than ``older_than_seconds``, and
+    empty runs."""
     cutoff = now - older_than_seconds
     deleted = conn.execute(
-        "DELETE FROM jobs WHERE finished_at <= ? AND status IN ('done', 'failed')", (cutoff,)
+        "DELETE FROM jobs WHERE finished_at <= ? AND status IN ('done', 'failed', 'cancelled')",
+        (cutoff,),
     ).rowcount
     conn.execute(
         """
@@ -627,6 +967,91 @@ def delete_imported(
     return out
 
 
+def set_paused(
+    conn: sqlite3.Connection, now: float, tenant_id: str | None, paused: bool
+) -> QueueControls:
+    """Pause (or resume) the whole queue (``tenant_id`` None) or one tenant; return the controls."""
+    conn.execute(
+        """
+        INSERT INTO queue_controls (tenant_id, paused, updated_at) VALUES (:tenant, :paused, :now)
+        ON CONFLICT (tenant_id) DO UPDATE SET paused = excluded.paused, updated_at = :now
+        """,
+        {"tenant": tenant_id or "", "paused": paused, "now": now},
+    )
+    _drop_defaults(conn)
+    return controls(conn)
+
+
+def set_tenant_limits(
+    conn: sqlite3.Connection,
+    now: float,
+    tenant_id: str,
+    weight: int,
+    max_leased: int | None,
+    max_per_second: float | None,
+) -> QueueControls:
+    """Set a tenant's weight and limits (None: no limit); its rate bucket starts full."""
+    conn.execute(
+        """
+        INSERT INTO queue_controls (tenant_id, weight, max_leased, max_per_second, rate_tokens,
+                                    rate_at, updated_at)
+        VALUES (:tenant, :weight, :leased, :rate, :tokens, :now, :now)
+        ON CONFLICT (tenant_id) DO UPDATE SET
+            weight = excluded.weight, max_leased = excluded.max_leased,
+            max_per_second = excluded.max_per_second, rate_tokens = excluded.rate_tokens,
+            rate_at = excluded.rate_at, updated_at = :now
+        """,
+        {
+            "tenant": tenant_id,
+            "weight": weight,
+            "leased": max_leased,
+            "rate": max_per_second,
+            "tokens": None if max_per_second is None else max(1.0, max_per_second),
+            "now": now,
+        },
+    )
+    _drop_defaults(conn)
+    return controls(conn)
+
+
+def _drop_defaults(conn: sqlite3.Connection) -> None:
+    # Invariant: a row exists only while it controls something, so an unused table is empty
+    # and a claim takes the plain path.
+    conn.execute(
+        """
+        DELETE FROM queue_controls
+        WHERE paused = 0 AND weight = 1 AND max_leased IS NULL AND max_per_second IS NULL
+        """
+    )
+
+
+def controls(conn: sqlite3.Connection) -> QueueControls:
+    """Return what is paused and every tenant's stored weight and limits."""
+    rows = conn.execute(
+        f"SELECT {_CONTROL_COLUMNS} FROM queue_controls ORDER BY tenant_id"
+    ).fetchall()
+    return _controls_from_rows(rows)
+
+
+def _controls_from_rows(rows: Sequence[Sequence[Any]]) -> QueueControls:
+    paused = False
+    tenants: list[TenantControl] = []
+    for tenant, paused_, weight, max_leased, rate, _, _ in rows:
+        if tenant == "":
+            paused = bool(paused_)
+            continue
+        tenants.append(
+            TenantControl(
+                tenant_id=tenant,
+                paused=bool(paused_),
+                weight=weight,
+                max_leased=max_leased,
+                max_per_second=rate,
+            )
+        )
+    return QueueControls(paused=paused, tenants=tenants)
+
+
 # --- readers -------------------------------------------------------------------------------
 
 
@@ -661,21 +1086,27 @@ _STATS = """
         FROM levels l WHERE l.priority IS NOT NULL
     )
     SELECT coalesce(sum(pending), 0), coalesce(sum(leased), 0), coalesce(sum(done), 0),
-           coalesce(sum(failed), 0), (SELECT scheduled FROM backlog), (SELECT oldest FROM backlog)
+           coalesce(sum(failed), 0), (SELECT scheduled FROM backlog), (SELECT oldest FROM backlog),
+           coalesce(sum(cancelled), 0)
     FROM runs
 """
 
 
 def stats(conn: sqlite3.Connection, now: float) -> Stats:
     """Count jobs by status and measure how long the oldest available job has waited."""
-    pending, leased, done, failed, scheduled, oldest = conn.execute(_STATS, {"now": now}).fetchone()
+    row = conn.execute(_STATS, {"now": now}).fetchone()
+    pending, leased, done, failed, scheduled, oldest, cancelled_ = row
+    paused = controls(conn)
     return Stats(
+        cancelled=cancelled_,
         pending=pending,
         scheduled=scheduled,
         leased=leased,
         done=done,
         failed=failed,
         oldest_pending_age_seconds=None if oldest is None else max(0.0, now - oldest),
+        paused=paused.paused,
+        paused_tenants=[t.tenant_id for t in paused.tenants if t.paused],
     )
 
 
@@ -735,7 +1166,7 @@ def list_runs(
     rows = conn.execute(sql, {**params, **bound, "limit": limit + 1}).fetchall()
     items = [summary_from_row(row) for row in rows[:limit]]
     more = len(rows) > limit
-    return Page(items=items, next_cursor=str(rows[limit - 1][10]) if more else None)
+    return Page(items=items, next_cursor=str(rows[limit - 1][11]) if more else None)
 
 
 def throughput(conn: sqlite3.Connection, since: float) -> list[Throughput]:

@@ -8,7 +8,13 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from actors.errors import InvalidArgument, MigrationRefused, SchemaTooNew, StorageError
+from actors.errors import (
+    DiskFull,
+    InvalidArgument,
+    MigrationRefused,
+    SchemaTooNew,
+    StorageError,
+)
 from actors.queue._migrations import Migration
 
 __all__ = [
@@ -112,6 +118,39 @@ def _jobs_table(name: str, *, autoincrement: bool) -> str:
     )
     """
 
+
+# The columns of jobs as of version 4 (what migration 6 copies either way).
+_V4_COLUMNS = _V3_COLUMNS + ", lease_owner, started_at, cross_tenant_key, timeout_seconds"
+
+
+def _jobs_table_v6(name: str) -> str:
+    """The jobs table as of version 6: the status `cancelled` and `cancel_requested_at`."""
+    table = _jobs_table(name, autoincrement=True)
+    widened = table.replace(
+        "CHECK (status IN ('pending', 'leased', 'done', 'failed'))",
+        "CHECK (status IN ('pending', 'leased', 'done', 'failed', 'cancelled'))",
+    ).replace(
+        "timeout_seconds  REAL\n",
+        "timeout_seconds  REAL,\n        cancel_requested_at REAL\n",
+    )
+    assert "'cancelled'" in widened and "cancel_requested_at" in widened, widened
+    return widened
+
+
+# migration 3's count triggers with the `cancelled` count (migration 6).
+_COUNT_TRIGGERS_V6 = tuple(
+    trigger.replace(
+        "failed = failed + (NEW.status = 'failed') - (OLD.status = 'failed')",
+        "failed = failed + (NEW.status = 'failed') - (OLD.status = 'failed'),\n            "
+        "cancelled = cancelled + (NEW.status = 'cancelled') - (OLD.status = 'cancelled')",
+    ).replace(
+        "failed = failed - (OLD.status = 'failed')",
+        "failed = failed - (OLD.status = 'failed'),\n"
+        "            cancelled = cancelled - (OLD.status = 'cancelled')",
+    )
+    for trigger in _COUNT_TRIGGERS
+)
+assert all("cancelled" in trigger for trigger in _COUNT_TRIGGERS_V6)
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -245,6 +284,47 @@ MIGRATIONS: tuple[Migration, ...] = (
         drops=(),
     ),
     Migration(
+        version=6,
+        name="cancel",
+        up=(
+            # Rebuilt (SQLite cannot change a CHECK constraint): the terminal status
+            # `cancelled`, and `cancel_requested_at` (a leased job asked to stop). Runs count
+            # their cancelled jobs like the others, in the triggers.
+            "DROP TRIGGER jobs_delete_counts",
+            "DROP TRIGGER jobs_status_counts",
+            _jobs_table_v6("jobs_v6"),
+            f"INSERT INTO jobs_v6 ({_V4_COLUMNS}) SELECT {_V4_COLUMNS} FROM jobs",
+            "DROP TABLE jobs",
+            "ALTER TABLE jobs_v6 RENAME TO jobs",
+            *_JOBS_INDEXES,
+            "CREATE INDEX jobs_run ON jobs (run_id, status)",
+            "ALTER TABLE runs ADD COLUMN cancelled INTEGER NOT NULL DEFAULT 0",
+            *_COUNT_TRIGGERS_V6,
+        ),
+        down=(
+            # Version 5 knows no `cancelled`: a cancelled job becomes a failed one whose error
+            # says so (it stays finished, and nothing is lost); a cancel request is forgotten.
+            "DROP TRIGGER jobs_delete_counts",
+            "DROP TRIGGER jobs_status_counts",
+            """
+            UPDATE jobs SET status = 'failed',
+                last_error = 'cancelled' || coalesce(': ' || last_error, '')
+            WHERE status = 'cancelled'
+            """,
+            "UPDATE runs SET failed = failed + cancelled",
+            "ALTER TABLE runs DROP COLUMN cancelled",
+            _jobs_table("jobs_v4", autoincrement=True),
+            f"INSERT INTO jobs_v4 ({_V4_COLUMNS}) SELECT {_V4_COLUMNS} FROM jobs",
+            "DROP TABLE jobs",
+            "ALTER TABLE jobs_v4 RENAME TO jobs",
+            *_JOBS_INDEXES,
+            "CREATE INDEX jobs_run ON jobs (run_id, status)",
+            *_COUNT_TRIGGERS,
+        ),
+        # Cancelled jobs become failed ones and cancel requests go; no row is deleted.
+        drops=(),
+    ),
+    Migration(
         version=9,
         name="job_origins",
         up=(
@@ -258,6 +338,49 @@ MIGRATIONS: tuple[Migration, ...] = (
         down=("DROP INDEX jobs_origin", "ALTER TABLE jobs DROP COLUMN origin"),
         # The imported jobs stay (as jobs enqueued here); only their origins go.
         drops=(),
+    ),
+    Migration(
+        version=7,
+        name="queue_controls",
+        up=(
+            # What operators set, read by every claim: one row per tenant with a control, and
+            # the row of tenant '' (never a tenant's id: ids are not empty) for the whole queue.
+            # `rate_tokens` at `rate_at` is the tenant's bucket for `max_per_second`.
+            """
+            CREATE TABLE queue_controls (
+                tenant_id      TEXT    PRIMARY KEY,
+                paused         INTEGER NOT NULL DEFAULT 0,
+                weight         INTEGER NOT NULL DEFAULT 1,
+                max_leased     INTEGER,
+                max_per_second REAL,
+                rate_tokens    REAL,
+                rate_at        REAL,
+                updated_at     REAL    NOT NULL
+            )
+            """,
+            # A fair claim walks the tenants with pending jobs (a loose scan of this index) and
+            # reads each one's first jobs in the claim's order: pending jobs only.
+            """
+            CREATE INDEX jobs_tenant_claim ON jobs (tenant_id, priority DESC, available_at)
+            WHERE status = 'pending'
+            """,
+            # `jobs_claim` holds the pending jobs only, as PostgreSQL's always has: every
+            # reader of it asks for pending jobs, and a job leaving `pending` (leased, then
+            # done) no longer moves its entry at each step. That pays for the index above.
+            "DROP INDEX jobs_claim",
+            """
+            CREATE INDEX jobs_claim ON jobs (priority DESC, available_at)
+            WHERE status = 'pending'
+            """,
+        ),
+        down=(
+            "DROP INDEX jobs_claim",
+            _JOBS_INDEXES[0],
+            "DROP INDEX jobs_tenant_claim",
+            "DROP TABLE queue_controls",
+        ),
+        # Undoing it forgets what is paused and every tenant's limits.
+        drops=("queue_controls",),
     ),
 )
 # Invariant: applied in the order of their versions, each version once (steps written on
@@ -318,7 +441,7 @@ def sqlite_failure(exc: sqlite3.Error, path: str | Path | None) -> StorageError:
     code = getattr(exc, "sqlite_errorcode", None)
     primary = code & 0xFF if isinstance(code, int) else None
     if primary == sqlite3.SQLITE_FULL:
-        return StorageError(
+        return DiskFull(
             f"disk full at {where}: free space on its disk (or raise its quota) and run again; "
             "the write that failed was rolled back, nothing committed before it is lost"
         )
