@@ -247,6 +247,8 @@ class HttpConfig(_Table, frozen=True):
     # The one tenant the X-API-Key principals (ADMIN_API_KEY, QUEUE_API_KEY) are limited to;
     # None: all tenants, as the KV task API's keys were.
     api_key_tenant: TenantName | None = None
+    # How long a dashboard sign-in (/ui) lasts before the token must be given again.
+    session_seconds: Annotated[float, Meta(ge=60, le=30 * 86400)] = 8 * 3600.0
 
 
 class LogConfig(_Table, frozen=True):
@@ -316,6 +318,8 @@ class Secrets(msgspec.Struct, kw_only=True, frozen=True):
     admin_api_key: Secret | None = None  # ADMIN_API_KEY
     queue_api_key: Secret | None = None  # QUEUE_API_KEY
     turnstile_secret: Secret | None = None  # TURNSTILE_SECRET (uploads without a bearer token)
+    # ACTORS_SESSION_KEYS="new,old": the dashboard's cookie keys, the first signing (http/_ui.py)
+    session_keys: Secret | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Secrets:
@@ -335,6 +339,7 @@ class Secrets(msgspec.Struct, kw_only=True, frozen=True):
             admin_api_key=get("ADMIN_API_KEY"),
             queue_api_key=get("QUEUE_API_KEY"),
             turnstile_secret=get("TURNSTILE_SECRET"),
+            session_keys=get("ACTORS_SESSION_KEYS"),
         )
 
 

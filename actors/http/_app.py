@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Match, WebSocketRoute
+from starlette.routing import BaseRoute, Match, Mount, WebSocketRoute
 from starlette.routing import Route as StarletteRoute
 from starlette.websockets import WebSocket
 
@@ -26,8 +26,10 @@ from actors.http._operations import Operations
 from actors.http._routes import Resource, Route, Socket, route_table
 from actors.http._runs import Runs
 from actors.http._schedules import Schedules
+from actors.http._session import Sessions
 from actors.http._tasks import Tasks
 from actors.http._turnstile import Turnstile
+from actors.http._ui import Dashboard
 from actors.http._uploads import Uploads
 from actors.log import get_logger
 
@@ -66,12 +68,12 @@ def create_app(
     )
     metrics_open = config.http.metrics == "open"
     stopping = ServerStopping()
-    jobs = Jobs(host, metrics, stopping)
+    jobs, runs = Jobs(host, metrics, stopping), Runs(host, gate)
     resources: list[Resource] = [
         Operations(host, metrics, openapi_document(metrics_open=metrics_open)),
         jobs,
         Uploads(host, signer, turnstile),
-        Runs(host, gate),
+        runs,
         Schedules(host),
         Tasks(host, jobs),
         Migrations(host),
@@ -121,6 +123,10 @@ def create_app(
                 response.headers["Allow"] = ", ".join(sorted(allowed))
         return response
 
+    # The dashboard: pages over the same resources, behind the same gate (a session's
+    # principal is checked against the API route each page or action mirrors).
+    dashboard = Dashboard(host, gate, jobs, runs, Sessions(gate.tokens, host.clock, config))
+    routes.append(Mount("/ui", routes=dashboard.routes(), name="ui"))
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
     app.state.metrics = metrics
     app.state.stop_waiting = stopping.set

@@ -6,7 +6,7 @@ import base64
 import hashlib
 import hmac
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Literal, Protocol, TypeVar
 
 import msgspec
@@ -229,6 +229,15 @@ class Tokens:
             raw = _utf8(token.strip())
         return self.lookup_bytes(raw)
 
+    def by_id(self, token_id: str) -> Principal | None:
+        """The principal of the configured token named ``token_id`` (`token_id`), or None
+        once that token is no longer configured (a dashboard session ends with its token)."""
+        found: Principal | None = None
+        for _, principal in self._entries:
+            if hmac.compare_digest(principal.id.encode(), token_id.encode()) and found is None:
+                found = principal
+        return found
+
     def lookup(self, token: str) -> Principal | None:
         """The principal of a bare token, or None; compares with every token in constant time."""
         return self.lookup_bytes(_utf8(token))
@@ -274,21 +283,29 @@ class Signer:
     Whether a grant has expired is its reader's check: the grant carries its own time.
     """
 
-    def __init__(self, key: bytes | None = None) -> None:
+    def __init__(self, key: bytes | None = None, *, old_keys: Sequence[bytes] = ()) -> None:
         self._key = key if key is not None else secrets.token_bytes(32)
+        # Rotation: grants are signed with the first key and accepted under any of them, so a
+        # new key can be put first while grants signed with the old one run out.
+        self._keys = (self._key, *old_keys)
 
     def sign(self, purpose: str, grant: msgspec.Struct) -> str:
         data = base64.urlsafe_b64encode(msgspec.msgpack.encode(grant)).rstrip(b"=")
-        return f"{data.decode()}.{base64.urlsafe_b64encode(self._mac(purpose, data)).decode()}"
+        mac = self._mac(self._key, purpose, data)
+        return f"{data.decode()}.{base64.urlsafe_b64encode(mac).decode()}"
 
     def verify(self, purpose: str, token: str, type: type[G]) -> G | None:
-        """The grant ``token`` carries if this key signed it for ``purpose``, else None."""
+        """The grant ``token`` carries if one of these keys signed it for ``purpose``, else
+        None."""
         data, _, sig = token.partition(".")
         if len(token) > 4096 or not data or not sig:
             return None
         try:
             given = base64.urlsafe_b64decode(sig)
-            if not hmac.compare_digest(given, self._mac(purpose, data.encode())):
+            valid = False
+            for key in self._keys:  # every key, whichever matched: no timing by key
+                valid |= hmac.compare_digest(given, self._mac(key, purpose, data.encode()))
+            if not valid:
                 return None
             return msgspec.msgpack.decode(
                 base64.urlsafe_b64decode(data + "=" * (-len(data) % 4)), type=type
@@ -296,9 +313,10 @@ class Signer:
         except (ValueError, msgspec.DecodeError):
             return None
 
-    def _mac(self, purpose: str, data: bytes) -> bytes:
+    @staticmethod
+    def _mac(key: bytes, purpose: str, data: bytes) -> bytes:
         # 18 bytes (144 bits): unforgeable, and a multiple of 3 so base64 needs no padding.
-        return hmac.new(self._key, purpose.encode() + b"\x00" + data, hashlib.sha256).digest()[:18]
+        return hmac.new(key, purpose.encode() + b"\x00" + data, hashlib.sha256).digest()[:18]
 
 
 class StreamGrant(msgspec.Struct, frozen=True, array_like=True):
@@ -380,6 +398,14 @@ class Gate:
             if not (route.turnstile and self._turnstile):
                 raise _unauthorized()
             principal = TURNSTILE_PENDING
+        self.check(principal, route)
+        return principal
+
+    def check(self, principal: Principal, route: Guard) -> None:
+        """Raise `ApiError` (403) unless ``principal`` may call ``route``: its role, and its
+        tenant scope for a route that spans every tenant. The dashboard asks the same."""
+        if route.roles is None:
+            return
         if not principal.may(*route.roles):
             raise ApiError(
                 403,
@@ -394,7 +420,14 @@ class Gate:
                 f"a tenant-scoped token cannot {route.tenant_wide}: it spans every tenant; "
                 "use an unscoped token",
             )
-        return principal
+
+    def permits(self, principal: Principal, route: Guard) -> bool:
+        """Whether ``principal`` may call ``route`` (`check` without the error)."""
+        try:
+            self.check(principal, route)
+        except ApiError:
+            return False
+        return True
 
     def stream_token(self, run_id: str, tenant_id: str) -> tuple[str, float]:
         """A stream token for ``?token=`` on the run's ``/events`` and ``/ws``, and its expiry."""

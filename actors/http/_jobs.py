@@ -22,7 +22,7 @@ from actors.http._host import JobsHost
 from actors.http._metrics import Metrics
 from actors.pipeline.messages import RunEvent
 from actors.queue.base import STATUSES, OwnedQueue
-from actors.queue.model import Ack, ItemResult, Job, JobStatus, NewJob
+from actors.queue.model import Ack, ItemResult, Job, JobStatus, NewJob, Page
 
 __all__ = ["Jobs", "ServerStopping"]
 
@@ -437,8 +437,11 @@ class Jobs:
     # --- readers and operators -------------------------------------------------------------
 
     async def get_job(self, call: Call[None]) -> Response:
-        job = await mapped(self._host.queue.get(_job_id(call.request)))
-        return json_response(wire.job_out(_readable(call.principal, job)))
+        return json_response(wire.job_out(await self.read(call.principal, _job_id(call.request))))
+
+    async def read(self, principal: Principal | None, job_id: int) -> Job:
+        """The job, if ``principal`` may see it; else the 404 of a job that does not exist."""
+        return _readable(principal, await mapped(self._host.queue.get(job_id)))
 
     async def list_jobs(self, call: Call[None]) -> Response:
         query = call.request.query_params
@@ -468,18 +471,34 @@ class Jobs:
             value = query.get(name)
             if value is not None and not 1 <= len(value) <= 1024:
                 raise ApiError(400, "invalid_field", f"{name} must be 1 to 1024 characters", name)
-        page = await mapped(
-            self._host.queue.list(
-                cast("JobStatus | None", status),  # one of STATUSES, checked above
-                query.get("runId"),
-                tenant,
-                int(limit_text),
-                cursor,
-            )
+        page = await self.page(
+            call.principal,
+            cast("JobStatus | None", status),  # one of STATUSES, checked above
+            query.get("runId"),
+            tenant,
+            int(limit_text),
+            cursor,
         )
         return json_response(
             wire.JobsPage(jobs=[wire.job_out(j) for j in page.items], next_cursor=page.next_cursor)
         )
+
+    async def page(
+        self,
+        principal: Principal | None,
+        status: JobStatus | None,
+        run_id: str | None,
+        tenant: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> Page[Job]:
+        """One page of the jobs ``principal`` may see: a tenant-scoped one sees its tenant's
+        only (naming another is 403)."""
+        if principal is not None and principal.tenant is not None:
+            if tenant is not None:
+                check_tenant(principal, tenant)
+            tenant = principal.tenant
+        return await mapped(self._host.queue.list(status, run_id, tenant, limit, cursor))
 
     async def cancel_jobs(self, call: Call[wire.CancelIn]) -> Response:
         """Cancel jobs by id; a tenant-scoped token reaches only its tenant's (the others

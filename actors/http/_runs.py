@@ -56,7 +56,8 @@ class Runs:
         self._host = host
         self._gate = gate
 
-    async def _readable(self, run_id: str, principal: Principal | None) -> RunSummary:
+    async def read(self, run_id: str, principal: Principal | None) -> RunSummary:
+        """The run's summary, if ``principal`` may see it; else the 404 of a missing run."""
         if not 1 <= len(run_id) <= 1024:
             raise ApiError(400, "invalid_field", "a run id is 1 to 1024 characters", "runId")
         summary = await mapped(self._host.queue.run_summary(run_id))
@@ -66,7 +67,7 @@ class Runs:
         return summary
 
     async def get_run(self, call: Call[None]) -> Response:
-        summary = await self._readable(call.request.path_params["run_id"], call.principal)
+        summary = await self.read(call.request.path_params["run_id"], call.principal)
         return json_response(wire.run_out(summary))
 
     async def cancel_run(self, call: Call[None]) -> Response:
@@ -96,7 +97,7 @@ class Runs:
         """
         request = call.request
         run_id = request.path_params["run_id"]
-        summary = await self._readable(run_id, call.principal)
+        summary = await self.read(run_id, call.principal)
         token, expires = self._gate.stream_token(run_id, summary.tenant_id)
         query = f"?token={token}"
         return json_response(
@@ -112,7 +113,7 @@ class Runs:
     async def run_events(self, call: Call[None]) -> Response:
         """Server-sent events: the run's state now, then after every change, until it ends."""
         run_id = call.request.path_params["run_id"]
-        await self._readable(run_id, call.principal)
+        await self.read(run_id, call.principal)
 
         async def stream() -> AsyncIterator[bytes]:
             async with contextlib.aclosing(self._host.watch_run(run_id)) as updates:
@@ -133,7 +134,7 @@ class Runs:
         code as the reason (the endpoint in ``_app.py`` does).
         """
         run_id = websocket.path_params["run_id"]
-        await self._readable(run_id, principal)  # another tenant's: run_not_found
+        await self.read(run_id, principal)  # another tenant's: run_not_found
         await websocket.accept()
         async with anyio.create_task_group() as tg:
 

@@ -31,6 +31,7 @@ from actors.queue.model import (
     ScheduleFiring,
     Stats,
     TenantControl,
+    Throughput,
 )
 from actors.queue.sqlite import SQLiteQueue
 from actors.queue.sqlite.schema import LATEST_VERSION, Durability
@@ -66,4 +67,5 @@ __all__ = [
     "ScheduleFiring",
     "Stats",
     "TenantControl",
+    "Throughput",
 ]

@@ -63,6 +63,7 @@ from actors.queue.model import (
     Schedule,
     ScheduleFiring,
     Stats,
+    Throughput,
 )
 
 __all__ = [
@@ -243,18 +244,24 @@ class Queue(Protocol):
 @runtime_checkable
 class OwnedQueue(Queue, Protocol):
     """A queue this process opened on its own storage (SQLite, PostgreSQL), not over HTTP: it
-    also claims maintenance rounds (reap and purge run here), fires schedules' due ticks and
-    lists runs."""
+    also claims maintenance rounds (reap and purge run here), fires schedules' due ticks, lists
+    runs and counts the jobs finished per minute (the dashboard's throughput)."""
 
     async def claim_maintenance(
         self, task: str, interval_seconds: float, owner: str | None = None
     ) -> MaintenanceClaim: ...
 
     async def list_runs(
-        self, tenant_id: str | None = None, limit: int = 100, cursor: str | None = None
+        self,
+        tenant_id: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+        *,
+        newest_first: bool = False,
     ) -> Page[RunSummary]: ...
 
     async def fire_schedules(self, limit: int = 100) -> ScheduleFiring: ...
+    async def throughput(self, since: float) -> list[Throughput]: ...
 
     # importers (`actors.importers`): jobs brought over from another system, by origin
     async def import_jobs(self, jobs: Sequence[ImportedJob]) -> list[ImportResult]: ...

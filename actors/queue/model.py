@@ -32,6 +32,7 @@ __all__ = [
     "ScheduleFiring",
     "Stats",
     "TenantControl",
+    "Throughput",
 ]
 
 
@@ -224,6 +225,16 @@ class QueueControls(msgspec.Struct, frozen=True, kw_only=True):
 
     paused: bool = False
     tenants: list[TenantControl] = msgspec.field(default_factory=list)
+
+
+class Throughput(msgspec.Struct, frozen=True, kw_only=True):
+    """How many jobs finished in one minute: ``minute`` is its start (seconds since the epoch,
+    a multiple of 60, on the queue's clock), ``done`` and ``failed`` the jobs that finished in
+    it that way and are still in the queue (a purged job no longer counts)."""
+
+    minute: float
+    done: int
+    failed: int
 
 
 class MaintenanceClaim(msgspec.Struct, frozen=True, kw_only=True):

@@ -103,3 +103,16 @@ def test_the_enqueue_guard_fails_with_the_message_the_queue_recognises() -> None
 def test_the_filtered_run_states_are_the_run_state_query_with_a_filter() -> None:
     # runs.sql writes run_state.sql's query out (a statement is never assembled from pieces).
     assert words(_sql.RUN_STATE) in words(_sql.RUNS)
+
+
+def test_the_newest_first_run_states_are_runs_sql_in_the_other_order() -> None:
+    # runs_newest.sql is runs.sql with the cursor's bound and the order reversed, nothing else:
+    # a change to one (a new count) must be made to both.
+    def body(sql: str) -> str:
+        return words(sql[sql.index("SELECT * FROM (") :])
+
+    newest = body(_sql.RUNS_NEWEST)
+    assert newest.count("r.seq < $2") == 1 and newest.endswith("ORDER BY s.seq DESC LIMIT $5")
+    assert newest.replace("r.seq < $2", "r.seq > $2").replace(
+        "ORDER BY s.seq DESC", "ORDER BY s.seq"
+    ) == body(_sql.RUNS)

@@ -56,6 +56,7 @@ from actors.queue import (
     OwnedQueue,
     Queue,
     SQLiteQueue,
+    Throughput,
 )
 from actors.queue.http import HttpQueue
 from actors.queue.model import ImportedJob
@@ -114,6 +115,7 @@ def test_the_contract_names_every_shared_verb() -> None:
         "claim_maintenance",
         "list_runs",
         "fire_schedules",
+        "throughput",
         "import_jobs",
         "find_by_origin",
         "delete_imported",
@@ -1215,6 +1217,48 @@ async def test_a_tick_whose_run_another_tenant_took_is_skipped_and_the_others_fi
     assert all(s.next_tick_at == a.next_tick_at + 60 for s in await owned.list_schedules())
     clock.advance(60)  # the next tick of `a` fires as usual
     assert len((await owned.fire_schedules()).jobs) == 2
+
+
+async def test_list_runs_pages_newest_first_when_asked(owned: OwnedQueue) -> None:
+    for run in ("r1", "r2", "r3", "r4"):
+        await owned.enqueue(run, "t1" if run != "r2" else "t2", f"t/{run}/a")
+    first = await owned.list_runs(limit=2, newest_first=True)
+    assert [s.run_id for s in first.items] == ["r4", "r3"] and first.next_cursor
+    rest = await owned.list_runs(limit=2, cursor=first.next_cursor, newest_first=True)
+    assert [s.run_id for s in rest.items] == ["r2", "r1"] and rest.next_cursor is None
+    scoped = await owned.list_runs(tenant_id="t1", limit=2, newest_first=True)
+    assert [s.run_id for s in scoped.items] == ["r4", "r3"]
+    after = await owned.list_runs(
+        tenant_id="t1", limit=2, cursor=scoped.next_cursor, newest_first=True
+    )
+    assert [s.run_id for s in after.items] == ["r1"] and after.next_cursor is None
+
+
+@pytest.mark.anyio
+async def test_throughput_counts_jobs_done_and_failed_per_minute(
+    owned: OwnedQueue, clock: FakeClock
+) -> None:
+    start = (clock.time() // 60 + 1) * 60
+    clock.advance(start - clock.time())  # the start of a minute
+    await owned.enqueue_many(
+        [NewJob(run_id="r", tenant_id="t", r2_key=f"t/{i}", max_attempts=1) for i in range(4)]
+    )
+    assert await owned.throughput(0) == []
+    a, b = await owned.pull(max=2, visibility_seconds=60)
+    await owned.ack(a.id, a.lease_token or "", status="done")
+    clock.advance(30)  # the same minute
+    await owned.ack(b.id, b.lease_token or "", status="failed", error="boom")
+    clock.advance(60)  # the next minute
+    c, d = await owned.pull(max=2, visibility_seconds=60)
+    await owned.ack(c.id, c.lease_token or "", status="done")
+    assert await owned.throughput(0) == [
+        Throughput(minute=start, done=1, failed=1),
+        Throughput(minute=start + 60, done=1, failed=0),
+    ]
+    assert await owned.throughput(start + 60) == [Throughput(minute=start + 60, done=1, failed=0)]
+    assert d.status == "leased"  # a leased job has not finished: it is in no minute
+    with pytest.raises(OutOfRange, match="since"):
+        await owned.throughput(-1)
 
 
 def imported(origin: str, run: str = "r1", tenant: str = "t1", **fields: Any) -> ImportedJob:

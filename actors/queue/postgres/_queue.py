@@ -111,6 +111,7 @@ from actors.queue.model import (
     ScheduleFiring,
     Stats,
     TenantControl,
+    Throughput,
 )
 from actors.queue.postgres import _sql, schema
 from actors.queue.postgres._pool import Connection, Pool, Row
@@ -1524,14 +1525,25 @@ class PostgresQueue(SingleItemVerbs):
         return await self._run(summary, atomic=False)
 
     async def list_runs(
-        self, tenant_id: str | None = None, limit: int = 100, cursor: str | None = None
+        self,
+        tenant_id: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+        *,
+        newest_first: bool = False,
     ) -> Page[RunSummary]:
-        """Return one page of run summaries, oldest first."""
+        """Return one page of run summaries, oldest first (or newest first)."""
         check_range("limit", limit, 1, MAX_PULL)
-        after = parse_cursor(cursor)
+        if newest_first:
+            statement, bound = (
+                _sql.RUNS_NEWEST,
+                (parse_cursor(cursor) if cursor is not None else _sql.NO_ID),
+            )
+        else:
+            statement, bound = _sql.RUNS, parse_cursor(cursor)
 
         async def runs(conn: Connection) -> Page[RunSummary]:
-            rows = await conn.fetch(_sql.RUNS, None, after, tenant_id, None, limit + 1)
+            rows = await conn.fetch(statement, None, bound, tenant_id, None, limit + 1)
             more = len(rows) > limit
             return Page(
                 items=[summary_from_row(row) for row in rows[:limit]],
@@ -1539,6 +1551,20 @@ class PostgresQueue(SingleItemVerbs):
             )
 
         return await self._run(runs, atomic=False)
+
+    async def throughput(self, since: float) -> list[Throughput]:
+        """Count the jobs done and failed per minute since ``since``, oldest minute first."""
+        check_range("since", since, 0, math.inf)
+
+        async def counts(conn: Connection) -> list[Throughput]:
+            rows = await conn.fetch(_sql.THROUGHPUT, since)
+            return [
+                Throughput(minute=row[0] * 60.0, done=row[1], failed=row[2])
+                for row in rows
+                if row[1] or row[2]
+            ]
+
+        return await self._run(counts, atomic=False)
 
     # Defined last: inside the class body, later annotations would see this `list`.
     async def list(

@@ -63,6 +63,7 @@ from actors.queue.model import (
     Schedule,
     ScheduleFiring,
     Stats,
+    Throughput,
 )
 from actors.queue.sqlite import _verbs as store
 from actors.queue.sqlite import schema
@@ -559,11 +560,23 @@ class SQLiteQueue(SingleItemVerbs):
         return await self._readers.run(lambda conn: store.run_summary(conn, run_id))
 
     async def list_runs(
-        self, tenant_id: str | None = None, limit: int = 100, cursor: str | None = None
+        self,
+        tenant_id: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+        *,
+        newest_first: bool = False,
     ) -> Page[RunSummary]:
-        """Return one page of run summaries, oldest first."""
+        """Return one page of run summaries, oldest first (or newest first)."""
         check_page(limit)
-        return await self._readers.run(lambda conn: store.list_runs(conn, tenant_id, limit, cursor))
+        return await self._readers.run(
+            lambda conn: store.list_runs(conn, tenant_id, limit, cursor, newest_first)
+        )
+
+    async def throughput(self, since: float) -> list[Throughput]:
+        """Count the jobs done and failed per minute since ``since``, oldest minute first."""
+        check_range("since", since, 0, math.inf)
+        return await self._readers.run(lambda conn: store.throughput(conn, since))
 
     # Defined last: inside the class body, later annotations would see this `list`.
     async def list(

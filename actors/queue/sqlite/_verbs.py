@@ -62,6 +62,7 @@ from actors.queue.model import (
     ScheduleFiring,
     Stats,
     TenantControl,
+    Throughput,
 )
 
 __all__ = [
@@ -93,6 +94,7 @@ __all__ = [
     "set_tenant_limits",
     "start",
     "stats",
+    "throughput",
 ]
 
 log = get_logger("actors.queue")
@@ -1306,20 +1308,51 @@ def run_summary(conn: sqlite3.Connection, run_id: str) -> RunSummary:
 
 
 def list_runs(
-    conn: sqlite3.Connection, tenant_id: str | None, limit: int, cursor: str | None
+    conn: sqlite3.Connection,
+    tenant_id: str | None,
+    limit: int,
+    cursor: str | None,
+    newest_first: bool = False,
 ) -> Page[RunSummary]:
-    """Return one page of run summaries in creation order, optionally for one tenant."""
+    """Return one page of run summaries in creation order (or newest first), optionally for
+    one tenant."""
     where, params = _filters(tenant_id=tenant_id)
-    rows = conn.execute(
-        f"""
-        SELECT {RUN_COLUMNS}, rowid FROM runs
-        WHERE rowid > :after {where} ORDER BY rowid LIMIT :limit
-        """,
-        {**params, "after": parse_cursor(cursor), "limit": limit + 1},
-    ).fetchall()
+    if newest_first:
+        before = parse_cursor(cursor) if cursor is not None else 2**63 - 1
+        sql = f"""
+            SELECT {RUN_COLUMNS}, rowid FROM runs
+            WHERE rowid < :before {where} ORDER BY rowid DESC LIMIT :limit
+            """
+        bound: dict[str, object] = {"before": before}
+    else:
+        sql = f"""
+            SELECT {RUN_COLUMNS}, rowid FROM runs
+            WHERE rowid > :after {where} ORDER BY rowid LIMIT :limit
+            """
+        bound = {"after": parse_cursor(cursor)}
+    rows = conn.execute(sql, {**params, **bound, "limit": limit + 1}).fetchall()
     items = [summary_from_row(row) for row in rows[:limit]]
     more = len(rows) > limit
     return Page(items=items, next_cursor=str(rows[limit - 1][11]) if more else None)
+
+
+def throughput(conn: sqlite3.Connection, since: float) -> list[Throughput]:
+    """Count the jobs done and failed per minute since ``since`` (minutes with none left out)."""
+    # A range of jobs_finished (partial on finished_at IS NOT NULL, which >= implies).
+    rows = conn.execute(
+        """
+        SELECT CAST(finished_at / 60 AS INTEGER) AS minute,
+               sum(status = 'done'), sum(status = 'failed')
+        FROM jobs WHERE finished_at >= :since
+        GROUP BY minute ORDER BY minute
+        """,
+        {"since": since},
+    ).fetchall()
+    return [
+        Throughput(minute=minute * 60.0, done=done, failed=failed)
+        for minute, done, failed in rows
+        if done or failed
+    ]
 
 
 def _filters(
