@@ -55,9 +55,25 @@ PEER_PACKAGES = ["litequeue", "huey", "pgqueuer", "procrastinate", "asyncpg"]
 DSN = "postgresql://postgres@127.0.0.1:5432/test"
 OURS = {"ours", "raw", "before"}  # run with this interpreter; the rest with the peers'
 AGAINST: list[str] = []  # --against TREE: "before" runs ours from that tree
+REALTIME: list[str] = []  # --realtime: the single-threaded rows under `chrt -f 1`
 CALLERS = 64
 
 # --- SQLite: one measurement, in its own process ----------------------------------------------
+
+CPU_AT_START = [0.0]  # the process's CPU seconds (every thread) when the timed part began
+
+
+def cpu_seconds() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timer() -> float:
+    """Start the timed part: wall clock returned, CPU kept in CPU_AT_START."""
+    CPU_AT_START[0] = cpu_seconds()
+    return time.perf_counter()
 
 
 def sqlite_raw(mode: str, durability: str, n: int, path: Path) -> float:
@@ -65,6 +81,7 @@ def sqlite_raw(mode: str, durability: str, n: int, path: Path) -> float:
     sys.path.insert(0, str(ROOT / "bench"))
     from bench_queue import raw_phases
 
+    timer()  # raw_phases opens and migrates its file inside the timed part: a few ms
     rates = raw_phases(path, durability, n, 1 if mode == "single" else 100)  # type: ignore[arg-type]
     return rates["cycle"]
 
@@ -79,7 +96,7 @@ def sqlite_ours(mode: str, durability: str, n: int, path: Path) -> float:
 
     async def main() -> float:
         async with SQLiteQueue.open(path, durability=durability) as q:  # type: ignore[arg-type]
-            t0 = time.perf_counter()
+            t0 = timer()
             if mode == "single":
                 for i in range(n):
                     await q.enqueue("bench", "t", f"k{i}")
@@ -149,7 +166,7 @@ def sqlite_peer(kind: str, mode: str, durability: str, n: int, path: Path) -> fl
 
     if mode == "single":
         q = make(path, durability)
-        t0 = time.perf_counter()
+        t0 = timer()
         for i in range(n):
             put(q, i)
         for _ in range(n):
@@ -157,7 +174,7 @@ def sqlite_peer(kind: str, mode: str, durability: str, n: int, path: Path) -> fl
         return n / (time.perf_counter() - t0)
     if mode == "batch":
         q = make(path, durability)
-        t0 = time.perf_counter()
+        t0 = timer()
         for b in range(n // 100):
             with q.transaction("IMMEDIATE"):
                 for i in range(100):
@@ -187,7 +204,7 @@ def sqlite_peer(kind: str, mode: str, durability: str, n: int, path: Path) -> fl
                     done += 1
 
     threads = [threading.Thread(target=caller, args=(k,)) for k in range(CALLERS)]
-    t0 = time.perf_counter()
+    t0 = timer()
     for t in threads:
         t.start()
     for t in threads:
@@ -333,10 +350,17 @@ def installed(peers_python: str) -> set[str]:
     return set(out.stdout.split())
 
 
-def measure_sqlite(kind: str, mode: str, durability: str, n: int, peers_python: str) -> float:
+def measure_sqlite(
+    kind: str, mode: str, durability: str, n: int, peers_python: str
+) -> tuple[float, float]:
+    """jobs/s and CPU microseconds per job (every thread of the measuring process)."""
+    # Single and batch rows keep at most two threads busy, so a real-time class for them holds
+    # one core at a time: what an otherwise idle machine would give them.
+    prefix = REALTIME if mode != "concurrent" else []
     with tempfile.TemporaryDirectory() as tmp:
         out = subprocess.run(
             [
+                *prefix,
                 python_for(kind, peers_python),
                 __file__,
                 "--one",
@@ -353,7 +377,8 @@ def measure_sqlite(kind: str, mode: str, durability: str, n: int, peers_python: 
         )
     if out.returncode != 0:
         sys.exit(f"{kind} {mode} failed:\n{out.stderr}")
-    return float(json.loads(out.stdout.strip().splitlines()[-1])["rate"])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return float(result["rate"]), float(result["cpu_us"])
 
 
 def measure_pg(
@@ -395,8 +420,11 @@ def measure_pg(
     return per_worker * workers / (time.perf_counter() - start)
 
 
-def table(title: str, rows: dict[str, dict[str, list[float]]], peers: list[str]) -> list[str]:
-    """Medians of each row's rounds, then ours over each peer and over the best peer."""
+def table(
+    title: str, rows: dict[str, dict[str, list[float]]], peers: list[str], *, cost: bool = False
+) -> list[str]:
+    """Medians of each row's rounds, then ours over each peer and over the best peer (for a
+    ``cost``, the peer's over ours: above 1x, ours is ahead either way)."""
     lines = [f"{title}", ""]
     head = "| row | ours | " + " | ".join(peers) + " | " + " | ".join(f"ours / {p}" for p in peers)
     lines.append(head + " | ours / best peer |")
@@ -405,9 +433,10 @@ def table(title: str, rows: dict[str, dict[str, list[float]]], peers: list[str])
         med = {k: statistics.median(v) for k, v in by_kind.items() if v}
         ours = med.get("ours")
         cells = [f"{med[p]:,.0f}" if p in med else "-" for p in peers]
-        ratios = [f"{ours / med[p]:.2f}x" if ours and p in med else "-" for p in peers]
-        present = [med[p] for p in peers if p in med and p not in OURS]  # peers only
-        best = f"{ours / max(present):.2f}x" if ours and present else "-"
+        speed = {p: (med[p] / ours if cost else ours / med[p]) for p in med if ours and p in med}
+        ratios = [f"{speed[p]:.2f}x" if p in speed else "-" for p in peers]
+        present = [speed[p] for p in peers if p in speed and p not in OURS]  # peers only
+        best = f"{min(present):.2f}x" if present else "-"
         lines.append(
             f"| {row} | {ours:,.0f} | "
             + " | ".join(cells)
@@ -434,6 +463,7 @@ def run_sqlite(scale: float, rounds: int, have: set[str], peers_python: str) -> 
         if peer not in have:
             print(f"skipping {peer}: not installed in {peers_python} (see --setup)", flush=True)
     rows: dict[str, dict[str, list[float]]] = {}
+    cpu: dict[str, dict[str, list[float]]] = {}
     for r in range(rounds):
         for mode, durability, n, peers in configs:
             row = f"{names[mode]}, {durability}"
@@ -441,11 +471,25 @@ def run_sqlite(scale: float, rounds: int, have: set[str], peers_python: str) -> 
             kinds += [p for p in peers if p in have or p == "raw"]
             kinds = kinds[r % len(kinds) :] + kinds[: r % len(kinds)]
             for kind in kinds:
-                rate = measure_sqlite(kind, mode, durability, n, peers_python)
+                rate, us = measure_sqlite(kind, mode, durability, n, peers_python)
                 rows.setdefault(row, {}).setdefault(kind, []).append(rate)
-                print(f"round {r + 1} {row:40} {kind:10} {rate:10,.0f} jobs/s", flush=True)
+                cpu.setdefault(row, {}).setdefault(kind, []).append(us)
+                print(
+                    f"round {r + 1} {row:40} {kind:10} {rate:10,.0f} jobs/s {us:7,.0f} CPU us/job",
+                    flush=True,
+                )
     columns = (["before"] if AGAINST else []) + ["raw", "litequeue", "huey"]
-    return table("SQLite, jobs/s (median of the rounds)", rows, columns)
+    return [
+        *table("SQLite, jobs/s (median of the rounds)", rows, columns),
+        "",
+        *table(
+            "SQLite, CPU us per job, every thread of the measuring process (median of the "
+            "rounds; ratio: the other's over ours)",
+            cpu,
+            columns,
+            cost=True,
+        ),
+    ]
 
 
 def run_postgres(
@@ -515,7 +559,8 @@ def main() -> None:
             rate = sqlite_raw(mode, durability, int(n), Path(path))
         else:
             rate = sqlite_peer(kind, mode, durability, int(n), Path(path))
-        print(json.dumps({"rate": rate}))
+        cpu = cpu_seconds() - CPU_AT_START[0]
+        print(json.dumps({"rate": rate, "cpu_us": cpu / int(n) * 1e6}))
         return
     if len(sys.argv) > 1 and sys.argv[1] == "--pg-worker":
         kind, dsn, where, n, batch = sys.argv[2:7]
@@ -536,7 +581,15 @@ def main() -> None:
     parser.add_argument(
         "--against", help="also measure ours (SQLite rows) from this tree, as 'before'"
     )
+    parser.add_argument(
+        "--realtime",
+        action="store_true",
+        help="run the single-caller and batch rows under `chrt -f 1` (root): on a shared, "
+        "loaded machine the scheduler favours a design whose threads sleep and wake often",
+    )
     args = parser.parse_args()
+    if args.realtime:
+        REALTIME.extend(["chrt", "-f", "1"])
     if args.against:
         AGAINST.append(str(Path(args.against).resolve()))
     if args.setup:

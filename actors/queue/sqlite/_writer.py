@@ -12,9 +12,9 @@ request queued, running or awaited) runs on the caller's own thread, under the s
 same transaction shape, instead of two thread hand-offs; only with ``synchronous=NORMAL`` (no
 fsync at commit, so the event loop is held for the statements alone), and only if the write lock
 is free at once (``busy_timeout`` 0 for that ``BEGIN``; a busy file goes to the writer thread,
-whose wait does not hold the loop). Afterwards the caller yields once, so a caller in a loop
-lets the others run; a second caller arriving meanwhile finds the first still inside and queues
-for the writer thread, which keeps group commit for concurrent callers.
+whose wait does not hold the loop). After every few such calls in a row the caller yields once,
+so a caller in a loop lets the others run; a second caller arriving meanwhile finds the first
+still inside and queues for the writer thread, which keeps group commit for concurrent callers.
 
 Cancellation: a request handed to the writer is always carried out, committed or rolled back
 as a whole, whether or not its caller is still waiting; a caller cancelled while waiting just
@@ -48,6 +48,10 @@ Work = Callable[[sqlite3.Connection], T]
 
 # Bounds one transaction: enough to amortise the commit, small enough to keep latency flat.
 MAX_GROUP = 512
+# Fast-path calls in a row before the caller yields to the event loop once (a yield is a turn of
+# the loop, a poll of its selector: as much as the rest of a call): other tasks wait at most
+# this many small commits, and a caller arriving meanwhile goes to the writer thread.
+INLINE_STREAK = 8
 
 
 class _Request(Generic[T]):
@@ -113,6 +117,7 @@ class GroupCommitWriter:
         if self._inline:
             conn.execute("PRAGMA busy_timeout = 0")
         self._callers = 0  # callers inside `run` (any thread); a hint for the fast path
+        self._streak = 0  # fast-path calls since the last yield
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
 
@@ -136,12 +141,15 @@ class GroupCommitWriter:
         try:
             trio_token = sniffio.current_async_library() == "trio"
             if small and alone and self._inline and self._run_inline(request):
-                if trio_token:
-                    import trio
+                self._streak += 1
+                if self._streak >= INLINE_STREAK:
+                    self._streak = 0
+                    if trio_token:
+                        import trio
 
-                    await trio.lowlevel.checkpoint()
-                else:
-                    await asyncio.sleep(0)
+                        await trio.lowlevel.checkpoint()
+                    else:
+                        await asyncio.sleep(0)
             elif trio_token:
                 import trio  # only imported when running on trio
 
@@ -335,8 +343,9 @@ class Checkpointer:
         self._thread.start()
 
     def poke(self) -> None:
-        """Say that a commit happened (cheap; called by the writer thread)."""
-        self._dirty.set()
+        """Say that a commit happened (cheap; called after each commit)."""
+        if not self._dirty.is_set():  # set() takes the event's lock even when already set
+            self._dirty.set()
 
     async def aclose(self) -> None:
         """Run a last checkpoint and stop the thread."""
