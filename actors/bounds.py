@@ -25,6 +25,7 @@ __all__ = [
     "MAX_DELAY_SECONDS",
     "MAX_ERROR_CHARS",
     "MAX_ID_CHARS",
+    "MAX_IMPORT_BYTES",
     "MAX_JOB_ID",
     "MAX_LEASE_TOKEN_CHARS",
     "MAX_MAINTENANCE_INTERVAL_SECONDS",
@@ -34,13 +35,18 @@ __all__ = [
     "MAX_PRIORITY",
     "MAX_PULL",
     "MAX_RETENTION_SECONDS",
+    "MAX_TENANT_LEASED",
+    "MAX_TENANT_RATE",
     "MAX_TIMEOUT_SECONDS",
     "MAX_UPLOAD_NAME_CHARS",
     "MAX_UPLOAD_URL_SECONDS",
     "MAX_VISIBILITY_SECONDS",
+    "MAX_WEIGHT",
     "MINUTE",
+    "MIN_TENANT_RATE",
     "MIN_TIMEOUT_SECONDS",
     "AckBatch",
+    "AckIdText",
     "Attempts",
     "Count",
     "Delay",
@@ -59,10 +65,13 @@ __all__ = [
     "Priority",
     "PullSize",
     "Retention",
+    "TenantLeased",
+    "TenantRate",
     "Timeout",
     "UploadName",
     "UploadUrlSeconds",
     "Visibility",
+    "Weight",
 ]
 
 MINUTE, HOUR, DAY = 60.0, 3600.0, 86_400.0
@@ -91,6 +100,9 @@ MAX_PAGE = 1000
 # One batch call (enqueue_many, ack_many, ...) carries at most this many items, for the same
 # reason as MAX_PULL.
 MAX_BATCH = 10_000
+# A dump sent to /api/migrate/* (a D1 export or a KV bulk file): larger ones go through the
+# command line (`store import`), which reads a file of any size.
+MAX_IMPORT_BYTES = 64 * 1024 * 1024
 # A job's own time limit lies in 1 s .. one day (`NewJob.timeout_seconds`).
 MIN_TIMEOUT_SECONDS = 1.0
 MAX_TIMEOUT_SECONDS = DAY
@@ -120,6 +132,9 @@ JobId = Annotated[int, Meta(ge=1, le=MAX_JOB_ID)]
 # A job id as the seed's client sends it in an ids-only ack: digits in a string (at most 18 of
 # them: always below 2**63).
 JobIdText = Annotated[str, Meta(pattern=r"^[1-9][0-9]{0,17}$")]
+# An id in an ids-only ack sent as a string: a job id's digits, or the id an imported job had in
+# the system it came from (its origin, `d1:<id>` or `kv:<id>`, without the prefix).
+AckIdText = Annotated[str, Meta(min_length=1, max_length=MAX_ID_CHARS)]
 #: A run id, tenant id, object key, idempotency key or worker id.
 IdText = Annotated[str, Meta(min_length=1, max_length=MAX_ID_CHARS)]
 Priority = Annotated[int, Meta(ge=-MAX_PRIORITY, le=MAX_PRIORITY)]
@@ -143,6 +158,16 @@ Retention = Annotated[float, Meta(ge=0, le=MAX_RETENTION_SECONDS)]
 MaintenanceInterval = Annotated[float, Meta(ge=0.001, le=MAX_MAINTENANCE_INTERVAL_SECONDS)]
 UploadName = Annotated[str, Meta(min_length=1, max_length=MAX_UPLOAD_NAME_CHARS)]
 UploadUrlSeconds = Annotated[float, Meta(gt=0, le=MAX_UPLOAD_URL_SECONDS)]
+
+# A tenant's share of fair claims: up to this many of its jobs per round.
+MAX_WEIGHT = 1000
+# A tenant's cap on live leases, across every worker.
+MAX_TENANT_LEASED = 1_000_000
+# A tenant's cap on jobs leased per second: from one a minute to a million a second.
+MIN_TENANT_RATE, MAX_TENANT_RATE = 1 / 60, 1_000_000.0
+Weight = Annotated[int, Meta(ge=1, le=MAX_WEIGHT)]
+TenantLeased = Annotated[int, Meta(ge=1, le=MAX_TENANT_LEASED)]
+TenantRate = Annotated[float, Meta(ge=MIN_TENANT_RATE, le=MAX_TENANT_RATE)]
 
 # --- the configuration's classes of values ------------------------------------------------------
 

@@ -29,9 +29,12 @@ from actors.bounds import (
     Port,
     PullSize,
     Retention,
+    TenantLeased,
+    TenantRate,
     Timeout,
     UploadUrlSeconds,
     Visibility,
+    Weight,
 )
 from actors.errors import ConfigError
 
@@ -50,6 +53,7 @@ __all__ = [
     "Secrets",
     "StorageConfig",
     "SupervisionConfig",
+    "TenantConfig",
     "config_path_from",
     "dump_config",
     "load_config",
@@ -78,6 +82,15 @@ class RuntimeConfig(_Table, frozen=True):
     backend: Literal["asyncio", "trio"] = "asyncio"
 
 
+class TenantConfig(_Table, frozen=True):
+    """``[queue.tenants.<name>]``: a tenant's share of fair claims and its limits (none when left
+    out), written into the queue's controls when a pipeline or server opens it."""
+
+    weight: Weight = 1
+    max_leased: TenantLeased | None = None
+    max_per_second: TenantRate | None = None
+
+
 class QueueConfig(_Table, frozen=True):
     backend: Literal["sqlite", "postgres", "http"] = "sqlite"
     path: PathText = "data/actors.db"
@@ -98,6 +111,10 @@ class QueueConfig(_Table, frozen=True):
     purge_interval_seconds: MaintenanceInterval = 3600.0
     dsn: str | None = None  # backend = "postgres"; the password comes from PGPASSWORD
     url: str | None = None  # backend = "http"; the token comes from EDGE_API_TOKEN
+    # Pulls serve tenants in turns (each tenant's own jobs by priority); false: the highest
+    # priority first across tenants.
+    fair: bool = True
+    tenants: dict[IdText, TenantConfig] = msgspec.field(default_factory=dict)
 
 
 class PipelineConfig(_Table, frozen=True):

@@ -4,6 +4,7 @@ Hierarchy::
 
     ActorsError                      base of everything raised on purpose
     ├── ConfigError                  a config file or environment variable is wrong
+    ├── DumpUnreadable               a dump to import is unreadable as a whole (also a ValueError)
     ├── QueueError                   the durable queue refused or failed an operation
     │   ├── InvalidArgument          an argument is malformed (also a ValueError)
     │   │   ├── OutOfRange           a number is outside its documented bounds
@@ -48,6 +49,7 @@ __all__ = [
     "CorruptDocument",
     "DocumentError",
     "DocumentTooLarge",
+    "DumpUnreadable",
     "EmptyDocument",
     "EncryptedDocument",
     "ForeignObjectKey",
@@ -98,6 +100,10 @@ class ActorsError(Exception):
 
 class ConfigError(ActorsError):
     """A config file, a key in it or an environment variable is wrong; the message names which."""
+
+
+class DumpUnreadable(ActorsError, ValueError):
+    """A dump to import (D1 or KV) cannot be read as a whole: not JSON, no jobs table, too large."""
 
 
 class QueueError(ActorsError):

@@ -9,22 +9,25 @@ from msgspec import Meta
 
 from actors.bounds import (
     MAX_BATCH,
+    AckIdText,
     Attempts,
     Delay,
     ErrorText,
     IdText,
     JobId,
-    JobIdText,
     JobTimeout,
     LeaseToken,
     MetricName,
     Priority,
     PullSize,
     Retention,
+    TenantLeased,
+    TenantRate,
     UploadName,
     Visibility,
+    Weight,
 )
-from actors.queue.model import Job, RunSummary, Stats
+from actors.queue.model import Job, QueueControls, RunSummary, Stats
 
 __all__ = [
     "AckIn",
@@ -32,6 +35,7 @@ __all__ = [
     "AckOut",
     "ClaimTaskIn",
     "ClaimTaskOut",
+    "ControlsOut",
     "CountOut",
     "EnqueueIn",
     "EnqueueManyIn",
@@ -43,6 +47,8 @@ __all__ = [
     "JobsPage",
     "LeaseRef",
     "LeasesOut",
+    "LimitsIn",
+    "PauseIn",
     "PendingTasksOut",
     "PullIn",
     "PullOut",
@@ -65,9 +71,11 @@ __all__ = [
     "TaskOk",
     "TaskResultIn",
     "TaskStatusIn",
+    "TenantControlOut",
     "UploadCreateIn",
     "UploadCreateOut",
     "UploadDoneOut",
+    "controls_out",
     "job_out",
     "run_out",
     "stats_out",
@@ -143,6 +151,8 @@ class JobOut(_Out, frozen=True):
     started_at: float | None = None
     cross_tenant_key: bool = False
     timeout_seconds: float | None = None
+    # Where an imported job came from (``d1:<id>``, ``kv:<task id>``).
+    origin: str | None = None
 
 
 class EnqueueManyOut(_Out, frozen=True):
@@ -180,7 +190,8 @@ class AckIn(_In, frozen=True):
     """Either the seed's ``{ids, status}`` (settles only live leases this token took) or
     ``{acks: [...]}`` (each under its lease token). ``status`` is required with ``ids``."""
 
-    ids: Annotated[list[JobId | JobIdText], Meta(max_length=MAX_BATCH)] | None = None
+    # A string names a job by its id's digits or by the id it had before it was imported.
+    ids: Annotated[list[JobId | AckIdText], Meta(max_length=MAX_BATCH)] | None = None
     status: Literal["done", "failed"] | None = None
     error: ErrorText | None = None
     acks: Annotated[list[AckItem], Meta(max_length=MAX_BATCH)] | None = None
@@ -269,11 +280,47 @@ class StatsBody(_Out, frozen=True):
     failed: int
     scheduled: int = 0
     oldest_pending_age_seconds: float | None = None
+    # What is paused (POST /queue/pause); false and none for a server that predates it.
+    paused: bool = False
+    paused_tenants: list[str] = msgspec.field(default_factory=list)
 
 
 class StatsOut(_Out, frozen=True):
     stats: StatsBody
     timestamp: float
+
+
+# --- the queue's controls --------------------------------------------------------------------
+
+
+class PauseIn(_In, frozen=True):
+    """Whom to pause or resume: one tenant, or (left out) the whole queue."""
+
+    tenant_id: IdText | None = None
+
+
+class LimitsIn(_In, frozen=True):
+    """A tenant's share of fair claims and its limits; a limit left out is none."""
+
+    weight: Weight = 1
+    max_leased: TenantLeased | None = None
+    max_per_second: TenantRate | None = None
+
+
+class TenantControlOut(_Out, frozen=True):
+    tenant_id: str
+    paused: bool
+    weight: int
+    max_leased: int | None = None
+    max_per_second: float | None = None
+
+
+class ControlsOut(_Out, frozen=True):
+    """What is paused, and the tenants' stored controls. For a tenant-scoped token only its
+    own tenant's row, and ``paused`` (the whole queue's) null: it sees nothing queue-wide."""
+
+    paused: bool | None
+    tenants: list[TenantControlOut]
 
 
 class RunOut(_Out, frozen=True):
@@ -457,6 +504,14 @@ def job_out(job: Job) -> JobOut:
 
 def run_out(summary: RunSummary) -> RunOut:
     return msgspec.convert(summary, RunOut, from_attributes=True)
+
+
+def controls_out(controls: QueueControls, tenant: str | None = None) -> ControlsOut:
+    """The controls as the API shows them; with ``tenant``, only that tenant's."""
+    rows = [msgspec.convert(t, TenantControlOut, from_attributes=True) for t in controls.tenants]
+    if tenant is None:
+        return ControlsOut(paused=controls.paused, tenants=rows)
+    return ControlsOut(paused=None, tenants=[r for r in rows if r.tenant_id == tenant])
 
 
 def stats_out(stats: Stats, now: float) -> StatsOut:

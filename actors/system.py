@@ -31,7 +31,7 @@ from actors.pipeline import (
     room_id,
 )
 from actors.processors import Processor, WorkerPool, make_processor
-from actors.queue import Job, NewJob, Queue, RunSummary, Stats
+from actors.queue import Job, NewJob, OwnedQueue, Queue, QueueControls, RunSummary, Stats
 from actors.queue.factory import open_queue
 from actors.storage import ObjectStore, make_store
 from supervisors import (
@@ -134,6 +134,16 @@ class ActorSystem:
             stack.push_async_callback(self._processor.aclose)
             stack.push_async_callback(self.pool.aclose)
             self._queue = await stack.enter_async_context(open_queue(config, clock=self.clock))
+            if isinstance(self._queue, OwnedQueue):
+                # [queue.tenants.*] go into the queue's controls, shared by every process: the
+                # last process to start with a table for a tenant sets it.
+                for tenant, limits in config.queue.tenants.items():
+                    await self._queue.set_tenant_limits(
+                        tenant,
+                        weight=limits.weight,
+                        max_leased=limits.max_leased,
+                        max_per_second=limits.max_per_second,
+                    )
             # Processor calls that may have to be abandoned at their time limit run here, outside
             # the tree, so that no actor waits for one; cancelled after the tree has stopped.
             calls = await stack.enter_async_context(anyio.create_task_group())
@@ -325,6 +335,31 @@ class ActorSystem:
 
     async def run_summary(self, run_id: str) -> RunSummary:
         return await self.queue.run_summary(run_id)
+
+    async def pause(self, tenant_id: str | None = None) -> QueueControls:
+        """Pause the whole queue, or one tenant, for every process sharing it (`Queue.pause`)."""
+        return await self.queue.pause(tenant_id)
+
+    async def resume(self, tenant_id: str | None = None) -> QueueControls:
+        """Undo `pause` of the whole queue, or of one tenant."""
+        return await self.queue.resume(tenant_id)
+
+    async def controls(self) -> QueueControls:
+        """What is paused, and each tenant's weight and limits."""
+        return await self.queue.controls()
+
+    async def set_tenant_limits(
+        self,
+        tenant_id: str,
+        *,
+        weight: int = 1,
+        max_leased: int | None = None,
+        max_per_second: float | None = None,
+    ) -> QueueControls:
+        """Set a tenant's share of fair claims and its limits (`Queue.set_tenant_limits`)."""
+        return await self.queue.set_tenant_limits(
+            tenant_id, weight=weight, max_leased=max_leased, max_per_second=max_per_second
+        )
 
     async def watch_run(self, run_id: str) -> AsyncGenerator[RunUpdate, None]:
         """Yield the run's state now and after every change, until it is done or failed."""

@@ -85,7 +85,9 @@ def add_jobs(commands: Commands) -> None:
     listing.add_argument("--json", action="store_true", help="print one JSON page")
     listing.set_defaults(run=with_queue(cmd_jobs_list))
     show = actions.add_parser("show", help="print one job as JSON")
-    show.add_argument("id", type=int)
+    show.add_argument(
+        "id", metavar="ID", help="a job id, or an imported job's origin (d1:ID, kv:TASK-ID)"
+    )
     show.set_defaults(run=with_queue(cmd_jobs_show))
     requeue = actions.add_parser("requeue", help="return terminally failed jobs to pending")
     requeue.add_argument("ids", type=int, nargs="*", metavar="ID")
@@ -184,6 +186,10 @@ async def cmd_stats(args: argparse.Namespace, queue: Queue) -> int:
         if age is not None
         else "no job is available to lease now"
     )
+    if stats.paused:
+        print("the queue is paused: nothing is leased until `queue resume`")
+    if stats.paused_tenants:
+        print(f"paused tenants: {', '.join(stats.paused_tenants)}")
     return EXIT_OK
 
 
@@ -192,16 +198,34 @@ async def cmd_jobs_list(args: argparse.Namespace, queue: Queue) -> int:
     if args.json:
         emit(page)
         return EXIT_OK
-    rows = [
+    rows: list[tuple[object, ...]] = [
         (j.id, j.status, f"{j.attempts}/{j.max_attempts}", j.run_id, j.tenant_id, j.r2_key)
         for j in page.items
     ]
-    print_table(("id", "status", "tries", "run", "tenant", "r2_key"), rows, page.next_cursor)
+    header: tuple[str, ...] = ("id", "status", "tries", "run", "tenant", "r2_key")
+    if any(j.origin for j in page.items):  # imported jobs: where each came from
+        header = (*header, "origin")
+        rows = [(*row, j.origin or "") for row, j in zip(rows, page.items, strict=True)]
+    print_table(header, rows, page.next_cursor)
     return EXIT_OK
 
 
 async def cmd_jobs_show(args: argparse.Namespace, queue: Queue) -> int:
-    emit(await queue.get(args.id))
+    text: str = args.id
+    if text.isascii() and text.isdigit():
+        emit(await queue.get(int(text)))
+        return EXIT_OK
+    from actors.queue.base import OwnedQueue
+
+    if ":" not in text or not isinstance(queue, OwnedQueue):
+        raise InvalidArgument(
+            f"{text!r} is not a job id (digits) nor, on the queue's own database, an imported "
+            "job's origin (d1:ID or kv:TASK-ID)"
+        )
+    found = await queue.find_by_origin([text])
+    if not found:
+        raise InvalidArgument(f"no job was imported with origin {text!r}")
+    emit(found[0])
     return EXIT_OK
 
 

@@ -11,17 +11,22 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from actors.bounds import DEFAULT_MAX_PAYLOAD_BYTES
 from actors.cli._common import (
     EXIT_FAILED,
     EXIT_OK,
+    emit,
     load_effective_config,
     print_table,
+    require_queue,
     run_on_asyncio,
 )
 from actors.cli._progress import REFRESH_SECONDS, Progress
+from actors.errors import InvalidArgument, StorageError
 
 if TYPE_CHECKING:
     from actors.cli._common import Commands
+    from actors.importers import Report
 
 __all__ = ["add_migrate", "add_store"]
 
@@ -133,16 +138,59 @@ def add_store(commands: Commands) -> None:
     export.add_argument("--from", dest="source", required=True, metavar="STORE", help=STORE_HELP)
     export.add_argument("--out", required=True, type=Path, metavar="FILE.jsonl")
     export.set_defaults(run=cmd_store_export)
-    load = actions.add_parser("import", help="copy a JSON lines export into a store (a run)")
-    load.add_argument("--in", dest="source", required=True, metavar="FILE.jsonl")
-    load.add_argument("--to", dest="target", required=True, metavar="STORE", help=STORE_HELP)
+    load = actions.add_parser(
+        "import",
+        help="copy a JSON lines export into a store, or import a Cloudflare D1 or KV dump into "
+        "the queue (status, run, rollback)",
+    )
+    load.add_argument(
+        "step",
+        nargs="?",
+        default="run",
+        choices=("status", "run", "rollback"),
+        help="for --from-d1/--from-kv: compare (reads only; exits 1 until complete), import "
+        "and verify (the default; safe to run again), or remove what the import created",
+    )
+    sources = load.add_mutually_exclusive_group(required=True)
+    sources.add_argument("--in", dest="source", metavar="FILE.jsonl", help="a `store export`")
+    sources.add_argument(
+        "--from-d1",
+        dest="d1",
+        type=Path,
+        metavar="FILE",
+        help="the D1 jobs queue: `wrangler d1 export` SQL or `wrangler d1 execute --json` output",
+    )
+    sources.add_argument(
+        "--from-kv",
+        dest="kv",
+        type=Path,
+        metavar="FILE",
+        help="the KV task queue: `wrangler kv` bulk JSON ([{key, value}, ...])",
+    )
+    load.add_argument("--to", dest="target", metavar="STORE", help=f"with --in: {STORE_HELP}")
     load.add_argument("--batch", type=int, default=500, help="rows per transaction")
     load.add_argument(
         "--force",
         action="store_true",
-        help="also overwrite rows that changed in the target after they were copied",
+        help="also overwrite (with --in) or, on rollback, delete rows that changed after they "
+        "were copied or imported",
     )
-    load.set_defaults(run=cmd_store_run, convert_leases=False)
+    load.add_argument("--json", action="store_true", help="print the report as JSON")
+    load.add_argument(
+        "--tenant-id",
+        default=None,
+        help="the tenant of KV tasks whose metadata names none (default: kv)",
+    )
+    load.add_argument(
+        "--run-id", default=None, help="the run of KV tasks whose metadata names none"
+    )
+    load.add_argument(
+        "--cross-tenant-keys",
+        action="store_true",
+        help="import jobs whose key lies outside their tenant's prefix (as an admin's "
+        "cross-tenant jobs) instead of reporting them",
+    )
+    load.set_defaults(run=cmd_store_import, convert_leases=False)
 
 
 def cmd_store_status(args: argparse.Namespace) -> int:
@@ -269,6 +317,138 @@ def cmd_store_rollback(args: argparse.Namespace) -> int:
         return EXIT_FAILED if report.errors or report.conflicts else EXIT_OK
 
     return run_on_asyncio(work)
+
+
+def cmd_store_import(args: argparse.Namespace) -> int:
+    """``store import``: a JSON lines export (a `store migrate run`), or a Cloudflare dump."""
+    if args.source is not None:
+        if args.step != "run" or args.target is None:
+            raise InvalidArgument(
+                "`store import --in FILE.jsonl` copies an export: it needs --to STORE and no "
+                "step (status and rollback are `store migrate status|rollback --from FILE.jsonl`)"
+            )
+        return cmd_store_run(args)
+    return import_dump(args)
+
+
+def import_dump(args: argparse.Namespace) -> int:
+    """Import a D1 or KV dump into the configured queue (`actors.importers`)."""
+    from actors import importers
+    from actors.queue.base import OwnedQueue
+    from actors.queue.factory import open_queue
+
+    kind: importers.Kind = "d1" if args.d1 is not None else "kv"
+    path: Path = args.d1 if args.d1 is not None else args.kv
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read the dump {str(path)!r}: {exc.strerror}") from None
+    source = importers.read_dump(
+        kind,
+        data,
+        tenant_id=args.tenant_id or importers.DEFAULT_TENANT,
+        run_id=args.run_id or importers.DEFAULT_RUN,
+        cross_tenant_keys=args.cross_tenant_keys,
+    )
+    config = load_effective_config(args)
+    if config.queue.backend == "http":
+        raise InvalidArgument(
+            "`store import` writes into the queue's own database, and [queue].backend = "
+            '"http" has none here: run it where the queue server runs, or POST the dump to '
+            "the server's /api/migrate/run"
+        )
+    if args.step == "status":
+        try:
+            require_queue(config)
+        except StorageError as exc:  # reads only: a queue not there yet holds none of it
+            print(f"note: {exc}", file=sys.stderr)
+            report = importers.status_of_nothing(
+                source, max_payload_bytes=DEFAULT_MAX_PAYLOAD_BYTES
+            )
+            return print_import(report, str(path), as_json=args.json)
+    elif args.step == "rollback":
+        require_queue(config)
+
+    async def work() -> int:
+        async with open_queue(config) as queue:
+            assert isinstance(queue, OwnedQueue)  # SQLite or PostgreSQL: refused "http" above
+            if args.step == "status":
+                report = await importers.status(
+                    queue, source, batch=args.batch, max_payload_bytes=DEFAULT_MAX_PAYLOAD_BYTES
+                )
+            elif args.step == "rollback":
+                report = await importers.rollback(queue, source, force=args.force, batch=args.batch)
+            else:
+                report = importers.new_report(source, "run")
+                with Progress("import", unit="items") as progress:
+
+                    async def show() -> None:
+                        while True:
+                            settled = report.done - len(report.errors)
+                            progress.update(
+                                settled, len(report.errors), max(0, report.items - report.done)
+                            )
+                            await anyio.sleep(REFRESH_SECONDS)
+
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(show)
+                        await importers.run(
+                            queue,
+                            source,
+                            batch=args.batch,
+                            max_payload_bytes=DEFAULT_MAX_PAYLOAD_BYTES,
+                            report=report,
+                        )
+                        tg.cancel_scope.cancel()
+        return print_import(report, str(path), as_json=args.json)
+
+    return anyio.run(work, backend=config.runtime.backend)
+
+
+def print_import(report: Report, name: str, *, as_json: bool) -> int:
+    """Print an import's report (text, or JSON on stdout); the exit code it calls for."""
+    failed = bool(report.errors or report.conflicts)
+    if report.action == "status":
+        failed = failed or bool(report.missing)
+    if as_json:
+        from actors.importers import report_json
+
+        emit(report_json(report))
+        return EXIT_FAILED if failed else EXIT_OK
+    for problem in report.errors[:SHOWN_CONFLICTS]:
+        print(f"error: {problem.item}: {problem.message}", file=sys.stderr)
+    if len(report.errors) > SHOWN_CONFLICTS:
+        print(f"error: ... and {len(report.errors) - SHOWN_CONFLICTS} more", file=sys.stderr)
+    for problem in report.conflicts[:SHOWN_CONFLICTS]:
+        print(f"conflict: {problem.item}: {problem.message}", file=sys.stderr)
+    if len(report.conflicts) > SHOWN_CONFLICTS:
+        print(f"conflict: ... and {len(report.conflicts) - SHOWN_CONFLICTS} more", file=sys.stderr)
+    kind = report.source.upper()
+    dropped = f"; {report.dropped_leases} lease(s) of the old system dropped" * bool(
+        report.dropped_leases
+    )
+    if report.action == "status":
+        print(
+            f"{name}: {report.items} {kind} item(s): {report.imported} imported as the dump has "
+            f"them, {report.missing} not imported yet, {len(report.conflicts)} different "
+            f"(conflicts), {len(report.errors)} malformed{dropped}"
+        )
+        print("complete" if not failed else "incomplete: `store import ... run` imports the rest")
+    elif report.action == "run":
+        print(
+            f"{name}: {report.migrated} job(s) imported and verified, {report.imported} already "
+            f"there, {len(report.conflicts)} conflict(s) left alone, {len(report.errors)} "
+            f"error(s){dropped}"
+            + ("; every item verified" if not failed else "; fix the errors and run it again")
+        )
+    else:
+        print(
+            f"{name}: {report.removed} imported job(s) removed"
+            + (f" ({report.forced} changed since, --force)" if report.forced else "")
+            + f", {report.absent} not in the queue, {len(report.conflicts)} kept because they "
+            "changed since the import" + (" (--force removes them)" if report.conflicts else "")
+        )
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def cmd_store_export(args: argparse.Namespace) -> int:

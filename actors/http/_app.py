@@ -20,6 +20,7 @@ from actors.http._errors import ApiError, error_response, kv_error_response
 from actors.http._host import Host
 from actors.http._jobs import Jobs
 from actors.http._metrics import Metrics
+from actors.http._migrate import Migrations
 from actors.http._openapi import openapi_document
 from actors.http._operations import Operations
 from actors.http._routes import Resource, Route, Socket, route_table
@@ -68,6 +69,7 @@ def create_app(
         Uploads(host, signer, turnstile),
         Runs(host, gate),
         Tasks(host, jobs),
+        Migrations(host),
     ]
     limit = config.http.max_body_bytes
     routes: list[BaseRoute] = []

@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from actors import protocol as wire
 from actors import tenancy
+from actors.bounds import MAX_BATCH, MAX_ID_CHARS, MAX_JOB_ID
 from actors.errors import InvalidArgument, InvalidObjectKey, JobNotFound
 from actors.http._auth import Principal, check_tenant, owner
 from actors.http._call import Call, json_response
@@ -18,7 +19,7 @@ from actors.http._errors import ApiError, as_http, mapped
 from actors.http._host import JobsHost
 from actors.http._metrics import Metrics
 from actors.pipeline.messages import RunEvent
-from actors.queue.base import STATUSES
+from actors.queue.base import STATUSES, OwnedQueue
 from actors.queue.model import Ack, ItemResult, Job, JobStatus, NewJob
 
 __all__ = ["Jobs"]
@@ -219,14 +220,53 @@ class Jobs:
                     "status",
                 )
             sent = body.ids or []
-            ids = [int(i) for i in sent]  # digit strings are ids too (the seed's client's)
+            ids = await self._ack_targets(sent, owner(call.principal))
             results = await mapped(
                 queue.ack_ids(ids, body.status, owner=owner(call.principal), error=body.error)
             )
+            results = [
+                _unknown(r, i) if isinstance(i, str) and t == MAX_JOB_ID else r
+                for r, i, t in zip(results, sent, ids, strict=True)
+            ]
             items = self._items(results, [body.status] * len(ids))
             # Each result names its job as the request did (a string stays a string).
             items = [msgspec.structs.replace(o, id=i) for o, i in zip(items, sent, strict=True)]
         return json_response(wire.AckOut(success=all(r.ok for r in results), results=items))
+
+    async def _ack_targets(self, sent: Sequence[int | str], me: str | None) -> list[int]:
+        """The job each id of an ids-only ack names: an integer is a job id; a string is a job
+        id's digits (the seed's client) or the id an imported job had in D1 or KV (its origin
+        ``d1:<id>``, ``kv:<id>``), so the old system's references still resolve.
+
+        Where the digits name both a job and an imported job's old id, the one whose live lease
+        this principal took wins: an ack by ids settles nothing else. A string that names no
+        job is `MAX_JOB_ID` (no job has it): its item answers ``not_found``.
+        """
+        queue = self._host.queue
+        # An origin is an id of at most MAX_ID_CHARS with its prefix.
+        texts = list(
+            dict.fromkeys(i for i in sent if isinstance(i, str) and len(i) <= MAX_ID_CHARS - 3)
+        )
+        imported: dict[str, Job] = {}
+        if texts and isinstance(queue, OwnedQueue):
+            origins = [f"{prefix}:{text}" for text in texts for prefix in ("d1", "kv")]
+            for start in range(0, len(origins), MAX_BATCH):
+                for job in await mapped(queue.find_by_origin(origins[start : start + MAX_BATCH])):
+                    imported[job.origin or ""] = job
+        targets: list[int] = []
+        for item in sent:
+            if isinstance(item, int):
+                targets.append(item)
+                continue
+            found = [imported[o] for o in (f"d1:{item}", f"kv:{item}") if o in imported]
+            mine = [j for j in found if j.status == "leased" and j.lease_owner == me]
+            if mine:
+                targets.append(mine[0].id)
+            elif item.isascii() and item.isdigit() and 1 <= int(item) <= MAX_JOB_ID:
+                targets.append(int(item))
+            else:
+                targets.append(found[0].id if found else MAX_JOB_ID)
+        return targets
 
     def _items(
         self, results: Sequence[ItemResult], kinds: Sequence[str] | None = None
@@ -341,6 +381,9 @@ class Jobs:
             if tenant is not None:
                 check_tenant(principal, tenant)
             tenant = principal.tenant
+        origin = query.get("origin")
+        if origin is not None:
+            return await self._by_origin(origin, principal, status, query.get("runId"), tenant)
         for name in ("runId", "tenantId"):
             value = query.get(name)
             if value is not None and not 1 <= len(value) <= 1024:
@@ -358,6 +401,32 @@ class Jobs:
             wire.JobsPage(jobs=[wire.job_out(j) for j in page.items], next_cursor=page.next_cursor)
         )
 
+    async def _by_origin(
+        self,
+        origin: str,
+        principal: Principal | None,
+        status: str | None,
+        run_id: str | None,
+        tenant: str | None,
+    ) -> Response:
+        """The listing's one page for ``?origin=``: the job imported with that origin, if it
+        matches the other filters and the principal may see it."""
+        if not 1 <= len(origin) <= 1024:
+            raise ApiError(400, "invalid_field", "origin must be 1 to 1024 characters", "origin")
+        queue = self._host.queue
+        found = (
+            await mapped(queue.find_by_origin([origin])) if isinstance(queue, OwnedQueue) else []
+        )
+        jobs = [
+            job
+            for job in found
+            if (principal is None or principal.sees(job.tenant_id))
+            and status in (None, job.status)
+            and run_id in (None, job.run_id)
+            and tenant in (None, job.tenant_id)
+        ]
+        return json_response(wire.JobsPage(jobs=[wire.job_out(j) for j in jobs]))
+
     async def requeue(self, call: Call[wire.RequeueIn]) -> Response:
         body = await call.body()
         if body.ids is None and body.run_id is None and body.tenant_id is None:
@@ -371,6 +440,14 @@ class Jobs:
         body = await call.body()
         count = await mapped(self._host.queue.purge(body.older_than_seconds))
         return json_response(wire.CountOut(success=True, count=count))
+
+
+def _unknown(result: ItemResult, sent: str) -> ItemResult:
+    """The ``not_found`` of an id sent as a string that names no job, in its own words."""
+    return msgspec.structs.replace(
+        result,
+        message=f"no job has id {sent[:80]!r}, nor was one imported from D1 or KV with it",
+    )
 
 
 def _readable(principal: Principal | None, job: Job) -> Job:

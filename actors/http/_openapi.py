@@ -8,8 +8,8 @@ from typing import Any
 
 import msgspec
 
+from actors import importers, tenancy
 from actors import protocol as wire
-from actors import tenancy
 from actors.http._routes import Route, route_table
 
 __all__ = ["openapi_document"]
@@ -90,6 +90,18 @@ def openapi_document(*, metrics_open: bool = True) -> dict[str, Any]:
         "description": "What POST /api/result stored ({success, output, error}), or "
         "{success: false, error} for a failed task.",
     }
+    # /api/migrate/*'s answer: `actors.importers.Report`, plus what `report_json` adds.
+    _, report = msgspec.json.schema_components(
+        [importers.Report], ref_template="#/components/schemas/{name}"
+    )
+    migration = report.pop("Report")
+    migration["properties"]["failed"] = {"type": "integer", "description": "len(errors)"}
+    migration["properties"]["complete"] = {
+        "type": ["boolean", "null"],
+        "description": "status and run: every job of the dump is in the queue as it has it",
+    }
+    components["MigrationReport"] = migration
+    components.update(report)
     paths: dict[str, Any] = {}
     for route in routes:
         path = _CONVERTOR.sub(r"{\1}", route.path)
@@ -135,6 +147,19 @@ def _operation(route: Route[Any]) -> dict[str, Any]:
         op["requestBody"] = {
             "required": route.body_required,
             "content": {_JSON: {"schema": {"$ref": f"#/components/schemas/{route.body.__name__}"}}},
+        }
+    if route.raw_body:
+        op["requestBody"] = {
+            "required": True,
+            "content": {
+                # JSON: an array or an object (a dump's own shape is checked by the handler).
+                media: {
+                    "schema": {"type": ["array", "object"]}
+                    if media == _JSON
+                    else {"type": "string"}
+                }
+                for media in route.raw_body
+            },
         }
     if route.params:
         op["parameters"] = [param.openapi() for param in route.params]

@@ -1,4 +1,5 @@
-"""The operator's routes: liveness, readiness, queue stats, Prometheus metrics, the schema."""
+"""The operator's routes: liveness, readiness, queue stats and controls, Prometheus metrics, the
+schema."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import anyio
 from starlette.responses import Response
 
 from actors import protocol as wire
+from actors.http._auth import Principal, check_tenant
 from actors.http._call import Call, json_response
-from actors.http._errors import mapped
+from actors.http._errors import ApiError, mapped
 from actors.http._host import OperationsHost
 from actors.http._metrics import CONTENT_TYPE, PIPELINE_OUTCOMES, Metrics, Scrape
 from actors.queue.base import OwnedQueue
@@ -56,6 +58,55 @@ class Operations:
         stats = await mapped(self._host.queue.stats())
         return json_response(wire.stats_out(stats, self._host.clock.time()))
 
+    # --- the queue's controls ------------------------------------------------------------------
+
+    async def pause(self, call: Call[wire.PauseIn]) -> Response:
+        return await self._set_paused(call, paused=True)
+
+    async def resume(self, call: Call[wire.PauseIn]) -> Response:
+        return await self._set_paused(call, paused=False)
+
+    async def _set_paused(self, call: Call[wire.PauseIn], *, paused: bool) -> Response:
+        body = await call.body()
+        scope = _scope(call.principal)
+        if scope is not None:
+            # A tenant's admin may pause its own tenant (that holds back no other tenant's
+            # work), never the whole queue.
+            if body.tenant_id is None:
+                raise ApiError(
+                    403,
+                    "wrong_tenant",
+                    "a tenant-scoped token may pause or resume only its own tenant, not the "
+                    "whole queue: send tenantId",
+                    "tenantId",
+                )
+            check_tenant(call.principal, body.tenant_id)
+        queue = self._host.queue
+        verb = queue.pause if paused else queue.resume
+        controls = await mapped(verb(body.tenant_id))
+        return json_response(wire.controls_out(controls, scope))
+
+    async def controls(self, call: Call[None]) -> Response:
+        controls = await mapped(self._host.queue.controls())
+        return json_response(wire.controls_out(controls, _scope(call.principal)))
+
+    async def set_limits(self, call: Call[wire.LimitsIn]) -> Response:
+        tenant_id: str = call.request.path_params["tenant_id"]
+        if not 1 <= len(tenant_id) <= 1024:
+            raise ApiError(
+                400, "invalid_field", "tenantId must be 1 to 1024 characters", "tenantId"
+            )
+        body = await call.body()
+        controls = await mapped(
+            self._host.queue.set_tenant_limits(
+                tenant_id,
+                weight=body.weight,
+                max_leased=body.max_leased,
+                max_per_second=body.max_per_second,
+            )
+        )
+        return json_response(wire.controls_out(controls))
+
     async def metrics(self, call: Call[None]) -> Response:
         stats = await mapped(self._host.queue.stats())
         run_metrics = await self._run_metric_sums()
@@ -88,3 +139,8 @@ class Operations:
                     break
         self._run_metrics = (now, sums)
         return sums
+
+
+def _scope(principal: Principal | None) -> str | None:
+    """The one tenant a principal is limited to (None: every tenant, or no tokens at all)."""
+    return None if principal is None else principal.tenant

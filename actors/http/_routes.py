@@ -15,6 +15,7 @@ from actors import protocol as wire
 from actors.http._auth import STREAM_TOKEN_SECONDS, Principal, Role, Roles
 from actors.http._call import Call
 from actors.http._jobs import Jobs
+from actors.http._migrate import DUMP_MEDIA, Migrations
 from actors.http._operations import Operations
 from actors.http._runs import Runs
 from actors.http._tasks import Tasks
@@ -24,7 +25,7 @@ __all__ = ["OPEN", "Param", "Resource", "Route", "Socket", "route_table"]
 
 B = TypeVar("B")
 # The objects that hold the handlers, one per resource; `create_app` makes one of each.
-Resource = Jobs | Uploads | Runs | Operations | Tasks
+Resource = Jobs | Uploads | Runs | Operations | Tasks | Migrations
 
 OPEN: Roles = None  # no token needed (a token in the URL is refused all the same)
 ADMIN: tuple[Role, ...] = ()  # admin only: admin may call every route
@@ -40,9 +41,10 @@ class Param:
     name: str
     where: Literal["path", "query"]
     schema: dict[str, Any]
+    required: bool = False  # a path parameter always is
 
     def openapi(self) -> dict[str, Any]:
-        required = self.where == "path"
+        required = self.where == "path" or self.required
         return {"name": self.name, "in": self.where, "required": required, "schema": self.schema}
 
 
@@ -50,6 +52,14 @@ JOB_ID = Param("job_id", "path", {"type": "integer", "minimum": 1, "maximum": 2*
 RUN_ID = Param("run_id", "path", {"type": "string", "minLength": 1, "maxLength": 1024})
 TASK_ID = Param("task_id", "path", {"type": "string", "minLength": 1, "maxLength": 1024})
 _TEXT = {"type": "string", "minLength": 1, "maxLength": 1024}
+_FLAG = {"type": "string", "enum": ["true", "false", "1", "0"]}
+# What every /api/migrate/* call takes besides the dump.
+_MIGRATE_PARAMS = (
+    Param("source", "query", {"type": "string", "enum": ["d1", "kv"]}, required=True),
+    Param("tenantId", "query", _TEXT),
+    Param("runId", "query", _TEXT),
+    Param("crossTenantKeys", "query", _FLAG),
+)
 
 
 @dataclass(frozen=True)
@@ -80,6 +90,8 @@ class Route(Generic[B]):
     tenant_wide: str | None = None
     turnstile: bool = False
     error_style: Literal["api", "kv"] = "api"
+    # Media types of a body the handler reads as it is (a dump), instead of a JSON ``body``.
+    raw_body: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -227,6 +239,52 @@ def route_table(*, metrics_open: bool = True) -> tuple[Route[Any] | Socket, ...]
             response=wire.StatsOut,
             tenant_wide="read the queue's stats",
         ),
+        # --- the queue's controls --------------------------------------------------------------
+        Route(
+            "POST",
+            "/queue/pause",
+            Operations.pause,
+            ADMIN,
+            "pause the whole queue, or one tenant (tenantId): nothing new is leased from it; "
+            "leased jobs finish (admin; a tenant's admin: its own tenant only)",
+            body=wire.PauseIn,
+            response=wire.ControlsOut,
+            body_required=False,
+        ),
+        Route(
+            "POST",
+            "/queue/resume",
+            Operations.resume,
+            ADMIN,
+            "undo a pause of the whole queue, or of one tenant (tenantId) (admin; a tenant's "
+            "admin: its own tenant only)",
+            body=wire.PauseIn,
+            response=wire.ControlsOut,
+            body_required=False,
+        ),
+        Route(
+            "GET",
+            "/queue/controls",
+            Operations.controls,
+            ADMIN,
+            "what is paused, and each tenant's weight and limits (admin; a tenant's admin sees "
+            "its own tenant's)",
+            response=wire.ControlsOut,
+        ),
+        Route(
+            "PUT",
+            "/queue/tenants/{tenant_id}/limits",
+            Operations.set_limits,
+            ADMIN,
+            "set a tenant's weight in fair claims and its limits (maxLeased live leases, "
+            "maxPerSecond leased a second); a limit left out is none (admin)",
+            body=wire.LimitsIn,
+            response=wire.ControlsOut,
+            params=(Param("tenant_id", "path", _TEXT),),
+            body_required=False,
+            tenant_wide="set a tenant's share and limits (they weigh it against every other "
+            "tenant)",
+        ),
         Route(
             "GET",
             "/jobs",
@@ -244,6 +302,8 @@ def route_table(*, metrics_open: bool = True) -> tuple[Route[Any] | Socket, ...]
                 Param("tenantId", "query", _TEXT),
                 Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}),
                 Param("cursor", "query", {"type": "string", "pattern": "^[0-9]{1,18}$"}),
+                # An imported job's origin (d1:<id>, kv:<id>): that job alone.
+                Param("origin", "query", _TEXT),
             ),
         ),
         Route(
@@ -429,5 +489,42 @@ def route_table(*, metrics_open: bool = True) -> tuple[Route[Any] | Socket, ...]
             response="TaskResult",
             params=(TASK_ID,),
             error_style="kv",
+        ),
+        # --- moving off Cloudflare (the dump in the body, at most MAX_IMPORT_BYTES) ----------
+        *(
+            Route(
+                method,
+                f"/api/migrate/{step}",
+                handler,
+                ADMIN,
+                summary,
+                response="MigrationReport",
+                params=_MIGRATE_PARAMS + extra,
+                raw_body=DUMP_MEDIA,
+                tenant_wide="import jobs (a dump spans tenants)",
+            )
+            for method, step, handler, summary, extra in (
+                (
+                    "GET",
+                    "status",
+                    Migrations.migrate_status,
+                    "compare a D1 or KV dump with the queue: imported, missing, changed (admin)",
+                    (),
+                ),
+                (
+                    "POST",
+                    "run",
+                    Migrations.migrate_run,
+                    "import a D1 or KV dump, each job verified; safe to run again (admin)",
+                    (),
+                ),
+                (
+                    "POST",
+                    "rollback",
+                    Migrations.migrate_rollback,
+                    "remove the jobs a dump's import created, except those changed since (admin)",
+                    (Param("force", "query", _FLAG),),
+                ),
+            )
         ),
     )

@@ -10,12 +10,13 @@ import msgspec
 from starlette.responses import Response
 
 from actors import protocol as wire
-from actors.bounds import MAX_JOB_ID, MAX_PAGE
+from actors.bounds import MAX_ID_CHARS, MAX_JOB_ID, MAX_PAGE
 from actors.http._auth import Principal, owner
 from actors.http._call import Call, json_response
 from actors.http._errors import ApiError, mapped
 from actors.http._host import JobsHost
 from actors.http._jobs import Jobs
+from actors.queue.base import OwnedQueue
 from actors.queue.model import Ack, Job
 
 __all__ = ["DEFAULT_LEASE_SECONDS", "PRIORITIES", "Tasks", "iso_time", "task_of"]
@@ -259,16 +260,22 @@ class Tasks:
     # --- helpers -----------------------------------------------------------------------------
 
     async def _job(self, call: Call[Any]) -> Job:
-        """The task of the path's ``task_id``; 404 for an unknown id or another tenant's."""
+        """The task of the path's ``task_id``: a job id, or the id a task had in KV before it
+        was imported (its origin ``kv:<id>``); 404 for an unknown id or another tenant's."""
         text: str = call.request.path_params["task_id"]
-        if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_JOB_ID:
+        queue = self._host.queue
+        job: Job | None = None
+        if text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_JOB_ID:
+            try:
+                job = await mapped(queue.get(int(text)))
+            except ApiError as exc:
+                if exc.code != "job_not_found":
+                    raise
+        if job is None and isinstance(queue, OwnedQueue) and len(text) <= MAX_ID_CHARS - 3:
+            found = await mapped(queue.find_by_origin([f"kv:{text}"]))
+            job = found[0] if found else None
+        if job is None:
             raise _task_not_found()
-        try:
-            job = await mapped(self._host.queue.get(int(text)))
-        except ApiError as exc:
-            if exc.code == "job_not_found":
-                raise _task_not_found() from None
-            raise
         principal = call.principal
         if principal is not None and not principal.sees(job.tenant_id):
             raise _task_not_found()

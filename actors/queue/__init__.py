@@ -21,9 +21,11 @@ from actors.queue.model import (
     MaintenanceClaim,
     NewJob,
     Page,
+    QueueControls,
     RunStatus,
     RunSummary,
     Stats,
+    TenantControl,
 )
 from actors.queue.sqlite import SQLiteQueue
 from actors.queue.sqlite.schema import LATEST_VERSION, Durability
@@ -48,8 +50,10 @@ __all__ = [
     "OwnedQueue",
     "Page",
     "Queue",
+    "QueueControls",
     "RunStatus",
     "RunSummary",
     "SQLiteQueue",
     "Stats",
+    "TenantControl",
 ]

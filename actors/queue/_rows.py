@@ -12,15 +12,27 @@ from typing import Any
 import msgspec
 
 from actors.errors import InvalidArgument, JobNotFound
-from actors.queue.model import ItemReason, ItemResult, Job, JobStatus, RunStatus, RunSummary
+from actors.queue.model import (
+    ImportedJob,
+    ImportResult,
+    ItemReason,
+    ItemResult,
+    Job,
+    JobStatus,
+    RunStatus,
+    RunSummary,
+)
 
 __all__ = [
     "COLUMNS",
     "RUN_COLUMNS",
     "ByOwner",
+    "changed_since",
     "decode",
     "encode",
+    "foreign_run",
     "job_from_row",
+    "origin_not_found",
     "parse_cursor",
     "refusal",
     "summary_from_row",
@@ -31,7 +43,7 @@ COLUMNS = (
     "id, run_id, tenant_id, r2_key, payload, status, attempts, max_attempts, priority, "
     "available_at, lease_token, lease_expires_at, worker_id, last_error, result, "
     "idempotency_key, created_at, updated_at, finished_at, lease_owner, started_at, "
-    "cross_tenant_key, timeout_seconds"
+    "cross_tenant_key, timeout_seconds, origin"
 )
 # A run's columns in the order `summary_from_row` reads them: the counts by status are stored,
 # kept in the transactions that change the jobs.
@@ -79,6 +91,7 @@ def job_from_row(row: Sequence[Any]) -> Job:
         started_at=row[20],
         cross_tenant_key=bool(row[21]),
         timeout_seconds=row[22],
+        origin=row[23],
     )
 
 
@@ -190,3 +203,40 @@ def refusal(
 
 def _worker(worker_id: str | None) -> str:
     return "an unnamed worker" if worker_id is None else f"worker {worker_id!r}"
+
+
+def foreign_run(job: ImportedJob, owner: str) -> ImportResult:
+    """The refusal of an imported job whose run belongs to another tenant here."""
+    return ImportResult(
+        origin=job.origin,
+        ok=False,
+        reason="refused",
+        message=(
+            f"run {job.run_id!r} belongs to tenant {owner!r} here, not {job.tenant_id!r}; a run "
+            "has one tenant. Import into a queue where that run id is free"
+        ),
+    )
+
+
+def changed_since(origin: str, job: Job) -> ImportResult:
+    """The refusal to delete an imported job that changed after it was imported."""
+    return ImportResult(
+        origin=origin,
+        ok=False,
+        reason="changed",
+        job=job,
+        message=(
+            f"job {job.id} (origin {origin!r}) changed after it was imported (now {job.status}, "
+            f"{job.attempts} attempt(s)); kept. Force it to delete it anyway"
+        ),
+    )
+
+
+def origin_not_found(origin: str) -> ImportResult:
+    """The answer for an origin no job has."""
+    return ImportResult(
+        origin=origin,
+        ok=False,
+        reason="not_found",
+        message=f"no job has origin {origin!r} (purged, or never imported)",
+    )

@@ -29,14 +29,20 @@ from actors.bounds import (
     MAX_PAYLOAD_BYTES_LIMIT,
     MAX_PRIORITY,
     MAX_PULL,
+    MAX_TENANT_LEASED,
+    MAX_TENANT_RATE,
     MAX_TIMEOUT_SECONDS,
     MAX_VISIBILITY_SECONDS,
+    MAX_WEIGHT,
+    MIN_TENANT_RATE,
     MIN_TIMEOUT_SECONDS,
 )
 from actors.errors import InvalidArgument, JobNotFound, LeaseLost, OutOfRange, PayloadTooLarge
 from actors.queue.model import (
     Ack,
     AckResult,
+    ImportedJob,
+    ImportResult,
     ItemResult,
     Job,
     JobStatus,
@@ -44,6 +50,7 @@ from actors.queue.model import (
     MaintenanceClaim,
     NewJob,
     Page,
+    QueueControls,
     RunSummary,
     Stats,
 )
@@ -56,17 +63,21 @@ __all__ = [
     "check_ack",
     "check_batch",
     "check_delay",
+    "check_imported",
     "check_json",
+    "check_limits",
     "check_listing",
     "check_maintenance",
     "check_new_job",
     "check_open",
     "check_optional_text",
+    "check_origins",
     "check_page",
     "check_pull",
     "check_range",
     "check_text",
     "check_visibility",
+    "imported_max_attempts",
     "jitter_factors",
     "raise_if_refused",
 ]
@@ -165,6 +176,21 @@ class Queue(Protocol):
 
     async def purge(self, older_than_seconds: float) -> int: ...
 
+    async def pause(self, tenant_id: str | None = None) -> QueueControls: ...
+
+    async def resume(self, tenant_id: str | None = None) -> QueueControls: ...
+
+    async def set_tenant_limits(
+        self,
+        tenant_id: str,
+        *,
+        weight: int = 1,
+        max_leased: int | None = None,
+        max_per_second: float | None = None,
+    ) -> QueueControls: ...
+
+    async def controls(self) -> QueueControls: ...
+
     # readers
     async def get(self, job_id: int) -> Job: ...
 
@@ -195,6 +221,15 @@ class OwnedQueue(Queue, Protocol):
     async def list_runs(
         self, tenant_id: str | None = None, limit: int = 100, cursor: str | None = None
     ) -> Page[RunSummary]: ...
+
+    # importers (`actors.importers`): jobs brought over from another system, by origin
+    async def import_jobs(self, jobs: Sequence[ImportedJob]) -> list[ImportResult]: ...
+
+    async def find_by_origin(self, origins: Sequence[str]) -> list[Job]: ...
+
+    async def delete_imported(
+        self, imported: Sequence[tuple[str, float]], *, force: bool = False
+    ) -> list[ImportResult]: ...
 
 
 class SingleItemVerbs:
@@ -416,6 +451,22 @@ def check_maintenance(task: str, interval_seconds: float, owner: str | None) -> 
         raise OutOfRange("interval_seconds must be more than 0: a round is due once per interval")
 
 
+def check_limits(
+    tenant_id: str, weight: int, max_leased: int | None, max_per_second: float | None
+) -> None:
+    """Refuse a tenant's share or limits out of bounds."""
+    check_text("tenant_id", tenant_id)
+    if isinstance(weight, bool) or not isinstance(weight, int):
+        raise InvalidArgument(f"weight must be a whole number, not {weight!r}")
+    check_range("weight", weight, 1, MAX_WEIGHT)
+    if max_leased is not None:
+        if isinstance(max_leased, bool) or not isinstance(max_leased, int):
+            raise InvalidArgument(f"max_leased must be a whole number, not {max_leased!r}")
+        check_range("max_leased", max_leased, 1, MAX_TENANT_LEASED)
+    if max_per_second is not None:
+        check_range("max_per_second", max_per_second, MIN_TENANT_RATE, MAX_TENANT_RATE)
+
+
 def check_range(name: str, value: float, lo: float, hi: float) -> None:
     """Refuse a value that is not a number (a bool is not one) or lies outside ``lo..hi``."""
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -462,3 +513,41 @@ def check_optional_text(name: str, value: object) -> None:
     """Refuse a value that is neither None nor a valid `check_text`."""
     if value is not None:
         check_text(name, value)
+
+
+def check_imported(job: ImportedJob, max_payload_bytes: int) -> tuple[bytes | None, bytes | None]:
+    """Refuse a bad imported job; return its payload and result as JSON (None for none)."""
+    for name in ("origin", "run_id", "tenant_id", "r2_key"):
+        check_text(name, getattr(job, name))
+    if job.status not in ("pending", "done", "failed"):
+        raise InvalidArgument(
+            f"an imported job's status must be pending, done or failed, not {job.status!r}"
+        )
+    check_range("attempts", job.attempts, 0, MAX_ATTEMPTS)
+    check_range("priority", job.priority, -MAX_PRIORITY, MAX_PRIORITY)
+    for name in ("created_at", "updated_at"):
+        check_range(name, getattr(job, name), 0, math.inf)
+    if job.finished_at is not None:
+        check_range("finished_at", job.finished_at, 0, math.inf)
+    check_optional_text("last_error", job.last_error)
+    if not isinstance(job.cross_tenant_key, bool):
+        raise InvalidArgument(
+            f"cross_tenant_key must be true or false, not {job.cross_tenant_key!r}"
+        )
+    return (
+        check_json("payload", job.payload, max_payload_bytes),
+        check_json("result", job.result, max_payload_bytes),
+    )
+
+
+def imported_max_attempts(job: ImportedJob, default: int) -> int:
+    """An imported job's attempt limit: the queue's, raised so that attempts already spent
+    elsewhere never exceed it (a pending job keeps one more to run here)."""
+    return min(MAX_ATTEMPTS, max(default, job.attempts + (job.status == "pending")))
+
+
+def check_origins(origins: Sequence[object]) -> None:
+    """Refuse a lookup by origin of too many or of something not an origin."""
+    check_batch("origins", origins)
+    for origin in origins:
+        check_text("origin", origin)

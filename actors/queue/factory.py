@@ -31,6 +31,7 @@ async def open_queue(config: Config, *, clock: Clock | None = None) -> AsyncIter
             clock=clock,
             max_attempts=settings.max_attempts,
             backoff=backoff,
+            fair=settings.fair,
         ) as queue:
             yield queue
         return
@@ -47,6 +48,7 @@ async def open_queue(config: Config, *, clock: Clock | None = None) -> AsyncIter
             clock=clock,
             max_attempts=settings.max_attempts,
             backoff=backoff,
+            fair=settings.fair,
         ) as queue:
             yield queue
         return

@@ -33,8 +33,10 @@ from actors.queue.model import (
     LeaseResult,
     NewJob,
     Page,
+    QueueControls,
     RunSummary,
     Stats,
+    TenantControl,
 )
 
 __all__ = ["HttpQueue", "QueueUnavailable"]
@@ -296,6 +298,39 @@ class HttpQueue(SingleItemVerbs):
         }
         out = await self._request("POST", "/jobs/requeue", wire.CountOut, body=body)
         return out.count
+
+    async def pause(self, tenant_id: str | None = None) -> QueueControls:
+        """Pause the whole queue, or one tenant, on the server (an admin token; a tenant's admin
+        may pause its own tenant)."""
+        return await self._controls("POST", "/queue/pause", {"tenantId": tenant_id})
+
+    async def resume(self, tenant_id: str | None = None) -> QueueControls:
+        """Undo a pause of the whole queue, or of one tenant, on the server."""
+        return await self._controls("POST", "/queue/resume", {"tenantId": tenant_id})
+
+    async def set_tenant_limits(
+        self,
+        tenant_id: str,
+        *,
+        weight: int = 1,
+        max_leased: int | None = None,
+        max_per_second: float | None = None,
+    ) -> QueueControls:
+        """Set a tenant's weight and limits on the server (an admin token for every tenant)."""
+        body = {"weight": weight, "maxLeased": max_leased, "maxPerSecond": max_per_second}
+        path = f"/queue/tenants/{quote(tenant_id, safe='')}/limits"
+        return await self._controls("PUT", path, body)
+
+    async def controls(self) -> QueueControls:
+        """Return what is paused and the tenants' controls (a tenant's admin: its own only)."""
+        return await self._controls("GET", "/queue/controls", None)
+
+    async def _controls(self, method: str, path: str, body: Any) -> QueueControls:
+        out = await self._request(method, path, wire.ControlsOut, body=body)
+        return QueueControls(
+            paused=bool(out.paused),
+            tenants=[msgspec.convert(t, TenantControl, from_attributes=True) for t in out.tenants],
+        )
 
     # --- readers -------------------------------------------------------------------------
 

@@ -10,6 +10,9 @@ __all__ = [
     "Ack",
     "AckResult",
     "Backoff",
+    "ImportReason",
+    "ImportResult",
+    "ImportedJob",
     "ItemReason",
     "ItemResult",
     "Job",
@@ -19,9 +22,11 @@ __all__ = [
     "MaintenanceClaim",
     "NewJob",
     "Page",
+    "QueueControls",
     "RunStatus",
     "RunSummary",
     "Stats",
+    "TenantControl",
 ]
 
 
@@ -40,6 +45,14 @@ ItemReason = Literal[
     "finished",  # the job is already done or failed
     "not_leased",  # the job is pending again (released, retried or reaped)
     "not_found",  # no job has this id
+]
+
+ImportReason = Literal[
+    "ok",  # imported (or, for `delete_imported`, deleted)
+    "exists",  # a job with this origin is already there: nothing was written
+    "changed",  # the job changed after it was imported: left alone (`delete_imported`)
+    "refused",  # not written: ``message`` says why (its run belongs to another tenant)
+    "not_found",  # no job has this origin (`delete_imported`)
 ]
 
 T = TypeVar("T")
@@ -84,6 +97,8 @@ class Job(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     cross_tenant_key: bool = False
     # This job's processing time limit (overrides [pipeline] job_timeout_seconds).
     timeout_seconds: float | None = None
+    # Where an imported job came from (``d1:<id>``, ``kv:<task id>``); None if enqueued here.
+    origin: str | None = None
 
 
 class Backoff(msgspec.Struct, frozen=True, kw_only=True):
@@ -164,10 +179,37 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True):
     done: int
     failed: int
     oldest_pending_age_seconds: float | None
+    # What is paused (`Queue.pause`): the whole queue, and these tenants (sorted).
+    paused: bool = False
+    paused_tenants: list[str] = msgspec.field(default_factory=list)
 
     @property
     def total(self) -> int:
         return self.pending + self.leased + self.done + self.failed
+
+
+class TenantControl(msgspec.Struct, frozen=True, kw_only=True):
+    """One tenant's stored controls: paused or not, its share of claims and its limits.
+
+    ``weight`` is how many of the tenant's jobs a fair claim takes per round (round-robin
+    between tenants); ``max_leased`` caps the tenant's live leases across every worker;
+    ``max_per_second`` caps how many of its jobs are leased per second (a bucket of that many,
+    refilled continuously). None: no limit.
+    """
+
+    tenant_id: str
+    paused: bool = False
+    weight: int = 1
+    max_leased: int | None = None
+    max_per_second: float | None = None
+
+
+class QueueControls(msgspec.Struct, frozen=True, kw_only=True):
+    """What the queue's operators set: whether the whole queue is paused, and each tenant's
+    controls (only tenants with a stored row, sorted by tenant id)."""
+
+    paused: bool = False
+    tenants: list[TenantControl] = msgspec.field(default_factory=list)
 
 
 class MaintenanceClaim(msgspec.Struct, frozen=True, kw_only=True):
@@ -209,3 +251,37 @@ class Page(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
 
     items: list[T]
     next_cursor: str | None = None
+
+
+class ImportedJob(msgspec.Struct, frozen=True, kw_only=True):
+    """A job brought over from another system, for ``import_jobs``: its state as it was there.
+
+    ``origin`` names it in that system (``d1:<id>``, ``kv:<task id>``) and is unique in the
+    queue. Only unleased states come over (a lease belongs to the system that granted it).
+    """
+
+    origin: str
+    run_id: str
+    tenant_id: str
+    r2_key: str
+    status: Literal["pending", "done", "failed"] = "pending"
+    attempts: int = 0
+    priority: int = 0
+    payload: JsonValue = None
+    result: JsonValue = None
+    last_error: str | None = None
+    created_at: float
+    updated_at: float
+    # Set for a done or failed job (its ``updated_at`` when None).
+    finished_at: float | None = None
+    cross_tenant_key: bool = False
+
+
+class ImportResult(msgspec.Struct, frozen=True, kw_only=True):
+    """The outcome of one item of ``import_jobs`` or ``delete_imported``, by origin."""
+
+    origin: str
+    ok: bool
+    reason: ImportReason
+    job: Job | None = None
+    message: str | None = None

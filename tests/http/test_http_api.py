@@ -685,6 +685,8 @@ async def test_stats_and_metrics_report_a_delayed_job_as_scheduled_not_as_late(
         "failed": 0,
         "scheduled": 1,
         "oldestPendingAgeSeconds": None,
+        "paused": False,
+        "pausedTenants": [],
     }
     text = (await client.get("/metrics")).text
     for needle in (

@@ -12,12 +12,18 @@ import pytest
 import schemathesis
 from http_helpers import ADMIN, auth, server_config, serving
 from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from actors.http import openapi_document
 
 pytestmark = pytest.mark.slow
 
 schema = schemathesis.openapi.from_dict(openapi_document())
+# A generated body over [http].max_body_bytes is refused with 413 before it is read: a refusal
+# of invalid data as good as a 400 (the schema documents 413 for every operation).
+_rejections = schema.config.checks.negative_data_rejection.expected_statuses
+if _rejections is not None and "413" not in _rejections:
+    _rejections.append("413")
 EXAMPLES = int(os.environ["HTTP_FUZZ_EXAMPLES"]) if os.environ.get("HTTP_FUZZ_EXAMPLES") else None
 
 
@@ -64,4 +70,8 @@ def test_the_served_document_is_the_one_fuzzed(server: str) -> None:
 def test_no_request_gets_a_500_and_every_answer_matches_the_schema(
     case: schemathesis.Case, server: str
 ) -> None:
-    case.call_and_validate(base_url=server, timeout=10)
+    # A dump's validity is beyond a schema (any string is one): a random body is a dump that
+    # cannot be read, a 400, which the positive-data check would take for a refused valid one.
+    dump = case.operation.path.startswith("/api/migrate/")
+    excluded = [positive_data_acceptance] if dump else []
+    case.call_and_validate(base_url=server, timeout=10, excluded_checks=excluded)

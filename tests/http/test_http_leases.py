@@ -133,11 +133,17 @@ async def test_an_ids_only_ack_without_status_is_a_400_and_changes_nothing(serve
     assert "'done' or 'failed'" in error["message"]
     stored = (await client.get(f"/jobs/{job_id}", headers=auth(ADMIN))).json()
     assert stored["status"] == "leased"
-    for bad in (["0"], ["x1"], ["99999999999999999999"]):
+    # A string that names no job (no job id, no imported job's old id) is not found, item by
+    # item, with the id as sent.
+    for bad in ("0", "x1", "99999999999999999999"):
         refused = await client.post(
-            "/jobs/ack", json={"ids": bad, "status": "done"}, headers=auth(WORKER)
+            "/jobs/ack", json={"ids": [bad], "status": "done"}, headers=auth(WORKER)
         )
-        assert refused.status_code == 400, bad
+        assert refused.status_code == 200, bad
+        (item,) = refused.json()["results"]
+        assert (item["id"], item["ok"], item["reason"]) == (bad, False, "not_found")
+        assert "nor was one imported" in item["message"]
+    assert (await client.get(f"/jobs/{job_id}", headers=auth(ADMIN))).json()["status"] == "leased"
 
 
 async def test_the_http_queue_client_acks_by_id_under_its_own_token(served: Any) -> None:

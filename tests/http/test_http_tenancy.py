@@ -294,6 +294,68 @@ async def test_queue_wide_figures_and_operations_refuse_a_scoped_token(tmp_path:
         )
 
 
+async def test_pause_and_limits_over_http_keep_to_the_tokens_role_and_tenant(
+    served: Any,
+) -> None:
+    system, client = served
+    # The whole queue: an admin for every tenant only.
+    for token in (SCOPED_ADMIN, WORKER, PRODUCER, ACME):
+        refused = await client.post("/queue/pause", headers=auth(token))
+        assert refused.status_code == 403, token
+    assert not (await system.controls()).paused
+    paused = await client.post("/queue/pause", headers=auth(ADMIN))
+    assert paused.status_code == 200 and paused.json() == {"paused": True, "tenants": []}
+    stats = (await client.get("/jobs/stats", headers=auth(ADMIN))).json()["stats"]
+    assert (stats["paused"], stats["pausedTenants"]) == (True, [])
+    resumed = await client.post("/queue/resume", json={}, headers=auth(ADMIN))
+    assert resumed.json()["paused"] is False
+    # A tenant's admin pauses its own tenant, never another's, and sees only its own row.
+    other = await client.post("/queue/pause", json={"tenantId": "t1"}, headers=auth(SCOPED_ADMIN))
+    assert other.status_code == 403 and other.json()["error"]["code"] == "wrong_tenant"
+    own = await client.post("/queue/pause", json={"tenantId": "acme"}, headers=auth(SCOPED_ADMIN))
+    assert own.status_code == 200
+    assert own.json() == {
+        "paused": None,
+        "tenants": [
+            {
+                "tenantId": "acme",
+                "paused": True,
+                "weight": 1,
+                "maxLeased": None,
+                "maxPerSecond": None,
+            }
+        ],
+    }
+    await client.post("/queue/pause", json={"tenantId": "t1"}, headers=auth(ADMIN))
+    seen = (await client.get("/queue/controls", headers=auth(SCOPED_ADMIN))).json()
+    assert [t["tenantId"] for t in seen["tenants"]] == ["acme"] and seen["paused"] is None
+    everything = (await client.get("/queue/controls", headers=auth(ADMIN))).json()
+    assert [t["tenantId"] for t in everything["tenants"]] == ["acme", "t1"]
+    # While acme is paused its jobs wait; t1's too; a third tenant's go on.
+    for tenant in ("acme", "t1", "t2"):
+        await enqueue(client, ADMIN, runId=f"r-{tenant}", tenantId=tenant, r2Key=f"{tenant}/r/a")
+    pulled = await client.post("/jobs/pull", json={"maxJobs": 10}, headers=auth(WORKER))
+    assert [j["tenantId"] for j in pulled.json()["jobs"]] == ["t2"]
+    # Limits weigh a tenant against every other: an admin for every tenant only.
+    body = {"weight": 2, "maxLeased": 5, "maxPerSecond": 1.5}
+    scoped = await client.put("/queue/tenants/acme/limits", json=body, headers=auth(SCOPED_ADMIN))
+    assert scoped.status_code == 403
+    limited = await client.put("/queue/tenants/acme/limits", json=body, headers=auth(ADMIN))
+    assert limited.status_code == 200
+    assert limited.json()["tenants"][0] == {
+        "tenantId": "acme",
+        "paused": True,
+        "weight": 2,
+        "maxLeased": 5,
+        "maxPerSecond": 1.5,
+    }
+    bad = await client.put("/queue/tenants/acme/limits", json={"weight": 0}, headers=auth(ADMIN))
+    assert bad.status_code == 400 and "weight" in bad.json()["error"]["field"]
+    async with HttpQueue.open(str(client.base_url), SCOPED_ADMIN) as remote:
+        controls = await remote.resume("acme")
+        assert [(t.tenant_id, t.paused, t.weight) for t in controls.tenants] == [("acme", False, 2)]
+
+
 # --- non-ASCII tenants and tokens ------------------------------------------------------------
 
 

@@ -85,12 +85,12 @@ def test_migrate_status_up_and_down_act_on_postgres_when_it_is_the_backend(
         in status
     )
     assert f"{MIGRATIONS[-1].name:<12} pending" in status
-    every = list(range(1, LATEST_VERSION + 1))
+    every = [m.version for m in MIGRATIONS]  # numbers may skip: each names its own step
     assert migrate("up") == f"applied {every}\n"
     assert version() == LATEST_VERSION
     assert f"schema version {LATEST_VERSION} " in migrate("status")
     assert migrate("down") == f"undid [{LATEST_VERSION}]\n"
-    assert version() == LATEST_VERSION - 1
+    assert version() == every[-2]
     assert migrate("up") == f"applied [{LATEST_VERSION}]\n"
     assert not (tmp_path / "data").exists()  # no SQLite file was made or migrated
 

@@ -41,6 +41,7 @@ from actors.errors import (
 )
 from actors.queue import Ack, Backoff, Job, NewJob, OwnedQueue, Queue, SQLiteQueue
 from actors.queue.http import HttpQueue
+from actors.queue.model import ImportedJob
 from actors.queue.postgres._queue import PostgresQueue
 from actors.system import ActorSystem
 from supervisors.clock import FakeClock
@@ -77,12 +78,22 @@ def test_the_contract_names_every_shared_verb() -> None:
         "reap",
         "requeue",
         "purge",
+        "pause",
+        "resume",
+        "set_tenant_limits",
+        "controls",
         "get",
         "stats",
         "run_summary",
         "list",
     }
-    assert set(verbs(OwnedQueue)) - set(verbs(Queue)) == {"claim_maintenance", "list_runs"}
+    assert set(verbs(OwnedQueue)) - set(verbs(Queue)) == {
+        "claim_maintenance",
+        "list_runs",
+        "import_jobs",
+        "find_by_origin",
+        "delete_imported",
+    }
 
 
 # HttpQueue's ack_ids may leave out ``owner``: the server knows the owner from the token.
@@ -588,6 +599,10 @@ async def test_get_of_an_unknown_job_raises_job_not_found(contract: Contract) ->
         (lambda q: q.renew_many([(1, "x")], 0), "visibilityseconds"),
         (lambda q: q.release_many([(1, "x")], -1), "delayseconds"),
         (lambda q: q.list(limit=0), "limit"),
+        (lambda q: q.pause(""), "tenantid"),
+        (lambda q: q.set_tenant_limits(T, weight=0), "weight"),
+        (lambda q: q.set_tenant_limits(T, max_leased=0), "maxleased"),
+        (lambda q: q.set_tenant_limits(T, max_per_second=-1), "maxpersecond"),
     ],
 )
 async def test_a_bad_argument_is_refused_as_invalid_naming_it(
@@ -615,6 +630,118 @@ async def test_a_closed_queue_refuses_every_verb(contract: Contract) -> None:
         await contract.enqueue()
     with pytest.raises(QueueClosed):
         await contract.queue.pull()
+
+
+# --- the queue's controls: pause, fair shares, per-tenant limits ---------------------------------
+
+
+async def enqueue_for(contract: Contract, tenant: str, count: int, run: str = "") -> None:
+    run = run or f"run-{tenant}"
+    await contract.queue.enqueue_many(
+        [NewJob(run_id=run, tenant_id=tenant, r2_key=f"{tenant}/{run}/{i}") for i in range(count)]
+    )
+
+
+@pytest.mark.anyio
+async def test_a_paused_queue_leases_nothing_new_but_its_leases_renew_and_ack(
+    contract: Contract,
+) -> None:
+    q = contract.queue
+    leased = await contract.leased("a.txt")
+    await contract.enqueue("b.txt")
+    controls = await q.pause()
+    assert controls.paused and controls.tenants == []
+    stats = await q.stats()
+    assert (stats.paused, stats.paused_tenants) == (True, [])
+    assert await q.pull(max=10) == []
+    renewed = await q.renew(leased.id, leased.lease_token or "", 30)
+    assert renewed.status == "leased"
+    done = await q.ack(leased.id, leased.lease_token or "")
+    assert done.status == "done"
+    assert await q.pull(max=10) == []
+    assert (await q.controls()).paused
+    resumed = await q.resume()
+    assert not resumed.paused and not (await q.stats()).paused
+    assert [j.r2_key for j in await q.pull(max=10)] == [f"{T}/{RUN}/b.txt"]
+
+
+@pytest.mark.anyio
+async def test_a_paused_tenant_leases_nothing_new_while_the_others_go_on(
+    contract: Contract,
+) -> None:
+    q = contract.queue
+    await enqueue_for(contract, "ta", 3)
+    await enqueue_for(contract, "tb", 3)
+    controls = await q.pause("ta")
+    assert [(t.tenant_id, t.paused) for t in controls.tenants] == [("ta", True)]
+    assert (await q.stats()).paused_tenants == ["ta"]
+    assert {j.tenant_id for j in await q.pull(max=10)} == {"tb"}
+    assert await q.pull(max=10) == []
+    resumed = await q.resume("ta")
+    assert resumed.tenants == []  # a row that controls nothing is not kept
+    assert {j.tenant_id for j in await q.pull(max=10)} == {"ta"}
+
+
+@pytest.mark.anyio
+async def test_a_pull_serves_tenants_in_turns_whatever_their_backlogs(contract: Contract) -> None:
+    await enqueue_for(contract, "big", 300)
+    await enqueue_for(contract, "small", 4)
+    first = await contract.queue.pull(max=6)
+    # Turns: big, small, big, small, ...: every one of small's jobs within two pulls of 6.
+    assert sorted(j.tenant_id for j in first) == ["big"] * 3 + ["small"] * 3
+    second = await contract.queue.pull(max=6)
+    assert sorted(j.tenant_id for j in second) == ["big"] * 5 + ["small"]
+
+
+@pytest.mark.anyio
+async def test_a_tenants_weight_is_its_jobs_per_turn_and_priority_orders_its_own(
+    contract: Contract,
+) -> None:
+    q = contract.queue
+    controls = await q.set_tenant_limits("heavy", weight=3)
+    assert [(t.tenant_id, t.weight, t.max_leased) for t in controls.tenants] == [("heavy", 3, None)]
+    await enqueue_for(contract, "heavy", 20)
+    await enqueue_for(contract, "light", 20)
+    await q.enqueue("urgent", "light", "light/urgent/x", priority=5)
+    jobs = await q.pull(max=8)
+    assert sorted(j.tenant_id for j in jobs) == ["heavy"] * 6 + ["light"] * 2
+    assert "light/urgent/x" in {j.r2_key for j in jobs}
+
+
+@pytest.mark.anyio
+async def test_a_tenant_never_holds_more_live_leases_than_its_limit(contract: Contract) -> None:
+    q = contract.queue
+    await q.set_tenant_limits("capped", max_leased=3)
+    await enqueue_for(contract, "capped", 10)
+    await enqueue_for(contract, "free", 10)
+    first = await q.pull(max=20)
+    assert sorted(j.tenant_id for j in first).count("capped") == 3
+    assert await q.pull(max=20) == []  # capped is at its limit, free is drained
+    one = next(j for j in first if j.tenant_id == "capped")
+    await q.ack(one.id, one.lease_token or "")
+    assert [j.tenant_id for j in await q.pull(max=20)] == ["capped"]
+    (limits,) = (await q.controls()).tenants
+    assert (limits.tenant_id, limits.max_leased, limits.max_per_second) == ("capped", 3, None)
+    cleared = await q.set_tenant_limits("capped")
+    assert cleared.tenants == []
+    assert len(await q.pull(max=20)) == 6
+
+
+@pytest.mark.anyio
+async def test_a_tenants_rate_limit_spaces_its_leases_on_the_queues_clock(
+    contract: Contract,
+) -> None:
+    q = contract.queue
+    await q.set_tenant_limits("slow", max_per_second=2)
+    await enqueue_for(contract, "slow", 20)
+    # A full bucket of 2, then 2 a second: never more than 2 + 2t leases over t seconds.
+    assert len(await q.pull(max=20)) == 2
+    assert await q.pull(max=20) == []
+    contract.clock.advance(0.5)
+    assert len(await q.pull(max=20)) == 1
+    contract.clock.advance(10)  # the bucket holds 2 at most, however long it waited
+    assert len(await q.pull(max=20)) == 2
+    assert await q.pull(max=20) == []
 
 
 # --- what only a queue on its own storage offers ------------------------------------------------
@@ -664,6 +791,110 @@ async def test_list_runs_pages_through_runs_oldest_first(owned: OwnedQueue) -> N
     assert [s.run_id for s in (await owned.list_runs(tenant_id="t1")).items] == ["r1", "r3"]
     with pytest.raises(OutOfRange, match="limit"):
         await owned.list_runs(limit=0)
+
+
+def imported(origin: str, run: str = "r1", tenant: str = "t1", **fields: Any) -> ImportedJob:
+    """A job as another system held it (times long before the queue's clock)."""
+    return ImportedJob(
+        origin=origin,
+        run_id=run,
+        tenant_id=tenant,
+        r2_key=f"{tenant}/{run}/{origin}",
+        created_at=fields.pop("created_at", 1_700_000_000.0),
+        updated_at=fields.pop("updated_at", 1_700_000_100.0),
+        **fields,
+    )
+
+
+@pytest.mark.anyio
+async def test_import_jobs_keeps_each_jobs_state_and_times_and_never_imports_an_origin_twice(
+    owned: OwnedQueue, clock: FakeClock
+) -> None:
+    results = await owned.import_jobs(
+        [
+            imported("d1:a", attempts=2, payload={"k": "ü"}),
+            imported("d1:b", status="done", attempts=1, result={"words": 3}),
+            imported("d1:c", status="failed", attempts=9, last_error="boom", created_at=1.0),
+            imported("d1:d", run="r2", tenant="t2", priority=3),
+        ]
+    )
+    assert [(r.origin, r.ok, r.reason) for r in results] == [
+        ("d1:a", True, "ok"),
+        ("d1:b", True, "ok"),
+        ("d1:c", True, "ok"),
+        ("d1:d", True, "ok"),
+    ]
+    a, b, c, d = (r.job for r in results)
+    assert a is not None and b is not None and c is not None and d is not None
+    assert (a.status, a.attempts, a.max_attempts, a.payload) == ("pending", 2, 5, {"k": "ü"})
+    assert (a.created_at, a.updated_at, a.available_at) == (1.7e9, 1_700_000_100.0, clock.time())
+    assert (b.status, b.result, b.finished_at) == ("done", {"words": 3}, 1_700_000_100.0)
+    # Attempts spent elsewhere never exceed the limit here.
+    assert (c.status, c.attempts, c.max_attempts, c.last_error) == ("failed", 9, 9, "boom")
+    assert await owned.get(a.id) == a and a.origin == "d1:a"
+    # The runs' counts, tenants and times follow the imported jobs.
+    r1 = await owned.run_summary("r1")
+    assert (r1.tenant_id, r1.total, r1.pending, r1.done, r1.failed) == ("t1", 3, 1, 1, 1)
+    assert r1.created_at == 1.0 and r1.status == "processing"
+    assert (await owned.run_summary("r2")).tenant_id == "t2"
+    assert (await owned.stats()).pending == 2
+    # Again: nothing is written twice; another tenant's run is refused, item by item.
+    again = await owned.import_jobs([imported("d1:a", attempts=7), imported("d1:e", tenant="t9")])
+    assert [(r.origin, r.ok, r.reason) for r in again] == [
+        ("d1:a", False, "exists"),
+        ("d1:e", False, "refused"),
+    ]
+    assert again[0].job == a and again[1].message and "belongs to tenant 't1'" in again[1].message
+    (leased,) = await owned.pull(max=1)  # d1:d, priority 3
+    assert leased.id == d.id and leased.attempts == 1
+    with pytest.raises(InvalidArgument, match="status"):
+        await owned.import_jobs([imported("d1:x", status="leased")])  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_find_by_origin_returns_the_imported_jobs_in_the_order_asked(
+    owned: OwnedQueue,
+) -> None:
+    a, b = (r.job for r in await owned.import_jobs([imported("kv:a"), imported("kv:b")]))
+    await owned.enqueue("r1", "t1", "t1/r1/native")
+    assert await owned.find_by_origin(["kv:b", "kv:none", "kv:a", "kv:b"]) == [b, a]
+    assert await owned.find_by_origin([]) == []
+    with pytest.raises(InvalidArgument, match="origin"):
+        await owned.find_by_origin([""])
+
+
+@pytest.mark.anyio
+async def test_delete_imported_removes_only_jobs_unchanged_since_their_import_unless_forced(
+    owned: OwnedQueue, clock: FakeClock
+) -> None:
+    results = await owned.import_jobs(
+        [imported("d1:a"), imported("d1:b"), imported("d1:c", run="r2", status="done")]
+    )
+    a, b, c = (r.job for r in results)
+    assert a is not None and b is not None and c is not None
+    (leased,) = await owned.pull(max=1)  # a worker takes d1:a: it changed
+    assert leased.id == a.id
+    gone = await owned.delete_imported(
+        [("d1:a", a.updated_at), ("d1:b", b.updated_at), ("d1:c", c.updated_at), ("d1:z", 0.0)]
+    )
+    assert [(r.origin, r.ok, r.reason) for r in gone] == [
+        ("d1:a", False, "changed"),
+        ("d1:b", True, "ok"),
+        ("d1:c", True, "ok"),
+        ("d1:z", False, "not_found"),
+    ]
+    assert gone[0].message and "changed after it was imported" in gone[0].message
+    # The run left without a job goes; the other keeps exact counts.
+    with pytest.raises(RunNotFound):
+        await owned.run_summary("r2")
+    r1 = await owned.run_summary("r1")
+    assert (r1.total, r1.leased, r1.pending) == (1, 1, 0)
+    forced = await owned.delete_imported([("d1:a", a.updated_at)], force=True)
+    assert [(r.ok, r.reason) for r in forced] == [(True, "ok")]
+    assert await owned.find_by_origin(["d1:a", "d1:b", "d1:c"]) == []
+    with pytest.raises(RunNotFound):
+        await owned.run_summary("r1")
+    assert (await owned.stats()).total == 0
 
 
 def test_this_suite_calls_every_verb_of_the_contract() -> None:

@@ -84,6 +84,8 @@ class QueueMachine(RuleBasedStateMachine):
             )
         self.jobs: dict[int, Model] = {}
         self.ever_done: set[int] = set()
+        # Fair pulls (the default): the last tenant the previous pull served.
+        self.cursor = ""
 
     def teardown(self) -> None:
         self.cm.__exit__(None, None, None)
@@ -143,10 +145,7 @@ class QueueMachine(RuleBasedStateMachine):
     @rule(target=leases, max=st.integers(1, 4), visibility=st.sampled_from([1.0, 5.0, 10.0]))
     def pull(self, max: int, visibility: float) -> Any:
         self.model_reap()
-        visible = sorted(
-            (m for m in self.jobs.values() if m.status == "pending" and m.available_at <= self.now),
-            key=lambda m: (-m.priority, m.available_at, m.id),
-        )[:max]
+        visible = sorted(self.fair_pick(max), key=lambda m: (-m.priority, m.available_at, m.id))
         jobs: list[Job] = self.call(self.queue.pull, max=max, visibility_seconds=visibility)
         assert [j.id for j in jobs] == [m.id for m in visible]
         for job in jobs:
@@ -158,6 +157,24 @@ class QueueMachine(RuleBasedStateMachine):
             m.token, m.expires = job.lease_token, self.now + visibility
             m.started = False
         return multiple(*[(j.id, j.lease_token) for j in jobs])
+
+    def fair_pick(self, max: int) -> list[Model]:
+        """Tenants in turns, one job each per turn, from the tenant after the cursor; each
+        tenant's own jobs by priority, then age."""
+        own: dict[str, list[Model]] = {}
+        for m in sorted(self.jobs.values(), key=lambda m: (-m.priority, m.available_at, m.id)):
+            if m.status == "pending" and m.available_at <= self.now:
+                own.setdefault(m.tenant, []).append(m)
+        order = sorted(own, key=lambda t: (t <= self.cursor, t))
+        picked: list[Model] = []
+        for turn in range(max):
+            for tenant in order:
+                if turn < len(own[tenant]) and len(picked) < max:
+                    picked.append(own[tenant][turn])
+        served = {m.tenant for m in picked}
+        if served:
+            self.cursor = [t for t in order if t in served][-1]
+        return picked
 
     @rule(
         lease=leases,

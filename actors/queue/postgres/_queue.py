@@ -40,7 +40,16 @@ from actors.errors import (
     StorageError,
 )
 from actors.log import get_logger
-from actors.queue._rows import ByOwner, job_from_row, parse_cursor, refusal, summary_from_row
+from actors.queue._rows import (
+    ByOwner,
+    changed_since,
+    foreign_run,
+    job_from_row,
+    origin_not_found,
+    parse_cursor,
+    refusal,
+    summary_from_row,
+)
 from actors.queue._rows import decode as _decode
 from actors.queue.base import (
     OwnedQueue,
@@ -48,18 +57,25 @@ from actors.queue.base import (
     check_ack,
     check_batch,
     check_delay,
+    check_imported,
+    check_limits,
     check_listing,
     check_maintenance,
     check_new_job,
     check_optional_text,
+    check_origins,
     check_range,
+    check_text,
     check_visibility,
+    imported_max_attempts,
     jitter_factors,
 )
 from actors.queue.model import (
     Ack,
     AckResult,
     Backoff,
+    ImportedJob,
+    ImportResult,
     ItemResult,
     Job,
     JobStatus,
@@ -67,8 +83,10 @@ from actors.queue.model import (
     MaintenanceClaim,
     NewJob,
     Page,
+    QueueControls,
     RunSummary,
     Stats,
+    TenantControl,
 )
 from actors.queue.postgres import _sql, schema
 from actors.queue.postgres._pool import Connection, Pool, Row
@@ -114,7 +132,32 @@ class _AckRow(msgspec.Struct, kw_only=True, omit_defaults=True):
     metrics: msgspec.Raw | None = None
 
 
+class _ImportRow(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One imported job, as sql/import_jobs.sql's JSON parameter carries it."""
+
+    origin: str
+    run_id: str
+    tenant_id: str
+    r2_key: str
+    status: str
+    attempts: int
+    max_attempts: int
+    created_at: float
+    updated_at: float
+    priority: int = 0
+    payload: msgspec.Raw | None = None
+    result: msgspec.Raw | None = None
+    last_error: str | None = None
+    finished_at: float | None = None
+    cross_tenant_key: bool = False
+
+
 _encode_rows = msgspec.json.Encoder().encode
+_encode_imports = _encode_rows
+
+# How long a claimer trusts what it read of the stored controls (`PostgresQueue.pull`), in
+# seconds of the queue's clock.
+_CONTROLS_TTL = 1.0
 
 # Connection loss (a killed backend, a restarting server, a reset socket) is tried this many
 # times, waiting 0.05, 0.1, 0.2, ... 3.2 s between tries: 6.35 s in all, longer than a restart.
@@ -155,6 +198,7 @@ class PostgresQueue(SingleItemVerbs):
         backoff: Backoff,
         seed: int | None,
         pool_size: int,
+        fair: bool = True,
     ) -> None:
         self.dsn = dsn
         self.schema = schema
@@ -179,6 +223,17 @@ class PostgresQueue(SingleItemVerbs):
         # Our own NOTIFYs carry this id, so subscribers are not woken twice for one enqueue.
         self._origin = uuid.uuid4().hex
         self._channel = "actors_enqueued"  # then "actors_enqueued_<schema>", once connected
+        # Fair claims: whether they are on, and this claimer's place in the round of tenants
+        # (the last tenant its previous claim served). Whether any control is stored, and the
+        # tenants with limits, as last read (at most `_CONTROLS_TTL` ago): a claim locks the
+        # limited tenants' rows to serve them. A read before a change elsewhere is safe: the
+        # plain claim leases nothing while a control exists, and the others serve a tenant
+        # with limits only under its lock (a newly limited one waits here for the next read).
+        self._fair = fair
+        self._cursor = ""
+        self._controlled = False
+        self._limited: list[str] = []
+        self._controls_read_at = -math.inf
 
     @property
     def where(self) -> str:
@@ -203,11 +258,13 @@ class PostgresQueue(SingleItemVerbs):
         backoff: Backoff | None = None,
         seed: int | None = None,
         pool_size: int = 10,
+        fair: bool = True,
     ) -> AsyncIterator[PostgresQueue]:
         """Connect (creating ``schema`` and migrating it as needed); close everything on exit.
 
         ``schema`` selects the PostgreSQL schema that holds the tables (default: the DSN's
         ``search_path``, else ``public``); ``password`` defaults to libpq's PGPASSWORD.
+        ``fair``: pulls serve tenants in turns (`pull`); else the highest priority first.
         """
         check_range("max_attempts", max_attempts, 1, MAX_ATTEMPTS)
         check_range("max_payload_bytes", max_payload_bytes, 1, 64 * 1024 * 1024)
@@ -224,6 +281,7 @@ class PostgresQueue(SingleItemVerbs):
             backoff=backoff or Backoff(),
             seed=seed,
             pool_size=pool_size,
+            fair=fair,
         )
         try:
             await queue._bridge.call(queue._start(password))
@@ -555,7 +613,8 @@ class PostgresQueue(SingleItemVerbs):
         owner: str | None = None,
         started: bool = False,
     ) -> list[Job]:
-        """Lease up to ``max`` visible jobs for ``visibility_seconds``, highest priority first.
+        """Lease up to ``max`` visible jobs for ``visibility_seconds``: tenants in turns (fair),
+        each tenant's highest priority first; nothing paused, nothing past a tenant's limits.
 
         ``owner`` names the principal taking the leases (recorded as ``lease_owner``): only it
         may settle them by id alone (`ack_ids`). ``started`` marks them started at once, for a
@@ -565,41 +624,75 @@ class PostgresQueue(SingleItemVerbs):
         check_visibility(visibility_seconds)
         check_optional_text("worker_id", worker_id)
         check_optional_text("owner", owner)
-        now = self._clock.time()
+        jobs = await self._claim(max, visibility_seconds, worker_id, owner, started)
+        if self._fair and 0 < len(jobs) < max and len({j.tenant_id for j in jobs}) > 1:
+            # Some tenant may have had fewer jobs than its share of this claim: the rest of it
+            # goes to those that have more, still in turns (one more claim, no more).
+            jobs += await self._claim(
+                max - len(jobs), visibility_seconds, worker_id, owner, started
+            )
+        if self._fair and jobs:
+            self._cursor = _last_served(self._cursor, {j.tenant_id for j in jobs})
+        jobs.sort(key=lambda j: (-j.priority, j.available_at, j.id))
+        return jobs
 
-        async def claim(conn: Connection) -> list[Job]:
+    async def _claim(
+        self,
+        max: int,
+        visibility_seconds: float,
+        worker_id: str | None,
+        owner: str | None,
+        started: bool,
+    ) -> list[Job]:
+        now = self._clock.time()
+        if now - self._controls_read_at >= _CONTROLS_TTL:
+            stored = await self._run(_read_controls, atomic=False)
+            self._controlled = bool(stored)
+            self._limited = [tenant for tenant, limited in stored if limited]
+            self._controls_read_at = now
+        prefix = secrets.token_hex(8)  # 64 random bits for this claim's leases
+        args = (now, max, now + visibility_seconds, worker_id, prefix, owner, started)
+        fair_order = self._fair
+
+        async def plain(conn: Connection) -> list[Row]:
             # First the claim alone, which leases nothing while any lease has expired: when it
             # leases something, a reap first would have found nothing, so this is the same
             # pull in one round trip. Otherwise reap (it commits on its own) and claim again.
-            prefix = secrets.token_hex(8)  # 64 random bits for this claim's leases
-            rows = await conn.fetch(
-                _sql.CLAIM_FIRST,
-                now,
-                max,
-                now + visibility_seconds,
-                worker_id,
-                prefix,
-                owner,
-                started,
-            )
+            # Both lease nothing while any control is stored (a pause, say, set elsewhere
+            # since `_controls_read_at`): then the fair claim, which reads them, serves.
+            rows = await conn.fetch(_sql.CLAIM_FIRST, *args)
             if not rows:
                 await self._reap(conn, now)
-                rows = await conn.fetch(
-                    _sql.CLAIM,
-                    now,
-                    max,
-                    now + visibility_seconds,
-                    worker_id,
-                    prefix,
-                    owner,
-                    started,
-                )
-            jobs = [job_from_row(row) for row in rows]
-            jobs.sort(key=lambda j: (-j.priority, j.available_at, j.id))
-            return jobs
+                rows = await conn.fetch(_sql.CLAIM, *args)
+                if not rows:
+                    rows = await conn.fetch(_sql.CLAIM_FAIR, *args, "", False, [], False)
+            return rows
 
-        # Not atomic: the reap commits on its own (it is complete by itself), then the claim.
-        return await self._run(claim, atomic=False)
+        async def fair(conn: Connection) -> list[Row]:
+            cursor = self._cursor
+            rows = await conn.fetch(_sql.CLAIM_FAIR, *args, cursor, fair_order, [], True)
+            if not rows:
+                await self._reap(conn, now)
+                rows = await conn.fetch(_sql.CLAIM_FAIR, *args, cursor, fair_order, [], False)
+            return rows
+
+        async def locked(conn: Connection) -> list[Row]:
+            # One transaction: the limited tenants' rows locked, the claim, their buckets spent.
+            await self._reap(conn, now)
+            held = [row[0] for row in await conn.fetch(_sql.CONTROLS_LOCK)]
+            rows = await conn.fetch(_sql.CLAIM_FAIR, *args, self._cursor, fair_order, held, False)
+            taken = Counter(row[2] for row in rows if row[2] in held)
+            if taken:
+                await conn.execute(_sql.CONTROLS_SPEND, list(taken), list(taken.values()), now)
+            return rows
+
+        if self._limited:
+            rows = await self._run(locked)
+        elif self._fair or self._controlled:
+            rows = await self._run(fair, atomic=False)
+        else:
+            rows = await self._run(plain, atomic=False)
+        return [job_from_row(row) for row in rows]
 
     async def _reap(self, conn: Connection, now: float) -> int:
         # One statement: the jobs and their runs' counts commit together (sql/reap.sql).
@@ -833,6 +926,238 @@ class PostgresQueue(SingleItemVerbs):
         # that round is skipped, never done twice.
         return await self._run(claim, atomic=False)
 
+    # --- importers -----------------------------------------------------------------------
+
+    async def import_jobs(self, jobs: Sequence[ImportedJob]) -> list[ImportResult]:
+        """Add jobs brought over from another system, in one transaction: each with its state
+        and times as they were there, unless a job with its origin is here already."""
+        check_batch("jobs", jobs)
+        checked = [(job, *check_imported(job, self._max_payload_bytes)) for job in jobs]
+        if not jobs:
+            return []
+        now = self._clock.time()
+
+        async def work(conn: Connection) -> list[ImportResult]:
+            first: dict[str, ImportedJob] = {}
+            for job in jobs:
+                if job.run_id not in first or job.created_at < first[job.run_id].created_at:
+                    first[job.run_id] = job
+            runs = sorted(first)
+            await conn.execute(
+                _sql.IMPORT_RUNS,
+                runs,
+                [first[r].tenant_id for r in runs],
+                [float(first[r].created_at) for r in runs],
+                now,
+            )
+            owners: dict[str, str] = {
+                run_id: tenant for run_id, tenant in await conn.fetch(_sql.RUN_TENANTS, runs)
+            }
+            fits = [c for c in checked if owners[c[0].run_id] == c[0].tenant_id]
+            rows = [
+                _ImportRow(
+                    origin=job.origin,
+                    run_id=job.run_id,
+                    tenant_id=job.tenant_id,
+                    r2_key=job.r2_key,
+                    payload=None if payload is None else msgspec.Raw(payload),
+                    status=job.status,
+                    attempts=job.attempts,
+                    max_attempts=imported_max_attempts(job, self._max_attempts),
+                    priority=job.priority,
+                    last_error=job.last_error,
+                    result=None if result is None else msgspec.Raw(result),
+                    created_at=float(job.created_at),
+                    updated_at=float(job.updated_at),
+                    finished_at=(
+                        None
+                        if job.status == "pending"
+                        else float(job.finished_at or job.updated_at)
+                    ),
+                    cross_tenant_key=job.cross_tenant_key,
+                )
+                for job, payload, result in fits
+            ]
+            inserted = {
+                imported.origin: imported
+                for imported in map(
+                    job_from_row,
+                    await conn.fetch(_sql.IMPORT_JOBS, now, _encode_imports(rows).decode())
+                    if rows
+                    else [],
+                )
+            }
+            taken = [c[0].origin for c in fits if c[0].origin not in inserted]
+            existing = (
+                {
+                    job.origin: job
+                    for job in map(job_from_row, await conn.fetch(_sql.JOBS_BY_ORIGIN, taken))
+                }
+                if taken
+                else {}
+            )
+            out: list[ImportResult] = []
+            counts: dict[str, tuple[int, int, int]] = {}
+            firsts: dict[str, int] = {}
+            for job, _, _ in checked:
+                if owners[job.run_id] != job.tenant_id:
+                    out.append(foreign_run(job, owners[job.run_id]))
+                    continue
+                imported = inserted.get(job.origin)
+                if imported is None:
+                    there = existing[job.origin]
+                    out.append(
+                        ImportResult(origin=job.origin, ok=False, reason="exists", job=there)
+                    )
+                    continue
+                out.append(ImportResult(origin=job.origin, ok=True, reason="ok", job=imported))
+                done, failed, total = counts.get(job.run_id, (0, 0, 0))
+                counts[job.run_id] = (
+                    done + (job.status == "done"),
+                    failed + (job.status == "failed"),
+                    total + 1,
+                )
+                firsts[job.run_id] = min(imported.id, firsts.get(job.run_id, imported.id))
+            await _count(conn, now, counts, touch=True)
+            if firsts:
+                await conn.execute(_sql.LOWER_FIRST_IDS, list(firsts), list(firsts.values()))
+                await conn.execute(_sql.NOTIFY, self._channel, self._origin)
+            return out
+
+        return await self._run(work, on_done=lambda _: self._notify_enqueued())
+
+    async def find_by_origin(self, origins: Sequence[str]) -> list[Job]:
+        """Return the jobs imported with these origins (those there are), in the order asked."""
+        check_origins(origins)
+
+        async def find(conn: Connection) -> list[Job]:
+            rows = await conn.fetch(_sql.JOBS_BY_ORIGIN, list(origins))
+            found = {job.origin: job for job in map(job_from_row, rows)}
+            return [found[o] for o in dict.fromkeys(origins) if o in found]
+
+        return await self._run(find, atomic=False)
+
+    async def delete_imported(
+        self, imported: Sequence[tuple[str, float]], *, force: bool = False
+    ) -> list[ImportResult]:
+        """Delete imported jobs by origin, each only while its ``updated_at`` is still the one
+        given (as imported: nothing changed it since) unless ``force``; refuse the rest."""
+        check_batch("imported", imported)
+        check_origins([origin for origin, _ in imported])
+        now = self._clock.time()
+
+        async def work(conn: Connection) -> list[ImportResult]:
+            deleted = {
+                job.origin: job
+                for job in map(
+                    job_from_row,
+                    await conn.fetch(
+                        _sql.DELETE_IMPORTED,
+                        [origin for origin, _ in imported],
+                        [float(updated_at) for _, updated_at in imported],
+                        force,
+                    ),
+                )
+            }
+            kept = [origin for origin, _ in imported if origin not in deleted]
+            there = (
+                {
+                    job.origin: job
+                    for job in map(job_from_row, await conn.fetch(_sql.JOBS_BY_ORIGIN, kept))
+                }
+                if kept
+                else {}
+            )
+            out: list[ImportResult] = []
+            gone: dict[str, tuple[int, int, int]] = {}
+            for origin, _ in imported:
+                job = deleted.pop(origin, None)  # an origin named twice is deleted once
+                if job is None:
+                    left = there.get(origin)
+                    out.append(
+                        origin_not_found(origin) if left is None else changed_since(origin, left)
+                    )
+                    continue
+                done, failed, total = gone.get(job.run_id, (0, 0, 0))
+                gone[job.run_id] = (
+                    done - (job.status == "done"),
+                    failed - (job.status == "failed"),
+                    total - 1,
+                )
+                out.append(ImportResult(origin=origin, ok=True, reason="ok", job=job))
+            await _count(conn, now, gone, touch=True)
+            # A run this leaves without a job goes (under purge's lock: an enqueue naming it
+            # waits, then creates it again).
+            for run_id in sorted(gone):
+                summary = await conn.fetchrow(_sql.RUNS, run_id, 0, None, None, 1)
+                if summary is not None and summary[-2] == 0:
+                    await conn.execute(_sql.LOCK_RUNS)
+                    summary = await conn.fetchrow(_sql.RUNS, run_id, 0, None, None, 1)
+                    if summary is not None and summary[-2] == 0:
+                        await conn.execute(_sql.DELETE_RUNS, [run_id])
+            return out
+
+        return await self._run(work)
+
+    async def pause(self, tenant_id: str | None = None) -> QueueControls:
+        """Pause the whole queue, or one tenant: nothing new is leased from it until `resume`.
+
+        Leases already taken stay live (renew and ack go on). Stored: it holds across restarts
+        and for every process sharing the queue.
+        """
+        return await self._set_paused(tenant_id, True)
+
+    async def resume(self, tenant_id: str | None = None) -> QueueControls:
+        """Undo `pause` of the whole queue, or of one tenant."""
+        return await self._set_paused(tenant_id, False)
+
+    async def _set_paused(self, tenant_id: str | None, paused: bool) -> QueueControls:
+        if tenant_id is not None:
+            check_text("tenant_id", tenant_id)
+        now = self._clock.time()
+
+        async def set_paused(conn: Connection) -> QueueControls:
+            await conn.execute(_sql.CONTROLS_PAUSE, tenant_id or "", paused, now)
+            await conn.execute(_sql.CONTROLS_PRUNE)
+            return _controls(await conn.fetch(_sql.CONTROLS_READ))
+
+        controls = await self._run(set_paused)
+        self._controls_read_at = -math.inf  # this process's claims see the change at once
+        return controls
+
+    async def set_tenant_limits(
+        self,
+        tenant_id: str,
+        *,
+        weight: int = 1,
+        max_leased: int | None = None,
+        max_per_second: float | None = None,
+    ) -> QueueControls:
+        """Set a tenant's share of fair claims and its limits (None: none), replacing its old
+        ones: at most ``max_leased`` live leases, at most ``max_per_second`` jobs leased a
+        second, enforced by every claim of every process."""
+        check_limits(tenant_id, weight, max_leased, max_per_second)
+        now = self._clock.time()
+
+        async def set_limits(conn: Connection) -> QueueControls:
+            await conn.execute(
+                _sql.CONTROLS_LIMITS, tenant_id, weight, max_leased, max_per_second, now
+            )
+            await conn.execute(_sql.CONTROLS_PRUNE)
+            return _controls(await conn.fetch(_sql.CONTROLS_READ))
+
+        controls = await self._run(set_limits)
+        self._controls_read_at = -math.inf  # this process's claims see the change at once
+        return controls
+
+    async def controls(self) -> QueueControls:
+        """Return what is paused and every tenant's stored weight and limits."""
+
+        async def read(conn: Connection) -> QueueControls:
+            return _controls(await conn.fetch(_sql.CONTROLS_READ))
+
+        return await self._run(read, atomic=False)
+
     # --- readers -------------------------------------------------------------------------
 
     async def get(self, job_id: int) -> Job:
@@ -855,6 +1180,7 @@ class PostgresQueue(SingleItemVerbs):
             row = await conn.fetchrow(_sql.STATS, now)
             assert row is not None  # an aggregate returns one row
             total, done, failed, leased, scheduled, oldest = row
+            controls = _controls(await conn.fetch(_sql.CONTROLS_READ))
             return Stats(
                 pending=int(total - done - failed - leased),
                 scheduled=int(scheduled),
@@ -862,6 +1188,8 @@ class PostgresQueue(SingleItemVerbs):
                 done=int(done),
                 failed=int(failed),
                 oldest_pending_age_seconds=None if oldest is None else max(0.0, now - oldest),
+                paused=controls.paused,
+                paused_tenants=[t.tenant_id for t in controls.tenants if t.paused],
             )
 
         return await self._run(stats, atomic=False)
@@ -1004,6 +1332,36 @@ async def _check_tenants(conn: Connection, pairs: set[tuple[str, str]]) -> None:
                 f"run {run_id!r} belongs to tenant {owner!r}, not {other!r}; a run has one "
                 "tenant. Use a new run id for this tenant"
             )
+
+
+async def _read_controls(conn: Connection) -> list[tuple[str, bool]]:
+    return [(row[0], row[1]) for row in await conn.fetch(_sql.CONTROLS_LIST)]
+
+
+def _last_served(cursor: str, served: set[str]) -> str:
+    """The tenant a fair claim served last in its round: the first served after ``cursor``,
+    wrapping around, is served first; the last of them in that order ends the round."""
+    wrapped = [t for t in served if t <= cursor]
+    return max(wrapped) if wrapped else max(served)
+
+
+def _controls(rows: Sequence[Row]) -> QueueControls:
+    paused = False
+    tenants: list[TenantControl] = []
+    for tenant, paused_, weight, max_leased, rate, _, _ in rows:
+        if tenant == "":
+            paused = bool(paused_)
+            continue
+        tenants.append(
+            TenantControl(
+                tenant_id=tenant,
+                paused=bool(paused_),
+                weight=weight,
+                max_leased=max_leased,
+                max_per_second=rate,
+            )
+        )
+    return QueueControls(paused=paused, tenants=tenants)
 
 
 def _set_event(event: asyncio.Event, _conn: Connection) -> None:

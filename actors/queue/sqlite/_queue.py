@@ -23,27 +23,35 @@ from actors.queue.base import (
     check_ack,
     check_batch,
     check_delay,
+    check_imported,
+    check_limits,
     check_listing,
     check_maintenance,
     check_new_job,
     check_open,
     check_optional_text,
+    check_origins,
     check_page,
     check_pull,
     check_range,
+    check_text,
     check_visibility,
+    imported_max_attempts,
     jitter_factors,
 )
 from actors.queue.model import (
     Ack,
     AckResult,
     Backoff,
+    ImportedJob,
+    ImportResult,
     Job,
     JobStatus,
     LeaseResult,
     MaintenanceClaim,
     NewJob,
     Page,
+    QueueControls,
     RunSummary,
     Stats,
 )
@@ -79,6 +87,7 @@ class SQLiteQueue(SingleItemVerbs):
         max_attempts: int,
         backoff: Backoff,
         seed: int | None,
+        fair: bool = True,
     ) -> None:
         self.path = path
         self._writer = writer
@@ -90,6 +99,8 @@ class SQLiteQueue(SingleItemVerbs):
         self._backoff = backoff
         self._rng = random.Random(seed)  # jitter; used only inside a write transaction
         self._on_enqueue: list[Callable[[], object]] = []
+        # Fair claims' place in the round of tenants (used only inside a write transaction).
+        self._rotation = store.Rotation() if fair else None
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -104,8 +115,12 @@ class SQLiteQueue(SingleItemVerbs):
         backoff: Backoff | None = None,
         seed: int | None = None,
         busy_timeout_seconds: float = 10.0,
+        fair: bool = True,
     ) -> AsyncIterator[SQLiteQueue]:
-        """Open (creating and migrating as needed) the queue in ``path``; close it on exit."""
+        """Open (creating and migrating as needed) the queue in ``path``; close it on exit.
+
+        ``fair``: pulls serve tenants in turns (`pull`); else the highest priority first.
+        """
         check_open(max_attempts, max_payload_bytes)
         path = Path(path)
         connect = functools.partial(
@@ -125,6 +140,7 @@ class SQLiteQueue(SingleItemVerbs):
             max_attempts=max_attempts,
             backoff=backoff or Backoff(),
             seed=seed,
+            fair=fair,
         )
         try:
             yield queue
@@ -185,7 +201,8 @@ class SQLiteQueue(SingleItemVerbs):
         owner: str | None = None,
         started: bool = False,
     ) -> list[Job]:
-        """Lease up to ``max`` visible jobs for ``visibility_seconds``, highest priority first.
+        """Lease up to ``max`` visible jobs for ``visibility_seconds``: tenants in turns (fair),
+        each tenant's highest priority first; nothing paused, nothing past a tenant's limits.
 
         ``owner`` names the principal taking the leases (recorded as ``lease_owner``): only it
         may settle them by id alone (`ack_ids`). ``started`` marks them started at once, for a
@@ -195,7 +212,14 @@ class SQLiteQueue(SingleItemVerbs):
         check_pull(max, visibility_seconds, worker_id, owner)
         return await self._writer.run(
             lambda conn: store.pull(
-                conn, self._clock.time(), max, visibility_seconds, worker_id, owner, started
+                conn,
+                self._clock.time(),
+                max,
+                visibility_seconds,
+                worker_id,
+                owner,
+                started,
+                self._rotation,
             ),
             small=max == 1,
         )
@@ -335,6 +359,84 @@ class SQLiteQueue(SingleItemVerbs):
                 conn, self._clock.time(), task, interval_seconds, owner
             )
         )
+
+    # --- importers -----------------------------------------------------------------------
+
+    async def import_jobs(self, jobs: Sequence[ImportedJob]) -> list[ImportResult]:
+        """Add jobs brought over from another system, in one transaction: each with its state
+        and times as they were there, unless a job with its origin is here already."""
+        check_batch("jobs", jobs)
+        rows = [
+            (
+                job,
+                *check_imported(job, self._max_payload_bytes),
+                imported_max_attempts(job, self._max_attempts),
+            )
+            for job in jobs
+        ]
+        if not jobs:
+            return []
+        return await self._writer.run(
+            lambda conn: store.import_jobs(conn, self._clock.time(), rows),
+            on_commit=lambda _: self._notify_enqueued([]),
+        )
+
+    async def find_by_origin(self, origins: Sequence[str]) -> list[Job]:
+        """Return the jobs imported with these origins (those there are), in the order asked."""
+        check_origins(origins)
+        return await self._readers.run(lambda conn: store.find_by_origin(conn, origins))
+
+    async def delete_imported(
+        self, imported: Sequence[tuple[str, float]], *, force: bool = False
+    ) -> list[ImportResult]:
+        """Delete imported jobs by origin, each only while its ``updated_at`` is still the one
+        given (as imported: nothing changed it since) unless ``force``; refuse the rest."""
+        check_batch("imported", imported)
+        check_origins([origin for origin, _ in imported])
+        return await self._writer.run(
+            lambda conn: store.delete_imported(conn, self._clock.time(), imported, force)
+        )
+
+    async def pause(self, tenant_id: str | None = None) -> QueueControls:
+        """Pause the whole queue, or one tenant: nothing new is leased from it until `resume`.
+
+        Leases already taken stay live (renew and ack go on). Stored: it holds across restarts
+        and for every process sharing the queue.
+        """
+        return await self._set_paused(tenant_id, True)
+
+    async def resume(self, tenant_id: str | None = None) -> QueueControls:
+        """Undo `pause` of the whole queue, or of one tenant."""
+        return await self._set_paused(tenant_id, False)
+
+    async def _set_paused(self, tenant_id: str | None, paused: bool) -> QueueControls:
+        if tenant_id is not None:
+            check_text("tenant_id", tenant_id)
+        return await self._writer.run(
+            lambda conn: store.set_paused(conn, self._clock.time(), tenant_id, paused)
+        )
+
+    async def set_tenant_limits(
+        self,
+        tenant_id: str,
+        *,
+        weight: int = 1,
+        max_leased: int | None = None,
+        max_per_second: float | None = None,
+    ) -> QueueControls:
+        """Set a tenant's share of fair claims and its limits (None: none), replacing its old
+        ones: at most ``max_leased`` live leases, at most ``max_per_second`` jobs leased a
+        second, enforced by every claim of every process."""
+        check_limits(tenant_id, weight, max_leased, max_per_second)
+        return await self._writer.run(
+            lambda conn: store.set_tenant_limits(
+                conn, self._clock.time(), tenant_id, weight, max_leased, max_per_second
+            )
+        )
+
+    async def controls(self) -> QueueControls:
+        """Return what is paused and every tenant's stored weight and limits."""
+        return await self._readers.run(store.controls)
 
     # --- readers -------------------------------------------------------------------------
 

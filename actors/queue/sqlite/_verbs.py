@@ -7,9 +7,10 @@ so tests and the Hypothesis model control time.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from actors.errors import InvalidArgument, JobNotFound, RunNotFound
@@ -17,7 +18,10 @@ from actors.queue._rows import (
     COLUMNS,
     RUN_COLUMNS,
     ByOwner,
+    changed_since,
+    foreign_run,
     job_from_row,
+    origin_not_found,
     parse_cursor,
     refusal,
     summary_from_row,
@@ -27,21 +31,30 @@ from actors.queue._rows import metrics_decoder as _metrics_decoder
 from actors.queue.model import (
     Ack,
     Backoff,
+    ImportedJob,
+    ImportResult,
     ItemResult,
     Job,
     JobStatus,
     MaintenanceClaim,
     NewJob,
     Page,
+    QueueControls,
     RunSummary,
     Stats,
+    TenantControl,
 )
 
 __all__ = [
+    "Rotation",
     "ack",
     "claim_maintenance",
+    "controls",
+    "delete_imported",
     "enqueue",
+    "find_by_origin",
     "get",
+    "import_jobs",
     "list_jobs",
     "list_runs",
     "pull",
@@ -51,6 +64,8 @@ __all__ = [
     "renew",
     "requeue",
     "run_summary",
+    "set_paused",
+    "set_tenant_limits",
     "start",
     "stats",
 ]
@@ -138,6 +153,85 @@ def enqueue(
 # --- consumers -----------------------------------------------------------------------------
 
 
+class Rotation:
+    """A fair claimer's place in the round of tenants: the last tenant its previous claim served.
+
+    Each queue object keeps its own, so the round is per claimer; it is a hint, not a
+    guarantee, and is not stored.
+    """
+
+    __slots__ = ("cursor",)
+
+    def __init__(self) -> None:
+        self.cursor: str | None = None
+
+
+# The claim in the global order: highest priority first, then the longest available.
+_CLAIM = f"""
+    UPDATE jobs
+    SET status = 'leased', attempts = attempts + 1,
+        lease_token = lower(hex(randomblob(16))), lease_expires_at = :expires,
+        worker_id = :worker, lease_owner = :owner,
+        started_at = CASE WHEN :started THEN :now END, updated_at = :now
+    WHERE id IN (
+        SELECT id FROM jobs
+        WHERE status = 'pending' AND available_at <= :now {{skip}}
+        ORDER BY priority DESC, available_at
+        LIMIT :max
+    )
+    RETURNING {COLUMNS}
+"""
+_CLAIM_ALL = _CLAIM.format(skip="")
+# Uncorrelated: checked once per claim, not per row.
+_CLAIM_UNCONTROLLED = _CLAIM.format(skip="AND NOT EXISTS (SELECT 1 FROM queue_controls)")
+_CLAIM_ONE_TENANT = _CLAIM.format(
+    skip="""AND NOT EXISTS (SELECT 1 FROM queue_controls)
+        AND (SELECT min(tenant_id) FROM jobs INDEXED BY jobs_tenant_claim WHERE status = 'pending')
+            = (SELECT max(tenant_id) FROM jobs INDEXED BY jobs_tenant_claim
+               WHERE status = 'pending')"""
+)
+_CLAIM_UNPAUSED = _CLAIM.format(skip="AND tenant_id NOT IN (SELECT value FROM json_each(:paused))")
+# The claim of jobs already chosen (a fair or limited claim), by id (`+status`: found by
+# rowid, not through an index on status).
+_CLAIM_IDS = f"""
+    UPDATE jobs
+    SET status = 'leased', attempts = attempts + 1,
+        lease_token = lower(hex(randomblob(16))), lease_expires_at = :expires,
+        worker_id = :worker, lease_owner = :owner,
+        started_at = CASE WHEN :started THEN :now END, updated_at = :now
+    WHERE id IN (SELECT value FROM json_each(:ids)) AND +status = 'pending'
+    RETURNING {COLUMNS}
+"""
+# The next tenant with a pending job after a tenant id: one seek of `jobs_tenant_claim` (a
+# loose scan, step by step), never a scan of the backlog.
+_NEXT_TENANT = """
+    SELECT min(tenant_id) FROM jobs INDEXED BY jobs_tenant_claim
+    WHERE status = 'pending' AND tenant_id > ?
+"""
+# Whether any control is stored, and the first two tenants with pending jobs: one statement
+# that tells the common cases (nothing pending; one tenant and no control) from the rest.
+_PROBE = """
+    SELECT EXISTS (SELECT 1 FROM queue_controls), t.first,
+           (SELECT min(tenant_id) FROM jobs INDEXED BY jobs_tenant_claim
+            WHERE status = 'pending' AND tenant_id > t.first)
+    FROM (SELECT min(tenant_id) AS first FROM jobs INDEXED BY jobs_tenant_claim
+          WHERE status = 'pending') t
+"""
+# A tenant's first available jobs in the claim's order (`jobs_tenant_claim`).
+_TENANT_FIRST = """
+    SELECT id, priority, available_at FROM jobs INDEXED BY jobs_tenant_claim
+    WHERE status = 'pending' AND tenant_id = :tenant AND available_at <= :now
+    ORDER BY priority DESC, available_at
+    LIMIT :limit
+"""
+# A tenant's live leases, counted over the leased jobs only (`jobs_lease_expiry`).
+_TENANT_LEASED = """
+    SELECT count(*) FROM jobs INDEXED BY jobs_lease_expiry
+    WHERE status = 'leased' AND lease_expires_at > :now AND tenant_id = :tenant
+"""
+_CONTROL_COLUMNS = "tenant_id, paused, weight, max_leased, max_per_second, rate_tokens, rate_at"
+
+
 def pull(
     conn: sqlite3.Connection,
     now: float,
@@ -146,41 +240,196 @@ def pull(
     worker_id: str | None,
     owner: str | None = None,
     started: bool = False,
+    rotation: Rotation | None = None,
 ) -> list[Job]:
-    """Lease up to ``max`` visible jobs for ``visibility_seconds``, highest priority first.
+    """Lease up to ``max`` visible jobs for ``visibility_seconds``.
 
-    ``owner`` (the principal that asked, over HTTP) is recorded as each lease's ``lease_owner``;
-    ``started`` marks the jobs started at once (see `start`).
+    Nothing of a paused tenant, nothing at all while the queue is paused, and no more of a
+    tenant than its limits allow (`set_tenant_limits`). With a ``rotation`` the claim is fair:
+    tenants with available jobs take turns, ``weight`` jobs each per round, starting after the
+    rotation's cursor; priority orders each tenant's own jobs. Without one, the highest
+    priority goes first across tenants. ``owner`` (the principal that asked, over HTTP) is
+    recorded as each lease's ``lease_owner``; ``started`` marks the jobs started at once.
     """
     reap(conn, now)
-    rows = conn.execute(
-        f"""
-        UPDATE jobs
-        SET status = 'leased', attempts = attempts + 1,
-            lease_token = lower(hex(randomblob(16))), lease_expires_at = :expires,
-            worker_id = :worker, lease_owner = :owner,
-            started_at = CASE WHEN :started THEN :now END, updated_at = :now
-        WHERE id IN (
-            SELECT id FROM jobs
-            WHERE status = 'pending' AND available_at <= :now
-            ORDER BY priority DESC, available_at
-            LIMIT :max
+    params: dict[str, object] = {
+        "now": now,
+        "expires": now + visibility_seconds,
+        "worker": worker_id,
+        "owner": owner,
+        "started": started,
+        "max": max,
+    }
+    if rotation is None:
+        # The common case in one statement: no control stored (else it leases nothing).
+        jobs = _claim_ordered(conn, params, _CLAIM_UNCONTROLLED)
+        if jobs:
+            return jobs
+    else:
+        # One tenant with pending jobs and no control stored: its turn is the whole claim.
+        jobs = _claim_ordered(conn, params, _CLAIM_ONE_TENANT)
+        if jobs:
+            rotation.cursor = jobs[0].tenant_id
+            return jobs
+        controlled, _, second = conn.execute(_PROBE).fetchone()
+        if not controlled and second is None:
+            return []  # nothing pending, or only that tenant's and none available
+    controls = {
+        row[0]: row for row in conn.execute(f"SELECT {_CONTROL_COLUMNS} FROM queue_controls")
+    }
+    if not controls and rotation is None:
+        return []  # the claim above found nothing available
+    whole = controls.pop("", None)
+    if whole is not None and whole[1]:
+        return []  # the queue is paused
+    limited = any(row[3] is not None or row[4] is not None for row in controls.values())
+    if rotation is None and not limited:
+        paused = [tenant for tenant, row in controls.items() if row[1]]
+        if paused:
+            params["paused"] = _encode(paused).decode()
+        return _claim_ordered(conn, params, _CLAIM_UNPAUSED if paused else _CLAIM_ALL)
+    buckets: dict[str, float] = {}
+
+    def shares() -> Iterator[tuple[str, int, int]]:
+        """Each tenant's share, in turn order: how many it may take now (its limits), its
+        weight; paused tenants and those at a limit left out."""
+        for tenant in _tenants_in_turn(conn, None if rotation is None else rotation.cursor):
+            row = controls.get(tenant)
+            quota, weight = max, 1
+            if row is not None:
+                _, paused_, weight, max_leased, rate, tokens, rate_at = row
+                if paused_:
+                    continue
+                if max_leased is not None:
+                    (live,) = conn.execute(
+                        _TENANT_LEASED, {"now": now, "tenant": tenant}
+                    ).fetchone()
+                    quota = min(quota, max_leased - live)
+                if rate is not None:
+                    # A bucket of max(1, rate) leases, refilled at `rate` per second.
+                    tokens = min(_max(1.0, rate), tokens + (now - rate_at) * rate)
+                    buckets[tenant] = tokens
+                    quota = min(quota, math.floor(tokens))
+            if quota > 0:
+                yield tenant, quota, weight if rotation is not None else 1
+
+    chosen, seen = _choose(conn, now, max, shares(), fair=rotation is not None)
+    if not chosen:
+        return []
+    rows = conn.execute(_CLAIM_IDS, {**params, "ids": _encode(chosen).decode()}).fetchall()
+    jobs = [job_from_row(row) for row in rows]
+    jobs.sort(key=lambda j: (-j.priority, j.available_at, j.id))
+    taken = Counter(job.tenant_id for job in jobs)
+    for tenant, tokens in buckets.items():
+        conn.execute(
+            "UPDATE queue_controls SET rate_tokens = ?, rate_at = ? WHERE tenant_id = ?",
+            (tokens - taken[tenant], now, tenant),
         )
-        RETURNING {COLUMNS}
-        """,
-        {
-            "now": now,
-            "expires": now + visibility_seconds,
-            "worker": worker_id,
-            "owner": owner,
-            "started": started,
-            "max": max,
-        },
-    ).fetchall()
+    if rotation is not None and jobs:
+        order = {tenant: i for i, (tenant, _, _) in enumerate(seen)}
+        rotation.cursor = _max(taken, key=order.__getitem__)
+    return jobs
+
+
+def _tenants_in_turn(conn: sqlite3.Connection, cursor: str | None) -> Iterator[str]:
+    """The tenants with pending jobs, from the first after ``cursor`` round to ``cursor``
+    itself: one index seek each, taken only as far as the caller reads."""
+    tenant = cursor or ""  # tenant ids are never empty
+    while (tenant := conn.execute(_NEXT_TENANT, (tenant,)).fetchone()[0]) is not None:
+        yield tenant
+    if cursor:
+        tenant = ""
+        while (tenant := conn.execute(_NEXT_TENANT, (tenant,)).fetchone()[0]) is not None:
+            if tenant > cursor:
+                return
+            yield tenant
+
+
+_max = max  # `pull`'s parameter `max` hides the builtin
+
+
+def _claim_ordered(conn: sqlite3.Connection, params: dict[str, object], sql: str) -> list[Job]:
+    rows = conn.execute(sql, params).fetchall()
     # RETURNING does not keep the subquery's order; restore it.
     jobs = [job_from_row(row) for row in rows]
     jobs.sort(key=lambda j: (-j.priority, j.available_at, j.id))
     return jobs
+
+
+def _choose(
+    conn: sqlite3.Connection,
+    now: float,
+    max: int,
+    shares: Iterator[tuple[str, int, int]],
+    *,
+    fair: bool,
+) -> tuple[list[int], list[tuple[str, int, int]]]:
+    """Pick up to ``max`` job ids from the tenants' ``(tenant, quota, weight)`` shares; return
+    them and the shares read.
+
+    Fair: round-robin in the shares' order, ``weight`` of a tenant's jobs per round, each
+    tenant's in the claim's order; the shares are read only until the first round is full.
+    Else: the global order over every tenant's first jobs.
+    """
+    if not fair:
+        every = list(shares)
+        firsts = [
+            row
+            for tenant, quota, _ in every
+            for row in conn.execute(
+                _TENANT_FIRST, {"tenant": tenant, "now": now, "limit": min(quota, max)}
+            )
+        ]
+        firsts.sort(key=lambda r: (-r[1], r[2], r[0]))
+        return [row[0] for row in firsts[:max]], every
+    seen: list[tuple[str, int, int]] = []
+    firsts_of: dict[str, list[int]] = {}
+    served = 0
+    for tenant, quota, weight in shares:
+        seen.append((tenant, quota, weight))
+        firsts_of[tenant] = _firsts(conn, now, tenant, min(quota, weight))
+        served += len(firsts_of[tenant])
+        if served >= max:
+            # The first round is full without the tenants after this one.
+            return _round_robin(max, seen, firsts_of), seen
+    # Every tenant is known and the first round did not fill the claim: more rounds.
+    rounds = -(-max // _max(1, sum(weight for _, _, weight in seen)))
+    wanted = {tenant: min(quota, weight * rounds) for tenant, quota, weight in seen}
+    for tenant, _, weight in seen:
+        if len(firsts_of[tenant]) == weight and wanted[tenant] > weight:
+            firsts_of[tenant] = _firsts(conn, now, tenant, wanted[tenant])
+    chosen = _round_robin(max, seen, firsts_of)
+    if len(chosen) < max:
+        # Some tenants had fewer jobs than their share: the rest of the claim goes to those
+        # that may have more, still in turns.
+        for tenant, quota, _ in seen:
+            if len(firsts_of[tenant]) == wanted[tenant] < quota:
+                firsts_of[tenant] = _firsts(conn, now, tenant, min(quota, max))
+        chosen = _round_robin(max, seen, firsts_of)
+    return chosen, seen
+
+
+def _firsts(conn: sqlite3.Connection, now: float, tenant: str, limit: int) -> list[int]:
+    rows = conn.execute(_TENANT_FIRST, {"tenant": tenant, "now": now, "limit": limit})
+    return [row[0] for row in rows]
+
+
+def _round_robin(
+    max: int, shares: Sequence[tuple[str, int, int]], firsts_of: dict[str, list[int]]
+) -> list[int]:
+    chosen: list[int] = []
+    position = 0
+    while len(chosen) < max:
+        before = len(chosen)
+        for tenant, _, weight in shares:
+            ids = firsts_of.get(tenant, [])
+            chosen.extend(ids[position * weight : (position + 1) * weight][: max - len(chosen)])
+            if len(chosen) >= max:
+                break
+        if len(chosen) == before:
+            break
+        position += 1
+    return chosen
 
 
 def reap(conn: sqlite3.Connection, now: float) -> int:
@@ -480,6 +729,228 @@ def claim_maintenance(
     return MaintenanceClaim(task=task, claimed=False, round=rounds, due_at=due_at)
 
 
+# --- importers -----------------------------------------------------------------------------
+
+
+def import_jobs(
+    conn: sqlite3.Connection,
+    now: float,
+    jobs: Sequence[tuple[ImportedJob, bytes | None, bytes | None, int]],
+) -> list[ImportResult]:
+    """Insert each imported job (with its payload, result and attempt limit) unless its origin
+    is taken; create its run (with the job's tenant) or add to it; refuse a job whose run
+    belongs to another tenant."""
+    out: list[ImportResult] = []
+    owners: dict[str, str | None] = {}
+    for job, payload, result, max_attempts in jobs:
+        if job.run_id not in owners:
+            found = conn.execute(
+                "SELECT tenant_id FROM runs WHERE run_id = ?", (job.run_id,)
+            ).fetchone()
+            owners[job.run_id] = None if found is None else found[0]
+        owner = owners[job.run_id]
+        if owner is not None and owner != job.tenant_id:
+            out.append(foreign_run(job, owner))
+            continue
+        finished = None if job.status == "pending" else (job.finished_at or job.updated_at)
+        row = conn.execute(
+            f"""
+            INSERT INTO jobs (run_id, tenant_id, r2_key, payload, status, attempts, max_attempts,
+                              priority, available_at, last_error, result, created_at, updated_at,
+                              finished_at, cross_tenant_key, origin)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (origin) WHERE origin IS NOT NULL DO NOTHING
+            RETURNING {COLUMNS}
+            """,
+            (
+                job.run_id,
+                job.tenant_id,
+                job.r2_key,
+                None if payload is None else payload.decode(),
+                job.status,
+                job.attempts,
+                max_attempts,
+                job.priority,
+                now,
+                job.last_error,
+                None if result is None else result.decode(),
+                job.created_at,
+                job.updated_at,
+                finished,
+                job.cross_tenant_key,
+                job.origin,
+            ),
+        ).fetchone()
+        if row is None:
+            there = conn.execute(
+                f"SELECT {COLUMNS} FROM jobs WHERE origin = ?", (job.origin,)
+            ).fetchone()
+            out.append(
+                ImportResult(origin=job.origin, ok=False, reason="exists", job=job_from_row(there))
+            )
+            continue
+        # A new run keeps its first job's times; its stored counts follow below.
+        conn.execute(
+            """
+            INSERT INTO runs (run_id, tenant_id, created_at, updated_at) VALUES (?, ?, ?, ?)
+            ON CONFLICT (run_id) DO UPDATE SET updated_at = excluded.updated_at
+            """,
+            (job.run_id, job.tenant_id, job.created_at, now),
+        )
+        owners[job.run_id] = job.tenant_id
+        # Inserted rows pass no trigger (they count status changes and deletions): counted here.
+        conn.execute(
+            """
+            UPDATE runs SET pending = pending + (:status = 'pending'),
+                done = done + (:status = 'done'), failed = failed + (:status = 'failed'),
+                created_at = min(created_at, :created),
+                finished_at = CASE WHEN :status = 'pending' THEN NULL ELSE finished_at END
+            WHERE run_id = :run
+            """,
+            {"created": job.created_at, "status": job.status, "run": job.run_id},
+        )
+        out.append(ImportResult(origin=job.origin, ok=True, reason="ok", job=job_from_row(row)))
+    _close_runs(conn, now, {r.job.run_id for r in out if r.ok and r.job is not None})
+    return out
+
+
+def find_by_origin(conn: sqlite3.Connection, origins: Sequence[str]) -> list[Job]:
+    """Return the jobs with these origins (those that exist), in the order asked."""
+    rows = conn.execute(
+        f"""
+        SELECT {COLUMNS} FROM jobs WHERE origin IN (SELECT value FROM json_each(:origins))
+        """,
+        {"origins": _encode(list(origins)).decode()},
+    ).fetchall()
+    found = {job.origin: job for job in map(job_from_row, rows)}
+    return [found[o] for o in dict.fromkeys(origins) if o in found]
+
+
+def delete_imported(
+    conn: sqlite3.Connection, now: float, imported: Sequence[tuple[str, float]], force: bool
+) -> list[ImportResult]:
+    """Delete each imported job (by origin) still as the import wrote it: its ``updated_at``
+    unchanged (every verb that changes a job sets it); any, with ``force``. Delete the runs
+    this leaves without a job."""
+    out: list[ImportResult] = []
+    runs: set[str] = set()
+    for origin, updated_at in imported:
+        row = conn.execute(
+            f"""
+            DELETE FROM jobs WHERE origin = :origin AND (:force OR updated_at = :updated)
+            RETURNING {COLUMNS}
+            """,
+            {"origin": origin, "force": force, "updated": updated_at},
+        ).fetchone()
+        if row is not None:
+            job = job_from_row(row)
+            runs.add(job.run_id)
+            out.append(ImportResult(origin=origin, ok=True, reason="ok", job=job))
+            continue
+        there = conn.execute(f"SELECT {COLUMNS} FROM jobs WHERE origin = ?", (origin,)).fetchone()
+        if there is None:
+            out.append(origin_not_found(origin))
+        else:
+            job = job_from_row(there)
+            out.append(changed_since(origin, job))
+    # The trigger took the deleted jobs off their runs' counts; a run left empty goes.
+    for run_id in sorted(runs):
+        conn.execute(
+            """
+            DELETE FROM runs WHERE run_id = ? AND pending + leased + done + failed = 0
+            AND NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.run_id = runs.run_id)
+            """,
+            (run_id,),
+        )
+    _close_runs(conn, now, runs)
+    return out
+
+
+def set_paused(
+    conn: sqlite3.Connection, now: float, tenant_id: str | None, paused: bool
+) -> QueueControls:
+    """Pause (or resume) the whole queue (``tenant_id`` None) or one tenant; return the controls."""
+    conn.execute(
+        """
+        INSERT INTO queue_controls (tenant_id, paused, updated_at) VALUES (:tenant, :paused, :now)
+        ON CONFLICT (tenant_id) DO UPDATE SET paused = excluded.paused, updated_at = :now
+        """,
+        {"tenant": tenant_id or "", "paused": paused, "now": now},
+    )
+    _drop_defaults(conn)
+    return controls(conn)
+
+
+def set_tenant_limits(
+    conn: sqlite3.Connection,
+    now: float,
+    tenant_id: str,
+    weight: int,
+    max_leased: int | None,
+    max_per_second: float | None,
+) -> QueueControls:
+    """Set a tenant's weight and limits (None: no limit); its rate bucket starts full."""
+    conn.execute(
+        """
+        INSERT INTO queue_controls (tenant_id, weight, max_leased, max_per_second, rate_tokens,
+                                    rate_at, updated_at)
+        VALUES (:tenant, :weight, :leased, :rate, :tokens, :now, :now)
+        ON CONFLICT (tenant_id) DO UPDATE SET
+            weight = excluded.weight, max_leased = excluded.max_leased,
+            max_per_second = excluded.max_per_second, rate_tokens = excluded.rate_tokens,
+            rate_at = excluded.rate_at, updated_at = :now
+        """,
+        {
+            "tenant": tenant_id,
+            "weight": weight,
+            "leased": max_leased,
+            "rate": max_per_second,
+            "tokens": None if max_per_second is None else max(1.0, max_per_second),
+            "now": now,
+        },
+    )
+    _drop_defaults(conn)
+    return controls(conn)
+
+
+def _drop_defaults(conn: sqlite3.Connection) -> None:
+    # Invariant: a row exists only while it controls something, so an unused table is empty
+    # and a claim takes the plain path.
+    conn.execute(
+        """
+        DELETE FROM queue_controls
+        WHERE paused = 0 AND weight = 1 AND max_leased IS NULL AND max_per_second IS NULL
+        """
+    )
+
+
+def controls(conn: sqlite3.Connection) -> QueueControls:
+    """Return what is paused and every tenant's stored weight and limits."""
+    rows = conn.execute(
+        f"SELECT {_CONTROL_COLUMNS} FROM queue_controls ORDER BY tenant_id"
+    ).fetchall()
+    return _controls_from_rows(rows)
+
+
+def _controls_from_rows(rows: Sequence[Sequence[Any]]) -> QueueControls:
+    paused = False
+    tenants: list[TenantControl] = []
+    for tenant, paused_, weight, max_leased, rate, _, _ in rows:
+        if tenant == "":
+            paused = bool(paused_)
+            continue
+        tenants.append(
+            TenantControl(
+                tenant_id=tenant,
+                paused=bool(paused_),
+                weight=weight,
+                max_leased=max_leased,
+                max_per_second=rate,
+            )
+        )
+    return QueueControls(paused=paused, tenants=tenants)
+
+
 # --- readers -------------------------------------------------------------------------------
 
 
@@ -522,6 +993,7 @@ _STATS = """
 def stats(conn: sqlite3.Connection, now: float) -> Stats:
     """Count jobs by status and measure how long the oldest available job has waited."""
     pending, leased, done, failed, scheduled, oldest = conn.execute(_STATS, {"now": now}).fetchone()
+    paused = controls(conn)
     return Stats(
         pending=pending,
         scheduled=scheduled,
@@ -529,6 +1001,8 @@ def stats(conn: sqlite3.Connection, now: float) -> Stats:
         done=done,
         failed=failed,
         oldest_pending_age_seconds=None if oldest is None else max(0.0, now - oldest),
+        paused=paused.paused,
+        paused_tenants=[t.tenant_id for t in paused.tenants if t.paused],
     )
 
 

@@ -244,7 +244,72 @@ MIGRATIONS: tuple[Migration, ...] = (
         # Only a schedule goes: without it every task is simply due at once.
         drops=(),
     ),
+    Migration(
+        version=9,
+        name="job_origins",
+        up=(
+            # Where an imported job came from (`d1:<id>`, `kv:<task id>`; NULL for a job
+            # enqueued here), so the old system's references still name it. Added, not
+            # rebuilt: a constant default, no copy of the table.
+            "ALTER TABLE jobs ADD COLUMN origin TEXT",
+            # Invariant: one origin names at most one job (an import is never applied twice).
+            "CREATE UNIQUE INDEX jobs_origin ON jobs (origin) WHERE origin IS NOT NULL",
+        ),
+        down=("DROP INDEX jobs_origin", "ALTER TABLE jobs DROP COLUMN origin"),
+        # The imported jobs stay (as jobs enqueued here); only their origins go.
+        drops=(),
+    ),
+    # Version 6 belongs to job cancellation (issue 15, built beside this): a step that changes
+    # nothing stands in for it until both are merged, so that versions stay 1, 2, 3, ...
+    Migration(version=6, name="reserved", up=(), down=(), drops=()),
+    Migration(
+        version=7,
+        name="queue_controls",
+        up=(
+            # What operators set, read by every claim: one row per tenant with a control, and
+            # the row of tenant '' (never a tenant's id: ids are not empty) for the whole queue.
+            # `rate_tokens` at `rate_at` is the tenant's bucket for `max_per_second`.
+            """
+            CREATE TABLE queue_controls (
+                tenant_id      TEXT    PRIMARY KEY,
+                paused         INTEGER NOT NULL DEFAULT 0,
+                weight         INTEGER NOT NULL DEFAULT 1,
+                max_leased     INTEGER,
+                max_per_second REAL,
+                rate_tokens    REAL,
+                rate_at        REAL,
+                updated_at     REAL    NOT NULL
+            )
+            """,
+            # A fair claim walks the tenants with pending jobs (a loose scan of this index) and
+            # reads each one's first jobs in the claim's order: pending jobs only.
+            """
+            CREATE INDEX jobs_tenant_claim ON jobs (tenant_id, priority DESC, available_at)
+            WHERE status = 'pending'
+            """,
+            # `jobs_claim` holds the pending jobs only, as PostgreSQL's always has: every
+            # reader of it asks for pending jobs, and a job leaving `pending` (leased, then
+            # done) no longer moves its entry at each step. That pays for the index above.
+            "DROP INDEX jobs_claim",
+            """
+            CREATE INDEX jobs_claim ON jobs (priority DESC, available_at)
+            WHERE status = 'pending'
+            """,
+        ),
+        down=(
+            "DROP INDEX jobs_claim",
+            _JOBS_INDEXES[0],
+            "DROP INDEX jobs_tenant_claim",
+            "DROP TABLE queue_controls",
+        ),
+        # Undoing it forgets what is paused and every tenant's limits.
+        drops=("queue_controls",),
+    ),
 )
+# Invariant: applied in the order of their versions, each version once (steps written on
+# different branches may sit in the tuple in any order; numbers may skip).
+MIGRATIONS = tuple(sorted(MIGRATIONS, key=lambda m: m.version))
+assert len({m.version for m in MIGRATIONS}) == len(MIGRATIONS), "two migrations share a version"
 LATEST_VERSION = MIGRATIONS[-1].version
 
 
@@ -425,6 +490,11 @@ def migrate_up(conn: sqlite3.Connection, path: str | Path, target: int | None = 
     return applied
 
 
+def _below(version: int) -> int:
+    """The version of the migration before ``version`` (0 below the first)."""
+    return max((m.version for m in MIGRATIONS if m.version < version), default=0)
+
+
 def _rollback(conn: sqlite3.Connection) -> None:
     # SQLite rolls back by itself after some errors (a full disk, an I/O error): then there is
     # no transaction left, and a ROLLBACK would fail and hide the first error.
@@ -463,7 +533,8 @@ def migrate_down(
                 )
             for statement in migration.down:
                 conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {migration.version - 1}")
+            # The version below this one (numbers may skip: each names its own step).
+            conn.execute(f"PRAGMA user_version = {_below(migration.version)}")
             undone.append(migration.version)
         conn.execute("COMMIT")
     except sqlite3.Error as exc:

@@ -4,10 +4,13 @@
 -- same pending row, and the outer UPDATE, re-checking only `id` after the first commits,
 -- leases it again.) $3 the lease's expiry, $4 the worker, $5 the claim's random prefix: a
 -- lease token is that prefix and the job's id, unique to the lease; $6 the lease's owner
--- (`lease_owner`); $7 whether the jobs count as started at once (`started_at`).
+-- (`lease_owner`); $7 whether the jobs count as started at once (`started_at`). Nothing at all
+-- while any control is stored (a pause, a weight, a limit): `claim_fair.sql` serves the queue
+-- then. The check is uncorrelated (one probe per claim, not a filter of each row).
 WITH claim AS (
     SELECT id FROM jobs
     WHERE status = 'pending' AND available_at <= $1
+      AND NOT EXISTS (SELECT 1 FROM queue_controls)
     ORDER BY priority DESC, available_at, id
     LIMIT $2
     FOR UPDATE SKIP LOCKED
@@ -21,4 +24,4 @@ FROM claim WHERE j.id = claim.id
 RETURNING j.id, j.run_id, j.tenant_id, j.r2_key, j.payload, j.status, j.attempts,
           j.max_attempts, j.priority, j.available_at, j.lease_token, j.lease_expires_at,
           j.worker_id, j.last_error, j.result, j.idempotency_key, j.created_at, j.updated_at,
-          j.finished_at, j.lease_owner, j.started_at, j.cross_tenant_key, j.timeout_seconds
+          j.finished_at, j.lease_owner, j.started_at, j.cross_tenant_key, j.timeout_seconds, j.origin

@@ -5,6 +5,7 @@ WITH claim AS (
     SELECT id FROM jobs
     WHERE status = 'pending' AND available_at <= $1 AND NOT EXISTS (
         SELECT 1 FROM jobs WHERE status = 'leased' AND lease_expires_at <= $1)
+      AND NOT EXISTS (SELECT 1 FROM queue_controls)
     ORDER BY priority DESC, available_at, id
     LIMIT $2
     FOR UPDATE SKIP LOCKED
@@ -18,4 +19,4 @@ FROM claim WHERE j.id = claim.id
 RETURNING j.id, j.run_id, j.tenant_id, j.r2_key, j.payload, j.status, j.attempts,
           j.max_attempts, j.priority, j.available_at, j.lease_token, j.lease_expires_at,
           j.worker_id, j.last_error, j.result, j.idempotency_key, j.created_at, j.updated_at,
-          j.finished_at, j.lease_owner, j.started_at, j.cross_tenant_key, j.timeout_seconds
+          j.finished_at, j.lease_owner, j.started_at, j.cross_tenant_key, j.timeout_seconds, j.origin

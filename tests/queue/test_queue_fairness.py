@@ -1,0 +1,109 @@
+"""Fair shares between tenants: a small tenant is served within a pull or two whatever another
+tenant's backlog, weights and priorities combine as documented, and fairness can be turned off.
+On SQLite and PostgreSQL (the `queue` fixture)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import OpenQueue
+
+from actors.errors import MigrationRefused
+from actors.queue import NewJob
+
+pytestmark = [pytest.mark.anyio, pytest.mark.runtimes("asyncio")]
+
+
+async def enqueue_for(queue: Any, tenant: str, count: int, **options: Any) -> None:
+    for start in range(0, count, 1000):
+        await queue.enqueue_many(
+            [
+                NewJob(run_id=f"run-{tenant}", tenant_id=tenant, r2_key=f"{tenant}/{i}", **options)
+                for i in range(start, min(count, start + 1000))
+            ]
+        )
+
+
+async def test_every_job_of_a_small_tenant_is_leased_within_the_first_pulls(queue: Any) -> None:
+    await enqueue_for(queue, "a", 10_000)
+    await enqueue_for(queue, "b", 10)
+    pulls = [await queue.pull(max=10) for _ in range(3)]
+    served_b = [sum(j.tenant_id == "b" for j in jobs) for jobs in pulls]
+    # Turns: a, b, a, b, ...: half of each pull is b's while b has jobs.
+    assert served_b == [5, 5, 0]
+    assert [len(jobs) for jobs in pulls] == [10, 10, 10]
+
+
+async def test_many_tenants_are_served_in_turns_across_pulls(queue: Any) -> None:
+    for t in range(30):
+        await enqueue_for(queue, f"t{t:02}", 3)
+    seen: list[str] = []
+    for _ in range(3):
+        jobs = await queue.pull(max=10)
+        assert len({j.tenant_id for j in jobs}) == 10  # one each: ten tenants per pull
+        seen += [j.tenant_id for j in jobs]
+    # Three pulls of ten served all thirty tenants once: the turn goes on where it stopped.
+    assert sorted(seen) == [f"t{t:02}" for t in range(30)]
+
+
+async def test_a_delayed_backlog_does_not_take_a_turn(queue: Any, clock: Any) -> None:
+    await enqueue_for(queue, "later", 50, delay_seconds=60)
+    await enqueue_for(queue, "now", 5)
+    now = await queue.pull(max=10, visibility_seconds=600)
+    assert sorted(j.tenant_id for j in now) == ["now"] * 5
+    clock.advance(61)
+    assert len(await queue.pull(max=100)) == 50
+
+
+async def test_without_fairness_the_highest_priority_goes_first_across_tenants(
+    open_queue: OpenQueue,
+) -> None:
+    async with open_queue(fair=False) as queue:
+        await enqueue_for(queue, "a", 20)
+        await enqueue_for(queue, "b", 5, priority=1)
+        first = await queue.pull(max=10)
+        assert [j.tenant_id for j in first] == ["b"] * 5 + ["a"] * 5
+        await queue.pause("a")
+        assert await queue.pull(max=10) == []
+        await queue.resume("a")
+        await queue.set_tenant_limits("a", max_leased=8)
+        assert len(await queue.pull(max=10)) == 3  # a's limit holds without fairness too
+
+
+async def test_controls_survive_reopening_the_queue(open_queue: OpenQueue) -> None:
+    async with open_queue() as queue:
+        await queue.pause()
+        await queue.pause("t")
+        await queue.set_tenant_limits("u", weight=2, max_leased=4, max_per_second=1.5)
+        await enqueue_for(queue, "t", 3)
+    async with open_queue() as queue:
+        controls = await queue.controls()
+        assert controls.paused
+        assert [
+            (c.tenant_id, c.paused, c.weight, c.max_leased, c.max_per_second)
+            for c in controls.tenants
+        ] == [("t", True, 1, None, None), ("u", False, 2, 4, 1.5)]
+        assert await queue.pull(max=10) == []
+
+
+def test_undoing_the_controls_migration_refuses_to_forget_a_pause(tmp_path: Any) -> None:
+    import anyio
+
+    from actors.queue import SQLiteQueue
+    from actors.queue.sqlite import schema
+
+    db = tmp_path / "q.db"
+
+    async def pause() -> None:
+        async with SQLiteQueue.open(db) as queue:
+            await queue.pause("t")
+
+    anyio.run(pause)
+    conn = schema.connect(db)
+    with pytest.raises(MigrationRefused, match="queue_controls"):
+        schema.migrate_down(conn, db, 6)
+    assert schema.migrate_down(conn, db, 6, force=True) == [7]
+    assert schema.migrate_up(conn, db) == [7]
+    names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    assert {"queue_controls", "jobs_tenant_claim"} <= names
