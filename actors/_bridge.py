@@ -13,6 +13,11 @@ runs. This is the same on both backends. `drain` waits until every call has fini
 `aclose` cancels the calls still running, waits for them to unwind, and stops the helper loop.
 An owner that must finish what it accepted (the PostgreSQL queue) drains before closing; one
 whose calls are only reads and idempotent writes (the S3 store) closes at once.
+
+On the helper loop, sniffio (and so anyio and stamina) says "asyncio": a coroutine handed over
+from trio would otherwise carry the trio caller's context, where ``anyio.run`` set sniffio's
+context variable to "trio", and sleep with trio's functions on an asyncio loop. `call` and
+`call_soon` run what they hand over in a context that says asyncio.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import threading
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -30,7 +36,7 @@ import sniffio
 if TYPE_CHECKING:
     import trio  # a test dependency and the [trio] extra; imported at run time only under trio
 
-__all__ = ["Bridge"]
+__all__ = ["Bridge", "call_soon"]
 
 T = TypeVar("T")
 
@@ -74,15 +80,18 @@ class Bridge:
                 return self._helper, wake
         return asyncio.get_running_loop(), wake
 
-    @staticmethod
-    def _waker() -> _Wake:
+    def _waker(self) -> _Wake:
         """How to run a function on the calling task's loop from the driver loop."""
         if sniffio.current_async_library() == "asyncio":
             # Done callbacks of a task on the caller's loop already run on that loop.
             return _call_now
         import trio  # only under trio
 
-        return _TrioWake(trio.lowlevel.current_trio_token(), trio.RunFinishedError)
+        token = trio.lowlevel.current_trio_token()
+        latest = self._wake_trio
+        if latest is not None and latest.token is token:
+            return latest  # the usual case: the same trio run as the last call
+        return _TrioWake(token, trio.RunFinishedError)
 
     def to_caller(self, fn: Callable[[], object]) -> None:
         """Run ``fn`` on the caller's event loop; call it from the driver loop."""
@@ -99,7 +108,7 @@ class Bridge:
         loop, wake = self._bind()
         future: asyncio.Future[T] | concurrent.futures.Future[T]
         if isinstance(wake, _TrioWake):  # the helper loop, on its thread
-            future = asyncio.run_coroutine_threadsafe(coro, loop)
+            future = asyncio.run_coroutine_threadsafe(_on_asyncio(coro), loop)
         else:
             future = loop.create_task(coro)
         self._running.add(future)
@@ -147,6 +156,21 @@ class Bridge:
             for future in list(self._running):
                 future.cancel()  # a task on the caller's loop: done once it has unwound
             await self.drain()
+
+
+def call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[], object]) -> None:
+    """Run ``fn`` on the driver ``loop`` soon, from any thread, in a context of its own in which
+    sniffio says asyncio (a task it starts inherits that context)."""
+    context = contextvars.Context()
+    context.run(sniffio.current_async_library_cvar.set, "asyncio")
+    loop.call_soon_threadsafe(fn, context=context)
+
+
+async def _on_asyncio(coro: Coroutine[Any, Any, T]) -> T:
+    """Await ``coro`` on the helper loop, telling sniffio that this task runs on asyncio."""
+    # The task's context is a copy of the trio caller's: setting the variable changes only it.
+    sniffio.current_async_library_cvar.set("asyncio")
+    return await coro
 
 
 def _call_now(fn: Callable[[], object]) -> None:

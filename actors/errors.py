@@ -14,6 +14,7 @@ Hierarchy::
     │   ├── LeaseLost                a lease token is stale: expired, superseded or finished
     │   ├── QueueClosed              the queue was used after it was closed
     │   ├── StorageError             SQLite itself failed (disk full, file unreadable, ...)
+    │   │   └── DiskFull             the disk under the queue is full (fatal, see is_fatal)
     │   └── SchemaError              the file's schema cannot be used as it is
     │       ├── SchemaTooNew         the file was written by a newer version of actors
     │       └── MigrationRefused     a down-migration would drop data and was not forced
@@ -38,7 +39,8 @@ Hierarchy::
         ├── ObjectStoreRefused       access denied, no such bucket, another 4xx (permanent)
         └── ObjectStoreUnavailable   a transient failure: retry with backoff
 
-Each message says what happened, the likely cause and what to do about it.
+Each message says what happened, the likely cause and what to do about it. `is_fatal` says
+which of them no retry or restart can fix while the process runs.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ __all__ = [
     "ActorsError",
     "ConfigError",
     "CorruptDocument",
+    "DiskFull",
     "DocumentError",
     "DocumentTooLarge",
     "DumpUnreadable",
@@ -79,6 +82,7 @@ __all__ = [
     "StorageError",
     "UnsupportedDocument",
     "WorkerCrashed",
+    "is_fatal",
     "unwrap",
 ]
 
@@ -92,6 +96,16 @@ def unwrap(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
     return exc
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """Whether ``exc`` is an error that no retry or restart can fix while the process runs.
+
+    A configuration mistake found at run time (the queue server refuses the worker's token)
+    and a full disk under the queue: retried, each only repeats itself. The system stops on one
+    at once (``python -m actors run`` exits with 70 and one line) instead of retrying.
+    """
+    return isinstance(unwrap(exc), ConfigError | DiskFull)
 
 
 class ActorsError(Exception):
@@ -165,6 +179,10 @@ class QueueClosed(QueueError):
 
 class StorageError(QueueError):
     """SQLite failed underneath the queue; the message carries SQLite's own words."""
+
+
+class DiskFull(StorageError):
+    """The disk that holds the queue is full: no write can succeed until space is freed."""
 
 
 class SchemaError(QueueError):

@@ -183,6 +183,8 @@ async def serve(
     job finish here, then the count of jobs left scheduled, on ``out`` (stdout): nothing is
     logged after them. ``progress`` is called with the counts while it waits (about 20 times a
     second; throttle in the callback), and ``on_idle`` when the wait ends (to clear a display).
+    Without ``until_idle``, ``progress`` is called once a second until the process stops, with
+    the jobs runnable now (leased or available) as its pending count.
 
     Returns the exit code: 0 after a clean stop; `RUN_FAILED` after ``until_idle`` when one of
     those runs has failed jobs.
@@ -311,6 +313,8 @@ async def _serve(
                             await system.run_summary(run_id) for run_id in sorted(system.runs_seen)
                         ]
                         deadline.outcome = _outcome(summaries, stats.scheduled)
+                    elif progress is not None:
+                        await _report_forever(system, progress)
                     else:
                         await anyio.sleep_forever()
                 # Idle or signalled: the drain below ends within the same bound as after a signal.
@@ -356,6 +360,21 @@ async def _wait_idle(
                     return stats
                 rescan_at = due
         await anyio.sleep(poll_seconds)
+
+
+async def _report_forever(
+    system: ActorSystem, progress: ProgressCallback, poll_seconds: float = 1.0
+) -> None:
+    """Call ``progress`` with this process's counts and the jobs runnable now, once a second
+    (one `stats` read each: cheap on every backend), until cancelled."""
+    while True:
+        await anyio.sleep(poll_seconds)
+        try:
+            stats = await system.stats()
+        except ActorsError:
+            continue  # the queue's trouble is the pipeline's to report, not the status line's
+        runnable = stats.leased + stats.pending - stats.scheduled
+        progress(system.ack_stats.done, system.ack_stats.failed, runnable)
 
 
 async def _retries(queue: Queue) -> tuple[float | None, int]:

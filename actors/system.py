@@ -9,14 +9,14 @@ import uuid
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import anyio
 from anyio.abc import TaskStatus
 
 from actors import tenancy
 from actors.config import Config, require_package
-from actors.errors import ActorsError
+from actors.errors import ActorsError, is_fatal, unwrap
 from actors.log import get_logger
 from actors.pipeline import (
     TERMINAL_RUN_STATUSES,
@@ -52,7 +52,8 @@ log = get_logger("actors.system")
 
 
 class SystemFailed(ActorsError):
-    """The supervision tree gave up: an actor exceeded its restart limit. The message names it."""
+    """The supervision tree gave up: an actor exceeded its restart limit (the message names it),
+    or a fatal error (`actors.errors.is_fatal`) stopped it at once (the message is that error's)."""
 
 
 def raise_system_failed(group: BaseExceptionGroup[BaseException]) -> None:
@@ -193,11 +194,18 @@ class ActorSystem:
         try:
             await self._pipeline.run(task_status=task_status)
         except RestartLimitExceeded as exc:
-            failure = SystemFailed(explain_give_up(exc))
-            log.error("system.failed", error=str(failure))
-            if self._on_failure is not None:
-                self._on_failure(failure)
-            raise failure from exc
+            self._failed(SystemFailed(explain_give_up(exc)), exc)
+        except Exception as exc:
+            if not is_fatal(exc):
+                raise
+            # No restart can fix it (a refused token, a full disk): the tree stopped at once.
+            self._failed(SystemFailed(f"the system stopped: {unwrap(exc)}"), exc)
+
+    def _failed(self, failure: SystemFailed, cause: Exception) -> NoReturn:
+        log.error("system.failed", error=str(failure))
+        if self._on_failure is not None:
+            self._on_failure(failure)
+        raise failure from cause
 
     async def stop(self, grace_seconds: float | None = None) -> None:
         """Drain: stop leasing, wait for in-flight jobs, give back the rest, flush the acks.

@@ -55,6 +55,7 @@ class DynamicSupervisor(_SupervisorBase):
         clock: Clock | None = None,
         events: EventBus | None = None,
         on_give_up: GiveUpCallback | None = None,
+        escalate: Callable[[BaseException], bool] | None = None,
     ) -> None:
         super().__init__(
             name=name,
@@ -64,6 +65,7 @@ class DynamicSupervisor(_SupervisorBase):
             clock=clock,
             events=events,
             on_give_up=on_give_up,
+            escalate=escalate,
         )
         if max_children is not None and max_children < 0:
             raise ValueError(

@@ -15,7 +15,9 @@ from supervisors.log import get_logger
 
 __all__ = ["EventBus", "EventKind", "LifecycleEvent"]
 
-EventKind = Literal["started", "stopped", "crashed", "restarted", "killed", "slept", "gave_up"]
+EventKind = Literal[
+    "started", "stopped", "crashed", "restarted", "killed", "slept", "gave_up", "escalated"
+]
 
 _log = get_logger("supervisors")
 
@@ -28,6 +30,7 @@ _EVENT_NAMES: dict[str, str] = {
     "killed": "supervisor.child_killed",
     "slept": "supervisor.child_slept",
     "gave_up": "supervisor.gave_up",
+    "escalated": "supervisor.child_escalated",
 }
 
 
@@ -40,8 +43,10 @@ class LifecycleEvent:
     (``attempt`` counts consecutive restarts, ``delay`` is the backoff slept before it,
     ``exc`` the failure that caused it),
     ``killed`` (cancelled after its shutdown timeout), ``slept`` (stopped after its idle
-    timeout; the next message wakes it) and ``gave_up`` (the supervisor exceeded its restart
-    intensity; ``child`` is the child whose failure tipped it over).
+    timeout; the next message wakes it), ``gave_up`` (the supervisor exceeded its restart
+    intensity; ``child`` is the child whose failure tipped it over) and ``escalated`` (the child
+    failed with ``exc``, which the supervisor's ``escalate`` says no restart can fix: the
+    supervisor stopped its children and fails with ``exc`` itself).
     """
 
     kind: EventKind
@@ -86,8 +91,9 @@ class EventBus:
             fields["attempt"] = event.attempt
         if event.delay is not None:
             fields["delay"] = None if math.isinf(event.delay) else round(event.delay, 6)
-        if event.kind == "restarted" and event.exc is not None:
-            # The traceback was logged with child_crashed; here only what caused the restart.
+        if event.kind in ("restarted", "escalated") and event.exc is not None:
+            # A restart: the traceback was logged with child_crashed; an escalated failure is
+            # reported by whoever receives it at the top, once.
             fields["error"] = repr(event.exc)
         name = _EVENT_NAMES[event.kind]
         # What an operator must see is a failure or a restart; a child starting, stopping or

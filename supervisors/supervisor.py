@@ -208,6 +208,7 @@ class _SupervisorBase:
         clock: Clock | None,
         events: EventBus | None,
         on_give_up: GiveUpCallback | None,
+        escalate: Callable[[BaseException], bool] | None = None,
     ) -> None:
         if max_restarts < 0 or not max_seconds > 0:
             raise ValueError(
@@ -222,6 +223,7 @@ class _SupervisorBase:
         self._clock = clock
         self._events = events
         self._on_give_up = on_give_up
+        self._escalate = escalate
         self._parent_ctx: Context | None = None
         self._slots: dict[str, _Slot] = {}
         self._restart_times: deque[float] = deque()
@@ -296,7 +298,8 @@ class _SupervisorBase:
         restart intensity is exceeded; in both cases every child has been stopped first.
 
         Error handling: a child's exception never escapes; it is logged, published and
-        answered with a restart per the child's restart type and this supervisor's strategy.
+        answered with a restart per the child's restart type and this supervisor's strategy,
+        except one that ``escalate`` picks: every child is stopped and ``run`` raises it.
         """
         if self._finished is not None and not self._finished.is_set():
             raise RuntimeError(
@@ -644,6 +647,9 @@ class _SupervisorBase:
                 mailbox._wake_if_sleeping()
             return
         exc = command.exc
+        if exc is not None and self._escalates(exc):
+            await self._fail_with(slot, exc)
+            return
         if exc is not None:
             self._publish("crashed", slot, exc=exc)
         else:
@@ -713,6 +719,9 @@ class _SupervisorBase:
                 continue  # superseded by a later failure (or the supervisor gave up)
             member.restarts += 1
             error = await self._start_slot(member, restart=(trigger.attempt, delay))
+            if error is not None and self._escalates(error):
+                await self._fail_with(member, error)
+                return
             if error is not None:
                 # A failed restart counts as one more failure of that child.
                 self._publish("crashed", member, exc=error)
@@ -726,6 +735,15 @@ class _SupervisorBase:
         if self._strategy == "rest_for_one":
             ordered = ordered[ordered.index(slot) :]
         return [s for s in ordered if s is slot or s.state in _ACTIVE_STATES]
+
+    def _escalates(self, exc: BaseException) -> bool:
+        return self._escalate is not None and self._escalate(exc)
+
+    async def _fail_with(self, slot: _Slot, exc: Exception) -> None:
+        """Akka's Escalate: stop every child and fail with ``exc``, restarting nothing."""
+        self._publish("escalated", slot, exc=exc)
+        await self._stop_all(f"child {slot.spec.id!r} failed with an error that escalates")
+        self._failure = exc
 
     async def _give_up(self, slot: _Slot, exc: BaseException | None, restarts: int) -> None:
         failure = RestartLimitExceeded(
@@ -759,7 +777,8 @@ class _SupervisorBase:
                 await inc.done.wait()
         slot.inc = None
         if inc.exc is not None:
-            self._publish("crashed", slot, exc=inc.exc)
+            kind: EventKind = "escalated" if self._escalates(inc.exc) else "crashed"
+            self._publish(kind, slot, exc=inc.exc)
         else:
             self._publish("stopped", slot)
 
@@ -783,6 +802,9 @@ class _SupervisorBase:
         if slot.state != "sleeping":
             return
         error = await self._start_slot(slot)
+        if error is not None and self._escalates(error):
+            await self._fail_with(slot, error)
+            return
         if error is not None:
             self._publish("crashed", slot, exc=error)
             await self._restart(slot, error)
@@ -826,7 +848,10 @@ class Supervisor(_SupervisorBase):
     it). The others are stopped in reverse order first; temporary ones among them are not
     restarted. More than ``max_restarts`` restarts within ``max_seconds`` (on the clock) and
     the supervisor stops every child and raises :class:`RestartLimitExceeded` to its parent.
-    With ``backoff``, each restart waits an exponentially growing, jittered delay.
+    With ``backoff``, each restart waits an exponentially growing, jittered delay. A child's
+    exception for which ``escalate(exc)`` is true is restarted never (Akka's Escalate
+    directive: no restart can fix it): the supervisor stops every child and raises that
+    exception itself to its parent.
 
     Run it with ``await tg.start(sup.run)``, ``anyio.run(sup.run)``, ``async with sup:``, or
     as a child: ``ChildSpec("pool", lambda ctx: Supervisor([...]))``.
@@ -844,6 +869,7 @@ class Supervisor(_SupervisorBase):
         clock: Clock | None = None,
         events: EventBus | None = None,
         on_give_up: GiveUpCallback | None = None,
+        escalate: Callable[[BaseException], bool] | None = None,
     ) -> None:
         super().__init__(
             name=name,
@@ -853,6 +879,7 @@ class Supervisor(_SupervisorBase):
             clock=clock,
             events=events,
             on_give_up=on_give_up,
+            escalate=escalate,
         )
         if strategy not in ("one_for_one", "one_for_all", "rest_for_one"):
             raise ValueError(

@@ -84,3 +84,37 @@ async def test_errors_reach_the_caller_and_closing_cancels_what_still_runs() -> 
             await bridge.call(forever())
         await bridge.aclose()
     assert cancelled.is_set()
+
+
+def test_on_the_driver_loop_sniffio_says_asyncio_under_a_trio_caller() -> None:
+    # anyio.run (as the command line calls it) sets sniffio's context variable to "trio"; a
+    # coroutine handed to the helper loop must not carry that over, or stamina and anyio would
+    # use trio's functions on an asyncio loop.
+    pytest.importorskip("trio")
+    from actors._bridge import call_soon
+
+    async def main() -> tuple[str, str]:
+        bridge = Bridge("test-bridge")
+        started: list[str] = []
+        done = threading.Event()
+
+        async def library() -> str:
+            return sniffio.current_async_library()
+
+        def start_a_task() -> None:  # as the PostgreSQL queue starts its listener
+            async def task() -> None:
+                started.append(sniffio.current_async_library())
+                done.set()
+
+            asyncio.get_running_loop().create_task(task())
+
+        try:
+            with anyio.fail_after(10):
+                in_call = await bridge.call(library())
+                call_soon(bridge.loop(), start_a_task)
+                await anyio.to_thread.run_sync(done.wait)
+        finally:
+            await bridge.aclose()
+        return in_call, started[0]
+
+    assert anyio.run(main, backend="trio") == ("asyncio", "asyncio")

@@ -19,6 +19,8 @@ OPTIONAL = (
     "httpx",
     "aioboto3",
     "botocore",
+    "stamina",
+    "tenacity",
     "trio",
 )
 

@@ -2,8 +2,9 @@
 
 Inside the tree, a missing secret, a busy port or a wrong token is a crash, restarts and at last
 a give-up with a long chained message; checked here first, each is one line on stderr and exit
-code 1 (`EXIT_FAILED`), with nothing started. ``config check`` runs the checks that touch
-nothing (`check_config`); ``run`` runs them all (`check_before_start`).
+code 1 (`EXIT_FAILED`), with nothing started. ``config check`` runs the checks that change
+nothing (`check_config`, and `check_queue` for a PostgreSQL or remote queue); ``run`` runs them
+all (`check_before_start`).
 """
 
 from __future__ import annotations
@@ -16,9 +17,16 @@ from pathlib import Path
 import anyio
 
 from actors.config import Config, require_package
-from actors.errors import ConfigError, StorageError
+from actors.errors import ConfigError, DiskFull, SchemaTooNew
 
-__all__ = ["MIN_FREE_BYTES", "check_before_start", "check_config", "check_free_space", "check_port"]
+__all__ = [
+    "MIN_FREE_BYTES",
+    "check_before_start",
+    "check_config",
+    "check_free_space",
+    "check_port",
+    "check_queue",
+]
 
 
 def check_config(config: Config) -> None:
@@ -75,13 +83,13 @@ MIN_FREE_BYTES = 1024 * 1024
 
 
 def check_free_space(path: str | Path) -> None:
-    """Raise `StorageError` if the disk that holds (or will hold) ``path`` is nearly full."""
+    """Raise `DiskFull` if the disk that holds (or will hold) ``path`` is nearly full."""
     where = Path(path).absolute().parent
     while not where.exists() and where != where.parent:
         where = where.parent
     free = shutil.disk_usage(where).free
     if free < MIN_FREE_BYTES:
-        raise StorageError(
+        raise DiskFull(
             f"disk full at {str(path)!r}: {free // 1024} KiB free; free space on its disk (or "
             "raise its quota) and run again"
         )
@@ -97,6 +105,35 @@ def check_before_start(config: Config) -> None:
     if config.queue.backend == "sqlite":
         check_free_space(config.queue.path)
     anyio.run(_check_queue, config, backend=config.runtime.backend)
+
+
+def check_queue(config: Config) -> str:
+    """Reach a PostgreSQL or remote queue without changing it; return what was found.
+
+    PostgreSQL: connect and read the schema's version (a newer one than this actors knows is
+    `SchemaTooNew`; none yet or an older one is fine: ``run`` creates or migrates it). A remote
+    queue (``backend = "http"``): the calls a worker makes first, with nothing in them (an
+    unreachable server is `QueueUnavailable`, a refused token `ConfigError`). A SQLite queue is
+    not opened (opening creates it): ``""``.
+    """
+    if config.queue.backend == "postgres":
+        from actors.queue import admin
+
+        status = admin.status(config)
+        if status.version > status.latest:
+            raise SchemaTooNew(
+                f"{status.where} has schema version {status.version}, but this version of "
+                f"actors knows versions up to {status.latest}: upgrade actors first"
+            )
+        if status.version == 0:
+            return f"{status.where}: no queue yet (`run` creates it)"
+        if status.version < status.latest:
+            return f"{status.where}: schema {status.version} of {status.latest} (`run` migrates)"
+        return f"{status.where}: schema {status.version}"
+    if config.queue.backend == "http":
+        anyio.run(_check_queue, config, backend=config.runtime.backend)
+        return f"{config.queue.url}: the token is accepted"
+    return ""
 
 
 async def _check_queue(config: Config) -> None:

@@ -54,8 +54,8 @@ exit codes:
        (a missing secret, a busy port, a wrong token, a full disk, a damaged database) or
        another; also `store migrate status` while the target is incomplete
   {EXIT_RUN_FAILED:<4} a run failed: the command worked, but jobs of its runs failed
-  {EXIT_SYSTEM_FAILED:<4} the actor system gave up (restarts exhausted); a process manager may
-       restart it
+  {EXIT_SYSTEM_FAILED:<4} the actor system gave up (restarts exhausted), or stopped at once on an
+       error no restart can fix (a token refused mid-run, a full disk), printed as one line
   {EXIT_INTERRUPTED:<4} interrupted (Ctrl-C)
 """
 

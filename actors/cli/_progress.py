@@ -7,6 +7,10 @@ likes; it renders at most `REFRESH_SECONDS` apart, so a display costs nothing pe
 bar, cleared when it closes so that what the command prints last stays last. Otherwise one
 plain line is written every ``ACTORS_PROGRESS_SECONDS`` (10 s by default), and none at all for
 work shorter than that.
+
+A ``run`` that goes on until stopped has no end to show a bar towards: `Progress.for_service`
+writes the plain line on a terminal (its rate that of the last interval, and no line while
+nothing changes), logs it at debug level elsewhere, and is ``None`` when neither would show.
 """
 
 from __future__ import annotations
@@ -106,6 +110,8 @@ class Progress:
         unit: str = "jobs",
         stream: TextIO | None = None,
         plain_seconds: float | None = None,
+        bar: bool = True,
+        log: Any = None,
     ) -> None:
         self.label = label
         self.unit = unit
@@ -113,13 +119,35 @@ class Progress:
         if plain_seconds is None:
             plain_seconds = _plain_seconds_from_env()
         self._plain_seconds = plain_seconds
+        # A service's status (`for_service`): plain lines only, each with the rate of the
+        # interval before it and only when a count changed; with ``log``, debug events instead.
+        self._bar_wanted = bar
+        self._log = log
         self._started = time.monotonic()
         self._rendered_at = self._started
         self._plain_at = self._started
         self._counts: tuple[int, int, int] = (0, 0, 0)
+        self._since: tuple[float, int] = (self._started, 0)  # when the rate is counted from
+        self._shown: tuple[int, int, int] | None = None if bar else (0, 0, 0)
         self._bar: Any = None
         self._task: Any = None
         self.lines = 0  # plain lines written
+
+    @classmethod
+    def for_service(
+        cls, label: str, *, debug: bool, stream: TextIO | None = None
+    ) -> Progress | None:
+        """The status of a process that runs until stopped: a plain line every
+        ``ACTORS_PROGRESS_SECONDS`` while its counts change, on ``stream`` (stderr) if that is a
+        terminal, else a debug event if ``debug``, else nothing (``None``)."""
+        stream = sys.stderr if stream is None else stream
+        if stream.isatty():
+            return cls(label, stream=stream, bar=False)
+        if debug:
+            from actors.log import get_logger
+
+            return cls(label, stream=stream, bar=False, log=get_logger("actors.service"))
+        return None
 
     @property
     def live(self) -> bool:
@@ -127,7 +155,7 @@ class Progress:
         return self._bar is not None
 
     def __enter__(self) -> Progress:
-        console = _console(self._stream)
+        console = _console(self._stream) if self._bar_wanted else None
         if console is not None:
             from rich.progress import (
                 BarColumn,
@@ -184,14 +212,28 @@ class Progress:
             self._bar.refresh()
         elif now - self._plain_at >= self._plain_seconds:
             self._plain_at = now
-            self._stream.write(self.status(now) + "\n")
-            self._stream.flush()
-            self.lines += 1
+            if self._shown is not None:  # a service's status: a line only when a count moved
+                if self._counts == self._shown:
+                    self._since = (now, done + failed)
+                    return
+                self._shown = self._counts
+            if self._log is not None:
+                self._log.debug(
+                    "system.progress", done=done, failed=failed, pending=pending,
+                    rate=round(self._rate(now), 1),
+                )  # fmt: skip
+            else:
+                self._stream.write(self.status(now) + "\n")
+                self._stream.flush()
+                self.lines += 1
+            if self._shown is not None:
+                self._since = (now, done + failed)
 
     def _rate(self, now: float) -> float:
         done, failed, _ = self._counts
-        elapsed = now - self._started
-        return (done + failed) / elapsed if elapsed > 0 else 0.0
+        since, finished = self._since
+        elapsed = now - since
+        return (done + failed - finished) / elapsed if elapsed > 0 else 0.0
 
     def _detail(self, now: float) -> str:
         done, failed, pending = self._counts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import sys
 from typing import TYPE_CHECKING
@@ -20,7 +21,11 @@ __all__ = ["add_run", "cmd_run"]
 
 def add_run(commands: Commands) -> None:
     """``run [--until-idle]``."""
-    run = commands.add_parser("run", help="run the pipeline until SIGINT/SIGTERM (the default)")
+    run = commands.add_parser(
+        "run",
+        help="run the pipeline until SIGINT/SIGTERM (the default); on a terminal, a status line "
+        "(done, failed, pending, rate) every ACTORS_PROGRESS_SECONDS while jobs move",
+    )
     run.add_argument(
         "--until-idle",
         action="store_true",
@@ -47,7 +52,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         if not args.until_idle:
             configure_logging(config.log.level, config.log.format)
-            return anyio.run(functools.partial(serve, config), backend=config.runtime.backend)
+            # A status line now and then on a terminal; at debug level a log event elsewhere.
+            status = Progress.for_service("run", debug=config.log.level == "debug")
+            with status or contextlib.nullcontext():
+                return anyio.run(
+                    functools.partial(serve, config, progress=status.update if status else None),
+                    backend=config.runtime.backend,
+                )
         # On a terminal with rich, log lines are printed above the progress bar, not through it.
         configure_logging(config.log.level, config.log.format, stream=log_stream())
         with Progress("run") as progress:

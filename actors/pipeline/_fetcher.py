@@ -9,7 +9,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from actors import tenancy
-from actors.errors import ObjectStoreError, QueueError
+from actors.errors import ObjectStoreError, QueueError, is_fatal
 from actors.log import get_logger
 from actors.pipeline._inflight import InFlight, stop_scope
 from actors.pipeline.messages import AckInbox, Failed, Fetched, JobLeased, LeasedJob, Release
@@ -140,6 +140,8 @@ class Fetcher:
         try:
             results = await self._queue.start_many([(job.id, job.lease_token) for job in jobs])
         except QueueError as exc:
+            if is_fatal(exc):
+                raise  # a full disk: the system stops (`PipelineTree`), nothing to retry
             log.warning("fetch.start_failed", job_ids=[j.id for j in jobs], error=str(exc))
             return jobs
         kept = []

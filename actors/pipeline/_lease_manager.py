@@ -9,7 +9,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
 
 from actors.config import QueueConfig
-from actors.errors import QueueError
+from actors.errors import QueueError, is_fatal
 from actors.log import get_logger
 from actors.pipeline._inflight import InFlight, stop_scope
 from actors.pipeline.messages import JobLeased, LeasedJob
@@ -50,9 +50,10 @@ class LeaseManager:
     purging belong to `Maintenance`, which runs whether or not this process leases.
 
     Error handling: a queue error while pulling or renewing is logged and retried on the next
-    round; anything else crashes the actor. A crash loses no job: jobs already handed on stay in
-    the in-flight table (their leases are renewed again after the restart), and a job leased
-    but not yet recorded is redelivered when its lease expires.
+    round, unless it is fatal (`actors.errors.is_fatal`: a full disk), which stops the system;
+    anything else (a token the queue server refuses) crashes the actor. A crash loses no job:
+    jobs already handed on stay in the in-flight table (their leases are renewed again after
+    the restart), and a job leased but not yet recorded is redelivered when its lease expires.
     """
 
     def __init__(
@@ -132,6 +133,8 @@ class LeaseManager:
                         worker_id=self._worker_id,
                     )
             except QueueError as exc:
+                if is_fatal(exc):
+                    raise  # a full disk: the system stops (`PipelineTree`), nothing to retry
                 log.warning("lease.pull_failed", error=str(exc))
                 jobs = []
             if not jobs:
@@ -180,6 +183,8 @@ class LeaseManager:
                 visibility_seconds=self._settings.visibility_seconds,
             )
         except QueueError as exc:
+            if is_fatal(exc):
+                raise
             log.warning("lease.renew_failed", jobs=len(jobs), error=str(exc))
             return
         for job, result in zip(jobs, results, strict=True):

@@ -11,7 +11,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from actors.config import QueueConfig
-from actors.errors import QueueError
+from actors.errors import QueueError, is_fatal
 from actors.log import get_logger
 from actors.pipeline._inflight import stop_scope
 from actors.queue.model import MaintenanceClaim
@@ -111,6 +111,8 @@ class Maintenance:
                 return min(claim.due_at, latest)
             changed = await task.run()
         except QueueError as exc:
+            if is_fatal(exc):
+                raise  # a full disk: the system stops (`PipelineTree`), nothing to retry
             log.warning("maintenance.failed", task=task.name, error=str(exc))
             return latest
         self.rounds.append((task.name, claim.round))

@@ -9,6 +9,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from actors.config import Config
+from actors.errors import is_fatal, unwrap
 from actors.log import get_logger
 from actors.pipeline._ack_reporter import AckReporter, AckStats
 from actors.pipeline._fetcher import Fetcher
@@ -70,7 +71,9 @@ class PipelineTree:
 
     Error handling: a group that exceeds its restart limit has a bug or a dead dependency that
     restarting will not fix, so the root gives up at once: `run` raises `RestartLimitExceeded`
-    (`explain_give_up` names the child). `stop` gives back the leases of the jobs still in
+    (`explain_give_up` names the child). A fatal error (`actors.errors.is_fatal`: a token the
+    queue server refuses, a full disk) is restarted never: every supervisor escalates it, and
+    `run` raises it at once. `stop` gives back the leases of the jobs still in
     flight whatever happened, so that they can run again at once.
     """
 
@@ -133,6 +136,7 @@ class PipelineTree:
                     max_restarts=sup.max_restarts,
                     max_seconds=sup.max_seconds,
                     backoff=backoff,
+                    escalate=is_fatal,
                 ),
             )
 
@@ -263,6 +267,7 @@ class PipelineTree:
             strategy="one_for_one",
             max_restarts=0,  # a group that gave up is not restarted: see the class docstring
             clock=clock,
+            escalate=is_fatal,
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -301,7 +306,15 @@ class PipelineTree:
         left = self.inflight.jobs()
         if not left:
             return
-        results = await self._queue.release_many([(job.id, job.lease_token) for job in left])
+        try:
+            results = await self._queue.release_many([(job.id, job.lease_token) for job in left])
+        except Exception as exc:
+            if not is_fatal(exc):
+                raise
+            # What stops the system stops this too (a full disk, a refused token), and is
+            # reported once, as the system's failure: these leases run out instead.
+            log.debug("system.release_failed", jobs=len(left), error=str(unwrap(exc)))
+            return
         released = sum(1 for r in results if r.ok)
         self.inflight.settle(left)
         log.info("system.released", jobs=released)

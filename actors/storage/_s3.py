@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -11,6 +10,7 @@ from typing import Any, TypeVar
 import anyio
 
 from actors._bridge import Bridge
+from actors._retries import retrying
 from actors.bounds import MAX_UPLOAD_URL_SECONDS
 from actors.config import Config, StorageConfig
 from actors.errors import (
@@ -87,7 +87,6 @@ class S3ObjectStore:
         retry_cap_seconds: float = 5.0,
         multipart_threshold_bytes: int = 16 * 1024 * 1024,
         multipart_part_bytes: int = 8 * 1024 * 1024,
-        rng: random.Random | None = None,
     ) -> None:
         try:
             import aioboto3
@@ -118,7 +117,6 @@ class S3ObjectStore:
         self._retry_cap = retry_cap_seconds
         self.multipart_threshold = multipart_threshold_bytes
         self.multipart_part_bytes = multipart_part_bytes
-        self._rng = rng if rng is not None else random.Random()
         # The client and the asyncio loop it belongs to.
         self._client: Any = None
         self._client_cm: Any = None
@@ -344,30 +342,35 @@ class S3ObjectStore:
 
     async def _retrying(self, what: str, key: str, attempt: Callable[[Any], Awaitable[T]]) -> T:
         """Run ``attempt(client)`` until it succeeds, a permanent error, or retries run out."""
-        for retry in range(self._max_retries + 1):
-            try:
-                with anyio.fail_after(self._timeout):
-                    return await self._call(attempt)
-            except ObjectStoreError:
+
+        async def once() -> T:
+            with anyio.fail_after(self._timeout):
+                return await self._call(attempt)
+
+        def transient(exc: Exception) -> bool:
+            # A bug (not the store's failure) is not retried: the fetcher crashes, restarted.
+            return _is_store_failure(exc) and not self._translate(exc, what, key).permanent
+
+        try:
+            return await retrying(
+                once,
+                on=transient,
+                attempts=self._max_retries + 1,
+                wait_initial=self._retry_base,
+                wait_max=self._retry_cap,
+                wait_jitter=self._retry_base,
+                log=log,
+                event="store.retrying",
+                describe=lambda exc: str(self._translate(exc, what, key)),
+                op=what,
+                key=key,
+            )
+        except ObjectStoreError:
+            raise
+        except Exception as exc:
+            if not _is_store_failure(exc):
                 raise
-            except Exception as exc:
-                if not _is_store_failure(exc):
-                    raise  # a bug, not the store: let the fetcher crash and be restarted
-                error = self._translate(exc, what, key)
-                if error.permanent or retry == self._max_retries:
-                    raise error from None
-                delay = min(self._retry_cap, self._retry_base * 2**retry)
-                delay *= self._rng.uniform(0.5, 1.0)
-                log.info(
-                    "store.retrying",
-                    op=what,
-                    key=key,
-                    retry=retry + 1,
-                    error=str(error),
-                    delay_seconds=round(delay, 3),
-                )
-                await anyio.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+            raise self._translate(exc, what, key) from None
 
     def _translate(self, exc: Exception, what: str, key: str) -> ObjectStoreError:
         from botocore.exceptions import ClientError, NoCredentialsError

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -18,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from actors.cli import main
-from actors.cli._common import EXIT_FAILED, EXIT_OK
+from actors.cli._checks import MIN_FREE_BYTES
+from actors.cli._common import EXIT_FAILED, EXIT_OK, EXIT_SYSTEM_FAILED
 from actors.errors import StorageError, unwrap
 from actors.queue.sqlite.schema import sqlite_failure
 
@@ -202,9 +204,9 @@ def test_a_busy_port_is_one_line_and_exit_1(tmp_path: Path) -> None:
 
 
 @contextlib.contextmanager
-def queue_server(tmp_path: Path, token: str) -> Iterator[str]:
+def queue_server(tmp_path: Path, token: str, port: int | None = None) -> Iterator[str]:
     """``python -m actors run`` serving its queue over HTTP to workers holding ``token``."""
-    port = free_port()
+    port = free_port() if port is None else port
     config = write_config(
         tmp_path / "server.toml",
         f'[queue]\npath = "{tmp_path / "q.db"}"\n'
@@ -239,6 +241,15 @@ def test_a_wrong_worker_token_is_one_line_naming_edge_api_token(tmp_path: Path) 
     good = "the-right-token-123"
     with queue_server(tmp_path, good) as url:
         config = write_config(tmp_path / "worker.toml", f'[queue]\nbackend = "http"\nurl = "{url}"')
+        # `config check` reaches the server and says whether it accepts the token, as `run` does.
+        for token, ok in ((good, True), ("a-wrong-token-456", False)):
+            checked = actors(tmp_path, "config", "check", "--config", str(config),
+                             env=environment(EDGE_API_TOKEN=token))  # fmt: skip
+            if ok:
+                assert checked.returncode == EXIT_OK, checked.stderr
+                assert checked.stdout == f"{config}: ok; queue {url}: the token is accepted\n"
+            else:
+                assert "401" in one_error_line(checked)
         started = time.monotonic()
         done = actors(
             tmp_path, "run", "--config", str(config),
@@ -248,7 +259,9 @@ def test_a_wrong_worker_token_is_one_line_naming_edge_api_token(tmp_path: Path) 
         line = one_error_line(done)
         assert "401" in line and "EDGE_API_TOKEN" in line
         assert elapsed < 20  # refused at once, not after restarts
-        # The right token passes the same check (and then runs until stopped).
+        # The right token passes the same check (and then runs until stopped): once its banner
+        # is out (not after a fixed sleep, which a busy machine outlasts), SIGTERM drains it.
+        config.write_text(config.read_text().replace('level = "warning"', 'level = "info"'))
         worker = subprocess.Popen(
             [sys.executable, "-m", "actors", "run", "--config", str(config)],
             cwd=tmp_path,
@@ -256,10 +269,66 @@ def test_a_wrong_worker_token_is_one_line_naming_edge_api_token(tmp_path: Path) 
             stderr=subprocess.PIPE,
             text=True,
         )
-        time.sleep(3)
-        assert worker.poll() is None, worker.communicate()[1]
+        assert worker.stderr is not None
+        banner = worker.stderr.readline()
+        assert '"event":"system.started"' in banner, banner + worker.communicate()[1]
         worker.terminate()
         assert worker.wait(timeout=30) == 0
+    # The server is gone: `config check` says it is unreachable, in one line.
+    line = one_error_line(
+        actors(tmp_path, "config", "check", "--config", str(config),
+               env=environment(EDGE_API_TOKEN=good))
+    )  # fmt: skip
+    assert f"GET {url}/jobs/stats failed: ConnectError" in line and "EDGE_BASE_URL" in line
+
+
+@pytest.mark.slow
+def test_a_token_refused_mid_run_stops_the_worker_with_one_line_and_exit_70(
+    tmp_path: Path,
+) -> None:
+    # The worker starts with a token the server accepts; the server then restarts with other
+    # tokens (rotated), so the worker's next pull is refused: no retry or restart can fix that.
+    port = free_port()
+    config = write_config(
+        tmp_path / "worker.toml", f'[queue]\nbackend = "http"\nurl = "http://127.0.0.1:{port}"'
+    )
+    config.write_text(config.read_text().replace('level = "warning"', 'level = "info"'))
+    with queue_server(tmp_path, "the-first-token-123", port):
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "actors", "run", "--config", str(config)],
+            cwd=tmp_path,
+            env=environment(EDGE_API_TOKEN="the-first-token-123"),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert worker.stderr is not None
+        banner = worker.stderr.readline()  # the start-up checks passed: the tree runs
+        assert '"event":"system.started"' in banner, banner
+    try:
+        with queue_server(tmp_path, "the-rotated-token-456", port):
+            code = worker.wait(timeout=60)
+            rest = worker.stderr.read()
+    finally:
+        worker.kill()
+    assert code == EXIT_SYSTEM_FAILED, rest
+    # While the server restarted, pulls failed and were retried (the server may come back);
+    # once it answers 401, the worker stops: one line logged, one printed, nothing restarted.
+    lines = rest.splitlines()
+    assert no_retry_or_restart(lines, but="lease.pull_failed"), rest
+    assert '"event":"system.failed"' in lines[-2]
+    assert lines[-1].startswith("error: the system stopped: POST http://127.0.0.1:")
+    assert "refused (401" in lines[-1] and "EDGE_API_TOKEN" in lines[-1]
+
+
+def no_retry_or_restart(lines: list[str], *, but: str = "") -> bool:
+    """No restart, crash, traceback or retried failure among ``lines``, but for events ``but``
+    names (pulls that failed while the queue server restarted)."""
+    return not any(
+        marker in line
+        for line in lines
+        if not (but and f'"event":"{but}"' in line)
+        for marker in ("supervisor.", "Traceback", "_failed", "retry")
+    )
 
 
 # --- the database -----------------------------------------------------------------------------
@@ -327,15 +396,14 @@ def test_a_file_size_limit_is_reported_as_an_io_error(tmp_path: Path) -> None:
     assert "ulimit -f" in done.stdout and "move this file away" not in done.stdout
 
 
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 256 KiB tmpfs (needs root; skipped without it)."""
-    mount = tmp_path / "disk"
+@contextlib.contextmanager
+def small_disk(mount: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` at ``mount`` (needs root; skips the test without it)."""
     mount.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
     made = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)],
         capture_output=True,
         check=False,
     )
@@ -345,6 +413,13 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", "--lazy", str(mount)], check=True)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs (needs root; skipped without it)."""
+    with small_disk(tmp_path / "disk", "256k") as mount:
+        yield mount
 
 
 def test_a_full_disk_is_one_line_saying_so(tiny_disk: Path, tmp_path: Path) -> None:
@@ -368,6 +443,36 @@ def test_a_full_disk_is_one_line_saying_so(tiny_disk: Path, tmp_path: Path) -> N
     # `run` checks the free space before it starts anything.
     line = one_error_line(actors(tmp_path, "--db", str(db), "run", "--until-idle"))
     assert line.startswith(f"error: disk full at '{db}': ") and " KiB free; free space" in line
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_up_mid_run_stops_it_with_one_line_and_exit_70(tmp_path: Path) -> None:
+    with small_disk(tmp_path / "disk", "3m") as disk:
+        config = write_config(
+            tmp_path / "x.toml",
+            f'[queue]\npath = "{disk / "q.db"}"\n[storage]\nroot = "{tmp_path / "objects"}"',
+        )
+        config.write_text(config.read_text().replace('level = "warning"', 'level = "info"'))
+        docs = tmp_path / "docs"
+        docs.mkdir()
+        for n in range(60):  # about 1.7 MB of text: their results do not fit in what is left
+            words = (f"word{(n * 7 + i) % 997}" for i in range(4000))
+            (docs / f"{n}.txt").write_text(" ".join(words) + ".\n")
+        assert actors(tmp_path, "submit", "--config", str(config), str(docs)).returncode == 0
+        # Leave a little more than the start-up check asks for (MIN_FREE_BYTES).
+        free = shutil.disk_usage(disk).free
+        (disk / "filler").write_bytes(b"\0" * (free - MIN_FREE_BYTES - 64 * 1024))
+        done = actors(tmp_path, "run", "--until-idle", "--config", str(config))
+    assert done.returncode == EXIT_SYSTEM_FAILED, done.stderr
+    lines = done.stderr.splitlines()
+    # The banner, the failure logged, the failure printed last; perhaps the jobs given back
+    # (when that write fits) or the event loop's lag on a busy machine, but no restart, no
+    # retried write, no traceback.
+    assert no_retry_or_restart(lines) and len(lines) < 10, done.stderr
+    assert '"event":"system.started"' in lines[0]
+    assert sum('"event":"system.failed"' in line for line in lines) == 1
+    assert lines[-1].startswith(f"error: the system stopped: disk full at '{disk / 'q.db'}': ")
+    assert "move this file away" not in done.stderr
 
 
 def test_unwrap_reports_a_group_of_one_as_its_error() -> None:

@@ -273,9 +273,14 @@ def test_progress_is_a_plain_status_line_now_and_then_when_not_a_terminal(
 
 
 def read_pty(
-    argv: list[str], cwd: Path, environ: dict[str, str], timeout: float
+    argv: list[str],
+    cwd: Path,
+    environ: dict[str, str],
+    timeout: float,
+    terminate_on: re.Pattern[str] | None = None,
 ) -> tuple[int, str]:
-    """Run ``argv`` with stdout and stderr on a pseudo-terminal; return its code and output."""
+    """Run ``argv`` with stdout and stderr on a pseudo-terminal; return its code and output.
+    With ``terminate_on``, send it SIGTERM once its output matches that pattern."""
     master, slave = pty.openpty()
     process = subprocess.Popen(argv, cwd=cwd, env=environ, stdout=slave, stderr=slave)
     os.close(slave)
@@ -292,6 +297,10 @@ def read_pty(
                 if not data:
                     break
                 chunks.append(data)
+                seen = b"".join(chunks).decode(errors="replace")
+                if terminate_on is not None and terminate_on.search(seen):
+                    terminate_on = None
+                    process.terminate()
             elif process.poll() is not None:
                 break
         code = process.wait(timeout=10)
@@ -345,6 +354,71 @@ def test_on_a_terminal_without_rich_the_progress_is_plain_lines(tmp_path: Path) 
     text = [line.strip() for line in ANSI.sub("", output).splitlines() if line.strip()]
     assert any(re.match(r"run: \d+ done, 0 failed, \d+ pending, ", line) for line in text), text
     assert text[-3] == "run r (tenant default): done", text[-8:]
+
+
+def test_a_services_status_is_a_line_per_interval_while_its_counts_move(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [100.0]
+    monkeypatch.setattr(_progress.time, "monotonic", lambda: now[0])
+    out = io.StringIO()
+    with _progress.Progress("run", stream=out, plain_seconds=10.0, bar=False) as progress:
+        assert not progress.live  # no bar, even where rich could draw one
+        now[0] += 10.0
+        progress.update(0, 0, 0)  # idle: no line
+        now[0] += 10.0
+        progress.update(30, 0, 70)
+        now[0] += 10.0
+        progress.update(30, 0, 70)  # nothing moved: no line
+        now[0] += 10.0
+        progress.update(40, 1, 5)
+    # The rate is that of the interval before each line, not the average since the start.
+    assert out.getvalue().splitlines() == [
+        "run: 30 done, 0 failed, 70 pending, 3.0 jobs/s, ETA 24s",
+        "run: 40 done, 1 failed, 5 pending, 1.1 jobs/s, ETA 5s",
+    ]
+
+
+def test_a_service_off_a_terminal_shows_no_status_but_logs_it_at_debug_level(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import structlog
+
+    now = [100.0]
+    monkeypatch.setattr(_progress.time, "monotonic", lambda: now[0])
+    monkeypatch.setenv("ACTORS_PROGRESS_SECONDS", "5")
+    out = io.StringIO()  # not a terminal
+    assert _progress.Progress.for_service("run", debug=False, stream=out) is None
+    status = _progress.Progress.for_service("run", debug=True, stream=out)
+    assert status is not None
+    with structlog.testing.capture_logs() as logs, status:
+        now[0] += 5.0
+        status.update(12, 1, 3)
+    assert out.getvalue() == ""
+    assert [(e["event"], e["log_level"], e["done"], e["failed"], e["pending"]) for e in logs] == [
+        ("system.progress", "debug", 12, 1, 3)
+    ]
+    assert logs[0]["rate"] == 2.6
+
+
+@pytest.mark.slow
+def test_on_a_terminal_a_run_until_stopped_shows_a_status_line_while_jobs_move(
+    tmp_path: Path,
+) -> None:
+    config = str(with_processor(tmp_path))
+    docs = {f"{n}.txt": f"document number {n}\n" * 50 for n in range(99)}
+    files = write_docs(tmp_path, **docs, **{"slow.txt": "SLOW\n"})
+    assert actors(tmp_path, "submit", "--run-id", "r", *files).returncode == 0
+    environ = env(tmp_path, TERM="xterm", ACTORS_PROGRESS_SECONDS="0.2", ACTORS_CONFIG=config)
+    status = re.compile(r"run: 100 done, 0 failed, 0 pending, [\d.]+ jobs/s")
+    code, output = read_pty(
+        [sys.executable, "-m", "actors", "run"], tmp_path, environ, timeout=60, terminate_on=status
+    )
+    assert code == 0, output
+    text = [line.strip() for line in ANSI.sub("", output).splitlines() if line.strip()]
+    shown = [line for line in text if line.startswith("run: ")]
+    assert status.match(shown[-1]), text  # then SIGTERM: a clean stop, exit 0
+    assert all(re.match(r"run: \d+ done, 0 failed, \d+ pending, ", line) for line in shown)
 
 
 def test_store_migrate_run_reports_progress_in_rows(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -109,3 +110,57 @@ def test_commands_that_only_read_create_no_queue_in_an_empty_schema(
         assert done.stderr.count("\n") == 1
     tables = pg_admin("SELECT count(*) FROM pg_tables WHERE schemaname = $1", pg_schema)
     assert tables[0][0] == 0
+
+
+def test_config_check_reaches_the_postgres_queue_and_reads_its_schema_changing_nothing(
+    tmp_path: Path, pg_schema: str
+) -> None:
+    from actors.queue.postgres.schema import LATEST_VERSION
+
+    pg_admin(f"CREATE SCHEMA {pg_schema}")
+    config = tmp_path / "actors.toml"
+    config.write_text(f'[queue]\nbackend = "postgres"\ndsn = "{PG_DSN}?search_path={pg_schema}"\n')
+    done = actors(config, "config", "check")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.endswith(f"search_path={pg_schema}: no queue yet (`run` creates it)\n")
+    tables = pg_admin("SELECT count(*) FROM pg_tables WHERE schemaname = $1", pg_schema)
+    assert tables[0][0] == 0  # checked, not created
+
+    assert actors(config, "migrate", "up").returncode == 0
+    done = actors(config, "config", "check")
+    assert done.stdout.endswith(f": schema {LATEST_VERSION}\n"), done.stdout + done.stderr
+
+    # A schema written by a newer actors: one line, exit 1.
+    pg_admin(f"INSERT INTO {pg_schema}.schema_version (version) VALUES ({LATEST_VERSION + 1})")
+    done = actors(config, "config", "check")
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert f"has schema version {LATEST_VERSION + 1}, but this version of actors" in done.stderr
+
+
+def test_config_check_reports_an_unreachable_postgres_and_each_other_problem_on_its_own_line(
+    tmp_path: Path,
+) -> None:
+    import socket
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    config = tmp_path / "actors.toml"
+    config.write_text(
+        f'[queue]\nbackend = "postgres"\ndsn = "postgresql://postgres@127.0.0.1:{port}/x"\n'
+        '[processor]\nkind = "gemini"\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "actors", "--config", str(config), "config", "check"],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={k: v for k, v in os.environ.items() if k != "GOOGLE_API_KEY"},
+    )  # fmt: skip
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert len(lines) == 2, done.stderr
+    assert lines[0].startswith("error: ") and "GOOGLE_API_KEY" in lines[0]
+    assert lines[1].startswith(
+        f"error: cannot connect to PostgreSQL at postgresql://127.0.0.1:{port}/"
+    )
+    assert "Check [queue].dsn, that the server runs" in lines[1]
+    assert done.stdout == ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -424,3 +425,56 @@ async def test_a_child_with_no_grace_is_stopped_by_cancelling_it_which_is_not_a_
                 await anyio.lowlevel.checkpoint()
         kinds = [(e.kind, e.child) async for e in drain(events) if e.kind != "started"]
     assert kinds == [("stopped", "sweeper"), ("stopped", "a")]
+
+
+class Unfixable(Exception):
+    """What the escalation tests' supervisors escalate: no restart could fix it."""
+
+
+class Fatal(Worker):
+    async def handle(self, message: Any) -> Any:
+        if message == "fatal":
+            raise Unfixable(f"{self.ctx.id} cannot go on")
+        return await super().handle(message)
+
+
+async def test_an_escalated_error_restarts_nothing_and_comes_out_of_every_level_as_itself() -> None:
+    probe = Probe()
+    fatal = ChildSpec("w", lambda ctx: Fatal(ctx, probe), inbox_size=8)
+
+    def escalate(exc: BaseException) -> bool:
+        return isinstance(exc, Unfixable)
+
+    inner = lambda ctx: Supervisor([fatal, worker(probe, "x")], max_restarts=5, escalate=escalate)  # noqa: E731
+    root = Supervisor(
+        [worker(probe, "before"), ChildSpec("inner", inner)],
+        max_restarts=5,
+        escalate=escalate,
+    )
+    failures: list[Exception] = []
+
+    async def run_root(*, task_status: Any) -> None:
+        try:
+            await root.run(task_status=task_status)
+        except Unfixable as exc:
+            failures.append(exc)
+
+    with anyio.fail_after(5), root.events.subscribe(max_buffer=1000) as events:
+        async with anyio.create_task_group() as tg:
+            await tg.start(run_root)
+            # An ordinary crash is still restarted...
+            await ref_of(root, "inner", "w").tell("crash")
+            await next_event(events, "restarted", "w")
+            # ...an escalated one is not: both levels stop and fail with it.
+            await ref_of(root, "inner", "w").tell("fatal")
+        seen: list[LifecycleEvent] = []
+        with contextlib.suppress(anyio.WouldBlock):
+            while True:
+                seen.append(events.receive_nowait())
+    assert [str(exc) for exc in failures] == ["w cannot go on"]
+    escalated = [(e.supervisor, e.child) for e in seen if e.kind == "escalated"]
+    assert escalated == [("root/inner", "w"), ("root", "inner")]
+    assert [e for e in seen if e.kind in ("crashed", "restarted", "gave_up")] == []
+    assert dict(probe.starts) == {"before": 1, "w": 2, "x": 1}
+    # Every child was stopped (an actor that raised runs its on_stop too).
+    assert sorted(probe.stops) == ["before", "w", "w", "x"]

@@ -29,7 +29,8 @@ import anyio
 import asyncpg
 import msgspec
 
-from actors._bridge import Bridge
+from actors._bridge import Bridge, call_soon
+from actors._retries import retrying
 from actors.bounds import DEFAULT_MAX_PAYLOAD_BYTES, MAX_ATTEMPTS, MAX_PULL
 from actors.errors import (
     InvalidArgument,
@@ -160,8 +161,14 @@ _encode_imports = _encode_rows
 _CONTROLS_TTL = 1.0
 
 # Connection loss (a killed backend, a restarting server, a reset socket) is tried this many
-# times, waiting 0.05, 0.1, 0.2, ... 3.2 s between tries: 6.35 s in all, longer than a restart.
+# times, waiting 0.05, 0.1, 0.2, ... 3.2 s between tries (plus up to 0.05 s of jitter each, so
+# that the workers a restart cut off do not come back in step): about 6.5 s in all, longer
+# than a restart. `actors._retries` (stamina) waits.
 RETRIES = 8
+_RETRY_INITIAL_SECONDS = 0.05
+_RETRY_MAX_SECONDS = 3.2
+# The listening connection is retried for ever, at most this far apart.
+_LISTEN_RETRY_MAX_SECONDS = 2.0
 _TRANSIENT = (
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
@@ -175,6 +182,15 @@ _TRANSIENT = (
     ConnectionError,
     OSError,
 )
+_LISTEN_FAILURES = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+def _is_transient(exc: Exception) -> bool:
+    return isinstance(exc, _TRANSIENT) and not isinstance(exc, QueueError)
+
+
+def _is_listen_failure(exc: Exception) -> bool:
+    return isinstance(exc, _LISTEN_FAILURES)
 
 
 class PostgresQueue(SingleItemVerbs):
@@ -364,40 +380,48 @@ class PostgresQueue(SingleItemVerbs):
     async def _transaction(
         self, pool: Pool, work: Callable[[Connection], Awaitable[T]], atomic: bool
     ) -> T:
-        delay = 0.05
-        for attempt in itertools.count(1):
+        async def once() -> T:
+            conn = await pool.acquire()
             try:
-                conn = await pool.acquire()
-                try:
-                    if not atomic:
+                if not atomic:
+                    result = await work(conn)
+                else:
+                    async with conn.transaction():
                         result = await work(conn)
-                    else:
-                        async with conn.transaction():
-                            result = await work(conn)
-                except BaseException as exc:
-                    # Never back into the pool half-broken, or inside a transaction.
-                    broken = isinstance(exc, _TRANSIENT) or conn.is_in_transaction()
-                    pool.release(conn, broken=broken)
-                    raise
-                pool.release(conn)
-                return result
-            except QueueError:
+            except BaseException as exc:
+                # Never back into the pool half-broken, or inside a transaction.
+                broken = isinstance(exc, _TRANSIENT) or conn.is_in_transaction()
+                pool.release(conn, broken=broken)
                 raise
-            except _TRANSIENT as exc:
-                # The transaction rolled back, or (lost during COMMIT) may have committed:
-                # retrying is safe for what matters (idempotency keys, acks under one lease).
-                if attempt >= RETRIES:
-                    raise StorageError(
-                        f"PostgreSQL at {self.where} is unreachable after {attempt} tries: "
-                        f"{exc}. Check that the server runs; the call changed nothing or was "
-                        "committed once"
-                    ) from exc
-                log.warning("queue.pg_retry", attempt=attempt, error=str(exc) or repr(exc))
-                await asyncio.sleep(delay)  # a real wait for a real server, not queue time
-                delay *= 2
-            except asyncpg.PostgresError as exc:
-                raise StorageError(f"PostgreSQL failed: {exc}") from exc
-        raise AssertionError("unreachable")  # pragma: no cover
+            pool.release(conn)
+            return result
+
+        try:
+            # The transaction rolled back, or (lost during COMMIT) may have committed:
+            # retrying is safe for what matters (idempotency keys, acks under one lease).
+            # A real wait for a real server (on the driver's loop), not queue time.
+            return await retrying(
+                once,
+                on=_is_transient,
+                attempts=RETRIES,
+                wait_initial=_RETRY_INITIAL_SECONDS,
+                wait_max=_RETRY_MAX_SECONDS,
+                wait_jitter=_RETRY_INITIAL_SECONDS,
+                log=log,
+                event="queue.pg_retry",
+                level="warning",
+                describe=lambda exc: str(exc) or repr(exc),
+            )
+        except QueueError:
+            raise
+        except _TRANSIENT as exc:
+            raise StorageError(
+                f"PostgreSQL at {self.where} is unreachable after {RETRIES} tries: "
+                f"{exc}. Check that the server runs; the call changed nothing or was "
+                "committed once"
+            ) from exc
+        except asyncpg.PostgresError as exc:
+            raise StorageError(f"PostgreSQL failed: {exc}") from exc
 
     def _sync_listener(self) -> None:
         """Listen while anyone subscribes to ``on_enqueue`` (on the driver's loop).
@@ -416,25 +440,29 @@ class PostgresQueue(SingleItemVerbs):
 
     async def _listen_forever(self) -> None:
         # Enqueues by other processes wake our subscribers; polling covers any gap while the
-        # listening connection is down. Once it listens (the first time, and again after a
-        # loss) it wakes subscribers once: jobs may have arrived while nobody listened, as in
-        # the moment between a subscription and its LISTEN.
-        delay = 0.05
+        # listening connection is down (so a failed reconnect is only a debug line). Once it
+        # listens (the first time, and again after a loss) it wakes subscribers once: jobs may
+        # have arrived while nobody listened, as in the moment between a subscription and its
+        # LISTEN.
         while True:
-            try:
-                conn: Connection = await asyncpg.connect(self.dsn, **self._connect_kwargs)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-                continue
+            conn: Connection = await retrying(
+                functools.partial(asyncpg.connect, self.dsn, **self._connect_kwargs),
+                on=_is_listen_failure,
+                attempts=None,  # for as long as anyone subscribes
+                wait_initial=_RETRY_INITIAL_SECONDS,
+                wait_max=_LISTEN_RETRY_MAX_SECONDS,
+                wait_jitter=_RETRY_INITIAL_SECONDS,
+                log=log,
+                event="queue.pg_listen_retry",
+                level="debug",
+            )
             lost = asyncio.Event()
             try:
                 conn.add_termination_listener(functools.partial(_set_event, lost))
                 await conn.add_listener(self._channel, self._notified)
-                delay = 0.05
                 self._bridge.to_caller(self._notify_enqueued)
                 await lost.wait()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except _LISTEN_FAILURES:
                 pass
             finally:
                 with contextlib.suppress(Exception):
@@ -464,7 +492,7 @@ class PostgresQueue(SingleItemVerbs):
     def _listen_as_wanted(self) -> None:
         if self._pool is not None and not self._closed:
             with contextlib.suppress(RuntimeError):  # the driver's loop is closed
-                self._loop.call_soon_threadsafe(self._sync_listener)
+                call_soon(self._loop, self._sync_listener)
 
     def _notify_enqueued(self, *_: object) -> None:
         for callback in list(self._on_enqueue):

@@ -8,7 +8,13 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from actors.errors import InvalidArgument, MigrationRefused, SchemaTooNew, StorageError
+from actors.errors import (
+    DiskFull,
+    InvalidArgument,
+    MigrationRefused,
+    SchemaTooNew,
+    StorageError,
+)
 from actors.queue._migrations import Migration
 
 __all__ = [
@@ -364,7 +370,7 @@ def sqlite_failure(exc: sqlite3.Error, path: str | Path | None) -> StorageError:
     code = getattr(exc, "sqlite_errorcode", None)
     primary = code & 0xFF if isinstance(code, int) else None
     if primary == sqlite3.SQLITE_FULL:
-        return StorageError(
+        return DiskFull(
             f"disk full at {where}: free space on its disk (or raise its quota) and run again; "
             "the write that failed was rolled back, nothing committed before it is lost"
         )
