@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from actors.config import Config, load_config
     from actors.errors import ActorsError, ConfigError
     from actors.pipeline import RunUpdate
-    from actors.queue import Job, NewJob, RunSummary, SQLiteQueue, Stats
+    from actors.queue import Job, NewJob, NewSchedule, RunSummary, Schedule, SQLiteQueue, Stats
     from actors.system import ActorSystem, SystemFailed
 
 __all__ = [
@@ -23,9 +23,11 @@ __all__ = [
     "ConfigError",
     "Job",
     "NewJob",
+    "NewSchedule",
     "RunSummary",
     "RunUpdate",
     "SQLiteQueue",
+    "Schedule",
     "Stats",
     "SystemFailed",
     "load_config",
@@ -40,6 +42,8 @@ _HOMES = {
     "load_config": "actors.config",
     "Job": "actors.queue",
     "NewJob": "actors.queue",
+    "NewSchedule": "actors.queue",
+    "Schedule": "actors.queue",
     "RunSummary": "actors.queue",
     "SQLiteQueue": "actors.queue",
     "Stats": "actors.queue",

@@ -34,9 +34,13 @@ __all__ = [
     "MAX_PAYLOAD_BYTES_LIMIT",
     "MAX_PRIORITY",
     "MAX_PULL",
+    "MAX_PULL_WAITERS",
+    "MAX_PULL_WAIT_SECONDS",
     "MAX_RETENTION_SECONDS",
+    "MAX_SCHEDULES_PER_TENANT",
     "MAX_TENANT_LEASED",
     "MAX_TENANT_RATE",
+    "MAX_TICKS_PER_FIRE",
     "MAX_TIMEOUT_SECONDS",
     "MAX_UPLOAD_NAME_CHARS",
     "MAX_UPLOAD_URL_SECONDS",
@@ -45,6 +49,7 @@ __all__ = [
     "MINUTE",
     "MIN_TENANT_RATE",
     "MIN_TIMEOUT_SECONDS",
+    "SCHEDULE_NAME_PATTERN",
     "AckBatch",
     "AckIdText",
     "Attempts",
@@ -64,9 +69,15 @@ __all__ = [
     "Port",
     "Priority",
     "PullSize",
+    "PullWait",
     "Retention",
+    "ScheduleCron",
+    "ScheduleGrace",
+    "ScheduleInterval",
+    "ScheduleName",
     "TenantLeased",
     "TenantRate",
+    "TimeZoneName",
     "Timeout",
     "UploadName",
     "UploadUrlSeconds",
@@ -95,6 +106,13 @@ MAX_VISIBILITY_SECONDS = HOUR
 MAX_DELAY_SECONDS = DAY
 # One pull leases at most this many jobs; more would hold the write lock for too long.
 MAX_PULL = 1000
+# A pull waits at most this long for a job to arrive (a long poll): under the idle timeouts of
+# common proxies and load balancers (30 s and more), so a waiting pull is not cut off; a worker
+# that wants to wait longer pulls again.
+MAX_PULL_WAIT_SECONDS = 20.0
+# At most this many pulls of one queue object wait at once; a pull beyond them answers at once,
+# as a pull that does not wait (every enqueue wakes every waiting pull, which then claims again).
+MAX_PULL_WAITERS = 256
 # One page of a listing (jobs or runs) holds at most this many items.
 MAX_PAGE = 1000
 # One batch call (enqueue_many, ack_many, ...) carries at most this many items, for the same
@@ -110,6 +128,13 @@ MAX_TIMEOUT_SECONDS = DAY
 MAX_MAINTENANCE_INTERVAL_SECONDS = 366 * DAY
 # Finished jobs are kept (or purged when older than) at most ten years.
 MAX_RETENTION_SECONDS = 3650 * DAY
+# A tenant has at most this many schedules: each is a row read on every firing round.
+MAX_SCHEDULES_PER_TENANT = 1000
+# One firing round enqueues at most this many ticks of one schedule (the rest the next round):
+# an interval of 1 s with a grace of a day must not enqueue 86,400 jobs in one transaction.
+MAX_TICKS_PER_FIRE = 100
+# A schedule's name: a URL path segment and a part of its ticks' run ids, so no ':' or '/'.
+SCHEDULE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 # Job ids are positive signed 64-bit integers (SQLite's rowid, PostgreSQL's bigint).
 MAX_JOB_ID = 2**63 - 1
 
@@ -147,6 +172,8 @@ Delay = Annotated[float, Meta(ge=0, le=MAX_DELAY_SECONDS)]
 JobTimeout = Annotated[float, Meta(ge=MIN_TIMEOUT_SECONDS, le=MAX_TIMEOUT_SECONDS)]
 #: How many jobs one pull leases.
 PullSize = Annotated[int, Meta(ge=1, le=MAX_PULL)]
+#: How long a pull may wait for a job when none is available (0: it answers at once).
+PullWait = Annotated[float, Meta(ge=0, le=MAX_PULL_WAIT_SECONDS)]
 #: How many acks one ack call carries.
 AckBatch = Annotated[int, Meta(ge=1, le=MAX_BATCH)]
 LeaseToken = Annotated[str, Meta(max_length=MAX_LEASE_TOKEN_CHARS)]
@@ -158,6 +185,16 @@ Retention = Annotated[float, Meta(ge=0, le=MAX_RETENTION_SECONDS)]
 MaintenanceInterval = Annotated[float, Meta(ge=0.001, le=MAX_MAINTENANCE_INTERVAL_SECONDS)]
 UploadName = Annotated[str, Meta(min_length=1, max_length=MAX_UPLOAD_NAME_CHARS)]
 UploadUrlSeconds = Annotated[float, Meta(gt=0, le=MAX_UPLOAD_URL_SECONDS)]
+#: A schedule's name (`SCHEDULE_NAME_PATTERN`).
+ScheduleName = Annotated[str, Meta(pattern=SCHEDULE_NAME_PATTERN)]
+#: A cron expression: five fields, or six with seconds last (`actors.cron`).
+ScheduleCron = Annotated[str, Meta(min_length=1, max_length=256)]
+#: An IANA time zone name ("Europe/Berlin"); the longest in the database has 32 characters.
+TimeZoneName = Annotated[str, Meta(min_length=1, max_length=64)]
+#: A schedule's interval: whole seconds, one second to a year.
+ScheduleInterval = Annotated[int, Meta(ge=1, le=366 * 86_400)]
+#: How late a tick may be enqueued and still count as on time: none to a day.
+ScheduleGrace = Annotated[float, Meta(ge=0, le=DAY)]
 
 # A tenant's share of fair claims: up to this many of its jobs per round.
 MAX_WEIGHT = 1000

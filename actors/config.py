@@ -27,16 +27,24 @@ from actors.bounds import (
     PathText,
     PerMinute,
     Port,
+    Priority,
     PullSize,
+    PullWait,
     Retention,
+    ScheduleCron,
+    ScheduleGrace,
+    ScheduleInterval,
+    ScheduleName,
     TenantLeased,
     TenantRate,
     Timeout,
+    TimeZoneName,
     UploadUrlSeconds,
     Visibility,
     Weight,
 )
-from actors.errors import ConfigError
+from actors.cron import Cadence
+from actors.errors import ConfigError, InvalidArgument
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -49,6 +57,7 @@ __all__ = [
     "ProcessorConfig",
     "QueueConfig",
     "RuntimeConfig",
+    "ScheduleConfig",
     "Secret",
     "Secrets",
     "StorageConfig",
@@ -104,6 +113,9 @@ class QueueConfig(_Table, frozen=True):
     retry_base_seconds: Delay = 1.0
     retry_cap_seconds: Delay = 300.0
     poll_interval_seconds: Interval = 1.0
+    # backend = "http": an idle worker's pull waits at the server this long for a job (a long
+    # poll, answered as soon as one is enqueued); 0 polls every poll_interval_seconds instead.
+    pull_wait_seconds: PullWait = 20.0
     reap_interval_seconds: Interval = 5.0
     # Finished jobs older than this are purged on a schedule; 0 keeps them forever.
     retention_seconds: Retention = 7 * 24 * 3600.0
@@ -243,6 +255,31 @@ class LogConfig(_Table, frozen=True):
     format: Literal["auto", "json", "console"] = "auto"
 
 
+class ScheduleConfig(_Table, frozen=True):
+    """One ``[[schedules]]`` entry: a recurring job (`actors.queue.model.NewSchedule`).
+
+    Every process that opens the queue writes these into it when it starts (a schedule of the
+    same tenant and name is replaced; the same timing keeps its next tick); a schedule removed
+    from the file stays in the queue until `schedules delete` removes it.
+    """
+
+    name: ScheduleName
+    tenant_id: IdText
+    # The object each tick's job reads; under "{tenant_id}/".
+    r2_key: IdText
+    # Either a cron expression (five fields, or six with seconds last) read in `timezone`...
+    cron: ScheduleCron | None = None
+    # ... or an interval: ticks at the multiples of these seconds since the epoch.
+    interval_seconds: ScheduleInterval | None = None
+    timezone: TimeZoneName = "UTC"
+    payload: Any = None
+    priority: Priority = 0
+    # A tick more than grace_seconds late was missed (every process was down): catch_up
+    # enqueues one job for the latest missed tick when the queue comes back; skip enqueues none.
+    missed: Literal["catch_up", "skip"] = "catch_up"
+    grace_seconds: ScheduleGrace = 60.0
+
+
 class Secret:
     """A string that never shows itself in ``repr``, ``str`` or logs; ``reveal()`` returns it."""
 
@@ -312,6 +349,8 @@ class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=Tr
     supervision: SupervisionConfig = msgspec.field(default_factory=SupervisionConfig)
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     log: LogConfig = msgspec.field(default_factory=LogConfig)
+    # [[schedules]]: an array of tables, one per recurring job.
+    schedules: tuple[ScheduleConfig, ...] = ()
     # Not a TOML table: filled from the environment by load_config.
     secrets: Secrets = msgspec.field(default_factory=Secrets)
     # The file this came from (None: embedded defaults); for messages only.
@@ -410,8 +449,28 @@ def load_config(
     return msgspec.structs.replace(config, secrets=Secrets.from_env(env), source=source)
 
 
+def _check_schedules(config: Config, source: str) -> None:
+    """Refuse a schedule whose cron expression, time zone or timing is wrong, or a second
+    schedule of the same name in one tenant (checked here, so that `config check` says so)."""
+    seen: set[tuple[str, str]] = set()
+    for i, schedule in enumerate(config.schedules):
+        where = f"{source}: [[schedules]] #{i + 1} ({schedule.name!r})"
+        try:
+            Cadence(schedule.cron, schedule.interval_seconds, schedule.timezone)
+        except InvalidArgument as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        key = (schedule.tenant_id, schedule.name)
+        if key in seen:
+            raise ConfigError(
+                f"{where}: tenant {schedule.tenant_id!r} has two schedules of this name; a "
+                "name is unique within a tenant, so rename one"
+            )
+        seen.add(key)
+
+
 def _check_together(config: Config, source: str) -> None:
     """Refuse values that are each valid but wrong together."""
+    _check_schedules(config, source)
     sup, queue = config.supervision, config.queue
     if sup.backoff_min_seconds > sup.backoff_max_seconds:
         raise ConfigError(
@@ -460,29 +519,52 @@ def _explain(exc: msgspec.ValidationError) -> str:
     if message.startswith("Object contains unknown field"):
         name = message.split("`")[1]
         if not parts:
-            known = ", ".join(f"[{t}]" for t in _TABLES)
-            hint = _did_you_mean(name, _TABLES)
+            known = ", ".join([*(f"[{t}]" for t in _TABLES), "[[schedules]]"])
+            hint = _did_you_mean(name, [*_TABLES, "schedules"])
             if hint:
                 return f"unknown table [{name}]{hint} (the tables are {known})"
             return f"unknown table [{name}]; the tables are {known}"
-        table = parts[0]
-        keys = ", ".join(f.name for f in msgspec.structs.fields(_TABLES[table]))
-        hint = _did_you_mean(name, (f.name for f in msgspec.structs.fields(_TABLES[table])))
+        table, shown = _table_of(parts[0])
+        fields = [f.name for f in msgspec.structs.fields(table)]
+        keys = ", ".join(fields)
+        hint = _did_you_mean(name, fields)
         if hint:
-            return f"[{table}] has no key `{name}`{hint} (its keys are {keys})"
-        return f"[{table}] has no key `{name}` (a typo?); its keys are {keys}"
-    if message.startswith(("Expected `str` matching regex", "Expected `str` of length")) and (
-        parts and parts[-1] in ("path", "root")
-    ):
-        # PathText bounds a path's length and form.
-        message = (
-            "expected a file path: not empty or blank, without NUL bytes, at most 4096 characters"
-        )
+            return f"{shown} has no key `{name}`{hint} (its keys are {keys})"
+        return f"{shown} has no key `{name}` (a typo?); its keys are {keys}"
+    if message.startswith(("Expected `str` matching regex", "Expected `str` of length")):
+        message = _FORMS.get(parts[-1] if parts else "", message)
     if not parts:
         return message
     if len(parts) == 1:
-        return f"[{parts[0]}] must be a table: {message}"
-    return f"[{parts[0]}].{'.'.join(parts[1:])}: {message}"
+        if parts[0] == "schedules":
+            return f"[[schedules]] must be an array of tables: {message}"
+        return f"{_table_of(parts[0])[1]} must be a table: {message}"
+    table, shown = _table_of(parts[0])
+    if table is ScheduleConfig:
+        return f"{shown}, {'.'.join(parts[1:])}: {message}"
+    return f"{shown}.{'.'.join(parts[1:])}: {message}"
+
+
+# What a string of a bounded form must be, by key (the regex or length msgspec names is no help).
+_PATH_FORM = "expected a file path: not empty or blank, without NUL bytes, at most 4096 characters"
+_FORMS = {
+    "path": _PATH_FORM,
+    "root": _PATH_FORM,
+    "name": "expected a schedule name: 1 to 128 letters, digits, '_', '.' or '-', starting "
+    "with a letter or digit",
+    "tenant_id": "expected a tenant id of 1 to 1024 characters",
+    "r2_key": "expected an object key of 1 to 1024 characters",
+    "cron": "expected a cron expression of 1 to 256 characters",
+    "timezone": "expected a time zone name of 1 to 64 characters, such as 'Europe/Berlin'",
+}
+
+
+def _table_of(part: str) -> tuple[type[msgspec.Struct], str]:
+    """The Struct of a path's first part and how to show it: ``[queue]``, or
+    ``[[schedules]] #2`` for msgspec's ``schedules[1]``."""
+    if part.startswith("schedules["):
+        return ScheduleConfig, f"[[schedules]] #{int(part[10:].rstrip(']')) + 1}"
+    return _TABLES.get(part, _Table), f"[{part}]"
 
 
 def _did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
@@ -491,6 +573,20 @@ def _did_you_mean(word: str, choices: typing.Iterable[str]) -> str:
 
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _toml_value(value: object) -> str:
+    """``value`` as TOML (a payload's tables inline); JSON's strings and numbers are TOML's."""
+    if isinstance(value, dict):
+        items = ", ".join(
+            f"{msgspec.json.encode(str(k)).decode()} = {_toml_value(v)}"
+            for k, v in value.items()
+            if v is not None  # TOML has no null
+        )
+        return f"{{ {items} }}" if items else "{}"
+    if isinstance(value, list | tuple):
+        return f"[{', '.join(_toml_value(v) for v in value if v is not None)}]"
+    return msgspec.json.encode(value).decode()
 
 
 def dump_config(config: Config) -> str:
@@ -507,6 +603,12 @@ def dump_config(config: Config) -> str:
                 lines.append(f"# {field.name} is not set")
             else:
                 lines.append(f"{field.name} = {msgspec.json.encode(value).decode()}")
+    for schedule in config.schedules:
+        lines.append("\n[[schedules]]")
+        for field in msgspec.structs.fields(schedule):
+            value = getattr(schedule, field.name)
+            if value is not None:
+                lines.append(f"{field.name} = {_toml_value(value)}")
     lines.append("\n# secrets, from the environment")
     for field in msgspec.structs.fields(config.secrets):
         state = "set (********)" if getattr(config.secrets, field.name) else "not set"

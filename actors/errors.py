@@ -11,6 +11,7 @@ Hierarchy::
     │   │   └── PayloadTooLarge      a payload or result exceeds max_payload_bytes
     │   ├── JobNotFound              no job has that id (also a LookupError)
     │   ├── RunNotFound              no run has that id (also a LookupError)
+    │   ├── ScheduleNotFound         the tenant has no schedule of that name (a LookupError)
     │   ├── LeaseLost                a lease token is stale: expired, superseded or finished
     │   ├── QueueClosed              the queue was used after it was closed
     │   ├── StorageError             SQLite itself failed (disk full, file unreadable, ...)
@@ -77,6 +78,7 @@ __all__ = [
     "QueueClosed",
     "QueueError",
     "RunNotFound",
+    "ScheduleNotFound",
     "SchemaError",
     "SchemaTooNew",
     "StorageError",
@@ -158,13 +160,26 @@ class RunNotFound(QueueError, LookupError):
         )
 
 
+class ScheduleNotFound(QueueError, LookupError):
+    """The tenant has no schedule of this name (it was never created, or it was deleted)."""
+
+    def __init__(self, tenant_id: str, name: str) -> None:
+        self.tenant_id = tenant_id
+        self.name = name
+        super().__init__(
+            f"schedule {name!r} of tenant {tenant_id!r} does not exist; list the tenant's "
+            "schedules with `python -m actors schedules list`"
+        )
+
+
 class LeaseLost(QueueError):
     """A renew, release or ack carried a lease token that is no longer live; nothing changed.
 
     ``reason`` is one of ``"expired"`` (the lease ran out; nobody holds the job yet),
     ``"superseded"`` (the job was leased again under a new token), ``"finished"`` (the job
-    is already done or failed) or ``"not_leased"`` (the job is pending again: released,
-    retried or reaped).
+    is already done or failed), ``"not_leased"`` (the job is pending again: released,
+    retried or reaped) or ``"cancelled"`` (the job was cancelled: stop working on it; the call
+    that was refused ended it ``cancelled`` if its lease was marked).
     """
 
     def __init__(self, job_id: int, reason: str, message: str) -> None:

@@ -20,19 +20,36 @@ from actors.bounds import (
     MetricName,
     Priority,
     PullSize,
+    PullWait,
     Retention,
+    ScheduleCron,
+    ScheduleGrace,
+    ScheduleInterval,
+    ScheduleName,
     TenantLeased,
     TenantRate,
+    TimeZoneName,
     UploadName,
     Visibility,
     Weight,
 )
-from actors.queue.model import Job, QueueControls, RunSummary, Stats
+from actors.queue.model import (
+    ItemResult,
+    Job,
+    MissedTicks,
+    QueueControls,
+    RunSummary,
+    Schedule,
+    Stats,
+)
 
 __all__ = [
     "AckIn",
     "AckItem",
     "AckOut",
+    "CancelIn",
+    "CancelItemOut",
+    "CancelOut",
     "ClaimTaskIn",
     "ClaimTaskOut",
     "ControlsOut",
@@ -59,7 +76,11 @@ __all__ = [
     "RenewTaskIn",
     "RequeueIn",
     "ResultIn",
+    "RunCancelOut",
     "RunOut",
+    "ScheduleIn",
+    "ScheduleOut",
+    "SchedulesOut",
     "StartIn",
     "StatsBody",
     "StatsOut",
@@ -75,9 +96,11 @@ __all__ = [
     "UploadCreateIn",
     "UploadCreateOut",
     "UploadDoneOut",
+    "cancel_item_out",
     "controls_out",
     "job_out",
     "run_out",
+    "schedule_out",
     "stats_out",
 ]
 
@@ -153,6 +176,8 @@ class JobOut(_Out, frozen=True):
     timeout_seconds: float | None = None
     # Where an imported job came from (``d1:<id>``, ``kv:<task id>``).
     origin: str | None = None
+    # When someone asked to cancel it; a leased job with this set ends `cancelled`.
+    cancel_requested_at: float | None = None
 
 
 class EnqueueManyOut(_Out, frozen=True):
@@ -162,12 +187,14 @@ class EnqueueManyOut(_Out, frozen=True):
 
 class PullIn(_In, frozen=True):
     """``started``: the jobs count as started when leased (a crash then spends their attempt),
-    for clients that never call ``/jobs/start``; send false and call it when work begins."""
+    for clients that never call ``/jobs/start``; send false and call it when work begins.
+    ``waitSeconds``: how long to wait for a job when none is there (a long poll)."""
 
     max: PullSize = 10
     visibility_seconds: Visibility = 60.0
     worker_id: IdText | None = None
     started: bool = True
+    wait_seconds: PullWait = 0.0
 
 
 class PullOut(_Out, frozen=True):
@@ -283,6 +310,7 @@ class StatsBody(_Out, frozen=True):
     # What is paused (POST /queue/pause); false and none for a server that predates it.
     paused: bool = False
     paused_tenants: list[str] = msgspec.field(default_factory=list)
+    cancelled: int = 0
 
 
 class StatsOut(_Out, frozen=True):
@@ -336,6 +364,87 @@ class RunOut(_Out, frozen=True):
     created_at: float
     updated_at: float
     finished_at: float | None = None
+    cancelled: int = 0
+
+
+class CancelIn(_In, frozen=True):
+    """The jobs to cancel (a tenant-scoped token cancels only its tenant's; others answer
+    ``not_found``, as jobs that do not exist). ``tenantId`` limits the cancel to that tenant's
+    jobs in the same way."""
+
+    ids: Annotated[list[JobId], Meta(min_length=1, max_length=MAX_BATCH)]
+    tenant_id: IdText | None = None
+
+
+class CancelItemOut(_Out, frozen=True):
+    """What a cancel did to one job: ``outcome`` is ``cancelled`` (it was pending: cancelled
+    now), ``cancel_requested`` (it is leased: it ends cancelled when its worker stops or its
+    lease expires), ``already_cancelled`` (cancelled or requested before), ``finished`` (done
+    or failed: nothing changed) or ``not_found``. ``job`` is the job after the call."""
+
+    id: int
+    ok: bool
+    reason: str
+    outcome: Literal["cancelled", "cancel_requested", "already_cancelled", "finished", "not_found"]
+    job: JobOut | None = None
+    message: str | None = None
+
+
+class CancelOut(_Out, frozen=True):
+    success: bool
+    results: list[CancelItemOut]
+
+
+class RunCancelOut(_Out, frozen=True):
+    """What a run's cancel did: ``cancelled`` pending jobs now, ``cancelRequested`` leased ones
+    marked (each ends cancelled when its worker stops or its lease expires)."""
+
+    success: bool
+    run_id: str
+    cancelled: int
+    cancel_requested: int
+
+
+# --- schedules -------------------------------------------------------------------------------
+
+
+class ScheduleIn(_In, frozen=True):
+    """A recurring job (`NewSchedule`): ``cron`` (five fields, or six with seconds last) in
+    ``timezone``, or every ``intervalSeconds``; each tick enqueues a job of ``tenantId``
+    naming ``r2Key``. Ticks more than ``graceSeconds`` late were missed: ``missed`` says
+    whether they enqueue one job (``catch_up``, for the latest) or none (``skip``)."""
+
+    name: ScheduleName
+    tenant_id: IdText
+    r2_key: IdText
+    cron: ScheduleCron | None = None
+    interval_seconds: ScheduleInterval | None = None
+    timezone: TimeZoneName = "UTC"
+    payload: Any = None
+    priority: Priority = 0
+    missed: MissedTicks = "catch_up"
+    grace_seconds: ScheduleGrace = 60.0
+
+
+class ScheduleOut(_Out, frozen=True):
+    name: str
+    tenant_id: str
+    r2_key: str
+    next_tick_at: float
+    cron: str | None = None
+    interval_seconds: int | None = None
+    timezone: str = "UTC"
+    payload: Any = None
+    priority: int = 0
+    missed: MissedTicks = "catch_up"
+    grace_seconds: float = 60.0
+    last_tick_at: float | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+class SchedulesOut(_Out, frozen=True):
+    schedules: list[ScheduleOut]
 
 
 # --- uploads ---------------------------------------------------------------------------------
@@ -502,8 +611,36 @@ def job_out(job: Job) -> JobOut:
     return msgspec.convert(job, JobOut, from_attributes=True)
 
 
+def cancel_item_out(result: ItemResult) -> CancelItemOut:
+    """Encode one item of a cancel's results with what changed."""
+    job = result.job
+    outcome: Literal["cancelled", "cancel_requested", "already_cancelled", "finished", "not_found"]
+    if result.reason == "not_found" or job is None:
+        outcome = "not_found"
+    elif result.reason == "duplicate":
+        outcome = "already_cancelled"
+    elif not result.ok:
+        outcome = "finished"
+    elif job.status == "cancelled":
+        outcome = "cancelled"
+    else:
+        outcome = "cancel_requested"
+    return CancelItemOut(
+        id=result.job_id,
+        ok=result.ok,
+        reason=result.reason,
+        outcome=outcome,
+        job=None if job is None else job_out(job),
+        message=result.message,
+    )
+
+
 def run_out(summary: RunSummary) -> RunOut:
     return msgspec.convert(summary, RunOut, from_attributes=True)
+
+
+def schedule_out(schedule: Schedule) -> ScheduleOut:
+    return msgspec.convert(schedule, ScheduleOut, from_attributes=True)
 
 
 def controls_out(controls: QueueControls, tenant: str | None = None) -> ControlsOut:

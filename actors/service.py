@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 import anyio
 import msgspec
@@ -23,6 +23,7 @@ from actors.bounds import MAX_PAGE
 from actors.config import Config
 from actors.errors import ActorsError, InvalidArgument
 from actors.log import get_logger
+from actors.pipeline import TERMINAL_RUN_STATUSES
 from actors.queue import NewJob, RunSummary, Stats
 from actors.queue.base import Queue
 from actors.queue.factory import open_queue
@@ -156,9 +157,13 @@ def _arm_on_signals(deadline: _ExitDeadline, signums: Sequence[int]) -> Iterator
 #: ``EXIT_RUN_FAILED``; ``runs watch`` exits with it too).
 RUN_FAILED = 2
 
-#: ``progress(done, failed, pending)``: jobs done and failed by this process, and jobs left to
-#: work on (leased, or available now; with ``wait_scheduled`` the scheduled ones too).
-ProgressCallback = Callable[[int, int, int], None]
+
+class ProgressCallback(Protocol):
+    """``progress(done, failed, pending, cancelled)``: jobs done and failed by this process, jobs
+    left to work on (leased, or available now; with ``wait_scheduled`` the scheduled ones too),
+    and jobs whose cancellation this process saw through."""
+
+    def __call__(self, done: int, failed: int, pending: int, cancelled: int = 0) -> None: ...
 
 
 async def serve(
@@ -348,7 +353,8 @@ async def _wait_idle(
         if progress is not None:
             waited = stats.scheduled if wait_scheduled else min(retrying, stats.scheduled)
             left = stats.leased + runnable + waited
-            progress(system.ack_stats.done, system.ack_stats.failed, left)
+            acks = system.ack_stats
+            progress(acks.done, acks.failed, left, acks.cancelled)
         if stats.leased == 0 and runnable == 0 and len(system.inflight) == 0:
             if stats.scheduled == 0:
                 return stats
@@ -516,7 +522,8 @@ def format_summary(summary: RunSummary) -> str:
     return (
         f"run {summary.run_id} (tenant {summary.tenant_id}): {summary.status}\n"
         f"  jobs: {summary.total} total, {summary.done} done, {summary.failed} failed, "
-        f"{summary.pending} pending, {summary.leased} leased\n"
+        + (f"{summary.cancelled} cancelled, " if summary.cancelled else "")
+        + f"{summary.pending} pending, {summary.leased} leased\n"
         + (f"  {metrics}\n" if metrics else "")
     ).rstrip("\n")
 
@@ -536,19 +543,20 @@ async def watch(
             summary: RunSummary = await queue.run_summary(run_id)
             if summary != last:
                 if tty:
-                    finished = summary.done + summary.failed
+                    finished = summary.done + summary.failed + summary.cancelled
                     width = 30
                     filled = width * finished // max(1, summary.total)
                     bar = "#" * filled + "-" * (width - filled)
                     out.write(
                         f"\r{run_id} [{bar}] {finished}/{summary.total} "
-                        f"({summary.failed} failed) {summary.status}   "
+                        f"({summary.failed} failed, {summary.cancelled} cancelled) "
+                        f"{summary.status}   "
                     )
                 else:
                     out.write(msgspec.json.encode(summary).decode() + "\n")
                 out.flush()
                 last = summary
-            if summary.status in ("done", "failed"):
+            if summary.status in TERMINAL_RUN_STATUSES:
                 if tty:
                     out.write("\n")
                 return summary

@@ -29,9 +29,22 @@ from actors.pipeline import (
     RunUpdate,
     explain_give_up,
     room_id,
+    schedules_from_config,
 )
 from actors.processors import Processor, WorkerPool, make_processor
-from actors.queue import Job, NewJob, OwnedQueue, Queue, QueueControls, RunSummary, Stats
+from actors.queue import (
+    ItemResult,
+    Job,
+    NewJob,
+    NewSchedule,
+    OwnedQueue,
+    Queue,
+    QueueControls,
+    RunCancel,
+    RunSummary,
+    Schedule,
+    Stats,
+)
 from actors.queue.factory import open_queue
 from actors.storage import ObjectStore, make_store
 from supervisors import (
@@ -120,8 +133,9 @@ class ActorSystem:
     async def __aenter__(self) -> ActorSystem:
         config = self.config
         if config.http.enabled:
-            for module in ("starlette", "hypercorn", "prometheus_client"):
+            for module in ("starlette", "uvicorn", "hypercorn", "prometheus_client"):
                 require_package(module, "http", "[http] enabled = true")
+        schedules_from_config(config)  # a foreign key is a ConfigError before anything opens
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:
@@ -315,6 +329,7 @@ class ActorSystem:
         unless ``cross_tenant_key=True`` says the caller allows this job to read another's.
         """
         tenancy.check_tenant_id(tenant_id)
+        tenancy.check_run_id(tenant_id, run_id)
         if not cross_tenant_key:
             tenancy.check_key(tenant_id, r2_key)
         return await self.queue.enqueue(
@@ -334,9 +349,56 @@ class ActorSystem:
         """Enqueue jobs in one transaction; each key checked as `enqueue` does, before any."""
         for job in jobs:
             tenancy.check_tenant_id(job.tenant_id)
+            tenancy.check_run_id(job.tenant_id, job.run_id)
             if not job.cross_tenant_key:
                 tenancy.check_key(job.tenant_id, job.r2_key)
         return await self.queue.enqueue_many(list(jobs))
+
+    async def create_schedule(self, schedule: NewSchedule) -> Schedule:
+        """Add a recurring job, or replace the tenant's one of that name (`Queue.create_schedule`).
+
+        Its key must lie under ``"{tenant_id}/"`` (`actors.tenancy`), else `ForeignObjectKey`:
+        a schedule's jobs never cross tenants.
+        """
+        tenancy.check_tenant_id(schedule.tenant_id)
+        tenancy.check_key(schedule.tenant_id, schedule.r2_key)
+        return await self.queue.create_schedule(schedule)
+
+    async def list_schedules(self, tenant_id: str | None = None) -> list[Schedule]:
+        """Every schedule (of one tenant), by tenant and name."""
+        return await self.queue.list_schedules(tenant_id)
+
+    async def delete_schedule(self, tenant_id: str, name: str) -> Schedule:
+        """Delete the tenant's schedule of this name, or raise `ScheduleNotFound`."""
+        return await self.queue.delete_schedule(tenant_id, name)
+
+    async def cancel(
+        self, job_ids: Sequence[int], *, tenant_id: str | None = None
+    ) -> list[ItemResult]:
+        """Cancel jobs (see `Queue.cancel_many`): a pending one ends ``cancelled`` now; a leased
+        one is marked, and ends ``cancelled`` once its worker stops (a worker in this process
+        stops at once; others at their next renewal) or its lease expires. Per item: ``ok``
+        (the job's status says which), ``duplicate``, ``finished`` or ``not_found``."""
+        results = await self.queue.cancel_many(job_ids, tenant_id=tenant_id)
+        now = self.clock.time()
+        by_run: dict[str, list[int]] = {}
+        for r in results:
+            if r.reason == "ok" and r.job is not None and r.job.status == "cancelled":
+                by_run.setdefault(r.job.run_id, []).append(r.job_id)
+        self.tell_watchers(
+            [
+                RunEvent(run_id=run, kind="cancelled", job_ids=tuple(ids), at=now)
+                for run, ids in by_run.items()
+            ]
+        )
+        return results
+
+    async def cancel_run(self, run_id: str, *, tenant_id: str | None = None) -> RunCancel:
+        """Cancel every unfinished job of the run (as `cancel` does each); RunNotFound if there
+        is no such run (or it is another tenant's than ``tenant_id``)."""
+        outcome = await self.queue.cancel_run(run_id, tenant_id=tenant_id)
+        self.tell_watchers([RunEvent(run_id=run_id, kind="cancelled", at=self.clock.time())])
+        return outcome
 
     async def stats(self) -> Stats:
         return await self.queue.stats()

@@ -18,6 +18,7 @@ __all__ = [
     "TENANT_PATTERN",
     "check_key",
     "check_key_form",
+    "check_run_id",
     "check_tenant_id",
     "key_in_tenant",
     "tenant_prefix",
@@ -67,3 +68,19 @@ def check_key(tenant_id: str, key: str) -> str:
             "prefix; store the object there (submit and /uploads/create do) and use that key"
         )
     return key
+
+
+def check_run_id(tenant_id: str, run_id: str) -> str:
+    """Return ``run_id`` unless it is another tenant's schedule tick run, else raise.
+
+    The runs of schedules' ticks are named ``schedule:{tenant}:{name}:{tick}``
+    (`actors.queue.base.tick_job`); run ids are shared by every tenant, so a job of another
+    tenant in such a run would make the tick's enqueue refuse it (a run has one tenant).
+    """
+    if run_id.startswith("schedule:") and not run_id.startswith(f"schedule:{tenant_id}:"):
+        raise InvalidArgument(
+            f"run_id {run_id!r}: run ids starting with 'schedule:' name the runs of a tenant's "
+            f"schedule ticks, and only 'schedule:{tenant_id}:...' may hold this tenant's jobs; "
+            "choose another run id"
+        )
+    return run_id

@@ -296,8 +296,8 @@ def main() -> None:
         f"{platform.machine()} ({os.cpu_count()} cores, load average {load:.1f} at the "
         f"start), Python {platform.python_version()}, "
         "wrk 4.1 (Debian) on loopback with one thread, against one `python -m actors run` "
-        "process ([http] enabled, queue_only, SQLite durability normal, hypercorn; asyncio "
-        "unless the row says trio). "
+        "process ([http] enabled, queue_only, SQLite durability normal; uvicorn with httptools "
+        "on asyncio, hypercorn on trio, the rows that say so). "
         "In-process: the same verbs on `SQLiteQueue` with as many tasks as connections, in "
         "the same run. Latencies are wrk's, per request, client-side; the server-side pull p99 "
         "is the bucket of the server's own histogram (`/metrics`) that holds it.",
@@ -323,10 +323,10 @@ def main() -> None:
         "How to read it: the server is one Python process with one event loop, so more "
         "connections than it serves at once only wait in line (Little's law turns them into "
         "latency); the latency rows use few connections, the enqueue row many. Each request "
-        "costs the server about 0.3 ms of CPU, mostly hypercorn's h11 parsing and Starlette's "
-        "routing (cProfile: the handlers are about a tenth of it), which is why one job per "
-        "request reaches a fraction of the in-process rate, where 32 tasks share group "
-        "commits; `/jobs/enqueue-many` and pulls of many jobs spread that cost. The client-side "
+        "costs the server its parsing (httptools' on asyncio, h11's under hypercorn on trio) "
+        "and Starlette's routing, which is why one job per request reaches a fraction of the "
+        "in-process rate, where 32 tasks share group commits; `/jobs/enqueue-many` and pulls "
+        "of many jobs spread that cost. The client-side "
         "p99 of pull+ack mixes pulls and acks; the server-side column is the pull route alone.",
     ]
     print("\n".join(lines))

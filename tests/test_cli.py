@@ -126,6 +126,29 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
         main(["--db", str(tmp_path / "q.db"), "--debug", "jobs", "show", "1"])
 
 
+def test_jobs_cancel_cancels_by_id_or_run_and_says_what_it_did(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "q.db"
+    for key in ("a", "b", "c"):
+        run(capsys, db, "enqueue", "--run-id", "r", "--tenant-id", "t", "--r2-key", f"t/r/{key}")
+    code, out, _ = run(capsys, db, "jobs", "cancel", "1")
+    assert code == 0 and out.splitlines()[1].split() == ["1", "cancelled"]
+    code, out, _ = run(capsys, db, "jobs", "cancel", "1", "--json")
+    assert code == 0 and json.loads(out)[0]["reason"] == "duplicate"
+    code, out, err = run(capsys, db, "jobs", "cancel", "2", "99")
+    assert code == 1 and "job 99 does not exist" in err  # the other one was cancelled
+    code, out, _ = run(capsys, db, "jobs", "cancel", "--run", "r")
+    assert code == 0 and out.startswith("run r: cancelled 1 pending job(s); 0 leased")
+    code, _, err = run(capsys, db, "jobs", "cancel")
+    assert code == 1 and "IDs, or --run RUN" in err
+    code, out, _ = run(capsys, db, "stats")
+    assert "cancelled         3" in out
+    code, out, _ = run(capsys, db, "jobs", "list", "--status", "cancelled")
+    assert [line.split()[1] for line in out.splitlines()[1:]] == ["cancelled"] * 3
+    assert json.loads(run(capsys, db, "runs", "show", "r", "--json")[1])["status"] == "cancelled"
+
+
 def test_migrate_status_down_and_up(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from actors.queue.sqlite.schema import MIGRATIONS
 
@@ -136,10 +159,19 @@ def test_migrate_status_down_and_up(tmp_path: Path, capsys: pytest.CaptureFixtur
     versions = [m.version for m in MIGRATIONS]  # numbers may skip: each names its own step
     assert run(capsys, db, "migrate", "up")[1] == f"applied {versions}\n"
     run(capsys, db, "enqueue", "--run-id", "r", "--tenant-id", "t", "--r2-key", "t/r/k")
+    run(capsys, db, "enqueue", "--run-id", "r", "--tenant-id", "t", "--r2-key", "t/r/gone")
+    code, out, _ = run(capsys, db, "jobs", "cancel", "2")
+    assert code == 0 and "cancelled" in out
     # One step down at a time: down to 3 each drops no row (a schedule, origins, the jobs stay
     # through 4's rebuild, 3's derived counts), then 2 would drop the run.
     for version in reversed(versions[2:]):
         assert run(capsys, db, "migrate", "down")[1] == f"undid [{version}]\n"
+        if version == 6:
+            # Version 5 knows no `cancelled`: the cancelled job becomes a failed one saying so.
+            with sqlite3.connect(db) as conn:
+                row = conn.execute("SELECT status, last_error FROM jobs WHERE id = 2").fetchone()
+                assert row == ("failed", "cancelled")
+                assert conn.execute("SELECT pending, failed FROM runs").fetchone() == (1, 1)
     code, _, err = run(capsys, db, "migrate", "down")
     assert code == 1 and "would delete 1 rows in runs" in err and "--force" in err
     assert run(capsys, db, "migrate", "down", "--force")[1] == "undid [2]\n"
@@ -335,3 +367,37 @@ def test_a_run_id_with_a_slash_is_processed_without_crashing_an_actor(tmp_path: 
     assert "child_crashed" not in done.stderr + done.stdout
     listing = actors(tmp_path, "jobs", "list", "--json")
     assert [job["status"] for job in json.loads(listing.stdout)["items"]] == ["done"] * 3
+
+
+def test_schedules_add_list_and_delete(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "q.db"
+    code, out, _ = run(
+        capsys, db, "schedules", "add", "nightly", "--tenant-id", "acme", "--r2-key",
+        "acme/daily.md", "--cron", "30 2 * * *", "--timezone", "Europe/Berlin",
+        "--payload", '{"kind": "report"}', "--missed", "skip",
+    )  # fmt: skip
+    assert code == 0
+    added = json.loads(out)
+    assert (added["name"], added["cron"], added["missed"]) == ("nightly", "30 2 * * *", "skip")
+    assert added["payload"] == {"kind": "report"}
+    run(capsys, db, "schedules", "add", "tick", "--tenant-id", "acme", "--r2-key", "acme/t",
+        "--every", "60")  # fmt: skip
+    code, out, _ = run(capsys, db, "schedules", "list")
+    header, *rows = out.splitlines()
+    assert header.split() == ["tenant", "name", "when", "zone", "missed", "next", "last"]
+    assert [row.split()[1] for row in rows] == ["nightly", "tick"] and "every 60s" in rows[1]
+    # One clear line for each mistake, and nothing added.
+    for argv, says in [
+        (("--cron", "61 * * * *"), "cron '61 * * * *' is not a cron expression: Bad minute"),
+        (("--cron", "* * * * *", "--timezone", "Nowhere/Land"), "is not a time zone"),
+        (("--every", "60", "--r2-key", "t1/secret"), "outside the job's tenant prefix 'acme/'"),
+    ]:
+        code, _, err = run(capsys, db, "schedules", "add", "bad", "--tenant-id", "acme",
+                           "--r2-key", "acme/x", *argv)  # fmt: skip
+        assert code == 1 and says in err and len(err.splitlines()) == 1, err
+    code, out, _ = run(capsys, db, "schedules", "delete", "tick", "--tenant-id", "acme")
+    assert code == 0 and json.loads(out)["interval_seconds"] == 60
+    code, _, err = run(capsys, db, "schedules", "delete", "tick", "--tenant-id", "acme")
+    assert code == 1 and "schedule 'tick' of tenant 'acme' does not exist" in err
+    code, out, _ = run(capsys, db, "schedules", "list", "--json")
+    assert [s["name"] for s in json.loads(out)] == ["nightly"]

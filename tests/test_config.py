@@ -241,3 +241,111 @@ def test_config_check_refuses_an_unbounded_value_naming_the_key(
     assert done.returncode == 1, done.stdout
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# --- [[schedules]] -------------------------------------------------------------------------------
+
+SCHEDULE = """
+[[schedules]]
+name = "nightly"
+tenant_id = "acme"
+r2_key = "acme/reports/daily.md"
+cron = "30 2 * * *"
+timezone = "Europe/Berlin"
+payload = { kind = "report", pages = [1, 2], deep = { x = "y" } }
+"""
+
+
+def test_schedules_are_an_array_of_tables_that_dump_config_round_trips(tmp_path: Path) -> None:
+    every = '[[schedules]]\nname = "tick"\ntenant_id = "acme"\nr2_key = "acme/t"\n'
+    config = load_config(write(tmp_path, SCHEDULE + every + "interval_seconds = 10\n"), env={})
+    nightly, tick = config.schedules
+    assert (nightly.cron, nightly.timezone, nightly.missed, nightly.grace_seconds) == (
+        "30 2 * * *",
+        "Europe/Berlin",
+        "catch_up",
+        60.0,
+    )
+    assert nightly.payload == {"kind": "report", "pages": [1, 2], "deep": {"x": "y"}}
+    assert (tick.cron, tick.interval_seconds, tick.timezone) == (None, 10, "UTC")
+    again = load_config(write(tmp_path, dump_config(config)), env={})
+    assert again.schedules == config.schedules
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            ('cron = "30 2 * * *"', 'cron = "61 2 * * *"'),
+            "[[schedules]] #1 ('nightly'): cron '61 2 * * *' is not a cron expression: Bad "
+            "minute. Write five fields",
+        ),
+        (
+            ('"Europe/Berlin"', '"Europe/Berlim"'),
+            "[[schedules]] #1 ('nightly'): timezone 'Europe/Berlim' is not a time zone",
+        ),
+        (
+            ('cron = "30 2 * * *"', "interval_seconds = 5\ncron = '* * * * *'"),
+            "either cron (e.g. '*/10 * * * *') or interval_seconds, not both",
+        ),
+        (('cron = "30 2 * * *"', ""), "not neither"),
+        (("name =", "nmae ="), "[[schedules]] #1 has no key `nmae`; did you mean 'name'?"),
+        (
+            ('name = "nightly"', 'name = "nightly"\nmissed = "later"'),
+            "[[schedules]] #1, missed: Invalid enum value 'later'",
+        ),
+        (('"nightly"', '"night/ly"'), "[[schedules]] #1, name: expected a schedule name: 1 to"),
+        (('"Europe/Berlin"', '""'), "[[schedules]] #1, timezone: expected a time zone name"),
+        (
+            ('timezone = "Europe/Berlin"', "grace_seconds = -1"),
+            "[[schedules]] #1, grace_seconds: Expected `float` >= 0",
+        ),
+    ],
+)
+def test_a_bad_schedule_is_one_error_naming_the_schedule(
+    tmp_path: Path, change: tuple[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, SCHEDULE.replace(*change)), env={})
+    assert message in str(info.value)
+
+
+def test_two_schedules_of_one_name_in_one_tenant_are_refused(tmp_path: Path) -> None:
+    twice = SCHEDULE + SCHEDULE.replace('"acme"', '"other"').replace("acme/", "other/")
+    assert len(load_config(write(tmp_path, twice), env={}).schedules) == 2
+    with pytest.raises(ConfigError, match=r"#2 .*two schedules of this name"):
+        load_config(write(tmp_path, SCHEDULE + SCHEDULE), env={})
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (('cron = "30 2 * * *"', 'cron = "30 2 * *"'), "Wrong number of fields"),
+        (('"acme/reports', '"other/reports'), "outside the job's tenant prefix 'acme/'"),
+    ],
+)
+def test_config_check_refuses_a_bad_schedule_in_one_line(
+    tmp_path: Path, change: tuple[str, str], message: str
+) -> None:
+    path = write(tmp_path, SCHEDULE.replace(*change))
+    done = subprocess.run(
+        [sys.executable, "-m", "actors", "--config", str(path), "config", "check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 1, done.stdout
+    assert message in done.stderr and "[[schedules]] #1 ('nightly')" in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+def test_the_example_schedules_file_loads_and_passes_config_check(tmp_path: Path) -> None:
+    config = load_config(ROOT / "config" / "schedules.toml", env={})
+    assert [s.name for s in config.schedules] == ["nightly-report", "refresh-feed"]
+    done = subprocess.run(
+        [sys.executable, "-m", "actors", "--config", str(ROOT / "config" / "schedules.toml"),
+         "config", "check"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr

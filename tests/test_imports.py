@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OPTIONAL = (
     "asyncpg",
     "starlette",
+    "uvicorn",
     "hypercorn",
     "prometheus_client",
     "httpx",

@@ -33,8 +33,10 @@ def check_config(config: Config) -> None:
     """Raise `ConfigError` for what the chosen kinds need and lack (a secret, a bucket, an
     extra, an importable factory, a well-formed ``ACTORS_TOKENS``, API keys, Turnstile's
     tenants), opening no file and no connection."""
+    from actors.pipeline import schedules_from_config
     from actors.storage import make_store
 
+    schedules_from_config(config)  # each [[schedules]] key under its tenant's prefix
     make_store(config)  # r2/s3: bucket, endpoint, R2_* credentials; builds no client yet
     processor = config.processor
     if processor.kind == "gemini":

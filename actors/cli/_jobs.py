@@ -1,4 +1,5 @@
-"""Jobs: ``submit`` files, ``enqueue`` one job, ``stats``, and ``jobs list|show|requeue|purge``."""
+"""Jobs: ``submit`` files, ``enqueue`` one job, ``stats``, and
+``jobs list|show|cancel|requeue|purge``."""
 
 from __future__ import annotations
 
@@ -21,11 +22,12 @@ from actors.cli._common import (
     with_queue,
 )
 from actors.cli._progress import Progress
-from actors.errors import ForeignObjectKey, InvalidArgument
+from actors.errors import ForeignObjectKey, InvalidArgument, JobNotFound
 
 if TYPE_CHECKING:
     from actors.cli._common import Commands
     from actors.queue.base import Queue
+    from actors.queue.model import ItemResult
 
 __all__ = ["add_enqueue", "add_jobs", "add_stats", "add_submit", "duration"]
 
@@ -73,11 +75,11 @@ def add_stats(commands: Commands) -> None:
 
 
 def add_jobs(commands: Commands) -> None:
-    """``jobs list|show|requeue|purge``."""
-    jobs = commands.add_parser("jobs", help="list, show, requeue or purge jobs")
+    """``jobs list|show|cancel|requeue|purge``."""
+    jobs = commands.add_parser("jobs", help="list, show, cancel, requeue or purge jobs")
     actions = jobs.add_subparsers(title="jobs commands", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="list jobs, oldest first")
-    listing.add_argument("--status", choices=["pending", "leased", "done", "failed"])
+    listing.add_argument("--status", choices=["pending", "leased", "done", "failed", "cancelled"])
     listing.add_argument("--run-id")
     listing.add_argument("--tenant-id")
     listing.add_argument("--limit", type=int, default=50)
@@ -89,6 +91,20 @@ def add_jobs(commands: Commands) -> None:
         "id", metavar="ID", help="a job id, or an imported job's origin (d1:ID, kv:TASK-ID)"
     )
     show.set_defaults(run=with_queue(cmd_jobs_show))
+    cancel = actions.add_parser(
+        "cancel",
+        help="cancel jobs: a pending one now, a leased one when its worker stops",
+        description="Cancel jobs by id, or every unfinished job of a run. A pending job is "
+        "cancelled at once; a leased one is marked, and its worker stops processing it at its "
+        "next lease renewal (at once in the same process) or the job ends cancelled when its "
+        "lease expires. A cancelled job is never marked done.",
+    )
+    cancel.add_argument("ids", type=int, nargs="*", metavar="ID")
+    cancel.add_argument(
+        "--run", dest="run_id", metavar="RUN", help="every unfinished job of this run"
+    )
+    cancel.add_argument("--json", action="store_true", help="print JSON")
+    cancel.set_defaults(run=with_queue(cmd_jobs_cancel))
     requeue = actions.add_parser("requeue", help="return terminally failed jobs to pending")
     requeue.add_argument("ids", type=int, nargs="*", metavar="ID")
     requeue.add_argument("--all", action="store_true", help="every failed job")
@@ -176,8 +192,8 @@ async def cmd_stats(args: argparse.Namespace, queue: Queue) -> int:
     if args.json:
         emit({**msgspec.structs.asdict(stats), "total": stats.total})
         return EXIT_OK
-    for name in ("pending", "leased", "done", "failed", "total"):
-        print(f"{name:<8} {getattr(stats, name):>10}")
+    for name in ("pending", "leased", "done", "failed", "cancelled", "total"):
+        print(f"{name:<9}{getattr(stats, name):>10}")
     # `pending` counts the scheduled jobs too; the age is the oldest available job's.
     print(f"{stats.scheduled} of the pending jobs are scheduled for later (delayed or retrying)")
     age = stats.oldest_pending_age_seconds
@@ -227,6 +243,45 @@ async def cmd_jobs_show(args: argparse.Namespace, queue: Queue) -> int:
         raise InvalidArgument(f"no job was imported with origin {text!r}")
     emit(found[0])
     return EXIT_OK
+
+
+async def cmd_jobs_cancel(args: argparse.Namespace, queue: Queue) -> int:
+    if bool(args.ids) == (args.run_id is not None):
+        raise InvalidArgument("name the jobs to cancel: IDs, or --run RUN (not both)")
+    if args.run_id is not None:
+        outcome = await queue.cancel_run(args.run_id)
+        if args.json:
+            emit(outcome)
+        else:
+            print(
+                f"run {outcome.run_id}: cancelled {outcome.cancelled} pending job(s); "
+                f"{outcome.cancel_requested} leased job(s) end cancelled when their workers stop"
+            )
+        return EXIT_OK
+    results = await queue.cancel_many(args.ids)
+    if args.json:
+        emit(results)
+    else:
+        # A missing job's message is the error line below.
+        rows = [
+            (r.job_id, _cancel_outcome(r), "" if r.reason == "not_found" else r.message or "")
+            for r in results
+        ]
+        print_table(("id", "outcome", "note"), rows, None)
+    missing = [r.job_id for r in results if r.reason == "not_found"]
+    if missing:
+        raise JobNotFound(missing[0])
+    return EXIT_OK
+
+
+def _cancel_outcome(result: ItemResult) -> str:
+    if result.reason == "not_found":
+        return "not found"
+    if result.reason == "duplicate":
+        return "already cancelled"
+    if not result.ok or result.job is None:
+        return f"already {result.job.status if result.job else 'finished'}"
+    return "cancelled" if result.job.status == "cancelled" else "cancel requested"
 
 
 async def cmd_jobs_requeue(args: argparse.Namespace, queue: Queue) -> int:

@@ -13,7 +13,7 @@ import argparse
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NoReturn, cast
 
-from actors.cli import _config, _jobs, _queue, _run, _runs, _store
+from actors.cli import _config, _jobs, _queue, _run, _runs, _schedules, _store
 from actors.cli._common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -40,6 +40,7 @@ ADD_COMMANDS: tuple[Callable[[Commands], None], ...] = (
     _jobs.add_jobs,
     _queue.add_queue,
     _runs.add_runs,
+    _schedules.add_schedules,
     _store.add_migrate,
     _store.add_store,
 )

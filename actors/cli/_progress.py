@@ -127,6 +127,7 @@ class Progress:
         self._rendered_at = self._started
         self._plain_at = self._started
         self._counts: tuple[int, int, int] = (0, 0, 0)
+        self._cancelled = 0
         self._since: tuple[float, int] = (self._started, 0)  # when the rate is counted from
         self._shown: tuple[int, int, int] | None = None if bar else (0, 0, 0)
         self._bar: Any = None
@@ -195,9 +196,12 @@ class Progress:
             self._bar.stop()
             self._bar = None
 
-    def update(self, done: int, failed: int, pending: int, *, force: bool = False) -> None:
+    def update(
+        self, done: int, failed: int, pending: int, cancelled: int = 0, *, force: bool = False
+    ) -> None:
         """Record the counts; render them if the last render is `REFRESH_SECONDS` old."""
         self._counts = (done, failed, pending)
+        self._cancelled = cancelled
         now = time.monotonic()
         if not force and now - self._rendered_at < REFRESH_SECONDS:
             return
@@ -205,8 +209,8 @@ class Progress:
         if self._bar is not None:
             self._bar.update(
                 self._task,
-                completed=done + failed,
-                total=done + failed + pending,
+                completed=done + failed + cancelled,
+                total=done + failed + cancelled + pending,
                 detail=self._detail(now),
             )
             self._bar.refresh()
@@ -220,7 +224,7 @@ class Progress:
             if self._log is not None:
                 self._log.debug(
                     "system.progress", done=done, failed=failed, pending=pending,
-                    rate=round(self._rate(now), 1),
+                    cancelled=cancelled, rate=round(self._rate(now), 1),
                 )  # fmt: skip
             else:
                 self._stream.write(self.status(now) + "\n")
@@ -238,7 +242,10 @@ class Progress:
     def _detail(self, now: float) -> str:
         done, failed, pending = self._counts
         rate = self._rate(now)
-        return f"{done} done, {failed} failed, {pending} pending, {rate:.1f} {self.unit}/s"
+        cancelled = f"{self._cancelled} cancelled, " if self._cancelled else ""
+        return (
+            f"{done} done, {failed} failed, {cancelled}{pending} pending, {rate:.1f} {self.unit}/s"
+        )
 
     def status(self, now: float | None = None) -> str:
         """The counts, rate and ETA in one line."""

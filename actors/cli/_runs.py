@@ -45,7 +45,7 @@ def add_runs(commands: Commands) -> None:
     watch = actions.add_parser(
         "watch",
         help="follow a run until it ends: a progress bar, or JSON lines when piped; "
-        "exit code 2 if it ended with failed jobs",
+        "exit code 2 if it ended with failed jobs (a cancelled run without any: 0)",
     )
     watch.add_argument("run_id")
     watch.set_defaults(run=cmd_runs_watch)
@@ -74,8 +74,12 @@ async def cmd_runs_list(args: argparse.Namespace, queue: Queue) -> int:
             "run with `runs show RUN_ID`"
         )
     page = await queue.list_runs(args.tenant_id, args.limit, args.cursor)
-    rows = [(r.run_id, r.tenant_id, r.status, r.done, r.failed, r.total) for r in page.items]
-    print_table(("run", "tenant", "status", "done", "failed", "total"), rows, page.next_cursor)
+    rows = [
+        (r.run_id, r.tenant_id, r.status, r.done, r.failed, r.cancelled, r.total)
+        for r in page.items
+    ]
+    headers = ("run", "tenant", "status", "done", "failed", "cancelled", "total")
+    print_table(headers, rows, page.next_cursor)
     return EXIT_OK
 
 
@@ -97,8 +101,9 @@ def cmd_runs_watch(args: argparse.Namespace) -> int:
     summary = anyio.run(
         functools.partial(watch, config, args.run_id), backend=config.runtime.backend
     )
-    # A run that ended with failed jobs: the same code as `run --until-idle` after one.
-    return EXIT_OK if summary.status == "done" else EXIT_RUN_FAILED
+    # A run that ended with failed jobs: the same code as `run --until-idle` after one (a run
+    # cancelled part-way without a failure ends 0, as there).
+    return EXIT_RUN_FAILED if summary.failed else EXIT_OK
 
 
 async def cmd_runs_export(args: argparse.Namespace, queue: Queue) -> int:

@@ -203,7 +203,7 @@ def cmd_store_status(args: argparse.Namespace) -> int:
             migrate.open_store(args.target, read_only=True) as target,
         ):
             found = await migrate.status(source, target, now=_now(), batch=args.batch)
-        statuses = ("pending", "leased", "done", "failed", "runs")
+        statuses = ("pending", "leased", "done", "failed", "cancelled", "runs")
         print_table(
             ("store", *statuses),
             [

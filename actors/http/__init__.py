@@ -1,10 +1,10 @@
 """The HTTP API: the edge worker's job protocol, run events, health and metrics (ASGI).
 
 Its front door: `create_app` (the Starlette app over a `Host`, such as an `ActorSystem`),
-`HttpServer` (that app under hypercorn, as a supervised child), `Tokens` and `Principal`
-(who may call what), `Metrics`, and `openapi_document`. The routes are listed once, in
-``_routes.py``; the handlers live by resource in ``_jobs.py``, ``_uploads.py``, ``_runs.py``
-and ``_operations.py``.
+`HttpServer` (that app under uvicorn, or hypercorn on trio, as a supervised child), `Tokens`
+and `Principal` (who may call what), `Metrics`, and `openapi_document`. The routes are listed
+once, in ``_routes.py``; the handlers live by resource in ``_jobs.py``, ``_uploads.py``,
+``_runs.py`` and ``_operations.py``.
 """
 
 from __future__ import annotations

@@ -18,13 +18,14 @@ from actors.http._auth import Gate, Signer, Tokens
 from actors.http._call import Call
 from actors.http._errors import ApiError, error_response, kv_error_response
 from actors.http._host import Host
-from actors.http._jobs import Jobs
+from actors.http._jobs import Jobs, ServerStopping
 from actors.http._metrics import Metrics
 from actors.http._migrate import Migrations
 from actors.http._openapi import openapi_document
 from actors.http._operations import Operations
 from actors.http._routes import Resource, Route, Socket, route_table
 from actors.http._runs import Runs
+from actors.http._schedules import Schedules
 from actors.http._tasks import Tasks
 from actors.http._turnstile import Turnstile
 from actors.http._uploads import Uploads
@@ -47,7 +48,9 @@ def create_app(
     ``tokens`` defaults to those of the environment (``ACTORS_TOKENS``, ``JWT_SECRET`` /
     ``EDGE_API_TOKEN``). With no token configured every protected route answers 401: there is
     no anonymous mode. To count actor restarts in ``/metrics`` when embedding, run
-    ``app.state.metrics.count_restarts(system.tree.events)`` in a task.
+    ``app.state.metrics.count_restarts(system.tree.events)`` in a task. Call
+    ``app.state.stop_waiting()`` when the server begins to shut down: pulls that wait for a
+    job (``waitSeconds``) then answer at once instead of holding the shutdown up.
     """
     config = host.config
     metrics = metrics if metrics is not None else Metrics()
@@ -62,12 +65,14 @@ def create_app(
         turnstile=turnstile is not None,
     )
     metrics_open = config.http.metrics == "open"
-    jobs = Jobs(host, metrics)
+    stopping = ServerStopping()
+    jobs = Jobs(host, metrics, stopping)
     resources: list[Resource] = [
         Operations(host, metrics, openapi_document(metrics_open=metrics_open)),
         jobs,
         Uploads(host, signer, turnstile),
         Runs(host, gate),
+        Schedules(host),
         Tasks(host, jobs),
         Migrations(host),
     ]
@@ -118,6 +123,7 @@ def create_app(
 
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
     app.state.metrics = metrics
+    app.state.stop_waiting = stopping.set
     return app
 
 

@@ -19,6 +19,7 @@ from actors.errors import (
     PayloadTooLarge,
     QueueError,
     RunNotFound,
+    ScheduleNotFound,
 )
 
 __all__ = [
@@ -122,6 +123,8 @@ def from_domain_error(exc: Exception) -> ApiError | None:
         return ApiError(404, "job_not_found", message)
     if isinstance(exc, RunNotFound):
         return ApiError(404, "run_not_found", message)
+    if isinstance(exc, ScheduleNotFound):
+        return ApiError(404, "schedule_not_found", message, "name")
     if isinstance(exc, LeaseLost):
         return ApiError(409, "lease_lost", message)
     if isinstance(exc, ForeignObjectKey):

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from actors.config import Config
 from actors.pipeline.messages import RunEvent
 from actors.queue.base import Queue
-from actors.queue.model import Job, NewJob
+from actors.queue.model import Job, NewJob, NewSchedule, Schedule
 from actors.storage import ObjectStore
 from supervisors import ChildCounts, Clock
 
@@ -23,6 +23,7 @@ __all__ = [
     "OutcomeCounts",
     "PresigningStore",
     "RunsHost",
+    "SchedulesHost",
     "TreeCounts",
     "UploadsHost",
 ]
@@ -91,6 +92,12 @@ class PresigningStore(Protocol):
     ) -> str: ...
 
 
+class SchedulesHost(_Base, Protocol):
+    """Schedules: created with the tenancy rule checked (`ActorSystem.create_schedule`)."""
+
+    async def create_schedule(self, schedule: NewSchedule) -> Schedule: ...
+
+
 class RunsHost(_Base, Protocol):
     """Runs: their summaries (from the queue) and a subscription to their updates."""
 
@@ -112,6 +119,8 @@ class OutcomeCounts(Protocol):
     def released(self) -> int: ...
     @property
     def stale(self) -> int: ...
+    @property
+    def cancelled(self) -> int: ...
 
 
 class LagGauge(Protocol):
@@ -139,5 +148,5 @@ class OperationsHost(_Base, Protocol):
     def tree(self) -> TreeCounts: ...
 
 
-class Host(JobsHost, UploadsHost, RunsHost, OperationsHost, Protocol):
+class Host(JobsHost, UploadsHost, RunsHost, SchedulesHost, OperationsHost, Protocol):
     """Everything the API serves from; `ActorSystem` is one (``create_app(system)``)."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Literal, cast
 
+import anyio
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
@@ -15,17 +17,17 @@ from actors.bounds import MAX_BATCH, MAX_ID_CHARS, MAX_JOB_ID
 from actors.errors import InvalidArgument, InvalidObjectKey, JobNotFound
 from actors.http._auth import Principal, check_tenant, owner
 from actors.http._call import Call, json_response
-from actors.http._errors import ApiError, as_http, mapped
+from actors.http._errors import ApiError, as_http, from_domain_error, mapped
 from actors.http._host import JobsHost
 from actors.http._metrics import Metrics
 from actors.pipeline.messages import RunEvent
 from actors.queue.base import STATUSES, OwnedQueue
 from actors.queue.model import Ack, ItemResult, Job, JobStatus, NewJob
 
-__all__ = ["Jobs"]
+__all__ = ["Jobs", "ServerStopping"]
 
 # What an ack over HTTP did to its job, as metrics count it and the run's watchers hear it.
-_Outcome = Literal["done", "failed", "retrying"]
+_Outcome = Literal["done", "failed", "retrying", "cancelled"]
 
 
 def check_new_job(
@@ -75,6 +77,27 @@ def _job_id(request: Request) -> int:
     return job_id
 
 
+class ServerStopping:
+    """Set when the server begins to shut down: pulls that wait answer at once, with no jobs
+    (a server waits for open requests only a short grace period)."""
+
+    def __init__(self) -> None:
+        self._set = False
+        self._event: anyio.Event | None = None
+
+    def set(self) -> None:
+        self._set = True
+        if self._event is not None:
+            self._event.set()
+
+    async def wait(self) -> None:
+        if self._set:
+            return
+        if self._event is None:
+            self._event = anyio.Event()
+        await self._event.wait()
+
+
 class Jobs:
     """The job routes over the queue; every verb is one queue call.
 
@@ -83,9 +106,12 @@ class Jobs:
     endpoint (``_app.py``).
     """
 
-    def __init__(self, host: JobsHost, metrics: Metrics) -> None:
+    def __init__(
+        self, host: JobsHost, metrics: Metrics, stopping: ServerStopping | None = None
+    ) -> None:
         self._host = host
         self._metrics = metrics
+        self._stopping = stopping if stopping is not None else ServerStopping()
 
     # --- producers -------------------------------------------------------------------------
 
@@ -152,15 +178,18 @@ class Jobs:
 
     async def pull(self, call: Call[wire.PullIn]) -> Response:
         body = await call.body()
-        jobs = await mapped(
-            self._host.queue.pull(
-                max=body.max,
-                visibility_seconds=body.visibility_seconds,
-                worker_id=body.worker_id,
-                owner=owner(call.principal),
-                started=body.started,
-            )
+        pull = functools.partial(
+            self._host.queue.pull,
+            max=body.max,
+            visibility_seconds=body.visibility_seconds,
+            worker_id=body.worker_id,
+            owner=owner(call.principal),
+            started=body.started,
         )
+        if body.wait_seconds > 0:
+            jobs = await self._pull_waiting(call.request, pull, body.wait_seconds)
+        else:
+            jobs = await mapped(pull())
         self.announce_leased(jobs)
         return json_response(wire.PullOut(jobs=[wire.job_out(j) for j in jobs]))
 
@@ -182,6 +211,52 @@ class Jobs:
                 for run, ids in by_run.items()
             ]
         )
+
+    async def _pull_waiting(
+        self, request: Request, pull: Callable[..., Awaitable[list[Job]]], seconds: float
+    ) -> list[Job]:
+        """A long poll: the queue's waiting pull, ended early by the client going away or the
+        server stopping. Jobs leased for a client that went meanwhile are given back."""
+        jobs: list[Job] = []
+        error: Exception | None = None
+        gone = False
+        self._metrics.pulls_waiting += 1
+        try:
+            async with anyio.create_task_group() as tg:
+
+                async def until_disconnected() -> None:
+                    nonlocal gone
+                    while (await request.receive())["type"] != "http.disconnect":
+                        pass
+                    gone = True
+                    tg.cancel_scope.cancel()
+
+                async def until_stopping() -> None:
+                    await self._stopping.wait()
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(until_disconnected)
+                tg.start_soon(until_stopping)
+                try:
+                    # Cancelled while it waits, it leases nothing; during a claim, it still
+                    # returns what the claim leased (`PullWaits`).
+                    jobs = await pull(wait_seconds=seconds)
+                except Exception as exc:  # raised below, outside the task group
+                    error = exc
+                tg.cancel_scope.cancel()
+        finally:
+            self._metrics.pulls_waiting -= 1
+        if error is not None:
+            answer = from_domain_error(error)
+            raise (answer if answer is not None else error) from None
+        if gone and jobs:
+            # Nobody reads this answer: give the leases back at once (no attempt is spent).
+            with anyio.CancelScope(shield=True):
+                await mapped(
+                    self._host.queue.release_many([(job.id, job.lease_token or "") for job in jobs])
+                )
+            return []
+        return jobs
 
     async def ack(self, call: Call[wire.AckIn]) -> Response:
         body = await call.body()
@@ -287,6 +362,11 @@ class Jobs:
                 )
             )
             if kinds is None:
+                continue
+            if r.reason == "cancelled":
+                self._metrics.acked(r.job_id, "cancelled", now)
+                if job is not None and job.run_id:
+                    events.setdefault((job.run_id, "cancelled"), []).append(r.job_id)
                 continue
             if not r.ok or job is None:
                 self._metrics.acked(r.job_id, "stale", now)
@@ -399,6 +479,50 @@ class Jobs:
         )
         return json_response(
             wire.JobsPage(jobs=[wire.job_out(j) for j in page.items], next_cursor=page.next_cursor)
+        )
+
+    async def cancel_jobs(self, call: Call[wire.CancelIn]) -> Response:
+        """Cancel jobs by id; a tenant-scoped token reaches only its tenant's (the others
+        answer ``not_found``, as jobs that do not exist)."""
+        body = await call.body()
+        if body.tenant_id is not None:
+            check_tenant(call.principal, body.tenant_id)
+        return await self._cancel(call.principal, body.ids, body.tenant_id)
+
+    async def cancel_job(self, call: Call[None]) -> Response:
+        """Cancel one job: 404 when it does not exist or belongs to another tenant."""
+        job_id = _job_id(call.request)
+        return await self._cancel(call.principal, [job_id], None, one=True)
+
+    async def _cancel(
+        self,
+        principal: Principal | None,
+        ids: list[int],
+        tenant: str | None,
+        *,
+        one: bool = False,
+    ) -> Response:
+        if principal is not None and principal.tenant is not None:
+            tenant = principal.tenant
+        results = await mapped(self._host.queue.cancel_many(ids, tenant_id=tenant))
+        if one and results[0].reason == "not_found":
+            raise as_http(JobNotFound(ids[0]))
+        now = self._host.clock.time()
+        cancelled: dict[str, list[int]] = {}
+        for r in results:
+            if r.ok and r.reason == "ok" and r.job is not None and r.job.status == "cancelled":
+                cancelled.setdefault(r.job.run_id, []).append(r.job_id)
+        self._host.tell_watchers(
+            [
+                RunEvent(run_id=run, kind="cancelled", job_ids=tuple(ids), at=now)
+                for run, ids in cancelled.items()
+            ]
+        )
+        return json_response(
+            wire.CancelOut(
+                success=all(r.ok for r in results),
+                results=[wire.cancel_item_out(r) for r in results],
+            )
         )
 
     async def _by_origin(

@@ -38,7 +38,7 @@ JOB_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3
 # Lease start times kept to measure processing latency at the ack; an unacked job's entry
 # is dropped when more than this many wait (the lease expired or the worker died).
 _MAX_TRACKED_LEASES = 100_000
-PIPELINE_OUTCOMES = ("done", "failed", "retried", "released", "stale")
+PIPELINE_OUTCOMES = ("done", "failed", "retried", "released", "stale", "cancelled")
 
 
 class Histogram:
@@ -92,7 +92,8 @@ class Metrics:
     - request latency by route, and responses by route and status code;
     - lease latency (enqueue-or-retry time to lease) and processing latency (lease to ack)
       of jobs leased and acked over HTTP;
-    - outcomes of acks over HTTP (``done``, ``failed``, ``retrying``, ``stale``);
+    - outcomes of acks over HTTP (``done``, ``failed``, ``retrying``, ``stale``,
+      ``cancelled``: refused because the job was cancelled);
     - actor restarts, counted from the supervision tree's `EventBus` (`count_restarts`).
 
     Read at scrape time (`Scrape`): the queue's counts, the pipeline's outcomes, run metrics
@@ -107,6 +108,8 @@ class Metrics:
         self.processing_latency = Histogram(JOB_BUCKETS)
         self.outcomes: dict[str, int] = {}
         self.restarts: dict[str, int] = {}
+        #: Pulls over HTTP waiting now for a job to arrive (long polls).
+        self.pulls_waiting = 0
         self._leased_at: OrderedDict[int, float] = OrderedDict()
         self._scrape: Scrape | None = None
         self.registry = CollectorRegistry(auto_describe=False)
@@ -132,7 +135,7 @@ class Metrics:
     def acked(self, job_id: int, outcome: str, now: float) -> None:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
         started = self._leased_at.pop(job_id, None)
-        if started is not None and outcome != "stale":
+        if started is not None and outcome not in ("stale", "cancelled"):
             self.processing_latency.observe(now - started)
 
     async def count_restarts(self, bus: EventBus) -> None:
@@ -172,6 +175,11 @@ class Metrics:
         for route, histogram in sorted(self.latency.items()):
             latency.add_metric([route], histogram.cumulative(), histogram.sum)
         yield latency
+        yield GaugeMetricFamily(
+            "actors_http_pulls_waiting",
+            "Pulls over HTTP waiting now for a job to arrive (waitSeconds, a long poll).",
+            value=self.pulls_waiting,
+        )
         yield _histogram(
             "actors_job_lease_latency_seconds",
             "Time from a job becoming visible to its lease, for jobs leased over HTTP.",
@@ -215,7 +223,7 @@ def _histogram(name: str, documentation: str, histogram: Histogram) -> Histogram
 def _scrape_families(scrape: Scrape) -> Iterator[Metric]:
     """The queue's gauges, the pipeline's outcomes, run metrics and the loop's lag.
 
-    ``actors_jobs{status="pending"}`` counts every pending job (the four statuses sum to the
+    ``actors_jobs{status="pending"}`` counts every pending job (the five statuses sum to the
     queue's total); ``actors_jobs_scheduled`` is the part of it not available yet (delayed or
     backing off), so alert on ``pending - scheduled`` for a backlog that can run now. The age
     is the oldest available job's, since it became available (0 when none is). The queue's
@@ -224,7 +232,7 @@ def _scrape_families(scrape: Scrape) -> Iterator[Metric]:
     """
     stats = scrape.stats
     jobs = GaugeMetricFamily("actors_jobs", "Jobs in the queue by status.", labels=["status"])
-    for status in ("pending", "leased", "done", "failed"):
+    for status in ("pending", "leased", "done", "failed", "cancelled"):
         jobs.add_metric([status], getattr(stats, status))
     yield jobs
     yield GaugeMetricFamily(

@@ -10,6 +10,7 @@ import msgspec
 
 from actors import importers, tenancy
 from actors import protocol as wire
+from actors.bounds import MAX_PULL_WAIT_SECONDS
 from actors.http._routes import Route, route_table
 
 __all__ = ["openapi_document"]
@@ -22,7 +23,7 @@ _ERRORS = {
     "only takes a stream token, on a run's /events and /ws)",
     "403": "the token's role or tenant does not allow this, or r2Key lies outside the job "
     "tenant's prefix '{tenantId}/' (error.code foreign_object_key)",
-    "404": "no such job, run or route (also another tenant's job or run, for a scoped token)",
+    "404": "no such job, run, schedule or route (also another tenant's, for a scoped token)",
     "405": "wrong method",
     "409": "the lease is no longer live; the run belongs to another tenant; the upload is "
     "missing or its URL was used already",
@@ -68,13 +69,26 @@ def openapi_document(*, metrics_open: bool = True) -> dict[str, Any]:
     }
     # The tenancy rule (actors/tenancy.py), as far as a schema can say it: keys and tenant ids
     # of plain segments. That a key starts with "{tenantId}/" is checked by the server (403).
-    for name in ("EnqueueIn", "UploadCreateIn"):
+    for name in ("EnqueueIn", "UploadCreateIn", "ScheduleIn"):
         tenant = components[name]["properties"]["tenantId"]
         tenant["pattern"] = tenancy.TENANT_PATTERN
-    components["EnqueueIn"]["properties"]["r2Key"]["pattern"] = tenancy.KEY_PATTERN
+    for name in ("EnqueueIn", "ScheduleIn"):
+        components[name]["properties"]["r2Key"]["pattern"] = tenancy.KEY_PATTERN
+    # A schedule has a cron expression or an interval, not both (whether the expression and
+    # the time zone are valid, a schema cannot say: the server answers 400 naming the field).
+    components["ScheduleIn"]["oneOf"] = [
+        {"required": ["cron"], "properties": {"cron": {"type": "string"}}},
+        {"required": ["intervalSeconds"], "properties": {"intervalSeconds": {"type": "integer"}}},
+    ]
     components["EnqueueIn"]["properties"]["crossTenantKey"]["description"] = (
         "only an admin token limited to no tenant may send true; an admin's job whose r2Key "
         "lies outside '{tenantId}/' gets it anyway"
+    )
+    components["PullIn"]["properties"]["waitSeconds"]["description"] = (
+        "a long poll: with no job to lease, the server holds the request until a job is "
+        "enqueued and answers with it at once, or answers with no jobs when the time is up or "
+        f"it shuts down; 0 answers at once; at most {MAX_PULL_WAIT_SECONDS:g} s. A pull waits "
+        "holding no lease; closing the connection ends its wait"
     )
     components["Health"] = {"type": "object"}
     components["Task"] = {

@@ -12,12 +12,14 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from actors import protocol as wire
+from actors.bounds import SCHEDULE_NAME_PATTERN
 from actors.http._auth import STREAM_TOKEN_SECONDS, Principal, Role, Roles
 from actors.http._call import Call
 from actors.http._jobs import Jobs
 from actors.http._migrate import DUMP_MEDIA, Migrations
 from actors.http._operations import Operations
 from actors.http._runs import Runs
+from actors.http._schedules import Schedules
 from actors.http._tasks import Tasks
 from actors.http._uploads import UploadCompleteIn, Uploads
 
@@ -25,7 +27,7 @@ __all__ = ["OPEN", "Param", "Resource", "Route", "Socket", "route_table"]
 
 B = TypeVar("B")
 # The objects that hold the handlers, one per resource; `create_app` makes one of each.
-Resource = Jobs | Uploads | Runs | Operations | Tasks | Migrations
+Resource = Jobs | Uploads | Runs | Schedules | Operations | Tasks | Migrations
 
 OPEN: Roles = None  # no token needed (a token in the URL is refused all the same)
 ADMIN: tuple[Role, ...] = ()  # admin only: admin may call every route
@@ -52,6 +54,8 @@ JOB_ID = Param("job_id", "path", {"type": "integer", "minimum": 1, "maximum": 2*
 RUN_ID = Param("run_id", "path", {"type": "string", "minLength": 1, "maxLength": 1024})
 TASK_ID = Param("task_id", "path", {"type": "string", "minLength": 1, "maxLength": 1024})
 _TEXT = {"type": "string", "minLength": 1, "maxLength": 1024}
+SCHEDULE_NAME = Param("name", "path", {"type": "string", "pattern": SCHEDULE_NAME_PATTERN})
+TENANT_QUERY = Param("tenantId", "query", _TEXT)
 _FLAG = {"type": "string", "enum": ["true", "false", "1", "0"]}
 # What every /api/migrate/* call takes besides the dump.
 _MIGRATE_PARAMS = (
@@ -296,7 +300,10 @@ def route_table(*, metrics_open: bool = True) -> tuple[Route[Any] | Socket, ...]
                 Param(
                     "status",
                     "query",
-                    {"type": "string", "enum": ["pending", "leased", "done", "failed"]},
+                    {
+                        "type": "string",
+                        "enum": ["pending", "leased", "done", "failed", "cancelled"],
+                    },
                 ),
                 Param("runId", "query", _TEXT),
                 Param("tenantId", "query", _TEXT),
@@ -305,6 +312,26 @@ def route_table(*, metrics_open: bool = True) -> tuple[Route[Any] | Socket, ...]
                 # An imported job's origin (d1:<id>, kv:<id>): that job alone.
                 Param("origin", "query", _TEXT),
             ),
+        ),
+        Route(
+            "POST",
+            "/jobs/cancel",
+            Jobs.cancel_jobs,
+            PRODUCER,
+            "cancel jobs: a pending one now, a leased one when its worker stops (producer: "
+            "its tenant's jobs)",
+            body=wire.CancelIn,
+            response=wire.CancelOut,
+        ),
+        Route(
+            "POST",
+            "/jobs/{job_id:int}/cancel",
+            Jobs.cancel_job,
+            PRODUCER,
+            "cancel one job (producer: its tenant's); 404 for another tenant's",
+            response=wire.CancelOut,
+            params=(JOB_ID,),
+            body_required=False,
         ),
         Route(
             "GET",
@@ -374,6 +401,17 @@ def route_table(*, metrics_open: bool = True) -> tuple[Route[Any] | Socket, ...]
         ),
         Route(
             "POST",
+            "/runs/{run_id}/cancel",
+            Runs.cancel_run,
+            PRODUCER,
+            "cancel every unfinished job of the run (producer: its tenant's runs); 404 for "
+            "another tenant's",
+            response=wire.RunCancelOut,
+            params=(RUN_ID,),
+            body_required=False,
+        ),
+        Route(
+            "POST",
             "/runs/{run_id}/stream-token",
             Runs.stream_token,
             READERS,
@@ -397,6 +435,36 @@ def route_table(*, metrics_open: bool = True) -> tuple[Route[Any] | Socket, ...]
             url_token=True,
         ),
         Socket("/runs/{run_id}/ws", Runs.run_ws, READERS, url_token=True),
+        # --- schedules -----------------------------------------------------------------------
+        Route(
+            "POST",
+            "/schedules",
+            Schedules.create_schedule,
+            PRODUCER,
+            "create a recurring job, or replace the tenant's one of that name (producer); a "
+            "replacement with the same timing keeps its next tick",
+            body=wire.ScheduleIn,
+            response=wire.ScheduleOut,
+        ),
+        Route(
+            "GET",
+            "/schedules",
+            Schedules.list_schedules,
+            PRODUCER,
+            "list recurring jobs (a tenant-scoped token: its tenant's)",
+            response=wire.SchedulesOut,
+            params=(TENANT_QUERY,),
+        ),
+        Route(
+            "DELETE",
+            "/schedules/{name}",
+            Schedules.delete_schedule,
+            PRODUCER,
+            "delete a tenant's recurring job (a tenant-scoped token may leave tenantId out: "
+            "its own)",
+            response=wire.ScheduleOut,
+            params=(SCHEDULE_NAME, Param("tenantId", "query", _TEXT, required=True)),
+        ),
         # --- the KV task API: a task is a job (README, "The KV task API") -------------------
         Route(
             "GET",

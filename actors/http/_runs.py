@@ -69,6 +69,24 @@ class Runs:
         summary = await self._readable(call.request.path_params["run_id"], call.principal)
         return json_response(wire.run_out(summary))
 
+    async def cancel_run(self, call: Call[None]) -> Response:
+        """Cancel every unfinished job of the run; 404 for a run that does not exist or
+        belongs to another tenant than the token's."""
+        run_id = call.request.path_params["run_id"]
+        if not 1 <= len(run_id) <= 1024:
+            raise ApiError(400, "invalid_field", "a run id is 1 to 1024 characters", "runId")
+        principal = call.principal
+        tenant = principal.tenant if principal is not None else None
+        outcome = await mapped(self._host.queue.cancel_run(run_id, tenant_id=tenant))
+        return json_response(
+            wire.RunCancelOut(
+                success=True,
+                run_id=outcome.run_id,
+                cancelled=outcome.cancelled,
+                cancel_requested=outcome.cancel_requested,
+            )
+        )
+
     async def stream_token(self, call: Call[None]) -> Response:
         """A token that opens this run's ``/events`` and ``/ws`` in ``?token=``, for a while.
 

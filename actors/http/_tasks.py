@@ -25,7 +25,13 @@ __all__ = ["DEFAULT_LEASE_SECONDS", "PRIORITIES", "Tasks", "iso_time", "task_of"
 DEFAULT_LEASE_SECONDS = 300
 
 #: A job's status as a KV task's.
-TASK_STATUS = {"pending": "pending", "leased": "claimed", "done": "completed", "failed": "failed"}
+TASK_STATUS = {
+    "pending": "pending",
+    "leased": "claimed",
+    "done": "completed",
+    "failed": "failed",
+    "cancelled": "cancelled",  # not the original's: a job cancelled here (`jobs cancel`)
+}
 
 #: A KV task's priority as a job's (higher is leased first), and back.
 PRIORITIES = {"low": -1, "medium": 0, "high": 1, "critical": 2}
@@ -138,6 +144,8 @@ class Tasks:
             return json_response(job.result if job.result is not None else {"success": True})
         if job.status == "failed":
             return json_response({"success": False, "error": job.last_error})
+        if job.status == "cancelled":
+            return json_response({"success": False, "error": "cancelled"})
         raise ApiError(404, "result_not_found", "Result not found")
 
     # --- workers -----------------------------------------------------------------------------
@@ -187,6 +195,8 @@ class Tasks:
         assert job.lease_token is not None
         seconds = body.extend_sec or DEFAULT_LEASE_SECONDS
         (result,) = await mapped(self._host.queue.renew_many([(job.id, job.lease_token)], seconds))
+        if result.reason == "cancelled":
+            raise ApiError(409, "task_cancelled", result.message or "Task was cancelled")
         if not result.ok or result.job is None:
             raise refused
         lease = _lease(result.job, renewed_at=self._host.clock.time())
@@ -219,7 +229,7 @@ class Tasks:
         """Complete the caller's task with its result (``success: false``: failed for good)."""
         body = await call.body()
         job, holder = await self._holder(call, body.worker_id, body.claim_nonce)
-        if job.status in ("done", "failed"):
+        if job.status in ("done", "failed", "cancelled"):
             raise ApiError(
                 409,
                 "task_finished",

@@ -32,6 +32,7 @@ from actors.pipeline._run_room import (
     room_id,
     run_of_room,
 )
+from actors.pipeline._scheduler import ScheduledQueue, Scheduler, schedules_from_config
 from actors.pipeline._tree import PipelineTree, explain_give_up
 from actors.pipeline._watchdog import LoopWatchdog
 from actors.pipeline.messages import (
@@ -76,6 +77,8 @@ __all__ = [
     "RunRoom",
     "RunRoomInbox",
     "RunUpdate",
+    "ScheduledQueue",
+    "Scheduler",
     "Subscribe",
     "call_abandonably",
     "explain_give_up",
@@ -83,4 +86,5 @@ __all__ = [
     "queue_tasks",
     "room_id",
     "run_of_room",
+    "schedules_from_config",
 ]

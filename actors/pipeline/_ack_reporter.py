@@ -31,6 +31,7 @@ class AckStats:
         self.retried = 0
         self.released = 0
         self.stale = 0  # refused: the lease had been lost
+        self.cancelled = 0  # refused: the job was cancelled, and ended so
         self.batches = 0
 
 
@@ -41,6 +42,10 @@ class AckReporter:
     one, whichever comes first. Results are stored in the ack's transaction, and the run's
     aggregate numbers with them, so a job is never done without its result. After the commit
     each job's slot is given back and its run is told (`RunEvent`).
+
+    A job cancelled while in flight has its outcome refused as ``cancelled`` (whatever it was:
+    nothing cancelled is ever marked done); the refused call ends it cancelled, and it is
+    counted and logged ``job.cancelled``.
 
     Error handling: a stale lease token refuses that job's ack only (logged ``ack.stale`` and
     counted; another worker owns the job now); the batch goes on. A queue error (disk full...)
@@ -107,6 +112,14 @@ class AckReporter:
             await self._commit(batch)
             batch = []
             self._take_ready(batch)
+
+    def _cancelled(
+        self, job_id: int, run_id: str, events: dict[tuple[str, RunEventKind], list[int]]
+    ) -> None:
+        # The queue refused the outcome: the job was cancelled, and the call ended it so.
+        self.stats.cancelled += 1
+        events[(run_id, "cancelled")].append(job_id)
+        log.info("job.cancelled", job_id=job_id, run_id=run_id)
 
     def _take_ready(self, batch: list[AckInbox]) -> None:
         while len(batch) < self._batch_size:
@@ -189,6 +202,9 @@ class AckReporter:
         for message, result in zip(acked, ack_results, strict=True):
             job = message.job
             bound = log.bind(job_id=job.id, run_id=job.run_id, attempts=job.attempts)
+            if result.reason == "cancelled":
+                self._cancelled(job.id, job.run_id, events)
+                continue
             if not result.ok:
                 self.stats.stale += 1
                 bound.warning("ack.stale", reason=result.reason, error=result.message)
@@ -213,7 +229,9 @@ class AckReporter:
             if kind != "done":
                 errors[(job.run_id, kind)] = error
         for message, result in zip(releases, release_results, strict=True):
-            if result.ok:
+            if result.reason == "cancelled":
+                self._cancelled(message.job.id, message.job.run_id, events)
+            elif result.ok:
                 self.stats.released += 1
                 events[(message.job.run_id, "released")].append(message.job.id)
                 log.info(

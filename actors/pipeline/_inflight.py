@@ -24,7 +24,7 @@ def stop_scope(ctx: Context | None) -> Iterator[None]:
 
 
 class _Entry:
-    __slots__ = ("crash", "deadline", "decided", "holder", "job", "lost")
+    __slots__ = ("cancelled", "crash", "deadline", "decided", "holder", "job", "lost", "scope")
 
     def __init__(self, job: LeasedJob) -> None:
         self.job = job
@@ -34,6 +34,8 @@ class _Entry:
         # When its processing time limit runs out (`anyio.current_time()`); None: not started.
         self.deadline: float | None = None
         self.decided = False  # its outcome is on the way to the ack reporter
+        self.cancelled = False  # the queue refused its lease as cancelled: stop working on it
+        self.scope: anyio.CancelScope | None = None  # its processing, while a processor runs it
 
 
 class InFlight:
@@ -122,6 +124,28 @@ class InFlight:
         if self._room is not None and self.undecided <= self._room[0]:
             self._room[1].set()
             self._room = None
+
+    def set_scope(self, job: LeasedJob, scope: anyio.CancelScope | None) -> None:
+        """Record the cancel scope of ``job``'s processing (None: its processing ended)."""
+        entry = self._entries.get((job.id, job.lease_token))
+        if entry is not None:
+            entry.scope = scope
+
+    def cancel(self, job: LeasedJob) -> None:
+        """Stop working on ``job``: it was cancelled. Its processing (if running) is cancelled
+        (a worker process running it is killed) and its lease is renewed no more; the stage that
+        holds it gives it back, which ends it cancelled in the queue."""
+        entry = self._entries.get((job.id, job.lease_token))
+        if entry is not None:
+            entry.cancelled = True
+            entry.lost = True
+            if entry.scope is not None:
+                entry.scope.cancel()
+
+    def is_cancelled(self, job: LeasedJob) -> bool:
+        """Whether ``job`` was cancelled while in flight here (see `cancel`)."""
+        entry = self._entries.get((job.id, job.lease_token))
+        return entry is not None and entry.cancelled
 
     def mark_lost(self, job: LeasedJob) -> None:
         """Record that ``job``'s lease is gone: its outcome will be refused, stop renewing it."""

@@ -76,7 +76,10 @@ class ProcessorStage:
     job fails with `JobTimedOut` (a retry) and its lease is no longer renewed. A processor that
     ``honours_cancellation`` (the offline one, isolated ones: their worker process is killed)
     is cancelled in place; any other runs in a task of ``calls`` (`call_abandonably`), so that
-    one stuck in a thread cannot hold this stage.
+    one stuck in a thread cannot hold this stage. A job cancelled while in flight
+    (`InFlight.cancel`, when the queue refuses its lease as cancelled) has its processing
+    cancelled the same way (a worker process running it is killed) and its lease given back,
+    which ends it cancelled; a job cancelled before it got here is given back unprocessed.
 
     Error handling: whatever the processor raises while handling a job is that job's failure,
     never this actor's: a `DocumentError` fails it permanently (a corrupt PDF stays corrupt), as
@@ -158,6 +161,25 @@ class ProcessorStage:
     async def _process(self, message: Fetched) -> None:
         job = message.job
         self._inflight.hold(job, self.name)
+        outcome: AckInbox | None = None
+        if not self._inflight.is_cancelled(job):
+            # The job's own scope: cancelling the job (`InFlight.cancel`, when the queue says it
+            # was cancelled) cancels its processing, and kills a worker process running it.
+            with anyio.CancelScope() as scope:
+                self._inflight.set_scope(job, scope)
+                outcome = await self._outcome(message)
+            self._inflight.set_scope(job, None)
+        if outcome is None:
+            log.info("process.cancelled", job_id=job.id, run_id=job.run_id)
+            # Giving the lease back ends the job cancelled in the queue (never done).
+            outcome = Release(job=job, reason="cancelled")
+        self._acks.send_nowait(outcome)  # never blocks: the stream holds every in-flight job
+        self._inflight.decided(job)
+        self._inflight.let_go(job, self.name)
+
+    async def _outcome(self, message: Fetched) -> AckInbox:
+        """Process the job; return its outcome (whatever the processor raised is the job's)."""
+        job = message.job
         try:
             output = await self._call(message)
         except DocumentError as exc:
@@ -182,9 +204,7 @@ class ProcessorStage:
                 self._inflight.crashed(job, problem)
                 raise TypeError(problem)
             outcome = Processed(job=job, result=output.result, metrics=output.metrics)
-        self._acks.send_nowait(outcome)  # never blocks: the stream holds every in-flight job
-        self._inflight.decided(job)
-        self._inflight.let_go(job, self.name)
+        return outcome
 
 
 def _input(job: LeasedJob) -> JobInput:

@@ -18,7 +18,7 @@ from supervisors import Actor, Context, SupervisionError
 
 __all__ = ["TERMINAL_RUN_STATUSES", "RunRoom", "RunUpdate", "room_id", "run_of_room"]
 
-TERMINAL_RUN_STATUSES = frozenset({"done", "failed"})
+TERMINAL_RUN_STATUSES = frozenset({"done", "failed", "cancelled"})
 
 log = get_logger("actors.run_room")
 

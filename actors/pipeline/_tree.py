@@ -18,6 +18,7 @@ from actors.pipeline._lease_manager import LeaseManager
 from actors.pipeline._maintenance import Maintenance, queue_tasks
 from actors.pipeline._processing import ProcessorStage
 from actors.pipeline._run_room import RunRoom, room_id, run_of_room
+from actors.pipeline._scheduler import Scheduler, schedules_from_config
 from actors.pipeline._watchdog import LoopWatchdog
 from actors.pipeline.messages import AckInbox, Fetched, JobLeased, LeasedJob, RunEvent, Subscribe
 from actors.processors import Processor
@@ -60,6 +61,7 @@ class PipelineTree:
         ├── room_sweeper                 task   lets go of rooms asleep for a whole idle period
         ├── loop_watchdog                task   measures how late the event loop wakes
         ├── maintenance/maintenance      task   reap, purge (where the queue is opened here)
+        ├── maintenance/scheduler        task   [[schedules]] in, due ticks' jobs enqueued (same)
         ├── http/server                  task   the API server (with [http] enabled)
         ├── processors/processor-<i>     task   run the processor on fetched objects
         ├── fetchers/fetcher-<i>         task   read each job's object from the store
@@ -206,6 +208,11 @@ class PipelineTree:
                 ctx=ctx,
                 draining=lambda: self.draining,
                 window=lease_window,
+                # A remote queue's pull waits at the server for a job (a long poll); a queue
+                # opened here wakes on its own enqueues, or NOTIFY, and polls for the rest.
+                long_poll_seconds=(
+                    config.queue.pull_wait_seconds if config.queue.backend == "http" else 0
+                ),
             )
             return self.lease_manager
 
@@ -229,8 +236,9 @@ class PipelineTree:
             backoff=backoff,
         )
 
-        # Maintenance (reap, purge) runs in every process that opens the queue itself, whether
-        # or not it leases; a process that reaches its queue over HTTP leaves it to the server.
+        # Maintenance (reap, purge) and the scheduler run in every process that opens the queue
+        # itself, whether or not it leases; a process that reaches its queue over HTTP leaves
+        # them to the server.
         upkeep: list[ChildSpec] = []
         if config.queue.backend != "http":
             assert isinstance(queue, OwnedQueue), "maintenance runs where the queue is opened"
@@ -245,7 +253,26 @@ class PipelineTree:
                     ctx=ctx,
                 )
 
-            upkeep = [group("maintenance", [ChildSpec("maintenance", maintenance, shutdown=1.0)])]
+            configured = schedules_from_config(config)
+
+            def scheduler(ctx: Context) -> Scheduler:
+                return Scheduler(
+                    queue=owned,
+                    schedules=configured,
+                    clock=clock,
+                    poll_seconds=config.queue.poll_interval_seconds,
+                    ctx=ctx,
+                )
+
+            upkeep = [
+                group(
+                    "maintenance",
+                    [
+                        ChildSpec("maintenance", maintenance, shutdown=1.0),
+                        ChildSpec("scheduler", scheduler, shutdown=1.0),
+                    ],
+                )
+            ]
         # The API server stops after the workers, so remote workers can still ack while this
         # process drains; with queue_only this process serves the queue and leases nothing.
         server = [] if http is None else [group("http", [ChildSpec("server", http, shutdown=5.0)])]
@@ -346,7 +373,7 @@ class PipelineTree:
     async def _on_committed(self, events: list[RunEvent]) -> None:
         """Tell each event's run room (started on demand); a full room inbox drops the event."""
         for event in events:
-            if self._runs_seen is not None and event.kind in ("done", "failed"):
+            if self._runs_seen is not None and event.kind in ("done", "failed", "cancelled"):
                 self._runs_seen.add(event.run_id)
             try:
                 room = await self.rooms.get_or_start(room_id(event.run_id))

@@ -84,7 +84,7 @@ class Release(Message, frozen=True, kw_only=True):
 
 
 #: What happened to jobs of a run, as its room hears it.
-RunEventKind = Literal["leased", "done", "failed", "retrying", "released", "enqueued"]
+RunEventKind = Literal["leased", "done", "failed", "retrying", "released", "enqueued", "cancelled"]
 
 
 class RunEvent(Message, frozen=True, kw_only=True):

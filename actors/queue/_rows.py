@@ -21,12 +21,16 @@ from actors.queue.model import (
     JobStatus,
     RunStatus,
     RunSummary,
+    Schedule,
 )
 
 __all__ = [
     "COLUMNS",
     "RUN_COLUMNS",
+    "SCHEDULE_COLUMNS",
     "ByOwner",
+    "cancel_refusal",
+    "cancelled",
     "changed_since",
     "decode",
     "encode",
@@ -35,6 +39,7 @@ __all__ = [
     "origin_not_found",
     "parse_cursor",
     "refusal",
+    "schedule_from_row",
     "summary_from_row",
 ]
 
@@ -43,12 +48,18 @@ COLUMNS = (
     "id, run_id, tenant_id, r2_key, payload, status, attempts, max_attempts, priority, "
     "available_at, lease_token, lease_expires_at, worker_id, last_error, result, "
     "idempotency_key, created_at, updated_at, finished_at, lease_owner, started_at, "
-    "cross_tenant_key, timeout_seconds, origin"
+    "cross_tenant_key, timeout_seconds, origin, cancel_requested_at"
 )
 # A run's columns in the order `summary_from_row` reads them: the counts by status are stored,
 # kept in the transactions that change the jobs.
 RUN_COLUMNS = (
-    "run_id, tenant_id, created_at, updated_at, finished_at, metrics, pending, leased, done, failed"
+    "run_id, tenant_id, created_at, updated_at, finished_at, metrics, pending, leased, done, "
+    "failed, cancelled"
+)
+# A schedule's columns in the order `schedule_from_row` reads them.
+SCHEDULE_COLUMNS = (
+    "tenant_id, name, cron, interval_seconds, timezone, r2_key, payload, priority, missed, "
+    "grace_seconds, next_tick_at, last_tick_at, created_at, updated_at"
 )
 
 encode = msgspec.json.encode
@@ -92,20 +103,21 @@ def job_from_row(row: Sequence[Any]) -> Job:
         cross_tenant_key=bool(row[21]),
         timeout_seconds=row[22],
         origin=row[23],
+        cancel_requested_at=row[24],
     )
 
 
 def summary_from_row(row: Sequence[Any]) -> RunSummary:
     """Decode a run row (`RUN_COLUMNS` order) into a `RunSummary` with its status."""
     run_id, tenant_id, created_at, updated_at, finished_at, metrics = row[:6]
-    pending, leased, done, failed = row[6:10]
-    total = pending + leased + done + failed
+    pending, leased, done, failed, cancelled = row[6:11]
+    total = pending + leased + done + failed + cancelled
     status: RunStatus
     if total == 0:  # every job was purged
         status = "done" if finished_at is not None else "queued"
     elif pending + leased == 0:
-        status = "failed" if failed else "done"
-    elif leased + done + failed == 0:
+        status = "cancelled" if cancelled else "failed" if failed else "done"
+    elif leased + done + failed + cancelled == 0:
         status = "queued"
     else:
         status = "processing"
@@ -118,6 +130,7 @@ def summary_from_row(row: Sequence[Any]) -> RunSummary:
         leased=leased,
         done=done,
         failed=failed,
+        cancelled=cancelled,
         metrics=metrics_decoder.decode(metrics),
         created_at=created_at,
         updated_at=updated_at,
@@ -160,6 +173,8 @@ def refusal(
     job = job_from_row(row)
     mine = job.lease_token == token if owned is None else job.lease_owner == owned.owner
     reason: ItemReason
+    if job.status == "cancelled" or (job.status == "leased" and job.cancel_requested_at):
+        return cancelled(job, verb)
     if job.status in ("done", "failed") and mine and job.status == ack_status:
         # The same ack again (a retry after a cancelled or lost reply): it already happened.
         return ItemResult(job_id=job_id, ok=True, reason="duplicate", job=job)
@@ -201,8 +216,64 @@ def refusal(
     return ItemResult(job_id=job_id, ok=False, reason=reason, job=job, message=message)
 
 
+def cancelled(job: Job, verb: str) -> ItemResult:
+    """The refusal of a lease verb on a job that was cancelled (or whose cancellation was
+    requested): ``job`` is the job as the call left it (``cancelled`` once its holder called)."""
+    return ItemResult(
+        job_id=job.id,
+        ok=False,
+        reason="cancelled",
+        job=job,
+        message=(
+            f"job {job.id} was not {verb}: it was cancelled (`jobs cancel`, POST "
+            f"/jobs/{job.id}/cancel or a run's cancel), so it "
+            + ("ends cancelled once its holder stops" if job.status == "leased" else "is cancelled")
+            + "; nothing cancelled is ever marked done. Stop working on it and discard its result"
+        ),
+    )
+
+
+def cancel_refusal(job: Job | None, job_id: int, tenant_id: str | None) -> ItemResult:
+    """Say why a cancel changed nothing: no such job (or another tenant's), already cancelled
+    or marked, or finished."""
+    if job is None or (tenant_id is not None and job.tenant_id != tenant_id):
+        return ItemResult(
+            job_id=job_id, ok=False, reason="not_found", message=str(JobNotFound(job_id))
+        )
+    if job.status == "cancelled" or job.cancel_requested_at is not None:
+        return ItemResult(job_id=job_id, ok=True, reason="duplicate", job=job)
+    return ItemResult(
+        job_id=job_id,
+        ok=False,
+        reason="finished",
+        job=job,
+        message=f"job {job_id} was not cancelled: it is already {job.status}, so nothing changed",
+    )
+
+
 def _worker(worker_id: str | None) -> str:
     return "an unnamed worker" if worker_id is None else f"worker {worker_id!r}"
+
+
+def schedule_from_row(row: Sequence[Any]) -> Schedule:
+    """Decode a schedule row (its columns in `SCHEDULE_COLUMNS` order) into a `Schedule`."""
+    payload = row[6]
+    return Schedule(
+        tenant_id=row[0],
+        name=row[1],
+        cron=row[2],
+        interval_seconds=row[3],
+        timezone=row[4],
+        r2_key=row[5],
+        payload=None if payload is None else decode(payload),
+        priority=row[7],
+        missed=row[8],
+        grace_seconds=row[9],
+        next_tick_at=row[10],
+        last_tick_at=row[11],
+        created_at=row[12],
+        updated_at=row[13],
+    )
 
 
 def foreign_run(job: ImportedJob, owner: str) -> ImportResult:

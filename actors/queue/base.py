@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from collections.abc import Callable, Iterator, Sequence
 from itertools import count
 from typing import Literal, Protocol, runtime_checkable
@@ -20,6 +21,7 @@ from typing import Literal, Protocol, runtime_checkable
 import msgspec
 
 from actors.bounds import (
+    DAY,
     MAX_ATTEMPTS,
     MAX_BATCH,
     MAX_DELAY_SECONDS,
@@ -29,14 +31,18 @@ from actors.bounds import (
     MAX_PAYLOAD_BYTES_LIMIT,
     MAX_PRIORITY,
     MAX_PULL,
+    MAX_PULL_WAIT_SECONDS,
     MAX_TENANT_LEASED,
     MAX_TENANT_RATE,
+    MAX_TICKS_PER_FIRE,
     MAX_TIMEOUT_SECONDS,
     MAX_VISIBILITY_SECONDS,
     MAX_WEIGHT,
     MIN_TENANT_RATE,
     MIN_TIMEOUT_SECONDS,
+    SCHEDULE_NAME_PATTERN,
 )
+from actors.cron import Cadence, cadence, tick_text
 from actors.errors import InvalidArgument, JobNotFound, LeaseLost, OutOfRange, PayloadTooLarge
 from actors.queue.model import (
     Ack,
@@ -49,9 +55,13 @@ from actors.queue.model import (
     LeaseResult,
     MaintenanceClaim,
     NewJob,
+    NewSchedule,
     Page,
     QueueControls,
+    RunCancel,
     RunSummary,
+    Schedule,
+    ScheduleFiring,
     Stats,
 )
 
@@ -62,6 +72,7 @@ __all__ = [
     "SingleItemVerbs",
     "check_ack",
     "check_batch",
+    "check_cancel",
     "check_delay",
     "check_imported",
     "check_json",
@@ -75,14 +86,18 @@ __all__ = [
     "check_page",
     "check_pull",
     "check_range",
+    "check_schedule",
+    "check_schedule_key",
     "check_text",
     "check_visibility",
     "imported_max_attempts",
     "jitter_factors",
+    "plan_ticks",
     "raise_if_refused",
+    "tick_job",
 ]
 
-STATUSES = ("pending", "leased", "done", "failed")
+STATUSES = ("pending", "leased", "done", "failed", "cancelled")
 
 
 @runtime_checkable
@@ -124,6 +139,7 @@ class Queue(Protocol):
         *,
         owner: str | None = None,
         started: bool = False,
+        wait_seconds: float = 0,
     ) -> list[Job]: ...
 
     async def start_many(self, leases: Sequence[tuple[int, str]]) -> list[LeaseResult]: ...
@@ -164,6 +180,14 @@ class Queue(Protocol):
     ) -> list[AckResult]: ...
 
     # operators
+    async def cancel_many(
+        self, job_ids: Sequence[int], *, tenant_id: str | None = None
+    ) -> list[ItemResult]: ...
+
+    async def cancel_run(self, run_id: str, *, tenant_id: str | None = None) -> RunCancel: ...
+
+    def on_cancel(self, callback: Callable[[], object]) -> Callable[[], None]: ...
+
     async def reap(self) -> int: ...
 
     async def requeue(
@@ -175,6 +199,13 @@ class Queue(Protocol):
     ) -> int: ...
 
     async def purge(self, older_than_seconds: float) -> int: ...
+
+    # schedules (recurring jobs)
+    async def create_schedule(self, schedule: NewSchedule) -> Schedule: ...
+
+    async def delete_schedule(self, tenant_id: str, name: str) -> Schedule: ...
+
+    async def list_schedules(self, tenant_id: str | None = None) -> list[Schedule]: ...
 
     async def pause(self, tenant_id: str | None = None) -> QueueControls: ...
 
@@ -212,7 +243,8 @@ class Queue(Protocol):
 @runtime_checkable
 class OwnedQueue(Queue, Protocol):
     """A queue this process opened on its own storage (SQLite, PostgreSQL), not over HTTP: it
-    also claims maintenance rounds (reap and purge run here) and lists runs."""
+    also claims maintenance rounds (reap and purge run here), fires schedules' due ticks and
+    lists runs."""
 
     async def claim_maintenance(
         self, task: str, interval_seconds: float, owner: str | None = None
@@ -221,6 +253,8 @@ class OwnedQueue(Queue, Protocol):
     async def list_runs(
         self, tenant_id: str | None = None, limit: int = 100, cursor: str | None = None
     ) -> Page[RunSummary]: ...
+
+    async def fire_schedules(self, limit: int = 100) -> ScheduleFiring: ...
 
     # importers (`actors.importers`): jobs brought over from another system, by origin
     async def import_jobs(self, jobs: Sequence[ImportedJob]) -> list[ImportResult]: ...
@@ -413,6 +447,15 @@ def check_json(name: str, value: object, max_payload_bytes: int) -> bytes | None
     return encoded
 
 
+def check_cancel(job_ids: Sequence[int], tenant_id: str | None) -> None:
+    """Refuse a cancel of too many jobs, of ids that are not integers, or for a bad tenant."""
+    check_batch("job_ids", job_ids)
+    for job_id in job_ids:
+        if not isinstance(job_id, int) or isinstance(job_id, bool):
+            raise InvalidArgument(f"job ids are integers, not {job_id!r}")
+    check_optional_text("tenant_id", tenant_id)
+
+
 def check_open(max_attempts: int, max_payload_bytes: int) -> None:
     """Refuse a backend's options out of bounds when it opens."""
     check_range("max_attempts", max_attempts, 1, MAX_ATTEMPTS)
@@ -420,13 +463,19 @@ def check_open(max_attempts: int, max_payload_bytes: int) -> None:
 
 
 def check_pull(
-    max: int, visibility_seconds: float, worker_id: str | None, owner: str | None
+    max: int,
+    visibility_seconds: float,
+    worker_id: str | None,
+    owner: str | None,
+    wait_seconds: float = 0,
 ) -> None:
-    """Refuse a pull of too few or too many jobs, for a bad lease length, or by a bad name."""
+    """Refuse a pull of too few or too many jobs, for a bad lease length, by a bad name, or
+    that would wait too long."""
     check_range("max", max, 1, MAX_PULL)
     check_visibility(visibility_seconds)
     check_optional_text("worker_id", worker_id)
     check_optional_text("owner", owner)
+    check_range("wait_seconds", wait_seconds, 0, MAX_PULL_WAIT_SECONDS)
 
 
 def check_page(limit: int) -> None:
@@ -513,6 +562,98 @@ def check_optional_text(name: str, value: object) -> None:
     """Refuse a value that is neither None nor a valid `check_text`."""
     if value is not None:
         check_text(name, value)
+
+
+# --- schedules: the checks and the tick arithmetic both SQL backends share --------------------
+
+
+def check_schedule(schedule: NewSchedule, max_payload_bytes: int) -> tuple[Cadence, bytes | None]:
+    """Refuse a bad schedule; return its cadence and its payload as JSON (None for none)."""
+    name = schedule.name
+    if not isinstance(name, str) or re.fullmatch(SCHEDULE_NAME_PATTERN, name) is None:
+        raise InvalidArgument(
+            f"name {name!r} is not a schedule name: 1 to 128 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    check_text("tenant_id", schedule.tenant_id)
+    check_text("r2_key", schedule.r2_key)
+    # The longest run id of a tick (`tick_job`) must fit the bound of run ids.
+    longest = len(_tick_run_id(schedule.tenant_id, name, 0.0))
+    if longest > MAX_ID_CHARS:
+        raise OutOfRange(
+            f"tenant_id and name are too long together: a tick's run id would be {longest} "
+            f"characters, over the limit of {MAX_ID_CHARS}"
+        )
+    if schedule.cron is not None and (
+        not isinstance(schedule.cron, str) or not 0 < len(schedule.cron) <= 256
+    ):
+        raise InvalidArgument("cron must be a cron expression of 1 to 256 characters")
+    if not isinstance(schedule.timezone, str) or not 0 < len(schedule.timezone) <= 64:
+        raise InvalidArgument("timezone must be a time zone name of 1 to 64 characters")
+    timing = cadence(schedule.cron, schedule.interval_seconds, schedule.timezone)
+    check_range("priority", schedule.priority, -MAX_PRIORITY, MAX_PRIORITY)
+    check_range("grace_seconds", schedule.grace_seconds, 0, DAY)
+    if schedule.missed not in ("catch_up", "skip"):
+        raise InvalidArgument(f"missed must be 'catch_up' or 'skip', not {schedule.missed!r}")
+    return timing, check_json("payload", schedule.payload, max_payload_bytes)
+
+
+def check_schedule_key(tenant_id: str, name: str) -> None:
+    """Refuse a tenant id or schedule name that cannot name a schedule."""
+    check_text("tenant_id", tenant_id)
+    if not isinstance(name, str) or re.fullmatch(SCHEDULE_NAME_PATTERN, name) is None:
+        raise InvalidArgument(f"name {name!r} is not a schedule name")
+
+
+def plan_ticks(
+    timing: Cadence, next_tick_at: float, now: float, schedule: NewSchedule
+) -> tuple[list[float], float]:
+    """The ticks due at ``now`` to enqueue, oldest first, and the schedule's next tick after.
+
+    A tick at most ``grace_seconds`` old is on time: each enqueues its own job (at most
+    `MAX_TICKS_PER_FIRE` in one round; the next round goes on from there). Older ticks were
+    missed: with ``missed = "catch_up"`` the latest of them enqueues one job, with ``"skip"``
+    none does. Ticks are found by stepping the cadence, never by adding a period, so daylight
+    saving time is the cron parser's business.
+    """
+    ticks: list[float] = []
+    first = next_tick_at
+    if now - first > schedule.grace_seconds:
+        # Jump over the missed ticks: the first on-time one is the first at or after the
+        # grace's start (ticks are whole seconds; 1 ms below it finds one that is on it).
+        first = timing.next_after(now - schedule.grace_seconds - 0.001)
+        if schedule.missed == "catch_up":
+            latest_missed = timing.previous_before(first)
+            if latest_missed >= next_tick_at:
+                ticks.append(latest_missed)
+    tick = first
+    while tick <= now and len(ticks) < MAX_TICKS_PER_FIRE:
+        ticks.append(tick)
+        tick = timing.next_after(tick)
+    return ticks, tick
+
+
+def tick_job(schedule: NewSchedule, tick: float) -> NewJob:
+    """The job a schedule's tick enqueues: in a run of its own, keyed by name and tick.
+
+    The idempotency key (``schedule:<name>:<tick>``, unique within the tenant) makes a tick
+    enqueue one job even if it were claimed twice; the run id names the tenant too, since run
+    ids are shared by every tenant.
+    """
+    return NewJob(
+        run_id=_tick_run_id(schedule.tenant_id, schedule.name, tick),
+        tenant_id=schedule.tenant_id,
+        r2_key=schedule.r2_key,
+        payload=schedule.payload,
+        priority=schedule.priority,
+        idempotency_key=f"schedule:{schedule.name}:{tick_text(tick)}",
+    )
+
+
+def _tick_run_id(tenant_id: str, name: str, tick: float) -> str:
+    # Unambiguous: neither a name nor a tick's text holds ':', so the tenant is what lies
+    # between the first ':' and the last two.
+    return f"schedule:{tenant_id}:{name}:{tick_text(tick)}"
 
 
 def check_imported(job: ImportedJob, max_payload_bytes: int) -> tuple[bytes | None, bytes | None]:

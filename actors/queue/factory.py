@@ -32,6 +32,7 @@ async def open_queue(config: Config, *, clock: Clock | None = None) -> AsyncIter
             max_attempts=settings.max_attempts,
             backoff=backoff,
             fair=settings.fair,
+            poll_interval_seconds=settings.poll_interval_seconds,
         ) as queue:
             yield queue
         return
@@ -49,6 +50,7 @@ async def open_queue(config: Config, *, clock: Clock | None = None) -> AsyncIter
             max_attempts=settings.max_attempts,
             backoff=backoff,
             fair=settings.fair,
+            poll_interval_seconds=settings.poll_interval_seconds,
         ) as queue:
             yield queue
         return

@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Literal, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import httpx
 import msgspec
 
 from actors import protocol as wire
+from actors.bounds import HOUR
 from actors.errors import (
     ConfigError,
     InvalidArgument,
@@ -20,6 +21,7 @@ from actors.errors import (
     QueueClosed,
     QueueError,
     RunNotFound,
+    ScheduleNotFound,
 )
 from actors.log import get_logger
 from actors.queue.base import Queue, SingleItemVerbs
@@ -32,9 +34,12 @@ from actors.queue.model import (
     JobStatus,
     LeaseResult,
     NewJob,
+    NewSchedule,
     Page,
     QueueControls,
+    RunCancel,
     RunSummary,
+    Schedule,
     Stats,
     TenantControl,
 )
@@ -66,8 +71,9 @@ class HttpQueue(SingleItemVerbs):
     Open it with ``async with HttpQueue.open(url, token) as q``. Each verb is one request:
     ``pull`` is ``POST /jobs/pull``, ``ack_many`` one lease-aware ``POST /jobs/ack``, and so on.
     ``reap`` and ``purge`` are the server's business and do nothing here; ``on_enqueue``
-    subscribers hear only of enqueues made through this object (other processes' jobs are
-    found by polling). Runs on asyncio and trio (httpx).
+    subscribers hear only of enqueues made through this object; other processes' jobs are
+    found by a waiting pull (``pull(wait_seconds=...)``, a long poll the server answers as soon
+    as a job arrives) or by polling. Runs on asyncio and trio (httpx).
 
     Error handling: a connection failure, a timeout or a 5xx raises `QueueUnavailable` (the
     lease manager retries on its next round); 401/403 raise `ConfigError` (a wrong token is
@@ -75,10 +81,12 @@ class HttpQueue(SingleItemVerbs):
     own `JobNotFound` / `RunNotFound`, `LeaseLost` and `InvalidArgument`.
     """
 
-    def __init__(self, client: httpx.AsyncClient, url: str) -> None:
+    def __init__(self, client: httpx.AsyncClient, url: str, timeout_seconds: float = 30.0) -> None:
         self._client = client
         self.url = url
+        self._timeout = timeout_seconds
         self._on_enqueue: list[Callable[[], object]] = []
+        self._on_cancel: list[Callable[[], object]] = []
         self._closed = False
 
     @classmethod
@@ -98,7 +106,7 @@ class HttpQueue(SingleItemVerbs):
         async with httpx.AsyncClient(
             base_url=url.rstrip("/"), headers=headers, timeout=timeout_seconds, limits=limits
         ) as client:
-            queue = cls(client, url)
+            queue = cls(client, url, timeout_seconds)
             try:
                 yield queue
             finally:
@@ -118,6 +126,7 @@ class HttpQueue(SingleItemVerbs):
         *,
         body: Any = None,
         params: dict[str, Any] | None = None,
+        wait_seconds: float | None = None,
     ) -> T:
         if self._closed:
             raise QueueClosed("the HTTP queue client was used after it was closed")
@@ -129,6 +138,12 @@ class HttpQueue(SingleItemVerbs):
                 content=content,
                 params=params,
                 headers={"content-type": "application/json"} if content is not None else None,
+                # A request the server may hold (a long poll) has that much longer.
+                timeout=(
+                    httpx.USE_CLIENT_DEFAULT
+                    if wait_seconds is None
+                    else self._timeout + wait_seconds
+                ),
             )
         except httpx.HTTPError as exc:
             raise QueueUnavailable(
@@ -136,7 +151,7 @@ class HttpQueue(SingleItemVerbs):
                 "server running and [queue].url (EDGE_BASE_URL) right?"
             ) from None
         if response.status_code >= 400:
-            self._raise(method, path, response)
+            self._raise(method, path, response, params)
         try:
             return msgspec.json.decode(response.content, type=type)
         except msgspec.DecodeError as exc:
@@ -145,7 +160,13 @@ class HttpQueue(SingleItemVerbs):
                 "is [queue].url the actors queue server?"
             ) from None
 
-    def _raise(self, method: str, path: str, response: httpx.Response) -> None:
+    def _raise(
+        self,
+        method: str,
+        path: str,
+        response: httpx.Response,
+        params: dict[str, Any] | None = None,
+    ) -> None:
         status = response.status_code
         try:
             error = msgspec.json.decode(response.content, type=_ErrorBody).error
@@ -160,7 +181,10 @@ class HttpQueue(SingleItemVerbs):
         if status == 404 and error.code == "job_not_found":
             raise JobNotFound(_job_id(path))
         if status == 404 and error.code == "run_not_found":
-            raise RunNotFound(path.rsplit("/", 1)[-1])
+            raise RunNotFound(unquote(path.removesuffix("/cancel").rsplit("/", 1)[-1]))
+        if status == 404 and error.code == "schedule_not_found":
+            tenant = str((params or {}).get("tenantId", ""))
+            raise ScheduleNotFound(tenant, path.rsplit("/", 1)[-1])
         if status == 409:
             raise LeaseLost(_job_id(path), "expired", error.message)
         if status == 413:
@@ -205,11 +229,16 @@ class HttpQueue(SingleItemVerbs):
         *,
         owner: str | None = None,
         started: bool = False,
+        wait_seconds: float = 0,
     ) -> list[Job]:
         """Lease up to ``max`` visible jobs for ``visibility_seconds``.
 
         The server records this client's token as the leases' owner; ``owner`` is ignored.
         As in-process, the jobs are not started until `start_many` (unless ``started``).
+        ``wait_seconds`` is a long poll: with nothing to lease, the server holds the request
+        until a job arrives (and answers with it within milliseconds) or the time is up; it
+        answers early, empty, when it shuts down. Cancelling a waiting pull closes its
+        connection: the server then gives back anything it leased for it.
         """
         body: dict[str, Any] = {
             "max": max,
@@ -218,7 +247,12 @@ class HttpQueue(SingleItemVerbs):
         }
         if worker_id is not None:
             body["workerId"] = worker_id
-        out = await self._request("POST", "/jobs/pull", wire.PullOut, body=body)
+        held = None
+        if wait_seconds:
+            body["waitSeconds"] = wait_seconds
+            if isinstance(wait_seconds, int | float) and 0 < wait_seconds <= HOUR:
+                held = float(wait_seconds)  # the server refuses more than its bound
+        out = await self._request("POST", "/jobs/pull", wire.PullOut, body=body, wait_seconds=held)
         return [_job(j) for j in out.jobs]
 
     async def renew_many(
@@ -275,6 +309,62 @@ class HttpQueue(SingleItemVerbs):
 
     # --- operators -----------------------------------------------------------------------
 
+    async def cancel_many(
+        self, job_ids: Sequence[int], *, tenant_id: str | None = None
+    ) -> list[ItemResult]:
+        """Cancel jobs (``POST /jobs/cancel``; a producer's or an admin's token): a pending one
+        now, a leased one when its worker stops. Another tenant's job answers ``not_found``."""
+        if not job_ids:
+            return []
+        body: dict[str, Any] = {"ids": list(job_ids)}
+        if tenant_id is not None:
+            body["tenantId"] = tenant_id
+        out = await self._request("POST", "/jobs/cancel", wire.CancelOut, body=body)
+        results = [
+            ItemResult(
+                job_id=item.id,
+                ok=item.ok,
+                reason=msgspec.convert(item.reason, ItemReason),
+                job=None if item.job is None else _job(item.job),
+                message=item.message,
+            )
+            for item in out.results
+        ]
+        if any(item.outcome == "cancel_requested" for item in out.results):
+            self._notify_cancelled()
+        return results
+
+    async def cancel_run(self, run_id: str, *, tenant_id: str | None = None) -> RunCancel:
+        """Cancel every unfinished job of the run (``POST /runs/{id}/cancel``), or raise
+        RunNotFound (also for a run of another tenant than ``tenant_id``)."""
+        path = f"/runs/{quote(run_id, safe='')}"
+        if tenant_id is not None and (await self.run_summary(run_id)).tenant_id != tenant_id:
+            raise RunNotFound(run_id)  # a run's tenant never changes
+        out = await self._request("POST", f"{path}/cancel", wire.RunCancelOut)
+        if out.cancel_requested:
+            self._notify_cancelled()
+        return RunCancel(
+            run_id=out.run_id, cancelled=out.cancelled, cancel_requested=out.cancel_requested
+        )
+
+    def on_cancel(self, callback: Callable[[], object]) -> Callable[[], None]:
+        """Call ``callback()`` after a cancel through this object marks leased jobs (holders
+        elsewhere learn at their next renewal); returns an unsubscribe."""
+        self._on_cancel.append(callback)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._on_cancel.remove(callback)
+
+        return unsubscribe
+
+    def _notify_cancelled(self) -> None:
+        for callback in list(self._on_cancel):
+            try:
+                callback()
+            except Exception:  # a subscriber's bug must not break the caller's cancel
+                log.exception("queue.on_cancel_failed", callback=repr(callback))
+
     async def reap(self) -> int:
         """Nothing to do here: the server reaps expired leases on every pull."""
         return 0
@@ -298,6 +388,43 @@ class HttpQueue(SingleItemVerbs):
         }
         out = await self._request("POST", "/jobs/requeue", wire.CountOut, body=body)
         return out.count
+
+    # --- schedules -----------------------------------------------------------------------
+
+    async def create_schedule(self, schedule: NewSchedule) -> Schedule:
+        """Add a recurring job on the server, or replace the tenant's one of that name."""
+        body: dict[str, Any] = {
+            "name": schedule.name,
+            "tenantId": schedule.tenant_id,
+            "r2Key": schedule.r2_key,
+            "timezone": schedule.timezone,
+            "priority": schedule.priority,
+            "missed": schedule.missed,
+            "graceSeconds": schedule.grace_seconds,
+        }
+        if schedule.cron is not None:
+            body["cron"] = schedule.cron
+        if schedule.interval_seconds is not None:
+            body["intervalSeconds"] = schedule.interval_seconds
+        if schedule.payload is not None:
+            body["payload"] = schedule.payload
+        return _schedule(await self._request("POST", "/schedules", wire.ScheduleOut, body=body))
+
+    async def delete_schedule(self, tenant_id: str, name: str) -> Schedule:
+        """Delete the tenant's schedule of this name, or raise ScheduleNotFound."""
+        out = await self._request(
+            "DELETE",
+            f"/schedules/{quote(name, safe='')}",
+            wire.ScheduleOut,
+            params={"tenantId": tenant_id},
+        )
+        return _schedule(out)
+
+    async def list_schedules(self, tenant_id: str | None = None) -> list[Schedule]:
+        """Return every schedule (of one tenant) the token may see, by tenant and name."""
+        params = {"tenantId": tenant_id} if tenant_id is not None else None
+        out = await self._request("GET", "/schedules", wire.SchedulesOut, params=params)
+        return [_schedule(s) for s in out.schedules]
 
     async def pause(self, tenant_id: str | None = None) -> QueueControls:
         """Pause the whole queue, or one tenant, on the server (an admin token; a tenant's admin
@@ -386,6 +513,10 @@ def _job_id(path: str) -> int:
 
 def _job(out: wire.JobOut) -> Job:
     return msgspec.convert(out, Job, from_attributes=True)
+
+
+def _schedule(out: wire.ScheduleOut) -> Schedule:
+    return msgspec.convert(out, Schedule, from_attributes=True)
 
 
 def _item(out: wire.ItemOut) -> ItemResult:

@@ -328,7 +328,8 @@ def _recount_sqlite(conn: sqlite3.Connection, run_ids: Iterable[str]) -> None:
                 pending = (SELECT count(*) FROM jobs WHERE run_id = :r AND status = 'pending'),
                 leased = (SELECT count(*) FROM jobs WHERE run_id = :r AND status = 'leased'),
                 done = (SELECT count(*) FROM jobs WHERE run_id = :r AND status = 'done'),
-                failed = (SELECT count(*) FROM jobs WHERE run_id = :r AND status = 'failed')
+                failed = (SELECT count(*) FROM jobs WHERE run_id = :r AND status = 'failed'),
+                cancelled = (SELECT count(*) FROM jobs WHERE run_id = :r AND status = 'cancelled')
             WHERE run_id = :r
             """,
             {"r": run_id},
@@ -592,11 +593,14 @@ def _pg_name(dsn: str) -> tuple[str, str]:
 
 # Moves a run's count shards into its base row (the counts; the rest is about to be rewritten).
 _FOLD_SHARDS = """
-    WITH gone AS (DELETE FROM run_counts WHERE run_id = $1 RETURNING done, failed, total)
+    WITH gone AS (
+        DELETE FROM run_counts WHERE run_id = $1 RETURNING done, failed, total, cancelled
+    )
     UPDATE runs SET done = runs.done + s.done, failed = runs.failed + s.failed,
-                    total = runs.total + s.total
+                    total = runs.total + s.total, cancelled = runs.cancelled + s.cancelled
     FROM (SELECT coalesce(sum(done), 0) AS done, coalesce(sum(failed), 0) AS failed,
-                 coalesce(sum(total), 0) AS total FROM gone) s
+                 coalesce(sum(total), 0) AS total, coalesce(sum(cancelled), 0) AS cancelled
+          FROM gone) s
     WHERE runs.run_id = $1
 """
 
@@ -606,13 +610,15 @@ class _Counts:
     queue's verbs; applied to each run's base row in the same transaction."""
 
     def __init__(self) -> None:
-        self.by_run: dict[str, list[int]] = {}  # run -> [done, failed, total, first id or 0]
+        # run -> [done, failed, total, first id or 0, cancelled]
+        self.by_run: dict[str, list[int]] = {}
 
     def add(self, run_id: str, status: str, n: int, *, first_id: int = 0) -> None:
-        counts = self.by_run.setdefault(run_id, [0, 0, 0, 0])
+        counts = self.by_run.setdefault(run_id, [0, 0, 0, 0, 0])
         counts[0] += n if status == "done" else 0
         counts[1] += n if status == "failed" else 0
         counts[2] += n
+        counts[4] += n if status == "cancelled" else 0
         if first_id and (not counts[3] or first_id < counts[3]):
             counts[3] = first_id
 
@@ -625,14 +631,16 @@ class _Counts:
             """
             UPDATE runs SET done = runs.done + d.done, failed = runs.failed + d.failed,
                             total = runs.total + d.total,
+                            cancelled = runs.cancelled + d.cancelled,
                             first_id = CASE WHEN d.first_id = 0 THEN runs.first_id
                                             ELSE least(runs.first_id, d.first_id) END
-            FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
-                 AS d(run_id, done, failed, total, first_id)
+            FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],
+                        $6::bigint[])
+                 AS d(run_id, done, failed, total, first_id, cancelled)
             WHERE runs.run_id = d.run_id
             """,
             runs,
-            *([self.by_run[r][i] for r in runs] for i in range(4)),
+            *([self.by_run[r][i] for r in runs] for i in range(5)),
         )
 
 
@@ -819,9 +827,15 @@ def _same(a: Row, b: Row, fields: Sequence[str]) -> list[str]:
     return [f for f in fields if a.get(f) != b.get(f)]
 
 
+# Fields added after digests were first recorded: left out of a digest while they are None,
+# so a row copied before they existed keeps its digest (an unchanged row is no conflict).
+_LATER_FIELDS = frozenset({"cancel_requested_at"})
+
+
 def _digest(row: Row, fields: Sequence[str]) -> str:
     """A hash of ``row``'s fields as one store reads them: the same row, the same digest."""
-    return hashlib.sha256(msgspec.json.encode([row[f] for f in fields])).hexdigest()[:32]
+    values = [row[f] for f in fields if not (f in _LATER_FIELDS and row[f] is None)]
+    return hashlib.sha256(msgspec.json.encode(values)).hexdigest()[:32]
 
 
 def _moved(

@@ -20,11 +20,16 @@ __all__ = [
     "JsonValue",
     "LeaseResult",
     "MaintenanceClaim",
+    "MissedTicks",
     "NewJob",
+    "NewSchedule",
     "Page",
     "QueueControls",
+    "RunCancel",
     "RunStatus",
     "RunSummary",
+    "Schedule",
+    "ScheduleFiring",
     "Stats",
     "TenantControl",
 ]
@@ -34,8 +39,11 @@ __all__ = [
 #: int, float, bool and None). Narrow it with isinstance before use.
 JsonValue = object
 
-JobStatus = Literal["pending", "leased", "done", "failed"]
-RunStatus = Literal["queued", "processing", "done", "failed"]
+JobStatus = Literal["pending", "leased", "done", "failed", "cancelled"]
+RunStatus = Literal["queued", "processing", "done", "failed", "cancelled"]
+#: What a schedule does with ticks that are more than its grace late (everything was down):
+#: ``catch_up`` enqueues one job, for the latest of them; ``skip`` enqueues none.
+MissedTicks = Literal["catch_up", "skip"]
 ItemReason = Literal[
     "ok",  # the operation was applied
     "duplicate",  # an ack repeated under the same lease: nothing changed, the job is as acked
@@ -43,6 +51,7 @@ ItemReason = Literal[
     "superseded",  # the job was leased again under a newer token
     "foreign_lease",  # an ids-only ack: the job's live lease was taken by another principal
     "finished",  # the job is already done or failed
+    "cancelled",  # the job was cancelled (or its cancellation requested): stop working on it
     "not_leased",  # the job is pending again (released, retried or reaped)
     "not_found",  # no job has this id
 ]
@@ -99,6 +108,10 @@ class Job(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     timeout_seconds: float | None = None
     # Where an imported job came from (``d1:<id>``, ``kv:<task id>``); None if enqueued here.
     origin: str | None = None
+    # When someone asked to cancel it (`cancel_many`, `cancel_run`). A leased job with a cancel
+    # request is never renewed, started or acked done: its holder's next call ends it
+    # `cancelled` (so does the reaper once its lease expires).
+    cancel_requested_at: float | None = None
 
 
 class Backoff(msgspec.Struct, frozen=True, kw_only=True):
@@ -165,7 +178,7 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True):
     """How many jobs are in each status, and how long the oldest available job has waited.
 
     ``pending`` counts every job with status pending, as it always has (``total`` is the sum of
-    the four statuses, and a client that waits for ``pending == 0`` still waits for delayed
+    the five statuses, and a client that waits for ``pending == 0`` still waits for delayed
     jobs and retries). ``scheduled`` is the part of ``pending`` that is not available yet
     (``available_at`` in the future: enqueued with a delay, or waiting out a retry's backoff);
     ``pending - scheduled`` jobs can be leased now. ``oldest_pending_age_seconds`` is measured
@@ -182,10 +195,11 @@ class Stats(msgspec.Struct, frozen=True, kw_only=True):
     # What is paused (`Queue.pause`): the whole queue, and these tenants (sorted).
     paused: bool = False
     paused_tenants: list[str] = msgspec.field(default_factory=list)
+    cancelled: int = 0
 
     @property
     def total(self) -> int:
-        return self.pending + self.leased + self.done + self.failed
+        return self.pending + self.leased + self.done + self.failed + self.cancelled
 
 
 class TenantControl(msgspec.Struct, frozen=True, kw_only=True):
@@ -228,8 +242,10 @@ class MaintenanceClaim(msgspec.Struct, frozen=True, kw_only=True):
 class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
     """A run's state: job counts from the jobs table, summed metrics, and a derived status.
 
-    ``status`` is ``"queued"`` while no job has been leased or finished, ``"done"`` when every
-    job is done, ``"failed"`` when every job is finished and some failed, else ``"processing"``.
+    ``status`` is ``"queued"`` while no job has been leased or finished, ``"processing"`` while
+    some job is pending or leased, and once every job is finished: ``"cancelled"`` when some
+    job was cancelled (the run was stopped; its counts say how far it got), else ``"failed"``
+    when some failed, else ``"done"``.
     """
 
     run_id: str
@@ -244,6 +260,17 @@ class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
     created_at: float
     updated_at: float
     finished_at: float | None
+    cancelled: int = 0
+
+
+class RunCancel(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer to ``cancel_run``: how many of the run's unfinished jobs were cancelled at
+    once (pending ones) and how many are marked for cancellation (leased ones: each ends
+    ``cancelled`` when its holder next calls, or when the reaper finds its lease expired)."""
+
+    run_id: str
+    cancelled: int
+    cancel_requested: int
 
 
 class Page(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
@@ -251,6 +278,49 @@ class Page(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
 
     items: list[T]
     next_cursor: str | None = None
+
+
+class NewSchedule(msgspec.Struct, frozen=True, kw_only=True):
+    """A recurring job: what each tick enqueues (a job of ``tenant_id`` naming ``r2_key``, with
+    ``payload`` and ``priority``) and when ticks fall (``cron`` in ``timezone``, or every
+    ``interval_seconds``; `actors.cron.Cadence`).
+
+    ``name`` is unique within the tenant. A tick is on time while it is at most
+    ``grace_seconds`` old: each such tick enqueues its own job. Older ones were missed (every
+    process was down): ``missed`` says whether they enqueue one job, for the latest of them.
+    """
+
+    name: str
+    tenant_id: str
+    r2_key: str
+    cron: str | None = None
+    interval_seconds: int | None = None
+    timezone: str = "UTC"
+    payload: JsonValue = None
+    priority: int = 0
+    missed: MissedTicks = "catch_up"
+    grace_seconds: float = 60.0
+
+
+class Schedule(NewSchedule, frozen=True, kw_only=True):
+    """A schedule as the queue holds it: its definition, and when its next tick is due.
+
+    ``last_tick_at`` is the tick of the latest job it enqueued (None: none yet). Times are
+    seconds since the epoch on the queue's clock.
+    """
+
+    next_tick_at: float
+    last_tick_at: float | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+class ScheduleFiring(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer to ``fire_schedules``: the jobs this round enqueued (one per tick it claimed),
+    and when the earliest schedule is next due (None: there is no schedule)."""
+
+    jobs: list[Job]
+    next_due_at: float | None
 
 
 class ImportedJob(msgspec.Struct, frozen=True, kw_only=True):

@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+import sniffio
 import wsproto
 import wsproto.events as ws
 from http_helpers import ACME, ACME_WORKER, ADMIN, PRODUCER, TOKENS, WORKER, auth
@@ -671,6 +672,54 @@ async def test_metrics_parse_with_prometheus_clients_own_parser(served: Any) -> 
         assert value("process_resident_memory_bytes", "process_resident_memory_bytes") > 0
 
 
+async def test_a_cancel_reports_what_it_did_per_job_and_a_remote_workers_ack_is_refused(
+    served: Any,
+) -> None:
+    _, client = served
+    leased_id = (await enqueue(client, r2Key="t1/r1/a.txt")).json()["jobId"]
+    (pulled,) = (await client.post("/jobs/pull", json={"max": 1}, headers=auth(WORKER))).json()[
+        "jobs"
+    ]
+    assert pulled["id"] == leased_id
+    pending_id = (await enqueue(client, r2Key="t1/r1/b.txt")).json()["jobId"]
+    response = await client.post(
+        "/jobs/cancel", json={"ids": [leased_id, pending_id, 987654]}, headers=auth(PRODUCER)
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["success"] is False  # one id named no job
+    assert [(r["id"], r["outcome"]) for r in body["results"]] == [
+        (leased_id, "cancel_requested"),
+        (pending_id, "cancelled"),
+        (987654, "not_found"),
+    ]
+    assert body["results"][0]["job"]["status"] == "leased"
+    assert body["results"][0]["job"]["cancelRequestedAt"] is not None
+    assert body["results"][1]["job"]["status"] == "cancelled"
+    # The worker learns it at its renewal; its ack is refused, and that ends the job cancelled.
+    lease = {"id": leased_id, "leaseToken": pulled["leaseToken"]}
+    renewed = await client.post("/jobs/renew", json={"leases": [lease]}, headers=auth(WORKER))
+    assert [(r["ok"], r["reason"]) for r in renewed.json()["results"]] == [(False, "cancelled")]
+    acked = await client.post(
+        "/jobs/ack", json={"acks": [{**lease, "status": "done"}]}, headers=auth(WORKER)
+    )
+    (item,) = acked.json()["results"]
+    assert (item["ok"], item["reason"], item["status"]) == (False, "cancelled", "cancelled")
+    job = (await client.get(f"/jobs/{leased_id}", headers=auth(ADMIN))).json()
+    assert (job["status"], job["result"]) == ("cancelled", None)
+    again = await client.post(f"/jobs/{pending_id}/cancel", headers=auth(PRODUCER))
+    assert again.json()["results"][0]["outcome"] == "already_cancelled"
+    run = (await client.get("/runs/r1", headers=auth(ADMIN))).json()
+    assert (run["status"], run["cancelled"], run["total"]) == ("cancelled", 2, 2)
+    stats = (await client.get("/jobs/stats", headers=auth(ADMIN))).json()["stats"]
+    assert (stats["cancelled"], stats["pending"], stats["leased"]) == (2, 0, 0)
+    listed = await client.get("/jobs", params={"status": "cancelled"}, headers=auth(ADMIN))
+    assert [j["id"] for j in listed.json()["jobs"]] == [leased_id, pending_id]
+    text = (await client.get("/metrics")).text
+    assert 'actors_jobs{status="cancelled"} 2.0' in text
+    assert 'actors_http_acks_total{outcome="cancelled"} 1.0' in text
+
+
 async def test_stats_and_metrics_report_a_delayed_job_as_scheduled_not_as_late(
     served: Any,
 ) -> None:
@@ -685,6 +734,7 @@ async def test_stats_and_metrics_report_a_delayed_job_as_scheduled_not_as_late(
         "failed": 0,
         "scheduled": 1,
         "oldestPendingAgeSeconds": None,
+        "cancelled": 0,
         "paused": False,
         "pausedTenants": [],
     }
@@ -748,27 +798,42 @@ async def test_metrics_can_require_a_token(tmp_path: Path) -> None:
     assert document["paths"]["/metrics"]["get"]["security"] == [{"bearer": []}, {"apiKey": []}]
 
 
+async def test_the_fastest_server_that_runs_on_the_event_loop_serves(served: Any) -> None:
+    system, client = served
+    # docs/decisions.md, "The ASGI server": uvicorn with httptools on asyncio, hypercorn on trio.
+    expected = {"asyncio": "uvicorn (httptools)", "trio": "hypercorn"}
+    assert system.http.served_by == expected[sniffio.current_async_library()]
+    assert (await client.get("/healthz")).status_code == 200
+
+
 async def test_a_crashed_server_is_restarted_by_its_supervisor_and_serves_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from actors.http import _server as server_module
 
-    real = server_module._serve_function
+    real = server_module._make_server
     crashes = 0
 
-    def crash_once() -> Any:
-        serve = real()
+    class FallsOver:
+        name = "falls over"
 
-        async def serve_or_crash(app: Any, config: Any, **kwargs: Any) -> None:
-            nonlocal crashes
-            if crashes == 0:
-                crashes += 1
-                raise RuntimeError("hypercorn fell over")
-            await serve(app, config, **kwargs)
+        async def serve(self) -> None:
+            raise RuntimeError("the server fell over")
 
-        return serve_or_crash
+        def stop(self) -> None:
+            pass
 
-    monkeypatch.setattr(server_module, "_serve_function", crash_once)
+        def close_now(self) -> None:
+            pass
+
+    def crash_once(app: Any, sock: Any) -> Any:
+        nonlocal crashes
+        if crashes == 0:
+            crashes += 1
+            return FallsOver()
+        return real(app, sock)
+
+    monkeypatch.setattr(server_module, "_make_server", crash_once)
     async with ActorSystem(make_config(tmp_path)) as system:
         first = system.http
         with anyio.fail_after(10):

@@ -324,6 +324,32 @@ async def test_success_false_fails_the_task_for_good_with_its_error(served: Serv
     assert task_view["status"] == "failed"
 
 
+async def test_a_claimed_task_cancelled_meanwhile_refuses_its_renewal_and_its_result(
+    served: Served,
+) -> None:
+    _, client, _ = served
+    (task,) = await enqueue(client)
+    await claim(client, "w")
+    cancel = await client.post(f"/jobs/{task}/cancel", headers=auth(PRODUCER))
+    assert cancel.json()["results"][0]["outcome"] == "cancel_requested"
+    view = (await client.get(f"/api/queue/{task}", headers=key(QUEUE_KEY))).json()
+    assert view["status"] == "claimed"  # until its worker hears of it
+    renewed = await client.post(
+        f"/api/queue/{task}/renew", json={"workerId": "w"}, headers=key(QUEUE_KEY)
+    )
+    assert (renewed.status_code, renewed.json()["code"]) == (409, "task_cancelled")
+    stored = await client.post(
+        f"/api/result/{task}", json={"success": True}, headers=key(QUEUE_KEY)
+    )
+    assert stored.status_code == 409 and "cancelled" in stored.json()["error"]
+    view = (await client.get(f"/api/queue/{task}", headers=key(QUEUE_KEY))).json()
+    assert view["status"] == "cancelled"
+    got = await client.get(f"/api/result/{task}", headers=key(QUEUE_KEY))
+    assert got.json() == {"success": False, "error": "cancelled"}
+    again = await client.post(f"/api/result/{task}", json={"success": True}, headers=key(QUEUE_KEY))
+    assert (again.status_code, again.json()["code"]) == (409, "task_finished")
+
+
 async def test_unknown_tasks_and_routes_answer_as_the_original(served: Served) -> None:
     _, client, _ = served
     for task in ("999", "abc", "0", "99999999999999999999", "\uff11"):

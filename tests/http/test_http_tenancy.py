@@ -242,6 +242,8 @@ async def test_another_tenants_job_run_and_events_answer_like_ones_that_do_not_e
         ("GET", "/runs/rt", "/runs/nope", "'rt'", "'nope'"),
         ("GET", "/runs/rt/events", "/runs/nope/events", "'rt'", "'nope'"),
         ("POST", "/runs/rt/stream-token", "/runs/nope/stream-token", "'rt'", "'nope'"),
+        ("POST", f"/jobs/{theirs.id}/cancel", "/jobs/987654/cancel", str(theirs.id), "987654"),
+        ("POST", "/runs/rt/cancel", "/runs/nope/cancel", "'rt'", "'nope'"),
     ]
     for method, existing, missing, ident_a, ident_b in probes:
         a = await client.request(method, existing, headers=auth(ACME))
@@ -544,3 +546,133 @@ async def test_an_upload_into_another_tenants_run_stores_nothing(
         await system.store.get(early.json()["r2Key"], max_bytes=10_000)
     assert not (tmp_path / "objects" / "acme").exists()
     assert (await system.stats()).total == 2
+
+
+# --- schedules: a tenant manages only its own ---------------------------------------------------
+
+
+async def test_a_scoped_token_manages_only_its_own_tenants_schedules(
+    served: tuple[ActorSystem, httpx.AsyncClient],
+) -> None:
+    system, client = served
+    tick = {"intervalSeconds": 60, "missed": "skip"}
+    theirs = await client.post(
+        "/schedules",
+        headers=auth(ADMIN),
+        json={"name": "nightly", "tenantId": "t1", "r2Key": "t1/plan.txt", **tick},
+    )
+    assert theirs.status_code == 200, theirs.text
+    # acme's producer may create its own (the same name: unique within a tenant only)...
+    own = await client.post(
+        "/schedules",
+        headers=auth(ACME),
+        json={"name": "nightly", "tenantId": "acme", "r2Key": "acme/notes.txt", **tick},
+    )
+    assert own.status_code == 200, own.text
+    assert own.json()["tenantId"] == "acme" and own.json()["missed"] == "skip"
+    # ...but not one of another tenant, nor one whose jobs would read another tenant's key.
+    other = await client.post(
+        "/schedules",
+        headers=auth(ACME),
+        json={"name": "steal", "tenantId": "t1", "r2Key": "t1/plan.txt", **tick},
+    )
+    assert other.status_code == 403 and other.json()["error"]["code"] == "wrong_tenant"
+    foreign = await client.post(
+        "/schedules",
+        headers=auth(ACME),
+        json={"name": "steal", "tenantId": "acme", "r2Key": "t1/plan.txt", **tick},
+    )
+    assert foreign.status_code == 403
+    assert foreign.json()["error"]["code"] == "foreign_object_key"
+    # Not even an unscoped admin: a schedule's jobs never cross tenants.
+    crossing = await client.post(
+        "/schedules",
+        headers=auth(ADMIN),
+        json={"name": "x", "tenantId": "acme", "r2Key": "t1/plan.txt", **tick},
+    )
+    assert crossing.status_code == 403
+    # Listing: acme sees its own only, whatever it asks for.
+    listed = await client.get("/schedules", headers=auth(ACME))
+    assert [(s["tenantId"], s["name"]) for s in listed.json()["schedules"]] == [("acme", "nightly")]
+    asked = await client.get("/schedules", params={"tenantId": "t1"}, headers=auth(ACME))
+    assert asked.status_code == 403
+    everything = await client.get("/schedules", headers=auth(ADMIN))
+    assert len(everything.json()["schedules"]) == 2
+    # Deleting another tenant's answers as a missing one, and leaves it be.
+    gone = await client.delete("/schedules/nightly", params={"tenantId": "t1"}, headers=auth(ACME))
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "schedule_not_found"
+    assert [s.tenant_id for s in await system.list_schedules()] == ["acme", "t1"]
+    mine = await client.delete("/schedules/nightly", headers=auth(ACME))
+    assert mine.status_code == 200 and mine.json()["tenantId"] == "acme"
+    assert [s.tenant_id for s in await system.list_schedules()] == ["t1"]
+    # A worker manages no schedules; an unscoped delete must say whose.
+    assert (await client.get("/schedules", headers=auth(WORKER))).status_code == 403
+    unnamed = await client.delete("/schedules/nightly", headers=auth(ADMIN))
+    assert unnamed.status_code == 400 and unnamed.json()["error"]["field"] == "tenantId"
+
+
+async def test_a_scoped_token_cannot_squat_another_tenants_schedule_runs(
+    served: tuple[ActorSystem, httpx.AsyncClient],
+) -> None:
+    """The attack: acme enqueues into the run a t1 schedule's next tick will use, so that the
+    tick's enqueue would be refused (a run has one tenant)."""
+    _, client = served
+    squat = await enqueue(
+        client,
+        ACME,
+        runId="schedule:t1:nightly:20300101T000000Z",
+        tenantId="acme",
+        r2Key="acme/notes.txt",
+    )
+    assert squat.status_code == 400 and "schedule:" in squat.json()["error"]["message"]
+    own = await enqueue(
+        client,
+        ACME,
+        runId="schedule:acme:nightly:20300101T000000Z",
+        tenantId="acme",
+        r2Key="acme/notes.txt",
+    )
+    assert own.status_code == 200, own.text
+
+
+# --- cancelling ------------------------------------------------------------------------------
+
+
+async def test_a_scoped_producer_cancels_its_own_tenants_jobs_and_no_one_elses(
+    served: Any,
+) -> None:
+    system, client = served
+    theirs = await system.enqueue("rt", "t1", "t1/rt/a.txt")
+    mine = await system.enqueue("ra", "acme", "acme/ra/a.txt")
+    mine_too = await system.enqueue("ra", "acme", "acme/ra/b.txt")
+    # A batch naming another tenant's job: that one answers as missing, untouched.
+    response = await client.post(
+        "/jobs/cancel", json={"ids": [theirs.id, mine.id]}, headers=auth(ACME)
+    )
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [(r["id"], r["ok"], r["outcome"]) for r in results] == [
+        (theirs.id, False, "not_found"),
+        (mine.id, True, "cancelled"),
+    ]
+    assert results[0]["job"] is None  # nothing of the other tenant's job shows
+    assert (await system.queue.get(theirs.id)).status == "pending"
+    # Naming another tenant outright is refused; a worker may not cancel at all.
+    other = await client.post(
+        "/jobs/cancel", json={"ids": [theirs.id], "tenantId": "t1"}, headers=auth(ACME)
+    )
+    assert other.status_code == 403
+    worker = await client.post("/jobs/cancel", json={"ids": [theirs.id]}, headers=auth(WORKER))
+    assert worker.status_code == 403
+    assert (await client.post(f"/jobs/{theirs.id}/cancel", headers=auth(ACME))).status_code == 404
+    assert (await client.post("/runs/rt/cancel", headers=auth(ACME))).status_code == 404
+    assert (await system.queue.get(theirs.id)).status == "pending"
+    # Its own run: every unfinished job.
+    run = await client.post("/runs/ra/cancel", headers=auth(ACME))
+    assert run.status_code == 200, run.text
+    assert run.json() == {"success": True, "runId": "ra", "cancelled": 1, "cancelRequested": 0}
+    assert (await system.queue.get(mine_too.id)).status == "cancelled"
+    # An unscoped admin may cancel anything.
+    admin = await client.post(f"/jobs/{theirs.id}/cancel", headers=auth(ADMIN))
+    assert admin.status_code == 200, admin.text
+    assert admin.json()["results"][0]["outcome"] == "cancelled"

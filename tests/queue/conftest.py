@@ -66,7 +66,7 @@ def pg_empty_schema(pg_session_schema: str) -> str:
         "DO $$ BEGIN IF to_regclass($q$" + pg_session_schema + ".jobs$q$) IS NOT NULL THEN "
         f"TRUNCATE {pg_session_schema}.jobs, {pg_session_schema}.runs, "
         f"{pg_session_schema}.run_counts, {pg_session_schema}.maintenance, "
-        f"{pg_session_schema}.queue_controls RESTART IDENTITY; "
+        f"{pg_session_schema}.queue_controls, {pg_session_schema}.schedules RESTART IDENTITY; "
         "END IF; END $$"
     )
     return pg_session_schema

@@ -132,8 +132,9 @@ async def test_an_enqueue_in_another_process_wakes_this_ones_subscribers(pg_sche
 async def test_a_queue_listens_only_while_someone_subscribes(pg_schema: str) -> None:
     async def listeners() -> int:
         rows = await admin(
+            # The listener's last statement: it listens for enqueues, then for cancels.
             "SELECT count(*) FROM pg_stat_activity WHERE query = $1",
-            f'LISTEN "actors_enqueued_{pg_schema}"',
+            f'LISTEN "actors_cancelled_{pg_schema}"',
         )
         return int(rows[0][0])
 
@@ -161,6 +162,38 @@ async def test_a_queue_listens_only_while_someone_subscribes(pg_schema: str) -> 
                 await anyio.sleep(0.01)
         unsubscribe()
         await until(0)  # the last subscriber gone, the listener closes
+
+
+async def test_a_cancel_in_another_process_wakes_the_holders_cancel_subscribers(
+    pg_schema: str,
+) -> None:
+    # A NOTIFY in the cancel's statement: a worker renews at once instead of at its next round.
+    async with (
+        PostgresQueue.open(PG_DSN, schema=pg_schema) as mine,
+        PostgresQueue.open(PG_DSN, schema=pg_schema) as theirs,
+    ):
+        await mine.enqueue("r", "t", "k")
+        (job,) = await mine.pull(max=1)
+        heard: list[int] = []
+        unsubscribe = mine.on_cancel(lambda: heard.append(1))
+        try:
+            with anyio.fail_after(5):
+                while not await listening(pg_schema):
+                    await anyio.sleep(0.02)
+            await theirs.cancel_many([job.id])
+            with anyio.fail_after(5):
+                while not heard:
+                    await anyio.sleep(0.01)
+        finally:
+            unsubscribe()
+
+
+async def listening(schema: str) -> bool:
+    rows = await admin(
+        "SELECT count(*) FROM pg_stat_activity WHERE query = $1",
+        f'LISTEN "actors_cancelled_{schema}"',
+    )
+    return bool(rows[0][0])
 
 
 async def test_a_subscriber_is_woken_for_an_enqueue_right_after_it_subscribes(

@@ -42,6 +42,7 @@ def test_every_migration_file_is_a_numbered_step_both_ways() -> None:
     assert {m.version: m.drops for m in schema.MIGRATIONS if m.drops} == {
         1: ("jobs",),
         2: ("runs",),
+        9: ("schedules",),
         8: ("queue_controls",),
     }
 

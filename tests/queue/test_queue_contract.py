@@ -17,10 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 from pg_helpers import PG_DSN
 
-from actors.bounds import DEFAULT_MAX_PAYLOAD_BYTES, MAX_PULL, MAX_VISIBILITY_SECONDS
+from actors.bounds import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    MAX_PULL,
+    MAX_PULL_WAIT_SECONDS,
+    MAX_VISIBILITY_SECONDS,
+)
 from actors.config import (
     Config,
     HttpConfig,
@@ -30,6 +36,7 @@ from actors.config import (
     Secrets,
     StorageConfig,
 )
+from actors.cron import tick_text
 from actors.errors import (
     InvalidArgument,
     JobNotFound,
@@ -38,8 +45,18 @@ from actors.errors import (
     PayloadTooLarge,
     QueueClosed,
     RunNotFound,
+    ScheduleNotFound,
 )
-from actors.queue import Ack, Backoff, Job, NewJob, OwnedQueue, Queue, SQLiteQueue
+from actors.queue import (
+    Ack,
+    Backoff,
+    Job,
+    NewJob,
+    NewSchedule,
+    OwnedQueue,
+    Queue,
+    SQLiteQueue,
+)
 from actors.queue.http import HttpQueue
 from actors.queue.model import ImportedJob
 from actors.queue.postgres._queue import PostgresQueue
@@ -75,6 +92,9 @@ def test_the_contract_names_every_shared_verb() -> None:
         "ack",
         "ack_many",
         "ack_ids",
+        "cancel_many",
+        "cancel_run",
+        "on_cancel",
         "reap",
         "requeue",
         "purge",
@@ -86,10 +106,14 @@ def test_the_contract_names_every_shared_verb() -> None:
         "stats",
         "run_summary",
         "list",
+        "create_schedule",
+        "delete_schedule",
+        "list_schedules",
     }
     assert set(verbs(OwnedQueue)) - set(verbs(Queue)) == {
         "claim_maintenance",
         "list_runs",
+        "fire_schedules",
         "import_jobs",
         "find_by_origin",
         "delete_imported",
@@ -177,10 +201,14 @@ T, RUN = "t1", "r1"
 class Contract:
     """A queue of one backend, the clock it runs on, and whether it owns its storage."""
 
-    def __init__(self, queue: Queue, clock: FakeClock, backend: str) -> None:
+    def __init__(
+        self, queue: Queue, clock: FakeClock, backend: str, waiting: Callable[[], int]
+    ) -> None:
         self.queue = queue
         self.clock = clock
         self.backend = backend
+        #: How many pulls wait for a job now (the queue's, or the server's for HTTP).
+        self.waiting = waiting
         # An owned queue reaps and purges itself; over HTTP, the server does (on each pull and
         # on its schedule), so `reap` and `purge` there change nothing and return 0.
         self.owned = isinstance(queue, OwnedQueue)
@@ -196,7 +224,7 @@ class Contract:
         return got
 
 
-def http_config(tmp_path: Path) -> Config:
+def http_config(tmp_path: Path, poll_interval_seconds: float = 1.0) -> Config:
     return Config(
         # The server reaps only when a pull does (maintenance once an hour), and keeps every
         # finished job (retention 0), so that a test decides when each happens.
@@ -205,6 +233,7 @@ def http_config(tmp_path: Path) -> Config:
             reap_interval_seconds=3600,
             retention_seconds=0,
             retry_base_seconds=1.0,
+            poll_interval_seconds=poll_interval_seconds,
         ),
         storage=StorageConfig(root=str(tmp_path / "objects")),
         pipeline=PipelineConfig(shutdown_grace_seconds=1),
@@ -213,32 +242,44 @@ def http_config(tmp_path: Path) -> Config:
     )
 
 
-OpenContract = Callable[[], contextlib.AbstractAsyncContextManager[Contract]]
+OpenContract = Callable[..., contextlib.AbstractAsyncContextManager[Contract]]
 
 
 @pytest.fixture(params=["sqlite", "postgres", "http"])
 def open_contract(request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock) -> OpenContract:
-    """How to open a fresh queue of one backend (prepared here, outside the event loop)."""
+    """How to open a fresh queue of one backend (prepared here, outside the event loop).
+
+    ``poll_interval_seconds``: how often a waiting pull claims again for jobs no enqueue
+    announced (the queue's, or the server's for HTTP)."""
     backend = str(request.param)
     schema = request.getfixturevalue("pg_empty_schema") if backend == "postgres" else None
 
     @contextlib.asynccontextmanager
-    async def opened() -> AsyncIterator[Contract]:
+    async def opened(poll_interval_seconds: float = 1.0) -> AsyncIterator[Contract]:
         # jitter=0: retry delays are exact (the HTTP server keeps its configured jitter).
+        poll = poll_interval_seconds
         if backend == "sqlite":
             path = tmp_path / "queue.db"
-            async with SQLiteQueue.open(path, clock=clock, backoff=Backoff(jitter=0.0)) as q:
-                yield Contract(q, clock, backend)
+            async with SQLiteQueue.open(
+                path, clock=clock, backoff=Backoff(jitter=0.0), poll_interval_seconds=poll
+            ) as q:
+                yield Contract(q, clock, backend, lambda: q._waits.waiting)
         elif backend == "postgres":
             async with PostgresQueue.open(
-                PG_DSN, schema=schema, clock=clock, backoff=Backoff(jitter=0.0)
+                PG_DSN,
+                schema=schema,
+                clock=clock,
+                backoff=Backoff(jitter=0.0),
+                poll_interval_seconds=poll,
             ) as pg:
-                yield Contract(pg, clock, backend)
+                yield Contract(pg, clock, backend, lambda: pg._waits.waiting)
         else:
-            async with ActorSystem(http_config(tmp_path), clock=clock) as system:
-                url = f"http://127.0.0.1:{system.http.port}"
+            async with ActorSystem(http_config(tmp_path, poll), clock=clock) as system:
+                server = system.http
+                assert server is not None and server.port is not None
+                url = f"http://127.0.0.1:{server.port}"
                 async with HttpQueue.open(url, ADMIN) as remote:
-                    yield Contract(remote, clock, backend)
+                    yield Contract(remote, clock, backend, lambda: server.metrics.pulls_waiting)
 
     return opened
 
@@ -323,6 +364,86 @@ async def test_pull_leases_available_jobs_highest_priority_first(contract: Contr
     (due,) = await q.pull(max=10, started=True)
     assert due.id == later.id and due.started_at == clock.time()
     assert await q.pull() == []
+
+
+async def wait_until(condition: Callable[[], bool], what: str) -> None:
+    """Wait (at most 10 s) until ``condition()`` holds."""
+    with anyio.fail_after(10):
+        while not condition():
+            await anyio.sleep(0.005)
+
+
+@pytest.mark.anyio
+@pytest.mark.runtimes("asyncio", "trio")
+async def test_a_waiting_pull_leases_a_job_enqueued_while_it_waits(
+    open_contract: OpenContract,
+) -> None:
+    # Claims again only when woken: no look every poll interval within the test's wait.
+    async with open_contract(poll_interval_seconds=3600) as contract:
+        q = contract.queue
+        got: list[Job] = []
+        answered_at = 0.0
+        async with anyio.create_task_group() as tg:
+
+            async def pull() -> None:
+                nonlocal answered_at
+                got.extend(await q.pull(max=5, visibility_seconds=30, wait_seconds=20))
+                answered_at = anyio.current_time()
+
+            tg.start_soon(pull)
+            await wait_until(lambda: contract.waiting() == 1, "the pull waits")
+            await anyio.sleep(0.05)  # past its first claim, which found nothing
+            enqueued_at = anyio.current_time()
+            job = await contract.enqueue("late.txt")
+        assert [(j.id, j.status, j.attempts) for j in got] == [(job.id, "leased", 1)]
+        # Woken by the enqueue: not by its last claim when its 20 s are up (a functional
+        # bound, not a speed: docs/benchmarks.md has the latency, milliseconds).
+        assert answered_at - enqueued_at < 10
+        assert contract.waiting() == 0
+        # A waiting pull that finds a job at once answers at once, as a plain pull would.
+        second = await contract.enqueue("second.txt")
+        assert [j.id for j in await q.pull(wait_seconds=10)] == [second.id]
+
+
+@pytest.mark.anyio
+async def test_a_waiting_pull_with_nothing_to_lease_answers_empty_when_its_time_is_up(
+    contract: Contract,
+) -> None:
+    q = contract.queue
+    await contract.enqueue("later.txt", delay_seconds=60)  # not available within the wait
+    assert await q.pull(wait_seconds=0.2) == []
+    assert contract.waiting() == 0
+    assert (await q.stats()).pending == 1
+
+
+@pytest.mark.anyio
+async def test_pull_refuses_a_wait_out_of_bounds(contract: Contract) -> None:
+    q = contract.queue
+    await contract.enqueue()
+    error = OutOfRange if contract.owned else InvalidArgument
+    for wait in (MAX_PULL_WAIT_SECONDS + 1, -1):
+        with pytest.raises(error, match=r"wait_?[sS]econds") as refused:
+            await q.pull(wait_seconds=wait)
+        # Naming the bound it broke.
+        assert f"{MAX_PULL_WAIT_SECONDS:g}" in str(refused.value) or wait < 0
+    assert (await q.stats()).pending == 1  # nothing was leased
+
+
+@pytest.mark.anyio
+async def test_a_waiting_pull_cancelled_while_it_waits_leases_nothing(
+    open_contract: OpenContract,
+) -> None:
+    async with open_contract(poll_interval_seconds=3600) as contract:
+        q = contract.queue
+        with anyio.move_on_after(0.3):
+            await q.pull(wait_seconds=10)
+        # Over HTTP the client's cancel closes the connection: the server stops waiting (or
+        # gives back what it leased for a client that went).
+        await wait_until(lambda: contract.waiting() == 0, "the pull stopped waiting")
+        job = await contract.enqueue()
+        assert (await q.get(job.id)).status == "pending"
+        (leased,) = await q.pull()
+        assert leased.id == job.id and leased.attempts == 1
 
 
 @pytest.mark.anyio
@@ -490,6 +611,159 @@ async def test_an_expired_lease_is_reaped_and_its_job_leased_again(contract: Con
 
 
 @pytest.mark.anyio
+async def test_cancel_many_cancels_a_pending_job_at_once_and_marks_a_leased_one(
+    contract: Contract,
+) -> None:
+    q, clock = contract.queue, contract.clock
+    leased = await contract.leased()
+    assert leased.lease_token is not None
+    finished = await contract.enqueue("finished.txt")
+    (done,) = await q.pull()
+    assert done.lease_token is not None
+    await q.ack(done.id, done.lease_token)
+    pending = await contract.enqueue("pending.txt")
+    clock.advance(1)
+    results = await q.cancel_many([pending.id, leased.id, finished.id, 10**9])
+    assert [(r.job_id, r.ok, r.reason) for r in results] == [
+        (pending.id, True, "ok"),
+        (leased.id, True, "ok"),
+        (finished.id, False, "finished"),
+        (10**9, False, "not_found"),
+    ]
+    # A pending job is cancelled at once, a terminal status of its own.
+    cancelled = await q.get(pending.id)
+    assert (cancelled.status, cancelled.finished_at) == ("cancelled", clock.time())
+    assert cancelled.cancel_requested_at == clock.time()
+    # A leased one is marked: still leased until its holder calls.
+    marked = await q.get(leased.id)
+    assert (marked.status, marked.cancel_requested_at) == ("leased", clock.time())
+    assert (await q.get(finished.id)).status == "done"
+    # Cancelling again changes nothing.
+    again = await q.cancel_many([pending.id, leased.id])
+    assert [(r.ok, r.reason) for r in again] == [(True, "duplicate"), (True, "duplicate")]
+    stats = await q.stats()
+    assert (stats.pending, stats.leased, stats.done, stats.cancelled) == (0, 1, 1, 1)
+    assert stats.total == 3
+    # Its holder's renewal is refused as cancelled; its ack too, and that ends it cancelled.
+    (renewal,) = await q.renew_many([(leased.id, leased.lease_token)], 60)
+    assert (renewal.ok, renewal.reason) == (False, "cancelled")
+    assert renewal.message and "cancelled" in renewal.message
+    (ack,) = await q.ack_many([Ack(job_id=leased.id, lease_token=leased.lease_token, result=1)])
+    assert (ack.ok, ack.reason) == (False, "cancelled")
+    with pytest.raises(LeaseLost, match="cancelled"):
+        await q.ack(leased.id, leased.lease_token)
+    ended = await q.get(leased.id)
+    # Invariant: nothing cancelled is ever marked done (its result is dropped).
+    assert (ended.status, ended.result, ended.finished_at) == ("cancelled", None, clock.time())
+    summary = await q.run_summary(RUN)
+    assert (summary.done, summary.cancelled, summary.pending, summary.leased) == (1, 2, 0, 0)
+    assert summary.total == 3 and summary.status == "cancelled"
+    assert summary.finished_at == clock.time()
+    listed = await q.list(status="cancelled")
+    assert [j.id for j in listed.items] == [leased.id, pending.id]
+
+
+@pytest.mark.anyio
+async def test_a_cancel_limited_to_a_tenant_answers_other_tenants_jobs_as_missing(
+    contract: Contract,
+) -> None:
+    q = contract.queue
+    mine = await contract.enqueue()
+    theirs = await q.enqueue("r-other", "t2", "t2/r-other/a.txt")
+    results = await q.cancel_many([theirs.id, mine.id], tenant_id=T)
+    assert [(r.job_id, r.ok, r.reason) for r in results] == [
+        (theirs.id, False, "not_found"),
+        (mine.id, True, "ok"),
+    ]
+    assert results[0].job is None
+    assert (await q.get(theirs.id)).status == "pending"
+    with pytest.raises(RunNotFound):
+        await q.cancel_run("r-other", tenant_id=T)
+    assert (await q.get(theirs.id)).status == "pending"
+
+
+@pytest.mark.anyio
+async def test_a_marked_lease_ends_cancelled_when_given_back_or_reaped_never_pending(
+    contract: Contract,
+) -> None:
+    q, clock = contract.queue, contract.clock
+    await contract.enqueue("a")
+    await contract.enqueue("b")
+    a, b = await q.pull(max=2, visibility_seconds=10)
+    assert a.lease_token is not None and b.lease_token is not None
+    await q.cancel_many([a.id, b.id])
+    (start,) = await q.start_many([(a.id, a.lease_token)])
+    assert (start.ok, start.reason) == (False, "cancelled")
+    (release,) = await q.release_many([(a.id, a.lease_token)])
+    assert (release.ok, release.reason) == (False, "cancelled")
+    assert (await q.get(a.id)).status == "cancelled"
+    # b's holder died: its lease expires, and the reaper ends it cancelled, not pending.
+    clock.advance(10)
+    assert await q.reap() == (1 if contract.owned else 0)
+    assert await q.pull() == []  # (over HTTP the server reaps here)
+    assert (await q.get(b.id)).status == "cancelled"
+    assert (await q.stats()).cancelled == 2
+    assert (await q.run_summary(RUN)).status == "cancelled"
+
+
+@pytest.mark.anyio
+async def test_cancel_run_cancels_every_unfinished_job_and_the_run_ends_cancelled(
+    contract: Contract,
+) -> None:
+    q = contract.queue
+    await contract.enqueue("a")
+    await contract.enqueue("b")
+    await contract.enqueue("c")
+    (done,) = await q.pull(max=1)
+    assert done.lease_token is not None
+    await q.ack(done.id, done.lease_token)
+    (leased,) = await q.pull(max=1)
+    assert leased.lease_token is not None
+    outcome = await q.cancel_run(RUN)
+    assert (outcome.run_id, outcome.cancelled, outcome.cancel_requested) == (RUN, 1, 1)
+    summary = await q.run_summary(RUN)
+    # The leased job is still being given back: the run is not over yet.
+    assert (summary.status, summary.leased, summary.cancelled) == ("processing", 1, 1)
+    (item,) = await q.ack_many(
+        [Ack(job_id=leased.id, lease_token=leased.lease_token, status="failed", error="stop")]
+    )
+    assert item.reason == "cancelled"
+    summary = await q.run_summary(RUN)
+    assert (summary.status, summary.done, summary.cancelled, summary.failed) == (
+        "cancelled",
+        1,
+        2,
+        0,
+    )
+    again = await q.cancel_run(RUN)
+    assert (again.cancelled, again.cancel_requested) == (0, 0)
+    with pytest.raises(RunNotFound):
+        await q.cancel_run("no-such-run")
+
+
+@pytest.mark.anyio
+async def test_on_cancel_calls_back_when_a_cancel_marks_a_lease_until_unsubscribed(
+    contract: Contract,
+) -> None:
+    q = contract.queue
+    calls: list[int] = []
+    unsubscribe = q.on_cancel(lambda: calls.append(1))
+    pending = await contract.enqueue("pending.txt")
+    await q.cancel_many([pending.id])
+    assert calls == []  # nothing leased was marked: no holder to tell
+    leased = await contract.leased()
+    await q.cancel_many([leased.id])
+    assert len(calls) >= 1  # (PostgreSQL may also hear its own NOTIFY, a moment later)
+    unsubscribe()
+    unsubscribe()  # twice is harmless
+    heard = len(calls)
+    await contract.leased("c.txt")
+    await q.cancel_run(RUN)
+    await anyio.sleep(0.05)
+    assert len(calls) == heard
+
+
+@pytest.mark.anyio
 async def test_purge_deletes_only_finished_jobs_older_than_the_age(contract: Contract) -> None:
     q, clock = contract.queue, contract.clock
     job = await contract.leased()
@@ -577,6 +851,69 @@ async def test_list_pages_through_jobs_in_id_order_with_filters(contract: Contra
     assert [j.id for j in (await q.list(status="leased")).items] == ids[:1]
     with pytest.raises(InvalidArgument, match="cursor"):
         await q.list(cursor="not-a-cursor")
+
+
+@pytest.mark.anyio
+async def test_create_schedule_adds_or_replaces_and_list_and_delete_schedule_see_it(
+    contract: Contract,
+) -> None:
+    q, now = contract.queue, contract.clock.time()
+    every = NewSchedule(
+        name="every-minute", tenant_id=T, r2_key=f"{T}/report.md", interval_seconds=60
+    )
+    created = await q.create_schedule(every)
+    first = (now // 60 + 1) * 60  # intervals tick at the multiples of their seconds
+    assert (created.name, created.tenant_id, created.next_tick_at) == ("every-minute", T, first)
+    assert created.last_tick_at is None and created.created_at == now
+    # Replaced with the same timing: the next tick stays; a new timing starts afresh.
+    contract.clock.advance(10)
+    same = await q.create_schedule(msgspec.structs.replace(every, payload={"v": 2}, priority=3))
+    assert (same.next_tick_at, same.payload, same.priority) == (first, {"v": 2}, 3)
+    cron = msgspec.structs.replace(
+        every, interval_seconds=None, cron="0 3 * * *", timezone="Europe/Berlin"
+    )
+    moved = await q.create_schedule(cron)
+    assert moved.next_tick_at > first and moved.cron == "0 3 * * *"
+    other = NewSchedule(name="n", tenant_id="t2", r2_key="t2/a", interval_seconds=5)
+    await q.create_schedule(other)
+    assert [(s.tenant_id, s.name) for s in await q.list_schedules()] == [
+        (T, "every-minute"),
+        ("t2", "n"),
+    ]
+    assert [s.name for s in await q.list_schedules(tenant_id="t2")] == ["n"]
+    # Names are unique within a tenant: deleting t1's leaves t2's.
+    gone = await q.delete_schedule(T, "every-minute")
+    assert gone.timezone == "Europe/Berlin"
+    with pytest.raises(ScheduleNotFound):
+        await q.delete_schedule(T, "every-minute")
+    with pytest.raises(ScheduleNotFound):
+        await q.delete_schedule(T, "n")
+    assert [s.name for s in await q.list_schedules()] == ["n"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"cron": "61 * * * *"}, "cron"),
+        ({"cron": "0 0 30 2 *"}, "cron"),
+        ({"cron": "* * * * *", "timezone": "Mars/Olympus"}, "timezone"),
+        ({"cron": "* * * * *", "interval_seconds": 5}, "cron"),
+        ({}, "cron"),
+        ({"interval_seconds": 0}, "interval"),
+        ({"interval_seconds": 5, "name": "no/slash"}, "name"),
+    ],
+)
+async def test_a_bad_schedule_is_refused_naming_what_is_wrong(
+    contract: Contract, change: dict[str, Any], field: str
+) -> None:
+    schedule = msgspec.convert(
+        {"name": "s", "tenant_id": T, "r2_key": f"{T}/a", **change}, NewSchedule
+    )
+    with pytest.raises(InvalidArgument) as refused:
+        await contract.queue.create_schedule(schedule)
+    assert field in str(refused.value).lower().replace("_", "")
+    assert await contract.queue.list_schedules() == []
 
 
 @pytest.mark.anyio
@@ -793,6 +1130,93 @@ async def test_list_runs_pages_through_runs_oldest_first(owned: OwnedQueue) -> N
         await owned.list_runs(limit=0)
 
 
+@pytest.mark.anyio
+async def test_fire_schedules_enqueues_one_job_per_due_tick_across_processes(
+    open_owned: Callable[[], contextlib.AbstractAsyncContextManager[OwnedQueue]],
+    clock: FakeClock,
+) -> None:
+    async with open_owned() as one, open_owned() as two:
+        s = await one.create_schedule(
+            NewSchedule(name="tick", tenant_id=T, r2_key=f"{T}/a", interval_seconds=10)
+        )
+        nothing = await one.fire_schedules()
+        assert nothing.jobs == [] and nothing.next_due_at == s.next_tick_at
+        keys: list[str] = []
+        for _ in range(5):
+            clock.advance(s.next_tick_at + 5 - clock.time())  # 5 s late: within the grace
+            # Two processes (two handles on the same storage) fire at once.
+            results = []
+            async with anyio.create_task_group() as tg:
+                for q in (one, two, one, two):
+                    tg.start_soon(_append, results, q.fire_schedules())
+            keys += [j.idempotency_key or "" for r in results for j in r.jobs]
+            s = next(x for x in await one.list_schedules() if x.name == "tick")
+        ticks = [int(s.next_tick_at) - 10 * (5 - i) for i in range(5)]
+        assert keys == [f"schedule:tick:{tick_text(t)}" for t in ticks]  # once each, in order
+        jobs = (await one.list(tenant_id=T)).items
+        assert [j.run_id for j in jobs] == [f"schedule:{T}:tick:{tick_text(t)}" for t in ticks]
+        assert s.last_tick_at == ticks[-1]
+        # A late round enqueues every tick within the grace (60 s), each once.
+        clock.advance(35)
+        late = await two.fire_schedules()
+        assert len(late.jobs) == 4 and (await one.fire_schedules()).jobs == []
+
+
+async def _append(results: list[Any], call: Awaitable[Any]) -> None:
+    results.append(await call)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("missed", ["catch_up", "skip"])
+async def test_ticks_missed_while_everything_was_down_are_caught_up_once_or_skipped(
+    owned: OwnedQueue, clock: FakeClock, missed: str
+) -> None:
+    s = await owned.create_schedule(
+        msgspec.convert(
+            {
+                "name": "hourly",
+                "tenant_id": T,
+                "r2_key": f"{T}/a",
+                "cron": "0 * * * *",
+                "missed": missed,
+                "grace_seconds": 60,
+            },
+            NewSchedule,
+        )
+    )
+    # Everything was down for five hours and a half: ticks at :00 of five hours were missed.
+    clock.advance(s.next_tick_at - clock.time() + 4 * 3600 + 1800)
+    firing = await owned.fire_schedules()
+    latest = s.next_tick_at + 4 * 3600
+    if missed == "catch_up":
+        assert [j.idempotency_key for j in firing.jobs] == [f"schedule:hourly:{tick_text(latest)}"]
+    else:
+        assert firing.jobs == []
+    assert firing.next_due_at == latest + 3600  # back on its cadence
+    assert (await owned.fire_schedules()).jobs == []
+
+
+@pytest.mark.anyio
+async def test_a_tick_whose_run_another_tenant_took_is_skipped_and_the_others_fire(
+    owned: OwnedQueue, clock: FakeClock
+) -> None:
+    a = await owned.create_schedule(
+        NewSchedule(name="a", tenant_id=T, r2_key=f"{T}/a", interval_seconds=60)
+    )
+    await owned.create_schedule(
+        NewSchedule(name="b", tenant_id=T, r2_key=f"{T}/b", interval_seconds=60)
+    )
+    # The queue itself does not reserve tick run ids (`tenancy.check_run_id` does, at the edge).
+    squatted = f"schedule:{T}:a:{tick_text(a.next_tick_at)}"
+    await owned.enqueue(squatted, "intruder", "intruder/x")
+    clock.advance(a.next_tick_at - clock.time())
+    firing = await owned.fire_schedules()
+    assert [j.idempotency_key for j in firing.jobs] == [f"schedule:b:{tick_text(a.next_tick_at)}"]
+    assert all(s.next_tick_at == a.next_tick_at + 60 for s in await owned.list_schedules())
+    clock.advance(60)  # the next tick of `a` fires as usual
+    assert len((await owned.fire_schedules()).jobs) == 2
+
+
 def imported(origin: str, run: str = "r1", tenant: str = "t1", **fields: Any) -> ImportedJob:
     """A job as another system held it (times long before the queue's clock)."""
     return ImportedJob(
@@ -897,6 +1321,23 @@ async def test_delete_imported_removes_only_jobs_unchanged_since_their_import_un
     with pytest.raises(RunNotFound):
         await owned.run_summary("r1")
     assert (await owned.stats()).total == 0
+
+
+@pytest.mark.anyio
+async def test_closing_a_queue_ends_its_waiting_pulls_with_no_jobs(
+    open_owned: Callable[[], contextlib.AbstractAsyncContextManager[OwnedQueue]],
+) -> None:
+    got: list[list[Job]] = []
+    async with open_owned() as queue, anyio.create_task_group() as tg:
+
+        async def pull() -> None:
+            got.append(await queue.pull(wait_seconds=MAX_PULL_WAIT_SECONDS))
+
+        tg.start_soon(pull)
+        waits = queue._waits  # type: ignore[attr-defined]
+        await wait_until(lambda: waits.waiting == 1, "the pull waits")
+        await queue.aclose()
+    assert got == [[]]
 
 
 def test_this_suite_calls_every_verb_of_the_contract() -> None:

@@ -1,8 +1,9 @@
 """A Hypothesis state machine drives the queue against an in-memory model on a fake clock.
 
 After every step it checks: no job has two live leases (a pull never returns a job whose lease
-is live), a done job is never leased again, attempts never exceed the maximum, and the status
-counts add up to the number of jobs; and the file agrees with the model, field by field.
+is live), a done job is never leased again, a cancelled job never changes again (nothing
+cancelled is ever done), attempts never exceed the maximum, and the status counts add up to the
+number of jobs; and the file agrees with the model, field by field.
 """
 
 from __future__ import annotations
@@ -50,9 +51,13 @@ class Model:
     token: str | None = None
     expires: float | None = None
     started: bool = False  # marked started under the current lease
+    cancel_requested: bool = False  # cancelled while leased: the lease ends it cancelled
 
     def live(self, token: str, now: float) -> bool:
         return self.status == "leased" and self.token == token and (self.expires or 0) > now
+
+    def renewable(self, token: str, now: float) -> bool:
+        return self.live(token, now) and not self.cancel_requested
 
 
 class QueueMachine(RuleBasedStateMachine):
@@ -84,6 +89,7 @@ class QueueMachine(RuleBasedStateMachine):
             )
         self.jobs: dict[int, Model] = {}
         self.ever_done: set[int] = set()
+        self.ever_cancelled: set[int] = set()
         # Fair pulls (the default): the last tenant the previous pull served.
         self.cursor = ""
 
@@ -107,6 +113,9 @@ class QueueMachine(RuleBasedStateMachine):
             if not m.started:
                 m.attempts -= 1
             m.status = "failed" if m.started and m.attempts >= m.max_attempts else "pending"
+            if m.cancel_requested:  # never pending again
+                m.status = "cancelled"
+                self.ever_cancelled.add(m.id)
             m.token = m.expires = None
             m.started = False
         return len(expired)
@@ -190,8 +199,14 @@ class QueueMachine(RuleBasedStateMachine):
             duplicate = m.status == status and m.token == token
             assert (result.ok, result.reason == "duplicate") == (duplicate, duplicate)
             return
-        assert result.ok and result.reason == "ok"
         m.expires = None
+        if m.cancel_requested:
+            # Whatever the ack says, a marked lease ends cancelled: refused, never done.
+            assert (result.ok, result.reason) == (False, "cancelled")
+            m.status = "cancelled"
+            self.ever_cancelled.add(job_id)
+            return
+        assert result.ok and result.reason == "ok"
         if status == "done":
             m.status = "done"
             self.ever_done.add(job_id)
@@ -205,7 +220,7 @@ class QueueMachine(RuleBasedStateMachine):
     def renew(self, lease: tuple[int, str], visibility: float) -> None:
         job_id, token = lease
         m = self.jobs[job_id]
-        live = m.live(token, self.now)
+        live = m.renewable(token, self.now)
         try:
             self.call(self.queue.renew, job_id, token, visibility)
         except LeaseLost:
@@ -221,8 +236,13 @@ class QueueMachine(RuleBasedStateMachine):
         live = m.live(token, self.now)
         try:
             self.call(self.queue.release, job_id, token, delay)
-        except LeaseLost:
-            assert not live
+        except LeaseLost as exc:
+            assert not live or m.cancel_requested
+            if live:  # a marked lease given back: cancelled, its attempt back all the same
+                assert exc.reason == "cancelled"
+                m.status, m.attempts, m.expires = "cancelled", m.attempts - 1, None
+                m.started = False
+                self.ever_cancelled.add(job_id)
         else:
             assert live
             m.status, m.attempts, m.token, m.expires = "pending", m.attempts - 1, None, None
@@ -233,11 +253,32 @@ class QueueMachine(RuleBasedStateMachine):
     def start(self, lease: tuple[int, str]) -> None:
         job_id, token = lease
         m = self.jobs[job_id]
-        live = m.live(token, self.now)
+        live = m.renewable(token, self.now)
         (result,) = self.call(self.queue.start_many, [lease])
         assert result.ok == live
         if live:
             m.started = True
+
+    @rule(pick=st.integers(0, 30), scope=st.sampled_from([None, "t1", "t2"]))
+    def cancel(self, pick: int, scope: str | None) -> None:
+        if not self.jobs:
+            return
+        job_id = sorted(self.jobs)[pick % len(self.jobs)]
+        m = self.jobs[job_id]
+        (result,) = self.call(self.queue.cancel_many, [job_id], tenant_id=scope)
+        if scope is not None and scope != m.tenant:
+            assert (result.ok, result.reason) == (False, "not_found")
+        elif m.status == "cancelled" or m.cancel_requested:
+            assert (result.ok, result.reason) == (True, "duplicate")
+        elif m.status in ("done", "failed"):
+            assert (result.ok, result.reason) == (False, "finished")
+        elif m.status == "pending":
+            assert (result.ok, result.reason) == (True, "ok")
+            m.status = "cancelled"
+            self.ever_cancelled.add(job_id)
+        else:  # leased (its lease live or expired, not reaped yet): marked
+            assert (result.ok, result.reason) == (True, "ok")
+            m.cancel_requested = True
 
     @rule()
     def reap(self) -> None:
@@ -272,12 +313,17 @@ class QueueMachine(RuleBasedStateMachine):
                 assert job.available_at == m.available_at
             if job.id in self.ever_done:
                 assert job.status == "done"
+            if job.id in self.ever_cancelled:
+                assert job.status == "cancelled"
+            assert (job.cancel_requested_at is not None) == (
+                m.cancel_requested or m.status == "cancelled"
+            )
 
     @invariant()
     def status_counts_add_up(self) -> None:
         stats = self.call(self.queue.stats)
         assert stats.total == len(self.jobs)
-        for status in ("pending", "leased", "done", "failed"):
+        for status in ("pending", "leased", "done", "failed", "cancelled"):
             assert getattr(stats, status) == sum(m.status == status for m in self.jobs.values())
         waiting = [m for m in self.jobs.values() if m.status == "pending"]
         assert stats.scheduled == sum(m.available_at > self.now for m in waiting)
@@ -293,7 +339,7 @@ class QueueMachine(RuleBasedStateMachine):
                 continue
             summary = self.call(self.queue.run_summary, f"run-{tenant}")
             assert summary.total == len(mine)
-            for status in ("pending", "leased", "done", "failed"):
+            for status in ("pending", "leased", "done", "failed", "cancelled"):
                 assert getattr(summary, status) == sum(m.status == status for m in mine)
 
 

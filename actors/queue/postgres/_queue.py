@@ -31,32 +31,46 @@ import msgspec
 
 from actors._bridge import Bridge, call_soon
 from actors._retries import retrying
-from actors.bounds import DEFAULT_MAX_PAYLOAD_BYTES, MAX_ATTEMPTS, MAX_PULL
+from actors.bounds import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    MAX_ATTEMPTS,
+    MAX_PAGE,
+    MAX_PULL,
+    MAX_SCHEDULES_PER_TENANT,
+)
+from actors.cron import cadence
 from actors.errors import (
     InvalidArgument,
     JobNotFound,
+    OutOfRange,
     QueueClosed,
     QueueError,
     RunNotFound,
+    ScheduleNotFound,
     StorageError,
 )
 from actors.log import get_logger
 from actors.queue._rows import (
     ByOwner,
+    cancel_refusal,
+    cancelled,
     changed_since,
     foreign_run,
     job_from_row,
     origin_not_found,
     parse_cursor,
     refusal,
+    schedule_from_row,
     summary_from_row,
 )
 from actors.queue._rows import decode as _decode
+from actors.queue._waiting import PullWaits
 from actors.queue.base import (
     OwnedQueue,
     SingleItemVerbs,
     check_ack,
     check_batch,
+    check_cancel,
     check_delay,
     check_imported,
     check_limits,
@@ -65,11 +79,16 @@ from actors.queue.base import (
     check_new_job,
     check_optional_text,
     check_origins,
+    check_pull,
     check_range,
+    check_schedule,
+    check_schedule_key,
     check_text,
     check_visibility,
     imported_max_attempts,
     jitter_factors,
+    plan_ticks,
+    tick_job,
 )
 from actors.queue.model import (
     Ack,
@@ -83,9 +102,13 @@ from actors.queue.model import (
     LeaseResult,
     MaintenanceClaim,
     NewJob,
+    NewSchedule,
     Page,
     QueueControls,
+    RunCancel,
     RunSummary,
+    Schedule,
+    ScheduleFiring,
     Stats,
     TenantControl,
 )
@@ -160,6 +183,9 @@ _encode_imports = _encode_rows
 # seconds of the queue's clock.
 _CONTROLS_TTL = 1.0
 
+# A due schedule, the ticks a firing round enqueues for it, and its next tick after them.
+_Plan = tuple[Schedule, list[float], float]
+
 # Connection loss (a killed backend, a restarting server, a reset socket) is tried this many
 # times, waiting 0.05, 0.1, 0.2, ... 3.2 s between tries (plus up to 0.05 s of jitter each, so
 # that the workers a restart cut off do not come back in step): about 6.5 s in all, longer
@@ -215,6 +241,7 @@ class PostgresQueue(SingleItemVerbs):
         seed: int | None,
         pool_size: int,
         fair: bool = True,
+        poll_interval_seconds: float = 1.0,
     ) -> None:
         self.dsn = dsn
         self.schema = schema
@@ -236,9 +263,11 @@ class PostgresQueue(SingleItemVerbs):
         self._listeners: set[asyncio.Task[None]] = set()
         self._closed = False
         self._on_enqueue: list[Callable[[], object]] = []
+        self._on_cancel: list[Callable[[], object]] = []
         # Our own NOTIFYs carry this id, so subscribers are not woken twice for one enqueue.
         self._origin = uuid.uuid4().hex
         self._channel = "actors_enqueued"  # then "actors_enqueued_<schema>", once connected
+        self._cancel_channel = "actors_cancelled"  # then "actors_cancelled_<schema>"
         # Fair claims: whether they are on, and this claimer's place in the round of tenants
         # (the last tenant its previous claim served). Whether any control is stored, and the
         # tenants with limits, as last read (at most `_CONTROLS_TTL` ago): a claim locks the
@@ -250,6 +279,7 @@ class PostgresQueue(SingleItemVerbs):
         self._controlled = False
         self._limited: list[str] = []
         self._controls_read_at = -math.inf
+        self._waits = PullWaits(self.on_enqueue, poll_interval_seconds)
 
     @property
     def where(self) -> str:
@@ -275,14 +305,18 @@ class PostgresQueue(SingleItemVerbs):
         seed: int | None = None,
         pool_size: int = 10,
         fair: bool = True,
+        poll_interval_seconds: float = 1.0,
     ) -> AsyncIterator[PostgresQueue]:
         """Connect (creating ``schema`` and migrating it as needed); close everything on exit.
 
         ``schema`` selects the PostgreSQL schema that holds the tables (default: the DSN's
         ``search_path``, else ``public``); ``password`` defaults to libpq's PGPASSWORD.
         ``fair``: pulls serve tenants in turns (`pull`); else the highest priority first.
+        ``poll_interval_seconds``: how often a waiting pull claims again for jobs no NOTIFY
+        announced (a delayed job coming due, a lease given back, a gap in the listening).
         """
         check_range("max_attempts", max_attempts, 1, MAX_ATTEMPTS)
+        check_range("poll_interval_seconds", poll_interval_seconds, 0.001, 3600)
         check_range("max_payload_bytes", max_payload_bytes, 1, 64 * 1024 * 1024)
         check_range("pool_size", pool_size, 1, 1000)
         if schema is not None and not schema.replace("_", "").isalnum():
@@ -298,6 +332,7 @@ class PostgresQueue(SingleItemVerbs):
             seed=seed,
             pool_size=pool_size,
             fair=fair,
+            poll_interval_seconds=poll_interval_seconds,
         )
         try:
             await queue._bridge.call(queue._start(password))
@@ -335,6 +370,7 @@ class PostgresQueue(SingleItemVerbs):
                 )
             # Enqueues in other schemas of the database do not wake this queue's workers.
             self._channel = f"actors_enqueued_{current}"
+            self._cancel_channel = f"actors_cancelled_{current}"
             await schema.migrate_up(conn, self.where)
         except asyncpg.PostgresError as exc:
             raise StorageError(f"cannot migrate the queue at {self.where}: {exc}") from exc
@@ -347,6 +383,7 @@ class PostgresQueue(SingleItemVerbs):
         if self._closed:
             return
         self._closed = True
+        self._waits.close()
         await self._bridge.drain()
         with contextlib.suppress(Exception):
             await self._bridge.call(self._stop())
@@ -429,7 +466,7 @@ class PostgresQueue(SingleItemVerbs):
         A process with no subscriber (a producer, a benchmark loop) then costs no listening
         connection, and no wake-up of its own for every other process's enqueue.
         """
-        wanted = bool(self._on_enqueue) and not self._closed
+        wanted = bool(self._on_enqueue or self._on_cancel) and not self._closed
         if wanted and self._listener is None:
             self._listener = asyncio.get_running_loop().create_task(self._listen_forever())
             self._listeners.add(self._listener)
@@ -460,6 +497,7 @@ class PostgresQueue(SingleItemVerbs):
             try:
                 conn.add_termination_listener(functools.partial(_set_event, lost))
                 await conn.add_listener(self._channel, self._notified)
+                await conn.add_listener(self._cancel_channel, self._cancel_notified)
                 self._bridge.to_caller(self._notify_enqueued)
                 await lost.wait()
             except _LISTEN_FAILURES:
@@ -471,6 +509,32 @@ class PostgresQueue(SingleItemVerbs):
     def _notified(self, _conn: Connection, _pid: int, _channel: str, payload: str) -> None:
         if payload.split(" ", 1)[0] != self._origin:
             self._bridge.to_caller(self._notify_enqueued)
+
+    def _cancel_notified(self, _conn: Connection, _pid: int, _channel: str, payload: str) -> None:
+        if payload.split(" ", 1)[0] != self._origin:
+            self._bridge.to_caller(self._notify_cancelled)
+
+    def on_cancel(self, callback: Callable[[], object]) -> Callable[[], None]:
+        """Call ``callback()`` in the event loop after a cancel marks leased jobs for
+        cancellation, through this object or (by NOTIFY) any other process using this schema:
+        holders renew at once to learn which of their leases end. Returns a function that
+        unsubscribes."""
+        self._on_cancel.append(callback)
+        self._listen_as_wanted()
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._on_cancel.remove(callback)
+            self._listen_as_wanted()
+
+        return unsubscribe
+
+    def _notify_cancelled(self, *_: object) -> None:
+        for callback in list(self._on_cancel):
+            try:
+                callback()
+            except Exception:  # a subscriber's bug must not break the caller's cancel
+                log.exception("queue.on_cancel_failed", callback=repr(callback))
 
     def on_enqueue(self, callback: Callable[[], object]) -> Callable[[], None]:
         """Call ``callback()`` in the event loop after an enqueue commits, through this object
@@ -640,29 +704,35 @@ class PostgresQueue(SingleItemVerbs):
         *,
         owner: str | None = None,
         started: bool = False,
+        wait_seconds: float = 0,
     ) -> list[Job]:
         """Lease up to ``max`` visible jobs for ``visibility_seconds``: tenants in turns (fair),
         each tenant's highest priority first; nothing paused, nothing past a tenant's limits.
 
         ``owner`` names the principal taking the leases (recorded as ``lease_owner``): only it
         may settle them by id alone (`ack_ids`). ``started`` marks them started at once, for a
-        caller that never calls `start_many`.
+        caller that never calls `start_many`. With nothing to lease, ``wait_seconds`` (at most
+        `MAX_PULL_WAIT_SECONDS`) waits for a job to arrive, enqueued here or by any process
+        (NOTIFY), and leases it at once (`PullWaits`); it holds no connection while it waits.
         """
-        check_range("max", max, 1, MAX_PULL)
-        check_visibility(visibility_seconds)
-        check_optional_text("worker_id", worker_id)
-        check_optional_text("owner", owner)
-        jobs = await self._claim(max, visibility_seconds, worker_id, owner, started)
-        if self._fair and 0 < len(jobs) < max and len({j.tenant_id for j in jobs}) > 1:
-            # Some tenant may have had fewer jobs than its share of this claim: the rest of it
-            # goes to those that have more, still in turns (one more claim, no more).
-            jobs += await self._claim(
-                max - len(jobs), visibility_seconds, worker_id, owner, started
-            )
-        if self._fair and jobs:
-            self._cursor = _last_served(self._cursor, {j.tenant_id for j in jobs})
-        jobs.sort(key=lambda j: (-j.priority, j.available_at, j.id))
-        return jobs
+        check_pull(max, visibility_seconds, worker_id, owner, wait_seconds)
+
+        async def claim_now() -> list[Job]:
+            jobs = await self._claim(max, visibility_seconds, worker_id, owner, started)
+            if self._fair and 0 < len(jobs) < max and len({j.tenant_id for j in jobs}) > 1:
+                # Some tenant may have had fewer jobs than its share of this claim: the rest of
+                # it goes to those that have more, still in turns (one more claim, no more).
+                jobs += await self._claim(
+                    max - len(jobs), visibility_seconds, worker_id, owner, started
+                )
+            if self._fair and jobs:
+                self._cursor = _last_served(self._cursor, {j.tenant_id for j in jobs})
+            jobs.sort(key=lambda j: (-j.priority, j.available_at, j.id))
+            return jobs
+
+        if wait_seconds == 0:
+            return await claim_now()
+        return await self._waits.pull(claim_now, wait_seconds)
 
     async def _claim(
         self,
@@ -870,6 +940,74 @@ class PostgresQueue(SingleItemVerbs):
 
     # --- operators -----------------------------------------------------------------------
 
+    async def cancel_many(
+        self, job_ids: Sequence[int], *, tenant_id: str | None = None
+    ) -> list[ItemResult]:
+        """Cancel each job (only ``tenant_id``'s, when given) in one statement.
+
+        A pending job ends ``cancelled`` at once; a leased one is marked, and ends
+        ``cancelled`` when its holder next renews, starts, releases or acks it (refused as
+        ``cancelled``), or when its lease expires. Per item: ``ok`` (see the job's status),
+        ``duplicate`` (already cancelled or marked), ``finished`` or ``not_found``.
+        """
+        check_cancel(job_ids, tenant_id)
+        if not job_ids:
+            return []
+        now = self._clock.time()
+        ids = list(dict.fromkeys(job_ids))
+
+        async def cancel(conn: Connection) -> tuple[list[ItemResult], bool]:
+            rows = await conn.fetch(
+                _sql.CANCEL, now, ids, tenant_id, self._cancel_channel, self._origin
+            )
+            changed = {job.id: job for job in map(job_from_row, rows)}
+            missing = [i for i in ids if i not in changed]
+            current = {}
+            if missing:
+                current = {
+                    job.id: job
+                    for job in map(job_from_row, await conn.fetch(_sql.JOBS_BY_ID, missing))
+                }
+            results: list[ItemResult] = []
+            seen: set[int] = set()
+            for job_id in job_ids:
+                job = changed.get(job_id)
+                if job is not None and job_id not in seen:
+                    results.append(ItemResult(job_id=job_id, ok=True, reason="ok", job=job))
+                else:
+                    results.append(cancel_refusal(current.get(job_id) or job, job_id, tenant_id))
+                seen.add(job_id)
+            return results, any(job.status == "leased" for job in changed.values())
+
+        results, marked = await self._run(cancel, atomic=False)
+        if marked:
+            self._notify_cancelled()
+        return results
+
+    async def cancel_run(self, run_id: str, *, tenant_id: str | None = None) -> RunCancel:
+        """Cancel every unfinished job of the run (as `cancel_many` does each), or raise
+        RunNotFound (also for a run of another tenant than ``tenant_id``)."""
+        check_optional_text("run_id", run_id)
+        check_optional_text("tenant_id", tenant_id)
+        now = self._clock.time()
+
+        async def cancel(conn: Connection) -> RunCancel:
+            owners: dict[str, str] = {
+                row[0]: row[1] for row in await conn.fetch(_sql.RUN_TENANTS, [run_id])
+            }
+            if run_id not in owners or (tenant_id is not None and owners[run_id] != tenant_id):
+                raise RunNotFound(run_id)
+            rows = await conn.fetch(
+                _sql.CANCEL_RUN, now, run_id, tenant_id, self._cancel_channel, self._origin
+            )
+            marked = sum(1 for row in rows if row[1] == "leased")
+            return RunCancel(run_id=run_id, cancelled=len(rows) - marked, cancel_requested=marked)
+
+        outcome = await self._run(cancel, atomic=False)
+        if outcome.cancel_requested:
+            self._notify_cancelled()
+        return outcome
+
     async def reap(self) -> int:
         """Return every expired lease's job to pending (or fail it); return how many."""
         now = self._clock.time()
@@ -897,7 +1035,7 @@ class PostgresQueue(SingleItemVerbs):
             )
             requeued = Counter(r[0] for r in rows)
             await _count(
-                conn, now, {run_id: (0, -n, 0) for run_id, n in requeued.items()}, touch=True
+                conn, now, {run_id: (0, -n, 0, 0) for run_id, n in requeued.items()}, touch=True
             )
             if rows:
                 await conn.execute(_sql.NOTIFY, self._channel, self._origin)
@@ -912,10 +1050,15 @@ class PostgresQueue(SingleItemVerbs):
 
         async def purge(conn: Connection) -> int:
             rows = await conn.fetch(_sql.PURGE, cutoff)
-            gone: dict[str, tuple[int, int, int]] = {}
+            gone: dict[str, tuple[int, int, int, int]] = {}
             for run_id, status in rows:
-                done, failed, total = gone.get(run_id, (0, 0, 0))
-                gone[run_id] = (done - (status == "done"), failed - (status == "failed"), total - 1)
+                done, failed, total, cancelled_ = gone.get(run_id, (0, 0, 0, 0))
+                gone[run_id] = (
+                    done - (status == "done"),
+                    failed - (status == "failed"),
+                    total - 1,
+                    cancelled_ - (status == "cancelled"),
+                )
             await _count(conn, self._clock.time(), gone, touch=False, shard=_sql.PURGE_SHARD)
             # Runs left with no job after their retention go too. An enqueue naming such a run
             # would recreate it while it is deleted: the table lock makes enqueues (which all
@@ -953,6 +1096,150 @@ class PostgresQueue(SingleItemVerbs):
         # claim retried after its connection died during the commit finds the round taken:
         # that round is skipped, never done twice.
         return await self._run(claim, atomic=False)
+
+    # --- schedules -----------------------------------------------------------------------
+
+    async def create_schedule(self, schedule: NewSchedule) -> Schedule:
+        """Add a recurring job, or replace the tenant's schedule of that name (a replacement
+        with the same timing keeps its next tick)."""
+        timing, payload = check_schedule(schedule, self._max_payload_bytes)
+        now = self._clock.time()
+
+        async def create(conn: Connection) -> Schedule:
+            others = await conn.fetchval(_sql.SCHEDULE_COUNT, schedule.tenant_id, schedule.name)
+            if others >= MAX_SCHEDULES_PER_TENANT:
+                raise OutOfRange(
+                    f"tenant {schedule.tenant_id!r} has {others} schedules, the most a tenant "
+                    "may have; delete some first"
+                )
+            row = await conn.fetchrow(
+                _sql.SCHEDULE_CREATE,
+                schedule.tenant_id,
+                schedule.name,
+                schedule.cron,
+                schedule.interval_seconds,
+                schedule.timezone,
+                schedule.r2_key,
+                None if payload is None else payload.decode(),
+                schedule.priority,
+                schedule.missed,
+                float(schedule.grace_seconds),
+                timing.next_after(now),
+                now,
+            )
+            assert row is not None
+            return schedule_from_row(row)
+
+        return await self._run(create)
+
+    async def delete_schedule(self, tenant_id: str, name: str) -> Schedule:
+        """Delete the tenant's schedule of this name and return it, or raise ScheduleNotFound."""
+        check_schedule_key(tenant_id, name)
+
+        async def delete(conn: Connection) -> Schedule:
+            row = await conn.fetchrow(_sql.SCHEDULE_DELETE, tenant_id, name)
+            if row is None:
+                raise ScheduleNotFound(tenant_id, name)
+            return schedule_from_row(row)
+
+        return await self._run(delete)
+
+    async def list_schedules(self, tenant_id: str | None = None) -> list[Schedule]:
+        """Return every schedule (of one tenant), by tenant and name."""
+        check_optional_text("tenant_id", tenant_id)
+
+        async def schedules(conn: Connection) -> list[Schedule]:
+            return [schedule_from_row(r) for r in await conn.fetch(_sql.SCHEDULES_LIST, tenant_id)]
+
+        return await self._run(schedules, atomic=False)
+
+    async def fire_schedules(self, limit: int = 100) -> ScheduleFiring:
+        """Enqueue one job per due tick of up to ``limit`` schedules; say when the next is due.
+
+        Invariant: a tick enqueues one job. The due rows are locked (SKIP LOCKED: a round in
+        another process takes the others), moved past their ticks by a conditional UPDATE and
+        their jobs enqueued, in one transaction; a retry after a lost connection finds the
+        ticks claimed or not, never half.
+        """
+        check_range("limit", limit, 1, MAX_PAGE)
+        now = self._clock.time()
+
+        async def fire(conn: Connection) -> ScheduleFiring:
+            plans: list[_Plan] = []
+            for row in await conn.fetch(_sql.SCHEDULES_DUE, now, limit):
+                schedule = schedule_from_row(row)
+                try:
+                    timing = cadence(schedule.cron, schedule.interval_seconds, schedule.timezone)
+                except QueueError as exc:  # e.g. a time zone this host's database lacks
+                    log.warning("schedule.unusable", name=schedule.name, error=str(exc))
+                    continue
+                plans.append((schedule, *plan_ticks(timing, schedule.next_tick_at, now, schedule)))
+            jobs: list[Job] = []
+            try:
+                # Every schedule's ticks in one UPDATE and one enqueue, within a savepoint...
+                async with conn.transaction():
+                    jobs = await self._claim_ticks(conn, now, plans)
+            except QueueError:
+                # ... and if a job is refused (its run id taken by another tenant's run), one
+                # schedule at a time, skipping the refused one's ticks, not every schedule's.
+                for schedule, ticks, following in plans:
+                    try:
+                        async with conn.transaction():
+                            jobs += await self._claim_ticks(
+                                conn, now, [(schedule, ticks, following)]
+                            )
+                    except QueueError as exc:
+                        log.warning("schedule.tick_refused", name=schedule.name, error=str(exc))
+                        await self._claim_ticks(conn, now, [(schedule, [], following)])
+            next_due = await conn.fetchval(_sql.SCHEDULES_NEXT_DUE)
+            return ScheduleFiring(jobs=jobs, next_due_at=next_due)
+
+        def fired(firing: ScheduleFiring) -> None:
+            if firing.jobs:
+                self._notify_enqueued()
+
+        return await self._run(fire, on_done=fired)
+
+    async def _claim_ticks(self, conn: Connection, now: float, plans: list[_Plan]) -> list[Job]:
+        """Move each schedule's next tick past its ticks (if no round did first) and enqueue
+        the claimed ticks' jobs, in the caller's transaction."""
+        if not plans:
+            return []
+        claimed = {
+            (r[0], r[1])
+            for r in await conn.fetch(
+                _sql.SCHEDULE_ADVANCE,
+                now,
+                [s.tenant_id for s, _, _ in plans],
+                [s.name for s, _, _ in plans],
+                [s.next_tick_at for s, _, _ in plans],
+                [following for _, _, following in plans],
+                [ticks[-1] if ticks else None for _, ticks, _ in plans],
+            )
+        }
+        news = [
+            tick_job(s, tick)
+            for s, ticks, _ in plans
+            if (s.tenant_id, s.name) in claimed
+            for tick in ticks
+        ]
+        return await self._enqueue_ticks(conn, now, news) if news else []
+
+    async def _enqueue_ticks(self, conn: Connection, now: float, jobs: list[NewJob]) -> list[Job]:
+        """Enqueue ticks' jobs inside the caller's transaction (tenants checked after)."""
+        rows = [
+            _NewRow(
+                run_id=j.run_id,
+                tenant_id=j.tenant_id,
+                r2_key=j.r2_key,
+                payload=None if j.payload is None else msgspec.Raw(msgspec.json.encode(j.payload)),
+                max_attempts=self._max_attempts,
+                priority=j.priority,
+                idempotency_key=j.idempotency_key,
+            )
+            for j in jobs
+        ]
+        return await self._enqueue(conn, now, jobs, rows, True, None)
 
     # --- importers -----------------------------------------------------------------------
 
@@ -1025,7 +1312,7 @@ class PostgresQueue(SingleItemVerbs):
                 else {}
             )
             out: list[ImportResult] = []
-            counts: dict[str, tuple[int, int, int]] = {}
+            counts: dict[str, tuple[int, int, int, int]] = {}
             firsts: dict[str, int] = {}
             for job, _, _ in checked:
                 if owners[job.run_id] != job.tenant_id:
@@ -1039,11 +1326,12 @@ class PostgresQueue(SingleItemVerbs):
                     )
                     continue
                 out.append(ImportResult(origin=job.origin, ok=True, reason="ok", job=imported))
-                done, failed, total = counts.get(job.run_id, (0, 0, 0))
+                done, failed, total, cancelled_ = counts.get(job.run_id, (0, 0, 0, 0))
                 counts[job.run_id] = (
                     done + (job.status == "done"),
                     failed + (job.status == "failed"),
                     total + 1,
+                    cancelled_,  # an import brings no cancelled job
                 )
                 firsts[job.run_id] = min(imported.id, firsts.get(job.run_id, imported.id))
             await _count(conn, now, counts, touch=True)
@@ -1097,7 +1385,7 @@ class PostgresQueue(SingleItemVerbs):
                 else {}
             )
             out: list[ImportResult] = []
-            gone: dict[str, tuple[int, int, int]] = {}
+            gone: dict[str, tuple[int, int, int, int]] = {}
             for origin, _ in imported:
                 job = deleted.pop(origin, None)  # an origin named twice is deleted once
                 if job is None:
@@ -1106,11 +1394,12 @@ class PostgresQueue(SingleItemVerbs):
                         origin_not_found(origin) if left is None else changed_since(origin, left)
                     )
                     continue
-                done, failed, total = gone.get(job.run_id, (0, 0, 0))
+                done, failed, total, cancelled_ = gone.get(job.run_id, (0, 0, 0, 0))
                 gone[job.run_id] = (
                     done - (job.status == "done"),
                     failed - (job.status == "failed"),
                     total - 1,
+                    cancelled_ - (job.status == "cancelled"),
                 )
                 out.append(ImportResult(origin=origin, ok=True, reason="ok", job=job))
             await _count(conn, now, gone, touch=True)
@@ -1207,10 +1496,11 @@ class PostgresQueue(SingleItemVerbs):
             # One statement, one snapshot, and no scan of the backlog (sql/stats.sql).
             row = await conn.fetchrow(_sql.STATS, now)
             assert row is not None  # an aggregate returns one row
-            total, done, failed, leased, scheduled, oldest = row
+            total, done, failed, leased, scheduled, oldest, cancelled_ = row
             controls = _controls(await conn.fetch(_sql.CONTROLS_READ))
             return Stats(
-                pending=int(total - done - failed - leased),
+                pending=int(total - done - failed - cancelled_ - leased),
+                cancelled=int(cancelled_),
                 scheduled=int(scheduled),
                 leased=int(leased),
                 done=int(done),
@@ -1311,7 +1601,10 @@ async def _per_item(
     results: list[ItemResult] = []
     for n, (job_id, token) in enumerate(leases):
         job = outcome[n]
-        if job is not None:
+        if job is not None and job.status == "cancelled":
+            # A marked lease given back or acked ends cancelled: refused, its outcome dropped.
+            results.append(cancelled(job, verb))
+        elif job is not None:
             results.append(ItemResult(job_id=job_id, ok=True, reason="ok", job=job))
         else:
             status = None if statuses is None else statuses[n]
@@ -1324,13 +1617,13 @@ async def _per_item(
 async def _count(
     conn: Connection,
     now: float,
-    counts: dict[str, tuple[int, int, int]],
+    counts: dict[str, tuple[int, int, int, int]],
     *,
     touch: bool,
     shard: int | None = None,
 ) -> None:
-    """Add (done, failed, total) to each run's counts (this connection's shard rows, or those of
-    ``shard``): one statement for every run of the batch (sql/add_counts.sql)."""
+    """Add (done, failed, total, cancelled) to each run's counts (this connection's shard rows,
+    or those of ``shard``): one statement for every run of the batch (sql/add_counts.sql)."""
     runs = sorted(run_id for run_id, n in counts.items() if any(n))
     if not runs:
         return
@@ -1343,6 +1636,7 @@ async def _count(
         [counts[r][2] for r in runs],
         touch,
         shard,
+        [counts[r][3] for r in runs],
     )
 
 

@@ -7,21 +7,23 @@ import functools
 import math
 import random
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
 import anyio
 import anyio.to_thread
 
-from actors.bounds import DEFAULT_MAX_PAYLOAD_BYTES
+from actors.bounds import DEFAULT_MAX_PAYLOAD_BYTES, MAX_PAGE
 from actors.log import get_logger
 from actors.queue._rows import ByOwner
+from actors.queue._waiting import PullWaits
 from actors.queue.base import (
     OwnedQueue,
     SingleItemVerbs,
     check_ack,
     check_batch,
+    check_cancel,
     check_delay,
     check_imported,
     check_limits,
@@ -34,6 +36,8 @@ from actors.queue.base import (
     check_page,
     check_pull,
     check_range,
+    check_schedule,
+    check_schedule_key,
     check_text,
     check_visibility,
     imported_max_attempts,
@@ -45,14 +49,19 @@ from actors.queue.model import (
     Backoff,
     ImportedJob,
     ImportResult,
+    ItemResult,
     Job,
     JobStatus,
     LeaseResult,
     MaintenanceClaim,
     NewJob,
+    NewSchedule,
     Page,
     QueueControls,
+    RunCancel,
     RunSummary,
+    Schedule,
+    ScheduleFiring,
     Stats,
 )
 from actors.queue.sqlite import _verbs as store
@@ -88,6 +97,7 @@ class SQLiteQueue(SingleItemVerbs):
         backoff: Backoff,
         seed: int | None,
         fair: bool = True,
+        poll_interval_seconds: float = 1.0,
     ) -> None:
         self.path = path
         self._writer = writer
@@ -99,8 +109,10 @@ class SQLiteQueue(SingleItemVerbs):
         self._backoff = backoff
         self._rng = random.Random(seed)  # jitter; used only inside a write transaction
         self._on_enqueue: list[Callable[[], object]] = []
+        self._on_cancel: list[Callable[[], object]] = []
         # Fair claims' place in the round of tenants (used only inside a write transaction).
         self._rotation = store.Rotation() if fair else None
+        self._waits = PullWaits(self.on_enqueue, poll_interval_seconds)
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -116,12 +128,17 @@ class SQLiteQueue(SingleItemVerbs):
         seed: int | None = None,
         busy_timeout_seconds: float = 10.0,
         fair: bool = True,
+        poll_interval_seconds: float = 1.0,
     ) -> AsyncIterator[SQLiteQueue]:
         """Open (creating and migrating as needed) the queue in ``path``; close it on exit.
 
         ``fair``: pulls serve tenants in turns (`pull`); else the highest priority first.
+        ``poll_interval_seconds``: how often a waiting pull (``wait_seconds``) claims again
+        for jobs no enqueue through this object announced (another process's, a delayed job
+        coming due, a lease given back).
         """
         check_open(max_attempts, max_payload_bytes)
+        check_range("poll_interval_seconds", poll_interval_seconds, 0.001, 3600)
         path = Path(path)
         connect = functools.partial(
             schema.connect, path, durability=durability, busy_timeout_seconds=busy_timeout_seconds
@@ -141,6 +158,7 @@ class SQLiteQueue(SingleItemVerbs):
             backoff=backoff or Backoff(),
             seed=seed,
             fair=fair,
+            poll_interval_seconds=poll_interval_seconds,
         )
         try:
             yield queue
@@ -150,6 +168,7 @@ class SQLiteQueue(SingleItemVerbs):
 
     async def aclose(self) -> None:
         """Commit what was submitted, stop the writer thread and close every connection."""
+        self._waits.close()
         await self._writer.aclose()
         await self._checkpointer.aclose()
         self._readers.close()
@@ -200,6 +219,7 @@ class SQLiteQueue(SingleItemVerbs):
         *,
         owner: str | None = None,
         started: bool = False,
+        wait_seconds: float = 0,
     ) -> list[Job]:
         """Lease up to ``max`` visible jobs for ``visibility_seconds``: tenants in turns (fair),
         each tenant's highest priority first; nothing paused, nothing past a tenant's limits.
@@ -207,22 +227,29 @@ class SQLiteQueue(SingleItemVerbs):
         ``owner`` names the principal taking the leases (recorded as ``lease_owner``): only it
         may settle them by id alone (`ack_ids`). ``started`` marks them started at once, for a
         caller that never calls `start_many` (else a job that kills it never runs out of
-        attempts).
+        attempts). With nothing to lease, ``wait_seconds`` (at most `MAX_PULL_WAIT_SECONDS`)
+        waits for a job to arrive and leases it at once (`PullWaits`).
         """
-        check_pull(max, visibility_seconds, worker_id, owner)
-        return await self._writer.run(
-            lambda conn: store.pull(
-                conn,
-                self._clock.time(),
-                max,
-                visibility_seconds,
-                worker_id,
-                owner,
-                started,
-                self._rotation,
-            ),
-            small=max == 1,
-        )
+        check_pull(max, visibility_seconds, worker_id, owner, wait_seconds)
+
+        def claim() -> Awaitable[list[Job]]:
+            return self._writer.run(
+                lambda conn: store.pull(
+                    conn,
+                    self._clock.time(),
+                    max,
+                    visibility_seconds,
+                    worker_id,
+                    owner,
+                    started,
+                    self._rotation,
+                ),
+                small=max == 1,
+            )
+
+        if wait_seconds == 0:
+            return await claim()
+        return await self._waits.pull(claim, wait_seconds)
 
     async def renew_many(
         self, leases: Sequence[tuple[int, str]], visibility_seconds: float
@@ -321,6 +348,57 @@ class SQLiteQueue(SingleItemVerbs):
 
     # --- operators -----------------------------------------------------------------------
 
+    async def cancel_many(
+        self, job_ids: Sequence[int], *, tenant_id: str | None = None
+    ) -> list[ItemResult]:
+        """Cancel each job (only ``tenant_id``'s, when given) in one transaction.
+
+        A pending job ends ``cancelled`` at once; a leased one is marked, and ends
+        ``cancelled`` when its holder next renews, starts, releases or acks it (refused as
+        ``cancelled``), or when its lease expires. Per item: ``ok`` (see the job's status),
+        ``duplicate`` (already cancelled or marked), ``finished`` or ``not_found``.
+        """
+        check_cancel(job_ids, tenant_id)
+        if not job_ids:
+            return []
+        results, marked = await self._writer.run(
+            lambda conn: store.cancel(conn, self._clock.time(), job_ids, tenant_id)
+        )
+        self._notify_cancelled(marked)
+        return results
+
+    async def cancel_run(self, run_id: str, *, tenant_id: str | None = None) -> RunCancel:
+        """Cancel every unfinished job of the run (as `cancel_many` does each), or raise
+        RunNotFound (also for a run of another tenant than ``tenant_id``)."""
+        check_optional_text("run_id", run_id)
+        check_optional_text("tenant_id", tenant_id)
+        outcome, marked = await self._writer.run(
+            lambda conn: store.cancel_run(conn, self._clock.time(), run_id, tenant_id)
+        )
+        self._notify_cancelled(marked)
+        return outcome
+
+    def on_cancel(self, callback: Callable[[], object]) -> Callable[[], None]:
+        """Call ``callback()`` in the event loop after a cancel through this object marks leased
+        jobs for cancellation: holders here renew at once to learn which of their leases end
+        (other processes learn at their next renewal). Returns a function that unsubscribes."""
+        self._on_cancel.append(callback)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._on_cancel.remove(callback)
+
+        return unsubscribe
+
+    def _notify_cancelled(self, job_ids: Sequence[int]) -> None:
+        if not job_ids:
+            return
+        for callback in list(self._on_cancel):
+            try:
+                callback()
+            except Exception:  # a subscriber's bug must not break the caller's cancel
+                log.exception("queue.on_cancel_failed", callback=repr(callback))
+
     async def reap(self) -> int:
         """Return every expired lease's job to pending (or fail it); return how many.
 
@@ -359,6 +437,42 @@ class SQLiteQueue(SingleItemVerbs):
                 conn, self._clock.time(), task, interval_seconds, owner
             )
         )
+
+    # --- schedules -----------------------------------------------------------------------
+
+    async def create_schedule(self, schedule: NewSchedule) -> Schedule:
+        """Add a recurring job, or replace the tenant's schedule of that name (a replacement
+        with the same timing keeps its next tick)."""
+        timing, _ = check_schedule(schedule, self._max_payload_bytes)
+        return await self._writer.run(
+            lambda conn: store.create_schedule(conn, self._clock.time(), schedule, timing)
+        )
+
+    async def delete_schedule(self, tenant_id: str, name: str) -> Schedule:
+        """Delete the tenant's schedule of this name and return it, or raise ScheduleNotFound."""
+        check_schedule_key(tenant_id, name)
+        return await self._writer.run(lambda conn: store.delete_schedule(conn, tenant_id, name))
+
+    async def list_schedules(self, tenant_id: str | None = None) -> list[Schedule]:
+        """Return every schedule (of one tenant), by tenant and name."""
+        check_optional_text("tenant_id", tenant_id)
+        return await self._readers.run(lambda conn: store.list_schedules(conn, tenant_id))
+
+    async def fire_schedules(self, limit: int = 100) -> ScheduleFiring:
+        """Enqueue one job per due tick of up to ``limit`` schedules; say when the next is due.
+
+        Each tick is claimed in the transaction that enqueues its job, so of all the processes
+        sharing the queue exactly one enqueues it (`ScheduleFiring.jobs`: those this call did).
+        """
+        check_range("limit", limit, 1, MAX_PAGE)
+        return await self._writer.run(
+            lambda conn: store.fire_schedules(conn, self._clock.time(), limit, self._max_attempts),
+            on_commit=self._notify_fired,
+        )
+
+    def _notify_fired(self, firing: ScheduleFiring) -> None:
+        if firing.jobs:
+            self._notify_enqueued(firing.jobs)
 
     # --- importers -----------------------------------------------------------------------
 

@@ -13,21 +13,36 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from actors.errors import InvalidArgument, JobNotFound, RunNotFound
+from actors.bounds import MAX_SCHEDULES_PER_TENANT
+from actors.cron import Cadence, cadence
+from actors.errors import (
+    InvalidArgument,
+    JobNotFound,
+    OutOfRange,
+    QueueError,
+    RunNotFound,
+    ScheduleNotFound,
+)
+from actors.log import get_logger
 from actors.queue._rows import (
     COLUMNS,
     RUN_COLUMNS,
+    SCHEDULE_COLUMNS,
     ByOwner,
+    cancel_refusal,
+    cancelled,
     changed_since,
     foreign_run,
     job_from_row,
     origin_not_found,
     parse_cursor,
     refusal,
+    schedule_from_row,
     summary_from_row,
 )
 from actors.queue._rows import encode as _encode
 from actors.queue._rows import metrics_decoder as _metrics_decoder
+from actors.queue.base import plan_ticks, tick_job
 from actors.queue.model import (
     Ack,
     Backoff,
@@ -38,9 +53,13 @@ from actors.queue.model import (
     JobStatus,
     MaintenanceClaim,
     NewJob,
+    NewSchedule,
     Page,
     QueueControls,
+    RunCancel,
     RunSummary,
+    Schedule,
+    ScheduleFiring,
     Stats,
     TenantControl,
 )
@@ -48,15 +67,21 @@ from actors.queue.model import (
 __all__ = [
     "Rotation",
     "ack",
+    "cancel",
+    "cancel_run",
     "claim_maintenance",
     "controls",
+    "create_schedule",
     "delete_imported",
+    "delete_schedule",
     "enqueue",
     "find_by_origin",
+    "fire_schedules",
     "get",
     "import_jobs",
     "list_jobs",
     "list_runs",
+    "list_schedules",
     "pull",
     "purge",
     "reap",
@@ -70,8 +95,12 @@ __all__ = [
     "stats",
 ]
 
+log = get_logger("actors.queue")
+
 # A lease is live while the job is leased under this token and has not run out.
 LIVE_LEASE = "status = 'leased' AND lease_token = :token AND lease_expires_at > :now"
+# A live lease whose job nobody asked to cancel: only such a lease is renewed or started.
+LIVE_UNCANCELLED = f"{LIVE_LEASE} AND cancel_requested_at IS NULL"
 # The ids-only ack's fence: a live lease that this principal (`lease_owner`) took.
 LIVE_OWNED = "status = 'leased' AND lease_owner IS :owner AND lease_expires_at > :now"
 
@@ -437,23 +466,26 @@ def reap(conn: sqlite3.Connection, now: float) -> int:
 
     A job never started under the lease (`start`) gets its attempt back: the worker died, or
     lost the lease, before the job could have caused it. A started one spends it, so a job
-    that kills its worker still runs out of attempts.
+    that kills its worker still runs out of attempts. A job whose cancellation was requested
+    ends `cancelled`, never pending again.
     """
     # INDEXED BY: left alone, the planner walks every leased row through jobs_claim(status),
     # which makes each pull O(leased jobs) instead of O(expired leases).
     rows = conn.execute(
         """
         UPDATE jobs INDEXED BY jobs_lease_expiry
-        SET status = CASE WHEN started_at IS NOT NULL AND attempts >= max_attempts
+        SET status = CASE WHEN cancel_requested_at IS NOT NULL THEN 'cancelled'
+                WHEN started_at IS NOT NULL AND attempts >= max_attempts
                 THEN 'failed' ELSE 'pending' END,
             attempts = CASE WHEN started_at IS NULL THEN attempts - 1 ELSE attempts END,
-            last_error = CASE WHEN started_at IS NOT NULL AND attempts >= max_attempts
+            last_error = CASE WHEN cancel_requested_at IS NOT NULL THEN last_error
+                WHEN started_at IS NOT NULL AND attempts >= max_attempts
                 THEN 'lease expired on the last attempt (' || attempts || ' of ' || max_attempts
                      || ') held by worker ' || coalesce(worker_id, '?')
                      || ', which started the job and then stopped renewing it'
                 ELSE last_error END,
-            finished_at = CASE WHEN started_at IS NOT NULL AND attempts >= max_attempts
-                THEN :now END,
+            finished_at = CASE WHEN cancel_requested_at IS NOT NULL
+                OR (started_at IS NOT NULL AND attempts >= max_attempts) THEN :now END,
             lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, lease_owner = NULL,
             started_at = NULL, updated_at = :now
         WHERE status = 'leased' AND lease_expires_at <= :now
@@ -461,7 +493,7 @@ def reap(conn: sqlite3.Connection, now: float) -> int:
         """,
         {"now": now},
     ).fetchall()
-    _close_runs(conn, now, {run_id for run_id, status in rows if status == "failed"})
+    _close_runs(conn, now, {run_id for run_id, status in rows if status != "pending"})
     return len(rows)
 
 
@@ -470,7 +502,7 @@ def start(conn: sqlite3.Connection, now: float, job_id: int, token: str) -> Item
     row = conn.execute(
         f"""
         UPDATE jobs SET started_at = coalesce(started_at, :now), updated_at = :now
-        WHERE id = :id AND {LIVE_LEASE}
+        WHERE id = :id AND {LIVE_UNCANCELLED}
         RETURNING {COLUMNS}
         """,
         {"id": job_id, "token": token, "now": now},
@@ -485,7 +517,7 @@ def renew(
     row = conn.execute(
         f"""
         UPDATE jobs SET lease_expires_at = :now + :visibility, updated_at = :now
-        WHERE id = :id AND {LIVE_LEASE}
+        WHERE id = :id AND {LIVE_UNCANCELLED}
         RETURNING {COLUMNS}
         """,
         {"id": job_id, "token": token, "now": now, "visibility": visibility_seconds},
@@ -496,11 +528,16 @@ def renew(
 def release(
     conn: sqlite3.Connection, now: float, job_id: int, token: str, delay_seconds: float
 ) -> ItemResult:
-    """Give a live lease back: the job is pending again after ``delay_seconds``, attempt unspent."""
+    """Give a live lease back: the job is pending again after ``delay_seconds``, attempt unspent.
+
+    A job whose cancellation was requested ends `cancelled` instead (refused as ``cancelled``).
+    """
     row = conn.execute(
         f"""
         UPDATE jobs
-        SET status = 'pending', attempts = attempts - 1, available_at = :now + :delay,
+        SET status = CASE WHEN cancel_requested_at IS NULL THEN 'pending' ELSE 'cancelled' END,
+            attempts = attempts - 1, available_at = :now + :delay,
+            finished_at = CASE WHEN cancel_requested_at IS NOT NULL THEN :now END,
             lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, lease_owner = NULL,
             started_at = NULL, updated_at = :now
         WHERE id = :id AND {LIVE_LEASE}
@@ -508,7 +545,13 @@ def release(
         """,
         {"id": job_id, "token": token, "now": now, "delay": delay_seconds},
     ).fetchone()
-    return _applied(row) if row else _refused(conn, now, job_id, token, "released")
+    if row is None:
+        return _refused(conn, now, job_id, token, "released")
+    job = job_from_row(row)
+    if job.status == "cancelled":
+        _close_runs(conn, now, (job.run_id,))
+        return cancelled(job, "released")
+    return ItemResult(job_id=job.id, ok=True, reason="ok", job=job)
 
 
 def ack(
@@ -522,9 +565,11 @@ def ack(
 ) -> list[ItemResult]:
     """Record each ack's outcome under its live lease; refuse (per item) those whose lease is not.
 
-    ``done`` stores the result. ``failed`` returns the job to pending after a backoff while
-    attempts remain, else (or when ``permanent``) makes it terminally failed. Accepted acks add
-    their ``run_metrics`` to the run, and a run whose last job finished gets ``finished_at``.
+    ``done`` stores the result. A job whose cancellation was requested ends ``cancelled``
+    whatever the ack says (refused as ``cancelled``, its result discarded). ``failed`` returns
+    the job to pending after a backoff while attempts remain, else (or when ``permanent``)
+    makes it terminally failed. Accepted acks add their ``run_metrics`` to the run, and a run
+    whose last job finished gets ``finished_at``.
     With ``owned`` (the seed's ``ack(ids, status)``, whose acks carry no token) a lease is live
     when ``owned.owner`` took it and it has not run out.
     """
@@ -544,31 +589,34 @@ def ack(
             row = conn.execute(
                 f"""
                 UPDATE jobs
-                SET status = 'done', result = :result, lease_expires_at = NULL,
-                    finished_at = :now, updated_at = :now
+                SET status = CASE WHEN cancel_requested_at IS NULL THEN 'done'
+                        ELSE 'cancelled' END,
+                    result = CASE WHEN cancel_requested_at IS NULL THEN :result END,
+                    lease_expires_at = NULL, finished_at = :now, updated_at = :now
                 WHERE id = :id AND {fence}
                 RETURNING {COLUMNS}
                 """,
                 {**params, "result": encode_json(a.result)},
             ).fetchone()
         else:
-            # Terminal when permanent or out of attempts; else pending again after a backoff.
+            # Terminal when permanent or out of attempts (or cancelled); else pending again
+            # after a backoff.
             row = conn.execute(
                 f"""
                 UPDATE jobs
-                SET status = CASE WHEN :permanent OR attempts >= max_attempts
-                        THEN 'failed' ELSE 'pending' END,
-                    available_at = CASE WHEN :permanent OR attempts >= max_attempts
+                SET status = CASE WHEN cancel_requested_at IS NOT NULL THEN 'cancelled'
+                        WHEN {_FINAL} THEN 'failed' ELSE 'pending' END,
+                    available_at = CASE WHEN {_FINAL}
                         THEN available_at
                         ELSE :now + min(:cap, :base * (1 << min(attempts - 1, 40))) * :factor END,
-                    finished_at = CASE WHEN :permanent OR attempts >= max_attempts THEN :now END,
-                    lease_token = CASE WHEN :permanent OR attempts >= max_attempts
+                    finished_at = CASE WHEN {_FINAL} THEN :now END,
+                    lease_token = CASE WHEN {_FINAL}
                         THEN lease_token END,
-                    worker_id = CASE WHEN :permanent OR attempts >= max_attempts
+                    worker_id = CASE WHEN {_FINAL}
                         THEN worker_id END,
-                    lease_owner = CASE WHEN :permanent OR attempts >= max_attempts
+                    lease_owner = CASE WHEN {_FINAL}
                         THEN lease_owner END,
-                    started_at = CASE WHEN :permanent OR attempts >= max_attempts
+                    started_at = CASE WHEN {_FINAL}
                         THEN started_at END,
                     lease_expires_at = NULL, last_error = :error, updated_at = :now
                 WHERE id = :id AND {fence}
@@ -588,6 +636,11 @@ def ack(
             )
             continue
         job = job_from_row(row)
+        if job.status == "cancelled":
+            # Invariant: nothing cancelled is ever marked done; its outcome is discarded.
+            results.append(cancelled(job, "acked"))
+            finished_runs.add(job.run_id)
+            continue
         results.append(ItemResult(job_id=job.id, ok=True, reason="ok", job=job))
         if job.finished_at is not None:
             finished_runs.add(job.run_id)
@@ -598,6 +651,10 @@ def ack(
     _add_run_metrics(conn, now, metrics)
     _close_runs(conn, now, finished_runs)
     return results
+
+
+# An ack that fails the job ends it (a failure for good, or the job's last attempt).
+_FINAL = "(:permanent OR attempts >= max_attempts OR cancel_requested_at IS NOT NULL)"
 
 
 def _add_run_metrics(
@@ -651,6 +708,68 @@ def _refused(
 # --- operators -----------------------------------------------------------------------------
 
 
+# Cancel a job that is not finished: a pending one ends `cancelled` now; a leased one is marked
+# (`cancel_requested_at`) and ends `cancelled` at its holder's next call or its lease's expiry.
+_CANCEL = """
+    UPDATE jobs
+    SET status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE status END,
+        finished_at = CASE WHEN status = 'pending' THEN :now ELSE finished_at END,
+        cancel_requested_at = :now, updated_at = :now
+    WHERE {where} AND status IN ('pending', 'leased') AND cancel_requested_at IS NULL
+      AND (:tenant IS NULL OR tenant_id = :tenant)
+    RETURNING {returning}
+"""
+_CANCEL_ONE = _CANCEL.format(where="id = :id", returning=COLUMNS)
+_CANCEL_RUN = _CANCEL.format(where="run_id = :run", returning="id, status")
+
+
+def cancel(
+    conn: sqlite3.Connection, now: float, job_ids: Sequence[int], tenant_id: str | None
+) -> tuple[list[ItemResult], list[int]]:
+    """Cancel each job (of ``tenant_id`` only, when given); return the per-item results and the
+    ids of the leased jobs now marked for cancellation (their holders are to be told).
+
+    A job of another tenant answers as a missing one (``not_found``); one already cancelled or
+    marked is a ``duplicate``; a done or failed one is refused as ``finished``.
+    """
+    results: list[ItemResult] = []
+    marked: list[int] = []
+    closed: set[str] = set()
+    for job_id in job_ids:
+        params = {"id": job_id, "now": now, "tenant": tenant_id}
+        row = conn.execute(_CANCEL_ONE, params).fetchone()
+        if row is not None:
+            job = job_from_row(row)
+            if job.status == "leased":
+                marked.append(job.id)
+            else:
+                closed.add(job.run_id)
+            results.append(ItemResult(job_id=job_id, ok=True, reason="ok", job=job))
+            continue
+        row = conn.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        results.append(
+            cancel_refusal(None if row is None else job_from_row(row), job_id, tenant_id)
+        )
+    _close_runs(conn, now, closed)
+    return results, marked
+
+
+def cancel_run(
+    conn: sqlite3.Connection, now: float, run_id: str, tenant_id: str | None
+) -> tuple[RunCancel, list[int]]:
+    """Cancel every unfinished job of the run; return the counts and the leased jobs' ids."""
+    owner = conn.execute("SELECT tenant_id FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    if owner is None or (tenant_id is not None and owner[0] != tenant_id):
+        raise RunNotFound(run_id)
+    rows = conn.execute(_CANCEL_RUN, {"run": run_id, "now": now, "tenant": None}).fetchall()
+    marked = [job_id for job_id, status in rows if status == "leased"]
+    _close_runs(conn, now, (run_id,))
+    return (
+        RunCancel(run_id=run_id, cancelled=len(rows) - len(marked), cancel_requested=len(marked)),
+        marked,
+    )
+
+
 def requeue(
     conn: sqlite3.Connection,
     now: float,
@@ -679,10 +798,12 @@ def requeue(
 
 
 def purge(conn: sqlite3.Connection, now: float, older_than_seconds: float) -> int:
-    """Delete done and failed jobs finished more than ``older_than_seconds`` ago, and empty runs."""
+    """Delete finished (done, failed, cancelled) jobs older than ``older_than_seconds``, and
+    empty runs."""
     cutoff = now - older_than_seconds
     deleted = conn.execute(
-        "DELETE FROM jobs WHERE finished_at <= ? AND status IN ('done', 'failed')", (cutoff,)
+        "DELETE FROM jobs WHERE finished_at <= ? AND status IN ('done', 'failed', 'cancelled')",
+        (cutoff,),
     ).rowcount
     conn.execute(
         """
@@ -727,6 +848,151 @@ def claim_maintenance(
         "SELECT rounds, due_at FROM maintenance WHERE task = ?", (task,)
     ).fetchone()
     return MaintenanceClaim(task=task, claimed=False, round=rounds, due_at=due_at)
+
+
+# --- schedules -----------------------------------------------------------------------------
+
+
+def create_schedule(
+    conn: sqlite3.Connection, now: float, schedule: NewSchedule, timing: Cadence
+) -> Schedule:
+    """Add the schedule, or replace the tenant's schedule of that name.
+
+    A replacement that keeps the timing (cron, interval, time zone) keeps the next tick, so
+    a process that restarts with the same ``[[schedules]]`` misses and repeats no tick; a new
+    timing starts at its first tick after ``now``.
+    """
+    (others,) = conn.execute(
+        "SELECT count(*) FROM schedules WHERE tenant_id = ? AND name != ?",
+        (schedule.tenant_id, schedule.name),
+    ).fetchone()
+    if others >= MAX_SCHEDULES_PER_TENANT:
+        raise OutOfRange(
+            f"tenant {schedule.tenant_id!r} has {others} schedules, the most a tenant may "
+            "have; delete some first"
+        )
+    row = conn.execute(
+        f"""
+        INSERT INTO schedules (tenant_id, name, cron, interval_seconds, timezone, r2_key,
+                               payload, priority, missed, grace_seconds, next_tick_at,
+                               created_at, updated_at)
+        VALUES (:tenant_id, :name, :cron, :interval_seconds, :timezone, :r2_key, :payload,
+                :priority, :missed, :grace_seconds, :next_tick_at, :now, :now)
+        ON CONFLICT (tenant_id, name) DO UPDATE SET
+            next_tick_at = CASE
+                WHEN schedules.cron IS excluded.cron
+                 AND schedules.interval_seconds IS excluded.interval_seconds
+                 AND schedules.timezone = excluded.timezone
+                THEN schedules.next_tick_at ELSE excluded.next_tick_at END,
+            cron = excluded.cron, interval_seconds = excluded.interval_seconds,
+            timezone = excluded.timezone, r2_key = excluded.r2_key,
+            payload = excluded.payload, priority = excluded.priority,
+            missed = excluded.missed, grace_seconds = excluded.grace_seconds,
+            updated_at = excluded.updated_at
+        RETURNING {SCHEDULE_COLUMNS}
+        """,
+        {
+            "tenant_id": schedule.tenant_id,
+            "name": schedule.name,
+            "cron": schedule.cron,
+            "interval_seconds": schedule.interval_seconds,
+            "timezone": schedule.timezone,
+            "r2_key": schedule.r2_key,
+            "payload": encode_json(schedule.payload),
+            "priority": schedule.priority,
+            "missed": schedule.missed,
+            "grace_seconds": schedule.grace_seconds,
+            "next_tick_at": timing.next_after(now),
+            "now": now,
+        },
+    ).fetchone()
+    return schedule_from_row(row)
+
+
+def delete_schedule(conn: sqlite3.Connection, tenant_id: str, name: str) -> Schedule:
+    """Delete the tenant's schedule of this name and return it; raise ScheduleNotFound."""
+    row = conn.execute(
+        f"DELETE FROM schedules WHERE tenant_id = ? AND name = ? RETURNING {SCHEDULE_COLUMNS}",
+        (tenant_id, name),
+    ).fetchone()
+    if row is None:
+        raise ScheduleNotFound(tenant_id, name)
+    return schedule_from_row(row)
+
+
+def list_schedules(conn: sqlite3.Connection, tenant_id: str | None) -> list[Schedule]:
+    """Every schedule (of one tenant), by tenant and name."""
+    where, params = _filters(tenant_id=tenant_id)
+    rows = conn.execute(
+        f"SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE 1 = 1 {where} ORDER BY tenant_id, name",
+        params,
+    ).fetchall()
+    return [schedule_from_row(row) for row in rows]
+
+
+def fire_schedules(
+    conn: sqlite3.Connection, now: float, limit: int, default_max_attempts: int
+) -> ScheduleFiring:
+    """Enqueue the due ticks of up to ``limit`` due schedules, earliest first.
+
+    Invariant: a tick enqueues one job. Each schedule's ticks are claimed by one conditional
+    UPDATE that moves `next_tick_at` past them, in the transaction that enqueues their jobs
+    (the writer's; the file's write lock serialises processes), so no two rounds claim a tick
+    and a claimed tick always has its job; the job's idempotency key says the same again.
+    """
+    rows = conn.execute(
+        f"""
+        SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE next_tick_at <= ?
+        ORDER BY next_tick_at LIMIT ?
+        """,
+        (now, limit),
+    ).fetchall()
+    jobs: list[Job] = []
+    for row in rows:
+        schedule = schedule_from_row(row)
+        try:
+            timing = cadence(schedule.cron, schedule.interval_seconds, schedule.timezone)
+        except QueueError as exc:  # e.g. a time zone this host's database lacks
+            log.warning("schedule.unusable", name=schedule.name, error=str(exc))
+            continue
+        ticks, following = plan_ticks(timing, schedule.next_tick_at, now, schedule)
+        # A savepoint per schedule: a tick whose job is refused (its run id taken by another
+        # tenant's run) is skipped with a warning instead of stopping every schedule.
+        conn.execute("SAVEPOINT fire")
+        try:
+            if _claim_ticks(conn, now, schedule, ticks, following) and ticks:
+                news = [tick_job(schedule, t) for t in ticks]
+                jobs += enqueue(conn, now, news, default_max_attempts)
+        except QueueError as exc:
+            conn.execute("ROLLBACK TO fire")
+            log.warning("schedule.tick_refused", name=schedule.name, error=str(exc))
+            _claim_ticks(conn, now, schedule, [], following)
+        finally:
+            conn.execute("RELEASE fire")
+    (next_due,) = conn.execute("SELECT min(next_tick_at) FROM schedules").fetchone()
+    return ScheduleFiring(jobs=jobs, next_due_at=next_due)
+
+
+def _claim_ticks(
+    conn: sqlite3.Connection, now: float, schedule: Schedule, ticks: list[float], following: float
+) -> bool:
+    """Move the schedule's next tick to ``following`` if no one else moved it; say whether."""
+    claimed = conn.execute(
+        """
+        UPDATE schedules SET next_tick_at = ?, updated_at = ?,
+                             last_tick_at = coalesce(?, last_tick_at)
+        WHERE tenant_id = ? AND name = ? AND next_tick_at = ?
+        """,
+        (
+            following,
+            now,
+            ticks[-1] if ticks else None,
+            schedule.tenant_id,
+            schedule.name,
+            schedule.next_tick_at,
+        ),
+    ).rowcount
+    return bool(claimed)
 
 
 # --- importers -----------------------------------------------------------------------------
@@ -985,16 +1251,19 @@ _STATS = """
         FROM levels l WHERE l.priority IS NOT NULL
     )
     SELECT coalesce(sum(pending), 0), coalesce(sum(leased), 0), coalesce(sum(done), 0),
-           coalesce(sum(failed), 0), (SELECT scheduled FROM backlog), (SELECT oldest FROM backlog)
+           coalesce(sum(failed), 0), (SELECT scheduled FROM backlog), (SELECT oldest FROM backlog),
+           coalesce(sum(cancelled), 0)
     FROM runs
 """
 
 
 def stats(conn: sqlite3.Connection, now: float) -> Stats:
     """Count jobs by status and measure how long the oldest available job has waited."""
-    pending, leased, done, failed, scheduled, oldest = conn.execute(_STATS, {"now": now}).fetchone()
+    row = conn.execute(_STATS, {"now": now}).fetchone()
+    pending, leased, done, failed, scheduled, oldest, cancelled_ = row
     paused = controls(conn)
     return Stats(
+        cancelled=cancelled_,
         pending=pending,
         scheduled=scheduled,
         leased=leased,
@@ -1050,7 +1319,7 @@ def list_runs(
     ).fetchall()
     items = [summary_from_row(row) for row in rows[:limit]]
     more = len(rows) > limit
-    return Page(items=items, next_cursor=str(rows[limit - 1][10]) if more else None)
+    return Page(items=items, next_cursor=str(rows[limit - 1][11]) if more else None)
 
 
 def _filters(

@@ -119,6 +119,39 @@ def _jobs_table(name: str, *, autoincrement: bool) -> str:
     """
 
 
+# The columns of jobs as of version 4 (what migration 6 copies either way).
+_V4_COLUMNS = _V3_COLUMNS + ", lease_owner, started_at, cross_tenant_key, timeout_seconds"
+
+
+def _jobs_table_v6(name: str) -> str:
+    """The jobs table as of version 6: the status `cancelled` and `cancel_requested_at`."""
+    table = _jobs_table(name, autoincrement=True)
+    widened = table.replace(
+        "CHECK (status IN ('pending', 'leased', 'done', 'failed'))",
+        "CHECK (status IN ('pending', 'leased', 'done', 'failed', 'cancelled'))",
+    ).replace(
+        "timeout_seconds  REAL\n",
+        "timeout_seconds  REAL,\n        cancel_requested_at REAL\n",
+    )
+    assert "'cancelled'" in widened and "cancel_requested_at" in widened, widened
+    return widened
+
+
+# migration 3's count triggers with the `cancelled` count (migration 6).
+_COUNT_TRIGGERS_V6 = tuple(
+    trigger.replace(
+        "failed = failed + (NEW.status = 'failed') - (OLD.status = 'failed')",
+        "failed = failed + (NEW.status = 'failed') - (OLD.status = 'failed'),\n            "
+        "cancelled = cancelled + (NEW.status = 'cancelled') - (OLD.status = 'cancelled')",
+    ).replace(
+        "failed = failed - (OLD.status = 'failed')",
+        "failed = failed - (OLD.status = 'failed'),\n"
+        "            cancelled = cancelled - (OLD.status = 'cancelled')",
+    )
+    for trigger in _COUNT_TRIGGERS
+)
+assert all("cancelled" in trigger for trigger in _COUNT_TRIGGERS_V6)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=1,
@@ -251,6 +284,82 @@ MIGRATIONS: tuple[Migration, ...] = (
         drops=(),
     ),
     Migration(
+        version=8,
+        name="schedules",
+        up=(
+            # One row per recurring job of a tenant. `next_tick_at` is the claim: a firing round
+            # moves it past the ticks it enqueues with one conditional UPDATE, in the
+            # transaction that enqueues their jobs, so a tick enqueues one job however many
+            # processes share the queue (`_verbs.fire_schedules`).
+            """
+            CREATE TABLE schedules (
+                tenant_id        TEXT    NOT NULL,
+                name             TEXT    NOT NULL,
+                cron             TEXT,
+                interval_seconds INTEGER,
+                timezone         TEXT    NOT NULL DEFAULT 'UTC',
+                r2_key           TEXT    NOT NULL,
+                payload          TEXT,
+                priority         INTEGER NOT NULL DEFAULT 0,
+                missed           TEXT    NOT NULL DEFAULT 'catch_up'
+                                 CHECK (missed IN ('catch_up', 'skip')),
+                grace_seconds    REAL    NOT NULL,
+                next_tick_at     REAL    NOT NULL,
+                last_tick_at     REAL,
+                created_at       REAL    NOT NULL,
+                updated_at       REAL    NOT NULL,
+                PRIMARY KEY (tenant_id, name),
+                CHECK ((cron IS NULL) != (interval_seconds IS NULL))
+            )
+            """,
+            # A firing round reads the due schedules, earliest first, and nothing else.
+            "CREATE INDEX schedules_due ON schedules (next_tick_at)",
+        ),
+        down=("DROP TABLE schedules",),
+        drops=("schedules",),
+    ),
+    Migration(
+        version=6,
+        name="cancel",
+        up=(
+            # Rebuilt (SQLite cannot change a CHECK constraint): the terminal status
+            # `cancelled`, and `cancel_requested_at` (a leased job asked to stop). Runs count
+            # their cancelled jobs like the others, in the triggers.
+            "DROP TRIGGER jobs_delete_counts",
+            "DROP TRIGGER jobs_status_counts",
+            _jobs_table_v6("jobs_v6"),
+            f"INSERT INTO jobs_v6 ({_V4_COLUMNS}) SELECT {_V4_COLUMNS} FROM jobs",
+            "DROP TABLE jobs",
+            "ALTER TABLE jobs_v6 RENAME TO jobs",
+            *_JOBS_INDEXES,
+            "CREATE INDEX jobs_run ON jobs (run_id, status)",
+            "ALTER TABLE runs ADD COLUMN cancelled INTEGER NOT NULL DEFAULT 0",
+            *_COUNT_TRIGGERS_V6,
+        ),
+        down=(
+            # Version 5 knows no `cancelled`: a cancelled job becomes a failed one whose error
+            # says so (it stays finished, and nothing is lost); a cancel request is forgotten.
+            "DROP TRIGGER jobs_delete_counts",
+            "DROP TRIGGER jobs_status_counts",
+            """
+            UPDATE jobs SET status = 'failed',
+                last_error = 'cancelled' || coalesce(': ' || last_error, '')
+            WHERE status = 'cancelled'
+            """,
+            "UPDATE runs SET failed = failed + cancelled",
+            "ALTER TABLE runs DROP COLUMN cancelled",
+            _jobs_table("jobs_v4", autoincrement=True),
+            f"INSERT INTO jobs_v4 ({_V4_COLUMNS}) SELECT {_V4_COLUMNS} FROM jobs",
+            "DROP TABLE jobs",
+            "ALTER TABLE jobs_v4 RENAME TO jobs",
+            *_JOBS_INDEXES,
+            "CREATE INDEX jobs_run ON jobs (run_id, status)",
+            *_COUNT_TRIGGERS,
+        ),
+        # Cancelled jobs become failed ones and cancel requests go; no row is deleted.
+        drops=(),
+    ),
+    Migration(
         version=9,
         name="job_origins",
         up=(
@@ -265,9 +374,6 @@ MIGRATIONS: tuple[Migration, ...] = (
         # The imported jobs stay (as jobs enqueued here); only their origins go.
         drops=(),
     ),
-    # Version 6 belongs to job cancellation (issue 15, built beside this): a step that changes
-    # nothing stands in for it until both are merged, so that versions stay 1, 2, 3, ...
-    Migration(version=6, name="reserved", up=(), down=(), drops=()),
     Migration(
         version=7,
         name="queue_controls",

@@ -24,4 +24,4 @@ FROM claim WHERE j.id = claim.id
 RETURNING j.id, j.run_id, j.tenant_id, j.r2_key, j.payload, j.status, j.attempts,
           j.max_attempts, j.priority, j.available_at, j.lease_token, j.lease_expires_at,
           j.worker_id, j.last_error, j.result, j.idempotency_key, j.created_at, j.updated_at,
-          j.finished_at, j.lease_owner, j.started_at, j.cross_tenant_key, j.timeout_seconds, j.origin
+          j.finished_at, j.lease_owner, j.started_at, j.cross_tenant_key, j.timeout_seconds, j.origin, j.cancel_requested_at

@@ -4,7 +4,7 @@
 SELECT j.id, j.run_id, j.tenant_id, j.r2_key, j.payload, j.status, j.attempts,
           j.max_attempts, j.priority, j.available_at, j.lease_token, j.lease_expires_at,
           j.worker_id, j.last_error, j.result, j.idempotency_key, j.created_at, j.updated_at,
-          j.finished_at, j.lease_owner, j.started_at, j.cross_tenant_key, j.timeout_seconds, j.origin
+          j.finished_at, j.lease_owner, j.started_at, j.cross_tenant_key, j.timeout_seconds, j.origin, j.cancel_requested_at
 FROM jobs j
 WHERE id > CASE WHEN $3::text IS NULL THEN $1 ELSE greatest($1, coalesce(
     (SELECT first_id - 1 FROM runs WHERE run_id = $3), 9223372036854775807)) END

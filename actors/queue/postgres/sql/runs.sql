@@ -5,9 +5,11 @@
 SELECT * FROM (
     SELECT r.run_id, r.tenant_id, r.created_at,
            greatest(r.updated_at, c.updated_at,
-                    CASE WHEN r.done + c.done + r.failed + c.failed >= r.total + c.total
+                    CASE WHEN r.done + c.done + r.failed + c.failed + r.cancelled + c.cancelled
+                         >= r.total + c.total
                          THEN greatest(r.finished_at, c.finished_at) END) AS updated_at,
-           CASE WHEN r.done + c.done + r.failed + c.failed >= r.total + c.total
+           CASE WHEN r.done + c.done + r.failed + c.failed + r.cancelled + c.cancelled
+                         >= r.total + c.total
                 THEN greatest(r.finished_at, c.finished_at) END AS finished_at,
            CASE WHEN c.metrics IS NOT TRUE THEN r.metrics ELSE (
                SELECT jsonb_object_agg(m.key, m.value)::text FROM (
@@ -18,15 +20,17 @@ SELECT * FROM (
                        WHERE s.run_id = r.run_id AND s.metrics IS NOT NULL
                    ) e GROUP BY e.key
                ) m) END AS metrics,
-           r.total + c.total - r.done - c.done - r.failed - c.failed - coalesce(l.leased, 0)
+           r.total + c.total - r.done - c.done - r.failed - c.failed - r.cancelled - c.cancelled
+               - coalesce(l.leased, 0)
                AS pending,
            coalesce(l.leased, 0) AS leased, r.done + c.done AS done,
-           r.failed + c.failed AS failed,
+           r.failed + c.failed AS failed, r.cancelled + c.cancelled AS cancelled,
            r.total + c.total AS total, r.seq
     FROM runs r
     CROSS JOIN LATERAL (
         SELECT coalesce(sum(s.done), 0)::bigint AS done,
                coalesce(sum(s.failed), 0)::bigint AS failed,
+           coalesce(sum(s.cancelled), 0)::bigint AS cancelled,
                coalesce(sum(s.total), 0)::bigint AS total, max(s.finished_at) AS finished_at,
                max(s.updated_at) AS updated_at,
                bool_or(s.metrics IS NOT NULL) AS metrics

@@ -21,6 +21,7 @@ backlog AS (
 )
 SELECT coalesce(sum(total), 0), coalesce(sum(done), 0), coalesce(sum(failed), 0),
        (SELECT count(*) FROM jobs WHERE status = 'leased'),
-       (SELECT scheduled FROM backlog), (SELECT oldest FROM backlog)
-FROM (SELECT total, done, failed FROM runs
-      UNION ALL SELECT total, done, failed FROM run_counts) c
+       (SELECT scheduled FROM backlog), (SELECT oldest FROM backlog),
+       coalesce(sum(cancelled), 0)
+FROM (SELECT total, done, failed, cancelled FROM runs
+      UNION ALL SELECT total, done, failed, cancelled FROM run_counts) c
