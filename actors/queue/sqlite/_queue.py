@@ -108,10 +108,10 @@ class SQLiteQueue(SingleItemVerbs):
         self._max_payload_bytes = max_payload_bytes
         self._max_attempts = max_attempts
         self._backoff = backoff
-        self._rng = random.Random(seed)  # jitter; used only on the writer thread
+        self._rng = random.Random(seed)  # jitter; used only inside a write transaction
         self._on_enqueue: list[Callable[[], object]] = []
         self._on_cancel: list[Callable[[], object]] = []
-        # Fair claims' place in the round of tenants (used only on the writer thread).
+        # Fair claims' place in the round of tenants (used only inside a write transaction).
         self._rotation = store.Rotation() if fair else None
         self._waits = PullWaits(self.on_enqueue, poll_interval_seconds)
 
@@ -149,7 +149,8 @@ class SQLiteQueue(SingleItemVerbs):
         checkpointer = Checkpointer(checkpoint_conn)
         queue = cls(
             path,
-            GroupCommitWriter(conn, after_commit=checkpointer.poke),
+            # The fast path holds the event loop for a commit, so only where a commit has no fsync.
+            GroupCommitWriter(conn, after_commit=checkpointer.poke, inline=durability == "normal"),
             ReaderPool(connect),
             checkpointer,
             clock=clock or SystemClock(),
@@ -185,6 +186,7 @@ class SQLiteQueue(SingleItemVerbs):
         return await self._writer.run(
             lambda conn: store.enqueue(conn, self._clock.time(), jobs, self._max_attempts),
             on_commit=self._notify_enqueued,
+            small=len(jobs) == 1,
         )
 
     def on_enqueue(self, callback: Callable[[], object]) -> Callable[[], None]:
@@ -242,7 +244,8 @@ class SQLiteQueue(SingleItemVerbs):
                     owner,
                     started,
                     self._rotation,
-                )
+                ),
+                small=max == 1,
             )
 
         if wait_seconds == 0:
@@ -259,7 +262,8 @@ class SQLiteQueue(SingleItemVerbs):
             lambda conn: [
                 store.renew(conn, self._clock.time(), job_id, token, visibility_seconds)
                 for job_id, token in leases
-            ]
+            ],
+            small=len(leases) == 1,
         )
 
     async def start_many(self, leases: Sequence[tuple[int, str]]) -> list[LeaseResult]:
@@ -273,7 +277,8 @@ class SQLiteQueue(SingleItemVerbs):
         return await self._writer.run(
             lambda conn: [
                 store.start(conn, self._clock.time(), job_id, token) for job_id, token in leases
-            ]
+            ],
+            small=len(leases) == 1,
         )
 
     async def release_many(
@@ -286,7 +291,8 @@ class SQLiteQueue(SingleItemVerbs):
             lambda conn: [
                 store.release(conn, self._clock.time(), job_id, token, delay_seconds)
                 for job_id, token in leases
-            ]
+            ],
+            small=len(leases) == 1,
         )
 
     async def ack_many(self, acks: Sequence[Ack]) -> list[AckResult]:
@@ -301,7 +307,8 @@ class SQLiteQueue(SingleItemVerbs):
                 acks,
                 self._backoff,
                 self._jitter(),
-            )
+            ),
+            small=len(acks) == 1,
         )
 
     async def ack_ids(
@@ -333,7 +340,8 @@ class SQLiteQueue(SingleItemVerbs):
                 self._backoff,
                 self._jitter(),
                 owned=owned,
-            )
+            ),
+            small=len(acks) == 1,
         )
 
     def _jitter(self) -> Iterator[float]:

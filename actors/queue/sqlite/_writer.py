@@ -7,6 +7,15 @@ request in its own SAVEPOINT (one failing request rolls back alone), commits onc
 completes every waiter with one thread-safe callback per event loop: group commit. Reads run on
 worker threads with their own connections (WAL lets them read while the writer writes).
 
+The fast path: a small request (the verb says so) from a caller alone in the writer (no other
+request queued, running or awaited) runs on the caller's own thread, under the same lock, in the
+same transaction shape, instead of two thread hand-offs; only with ``synchronous=NORMAL`` (no
+fsync at commit, so the event loop is held for the statements alone), and only if the write lock
+is free at once (``busy_timeout`` 0 for that ``BEGIN``; a busy file goes to the writer thread,
+whose wait does not hold the loop). After every few such calls in a row the caller yields once,
+so a caller in a loop lets the others run; a second caller arriving meanwhile finds the first
+still inside and queues for the writer thread, which keeps group commit for concurrent callers.
+
 Cancellation: a request handed to the writer is always carried out, committed or rolled back
 as a whole, whether or not its caller is still waiting; a caller cancelled while waiting just
 does not learn the outcome (``on_commit`` hooks still run). Retrying is safe for the verbs that
@@ -39,6 +48,10 @@ Work = Callable[[sqlite3.Connection], T]
 
 # Bounds one transaction: enough to amortise the commit, small enough to keep latency flat.
 MAX_GROUP = 512
+# Fast-path calls in a row before the caller yields to the event loop once (a yield is a turn of
+# the loop, a poll of its selector: as much as the rest of a call): other tasks wait at most
+# this many small commits, and a caller arriving meanwhile goes to the writer thread.
+INLINE_STREAK = 8
 
 
 class _Request(Generic[T]):
@@ -87,6 +100,7 @@ class GroupCommitWriter:
         *,
         after_commit: Callable[[], None] | None = None,
         name: str = "queue-writer",
+        inline: bool = False,
     ) -> None:
         self._conn = conn
         self._path = _file_of(conn)  # named in error messages
@@ -94,34 +108,91 @@ class GroupCommitWriter:
         self._requests: queue.SimpleQueue[_Request[Any]] = queue.SimpleQueue()
         self._closed = False
         self._lock = threading.Lock()  # orders put() against close(): nothing after _STOP
+        # Held while a transaction runs on the connection, by the writer thread or a fast path.
+        self._conn_lock = threading.Lock()
+        # The fast path needs WAL (a commit that takes no further lock) and waits for no lock:
+        # the connection's busy timeout is 0 but around the writer thread's second `BEGIN`.
+        self._inline = inline and conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        self._busy_ms = int(conn.execute("PRAGMA busy_timeout").fetchone()[0])
+        if self._inline:
+            conn.execute("PRAGMA busy_timeout = 0")
+        self._callers = 0  # callers inside `run` (any thread); a hint for the fast path
+        self._streak = 0  # fast-path calls since the last yield
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
 
-    async def run(self, work: Work[T], *, on_commit: Callable[[T], None] | None = None) -> T:
+    async def run(
+        self,
+        work: Work[T],
+        *,
+        on_commit: Callable[[T], None] | None = None,
+        small: bool = False,
+    ) -> T:
         """Run ``work(conn)`` in the next group transaction and return its result once committed.
 
         ``on_commit(result)`` runs in this event loop's thread after the commit, even if the
-        caller was cancelled meanwhile.
+        caller was cancelled meanwhile. ``small``: the work is a statement or two over one row,
+        which the fast path may run on this thread (see the module's docstring).
         """
         request: _Request[T] = _Request(work, on_commit)
-        if sniffio.current_async_library() == "trio":
-            import trio  # only imported when running on trio
+        with self._lock:
+            self._callers += 1
+            alone = self._callers == 1
+        try:
+            trio_token = sniffio.current_async_library() == "trio"
+            if small and alone and self._inline and self._run_inline(request):
+                self._streak += 1
+                if self._streak >= INLINE_STREAK:
+                    self._streak = 0
+                    if trio_token:
+                        import trio
 
-            request.loop = trio.lowlevel.current_trio_token()
-            request.event = event = trio.Event()
-            self._put(request)
-            await event.wait()
-        else:
-            loop = asyncio.get_running_loop()
-            request.loop = loop
-            request.future = loop.create_future()
-            self._put(request)
-            await request.future
+                        await trio.lowlevel.checkpoint()
+                    else:
+                        await asyncio.sleep(0)
+            elif trio_token:
+                import trio  # only imported when running on trio
+
+                request.loop = trio.lowlevel.current_trio_token()
+                request.event = event = trio.Event()
+                self._put(request)
+                await event.wait()
+            else:
+                loop = asyncio.get_running_loop()
+                request.loop = loop
+                request.future = loop.create_future()
+                self._put(request)
+                await request.future
+        finally:
+            with self._lock:
+                self._callers -= 1
         if request.error is not None:
             raise request.error
         if request.result is None:  # the writer sets one of the two before it wakes a caller
             raise QueueError("the queue's writer woke a caller without a result or an error")
         return request.result[0]
+
+    def _run_inline(self, request: _Request[Any]) -> bool:
+        """Commit ``request`` on this thread if the writer is idle and the file's write lock
+        free at once; False (nothing done) to hand it to the writer thread instead."""
+        if not self._requests.empty() or not self._conn_lock.acquire(blocking=False):
+            return False
+        try:
+            if self._closed:
+                raise QueueClosed(
+                    "the queue is closed; use it inside `async with SQLiteQueue.open(...)`"
+                )
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError:  # another process writes: wait on the writer thread
+                return False
+            self._in_transaction([request])
+        finally:
+            self._conn_lock.release()
+        if self._after_commit is not None:
+            self._after_commit()
+        request.complete()
+        return True
 
     def _put(self, request: _Request[Any]) -> None:
         with self._lock:
@@ -155,7 +226,8 @@ class GroupCommitWriter:
                         stopping = True
                         break
                     group.append(request)
-                self._commit(group)
+                with self._conn_lock:
+                    self._commit(group)
                 self._wake(group)
                 if self._after_commit is not None:
                     self._after_commit()
@@ -170,15 +242,53 @@ class GroupCommitWriter:
                     request.error = QueueClosed("the queue's writer thread stopped")
                     left.append(request)
             self._wake(left)
-            self._conn.close()
+            with self._conn_lock:
+                self._conn.close()
 
     def _commit(self, group: list[_Request[Any]]) -> None:
         conn = self._conn
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError:
+                if not self._inline:
+                    raise
+                # Busy without waiting (see __init__): now wait, as long as the timeout says.
+                conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                finally:
+                    conn.execute("PRAGMA busy_timeout = 0")
         except sqlite3.Error as exc:
             for request in group:
                 request.error = _storage_error(exc, self._path)
+            return
+        self._in_transaction(group)
+
+    def _in_transaction(self, group: list[_Request[Any]]) -> None:
+        """Run ``group`` in the transaction just begun, each request in its SAVEPOINT; commit.
+
+        A request alone needs no SAVEPOINT: if it fails, the whole transaction rolls back.
+        """
+        conn = self._conn
+        if len(group) == 1:
+            request = group[0]
+            try:
+                try:
+                    request.result = (request.work(conn),)
+                except Exception as exc:  # reported to its caller; nothing of it committed
+                    request.error = (
+                        _storage_error(exc, self._path) if isinstance(exc, sqlite3.Error) else exc
+                    )
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    return
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:  # the transaction itself failed: nothing committed
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                request.result = None
+                request.error = request.error or _storage_error(exc, self._path)
             return
         try:
             for request in group:
@@ -233,8 +343,9 @@ class Checkpointer:
         self._thread.start()
 
     def poke(self) -> None:
-        """Say that a commit happened (cheap; called by the writer thread)."""
-        self._dirty.set()
+        """Say that a commit happened (cheap; called after each commit)."""
+        if not self._dirty.is_set():  # set() takes the event's lock even when already set
+            self._dirty.set()
 
     async def aclose(self) -> None:
         """Run a last checkpoint and stop the thread."""
