@@ -1219,6 +1219,7 @@ async def test_a_tick_whose_run_another_tenant_took_is_skipped_and_the_others_fi
     assert len((await owned.fire_schedules()).jobs) == 2
 
 
+@pytest.mark.anyio
 async def test_list_runs_pages_newest_first_when_asked(owned: OwnedQueue) -> None:
     for run in ("r1", "r2", "r3", "r4"):
         await owned.enqueue(run, "t1" if run != "r2" else "t2", f"t/{run}/a")
