@@ -417,8 +417,9 @@ def small_disk(mount: Path, size: str) -> Iterator[Path]:
 
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 256 KiB tmpfs (needs root; skipped without it)."""
-    with small_disk(tmp_path / "disk", "256k") as mount:
+    """A 1 MiB tmpfs (needs root; skipped without it): room for a new queue, all migrations
+    applied, and little more."""
+    with small_disk(tmp_path / "disk", "1m") as mount:
         yield mount
 
 
