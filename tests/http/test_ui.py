@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
-from http_helpers import ACME, ADMIN, PRODUCER, WORKER, auth
+from http_helpers import ACME, ADMIN, PRODUCER, TOKENS, WORKER, auth
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -313,6 +314,42 @@ async def test_pause_and_resume_are_for_admins_and_the_overview_shows_what_is_pa
     controls = await browser.client.get("/queue/controls", headers=auth(ADMIN))
     assert controls.json()["paused"] is False
     assert [t["tenantId"] for t in controls.json()["tenants"] if t["paused"]] == ["t9"]
+
+
+async def test_a_tenants_admin_pauses_and_resumes_only_its_tenant(tmp_path: Path) -> None:
+    acme_admin = "acme-admin-token-0123456789"
+    config = make_config(tmp_path)
+    secrets = msgspec.structs.replace(
+        config.secrets, http_tokens=Secret(f"{TOKENS},{acme_admin}:admin:acme")
+    )
+    async with ActorSystem(msgspec.structs.replace(config, secrets=secrets)) as system:
+        base = f"http://127.0.0.1:{system.http.port}"
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            browser = Browser(client, base)
+            paused = await client.post(
+                "/queue/pause", json={"tenantId": "globex"}, headers=auth(ADMIN)
+            )
+            assert paused.status_code == 200, paused.text
+            csrf = await browser.sign_in(acme_admin)
+            overview = (await client.get("/ui/")).text
+            assert "pause-queue" not in overview and "Pause tenant acme" in overview
+            assert "globex" not in overview and "Nothing is paused." in overview
+            for form in ({}, {"tenant": "globex"}):
+                r = await browser.post("/ui/pause", {"csrf": csrf, "confirmed": "yes", **form})
+                assert r.status_code == 403, form
+            done = await browser.post(
+                "/ui/pause", {"csrf": csrf, "tenant": "acme", "confirmed": "yes"}
+            )
+            assert "Tenant acme is paused." in done.text
+            overview = (await client.get("/ui/")).text
+            assert "<li>Tenant acme</li>" in overview and "globex" not in overview
+            done = await browser.post(
+                "/ui/resume", {"csrf": csrf, "tenant": "acme", "confirmed": "yes"}
+            )
+            assert "Tenant acme is running." in done.text
+            controls = (await client.get("/queue/controls", headers=auth(ADMIN))).json()
+            assert controls["paused"] is False
+            assert [t["tenantId"] for t in controls["tenants"] if t["paused"]] == ["globex"]
 
 
 async def test_purge_confirms_then_reports_how_many_jobs_it_deleted(served: Any) -> None:
