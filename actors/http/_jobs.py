@@ -521,6 +521,25 @@ class Jobs:
         *,
         one: bool = False,
     ) -> Response:
+        results = await self.cancel(principal, ids, tenant, one=one)
+        return json_response(
+            wire.CancelOut(
+                success=all(r.ok for r in results),
+                results=[wire.cancel_item_out(r) for r in results],
+            )
+        )
+
+    async def cancel(
+        self,
+        principal: Principal | None,
+        ids: list[int],
+        tenant: str | None,
+        *,
+        one: bool = False,
+    ) -> list[ItemResult]:
+        """Cancel jobs by id, within the principal's tenant if it has one, and tell the runs'
+        watchers; ``one``: 404 when the job does not exist or is another tenant's. (The API's
+        cancel routes and the dashboard's cancel action.)"""
         if principal is not None and principal.tenant is not None:
             tenant = principal.tenant
         results = await mapped(self._host.queue.cancel_many(ids, tenant_id=tenant))
@@ -537,12 +556,7 @@ class Jobs:
                 for run, ids in cancelled.items()
             ]
         )
-        return json_response(
-            wire.CancelOut(
-                success=all(r.ok for r in results),
-                results=[wire.cancel_item_out(r) for r in results],
-            )
-        )
+        return results
 
     async def _by_origin(
         self,

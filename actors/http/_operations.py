@@ -15,7 +15,8 @@ from actors.http._call import Call, json_response
 from actors.http._errors import ApiError, mapped
 from actors.http._host import OperationsHost
 from actors.http._metrics import CONTENT_TYPE, PIPELINE_OUTCOMES, Metrics, Scrape
-from actors.queue.base import OwnedQueue
+from actors.queue.base import OwnedQueue, Queue
+from actors.queue.model import QueueControls
 
 __all__ = ["Operations"]
 
@@ -68,23 +69,8 @@ class Operations:
 
     async def _set_paused(self, call: Call[wire.PauseIn], *, paused: bool) -> Response:
         body = await call.body()
-        scope = _scope(call.principal)
-        if scope is not None:
-            # A tenant's admin may pause its own tenant (that holds back no other tenant's
-            # work), never the whole queue.
-            if body.tenant_id is None:
-                raise ApiError(
-                    403,
-                    "wrong_tenant",
-                    "a tenant-scoped token may pause or resume only its own tenant, not the "
-                    "whole queue: send tenantId",
-                    "tenantId",
-                )
-            check_tenant(call.principal, body.tenant_id)
-        queue = self._host.queue
-        verb = queue.pause if paused else queue.resume
-        controls = await mapped(verb(body.tenant_id))
-        return json_response(wire.controls_out(controls, scope))
+        controls = await set_paused(self._host.queue, call.principal, body.tenant_id, paused)
+        return json_response(wire.controls_out(controls, _scope(call.principal)))
 
     async def controls(self, call: Call[None]) -> Response:
         controls = await mapped(self._host.queue.controls())
@@ -144,3 +130,23 @@ class Operations:
 def _scope(principal: Principal | None) -> str | None:
     """The one tenant a principal is limited to (None: every tenant, or no tokens at all)."""
     return None if principal is None else principal.tenant
+
+
+async def set_paused(
+    queue: Queue, principal: Principal | None, tenant_id: str | None, paused: bool
+) -> QueueControls:
+    """Pause or resume the whole queue (None) or one tenant, as ``principal`` may: a tenant's
+    admin only its own tenant, which holds back no other tenant's work, never the whole queue.
+    (The API's pause and resume routes and the dashboard's buttons.)"""
+    if _scope(principal) is not None:
+        if tenant_id is None:
+            raise ApiError(
+                403,
+                "wrong_tenant",
+                "a tenant-scoped token may pause or resume only its own tenant, not the "
+                "whole queue: send tenantId",
+                "tenantId",
+            )
+        check_tenant(principal, tenant_id)
+    verb = queue.pause if paused else queue.resume
+    return await mapped(verb(tenant_id))

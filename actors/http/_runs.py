@@ -17,7 +17,7 @@ from actors.http._auth import Gate, Principal
 from actors.http._call import Call, json_response
 from actors.http._errors import ApiError, as_http, mapped
 from actors.http._host import RunsHost
-from actors.queue.model import RunSummary
+from actors.queue.model import RunCancel, RunSummary
 
 if TYPE_CHECKING:
     from actors.pipeline._run_room import RunUpdate
@@ -73,12 +73,7 @@ class Runs:
     async def cancel_run(self, call: Call[None]) -> Response:
         """Cancel every unfinished job of the run; 404 for a run that does not exist or
         belongs to another tenant than the token's."""
-        run_id = call.request.path_params["run_id"]
-        if not 1 <= len(run_id) <= 1024:
-            raise ApiError(400, "invalid_field", "a run id is 1 to 1024 characters", "runId")
-        principal = call.principal
-        tenant = principal.tenant if principal is not None else None
-        outcome = await mapped(self._host.queue.cancel_run(run_id, tenant_id=tenant))
+        outcome = await self.cancel(call.request.path_params["run_id"], call.principal)
         return json_response(
             wire.RunCancelOut(
                 success=True,
@@ -87,6 +82,15 @@ class Runs:
                 cancel_requested=outcome.cancel_requested,
             )
         )
+
+    async def cancel(self, run_id: str, principal: Principal | None) -> RunCancel:
+        """Cancel every unfinished job of the run, within the principal's tenant if it has one
+        (another tenant's run is a run that does not exist). The API's route and the
+        dashboard's action."""
+        if not 1 <= len(run_id) <= 1024:
+            raise ApiError(400, "invalid_field", "a run id is 1 to 1024 characters", "runId")
+        tenant = principal.tenant if principal is not None else None
+        return await mapped(self._host.queue.cancel_run(run_id, tenant_id=tenant))
 
     async def stream_token(self, call: Call[None]) -> Response:
         """A token that opens this run's ``/events`` and ``/ws`` in ``?token=``, for a while.

@@ -34,6 +34,7 @@ from actors.http._call import read_body
 from actors.http._errors import ApiError, mapped
 from actors.http._host import Host
 from actors.http._jobs import Jobs
+from actors.http._operations import set_paused
 from actors.http._routes import Route as ApiRoute
 from actors.http._routes import route_table
 from actors.http._runs import Runs
@@ -143,6 +144,9 @@ class Dashboard:
             Route("/jobs/{job_id:int}", self._page(self.job), name="job"),
             Route("/requeue", self._action(self.requeue), methods=["POST"], name="requeue"),
             Route("/purge", self._action(self.purge), methods=["POST"], name="purge"),
+            Route("/cancel", self._action(self.cancel), methods=["POST"], name="cancel"),
+            Route("/pause", self._action(self.pause), methods=["POST"], name="pause"),
+            Route("/resume", self._action(self.resume), methods=["POST"], name="resume"),
             Mount("/static", StaticFiles(packages=[("actors.http", "static")]), name="static"),
             # Anything else under the dashboard is a page that does not exist (not JSON).
             Route("/{rest:path}", self._page(self.not_found), methods=["GET"], name="missing"),
@@ -304,6 +308,7 @@ class Dashboard:
             session,
             "overview.html",
             may_purge=self._may(session.principal, "purge"),
+            may_pause=self._may(session.principal, "pause"),
             **data,
         )
 
@@ -373,7 +378,26 @@ class Dashboard:
             "chart": chart,
             "workers": sorted(workers.values(), key=lambda w: -w["jobs"]),
             "workers_more": leased.next_cursor is not None,
-            "paused": None,  # pause and resume do not exist yet
+            "paused": await self._paused(principal),
+        }
+
+    async def _paused(self, principal: Principal) -> dict[str, Any] | None:
+        """What is paused, as ``GET /queue/controls`` shows it to the principal (None when it
+        may not read the controls): the whole queue (None for a tenant's admin, which may
+        not see it) and the paused tenants; ``tenant`` is the one a tenant's admin may
+        pause or resume."""
+        if not self._may(principal, "controls"):
+            return None
+        controls = await mapped(self._host.queue.controls())
+        scope = principal.tenant
+        return {
+            "queue": controls.paused if scope is None else None,
+            "tenants": [
+                t.tenant_id
+                for t in controls.tenants
+                if t.paused and (scope is None or t.tenant_id == scope)
+            ],
+            "tenant": scope,
         }
 
     # --- runs ------------------------------------------------------------------------------
@@ -435,6 +459,7 @@ class Dashboard:
             selectable=False,
             show_run=False,
             may_requeue=self._may(principal, "requeue"),
+            may_cancel=self._may(principal, "cancel_run"),
         )
 
     async def run_events(self, request: Request, session: Session) -> Response:
@@ -520,7 +545,9 @@ class Dashboard:
             cursor=cursor,
             next_cursor=next_cursor,
             statuses=STATUSES,
-            selectable=self._may(principal, "requeue"),
+            selectable=self._may(principal, "requeue") or self._may(principal, "cancel_jobs"),
+            may_requeue=self._may(principal, "requeue"),
+            may_cancel=self._may(principal, "cancel_jobs"),
             show_run=True,
         )
 
@@ -541,6 +568,7 @@ class Dashboard:
             result_folds=result_folds,
             document=_document(job.result),
             may_requeue=self._may(principal, "requeue"),
+            may_cancel=self._may(principal, "cancel_job"),
         )
 
     # --- actions ---------------------------------------------------------------------------
@@ -620,6 +648,120 @@ class Dashboard:
             "report.html",
             title="Purged",
             report=f"Deleted {count} finished job{'' if count == 1 else 's'} older than {age}.",
+            back=back,
+        )
+
+    async def cancel(self, request: Request, session: Session) -> Response:
+        """Cancel unfinished jobs: one, those selected, or all of a run; confirm first."""
+        principal = session.principal
+        form: FormData = request.state.form
+        ids = _ids(form.getlist("job"))
+        run_field = form.get("run")
+        run_id = _text(run_field if isinstance(run_field, str) else None)
+        back: tuple[str, dict[str, Any]]
+        if run_id is not None and not ids:
+            self._check(principal, "cancel_run")
+            summary = await self._runs.read(run_id, principal)  # another tenant's: 404
+            unfinished = summary.pending + summary.leased
+            what = f"the {unfinished} unfinished jobs of run {run_id}"
+            back = ("run", {"run_id": run_id})
+        elif len(ids) == 1 and run_id is None:
+            self._check(principal, "cancel_job")
+            await self._jobs.read(principal, ids[0])  # another tenant's: 404
+            what = f"job {ids[0]}"
+            back = ("job", {"job_id": ids[0]})
+        elif ids and run_id is None:
+            self._check(principal, "cancel_jobs")
+            what = f"the {len(ids)} selected jobs"
+            back = ("jobs", {})
+        else:
+            raise ApiError(400, "invalid_field", "choose the jobs to cancel, or a run")
+        if form.get("confirmed") != "yes":
+            return self._render(
+                request,
+                session,
+                "confirm.html",
+                action="cancel",
+                title="Cancel jobs",
+                question=f"Cancel {what}? Pending jobs are cancelled now, leased ones when "
+                "their workers stop; finished jobs do not change. This cannot be undone.",
+                fields=[("job", str(i)) for i in ids] + ([("run", run_id)] if run_id else []),
+                button="Cancel jobs",
+                back_label="Keep them",
+                back=back,
+            )
+        if run_id is not None:
+            outcome = await self._runs.cancel(run_id, principal)
+            cancelled, requested, refused = outcome.cancelled, outcome.cancel_requested, 0
+        else:
+            results = await self._jobs.cancel(principal, ids, None, one=len(ids) == 1)
+            done = [r for r in results if r.ok]
+            cancelled = sum(1 for r in done if r.job is not None and r.job.status == "cancelled")
+            requested = len(done) - cancelled
+            refused = len(results) - len(done)
+        log.info(
+            "ui.cancelled",
+            token=principal.id,
+            cancelled=cancelled,
+            requested=requested,
+            run_id=run_id,
+        )
+        report = f"Of {what}: cancelled {cancelled}; {requested} leased end cancelled when "
+        report += "their workers stop"
+        if refused:
+            report += f"; {refused} not changed (already finished, or not found)"
+        return self._render(
+            request, session, "report.html", title="Cancelled", report=report + ".", back=back
+        )
+
+    async def pause(self, request: Request, session: Session) -> Response:
+        return await self._set_paused(request, session, paused=True)
+
+    async def resume(self, request: Request, session: Session) -> Response:
+        return await self._set_paused(request, session, paused=False)
+
+    async def _set_paused(self, request: Request, session: Session, *, paused: bool) -> Response:
+        """Pause or resume the whole queue or one tenant, as the API allows; confirm first."""
+        verb = "pause" if paused else "resume"
+        self._check(session.principal, verb)
+        form: FormData = request.state.form
+        field = form.get("tenant")
+        tenant = _text(field if isinstance(field, str) else None)
+        if tenant is not None and len(tenant) > 1024:
+            raise ApiError(400, "invalid_field", "a tenant id is 1 to 1024 characters")
+        what = "the whole queue" if tenant is None else f"tenant {tenant}"
+        back: tuple[str, dict[str, Any]] = ("overview", {})
+        if form.get("confirmed") != "yes":
+            question = (
+                f"Pause {what}? Nothing new is leased from it until it is resumed; leased "
+                "jobs finish."
+                if paused
+                else f"Resume {what}? Its pending jobs are leased again."
+            )
+            return self._render(
+                request,
+                session,
+                "confirm.html",
+                action=verb,
+                title=f"{verb.capitalize()} {what}",
+                question=question,
+                fields=[("tenant", tenant)] if tenant is not None else [],
+                button=verb.capitalize(),
+                back=back,
+            )
+        controls = await set_paused(self._host.queue, session.principal, tenant, paused)
+        log.info(f"ui.{verb}d", token=session.principal.id, tenant=tenant)
+        now_paused = (
+            controls.paused
+            if tenant is None
+            else any(t.paused for t in controls.tenants if t.tenant_id == tenant)
+        )
+        return self._render(
+            request,
+            session,
+            "report.html",
+            title="Paused" if paused else "Resumed",
+            report=f"{what[0].upper()}{what[1:]} is {'paused' if now_paused else 'running'}.",
             back=back,
         )
 

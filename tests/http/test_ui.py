@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
-from http_helpers import ACME, ADMIN, PRODUCER, WORKER, auth
+from http_helpers import ACME, ADMIN, PRODUCER, TOKENS, WORKER, auth
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -209,6 +210,146 @@ async def test_requeue_of_a_run_and_of_selected_jobs_report_what_changed(served:
     )
     assert "Requeued 1 failed job of the 2 selected jobs" in both.text  # a was pending already
     assert await status_of(browser.client, b) == "pending"
+
+
+async def pending_job(client: httpx.AsyncClient, run: str = "r1", tenant: str = "t1") -> int:
+    body = {"runId": run, "tenantId": tenant, "r2Key": f"{tenant}/{run}/p.txt"}
+    enqueued = await client.post("/jobs/enqueue", json=body, headers=auth(ADMIN))
+    return int(enqueued.json()["jobId"])
+
+
+async def test_cancel_of_a_job_needs_the_csrf_token_confirms_and_reports(served: Any) -> None:
+    _, browser = served
+    job_id = await pending_job(browser.client)
+    csrf = await browser.sign_in(PRODUCER)  # the API lets a producer cancel too
+    assert "cancel-job" in (await browser.client.get(f"/ui/jobs/{job_id}")).text
+    form = {"csrf": csrf, "job": job_id, "confirmed": "yes"}
+    for bad in ({**form, "csrf": "forged"}, {k: v for k, v in form.items() if k != "csrf"}):
+        r = await browser.post("/ui/cancel", bad)
+        assert r.status_code == 403 and "CSRF" in r.text
+    confirm = await browser.post("/ui/cancel", {"csrf": csrf, "job": job_id})
+    assert confirm.status_code == 200 and f"Cancel job {job_id}?" in confirm.text
+    assert await status_of(browser.client, job_id) == "pending"  # asking changes nothing
+    done = await browser.post("/ui/cancel", form)
+    assert done.status_code == 200 and f"Of job {job_id}: cancelled 1;" in done.text
+    assert await status_of(browser.client, job_id) == "cancelled"
+    worker_csrf = await browser.sign_in(WORKER)
+    r = await browser.post("/ui/cancel", {"csrf": worker_csrf, "job": job_id})
+    assert r.status_code == 403
+
+
+async def test_cancel_of_a_run_and_of_selected_jobs_report_what_changed(served: Any) -> None:
+    _, browser = served
+    failed = await failed_job(browser.client, "r2")  # first: the pull would take a pending one
+    a = await pending_job(browser.client, "r1")
+    b = await pending_job(browser.client, "r2")
+    csrf = await browser.sign_in(ADMIN)
+    assert "cancel-run" in (await browser.client.get("/ui/runs/r1")).text
+    confirm = await browser.post("/ui/cancel", {"csrf": csrf, "run": "r1"})
+    assert "Cancel the 1 unfinished jobs of run r1?" in confirm.text
+    done = await browser.post("/ui/cancel", {"csrf": csrf, "run": "r1", "confirmed": "yes"})
+    assert "Of the 1 unfinished jobs of run r1: cancelled 1;" in done.text
+    assert await status_of(browser.client, a) == "cancelled"
+    assert 'id="cancel-selected"' in (await browser.client.get("/ui/jobs")).text
+    both = await browser.client.post(
+        "/ui/cancel",
+        content=f"csrf={csrf}&job={b}&job={failed}&confirmed=yes",
+        headers={"origin": browser.base, "content-type": "application/x-www-form-urlencoded"},
+    )
+    assert "Of the 2 selected jobs: cancelled 1;" in both.text and "1 not changed" in both.text
+    assert await status_of(browser.client, b) == "cancelled"
+    assert await status_of(browser.client, failed) == "failed"
+
+
+async def test_cancel_in_another_tenant_answers_as_a_job_or_run_that_does_not_exist(
+    served: Any,
+) -> None:
+    _, browser = served
+    theirs = await pending_job(browser.client, "globex-run", "globex")
+    mine = await pending_job(browser.client, "acme-run", "acme")
+    csrf = await browser.sign_in(ACME)
+    for form in (
+        {"job": theirs},
+        {"job": theirs, "confirmed": "yes"},
+        {"run": "globex-run"},
+        {"run": "globex-run", "confirmed": "yes"},
+    ):
+        r = await browser.post("/ui/cancel", {"csrf": csrf, **form})
+        assert r.status_code == 404, form
+    selected = await browser.client.post(
+        "/ui/cancel",
+        content=f"csrf={csrf}&job={theirs}&job={mine}&confirmed=yes",
+        headers={"origin": browser.base, "content-type": "application/x-www-form-urlencoded"},
+    )
+    assert "cancelled 1;" in selected.text and "1 not changed" in selected.text
+    assert await status_of(browser.client, theirs) == "pending"
+    assert await status_of(browser.client, mine) == "cancelled"
+
+
+async def test_pause_and_resume_are_for_admins_and_the_overview_shows_what_is_paused(
+    served: Any,
+) -> None:
+    _, browser = served
+    csrf = await browser.sign_in(PRODUCER)
+    assert "pause-queue" not in (await browser.client.get("/ui/")).text
+    r = await browser.post("/ui/pause", {"csrf": csrf, "confirmed": "yes"})
+    assert r.status_code == 403 and "needs the admin role" in r.text
+    csrf = await browser.sign_in(ADMIN)
+    overview = (await browser.client.get("/ui/")).text
+    assert "pause-queue" in overview and "Nothing is paused." in overview
+    r = await browser.post("/ui/pause", {"csrf": "forged", "confirmed": "yes"})
+    assert r.status_code == 403 and "CSRF" in r.text
+    confirm = await browser.post("/ui/pause", {"csrf": csrf})
+    assert "Pause the whole queue?" in confirm.text
+    controls = await browser.client.get("/queue/controls", headers=auth(ADMIN))
+    assert controls.json()["paused"] is False  # asking changes nothing
+    done = await browser.post("/ui/pause", {"csrf": csrf, "confirmed": "yes"})
+    assert "The whole queue is paused." in done.text
+    done = await browser.post("/ui/pause", {"csrf": csrf, "tenant": "t9", "confirmed": "yes"})
+    assert "Tenant t9 is paused." in done.text
+    overview = (await browser.client.get("/ui/")).text
+    assert "<li>The whole queue</li>" in overview and "<li>Tenant t9</li>" in overview
+    done = await browser.post("/ui/resume", {"csrf": csrf, "confirmed": "yes"})
+    assert "The whole queue is running." in done.text
+    controls = await browser.client.get("/queue/controls", headers=auth(ADMIN))
+    assert controls.json()["paused"] is False
+    assert [t["tenantId"] for t in controls.json()["tenants"] if t["paused"]] == ["t9"]
+
+
+async def test_a_tenants_admin_pauses_and_resumes_only_its_tenant(tmp_path: Path) -> None:
+    acme_admin = "acme-admin-token-0123456789"
+    config = make_config(tmp_path)
+    secrets = msgspec.structs.replace(
+        config.secrets, http_tokens=Secret(f"{TOKENS},{acme_admin}:admin:acme")
+    )
+    async with ActorSystem(msgspec.structs.replace(config, secrets=secrets)) as system:
+        base = f"http://127.0.0.1:{system.http.port}"
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            browser = Browser(client, base)
+            paused = await client.post(
+                "/queue/pause", json={"tenantId": "globex"}, headers=auth(ADMIN)
+            )
+            assert paused.status_code == 200, paused.text
+            csrf = await browser.sign_in(acme_admin)
+            overview = (await client.get("/ui/")).text
+            assert "pause-queue" not in overview and "Pause tenant acme" in overview
+            assert "globex" not in overview and "Nothing is paused." in overview
+            for form in ({}, {"tenant": "globex"}):
+                r = await browser.post("/ui/pause", {"csrf": csrf, "confirmed": "yes", **form})
+                assert r.status_code == 403, form
+            done = await browser.post(
+                "/ui/pause", {"csrf": csrf, "tenant": "acme", "confirmed": "yes"}
+            )
+            assert "Tenant acme is paused." in done.text
+            overview = (await client.get("/ui/")).text
+            assert "<li>Tenant acme</li>" in overview and "globex" not in overview
+            done = await browser.post(
+                "/ui/resume", {"csrf": csrf, "tenant": "acme", "confirmed": "yes"}
+            )
+            assert "Tenant acme is running." in done.text
+            controls = (await client.get("/queue/controls", headers=auth(ADMIN))).json()
+            assert controls["paused"] is False
+            assert [t["tenantId"] for t in controls["tenants"] if t["paused"]] == ["globex"]
 
 
 async def test_purge_confirms_then_reports_how_many_jobs_it_deleted(served: Any) -> None:
