@@ -539,7 +539,6 @@ def reap(conn: sqlite3.Connection, now: float) -> int:
         """,
         {"now": now},
     ).fetchall()
-    _close_runs(conn, now, {run_id for run_id, status in rows if status != "pending"})
     return len(rows)
 
 
@@ -595,7 +594,6 @@ def release(
         return _refused(conn, now, job_id, token, "released")
     job = job_from_row(row)
     if job.status == "cancelled":
-        _close_runs(conn, now, (job.run_id,))
         return cancelled(job, "released")
     return ItemResult(job_id=job.id, ok=True, reason="ok", job=job)
 
@@ -646,7 +644,6 @@ def ack(
                 rows[a.job_id] = row
     results: list[ItemResult] = []
     metrics: dict[str, dict[str, float]] = {}
-    finished_runs: set[str] = set()
     for a, _ in items:
         row = rows.pop(a.job_id, None)
         if row is None:
@@ -658,17 +655,13 @@ def ack(
         if job.status == "cancelled":
             # Invariant: nothing cancelled is ever marked done; its outcome is discarded.
             results.append(cancelled(job, "acked"))
-            finished_runs.add(job.run_id)
             continue
         results.append(ItemResult(job_id=job.id, ok=True, reason="ok", job=job))
-        if job.finished_at is not None:
-            finished_runs.add(job.run_id)
         if a.run_metrics:
             into = metrics.setdefault(job.run_id, {})
             for key, value in a.run_metrics.items():
                 into[key] = into.get(key, 0.0) + value
     _add_run_metrics(conn, now, metrics)
-    _close_runs(conn, now, finished_runs)
     return results
 
 
@@ -786,7 +779,9 @@ def _add_run_metrics(
 
 def _close_runs(conn: sqlite3.Connection, now: float, run_ids: Iterable[str]) -> None:
     # Invariant: runs.finished_at is set exactly while none of the run's jobs is unfinished.
-    # The run's stored counts say so: they change in the statement that changes a job.
+    # A status change closes its run in its own statement (migration 11's trigger); jobs
+    # inserted (imported) or deleted pass no such trigger, so their verbs close runs here, by
+    # the stored counts.
     for run_id in run_ids:
         conn.execute(
             """
@@ -846,7 +841,6 @@ def cancel(
     """
     results: list[ItemResult] = []
     marked: list[int] = []
-    closed: set[str] = set()
     for job_id in job_ids:
         params = {"id": job_id, "now": now, "tenant": tenant_id}
         row = conn.execute(_CANCEL_ONE, params).fetchone()
@@ -854,15 +848,12 @@ def cancel(
             job = job_from_row(row)
             if job.status == "leased":
                 marked.append(job.id)
-            else:
-                closed.add(job.run_id)
             results.append(ItemResult(job_id=job_id, ok=True, reason="ok", job=job))
             continue
         row = conn.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         results.append(
             cancel_refusal(None if row is None else job_from_row(row), job_id, tenant_id)
         )
-    _close_runs(conn, now, closed)
     return results, marked
 
 
@@ -875,7 +866,6 @@ def cancel_run(
         raise RunNotFound(run_id)
     rows = conn.execute(_CANCEL_RUN, {"run": run_id, "now": now, "tenant": None}).fetchall()
     marked = [job_id for job_id, status in rows if status == "leased"]
-    _close_runs(conn, now, (run_id,))
     return (
         RunCancel(run_id=run_id, cancelled=len(rows) - len(marked), cancel_requested=len(marked)),
         marked,
