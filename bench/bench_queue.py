@@ -4,6 +4,8 @@ Usage: ``python bench/bench_queue.py [--scale 1.0] [--write]``. ``--write`` repl
 "## Queue" section of docs/benchmarks.md with the figures of this run. The machine is noisy, so
 every async figure is printed next to the raw ``sqlite3`` limit measured in the same run for the
 same SQL (the functions of ``actors.queue.sqlite._verbs`` in a tight synchronous loop).
+``--only raw [--rounds 3]`` prints that raw loop against a lean one (a minimal table and the
+shortest SQL for the same steps, `lean_phases`), medians of interleaved rounds.
 """
 
 from __future__ import annotations
@@ -150,6 +152,53 @@ def lean_phases(path: Path, durability: schema.Durability, n: int, batch: int) -
     rates["cycle"] = 1 / sum(1 / r for r in rates.values())
     conn.close()
     return rates
+
+
+def raw_against_lean(scale: float, rounds: int) -> list[str]:
+    """The project's raw loop over the lean one at 1 and 100 jobs per transaction: medians of
+    ``rounds`` interleaved runs (the order alternating), jobs/s and CPU µs per job."""
+    import resource
+
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    runs: dict[tuple[int, str], list[tuple[dict[str, float], float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        files = (Path(tmp) / f"q{i}.db" for i in itertools.count())
+        for r in range(rounds):
+            for batch in (1, 100):
+                n = max(100, int((2000 if batch == 1 else 20_000) * scale) // 100 * 100)
+                kinds = [("raw", raw_phases), ("lean", lean_phases)][:: 1 if r % 2 else -1]
+                for kind, phases in kinds:
+                    c0 = cpu()
+                    rates_ = phases(next(files), "normal", n, batch)
+                    runs.setdefault((batch, kind), []).append((rates_, (cpu() - c0) / n * 1e6))
+    lines = [
+        "| jobs per transaction | loop | enqueue | pull | ack | cycle | CPU µs/job | "
+        "cycle / lean | lean CPU / this CPU |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for batch in (1, 100):
+        med = {
+            kind: (
+                {k: statistics.median(x[0][k] for x in runs[(batch, kind)]) for k in PHASES},
+                statistics.median(x[1] for x in runs[(batch, kind)]),
+            )
+            for kind in ("raw", "lean")
+        }
+        for kind in ("raw", "lean"):
+            r, us = med[kind]
+            lines.append(
+                f"| {batch} | {kind} | "
+                + " | ".join(f"{r[k]:,.0f}" for k in PHASES)
+                + f" | {us:,.1f} | {r['cycle'] / med['lean'][0]['cycle']:.2f}x"
+                + f" | {med['lean'][1] / us:.2f}x |"
+            )
+    return lines
+
+
+PHASES = ("enqueue", "pull", "ack", "cycle")
 
 
 # --- the async API --------------------------------------------------------------------------
@@ -338,6 +387,7 @@ class Bench:
         self.dir = Path(tempfile.mkdtemp(prefix="bench-queue-"))
         self.files = (self.dir / f"q{i}.db" for i in itertools.count())
         self.lines: list[str] = []
+        self.rounds = 3
 
     def n(self, base: int) -> int:
         return max(100, int(base * self.scale) // 100 * 100)
@@ -352,6 +402,10 @@ class Bench:
     def run(self, only: str | None) -> None:
         if only == "latency":
             self.latency()
+            return
+        if only == "raw":
+            for line in raw_against_lean(self.scale, self.rounds):
+                self.out(line)
             return
         n1, n100 = self.n(2000), self.n(50_000)
         raw = {
@@ -459,9 +513,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every job count")
     parser.add_argument("--write", action="store_true", help="write docs/benchmarks.md")
-    parser.add_argument("--only", choices=["latency"], help="run one section (no --write)")
+    parser.add_argument(
+        "--only",
+        choices=["latency", "raw"],
+        help="run one section (no --write); raw: the project's raw loop against a lean one",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of --only raw")
     args = parser.parse_args()
     bench = Bench(args.scale)
+    bench.rounds = args.rounds
     bench.run(args.only)
     if args.only:
         return

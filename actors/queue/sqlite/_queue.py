@@ -253,6 +253,8 @@ class SQLiteQueue(SingleItemVerbs):
         check_pull(max, visibility_seconds, worker_id, owner, wait_seconds)
 
         def claim() -> Awaitable[list[Job]]:
+            if max == 1:
+                return self._pull_one((visibility_seconds, worker_id, owner, started))
             return self._writer.run(
                 lambda conn: store.pull(
                     conn,
@@ -271,6 +273,33 @@ class SQLiteQueue(SingleItemVerbs):
             return await claim()
         return await self._waits.pull(claim, wait_seconds)
 
+    async def _pull_one(self, terms: tuple[float, str | None, str | None, bool]) -> list[Job]:
+        """`pull(max=1)`: concurrent ones on the same terms merge into one claim of as many
+        jobs (one reap, one statement), a job each in the order they came."""
+        claim = functools.partial(self._claim, terms)
+        taken = await self._batched(("pull", *terms), (None,), claim)
+        return [job for job in taken if job is not None]
+
+    def _claim(
+        self,
+        terms: tuple[float, str | None, str | None, bool],
+        conn: sqlite3.Connection,
+        slots: Sequence[None],
+    ) -> list[Job | None]:
+        visibility_seconds, worker_id, owner, started = terms
+        jobs: list[Job | None] = []
+        jobs += store.pull(
+            conn,
+            self._clock.time(),
+            len(slots),
+            visibility_seconds,
+            worker_id,
+            owner,
+            started,
+            self._rotation,
+        )
+        return jobs + [None] * (len(slots) - len(jobs))
+
     async def renew_many(
         self, leases: Sequence[tuple[int, str]], visibility_seconds: float
     ) -> list[LeaseResult]:
@@ -278,10 +307,7 @@ class SQLiteQueue(SingleItemVerbs):
         check_batch("leases", leases)
         check_visibility(visibility_seconds)
         return await self._writer.run(
-            lambda conn: [
-                store.renew(conn, self._clock.time(), job_id, token, visibility_seconds)
-                for job_id, token in leases
-            ],
+            lambda conn: store.renew_many(conn, self._clock.time(), leases, visibility_seconds),
             small=len(leases) == 1,
         )
 
@@ -294,9 +320,7 @@ class SQLiteQueue(SingleItemVerbs):
         """
         check_batch("leases", leases)
         return await self._writer.run(
-            lambda conn: [
-                store.start(conn, self._clock.time(), job_id, token) for job_id, token in leases
-            ],
+            lambda conn: store.start_many(conn, self._clock.time(), leases),
             small=len(leases) == 1,
         )
 
@@ -307,10 +331,7 @@ class SQLiteQueue(SingleItemVerbs):
         check_batch("leases", leases)
         check_delay(delay_seconds)
         return await self._writer.run(
-            lambda conn: [
-                store.release(conn, self._clock.time(), job_id, token, delay_seconds)
-                for job_id, token in leases
-            ],
+            lambda conn: store.release_many(conn, self._clock.time(), leases, delay_seconds),
             small=len(leases) == 1,
         )
 

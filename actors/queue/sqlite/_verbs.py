@@ -12,7 +12,7 @@ import math
 import operator
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from actors.bounds import MAX_SCHEDULES_PER_TENANT
@@ -89,12 +89,15 @@ __all__ = [
     "purge",
     "reap",
     "release",
+    "release_many",
     "renew",
+    "renew_many",
     "requeue",
     "run_summary",
     "set_paused",
     "set_tenant_limits",
     "start",
+    "start_many",
     "stats",
     "throughput",
 ]
@@ -598,6 +601,118 @@ def release(
     return ItemResult(job_id=job.id, ok=True, reason="ok", job=job)
 
 
+def start_many(
+    conn: sqlite3.Connection, now: float, leases: Sequence[tuple[int, str]]
+) -> list[ItemResult]:
+    """`start` each lease; one statement per `ROWS_PER_STATEMENT` leases."""
+    return _leases(
+        conn,
+        now,
+        leases,
+        "started",
+        "started_at = coalesce(started_at, ?1), updated_at = ?1",
+        live=_BATCH_LIVE_UNCANCELLED,
+        one=lambda i, t: start(conn, now, i, t),
+    )
+
+
+def renew_many(
+    conn: sqlite3.Connection,
+    now: float,
+    leases: Sequence[tuple[int, str]],
+    visibility_seconds: float,
+) -> list[ItemResult]:
+    """`renew` each lease; one statement per `ROWS_PER_STATEMENT` leases."""
+    return _leases(
+        conn,
+        now,
+        leases,
+        "renewed",
+        "lease_expires_at = ?1 + ?2, updated_at = ?1",
+        live=_BATCH_LIVE_UNCANCELLED,
+        one=lambda i, t: renew(conn, now, i, t, visibility_seconds),
+        param=visibility_seconds,
+    )
+
+
+def release_many(
+    conn: sqlite3.Connection, now: float, leases: Sequence[tuple[int, str]], delay_seconds: float
+) -> list[ItemResult]:
+    """`release` each lease; one statement per `ROWS_PER_STATEMENT` leases."""
+    return _leases(
+        conn,
+        now,
+        leases,
+        "released",
+        _RELEASE_SET,
+        live=_BATCH_LIVE,
+        one=lambda i, t: release(conn, now, i, t, delay_seconds),
+        param=delay_seconds,
+    )
+
+
+# A batch's fences (`LIVE_LEASE`, `LIVE_UNCANCELLED`) against its row `a`, ``?1`` now.
+_BATCH_LIVE = "status = 'leased' AND lease_token = a.token AND lease_expires_at > ?1"
+_BATCH_LIVE_UNCANCELLED = f"{_BATCH_LIVE} AND cancel_requested_at IS NULL"
+# `release`'s SET with ``?1`` now and ``?2`` the delay.
+_RELEASE_SET = """
+    status = CASE WHEN cancel_requested_at IS NULL THEN 'pending' ELSE 'cancelled' END,
+    attempts = attempts - 1, available_at = ?1 + ?2,
+    finished_at = CASE WHEN cancel_requested_at IS NOT NULL THEN ?1 END,
+    lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, lease_owner = NULL,
+    started_at = NULL, updated_at = ?1
+"""
+
+
+def _leases(
+    conn: sqlite3.Connection,
+    now: float,
+    leases: Sequence[tuple[int, str]],
+    verb: str,
+    set_sql: str,
+    *,
+    live: str,
+    one: Callable[[int, str], ItemResult],
+    param: float = 0.0,
+) -> list[ItemResult]:
+    """One fenced change (``SET set_sql`` where ``live``) to each lease, in one statement per
+    chunk; one at a time (``one``) when a batch names a lease twice, so each sees the one
+    before it, or holds a single lease (a shorter statement)."""
+    if len(leases) < 2 or len({job_id for job_id, _ in leases}) != len(leases):
+        return [one(job_id, token) for job_id, token in leases]
+    rows: dict[int, Sequence[Any]] = {}
+    for first in range(0, len(leases), ROWS_PER_STATEMENT):
+        chunk = leases[first : first + ROWS_PER_STATEMENT]
+        params: list[object] = [now, param]
+        for job_id, token in chunk:
+            params += (job_id, token)
+        sql = _lease_sql(len(chunk), set_sql, live)
+        rows.update((row[0], row) for row in conn.execute(sql, params))
+    results: list[ItemResult] = []
+    for job_id, token in leases:
+        row = rows.get(job_id)
+        if row is None:
+            results.append(_refused(conn, now, job_id, token, verb))
+            continue
+        job = job_from_row(row)
+        if job.status == "cancelled":
+            results.append(cancelled(job, verb))
+        else:
+            results.append(ItemResult(job_id=job.id, ok=True, reason="ok", job=job))
+    return results
+
+
+@functools.lru_cache(maxsize=64)
+def _lease_sql(rows: int, set_sql: str, live: str) -> str:
+    return f"""
+        WITH a (job, token) AS (VALUES {_numbered(rows, 2, after=2)})
+        UPDATE jobs SET {set_sql}
+        FROM a
+        WHERE jobs.id = a.job AND {live}
+        RETURNING {COLUMNS}
+    """
+
+
 def ack(
     conn: sqlite3.Connection,
     now: float,
@@ -619,7 +734,7 @@ def ack(
     """
     items = list(zip(acks, jitter_factors, strict=False))
     rows: dict[int, Sequence[Any]] = {}
-    if len({a.job_id for a, _ in items}) == len(items):
+    if len(items) > 1 and len({a.job_id for a, _ in items}) == len(items):
         for first in range(0, len(items), ROWS_PER_STATEMENT):
             chunk = items[first : first + ROWS_PER_STATEMENT]
             params: list[object] = [now, None if owned is None else owned.owner]
@@ -637,7 +752,7 @@ def ack(
                 )
             sql = _ack_sql(len(chunk), owned is not None)
             rows.update((row[0], row) for row in conn.execute(sql, params))
-    else:  # the same job twice: each ack sees the one before it, as it would alone
+    else:  # one ack (a shorter statement), or the same job twice: each sees the one before
         for a, factor in items:
             row = _ack_one(conn, now, a, backoff, factor, owned)
             if row is not None:
