@@ -18,11 +18,11 @@ still inside and queues for the writer thread, which keeps group commit for conc
 
 Coalescing: requests that say they may be merged (a `Batch`: a key, their items, and the one
 function of a list of items that both run) are merged within a group: requests of the same key
-run as one call over all their items (one statement per batch for enqueue and ack), each caller
-getting its own items' results, in one SAVEPOINT; if the merged call raises, it rolls back and
-each request runs alone, so a failing request still fails alone. Requests in one group were all
-submitted before any of them completed, so any order among them is an order they could have
-run in.
+run as one call over all their items (enqueues, acks, single-job pulls: one statement each),
+each caller getting its own items' results, in one SAVEPOINT; if the merged call raises, it
+rolls back and each request runs alone, so a failing request still fails alone. Requests in
+one group were all submitted before any of them completed, so any order among them is an
+order they could have run in.
 
 Cancellation: a request handed to the writer is always carried out, committed or rolled back
 as a whole, whether or not its caller is still waiting; a caller cancelled while waiting just
