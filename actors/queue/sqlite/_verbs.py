@@ -300,12 +300,12 @@ def pull(
         if jobs:
             return jobs
     else:
-        jobs = _fair_common_case(conn, params, rotation)
-        rotation.alone = bool(jobs)
-        if jobs is not None:
-            if jobs:
-                rotation.cursor = jobs[0].tenant_id
-            return jobs
+        common = _fair_common_case(conn, params, rotation)
+        rotation.alone = bool(common)
+        if common is not None:
+            if common:
+                rotation.cursor = common[0].tenant_id
+            return common
     controls = {
         row[0]: row for row in conn.execute(f"SELECT {_CONTROL_COLUMNS} FROM queue_controls")
     }
