@@ -605,6 +605,35 @@ async def test_metrics_show_jobs_latencies_outcomes_and_restarts(served: Any) ->
     )
 
 
+async def test_metrics_show_what_is_paused_read_at_each_scrape(served: Any) -> None:
+    """The pause state, queue-wide and per tenant, as gauges parsed by prometheus_client."""
+    _, client = served
+
+    async def paused() -> tuple[float, dict[str, float]]:
+        text = (await client.get("/metrics", headers=auth(WORKER))).text
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        assert families["actors_queue_paused"].type == "gauge"
+        assert families["actors_tenant_paused"].type == "gauge"
+        (queue,) = [s.value for s in families["actors_queue_paused"].samples]
+        tenants = {s.labels["tenant"]: s.value for s in families["actors_tenant_paused"].samples}
+        return queue, tenants
+
+    async def control(action: str, tenant: str | None = None) -> None:
+        body = {} if tenant is None else {"tenantId": tenant}
+        r = await client.post(f"/queue/{action}", json=body, headers=auth(ADMIN))
+        assert r.status_code == 200, r.text
+
+    assert await paused() == (0.0, {})
+    await control("pause", "acme")
+    await control("pause", 'we"ird\\tenant')  # label escaping is the library's
+    assert await paused() == (0.0, {"acme": 1.0, 'we"ird\\tenant': 1.0})
+    await control("pause")
+    assert await paused() == (1.0, {"acme": 1.0, 'we"ird\\tenant': 1.0})
+    await control("resume", "acme")
+    await control("resume")
+    assert await paused() == (0.0, {'we"ird\\tenant': 1.0})
+
+
 async def test_metrics_parse_with_prometheus_clients_own_parser(served: Any) -> None:
     system, client = served
     for name in ("a", "b", "c"):
@@ -647,6 +676,8 @@ async def test_metrics_parse_with_prometheus_clients_own_parser(served: Any) -> 
         "actors_oldest_pending_age_seconds",
         "actors_event_loop_lag_seconds",
         "actors_tree_children",
+        "actors_queue_paused",
+        "actors_tenant_paused",
     ):
         assert families[gauge].type == "gauge", gauge
     assert families["actors_http_request_seconds"].type == "histogram"
