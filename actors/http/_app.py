@@ -141,9 +141,10 @@ class _Api(Starlette):
     prefix) goes straight to its endpoint: the one Starlette's router would choose (checked
     here, route by route, when the app is built), without the layers around it (the error
     and exception middleware, the router's walk over the routes, the request wrapper), which
-    an endpoint does not need: it answers every error itself (`_endpoint`). About a fifth of a
-    small request's CPU (docs/benchmarks.md, "issue 18"). Everything else goes the whole way,
-    and so does every request once an embedder adds a middleware.
+    an endpoint does not need: it answers every error itself (`_endpoint`). Those layers took
+    about a fifth of the event loop's profile samples of a single-job enqueue (docs/decisions.md,
+    "The HTTP hot path"). Everything else goes the whole way, and so does every request once an
+    embedder adds a middleware.
     """
 
     def __init__(

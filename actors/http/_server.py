@@ -33,8 +33,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
     The protocol is named (``IPPROTO_TCP``, not 0): asyncio turns Nagle off (``TCP_NODELAY``)
     only on accepted sockets whose ``proto`` says TCP, and an accepted socket takes its
     listener's. Left at 0, every response uvicorn writes in two parts (head, then body) waited
-    for the client's delayed ACK of the first: 40 ms a request (docs/benchmarks.md, "issue
-    18"). ``TCP_NODELAY`` on the listener too: Linux hands it down to the accepted sockets.
+    for the client's delayed ACK of the first: 40 ms a request (docs/decisions.md, "The HTTP
+    hot path"). ``TCP_NODELAY`` on the listener too: Linux hands it down to accepted sockets.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
