@@ -325,7 +325,7 @@ def main() -> None:
         "latency); the latency rows use few connections, the enqueue row many. Each request "
         "costs the server its parsing (httptools' on asyncio, h11's under hypercorn on trio), "
         "its JSON and a hand-off to the queue's writer thread (fixed-path routes skip "
-        "Starlette's layers: docs/decisions.md, \"The HTTP hot path\"), which is why one job "
+        'Starlette\'s layers: docs/decisions.md, "The HTTP hot path"), which is why one job '
         "per request reaches a fraction of the "
         "in-process rate, where 32 tasks share group commits; `/jobs/enqueue-many` and pulls "
         "of many jobs spread that cost. The client-side "
