@@ -1,8 +1,12 @@
 """The queue's SQL: every verb as a synchronous function of a connection and ``now``.
 
-Callers own the transaction (the writer thread wraps each request in a SAVEPOINT inside one
-group transaction); these functions only read and write rows. ``now`` is always a parameter,
-so tests and the Hypothesis model control time.
+Callers own the transaction: the writer runs a group of requests in one transaction, each in
+its own SAVEPOINT (requests merged into one call, `_writer.Batch`, in one), and a request
+alone (a group of one, or the fast path) directly in the transaction, with no SAVEPOINT, since
+its failure rolls the whole transaction back. Either way a verb that raises leaves nothing
+behind; a verb that must undo part of its work and go on takes a SAVEPOINT of its own
+(`fire_schedules`, per schedule). These functions only read and write rows. ``now`` is always
+a parameter, so tests and the Hypothesis model control time.
 """
 
 from __future__ import annotations
