@@ -60,6 +60,7 @@ DSN = "postgresql://postgres@127.0.0.1:5432/test"
 OURS = {"ours", "raw", "raw_async", "before"}  # run with this interpreter; the rest with the peers'
 AGAINST: list[str] = []  # --against TREE: "before" runs ours from that tree
 REALTIME: list[str] = []  # --realtime: the single-threaded rows under `chrt -f 1`
+SKIP: list[str] = []  # --skip KIND: PostgreSQL implementations left out (procrastinate is slow)
 CALLERS = 64
 
 # --- SQLite: one measurement, in its own process ----------------------------------------------
@@ -545,6 +546,7 @@ def run_postgres(
             for workers in (1, 4):
                 row = f"batches of 10, {workers} process{'es' if workers > 1 else ''}"
                 kinds = ["ours", *(["before"] if AGAINST else []), "raw", "raw_async", *peers]
+                kinds = [k for k in kinds if k not in SKIP]
                 kinds = kinds[r % len(kinds) :] + kinds[: r % len(kinds)]
                 for kind in kinds:
                     # A fresh schema per measurement of ours: an empty table each time.
@@ -560,6 +562,7 @@ def run_postgres(
     finally:
         asyncio.run(admin(dsn, f"DROP DATABASE {db} WITH (FORCE)"))
     columns = (["before"] if AGAINST else []) + ["raw", "raw_async", *peers]
+    columns = [c for c in columns if c not in SKIP]
     return [
         *table("PostgreSQL, jobs/s (median of the rounds)", rows, columns),
         "",
@@ -616,7 +619,15 @@ def main() -> None:
         help="run the single-caller and batch rows under `chrt -f 1` (root): on a shared, "
         "loaded machine the scheduler favours a design whose threads sleep and wake often",
     )
+    parser.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        metavar="KIND",
+        help="leave this implementation out of the PostgreSQL rows (repeatable)",
+    )
     args = parser.parse_args()
+    SKIP.extend(args.skip)
     if args.realtime:
         REALTIME.extend(["chrt", "-f", "1"])
     if args.against:
