@@ -6,7 +6,8 @@
 -- (as claim_first.sql).
 --
 -- One tenant with pending jobs and no control stored (`gate`): its turn is the whole claim,
--- which is then claim.sql's (the `single` branch of `claim`). Otherwise `walk` visits the
+-- which is then claim.sql's, through that tenant's entries of `jobs_tenant_claim` (the
+-- `single` branch of `claim`; without the tenant's id the planner sorted the whole backlog). Otherwise `walk` visits the
 -- tenants with pending jobs from the one after the cursor, wrapping around to the cursor
 -- itself, one seek of `jobs_tenant_claim` each, and stops once the first turn is full: each
 -- tenant's share of a turn is its `weight` (fair) of jobs, no more than it has available nor
@@ -22,7 +23,8 @@
 -- array (an index probe each, whatever the planner guesses of their number). Like claim.sql,
 -- it does not wait for its WAL flush (nor, in a limited claim's transaction, does the rest).
 WITH RECURSIVE gate AS MATERIALIZED (
-    SELECT NOT EXISTS (SELECT 1 FROM queue_controls)
+    SELECT (SELECT min(tenant_id) FROM jobs WHERE status = 'pending') AS tenant,
+           NOT EXISTS (SELECT 1 FROM queue_controls)
            AND (SELECT min(tenant_id) FROM jobs WHERE status = 'pending')
                = (SELECT max(tenant_id) FROM jobs WHERE status = 'pending') AS single,
            ($11 AND EXISTS (SELECT 1 FROM jobs WHERE status = 'leased' AND lease_expires_at <= $1))
@@ -118,7 +120,7 @@ claim AS (
     SELECT s.id FROM (
         SELECT id FROM jobs
         WHERE status = 'pending' AND available_at <= $1
-          AND (SELECT single AND NOT blocked FROM gate)
+          AND tenant_id = (SELECT tenant FROM gate WHERE single AND NOT blocked)
         ORDER BY priority DESC, available_at, id
         LIMIT $2
         FOR UPDATE SKIP LOCKED
