@@ -191,7 +191,7 @@ def wrk(
 
 def server_pull_p99(url: str) -> str:
     """The server's own p99 for the pull route, from its histogram's buckets (an upper bound)."""
-    text = httpx.get(f"{url}/metrics").text
+    text = httpx.get(f"{url}/metrics", headers={"authorization": f"Bearer {TOKEN}"}).text
     buckets = [
         (m[1], int(float(m[2])))
         for m in re.finditer(

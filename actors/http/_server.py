@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import ipaddress
 import logging
 import os
 import socket
@@ -25,6 +26,16 @@ from supervisors import Context
 __all__ = ["HttpServer", "bind_socket"]
 
 log = get_logger("actors.http")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a ``[http].host``) binds the loopback interface alone."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -108,6 +119,17 @@ class HttpServer:
                     log.info(
                         "http.listening", host=settings.host, port=self.port, server=server.name
                     )
+                    if settings.metrics == "open" and not is_loopback(settings.host):
+                        log.warning(
+                            "http.metrics_public",
+                            host=settings.host,
+                            port=self.port,
+                            hint=(
+                                "anyone who reaches this address reads /metrics (the counts "
+                                'of every tenant); remove [http] metrics = "open" to require '
+                                "a token, or bind to 127.0.0.1"
+                            ),
+                        )
                     task_status.started()
                     if self._ctx is not None:
                         await self._ctx.wait_stop_requested()

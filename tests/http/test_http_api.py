@@ -11,6 +11,7 @@ from typing import Any
 
 import anyio
 import httpx
+import msgspec
 import pytest
 import sniffio
 import wsproto
@@ -19,6 +20,7 @@ from http_helpers import ACME, ACME_WORKER, ADMIN, PRODUCER, TOKENS, WORKER, aut
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.routing import Route, WebSocketRoute
+from structlog.testing import capture_logs
 
 from actors.config import (
     Config,
@@ -249,7 +251,7 @@ async def test_no_token_or_a_wrong_one_is_401_and_health_stays_open(served: Any)
         "database": "ok",
         "tree": "running",
     }
-    assert (await client.get("/metrics")).status_code == 200
+    assert (await client.get("/metrics")).status_code == 401
 
 
 async def test_a_tenant_scoped_token_sees_and_touches_only_its_tenant(served: Any) -> None:
@@ -578,7 +580,7 @@ async def test_metrics_show_jobs_latencies_outcomes_and_restarts(served: Any) ->
             ]
         },
     )
-    text = (await client.get("/metrics")).text
+    text = (await client.get("/metrics", headers=auth(ADMIN))).text
     for needle in (
         'actors_jobs{status="done"} 1.0',
         'actors_http_acks_total{outcome="done"} 1.0',
@@ -598,8 +600,38 @@ async def test_metrics_show_jobs_latencies_outcomes_and_restarts(served: Any) ->
     with anyio.fail_after(5):
         await until(lambda: "fetcher-0" in system.http.metrics.restarts)
     assert (
-        'actors_actor_restarts_total{child="fetcher-0"} 1.0' in (await client.get("/metrics")).text
+        'actors_actor_restarts_total{child="fetcher-0"} 1.0'
+        in (await client.get("/metrics", headers=auth(ADMIN))).text
     )
+
+
+async def test_metrics_show_what_is_paused_read_at_each_scrape(served: Any) -> None:
+    """The pause state, queue-wide and per tenant, as gauges parsed by prometheus_client."""
+    _, client = served
+
+    async def paused() -> tuple[float, dict[str, float]]:
+        text = (await client.get("/metrics", headers=auth(WORKER))).text
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        assert families["actors_queue_paused"].type == "gauge"
+        assert families["actors_tenant_paused"].type == "gauge"
+        (queue,) = [s.value for s in families["actors_queue_paused"].samples]
+        tenants = {s.labels["tenant"]: s.value for s in families["actors_tenant_paused"].samples}
+        return queue, tenants
+
+    async def control(action: str, tenant: str | None = None) -> None:
+        body = {} if tenant is None else {"tenantId": tenant}
+        r = await client.post(f"/queue/{action}", json=body, headers=auth(ADMIN))
+        assert r.status_code == 200, r.text
+
+    assert await paused() == (0.0, {})
+    await control("pause", "acme")
+    await control("pause", 'we"ird\\tenant')  # label escaping is the library's
+    assert await paused() == (0.0, {"acme": 1.0, 'we"ird\\tenant': 1.0})
+    await control("pause")
+    assert await paused() == (1.0, {"acme": 1.0, 'we"ird\\tenant': 1.0})
+    await control("resume", "acme")
+    await control("resume")
+    assert await paused() == (0.0, {'we"ird\\tenant': 1.0})
 
 
 async def test_metrics_parse_with_prometheus_clients_own_parser(served: Any) -> None:
@@ -619,7 +651,7 @@ async def test_metrics_parse_with_prometheus_clients_own_parser(served: Any) -> 
         },
     ]
     assert (await client.post("/jobs/ack", json={"acks": acks}, headers=auth(WORKER))).is_success
-    response = await client.get("/metrics")
+    response = await client.get("/metrics", headers=auth(WORKER))
     assert response.headers["content-type"] == CONTENT_TYPE_LATEST
     families = {f.name: f for f in text_string_to_metric_families(response.text)}
 
@@ -644,6 +676,8 @@ async def test_metrics_parse_with_prometheus_clients_own_parser(served: Any) -> 
         "actors_oldest_pending_age_seconds",
         "actors_event_loop_lag_seconds",
         "actors_tree_children",
+        "actors_queue_paused",
+        "actors_tenant_paused",
     ):
         assert families[gauge].type == "gauge", gauge
     assert families["actors_http_request_seconds"].type == "histogram"
@@ -715,7 +749,7 @@ async def test_a_cancel_reports_what_it_did_per_job_and_a_remote_workers_ack_is_
     assert (stats["cancelled"], stats["pending"], stats["leased"]) == (2, 0, 0)
     listed = await client.get("/jobs", params={"status": "cancelled"}, headers=auth(ADMIN))
     assert [j["id"] for j in listed.json()["jobs"]] == [leased_id, pending_id]
-    text = (await client.get("/metrics")).text
+    text = (await client.get("/metrics", headers=auth(ADMIN))).text
     assert 'actors_jobs{status="cancelled"} 2.0' in text
     assert 'actors_http_acks_total{outcome="cancelled"} 1.0' in text
 
@@ -738,7 +772,7 @@ async def test_stats_and_metrics_report_a_delayed_job_as_scheduled_not_as_late(
         "paused": False,
         "pausedTenants": [],
     }
-    text = (await client.get("/metrics")).text
+    text = (await client.get("/metrics", headers=auth(ADMIN))).text
     for needle in (
         'actors_jobs{status="pending"} 1.0',
         "actors_jobs_scheduled 1.0",
@@ -786,16 +820,65 @@ async def test_the_app_serves_exactly_the_routes_its_openapi_document_lists(
     assert sockets == ["/runs/{run_id}/ws"]  # OpenAPI cannot describe a WebSocket
 
 
-async def test_metrics_can_require_a_token(tmp_path: Path) -> None:
+async def test_metrics_need_a_token_for_every_tenant_by_default(tmp_path: Path) -> None:
+    """A scraper is a reader like any other: no token, a wrong one or a tenant's is refused."""
+    config = make_config(tmp_path)
+    assert config.http.metrics == "token"  # the default, not set here
+    keys = Secrets(
+        http_tokens=Secret(TOKENS),
+        queue_api_key=Secret("queue-api-key-0123456789"),
+        admin_api_key=Secret("admin-api-key-0123456789"),
+    )
     async with (
-        ActorSystem(make_config(tmp_path, metrics="token")) as system,
+        ActorSystem(msgspec.structs.replace(config, secrets=keys)) as system,
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{system.http.port}") as client,
     ):
-        assert (await client.get("/metrics")).status_code == 401
-        assert (await client.get("/metrics", headers=auth(WORKER))).status_code == 200
+        for headers in (
+            {},
+            auth("not-a-token-at-all"),
+            {"x-api-key": "not-a-key-at-all"},
+            {"authorization": f"Basic {ADMIN}"},
+        ):
+            refused = await client.get("/metrics", headers=headers)
+            assert refused.status_code == 401 and "actors_jobs" not in refused.text, headers
+        scoped = await client.get("/metrics", headers=auth(ACME))
+        assert scoped.status_code == 403 and "actors_jobs" not in scoped.text
+        for headers in (
+            auth(WORKER),
+            auth(PRODUCER),
+            auth(ADMIN),
+            {"x-api-key": "queue-api-key-0123456789"},
+            {"x-api-key": "admin-api-key-0123456789"},
+        ):
+            scraped = await client.get("/metrics", headers=headers)
+            assert scraped.status_code == 200, headers
+            assert any(
+                f.name == "actors_jobs" for f in text_string_to_metric_families(scraped.text)
+            )
         assert (await client.get("/healthz")).status_code == 200
         document = (await client.get("/openapi.json")).json()
     assert document["paths"]["/metrics"]["get"]["security"] == [{"bearer": []}, {"apiKey": []}]
+
+
+async def test_open_metrics_are_an_explicit_choice_warned_about_off_loopback(
+    tmp_path: Path,
+) -> None:
+    for host, warned in (("127.0.0.1", False), ("0.0.0.0", True)):
+        (tmp_path / host).mkdir()
+        config = make_config(tmp_path / host, metrics="open", host=host)
+        with capture_logs() as logs:
+            async with (
+                ActorSystem(config) as system,
+                httpx.AsyncClient(base_url=f"http://127.0.0.1:{system.http.port}") as client,
+            ):
+                assert (await client.get("/metrics")).status_code == 200
+                document = (await client.get("/openapi.json")).json()
+        assert document["paths"]["/metrics"]["get"]["security"] == []  # open: no scheme
+        warnings = [e for e in logs if e["event"] == "http.metrics_public"]
+        assert len(warnings) == warned, (host, warnings)
+        if warned:
+            assert warnings[0]["log_level"] == "warning" and warnings[0]["host"] == host
+            assert 'metrics = "open"' in warnings[0]["hint"]
 
 
 async def test_the_fastest_server_that_runs_on_the_event_loop_serves(served: Any) -> None:
