@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import httpx
 import msgspec
 import pytest
@@ -19,7 +22,8 @@ import wsproto.events as ws
 from http_helpers import ACME, ACME_WORKER, ADMIN, PRODUCER, TOKENS, WORKER, auth
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
-from starlette.routing import Route, WebSocketRoute
+from starlette.applications import Starlette
+from starlette.routing import Mount, Route, WebSocketRoute
 from structlog.testing import capture_logs
 
 from actors.config import (
@@ -32,7 +36,7 @@ from actors.config import (
     StorageConfig,
 )
 from actors.errors import ConfigError
-from actors.http import Tokens
+from actors.http import Tokens, create_app
 from actors.queue.http import HttpQueue
 from actors.system import ActorSystem
 
@@ -887,6 +891,67 @@ async def test_the_fastest_server_that_runs_on_the_event_loop_serves(served: Any
     expected = {"asyncio": "uvicorn (httptools)", "trio": "hypercorn"}
     assert system.http.served_by == expected[sniffio.current_async_library()]
     assert (await client.get("/healthz")).status_code == 200
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads /proc/self/fd (Linux)")
+async def test_the_servers_connections_send_without_nagles_delay(served: Any) -> None:
+    """A response is written in two parts (head, then body): with Nagle's algorithm on, the
+    body waits for the client's delayed ACK of the head, 40 ms a request on Linux."""
+    system, _ = served
+    port = system.http.port
+    async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+        await stream.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await stream.receive()).startswith(b"HTTP/1.1 200")
+        mine = stream.extra(anyio.abc.SocketAttribute.local_address)
+        # The server runs in this process: its end of this connection is one of our sockets.
+        ends = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                sock = socket.socket(fileno=os.dup(int(fd)))
+            except OSError:
+                continue  # not a socket, or gone since the listing
+            with sock:
+                if sock.family not in (socket.AF_INET, socket.AF_INET6):
+                    continue
+                try:
+                    if sock.getsockname()[1] == port and sock.getpeername() == mine:
+                        ends.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                except OSError:
+                    continue  # a socket of another kind, or not connected
+    assert ends == [1]
+
+
+async def test_an_embedders_middleware_and_mount_see_the_api_routes_as_served(
+    served: Any,
+) -> None:
+    """The app takes a shortcut to its fixed-path routes; an embedder's middleware still sees
+    them, and under a mount they still answer (both the whole way through Starlette)."""
+    system, _ = served
+    seen: list[str] = []
+
+    class Tap:
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http":
+                seen.append(scope["path"])
+            await self.app(scope, receive, send)
+
+    tapped = create_app(system)
+    tapped.add_middleware(Tap)
+    mounted = Starlette(routes=[Mount("/ops", app=create_app(system))])
+    job = {"runId": "r1", "tenantId": "t1", "r2Key": "t1/r1/a.txt"}
+    for app, prefix in ((tapped, ""), (mounted, "/ops")):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            enqueued = await client.post(f"{prefix}/jobs/enqueue", json=job, headers=auth(PRODUCER))
+            assert enqueued.status_code == 200, enqueued.text
+            assert (await client.post(f"{prefix}/jobs/enqueue", json=job)).status_code == 401
+            assert (await client.get(f"{prefix}/jobs/enqueue")).status_code == 405
+            pulled = await client.post(f"{prefix}/jobs/pull", json={"max": 1}, headers=auth(WORKER))
+            assert [j["id"] for j in pulled.json()["jobs"]] == [enqueued.json()["jobId"]]
+    assert seen == ["/jobs/enqueue"] * 3 + ["/jobs/pull"]
 
 
 async def test_a_crashed_server_is_restarted_by_its_supervisor_and_serves_again(

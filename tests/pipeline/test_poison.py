@@ -139,7 +139,12 @@ def enqueue(tmp_path: Path, files: dict[str, bytes]) -> None:
 
 
 class HealthPoller:
-    """Polls ``/healthz`` every 0.1 s with a one-second timeout while the process runs."""
+    """Polls ``/healthz`` every 0.1 s with a three-second timeout while the process runs.
+
+    A document worked on the event loop's thread would hold it for the whole of its work (the
+    poison runs for seconds, up to its limit, or for ever); three seconds leaves a loaded machine
+    (CI on two cores, a dozen processes runnable) its scheduling delays, which reached a second.
+    """
 
     def __init__(self, log: Path, process: subprocess.Popen[bytes]) -> None:
         self.log, self.process = log, process
@@ -165,7 +170,7 @@ class HealthPoller:
                 continue
             started = time.monotonic()
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1.0) as r:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=3.0) as r:
                     assert r.status == 200
                 self.answers += 1
                 self.failures += self._resets  # the server was not stopping: they count
