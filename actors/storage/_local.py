@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import mimetypes
 import os
 import stat
@@ -144,8 +145,7 @@ class LocalObjectStore:
             raise _os_error(exc, key, self.root, "reading") from None
         if len(data) > max_bytes:  # the file grew between the size check and the read
             raise ObjectTooLarge(f"object {key!r} grew past the limit of {max_bytes} bytes")
-        content_type, _ = mimetypes.guess_type(key)
-        return StoredObject(key=key, data=data, content_type=content_type)
+        return StoredObject(key=key, data=data, content_type=_content_type(key))
 
     async def head(self, key: str) -> int | None:
         """The size of the object under ``key``, or None if there is none."""
@@ -177,6 +177,21 @@ class LocalObjectStore:
 
     async def aclose(self) -> None:
         """Nothing to release: files are opened per call."""
+
+
+def _content_type(key: str) -> str | None:
+    """``mimetypes.guess_type(key)``'s type, cached by the file name's extensions."""
+    name = key.rpartition("/")[2]
+    dot = name.find(".")
+    if dot <= 0 or ":" in key:  # no extension, a dot file, or what might read as a URL
+        return mimetypes.guess_type(key)[0]
+    return _type_of_extensions(name[dot:])
+
+
+@functools.lru_cache(maxsize=256)
+def _type_of_extensions(extensions: str) -> str | None:
+    # guess_type reads only a name's extensions: "x" + ".tar.gz" types like "a.tar.gz".
+    return mimetypes.guess_type("x" + extensions)[0]
 
 
 class _Large(Exception):
