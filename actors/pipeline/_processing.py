@@ -146,60 +146,71 @@ class ProcessorStage:
                     await self._process(message)
                 return
             while True:
-                batch = await self._take_batch()
-                if not batch:
+                taken = await self._take_batch(batchable)
+                if taken is None:
                     return  # the stream was closed
-                together: list[Fetched] = []
-                alone: list[Fetched] = []
-                for message in batch:
-                    job = message.job
-                    if not self._inflight.is_cancelled(job) and batchable(
-                        _input(job), message.data, message.content_type
-                    ):
-                        together.append(message)
-                    else:
-                        alone.append(message)
+                together, alone = taken
                 if together:
                     await self._process_together(together)
-                for message in alone:
-                    await self._process(message)
+                if alone is not None:
+                    await self._process(alone)
 
-    async def _take_batch(self) -> list[Fetched]:
-        """Wait for a fetched job, and take what else waits with it (held); [] at the end.
+    async def _take_batch(
+        self, batchable: Callable[[JobInput, bytes, str | None], bool]
+    ) -> tuple[list[Fetched], Fetched | None] | None:
+        """Wait for a fetched job, and take the batchable ones that wait with it (held): the
+        batch, and the job that ended it that must be processed alone; None at the end.
 
-        The processors take turns at the stream: the stream gives a sent item straight to a
-        waiting receiver, so processors all waiting would each get a batch of one.
+        A job that cannot be batched (or was cancelled) ends the batch, so that jobs processed
+        one by one are spread over the processors as before. The processors take turns at the
+        stream: the stream gives a sent item straight to a waiting receiver, so processors all
+        waiting would each get a batch of one.
         """
         async with self._turn():
             try:
                 first = await self._inbox.receive()
             except anyio.EndOfStream:
-                return []
+                return None
             self._taken(first)
             self._inflight.hold(first.job, self.name)
+            if not self._fits(first, batchable):
+                return [], first
             batch = [first]
-            self._take_ready(batch)
-            if len(batch) < PROCESS_BATCH:
+            alone = self._take_ready(batch, batchable)
+            if alone is None and len(batch) < PROCESS_BATCH:
                 # Let the fetchers that are ready hand on what they hold first.
                 await anyio.lowlevel.checkpoint()
-                self._take_ready(batch)
-        return batch
+                alone = self._take_ready(batch, batchable)
+        return batch, alone
 
-    def _turn(self) -> anyio.Lock | contextlib.nullcontext[None]:
-        return contextlib.nullcontext() if self._budget is None else self._budget.turn
+    def _fits(
+        self, message: Fetched, batchable: Callable[[JobInput, bytes, str | None], bool]
+    ) -> bool:
+        return not self._inflight.is_cancelled(message.job) and batchable(
+            _input(message.job), message.data, message.content_type
+        )
 
-    def _take_ready(self, batch: list[Fetched]) -> None:
-        """Add what waits in the stream to ``batch`` (held), within the batch's bounds."""
+    def _take_ready(
+        self, batch: list[Fetched], batchable: Callable[[JobInput, bytes, str | None], bool]
+    ) -> Fetched | None:
+        """Add the batchable jobs waiting in the stream to ``batch`` (held), within its bounds;
+        return the one that ended it by not being batchable, if any."""
         size = sum(len(message.data) for message in batch)
         while len(batch) < PROCESS_BATCH and size <= BATCH_BYTES:
             try:
                 message = self._inbox.receive_nowait()
             except (anyio.WouldBlock, anyio.EndOfStream):
-                return
+                return None
             self._taken(message)
             self._inflight.hold(message.job, self.name)
+            if not self._fits(message, batchable):
+                return message
             batch.append(message)
             size += len(message.data)
+        return None
+
+    def _turn(self) -> anyio.Lock | contextlib.nullcontext[None]:
+        return contextlib.nullcontext() if self._budget is None else self._budget.turn
 
     def _taken(self, message: Fetched) -> None:
         if self._budget is not None:
