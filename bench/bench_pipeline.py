@@ -224,6 +224,37 @@ async def document_costs(sizes: list[int], calls: int = 40) -> list[tuple[int, f
     return costs
 
 
+async def batch_costs(counts: list[int], documents: int = 800) -> list[tuple[int, float, float]]:
+    """(documents per call, us of wall time per document, us of this thread's CPU per document)
+    for tiny documents sent to one worker process in batches (`process_all`), and for 0: the
+    same documents processed on this thread."""
+    from actors.config import ProcessorConfig
+    from actors.processors import WorkerPool, process_locally
+    from actors.processors._local import process_all
+
+    settings = ProcessorConfig()
+    pool = WorkerPool(1)
+    costs = []
+    try:
+        await pool.run(process_all, settings, [(DOC, "bench/doc.txt", None)])  # warm
+        for count in counts:
+            batch = [(DOC, "bench/doc.txt", None)] * count
+            calls = max(20, documents // count)
+            t0, c0 = time.perf_counter(), time.thread_time()
+            for _ in range(calls):
+                await pool.run(process_all, settings, batch)
+            t1, c1 = time.perf_counter(), time.thread_time()
+            costs.append((count, (t1 - t0) / calls / count * 1e6, (c1 - c0) / calls / count * 1e6))
+        t0, c0 = time.perf_counter(), time.thread_time()
+        for _ in range(documents):
+            process_locally(settings, DOC, "bench/doc.txt", None)
+        t1, c1 = time.perf_counter(), time.thread_time()
+        costs.append((0, (t1 - t0) / documents * 1e6, (c1 - c0) / documents * 1e6))
+    finally:
+        await pool.aclose()
+    return costs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=20_000)
@@ -311,6 +342,17 @@ def main() -> None:
         say("|---:|---:|---:|---:|")
         for size, inline, worker in costs:
             say(f"| {size:,} | {inline:,.0f} | {worker:,.0f} | {worker / inline:.2f}x |")
+        say()
+        say(
+            f"Tiny documents ({len(DOC)} bytes) to a worker process in batches (one call per "
+            "batch), against this thread, per document:"
+        )
+        say()
+        say("| backend | documents per call | us of wall time | us of this thread's CPU |")
+        say("|---|---:|---:|---:|")
+        for backend in ("asyncio", "trio"):
+            for count, wall, cpu in anyio.run(batch_costs, [1, 4, 8, 16, 32], backend=backend):
+                say(f"| {backend} | {count or 'this thread'} | {wall:,.0f} | {cpu:,.0f} |")
     if args.memory_jobs:
         say()
         say(f"Resident memory over one long run of {args.memory_jobs:,} jobs (asyncio):")
