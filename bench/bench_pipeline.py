@@ -390,7 +390,7 @@ def main() -> None:
         body = f"Command: `{command}`\n\n" + "\n".join(lines) + "\n\n"
         if "## Pipeline\n" in text:
             text = re.sub(
-                r"(## Pipeline\n\n).*?(?=\n## |\Z)", lambda m: m[1] + body, text, flags=re.S
+                r"(## Pipeline\n\n).*?(?=\n##+ |\Z)", lambda m: m[1] + body, text, flags=re.S
             )
         else:
             text = text.rstrip() + "\n\n## Pipeline\n\n" + body
