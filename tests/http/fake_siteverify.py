@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
 
 SECRET = "0x4AAAAAAA-test-secret"
-SLOW_SECONDS = 3.0
+SLOW_SECONDS = 6.0
 
 
 @dataclass

@@ -38,7 +38,9 @@ def make_config(tmp_path: Path, url: str, *, secret: str | None = SECRET, **http
     settings: dict[str, Any] = {
         "turnstile_tenants": ["public"],
         "turnstile_verify_url": url,
-        "turnstile_timeout_seconds": 0.5,
+        # Long enough for a loaded machine (a good answer must never time out), well short of
+        # the fake's `slow` answer (SLOW_SECONDS).
+        "turnstile_timeout_seconds": 2.5,
         **http,
     }
     return Config(
