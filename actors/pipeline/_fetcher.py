@@ -31,8 +31,8 @@ class Fetcher:
     """One of a pool of fetchers sharing one inbox; hands each object on to the processors.
 
     Before it fetches jobs from its stream it marks them started in the queue (`start_many`,
-    up to `START_BATCH` jobs taken together): a lease that expires from then on spends the
-    job's attempt, while a job that waited in the stream when the process died gets its
+    up to ``start_batch`` jobs taken together, `START_BATCH` unless the tree says otherwise): a
+    lease that expires from then on spends the job's attempt, while a job that waited in the stream when the process died gets its
     attempt back. Concurrent fetchers' marks also share the SQLite writer's group commit.
 
     Error handling: a permanent store error (missing object, too large, bad key) fails the job
@@ -61,8 +61,10 @@ class Fetcher:
         max_bytes: int,
         draining: Callable[[], bool] = lambda: False,
         budget: ObjectBudget | None = None,
+        start_batch: int = START_BATCH,
     ) -> None:
         self.name = name
+        self._start_batch = start_batch
         self._budget = budget
         self._ctx = ctx
         self._inbox = inbox
@@ -90,7 +92,7 @@ class Fetcher:
                     await self._fetch(job)  # stopped by a sibling's restart: fetch it again
             async for message in self._inbox:
                 jobs = [message.job]
-                while len(jobs) < START_BATCH:
+                while len(jobs) < self._start_batch:
                     try:
                         jobs.append(self._inbox.receive_nowait().job)
                     except (anyio.WouldBlock, anyio.EndOfStream):

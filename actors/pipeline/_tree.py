@@ -12,7 +12,7 @@ from actors.config import Config
 from actors.errors import is_fatal, unwrap
 from actors.log import get_logger
 from actors.pipeline._ack_reporter import AckReporter, AckStats
-from actors.pipeline._fetcher import Fetcher
+from actors.pipeline._fetcher import START_BATCH, Fetcher
 from actors.pipeline._inflight import InFlight, ObjectBudget
 from actors.pipeline._lease_manager import LeaseManager
 from actors.pipeline._maintenance import Maintenance, queue_tasks
@@ -127,6 +127,11 @@ class PipelineTree:
             2 * pipeline.processors, 2 * pipeline.processors * BATCH_BYTES if batches else 0
         )
         process_send, process_recv = anyio.create_memory_object_stream[Fetched](capacity)
+        # A fetcher takes this many jobs at once (one start mark, one read of the store): for a
+        # processor that batches, enough that the fetchers together fill a batch.
+        start_batch = (
+            max(START_BATCH, -(-PROCESS_BATCH // pipeline.fetchers)) if batches else START_BATCH
+        )
         ack_send, ack_recv = anyio.create_memory_object_stream[AckInbox](capacity)
 
         sup = config.supervision
@@ -160,6 +165,7 @@ class PipelineTree:
                     draining=lambda: self.draining,
                     ctx=ctx,
                     budget=budget,
+                    start_batch=start_batch,
                 ),
                 shutdown=1.0,
             )
