@@ -32,8 +32,9 @@ class Fetcher:
 
     Before it fetches jobs from its stream it marks them started in the queue (`start_many`,
     up to ``start_batch`` jobs taken together, `START_BATCH` unless the tree says otherwise): a
-    lease that expires from then on spends the job's attempt, while a job that waited in the stream when the process died gets its
-    attempt back. Concurrent fetchers' marks also share the SQLite writer's group commit.
+    lease that expires from then on spends the job's attempt, while a job that waited in the
+    stream when the process died gets its attempt back. Concurrent fetchers' marks also share
+    the SQLite writer's group commit.
 
     Error handling: a permanent store error (missing object, too large, bad key) fails the job
     at once without burning retries; so does a key outside the job's tenant prefix that no
