@@ -230,8 +230,10 @@ class HttpConfig(_Table, frozen=True):
     queue_only: bool = False
     # Larger JSON bodies are refused with 413 (uploads are bounded by max_object_bytes).
     max_body_bytes: Annotated[int, Meta(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
-    # "open": anyone who reaches the port may scrape /metrics; "token": any valid token.
-    metrics: Literal["open", "token"] = "open"
+    # "token": /metrics needs a token (bearer or X-API-Key) of any role, not limited to a
+    # tenant; "open": anyone who reaches the port may scrape it (a warning at start when
+    # the port is not bound to loopback alone).
+    metrics: Literal["open", "token"] = "token"
     # How long an upload URL from /uploads/create stays valid.
     upload_url_seconds: UploadUrlSeconds = 3600.0
     # With TURNSTILE_SECRET set, /uploads/create also takes a Cloudflare Turnstile token instead

@@ -149,7 +149,12 @@ class EnqueueManyIn(_In, frozen=True):
 
 
 class JobOut(_Out, frozen=True):
-    """A job as the API shows it; the seed's pull returned the first six fields."""
+    """A job as the API shows it; the seed's pull returned the first six fields.
+
+    ``leaseToken`` is the lease's fencing credential (whoever holds it may ack, renew or
+    release the lease): only a pull's answer, to the worker that took the lease, carries it;
+    every other answer (listings, a job, a cancel's jobs) leaves it out.
+    """
 
     id: int
     run_id: str
@@ -607,8 +612,13 @@ class TaskErrorOut(_Out, frozen=True, omit_defaults=True):
 # --- conversions -----------------------------------------------------------------------------
 
 
-def job_out(job: Job) -> JobOut:
-    return msgspec.convert(job, JobOut, from_attributes=True)
+def job_out(job: Job, *, lease_token: bool = False) -> JobOut:
+    """Encode a job for the API; ``lease_token``: with its lease token, for the answer to
+    the worker that took the lease (a pull) and no one else."""
+    out = msgspec.convert(job, JobOut, from_attributes=True)
+    if lease_token or out.lease_token is None:
+        return out
+    return msgspec.structs.replace(out, lease_token=None)
 
 
 def cancel_item_out(result: ItemResult) -> CancelItemOut:

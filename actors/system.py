@@ -31,7 +31,7 @@ from actors.pipeline import (
     room_id,
     schedules_from_config,
 )
-from actors.processors import Processor, WorkerPool, make_processor
+from actors.processors import Processor, WorkerPool, make_processor, worker_modules
 from actors.queue import (
     ItemResult,
     Job,
@@ -120,7 +120,9 @@ class ActorSystem:
         self._skip_grace = False
         #: The worker processes of the offline processor and of isolated ones.
         self.pool = WorkerPool(
-            self.config.pipeline.processors, memory_mib=self.config.processor.worker_memory_mib
+            self.config.pipeline.processors,
+            memory_mib=self.config.processor.worker_memory_mib,
+            preload=worker_modules(self.config.processor),
         )
         #: With ``track_runs``: runs that had a job finish here (``run --until-idle`` reports them).
         self.runs_seen: set[str] = set()

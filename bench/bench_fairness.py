@@ -1,6 +1,7 @@
 """Fair claims' cost: pull+ack throughput with 1 and 100 tenants, fairness on and off.
 
-Usage: ``python bench/bench_fairness.py [--rounds 5] [--jobs 10000] [--postgres DSN]``.
+Usage: ``python bench/bench_fairness.py [--rounds 5] [--jobs 10000] [--postgres DSN]
+[--only sqlite|postgres]`` or ``--postgres DSN --claim-sql 200`` (the claim statements alone).
 Each round runs every configuration once, in an order that rotates from round to round, on a
 fresh queue (a SQLite file; with ``--postgres``, also a fresh PostgreSQL schema): ``--jobs``
 jobs enqueued (spread evenly over the tenants), then pulled and acked by one caller, ``batch``
@@ -101,13 +102,74 @@ async def small_tenant_wait(backend: str, fair: bool, backlog: int, dsn: str | N
         return pulls
 
 
+async def claim_sql(dsn: str, reps: int) -> None:
+    """Time PostgreSQL's claim statements alone (each in a transaction rolled back, so every
+    call sees the same queue): the fair claim and the plain one, over 1 and 100 tenants with
+    5,000 pending jobs, from a cursor that moves each call as a claimer's does."""
+    import asyncpg
+
+    from actors.queue.postgres import PostgresQueue, _sql
+
+    print("| tenants | jobs per pull | statement | ms per call (median) | ms (lowest) |")
+    print("|---:|---:|---|---:|---:|")
+    for tenants in (1, 100):
+        schema = f"bench_{uuid.uuid4().hex[:12]}"
+        async with PostgresQueue.open(dsn, schema=schema) as queue:
+            for i in range(0, 5000, 1000):
+                await queue.enqueue_many(
+                    [
+                        NewJob(
+                            run_id=f"r{k % tenants}", tenant_id=f"t{k % tenants:03}", r2_key=str(k)
+                        )
+                        for k in range(i, i + 1000)
+                    ]
+                )
+        conn = await asyncpg.connect(dsn, server_settings={"search_path": schema})
+        try:
+            for batch in (1, 10, 100):
+                for name in ("CLAIM_FIRST", "CLAIM_FAIR"):
+                    times = []
+                    for rep in range(reps):
+                        now = time.time()
+                        args: tuple[Any, ...] = (now, batch, now + 60, None, "p", None, False)
+                        if name == "CLAIM_FAIR":
+                            args += (f"t{rep % tenants:03}", True, [], True)
+                        undone = conn.transaction()  # the claim rolled back
+                        await undone.start()
+                        t0 = time.perf_counter()
+                        await conn.fetch(getattr(_sql, name), *args)
+                        times.append(time.perf_counter() - t0)
+                        await undone.rollback()
+                    kept = times[reps // 5 :]  # the first calls plan and warm up
+                    print(
+                        f"| {tenants} | {batch} | {name.lower()} | "
+                        f"{statistics.median(kept) * 1e3:.2f} | {min(kept) * 1e3:.2f} |",
+                        flush=True,
+                    )
+        finally:
+            await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            await conn.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--postgres", metavar="DSN", help="also measure PostgresQueue")
+    parser.add_argument("--only", choices=["sqlite", "postgres"], help="one backend's rows")
+    parser.add_argument(
+        "--claim-sql",
+        type=int,
+        metavar="N",
+        help="instead, time PostgreSQL's claim statements alone, N calls each (needs --postgres)",
+    )
     args = parser.parse_args()
+    if args.claim_sql:
+        anyio.run(claim_sql, args.postgres, args.claim_sql)
+        return
     backends = ["sqlite"] + (["postgres"] if args.postgres else [])
+    if args.only:
+        backends = [b for b in backends if b == args.only]
     configs = [
         (backend, fair, tenants, batch)
         for backend in backends

@@ -191,7 +191,7 @@ def wrk(
 
 def server_pull_p99(url: str) -> str:
     """The server's own p99 for the pull route, from its histogram's buckets (an upper bound)."""
-    text = httpx.get(f"{url}/metrics").text
+    text = httpx.get(f"{url}/metrics", headers={"authorization": f"Bearer {TOKEN}"}).text
     buckets = [
         (m[1], int(float(m[2])))
         for m in re.finditer(
@@ -323,8 +323,10 @@ def main() -> None:
         "How to read it: the server is one Python process with one event loop, so more "
         "connections than it serves at once only wait in line (Little's law turns them into "
         "latency); the latency rows use few connections, the enqueue row many. Each request "
-        "costs the server its parsing (httptools' on asyncio, h11's under hypercorn on trio) "
-        "and Starlette's routing, which is why one job per request reaches a fraction of the "
+        "costs the server its parsing (httptools' on asyncio, h11's under hypercorn on trio), "
+        "its JSON and a hand-off to the queue's writer thread (fixed-path routes skip "
+        'Starlette\'s layers: docs/decisions.md, "The HTTP hot path"), which is why one job '
+        "per request reaches a fraction of the "
         "in-process rate, where 32 tasks share group commits; `/jobs/enqueue-many` and pulls "
         "of many jobs spread that cost. The client-side "
         "p99 of pull+ack mixes pulls and acks; the server-side column is the pull route alone.",

@@ -77,7 +77,7 @@ format = "json"
 
 
 async def waiting(client: httpx.AsyncClient) -> float:
-    text = (await client.get("/metrics")).text
+    text = (await client.get("/metrics", headers=HEADERS)).text
     match = re.search(r"^actors_http_pulls_waiting (\S+)$", text, re.MULTILINE)
     return float(match[1]) if match else 0.0
 

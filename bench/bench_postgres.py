@@ -50,19 +50,25 @@ WITH c AS (SELECT id FROM raw_jobs WHERE status = 'pending' AND available_at <= 
 UPDATE raw_jobs j SET status = 'leased', token = md5(random()::text) FROM c WHERE j.id = c.id
 RETURNING j.id, j.token
 """
+# The same claim committed as `PostgresQueue`'s is, without waiting for its WAL flush: the
+# ceiling for the queue's own durability choice (its enqueues and acks still wait).
+RAW_CLAIM_ASYNC = RAW_CLAIM.replace(
+    "FROM c WHERE j.id = c.id",
+    "FROM c WHERE j.id = c.id AND (SELECT set_config('synchronous_commit', 'off', true)) = 'off'",
+)
 
 
 # --- one worker process ----------------------------------------------------------------------
 
 
-async def raw_worker(dsn: str, n: int, batch: int) -> None:
+async def raw_worker(dsn: str, n: int, batch: int, claim: str = RAW_CLAIM) -> None:
     conn = await asyncpg.connect(dsn)
     ready_then_wait()
     for _ in range(n // batch):
         await conn.execute(
             "INSERT INTO raw_jobs (payload) SELECT 'x' FROM generate_series(1, $1)", batch
         )
-        rows = await conn.fetch(RAW_CLAIM, batch, time.time())
+        rows = await conn.fetch(claim, batch, time.time())
         await conn.execute(
             "UPDATE raw_jobs SET status = 'done' WHERE id = ANY($1::bigint[]) AND token = ANY($2)",
             [r[0] for r in rows],
@@ -114,8 +120,9 @@ def ready_then_wait() -> None:
 def worker_main(argv: list[str]) -> None:
     kind, dsn, where, n, batch = argv[0], argv[1], argv[2], int(argv[3]), int(argv[4])
     DSN_FOR_WORKERS[0] = dsn
-    if kind == "raw":
-        asyncio.run(raw_worker(f"{dsn}?search_path={where}", n, batch))
+    if kind in ("raw", "raw_async"):
+        claim = RAW_CLAIM if kind == "raw" else RAW_CLAIM_ASYNC
+        asyncio.run(raw_worker(f"{dsn}?search_path={where}", n, batch, claim))
     else:
         anyio.run(api_worker, kind, where, n, batch)
 

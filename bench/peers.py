@@ -29,9 +29,13 @@ SQLite rows (synchronous=NORMAL unless the row says full; every peer set to the 
 
 PostgreSQL rows: batches of 10 (enqueue 10, take up to 10, ack them), 1 and 4 worker processes
 started together, each on its own jobs, the rate every worker's jobs over the wall time: ours
-(``PostgresQueue``), a raw asyncpg SKIP LOCKED loop (``bench/bench_postgres.py``'s ceiling),
-pgqueuer (``Queries`` enqueue / dequeue / log_jobs) and procrastinate (``batch_defer_async``,
-then its job manager's ``fetch_job`` and ``finish_job``: it fetches one job per call).
+(``PostgresQueue``), a raw asyncpg SKIP LOCKED loop (``bench/bench_postgres.py``'s ceiling:
+three autocommitted statements, each waiting for its WAL flush), the same loop with its claim
+committed as ours is (``raw_async``: not waiting for the claim's flush), pgqueuer (``Queries``
+enqueue / dequeue / log_jobs) and procrastinate (``batch_defer_async``, then its job manager's
+``fetch_job`` and ``finish_job``: it fetches one job per call). Beside the rates, the worker
+processes' CPU per job (the server's backends are not counted). ``--against TREE`` measures
+ours from that tree too, as ``before``, in both tables (``--only postgres``: these rows alone).
 """
 
 from __future__ import annotations
@@ -53,9 +57,10 @@ ROOT = Path(__file__).resolve().parent.parent
 PEERS_PYTHON = os.environ.get("PEERS_PYTHON", "/tmp/peers-venv/bin/python")
 PEER_PACKAGES = ["litequeue", "huey", "pgqueuer", "procrastinate", "asyncpg"]
 DSN = "postgresql://postgres@127.0.0.1:5432/test"
-OURS = {"ours", "raw", "before"}  # run with this interpreter; the rest with the peers'
+OURS = {"ours", "raw", "raw_async", "before"}  # run with this interpreter; the rest with the peers'
 AGAINST: list[str] = []  # --against TREE: "before" runs ours from that tree
 REALTIME: list[str] = []  # --realtime: the single-threaded rows under `chrt -f 1`
+SKIP: list[str] = []  # --skip KIND: PostgreSQL implementations left out (procrastinate is slow)
 CALLERS = 64
 
 # --- SQLite: one measurement, in its own process ----------------------------------------------
@@ -218,6 +223,7 @@ def sqlite_peer(kind: str, mode: str, durability: str, n: int, path: Path) -> fl
 def ready_then_wait() -> None:
     print("ready", flush=True)
     sys.stdin.readline()  # "go"
+    timer()  # the worker's CPU from here on: its own process, not the server's backends
 
 
 async def pgqueuer_worker(dsn: str, n: int, batch: int) -> None:
@@ -308,17 +314,19 @@ async def pg_setup(kind: str, dsn: str) -> None:
 def pg_worker_main(kind: str, dsn: str, where: str, n: int, batch: int) -> None:
     import asyncio
 
-    if kind in OURS:  # "before" is not measured on PostgreSQL
+    if kind in OURS:  # "before": this tree's bench_postgres over the --against tree's queue
         sys.path.insert(0, str(ROOT / "bench"))
         import bench_postgres
 
+        bench_postgres.ready_then_wait = ready_then_wait  # type: ignore[attr-defined]
         bench_postgres.worker_main(
-            ["postgres" if kind == "ours" else "raw", dsn, where, str(n), str(batch)]
+            [kind if kind.startswith("raw") else "postgres", dsn, where, str(n), str(batch)]
         )
     elif kind == "pgqueuer":
         asyncio.run(pgqueuer_worker(dsn, n, batch))
     else:
         asyncio.run(procrastinate_worker(dsn, n, batch))
+    print(json.dumps({"cpu": cpu_seconds() - CPU_AT_START[0]}), flush=True)
 
 
 # --- the parent -------------------------------------------------------------------------------
@@ -383,7 +391,9 @@ def measure_sqlite(
 
 def measure_pg(
     kind: str, dsn: str, where: str, workers: int, batch: int, total: int, peers_python: str
-) -> float:
+) -> tuple[float, float]:
+    """jobs/s over every worker's jobs, and the workers' CPU µs per job (their processes from
+    the start signal on; the server's backends are not counted)."""
     per_worker = total // workers // batch * batch
     procs = [
         subprocess.Popen(
@@ -414,10 +424,15 @@ def measure_pg(
         assert p.stdin is not None
         p.stdin.write("go\n")
         p.stdin.flush()
+    cpu = 0.0
     for p in procs:
-        if p.wait(timeout=900) != 0:
+        assert p.stdout is not None
+        said = p.stdout.read().strip().splitlines()
+        if p.wait(timeout=900) != 0 or not said:
             sys.exit(f"a {kind} worker failed")
-    return per_worker * workers / (time.perf_counter() - start)
+        cpu += float(json.loads(said[-1])["cpu"])
+    elapsed = time.perf_counter() - start
+    return per_worker * workers / elapsed, cpu / (per_worker * workers) * 1e6
 
 
 def table(
@@ -519,6 +534,7 @@ def run_postgres(
 
     asyncio.run(admin(dsn, f"CREATE DATABASE {db}"))
     rows: dict[str, dict[str, list[float]]] = {}
+    cpu: dict[str, dict[str, list[float]]] = {}
     try:
         asyncio.run(admin(peer_dsn, f"CREATE SCHEMA raw; SET search_path = raw; {RAW_SETUP}"))
         for peer in peers:
@@ -529,17 +545,35 @@ def run_postgres(
         for r in range(rounds):
             for workers in (1, 4):
                 row = f"batches of 10, {workers} process{'es' if workers > 1 else ''}"
-                kinds = ["ours", "raw", *peers]
+                kinds = ["ours", *(["before"] if AGAINST else []), "raw", "raw_async", *peers]
+                kinds = [k for k in kinds if k not in SKIP]
                 kinds = kinds[r % len(kinds) :] + kinds[: r % len(kinds)]
                 for kind in kinds:
                     # A fresh schema per measurement of ours: an empty table each time.
-                    where = "raw" if kind == "raw" else f"ours_{uuid.uuid4().hex[:8]}"
-                    rate = measure_pg(kind, peer_dsn, where, workers, 10, total, peers_python)
+                    where = "raw" if kind.startswith("raw") else f"ours_{uuid.uuid4().hex[:8]}"
+                    rate, us = measure_pg(kind, peer_dsn, where, workers, 10, total, peers_python)
                     rows.setdefault(row, {}).setdefault(kind, []).append(rate)
-                    print(f"round {r + 1} {row:40} {kind:14} {rate:10,.0f} jobs/s", flush=True)
+                    cpu.setdefault(row, {}).setdefault(kind, []).append(us)
+                    print(
+                        f"round {r + 1} {row:40} {kind:14} {rate:10,.0f} jobs/s "
+                        f"{us:7,.0f} CPU us/job",
+                        flush=True,
+                    )
     finally:
         asyncio.run(admin(dsn, f"DROP DATABASE {db} WITH (FORCE)"))
-    return table("PostgreSQL, jobs/s (median of the rounds)", rows, ["raw", *peers])
+    columns = (["before"] if AGAINST else []) + ["raw", "raw_async", *peers]
+    columns = [c for c in columns if c not in SKIP]
+    return [
+        *table("PostgreSQL, jobs/s (median of the rounds)", rows, columns),
+        "",
+        *table(
+            "PostgreSQL, CPU us per job of the worker processes (not the server's; median of "
+            "the rounds; ratio: the other's over ours)",
+            cpu,
+            columns,
+            cost=True,
+        ),
+    ]
 
 
 def setup(peers_python: str) -> None:
@@ -578,16 +612,22 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", choices=["sqlite", "postgres"])
-    parser.add_argument(
-        "--against", help="also measure ours (SQLite rows) from this tree, as 'before'"
-    )
+    parser.add_argument("--against", help="also measure ours from this tree, as 'before'")
     parser.add_argument(
         "--realtime",
         action="store_true",
         help="run the single-caller and batch rows under `chrt -f 1` (root): on a shared, "
         "loaded machine the scheduler favours a design whose threads sleep and wake often",
     )
+    parser.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        metavar="KIND",
+        help="leave this implementation out of the PostgreSQL rows (repeatable)",
+    )
     args = parser.parse_args()
+    SKIP.extend(args.skip)
     if args.realtime:
         REALTIME.extend(["chrt", "-f", "1"])
     if args.against:

@@ -27,7 +27,7 @@ from actors.errors import ForeignObjectKey, InvalidArgument, JobNotFound
 if TYPE_CHECKING:
     from actors.cli._common import Commands
     from actors.queue.base import Queue
-    from actors.queue.model import ItemResult
+    from actors.queue.model import ItemResult, Job
 
 __all__ = ["add_enqueue", "add_jobs", "add_stats", "add_submit", "duration"]
 
@@ -209,10 +209,24 @@ async def cmd_stats(args: argparse.Namespace, queue: Queue) -> int:
     return EXIT_OK
 
 
+def _shown(job: Job) -> Job:
+    """The job as printed: without its lease token, the lease's credential, which only the
+    worker that took the lease needs (a pasted listing must not let anyone act on it)."""
+    if job.lease_token is None:
+        return job
+    return msgspec.structs.replace(job, lease_token=None)
+
+
+def _shown_result(result: ItemResult) -> ItemResult:
+    if result.job is None:
+        return result
+    return msgspec.structs.replace(result, job=_shown(result.job))
+
+
 async def cmd_jobs_list(args: argparse.Namespace, queue: Queue) -> int:
     page = await queue.list(args.status, args.run_id, args.tenant_id, args.limit, args.cursor)
     if args.json:
-        emit(page)
+        emit(msgspec.structs.replace(page, items=[_shown(j) for j in page.items]))
         return EXIT_OK
     rows: list[tuple[object, ...]] = [
         (j.id, j.status, f"{j.attempts}/{j.max_attempts}", j.run_id, j.tenant_id, j.r2_key)
@@ -229,7 +243,7 @@ async def cmd_jobs_list(args: argparse.Namespace, queue: Queue) -> int:
 async def cmd_jobs_show(args: argparse.Namespace, queue: Queue) -> int:
     text: str = args.id
     if text.isascii() and text.isdigit():
-        emit(await queue.get(int(text)))
+        emit(_shown(await queue.get(int(text))))
         return EXIT_OK
     from actors.queue.base import OwnedQueue
 
@@ -241,7 +255,7 @@ async def cmd_jobs_show(args: argparse.Namespace, queue: Queue) -> int:
     found = await queue.find_by_origin([text])
     if not found:
         raise InvalidArgument(f"no job was imported with origin {text!r}")
-    emit(found[0])
+    emit(_shown(found[0]))
     return EXIT_OK
 
 
@@ -260,7 +274,7 @@ async def cmd_jobs_cancel(args: argparse.Namespace, queue: Queue) -> int:
         return EXIT_OK
     results = await queue.cancel_many(args.ids)
     if args.json:
-        emit(results)
+        emit([_shown_result(r) for r in results])
     else:
         # A missing job's message is the error line below.
         rows = [

@@ -134,7 +134,7 @@ def add_store(commands: Commands) -> None:
                 "progress is lost); without it they are reported as conflicts and left alone",
             )
         step.set_defaults(run=handler)
-    export = actions.add_parser("export", help="write every run and job as JSON lines")
+    export = actions.add_parser("export", help="write every run, job and schedule as JSON lines")
     export.add_argument("--from", dest="source", required=True, metavar="STORE", help=STORE_HELP)
     export.add_argument("--out", required=True, type=Path, metavar="FILE.jsonl")
     export.set_defaults(run=cmd_store_export)
@@ -203,7 +203,7 @@ def cmd_store_status(args: argparse.Namespace) -> int:
             migrate.open_store(args.target, read_only=True) as target,
         ):
             found = await migrate.status(source, target, now=_now(), batch=args.batch)
-        statuses = ("pending", "leased", "done", "failed", "cancelled", "runs")
+        statuses = ("pending", "leased", "done", "failed", "cancelled", "runs", "schedules")
         print_table(
             ("store", *statuses),
             [
@@ -214,7 +214,7 @@ def cmd_store_status(args: argparse.Namespace) -> int:
         )
         if not target.exists:
             print(f"the target {target.name} does not exist yet: nothing was copied")
-        for kind in ("run", "job"):
+        for kind in migrate.KINDS:
             print(
                 f"{kind}s: {found.identical[kind]} identical, {found.missing[kind]} missing, "
                 f"{found.different[kind]} changed in the source since copied, "
@@ -247,7 +247,7 @@ def cmd_store_run(args: argparse.Namespace) -> int:
             migrate.open_store(args.target) as target,
         ):
             counts = await source.counts()
-            total = sum(counts.values())  # runs and jobs: every row to copy
+            total = sum(counts.values())  # runs, jobs and schedules: every row to copy
             report = migrate.Report()
             with Progress("copy", unit="rows") as progress:
 
@@ -276,7 +276,9 @@ def cmd_store_run(args: argparse.Namespace) -> int:
             print_conflicts(report.conflicts, "store migrate run --force")
         print(
             f"runs: {report.written['run']} written, {report.identical['run']} already there; "
-            f"jobs: {report.written['job']} written, {report.identical['job']} already there"
+            f"jobs: {report.written['job']} written, {report.identical['job']} already there; "
+            f"schedules: {report.written['schedule']} written, "
+            f"{report.identical['schedule']} already there"
             + (
                 f"; {report.converted_leases} live lease(s) copied as pending"
                 if report.converted_leases
@@ -311,8 +313,8 @@ def cmd_store_rollback(args: argparse.Namespace) -> int:
         if report.conflicts:
             print_conflicts(report.conflicts, "store migrate rollback --force")
         print(
-            f"deleted {report.written['job']} job(s) and {report.written['run']} run(s) "
-            f"that were copied from {source}"
+            f"deleted {report.written['job']} job(s), {report.written['run']} run(s) and "
+            f"{report.written['schedule']} schedule(s) that were copied from {source}"
         )
         return EXIT_FAILED if report.errors or report.conflicts else EXIT_OK
 
@@ -457,7 +459,10 @@ def cmd_store_export(args: argparse.Namespace) -> int:
     async def work() -> int:
         async with migrate.open_store(args.source, must_exist=True) as source:
             written = await migrate.export_jsonl(source, args.out)
-        print(f"exported {written['run']} run(s) and {written['job']} job(s) to {args.out}")
+        print(
+            f"exported {written['run']} run(s), {written['job']} job(s) and "
+            f"{written['schedule']} schedule(s) to {args.out}"
+        )
         return EXIT_OK
 
     return run_on_asyncio(work)

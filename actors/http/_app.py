@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Mount, WebSocketRoute
 from starlette.routing import Route as StarletteRoute
+from starlette.types import ExceptionHandler, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from actors.http._auth import Gate, Signer, Tokens
@@ -127,10 +128,58 @@ def create_app(
     # principal is checked against the API route each page or action mirrors).
     dashboard = Dashboard(host, gate, jobs, runs, Sessions(gate.tokens, host.clock, config))
     routes.append(Mount("/ui", routes=dashboard.routes(), name="ui"))
-    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    app = _Api(routes=routes, exception_handlers={HTTPException: http_error})
     app.state.metrics = metrics
     app.state.stop_waiting = stopping.set
     return app
+
+
+class _Api(Starlette):
+    """Starlette, with a shortcut to the routes of a fixed path (``/jobs/enqueue``...).
+
+    A request for one of them (that method, that path exactly, the app not mounted under a
+    prefix) goes straight to its endpoint: the one Starlette's router would choose (checked
+    here, route by route, when the app is built), without the layers around it (the error
+    and exception middleware, the router's walk over the routes, the request wrapper), which
+    an endpoint does not need: it answers every error itself (`_endpoint`). Those layers took
+    about a fifth of the event loop's profile samples of a single-job enqueue (docs/decisions.md,
+    "The HTTP hot path"). Everything else goes the whole way, and so does every request once an
+    embedder adds a middleware.
+    """
+
+    def __init__(
+        self, *, routes: list[BaseRoute], exception_handlers: dict[Any, ExceptionHandler]
+    ) -> None:
+        super().__init__(routes=routes, exception_handlers=exception_handlers)
+        self._direct: dict[tuple[str, str], StarletteRoute] = {}
+        for route in routes:
+            if not isinstance(route, StarletteRoute) or "{" in route.path:
+                continue
+            for method in route.methods or ():
+                if _first_full_match(routes, method, route.path) is route:
+                    self._direct[(method, route.path)] = route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope.get("root_path") and not self.user_middleware:
+            route = self._direct.get((scope["method"], scope["path"]))
+            if route is not None:
+                # What Starlette and its router put in the scope (``url_for`` reads "router").
+                scope["app"] = self
+                scope.setdefault("router", self.router)
+                scope["route"] = route
+                scope["endpoint"] = route.endpoint
+                scope["path_params"] = dict(scope.get("path_params", {}))
+                response = await route.endpoint(Request(scope, receive, send))
+                await response(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+def _first_full_match(routes: list[BaseRoute], method: str, path: str) -> BaseRoute | None:
+    """The route Starlette's router hands a request for ``method path`` to (the first that
+    matches it fully)."""
+    scope = {"type": "http", "method": method, "path": path, "root_path": ""}
+    return next((r for r in routes if r.matches(scope)[0] is Match.FULL), None)
 
 
 def _bind(resources: list[Resource], handler: Callable[..., Any]) -> Any:

@@ -191,7 +191,7 @@ class Jobs:
         else:
             jobs = await mapped(pull())
         self.announce_leased(jobs)
-        return json_response(wire.PullOut(jobs=[wire.job_out(j) for j in jobs]))
+        return json_response(wire.PullOut(jobs=[wire.job_out(j, lease_token=True) for j in jobs]))
 
     def settled(self, results: Sequence[ItemResult], kinds: Sequence[str]) -> list[wire.ItemOut]:
         """Encode acks another resource made (the KV task API's results), counted and told to

@@ -226,7 +226,9 @@ def _scrape_families(scrape: Scrape) -> Iterator[Metric]:
     ``actors_jobs{status="pending"}`` counts every pending job (the five statuses sum to the
     queue's total); ``actors_jobs_scheduled`` is the part of it not available yet (delayed or
     backing off), so alert on ``pending - scheduled`` for a backlog that can run now. The age
-    is the oldest available job's, since it became available (0 when none is). The queue's
+    is the oldest available job's, since it became available (0 when none is). What is
+    paused is read with the counts: ``actors_queue_paused`` (0 or 1) and a series
+    ``actors_tenant_paused{tenant}`` of 1 per paused tenant. The queue's
     counts are gauges (a done job can be purged); the pipeline's outcomes and the run metrics
     only grow, so they are counters.
     """
@@ -247,6 +249,20 @@ def _scrape_families(scrape: Scrape) -> Iterator[Metric]:
         "How long the oldest available pending job has waited since it became available.",
         value=age if age is not None else 0.0,
     )
+    yield GaugeMetricFamily(
+        "actors_queue_paused",
+        "1 while the whole queue is paused (nothing new is leased; leased jobs finish), else 0.",
+        value=1 if stats.paused else 0,
+    )
+    # A series per paused tenant, gone once it is resumed: alert on its presence.
+    tenants = GaugeMetricFamily(
+        "actors_tenant_paused",
+        "1 for each tenant paused on its own (its jobs wait; leased ones finish).",
+        labels=["tenant"],
+    )
+    for tenant in sorted(stats.paused_tenants):
+        tenants.add_metric([tenant], 1)
+    yield tenants
     outcomes = CounterMetricFamily(
         "actors_pipeline_outcomes",
         "Outcomes committed by this process's pipeline.",

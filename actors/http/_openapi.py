@@ -33,7 +33,7 @@ _ERRORS = {
 
 
 @functools.cache
-def openapi_document(*, metrics_open: bool = True) -> dict[str, Any]:
+def openapi_document(*, metrics_open: bool = False) -> dict[str, Any]:
     """The whole document (computed once per setting of ``[http].metrics``)."""
     routes = [r for r in route_table(metrics_open=metrics_open) if isinstance(r, Route)]
     types: list[type[msgspec.Struct]] = []

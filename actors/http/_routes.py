@@ -120,9 +120,9 @@ class Socket:
 
 
 @functools.cache
-def route_table(*, metrics_open: bool = True) -> tuple[Route[Any] | Socket, ...]:
-    """Every route, in matching order; ``/metrics`` is open or needs a reader's token as
-    ``[http].metrics`` says."""
+def route_table(*, metrics_open: bool = False) -> tuple[Route[Any] | Socket, ...]:
+    """Every route, in matching order; ``/metrics`` needs a reader's token (any role, for
+    every tenant) unless ``[http].metrics = "open"`` opens it."""
     return (
         # --- operations ----------------------------------------------------------------------
         Route("GET", "/healthz", Operations.healthz, OPEN, "liveness", response="Health"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import ipaddress
 import logging
 import os
 import socket
@@ -27,12 +28,30 @@ __all__ = ["HttpServer", "bind_socket"]
 log = get_logger("actors.http")
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a ``[http].host``) binds the loopback interface alone."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
+
+
 def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (port 0: any free port)."""
+    """A listening TCP socket on ``host:port`` (port 0: any free port), without Nagle's delay.
+
+    The protocol is named (``IPPROTO_TCP``, not 0): asyncio turns Nagle off (``TCP_NODELAY``)
+    only on accepted sockets whose ``proto`` says TCP, and an accepted socket takes its
+    listener's. Left at 0, every response uvicorn writes in two parts (head, then body) waited
+    for the client's delayed ACK of the first: 40 ms a request (docs/decisions.md, "The HTTP
+    hot path"). ``TCP_NODELAY`` on the listener too: Linux hands it down to accepted sockets.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((host, port))
         # 1024: the 200-concurrent-clients test and load generators connect all at once.
         sock.listen(1024)
@@ -108,6 +127,17 @@ class HttpServer:
                     log.info(
                         "http.listening", host=settings.host, port=self.port, server=server.name
                     )
+                    if settings.metrics == "open" and not is_loopback(settings.host):
+                        log.warning(
+                            "http.metrics_public",
+                            host=settings.host,
+                            port=self.port,
+                            hint=(
+                                "anyone who reaches this address reads /metrics (the counts "
+                                'of every tenant); remove [http] metrics = "open" to require '
+                                "a token, or bind to 127.0.0.1"
+                            ),
+                        )
                     task_status.started()
                     if self._ctx is not None:
                         await self._ctx.wait_stop_requested()

@@ -14,7 +14,12 @@ from typing import TYPE_CHECKING
 
 from actors.config import ProcessorConfig, Secrets
 from actors.errors import ConfigError
-from actors.processors._isolated import IsolatedProcessor, check_factory, from_factory
+from actors.processors._isolated import (
+    IsolatedProcessor,
+    check_factory,
+    from_factory,
+    worker_modules,
+)
 from actors.processors._local import LocalProcessor, process_locally
 from actors.processors._workers import TimeLimit, WorkerPool, current_time_limit
 from actors.processors.base import JobInput, Processor, ProcessorOutput
@@ -37,6 +42,7 @@ __all__ = [
     "encode_vector",
     "make_processor",
     "process_locally",
+    "worker_modules",
 ]
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import ctypes
+import math
 import os
 import pickle
 import resource
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar, cast
 
 import anyio
@@ -33,20 +34,32 @@ _HEADER_MAX = 64
 
 
 class TimeLimit:
-    """The time limit of the job this task processes, as a cancel scope the pool can extend.
+    """The time limit of the job this task processes, as a cancel scope the pool can hold.
 
     The processor stage sets it (`current_time_limit`) around a call that honours
-    cancellation; the pool adds the time a job waited for a worker process (a free slot, a
-    fresh interpreter) to the deadline, so the limit counts the job's processing only.
+    cancellation; the pool holds it (`held`) while the job waits for a worker process (a free
+    slot, a fresh interpreter and its imports), so the limit counts the job's processing only.
+    ``on_extend`` hears of each new deadline: the job's lease is renewed until it passes.
     """
 
     def __init__(self, scope: anyio.CancelScope, on_extend: Callable[[float], None]) -> None:
         self.scope = scope
         self._on_extend = on_extend
 
-    def extend(self, seconds: float) -> None:
-        self.scope.deadline += seconds
-        self._on_extend(self.scope.deadline)
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Stop the limit's clock inside: the time is not counted, and the lease is renewed
+        all along (a worker that starts slower than the lease's window keeps the lease)."""
+        remaining = self.scope.deadline - anyio.current_time()
+        self._set(math.inf)
+        try:
+            yield
+        finally:
+            self._set(anyio.current_time() + remaining)
+
+    def _set(self, deadline: float) -> None:
+        self.scope.deadline = deadline
+        self._on_extend(deadline)
 
 
 current_time_limit: contextvars.ContextVar[TimeLimit | None] = contextvars.ContextVar(
@@ -135,12 +148,17 @@ class WorkerPool:
         """Call ``func(*args)`` in a worker process; cancelling the caller kills the worker."""
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.size)
-        waited_from = anyio.current_time()
-        async with self._limiter:
-            worker = await self._take()
-            limit = current_time_limit.get()
-            if limit is not None:
-                limit.extend(anyio.current_time() - waited_from)
+        limiter = self._limiter
+        limit = current_time_limit.get()
+        # Waiting for a slot and a worker: the job's limit is held (not counted, lease renewed).
+        with limit.held() if limit is not None else contextlib.nullcontext():
+            await limiter.acquire()
+            try:
+                worker = await self._take()
+            except BaseException:
+                limiter.release()
+                raise
+        try:
             try:
                 ok, value = await worker.call(func, args)
             except BaseException as exc:
@@ -153,6 +171,8 @@ class WorkerPool:
                     ) from None
                 raise  # cancelled: the worker is killed, a fresh one serves the next call
             self._idle.append(worker)
+        finally:
+            limiter.release()
         if ok:
             return cast(T, value)  # unpickled: what ``func`` returned
         raise value
@@ -181,9 +201,11 @@ class WorkerPool:
             await worker.kill()
 
 
-def default_pool(memory_mib: int) -> WorkerPool:
+def default_pool(
+    memory_mib: int, *, preload: tuple[str, ...] = ("actors.documents",)
+) -> WorkerPool:
     """A worker per CPU, for a processor built without a shared pool."""
-    return WorkerPool(os.cpu_count() or 2, memory_mib=memory_mib)
+    return WorkerPool(os.cpu_count() or 2, memory_mib=memory_mib, preload=preload)
 
 
 def serve_worker() -> None:
@@ -201,7 +223,10 @@ def serve_worker() -> None:
         soft = memory_bytes if hard == resource.RLIM_INFINITY else min(memory_bytes, hard)
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
     for module in sys.argv[2:]:
-        __import__(module)
+        # One that cannot be imported here is imported again by the first job that needs it,
+        # which then fails with the error (a worker that died here would only say it died).
+        with contextlib.suppress(ImportError):
+            __import__(module)
     answers.write(b"READY\n")
     answers.flush()
     while True:

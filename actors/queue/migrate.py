@@ -1,7 +1,8 @@
 """Copy a queue between stores (SQLite file, PostgreSQL schema, JSON lines), verified row by row.
 
-``run`` copies every job in every status (attempts, errors, results, leases) and every run
-(times, metrics; the counts are derived again by the target) in batches, one transaction each,
+``run`` copies every job in every status (attempts, errors, results, leases), every run
+(times, metrics; the counts are derived again by the target) and every schedule (its next tick
+as the source left it) in batches, one transaction each,
 and records each copied row in the target's ``migrated_rows`` table. After each batch commits it
 reads the rows back and compares them with the source. A row that fails is reported and the
 copy goes on. Running it again skips rows already identical, so an interrupted run is resumed by
@@ -34,13 +35,15 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 import msgspec
 
 from actors.errors import InvalidArgument, MigrationRefused, StorageError
-from actors.queue._rows import COLUMNS
+from actors.queue._rows import COLUMNS, SCHEDULE_COLUMNS
 from actors.queue.postgres import schema as postgres_schema
 from actors.queue.sqlite import schema
 
 __all__ = [
     "JOB_FIELDS",
+    "KINDS",
     "RUN_FIELDS",
+    "SCHEDULE_FIELDS",
     "Manifest",
     "Report",
     "RowError",
@@ -57,9 +60,13 @@ JOB_FIELDS = tuple(c.strip() for c in COLUMNS.split(","))
 # A job row's fields that an older export may lack, and the value a new job would get.
 JOB_DEFAULTS: dict[str, Any] = {"cross_tenant_key": False}
 RUN_FIELDS = ("run_id", "tenant_id", "created_at", "updated_at", "finished_at", "metrics")
+SCHEDULE_FIELDS = tuple(c.strip() for c in SCHEDULE_COLUMNS.split(","))
+# The kinds of row a migration copies, in the order it copies them.
+KINDS = ("run", "job", "schedule")
 Row = dict[str, Any]
-# Per kind ("job", "run"): each key a source copied, with the digest of the row as the copy left
-# it in the target (None: recorded by an older actors that kept none).
+# Per kind: each key a source copied (a schedule's is ``tenant/name``: a tenant id holds no
+# "/"), with the digest of the row as the copy left it in the target (None: recorded by an
+# older actors that kept none).
 Manifest = dict[str, dict[str, str | None]]
 
 # `digest`: `_digest` of the row as read back from the target in the transaction that wrote it.
@@ -81,7 +88,7 @@ CREATE TABLE IF NOT EXISTS migrated_rows (
 class RowError:
     """One row that was not copied (or not rolled back), and why."""
 
-    kind: str  # "job" or "run"
+    kind: str  # "job", "run" or "schedule"
     key: str
     message: str
     # The row changed in the target after it was copied: left alone, `force` overrides.
@@ -95,8 +102,8 @@ class RowError:
 class Report:
     """What a run or a rollback did: rows written, skipped as identical, and per-row errors."""
 
-    written: dict[str, int] = field(default_factory=lambda: {"job": 0, "run": 0})
-    identical: dict[str, int] = field(default_factory=lambda: {"job": 0, "run": 0})
+    written: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    identical: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     converted_leases: int = 0
     errors: list[RowError] = field(default_factory=list)
     # Rows left alone because they changed in the target after they were copied.
@@ -121,6 +128,7 @@ class Store(Protocol):
 
     async def runs(self) -> list[Row]: ...
     async def jobs(self, after: int, limit: int) -> list[Row]: ...
+    async def schedules(self) -> list[Row]: ...
     async def counts(self) -> dict[str, int]: ...
     async def live_leases(self, now: float) -> int: ...
     async def get(self, kind: str, keys: Sequence[Any]) -> dict[Any, Row]: ...
@@ -190,9 +198,16 @@ class SQLiteStore:
         )
         return [_job_row(dict(zip(JOB_FIELDS, r, strict=True))) for r in cur]
 
+    async def schedules(self) -> list[Row]:
+        cur = self.conn.execute(
+            f"SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY tenant_id, name"
+        )
+        return [dict(zip(SCHEDULE_FIELDS, r, strict=True)) for r in cur]
+
     async def counts(self) -> dict[str, int]:
         counts = dict(self.conn.execute("SELECT status, count(*) FROM jobs GROUP BY status"))
         counts["runs"] = self.conn.execute("SELECT count(*) FROM runs").fetchone()[0]
+        counts["schedules"] = self.conn.execute("SELECT count(*) FROM schedules").fetchone()[0]
         return counts
 
     async def live_leases(self, now: float) -> int:
@@ -212,11 +227,11 @@ class SQLiteStore:
                 f"SELECT {', '.join(fields)} FROM {table} WHERE {key} IN ({marks})", chunk
             )
             rows = (dict(zip(fields, r, strict=True)) for r in cur)
-            out.update({row[key]: _job_row(row) if kind == "job" else row for row in rows})
+            out.update({_key(kind, row): _job_row(row) if kind == "job" else row for row in rows})
         return out
 
     async def manifest(self, source: str) -> Manifest:
-        out: Manifest = {"job": {}, "run": {}}
+        out: Manifest = {kind: {} for kind in KINDS}
         columns = {r[1] for r in self.conn.execute("PRAGMA table_info(migrated_rows)")}
         if not columns:  # read-only, and nothing was ever copied into this file
             return out
@@ -234,19 +249,20 @@ class SQLiteStore:
         rows: Sequence[Row],
         expect: Mapping[str, str | None] | None = None,
     ) -> list[RowError]:
-        fields, table, key = _shape(kind)
+        fields, table, _ = _shape(kind)
         columns = ", ".join(fields)
-        updates = ", ".join(f"{f} = excluded.{f}" for f in fields if f != key)
+        unique = _PRIMARY_KEYS[kind]
+        updates = ", ".join(f"{f} = excluded.{f}" for f in fields if f not in unique)
         sql = (
             f"INSERT INTO {table} ({columns}) VALUES ({', '.join('?' * len(fields))}) "
-            f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
+            f"ON CONFLICT ({', '.join(unique)}) DO UPDATE SET {updates}"
         )
         errors: list[RowError] = []
         conn = self.conn
         # IMMEDIATE: no other writer between the check against `expect` and the write.
         conn.execute("BEGIN IMMEDIATE")
         try:
-            present = await self.get(kind, [r[key] for r in rows])
+            present = await self.get(kind, [_key(kind, r) for r in rows])
             rows = _unchanged(kind, rows, present, expect, errors)
             written = []
             for row in rows:
@@ -254,11 +270,11 @@ class SQLiteStore:
                 try:
                     conn.execute(sql, [row[f] for f in fields])
                     conn.execute("RELEASE row")
-                    written.append(row[key])
+                    written.append(_key(kind, row))
                 except sqlite3.Error as exc:
                     conn.execute("ROLLBACK TO row")
                     conn.execute("RELEASE row")
-                    errors.append(RowError(kind, str(row[key]), f"not written: {exc}"))
+                    errors.append(RowError(kind, str(_key(kind, row)), f"not written: {exc}"))
             conn.executemany(
                 "INSERT OR REPLACE INTO migrated_rows VALUES (?, ?, ?, ?)",
                 [
@@ -404,10 +420,17 @@ class PostgresStore:
         )
         return [dict(r) for r in rows]
 
+    async def schedules(self) -> list[Row]:
+        rows = await self.conn.fetch(
+            f"SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY tenant_id, name"
+        )
+        return [dict(r) for r in rows]
+
     async def counts(self) -> dict[str, int]:
         rows = await self.conn.fetch("SELECT status, count(*) FROM jobs GROUP BY status")
         counts = {r[0]: int(r[1]) for r in rows}
         counts["runs"] = int(await self.conn.fetchval("SELECT count(*) FROM runs"))
+        counts["schedules"] = int(await self.conn.fetchval("SELECT count(*) FROM schedules"))
         return counts
 
     async def live_leases(self, now: float) -> int:
@@ -421,14 +444,14 @@ class PostgresStore:
     async def get(self, kind: str, keys: Sequence[Any]) -> dict[Any, Row]:
         fields, table, key = _shape(kind)
         cast = "bigint[]" if kind == "job" else "text[]"
-        source = table if kind == "job" else f"({postgres_schema.RUN_STATE}) s"  # counts too
+        source = f"({postgres_schema.RUN_STATE}) s" if kind == "run" else table  # counts too
         rows = await self.conn.fetch(
             f"SELECT {', '.join(fields)} FROM {source} WHERE {key} = ANY($1::{cast})", list(keys)
         )
-        return {r[key]: dict(r) for r in rows}
+        return {_key(kind, r): dict(r) for r in rows}
 
     async def manifest(self, source: str) -> Manifest:
-        out: Manifest = {"job": {}, "run": {}}
+        out: Manifest = {kind: {} for kind in KINDS}
         columns = {
             r[0]
             for r in await self.conn.fetch(
@@ -462,20 +485,21 @@ class PostgresStore:
     ) -> list[RowError]:
         import asyncpg
 
-        fields, table, key = _shape(kind)
+        fields, table, _ = _shape(kind)
         marks = ", ".join(f"${n}" for n in range(1, len(fields) + 1))
-        updates = ", ".join(f"{f} = excluded.{f}" for f in fields if f != key)
+        unique = _PRIMARY_KEYS[kind]
+        updates = ", ".join(f"{f} = excluded.{f}" for f in fields if f not in unique)
         # A new run's first_id (a lower bound of its job ids) starts above every id; the jobs
         # written here, and any enqueue into the run, lower it.
-        extra = ("", "") if kind == "job" else (", first_id", f", {postgres_schema.NO_ID}")
+        extra = (", first_id", f", {postgres_schema.NO_ID}") if kind == "run" else ("", "")
         sql = (
             f"INSERT INTO {table} ({', '.join(fields)}{extra[0]}) VALUES ({marks}{extra[1]}) "
-            f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
+            f"ON CONFLICT ({', '.join(unique)}) DO UPDATE SET {updates}"
         )
         errors: list[RowError] = []
         async with self.conn.transaction():
-            await self._lock(kind, [row[key] for row in rows])
-            present = await self.get(kind, [row[key] for row in rows])
+            await self._lock(kind, [_key(kind, row) for row in rows])
+            present = await self.get(kind, [_key(kind, row) for row in rows])
             rows = _unchanged(kind, rows, present, expect, errors)
             before: dict[int, tuple[str, str]] = {}
             if kind == "job":  # what the rows replace, for the runs' counts
@@ -498,9 +522,9 @@ class PostgresStore:
                             await self.conn.execute(_FOLD_SHARDS, row["run_id"])
                         await self.conn.execute(sql, *[row[f] for f in fields])
                 except (asyncpg.PostgresError, asyncpg.DataError) as exc:
-                    errors.append(RowError(kind, str(row[key]), f"not written: {exc}"))
+                    errors.append(RowError(kind, str(_key(kind, row)), f"not written: {exc}"))
                     continue
-                written.append(row[key])
+                written.append(_key(kind, row))
                 if kind == "job":
                     if row["id"] in before:
                         counts.add(*before[row["id"]], -1)
@@ -551,14 +575,14 @@ class PostgresStore:
                     errors.append(_kept(kind, k, there))
                     continue
                 gone = await self.conn.fetch(
-                    f"DELETE FROM {table} WHERE {key} = $1 RETURNING run_id"
-                    + (", status" if kind == "job" else ""),
+                    f"DELETE FROM {table} WHERE {key} = $1 RETURNING tenant_id"
+                    + (", run_id, status" if kind == "job" else ""),
                     value,
                 )
                 if kind == "run":
                     await self.conn.execute("DELETE FROM run_counts WHERE run_id = $1", k)
                 for r in gone if kind == "job" else ():
-                    counts.add(r[0], r[1], -1)
+                    counts.add(r[1], r[2], -1)
                 await self.conn.execute(
                     "DELETE FROM migrated_rows WHERE kind = $1 AND key = $2 AND source = $3",
                     kind,
@@ -691,6 +715,7 @@ class JsonlStore(_SourceOnly):
         self.exists = True
         self._runs: list[Row] = []
         self._jobs: list[Row] = []
+        self._schedules: list[Row] = []
         try:
             lines = path.read_bytes().splitlines()
         except OSError as exc:
@@ -709,6 +734,8 @@ class JsonlStore(_SourceOnly):
                 )
             elif kind == "run":
                 self._runs.append({f: row.get(f) for f in RUN_FIELDS})
+            elif kind == "schedule":
+                self._schedules.append({f: row.get(f) for f in SCHEDULE_FIELDS})
         self._jobs.sort(key=lambda r: r["id"])
 
     async def runs(self) -> list[Row]:
@@ -717,11 +744,15 @@ class JsonlStore(_SourceOnly):
     async def jobs(self, after: int, limit: int) -> list[Row]:
         return [r for r in self._jobs if r["id"] > after][:limit]
 
+    async def schedules(self) -> list[Row]:
+        return list(self._schedules)
+
     async def counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for r in self._jobs:
             counts[r["status"]] = counts.get(r["status"], 0) + 1
         counts["runs"] = len(self._runs)
+        counts["schedules"] = len(self._schedules)
         return counts
 
     async def live_leases(self, now: float) -> int:
@@ -746,6 +777,9 @@ class AbsentStore(_SourceOnly):
     async def jobs(self, after: int, limit: int) -> list[Row]:
         return []
 
+    async def schedules(self) -> list[Row]:
+        return []
+
     async def counts(self) -> dict[str, int]:
         return {}
 
@@ -756,7 +790,7 @@ class AbsentStore(_SourceOnly):
         return {}
 
     async def manifest(self, source: str) -> Manifest:
-        return {"job": {}, "run": {}}
+        return {kind: {} for kind in KINDS}
 
     async def finish(self) -> None:
         pass
@@ -813,8 +847,26 @@ def _job_row(row: Row) -> Row:
     return row
 
 
+# Each kind's primary key columns.
+_PRIMARY_KEYS = {"job": ("id",), "run": ("run_id",), "schedule": ("tenant_id", "name")}
+
+
 def _shape(kind: str) -> tuple[tuple[str, ...], str, str]:
-    return (JOB_FIELDS, "jobs", "id") if kind == "job" else (RUN_FIELDS, "runs", "run_id")
+    """A kind's fields, its table, and its key as SQL (the value `_key` reads from a row)."""
+    if kind == "job":
+        return JOB_FIELDS, "jobs", "id"
+    if kind == "run":
+        return RUN_FIELDS, "runs", "run_id"
+    return SCHEDULE_FIELDS, "schedules", "tenant_id || '/' || name"
+
+
+def _key(kind: str, row: Mapping[str, Any]) -> Any:
+    """A row's key: a job's id, a run's id, a schedule's ``tenant/name``."""
+    if kind == "job":
+        return row["id"]
+    if kind == "run":
+        return row["run_id"]
+    return f"{row['tenant_id']}/{row['name']}"
 
 
 def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
@@ -856,10 +908,10 @@ def _unchanged(
     ``errors`` for each other one."""
     if expect is None:
         return list(rows)
-    fields, _, key = _shape(kind)
+    fields, _, _ = _shape(kind)
     out = []
     for row in rows:
-        k, there = str(row[key]), present.get(row[key])
+        k, there = str(_key(kind, row)), present.get(_key(kind, row))
         if k in expect and (None if there is None else _digest(there, fields)) != expect[k]:
             errors.append(_changed(kind, k, row, there))
         else:
@@ -876,8 +928,10 @@ def _changed(kind: str, key: str, row: Row, there: Row | None) -> RowError:
             f"changed in the target after it was copied ({there['status']} there, "
             f"{row['status']} in the source; {there['attempts']} attempt(s) there)"
         )
-    else:
+    elif kind == "run":
         what = "changed in the target after it was copied (its jobs ran there)"
+    else:
+        what = "changed in the target after it was copied (it fired there, or was replaced)"
     return RowError(
         kind,
         key,
@@ -955,6 +1009,10 @@ async def run(
             report.converted_leases += sum(a is not b for a, b in zip(rows, wanted, strict=True))
             rows = wanted
         await _copy(source.name, target, "job", rows, mine["job"], report, force)
+    # After the jobs: a schedule's next tick in the target is the source's, and the jobs of
+    # the ticks before it are there already (their idempotency keys with them).
+    for chunk in _chunks(await source.schedules(), batch):
+        await _copy(source.name, target, "schedule", chunk, mine["schedule"], report, force)
     return report
 
 
@@ -967,14 +1025,14 @@ async def _copy(
     report: Report,
     force: bool,
 ) -> None:
-    fields, _, key = _shape(kind)
-    present = await target.get(kind, [r[key] for r in rows])
+    fields, _, _ = _shape(kind)
+    present = await target.get(kind, [_key(kind, r) for r in rows])
     todo: list[Row] = []
     # What each row to write must still be in the target (checked again as it is written).
     expect: dict[str, str | None] = {}
     for row in rows:
-        k = str(row[key])
-        there = present.get(row[key])
+        k = str(_key(kind, row))
+        there = present.get(_key(kind, row))
         if there is not None and not _same(row, there, fields):
             report.identical[kind] += 1
         elif k in mine:
@@ -1017,12 +1075,12 @@ async def _copy(
     report.add(write_errors)
     failed = {e.key for e in write_errors}
     # Verify: read every written row back after the commit and compare it field by field.
-    written = await target.get(kind, [r[key] for r in todo])
+    written = await target.get(kind, [_key(kind, r) for r in todo])
     for row in todo:
-        k = str(row[key])
+        k = str(_key(kind, row))
         if k in failed:
             continue
-        there = written.get(row[key])
+        there = written.get(_key(kind, row))
         if there is None:
             report.errors.append(RowError(kind, k, "written, but not found when read back"))
         elif diff := _same(row, there, fields):
@@ -1040,16 +1098,16 @@ class Status:
     source: dict[str, int]
     target: dict[str, int]
     live_leases: int
-    missing: dict[str, int] = field(default_factory=lambda: {"job": 0, "run": 0})
+    missing: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     # Copied before and changed in the source since (the target's row is as copied): a run
     # copies them again.
-    different: dict[str, int] = field(default_factory=lambda: {"job": 0, "run": 0})
-    identical: dict[str, int] = field(default_factory=lambda: {"job": 0, "run": 0})
-    copied: dict[str, int] = field(default_factory=lambda: {"job": 0, "run": 0})
+    different: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    identical: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    copied: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     # Changed (or deleted) in the target after they were copied: a run leaves them alone.
-    conflicts: dict[str, int] = field(default_factory=lambda: {"job": 0, "run": 0})
+    conflicts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     # Different rows the target holds that this source did not write: a run leaves them alone.
-    foreign: dict[str, int] = field(default_factory=lambda: {"job": 0, "run": 0})
+    foreign: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
 
     @property
     def complete(self) -> bool:
@@ -1072,10 +1130,10 @@ async def status(source: Store, target: Store, *, now: float, batch: int = 500) 
     result.copied = {kind: len(keys) for kind, keys in mine.items()}
 
     async def compare(kind: str, rows: list[Row]) -> None:
-        fields, _, key = _shape(kind)
-        present = await target.get(kind, [r[key] for r in rows])
+        fields, _, _ = _shape(kind)
+        present = await target.get(kind, [_key(kind, r) for r in rows])
         for row in rows:
-            k, there = str(row[key]), present.get(row[key])
+            k, there = str(_key(kind, row)), present.get(_key(kind, row))
             if there is not None and not _same(row, there, fields):
                 bucket = result.identical
             elif k in mine[kind]:
@@ -1089,6 +1147,8 @@ async def status(source: Store, target: Store, *, now: float, batch: int = 500) 
         await compare("run", chunk)
     async for rows in _all_jobs(source, batch):
         await compare("job", rows)
+    for chunk in _chunks(await source.schedules(), batch):
+        await compare("schedule", chunk)
     return result
 
 
@@ -1097,7 +1157,7 @@ async def rollback(source_name: str, target: Store, *, force: bool = False) -> R
     has not changed there since (a changed one is a conflict, kept unless ``force``)."""
     report = Report()
     mine = await target.manifest(source_name)
-    for kind in ("job", "run"):  # jobs first: a run goes only once no job uses it
+    for kind in ("schedule", "job", "run"):  # jobs first: a run goes only once no job uses it
         keys = sorted(mine[kind])
         for chunk in _chunks(keys, 500):
             expect = None if force else {k: mine[kind][k] for k in chunk}
@@ -1110,8 +1170,9 @@ async def rollback(source_name: str, target: Store, *, force: bool = False) -> R
 
 
 async def export_jsonl(source: Store, out: Path, *, batch: int = 1000) -> dict[str, int]:
-    """Write every run and job of ``source`` to ``out`` as JSON lines; return how many."""
-    written = {"run": 0, "job": 0}
+    """Write every run, job and schedule of ``source`` to ``out`` as JSON lines; return how
+    many of each."""
+    written = dict.fromkeys(KINDS, 0)
     encoder = msgspec.json.Encoder()
     tmp = out.with_name(out.name + ".partial")
     with tmp.open("wb") as f:
@@ -1122,5 +1183,8 @@ async def export_jsonl(source: Store, out: Path, *, batch: int = 1000) -> dict[s
             for row in rows:
                 f.write(encoder.encode({"kind": "job", **row}) + b"\n")
                 written["job"] += 1
+        for row in await source.schedules():
+            f.write(encoder.encode({"kind": "schedule", **row}) + b"\n")
+            written["schedule"] += 1
     tmp.replace(out)  # a reader never sees half an export
     return written

@@ -221,7 +221,7 @@ def queue_server(tmp_path: Path, token: str, port: int | None = None) -> Iterato
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60  # a guard against a hang, not a timing
         while True:
             try:
                 with urllib.request.urlopen(f"{url}/healthz", timeout=1):
@@ -250,15 +250,15 @@ def test_a_wrong_worker_token_is_one_line_naming_edge_api_token(tmp_path: Path) 
                 assert checked.stdout == f"{config}: ok; queue {url}: the token is accepted\n"
             else:
                 assert "401" in one_error_line(checked)
-        started = time.monotonic()
         done = actors(
             tmp_path, "run", "--config", str(config),
             env=environment(EDGE_API_TOKEN="a-wrong-token-456"),
         )  # fmt: skip
-        elapsed = time.monotonic() - started
+        # Refused at once, not after restarts or retries: each of those logs a warning line
+        # (the level here), and stderr holds this one line alone. (Not timed: a loaded machine
+        # takes seconds to start Python; `actors` gives up after 60 s, should it hang.)
         line = one_error_line(done)
         assert "401" in line and "EDGE_API_TOKEN" in line
-        assert elapsed < 20  # refused at once, not after restarts
         # The right token passes the same check (and then runs until stopped): once its banner
         # is out (not after a fixed sleep, which a busy machine outlasts), SIGTERM drains it.
         config.write_text(config.read_text().replace('level = "warning"', 'level = "info"'))
@@ -270,8 +270,12 @@ def test_a_wrong_worker_token_is_one_line_naming_edge_api_token(tmp_path: Path) 
             text=True,
         )
         assert worker.stderr is not None
-        banner = worker.stderr.readline()
-        assert '"event":"system.started"' in banner, banner + worker.communicate()[1]
+        # Its first line, but for warnings a starved CPU may print first (`loop.blocked`).
+        seen = []
+        while '"event":"system.started"' not in (line := worker.stderr.readline()):
+            assert line, "".join(seen) + worker.communicate()[1]  # it ended without starting
+            assert '"level":"warning"' in line, "".join([*seen, line])
+            seen.append(line)
         worker.terminate()
         assert worker.wait(timeout=30) == 0
     # The server is gone: `config check` says it is unreachable, in one line.

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.abc
 import httpx
+import msgspec
 import pytest
 import sniffio
 import wsproto
@@ -18,7 +22,9 @@ import wsproto.events as ws
 from http_helpers import ACME, ACME_WORKER, ADMIN, PRODUCER, TOKENS, WORKER, auth
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
-from starlette.routing import Route, WebSocketRoute
+from starlette.applications import Starlette
+from starlette.routing import Mount, Route, WebSocketRoute
+from structlog.testing import capture_logs
 
 from actors.config import (
     Config,
@@ -30,7 +36,7 @@ from actors.config import (
     StorageConfig,
 )
 from actors.errors import ConfigError
-from actors.http import Tokens
+from actors.http import Tokens, create_app
 from actors.queue.http import HttpQueue
 from actors.system import ActorSystem
 
@@ -249,7 +255,7 @@ async def test_no_token_or_a_wrong_one_is_401_and_health_stays_open(served: Any)
         "database": "ok",
         "tree": "running",
     }
-    assert (await client.get("/metrics")).status_code == 200
+    assert (await client.get("/metrics")).status_code == 401
 
 
 async def test_a_tenant_scoped_token_sees_and_touches_only_its_tenant(served: Any) -> None:
@@ -578,7 +584,7 @@ async def test_metrics_show_jobs_latencies_outcomes_and_restarts(served: Any) ->
             ]
         },
     )
-    text = (await client.get("/metrics")).text
+    text = (await client.get("/metrics", headers=auth(ADMIN))).text
     for needle in (
         'actors_jobs{status="done"} 1.0',
         'actors_http_acks_total{outcome="done"} 1.0',
@@ -598,8 +604,38 @@ async def test_metrics_show_jobs_latencies_outcomes_and_restarts(served: Any) ->
     with anyio.fail_after(5):
         await until(lambda: "fetcher-0" in system.http.metrics.restarts)
     assert (
-        'actors_actor_restarts_total{child="fetcher-0"} 1.0' in (await client.get("/metrics")).text
+        'actors_actor_restarts_total{child="fetcher-0"} 1.0'
+        in (await client.get("/metrics", headers=auth(ADMIN))).text
     )
+
+
+async def test_metrics_show_what_is_paused_read_at_each_scrape(served: Any) -> None:
+    """The pause state, queue-wide and per tenant, as gauges parsed by prometheus_client."""
+    _, client = served
+
+    async def paused() -> tuple[float, dict[str, float]]:
+        text = (await client.get("/metrics", headers=auth(WORKER))).text
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        assert families["actors_queue_paused"].type == "gauge"
+        assert families["actors_tenant_paused"].type == "gauge"
+        (queue,) = [s.value for s in families["actors_queue_paused"].samples]
+        tenants = {s.labels["tenant"]: s.value for s in families["actors_tenant_paused"].samples}
+        return queue, tenants
+
+    async def control(action: str, tenant: str | None = None) -> None:
+        body = {} if tenant is None else {"tenantId": tenant}
+        r = await client.post(f"/queue/{action}", json=body, headers=auth(ADMIN))
+        assert r.status_code == 200, r.text
+
+    assert await paused() == (0.0, {})
+    await control("pause", "acme")
+    await control("pause", 'we"ird\\tenant')  # label escaping is the library's
+    assert await paused() == (0.0, {"acme": 1.0, 'we"ird\\tenant': 1.0})
+    await control("pause")
+    assert await paused() == (1.0, {"acme": 1.0, 'we"ird\\tenant': 1.0})
+    await control("resume", "acme")
+    await control("resume")
+    assert await paused() == (0.0, {'we"ird\\tenant': 1.0})
 
 
 async def test_metrics_parse_with_prometheus_clients_own_parser(served: Any) -> None:
@@ -619,7 +655,7 @@ async def test_metrics_parse_with_prometheus_clients_own_parser(served: Any) -> 
         },
     ]
     assert (await client.post("/jobs/ack", json={"acks": acks}, headers=auth(WORKER))).is_success
-    response = await client.get("/metrics")
+    response = await client.get("/metrics", headers=auth(WORKER))
     assert response.headers["content-type"] == CONTENT_TYPE_LATEST
     families = {f.name: f for f in text_string_to_metric_families(response.text)}
 
@@ -644,6 +680,8 @@ async def test_metrics_parse_with_prometheus_clients_own_parser(served: Any) -> 
         "actors_oldest_pending_age_seconds",
         "actors_event_loop_lag_seconds",
         "actors_tree_children",
+        "actors_queue_paused",
+        "actors_tenant_paused",
     ):
         assert families[gauge].type == "gauge", gauge
     assert families["actors_http_request_seconds"].type == "histogram"
@@ -715,7 +753,7 @@ async def test_a_cancel_reports_what_it_did_per_job_and_a_remote_workers_ack_is_
     assert (stats["cancelled"], stats["pending"], stats["leased"]) == (2, 0, 0)
     listed = await client.get("/jobs", params={"status": "cancelled"}, headers=auth(ADMIN))
     assert [j["id"] for j in listed.json()["jobs"]] == [leased_id, pending_id]
-    text = (await client.get("/metrics")).text
+    text = (await client.get("/metrics", headers=auth(ADMIN))).text
     assert 'actors_jobs{status="cancelled"} 2.0' in text
     assert 'actors_http_acks_total{outcome="cancelled"} 1.0' in text
 
@@ -738,7 +776,7 @@ async def test_stats_and_metrics_report_a_delayed_job_as_scheduled_not_as_late(
         "paused": False,
         "pausedTenants": [],
     }
-    text = (await client.get("/metrics")).text
+    text = (await client.get("/metrics", headers=auth(ADMIN))).text
     for needle in (
         'actors_jobs{status="pending"} 1.0',
         "actors_jobs_scheduled 1.0",
@@ -786,16 +824,65 @@ async def test_the_app_serves_exactly_the_routes_its_openapi_document_lists(
     assert sockets == ["/runs/{run_id}/ws"]  # OpenAPI cannot describe a WebSocket
 
 
-async def test_metrics_can_require_a_token(tmp_path: Path) -> None:
+async def test_metrics_need_a_token_for_every_tenant_by_default(tmp_path: Path) -> None:
+    """A scraper is a reader like any other: no token, a wrong one or a tenant's is refused."""
+    config = make_config(tmp_path)
+    assert config.http.metrics == "token"  # the default, not set here
+    keys = Secrets(
+        http_tokens=Secret(TOKENS),
+        queue_api_key=Secret("queue-api-key-0123456789"),
+        admin_api_key=Secret("admin-api-key-0123456789"),
+    )
     async with (
-        ActorSystem(make_config(tmp_path, metrics="token")) as system,
+        ActorSystem(msgspec.structs.replace(config, secrets=keys)) as system,
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{system.http.port}") as client,
     ):
-        assert (await client.get("/metrics")).status_code == 401
-        assert (await client.get("/metrics", headers=auth(WORKER))).status_code == 200
+        for headers in (
+            {},
+            auth("not-a-token-at-all"),
+            {"x-api-key": "not-a-key-at-all"},
+            {"authorization": f"Basic {ADMIN}"},
+        ):
+            refused = await client.get("/metrics", headers=headers)
+            assert refused.status_code == 401 and "actors_jobs" not in refused.text, headers
+        scoped = await client.get("/metrics", headers=auth(ACME))
+        assert scoped.status_code == 403 and "actors_jobs" not in scoped.text
+        for headers in (
+            auth(WORKER),
+            auth(PRODUCER),
+            auth(ADMIN),
+            {"x-api-key": "queue-api-key-0123456789"},
+            {"x-api-key": "admin-api-key-0123456789"},
+        ):
+            scraped = await client.get("/metrics", headers=headers)
+            assert scraped.status_code == 200, headers
+            assert any(
+                f.name == "actors_jobs" for f in text_string_to_metric_families(scraped.text)
+            )
         assert (await client.get("/healthz")).status_code == 200
         document = (await client.get("/openapi.json")).json()
     assert document["paths"]["/metrics"]["get"]["security"] == [{"bearer": []}, {"apiKey": []}]
+
+
+async def test_open_metrics_are_an_explicit_choice_warned_about_off_loopback(
+    tmp_path: Path,
+) -> None:
+    for host, warned in (("127.0.0.1", False), ("0.0.0.0", True)):
+        (tmp_path / host).mkdir()
+        config = make_config(tmp_path / host, metrics="open", host=host)
+        with capture_logs() as logs:
+            async with (
+                ActorSystem(config) as system,
+                httpx.AsyncClient(base_url=f"http://127.0.0.1:{system.http.port}") as client,
+            ):
+                assert (await client.get("/metrics")).status_code == 200
+                document = (await client.get("/openapi.json")).json()
+        assert document["paths"]["/metrics"]["get"]["security"] == []  # open: no scheme
+        warnings = [e for e in logs if e["event"] == "http.metrics_public"]
+        assert len(warnings) == warned, (host, warnings)
+        if warned:
+            assert warnings[0]["log_level"] == "warning" and warnings[0]["host"] == host
+            assert 'metrics = "open"' in warnings[0]["hint"]
 
 
 async def test_the_fastest_server_that_runs_on_the_event_loop_serves(served: Any) -> None:
@@ -804,6 +891,67 @@ async def test_the_fastest_server_that_runs_on_the_event_loop_serves(served: Any
     expected = {"asyncio": "uvicorn (httptools)", "trio": "hypercorn"}
     assert system.http.served_by == expected[sniffio.current_async_library()]
     assert (await client.get("/healthz")).status_code == 200
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads /proc/self/fd (Linux)")
+async def test_the_servers_connections_send_without_nagles_delay(served: Any) -> None:
+    """A response is written in two parts (head, then body): with Nagle's algorithm on, the
+    body waits for the client's delayed ACK of the head, 40 ms a request on Linux."""
+    system, _ = served
+    port = system.http.port
+    async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+        await stream.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await stream.receive()).startswith(b"HTTP/1.1 200")
+        mine = stream.extra(anyio.abc.SocketAttribute.local_address)
+        # The server runs in this process: its end of this connection is one of our sockets.
+        ends = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                sock = socket.socket(fileno=os.dup(int(fd)))
+            except OSError:
+                continue  # not a socket, or gone since the listing
+            with sock:
+                if sock.family not in (socket.AF_INET, socket.AF_INET6):
+                    continue
+                try:
+                    if sock.getsockname()[1] == port and sock.getpeername() == mine:
+                        ends.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                except OSError:
+                    continue  # a socket of another kind, or not connected
+    assert ends == [1]
+
+
+async def test_an_embedders_middleware_and_mount_see_the_api_routes_as_served(
+    served: Any,
+) -> None:
+    """The app takes a shortcut to its fixed-path routes; an embedder's middleware still sees
+    them, and under a mount they still answer (both the whole way through Starlette)."""
+    system, _ = served
+    seen: list[str] = []
+
+    class Tap:
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http":
+                seen.append(scope["path"])
+            await self.app(scope, receive, send)
+
+    tapped = create_app(system)
+    tapped.add_middleware(Tap)
+    mounted = Starlette(routes=[Mount("/ops", app=create_app(system))])
+    job = {"runId": "r1", "tenantId": "t1", "r2Key": "t1/r1/a.txt"}
+    for app, prefix in ((tapped, ""), (mounted, "/ops")):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            enqueued = await client.post(f"{prefix}/jobs/enqueue", json=job, headers=auth(PRODUCER))
+            assert enqueued.status_code == 200, enqueued.text
+            assert (await client.post(f"{prefix}/jobs/enqueue", json=job)).status_code == 401
+            assert (await client.get(f"{prefix}/jobs/enqueue")).status_code == 405
+            pulled = await client.post(f"{prefix}/jobs/pull", json={"max": 1}, headers=auth(WORKER))
+            assert [j["id"] for j in pulled.json()["jobs"]] == [enqueued.json()["jobId"]]
+    assert seen == ["/jobs/enqueue"] * 3 + ["/jobs/pull"]
 
 
 async def test_a_crashed_server_is_restarted_by_its_supervisor_and_serves_again(

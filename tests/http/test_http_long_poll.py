@@ -92,7 +92,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
 
 
 def pulls_waiting(client: httpx.Client) -> float:
-    text = client.get("/metrics").text
+    text = client.get("/metrics", headers=auth(ADMIN)).text
     match = re.search(r"^actors_http_pulls_waiting (\S+)$", text, re.MULTILINE)
     assert match is not None, text
     return float(match[1])

@@ -95,7 +95,7 @@ def test_the_edge_workers_verification_flow_with_a_remote_worker(tmp_path: Path)
         assert events[-1] == {"end": True}
         job = client.get(f"/jobs/{put.json()['jobId']}", headers=auth(ADMIN)).json()
         assert job["status"] == "done" and job["result"] is not None and job["attempts"] == 1
-        metrics = client.get("/metrics").text
+        metrics = client.get("/metrics", headers=auth(ADMIN)).text
         assert 'actors_jobs{status="done"} 1.0' in metrics
         assert 'actors_http_acks_total{outcome="done"} 1.0' in metrics
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 
-from actors.config import Config, PipelineConfig, QueueConfig, StorageConfig
+from actors.config import Config, PipelineConfig, ProcessorConfig, QueueConfig, StorageConfig
 from actors.processors import JobInput, ProcessorOutput
 from actors.queue import NewJob
 from actors.storage import LocalObjectStore
@@ -18,6 +20,7 @@ from actors.system import ActorSystem
 
 pytestmark = pytest.mark.anyio
 
+HERE = str(Path(__file__).resolve().parent)  # slow_import.py, for the worker processes
 TEXT = b"Lichens grow slowly on old stone. They record clean air. Surveys count them yearly."
 
 
@@ -145,3 +148,26 @@ async def test_only_what_the_stages_can_start_soon_is_leased(tmp_path: Path) -> 
         with anyio.fail_after(20):
             summary = await system.wait_run("run")
     assert summary.done == 100
+
+
+@pytest.mark.slow  # a worker process takes 8 s to import the processor's module
+async def test_an_isolated_processors_imports_are_not_counted_against_a_jobs_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker imports the factory's module before it is ready; the job's limit (4 s,
+    shorter than that import) counts its processing only."""
+    import slow_import
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([HERE, os.environ.get("PYTHONPATH", "")]))
+    config = msgspec.structs.replace(
+        make_config(tmp_path, processors=1, job_timeout_seconds=4.0),
+        processor=ProcessorConfig(kind="python", factory="slow_import:make", isolate=True),
+    )
+    assert config.pipeline.job_timeout_seconds < slow_import.IMPORT_SECONDS
+    async with ActorSystem(config) as system:
+        await enqueue(system, 1)
+        with anyio.fail_after(60):
+            summary = await system.wait_run("run")
+    assert (summary.done, summary.failed) == (1, 0), rows(
+        tmp_path / "q.db", "SELECT status, attempts, last_error FROM jobs"
+    )

@@ -104,11 +104,14 @@ async def test_sqlite_to_postgres_and_back_is_identical(tmp_path: Path, pg_schem
     async with mig.open_store(str(src)) as source, mig.open_store(pg(pg_schema)) as target:
         report = await mig.run(source, target, now=LATER)
         assert report.errors == []
-        assert report.written == {"run": 3, "job": 60}
+        assert report.written == {"run": 3, "job": 60, "schedule": 0}
         found = await mig.status(source, target, now=LATER)
         assert found.complete and found.source == found.target
         again = await mig.run(source, target, now=LATER)  # safe to run again: nothing to do
-        assert (again.written, again.identical) == ({"run": 0, "job": 0}, {"run": 3, "job": 60})
+        assert (again.written, again.identical) == (
+            {"run": 0, "job": 0, "schedule": 0},
+            {"run": 3, "job": 60, "schedule": 0},
+        )
     # The counts PostgreSQL derived agree with SQLite's.
     counted = await anyio.to_thread.run_sync(
         pg_admin, f"SELECT run_id, done, failed, total FROM {pg_schema}.runs ORDER BY seq"
@@ -148,7 +151,7 @@ async def test_a_migrated_run_lists_its_jobs_and_is_recopied_into_a_used_target_
         await queue.ack(job.id, job.lease_token or "", run_metrics={"n": 2})
     async with mig.open_store(str(src)) as source, mig.open_store(pg(pg_schema)) as target:
         kept = await mig.run(source, target, now=LATER)
-        assert kept.errors == [] and kept.written == {"run": 0, "job": 0}
+        assert kept.errors == [] and kept.written == {"run": 0, "job": 0, "schedule": 0}
         assert sorted((c.kind, c.key) for c in kept.conflicts) == [
             ("job", "1"), ("job", "2"), ("job", "3"), ("run", "r"),
         ]  # fmt: skip
@@ -160,9 +163,10 @@ async def test_a_migrated_run_lists_its_jobs_and_is_recopied_into_a_used_target_
     async with mig.open_store(str(src)) as source, mig.open_store(pg(pg_schema)) as target:
         report = await mig.run(source, target, now=LATER, force=True)
         assert report.errors == [] and report.conflicts == [], report.errors
-        assert (report.written, report.forced) == ({"run": 1, "job": 3}, 4)
+        assert (report.written, report.forced) == ({"run": 1, "job": 3, "schedule": 0}, 4)
         again = await mig.run(source, target, now=LATER)
-        assert again.errors == again.conflicts == [] and again.written == {"run": 0, "job": 0}
+        assert again.errors == again.conflicts == []
+        assert again.written == {"run": 0, "job": 0, "schedule": 0}
     async with PostgresQueue.open(PG_DSN, schema=pg_schema, clock=clock) as live:
         summary = await live.run_summary("r")
         assert (summary.total, summary.metrics) == (4, {"n": 2.0})  # the source's metrics
@@ -195,7 +199,7 @@ async def test_export_then_import_restores_every_row(tmp_path: Path) -> None:
     src, out, back = tmp_path / "src.db", tmp_path / "backup.jsonl", tmp_path / "back.db"
     await populate(src)
     async with mig.open_store(str(src)) as source:
-        assert await mig.export_jsonl(source, out) == {"run": 3, "job": 60}
+        assert await mig.export_jsonl(source, out) == {"run": 3, "job": 60, "schedule": 0}
     async with mig.open_store(str(out)) as source, mig.open_store(str(back)) as target:
         assert (await mig.run(source, target, now=LATER)).errors == []
     assert dump(back) == dump(src)
@@ -239,11 +243,11 @@ async def test_a_bad_row_is_reported_and_the_others_are_copied(
         report = await mig.run(source, target, now=LATER)
         assert [(e.kind, e.key) for e in report.errors] == [("job", "5")]
         assert "did not write; left alone" in report.errors[0].message
-        assert report.written == {"run": 3, "job": 59}
+        assert report.written == {"run": 3, "job": 59, "schedule": 0}
         # Rollback deletes what this source copied, and only that.
         undone = await mig.rollback(source.name, target)
-        assert (undone.errors, undone.written) == ([], {"job": 59, "run": 3})
-        assert await target.counts() == {"pending": 1, "runs": 1}
+        assert (undone.errors, undone.written) == ([], {"job": 59, "run": 3, "schedule": 0})
+        assert await target.counts() == {"pending": 1, "runs": 1, "schedules": 0}
 
 
 @pytest.mark.slow

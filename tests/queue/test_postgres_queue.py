@@ -116,6 +116,23 @@ async def test_killed_connections_are_retried_and_lose_nothing(pg_schema: str) -
         assert (summary.done, summary.status) == (300, "done")
 
 
+async def test_queues_opened_at_once_on_a_new_schema_all_start(pg_schema: str) -> None:
+    # Workers started together race to create their schema: CREATE SCHEMA IF NOT EXISTS lets
+    # two of them insert it into the catalog, and the loser's insert fails.
+    started: list[int] = []
+
+    async def open_one(n: int) -> None:
+        async with PostgresQueue.open(PG_DSN, schema=pg_schema):
+            started.append(n)
+
+    for round_ in range(3):
+        await admin(f"DROP SCHEMA IF EXISTS {pg_schema} CASCADE")
+        async with anyio.create_task_group() as tg:
+            for n in range(6):
+                tg.start_soon(open_one, round_ * 6 + n)
+    assert sorted(started) == list(range(18))
+
+
 async def test_an_enqueue_in_another_process_wakes_this_ones_subscribers(pg_schema: str) -> None:
     async with (
         PostgresQueue.open(PG_DSN, schema=pg_schema) as mine,

@@ -108,3 +108,63 @@ def test_undoing_the_controls_migration_refuses_to_forget_a_pause(tmp_path: Any)
     assert schema.migrate_up(conn, db) == above_6
     names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
     assert {"queue_controls", "jobs_tenant_claim"} <= names
+
+
+def test_an_idle_or_one_tenant_fair_pull_is_one_statement_after_the_reap(tmp_path: Any) -> None:
+    """What fairness costs the common cases: nothing. An idle queue's pull and one tenant's pull
+    each run the reap and one statement, as the claim before fairness did; a change of case
+    (jobs arriving, running out, a second tenant) costs one statement more, once."""
+    from actors.queue.sqlite import _verbs as store
+    from actors.queue.sqlite import schema
+
+    db = tmp_path / "q.db"
+    conn = schema.connect(db)
+    schema.migrate_up(conn, db)
+    rotation = store.Rotation()
+    statements: list[str] = []
+
+    def name_of(sql: str) -> str:  # the trace shows each statement with its parameters bound
+        if "jobs_lease_expiry" in sql:
+            return "reap"
+        if "t.first" in sql:
+            return "probe"
+        if sql.split()[0] == "UPDATE" and "SET status = 'leased'" in sql:
+            return "claim if alone" if "min(tenant_id)" in sql else "claim"
+        return sql
+
+    def record(sql: str) -> None:
+        name = name_of(sql)
+        # A trigger's program is traced under its statement's text: one statement, not two.
+        if not statements or statements[-1] != name:
+            statements.append(name)
+
+    def pull(max: int = 1) -> tuple[list[str], list[str]]:
+        statements.clear()
+        conn.set_trace_callback(record)
+        try:
+            jobs = store.pull(conn, 1000.0, max, 60, None, rotation=rotation)
+        finally:
+            conn.set_trace_callback(None)
+        return [job.tenant_id for job in jobs], list(statements)
+
+    def enqueue(tenant: str, count: int) -> None:
+        news = [NewJob(run_id=f"r-{tenant}", tenant_id=tenant, r2_key=f"{i}") for i in range(count)]
+        store.enqueue(conn, 1000.0, news, 5)
+
+    assert pull() == ([], ["reap", "probe"])
+    assert pull() == ([], ["reap", "probe"])
+    enqueue("a", 3)
+    assert pull() == (["a"], ["reap", "probe", "claim"])  # jobs arrived: once more
+    assert pull() == (["a"], ["reap", "claim if alone"])
+    assert pull() == (["a"], ["reap", "claim if alone"])
+    assert pull() == ([], ["reap", "claim if alone", "probe"])  # ran out: once more
+    assert pull() == ([], ["reap", "probe"])
+    enqueue("a", 10)
+    assert pull() == (["a"], ["reap", "probe", "claim"])
+    assert pull() == (["a"], ["reap", "claim if alone"])
+    enqueue("b", 2)
+    # A second tenant: the gated claim leases nothing and the turns decide, b at once.
+    first, ran = pull(max=2)
+    assert sorted(first) == ["a", "b"] and ran[:3] == ["reap", "claim if alone", "probe"]
+    second, ran = pull(max=2)
+    assert sorted(second) == ["a", "b"] and ran[:2] == ["reap", "probe"]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,59 @@ async def test_a_failing_request_does_not_fail_the_others_in_its_group(db: Path)
     assert results == {x: x for x in (0, 1, 2, 4, 5)}
     check = sqlite3.connect(db)
     assert [r[0] for r in check.execute("SELECT x FROM t ORDER BY x")] == [0, 1, 2, 4, 5]
+
+
+@pytest.mark.parametrize("inline", [True, False])
+async def test_a_lone_request_runs_without_a_savepoint_and_a_groups_each_in_its_own(
+    db: Path, inline: bool
+) -> None:
+    """What `_verbs`' docstring promises its callers, on the fast path and the writer thread."""
+    conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode = WAL")  # the fast path runs only in WAL mode
+    conn.execute("CREATE TABLE t (x INTEGER PRIMARY KEY)")
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    writer = GroupCommitWriter(conn, inline=inline)
+    held, release = threading.Event(), threading.Event()
+
+    def first(c: sqlite3.Connection) -> int:
+        c.execute("INSERT INTO t VALUES (1)")
+        held.set()
+        # A guard against a hang, not a timing: the test sets it once two more are queued.
+        assert release.wait(30)
+        return 1
+
+    def insert(x: int) -> Callable[[sqlite3.Connection], int]:
+        return lambda c: c.execute("INSERT INTO t VALUES (?)", (x,)).rowcount
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            # Not small: the writer thread runs it (a group of one), holding the others back.
+            tg.start_soon(writer.run, first)
+            await anyio.to_thread.run_sync(held.wait)
+            tg.start_soon(functools.partial(writer.run, insert(2), small=True))
+            tg.start_soon(functools.partial(writer.run, insert(3), small=True))
+            while writer._requests.qsize() < 2:  # both queued behind the first: one group
+                await anyio.sleep(0.01)
+            release.set()
+        # Alone now: on the fast path if `inline`, else a group of one on the writer thread.
+        assert await writer.run(insert(4), small=True) == 1
+    await writer.aclose()
+    transactions: list[list[str]] = []
+    current: list[str] | None = None
+    for statement in statements:
+        if statement.startswith("BEGIN"):
+            current = []
+            transactions.append(current)
+        elif statement == "COMMIT":
+            current = None
+        elif current is not None:
+            current.append(statement.split(" VALUES")[0])
+    assert transactions == [
+        ["INSERT INTO t"],
+        ["SAVEPOINT request", "INSERT INTO t", "RELEASE request"] * 2,
+        ["INSERT INTO t"],
+    ]
 
 
 async def test_an_sqlite_error_in_a_request_becomes_a_storage_error(db: Path) -> None:

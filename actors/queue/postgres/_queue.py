@@ -362,7 +362,10 @@ class PostgresQueue(SingleItemVerbs):
             ) from exc
         try:
             if self.schema:
-                await conn.execute(await conn.fetchval(_sql.CREATE_SCHEMA, self.schema))
+                # Processes starting together on a new schema race to create it: IF NOT EXISTS
+                # does not stop the loser's insert into the catalog, which then fails.
+                with contextlib.suppress(asyncpg.UniqueViolationError):
+                    await conn.execute(await conn.fetchval(_sql.CREATE_SCHEMA, self.schema))
             current = await conn.fetchval(_sql.CURRENT_SCHEMA)
             if current is None:
                 raise StorageError(

@@ -1,8 +1,11 @@
 """The queue's SQL: every verb as a synchronous function of a connection and ``now``.
 
-Callers own the transaction (the writer thread wraps each request in a SAVEPOINT inside one
-group transaction); these functions only read and write rows. ``now`` is always a parameter,
-so tests and the Hypothesis model control time.
+Callers own the transaction: the writer runs a group of requests in one transaction, each in
+its own SAVEPOINT, and a request alone (a group of one, or the fast path) directly in the
+transaction, with no SAVEPOINT, since its failure rolls the whole transaction back. Either way
+a verb that raises leaves nothing behind; a verb that must undo part of its work and go on takes
+a SAVEPOINT of its own (`fire_schedules`, per schedule). These functions only read and write
+rows. ``now`` is always a parameter, so tests and the Hypothesis model control time.
 """
 
 from __future__ import annotations
@@ -185,16 +188,19 @@ def enqueue(
 
 
 class Rotation:
-    """A fair claimer's place in the round of tenants: the last tenant its previous claim served.
+    """A fair claimer's place in the round of tenants: the last tenant its previous claim served,
+    and whether that claim was one tenant's whole claim (``alone``: no other tenant pending, no
+    control stored).
 
-    Each queue object keeps its own, so the round is per claimer; it is a hint, not a
-    guarantee, and is not stored.
+    Each queue object keeps its own, so the round is per claimer; both are hints, not
+    guarantees (``alone`` only orders a pull's statements), and neither is stored.
     """
 
-    __slots__ = ("cursor",)
+    __slots__ = ("alone", "cursor")
 
     def __init__(self) -> None:
         self.cursor: str | None = None
+        self.alone = False
 
 
 # The claim in the global order: highest priority first, then the longest available.
@@ -297,14 +303,12 @@ def pull(
         if jobs:
             return jobs
     else:
-        # One tenant with pending jobs and no control stored: its turn is the whole claim.
-        jobs = _claim_ordered(conn, params, _CLAIM_ONE_TENANT)
-        if jobs:
-            rotation.cursor = jobs[0].tenant_id
-            return jobs
-        controlled, _, second = conn.execute(_PROBE).fetchone()
-        if not controlled and second is None:
-            return []  # nothing pending, or only that tenant's and none available
+        common = _fair_common_case(conn, params, rotation)
+        rotation.alone = bool(common)
+        if common is not None:
+            if common:
+                rotation.cursor = common[0].tenant_id
+            return common
     controls = {
         row[0]: row for row in conn.execute(f"SELECT {_CONTROL_COLUMNS} FROM queue_controls")
     }
@@ -360,6 +364,31 @@ def pull(
         order = {tenant: i for i, (tenant, _, _) in enumerate(seen)}
         rotation.cursor = _max(taken, key=order.__getitem__)
     return jobs
+
+
+def _fair_common_case(
+    conn: sqlite3.Connection, params: dict[str, object], rotation: Rotation
+) -> list[Job] | None:
+    """A fair claim's common cases, else None (controls stored or several tenants pending: the
+    turns decide): nothing pending (``[]``), or one tenant with pending jobs and no control
+    stored (its turn is the whole claim, in the global order).
+
+    Each in one statement after the reap, as before fairness: a claimer whose last claim was
+    one tenant's whole claim claims first (`_CLAIM_ONE_TENANT` asks the question inside the
+    claim; the probe follows only when that leased nothing); any other asks first (`_PROBE`),
+    so an idle queue's pull is the probe alone, and claims after if one tenant has jobs.
+    """
+    if rotation.alone:
+        jobs = _claim_ordered(conn, params, _CLAIM_ONE_TENANT)
+        if jobs:
+            return jobs
+    controlled, first, second = conn.execute(_PROBE).fetchone()
+    if controlled or second is not None:
+        return None
+    if first is None or rotation.alone:
+        return []  # nothing pending, or the claim above found none of that tenant's available
+    # The probe's answer holds: both statements run in the writer's one transaction.
+    return _claim_ordered(conn, params, _CLAIM_ALL)
 
 
 def _tenants_in_turn(conn: sqlite3.Connection, cursor: str | None) -> Iterator[str]:

@@ -3,7 +3,8 @@
 SQLite allows one writer at a time, so one thread owns the write connection. Async callers
 (on asyncio or trio) put a request on its queue and await a per-request completion. The thread
 takes everything that has accumulated, runs it in one ``BEGIN IMMEDIATE`` transaction with each
-request in its own SAVEPOINT (one failing request rolls back alone), commits once, and then
+request in its own SAVEPOINT (one failing request rolls back alone; a request alone needs none,
+its failure rolls the transaction back), commits once, and then
 completes every waiter with one thread-safe callback per event loop: group commit. Reads run on
 worker threads with their own connections (WAL lets them read while the writer writes).
 

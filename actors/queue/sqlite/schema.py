@@ -457,8 +457,8 @@ def connect(
         # NORMAL in WAL mode: a commit survives a process crash, maybe not a power loss.
         # FULL: every commit is fsynced, so it survives power loss too.
         conn.execute(f"PRAGMA synchronous = {durability.upper()}")
-        # The writer wraps each request in a SAVEPOINT, whose statement journal would otherwise
-        # be a temporary file; in memory, a group commits sooner (docs/benchmarks.md).
+        # The writer wraps each request of a group in a SAVEPOINT, whose statement journal would
+        # otherwise be a temporary file; in memory, a group commits sooner (docs/benchmarks.md).
         conn.execute("PRAGMA temp_store = MEMORY")
     except sqlite3.Error as exc:
         conn.close()
