@@ -4,6 +4,8 @@ Usage: ``python bench/bench_queue.py [--scale 1.0] [--write]``. ``--write`` repl
 "## Queue" section of docs/benchmarks.md with the figures of this run. The machine is noisy, so
 every async figure is printed next to the raw ``sqlite3`` limit measured in the same run for the
 same SQL (the functions of ``actors.queue.sqlite._verbs`` in a tight synchronous loop).
+``--only raw [--rounds 3]`` prints that raw loop against a lean one (a minimal table and the
+shortest SQL for the same steps, `lean_phases`), medians of interleaved rounds.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import json
 import os
 import platform
 import re
@@ -80,6 +83,173 @@ def raw_phases(path: Path, durability: schema.Durability, n: int, batch: int) ->
     rates["cycle"] = 1 / sum(1 / r for r in rates.values())
     conn.close()
     return rates
+
+
+# A lean queue: a minimal jobs table and the shortest SQL for the same three steps (a leased
+# job with a token and an expiry, an ack fenced by both), no runs, no counts, no reap, no
+# tenants; what a hand-written queue on SQLite pays, to compare the project's SQL with.
+LEAN_SCHEMA = """
+    CREATE TABLE IF NOT EXISTS jobs (
+        id INTEGER PRIMARY KEY, r2_key TEXT NOT NULL, payload TEXT,
+        status TEXT NOT NULL DEFAULT 'pending', available_at REAL NOT NULL,
+        lease_token TEXT, lease_expires_at REAL, result TEXT
+    );
+    CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (available_at) WHERE status = 'pending';
+"""
+LEAN_PULL = """
+    UPDATE jobs SET status = 'leased', lease_token = lower(hex(randomblob(16))),
+                    lease_expires_at = :expires
+    WHERE id IN (SELECT id FROM jobs WHERE status = 'pending' AND available_at <= :now
+                 ORDER BY available_at LIMIT :max)
+    RETURNING id, r2_key, payload, lease_token
+"""
+LEAN_ACK_ONE = """
+    UPDATE jobs SET status = 'done', result = :result, lease_expires_at = NULL
+    WHERE id = :id AND status = 'leased' AND lease_token = :token AND lease_expires_at > :now
+    RETURNING id
+"""
+LEAN_ACK_MANY = """
+    UPDATE jobs SET status = 'done', result = a.value ->> 2, lease_expires_at = NULL
+    FROM json_each(:acks) a
+    WHERE jobs.id = a.value ->> 0 AND status = 'leased' AND lease_token = a.value ->> 1
+      AND lease_expires_at > :now
+    RETURNING jobs.id
+"""
+
+
+def lean_phases(path: Path, durability: schema.Durability, n: int, batch: int) -> dict[str, float]:
+    """`raw_phases` over the lean queue: the ceiling a minimal schema gives the same loop."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"PRAGMA synchronous = {durability.upper()}")
+    conn.executescript(LEAN_SCHEMA)
+    rates: dict[str, float] = {}
+    insert = "INSERT INTO jobs (r2_key, payload, available_at) VALUES (?, ?, ?)"
+    t0 = time.perf_counter()
+    for _ in range(n // batch):
+        now = time.time()
+        rows = [(f"k{next(counter)}", None, now) for _ in range(batch)]
+        in_tx(conn, lambda r=rows: conn.executemany(insert, r))
+    rates["enqueue"] = n / (time.perf_counter() - t0)
+    leased: list[Any] = []
+    t0 = time.perf_counter()
+    for _ in range(n // batch):
+        now = time.time()
+        params = {"now": now, "expires": now + 60, "max": batch}
+        leased += in_tx(conn, lambda p=params: conn.execute(LEAN_PULL, p).fetchall())
+    rates["pull"] = n / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for i in range(0, n, batch):
+        chunk = leased[i : i + batch]
+        if batch == 1:
+            p = {"id": chunk[0][0], "token": chunk[0][3], "result": None, "now": time.time()}
+            in_tx(conn, lambda p=p: conn.execute(LEAN_ACK_ONE, p).fetchall())
+        else:
+            acks = json.dumps([[row[0], row[3], None] for row in chunk])
+            p2 = {"acks": acks, "now": time.time()}
+            in_tx(conn, lambda p=p2: conn.execute(LEAN_ACK_MANY, p).fetchall())
+    rates["ack"] = n / (time.perf_counter() - t0)
+    rates["cycle"] = 1 / sum(1 / r for r in rates.values())
+    conn.close()
+    return rates
+
+
+def lean_on_queue_table(
+    path: Path, durability: schema.Durability, n: int, batch: int
+) -> dict[str, float]:
+    """`lean_phases`'s statements over the queue's own tables (its indexes, count triggers and
+    a `runs` row): what the table costs the lean loop, apart from the queue's statements."""
+    conn = raw_connection(path, durability)
+    conn.execute(
+        "INSERT INTO runs (run_id, tenant_id, created_at, updated_at) VALUES ('bench', 't', 0, 0)"
+    )
+    insert = (
+        "INSERT INTO jobs (run_id, tenant_id, r2_key, payload, max_attempts, available_at, "
+        "created_at, updated_at) VALUES ('bench', 't', ?, ?, 5, ?, ?, ?)"
+    )
+    # The queue's claim index orders by priority first.
+    pull = LEAN_PULL.replace("ORDER BY available_at", "ORDER BY priority DESC, available_at")
+    rates: dict[str, float] = {}
+    t0 = time.perf_counter()
+    for _ in range(n // batch):
+        now = time.time()
+        rows = [(f"k{next(counter)}", None, now, now, now) for _ in range(batch)]
+        in_tx(conn, lambda r=rows: conn.executemany(insert, r))
+    rates["enqueue"] = n / (time.perf_counter() - t0)
+    conn.execute("UPDATE runs SET pending = (SELECT count(*) FROM jobs)")  # as enqueue keeps it
+    leased: list[Any] = []
+    t0 = time.perf_counter()
+    for _ in range(n // batch):
+        now = time.time()
+        params = {"now": now, "expires": now + 60, "max": batch}
+        leased += in_tx(conn, lambda p=params: conn.execute(pull, p).fetchall())
+    rates["pull"] = n / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for i in range(0, n, batch):
+        chunk = leased[i : i + batch]
+        if batch == 1:
+            p = {"id": chunk[0][0], "token": chunk[0][3], "result": None, "now": time.time()}
+            in_tx(conn, lambda p=p: conn.execute(LEAN_ACK_ONE, p).fetchall())
+        else:
+            acks = json.dumps([[row[0], row[3], None] for row in chunk])
+            p2 = {"acks": acks, "now": time.time()}
+            in_tx(conn, lambda p=p2: conn.execute(LEAN_ACK_MANY, p).fetchall())
+    rates["ack"] = n / (time.perf_counter() - t0)
+    rates["cycle"] = 1 / sum(1 / r for r in rates.values())
+    conn.close()
+    return rates
+
+
+def raw_against_lean(scale: float, rounds: int) -> list[str]:
+    """The project's raw loop over the lean one at 1 and 100 jobs per transaction: medians of
+    ``rounds`` interleaved runs (the order alternating), jobs/s and CPU µs per job."""
+    import resource
+
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    runs: dict[tuple[int, str], list[tuple[dict[str, float], float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        files = (Path(tmp) / f"q{i}.db" for i in itertools.count())
+        for r in range(rounds):
+            for batch in (1, 100):
+                n = max(100, int((2000 if batch == 1 else 20_000) * scale) // 100 * 100)
+                kinds = [
+                    ("raw", raw_phases),
+                    ("lean statements, queue's tables", lean_on_queue_table),
+                    ("lean", lean_phases),
+                ][:: 1 if r % 2 else -1]
+                for kind, phases in kinds:
+                    c0 = cpu()
+                    rates_ = phases(next(files), "normal", n, batch)
+                    runs.setdefault((batch, kind), []).append((rates_, (cpu() - c0) / n * 1e6))
+    lines = [
+        "| jobs per transaction | loop | enqueue | pull | ack | cycle | CPU µs/job | "
+        "cycle / lean | lean CPU / this CPU |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for batch in (1, 100):
+        med = {
+            kind: (
+                {k: statistics.median(x[0][k] for x in runs[(batch, kind)]) for k in PHASES},
+                statistics.median(x[1] for x in runs[(batch, kind)]),
+            )
+            for kind in LOOPS
+        }
+        for kind in LOOPS:
+            r, us = med[kind]
+            lines.append(
+                f"| {batch} | {kind} | "
+                + " | ".join(f"{r[k]:,.0f}" for k in PHASES)
+                + f" | {us:,.1f} | {r['cycle'] / med['lean'][0]['cycle']:.2f}x"
+                + f" | {med['lean'][1] / us:.2f}x |"
+            )
+    return lines
+
+
+PHASES = ("enqueue", "pull", "ack", "cycle")
+LOOPS = ("raw", "lean statements, queue's tables", "lean")
 
 
 # --- the async API --------------------------------------------------------------------------
@@ -268,6 +438,7 @@ class Bench:
         self.dir = Path(tempfile.mkdtemp(prefix="bench-queue-"))
         self.files = (self.dir / f"q{i}.db" for i in itertools.count())
         self.lines: list[str] = []
+        self.rounds = 3
 
     def n(self, base: int) -> int:
         return max(100, int(base * self.scale) // 100 * 100)
@@ -282,6 +453,10 @@ class Bench:
     def run(self, only: str | None) -> None:
         if only == "latency":
             self.latency()
+            return
+        if only == "raw":
+            for line in raw_against_lean(self.scale, self.rounds):
+                self.out(line)
             return
         n1, n100 = self.n(2000), self.n(50_000)
         raw = {
@@ -389,9 +564,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every job count")
     parser.add_argument("--write", action="store_true", help="write docs/benchmarks.md")
-    parser.add_argument("--only", choices=["latency"], help="run one section (no --write)")
+    parser.add_argument(
+        "--only",
+        choices=["latency", "raw"],
+        help="run one section (no --write); raw: the project's raw loop against a lean one",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of --only raw")
     args = parser.parse_args()
     bench = Bench(args.scale)
+    bench.rounds = args.rounds
     bench.run(args.only)
     if args.only:
         return

@@ -16,6 +16,8 @@ Every measurement runs in a fresh process: ours with this interpreter, a peer's 
 interpreter (a peer that is not installed there is skipped with a line saying so). Rounds are
 interleaved (each round measures every row, the implementations' order rotated per round), and
 the table prints the median of the rounds and ratios to the peers measured in the same run.
+``raw`` is the queue's own SQL in a tight loop, ``lean`` the same loop over a minimal table
+(``bench_queue.lean_phases``).
 
 SQLite rows (synchronous=NORMAL unless the row says full; every peer set to the same):
 
@@ -57,7 +59,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PEERS_PYTHON = os.environ.get("PEERS_PYTHON", "/tmp/peers-venv/bin/python")
 PEER_PACKAGES = ["litequeue", "huey", "pgqueuer", "procrastinate", "asyncpg"]
 DSN = "postgresql://postgres@127.0.0.1:5432/test"
-OURS = {"ours", "raw", "raw_async", "before"}  # run with this interpreter; the rest with the peers'
+# Run with this interpreter; the rest with the peers'.
+OURS = {"ours", "raw", "lean", "raw_async", "before"}
 AGAINST: list[str] = []  # --against TREE: "before" runs ours from that tree
 REALTIME: list[str] = []  # --realtime: the single-threaded rows under `chrt -f 1`
 SKIP: list[str] = []  # --skip KIND: PostgreSQL implementations left out (procrastinate is slow)
@@ -81,13 +84,15 @@ def timer() -> float:
     return time.perf_counter()
 
 
-def sqlite_raw(mode: str, durability: str, n: int, path: Path) -> float:
-    """The queue's own SQL in a tight synchronous loop (``bench_queue.raw_phases``): its floor."""
+def sqlite_raw(mode: str, durability: str, n: int, path: Path, *, lean: bool = False) -> float:
+    """The queue's own SQL in a tight synchronous loop (``bench_queue.raw_phases``): its floor;
+    ``lean``: the same loop over a minimal table and the shortest SQL (``lean_phases``)."""
     sys.path.insert(0, str(ROOT / "bench"))
-    from bench_queue import raw_phases
+    from bench_queue import lean_phases, raw_phases
 
     timer()  # raw_phases opens and migrates its file inside the timed part: a few ms
-    rates = raw_phases(path, durability, n, 1 if mode == "single" else 100)  # type: ignore[arg-type]
+    phases = lean_phases if lean else raw_phases
+    rates = phases(path, durability, n, 1 if mode == "single" else 100)  # type: ignore[arg-type]
     return rates["cycle"]
 
 
@@ -464,10 +469,10 @@ def table(
 
 def run_sqlite(scale: float, rounds: int, have: set[str], peers_python: str) -> list[str]:
     configs = [
-        ("single", "normal", int(3000 * scale), ["raw", "litequeue", "huey"]),
+        ("single", "normal", int(3000 * scale), ["raw", "lean", "litequeue", "huey"]),
         ("concurrent", "normal", int(6000 * scale), ["litequeue", "huey"]),
         ("concurrent", "full", int(3000 * scale), ["litequeue", "huey"]),
-        ("batch", "normal", int(10000 * scale) // 100 * 100, ["raw", "litequeue"]),
+        ("batch", "normal", int(10000 * scale) // 100 * 100, ["raw", "lean", "litequeue"]),
     ]
     names = {
         "single": "single caller, one job at a time",
@@ -483,7 +488,7 @@ def run_sqlite(scale: float, rounds: int, have: set[str], peers_python: str) -> 
         for mode, durability, n, peers in configs:
             row = f"{names[mode]}, {durability}"
             kinds = ["ours"] + (["before"] if AGAINST else [])
-            kinds += [p for p in peers if p in have or p == "raw"]
+            kinds += [p for p in peers if p in have or p in OURS]
             kinds = kinds[r % len(kinds) :] + kinds[: r % len(kinds)]
             for kind in kinds:
                 rate, us = measure_sqlite(kind, mode, durability, n, peers_python)
@@ -493,7 +498,7 @@ def run_sqlite(scale: float, rounds: int, have: set[str], peers_python: str) -> 
                     f"round {r + 1} {row:40} {kind:10} {rate:10,.0f} jobs/s {us:7,.0f} CPU us/job",
                     flush=True,
                 )
-    columns = (["before"] if AGAINST else []) + ["raw", "litequeue", "huey"]
+    columns = (["before"] if AGAINST else []) + ["raw", "lean", "litequeue", "huey"]
     return [
         *table("SQLite, jobs/s (median of the rounds)", rows, columns),
         "",
@@ -589,8 +594,8 @@ def main() -> None:
         kind, mode, durability, n, path = sys.argv[2:7]
         if kind in ("ours", "before"):
             rate = sqlite_ours(mode, durability, int(n), Path(path))
-        elif kind == "raw":
-            rate = sqlite_raw(mode, durability, int(n), Path(path))
+        elif kind in ("raw", "lean"):
+            rate = sqlite_raw(mode, durability, int(n), Path(path), lean=kind == "lean")
         else:
             rate = sqlite_peer(kind, mode, durability, int(n), Path(path))
         cpu = cpu_seconds() - CPU_AT_START[0]

@@ -122,3 +122,43 @@ def test_a_version_2_file_gets_its_run_counts_counted_when_upgraded(db: Path) ->
     conn.execute("UPDATE jobs SET status = 'done' WHERE status = 'leased'")
     conn.execute("DELETE FROM jobs WHERE status = 'failed'")
     assert conn.execute("SELECT pending, leased, done, failed FROM runs").fetchone() == (2, 0, 2, 0)
+
+
+@pytest.mark.anyio
+async def test_a_version_9_file_upgraded_to_11_has_exact_counts_and_closes_runs_itself(
+    db: Path,
+) -> None:
+    conn = open_raw(db)
+    schema.migrate_up(conn, db, target=9)
+    conn.execute(
+        "INSERT INTO runs (run_id, tenant_id, created_at, updated_at) VALUES ('r', 't', 1, 1)"
+    )
+    for status in ("pending", "leased", "done", "failed", "cancelled", "done"):
+        conn.execute(
+            "INSERT INTO jobs (run_id, tenant_id, r2_key, status, max_attempts, available_at, "
+            "created_at, updated_at) VALUES ('r', 't', 'k', ?, 5, 1, 1, 1)",
+            (status,),
+        )
+    # Counts that drifted (inserted rows pass no trigger): the upgrade counts them again.
+    conn.execute("UPDATE runs SET pending = 7, leased = 0, done = 3")
+    assert schema.migrate_up(conn, db) == [m.version for m in schema.MIGRATIONS if m.version > 9]
+    counts = "SELECT pending, leased, done, failed, cancelled, finished_at FROM runs"
+    assert conn.execute(counts).fetchone() == (1, 1, 2, 1, 1, None)
+    # A status change closes its run when it finishes the last unfinished job, at that job's
+    # `updated_at` (every verb sets it to its `now`), in the same statement.
+    conn.execute("UPDATE jobs SET status = 'done', updated_at = 5 WHERE status = 'leased'")
+    assert conn.execute(counts).fetchone() == (1, 0, 3, 1, 1, None)
+    conn.execute("UPDATE jobs SET status = 'failed', updated_at = 9 WHERE status = 'pending'")
+    assert conn.execute(counts).fetchone() == (0, 0, 3, 2, 1, 9)
+    conn.close()
+    async with SQLiteQueue.open(db) as queue:
+        summary = await queue.run_summary("r")
+        assert (summary.status, summary.total, summary.finished_at) == ("cancelled", 6, 9)
+    # Down to 9 and up again: the trigger of version 6 comes back, then this one.
+    conn = open_raw(db)
+    assert (
+        schema.migrate_down(conn, db, 9)
+        == [m.version for m in schema.MIGRATIONS if m.version > 9][::-1]
+    )
+    schema.migrate_up(conn, db)
+    assert conn.execute(counts).fetchone() == (0, 0, 3, 2, 1, 9)

@@ -5,18 +5,19 @@ from __future__ import annotations
 import functools
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import pytest
 import structlog
 
 from actors.errors import InvalidArgument, QueueClosed, StorageError
-from actors.queue import NewJob, SQLiteQueue
+from actors.queue import Ack, NewJob, SQLiteQueue
 from actors.queue.postgres._queue import PostgresQueue
-from actors.queue.sqlite._writer import GroupCommitWriter
+from actors.queue.sqlite._writer import Batch, GroupCommitWriter
 
 pytestmark = pytest.mark.anyio
 
@@ -56,6 +57,97 @@ async def test_a_failing_request_does_not_fail_the_others_in_its_group(db: Path)
     assert results == {x: x for x in (0, 1, 2, 4, 5)}
     check = sqlite3.connect(db)
     assert [r[0] for r in check.execute("SELECT x FROM t ORDER BY x")] == [0, 1, 2, 4, 5]
+
+
+async def test_requests_of_one_batch_key_run_as_one_call_and_fail_alone(db: Path) -> None:
+    conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    conn.execute("CREATE TABLE t (x INTEGER PRIMARY KEY)")
+    writer = GroupCommitWriter(conn)
+    calls: list[list[int]] = []
+
+    def insert(c: sqlite3.Connection, xs: Sequence[int]) -> list[int]:
+        calls.append(list(xs))
+        for x in xs:
+            c.execute("INSERT INTO t VALUES (?)", (x,))  # a duplicate raises
+        return [x * 10 for x in xs]
+
+    async def one_group(*requests: tuple[str, list[int]]) -> dict[tuple[int, ...], object]:
+        """Submit ``requests`` while the writer is held, so that they form one group."""
+        entered, gate = threading.Event(), threading.Event()
+        results: dict[tuple[int, ...], object] = {}
+
+        async def submit(key: str, xs: list[int]) -> None:
+            try:
+                results[tuple(xs)] = await writer.run(
+                    lambda c: insert(c, xs), batch=Batch(key, xs, insert)
+                )
+            except StorageError as exc:
+                results[tuple(xs)] = exc
+
+        def hold(_: sqlite3.Connection) -> None:
+            entered.set()
+            gate.wait(10)
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(writer.run, hold)
+                await anyio.to_thread.run_sync(entered.wait)
+                for key, xs in requests:
+                    tg.start_soon(submit, key, xs)
+                    await anyio.wait_all_tasks_blocked()  # queued, in this order
+                gate.set()
+        return results
+
+    # One call over the items of both requests of key "a", each caller its own results.
+    assert await one_group(("a", [6]), ("a", [7, 8])) == {(6,): [60], (7, 8): [70, 80]}
+    assert calls == [[6, 7, 8]]
+    # A merged call that fails (5 then 1 again) rolls back, and each request runs alone: only
+    # the one that fails alone fails. Key "b" runs apart, after the part of "a".
+    calls.clear()
+    results = await one_group(("a", [1, 2]), ("b", [4]), ("a", [3]), ("a", [5, 1]))
+    assert calls == [[1, 2, 3, 5, 1], [1, 2], [3], [5, 1], [4]]
+    assert isinstance(results.pop((5, 1)), StorageError)
+    assert results == {(1, 2): [10, 20], (3,): [30], (4,): [40]}
+    await writer.aclose()
+    check = sqlite3.connect(db)
+    assert [r[0] for r in check.execute("SELECT x FROM t ORDER BY x")] == [1, 2, 3, 4, 6, 7, 8]
+
+
+async def test_concurrent_batch_calls_each_get_their_own_results(queue: SQLiteQueue) -> None:
+    await queue.enqueue("theirs", "b", "b/k")
+    enqueued: dict[int, object] = {}
+
+    async def enqueue(i: int) -> None:
+        jobs = [NewJob(run_id=f"r{i}", tenant_id="a", r2_key=f"a/{i}-{j}") for j in range(3)]
+        if i == 7:  # a run of another tenant: refused, alone
+            jobs = [NewJob(run_id="theirs", tenant_id="a", r2_key="a/x")]
+        try:
+            enqueued[i] = [job.r2_key for job in await queue.enqueue_many(jobs)]
+        except InvalidArgument as exc:
+            enqueued[i] = exc
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            for i in range(12):
+                tg.start_soon(enqueue, i)
+    assert isinstance(enqueued.pop(7), InvalidArgument)
+    assert enqueued == {i: [f"a/{i}-{j}" for j in range(3)] for i in range(12) if i != 7}
+    acked: dict[int, tuple[bool, str]] = {}
+
+    async def work(i: int) -> None:
+        (job,) = await queue.pull(max=1)
+        token = job.lease_token or "" if i % 4 else "stale"  # every fourth with a bad token
+        (result,) = await queue.ack_many([Ack(job_id=job.id, lease_token=token)])
+        assert result.job_id == job.id
+        acked[job.id] = (result.ok, result.reason)
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            for i in range(12):
+                tg.start_soon(work, i)
+    assert sorted(acked.values()) == [(False, "superseded")] * 3 + [(True, "ok")] * 9
+    stats = await queue.stats()
+    assert (stats.pending, stats.leased, stats.done) == (34 - 12, 3, 9)
 
 
 @pytest.mark.parametrize("inline", [True, False])

@@ -7,9 +7,9 @@ import functools
 import math
 import random
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -67,7 +67,7 @@ from actors.queue.model import (
 )
 from actors.queue.sqlite import _verbs as store
 from actors.queue.sqlite import schema
-from actors.queue.sqlite._writer import Checkpointer, GroupCommitWriter, ReaderPool
+from actors.queue.sqlite._writer import Batch, Checkpointer, GroupCommitWriter, ReaderPool
 from actors.queue.sqlite.schema import Durability
 from supervisors.clock import Clock, SystemClock
 
@@ -75,6 +75,9 @@ __all__ = ["SQLiteQueue"]
 
 
 log = get_logger("actors.queue")
+
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
 
 
 class SQLiteQueue(SingleItemVerbs):
@@ -183,10 +186,26 @@ class SQLiteQueue(SingleItemVerbs):
             check_new_job(new, self._max_payload_bytes)
         if not jobs:
             return []
+        return await self._batched("enqueue", jobs, self._enqueue, on_commit=self._notify_enqueued)
+
+    def _enqueue(self, conn: sqlite3.Connection, jobs: Sequence[NewJob]) -> list[Job]:
+        return store.enqueue(conn, self._clock.time(), jobs, self._max_attempts)
+
+    async def _batched(
+        self,
+        key: Hashable,
+        items: Sequence[ItemT],
+        work: Callable[[sqlite3.Connection, Sequence[ItemT]], list[ResultT]],
+        *,
+        on_commit: Callable[[list[ResultT]], None] | None = None,
+    ) -> list[ResultT]:
+        """``work(conn, items)`` through the writer, which may merge it with other callers'
+        items of the same ``key`` into one call (`Batch`)."""
         return await self._writer.run(
-            lambda conn: store.enqueue(conn, self._clock.time(), jobs, self._max_attempts),
-            on_commit=self._notify_enqueued,
-            small=len(jobs) == 1,
+            lambda conn: work(conn, items),
+            on_commit=on_commit,
+            small=len(items) == 1,
+            batch=Batch(key, items, work),
         )
 
     def on_enqueue(self, callback: Callable[[], object]) -> Callable[[], None]:
@@ -234,6 +253,8 @@ class SQLiteQueue(SingleItemVerbs):
         check_pull(max, visibility_seconds, worker_id, owner, wait_seconds)
 
         def claim() -> Awaitable[list[Job]]:
+            if max == 1:
+                return self._pull_one((visibility_seconds, worker_id, owner, started))
             return self._writer.run(
                 lambda conn: store.pull(
                     conn,
@@ -252,6 +273,33 @@ class SQLiteQueue(SingleItemVerbs):
             return await claim()
         return await self._waits.pull(claim, wait_seconds)
 
+    async def _pull_one(self, terms: tuple[float, str | None, str | None, bool]) -> list[Job]:
+        """`pull(max=1)`: concurrent ones on the same terms merge into one claim of as many
+        jobs (one reap, one statement), a job each in the order they came."""
+        claim = functools.partial(self._claim, terms)
+        taken = await self._batched(("pull", *terms), (None,), claim)
+        return [job for job in taken if job is not None]
+
+    def _claim(
+        self,
+        terms: tuple[float, str | None, str | None, bool],
+        conn: sqlite3.Connection,
+        slots: Sequence[None],
+    ) -> list[Job | None]:
+        visibility_seconds, worker_id, owner, started = terms
+        jobs: list[Job | None] = []
+        jobs += store.pull(
+            conn,
+            self._clock.time(),
+            len(slots),
+            visibility_seconds,
+            worker_id,
+            owner,
+            started,
+            self._rotation,
+        )
+        return jobs + [None] * (len(slots) - len(jobs))
+
     async def renew_many(
         self, leases: Sequence[tuple[int, str]], visibility_seconds: float
     ) -> list[LeaseResult]:
@@ -259,10 +307,7 @@ class SQLiteQueue(SingleItemVerbs):
         check_batch("leases", leases)
         check_visibility(visibility_seconds)
         return await self._writer.run(
-            lambda conn: [
-                store.renew(conn, self._clock.time(), job_id, token, visibility_seconds)
-                for job_id, token in leases
-            ],
+            lambda conn: store.renew_many(conn, self._clock.time(), leases, visibility_seconds),
             small=len(leases) == 1,
         )
 
@@ -275,9 +320,7 @@ class SQLiteQueue(SingleItemVerbs):
         """
         check_batch("leases", leases)
         return await self._writer.run(
-            lambda conn: [
-                store.start(conn, self._clock.time(), job_id, token) for job_id, token in leases
-            ],
+            lambda conn: store.start_many(conn, self._clock.time(), leases),
             small=len(leases) == 1,
         )
 
@@ -288,10 +331,7 @@ class SQLiteQueue(SingleItemVerbs):
         check_batch("leases", leases)
         check_delay(delay_seconds)
         return await self._writer.run(
-            lambda conn: [
-                store.release(conn, self._clock.time(), job_id, token, delay_seconds)
-                for job_id, token in leases
-            ],
+            lambda conn: store.release_many(conn, self._clock.time(), leases, delay_seconds),
             small=len(leases) == 1,
         )
 
@@ -300,16 +340,12 @@ class SQLiteQueue(SingleItemVerbs):
         check_batch("acks", acks)
         for a in acks:
             check_ack(a, self._max_payload_bytes)
-        return await self._writer.run(
-            lambda conn: store.ack(
-                conn,
-                self._clock.time(),
-                acks,
-                self._backoff,
-                self._jitter(),
-            ),
-            small=len(acks) == 1,
-        )
+        return await self._batched(("ack", None), acks, self._ack)
+
+    def _ack(
+        self, conn: sqlite3.Connection, acks: Sequence[Ack], owned: ByOwner | None = None
+    ) -> list[AckResult]:
+        return store.ack(conn, self._clock.time(), acks, self._backoff, self._jitter(), owned=owned)
 
     async def ack_ids(
         self,
@@ -332,17 +368,7 @@ class SQLiteQueue(SingleItemVerbs):
         for a in acks:
             check_ack(a, self._max_payload_bytes)
         owned = ByOwner(owner)
-        return await self._writer.run(
-            lambda conn: store.ack(
-                conn,
-                self._clock.time(),
-                acks,
-                self._backoff,
-                self._jitter(),
-                owned=owned,
-            ),
-            small=len(acks) == 1,
-        )
+        return await self._batched(("ack", owned), acks, functools.partial(self._ack, owned=owned))
 
     def _jitter(self) -> Iterator[float]:
         return jitter_factors(self._rng, self._backoff.jitter)

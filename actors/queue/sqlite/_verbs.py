@@ -1,19 +1,22 @@
 """The queue's SQL: every verb as a synchronous function of a connection and ``now``.
 
 Callers own the transaction: the writer runs a group of requests in one transaction, each in
-its own SAVEPOINT, and a request alone (a group of one, or the fast path) directly in the
-transaction, with no SAVEPOINT, since its failure rolls the whole transaction back. Either way
-a verb that raises leaves nothing behind; a verb that must undo part of its work and go on takes
-a SAVEPOINT of its own (`fire_schedules`, per schedule). These functions only read and write
-rows. ``now`` is always a parameter, so tests and the Hypothesis model control time.
+its own SAVEPOINT (requests merged into one call, `_writer.Batch`, in one), and a request
+alone (a group of one, or the fast path) directly in the transaction, with no SAVEPOINT, since
+its failure rolls the whole transaction back. Either way a verb that raises leaves nothing
+behind; a verb that must undo part of its work and go on takes a SAVEPOINT of its own
+(`fire_schedules`, per schedule). These functions only read and write rows. ``now`` is always
+a parameter, so tests and the Hypothesis model control time.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from actors.bounds import MAX_SCHEDULES_PER_TENANT
@@ -90,12 +93,15 @@ __all__ = [
     "purge",
     "reap",
     "release",
+    "release_many",
     "renew",
+    "renew_many",
     "requeue",
     "run_summary",
     "set_paused",
     "set_tenant_limits",
     "start",
+    "start_many",
     "stats",
     "throughput",
 ]
@@ -121,22 +127,20 @@ def encode_json(value: object) -> str | None:
 def enqueue(
     conn: sqlite3.Connection, now: float, jobs: Sequence[NewJob], default_max_attempts: int
 ) -> list[Job]:
-    """Insert ``jobs`` (or find them by idempotency key) and create or touch their runs."""
-    out: list[Job] = []
+    """Insert ``jobs`` (or find them by idempotency key) and create or touch their runs.
+
+    One ``INSERT`` per `ROWS_PER_STATEMENT` jobs; a job whose idempotency key is taken (by an
+    earlier job, or one earlier in this batch) returns the job that holds it.
+    """
+    out: list[Job | None] = []
     runs: dict[str, str] = {}
     added: Counter[str] = Counter()
-    for new in jobs:
-        row = conn.execute(
-            f"""
-            INSERT INTO jobs (run_id, tenant_id, r2_key, payload, max_attempts, priority,
-                              available_at, idempotency_key, created_at, updated_at,
-                              cross_tenant_key, timeout_seconds)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL
-            DO NOTHING
-            RETURNING {COLUMNS}
-            """,
-            (
+    taken: list[tuple[int, NewJob]] = []  # (position, job) of those whose key was taken
+    for first in range(0, len(jobs), ROWS_PER_STATEMENT):
+        chunk = jobs[first : first + ROWS_PER_STATEMENT]
+        params: list[object] = []
+        for new in chunk:
+            params += (
                 new.run_id,
                 new.tenant_id,
                 new.r2_key,
@@ -149,17 +153,34 @@ def enqueue(
                 now,
                 new.cross_tenant_key,
                 new.timeout_seconds,
-            ),
+            )
+        rows = conn.execute(_insert_sql(len(chunk)), params).fetchall()
+        # The rows come back in no promised order; ids grow in the VALUES' order, and a job
+        # is missing exactly when its key was taken (before, or earlier in this statement).
+        rows.sort(key=_first)
+        inserted = iter(rows)
+        row = next(inserted, None)
+        for new in chunk:
+            # A key is inserted once: a later job with the same key finds the next row not its.
+            if row is not None and (
+                new.idempotency_key is None
+                or (row[2] == new.tenant_id and row[15] == new.idempotency_key)
+            ):
+                runs[new.run_id] = new.tenant_id
+                added[new.run_id] += 1
+                out.append(job_from_row(row))
+                row = next(inserted, None)
+            else:
+                taken.append((len(out), new))
+                out.append(None)
+        if row is not None:  # every inserted row belongs to a job of the chunk
+            raise QueueError("enqueue: an inserted row matched no job of the batch")
+    for position, new in taken:  # the idempotency key is taken: return the job that holds it
+        row = conn.execute(
+            f"SELECT {COLUMNS} FROM jobs WHERE tenant_id = ? AND idempotency_key = ?",
+            (new.tenant_id, new.idempotency_key),
         ).fetchone()
-        if row is None:  # the idempotency key is taken: return the job that holds it
-            row = conn.execute(
-                f"SELECT {COLUMNS} FROM jobs WHERE tenant_id = ? AND idempotency_key = ?",
-                (new.tenant_id, new.idempotency_key),
-            ).fetchone()
-        else:
-            runs[new.run_id] = new.tenant_id
-            added[new.run_id] += 1
-        out.append(job_from_row(row))
+        out[position] = job_from_row(row)
     for run_id, tenant_id in runs.items():
         # A new job reopens a finished run. Invariant: a run belongs to exactly one tenant.
         touched = conn.execute(
@@ -181,7 +202,34 @@ def enqueue(
                 f"run {run_id!r} belongs to tenant {owner!r}, not {tenant_id!r}; a run has one "
                 "tenant. Use a new run id for this tenant"
             )
-    return out
+    return [job for job in out if job is not None]
+
+
+# Rows per multi-row statement: SQLite binds at most 32,766 parameters to one statement.
+ROWS_PER_STATEMENT = 500
+_first = operator.itemgetter(0)
+
+
+def _numbered(rows: int, width: int, *, after: int = 0) -> str:
+    """``rows`` rows of ``width`` parameters for a multi-row statement, numbered from
+    ``after + 1`` (the statement's own parameters, ``?1`` to ``?after``, come first)."""
+    return ", ".join(
+        "(" + ", ".join(f"?{after + r * width + c}" for c in range(1, width + 1)) + ")"
+        for r in range(rows)
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_sql(rows: int) -> str:
+    """The INSERT of ``rows`` new jobs (`enqueue`)."""
+    return f"""
+        INSERT INTO jobs (run_id, tenant_id, r2_key, payload, max_attempts, priority,
+                          available_at, idempotency_key, created_at, updated_at,
+                          cross_tenant_key, timeout_seconds)
+        VALUES {_numbered(rows, 12)}
+        ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+        RETURNING {COLUMNS}
+    """
 
 
 # --- consumers -----------------------------------------------------------------------------
@@ -524,7 +572,6 @@ def reap(conn: sqlite3.Connection, now: float) -> int:
         """,
         {"now": now},
     ).fetchall()
-    _close_runs(conn, now, {run_id for run_id, status in rows if status != "pending"})
     return len(rows)
 
 
@@ -580,9 +627,120 @@ def release(
         return _refused(conn, now, job_id, token, "released")
     job = job_from_row(row)
     if job.status == "cancelled":
-        _close_runs(conn, now, (job.run_id,))
         return cancelled(job, "released")
     return ItemResult(job_id=job.id, ok=True, reason="ok", job=job)
+
+
+def start_many(
+    conn: sqlite3.Connection, now: float, leases: Sequence[tuple[int, str]]
+) -> list[ItemResult]:
+    """`start` each lease; one statement per `ROWS_PER_STATEMENT` leases."""
+    return _leases(
+        conn,
+        now,
+        leases,
+        "started",
+        "started_at = coalesce(started_at, ?1), updated_at = ?1",
+        live=_BATCH_LIVE_UNCANCELLED,
+        one=lambda i, t: start(conn, now, i, t),
+    )
+
+
+def renew_many(
+    conn: sqlite3.Connection,
+    now: float,
+    leases: Sequence[tuple[int, str]],
+    visibility_seconds: float,
+) -> list[ItemResult]:
+    """`renew` each lease; one statement per `ROWS_PER_STATEMENT` leases."""
+    return _leases(
+        conn,
+        now,
+        leases,
+        "renewed",
+        "lease_expires_at = ?1 + ?2, updated_at = ?1",
+        live=_BATCH_LIVE_UNCANCELLED,
+        one=lambda i, t: renew(conn, now, i, t, visibility_seconds),
+        param=visibility_seconds,
+    )
+
+
+def release_many(
+    conn: sqlite3.Connection, now: float, leases: Sequence[tuple[int, str]], delay_seconds: float
+) -> list[ItemResult]:
+    """`release` each lease; one statement per `ROWS_PER_STATEMENT` leases."""
+    return _leases(
+        conn,
+        now,
+        leases,
+        "released",
+        _RELEASE_SET,
+        live=_BATCH_LIVE,
+        one=lambda i, t: release(conn, now, i, t, delay_seconds),
+        param=delay_seconds,
+    )
+
+
+# A batch's fences (`LIVE_LEASE`, `LIVE_UNCANCELLED`) against its row `a`, ``?1`` now.
+_BATCH_LIVE = "status = 'leased' AND lease_token = a.token AND lease_expires_at > ?1"
+_BATCH_LIVE_UNCANCELLED = f"{_BATCH_LIVE} AND cancel_requested_at IS NULL"
+# `release`'s SET with ``?1`` now and ``?2`` the delay.
+_RELEASE_SET = """
+    status = CASE WHEN cancel_requested_at IS NULL THEN 'pending' ELSE 'cancelled' END,
+    attempts = attempts - 1, available_at = ?1 + ?2,
+    finished_at = CASE WHEN cancel_requested_at IS NOT NULL THEN ?1 END,
+    lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, lease_owner = NULL,
+    started_at = NULL, updated_at = ?1
+"""
+
+
+def _leases(
+    conn: sqlite3.Connection,
+    now: float,
+    leases: Sequence[tuple[int, str]],
+    verb: str,
+    set_sql: str,
+    *,
+    live: str,
+    one: Callable[[int, str], ItemResult],
+    param: float = 0.0,
+) -> list[ItemResult]:
+    """One fenced change (``SET set_sql`` where ``live``) to each lease, in one statement per
+    chunk; one at a time (``one``) when a batch names a lease twice, so each sees the one
+    before it, or holds a single lease (a shorter statement)."""
+    if len(leases) < 2 or len({job_id for job_id, _ in leases}) != len(leases):
+        return [one(job_id, token) for job_id, token in leases]
+    rows: dict[int, Sequence[Any]] = {}
+    for first in range(0, len(leases), ROWS_PER_STATEMENT):
+        chunk = leases[first : first + ROWS_PER_STATEMENT]
+        params: list[object] = [now, param]
+        for job_id, token in chunk:
+            params += (job_id, token)
+        sql = _lease_sql(len(chunk), set_sql, live)
+        rows.update((row[0], row) for row in conn.execute(sql, params))
+    results: list[ItemResult] = []
+    for job_id, token in leases:
+        row = rows.get(job_id)
+        if row is None:
+            results.append(_refused(conn, now, job_id, token, verb))
+            continue
+        job = job_from_row(row)
+        if job.status == "cancelled":
+            results.append(cancelled(job, verb))
+        else:
+            results.append(ItemResult(job_id=job.id, ok=True, reason="ok", job=job))
+    return results
+
+
+@functools.lru_cache(maxsize=64)
+def _lease_sql(rows: int, set_sql: str, live: str) -> str:
+    return f"""
+        WITH a (job, token) AS (VALUES {_numbered(rows, 2, after=2)})
+        UPDATE jobs SET {set_sql}
+        FROM a
+        WHERE jobs.id = a.job AND {live}
+        RETURNING {COLUMNS}
+    """
 
 
 def ack(
@@ -604,63 +762,35 @@ def ack(
     With ``owned`` (the seed's ``ack(ids, status)``, whose acks carry no token) a lease is live
     when ``owned.owner`` took it and it has not run out.
     """
+    items = list(zip(acks, jitter_factors, strict=False))
+    rows: dict[int, Sequence[Any]] = {}
+    if len(items) > 1 and len({a.job_id for a, _ in items}) == len(items):
+        for first in range(0, len(items), ROWS_PER_STATEMENT):
+            chunk = items[first : first + ROWS_PER_STATEMENT]
+            params: list[object] = [now, None if owned is None else owned.owner]
+            params += (backoff.cap_seconds, backoff.base_seconds)
+            for a, factor in chunk:
+                done = a.status == "done"
+                params += (
+                    a.job_id,
+                    a.lease_token,
+                    done,
+                    encode_json(a.result) if done else None,
+                    a.error,
+                    a.permanent,
+                    factor,
+                )
+            sql = _ack_sql(len(chunk), owned is not None)
+            rows.update((row[0], row) for row in conn.execute(sql, params))
+    else:  # one ack (a shorter statement), or the same job twice: each sees the one before
+        for a, factor in items:
+            row = _ack_one(conn, now, a, backoff, factor, owned)
+            if row is not None:
+                rows[a.job_id] = row
     results: list[ItemResult] = []
     metrics: dict[str, dict[str, float]] = {}
-    finished_runs: set[str] = set()
-    fence = LIVE_LEASE if owned is None else LIVE_OWNED
-    for a, factor in zip(acks, jitter_factors, strict=False):
-        params = {
-            "id": a.job_id,
-            "token": a.lease_token,
-            "owner": None if owned is None else owned.owner,
-            "now": now,
-            "error": a.error,
-        }
-        if a.status == "done":
-            row = conn.execute(
-                f"""
-                UPDATE jobs
-                SET status = CASE WHEN cancel_requested_at IS NULL THEN 'done'
-                        ELSE 'cancelled' END,
-                    result = CASE WHEN cancel_requested_at IS NULL THEN :result END,
-                    lease_expires_at = NULL, finished_at = :now, updated_at = :now
-                WHERE id = :id AND {fence}
-                RETURNING {COLUMNS}
-                """,
-                {**params, "result": encode_json(a.result)},
-            ).fetchone()
-        else:
-            # Terminal when permanent or out of attempts (or cancelled); else pending again
-            # after a backoff.
-            row = conn.execute(
-                f"""
-                UPDATE jobs
-                SET status = CASE WHEN cancel_requested_at IS NOT NULL THEN 'cancelled'
-                        WHEN {_FINAL} THEN 'failed' ELSE 'pending' END,
-                    available_at = CASE WHEN {_FINAL}
-                        THEN available_at
-                        ELSE :now + min(:cap, :base * (1 << min(attempts - 1, 40))) * :factor END,
-                    finished_at = CASE WHEN {_FINAL} THEN :now END,
-                    lease_token = CASE WHEN {_FINAL}
-                        THEN lease_token END,
-                    worker_id = CASE WHEN {_FINAL}
-                        THEN worker_id END,
-                    lease_owner = CASE WHEN {_FINAL}
-                        THEN lease_owner END,
-                    started_at = CASE WHEN {_FINAL}
-                        THEN started_at END,
-                    lease_expires_at = NULL, last_error = :error, updated_at = :now
-                WHERE id = :id AND {fence}
-                RETURNING {COLUMNS}
-                """,
-                {
-                    **params,
-                    "permanent": a.permanent,
-                    "cap": backoff.cap_seconds,
-                    "base": backoff.base_seconds,
-                    "factor": factor,
-                },
-            ).fetchone()
+    for a, _ in items:
+        row = rows.pop(a.job_id, None)
         if row is None:
             results.append(
                 _refused(conn, now, a.job_id, a.lease_token, "acked", a.status, owned=owned)
@@ -670,18 +800,108 @@ def ack(
         if job.status == "cancelled":
             # Invariant: nothing cancelled is ever marked done; its outcome is discarded.
             results.append(cancelled(job, "acked"))
-            finished_runs.add(job.run_id)
             continue
         results.append(ItemResult(job_id=job.id, ok=True, reason="ok", job=job))
-        if job.finished_at is not None:
-            finished_runs.add(job.run_id)
         if a.run_metrics:
             into = metrics.setdefault(job.run_id, {})
             for key, value in a.run_metrics.items():
                 into[key] = into.get(key, 0.0) + value
     _add_run_metrics(conn, now, metrics)
-    _close_runs(conn, now, finished_runs)
     return results
+
+
+@functools.lru_cache(maxsize=64)
+def _ack_sql(rows: int, owned: bool) -> str:
+    """The ack of ``rows`` jobs in one statement (`ack`); ``?1`` now, ``?2`` the owner of an
+    ids-only ack, ``?3`` and ``?4`` the backoff's cap and base, then per ack its job id,
+    token, whether done, result, error, whether permanent and jitter factor."""
+    final = "(a.permanent OR attempts >= max_attempts OR cancel_requested_at IS NOT NULL)"
+    # done, or a failure that ends the job: it keeps its lease's marks
+    ends = f"(a.done OR {final})"
+    fence = "lease_owner IS ?2" if owned else "lease_token = a.token"
+    return f"""
+        WITH a (job, token, done, outcome, error, permanent, factor) AS (
+            VALUES {_numbered(rows, 7, after=4)}
+        )
+        UPDATE jobs
+        SET status = CASE WHEN cancel_requested_at IS NOT NULL THEN 'cancelled'
+                WHEN a.done THEN 'done' WHEN {final} THEN 'failed' ELSE 'pending' END,
+            result = CASE WHEN NOT a.done THEN jobs.result
+                WHEN cancel_requested_at IS NULL THEN a.outcome END,
+            available_at = CASE WHEN {ends} THEN available_at
+                ELSE ?1 + min(?3, ?4 * (1 << min(attempts - 1, 40))) * a.factor END,
+            finished_at = CASE WHEN {ends} THEN ?1 END,
+            lease_token = CASE WHEN {ends} THEN lease_token END,
+            worker_id = CASE WHEN {ends} THEN worker_id END,
+            lease_owner = CASE WHEN {ends} THEN lease_owner END,
+            started_at = CASE WHEN {ends} THEN started_at END,
+            last_error = CASE WHEN a.done THEN last_error ELSE a.error END,
+            lease_expires_at = NULL, updated_at = ?1
+        FROM a
+        WHERE jobs.id = a.job AND status = 'leased' AND {fence} AND lease_expires_at > ?1
+        RETURNING {COLUMNS}
+    """
+
+
+def _ack_one(
+    conn: sqlite3.Connection,
+    now: float,
+    a: Ack,
+    backoff: Backoff,
+    factor: float,
+    owned: ByOwner | None,
+) -> Sequence[Any] | None:
+    """One ack's statement (`ack` of a batch that names a job twice); its row if applied."""
+    params = {
+        "id": a.job_id,
+        "token": a.lease_token,
+        "owner": None if owned is None else owned.owner,
+        "now": now,
+        "error": a.error,
+    }
+    fence = LIVE_LEASE if owned is None else LIVE_OWNED
+    if a.status == "done":
+        row: Sequence[Any] | None = conn.execute(
+            f"""
+            UPDATE jobs
+            SET status = CASE WHEN cancel_requested_at IS NULL THEN 'done'
+                    ELSE 'cancelled' END,
+                result = CASE WHEN cancel_requested_at IS NULL THEN :result END,
+                lease_expires_at = NULL, finished_at = :now, updated_at = :now
+            WHERE id = :id AND {fence}
+            RETURNING {COLUMNS}
+            """,
+            {**params, "result": encode_json(a.result)},
+        ).fetchone()
+        return row
+    # Terminal when permanent or out of attempts (or cancelled); else pending again after a
+    # backoff.
+    row = conn.execute(
+        f"""
+        UPDATE jobs
+        SET status = CASE WHEN cancel_requested_at IS NOT NULL THEN 'cancelled'
+                WHEN {_FINAL} THEN 'failed' ELSE 'pending' END,
+            available_at = CASE WHEN {_FINAL}
+                THEN available_at
+                ELSE :now + min(:cap, :base * (1 << min(attempts - 1, 40))) * :factor END,
+            finished_at = CASE WHEN {_FINAL} THEN :now END,
+            lease_token = CASE WHEN {_FINAL} THEN lease_token END,
+            worker_id = CASE WHEN {_FINAL} THEN worker_id END,
+            lease_owner = CASE WHEN {_FINAL} THEN lease_owner END,
+            started_at = CASE WHEN {_FINAL} THEN started_at END,
+            lease_expires_at = NULL, last_error = :error, updated_at = :now
+        WHERE id = :id AND {fence}
+        RETURNING {COLUMNS}
+        """,
+        {
+            **params,
+            "permanent": a.permanent,
+            "cap": backoff.cap_seconds,
+            "base": backoff.base_seconds,
+            "factor": factor,
+        },
+    ).fetchone()
+    return row
 
 
 # An ack that fails the job ends it (a failure for good, or the job's last attempt).
@@ -704,15 +924,16 @@ def _add_run_metrics(
 
 def _close_runs(conn: sqlite3.Connection, now: float, run_ids: Iterable[str]) -> None:
     # Invariant: runs.finished_at is set exactly while none of the run's jobs is unfinished.
+    # A status change closes its run in its own statement (migration 11's trigger); jobs
+    # inserted (imported) or deleted pass no such trigger, so their verbs close runs here, by
+    # the stored counts.
     for run_id in run_ids:
         conn.execute(
             """
-            UPDATE runs SET finished_at = :now, updated_at = :now
-            WHERE run_id = :run AND finished_at IS NULL AND NOT EXISTS (
-                SELECT 1 FROM jobs WHERE run_id = :run AND status IN ('pending', 'leased')
-            )
+            UPDATE runs SET finished_at = ?1, updated_at = ?1
+            WHERE run_id = ?2 AND finished_at IS NULL AND pending = 0 AND leased = 0
             """,
-            {"now": now, "run": run_id},
+            (now, run_id),
         )
 
 
@@ -765,7 +986,6 @@ def cancel(
     """
     results: list[ItemResult] = []
     marked: list[int] = []
-    closed: set[str] = set()
     for job_id in job_ids:
         params = {"id": job_id, "now": now, "tenant": tenant_id}
         row = conn.execute(_CANCEL_ONE, params).fetchone()
@@ -773,15 +993,12 @@ def cancel(
             job = job_from_row(row)
             if job.status == "leased":
                 marked.append(job.id)
-            else:
-                closed.add(job.run_id)
             results.append(ItemResult(job_id=job_id, ok=True, reason="ok", job=job))
             continue
         row = conn.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         results.append(
             cancel_refusal(None if row is None else job_from_row(row), job_id, tenant_id)
         )
-    _close_runs(conn, now, closed)
     return results, marked
 
 
@@ -794,7 +1011,6 @@ def cancel_run(
         raise RunNotFound(run_id)
     rows = conn.execute(_CANCEL_RUN, {"run": run_id, "now": now, "tenant": None}).fetchall()
     marked = [job_id for job_id, status in rows if status == "leased"]
-    _close_runs(conn, now, (run_id,))
     return (
         RunCancel(run_id=run_id, cancelled=len(rows) - len(marked), cancel_requested=len(marked)),
         marked,

@@ -17,6 +17,14 @@ whose wait does not hold the loop). After every few such calls in a row the call
 so a caller in a loop lets the others run; a second caller arriving meanwhile finds the first
 still inside and queues for the writer thread, which keeps group commit for concurrent callers.
 
+Coalescing: requests that say they may be merged (a `Batch`: a key, their items, and the one
+function of a list of items that both run) are merged within a group: requests of the same key
+run as one call over all their items (enqueues, acks, single-job pulls: one statement each),
+each caller getting its own items' results, in one SAVEPOINT; if the merged call raises, it
+rolls back and each request runs alone, so a failing request still fails alone. Requests in
+one group were all submitted before any of them completed, so any order among them is an
+order they could have run in.
+
 Cancellation: a request handed to the writer is always carried out, committed or rolled back
 as a whole, whether or not its caller is still waiting; a caller cancelled while waiting just
 does not learn the outcome (``on_commit`` hooks still run). Retrying is safe for the verbs that
@@ -30,7 +38,7 @@ import contextlib
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio.to_thread
@@ -42,9 +50,11 @@ from actors.queue.sqlite.schema import sqlite_failure
 if TYPE_CHECKING:
     import trio
 
-__all__ = ["Checkpointer", "GroupCommitWriter", "ReaderPool"]
+__all__ = ["Batch", "Checkpointer", "GroupCommitWriter", "ReaderPool"]
 
 T = TypeVar("T")
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
 Work = Callable[[sqlite3.Connection], T]
 
 # Bounds one transaction: enough to amortise the commit, small enough to keep latency flat.
@@ -55,14 +65,38 @@ MAX_GROUP = 512
 INLINE_STREAK = 8
 
 
+class Batch(Generic[ItemT, ResultT]):
+    """A request's work as items and a function of any list of them, one result per item:
+    requests with equal ``key`` (and the same ``work``) may be run as one call (see the
+    module's docstring)."""
+
+    __slots__ = ("items", "key", "work")
+
+    def __init__(
+        self,
+        key: Hashable,
+        items: Sequence[ItemT],
+        work: Callable[[sqlite3.Connection, Sequence[ItemT]], list[ResultT]],
+    ) -> None:
+        self.key = key
+        self.items = items
+        self.work = work
+
+
 class _Request(Generic[T]):
     """One unit of work for the writer thread and the means to wake its caller."""
 
-    __slots__ = ("error", "event", "future", "loop", "on_commit", "result", "work")
+    __slots__ = ("batch", "error", "event", "future", "loop", "on_commit", "result", "work")
 
-    def __init__(self, work: Work[T], on_commit: Callable[[T], None] | None) -> None:
+    def __init__(
+        self,
+        work: Work[T],
+        on_commit: Callable[[T], None] | None,
+        batch: Batch[Any, Any] | None = None,
+    ) -> None:
         self.work = work
         self.on_commit = on_commit
+        self.batch = batch
         # A 1-tuple once the work returned (its value may be None); an error wins over it.
         self.result: tuple[T] | None = None
         self.error: BaseException | None = None
@@ -128,14 +162,17 @@ class GroupCommitWriter:
         *,
         on_commit: Callable[[T], None] | None = None,
         small: bool = False,
+        batch: Batch[Any, Any] | None = None,
     ) -> T:
         """Run ``work(conn)`` in the next group transaction and return its result once committed.
 
         ``on_commit(result)`` runs in this event loop's thread after the commit, even if the
         caller was cancelled meanwhile. ``small``: the work is a statement or two over one row,
-        which the fast path may run on this thread (see the module's docstring).
+        which the fast path may run on this thread (see the module's docstring). ``batch``:
+        ``work`` is ``batch.work(conn, batch.items)``, which the writer may merge with other
+        requests' of the same key (``T`` is then the list of their results).
         """
-        request: _Request[T] = _Request(work, on_commit)
+        request: _Request[T] = _Request(work, on_commit, batch)
         with self._lock:
             self._callers += 1
             alone = self._callers == 1
@@ -292,23 +329,46 @@ class GroupCommitWriter:
                 request.error = request.error or _storage_error(exc, self._path)
             return
         try:
-            for request in group:
-                conn.execute("SAVEPOINT request")
-                try:
-                    request.result = (request.work(conn),)
-                except Exception as exc:  # reported to its caller; the group goes on
-                    conn.execute("ROLLBACK TO request")
-                    if isinstance(exc, sqlite3.Error):
-                        request.error = _storage_error(exc, self._path)
-                    else:
-                        request.error = exc
-                conn.execute("RELEASE request")
+            for part in _merged(group):
+                if len(part) > 1 and self._run_merged(part):
+                    continue
+                for request in part:
+                    conn.execute("SAVEPOINT request")
+                    try:
+                        request.result = (request.work(conn),)
+                    except Exception as exc:  # reported to its caller; the group goes on
+                        conn.execute("ROLLBACK TO request")
+                        if isinstance(exc, sqlite3.Error):
+                            request.error = _storage_error(exc, self._path)
+                        else:
+                            request.error = exc
+                    conn.execute("RELEASE request")
             conn.execute("COMMIT")
         except sqlite3.Error as exc:  # the transaction itself failed: nothing of it committed
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             for request in group:
                 request.error = request.error or _storage_error(exc, self._path)
+
+    def _run_merged(self, part: list[_Request[Any]]) -> bool:
+        """Run ``part`` (requests of one batch key) as one call in a SAVEPOINT and give each
+        its items' results; False (nothing of it kept) if the call raised."""
+        conn = self._conn
+        batches = [request.batch for request in part if request.batch is not None]
+        conn.execute("SAVEPOINT merged")
+        try:
+            results = batches[0].work(conn, [item for b in batches for item in b.items])
+        except Exception:  # one of them fails: each runs alone, so it fails alone
+            conn.execute("ROLLBACK TO merged")
+            conn.execute("RELEASE merged")
+            return False
+        conn.execute("RELEASE merged")
+        start = 0
+        for request, batch in zip(part, batches, strict=True):
+            end = start + len(batch.items)
+            request.result = (results[start:end],)
+            start = end
+        return True
 
     @staticmethod
     def _wake(group: list[_Request[Any]]) -> None:
@@ -325,6 +385,22 @@ class GroupCommitWriter:
                     loop.run_sync_soon(_complete_all, requests)
             except RuntimeError:  # the loop has finished (trio's RunFinishedError is one)
                 pass
+
+
+def _merged(group: list[_Request[Any]]) -> list[list[_Request[Any]]]:
+    """The group in parts, in the order of each part's first request: every request with a
+    batch key together with the others of its key, every other request alone."""
+    parts: list[list[_Request[Any]]] = []
+    by_key: dict[Hashable, list[_Request[Any]]] = {}
+    for request in group:
+        if request.batch is None:
+            parts.append([request])
+        elif (part := by_key.get(request.batch.key)) is not None:
+            part.append(request)
+        else:
+            by_key[request.batch.key] = part = [request]
+            parts.append(part)
+    return parts
 
 
 class Checkpointer:

@@ -152,6 +152,44 @@ _COUNT_TRIGGERS_V6 = tuple(
 )
 assert all("cancelled" in trigger for trigger in _COUNT_TRIGGERS_V6)
 
+# The status trigger of migration 11: it also closes the run (`finished_at`, `updated_at` as
+# the job's `updated_at`, which every verb sets to its `now`) when its last unfinished job
+# finishes, the verbs' own statement per run once. SET expressions read the row as it was.
+_STATUS_TRIGGER_V11 = """
+    CREATE TRIGGER jobs_status_counts AFTER UPDATE OF status ON jobs
+    WHEN OLD.status != NEW.status
+    BEGIN
+        UPDATE runs SET
+            pending = pending + (NEW.status = 'pending') - (OLD.status = 'pending'),
+            leased = leased + (NEW.status = 'leased') - (OLD.status = 'leased'),
+            done = done + (NEW.status = 'done') - (OLD.status = 'done'),
+            failed = failed + (NEW.status = 'failed') - (OLD.status = 'failed'),
+            cancelled = cancelled + (NEW.status = 'cancelled') - (OLD.status = 'cancelled'),
+            finished_at = CASE WHEN finished_at IS NULL
+                AND pending + (NEW.status = 'pending') - (OLD.status = 'pending')
+                    + leased + (NEW.status = 'leased') - (OLD.status = 'leased') = 0
+                THEN NEW.updated_at ELSE finished_at END,
+            updated_at = CASE WHEN finished_at IS NULL
+                AND pending + (NEW.status = 'pending') - (OLD.status = 'pending')
+                    + leased + (NEW.status = 'leased') - (OLD.status = 'leased') = 0
+                THEN NEW.updated_at ELSE updated_at END
+        WHERE run_id = NEW.run_id;
+    END
+"""
+# Every run's counts from its jobs (migrations 3 and 11).
+_RECOUNT = """
+    UPDATE runs SET
+        pending = (SELECT count(*) FROM jobs j WHERE j.run_id = runs.run_id
+                   AND j.status = 'pending'),
+        leased = (SELECT count(*) FROM jobs j WHERE j.run_id = runs.run_id
+                  AND j.status = 'leased'),
+        done = (SELECT count(*) FROM jobs j WHERE j.run_id = runs.run_id AND j.status = 'done'),
+        failed = (SELECT count(*) FROM jobs j WHERE j.run_id = runs.run_id
+                  AND j.status = 'failed'),
+        cancelled = (SELECT count(*) FROM jobs j WHERE j.run_id = runs.run_id
+                     AND j.status = 'cancelled')
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=1,
@@ -372,6 +410,21 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
         down=("DROP INDEX jobs_origin", "ALTER TABLE jobs DROP COLUMN origin"),
         # The imported jobs stay (as jobs enqueued here); only their origins go.
+        drops=(),
+    ),
+    Migration(
+        version=11,
+        name="runs_closed_by_trigger",
+        up=(
+            # A run closes in the statement that finishes its last job (issue 18: the verbs
+            # run one statement per batch, and closing each touched run was one more). The
+            # counts are counted again, so the upgraded file starts exact whatever it held.
+            "DROP TRIGGER jobs_status_counts",
+            _STATUS_TRIGGER_V11,
+            _RECOUNT,
+        ),
+        down=("DROP TRIGGER jobs_status_counts", _COUNT_TRIGGERS_V6[0]),
+        # Only a trigger changes; no row goes.
         drops=(),
     ),
     Migration(
