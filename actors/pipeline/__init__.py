@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from actors.pipeline._ack_reporter import AckReporter, AckStats
 from actors.pipeline._fetcher import START_BATCH, Fetcher
-from actors.pipeline._inflight import InFlight
+from actors.pipeline._inflight import InFlight, ObjectBudget
 from actors.pipeline._lease_manager import LeaseManager, leased_job
 from actors.pipeline._maintenance import MaintainedQueue, Maintenance, MaintenanceTask, queue_tasks
 from actors.pipeline._processing import ProcessorStage, call_abandonably
@@ -68,6 +68,7 @@ __all__ = [
     "Maintenance",
     "MaintenanceTask",
     "Message",
+    "ObjectBudget",
     "PipelineTree",
     "Processed",
     "ProcessorStage",

@@ -201,6 +201,13 @@ class AckReporter:
         acked = [m for m in batch if not isinstance(m, Release)]
         for message, result in zip(acked, ack_results, strict=True):
             job = message.job
+            if result.ok and (result.job is None or result.job.status == "done"):
+                # The common case, kept lean: no bound logger, no lookups per job.
+                self.stats.done += 1
+                events[(job.run_id, "done")].append(job.id)
+                # One line per job: counts go to the summary.
+                log.debug("job.done", job_id=job.id, run_id=job.run_id, attempts=job.attempts)
+                continue
             bound = log.bind(job_id=job.id, run_id=job.run_id, attempts=job.attempts)
             if result.reason == "cancelled":
                 self._cancelled(job.id, job.run_id, events)
@@ -212,11 +219,8 @@ class AckReporter:
             status = result.job.status if result.job is not None else "done"
             error = refused.get(job.id) or getattr(message, "error", None)
             stage = getattr(message, "stage", "ack")
-            if status == "done":
-                self.stats.done += 1
-                kind: RunEventKind = "done"
-                bound.debug("job.done")  # one line per job: counts go to the summary
-            elif status == "failed":
+            kind: RunEventKind
+            if status == "failed":
                 self.stats.failed += 1
                 kind = "failed"
                 permanent = job.id in refused or getattr(message, "permanent", False)
@@ -226,8 +230,7 @@ class AckReporter:
                 kind = "retrying"
                 bound.info("job.retrying", error=error, stage=stage)
             events[(job.run_id, kind)].append(job.id)
-            if kind != "done":
-                errors[(job.run_id, kind)] = error
+            errors[(job.run_id, kind)] = error
         for message, result in zip(releases, release_results, strict=True):
             if result.reason == "cancelled":
                 self._cancelled(message.job.id, message.job.run_id, events)

@@ -11,10 +11,10 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from actors import tenancy
 from actors.errors import ObjectStoreError, QueueError, is_fatal
 from actors.log import get_logger
-from actors.pipeline._inflight import InFlight, stop_scope
+from actors.pipeline._inflight import InFlight, ObjectBudget, stop_scope
 from actors.pipeline.messages import AckInbox, Failed, Fetched, JobLeased, LeasedJob, Release
 from actors.queue.base import Queue
-from actors.storage import ObjectStore
+from actors.storage import ObjectStore, StoredObject
 from supervisors import Context
 
 __all__ = ["Fetcher"]
@@ -31,9 +31,10 @@ class Fetcher:
     """One of a pool of fetchers sharing one inbox; hands each object on to the processors.
 
     Before it fetches jobs from its stream it marks them started in the queue (`start_many`,
-    up to `START_BATCH` jobs taken together): a lease that expires from then on spends the
-    job's attempt, while a job that waited in the stream when the process died gets its
-    attempt back. Concurrent fetchers' marks also share the SQLite writer's group commit.
+    up to ``start_batch`` jobs taken together, `START_BATCH` unless the tree says otherwise): a
+    lease that expires from then on spends the job's attempt, while a job that waited in the
+    stream when the process died gets its attempt back. Concurrent fetchers' marks also share
+    the SQLite writer's group commit.
 
     Error handling: a permanent store error (missing object, too large, bad key) fails the job
     at once without burning retries; so does a key outside the job's tenant prefix that no
@@ -60,8 +61,12 @@ class Fetcher:
         ctx: Context | None = None,
         max_bytes: int,
         draining: Callable[[], bool] = lambda: False,
+        budget: ObjectBudget | None = None,
+        start_batch: int = START_BATCH,
     ) -> None:
         self.name = name
+        self._start_batch = start_batch
+        self._budget = budget
         self._ctx = ctx
         self._inbox = inbox
         self._outbox = outbox
@@ -88,7 +93,7 @@ class Fetcher:
                     await self._fetch(job)  # stopped by a sibling's restart: fetch it again
             async for message in self._inbox:
                 jobs = [message.job]
-                while len(jobs) < START_BATCH:
+                while len(jobs) < self._start_batch:
                     try:
                         jobs.append(self._inbox.receive_nowait().job)
                     except (anyio.WouldBlock, anyio.EndOfStream):
@@ -97,8 +102,40 @@ class Fetcher:
                     for job in jobs:
                         self._inflight.hold(job, self.name)
                     jobs = await self._start(jobs)
-                for job in jobs:
-                    await self._fetch(job)
+                if len(jobs) > 1 and not self._draining() and hasattr(self._store, "get_many"):
+                    await self._fetch_many(jobs)
+                else:
+                    for job in jobs:
+                        await self._fetch(job)
+
+    async def _fetch_many(self, jobs: list[LeasedJob]) -> None:
+        """Fetch ``jobs`` with one ``get_many`` of the store (a local folder's: its folders
+        opened once); if it raises other than per object, fetch each alone instead."""
+        readable = []
+        for job in jobs:
+            self._inflight.hold(job, self.name)
+            try:
+                if not job.cross_tenant_key:
+                    tenancy.check_key(job.tenant_id, job.r2_key)
+            except ObjectStoreError as exc:
+                self._failed(job, exc)
+            else:
+                readable.append(job)
+        try:
+            read = await self._store.get_many(  # type: ignore[attr-defined]
+                [job.r2_key for job in readable], max_bytes=self._max_bytes
+            )
+        except Exception:
+            read = None  # whichever object is at fault shows when each is fetched alone
+        if read is None or len(read) != len(readable):
+            for job in readable:
+                await self._fetch(job)
+            return
+        for job, obj in zip(readable, read, strict=True):
+            if isinstance(obj, ObjectStoreError):
+                self._failed(job, obj)
+            else:
+                await self._hand_on(job, obj)
 
     async def _fetch(self, job: LeasedJob) -> None:
         if self._draining():
@@ -111,25 +148,42 @@ class Fetcher:
                 tenancy.check_key(job.tenant_id, job.r2_key)
             obj = await self._store.get(job.r2_key, max_bytes=self._max_bytes)
         except ObjectStoreError as exc:
-            self._inflight.let_go(job, self.name)
-            log.info(
-                "fetch.failed",
-                job_id=job.id,
-                run_id=job.run_id,
-                error=str(exc),
-                permanent=exc.permanent,
-            )
-            self._acks.send_nowait(
-                Failed(job=job, error=str(exc), permanent=exc.permanent, stage="fetch")
-            )
+            self._failed(job, exc)
             return
         except Exception as exc:
             self._inflight.crashed(job, repr(exc))
             raise
-        # The processors' stream is short (it holds whole objects: memory stays bounded), so
-        # this may wait. The job stays in this fetcher's custody until the send is done: a
-        # cancelled send leaves it here, to be fetched again by this fetcher's successor.
-        await self._outbox.send(Fetched(job=job, data=obj.data, content_type=obj.content_type))
+        await self._hand_on(job, obj)
+
+    def _failed(self, job: LeasedJob, exc: ObjectStoreError) -> None:
+        self._inflight.let_go(job, self.name)
+        log.info(
+            "fetch.failed",
+            job_id=job.id,
+            run_id=job.run_id,
+            error=str(exc),
+            permanent=exc.permanent,
+        )
+        self._acks.send_nowait(
+            Failed(job=job, error=str(exc), permanent=exc.permanent, stage="fetch")
+        )
+
+    async def _hand_on(self, job: LeasedJob, obj: StoredObject) -> None:
+        # The processors' stream holds whole objects, so this may wait (for the budget, or for
+        # room in a short stream). The job stays in this fetcher's custody until the send is
+        # done: a cancelled send leaves it here, to be fetched again by its successor.
+        fetched = Fetched(job=job, data=obj.data, content_type=obj.content_type)
+        if self._budget is None:
+            await self._outbox.send(fetched)
+        else:
+            size = len(obj.data)
+            await self._budget.admit(size)
+            try:
+                # Never blocks: the stream holds `concurrency` items, the budget their bytes.
+                self._outbox.send_nowait(fetched)
+            except BaseException:
+                self._budget.cancel(size)
+                raise
         self._inflight.let_go(job, self.name)
 
     async def _start(self, jobs: list[LeasedJob]) -> list[LeasedJob]:

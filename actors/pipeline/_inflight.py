@@ -10,7 +10,7 @@ import anyio
 from actors.pipeline.messages import LeasedJob
 from supervisors import Context
 
-__all__ = ["InFlight", "stop_scope"]
+__all__ = ["InFlight", "ObjectBudget", "stop_scope"]
 
 
 @contextlib.contextmanager
@@ -210,6 +210,59 @@ class InFlight:
             await self.wait_changed()
 
     def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+
+class ObjectBudget:
+    """Admission to the processors' stream, which holds whole objects: memory stays bounded.
+
+    An object is admitted while fewer than ``objects`` wait there, whatever its size, or while
+    the bytes waiting stay within ``max_bytes`` with it: so at most ``objects`` objects of any
+    size and ``max_bytes`` of small ones wait together. Small documents then wait in numbers
+    (a processor takes them as one batch); large ones two per processor, as they always did.
+
+    The fetcher admits (`admit`) before its send and gives back (`cancel`) if the send fails;
+    a processor gives back (`taken`) as it receives, with no checkpoint in between, so the
+    accounting follows the messages in the stream across restarts of either end.
+    """
+
+    def __init__(self, objects: int, max_bytes: int) -> None:
+        self.objects = objects
+        self.max_bytes = max_bytes
+        self.waiting = 0  # objects in the stream
+        self.bytes = 0  # their bytes
+        self._changed: anyio.Event | None = None
+        self._turn: anyio.Lock | None = None
+
+    @property
+    def turn(self) -> anyio.Lock:
+        """Held by the processor that waits for the stream's next item (one at a time)."""
+        if self._turn is None:  # created on first use: it belongs to the running loop
+            self._turn = anyio.Lock()
+        return self._turn
+
+    def _fits(self, size: int) -> bool:
+        return self.waiting < self.objects or self.bytes + size <= self.max_bytes
+
+    async def admit(self, size: int) -> None:
+        """Wait until an object of ``size`` bytes may go into the stream; count it there."""
+        while not self._fits(size):
+            if self._changed is None:
+                self._changed = anyio.Event()
+            await self._changed.wait()
+        self.waiting += 1
+        self.bytes += size
+
+    def cancel(self, size: int) -> None:
+        """An admitted object did not go into the stream after all."""
+        self.taken(size)
+
+    def taken(self, size: int) -> None:
+        """An object of ``size`` bytes left the stream."""
+        self.waiting -= 1
+        self.bytes -= size
         if self._changed is not None:
             self._changed.set()
             self._changed = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -12,16 +13,24 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from actors.errors import ActorsError, DocumentError, JobTimedOut
 from actors.log import get_logger
-from actors.pipeline._inflight import InFlight, stop_scope
+from actors.pipeline._inflight import InFlight, ObjectBudget, stop_scope
 from actors.pipeline.messages import AckInbox, Failed, Fetched, LeasedJob, Processed, Release
 from actors.processors import JobInput, Processor, ProcessorOutput, TimeLimit, current_time_limit
 from supervisors import Context
 
-__all__ = ["ProcessorStage", "call_abandonably"]
+__all__ = ["BATCH_BYTES", "PROCESS_BATCH", "ProcessorStage", "call_abandonably"]
 
 T = TypeVar("T")
 
 log = get_logger("actors.processor")
+
+# A processor stage takes up to this many fetched jobs waiting in its stream at once; those its
+# processor can batch (``batchable``, small documents of bounded work) go to it in one call
+# (``process_batch``: for the offline processor, one round trip to a worker process).
+PROCESS_BATCH = 32
+# ... and stops taking more once they hold this many bytes: a processor holds at most that and
+# one large object, as the processors' stream's budget (`ObjectBudget`) assumes.
+BATCH_BYTES = 64 * 1024
 
 
 async def call_abandonably(calls: TaskGroup, func: Callable[[], Awaitable[T]], seconds: float) -> T:
@@ -102,8 +111,10 @@ class ProcessorStage:
         ctx: Context | None = None,
         timeout_seconds: float = 600.0,
         calls: TaskGroup | None = None,
+        budget: ObjectBudget | None = None,
     ) -> None:
         self.name = name
+        self._budget = budget
         self._ctx = ctx
         self._inbox = inbox
         self._acks = acks
@@ -127,9 +138,83 @@ class ProcessorStage:
                         job=job, error=f"{self.name} crashed on this job: {crash}", stage="process"
                     )
                 )
+        batchable = getattr(self._processor, "batchable", None)
         with stop_scope(self._ctx):
-            async for message in self._inbox:
-                await self._process(message)
+            if batchable is None:
+                async for message in self._inbox:
+                    self._taken(message)
+                    await self._process(message)
+                return
+            while True:
+                taken = await self._take_batch(batchable)
+                if taken is None:
+                    return  # the stream was closed
+                together, alone = taken
+                if together:
+                    await self._process_together(together)
+                if alone is not None:
+                    await self._process(alone)
+
+    async def _take_batch(
+        self, batchable: Callable[[JobInput, bytes, str | None], bool]
+    ) -> tuple[list[Fetched], Fetched | None] | None:
+        """Wait for a fetched job, and take the batchable ones that wait with it (held): the
+        batch, and the job that ended it that must be processed alone; None at the end.
+
+        A job that cannot be batched (or was cancelled) ends the batch, so that jobs processed
+        one by one are spread over the processors as before. The processors take turns at the
+        stream: the stream gives a sent item straight to a waiting receiver, so processors all
+        waiting would each get a batch of one.
+        """
+        async with self._turn():
+            try:
+                first = await self._inbox.receive()
+            except anyio.EndOfStream:
+                return None
+            self._taken(first)
+            self._inflight.hold(first.job, self.name)
+            if not self._fits(first, batchable):
+                return [], first
+            batch = [first]
+            alone = self._take_ready(batch, batchable)
+            if alone is None and len(batch) < PROCESS_BATCH:
+                # Let the fetchers that are ready hand on what they hold first.
+                await anyio.lowlevel.checkpoint()
+                alone = self._take_ready(batch, batchable)
+        return batch, alone
+
+    def _fits(
+        self, message: Fetched, batchable: Callable[[JobInput, bytes, str | None], bool]
+    ) -> bool:
+        return not self._inflight.is_cancelled(message.job) and batchable(
+            _input(message.job), message.data, message.content_type
+        )
+
+    def _take_ready(
+        self, batch: list[Fetched], batchable: Callable[[JobInput, bytes, str | None], bool]
+    ) -> Fetched | None:
+        """Add the batchable jobs waiting in the stream to ``batch`` (held), within its bounds;
+        return the one that ended it by not being batchable, if any."""
+        size = sum(len(message.data) for message in batch)
+        while len(batch) < PROCESS_BATCH and size <= BATCH_BYTES:
+            try:
+                message = self._inbox.receive_nowait()
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                return None
+            self._taken(message)
+            self._inflight.hold(message.job, self.name)
+            if not self._fits(message, batchable):
+                return message
+            batch.append(message)
+            size += len(message.data)
+        return None
+
+    def _turn(self) -> anyio.Lock | contextlib.nullcontext[None]:
+        return contextlib.nullcontext() if self._budget is None else self._budget.turn
+
+    def _taken(self, message: Fetched) -> None:
+        if self._budget is not None:
+            self._budget.taken(len(message.data))
 
     async def _call(self, message: Fetched) -> ProcessorOutput:
         job = message.job
@@ -177,34 +262,80 @@ class ProcessorStage:
         self._inflight.decided(job)
         self._inflight.let_go(job, self.name)
 
+    async def _process_together(self, batch: list[Fetched]) -> None:
+        """Process ``batch`` in one ``process_batch`` call, within the shortest of its jobs' time
+        limits; if that call fails as a whole (a time limit, a worker that died), each job is
+        processed alone, so that a hostile document is charged to its own job only."""
+        limit = min(m.job.timeout_seconds or self._timeout for m in batch)
+
+        def set_deadlines(deadline: float) -> None:
+            for m in batch:
+                self._inflight.set_deadline(m.job, deadline)
+
+        set_deadlines(anyio.current_time() + limit)
+        items = [(_input(m.job), m.data, m.content_type) for m in batch]
+        outputs: list[ProcessorOutput | Exception] | None = None
+        # Not the jobs' own scopes: a job cancelled meanwhile (`InFlight.cancel`) is given back
+        # once the batch returns, within milliseconds (its documents are small).
+        with anyio.move_on_after(limit) as scope:
+            token = current_time_limit.set(TimeLimit(scope, set_deadlines))
+            try:
+                outputs = await self._processor.process_batch(items)  # type: ignore[attr-defined]
+            except Exception as exc:
+                log.info("process.batch_failed", jobs=len(batch), error=repr(exc))
+            finally:
+                current_time_limit.reset(token)
+        if outputs is None or len(outputs) != len(batch):
+            for message in batch:
+                await self._process(message)
+            return
+        for message, output in zip(batch, outputs, strict=True):
+            job = message.job
+            if self._inflight.is_cancelled(job):
+                log.info("process.cancelled", job_id=job.id, run_id=job.run_id)
+                outcome: AckInbox = Release(job=job, reason="cancelled")
+            else:
+                outcome = self._judge(job, output)
+            self._acks.send_nowait(outcome)  # never blocks: the stream holds every job
+            self._inflight.decided(job)
+            self._inflight.let_go(job, self.name)
+
     async def _outcome(self, message: Fetched) -> AckInbox:
         """Process the job; return its outcome (whatever the processor raised is the job's)."""
-        job = message.job
         try:
-            output = await self._call(message)
-        except DocumentError as exc:
-            outcome: AckInbox = Failed(job=job, error=str(exc), permanent=True, stage="process")
-        except ActorsError as exc:
-            outcome = Failed(job=job, error=str(exc), stage="process")
+            output: ProcessorOutput | Exception = await self._call(message)
         except Exception as exc:
-            # Cancellation is a BaseException and passes through: the job is given back.
-            log.warning("process.raised", job_id=job.id, run_id=job.run_id, exc_info=exc)
-            outcome = Failed(
-                job=job,
-                error=_unexpected(exc),
-                permanent=isinstance(exc, RecursionError),
-                stage="process",
+            output = exc
+        return self._judge(message.job, output)
+
+    def _judge(self, job: LeasedJob, output: object) -> AckInbox:
+        """The outcome of ``job`` whose processor returned or raised ``output``."""
+        if isinstance(output, Exception):
+            return _failed(job, output)
+        if not isinstance(output, ProcessorOutput):
+            problem = (
+                f"the processor returned {type(output).__name__}, not a ProcessorOutput;"
+                " a bug in the processor (see the Processor protocol)"
             )
-        else:
-            if not isinstance(output, ProcessorOutput):
-                problem = (
-                    f"the processor returned {type(output).__name__}, not a ProcessorOutput;"
-                    " a bug in the processor (see the Processor protocol)"
-                )
-                self._inflight.crashed(job, problem)
-                raise TypeError(problem)
-            outcome = Processed(job=job, result=output.result, metrics=output.metrics)
-        return outcome
+            self._inflight.crashed(job, problem)
+            raise TypeError(problem)
+        return Processed(job=job, result=output.result, metrics=output.metrics)
+
+
+def _failed(job: LeasedJob, exc: Exception) -> Failed:
+    """The outcome of a job whose processor raised ``exc`` (cancellation, a BaseException,
+    never gets here: the job is given back)."""
+    if isinstance(exc, DocumentError):
+        return Failed(job=job, error=str(exc), permanent=True, stage="process")
+    if isinstance(exc, ActorsError):
+        return Failed(job=job, error=str(exc), stage="process")
+    log.warning("process.raised", job_id=job.id, run_id=job.run_id, exc_info=exc)
+    return Failed(
+        job=job,
+        error=_unexpected(exc),
+        permanent=isinstance(exc, RecursionError),
+        stage="process",
+    )
 
 
 def _input(job: LeasedJob) -> JobInput:

@@ -12,11 +12,11 @@ from actors.config import Config
 from actors.errors import is_fatal, unwrap
 from actors.log import get_logger
 from actors.pipeline._ack_reporter import AckReporter, AckStats
-from actors.pipeline._fetcher import Fetcher
-from actors.pipeline._inflight import InFlight
+from actors.pipeline._fetcher import START_BATCH, Fetcher
+from actors.pipeline._inflight import InFlight, ObjectBudget
 from actors.pipeline._lease_manager import LeaseManager
 from actors.pipeline._maintenance import Maintenance, queue_tasks
-from actors.pipeline._processing import ProcessorStage
+from actors.pipeline._processing import BATCH_BYTES, PROCESS_BATCH, ProcessorStage
 from actors.pipeline._run_room import RunRoom, room_id, run_of_room
 from actors.pipeline._scheduler import Scheduler, schedules_from_config
 from actors.pipeline._watchdog import LoopWatchdog
@@ -116,13 +116,21 @@ class PipelineTree:
 
         pipeline = config.pipeline
         capacity = pipeline.concurrency
-        # Invariant: the lease and ack streams hold `capacity` items, the in-flight table at
-        # most `capacity` jobs, so sending to them never blocks.
+        # Invariant: the lease, processors' and ack streams hold `capacity` items, the
+        # in-flight table at most `capacity` jobs, so sending to them never blocks.
         fetch_send, fetch_recv = anyio.create_memory_object_stream[JobLeased](capacity)
-        # Fetched objects are whole documents: keep only a couple per processor waiting, so
-        # memory is bounded by the stage sizes, not by the concurrency.
-        process_send, process_recv = anyio.create_memory_object_stream[Fetched](
-            2 * pipeline.processors
+        # Fetched objects are whole documents: only a couple per processor wait, whatever
+        # their size, so memory is bounded by the stage sizes, not by the concurrency; a
+        # processor that batches small documents gets more of those, within a byte budget.
+        batches = hasattr(processor, "batchable")
+        budget = ObjectBudget(
+            2 * pipeline.processors, 2 * pipeline.processors * BATCH_BYTES if batches else 0
+        )
+        process_send, process_recv = anyio.create_memory_object_stream[Fetched](capacity)
+        # A fetcher takes this many jobs at once (one start mark, one read of the store): for a
+        # processor that batches, enough that the fetchers together fill a batch.
+        start_batch = (
+            max(START_BATCH, -(-PROCESS_BATCH // pipeline.fetchers)) if batches else START_BATCH
         )
         ack_send, ack_recv = anyio.create_memory_object_stream[AckInbox](capacity)
 
@@ -156,6 +164,8 @@ class PipelineTree:
                     max_bytes=pipeline.max_object_bytes,
                     draining=lambda: self.draining,
                     ctx=ctx,
+                    budget=budget,
+                    start_batch=start_batch,
                 ),
                 shutdown=1.0,
             )
@@ -172,6 +182,7 @@ class PipelineTree:
                     ctx=ctx,
                     timeout_seconds=pipeline.job_timeout_seconds,
                     calls=calls,
+                    budget=budget,
                 ),
                 shutdown=1.0,
             )
@@ -193,8 +204,11 @@ class PipelineTree:
         # processor holds one, the processors' stream two per processor) and one pull batch,
         # so a crash strands few jobs; decided ones wait for their ack's commit and do not
         # count. The batch keeps pulls full: pulls of a few jobs each would cost more CPU per
-        # job (docs/benchmarks.md, "Processing in worker processes").
+        # job (docs/benchmarks.md, "Processing in worker processes"). A processor that
+        # batches small documents starts a batch at once.
         lease_window = pipeline.fetchers + 3 * pipeline.processors + config.queue.batch_size
+        if batches:
+            lease_window += pipeline.processors * PROCESS_BATCH
 
         def lease_manager(ctx: Context) -> LeaseManager:
             self.lease_manager = LeaseManager(

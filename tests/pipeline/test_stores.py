@@ -226,3 +226,57 @@ def test_a_named_pipe_in_the_store_fails_its_job_instead_of_freezing_the_process
     good = actors("jobs", "show", "2")
     assert '"status": "done"' in good.stdout
     assert '"status": "failed"' in pipe.stdout and "not a regular file" in pipe.stdout
+
+
+async def test_a_batch_read_answers_each_key_as_a_read_alone_would(tmp_path: Path) -> None:
+    # get_many opens each folder once for the batch and reads small files with plain system
+    # calls: every object and every error must be what `get` gives for the same key.
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_bytes(b"another tenant's document")
+    store = LocalObjectStore(root)
+    await store.put("t/r/a.txt", b"alpha")
+    await store.put("t/r/b.md", b"# beta")
+    await store.put("t/other/c.json", b"{}")
+    await store.put("t/r/empty.txt", b"")
+    await store.put("t/r/big.bin", bytes(range(256)) * 512)  # 128 KiB: read in a thread
+    await store.put("t/r/over.txt", b"x" * 101)
+    (root / "t" / "r" / "folder").mkdir()
+    (root / "t" / "link").symlink_to(outside)
+    (root / "t" / "r" / "linked.txt").symlink_to(outside / "secret.txt")
+    keys = [
+        "t/r/a.txt",
+        "t/r/missing.txt",
+        "t/r/b.md",
+        "t/r/folder",
+        "t/link/secret.txt",
+        "t/r/linked.txt",
+        "t/other/c.json",
+        "t/r/over.txt",
+        "t/nowhere/a.txt",
+        "t/r/a.txt/below",
+        "t/r/empty.txt",
+        "t/r/big.bin",
+        "t/../escape.txt",
+    ]
+    read = await store.get_many(keys, max_bytes=200 * 1024)
+    assert len(read) == len(keys)
+    for key, got in zip(keys, read, strict=True):
+        try:
+            alone: object = await store.get(key, max_bytes=200 * 1024)
+        except Exception as exc:
+            alone = exc
+        if isinstance(alone, Exception):
+            assert (type(got), str(got)) == (type(alone), str(alone)), key
+        else:
+            assert got == alone, key
+    assert [type(r).__name__ for r in read[:6]] == [
+        "StoredObject",
+        "ObjectMissing",
+        "StoredObject",
+        "ObjectMissing",
+        "InvalidObjectKey",
+        "InvalidObjectKey",
+    ]
+    small = await store.get_many(["t/r/over.txt"], max_bytes=100)
+    assert isinstance(small[0], ObjectTooLarge)
