@@ -12,8 +12,8 @@ verbs on trio), parsing, and budgets on a fake clock.
 Speeds: the development loop (plain ``pytest``) leaves out tests marked ``slow`` (about 2 s or
 more: real processes, wall-clock limits) and runs Hypothesis with the ``dev`` profile (a tenth
 of the examples). CI runs everything with the full counts:
-``pytest -m "slow or not slow" --hypothesis-profile=ci -n auto``, on every core (the README's
-test command).
+``pytest -m "slow or not slow" --hypothesis-profile=ci -n 3 --dist worksteal``, in three
+worker processes (the README's test command).
 """
 
 from __future__ import annotations

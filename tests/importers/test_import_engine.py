@@ -253,8 +253,11 @@ async def test_migrating_below_the_origins_keeps_the_imported_jobs_and_up_again_
 
         conn = schema.connect(tmp_path / "queue.db")
         below = max(m.version for m in schema.MIGRATIONS if m.version < 9)
-        # Only the origins go: no --force needed, every job stays.
-        assert schema.migrate_down(conn, tmp_path / "queue.db", below) == [9]
+        # Only the origins go (and any later migration, undone first): no --force needed,
+        # every job stays.
+        above = sorted((m.version for m in schema.MIGRATIONS if m.version > below), reverse=True)
+        assert above[-1] == 9
+        assert schema.migrate_down(conn, tmp_path / "queue.db", below) == above
         assert schema.current_version(conn) == below
         columns = {r[1] for r in conn.execute("PRAGMA table_info(jobs)")}
         assert "origin" not in columns
@@ -270,7 +273,9 @@ async def test_migrating_below_the_origins_keeps_the_imported_jobs_and_up_again_
         conn = await asyncpg.connect(PG_DSN, server_settings={"search_path": name})
         try:
             below = max(m.version for m in pg.MIGRATIONS if m.version < 10)
-            assert await pg.migrate_down(conn, "t", below) == [10]
+            above = sorted((m.version for m in pg.MIGRATIONS if m.version > below), reverse=True)
+            assert above[-1] == 10
+            assert await pg.migrate_down(conn, "t", below) == above
             assert await pg.current_version(conn) == below
             assert await conn.fetchval("SELECT count(*) FROM jobs") == 10
         finally:
