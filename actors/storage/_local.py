@@ -9,7 +9,7 @@ import mimetypes
 import os
 import stat
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import anyio
@@ -49,10 +49,24 @@ class LocalObjectStore:
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
 
+    @contextlib.contextmanager
+    def _reading(self, key: str) -> Iterator[None]:
+        """The store's errors for what reading ``key`` raised: missing, not a file, or the OS's."""
+        try:
+            yield
+        except FileNotFoundError:
+            raise missing(key, f"the local store at {self.root}") from None
+        except IsADirectoryError:
+            raise ObjectMissing(
+                f"object {key!r} is a folder (or not a regular file) in {self.root}, not a file"
+            ) from None
+        except OSError as exc:
+            raise _os_error(exc, key, self.root, "reading") from None
+
     async def get(self, key: str, *, max_bytes: int) -> StoredObject:
         """Read the object under ``key`` whole, refusing it unread if it exceeds ``max_bytes``."""
         check_key(key)
-        try:
+        with self._reading(key):
             # Opened on the loop's thread on purpose: one open+fstat of a local file costs
             # less than a hop to a worker thread; large objects are read in one (below).
             fd = _open_beneath(self.root, key)
@@ -72,14 +86,6 @@ class LocalObjectStore:
                     data = await anyio.to_thread.run_sync(f.read, size + 1)
                 if len(data) > size:  # it grew: read on, still within the cap
                     data += f.read(max_bytes + 1 - len(data))
-        except FileNotFoundError:
-            raise missing(key, f"the local store at {self.root}") from None
-        except IsADirectoryError:
-            raise ObjectMissing(
-                f"object {key!r} is a folder (or not a regular file) in {self.root}, not a file"
-            ) from None
-        except OSError as exc:
-            raise _os_error(exc, key, self.root, "reading") from None
         if len(data) > max_bytes:  # the file grew between the size check and the read
             raise ObjectTooLarge(f"object {key!r} grew past the limit of {max_bytes} bytes")
         content_type, _ = mimetypes.guess_type(key)
@@ -117,7 +123,7 @@ class LocalObjectStore:
         `_Large` for a file over ``_INLINE_READ_BYTES`` (before reading it)."""
         check_key(key)
         folder, _, name = key.rpartition("/")
-        try:
+        with self._reading(key):
             parent = folders.get(folder)
             if parent is None:
                 parent = _open_dirs(self.root, folder.split("/") if folder else [], create=False)
@@ -135,14 +141,6 @@ class LocalObjectStore:
                 data = _read_to_end(fd, size, max_bytes)
             finally:
                 os.close(fd)
-        except FileNotFoundError:
-            raise missing(key, f"the local store at {self.root}") from None
-        except IsADirectoryError:
-            raise ObjectMissing(
-                f"object {key!r} is a folder (or not a regular file) in {self.root}, not a file"
-            ) from None
-        except OSError as exc:
-            raise _os_error(exc, key, self.root, "reading") from None
         if len(data) > max_bytes:  # the file grew between the size check and the read
             raise ObjectTooLarge(f"object {key!r} grew past the limit of {max_bytes} bytes")
         return StoredObject(key=key, data=data, content_type=_content_type(key))
