@@ -18,6 +18,7 @@ from actors.errors import InvalidArgument, QueueClosed, StorageError
 from actors.queue import Ack, NewJob, SQLiteQueue
 from actors.queue.postgres._queue import PostgresQueue
 from actors.queue.sqlite._writer import Batch, GroupCommitWriter
+from supervisors.clock import FakeClock
 
 pytestmark = pytest.mark.anyio
 
@@ -148,6 +149,63 @@ async def test_concurrent_batch_calls_each_get_their_own_results(queue: SQLiteQu
     assert sorted(acked.values()) == [(False, "superseded")] * 3 + [(True, "ok")] * 9
     stats = await queue.stats()
     assert (stats.pending, stats.leased, stats.done) == (34 - 12, 3, 9)
+
+
+async def test_a_run_stays_one_tenants_when_two_tenants_enqueue_into_it_at_once(
+    queue: SQLiteQueue,
+) -> None:
+    # The writer merges concurrent enqueues into one call; a run id given to two tenants makes
+    # that call fail, and each request then runs alone: the first tenant's jobs go in, the
+    # other's are refused, and none of them lands in a run of another tenant.
+    outcomes: dict[int, str] = {}
+
+    async def enqueue(i: int) -> None:
+        tenant = ("alice", "bob")[i % 2]
+        jobs = [
+            NewJob(run_id="shared", tenant_id=tenant, r2_key=f"{tenant}/{i}-{j}") for j in (0, 1)
+        ]
+        try:
+            await queue.enqueue_many(
+                [NewJob(run_id=f"own-{i}", tenant_id=tenant, r2_key=f"{tenant}/o{i}"), *jobs]
+            )
+            outcomes[i] = tenant
+        except InvalidArgument:
+            outcomes[i] = "refused"
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            for i in range(8):
+                tg.start_soon(enqueue, i)
+    summary = await queue.run_summary("shared")
+    owner = summary.tenant_id
+    assert sorted(outcomes.values()) == sorted([owner] * 4 + ["refused"] * 4)
+    listed = (await queue.list(run_id="shared", limit=100)).items
+    assert {job.tenant_id for job in listed} == {owner}
+    assert summary.total == len(listed) == 8
+    with pytest.raises(InvalidArgument, match="one tenant"):  # the same within one call
+        await queue.enqueue_many(
+            [NewJob(run_id="mixed", tenant_id=t, r2_key=f"{t}/m") for t in ("alice", "bob")]
+        )
+
+
+async def test_two_acks_of_one_job_in_one_call_each_get_their_own_outcome(
+    queue: SQLiteQueue, clock: FakeClock
+) -> None:
+    # A stale holder's ack and the live holder's, merged into one call by the writer (or sent
+    # together): each item is judged in its turn, the stale one refused, the live one applied.
+    await queue.enqueue("r", "t", "t/k")
+    (first,) = await queue.pull(max=1, visibility_seconds=5)
+    clock.advance(6)  # the first lease runs out; the job is leased again
+    (second,) = await queue.pull(max=1)
+    assert first.id == second.id and first.lease_token != second.lease_token
+    stale = Ack(job_id=first.id, lease_token=first.lease_token or "", run_metrics={"n": 1})
+    live = Ack(job_id=second.id, lease_token=second.lease_token or "", run_metrics={"n": 10})
+    refused, applied = await queue.ack_many([stale, live])
+    # SQLite judges the stale one in its turn (another lease holds the job); PostgreSQL's one
+    # statement judges after the batch (the job has finished): refused either way.
+    assert (refused.ok, refused.reason) in ((False, "superseded"), (False, "finished"))
+    assert (applied.ok, applied.reason) == (True, "ok")
+    assert (await queue.run_summary("r")).metrics == {"n": 10}
 
 
 @pytest.mark.parametrize("inline", [True, False])

@@ -136,6 +136,16 @@ def enqueue(
     runs: dict[str, str] = {}
     added: Counter[str] = Counter()
     taken: list[tuple[int, NewJob]] = []  # (position, job) of those whose key was taken
+    # Invariant: a run belongs to exactly one tenant, within one call too (the writer merges
+    # concurrent callers' enqueues into one call: this makes the merged call fail, and each
+    # caller's request then runs alone and meets the check against the stored run below).
+    owners: dict[str, str] = {}
+    for new in jobs:
+        if owners.setdefault(new.run_id, new.tenant_id) != new.tenant_id:
+            raise InvalidArgument(
+                f"run {new.run_id!r} is given to tenants {owners[new.run_id]!r} and "
+                f"{new.tenant_id!r} in one request; a run has one tenant. Use a run id per tenant"
+            )
     for first in range(0, len(jobs), ROWS_PER_STATEMENT):
         chunk = jobs[first : first + ROWS_PER_STATEMENT]
         params: list[object] = []
@@ -763,8 +773,10 @@ def ack(
     when ``owned.owner`` took it and it has not run out.
     """
     items = list(zip(acks, jitter_factors, strict=False))
-    rows: dict[int, Sequence[Any]] = {}
+    # Each item's row (applied) or refusal, in the items' order.
+    outcomes: list[Sequence[Any] | ItemResult] = []
     if len(items) > 1 and len({a.job_id for a, _ in items}) == len(items):
+        rows: dict[int, Sequence[Any]] = {}
         for first in range(0, len(items), ROWS_PER_STATEMENT):
             chunk = items[first : first + ROWS_PER_STATEMENT]
             params: list[object] = [now, None if owned is None else owned.owner]
@@ -782,21 +794,31 @@ def ack(
                 )
             sql = _ack_sql(len(chunk), owned is not None)
             rows.update((row[0], row) for row in conn.execute(sql, params))
-    else:  # one ack (a shorter statement), or the same job twice: each sees the one before
+        for a, _ in items:
+            row = rows.get(a.job_id)
+            outcomes.append(
+                row
+                if row is not None
+                else _refused(conn, now, a.job_id, a.lease_token, "acked", a.status, owned=owned)
+            )
+    else:
+        # One ack (a shorter statement), or the same job more than once (two callers' acks
+        # merged by the writer: a stale holder's and the live one's): each item is applied and
+        # judged in its turn, so it sees the ones before it and gets its own outcome.
         for a, factor in items:
             row = _ack_one(conn, now, a, backoff, factor, owned)
-            if row is not None:
-                rows[a.job_id] = row
+            outcomes.append(
+                row
+                if row is not None
+                else _refused(conn, now, a.job_id, a.lease_token, "acked", a.status, owned=owned)
+            )
     results: list[ItemResult] = []
     metrics: dict[str, dict[str, float]] = {}
-    for a, _ in items:
-        row = rows.pop(a.job_id, None)
-        if row is None:
-            results.append(
-                _refused(conn, now, a.job_id, a.lease_token, "acked", a.status, owned=owned)
-            )
+    for (a, _), outcome in zip(items, outcomes, strict=True):
+        if isinstance(outcome, ItemResult):
+            results.append(outcome)
             continue
-        job = job_from_row(row)
+        job = job_from_row(outcome)
         if job.status == "cancelled":
             # Invariant: nothing cancelled is ever marked done; its outcome is discarded.
             results.append(cancelled(job, "acked"))
