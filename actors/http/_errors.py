@@ -116,6 +116,9 @@ def from_domain_error(exc: Exception) -> ApiError | None:
             "this run id belongs to another tenant; a run has one tenant, so use a new run id",
             "runId",
         )
+    if isinstance(exc, InvalidArgument) and "in one request; a run has one tenant" in message:
+        # The same rule within one request: it names only tenants the request itself gave.
+        return ApiError(409, "run_of_another_tenant", message, "runId")
     if isinstance(exc, InvalidArgument):
         match = _FIELD.match(message)
         return ApiError(400, "invalid_argument", message, _camel(match[1]) if match else None)
