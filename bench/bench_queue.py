@@ -131,27 +131,7 @@ def lean_phases(path: Path, durability: schema.Durability, n: int, batch: int) -
         rows = [(f"k{next(counter)}", None, now) for _ in range(batch)]
         in_tx(conn, lambda r=rows: conn.executemany(insert, r))
     rates["enqueue"] = n / (time.perf_counter() - t0)
-    leased: list[Any] = []
-    t0 = time.perf_counter()
-    for _ in range(n // batch):
-        now = time.time()
-        params = {"now": now, "expires": now + 60, "max": batch}
-        leased += in_tx(conn, lambda p=params: conn.execute(LEAN_PULL, p).fetchall())
-    rates["pull"] = n / (time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    for i in range(0, n, batch):
-        chunk = leased[i : i + batch]
-        if batch == 1:
-            p = {"id": chunk[0][0], "token": chunk[0][3], "result": None, "now": time.time()}
-            in_tx(conn, lambda p=p: conn.execute(LEAN_ACK_ONE, p).fetchall())
-        else:
-            acks = json.dumps([[row[0], row[3], None] for row in chunk])
-            p2 = {"acks": acks, "now": time.time()}
-            in_tx(conn, lambda p=p2: conn.execute(LEAN_ACK_MANY, p).fetchall())
-    rates["ack"] = n / (time.perf_counter() - t0)
-    rates["cycle"] = 1 / sum(1 / r for r in rates.values())
-    conn.close()
-    return rates
+    return _lean_pull_and_ack(conn, LEAN_PULL, n, batch, rates)
 
 
 def lean_on_queue_table(
@@ -177,6 +157,14 @@ def lean_on_queue_table(
         in_tx(conn, lambda r=rows: conn.executemany(insert, r))
     rates["enqueue"] = n / (time.perf_counter() - t0)
     conn.execute("UPDATE runs SET pending = (SELECT count(*) FROM jobs)")  # as enqueue keeps it
+    return _lean_pull_and_ack(conn, pull, n, batch, rates)
+
+
+def _lean_pull_and_ack(
+    conn: sqlite3.Connection, pull: str, n: int, batch: int, rates: dict[str, float]
+) -> dict[str, float]:
+    """The lean loops' pull and ack phases (``pull`` the claim statement), added to ``rates``
+    with the whole cycle's rate; closes ``conn``."""
     leased: list[Any] = []
     t0 = time.perf_counter()
     for _ in range(n // batch):
